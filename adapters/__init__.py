@@ -1,0 +1,1 @@
+"""Cloud adapters: thin translators between each platform and the core service layer."""

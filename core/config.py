@@ -1,0 +1,291 @@
+"""Configuration: `altostratus.yaml` (flag or ALTO_CONFIG), env overrides, pydantic validation.
+
+Every validation error names the key path and a fix. Secrets are references (`env:NAME`,
+`file:/path`, cloud secret stores via adapters), never inline values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.errors import ConfigError
+
+SECRET_REF = re.compile(r"^(env|file|aws-sm|gcp-sm|azure-kv):.+$")
+KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def hash_api_key(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _check_secret_ref(value: str | None, what: str) -> str | None:
+    if value is None or SECRET_REF.match(value):
+        return value
+    raise ValueError(
+        f"{what} must be a secret reference such as 'env:ANTHROPIC_API_KEY' or 'file:/run/secrets/key', "
+        "not the secret itself; move the value into an environment variable or secret store"
+    )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ProviderConfig(_Strict):
+    type: Literal["offline", "anthropic"] = Field(description="Provider implementation.")
+    api_key: str | None = Field(default=None, description="Secret reference, e.g. env:ANTHROPIC_API_KEY.")
+    base_url: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=200, gt=0)
+
+    _ref = field_validator("api_key")(lambda cls, v: _check_secret_ref(v, "api_key"))
+
+
+class ModelConfig(_Strict):
+    provider: str = Field(description="Name of an entry under `providers`.")
+    model_id: str = Field(description="The provider's model identifier.")
+    context_window: int = Field(default=200_000, gt=0)
+    max_output_tokens: int = Field(default=8192, gt=0)
+    input_per_mtok: float = Field(default=0.0, ge=0, description="USD per million input tokens.")
+    output_per_mtok: float = Field(default=0.0, ge=0, description="USD per million output tokens.")
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return round((input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000, 8)
+
+
+class RouteConfig(_Strict):
+    model: str = Field(description="Name of an entry under `models`.")
+    max_tokens: int = Field(default=1024, gt=0, description="Maximum output tokens for this route.")
+
+
+class RoutingConfig(_Strict):
+    default: RouteConfig = Field(default_factory=lambda: RouteConfig(model="offline"))
+
+
+class TenantConfig(_Strict):
+    api_keys: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes or secret references.")
+    default_collection: str | None = None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for k in keys:
+            if not (KEY_HASH.match(k) or SECRET_REF.match(k)):
+                raise ValueError(
+                    "each api key must be stored hashed ('sha256:<64 hex>', from `alto config hash-key KEY`) "
+                    "or referenced ('env:NAME'); never write a raw key in the config file"
+                )
+        return keys
+
+
+class QueueConfig(_Strict):
+    visibility_timeout_s: float = Field(default=120.0, gt=0)
+    max_receives: int = Field(default=5, ge=1, description="Deliveries before a message is dead-lettered.")
+    poll_interval_s: float = Field(default=0.1, gt=0)
+
+
+class GovernanceConfig(_Strict):
+    max_attempts: int = Field(default=3, ge=1, description="Provider calls per job, across redeliveries.")
+    backoff_base_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    retry_after_cap_s: float = Field(default=30.0, ge=0, description="Longest retry-after honoured.")
+    lease_s: float = Field(default=90.0, gt=0, description="How long a running job is owned by one worker.")
+    in_process_wait_s: float = Field(
+        default=10.0, ge=0, description="Longest backoff slept in-process; longer waits go back to the queue."
+    )
+
+
+class RetrievalConfig(_Strict):
+    top_k: int = Field(default=5, ge=1, le=100)
+    chunk_tokens: int = Field(default=200, ge=20)
+    chunk_overlap_tokens: int = Field(default=30, ge=0)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=4, ge=0, description="Async worker loops started by `alto serve`.")
+    concurrency: int = Field(default=32, ge=1, description="Jobs in flight per worker loop.")
+    public_url: str | None = Field(default=None, description="Base URL used in status_url; defaults to the request's.")
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def _builtin_models() -> dict[str, ModelConfig]:
+    # Prices in USD per million tokens as published by the provider; override in config when they change.
+    return {
+        "offline": ModelConfig(provider="offline", model_id="offline-extractive", context_window=32_000),
+        "claude-opus-4-5": ModelConfig(
+            provider="anthropic", model_id="claude-opus-4-5", context_window=200_000,
+            max_output_tokens=64_000, input_per_mtok=5.0, output_per_mtok=25.0,
+        ),
+        "claude-haiku-4-5": ModelConfig(
+            provider="anthropic", model_id="claude-haiku-4-5", context_window=200_000,
+            max_output_tokens=64_000, input_per_mtok=1.0, output_per_mtok=5.0,
+        ),
+    }
+
+
+def _builtin_providers() -> dict[str, ProviderConfig]:
+    return {
+        "offline": ProviderConfig(type="offline"),
+        "anthropic": ProviderConfig(type="anthropic", api_key="env:ANTHROPIC_API_KEY"),
+    }
+
+
+class Settings(_Strict):
+    data_dir: Path | None = Field(default=None, description="Embedded queue, stores, indexes and blobs.")
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _merge_builtins_and_check_refs(self) -> "Settings":
+        self.__dict__["providers"] = {**_builtin_providers(), **self.providers}
+        self.__dict__["models"] = {**_builtin_models(), **self.models}
+        for name, model in self.models.items():
+            if model.provider not in self.providers:
+                raise ValueError(
+                    f"models.{name}.provider: '{model.provider}' is not defined under `providers` "
+                    f"(known: {', '.join(sorted(self.providers))}); add it or fix the name"
+                )
+        if self.routing.default.model not in self.models:
+            raise ValueError(
+                f"routing.default.model: '{self.routing.default.model}' is not defined under `models` "
+                f"(known: {', '.join(sorted(self.models))}); add it or pick a known model"
+            )
+        return self
+
+    def resolved_data_dir(self) -> Path:
+        if self.data_dir is not None:
+            return self.data_dir.expanduser()
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "altostratus"
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent_loc, key = e["loc"][:-1], str(e["loc"][-1])
+            known = _known_keys(parent_loc)
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(known)}"
+            msg = f"unknown key; {hint}"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None:
+            # inside a dict of sub-models (providers.NAME, tenants.NAME ...)
+            args = getattr(model, "__args__", ())
+            model = args[-1] if args else None
+            continue
+        model = field.annotation
+        args = getattr(model, "__args__", ())
+        if args and not hasattr(model, "model_fields"):
+            model = next((a for a in args if hasattr(a, "model_fields")), args[-1])
+    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """`ALTO_SECTION__KEY=value` sets `section.key`; values are parsed as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith("ALTO_") or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len("ALTO_"):].split("__")]
+        node = out
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def parse_api_keys_env(value: str) -> dict[str, list[str]]:
+    """`tenant1=key1,tenant2=key2` → hashed keys per tenant."""
+    out: dict[str, list[str]] = {}
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        tenant, sep, key = item.partition("=")
+        if not sep or not tenant.strip() or not key.strip():
+            raise ConfigError(
+                f"ALTO_API_KEYS: entry '{tenant.strip() or item}=…' is not of the form tenant=key; "
+                "use e.g. ALTO_API_KEYS=acme=s3cret,beta=0ther"
+            )
+        out.setdefault(tenant.strip(), []).append(hash_api_key(key.strip()))
+    return out
+
+
+def default_config_path(env: Mapping[str, str]) -> Path | None:
+    if env.get("ALTO_CONFIG"):
+        return Path(env["ALTO_CONFIG"])
+    local = Path("altostratus.yaml")
+    return local if local.exists() else None
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from file (explicit path, ALTO_CONFIG, ./altostratus.yaml, or none) plus env."""
+    import yaml
+
+    env = os.environ if env is None else env
+    cfg_path = Path(path) if path is not None else default_config_path(env)
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    if cfg_path is not None:
+        source = str(cfg_path)
+        if not cfg_path.exists():
+            raise ConfigError(
+                f"config file {cfg_path} does not exist; create it, fix the path, or unset ALTO_CONFIG "
+                "to run on built-in defaults"
+            )
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{cfg_path} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections (providers:, models:, ...)")
+        data = loaded
+    data = _deep_merge(data, _env_overrides(env))
+    if env.get("ALTO_DATA_DIR"):
+        data["data_dir"] = env["ALTO_DATA_DIR"]
+    if env.get("ALTO_API_KEYS"):
+        tenants = data.setdefault("tenants", {}) or {}
+        data["tenants"] = tenants
+        for tenant, keys in parse_api_keys_env(env["ALTO_API_KEYS"]).items():
+            entry = tenants.setdefault(tenant, {}) or {}
+            tenants[tenant] = entry
+            entry["api_keys"] = list(entry.get("api_keys") or []) + keys
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source)) from None

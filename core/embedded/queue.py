@@ -1,0 +1,114 @@
+"""SQLite job queue with the semantics of SQS: visibility timeout, receive count, redrive to a DLQ.
+
+A message received more than `max_receives` times is moved to the dead-letter state on its next
+receive, exactly like an SQS redrive policy, and surfaces through `take_dead_letters()` so the
+runtime can mark its job `dead_lettered`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from core.ports import Delivery
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    visible_at REAL NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,
+    created_at REAL NOT NULL,
+    dead INTEGER NOT NULL DEFAULT 0,
+    dead_at REAL,
+    dead_handled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (dead, visible_at);
+"""
+
+
+class SqliteQueue:
+    def __init__(self, path: Path | str, *, visibility_timeout_s: float = 120.0, max_receives: int = 5) -> None:
+        from core.embedded.sqlite import SqliteDb
+
+        self.db = SqliteDb(path, SCHEMA)
+        self.visibility_timeout_s = visibility_timeout_s
+        self.max_receives = max_receives
+
+    def send(self, body: str, *, delay_s: float = 0.0) -> str:
+        message_id = "msg_" + secrets.token_hex(12)
+        now = time.time()
+        with self.db.tx() as c:
+            c.execute(
+                "INSERT INTO messages (id, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
+                (message_id, body, now + delay_s, now),
+            )
+        return message_id
+
+    def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
+        vt = self.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
+        now = time.time()
+        out: list[Delivery] = []
+        with self.db.tx() as c:
+            rows = c.execute(
+                "SELECT id, body, receive_count FROM messages WHERE dead = 0 AND visible_at <= ? "
+                "ORDER BY visible_at LIMIT ?",
+                (now, max_messages),
+            ).fetchall()
+            for message_id, body, count in rows:
+                if count >= self.max_receives:
+                    c.execute("UPDATE messages SET dead = 1, dead_at = ? WHERE id = ?", (now, message_id))
+                    continue
+                receipt = secrets.token_hex(8)
+                c.execute(
+                    "UPDATE messages SET receive_count = ?, visible_at = ?, receipt = ? WHERE id = ?",
+                    (count + 1, now + vt, receipt, message_id),
+                )
+                out.append(Delivery(message_id=message_id, body=body, receive_count=count + 1, receipt=receipt))
+        return out
+
+    def ack(self, delivery: Delivery) -> None:
+        with self.db.tx() as c:
+            c.execute("DELETE FROM messages WHERE id = ? AND receipt = ?", (delivery.message_id, delivery.receipt))
+
+    def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
+        with self.db.tx() as c:
+            c.execute(
+                "UPDATE messages SET visible_at = ? WHERE id = ? AND receipt = ? AND dead = 0",
+                (time.time() + delay_s, delivery.message_id, delivery.receipt),
+            )
+
+    # -- dead-letter side -------------------------------------------------------------------------
+
+    def take_dead_letters(self, limit: int = 100) -> list[Delivery]:
+        """Newly dead-lettered messages, each returned once, for the runtime's dead-letter handler."""
+        with self.db.tx() as c:
+            rows = c.execute(
+                "SELECT id, body, receive_count FROM messages WHERE dead = 1 AND dead_handled = 0 LIMIT ?", (limit,)
+            ).fetchall()
+            c.executemany("UPDATE messages SET dead_handled = 1 WHERE id = ?", [(r[0],) for r in rows])
+        return [Delivery(message_id=r[0], body=r[1], receive_count=r[2]) for r in rows]
+
+    def dead_letters(self, *, limit: int = 100) -> list[Delivery]:
+        rows = self.db.conn().execute(
+            "SELECT id, body, receive_count, dead_at FROM messages WHERE dead = 1 ORDER BY dead_at LIMIT ?", (limit,)
+        ).fetchall()
+        return [Delivery(message_id=r[0], body=r[1], receive_count=r[2], attributes={"dead_at": r[3]}) for r in rows]
+
+    def replay(self, message_id: str) -> bool:
+        """Move a dead-lettered message back to the queue with a fresh receive count."""
+        with self.db.tx() as c:
+            cur = c.execute(
+                "UPDATE messages SET dead = 0, dead_handled = 0, dead_at = NULL, receive_count = 0, "
+                "visible_at = ?, receipt = NULL WHERE id = ? AND dead = 1",
+                (time.time(), message_id),
+            )
+            return cur.rowcount == 1
+
+    def depth(self) -> dict[str, int]:
+        c = self.db.conn()
+        live = c.execute("SELECT COUNT(*) FROM messages WHERE dead = 0").fetchone()[0]
+        dead = c.execute("SELECT COUNT(*) FROM messages WHERE dead = 1").fetchone()[0]
+        return {"queued": live, "dead_lettered": dead}

@@ -1,0 +1,119 @@
+"""SQLite job store (compare-and-set on a version column) and state store (conditional KV with TTL)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from core.embedded.sqlite import SqliteDb
+from core.models import Job, JobStatus
+from core.ports import ConflictError, StateRecord
+
+JOBS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, created_at);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at REAL
+);
+"""
+
+
+class SqliteJobStore:
+    def __init__(self, path: Path | str) -> None:
+        self.db = SqliteDb(path, JOBS_SCHEMA)
+
+    def create(self, job: Job) -> None:
+        import sqlite3
+
+        try:
+            with self.db.tx() as c:
+                c.execute(
+                    "INSERT INTO jobs (id, tenant, status, version, created_at, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    (job.id, job.tenant, job.status.value, job.version, job.created_at, job.model_dump_json()),
+                )
+        except sqlite3.IntegrityError:
+            raise ConflictError(f"job {job.id} already exists") from None
+
+    def get(self, job_id: str) -> Job | None:
+        row = self.db.conn().execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.model_validate_json(row[0]) if row else None
+
+    def update(self, job: Job, *, expected_version: int) -> bool:
+        new_version = expected_version + 1
+        data = job.model_copy(update={"version": new_version}).model_dump_json()
+        with self.db.tx() as c:
+            cur = c.execute(
+                "UPDATE jobs SET status = ?, version = ?, data = ? WHERE id = ? AND version = ?",
+                (job.status.value, new_version, data, job.id, expected_version),
+            )
+        if cur.rowcount == 1:
+            job.version = new_version
+            return True
+        return False
+
+    def list(self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        sql, args = "SELECT data FROM jobs WHERE 1=1", []
+        if tenant is not None:
+            sql += " AND tenant = ?"
+            args.append(tenant)
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status.value)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        args.append(limit)
+        return [Job.model_validate_json(r[0]) for r in self.db.conn().execute(sql, args).fetchall()]
+
+
+class SqliteStateStore:
+    def __init__(self, path: Path | str) -> None:
+        self.db = SqliteDb(path, JOBS_SCHEMA)
+
+    def get(self, key: str) -> StateRecord | None:
+        row = self.db.conn().execute(
+            "SELECT value, version, expires_at FROM state WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None or (row[2] is not None and row[2] <= time.time()):
+            return None
+        return StateRecord(value=json.loads(row[0]), version=row[1], expires_at=row[2])
+
+    def put_if_absent(self, key: str, value: dict[str, Any], *, ttl_s: float | None = None) -> bool:
+        now = time.time()
+        expires = now + ttl_s if ttl_s is not None else None
+        with self.db.tx() as c:
+            cur = c.execute(
+                "INSERT INTO state (key, value, version, expires_at) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = state.version + 1, "
+                "expires_at = excluded.expires_at WHERE state.expires_at IS NOT NULL AND state.expires_at <= ?",
+                (key, json.dumps(value), expires, now),
+            )
+            return cur.rowcount == 1
+
+    def compare_and_set(
+        self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
+    ) -> bool:
+        now = time.time()
+        expires = now + ttl_s if ttl_s is not None else None
+        with self.db.tx() as c:
+            cur = c.execute(
+                "UPDATE state SET value = ?, version = version + 1, expires_at = ? "
+                "WHERE key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (json.dumps(value), expires, key, expected_version, now),
+            )
+            return cur.rowcount == 1
+
+    def delete(self, key: str) -> None:
+        with self.db.tx() as c:
+            c.execute("DELETE FROM state WHERE key = ?", (key,))

@@ -1,0 +1,215 @@
+"""Domain types: the job, its lifecycle and what it records.
+
+Pydantic models because jobs cross every boundary (HTTP, queue, store) as JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    dead_lettered = "dead_lettered"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered})
+
+# Allowed lifecycle edges. `running -> queued` is a deferral or a retry handed back to the queue;
+# `dead_lettered -> queued` is an operator replay with a fresh budget.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.dead_lettered}),
+    JobStatus.running: frozenset(
+        {JobStatus.running, JobStatus.queued, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered}
+    ),
+    JobStatus.succeeded: frozenset(),
+    JobStatus.failed: frozenset({JobStatus.queued}),
+    JobStatus.dead_lettered: frozenset({JobStatus.queued}),
+}
+
+
+class ErrorClass(str, enum.Enum):
+    transient = "transient"
+    rate_limited = "rate_limited"
+    permanent = "permanent"
+    malformed = "malformed"
+
+
+class JobRequest(BaseModel):
+    """The body of `POST /v1/jobs`. Unknown fields are rejected so typos don't pass silently."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    prompt: str = Field(min_length=1, max_length=1_000_000, description="The question or instruction.")
+    task: str | None = Field(default=None, max_length=128, description="Task name used by routing rules.")
+    context_query: str | None = Field(
+        default=None, max_length=10_000, description="Retrieval query; defaults to the prompt when a collection is used."
+    )
+    collection: str | None = Field(
+        default=None, max_length=128, description="Collection to retrieve context from; defaults to the tenant's."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form tags, stored with the job.")
+    callback_url: str | None = Field(default=None, max_length=2048, description="URL POSTed the job view when done.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("prompt must contain non-whitespace text")
+        return v
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("callback_url must be an http:// or https:// URL")
+        return v
+
+    def fingerprint(self) -> str:
+        """Stable hash of the request, for idempotency-key conflicts and logs (never the raw prompt)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Citation(BaseModel):
+    id: str = Field(description="Stable citation id, `doc#chunk`.")
+    source: str
+    title: str | None = None
+    snippet: str = ""
+    valid: bool = True
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cached: bool = False
+
+
+class RouteDecision(BaseModel):
+    provider: str
+    model: str
+    model_id: str
+    reason: str = "default route"
+
+
+class Attempt(BaseModel):
+    number: int
+    started_at: float
+    finished_at: float | None = None
+    latency_ms: float | None = None
+    outcome: str = "started"  # started | succeeded | error
+    error_class: ErrorClass | None = None
+    status_code: int | None = None
+    error: str | None = None
+    trace_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+
+
+class JobError(BaseModel):
+    error_class: ErrorClass
+    message: str
+    status_code: int | None = None
+    at: float = Field(default_factory=time.time)
+
+
+class ProviderResult(BaseModel):
+    """The provider's reply, persisted before any later step so a crash never pays twice."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    stop_reason: str | None = None
+    raw_stop_reason: str | None = None
+
+
+class Job(BaseModel):
+    id: str
+    tenant: str
+    status: JobStatus = JobStatus.queued
+    request: JobRequest
+    request_hash: str
+    idempotency_key: str | None = None
+    trace_id: str
+    created_at: float
+    updated_at: float
+    version: int = 0  # compare-and-set guard
+    provider_calls: int = 0  # persisted attempt budget counter; holds across redeliveries
+    lease_expires_at: float | None = None  # while running: after this, another delivery may take over
+    route: RouteDecision | None = None
+    prompt_template: str | None = None
+    context_chunks: list[str] = Field(default_factory=list)
+    reply: ProviderResult | None = None
+    result_text: str | None = None
+    citations: list[Citation] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    attempts: list[Attempt] = Field(default_factory=list)
+    error: JobError | None = None
+    finished_at: float | None = None
+    callback: dict[str, Any] | None = None
+
+
+class JobView(BaseModel):
+    """What `GET /v1/jobs/{id}` returns; also what `alto ask --json` prints."""
+
+    job_id: str
+    status: JobStatus
+    tenant: str
+    task: str | None
+    result: str | None
+    citations: list[Citation]
+    usage: Usage
+    route: RouteDecision | None
+    attempts: list[Attempt]
+    error: JobError | None
+    trace_id: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @classmethod
+    def of(cls, job: Job) -> "JobView":
+        return cls(
+            job_id=job.id,
+            status=job.status,
+            tenant=job.tenant,
+            task=job.request.task,
+            result=job.result_text,
+            citations=job.citations,
+            usage=job.usage,
+            route=job.route,
+            attempts=job.attempts,
+            error=job.error,
+            trace_id=job.trace_id,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            finished_at=job.finished_at,
+        )
+
+
+class SubmitResponse(BaseModel):
+    job_id: str
+    status: JobStatus
+    status_url: str
+
+
+class QueueMessage(BaseModel):
+    """What travels on every queue: a pointer to the stored job, never the prompt itself."""
+
+    job_id: str
+    tenant: str
+    trace_id: str

@@ -1,0 +1,109 @@
+"""Ports: the small interfaces every runtime implements once (embedded, AWS, GCP, Azure).
+
+Store and queue ports are synchronous on purpose: every cloud SDK is synchronous and the embedded
+SQLite calls take well under a millisecond. Only the provider port is async, because the provider
+call is the slow, network-bound step that workers overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from core.models import Job, JobStatus
+
+
+@dataclass
+class Delivery:
+    """One delivery of a queue message. `receive_count` counts deliveries including this one."""
+
+    message_id: str
+    body: str
+    receive_count: int = 1
+    receipt: Any = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    def send(self, body: str, *, delay_s: float = 0.0) -> str:
+        """Enqueue `body`; returns the message id."""
+
+    def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
+        """Take up to `max_messages` visible messages, hiding each for the visibility timeout."""
+
+    def ack(self, delivery: Delivery) -> None:
+        """The message is done: delete it."""
+
+    def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
+        """Hand the message back to be redelivered after `delay_s` (a retry or a deferral)."""
+
+
+class DeadLetterQueue(Protocol):
+    """Operator view of dead-lettered messages (the embedded queue; clouds use their console/DLQ)."""
+
+    def dead_letters(self, *, limit: int = 100) -> list[Delivery]: ...
+
+    def replay(self, message_id: str) -> bool: ...
+
+
+class ConflictError(Exception):
+    """A conditional write lost: somebody else changed the record first."""
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    def create(self, job: Job) -> None:
+        """Insert a new job; raises ConflictError if the id exists."""
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def update(self, job: Job, *, expected_version: int) -> bool:
+        """Write `job` only if the stored version is `expected_version`. Returns False on a lost race."""
+
+    def list(self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50) -> list[Job]: ...
+
+
+@dataclass
+class StateRecord:
+    value: dict[str, Any]
+    version: int
+    expires_at: float | None = None
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """A tiny conditional key-value store: idempotency keys, rate buckets, breakers, response cache.
+
+    Every method is one conditional write on every cloud (DynamoDB condition expressions,
+    Firestore transactions, Table Storage ETags), which is what keeps workers consistent.
+    Expired records behave as absent.
+    """
+
+    def get(self, key: str) -> StateRecord | None: ...
+
+    def put_if_absent(self, key: str, value: dict[str, Any], *, ttl_s: float | None = None) -> bool: ...
+
+    def compare_and_set(
+        self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
+    ) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes:
+        """Raises KeyError if absent."""
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str = "") -> list[str]: ...
+
+
+@runtime_checkable
+class Secrets(Protocol):
+    def resolve(self, ref: str) -> str:
+        """Resolve a reference such as `env:NAME` or `file:/path`; raises ConfigError naming the fix."""

@@ -1,0 +1,76 @@
+"""Offline provider: deterministic, extractive, no network.
+
+It answers from the retrieved passages by picking the sentences that best cover the question's
+content words, cites them, and says plainly when the context has no answer. Useful for demos,
+tests and air-gapped smoke checks; never pretends to be a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from core.models import ProviderResult
+from core.providers.base import ChatRequest
+from core.text import content_terms, estimate_tokens, sentences
+
+NO_CONTEXT = (
+    "No relevant passages were retrieved for this question, and the offline provider answers only "
+    "from retrieved context. Ingest documents that cover it (`alto ingest PATH --collection NAME`), "
+    "or route this task to a model provider."
+)
+NO_ANSWER = "The provided context does not contain an answer to this question."
+
+
+class OfflineProvider:
+    name = "offline"
+
+    def __init__(self, max_sentences: int = 3) -> None:
+        self.max_sentences = max_sentences
+
+    async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
+        text = self.answer(request)
+        return ProviderResult(
+            text=text,
+            input_tokens=estimate_tokens(request.system) + estimate_tokens(request.user),
+            output_tokens=estimate_tokens(text),
+            stop_reason="end_turn",
+            raw_stop_reason="end_turn",
+        )
+
+    def answer(self, request: ChatRequest) -> str:
+        if not request.context:
+            return NO_CONTEXT
+        q_terms = set(content_terms(request.question))
+        if not q_terms:
+            return NO_ANSWER
+        candidates: list[tuple[str, str, set[str]]] = []
+        df: Counter[str] = Counter()
+        for chunk in request.context:
+            for sent in sentences(chunk.text):
+                terms = set(content_terms(sent))
+                candidates.append((chunk.id, sent, terms))
+                df.update(terms & q_terms)
+        present = q_terms & set(df)
+        # Too few of the question's words occur anywhere in the context: say so rather than guess.
+        if len(present) < max(1, math.ceil(len(q_terms) * 0.4)):
+            return NO_ANSWER
+        n = max(1, len(candidates))
+        weight = {t: math.log(1 + n / df[t]) for t in present}
+        total = sum(weight.values())
+        scored = []
+        for i, (cid, sent, terms) in enumerate(candidates):
+            hit = terms & q_terms
+            coverage = sum(weight[t] for t in hit) / total if total else 0.0
+            if len(hit) >= 1 and coverage >= 0.3:
+                scored.append((coverage, -i, cid, sent))
+        if not scored:
+            return NO_ANSWER
+        scored.sort(reverse=True)
+        best = scored[0][0]
+        scored = [s for s in scored if s[0] >= 0.6 * best]  # only sentences close to the best match
+        picked = sorted(scored[: self.max_sentences], key=lambda s: -s[1])  # keep document order
+        return " ".join(f"{sent} [{cid}]" for _, _, cid, sent in picked)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,45 @@
+"""Builds providers by name from configuration, once per process, importing each SDK only when used."""
+
+from __future__ import annotations
+
+from core.config import Settings
+from core.errors import ConfigError
+from core.ports import Secrets
+from core.providers.base import Provider
+
+
+class ProviderRegistry:
+    def __init__(self, settings: Settings, secrets: Secrets) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self._built: dict[str, Provider] = {}
+
+    def get(self, name: str) -> Provider:
+        provider = self._built.get(name)
+        if provider is None:
+            provider = self._built[name] = self._build(name)
+        return provider
+
+    def _build(self, name: str) -> Provider:
+        cfg = self.settings.providers.get(name)
+        if cfg is None:
+            raise ConfigError(f"provider '{name}' is not configured under `providers`")
+        if cfg.type == "offline":
+            from core.providers.offline import OfflineProvider
+
+            return OfflineProvider()
+        if cfg.type == "anthropic":
+            from core.providers.anthropic import AnthropicProvider
+
+            if not cfg.api_key:
+                raise ConfigError(f"providers.{name}.api_key: set a secret reference such as env:ANTHROPIC_API_KEY")
+            return AnthropicProvider(
+                api_key=self.secrets.resolve(cfg.api_key), base_url=cfg.base_url,
+                timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,
+            )
+        raise ConfigError(f"providers.{name}.type: unknown provider type {cfg.type!r}")
+
+    async def aclose(self) -> None:
+        for p in self._built.values():
+            await p.aclose()
+        self._built.clear()

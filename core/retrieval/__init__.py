@@ -1,0 +1,1 @@
+"""Retrieval: ingestion and the embedded keyword index."""

@@ -1,0 +1,204 @@
+"""Local runtime: async worker loops over the embedded queue, and the API as an ASGI app for uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from core.api import MAX_BODY_BYTES, Api, ApiRequest, _error
+from core.bootstrap import App
+from core.logs import log_event
+from core.ports import Delivery
+from core.service import Outcome
+
+DEADLINE_MARGIN_S = 5.0
+
+
+async def run_delivery(app: App, delivery: Delivery, *, deadline: float) -> Outcome:
+    """Process one delivery and apply the outcome to the queue (ack, or release with a delay)."""
+    try:
+        outcome = await app.service.process(delivery, deadline=deadline)
+    except Exception as e:  # a bug or a store outage: never lose the message, let it be redelivered
+        log_event("worker.crash", logging.ERROR, error=repr(e)[:500], message_id=delivery.message_id)
+        outcome = Outcome("retry", delay_s=app.settings.governance.backoff_base_s, detail="worker error")
+    if outcome.action == "ack":
+        app.queue.ack(delivery)
+    else:
+        app.queue.release(delivery, delay_s=outcome.delay_s)
+    return outcome
+
+
+class WorkerPool:
+    """N jobs in flight from the embedded queue; also hands dead-lettered messages to the service."""
+
+    def __init__(self, app: App, *, concurrency: int) -> None:
+        self.app = app
+        self.concurrency = concurrency
+        self.wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def notify(self) -> None:
+        self.wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        queue = self.app.queue
+        vt = self.app.settings.queue.visibility_timeout_s
+        poll = self.app.settings.queue.poll_interval_s
+        take_dead = getattr(queue, "take_dead_letters", None)
+        last_dead_check = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            if take_dead is not None and now - last_dead_check > 0.5:
+                last_dead_check = now
+                for d in take_dead():
+                    self.app.service.dead_letter(d)
+            free = self.concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            deliveries = queue.receive(max_messages=min(free, 10))
+            if not deliveries:
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=poll)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            deadline = time.time() + vt - DEADLINE_MARGIN_S
+            for d in deliveries:
+                t = asyncio.create_task(run_delivery(self.app, d, deadline=deadline))
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
+        await self.drain()
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Let in-flight jobs finish; whatever doesn't is redelivered after its visibility timeout."""
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+
+
+def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    if on_startup:
+                        await on_startup()
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    if on_shutdown:
+                        await on_shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = bytearray()
+        while True:
+            msg = await receive()
+            body.extend(msg.get("body", b""))
+            if len(body) > MAX_BODY_BYTES or not msg.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host") or "%s:%s" % tuple(scope.get("server") or ("localhost", 80))
+        req = ApiRequest(
+            method=scope["method"], path=scope["path"], headers=headers, body=bytes(body),
+            base_url=f"{scope.get('scheme', 'http')}://{host}",
+            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+        )
+        resp = api.handle(req) if len(body) <= MAX_BODY_BYTES else _error(
+            413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+        payload = resp.json_bytes()
+        raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        raw_headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
+        await send({"type": "http.response.start", "status": resp.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+class LocalService:
+    """API plus worker loops sharing one process; its ASGI lifespan starts and stops the workers."""
+
+    def __init__(self, app: App, *, workers: int) -> None:
+        from core.api import build_api
+
+        self.app = app
+        self.stop = asyncio.Event()
+        self.pools = [WorkerPool(app, concurrency=app.settings.server.concurrency) for _ in range(workers)]
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.asgi = asgi_app(build_api(app), on_startup=self.start, on_shutdown=self.shutdown)
+
+    async def start(self) -> None:
+        self.stop = asyncio.Event()
+        _wire_wakeups(self.app, self.pools)
+        self.tasks = [asyncio.create_task(p.run(self.stop)) for p in self.pools]
+        log_event("runtime.started", workers=len(self.pools), data_dir=str(self.app.data_dir))
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        for p in self.pools:
+            p.notify()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.app.providers.aclose()
+
+
+async def serve(app: App, *, host: str, port: int, workers: int, workers_only: bool = False) -> None:
+    """API + worker loops in one process (or workers only), stopped cleanly by SIGINT/SIGTERM."""
+    local = LocalService(app, workers=workers)
+    if workers_only:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        await local.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, local.stop.set)
+        await local.stop.wait()
+        await local.shutdown()
+        return
+    import uvicorn
+
+    config = uvicorn.Config(local.asgi, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    await uvicorn.Server(config).serve()
+
+
+def _wire_wakeups(app: App, pools: list[WorkerPool]) -> None:
+    """Same-process submits wake idle workers at once instead of waiting for the next poll."""
+    queue = app.queue
+    original = getattr(queue.send, "__wrapped__", queue.send)
+    loop = asyncio.get_running_loop()
+
+    def send(body: str, *, delay_s: float = 0.0) -> str:
+        mid = original(body, delay_s=delay_s)
+        if delay_s <= 0:
+            for p in pools:
+                loop.call_soon_threadsafe(p.notify)
+        return mid
+
+    send.__wrapped__ = original  # type: ignore[attr-defined]
+    queue.send = send  # type: ignore[method-assign]
+
+
+async def run_until_done(app: App, job_ids: list[str], *, timeout_s: float = 120.0, concurrency: int = 16) -> None:
+    """Run a worker pool in this process until the given jobs are terminal (used by `alto ask`)."""
+    stop = asyncio.Event()
+    pool = WorkerPool(app, concurrency=concurrency)
+    _wire_wakeups(app, [pool])
+    task = asyncio.create_task(pool.run(stop))
+    deadline = time.monotonic() + timeout_s
+    try:
+        pending = set(job_ids)
+        while pending and time.monotonic() < deadline:
+            pending = {j for j in pending if not (job := app.store.get(j)) or not job.status.terminal}
+            if pending:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        pool.notify()
+        await task
+        await app.providers.aclose()

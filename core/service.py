@@ -1,0 +1,445 @@
+"""The service layer: `submit` and `process` are the only paths every entry point uses.
+
+Local server, CLI and each cloud handler call these; none of them holds job logic of its own.
+
+Guarantees kept here, whatever the runtime:
+- total provider calls per job never exceed `governance.max_attempts`: the counter is persisted
+  with a compare-and-set *before* each call, so redeliveries and crashed workers cannot exceed it;
+- a duplicate delivery while the job is leased by another worker is deferred, not processed;
+- the provider's reply is persisted before any later step, so a crash after the reply never
+  causes a second call on redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
+
+from core.classify import classify
+from core.config import Settings
+from core.errors import IdempotencyConflict, InputError, NotFound
+from core.ids import new_job_id, new_trace_id
+from core.logs import Timer, job_id_var, log_event, trace_id_var
+from core.models import (
+    Attempt, ErrorClass, Job, JobError, JobRequest, JobStatus, JobView, ProviderResult, QueueMessage, Usage,
+)
+from core.ports import ConflictError, Delivery, JobQueue, JobStore, StateStore
+from core.prompting import extract_citations, render
+from core.providers.base import ChatRequest, ContextChunk
+from core.providers.registry import ProviderRegistry
+from core.retry import retry_delay
+from core.routing import Router
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+MIN_CALL_S = 1.0  # don't start a provider call with less than this left before the deadline
+
+
+class Retriever(Protocol):
+    def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]: ...
+
+
+@dataclass
+class Outcome:
+    """What the runtime should do with the delivery: `ack` deletes it, `retry` hands it back after `delay_s`."""
+
+    action: Literal["ack", "retry"]
+    delay_s: float = 0.0
+    status: JobStatus | None = None
+    detail: str = ""
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: JobStore,
+        state: StateStore,
+        queue: JobQueue,
+        providers: ProviderRegistry,
+        retriever: Retriever | None = None,
+        router: Router | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.state = state
+        self.queue = queue
+        self.providers = providers
+        self.retriever = retriever
+        self.router = router or Router(settings)
+        self.clock = clock
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(
+        self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None, trace_id: str | None = None
+    ) -> tuple[Job, bool]:
+        """Store and enqueue a job. Returns (job, created); a repeated idempotency key returns the first job."""
+        collection = self._collection_for(tenant, request)
+        if request.collection and self.retriever is not None:
+            known = getattr(self.retriever, "collections", None)
+            if known is not None and request.collection not in known(tenant):
+                raise InputError(
+                    f"collection '{request.collection}' has no documents for this tenant; "
+                    f"ingest some with `alto ingest PATH --collection {request.collection} --tenant {tenant}` "
+                    "or omit the field",
+                    field="collection",
+                )
+        fingerprint = request.fingerprint()
+        job_id = new_job_id()
+        if idempotency_key is not None:
+            if not (1 <= len(idempotency_key) <= 255):
+                raise InputError("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
+            key = f"idem:{tenant}:{idempotency_key}"
+            if not self.state.put_if_absent(key, {"job_id": job_id, "hash": fingerprint}, ttl_s=IDEMPOTENCY_TTL_S):
+                rec = self.state.get(key)
+                if rec is not None:
+                    if rec.value["hash"] != fingerprint:
+                        raise IdempotencyConflict(
+                            "this Idempotency-Key was already used with a different request body; "
+                            "use a new key for a new request"
+                        )
+                    existing = self.store.get(rec.value["job_id"])
+                    if existing is not None:
+                        return existing, False
+                    job_id = rec.value["job_id"]  # first submit crashed before storing: finish it
+        now = self.clock()
+        job = Job(
+            id=job_id,
+            tenant=tenant,
+            request=request,
+            request_hash=fingerprint,
+            idempotency_key=idempotency_key,
+            trace_id=trace_id or new_trace_id(),
+            created_at=now,
+            updated_at=now,
+        )
+        if collection and not request.collection:
+            job.request = request.model_copy(update={"collection": collection})
+        try:
+            self.store.create(job)
+        except ConflictError:
+            existing = self.store.get(job_id)
+            assert existing is not None
+            return existing, False
+        self._enqueue(job)
+        log_event(
+            "job.submitted", job_id=job.id, trace_id=job.trace_id, tenant=tenant, task=request.task,
+            input_hash=fingerprint[:16], prompt_chars=len(request.prompt),
+        )
+        return job, True
+
+    def _enqueue(self, job: Job, delay_s: float = 0.0) -> None:
+        msg = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id)
+        self.queue.send(msg.model_dump_json(), delay_s=delay_s)
+
+    def _collection_for(self, tenant: str, request: JobRequest) -> str | None:
+        if request.collection:
+            return request.collection
+        t = self.settings.tenants.get(tenant)
+        return t.default_collection if t else None
+
+    # ------------------------------------------------------------------ read
+
+    def get(self, tenant: str, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job is None or job.tenant != tenant:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    def view(self, tenant: str, job_id: str) -> JobView:
+        return JobView.of(self.get(tenant, job_id))
+
+    # ------------------------------------------------------------------ process
+
+    async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
+        """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do."""
+        try:
+            msg = QueueMessage.model_validate_json(delivery.body)
+        except ValueError as e:
+            log_event("queue.bad_message", logging.ERROR, message_id=delivery.message_id, error=str(e)[:500])
+            # keep the body: let the platform redrive it to the DLQ for a human to read
+            return Outcome("retry", delay_s=self.settings.governance.backoff_max_s, detail="unparseable message")
+        trace_token = trace_id_var.set(msg.trace_id)
+        job_token = job_id_var.set(msg.job_id)
+        try:
+            return await self._process(msg, delivery, deadline or (self.clock() + self.settings.governance.lease_s))
+        finally:
+            trace_id_var.reset(trace_token)
+            job_id_var.reset(job_token)
+
+    async def _process(self, msg: QueueMessage, delivery: Delivery, deadline: float) -> Outcome:
+        gov = self.settings.governance
+        job = self.store.get(msg.job_id)
+        if job is None:
+            log_event("job.missing", logging.WARNING, receive_count=delivery.receive_count)
+            return Outcome("retry", delay_s=5.0, detail="job record not found yet")
+        if job.status.terminal:
+            return Outcome("ack", status=job.status, detail="already terminal (duplicate delivery)")
+        now = self.clock()
+        if job.status is JobStatus.running and job.lease_expires_at and job.lease_expires_at > now:
+            wait = max(1.0, job.lease_expires_at - now)
+            log_event("job.deferred", reason="leased by another worker", delay_s=round(wait, 2))
+            return Outcome("retry", delay_s=wait, status=job.status, detail="leased by another worker")
+        if job.reply is not None:
+            return await self._finalize(job)
+
+        decision, route, model = self.router.decide(job.tenant, job.request)
+        chunks = self._retrieve(job)
+        prompt = render(job.request.prompt, chunks)
+
+        while True:
+            if job.provider_calls >= gov.max_attempts:
+                return self._dead_letter_job(job, "attempt budget exhausted")
+            now = self.clock()
+            if deadline - now < MIN_CALL_S:
+                return self._hand_back(job, delay_s=0.0, detail="no time left in this invocation")
+            # claim: persist the call count and lease before paying for the call
+            expected = job.version
+            job.status = JobStatus.running
+            job.provider_calls += 1
+            job.lease_expires_at = min(now + gov.lease_s, deadline)
+            job.route = decision
+            job.context_chunks = [c.id for c in chunks]
+            job.prompt_template = prompt.template
+            attempt = Attempt(
+                number=job.provider_calls, started_at=now, trace_id=job.trace_id,
+                provider=decision.provider, model=decision.model,
+            )
+            job.attempts.append(attempt)
+            job.updated_at = now
+            if not self.store.update(job, expected_version=expected):
+                return Outcome("retry", delay_s=1.0, detail="lost the claim race to another delivery")
+
+            provider = self.providers.get(decision.provider)
+            timeout = max(0.1, min(self.settings.providers[decision.provider].timeout_s, job.lease_expires_at - now))
+            request = ChatRequest(
+                model_id=decision.model_id, system=prompt.system, user=prompt.user,
+                question=job.request.prompt, max_tokens=route.max_tokens, context=chunks,
+            )
+            timer = Timer()
+            try:
+                result = await provider.generate(request, timeout_s=timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # classified below; never lost
+                c = classify(exc)
+                attempt.finished_at = self.clock()
+                attempt.latency_ms = timer.ms
+                attempt.outcome = "error"
+                attempt.error_class = c.error_class
+                attempt.status_code = getattr(exc, "status_code", None)
+                attempt.error = str(exc)[:1000]
+                log_event(
+                    "provider.error", logging.WARNING, provider=decision.provider, model=decision.model,
+                    error_class=c.error_class.value, status_code=attempt.status_code, latency_ms=attempt.latency_ms,
+                    attempt=attempt.number, body=(getattr(exc, "body", None) or "")[:2000] if c.error_class is ErrorClass.malformed else None,
+                )
+                job.error = JobError(error_class=c.error_class, message=attempt.error, status_code=attempt.status_code)
+                if not c.retryable:
+                    return self._finish_failed(job)
+                if job.provider_calls >= gov.max_attempts:
+                    return self._dead_letter_job(job, "attempt budget exhausted")
+                delay = retry_delay(
+                    job.provider_calls, retry_after_s=c.retry_after_s, base_s=gov.backoff_base_s,
+                    cap_s=gov.backoff_max_s, retry_after_cap_s=gov.retry_after_cap_s,
+                )
+                if self.clock() + delay + MIN_CALL_S < deadline and delay <= gov.in_process_wait_s:
+                    # fits in this invocation: persist the attempt, wait, go again
+                    expected = job.version
+                    job.updated_at = self.clock()
+                    if not self.store.update(job, expected_version=expected):
+                        return Outcome("retry", delay_s=1.0, detail="job changed under us")
+                    await asyncio.sleep(delay)
+                    continue
+                return self._hand_back(job, delay_s=delay, detail=f"{c.error_class.value} error, retrying later")
+
+            attempt.finished_at = self.clock()
+            attempt.latency_ms = timer.ms
+            attempt.outcome = "succeeded"
+            job.reply = result
+            job.error = None
+            if not self._persist(job):
+                return Outcome("retry", delay_s=1.0, detail="could not persist the provider reply")
+            log_event(
+                "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
+                input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
+            )
+            return await self._finalize(job, chunks)
+
+    def _retrieve(self, job: Job) -> list[ContextChunk]:
+        if not job.request.collection or self.retriever is None:
+            return []
+        query = job.request.context_query or job.request.prompt
+        return self.retriever.search(job.tenant, job.request.collection, query, k=self.settings.retrieval.top_k)
+
+    def _persist(self, job: Job) -> bool:
+        """Write the job; on a version race, re-read and re-apply our reply if nobody finished it first."""
+        for _ in range(5):
+            if self.store.update(job, expected_version=job.version):
+                return True
+            current = self.store.get(job.id)
+            if current is None or current.status.terminal or current.reply is not None:
+                return False
+            current.reply, current.attempts, current.error = job.reply, job.attempts, job.error
+            job = current
+        return False
+
+    async def _finalize(self, job: Job, chunks: list[ContextChunk] | None = None) -> Outcome:
+        """Everything after the reply: citations, usage and cost, the result write, the callback."""
+        assert job.reply is not None
+        if chunks is None:
+            chunks = self._retrieve(job)
+            chunks = [c for c in chunks if c.id in set(job.context_chunks)] or chunks
+        model = self.settings.models.get(job.route.model) if job.route else None
+        reply: ProviderResult = job.reply
+        now = self.clock()
+        expected = job.version
+        job.result_text = reply.text
+        job.citations = extract_citations(reply.text, chunks)
+        job.usage = Usage(
+            input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+            cost_usd=model.cost(reply.input_tokens, reply.output_tokens) if model else 0.0,
+        )
+        job.status = JobStatus.succeeded
+        job.lease_expires_at = None
+        job.finished_at = now
+        job.updated_at = now
+        if not self.store.update(job, expected_version=expected):
+            current = self.store.get(job.id)
+            if current is not None and current.status.terminal:
+                return Outcome("ack", status=current.status, detail="finished by another delivery")
+            return Outcome("retry", delay_s=1.0, detail="result write lost a race")
+        log_event(
+            "job.succeeded", model=job.route.model if job.route else None, input_tokens=job.usage.input_tokens,
+            output_tokens=job.usage.output_tokens, cost_usd=job.usage.cost_usd, attempts=len(job.attempts),
+            citations=len(job.citations), latency_ms=round((now - job.created_at) * 1000, 1),
+        )
+        if job.request.callback_url:
+            await self._callback(job)
+        return Outcome("ack", status=JobStatus.succeeded)
+
+    async def _callback(self, job: Job) -> None:
+        """POST the job view to the callback URL once; the outcome is recorded, the job result is not at risk."""
+        import urllib.request
+
+        body = JobView.of(job).model_dump_json().encode()
+        req = urllib.request.Request(
+            job.request.callback_url or "", data=body, method="POST",
+            headers={"content-type": "application/json", "x-alto-job-id": job.id, "x-alto-trace-id": job.trace_id},
+        )
+
+        def send() -> int:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (scheme validated at submit)
+                return resp.status
+
+        record: dict[str, object] = {"url": job.request.callback_url, "at": self.clock()}
+        try:
+            record["status"] = await asyncio.to_thread(send)
+        except Exception as e:
+            record["error"] = str(e)[:500]
+            log_event("job.callback_failed", logging.WARNING, error=record["error"])
+        for _ in range(3):
+            current = self.store.get(job.id)
+            if current is None:
+                return
+            current.callback = record
+            if self.store.update(current, expected_version=current.version):
+                return
+
+    def _hand_back(self, job: Job, *, delay_s: float, detail: str) -> Outcome:
+        expected = job.version
+        job.status = JobStatus.queued
+        job.lease_expires_at = None
+        job.updated_at = self.clock()
+        if not self.store.update(job, expected_version=expected):
+            return Outcome("retry", delay_s=max(1.0, delay_s), detail="job changed under us")
+        log_event("job.retry_scheduled", delay_s=round(delay_s, 3), detail=detail, provider_calls=job.provider_calls)
+        return Outcome("retry", delay_s=delay_s, status=JobStatus.queued, detail=detail)
+
+    def _finish_failed(self, job: Job) -> Outcome:
+        expected = job.version
+        job.status = JobStatus.failed
+        job.lease_expires_at = None
+        job.finished_at = job.updated_at = self.clock()
+        if not self.store.update(job, expected_version=expected):
+            return Outcome("retry", delay_s=1.0, detail="job changed under us")
+        log_event("job.failed", logging.WARNING, error_class=job.error.error_class.value if job.error else None)
+        return Outcome("ack", status=JobStatus.failed, detail=job.error.message if job.error else "failed")
+
+    def _dead_letter_job(self, job: Job, reason: str) -> Outcome:
+        expected = job.version
+        job.status = JobStatus.dead_lettered
+        job.lease_expires_at = None
+        job.finished_at = job.updated_at = self.clock()
+        if job.error is None:
+            job.error = JobError(error_class=ErrorClass.transient, message=reason)
+        else:
+            job.error = job.error.model_copy(update={"message": f"{reason}: {job.error.message}"})
+        if not self.store.update(job, expected_version=expected):
+            return Outcome("retry", delay_s=1.0, detail="job changed under us")
+        log_event("job.dead_lettered", logging.ERROR, reason=reason, provider_calls=job.provider_calls)
+        return Outcome("ack", status=JobStatus.dead_lettered, detail=reason)
+
+    # ------------------------------------------------------------------ dead letters and replay
+
+    def dead_letter(self, delivery: Delivery) -> Job | None:
+        """Called for a message the platform dead-lettered: mark its job, keeping the error state.
+
+        A job that is terminal, or still leased by a live worker, is left alone.
+        """
+        try:
+            msg = QueueMessage.model_validate_json(delivery.body)
+        except ValueError:
+            log_event("dlq.bad_message", logging.ERROR, message_id=delivery.message_id, body=delivery.body[:2000])
+            return None
+        for _ in range(5):
+            job = self.store.get(msg.job_id)
+            if job is None or job.status.terminal:
+                return job
+            now = self.clock()
+            if job.status is JobStatus.running and job.lease_expires_at and job.lease_expires_at > now:
+                return job
+            expected = job.version
+            job.status = JobStatus.dead_lettered
+            job.lease_expires_at = None
+            job.finished_at = job.updated_at = now
+            reason = f"dead-lettered by the queue after {delivery.receive_count} deliveries"
+            job.error = (
+                job.error.model_copy(update={"message": f"{reason}: {job.error.message}"})
+                if job.error else JobError(error_class=ErrorClass.transient, message=reason)
+            )
+            if self.store.update(job, expected_version=expected):
+                log_event("job.dead_lettered", logging.ERROR, job_id=job.id, trace_id=job.trace_id, reason=reason)
+                return job
+        return self.store.get(msg.job_id)
+
+    def replay(self, job_id: str, *, enqueue: bool = True) -> Job:
+        """Re-queue a dead-lettered or failed job with a fresh attempt budget (after an operator fix)."""
+        for _ in range(5):
+            job = self.store.get(job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            if job.status not in (JobStatus.dead_lettered, JobStatus.failed):
+                raise InputError(f"job {job_id} is {job.status.value}; only dead_lettered or failed jobs can be replayed")
+            expected = job.version
+            job.status = JobStatus.queued
+            job.provider_calls = 0
+            job.reply = None
+            job.finished_at = None
+            job.updated_at = self.clock()
+            if self.store.update(job, expected_version=expected):
+                if enqueue:
+                    self._enqueue(job)
+                log_event("job.replayed", job_id=job.id, trace_id=job.trace_id)
+                return job
+        raise ConflictError(f"job {job_id} kept changing during replay; try again")
+
+
+def job_json(job: Job) -> str:
+    return json.dumps(JobView.of(job).model_dump(mode="json"), indent=2)

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package so users can test their own configs offline (like moto)."""

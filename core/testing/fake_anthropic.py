@@ -1,0 +1,200 @@
+"""A fake Anthropic Messages API server: real HTTP on loopback, the real wire shape, injectable faults.
+
+Used by the test suite and the benchmarks; also handy for users testing their own configuration
+offline. Faults are drawn from a seeded RNG (rates) or forced in order (`script`), so runs repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+DOC_ID = re.compile(r'<document id="([^"]+)"')
+FAULTS = ("429", "429_no_retry_after", "529", "500", "timeout", "reset", "malformed", "400")
+
+
+@dataclass
+class FaultPlan:
+    rates: dict[str, float] = field(default_factory=dict)  # fault name → probability per call
+    script: list[str] = field(default_factory=list)  # forced outcomes, consumed first ("ok" or a fault)
+    retry_after_s: float = 1.0
+    latency_s: float = 0.0
+    timeout_s: float = 30.0  # how long a "timeout" fault stalls
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rates) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; choose from {FAULTS}")
+
+
+class FakeAnthropic:
+    """The ASGI app. `stats` counts calls by outcome; `replies_by_marker` counts successes per marker."""
+
+    def __init__(self, plan: FaultPlan | None = None, *, api_key: str = "test-key") -> None:
+        self.plan = plan or FaultPlan()
+        self.api_key = api_key
+        self.rng = random.Random(self.plan.seed)
+        self.lock = threading.Lock()
+        self.stats: Counter[str] = Counter()
+        self.replies_by_marker: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []
+        self.keep_requests = False
+
+    def _draw(self) -> str:
+        with self.lock:
+            if self.plan.script:
+                return self.plan.script.pop(0)
+            x = self.rng.random()
+            acc = 0.0
+            for name, rate in self.plan.rates.items():
+                acc += rate
+                if x < acc:
+                    return name
+            return "ok"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = bytearray()
+        while True:
+            msg = await receive()
+            body.extend(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+
+        async def reply(status: int, payload: Any, extra: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+            data = raw if raw is not None else json.dumps(payload).encode()
+            hs = [(b"content-type", b"application/json"), (b"request-id", b"req_fake")]
+            hs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+            await send({"type": "http.response.start", "status": status, "headers": hs})
+            await send({"type": "http.response.body", "body": data})
+
+        def error(kind: str, message: str) -> dict[str, Any]:
+            return {"type": "error", "error": {"type": kind, "message": message}}
+
+        if scope["path"] != "/v1/messages" or scope["method"] != "POST":
+            return await reply(404, error("not_found_error", "no such route"))
+        bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if self.api_key not in (headers.get("x-api-key"), bearer):
+            return await reply(401, error("authentication_error", "invalid x-api-key"))
+        try:
+            req = json.loads(body)
+            model, max_tokens, messages = req["model"], int(req["max_tokens"]), req["messages"]
+        except (ValueError, KeyError, TypeError):
+            return await reply(400, error("invalid_request_error", "model, max_tokens and messages are required"))
+        if self.keep_requests:
+            self.requests.append(req)
+        outcome = self._draw()
+        with self.lock:
+            self.stats["calls"] += 1
+            self.stats[outcome] += 1
+        if self.plan.latency_s:
+            await asyncio.sleep(self.plan.latency_s)
+        if outcome == "429":
+            return await reply(429, error("rate_limit_error", "rate limited"), {"retry-after": str(self.plan.retry_after_s)})
+        if outcome == "429_no_retry_after":
+            return await reply(429, error("rate_limit_error", "rate limited"))
+        if outcome == "529":
+            return await reply(529, error("overloaded_error", "overloaded"))
+        if outcome == "500":
+            return await reply(500, error("api_error", "internal error"))
+        if outcome == "400":
+            return await reply(400, error("invalid_request_error", "prompt is not acceptable"))
+        if outcome == "timeout":
+            await asyncio.sleep(self.plan.timeout_s)
+            return await reply(500, error("api_error", "too late"))
+        if outcome == "reset":
+            raise ConnectionResetError("fault injected: connection reset")  # uvicorn drops the connection
+        if outcome == "malformed":
+            return await reply(200, None, raw=b'{"id": "msg_x", "type": "message", "content": [')
+        text_in = "".join(
+            m["content"] if isinstance(m.get("content"), str)
+            else "".join(b.get("text", "") for b in m.get("content", []))
+            for m in messages
+        )
+        cites = DOC_ID.findall(text_in)[:2]
+        question = text_in.rsplit("Question:", 1)[-1].strip()[:80]
+        answer = f"Fake answer about: {question}" + "".join(f" [{c}]" for c in cites)
+        marker = re.search(r"\bmarker:(\S+)", text_in)
+        if marker:
+            with self.lock:
+                self.replies_by_marker[marker.group(1)] += 1
+        in_tokens = max(1, len(text_in) // 4)
+        out_tokens = max(1, min(max_tokens, len(answer) // 4))
+        return await reply(200, {
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+        })
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """Run any ASGI app under uvicorn on a loopback port in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="on", access_log=False,
+            timeout_keep_alive=30, backlog=2048,
+        ))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"server on port {self.port} did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def main() -> None:
+    """`python -m core.testing.fake_anthropic --port P [--latency S]`: serve in the foreground."""
+    import argparse
+
+    import uvicorn
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--api-key", default="test-key")
+    a = p.parse_args()
+    uvicorn.run(FakeAnthropic(FaultPlan(latency_s=a.latency), api_key=a.api_key), host="127.0.0.1",
+                port=a.port, log_level="warning", access_log=False, backlog=4096)
+
+
+if __name__ == "__main__":
+    main()

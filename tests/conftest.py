@@ -1,0 +1,81 @@
+"""Fixtures: real SQLite under tmp_path, real HTTP servers on loopback, no network, no cloud."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+from core.bootstrap import App, bootstrap
+from core.config import load_settings
+from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "docs"
+KEYS = {"acme": "acme-key", "beta": "beta-key"}
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., App]:
+    def make(config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> App:
+        cfg = tmp_path / "altostratus.yaml"
+        cfg.write_text(yaml.safe_dump(config or {}))
+        base_env = {
+            "ALTO_DATA_DIR": str(tmp_path / "data"),
+            "ALTO_API_KEYS": ",".join(f"{t}={k}" for t, k in KEYS.items()),
+            "FAKE_ANTHROPIC_KEY": "test-key",
+        }
+        settings = load_settings(cfg, env={**base_env, **(env or {})})
+        from core.embedded.secrets import EnvSecrets
+
+        return bootstrap(settings, secrets=EnvSecrets({**base_env, **(env or {})}))
+
+    return make
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
+    fake = FakeAnthropic(FaultPlan())
+    with ServerThread(fake) as srv:
+        yield fake, srv.url
+
+
+def anthropic_config(base_url: str, **governance: Any) -> dict[str, Any]:
+    return {
+        "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_ANTHROPIC_KEY", "base_url": base_url,
+                               "timeout_s": 5}},
+        "models": {"fake-sonnet": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 3.0,
+                                   "output_per_mtok": 15.0}},
+        "routing": {"default": {"model": "fake-sonnet", "max_tokens": 256}},
+        "governance": {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "retry_after_cap_s": 0.05, **governance},
+    }
+
+
+@pytest.fixture
+def live(make_app: Callable[..., App]) -> Callable[..., tuple[App, str]]:
+    """Start the local service (API + workers) on a loopback port; returns (app, base_url)."""
+    from core.runtime import LocalService
+
+    servers: list[ServerThread] = []
+
+    def start(config: dict[str, Any] | None = None, workers: int = 1) -> tuple[App, str]:
+        app = make_app(config)
+        srv = ServerThread(LocalService(app, workers=workers).asgi).__enter__()
+        servers.append(srv)
+        return app, srv.url
+
+    yield start
+    for s in servers:
+        s.__exit__(None, None, None)
+
+
+def wait_terminal(client: Any, url: str, headers: dict[str, str], timeout: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(url, headers=headers).json()
+        if body["status"] in ("succeeded", "failed", "dead_lettered") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.02)

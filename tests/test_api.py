@@ -1,0 +1,180 @@
+"""The HTTP API through real HTTP against the local service (API + workers in one process)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from core.retrieval.ingest import ingest_path
+from tests.conftest import KEYS, SAMPLES, anthropic_config, wait_terminal
+
+ACME = {"Authorization": f"Bearer {KEYS['acme']}"}
+BETA = {"Authorization": f"Bearer {KEYS['beta']}"}
+
+
+def test_offline_job_end_to_end_with_citations(live):
+    app, url = live()
+    ingest_path(app.retriever, SAMPLES, tenant="acme", collection="docs")
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "What happens when the attempt budget is exhausted?",
+                                     "collection": "docs"}, headers=ACME)
+        assert r.status_code == 202
+        body = r.json()
+        assert body["status"] == "queued" and body["job_id"].startswith("job_")
+        assert r.headers["location"] == body["status_url"] == f"{url}/v1/jobs/{body['job_id']}"
+        view = wait_terminal(c, body["status_url"], ACME)
+    assert view["status"] == "succeeded", view
+    assert "dead-lettered" in view["result"]
+    assert view["citations"] and all(cit["valid"] for cit in view["citations"])
+    assert view["citations"][0]["id"].startswith("retries-md#")
+    assert view["route"]["provider"] == "offline"
+    assert view["usage"]["input_tokens"] > 0 and view["attempts"][0]["outcome"] == "succeeded"
+    assert len(view["trace_id"]) == 32
+
+
+def test_anthropic_job_end_to_end_on_fake_server(live, fake_anthropic):
+    fake, fake_url = fake_anthropic
+    app, url = live(anthropic_config(fake_url))
+    ingest_path(app.retriever, SAMPLES, tenant="acme", collection="docs")
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "How do retries back off?", "collection": "docs"}, headers=ACME)
+        view = wait_terminal(c, r.json()["status_url"], ACME)
+    assert view["status"] == "succeeded", view
+    assert view["result"].startswith("Fake answer about: How do retries back off?")
+    assert view["route"] == {"provider": "fake", "model": "fake-sonnet", "model_id": "claude-haiku-4-5",
+                             "reason": "default route"}
+    u = view["usage"]
+    assert u["cost_usd"] == pytest.approx((u["input_tokens"] * 3.0 + u["output_tokens"] * 15.0) / 1e6)
+    assert view["citations"] and all(c["valid"] for c in view["citations"])
+    assert fake.stats["calls"] == 1
+
+
+def test_default_collection_of_tenant_is_used(live):
+    app, url = live({"tenants": {"acme": {"default_collection": "docs"}}})
+    ingest_path(app.retriever, SAMPLES, tenant="acme", collection="docs")
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "How large can an SQS message be?"}, headers=ACME)
+        view = wait_terminal(c, r.json()["status_url"], ACME)
+    assert "256 KB" in view["result"] and view["citations"]
+
+
+def test_idempotency_key_same_body_same_job_different_body_422(live):
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        h = {**ACME, "Idempotency-Key": "order-42"}
+        first = c.post("/v1/jobs", json={"prompt": "hello there"}, headers=h)
+        again = c.post("/v1/jobs", json={"prompt": "hello there"}, headers=h)
+        other = c.post("/v1/jobs", json={"prompt": "something else"}, headers=h)
+        other_tenant = c.post("/v1/jobs", json={"prompt": "hello there"}, headers={**BETA, "Idempotency-Key": "order-42"})
+    assert first.status_code == again.status_code == 202
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    assert other_tenant.json()["job_id"] != first.json()["job_id"]  # keys are scoped per tenant
+    assert len(app.store.list(tenant="acme")) == 1
+
+
+def test_tenant_isolation_and_auth(live):
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        job_id = c.post("/v1/jobs", json={"prompt": "mine"}, headers=ACME).json()["job_id"]
+        assert c.get(f"/v1/jobs/{job_id}", headers=BETA).status_code == 404
+        assert c.get(f"/v1/jobs/{job_id}", headers=ACME).status_code == 200
+        assert c.get("/v1/jobs", headers=BETA).json()["jobs"] == []
+        missing = c.post("/v1/jobs", json={"prompt": "x"})
+        wrong = c.post("/v1/jobs", json={"prompt": "x"}, headers={"Authorization": "Bearer nope"})
+        basic = c.get(f"/v1/jobs/{job_id}", headers={"Authorization": "Basic YWNtZTphY21lLWtleQ=="})
+    for r in (missing, wrong, basic):
+        assert r.status_code == 401 and "Bearer" in r.json()["error"]["message"]
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    assert len(app.store.list()) == 1
+
+
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        (b"{not json", 400, None),
+        (b"[1, 2]", 422, None),
+        (b'{"prompt": 42}', 422, "prompt"),
+        (b'{"prompt": "   "}', 422, "prompt"),
+        (b'{}', 422, "prompt"),
+        (b'{"prompt": "x", "metadata": "tags"}', 422, "metadata"),
+        (b'{"prompt": "x", "promt": "typo"}', 422, "promt"),
+        (b'{"prompt": "x", "callback_url": "ftp://example"}', 422, "callback_url"),
+        (b'{"prompt": "x", "collection": "nope"}', 422, "collection"),
+    ],
+)
+def test_bad_input_names_the_field_and_stores_nothing(live, body, status, field):
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", content=body, headers={**ACME, "content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    if field:
+        assert err["field"] == field and field in err["message"]
+    assert app.store.list() == [] and app.queue.depth()["queued"] == 0
+
+
+def test_unsupported_media_type_and_unknown_routes(live):
+    _, url = live()
+    with httpx.Client(base_url=url) as c:
+        assert c.post("/v1/jobs", content=b"prompt=x", headers={**ACME, "content-type": "text/plain"}).status_code == 415
+        assert c.get("/v2/nothing", headers=ACME).status_code == 404
+        assert c.delete("/v1/jobs", headers=ACME).status_code == 405
+        assert c.get("/healthz").json() == {"status": "ok"}
+
+
+def test_openapi_documents_the_routes(live):
+    _, url = live()
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/healthz"} <= set(spec["paths"])
+    req = spec["components"]["schemas"]["JobRequest"]
+    assert set(req["properties"]) == {"prompt", "task", "context_query", "collection", "metadata", "callback_url"}
+    assert req["required"] == ["prompt"]
+    assert "202" in spec["paths"]["/v1/jobs"]["post"]["responses"]
+
+
+def test_traceparent_is_continued(live):
+    _, url = live()
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "x"}, headers={**ACME, "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+        view = wait_terminal(c, r.json()["status_url"], ACME)
+    assert r.headers["x-trace-id"] == trace and view["trace_id"] == trace
+
+
+def test_callback_url_receives_the_job_view(live):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        app, url = live()
+        with httpx.Client(base_url=url) as c:
+            r = c.post("/v1/jobs", json={"prompt": "x", "callback_url": f"http://127.0.0.1:{hook.server_port}/done"},
+                       headers=ACME)
+            job_id = r.json()["job_id"]
+            wait_terminal(c, r.json()["status_url"], ACME)
+            import time
+
+            deadline = time.monotonic() + 5
+            while not (app.store.get(job_id).callback or {}).get("status") and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        hook.shutdown()
+    assert got and got[0]["job_id"] == job_id and got[0]["status"] == "succeeded"
+    assert app.store.get(job_id).callback["status"] == 204
