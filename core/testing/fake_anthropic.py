@@ -120,7 +120,7 @@ class FakeAnthropic:
             await asyncio.sleep(self.plan.timeout_s)
             return await reply(500, error("api_error", "too late"))
         if outcome == "reset":
-            raise ConnectionResetError("fault injected: connection reset")  # uvicorn drops the connection
+            return _reset(receive)
         if outcome == "malformed":
             return await reply(200, None, raw=b'{"id": "msg_x", "type": "message", "content": [')
         text_in = "".join(
@@ -142,6 +142,20 @@ class FakeAnthropic:
             "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
         })
+
+
+def _reset(receive: Any) -> None:
+    """Abort the TCP connection with an RST (SO_LINGER 0), as a peer resetting mid-request would."""
+    import socket as _s
+    import struct
+
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    if transport is None:
+        raise ConnectionResetError("fault injected: connection reset")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(_s.SOL_SOCKET, _s.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def free_port() -> int:

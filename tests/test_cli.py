@@ -1,0 +1,77 @@
+"""The `alto` CLI through its entry point, in subprocesses, on the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import SAMPLES
+
+ALTO = str(Path(sys.executable).with_name("alto"))
+
+
+def run(args: list[str], data: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
+    e.update({"ALTO_DATA_DIR": str(data), **(env or {})})
+    p = subprocess.run([ALTO, *args], env=e, capture_output=True, text=True, timeout=60, cwd=data.parent)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_ingest_then_ask_prints_answer_and_sources(tmp_path):
+    data = tmp_path / "data"
+    out = run(["ingest", str(SAMPLES), "--collection", "docs"], data).stdout
+    assert "4 added" in out
+    again = run(["ingest", str(SAMPLES), "--collection", "docs"], data).stdout
+    assert "0 added, 0 updated, 4 unchanged" in again
+    out = run(["ask", "Which errors are never retried?", "--collection", "docs"], data).stdout
+    assert "never retried. [retries-md#1]" in out
+    assert "Sources:" in out and "[retries-md#1] retries.md" in out
+
+
+def test_ask_json_is_exactly_the_api_job_view(tmp_path):
+    data = tmp_path / "data"
+    run(["ingest", str(SAMPLES), "--collection", "docs"], data)
+    view = json.loads(run(["ask", "How big can an SQS message be?", "--collection", "docs", "--json"], data).stdout)
+    from core.models import JobView
+
+    assert set(view) == set(JobView.model_fields)
+    assert view["status"] == "succeeded" and "256 KB" in view["result"]
+    listed = run(["jobs", "list", "--json"], data).stdout
+    assert json.loads(listed)[0] == view
+
+
+def test_ask_without_any_config_or_context_says_so(tmp_path):
+    p = run(["ask", "What is the airspeed of a swallow?"], tmp_path / "data")
+    assert "No relevant passages were retrieved" in p.stdout
+
+
+def test_config_check_reports_key_and_fix(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("server:\n  prot: 80\nproviders:\n  c: {type: anthropic, api_key: sk-ant-secret}\n")
+    p = run(["--config", str(cfg), "config", "check"], tmp_path / "data", check=False)
+    assert p.returncode == 2
+    assert "server.prot: unknown key; did you mean 'port'?" in p.stderr
+    assert "providers.c.api_key" in p.stderr and "env:" in p.stderr and "sk-ant-secret" not in p.stderr
+    missing = run(["config", "check"], tmp_path / "data", env={"ALTO_CONFIG": str(tmp_path / "nope.yaml")}, check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    ok = run(["config", "check"], tmp_path / "data", env={"ALTO_API_KEYS": "a=b"})
+    assert "config OK" in ok.stdout and "1 tenants" in ok.stdout
+    bad_keys = run(["config", "check"], tmp_path / "data", env={"ALTO_API_KEYS": "justakey"}, check=False)
+    assert bad_keys.returncode == 2 and "tenant=key" in bad_keys.stderr
+
+
+def test_hash_key_matches_what_the_api_accepts(tmp_path):
+    from core.config import hash_api_key
+
+    assert run(["config", "hash-key", "s3cret"], tmp_path / "d").stdout.strip() == hash_api_key("s3cret")
+
+
+def test_help_lists_commands(tmp_path):
+    out = run(["--help"], tmp_path / "d").stdout
+    for cmd in ("serve", "ask", "jobs", "dlq", "ingest", "config"):
+        assert cmd in out
