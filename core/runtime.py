@@ -34,9 +34,10 @@ async def run_delivery(app: App, delivery: Delivery, *, deadline: float) -> Outc
 class WorkerPool:
     """N jobs in flight from the embedded queue; also hands dead-lettered messages to the service."""
 
-    def __init__(self, app: App, *, concurrency: int) -> None:
+    def __init__(self, app: App, *, concurrency: int, on_outcome: Any = None) -> None:
         self.app = app
         self.concurrency = concurrency
+        self.on_outcome = on_outcome  # optional hook(delivery, outcome): metrics, tests, benchmarks
         self.wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -69,10 +70,15 @@ class WorkerPool:
                 continue
             deadline = time.time() + vt - DEADLINE_MARGIN_S
             for d in deliveries:
-                t = asyncio.create_task(run_delivery(self.app, d, deadline=deadline))
+                t = asyncio.create_task(self._run(d, deadline))
                 self._tasks.add(t)
                 t.add_done_callback(self._tasks.discard)
         await self.drain()
+
+    async def _run(self, delivery: Delivery, deadline: float) -> None:
+        outcome = await run_delivery(self.app, delivery, deadline=deadline)
+        if self.on_outcome is not None:
+            self.on_outcome(delivery, outcome)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Let in-flight jobs finish; whatever doesn't is redelivered after its visibility timeout."""
