@@ -66,7 +66,7 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str) -> dict[str, 
     from core.config import Settings
     from core.embedded.secrets import EnvSecrets
     from core.models import JobRequest
-    from core.runtime import WorkerPool, _wire_wakeups
+    from core.runtime import WorkerPool, wire_wakeups
 
     settings = Settings.model_validate({
         "data_dir": data_dir,
@@ -99,7 +99,7 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str) -> dict[str, 
                 all_done.set()
 
     pool = WorkerPool(app, concurrency=inflight, on_outcome=on_outcome)
-    _wire_wakeups(app, [pool])
+    wire_wakeups(app, [pool])
     worker = asyncio.create_task(pool.run(stop))
     # warm-up job: builds the provider client once, as a real worker's first job would
     warm, _ = app.service.submit("bench", JobRequest(prompt="warm up"))

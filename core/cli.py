@@ -40,6 +40,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.workers_only:
         print(f"altostratus: serving on http://{host}:{port} with {workers} worker loop(s); data in {app.data_dir}",
               file=sys.stderr)
+    import signal
+
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the previous handler: make that
+    # handler a no-op so a graceful stop exits 0, as service managers expect.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     asyncio.run(serve(app, host=host, port=port, workers=workers, workers_only=args.workers_only))
     return 0
 

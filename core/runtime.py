@@ -142,7 +142,7 @@ class LocalService:
 
     async def start(self) -> None:
         self.stop = asyncio.Event()
-        _wire_wakeups(self.app, self.pools)
+        wire_wakeups(self.app, self.pools)
         self.tasks = [asyncio.create_task(p.run(self.stop)) for p in self.pools]
         log_event("runtime.started", workers=len(self.pools), data_dir=str(self.app.data_dir))
 
@@ -151,7 +151,9 @@ class LocalService:
         for p in self.pools:
             p.notify()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        unwire_wakeups(self.app)
         await self.app.providers.aclose()
+        log_event("runtime.stopped", workers=len(self.pools))
 
 
 async def serve(app: App, *, host: str, port: int, workers: int, workers_only: bool = False) -> None:
@@ -173,28 +175,27 @@ async def serve(app: App, *, host: str, port: int, workers: int, workers_only: b
     await uvicorn.Server(config).serve()
 
 
-def _wire_wakeups(app: App, pools: list[WorkerPool]) -> None:
+def wire_wakeups(app: App, pools: list[WorkerPool]) -> None:
     """Same-process submits wake idle workers at once instead of waiting for the next poll."""
-    queue = app.queue
-    original = getattr(queue.send, "__wrapped__", queue.send)
+    listeners = getattr(app.queue, "listeners", None)
+    if listeners is None:  # a queue without send notifications: workers poll
+        return
     loop = asyncio.get_running_loop()
+    for p in pools:
+        listeners.append(lambda p=p: loop.call_soon_threadsafe(p.notify))
 
-    def send(body: str, *, delay_s: float = 0.0) -> str:
-        mid = original(body, delay_s=delay_s)
-        if delay_s <= 0:
-            for p in pools:
-                loop.call_soon_threadsafe(p.notify)
-        return mid
 
-    send.__wrapped__ = original  # type: ignore[attr-defined]
-    queue.send = send  # type: ignore[method-assign]
+def unwire_wakeups(app: App) -> None:
+    listeners = getattr(app.queue, "listeners", None)
+    if listeners is not None:
+        listeners.clear()
 
 
 async def run_until_done(app: App, job_ids: list[str], *, timeout_s: float = 120.0, concurrency: int = 16) -> None:
     """Run a worker pool in this process until the given jobs are terminal (used by `alto ask`)."""
     stop = asyncio.Event()
     pool = WorkerPool(app, concurrency=concurrency)
-    _wire_wakeups(app, [pool])
+    wire_wakeups(app, [pool])
     task = asyncio.create_task(pool.run(stop))
     deadline = time.monotonic() + timeout_s
     try:
@@ -207,4 +208,5 @@ async def run_until_done(app: App, job_ids: list[str], *, timeout_s: float = 120
         stop.set()
         pool.notify()
         await task
+        unwire_wakeups(app)
         await app.providers.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
+from typing import Callable
 
 from core.ports import Delivery
 
@@ -36,6 +37,7 @@ class SqliteQueue:
         self.db = SqliteDb(path, SCHEMA)
         self.visibility_timeout_s = visibility_timeout_s
         self.max_receives = max_receives
+        self.listeners: list[Callable[[], None]] = []  # called after each immediate send (wakes idle workers)
 
     def send(self, body: str, *, delay_s: float = 0.0) -> str:
         message_id = "msg_" + secrets.token_hex(12)
@@ -45,6 +47,9 @@ class SqliteQueue:
                 "INSERT INTO messages (id, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
                 (message_id, body, now + delay_s, now),
             )
+        if delay_s <= 0:
+            for listener in self.listeners:
+                listener()
         return message_id
 
     def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
