@@ -18,3 +18,18 @@ def test_throughput_benchmark_runs_and_every_job_succeeds():
     assert line["jobs_per_s"] > 0 and line["raw_sdk_calls_per_s"] > 0
     assert line["ratio"] == round(line["jobs_per_s"] / line["raw_sdk_calls_per_s"], 3)
     assert line["p50_job_ms"] <= line["p99_job_ms"]
+
+
+def test_soak_under_duplicates_and_faults_keeps_every_guarantee():
+    """A smaller soak: every job terminal, none lost, budget held, nobody billed twice, no permanent retried."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--jobs", "200"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 0, line
+    assert line["terminal"] == line["jobs"] == 200 and line["lost"] == 0
+    assert line["max_calls_per_job"] <= line["budget"] and line["budget_exceeded"] == 0
+    assert line["double_billed"] == 0 and line["paid_twice_any_status"] == 0 and line["permanent_retried"] == 0
+    # the chaos really happened: duplicates, early redeliveries and every fault kind were injected
+    assert line["duplicate_deliveries"] > 30 and line["early_redeliveries"] > 0
+    assert {"429", "529", "500", "reset", "malformed", "400"} <= set(line["faults"])
+    assert line["failed"] >= line["faults"]["400"] > 0

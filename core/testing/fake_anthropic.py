@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DOC_ID = re.compile(r'<document id="([^"]+)"')
+_MARKER = re.compile(r"\bmarker:([A-Za-z0-9_-]+)")
 FAULTS = ("429", "429_no_retry_after", "529", "500", "timeout", "reset", "malformed", "400")
 
 
@@ -46,6 +47,7 @@ class FakeAnthropic:
         self.lock = threading.Lock()
         self.stats: Counter[str] = Counter()
         self.replies_by_marker: Counter[str] = Counter()
+        self.history_by_marker: dict[str, list[str]] = {}  # every outcome per `marker:X` in the prompt
         self.requests: list[dict[str, Any]] = []
         self.keep_requests = False
 
@@ -101,9 +103,12 @@ class FakeAnthropic:
         if self.keep_requests:
             self.requests.append(req)
         outcome = self._draw()
+        marker = _MARKER.search(body.decode("utf-8", "replace"))
         with self.lock:
             self.stats["calls"] += 1
             self.stats[outcome] += 1
+            if marker:
+                self.history_by_marker.setdefault(marker.group(1), []).append(outcome)
         if self.plan.latency_s:
             await asyncio.sleep(self.plan.latency_s)
         if outcome == "429":
@@ -131,7 +136,6 @@ class FakeAnthropic:
         cites = DOC_ID.findall(text_in)[:2]
         question = text_in.rsplit("Question:", 1)[-1].strip()[:80]
         answer = f"Fake answer about: {question}" + "".join(f" [{c}]" for c in cites)
-        marker = re.search(r"\bmarker:(\S+)", text_in)
         if marker:
             with self.lock:
                 self.replies_by_marker[marker.group(1)] += 1
