@@ -377,10 +377,7 @@ class JobService:
         job.status = JobStatus.dead_lettered
         job.lease_expires_at = None
         job.finished_at = job.updated_at = self.clock()
-        if job.error is None:
-            job.error = JobError(error_class=ErrorClass.transient, message=reason)
-        else:
-            job.error = job.error.model_copy(update={"message": f"{reason}: {job.error.message}"})
+        job.error = _with_reason(job.error, reason)
         if not self.store.update(job, expected_version=expected):
             return Outcome("retry", delay_s=1.0, detail="job changed under us")
         log_event("job.dead_lettered", logging.ERROR, reason=reason, provider_calls=job.provider_calls)
@@ -410,10 +407,7 @@ class JobService:
             job.lease_expires_at = None
             job.finished_at = job.updated_at = now
             reason = f"dead-lettered by the queue after {delivery.receive_count} deliveries"
-            job.error = (
-                job.error.model_copy(update={"message": f"{reason}: {job.error.message}"})
-                if job.error else JobError(error_class=ErrorClass.transient, message=reason)
-            )
+            job.error = _with_reason(job.error, reason)
             if self.store.update(job, expected_version=expected):
                 log_event("job.dead_lettered", logging.ERROR, job_id=job.id, trace_id=job.trace_id, reason=reason)
                 return job
@@ -439,6 +433,13 @@ class JobService:
                 log_event("job.replayed", job_id=job.id, trace_id=job.trace_id)
                 return job
         raise ConflictError(f"job {job_id} kept changing during replay; try again")
+
+
+def _with_reason(error: JobError | None, reason: str) -> JobError:
+    """Keep the last provider error (the state worth reviewing) and say why the job was dead-lettered."""
+    if error is None:
+        return JobError(error_class=ErrorClass.transient, message=reason)
+    return error.model_copy(update={"message": f"{reason}: {error.message}"})
 
 
 def job_json(job: Job) -> str:
