@@ -150,7 +150,6 @@ class FakeAnthropic:
 
 def _reset(receive: Any) -> None:
     """Abort the TCP connection with an RST (SO_LINGER 0), as a peer resetting mid-request would."""
-    import socket as _s
     import struct
 
     transport = getattr(getattr(receive, "__self__", None), "transport", None)
@@ -158,7 +157,7 @@ def _reset(receive: Any) -> None:
         raise ConnectionResetError("fault injected: connection reset")
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        sock.setsockopt(_s.SOL_SOCKET, _s.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
 
 
