@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -40,9 +41,10 @@ async def soak(url: str, fake: FakeAnthropic, a: argparse.Namespace, data_dir: s
         "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
         "routing": {"default": {"model": "m", "max_tokens": 64}},
         "governance": {"max_attempts": a.budget, "backoff_base_s": 0.02, "backoff_max_s": 0.2,
-                       "retry_after_cap_s": 0.2, "lease_s": 5, "in_process_wait_s": 0.1},
+                       "retry_after_cap_s": 0.2, "lease_s": 5, "in_process_wait_s": 0.1,
+                       "breaker": {"cooldown_s": 0.5, "max_cooldown_s": 2}},
         "queue": {"visibility_timeout_s": 10, "max_receives": 6, "poll_interval_s": 0.05},
-        "logging": {"level": "ERROR"},
+        "logging": {"level": os.environ.get("SOAK_LOG", "ERROR")},
     })
     app = bootstrap(settings, secrets=EnvSecrets({"K": "test-key"}))
     chaos = ChaosQueue(app.queue, duplicate_rate=a.duplicates, redeliver_rate=a.redeliveries, seed=a.seed)

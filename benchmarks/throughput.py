@@ -17,29 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.testing.fake_anthropic import free_port  # noqa: E402
+from core.testing.fake_anthropic import spawn  # noqa: E402
 
 
 def start_fake(latency: float) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "core.testing.fake_anthropic", "--port", str(port),
-                             "--latency", str(latency)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=0.5)
-        except urllib.error.HTTPError:
-            return proc, url  # 404 means it is up
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("fake server did not start")
+    return spawn("--latency", str(latency))
 
 
 async def raw_sdk(url: str, n: int, inflight: int) -> float:

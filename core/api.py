@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from pydantic import ValidationError
 
 from core.config import KEY_HASH, Settings
-from core.errors import AltoError, ConfigError, IdempotencyConflict, InputError, NotFound
+from core.errors import AltoError, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.logs import log_event
 from core.models import JobRequest, JobStatus, JobView, SubmitResponse
 from core.ports import Secrets
@@ -155,6 +155,10 @@ class Api:
             return _error(422, "idempotency_key_reused", str(e), "Idempotency-Key")
         except InputError as e:
             return _error(e.status, "invalid_request", str(e), e.field)
+        except QueueUnavailable as e:
+            resp = _error(503, "queue_unavailable", str(e), job_id=e.job_id)
+            resp.headers["retry-after"] = "5"
+            return resp
         base = self.public_url or req.base_url.rstrip("/")
         status_url = f"{base}/v1/jobs/{job.id}"
         body = SubmitResponse(job_id=job.id, status=job.status, status_url=status_url).model_dump(mode="json")

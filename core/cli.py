@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,40 @@ def dead_letter_state(job: Any) -> dict[str, Any]:
     }
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    app = _app(args)
+    counts = app.service.reconcile(older_than_s=args.older_than)
+    print(json.dumps(counts))
+    return 0
+
+
+def cmd_governance(args: argparse.Namespace) -> int:
+    """Circuit and rate-limit state per model deployment, read from the shared state store."""
+    from core.governance.ratelimit import deployment_key
+
+    app = _app(args)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, model in sorted(app.settings.models.items()):
+        key = deployment_key(model)
+        row = rows.setdefault(key, {"deployment": key, "models": []})
+        row["models"].append(name)
+        row["circuit"] = app.service.breaker.status(model)
+        if model.limits is not None:
+            row["limits"] = model.limits.model_dump(exclude_none=True)
+            bucket = app.state.get("rl:" + key)
+            row["buckets"] = bucket.value if bucket else "full"
+    if args.json:
+        print(json.dumps(list(rows.values()), indent=2))
+        return 0
+    for row in rows.values():
+        c = row["circuit"]
+        line = f"{row['deployment']:<40} circuit {c.get('state', 'closed'):<9} failures {c.get('failures', 0)}"
+        if c.get("state") == "open":
+            line += f"  reopens in {max(0.0, c['open_until'] - time.time()):.1f} s"
+        print(line + f"  ({', '.join(row['models'])})")
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from core.retrieval.ingest import ingest_path
 
@@ -255,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("job_ids", nargs="*")
     dr.add_argument("--all", action="store_true")
     d.set_defaults(fn=cmd_dlq)
+
+    r = sub.add_parser("reconcile", help="re-queue jobs whose queue message was lost (also run by `alto serve`)")
+    r.add_argument("--older-than", type=float, help="seconds a job must be untouched (default governance.reconcile_after_s)")
+    r.set_defaults(fn=cmd_reconcile)
+
+    g = sub.add_parser("governance", help="show circuit breaker and rate-limit state per model deployment")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(fn=cmd_governance)
 
     i = sub.add_parser("ingest", help="index documents into a collection")
     i.add_argument("path")

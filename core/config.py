@@ -48,6 +48,30 @@ class ProviderConfig(_Strict):
     _ref = field_validator("api_key")(lambda cls, v: _check_secret_ref(v, "api_key"))
 
 
+class LimitsConfig(_Strict):
+    """Provider limits for one model deployment, enforced by token buckets shared by every worker.
+
+    Match them to the provider's published limits (Anthropic: requests, input and output tokens per
+    minute; OpenAI: requests and tokens per minute) so workers slow down before the provider says 429.
+    """
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    input_tokens_per_minute: float | None = Field(default=None, gt=0)
+    output_tokens_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0, description="Input plus output tokens.")
+    burst_s: float = Field(
+        default=60.0, gt=0, description="Bucket capacity in seconds of refill (60 = a full minute, as Anthropic's)."
+    )
+    max_concurrency: int | None = Field(default=None, ge=1, description="Calls in flight across all workers.")
+
+    def rates_per_s(self) -> dict[str, float]:
+        named = {
+            "requests": self.requests_per_minute, "input_tokens": self.input_tokens_per_minute,
+            "output_tokens": self.output_tokens_per_minute, "tokens": self.tokens_per_minute,
+        }
+        return {k: v / 60.0 for k, v in named.items() if v is not None}
+
+
 class ModelConfig(_Strict):
     provider: str = Field(description="Name of an entry under `providers`.")
     model_id: str = Field(description="The provider's model identifier.")
@@ -55,14 +79,22 @@ class ModelConfig(_Strict):
     max_output_tokens: int = Field(default=8192, gt=0)
     input_per_mtok: float = Field(default=0.0, ge=0, description="USD per million input tokens.")
     output_per_mtok: float = Field(default=0.0, ge=0, description="USD per million output tokens.")
+    limits: LimitsConfig | None = Field(default=None, description="Rate limits and concurrency cap.")
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return round((input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000, 8)
 
 
+class FallbackConfig(_Strict):
+    circuit_open: list[str] = Field(
+        default_factory=list, description="Models tried in order while the route's model has an open circuit."
+    )
+
+
 class RouteConfig(_Strict):
     model: str = Field(description="Name of an entry under `models`.")
     max_tokens: int = Field(default=1024, gt=0, description="Maximum output tokens for this route.")
+    fallbacks: FallbackConfig = Field(default_factory=FallbackConfig)
 
 
 class RoutingConfig(_Strict):
@@ -91,6 +123,21 @@ class QueueConfig(_Strict):
     poll_interval_s: float = Field(default=0.1, gt=0)
 
 
+class CacheConfig(_Strict):
+    enabled: bool = Field(default=False, description="Serve repeated identical requests from the store.")
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entry_bytes: int = Field(default=256_000, gt=0, description="Larger replies are not cached.")
+
+
+class BreakerConfig(_Strict):
+    enabled: bool = True
+    failure_threshold: int = Field(default=5, ge=1, description="Consecutive transient failures that open it.")
+    window_s: float = Field(default=30.0, gt=0, description="A failure count older than this starts over.")
+    cooldown_s: float = Field(default=30.0, gt=0, description="Open time before one probe call is let through.")
+    max_cooldown_s: float = Field(default=300.0, gt=0, description="Cooldown doubles per failed probe up to this.")
+    cache_s: float = Field(default=1.0, ge=0, description="How long a worker trusts its last read of the state.")
+
+
 class GovernanceConfig(_Strict):
     max_attempts: int = Field(default=3, ge=1, description="Provider calls per job, across redeliveries.")
     backoff_base_s: float = Field(default=1.0, ge=0)
@@ -100,6 +147,12 @@ class GovernanceConfig(_Strict):
     in_process_wait_s: float = Field(
         default=10.0, ge=0, description="Longest backoff slept in-process; longer waits go back to the queue."
     )
+    reconcile_after_s: float = Field(
+        default=900.0, gt=0, description="A queued job untouched this long, or a lease expired this long, is re-sent."
+    )
+    reconcile_interval_s: float = Field(default=60.0, gt=0, description="How often `alto serve` reconciles.")
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 
 class RetrievalConfig(_Strict):
@@ -164,11 +217,15 @@ class Settings(_Strict):
                     f"models.{name}.provider: '{model.provider}' is not defined under `providers` "
                     f"(known: {', '.join(sorted(self.providers))}); add it or fix the name"
                 )
-        if self.routing.default.model not in self.models:
-            raise ValueError(
-                f"routing.default.model: '{self.routing.default.model}' is not defined under `models` "
-                f"(known: {', '.join(sorted(self.models))}); add it or pick a known model"
-            )
+        route = self.routing.default
+        for where, name in [("routing.default.model", route.model)] + [
+            (f"routing.default.fallbacks.circuit_open[{i}]", m) for i, m in enumerate(route.fallbacks.circuit_open)
+        ]:
+            if name not in self.models:
+                raise ValueError(
+                    f"{where}: '{name}' is not defined under `models` "
+                    f"(known: {', '.join(sorted(self.models))}); add it or pick a known model"
+                )
         return self
 
     def resolved_data_dir(self) -> Path:

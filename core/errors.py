@@ -26,3 +26,11 @@ class IdempotencyConflict(AltoError):
 
 class NotFound(AltoError):
     """The object does not exist or belongs to another tenant (the two are indistinguishable on purpose)."""
+
+
+class QueueUnavailable(AltoError):
+    """The job was stored but its queue message could not be sent; the reconciler will send it."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id

@@ -63,6 +63,7 @@ class JobRequest(BaseModel):
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form tags, stored with the job.")
     callback_url: str | None = Field(default=None, max_length=2048, description="URL POSTed the job view when done.")
+    cache: bool = Field(default=True, description="Set false to bypass the response cache (read and write) for this job.")
 
     @field_validator("prompt")
     @classmethod
@@ -161,6 +162,7 @@ class Job(BaseModel):
     error: JobError | None = None
     finished_at: float | None = None
     callback: dict[str, Any] | None = None
+    cached_from: str | None = None  # id of the job whose reply this cache hit reused
 
 
 class JobView(BaseModel):

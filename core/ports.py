@@ -61,7 +61,11 @@ class JobStore(Protocol):
     def update(self, job: Job, *, expected_version: int) -> bool:
         """Write `job` only if the stored version is `expected_version`. Returns False on a lost race."""
 
-    def list(self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50) -> list[Job]: ...
+    def list(
+        self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
+        updated_before: float | None = None,
+    ) -> list[Job]:
+        """Newest first; with `updated_before`, only jobs last written before that time (oldest first)."""
 
 
 @dataclass

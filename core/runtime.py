@@ -26,6 +26,9 @@ async def run_delivery(app: App, delivery: Delivery, *, deadline: float) -> Outc
         outcome = Outcome("retry", delay_s=app.settings.governance.backoff_base_s, detail="worker error")
     if outcome.action == "ack":
         app.queue.ack(delivery)
+    elif outcome.action == "defer":
+        app.queue.send(delivery.body, delay_s=outcome.delay_s)  # fresh receive count; sent before the ack
+        app.queue.ack(delivery)
     else:
         app.queue.release(delivery, delay_s=outcome.delay_s)
     return outcome
@@ -144,7 +147,22 @@ class LocalService:
         self.stop = asyncio.Event()
         wire_wakeups(self.app, self.pools)
         self.tasks = [asyncio.create_task(p.run(self.stop)) for p in self.pools]
+        if self.pools:
+            self.tasks.append(asyncio.create_task(self._reconcile_loop()))
         log_event("runtime.started", workers=len(self.pools), data_dir=str(self.app.data_dir))
+
+    async def _reconcile_loop(self) -> None:
+        """Periodically re-send messages lost between a stored job and its queue (see JobService.reconcile)."""
+        interval = self.app.settings.governance.reconcile_interval_s
+        while not self.stop.is_set():
+            try:
+                self.app.service.reconcile()
+            except Exception as e:  # a store hiccup: try again next interval
+                log_event("reconcile.failed", logging.ERROR, error=repr(e)[:500])
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
 
     async def shutdown(self) -> None:
         self.stop.set()

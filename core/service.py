@@ -20,22 +20,29 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Protocol
 
 from core.classify import classify
-from core.config import Settings
-from core.errors import IdempotencyConflict, InputError, NotFound
+from core.config import ModelConfig, RouteConfig, Settings
+from core.errors import IdempotencyConflict, InputError, NotFound, QueueUnavailable
+from core.governance.breaker import CircuitBreaker, Gate
+from core.governance.cache import ResponseCache, cache_key
+from core.governance.ratelimit import Deferral, RateLimiter, Reservation, jittered
+from core.governance.state import Contended
 from core.ids import new_job_id, new_trace_id
 from core.logs import Timer, job_id_var, log_event, trace_id_var
 from core.models import (
-    Attempt, ErrorClass, Job, JobError, JobRequest, JobStatus, JobView, ProviderResult, QueueMessage, Usage,
+    Attempt, ErrorClass, Job, JobError, JobRequest, JobStatus, JobView, ProviderResult, QueueMessage, RouteDecision,
+    Usage,
 )
 from core.ports import ConflictError, Delivery, JobQueue, JobStore, StateStore
-from core.prompting import extract_citations, render
+from core.prompting import RenderedPrompt, extract_citations, render
 from core.providers.base import ChatRequest, ContextChunk
 from core.providers.registry import ProviderRegistry
 from core.retry import retry_delay
 from core.routing import Router
+from core.text import estimate_tokens
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 MIN_CALL_S = 1.0  # don't start a provider call with less than this left before the deadline
+SLOT_POLL_S = 0.1  # how often a worker re-checks a full concurrency cap while it may still wait in process
 
 
 class Retriever(Protocol):
@@ -44,9 +51,14 @@ class Retriever(Protocol):
 
 @dataclass
 class Outcome:
-    """What the runtime should do with the delivery: `ack` deletes it, `retry` hands it back after `delay_s`."""
+    """What the runtime should do with the delivery.
 
-    action: Literal["ack", "retry"]
+    `ack` deletes it; `retry` hands it back after `delay_s` (counts as a delivery, so a message that
+    keeps failing reaches the DLQ); `defer` sends a fresh copy delayed by `delay_s` and deletes this
+    one, so waiting for a rate limit or an open circuit never uses up the queue's receive count.
+    """
+
+    action: Literal["ack", "retry", "defer"]
     delay_s: float = 0.0
     status: JobStatus | None = None
     detail: str = ""
@@ -73,6 +85,10 @@ class JobService:
         self.retriever = retriever
         self.router = router or Router(settings)
         self.clock = clock
+        gov = settings.governance
+        self.cache = ResponseCache(state, gov.cache) if gov.cache.enabled else None
+        self.limiter = RateLimiter(state, clock=clock)
+        self.breaker = CircuitBreaker(state, gov.breaker, clock=clock)
 
     # ------------------------------------------------------------------ submit
 
@@ -106,6 +122,10 @@ class JobService:
                         )
                     existing = self.store.get(rec.value["job_id"])
                     if existing is not None:
+                        if existing.status is JobStatus.queued and existing.provider_calls == 0:
+                            # the first submit may have stored the job but failed to queue it; a second
+                            # message is harmless (processing is idempotent), a missing one is not
+                            self._enqueue_or_raise(existing)
                         return existing, False
                     job_id = rec.value["job_id"]  # first submit crashed before storing: finish it
         now = self.clock()
@@ -127,12 +147,25 @@ class JobService:
             existing = self.store.get(job_id)
             assert existing is not None
             return existing, False
-        self._enqueue(job)
+        self._enqueue_or_raise(job)
         log_event(
             "job.submitted", job_id=job.id, trace_id=job.trace_id, tenant=tenant, task=request.task,
             input_hash=fingerprint[:16], prompt_chars=len(request.prompt),
         )
         return job, True
+
+    def _enqueue_or_raise(self, job: Job) -> None:
+        try:
+            self._enqueue(job)
+        except Exception as e:
+            log_event("queue.send_failed", logging.ERROR, job_id=job.id, trace_id=job.trace_id, error=repr(e)[:500])
+            after = int(self.settings.governance.reconcile_after_s)
+            raise QueueUnavailable(
+                f"job {job.id} was stored but the queue rejected it ({type(e).__name__}); retry with the same "
+                f"Idempotency-Key to queue it now, or the reconciler will queue it within {after} s. "
+                "Without an Idempotency-Key, do not resubmit: the job would run twice",
+                job_id=job.id,
+            ) from e
 
     def _enqueue(self, job: Job, delay_s: float = 0.0) -> None:
         msg = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id)
@@ -189,9 +222,16 @@ class JobService:
         if job.reply is not None:
             return await self._finalize(job)
 
-        decision, route, model = self.router.decide(job.tenant, job.request)
+        primary, route, _model = self.router.decide(job.tenant, job.request)
         chunks = self._retrieve(job)
         prompt = render(job.request.prompt, chunks)
+        use_cache = self.cache is not None and job.request.cache
+        if use_cache:
+            assert self.cache is not None
+            hit = self.cache.get(cache_key(job.tenant, job.request, primary, route.max_tokens, prompt.template, chunks))
+            if hit is not None:
+                return await self._serve_cached(job, hit, primary, prompt.template, chunks)
+        est_input = estimate_tokens(prompt.system + prompt.user)
 
         while True:
             if job.provider_calls >= gov.max_attempts:
@@ -199,78 +239,186 @@ class JobService:
             now = self.clock()
             if deadline - now < MIN_CALL_S:
                 return self._hand_back(job, delay_s=0.0, detail="no time left in this invocation")
-            # claim: persist the call count and lease before paying for the call
-            expected = job.version
-            job.status = JobStatus.running
-            job.provider_calls += 1
-            job.lease_expires_at = min(now + gov.lease_s, deadline)
-            job.route = decision
-            job.context_chunks = [c.id for c in chunks]
-            job.prompt_template = prompt.template
-            attempt = Attempt(
-                number=job.provider_calls, started_at=now, trace_id=job.trace_id,
-                provider=decision.provider, model=decision.model,
-            )
-            job.attempts.append(attempt)
-            job.updated_at = now
-            if not self.store.update(job, expected_version=expected):
-                return Outcome("retry", delay_s=1.0, detail="lost the claim race to another delivery")
-
-            provider = self.providers.get(decision.provider)
-            timeout = max(0.1, min(self.settings.providers[decision.provider].timeout_s, job.lease_expires_at - now))
-            request = ChatRequest(
-                model_id=decision.model_id, system=prompt.system, user=prompt.user,
-                question=job.request.prompt, max_tokens=route.max_tokens, context=chunks,
-            )
-            timer = Timer()
             try:
-                result = await provider.generate(request, timeout_s=timeout)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # classified below; never lost
-                c = classify(exc)
-                attempt.finished_at = self.clock()
-                attempt.latency_ms = timer.ms
-                attempt.outcome = "error"
-                attempt.error_class = c.error_class
-                attempt.status_code = getattr(exc, "status_code", None)
-                attempt.error = str(exc)[:1000]
-                log_event(
-                    "provider.error", logging.WARNING, provider=decision.provider, model=decision.model,
-                    error_class=c.error_class.value, status_code=attempt.status_code, latency_ms=attempt.latency_ms,
-                    attempt=attempt.number, body=(getattr(exc, "body", None) or "")[:2000] if c.error_class is ErrorClass.malformed else None,
-                )
-                job.error = JobError(error_class=c.error_class, message=attempt.error, status_code=attempt.status_code)
-                if not c.retryable:
-                    return self._finish_failed(job)
-                if job.provider_calls >= gov.max_attempts:
-                    return self._dead_letter_job(job, "attempt budget exhausted")
-                delay = retry_delay(
-                    job.provider_calls, retry_after_s=c.retry_after_s, base_s=gov.backoff_base_s,
-                    cap_s=gov.backoff_max_s, retry_after_cap_s=gov.retry_after_cap_s,
-                )
-                if self.clock() + delay + MIN_CALL_S < deadline and delay <= gov.in_process_wait_s:
-                    # fits in this invocation: persist the attempt, wait, go again
-                    expected = job.version
-                    job.updated_at = self.clock()
-                    if not self.store.update(job, expected_version=expected):
-                        return Outcome("retry", delay_s=1.0, detail="job changed under us")
-                    await asyncio.sleep(delay)
-                    continue
-                return self._hand_back(job, delay_s=delay, detail=f"{c.error_class.value} error, retrying later")
+                admitted = await self._admit(route, primary, est_input, deadline)
+            except Contended as e:
+                return self._defer(job, jittered(1.0), str(e))
+            if isinstance(admitted, Deferral):
+                return self._defer(job, jittered(admitted.delay_s), admitted.reason)
+            decision, model, gate, reservation, slot = admitted
+            try:
+                outcome = await self._call(job, decision, model, route, gate, reservation, prompt, chunks, deadline)
+            finally:
+                self.limiter.release_slot(model, slot)
+            if outcome is None:
+                continue  # an in-process retry
+            if outcome.status is JobStatus.succeeded and use_cache and job.cached_from is None:
+                assert self.cache is not None and job.reply is not None
+                key = cache_key(job.tenant, job.request, decision, route.max_tokens, prompt.template, chunks)
+                self.cache.put(key, job.reply, job.id)
+            return outcome
 
+    async def _admit(
+        self, route: RouteConfig, primary: RouteDecision, est_input: int, deadline: float,
+    ) -> tuple[RouteDecision, ModelConfig, Gate, Reservation, str | None] | Deferral:
+        """Pick a deployment whose circuit lets us through, then take a concurrency slot and rate tokens.
+
+        Nothing here is an attempt: a job that can't be admitted is deferred with its budget intact.
+        """
+        gov = self.settings.governance
+        candidates = [(primary, self.settings.models[primary.model])]
+        for name in route.fallbacks.circuit_open:
+            m = self.settings.models[name]
+            candidates.append((RouteDecision(
+                provider=m.provider, model=name, model_id=m.model_id,
+                reason=f"fallback circuit_open: {primary.model} has an open circuit",
+            ), m))
+        retry_in: float | None = None
+        for decision, model in candidates:
+            gate = self.breaker.check(model, probe_timeout_s=gov.lease_s)
+            if gate.kind != "open":
+                break
+            retry_in = gate.retry_in_s if retry_in is None else min(retry_in, gate.retry_in_s)
+        else:
+            return Deferral(delay_s=retry_in or gov.breaker.cooldown_s, reason=f"circuit open on {primary.model}")
+        if gate.kind == "probe":
+            decision = decision.model_copy(update={"reason": decision.reason + " (half-open probe)"})
+        # build the client (a cold SDK import blocks the loop ~1 s) before taking a rate slot, or the
+        # requests reserved meanwhile would reach the provider bunched together
+        self.providers.get(decision.provider)
+        patience = max(0.0, min(gov.in_process_wait_s, deadline - self.clock() - MIN_CALL_S))
+        waited = 0.0
+        while (slot := self.limiter.acquire_slot(model, hold_s=gov.lease_s)) is None:
+            if waited + SLOT_POLL_S > patience:
+                self.breaker.abandon(gate)
+                return Deferral(delay_s=max(1.0, SLOT_POLL_S * 10), reason=f"concurrency cap on {decision.model}")
+            await asyncio.sleep(SLOT_POLL_S)
+            waited += SLOT_POLL_S
+        reserved = self.limiter.reserve(model, input_tokens=est_input, max_wait_s=max(0.0, patience - waited))
+        if isinstance(reserved, Deferral):
+            self.limiter.release_slot(model, slot)
+            self.breaker.abandon(gate)
+            return reserved
+        if reserved.wait_s > 0:
+            await asyncio.sleep(reserved.wait_s)
+        return decision, model, gate, reserved, slot
+
+    async def _call(
+        self, job: Job, decision: RouteDecision, model: ModelConfig, route: RouteConfig, gate: Gate,
+        reservation: Reservation, prompt: RenderedPrompt, chunks: list[ContextChunk], deadline: float,
+    ) -> Outcome | None:
+        """One provider call under the persisted budget. Returns None when an in-process retry should follow."""
+        gov = self.settings.governance
+        now = self.clock()
+        # claim: persist the call count and lease before paying for the call
+        expected = job.version
+        job.status = JobStatus.running
+        job.provider_calls += 1
+        job.lease_expires_at = min(now + gov.lease_s, deadline)
+        job.route = decision
+        job.context_chunks = [c.id for c in chunks]
+        job.prompt_template = prompt.template
+        attempt = Attempt(
+            number=job.provider_calls, started_at=now, trace_id=job.trace_id,
+            provider=decision.provider, model=decision.model,
+        )
+        job.attempts.append(attempt)
+        job.updated_at = now
+        if not self.store.update(job, expected_version=expected):
+            self.breaker.abandon(gate)
+            return Outcome("retry", delay_s=1.0, detail="lost the claim race to another delivery")
+        if len(job.attempts) == 1 or job.attempts[-2].model != decision.model or gate.kind == "probe":
+            log_event("route.decided", provider=decision.provider, model=decision.model, reason=decision.reason)
+
+        provider = self.providers.get(decision.provider)
+        timeout = max(0.1, min(self.settings.providers[decision.provider].timeout_s, job.lease_expires_at - now))
+        request = ChatRequest(
+            model_id=decision.model_id, system=prompt.system, user=prompt.user,
+            question=job.request.prompt, max_tokens=min(route.max_tokens, model.max_output_tokens), context=chunks,
+        )
+        timer = Timer()
+        try:
+            result = await provider.generate(request, timeout_s=timeout)
+        except asyncio.CancelledError:
+            self.breaker.abandon(gate)
+            raise
+        except Exception as exc:  # classified below; never lost
+            c = classify(exc)
+            self.breaker.record(gate, c.error_class)
             attempt.finished_at = self.clock()
             attempt.latency_ms = timer.ms
-            attempt.outcome = "succeeded"
-            job.reply = result
-            job.error = None
-            if not self._persist(job):
-                return Outcome("retry", delay_s=1.0, detail="could not persist the provider reply")
+            attempt.outcome = "error"
+            attempt.error_class = c.error_class
+            attempt.status_code = getattr(exc, "status_code", None)
+            attempt.error = str(exc)[:1000]
             log_event(
-                "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
-                input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
+                "provider.error", logging.WARNING, provider=decision.provider, model=decision.model,
+                error_class=c.error_class.value, status_code=attempt.status_code, latency_ms=attempt.latency_ms,
+                attempt=attempt.number,
+                body=(getattr(exc, "body", None) or "")[:2000] if c.error_class is ErrorClass.malformed else None,
             )
-            return await self._finalize(job, chunks)
+            job.error = JobError(error_class=c.error_class, message=attempt.error, status_code=attempt.status_code)
+            if not c.retryable:
+                return self._finish_failed(job)
+            if job.provider_calls >= gov.max_attempts:
+                return self._dead_letter_job(job, "attempt budget exhausted")
+            delay = retry_delay(
+                job.provider_calls, retry_after_s=c.retry_after_s, base_s=gov.backoff_base_s,
+                cap_s=gov.backoff_max_s, retry_after_cap_s=gov.retry_after_cap_s,
+            )
+            if self.clock() + delay + MIN_CALL_S < deadline and delay <= gov.in_process_wait_s:
+                # fits in this invocation: persist the attempt, wait, go again
+                expected = job.version
+                job.updated_at = self.clock()
+                if not self.store.update(job, expected_version=expected):
+                    return Outcome("retry", delay_s=1.0, detail="job changed under us")
+                await asyncio.sleep(delay)
+                return None
+            return self._hand_back(job, delay_s=delay, detail=f"{c.error_class.value} error, retrying later")
+
+        self.breaker.record(gate, None)
+        attempt.finished_at = self.clock()
+        attempt.latency_ms = timer.ms
+        attempt.outcome = "succeeded"
+        job.reply = result
+        job.error = None
+        if not self._persist(job):
+            return Outcome("retry", delay_s=1.0, detail="could not persist the provider reply")
+        try:
+            self.limiter.settle(model, reservation, input_tokens=result.input_tokens, output_tokens=result.output_tokens)
+        except Contended as e:  # the reply is safe; a missed correction only skews the bucket briefly
+            log_event("ratelimit.settle_skipped", logging.WARNING, error=str(e))
+        log_event(
+            "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
+            input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
+        )
+        return await self._finalize(job, chunks)
+
+    async def _serve_cached(
+        self, job: Job, hit: tuple[ProviderResult, str], decision: RouteDecision, template: str,
+        chunks: list[ContextChunk],
+    ) -> Outcome:
+        reply, source_job = hit
+        expected = job.version
+        job.route = decision.model_copy(update={"reason": decision.reason + " (response cache hit)"})
+        job.prompt_template = template
+        job.context_chunks = [c.id for c in chunks]
+        job.reply = reply
+        job.cached_from = source_job
+        job.updated_at = self.clock()
+        if not self.store.update(job, expected_version=expected):
+            return Outcome("retry", delay_s=1.0, detail="job changed under us")
+        log_event("cache.hit", source_job=source_job, model=decision.model)
+        return await self._finalize(job, chunks)
+
+    def _defer(self, job: Job, delay_s: float, reason: str) -> Outcome:
+        """Come back later without spending an attempt. A job we were running is handed back first."""
+        if job.status is JobStatus.running:
+            handed = self._hand_back(job, delay_s=delay_s, detail=reason)
+            if handed.status is not JobStatus.queued:
+                return handed
+        log_event("job.deferred", reason=reason, delay_s=round(delay_s, 3))
+        return Outcome("defer", delay_s=delay_s, status=JobStatus.queued, detail=reason)
 
     def _retrieve(self, job: Job) -> list[ContextChunk]:
         if not job.request.collection or self.retriever is None:
@@ -302,10 +450,13 @@ class JobService:
         expected = job.version
         job.result_text = reply.text
         job.citations = extract_citations(reply.text, chunks)
-        job.usage = Usage(
-            input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
-            cost_usd=model.cost(reply.input_tokens, reply.output_tokens) if model else 0.0,
-        )
+        if job.cached_from is not None:
+            job.usage = Usage(cached=True)  # nothing was sent to the provider for this job
+        else:
+            job.usage = Usage(
+                input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+                cost_usd=model.cost(reply.input_tokens, reply.output_tokens) if model else 0.0,
+            )
         job.status = JobStatus.succeeded
         job.lease_expires_at = None
         job.finished_at = now
@@ -382,6 +533,33 @@ class JobService:
             return Outcome("retry", delay_s=1.0, detail="job changed under us")
         log_event("job.dead_lettered", logging.ERROR, reason=reason, provider_calls=job.provider_calls)
         return Outcome("ack", status=JobStatus.dead_lettered, detail=reason)
+
+    # ------------------------------------------------------------------ reconciler
+
+    def reconcile(self, *, older_than_s: float | None = None, limit: int = 500) -> dict[str, int]:
+        """Re-send the message of every job that has been stuck long enough to have lost it.
+
+        A job whose enqueue failed after it was stored, or whose message the platform dropped or
+        dead-lettered while a worker held the lease, would otherwise wait forever. A second message
+        is harmless (processing is idempotent), so this errs on the side of sending.
+        """
+        older = self.settings.governance.reconcile_after_s if older_than_s is None else older_than_s
+        now = self.clock()
+        counts = {"requeued": 0, "checked": 0}
+        for status in (JobStatus.queued, JobStatus.running):
+            for job in self.store.list(status=status, updated_before=now - older, limit=limit):
+                counts["checked"] += 1
+                if status is JobStatus.running and job.lease_expires_at and job.lease_expires_at > now - older:
+                    continue  # a live (or recently expired) lease: its worker or the queue still owns it
+                expected = job.version
+                job.updated_at = now  # so the next sweep leaves it alone for another `older` seconds
+                if not self.store.update(job, expected_version=expected):
+                    continue
+                self._enqueue(job)
+                counts["requeued"] += 1
+                log_event("job.reconciled", logging.WARNING, job_id=job.id, trace_id=job.trace_id,
+                          status=status.value)
+        return counts
 
     # ------------------------------------------------------------------ dead letters and replay
 

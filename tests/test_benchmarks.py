@@ -33,3 +33,14 @@ def test_soak_under_duplicates_and_faults_keeps_every_guarantee():
     assert line["duplicate_deliveries"] > 30 and line["early_redeliveries"] > 0
     assert {"429", "529", "500", "reset", "malformed", "400"} <= set(line["faults"])
     assert line["failed"] >= line["faults"]["400"] > 0
+
+
+def test_rate_limit_benchmark_shares_one_bucket_across_processes_with_no_429s():
+    """Two worker processes, one shared bucket: the provider never answers 429 and never sees more than
+    its limit. (The >= 95% utilisation figure is the benchmark's to print, not a timed assertion here.)"""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ratelimit.py"), "--rpm", "240", "--burst", "5",
+                          "--seconds", "5", "--processes", "2"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["provider_429s"] == 0, line
+    assert line["succeeded"] == line["jobs"] == line["provider_calls"] == 23
+    assert line["sustained_rpm"] <= 240 * 1.02  # never faster than the limit (2% for clock granularity)

@@ -75,3 +75,27 @@ def test_help_lists_commands(tmp_path):
     out = run(["--help"], tmp_path / "d").stdout
     for cmd in ("serve", "ask", "jobs", "dlq", "ingest", "config"):
         assert cmd in out
+
+
+def test_governance_shows_an_open_circuit_and_reconcile_requeues_a_stranded_job(tmp_path):
+    from core.bootstrap import bootstrap
+    from core.config import load_settings
+    from core.models import ErrorClass, JobRequest
+
+    data = tmp_path / "data"
+    app = bootstrap(load_settings(env={"ALTO_DATA_DIR": str(data)}))
+    model = app.settings.models["claude-haiku-4-5"]
+    for _ in range(app.settings.governance.breaker.failure_threshold):
+        app.service.breaker.record(app.service.breaker.check(model, probe_timeout_s=5), ErrorClass.transient)
+    out = run(["governance"], data).stdout
+    assert "anthropic:claude-haiku-4-5" in out and "circuit open" in out and "reopens in" in out
+    rows = {r["deployment"]: r for r in json.loads(run(["governance", "--json"], data).stdout)}
+    assert rows["anthropic:claude-haiku-4-5"]["circuit"]["state"] == "open"
+    assert rows["offline:offline-extractive"]["circuit"]["state"] == "closed"
+
+    job, _ = app.service.submit("local", JobRequest(prompt="stranded"))
+    for d in app.queue.receive():
+        app.queue.ack(d)  # the message is gone but the job never ran: as if the platform had lost it
+    assert app.queue.depth()["queued"] == 0 and app.store.get(job.id).status.value == "queued"
+    assert json.loads(run(["reconcile", "--older-than", "0"], data).stdout) == {"requeued": 1, "checked": 1}
+    assert app.queue.depth()["queued"] == 1

@@ -64,7 +64,10 @@ class SqliteJobStore:
             return True
         return False
 
-    def list(self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+    def list(
+        self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
+        updated_before: float | None = None,
+    ) -> list[Job]:
         sql, args = "SELECT data FROM jobs WHERE 1=1", []
         if tenant is not None:
             sql += " AND tenant = ?"
@@ -72,7 +75,10 @@ class SqliteJobStore:
         if status is not None:
             sql += " AND status = ?"
             args.append(status.value)
-        sql += " ORDER BY created_at DESC LIMIT ?"
+        if updated_before is not None:
+            sql += " AND json_extract(data, '$.updated_at') < ?"
+            args.append(updated_before)
+        sql += " ORDER BY created_at " + ("ASC" if updated_before is not None else "DESC") + " LIMIT ?"
         args.append(limit)
         return [Job.model_validate_json(r[0]) for r in self.db.conn().execute(sql, args).fetchall()]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import re
 import socket
@@ -30,6 +31,8 @@ class FaultPlan:
     latency_s: float = 0.0
     timeout_s: float = 30.0  # how long a "timeout" fault stalls
     seed: int = 1
+    rpm: float | None = None  # enforce this many requests per minute (token bucket), 429 beyond
+    burst: float | None = None  # bucket capacity in requests; defaults to `rpm` (a full minute, as Anthropic's)
 
     def __post_init__(self) -> None:
         unknown = set(self.rates) - set(FAULTS)
@@ -50,6 +53,29 @@ class FakeAnthropic:
         self.history_by_marker: dict[str, list[str]] = {}  # every outcome per `marker:X` in the prompt
         self.requests: list[dict[str, Any]] = []
         self.keep_requests = False
+        self._bucket = (self.plan.burst or self.plan.rpm or 0.0, time.monotonic())
+        self.accepted_at: list[float] = []
+        self.inflight = 0
+        self.max_inflight = 0  # most requests in flight at once (concurrency-cap tests)
+        self.rejected_at: list[float] = []  # monotonic time of each request let through the rate limit
+
+    def _rate_limited(self) -> float | None:
+        """Seconds until the next request is allowed, or None if this one may proceed."""
+        if not self.plan.rpm:
+            return None
+        rate = self.plan.rpm / 60.0
+        cap = self.plan.burst or self.plan.rpm
+        with self.lock:
+            level, ts = self._bucket
+            now = time.monotonic()
+            level = min(cap, level + (now - ts) * rate)
+            if level < 1.0:
+                self._bucket = (level, now)
+                self.rejected_at.append(now)
+                return (1.0 - level) / rate
+            self._bucket = (level - 1.0, now)
+            self.accepted_at.append(now)
+            return None
 
     def _draw(self) -> str:
         with self.lock:
@@ -90,6 +116,12 @@ class FakeAnthropic:
         def error(kind: str, message: str) -> dict[str, Any]:
             return {"type": "error", "error": {"type": kind, "message": message}}
 
+        if scope["path"] == "/_stats" and scope["method"] == "GET":  # for benchmarks running us in another process
+            with self.lock:
+                acc = self.accepted_at
+                return await reply(200, {"stats": dict(self.stats), "accepted": len(acc),
+                                         "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
+                                         "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else []})
         if scope["path"] != "/v1/messages" or scope["method"] != "POST":
             return await reply(404, error("not_found_error", "no such route"))
         bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -102,6 +134,14 @@ class FakeAnthropic:
             return await reply(400, error("invalid_request_error", "model, max_tokens and messages are required"))
         if self.keep_requests:
             self.requests.append(req)
+        wait = self._rate_limited()
+        if wait is not None:
+            with self.lock:
+                self.stats["calls"] += 1
+                self.stats["429_rate_limit"] += 1
+            return await reply(429, error("rate_limit_error", "request rate limit exceeded"), {
+                "retry-after": str(max(1, math.ceil(wait))), "anthropic-ratelimit-requests-limit": str(int(self.plan.rpm or 0)),
+            })
         outcome = self._draw()
         marker = _MARKER.search(body.decode("utf-8", "replace"))
         with self.lock:
@@ -109,8 +149,15 @@ class FakeAnthropic:
             self.stats[outcome] += 1
             if marker:
                 self.history_by_marker.setdefault(marker.group(1), []).append(outcome)
-        if self.plan.latency_s:
-            await asyncio.sleep(self.plan.latency_s)
+        with self.lock:
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            if self.plan.latency_s:
+                await asyncio.sleep(self.plan.latency_s)
+        finally:
+            with self.lock:
+                self.inflight -= 1
         if outcome == "429":
             return await reply(429, error("rate_limit_error", "rate limited"), {"retry-after": str(self.plan.retry_after_s)})
         if outcome == "429_no_retry_after":
@@ -198,6 +245,30 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
+def spawn(*args: str) -> tuple["subprocess.Popen[bytes]", str]:
+    """Start the fake in its own process (so its CPU doesn't compete with the code under test)."""
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "core.testing.fake_anthropic", "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stats", timeout=0.5).close()
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"fake Anthropic server did not start on port {port}")
+
+
 def main() -> None:
     """`python -m core.testing.fake_anthropic --port P [--latency S]`: serve in the foreground."""
     import argparse
@@ -208,8 +279,11 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--api-key", default="test-key")
+    p.add_argument("--rpm", type=float, help="enforce this many requests per minute (429 beyond)")
+    p.add_argument("--burst", type=float, help="rate-limit bucket capacity in requests (default: rpm)")
     a = p.parse_args()
-    uvicorn.run(FakeAnthropic(FaultPlan(latency_s=a.latency), api_key=a.api_key), host="127.0.0.1",
+    plan = FaultPlan(latency_s=a.latency, rpm=a.rpm, burst=a.burst)
+    uvicorn.run(FakeAnthropic(plan, api_key=a.api_key), host="127.0.0.1",
                 port=a.port, log_level="warning", access_log=False, backlog=4096)
 
 

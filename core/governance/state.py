@@ -1,0 +1,35 @@
+"""Read-modify-write on the StateStore, retried on a lost conditional write."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from core.ports import StateRecord, StateStore
+
+T = TypeVar("T")
+MAX_TRIES = 50
+
+
+class Contended(Exception):
+    """Too many writers on one key; the caller should back off and defer."""
+
+
+def mutate(
+    state: StateStore,
+    key: str,
+    change: Callable[[StateRecord | None], tuple[dict[str, Any] | None, T]],
+    *,
+    ttl_s: float | None = None,
+) -> T:
+    """Apply `change(current) -> (new_value or None to leave it, result)` atomically; return `result`."""
+    for _ in range(MAX_TRIES):
+        current = state.get(key)
+        value, result = change(current)
+        if value is None:
+            return result
+        if current is None:
+            if state.put_if_absent(key, value, ttl_s=ttl_s):
+                return result
+        elif state.compare_and_set(key, value, expected_version=current.version, ttl_s=ttl_s):
+            return result
+    raise Contended(f"state key {key!r} kept changing under {MAX_TRIES} conditional writes")
