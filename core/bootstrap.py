@@ -49,7 +49,7 @@ def bootstrap(
     providers: ProviderRegistry | None = None,
 ) -> App:
     settings = settings or load_settings(config_path)
-    configure_logging(settings.logging.level)
+    configure_logging(settings.logging.level, redact_pii=settings.guardrails.redact_pii_in_logs)
     data = settings.resolved_data_dir()
     if store is None or state is None:
         from core.embedded.stores import SqliteJobStore, SqliteStateStore

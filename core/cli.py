@@ -181,6 +181,64 @@ def dead_letter_state(job: Any) -> dict[str, Any]:
     }
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    """Which rule matches, the model, its fallbacks and the estimated cost, without calling anything."""
+    from core.models import JobRequest
+    from core.prompting import render
+    from core.routing import NoRoute
+    from core.text import estimate_tokens
+
+    app = _app(args)
+    prompt = Path(args.prompt_file).read_text() if args.prompt_file else (args.prompt or "")
+    if not prompt.strip():
+        print("alto route explain: give --prompt-file FILE or --prompt TEXT", file=sys.stderr)
+        return 2
+    tags = dict(t.split("=", 1) for t in args.tag or [] if "=" in t)
+    request = JobRequest(prompt=prompt, task=args.task, collection=args.collection, metadata=tags)
+    chunks = []
+    if args.collection and app.retriever is not None:
+        chunks = app.retriever.search(args.tenant, args.collection, prompt, k=app.settings.retrieval.top_k)
+    router = app.service.router
+    base = estimate_tokens(prompt + "".join(c.text for c in chunks))
+    out: dict[str, Any] = {"tenant": args.tenant, "task": args.task, "context_chunks": len(chunks)}
+    try:
+        plan = router.plan(args.tenant, request, input_tokens=base)
+        route = plan.route
+        rendered = render(prompt, chunks, template_id=route.template, template=app.settings.templates[route.template],
+                          max_tokens=route.max_tokens)
+        est = estimate_tokens(rendered.system + rendered.user)
+        chosen = router.fit(plan, est)
+    except NoRoute as e:
+        out.update({"route": None, "error": str(e)})
+        print(json.dumps(out, indent=2) if args.json else f"no route: {e}")
+        return 1
+    model = app.settings.models[chosen.model]
+    max_out = min(route.max_tokens, model.max_output_tokens)
+    out.update({
+        "rule": plan.rule, "reason": chosen.reason, "provider": chosen.provider, "model": chosen.model,
+        "model_id": chosen.model_id, "context_window": model.context_window, "template": route.template,
+        "max_tokens": max_out, "estimated_input_tokens": est,
+        "estimated_cost_usd": {"input": model.cost(est, 0), "max_output": model.cost(0, max_out),
+                               "max_total": model.cost(est, max_out)},
+        "fallbacks": {k: [d.model for d in v] for k, v in plan.fallbacks.items() if v},
+        "notes": plan.notes,
+    })
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"rule:      {plan.rule}  ({chosen.reason})")
+    print(f"model:     {chosen.model} = {chosen.provider}/{chosen.model_id}, window {model.context_window:,}")
+    print(f"template:  {route.template}, max_tokens {max_out}")
+    print(f"input:     ~{est:,} tokens ({len(chunks)} context chunks)")
+    c = out["estimated_cost_usd"]
+    print(f"cost:      ~${c['input']:.6f} input + up to ${c['max_output']:.6f} output = up to ${c['max_total']:.6f}")
+    for kind, models in out["fallbacks"].items():
+        print(f"fallback:  {kind} -> {' -> '.join(models)}")
+    for note in plan.notes:
+        print(f"note:      {note}")
+    return 0
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     app = _app(args)
     counts = app.service.reconcile(older_than_s=args.older_than)
@@ -290,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("job_ids", nargs="*")
     dr.add_argument("--all", action="store_true")
     d.set_defaults(fn=cmd_dlq)
+
+    rt = sub.add_parser("route", help="explain routing decisions without calling any model")
+    rtsub = rt.add_subparsers(dest="route_cmd", required=True)
+    rx = rtsub.add_parser("explain", help="which rule matches, the model, fallbacks and estimated cost")
+    rx.add_argument("--task")
+    rx.add_argument("--tenant", default=DEFAULT_TENANT)
+    rx.add_argument("--prompt-file")
+    rx.add_argument("--prompt")
+    rx.add_argument("--collection", help="retrieve context as a job would, to count its tokens")
+    rx.add_argument("--tag", action="append", metavar="KEY=VALUE", help="job metadata used by rule matches")
+    rx.add_argument("--json", action="store_true")
+    rt.set_defaults(fn=cmd_route)
 
     r = sub.add_parser("reconcile", help="re-queue jobs whose queue message was lost (also run by `alto serve`)")
     r.add_argument("--older-than", type=float, help="seconds a job must be untouched (default governance.reconcile_after_s)")

@@ -19,6 +19,7 @@ from core.errors import ConfigError
 
 SECRET_REF = re.compile(r"^(env|file|aws-sm|gcp-sm|azure-kv):.+$")
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$")
 
 
 def hash_api_key(key: str) -> str:
@@ -39,13 +40,25 @@ class _Strict(BaseModel):
 
 
 class ProviderConfig(_Strict):
-    type: Literal["offline", "anthropic"] = Field(description="Provider implementation.")
+    type: Literal["offline", "anthropic", "openai_compatible", "bedrock"] = Field(description="Provider implementation.")
     api_key: str | None = Field(default=None, description="Secret reference, e.g. env:ANTHROPIC_API_KEY.")
-    base_url: str | None = None
+    base_url: str | None = Field(default=None, description="API base URL (openai_compatible: up to /v1).")
     timeout_s: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=200, gt=0)
+    api_style: Literal["openai", "azure"] = Field(
+        default="openai", description="openai_compatible: `azure` uses deployment URLs, api-version and the api-key header."
+    )
+    api_version: str | None = Field(default=None, description="Azure OpenAI api-version, e.g. 2024-10-21.")
+    region: str | None = Field(default=None, description="bedrock: AWS region of the runtime endpoint.")
+    endpoint_url: str | None = Field(default=None, description="bedrock: override the runtime endpoint.")
 
     _ref = field_validator("api_key")(lambda cls, v: _check_secret_ref(v, "api_key"))
+
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        """YAML reads an unquoted 2024-10-21 as a date; the API wants the text."""
+        return v.isoformat() if hasattr(v, "isoformat") else v
 
 
 class LimitsConfig(_Strict):
@@ -79,31 +92,120 @@ class ModelConfig(_Strict):
     max_output_tokens: int = Field(default=8192, gt=0)
     input_per_mtok: float = Field(default=0.0, ge=0, description="USD per million input tokens.")
     output_per_mtok: float = Field(default=0.0, ge=0, description="USD per million output tokens.")
+    cache_read_per_mtok: float | None = Field(
+        default=None, ge=0, description="USD per million prompt-cache-read tokens, where the provider has them."
+    )
+    region: str | None = Field(default=None, description="Where the model is served (for tenant policies).")
     limits: LimitsConfig | None = Field(default=None, description="Rate limits and concurrency cap.")
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return round((input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000, 8)
+    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0) -> float:
+        """USD for one call; `input_tokens` excludes cache reads, which are billed at their own price."""
+        cache_price = self.cache_read_per_mtok if self.cache_read_per_mtok is not None else self.input_per_mtok
+        micro = input_tokens * self.input_per_mtok + cache_read_tokens * cache_price + output_tokens * self.output_per_mtok
+        return round(micro / 1_000_000, 10)
+
+
+FALLBACK_KINDS = ("rate_limited", "context_overflow", "content_policy", "circuit_open")
 
 
 class FallbackConfig(_Strict):
+    """Typed fallback chains: which models to try, in order, when the route's model can't serve."""
+
+    rate_limited: list[str] = Field(default_factory=list, description="On 429 or 529 (rate limit, overload).")
+    context_overflow: list[str] = Field(
+        default_factory=list, description="When the request can't fit the model's context window."
+    )
+    content_policy: list[str] = Field(default_factory=list, description="When the model refuses on policy grounds.")
     circuit_open: list[str] = Field(
-        default_factory=list, description="Models tried in order while the route's model has an open circuit."
+        default_factory=list, description="While the route's model has an open circuit."
     )
 
 
+class TargetConfig(_Strict):
+    model: str
+    weight: float = Field(default=1.0, gt=0)
+
+
 class RouteConfig(_Strict):
-    model: str = Field(description="Name of an entry under `models`.")
+    model: str | None = Field(default=None, description="Name of an entry under `models`.")
+    targets: list[TargetConfig] = Field(
+        default_factory=list, description="Instead of `model`: equivalent deployments, load-balanced by weight."
+    )
     max_tokens: int = Field(default=1024, gt=0, description="Maximum output tokens for this route.")
+    template: str = Field(default="answer-with-citations@1", description="Prompt template id@version.")
     fallbacks: FallbackConfig = Field(default_factory=FallbackConfig)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "RouteConfig":
+        if (self.model is None) == (not self.targets):
+            raise ValueError("give exactly one of `model` (one model) or `targets` (weighted list of models)")
+        return self
+
+    def model_names(self) -> list[str]:
+        return [self.model] if self.model else [t.model for t in self.targets]
+
+
+class MatchConfig(_Strict):
+    """All given conditions must hold; an empty match always matches."""
+
+    tasks: list[str] | None = Field(default=None, description="Job `task` is one of these.")
+    tenants: list[str] | None = None
+    tags: dict[str, str] = Field(default_factory=dict, description="Job metadata keys that must equal these values.")
+    min_input_tokens: int | None = Field(default=None, ge=0, description="Estimated prompt + context tokens at least.")
+    max_input_tokens: int | None = Field(default=None, ge=0, description="Estimated prompt + context tokens at most.")
+
+
+class RuleConfig(_Strict):
+    name: str
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    route: RouteConfig
 
 
 class RoutingConfig(_Strict):
+    rules: list[RuleConfig] = Field(default_factory=list, description="Tried in order; the first match wins.")
     default: RouteConfig = Field(default_factory=lambda: RouteConfig(model="offline"))
+
+
+class TemplateConfig(_Strict):
+    """A versioned prompt template. `{max_tokens}` may appear in `output_instruction`."""
+
+    system: str
+    instructions: str = Field(default="", description="Placed before the context and question.")
+    output_instruction: str = Field(default="", description="Placed after the question, e.g. a length limit.")
+
+
+class PolicyConfig(_Strict):
+    """What a tenant may use; unset means anything."""
+
+    allowed_providers: list[str] | None = None
+    allowed_models: list[str] | None = None
+    allowed_regions: list[str] | None = None
+
+
+class GuardrailsConfig(_Strict):
+    max_input_chars: int | None = Field(default=None, gt=0, description="Longest prompt accepted.")
+    blocked_patterns: list[str] = Field(default_factory=list, description="Regexes a prompt must not match.")
+    redact_pii_in_logs: bool = Field(default=False, description="Mask emails, phone and card numbers in logged text.")
+    max_output_chars: int | None = Field(default=None, gt=0, description="Longest answer accepted.")
+    require_valid_citations: bool = Field(
+        default=False, description="Fail a job whose answer cites a document it was not given."
+    )
+
+    @field_validator("blocked_patterns")
+    @classmethod
+    def _compile(cls, pats: list[str]) -> list[str]:
+        for i, p in enumerate(pats):
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"blocked_patterns[{i}] is not a valid regular expression: {e}") from None
+        return pats
 
 
 class TenantConfig(_Strict):
     api_keys: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes or secret references.")
     default_collection: str | None = None
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
 
     @field_validator("api_keys")
     @classmethod
@@ -200,6 +302,8 @@ class Settings(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    templates: dict[str, TemplateConfig] = Field(default_factory=dict, description="Keyed by `id@version`.")
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
@@ -217,14 +321,31 @@ class Settings(_Strict):
                     f"models.{name}.provider: '{model.provider}' is not defined under `providers` "
                     f"(known: {', '.join(sorted(self.providers))}); add it or fix the name"
                 )
-        route = self.routing.default
-        for where, name in [("routing.default.model", route.model)] + [
-            (f"routing.default.fallbacks.circuit_open[{i}]", m) for i, m in enumerate(route.fallbacks.circuit_open)
-        ]:
-            if name not in self.models:
+        from core.prompting import builtin_templates
+
+        self.__dict__["templates"] = {**builtin_templates(), **self.templates}
+        for name in self.templates:
+            if not TEMPLATE_ID.match(name):
+                raise ValueError(f"templates.{name}: template ids look like 'name@version', e.g. 'support-answer@2'")
+        routes = [("routing.default", self.routing.default)] + [
+            (f"routing.rules[{i}] ({r.name}).route", r.route) for i, r in enumerate(self.routing.rules)
+        ]
+        for where, route in routes:
+            refs = [(f"{where}.model", route.model)] if route.model else [
+                (f"{where}.targets[{i}].model", t.model) for i, t in enumerate(route.targets)
+            ]
+            for kind in FALLBACK_KINDS:
+                refs += [(f"{where}.fallbacks.{kind}[{i}]", m) for i, m in enumerate(getattr(route.fallbacks, kind))]
+            for path, name in refs:
+                if name not in self.models:
+                    raise ValueError(
+                        f"{path}: '{name}' is not defined under `models` "
+                        f"(known: {', '.join(sorted(self.models))}); add it or pick a known model"
+                    )
+            if route.template not in self.templates:
                 raise ValueError(
-                    f"{where}: '{name}' is not defined under `models` "
-                    f"(known: {', '.join(sorted(self.models))}); add it or pick a known model"
+                    f"{where}.template: '{route.template}' is not defined under `templates` "
+                    f"(known: {', '.join(sorted(self.templates))})"
                 )
         return self
 

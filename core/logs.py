@@ -18,7 +18,12 @@ job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("alto_jo
 logger = logging.getLogger("altostratus")
 
 
+REDACTED_FIELDS = ("body", "error", "message", "detail", "reason")
+
+
 class JsonFormatter(logging.Formatter):
+    redact_pii = False  # set by configure_logging from guardrails.redact_pii_in_logs
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": round(record.created, 3),
@@ -35,13 +40,20 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields:
             out.update(fields)
+            if self.redact_pii:
+                from core.guardrails import redact
+
+                for k in REDACTED_FIELDS:
+                    if isinstance(out.get(k), str):
+                        out[k] = redact(out[k])
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 
-def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+def configure_logging(level: str = "INFO", stream: Any = None, *, redact_pii: bool = False) -> None:
     """Idempotent: cloud runtimes call it once per process at handler build time."""
+    JsonFormatter.redact_pii = redact_pii
     root = logging.getLogger("altostratus")
     root.setLevel(level)
     root.propagate = False

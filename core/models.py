@@ -96,6 +96,7 @@ class Citation(BaseModel):
 class Usage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
     cost_usd: float = 0.0
     cached: bool = False
 
@@ -105,6 +106,7 @@ class RouteDecision(BaseModel):
     model: str
     model_id: str
     reason: str = "default route"
+    rule: str | None = None
 
 
 class Attempt(BaseModel):
@@ -132,8 +134,9 @@ class ProviderResult(BaseModel):
     """The provider's reply, persisted before any later step so a crash never pays twice."""
 
     text: str
-    input_tokens: int = 0
+    input_tokens: int = 0  # uncached input; cache reads are counted apart and billed at their own price
     output_tokens: int = 0
+    cache_read_tokens: int = 0
     stop_reason: str | None = None
     raw_stop_reason: str | None = None
 

@@ -1,12 +1,16 @@
-"""Prompt rendering: system + a fenced context block that marks retrieved text as data.
+"""Prompt rendering: versioned templates with named slots and a fenced context block.
 
-The template id/version is recorded on every job so a result can be traced to its prompt.
+Slots: system, instructions, context (retrieved documents, fenced and marked as data), question,
+and an output instruction (e.g. a length limit; `{max_tokens}` is filled from the route). The
+template id@version is recorded on every job and is part of the response-cache key, so changing a
+prompt means publishing a new version, never silently editing an old one.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from core.models import Citation
 from core.providers.base import ContextChunk
@@ -28,15 +32,34 @@ class RenderedPrompt:
     user: str
 
 
-def render(question: str, chunks: list[ContextChunk]) -> RenderedPrompt:
+def builtin_templates() -> dict[str, Any]:
+    from core.config import TemplateConfig
+
+    return {TEMPLATE_ID: TemplateConfig(system=SYSTEM)}
+
+
+def render(
+    question: str, chunks: list[ContextChunk], *, template_id: str = TEMPLATE_ID, template: Any = None,
+    max_tokens: int = 1024,
+) -> RenderedPrompt:
+    """Fill the template's slots. With no context and no extra slots the user turn is the question itself."""
+    system = template.system if template is not None else SYSTEM
+    instructions = template.instructions if template is not None else ""
+    output = template.output_instruction.replace("{max_tokens}", str(max_tokens)) if template is not None else ""
+    parts: list[str] = []
+    if instructions:
+        parts.append(instructions)
     if chunks:
         docs = "\n".join(
             f'<document id="{c.id}" source="{c.source}">\n{c.text}\n</document>' for c in chunks
         )
-        user = f"<context>\n{docs}\n</context>\n\nQuestion: {question}"
+        parts.append(f"<context>\n{docs}\n</context>")
+        parts.append(f"Question: {question}")
     else:
-        user = question
-    return RenderedPrompt(template=TEMPLATE_ID, system=SYSTEM, user=user)
+        parts.append(f"Question: {question}" if parts or output else question)
+    if output:
+        parts.append(output)
+    return RenderedPrompt(template=template_id, system=system, user="\n\n".join(parts))
 
 
 CITATION = re.compile(r"\[([A-Za-z0-9._-]+#\d+)\]")

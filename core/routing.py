@@ -1,17 +1,137 @@
-"""Routing: configuration decides which model and provider serve a request."""
+"""Routing: configuration decides which model and provider serve a request.
+
+Rules are tried in order and the first whose match holds, and whose model the tenant's policy
+allows, wins; the default route comes last. A route names one model, or several equivalent
+deployments balanced by weight (chosen per job, so redeliveries stay on the same one), plus typed
+fallback chains. Fallbacks the tenant may not use are dropped. Nothing here calls anything:
+`alto route explain` shows exactly what `process` will do.
+"""
 
 from __future__ import annotations
 
-from core.config import ModelConfig, RouteConfig, Settings
+import hashlib
+from dataclasses import dataclass, field
+
+from core.config import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
 from core.models import JobRequest, RouteDecision
+
+
+class NoRoute(Exception):
+    """No model may serve this request (tenant policy, or it fits no context window). Permanent."""
+
+
+@dataclass
+class RoutePlan:
+    rule: str
+    route: RouteConfig
+    primary: RouteDecision
+    fallbacks: dict[str, list[RouteDecision]]
+    notes: list[str] = field(default_factory=list)  # rules skipped and why, fallbacks dropped by policy
 
 
 class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def decide(self, tenant: str, request: JobRequest) -> tuple[RouteDecision, RouteConfig, ModelConfig]:
-        route = self.settings.routing.default
-        model = self.settings.models[route.model]
-        decision = RouteDecision(provider=model.provider, model=route.model, model_id=model.model_id, reason="default route")
-        return decision, route, model
+    # ------------------------------------------------------------------ policy
+
+    def denied(self, tenant: str, name: str) -> str | None:
+        """Why the tenant may not use model `name`, or None if it may."""
+        t = self.settings.tenants.get(tenant)
+        if t is None:
+            return None
+        pol, model = t.policy, self.settings.models[name]
+        if pol.allowed_providers is not None and model.provider not in pol.allowed_providers:
+            return f"tenant policy does not allow provider '{model.provider}' (allowed: {', '.join(pol.allowed_providers)})"
+        if pol.allowed_models is not None and not {name, model.model_id} & set(pol.allowed_models):
+            return f"tenant policy does not allow model '{name}'"
+        if pol.allowed_regions is not None:
+            region = model.region or self.settings.providers[model.provider].region
+            if region not in pol.allowed_regions:
+                return f"tenant policy does not allow region '{region or 'unspecified'}' (model '{name}')"
+        return None
+
+    # ------------------------------------------------------------------ planning
+
+    def plan(self, tenant: str, request: JobRequest, *, input_tokens: int, job_id: str = "") -> RoutePlan:
+        notes: list[str] = []
+        rules = list(self.settings.routing.rules) + [RuleConfig(name="default", route=self.settings.routing.default)]
+        for rule in rules:
+            why_not = self._mismatch(rule, tenant, request, input_tokens)
+            if why_not:
+                if rule.name != "default":
+                    notes.append(f"rule '{rule.name}' skipped: {why_not}")
+                continue
+            allowed = [m for m in rule.route.model_names() if not self.denied(tenant, m)]
+            if not allowed:
+                notes.append(f"rule '{rule.name}' matched but {self.denied(tenant, rule.route.model_names()[0])}")
+                continue
+            name = self._pick(rule.route, allowed, job_id)
+            reason = "default route" if rule.name == "default" else f"rule '{rule.name}'"
+            if len(rule.route.model_names()) > 1:
+                reason += f" (weighted: {name} of {', '.join(allowed)})"
+            primary = self.decision(name, reason, rule.name)
+            fallbacks: dict[str, list[RouteDecision]] = {}
+            for kind in FALLBACK_KINDS:
+                chain = []
+                for m in getattr(rule.route.fallbacks, kind):
+                    denied = self.denied(tenant, m)
+                    if denied:
+                        notes.append(f"fallback {kind} '{m}' dropped: {denied}")
+                        continue
+                    chain.append(self.decision(m, f"fallback {kind} of rule '{rule.name}'", rule.name))
+                fallbacks[kind] = chain
+            return RoutePlan(rule=rule.name, route=rule.route, primary=primary, fallbacks=fallbacks, notes=notes)
+        raise NoRoute("no route may serve this request: " + "; ".join(notes or ["no rule matched"]))
+
+    def fit(self, plan: RoutePlan, input_tokens: int) -> RouteDecision:
+        """The primary if the request fits its window, else the first context_overflow fallback that does."""
+        need = input_tokens + plan.route.max_tokens
+        primary_model = self.settings.models[plan.primary.model]
+        if need <= primary_model.context_window:
+            return plan.primary
+        for d in plan.fallbacks.get("context_overflow", []):
+            if need <= self.settings.models[d.model].context_window:
+                return d.model_copy(update={"reason": d.reason + (
+                    f": ~{need} tokens exceed {plan.primary.model}'s window of {primary_model.context_window}")})
+        raise NoRoute(
+            f"the request needs ~{need} tokens (input ~{input_tokens} + max_tokens {plan.route.max_tokens}) but "
+            f"model '{plan.primary.model}' has a context window of {primary_model.context_window}; add a "
+            "context_overflow fallback with a larger window, lower max_tokens, or send less context"
+        )
+
+    def decision(self, name: str, reason: str, rule: str | None = None) -> RouteDecision:
+        m: ModelConfig = self.settings.models[name]
+        return RouteDecision(provider=m.provider, model=name, model_id=m.model_id, reason=reason, rule=rule)
+
+    def decide(self, tenant: str, request: JobRequest, *, input_tokens: int = 0, job_id: str = "") -> RouteDecision:
+        return self.plan(tenant, request, input_tokens=input_tokens, job_id=job_id).primary
+
+    @staticmethod
+    def _mismatch(rule: RuleConfig, tenant: str, request: JobRequest, input_tokens: int) -> str | None:
+        m = rule.match
+        if m.tasks is not None and request.task not in m.tasks:
+            return f"task {request.task!r} not in {m.tasks}"
+        if m.tenants is not None and tenant not in m.tenants:
+            return f"tenant '{tenant}' not in {m.tenants}"
+        for k, v in m.tags.items():
+            if str(request.metadata.get(k)) != v:
+                return f"metadata {k}={request.metadata.get(k)!r}, rule wants {v!r}"
+        if m.min_input_tokens is not None and input_tokens < m.min_input_tokens:
+            return f"~{input_tokens} input tokens < {m.min_input_tokens}"
+        if m.max_input_tokens is not None and input_tokens > m.max_input_tokens:
+            return f"~{input_tokens} input tokens > {m.max_input_tokens}"
+        return None
+
+    @staticmethod
+    def _pick(route: RouteConfig, allowed: list[str], job_id: str) -> str:
+        if len(allowed) == 1:
+            return allowed[0]
+        weights = {t.model: t.weight for t in route.targets}
+        total = sum(weights[m] for m in allowed)
+        x = int(hashlib.sha256(job_id.encode()).hexdigest()[:12], 16) / 16**12 * total
+        for m in allowed:
+            x -= weights[m]
+            if x < 0:
+                return m
+        return allowed[-1]

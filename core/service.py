@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Protocol
 
 from core.classify import classify
-from core.config import ModelConfig, RouteConfig, Settings
+from core.config import ModelConfig, Settings
 from core.errors import IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.governance.breaker import CircuitBreaker, Gate
 from core.governance.cache import ResponseCache, cache_key
@@ -37,7 +37,8 @@ from core.prompting import RenderedPrompt, extract_citations, render
 from core.providers.base import ChatRequest, ContextChunk
 from core.providers.registry import ProviderRegistry
 from core.retry import retry_delay
-from core.routing import Router
+from core.guardrails import GuardrailViolation, check_input, check_output
+from core.routing import NoRoute, RoutePlan, Router
 from core.text import estimate_tokens
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -97,6 +98,10 @@ class JobService:
     ) -> tuple[Job, bool]:
         """Store and enqueue a job. Returns (job, created); a repeated idempotency key returns the first job."""
         collection = self._collection_for(tenant, request)
+        try:
+            check_input(request.prompt, self.settings.guardrails)
+        except GuardrailViolation as e:
+            raise InputError(str(e), field="prompt") from None
         if request.collection and self.retriever is not None:
             known = getattr(self.retriever, "collections", None)
             if known is not None and request.collection not in known(tenant):
@@ -222,16 +227,29 @@ class JobService:
         if job.reply is not None:
             return await self._finalize(job)
 
-        primary, route, _model = self.router.decide(job.tenant, job.request)
         chunks = self._retrieve(job)
-        prompt = render(job.request.prompt, chunks)
+        try:
+            check_input(job.request.prompt, self.settings.guardrails)
+            base_tokens = estimate_tokens(job.request.prompt + "".join(c.text for c in chunks))
+            plan = self.router.plan(job.tenant, job.request, input_tokens=base_tokens, job_id=job.id)
+            route = plan.route
+            prompt = render(
+                job.request.prompt, chunks, template_id=route.template,
+                template=self.settings.templates[route.template], max_tokens=route.max_tokens,
+            )
+            est_input = estimate_tokens(prompt.system + prompt.user)
+            current = self.router.fit(plan, est_input)
+        except (GuardrailViolation, NoRoute) as e:
+            return self._fail_permanent(job, str(e))
+        for note in plan.notes:
+            log_event("route.note", note=note)
         use_cache = self.cache is not None and job.request.cache
         if use_cache:
             assert self.cache is not None
-            hit = self.cache.get(cache_key(job.tenant, job.request, primary, route.max_tokens, prompt.template, chunks))
+            hit = self.cache.get(cache_key(job.tenant, job.request, current, route.max_tokens, prompt.template, chunks))
             if hit is not None:
-                return await self._serve_cached(job, hit, primary, prompt.template, chunks)
-        est_input = estimate_tokens(prompt.system + prompt.user)
+                return await self._serve_cached(job, hit, current, prompt.template, chunks)
+        tried = {current.model}
 
         while True:
             if job.provider_calls >= gov.max_attempts:
@@ -240,47 +258,50 @@ class JobService:
             if deadline - now < MIN_CALL_S:
                 return self._hand_back(job, delay_s=0.0, detail="no time left in this invocation")
             try:
-                admitted = await self._admit(route, primary, est_input, deadline)
+                admitted = await self._admit(plan, current, est_input, deadline)
             except Contended as e:
                 return self._defer(job, jittered(1.0), str(e))
             if isinstance(admitted, Deferral):
                 return self._defer(job, jittered(admitted.delay_s), admitted.reason)
             decision, model, gate, reservation, slot = admitted
             try:
-                outcome = await self._call(job, decision, model, route, gate, reservation, prompt, chunks, deadline)
+                step = await self._call(
+                    job, decision, model, plan, gate, reservation, prompt, chunks, deadline, tried, est_input,
+                )
             finally:
                 self.limiter.release_slot(model, slot)
-            if outcome is None:
+            if isinstance(step, RouteDecision):
+                current = step  # a typed fallback: the next attempt goes to another model
+                tried.add(current.model)
+                continue
+            if step is None:
                 continue  # an in-process retry
-            if outcome.status is JobStatus.succeeded and use_cache and job.cached_from is None:
+            if step.status is JobStatus.succeeded and use_cache and job.cached_from is None:
                 assert self.cache is not None and job.reply is not None
                 key = cache_key(job.tenant, job.request, decision, route.max_tokens, prompt.template, chunks)
                 self.cache.put(key, job.reply, job.id)
-            return outcome
+            return step
 
     async def _admit(
-        self, route: RouteConfig, primary: RouteDecision, est_input: int, deadline: float,
+        self, plan: RoutePlan, current: RouteDecision, est_input: int, deadline: float,
     ) -> tuple[RouteDecision, ModelConfig, Gate, Reservation, str | None] | Deferral:
         """Pick a deployment whose circuit lets us through, then take a concurrency slot and rate tokens.
 
         Nothing here is an attempt: a job that can't be admitted is deferred with its budget intact.
         """
         gov = self.settings.governance
-        candidates = [(primary, self.settings.models[primary.model])]
-        for name in route.fallbacks.circuit_open:
-            m = self.settings.models[name]
-            candidates.append((RouteDecision(
-                provider=m.provider, model=name, model_id=m.model_id,
-                reason=f"fallback circuit_open: {primary.model} has an open circuit",
-            ), m))
+        candidates = [current] + [d for d in plan.fallbacks.get("circuit_open", []) if d.model != current.model]
         retry_in: float | None = None
-        for decision, model in candidates:
+        for decision in candidates:
+            model = self.settings.models[decision.model]
             gate = self.breaker.check(model, probe_timeout_s=gov.lease_s)
             if gate.kind != "open":
                 break
             retry_in = gate.retry_in_s if retry_in is None else min(retry_in, gate.retry_in_s)
         else:
-            return Deferral(delay_s=retry_in or gov.breaker.cooldown_s, reason=f"circuit open on {primary.model}")
+            return Deferral(delay_s=retry_in or gov.breaker.cooldown_s, reason=f"circuit open on {current.model}")
+        if decision is not current:
+            decision = decision.model_copy(update={"reason": f"{decision.reason}: {current.model} has an open circuit"})
         if gate.kind == "probe":
             decision = decision.model_copy(update={"reason": decision.reason + " (half-open probe)"})
         # build the client (a cold SDK import blocks the loop ~1 s) before taking a rate slot, or the
@@ -304,11 +325,17 @@ class JobService:
         return decision, model, gate, reserved, slot
 
     async def _call(
-        self, job: Job, decision: RouteDecision, model: ModelConfig, route: RouteConfig, gate: Gate,
+        self, job: Job, decision: RouteDecision, model: ModelConfig, plan: RoutePlan, gate: Gate,
         reservation: Reservation, prompt: RenderedPrompt, chunks: list[ContextChunk], deadline: float,
-    ) -> Outcome | None:
-        """One provider call under the persisted budget. Returns None when an in-process retry should follow."""
+        tried: set[str], est_input: int,
+    ) -> Outcome | RouteDecision | None:
+        """One provider call under the persisted budget.
+
+        Returns an Outcome when the delivery is decided, a RouteDecision when a typed fallback should
+        take the next attempt, or None when an in-process retry of the same model should follow.
+        """
         gov = self.settings.governance
+        route = plan.route
         now = self.clock()
         # claim: persist the call count and lease before paying for the call
         expected = job.version
@@ -358,6 +385,14 @@ class JobService:
                 body=(getattr(exc, "body", None) or "")[:2000] if c.error_class is ErrorClass.malformed else None,
             )
             job.error = JobError(error_class=c.error_class, message=attempt.error, status_code=attempt.status_code)
+            fallback = self._typed_fallback(exc, c.error_class, plan, tried, est_input)
+            if fallback is not None and job.provider_calls < gov.max_attempts:
+                expected = job.version
+                job.updated_at = self.clock()
+                if not self.store.update(job, expected_version=expected):
+                    return Outcome("retry", delay_s=1.0, detail="job changed under us")
+                log_event("route.fallback", model=fallback.model, reason=fallback.reason)
+                return fallback
             if not c.retryable:
                 return self._finish_failed(job)
             if job.provider_calls >= gov.max_attempts:
@@ -393,6 +428,34 @@ class JobService:
             input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
         )
         return await self._finalize(job, chunks)
+
+    def _typed_fallback(
+        self, exc: Exception, error_class: ErrorClass, plan: RoutePlan, tried: set[str], est_input: int,
+    ) -> RouteDecision | None:
+        """The next model of the chain this error calls for (429/529, refusal, context overflow), if any."""
+        status = getattr(exc, "status_code", None)
+        if getattr(exc, "context_overflow", False):
+            kind = "context_overflow"
+        elif getattr(exc, "content_policy", False):
+            kind = "content_policy"
+        elif error_class is ErrorClass.rate_limited or status in (503, 529):  # rate limit or overload
+            kind = "rate_limited"
+        else:
+            return None
+        need = est_input + plan.route.max_tokens
+        for d in plan.fallbacks.get(kind, []):
+            if d.model in tried:
+                continue
+            if kind == "context_overflow" and need > self.settings.models[d.model].context_window:
+                continue
+            return d
+        return None
+
+    def _fail_permanent(self, job: Job, message: str) -> Outcome:
+        """Refused before any call (guardrail, policy, no model fits): explained, never retried."""
+        job.error = JobError(error_class=ErrorClass.permanent, message=message)
+        log_event("job.refused", logging.WARNING, reason=message)
+        return self._finish_failed(job)
 
     async def _serve_cached(
         self, job: Job, hit: tuple[ProviderResult, str], decision: RouteDecision, template: str,
@@ -455,9 +518,18 @@ class JobService:
         else:
             job.usage = Usage(
                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
-                cost_usd=model.cost(reply.input_tokens, reply.output_tokens) if model else 0.0,
+                cache_read_tokens=reply.cache_read_tokens,
+                cost_usd=model.cost(reply.input_tokens, reply.output_tokens, reply.cache_read_tokens) if model else 0.0,
             )
         job.status = JobStatus.succeeded
+        try:
+            check_output(reply.text, job.citations, self.settings.guardrails)
+        except GuardrailViolation as e:
+            # the reply was paid for and stays in the job record; it is not served
+            job.status = JobStatus.failed
+            job.result_text = None
+            job.error = JobError(error_class=ErrorClass.permanent, message=str(e))
+            log_event("job.guardrail_failed", logging.WARNING, rule=e.rule)
         job.lease_expires_at = None
         job.finished_at = now
         job.updated_at = now
@@ -467,13 +539,13 @@ class JobService:
                 return Outcome("ack", status=current.status, detail="finished by another delivery")
             return Outcome("retry", delay_s=1.0, detail="result write lost a race")
         log_event(
-            "job.succeeded", model=job.route.model if job.route else None, input_tokens=job.usage.input_tokens,
+            "job." + job.status.value, model=job.route.model if job.route else None, input_tokens=job.usage.input_tokens,
             output_tokens=job.usage.output_tokens, cost_usd=job.usage.cost_usd, attempts=len(job.attempts),
             citations=len(job.citations), latency_ms=round((now - job.created_at) * 1000, 1),
         )
         if job.request.callback_url:
             await self._callback(job)
-        return Outcome("ack", status=JobStatus.succeeded)
+        return Outcome("ack", status=job.status)
 
     async def _callback(self, job: Job) -> None:
         """POST the job view to the callback URL once; the outcome is recorded, the job result is not at risk."""

@@ -42,7 +42,7 @@ def test_anthropic_job_end_to_end_on_fake_server(live, fake_anthropic):
     assert view["status"] == "succeeded", view
     assert view["result"].startswith("Fake answer about: How do retries back off?")
     assert view["route"] == {"provider": "fake", "model": "fake-sonnet", "model_id": "claude-haiku-4-5",
-                             "reason": "default route"}
+                             "reason": "default route", "rule": "default"}
     u = view["usage"]
     assert u["cost_usd"] == pytest.approx((u["input_tokens"] * 3.0 + u["output_tokens"] * 15.0) / 1e6)
     assert view["citations"] and all(c["valid"] for c in view["citations"])

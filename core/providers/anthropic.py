@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.models import ProviderResult
-from core.providers.base import ChatRequest, ProviderError
+from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
 
 STOP_REASONS = {
     "end_turn": "end_turn",
@@ -59,6 +59,7 @@ class AnthropicProvider:
                 status_code=e.status_code,
                 headers=dict(e.response.headers),
                 body=body,
+                context_overflow=looks_like_context_overflow(e.status_code, body),
             ) from None
         except ValueError as e:  # a 2xx whose body isn't JSON
             raise ProviderError(f"anthropic: malformed reply: {e}", malformed=True) from None
@@ -68,6 +69,7 @@ class AnthropicProvider:
             raw_stop = msg.stop_reason
             result = ProviderResult(
                 text=text,
+                cache_read_tokens=int(getattr(usage, "cache_read_input_tokens", None) or 0),
                 input_tokens=int(usage.input_tokens),
                 output_tokens=int(usage.output_tokens),
                 stop_reason=STOP_REASONS.get(raw_stop or "", "other"),

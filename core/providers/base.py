@@ -46,6 +46,7 @@ class ProviderError(Exception):
         transport: str | None = None,  # "timeout" | "connection" | None
         malformed: bool = False,
         content_policy: bool = False,
+        context_overflow: bool = False,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -54,6 +55,18 @@ class ProviderError(Exception):
         self.transport = transport
         self.malformed = malformed
         self.content_policy = content_policy
+        self.context_overflow = context_overflow  # the input didn't fit the model's window
+
+
+CONTEXT_OVERFLOW_HINTS = (
+    "prompt is too long", "context_length_exceeded", "maximum context length", "input is too long",
+    "too many tokens", "exceeds the context window",
+)
+
+
+def looks_like_context_overflow(status: int | None, body: str | None) -> bool:
+    """Providers report an over-long input as a plain 400; its wording is the only signal."""
+    return status in (400, 413) and bool(body) and any(h in body.lower() for h in CONTEXT_OVERFLOW_HINTS)
 
 
 @runtime_checkable

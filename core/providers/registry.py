@@ -37,6 +37,24 @@ class ProviderRegistry:
                 api_key=self.secrets.resolve(cfg.api_key), base_url=cfg.base_url,
                 timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,
             )
+        if cfg.type == "openai_compatible":
+            from core.providers.openai_compatible import OpenAICompatibleProvider
+
+            if not cfg.base_url:
+                raise ConfigError(
+                    f"providers.{name}.base_url: openai_compatible needs the API base, e.g. https://api.openai.com/v1, "
+                    "http://localhost:11434/v1 (Ollama) or https://RESOURCE.openai.azure.com (api_style: azure)"
+                )
+            return OpenAICompatibleProvider(
+                base_url=cfg.base_url, api_key=self.secrets.resolve(cfg.api_key) if cfg.api_key else None,
+                timeout_s=cfg.timeout_s, max_connections=cfg.max_connections, api_style=cfg.api_style,
+                api_version=cfg.api_version,
+            )
+        if cfg.type == "bedrock":
+            from core.providers.bedrock import BedrockProvider
+
+            return BedrockProvider(region=cfg.region, endpoint_url=cfg.endpoint_url or cfg.base_url,
+                                   timeout_s=cfg.timeout_s, max_connections=cfg.max_connections)
         raise ConfigError(f"providers.{name}.type: unknown provider type {cfg.type!r}")
 
     async def aclose(self) -> None:

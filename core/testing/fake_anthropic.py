@@ -20,7 +20,7 @@ from typing import Any
 
 DOC_ID = re.compile(r'<document id="([^"]+)"')
 _MARKER = re.compile(r"\bmarker:([A-Za-z0-9_-]+)")
-FAULTS = ("429", "429_no_retry_after", "529", "500", "timeout", "reset", "malformed", "400")
+FAULTS = ("429", "429_no_retry_after", "529", "500", "timeout", "reset", "malformed", "400", "400_context", "refusal")
 
 
 @dataclass
@@ -168,6 +168,13 @@ class FakeAnthropic:
             return await reply(500, error("api_error", "internal error"))
         if outcome == "400":
             return await reply(400, error("invalid_request_error", "prompt is not acceptable"))
+        if outcome == "400_context":
+            return await reply(400, error("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"))
+        if outcome == "refusal":
+            return await reply(200, {
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": "refusal", "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 0},
+            })
         if outcome == "timeout":
             await asyncio.sleep(self.plan.timeout_s)
             return await reply(500, error("api_error", "too late"))
