@@ -184,9 +184,7 @@ def dead_letter_state(job: Any) -> dict[str, Any]:
 def cmd_route(args: argparse.Namespace) -> int:
     """Which rule matches, the model, its fallbacks and the estimated cost, without calling anything."""
     from core.models import JobRequest
-    from core.prompting import render
     from core.routing import NoRoute
-    from core.text import estimate_tokens
 
     app = _app(args)
     prompt = Path(args.prompt_file).read_text() if args.prompt_file else (args.prompt or "")
@@ -198,16 +196,10 @@ def cmd_route(args: argparse.Namespace) -> int:
     chunks = []
     if args.collection and app.retriever is not None:
         chunks = app.retriever.search(args.tenant, args.collection, prompt, k=app.settings.retrieval.top_k)
-    router = app.service.router
-    base = estimate_tokens(prompt + "".join(c.text for c in chunks))
     out: dict[str, Any] = {"tenant": args.tenant, "task": args.task, "context_chunks": len(chunks)}
     try:
-        plan = router.plan(args.tenant, request, input_tokens=base)
+        plan, _prompt, est, chosen = app.service.prepare(args.tenant, request, chunks)
         route = plan.route
-        rendered = render(prompt, chunks, template_id=route.template, template=app.settings.templates[route.template],
-                          max_tokens=route.max_tokens)
-        est = estimate_tokens(rendered.system + rendered.user)
-        chosen = router.fit(plan, est)
     except NoRoute as e:
         out.update({"route": None, "error": str(e)})
         print(json.dumps(out, indent=2) if args.json else f"no route: {e}")

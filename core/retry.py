@@ -19,3 +19,8 @@ def retry_delay(
     if retry_after_s is not None:
         return min(retry_after_s, retry_after_cap_s)
     return full_jitter(attempt, base_s=base_s, cap_s=cap_s, rng=rng)
+
+
+def jittered(delay_s: float, rng: random.Random | None = None) -> float:
+    """Spread deferred jobs so they don't all return on the same tick."""
+    return delay_s + (rng or random).uniform(0.0, max(0.05, delay_s * 0.2))

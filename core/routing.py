@@ -88,10 +88,10 @@ class Router:
         """The primary if the request fits its window, else the first context_overflow fallback that does."""
         need = input_tokens + plan.route.max_tokens
         primary_model = self.settings.models[plan.primary.model]
-        if need <= primary_model.context_window:
+        if self.fits(plan.primary.model, input_tokens, plan.route):
             return plan.primary
         for d in plan.fallbacks.get("context_overflow", []):
-            if need <= self.settings.models[d.model].context_window:
+            if self.fits(d.model, input_tokens, plan.route):
                 return d.model_copy(update={"reason": d.reason + (
                     f": ~{need} tokens exceed {plan.primary.model}'s window of {primary_model.context_window}")})
         raise NoRoute(
@@ -99,6 +99,10 @@ class Router:
             f"model '{plan.primary.model}' has a context window of {primary_model.context_window}; add a "
             "context_overflow fallback with a larger window, lower max_tokens, or send less context"
         )
+
+    def fits(self, name: str, input_tokens: int, route: RouteConfig) -> bool:
+        """Input plus the route's output allowance fits model `name`'s context window."""
+        return input_tokens + route.max_tokens <= self.settings.models[name].context_window
 
     def decision(self, name: str, reason: str, rule: str | None = None) -> RouteDecision:
         m: ModelConfig = self.settings.models[name]

@@ -209,12 +209,14 @@ def unwire_wakeups(app: App) -> None:
         listeners.clear()
 
 
-async def run_until_done(app: App, job_ids: list[str], *, timeout_s: float = 120.0, concurrency: int = 16) -> None:
-    """Run a worker pool in this process until the given jobs are terminal (used by `alto ask`)."""
+async def run_until_done(
+    app: App, job_ids: list[str], *, timeout_s: float = 120.0, concurrency: int = 16, pools: int = 1,
+) -> None:
+    """Run worker pools in this process until the given jobs are terminal (used by `alto ask`)."""
     stop = asyncio.Event()
-    pool = WorkerPool(app, concurrency=concurrency)
-    wire_wakeups(app, [pool])
-    task = asyncio.create_task(pool.run(stop))
+    workers = [WorkerPool(app, concurrency=concurrency) for _ in range(pools)]
+    wire_wakeups(app, workers)
+    tasks = [asyncio.create_task(p.run(stop)) for p in workers]
     deadline = time.monotonic() + timeout_s
     try:
         pending = set(job_ids)
@@ -224,7 +226,8 @@ async def run_until_done(app: App, job_ids: list[str], *, timeout_s: float = 120
                 await asyncio.sleep(0.02)
     finally:
         stop.set()
-        pool.notify()
-        await task
+        for p in workers:
+            p.notify()
+        await asyncio.gather(*tasks)
         unwire_wakeups(app)
         await app.providers.aclose()

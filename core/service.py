@@ -24,7 +24,7 @@ from core.config import ModelConfig, Settings
 from core.errors import IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.governance.breaker import CircuitBreaker, Gate
 from core.governance.cache import ResponseCache, cache_key
-from core.governance.ratelimit import Deferral, RateLimiter, Reservation, jittered
+from core.governance.ratelimit import Deferral, RateLimiter, Reservation
 from core.governance.state import Contended
 from core.ids import new_job_id, new_trace_id
 from core.logs import Timer, job_id_var, log_event, trace_id_var
@@ -36,7 +36,7 @@ from core.ports import ConflictError, Delivery, JobQueue, JobStore, StateStore
 from core.prompting import RenderedPrompt, extract_citations, render
 from core.providers.base import ChatRequest, ContextChunk
 from core.providers.registry import ProviderRegistry
-from core.retry import retry_delay
+from core.retry import jittered, retry_delay
 from core.guardrails import GuardrailViolation, check_input, check_output
 from core.routing import NoRoute, RoutePlan, Router
 from core.text import estimate_tokens
@@ -230,17 +230,10 @@ class JobService:
         chunks = self._retrieve(job)
         try:
             check_input(job.request.prompt, self.settings.guardrails)
-            base_tokens = estimate_tokens(job.request.prompt + "".join(c.text for c in chunks))
-            plan = self.router.plan(job.tenant, job.request, input_tokens=base_tokens, job_id=job.id)
-            route = plan.route
-            prompt = render(
-                job.request.prompt, chunks, template_id=route.template,
-                template=self.settings.templates[route.template], max_tokens=route.max_tokens,
-            )
-            est_input = estimate_tokens(prompt.system + prompt.user)
-            current = self.router.fit(plan, est_input)
+            plan, prompt, est_input, current = self.prepare(job.tenant, job.request, chunks, job_id=job.id)
         except (GuardrailViolation, NoRoute) as e:
             return self._fail_permanent(job, str(e))
+        route = plan.route
         for note in plan.notes:
             log_event("route.note", note=note)
         use_cache = self.cache is not None and job.request.cache
@@ -281,6 +274,21 @@ class JobService:
                 key = cache_key(job.tenant, job.request, decision, route.max_tokens, prompt.template, chunks)
                 self.cache.put(key, job.reply, job.id)
             return step
+
+    def prepare(
+        self, tenant: str, request: JobRequest, chunks: list[ContextChunk], *, job_id: str = "",
+    ) -> tuple[RoutePlan, RenderedPrompt, int, RouteDecision]:
+        """Route, render the route's template and fit the window: what `process` will send, and what
+        `alto route explain` shows. Raises NoRoute when no allowed model can take the request."""
+        base_tokens = estimate_tokens(request.prompt + "".join(c.text for c in chunks))
+        plan = self.router.plan(tenant, request, input_tokens=base_tokens, job_id=job_id)
+        route = plan.route
+        prompt = render(
+            request.prompt, chunks, template_id=route.template,
+            template=self.settings.templates[route.template], max_tokens=route.max_tokens,
+        )
+        est_input = estimate_tokens(prompt.system + prompt.user)
+        return plan, prompt, est_input, self.router.fit(plan, est_input)
 
     async def _admit(
         self, plan: RoutePlan, current: RouteDecision, est_input: int, deadline: float,
@@ -442,11 +450,10 @@ class JobService:
             kind = "rate_limited"
         else:
             return None
-        need = est_input + plan.route.max_tokens
         for d in plan.fallbacks.get(kind, []):
             if d.model in tried:
                 continue
-            if kind == "context_overflow" and need > self.settings.models[d.model].context_window:
+            if kind == "context_overflow" and not self.router.fits(d.model, est_input, plan.route):
                 continue
             return d
         return None

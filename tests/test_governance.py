@@ -139,24 +139,7 @@ def test_concurrency_cap_holds_across_worker_loops(make_app):
     with ServerThread(FakeAnthropic(FaultPlan(latency_s=0.2))) as srv:
         app = make_app(with_model(anthropic_config(srv.url), limits={"max_concurrency": 2}))
         ids = [app.service.submit("acme", JobRequest(prompt=f"q{i}"))[0].id for i in range(8)]
-
-        async def two_pools() -> None:
-            from core.runtime import WorkerPool, unwire_wakeups, wire_wakeups
-
-            stop = asyncio.Event()
-            pools = [WorkerPool(app, concurrency=8) for _ in range(2)]
-            wire_wakeups(app, pools)
-            tasks = [asyncio.create_task(p.run(stop)) for p in pools]
-            while any(not app.store.get(i).status.terminal for i in ids):
-                await asyncio.sleep(0.05)
-            stop.set()
-            for p in pools:
-                p.notify()
-            await asyncio.gather(*tasks)
-            unwire_wakeups(app)
-            await app.providers.aclose()
-
-        asyncio.run(asyncio.wait_for(two_pools(), 30))
+        asyncio.run(run_until_done(app, ids, timeout_s=30, concurrency=8, pools=2))
         fake = srv.server.config.app
     assert fake.max_inflight == 2 and fake.stats["calls"] == 8
     assert all(app.store.get(i).provider_calls == 1 for i in ids)

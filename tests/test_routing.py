@@ -177,20 +177,22 @@ def test_rate_limit_fallback_takes_the_next_model_at_once(make_app, servers):
     assert [a.model for a in job.attempts] == ["haiku", "gpt"] and "fallback rate_limited" in job.route.reason
 
 
-def test_overload_fallback_on_529(make_app, servers):
+@pytest.mark.parametrize("fault,kind,fallback", [
+    ("529", "rate_limited", "nova"),  # overload
+    ("refusal", "content_policy", "gpt"),
+    ("400_context", "context_overflow", "nova"),  # the provider says the input is too long
+])
+def test_fault_takes_its_typed_fallback(make_app, servers, fault, kind, fallback):
     fakes, urls = servers
-    fakes["anthropic"].plan.script = ["529"]
-    app = fallback_app(make_app, urls, rate_limited=["nova"])
+    fakes["anthropic"].plan.script = [fault]
+    app = fallback_app(make_app, urls, **{kind: [fallback]})
     (job,) = run(app, JobRequest(prompt="q"))
-    assert job.status is JobStatus.succeeded and [a.model for a in job.attempts] == ["haiku", "nova"]
+    assert job.status is JobStatus.succeeded and [a.model for a in job.attempts] == ["haiku", fallback]
 
 
-def test_content_policy_fallback_and_its_absence(make_app, servers):
+def test_refusal_without_a_content_policy_fallback_fails_permanently(make_app, servers):
     fakes, urls = servers
-    fakes["anthropic"].plan.script = ["refusal", "refusal"]
-    app = fallback_app(make_app, urls, content_policy=["gpt"])
-    (job,) = run(app, JobRequest(prompt="q"))
-    assert job.status is JobStatus.succeeded and [a.model for a in job.attempts] == ["haiku", "gpt"]
+    fakes["anthropic"].plan.script = ["refusal"]
     app2 = fallback_app(make_app, urls)
     (refused,) = run(app2, JobRequest(prompt="q"))
     assert refused.status is JobStatus.failed and refused.provider_calls == 1
@@ -212,14 +214,6 @@ def test_context_window_too_small_without_fallback_fails_clearly_and_calls_nothi
     (job,) = run(app, JobRequest(prompt="word " * 400))
     assert job.status is JobStatus.failed and job.provider_calls == 0 and fakes["openai"].models == []
     assert "context window of 300" in job.error.message and "context_overflow fallback" in job.error.message
-
-
-def test_provider_reported_context_overflow_takes_the_fallback(make_app, servers):
-    fakes, urls = servers
-    fakes["anthropic"].plan.script = ["400_context"]
-    app = fallback_app(make_app, urls, context_overflow=["nova"])
-    (job,) = run(app, JobRequest(prompt="q"))
-    assert job.status is JobStatus.succeeded and [a.model for a in job.attempts] == ["haiku", "nova"]
 
 
 # ---------------------------------------------------------------- templates and guardrails

@@ -58,26 +58,19 @@ class CircuitBreaker:
         key = "cb:" + deployment_key(model)
         if not self.config.enabled:
             return Gate("closed", key)
-        value = self._read(key)
-        if value is None or value.get("state") == "closed":
-            return Gate("closed", key)
-        now = self.clock()
-        if value["state"] == "open" and now < value["open_until"]:
-            return Gate("open", key, retry_in_s=value["open_until"] - now)
-        if value["state"] == "half_open" and now < value["probe_expires"]:
-            return Gate("open", key, retry_in_s=min(self.config.cooldown_s, value["probe_expires"] - now))
+        settled = self._settled(key, self._read(key))
+        if settled is not None:
+            return settled
         # cooldown over (or the last probe's worker vanished): try to become the single probe
         probe_id = uuid.uuid4().hex
 
         def change(rec: StateRecord | None) -> tuple[dict[str, Any] | None, Gate]:
             cur = rec.value if rec else None
+            settled = self._settled(key, cur)
+            if settled is not None:
+                return None, settled
+            assert cur is not None  # a missing record settles as closed
             t = self.clock()
-            if cur is None or cur.get("state") == "closed":
-                return None, Gate("closed", key)
-            if cur["state"] == "open" and t < cur["open_until"]:
-                return None, Gate("open", key, retry_in_s=cur["open_until"] - t)
-            if cur["state"] == "half_open" and t < cur["probe_expires"]:
-                return None, Gate("open", key, retry_in_s=min(self.config.cooldown_s, cur["probe_expires"] - t))
             new = {**cur, "state": "half_open", "probe_id": probe_id, "probe_expires": t + probe_timeout_s}
             return new, Gate("probe", key, probe_id=probe_id)
 
@@ -86,6 +79,17 @@ class CircuitBreaker:
         if gate.kind == "probe":
             log_event("breaker.half_open", deployment=key[3:])
         return gate
+
+    def _settled(self, key: str, value: dict[str, Any] | None) -> Gate | None:
+        """The gate a state implies on its own, or None when the caller may try to become the probe."""
+        if value is None or value.get("state") == "closed":
+            return Gate("closed", key)
+        now = self.clock()
+        if value["state"] == "open" and now < value["open_until"]:
+            return Gate("open", key, retry_in_s=value["open_until"] - now)
+        if value["state"] == "half_open" and now < value["probe_expires"]:
+            return Gate("open", key, retry_in_s=min(self.config.cooldown_s, value["probe_expires"] - now))
+        return None
 
     def record(self, gate: Gate, error_class: ErrorClass | None) -> None:
         """Report a call's outcome (`None` = success). Writes only on failures and on probe results."""

@@ -10,7 +10,6 @@ next callers wait for), with the input estimate corrected to the provider's coun
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -155,7 +154,3 @@ def _refill(rec: StateRecord | None, limits: LimitsConfig, now: float) -> dict[s
     elapsed = max(0.0, now - float(rec.value.get("ts", now)))
     return {k: min(caps[k], float(levels.get(k, caps[k])) + rates[k] * elapsed) for k in rates}
 
-
-def jittered(delay_s: float, rng: random.Random | None = None) -> float:
-    """Spread deferred jobs so they don't all return on the same tick."""
-    return delay_s + (rng or random).uniform(0.0, max(0.05, delay_s * 0.2))

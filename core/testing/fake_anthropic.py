@@ -90,21 +90,10 @@ class FakeAnthropic:
             return "ok"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = bytearray()
-        while True:
-            msg = await receive()
-            body.extend(msg.get("body", b""))
-            if not msg.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        request = await read_request(scope, receive, send)
+        if request is None:
+            return
+        body, headers = request
 
         async def reply(status: int, payload: Any, extra: dict[str, str] | None = None, raw: bytes | None = None) -> None:
             data = raw if raw is not None else json.dumps(payload).encode()
@@ -200,6 +189,25 @@ class FakeAnthropic:
             "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
         })
+
+
+async def read_request(scope: dict[str, Any], receive: Any, send: Any) -> tuple[bytes, dict[str, str]] | None:
+    """The ASGI plumbing every fake shares: answer lifespan (returns None), else read body and headers."""
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return None
+    body = bytearray()
+    while True:
+        msg = await receive()
+        body.extend(msg.get("body", b""))
+        if not msg.get("more_body"):
+            break
+    return bytes(body), {k.decode().lower(): v.decode() for k, v in scope["headers"]}
 
 
 def _reset(receive: Any) -> None:

@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from core.testing.fake_anthropic import DOC_ID
+from core.testing.fake_anthropic import DOC_ID, read_request
 
 _BEDROCK_PATH = re.compile(r"^/model/(?P<model>.+)/converse$")
 
@@ -34,23 +34,12 @@ class _Fake:
         return self.script.pop(0) if self.script else "ok"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = bytearray()
-        while True:
-            msg = await receive()
-            body.extend(msg.get("body", b""))
-            if not msg.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        request = await read_request(scope, receive, send)
+        if request is None:
+            return
+        body, headers = request
         status, payload, extra = self.handle(scope["method"], scope["path"], scope.get("query_string", b"").decode(),
-                                             headers, bytes(body))
+                                             headers, body)
         data = json.dumps(payload).encode()
         hs = [(b"content-type", b"application/json")] + [(k.encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": hs})
