@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.config import Settings, load_settings
 from core.embedded.secrets import EnvSecrets
 from core.logs import configure_logging
-from core.ports import BlobStore, JobQueue, JobStore, Secrets, StateStore
+from core.ports import BlobStore, DocumentIndex, JobQueue, JobStore, Retriever, Secrets, StateStore
 from core.providers.registry import ProviderRegistry
+from core.retrieval.library import Library
 from core.routing import Router
-from core.service import JobService, Retriever
+from core.service import JobService
+
+if TYPE_CHECKING:
+    from core.retrieval.embedding import Embedder
 
 
 @dataclass
@@ -29,6 +34,7 @@ class App:
     secrets: Secrets
     providers: ProviderRegistry
     retriever: Retriever | None
+    library: Library
     service: JobService
 
     @property
@@ -68,14 +74,50 @@ def bootstrap(
         from core.embedded.blobs import FileBlobStore
 
         blobs = FileBlobStore(data / "blobs")
-    if retriever is None:
-        from core.retrieval.index import KeywordIndex
-
-        retriever = KeywordIndex(data / "index.db")
     secrets = secrets or EnvSecrets()
+    built, writer, embedder = build_retrieval(settings, blobs, secrets)
+    retriever = retriever or built
     providers = providers or ProviderRegistry(settings, secrets)
     service = JobService(
         settings, store=store, state=state, queue=queue, providers=providers, retriever=retriever,
         router=Router(settings),
     )
-    return App(settings, store, state, queue, blobs, secrets, providers, retriever, service)
+    library = Library(settings.retrieval, writer, blobs, embedder)
+    return App(settings, store, state, queue, blobs, secrets, providers, retriever, library, service)
+
+
+def build_retrieval(
+    settings: Settings, blobs: BlobStore, secrets: Secrets,
+) -> tuple[Retriever, DocumentIndex, Embedder | None]:
+    """(retriever, what ingestion writes to, embedder) for `retrieval.backend` and `retrieval.mode`.
+
+    Nothing heavy happens here: the embedding model loads on first use, Postgres connects on first query.
+    """
+    r = settings.retrieval
+    embedder = None
+    if r.mode != "keyword":
+        from core.retrieval.embedding import LazyEmbedder
+
+        embedder = LazyEmbedder(r.embedding_model)
+    if r.backend == "pgvector":
+        from core.retrieval.pgvector import PgVectorIndex
+
+        assert r.pgvector is not None
+        pg = PgVectorIndex(
+            secrets.resolve(r.pgvector.dsn), mode=r.mode, embedder=embedder, rrf_k=r.rrf_k,
+            table_prefix=r.pgvector.table_prefix, hnsw=r.pgvector.hnsw,
+        )
+        return pg, pg, embedder
+    from core.retrieval.hybrid import IndexRetriever
+    from core.retrieval.index import KeywordIndex
+
+    local = KeywordIndex(settings.resolved_data_dir() / "index.db")
+    if r.backend == "snapshot":
+        from core.retrieval.snapshot import SnapshotRetriever
+
+        snap = SnapshotRetriever(
+            blobs, scratch_dir=r.snapshot.scratch_dir, refresh_s=r.snapshot.refresh_s, mode=r.mode,
+            embedder=embedder, rrf_k=r.rrf_k,
+        )
+        return snap, local, embedder
+    return IndexRetriever(local, mode=r.mode, embedder=embedder, rrf_k=r.rrf_k), local, embedder

@@ -195,10 +195,12 @@ def cmd_route(args: argparse.Namespace) -> int:
     request = JobRequest(prompt=prompt, task=args.task, collection=args.collection, metadata=tags)
     chunks = []
     if args.collection and app.retriever is not None:
-        chunks = app.retriever.search(args.tenant, args.collection, prompt, k=app.settings.retrieval.top_k)
-    out: dict[str, Any] = {"tenant": args.tenant, "task": args.task, "context_chunks": len(chunks)}
+        chunks = app.retriever.search(args.tenant, args.collection, prompt, k=app.settings.retrieval.candidates)
+    out: dict[str, Any] = {"tenant": args.tenant, "task": args.task, "retrieved_chunks": len(chunks)}
     try:
-        plan, _prompt, est, chosen = app.service.prepare(args.tenant, request, chunks)
+        prepared = app.service.prepare(args.tenant, request, chunks)
+        plan, chosen, assembly = prepared.plan, prepared.decision, prepared.assembled.record
+        est = prepared.assembled.input_tokens
         route = plan.route
     except NoRoute as e:
         out.update({"route": None, "error": str(e)})
@@ -209,7 +211,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     out.update({
         "rule": plan.rule, "reason": chosen.reason, "provider": chosen.provider, "model": chosen.model,
         "model_id": chosen.model_id, "context_window": model.context_window, "template": route.template,
-        "max_tokens": max_out, "estimated_input_tokens": est,
+        "max_tokens": max_out, "estimated_input_tokens": est, "prompt": assembly.model_dump(mode="json"),
         "estimated_cost_usd": {"input": model.cost(est, 0), "max_output": model.cost(0, max_out),
                                "max_total": model.cost(est, max_out)},
         "fallbacks": {k: [d.model for d in v] for k, v in plan.fallbacks.items() if v},
@@ -221,7 +223,11 @@ def cmd_route(args: argparse.Namespace) -> int:
     print(f"rule:      {plan.rule}  ({chosen.reason})")
     print(f"model:     {chosen.model} = {chosen.provider}/{chosen.model_id}, window {model.context_window:,}")
     print(f"template:  {route.template}, max_tokens {max_out}")
-    print(f"input:     ~{est:,} tokens ({len(chunks)} context chunks)")
+    print(f"input:     {assembly.input_tokens:,} tokens counted with {assembly.tokenizer} (+{assembly.margin_tokens:,} "
+          f"margin): system {assembly.system_tokens}, template {assembly.template_tokens}, question "
+          f"{assembly.question_tokens}, context {assembly.context_tokens} of {assembly.context_budget:,} budget")
+    print(f"context:   {', '.join(u.id for u in assembly.chunks) or 'none'}"
+          f"{f' ({len(assembly.dropped)} dropped)' if assembly.dropped else ''}")
     c = out["estimated_cost_usd"]
     print(f"cost:      ~${c['input']:.6f} input + up to ${c['max_output']:.6f} output = up to ${c['max_total']:.6f}")
     for kind, models in out["fallbacks"].items():
@@ -266,19 +272,18 @@ def cmd_governance(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from core.retrieval.ingest import ingest_path
-
     app = _app(args)
-    r = app.settings.retrieval
-    stats = ingest_path(
-        app.retriever, Path(args.path), tenant=args.tenant, collection=args.collection,  # type: ignore[arg-type]
-        chunk_tokens=r.chunk_tokens, overlap_tokens=r.chunk_overlap_tokens, prune=args.prune,
+    stats = app.library.ingest(
+        args.path, tenant=args.tenant, collection=args.collection, prune=args.prune,
         progress=not args.quiet and sys.stderr.isatty() or args.progress,
     )
     print(f"collection '{args.collection}' (tenant {args.tenant}): {stats.added} added, {stats.updated} updated, "
-          f"{stats.unchanged} unchanged, {stats.removed} removed, {stats.chunks} chunks written")
+          f"{stats.unchanged} unchanged, {stats.removed} removed, {stats.chunks} chunks ({stats.tokens:,} tokens) written")
     for s in stats.skipped:
         print(f"  skipped {s}", file=sys.stderr)
+    if args.publish:
+        m = app.library.publish(args.tenant, args.collection)
+        print(f"published snapshot {m.version}: {m.chunks} chunks, {m.vectors} vectors, {m.bytes:,} bytes -> {m.key}")
     return 0
 
 
@@ -362,12 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=cmd_governance)
 
     i = sub.add_parser("ingest", help="index documents into a collection")
-    i.add_argument("path")
+    i.add_argument("path", help="a file, a folder, or blob:PREFIX for documents in the blob store")
     i.add_argument("--collection", default="docs")
     i.add_argument("--tenant", default=DEFAULT_TENANT)
     i.add_argument("--prune", action="store_true", help="remove documents no longer under PATH")
     i.add_argument("--quiet", action="store_true")
     i.add_argument("--progress", action="store_true", help="show the progress bar even when not a terminal")
+    i.add_argument("--publish", action="store_true",
+                   help="then upload the collection as a versioned snapshot to the blob store (serverless workers)")
     i.set_defaults(fn=cmd_ingest)
 
     c = sub.add_parser("config", help="validate configuration or hash an API key")

@@ -97,6 +97,17 @@ class ModelConfig(_Strict):
     )
     region: str | None = Field(default=None, description="Where the model is served (for tenant policies).")
     limits: LimitsConfig | None = Field(default=None, description="Rate limits and concurrency cap.")
+    tokenizer: Literal["cl100k_base", "estimate"] = Field(
+        default="cl100k_base", description="How prompts are counted for budgets (a real BPE shipped offline)."
+    )
+    token_margin: float = Field(
+        default=0.0, ge=0.0, le=0.5,
+        description="Share of the input space held back because `tokenizer` only approximates the model's own "
+        "(Claude's tokenizer is not public: its counts run up to ~25% above cl100k_base).",
+    )
+    count_tokens: Literal["local", "provider"] = Field(
+        default="local", description="`provider`: check the assembled prompt with the provider's count-tokens endpoint.",
+    )
 
     def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0) -> float:
         """USD for one call; `input_tokens` excludes cache reads, which are billed at their own price."""
@@ -257,10 +268,52 @@ class GovernanceConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 
+class SnapshotConfig(_Strict):
+    refresh_s: float = Field(default=60.0, ge=0, description="How often a worker re-reads a collection's LATEST pointer.")
+    scratch_dir: Path | None = Field(default=None, description="Where snapshots are downloaded; default: the temp dir.")
+
+
+class PgVectorConfig(_Strict):
+    dsn: str = Field(description="Secret reference to the connection string, e.g. `env:ALTO_PG_DSN`.")
+    table_prefix: str = "alto"
+    hnsw: bool = Field(default=False, description="Approximate HNSW index (exact search is the default).")
+
+    _ref = field_validator("dsn")(lambda cls, v: _check_secret_ref(v, "retrieval.pgvector.dsn"))
+
+
 class RetrievalConfig(_Strict):
-    top_k: int = Field(default=5, ge=1, le=100)
+    backend: Literal["embedded", "snapshot", "pgvector"] = Field(
+        default="embedded", description="embedded: the SQLite index under data_dir; snapshot: published copies "
+        "in the blob store (serverless); pgvector: Postgres.",
+    )
+    mode: Literal["keyword", "vector", "hybrid"] = Field(
+        default="keyword", description="vector and hybrid need the embedding model package (see README).",
+    )
+    embedding_model: str = "all-minilm-l6-v2"
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank fusion constant.")
+    top_k: int = Field(default=5, ge=1, le=100, description="Most chunks put into one prompt.")
+    candidates: int = Field(default=20, ge=1, le=500, description="Chunks retrieved before assembly picks.")
+    max_chunks_per_source: int = Field(default=3, ge=0, description="0: no cap.")
+    near_duplicate_threshold: float = Field(
+        default=0.8, gt=0, le=1.0, description="Word-shingle Jaccard similarity at which a chunk counts as a copy."
+    )
+    ordering: Literal["relevance", "lost_in_middle"] = Field(
+        default="relevance", description="lost_in_middle puts the strongest chunks first and last.",
+    )
     chunk_tokens: int = Field(default=200, ge=20)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    pgvector: PgVectorConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "RetrievalConfig":
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("retrieval.chunk_overlap_tokens must be smaller than retrieval.chunk_tokens")
+        if self.backend == "pgvector" and self.pgvector is None:
+            raise ValueError("retrieval.backend is pgvector: set retrieval.pgvector.dsn (e.g. `env:ALTO_PG_DSN`)")
+        if self.candidates < self.top_k:
+            raise ValueError("retrieval.candidates must be at least retrieval.top_k")
+        return self
 
 
 class ServerConfig(_Strict):
@@ -281,11 +334,11 @@ def _builtin_models() -> dict[str, ModelConfig]:
         "offline": ModelConfig(provider="offline", model_id="offline-extractive", context_window=32_000),
         "claude-opus-4-5": ModelConfig(
             provider="anthropic", model_id="claude-opus-4-5", context_window=200_000,
-            max_output_tokens=64_000, input_per_mtok=5.0, output_per_mtok=25.0,
+            max_output_tokens=64_000, input_per_mtok=5.0, output_per_mtok=25.0, token_margin=0.25,
         ),
         "claude-haiku-4-5": ModelConfig(
             provider="anthropic", model_id="claude-haiku-4-5", context_window=200_000,
-            max_output_tokens=64_000, input_per_mtok=1.0, output_per_mtok=5.0,
+            max_output_tokens=64_000, input_per_mtok=1.0, output_per_mtok=5.0, token_margin=0.25,
         ),
     }
 

@@ -141,6 +141,42 @@ class ProviderResult(BaseModel):
     raw_stop_reason: str | None = None
 
 
+class ChunkUse(BaseModel):
+    id: str
+    tokens: int
+    score: float = 0.0
+
+
+class ChunkDropped(BaseModel):
+    id: str
+    reason: str = Field(description="near-duplicate of X, per-source cap, over budget, beyond top_k.")
+
+
+class PromptAssembly(BaseModel):
+    """How the prompt was built: enough to explain it, audit it and replay it.
+
+    budget = window - system - template - question - reserved_output - margin; the context never
+    exceeds it, and `input_tokens` is the exact count of the prompt as sent (system + user turn).
+    """
+
+    template: str
+    model: str
+    tokenizer: str
+    window: int
+    system_tokens: int
+    template_tokens: int
+    question_tokens: int
+    reserved_output_tokens: int
+    margin_tokens: int
+    context_budget: int
+    context_tokens: int
+    input_tokens: int
+    provider_input_tokens: int | None = Field(default=None, description="The provider's own count, when asked.")
+    ordering: str = "relevance"
+    chunks: list[ChunkUse] = Field(default_factory=list)
+    dropped: list[ChunkDropped] = Field(default_factory=list)
+
+
 class Job(BaseModel):
     id: str
     tenant: str
@@ -166,6 +202,7 @@ class Job(BaseModel):
     finished_at: float | None = None
     callback: dict[str, Any] | None = None
     cached_from: str | None = None  # id of the job whose reply this cache hit reused
+    assembly: PromptAssembly | None = None
 
 
 class JobView(BaseModel):
@@ -177,8 +214,12 @@ class JobView(BaseModel):
     task: str | None
     result: str | None
     citations: list[Citation]
+    invalid_citations: list[str] = Field(
+        default_factory=list, description="Ids the answer cited that were not among the chunks supplied."
+    )
     usage: Usage
     route: RouteDecision | None
+    prompt: PromptAssembly | None = Field(default=None, description="Template, chunk ids and token counts per part.")
     attempts: list[Attempt]
     error: JobError | None
     trace_id: str
@@ -195,8 +236,10 @@ class JobView(BaseModel):
             task=job.request.task,
             result=job.result_text,
             citations=job.citations,
+            invalid_citations=[c.id for c in job.citations if not c.valid],
             usage=job.usage,
             route=job.route,
+            prompt=job.assembly,
             attempts=job.attempts,
             error=job.error,
             trace_id=job.trace_id,

@@ -8,9 +8,13 @@ call is the slow, network-bound step that workers overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from core.models import Job, JobStatus
+
+if TYPE_CHECKING:
+    from core.providers.base import ContextChunk
+    from core.retrieval.index import ChunkRow
 
 
 @dataclass
@@ -111,3 +115,32 @@ class BlobStore(Protocol):
 class Secrets(Protocol):
     def resolve(self, ref: str) -> str:
         """Resolve a reference such as `env:NAME` or `file:/path`; raises ConfigError naming the fix."""
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Context for a question: the embedded index, a downloaded snapshot, or Postgres + pgvector."""
+
+    def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]:
+        """Best first; `score` is the backend's relevance (BM25, cosine, or fused rank score)."""
+
+    def collections(self, tenant: str) -> list[str]: ...
+
+    def fetch(self, tenant: str, collection: str, chunk_ids: list[str]) -> list[ContextChunk]:
+        """Chunks by id in the order asked (re-finalising a job, replaying one); missing ids are left out."""
+
+
+@runtime_checkable
+class DocumentIndex(Protocol):
+    """What ingestion writes to: one document's chunks replaced atomically, keyed by source."""
+
+    def document_hash(self, tenant: str, collection: str, source: str) -> str | None: ...
+
+    def replace_document(
+        self, tenant: str, collection: str, source: str, doc_id: str, title: str | None, content_hash: str,
+        chunks: list[ChunkRow],
+    ) -> None: ...
+
+    def remove_document(self, tenant: str, collection: str, source: str) -> None: ...
+
+    def sources(self, tenant: str, collection: str) -> list[str]: ...

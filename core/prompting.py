@@ -38,28 +38,36 @@ def builtin_templates() -> dict[str, Any]:
     return {TEMPLATE_ID: TemplateConfig(system=SYSTEM)}
 
 
+def document_block(chunk: ContextChunk) -> str:
+    """One retrieved chunk inside the fenced context: its citation id and source as attributes."""
+    return f'<document id="{chunk.id}" source="{chunk.source}">\n{chunk.text}\n</document>'
+
+
+def user_parts(question: str, context: str | None, template: Any, max_tokens: int) -> list[str]:
+    """The user turn's slots in order; `context` is the joined document blocks (None: no context)."""
+    instructions = template.instructions if template is not None else ""
+    output = template.output_instruction.replace("{max_tokens}", str(max_tokens)) if template is not None else ""
+    parts: list[str] = [instructions] if instructions else []
+    if context is not None:
+        parts.append(f"<context>\n{context}\n</context>")
+        parts.append(f"Question: {question}")
+    else:
+        parts.append(f"Question: {question}" if parts or output else question)
+    if output:
+        parts.append(output)
+    return parts
+
+
 def render(
     question: str, chunks: list[ContextChunk], *, template_id: str = TEMPLATE_ID, template: Any = None,
     max_tokens: int = 1024,
 ) -> RenderedPrompt:
     """Fill the template's slots. With no context and no extra slots the user turn is the question itself."""
     system = template.system if template is not None else SYSTEM
-    instructions = template.instructions if template is not None else ""
-    output = template.output_instruction.replace("{max_tokens}", str(max_tokens)) if template is not None else ""
-    parts: list[str] = []
-    if instructions:
-        parts.append(instructions)
-    if chunks:
-        docs = "\n".join(
-            f'<document id="{c.id}" source="{c.source}">\n{c.text}\n</document>' for c in chunks
-        )
-        parts.append(f"<context>\n{docs}\n</context>")
-        parts.append(f"Question: {question}")
-    else:
-        parts.append(f"Question: {question}" if parts or output else question)
-    if output:
-        parts.append(output)
-    return RenderedPrompt(template=template_id, system=system, user="\n\n".join(parts))
+    context = "\n".join(document_block(c) for c in chunks) if chunks else None
+    return RenderedPrompt(
+        template=template_id, system=system, user="\n\n".join(user_parts(question, context, template, max_tokens)),
+    )
 
 
 CITATION = re.compile(r"\[([A-Za-z0-9._-]+#\d+)\]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 from core.config import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
 from core.models import JobRequest, RouteDecision
@@ -84,20 +85,25 @@ class Router:
             return RoutePlan(rule=rule.name, route=rule.route, primary=primary, fallbacks=fallbacks, notes=notes)
         raise NoRoute("no route may serve this request: " + "; ".join(notes or ["no rule matched"]))
 
-    def fit(self, plan: RoutePlan, input_tokens: int) -> RouteDecision:
-        """The primary if the request fits its window, else the first context_overflow fallback that does."""
-        need = input_tokens + plan.route.max_tokens
+    def fit(self, plan: RoutePlan, need: Callable[[str], int]) -> RouteDecision:
+        """The primary if the request fits its window, else the first context_overflow fallback that does.
+
+        `need(model)` is the input the request needs on that model before any retrieved context (which
+        assembly trims to fit): counted with the model's tokenizer, plus its margin.
+        """
         primary_model = self.settings.models[plan.primary.model]
+        input_tokens = need(plan.primary.model)
         if self.fits(plan.primary.model, input_tokens, plan.route):
             return plan.primary
+        total = input_tokens + plan.route.max_tokens
         for d in plan.fallbacks.get("context_overflow", []):
-            if self.fits(d.model, input_tokens, plan.route):
+            if self.fits(d.model, need(d.model), plan.route):
                 return d.model_copy(update={"reason": d.reason + (
-                    f": ~{need} tokens exceed {plan.primary.model}'s window of {primary_model.context_window}")})
+                    f": ~{total} tokens exceed {plan.primary.model}'s window of {primary_model.context_window}")})
         raise NoRoute(
-            f"the request needs ~{need} tokens (input ~{input_tokens} + max_tokens {plan.route.max_tokens}) but "
+            f"the request needs ~{total} tokens (input ~{input_tokens} + max_tokens {plan.route.max_tokens}) but "
             f"model '{plan.primary.model}' has a context window of {primary_model.context_window}; add a "
-            "context_overflow fallback with a larger window, lower max_tokens, or send less context"
+            "context_overflow fallback with a larger window, lower max_tokens, or send a shorter question"
         )
 
     def fits(self, name: str, input_tokens: int, route: RouteConfig) -> bool:

@@ -17,10 +17,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol
+from typing import Callable, Literal
 
 from core.classify import classify
-from core.config import ModelConfig, Settings
+from core.config import ModelConfig, RouteConfig, Settings
 from core.errors import IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.governance.breaker import CircuitBreaker, Gate
 from core.governance.cache import ResponseCache, cache_key
@@ -32,22 +32,26 @@ from core.models import (
     Attempt, ErrorClass, Job, JobError, JobRequest, JobStatus, JobView, ProviderResult, QueueMessage, RouteDecision,
     Usage,
 )
-from core.ports import ConflictError, Delivery, JobQueue, JobStore, StateStore
-from core.prompting import RenderedPrompt, extract_citations, render
+from core.ports import ConflictError, Delivery, JobQueue, JobStore, Retriever, StateStore
+from core.assembly import Assembled, PromptTooLong, assemble, required_tokens, trim_to
+from core.prompting import extract_citations
 from core.providers.base import ChatRequest, ContextChunk
 from core.providers.registry import ProviderRegistry
 from core.retry import jittered, retry_delay
 from core.guardrails import GuardrailViolation, check_input, check_output
 from core.routing import NoRoute, RoutePlan, Router
-from core.text import estimate_tokens
+from core.tokenizers import counter
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 MIN_CALL_S = 1.0  # don't start a provider call with less than this left before the deadline
 SLOT_POLL_S = 0.1  # how often a worker re-checks a full concurrency cap while it may still wait in process
 
 
-class Retriever(Protocol):
-    def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]: ...
+@dataclass
+class Prepared:
+    plan: RoutePlan
+    decision: RouteDecision
+    assembled: Assembled
 
 
 @dataclass
@@ -227,21 +231,24 @@ class JobService:
         if job.reply is not None:
             return await self._finalize(job)
 
-        chunks = self._retrieve(job)
+        candidates = self._retrieve(job)
         try:
             check_input(job.request.prompt, self.settings.guardrails)
-            plan, prompt, est_input, current = self.prepare(job.tenant, job.request, chunks, job_id=job.id)
+            prepared = self.prepare(job.tenant, job.request, candidates, job_id=job.id)
         except (GuardrailViolation, NoRoute) as e:
             return self._fail_permanent(job, str(e))
+        plan, current = prepared.plan, prepared.decision
         route = plan.route
         for note in plan.notes:
             log_event("route.note", note=note)
+        assemblies = {current.model: prepared.assembled}
         use_cache = self.cache is not None and job.request.cache
         if use_cache:
             assert self.cache is not None
-            hit = self.cache.get(cache_key(job.tenant, job.request, current, route.max_tokens, prompt.template, chunks))
+            a = prepared.assembled
+            hit = self.cache.get(cache_key(job.tenant, job.request, current, route.max_tokens, a.prompt.template, a.chunks))
             if hit is not None:
-                return await self._serve_cached(job, hit, current, prompt.template, chunks)
+                return await self._serve_cached(job, hit, current, a)
         tried = {current.model}
 
         while True:
@@ -251,16 +258,25 @@ class JobService:
             if deadline - now < MIN_CALL_S:
                 return self._hand_back(job, delay_s=0.0, detail="no time left in this invocation")
             try:
-                admitted = await self._admit(plan, current, est_input, deadline)
+                assembled = await self._assembly_for(current, job, candidates, plan, assemblies)
+            except NoRoute as e:
+                return self._fail_permanent(job, str(e))
+            try:
+                admitted = await self._admit(plan, current, assembled.input_tokens, deadline)
             except Contended as e:
                 return self._defer(job, jittered(1.0), str(e))
             if isinstance(admitted, Deferral):
                 return self._defer(job, jittered(admitted.delay_s), admitted.reason)
             decision, model, gate, reservation, slot = admitted
+            if decision.model != current.model:  # the breaker sent us to a circuit_open fallback
+                try:
+                    assembled = await self._assembly_for(decision, job, candidates, plan, assemblies)
+                except NoRoute as e:
+                    self.limiter.release_slot(model, slot)
+                    self.breaker.abandon(gate)
+                    return self._fail_permanent(job, str(e))
             try:
-                step = await self._call(
-                    job, decision, model, plan, gate, reservation, prompt, chunks, deadline, tried, est_input,
-                )
+                step = await self._call(job, decision, model, plan, gate, reservation, assembled, deadline, tried)
             finally:
                 self.limiter.release_slot(model, slot)
             if isinstance(step, RouteDecision):
@@ -271,24 +287,87 @@ class JobService:
                 continue  # an in-process retry
             if step.status is JobStatus.succeeded and use_cache and job.cached_from is None:
                 assert self.cache is not None and job.reply is not None
-                key = cache_key(job.tenant, job.request, decision, route.max_tokens, prompt.template, chunks)
+                key = cache_key(
+                    job.tenant, job.request, decision, route.max_tokens, assembled.prompt.template, assembled.chunks,
+                )
                 self.cache.put(key, job.reply, job.id)
             return step
 
     def prepare(
-        self, tenant: str, request: JobRequest, chunks: list[ContextChunk], *, job_id: str = "",
-    ) -> tuple[RoutePlan, RenderedPrompt, int, RouteDecision]:
-        """Route, render the route's template and fit the window: what `process` will send, and what
+        self, tenant: str, request: JobRequest, candidates: list[ContextChunk], *, job_id: str = "",
+    ) -> Prepared:
+        """Route, fit the window and assemble the prompt: what `process` will send, and what
         `alto route explain` shows. Raises NoRoute when no allowed model can take the request."""
-        base_tokens = estimate_tokens(request.prompt + "".join(c.text for c in chunks))
-        plan = self.router.plan(tenant, request, input_tokens=base_tokens, job_id=job_id)
+        count = counter().count
+        best = sorted(candidates, key=lambda c: -c.score)[: self.settings.retrieval.top_k]
+        size = count(request.prompt) + sum(count(c.text) for c in best)  # what routing rules on size see
+        plan = self.router.plan(tenant, request, input_tokens=size, job_id=job_id)
         route = plan.route
-        prompt = render(
-            request.prompt, chunks, template_id=route.template,
-            template=self.settings.templates[route.template], max_tokens=route.max_tokens,
-        )
-        est_input = estimate_tokens(prompt.system + prompt.user)
-        return plan, prompt, est_input, self.router.fit(plan, est_input)
+        template = self.settings.templates[route.template]
+
+        def need(name: str) -> int:
+            model = self.settings.models[name]
+            return required_tokens(
+                request.prompt, template=template, model=model, reserved_output=min(route.max_tokens, model.max_output_tokens),
+            )
+
+        decision = self.router.fit(plan, need)
+        return Prepared(plan, decision, self.assemble_for(decision.model, request.prompt, candidates, route))
+
+    def assemble_for(self, model_name: str, question: str, candidates: list[ContextChunk], route: RouteConfig) -> Assembled:
+        """The prompt for one model: its window, its tokenizer, its output allowance."""
+        model = self.settings.models[model_name]
+        try:
+            return assemble(
+                question, candidates, template_id=route.template, template=self.settings.templates[route.template],
+                model_name=model_name, model=model, reserved_output=min(route.max_tokens, model.max_output_tokens),
+                settings=self.settings.retrieval,
+            )
+        except PromptTooLong as e:
+            raise NoRoute(str(e)) from None
+
+    async def _assembly_for(
+        self, decision: RouteDecision, job: Job, candidates: list[ContextChunk], plan: RoutePlan,
+        assemblies: dict[str, Assembled],
+    ) -> Assembled:
+        """Assemble once per model the job is sent to (a fallback may have another window or tokenizer),
+        checked against the provider's own count where the model is configured for it."""
+        if decision.model in assemblies:
+            return assemblies[decision.model]
+        assembled = self.assemble_for(decision.model, job.request.prompt, candidates, plan.route)
+        model = self.settings.models[decision.model]
+        if model.count_tokens == "provider":
+            assembled = await self._provider_checked(decision, model, assembled, job.request.prompt, plan.route)
+        assemblies[decision.model] = assembled
+        return assembled
+
+    async def _provider_checked(
+        self, decision: RouteDecision, model: ModelConfig, assembled: Assembled, question: str, route: RouteConfig,
+    ) -> Assembled:
+        provider = self.providers.get(decision.provider)
+        count_tokens = getattr(provider, "count_tokens", None)
+        if count_tokens is None:
+            log_event("tokens.count_unsupported", logging.WARNING, provider=decision.provider)
+            return assembled
+        limit = model.context_window - assembled.record.reserved_output_tokens
+        for _ in range(3):
+            try:
+                counted = await count_tokens(decision.model_id, assembled.prompt.system, assembled.prompt.user)
+            except Exception as e:  # counting is advisory: our own count plus margin still holds
+                log_event("tokens.count_failed", logging.WARNING, provider=decision.provider, error=str(e)[:300])
+                return assembled
+            assembled.record.provider_input_tokens = counted
+            if counted <= limit:
+                return assembled
+            trimmed = trim_to(
+                assembled, counted - limit, question=question, template_id=route.template,
+                template=self.settings.templates[route.template], model_name=decision.model, model=model,
+                reserved_output=assembled.record.reserved_output_tokens, settings=self.settings.retrieval,
+            )
+            if trimmed is None:
+                raise NoRoute(f"the provider counts {counted} input tokens, over the {limit} '{decision.model}' allows")
+            assembled = trimmed
+        return assembled
 
     async def _admit(
         self, plan: RoutePlan, current: RouteDecision, est_input: int, deadline: float,
@@ -334,8 +413,7 @@ class JobService:
 
     async def _call(
         self, job: Job, decision: RouteDecision, model: ModelConfig, plan: RoutePlan, gate: Gate,
-        reservation: Reservation, prompt: RenderedPrompt, chunks: list[ContextChunk], deadline: float,
-        tried: set[str], est_input: int,
+        reservation: Reservation, assembled: Assembled, deadline: float, tried: set[str],
     ) -> Outcome | RouteDecision | None:
         """One provider call under the persisted budget.
 
@@ -351,8 +429,10 @@ class JobService:
         job.provider_calls += 1
         job.lease_expires_at = min(now + gov.lease_s, deadline)
         job.route = decision
+        prompt, chunks = assembled.prompt, assembled.chunks
         job.context_chunks = [c.id for c in chunks]
         job.prompt_template = prompt.template
+        job.assembly = assembled.record
         attempt = Attempt(
             number=job.provider_calls, started_at=now, trace_id=job.trace_id,
             provider=decision.provider, model=decision.model,
@@ -393,7 +473,7 @@ class JobService:
                 body=(getattr(exc, "body", None) or "")[:2000] if c.error_class is ErrorClass.malformed else None,
             )
             job.error = JobError(error_class=c.error_class, message=attempt.error, status_code=attempt.status_code)
-            fallback = self._typed_fallback(exc, c.error_class, plan, tried, est_input)
+            fallback = self._typed_fallback(exc, c.error_class, plan, tried, assembled.input_tokens)
             if fallback is not None and job.provider_calls < gov.max_attempts:
                 expected = job.version
                 job.updated_at = self.clock()
@@ -465,14 +545,15 @@ class JobService:
         return self._finish_failed(job)
 
     async def _serve_cached(
-        self, job: Job, hit: tuple[ProviderResult, str], decision: RouteDecision, template: str,
-        chunks: list[ContextChunk],
+        self, job: Job, hit: tuple[ProviderResult, str], decision: RouteDecision, assembled: Assembled,
     ) -> Outcome:
         reply, source_job = hit
         expected = job.version
+        chunks = assembled.chunks
         job.route = decision.model_copy(update={"reason": decision.reason + " (response cache hit)"})
-        job.prompt_template = template
+        job.prompt_template = assembled.prompt.template
         job.context_chunks = [c.id for c in chunks]
+        job.assembly = assembled.record
         job.reply = reply
         job.cached_from = source_job
         job.updated_at = self.clock()
@@ -494,7 +575,7 @@ class JobService:
         if not job.request.collection or self.retriever is None:
             return []
         query = job.request.context_query or job.request.prompt
-        return self.retriever.search(job.tenant, job.request.collection, query, k=self.settings.retrieval.top_k)
+        return self.retriever.search(job.tenant, job.request.collection, query, k=self.settings.retrieval.candidates)
 
     def _persist(self, job: Job) -> bool:
         """Write the job; on a version race, re-read and re-apply our reply if nobody finished it first."""
@@ -511,9 +592,10 @@ class JobService:
     async def _finalize(self, job: Job, chunks: list[ContextChunk] | None = None) -> Outcome:
         """Everything after the reply: citations, usage and cost, the result write, the callback."""
         assert job.reply is not None
-        if chunks is None:
-            chunks = self._retrieve(job)
-            chunks = [c for c in chunks if c.id in set(job.context_chunks)] or chunks
+        if chunks is None:  # a redelivery after the reply was saved: the same chunks, by id
+            chunks = []
+            if job.request.collection and self.retriever is not None and job.context_chunks:
+                chunks = self.retriever.fetch(job.tenant, job.request.collection, job.context_chunks)
         model = self.settings.models.get(job.route.model) if job.route else None
         reply: ProviderResult = job.reply
         now = self.clock()

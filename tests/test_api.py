@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from core.retrieval.ingest import ingest_path
 from tests.conftest import KEYS, SAMPLES, anthropic_config, wait_terminal
 
 ACME = {"Authorization": f"Bearer {KEYS['acme']}"}
@@ -14,7 +13,7 @@ BETA = {"Authorization": f"Bearer {KEYS['beta']}"}
 
 def test_offline_job_end_to_end_with_citations(live):
     app, url = live()
-    ingest_path(app.retriever, SAMPLES, tenant="acme", collection="docs")
+    app.library.ingest(SAMPLES, tenant="acme", collection="docs")
     with httpx.Client(base_url=url) as c:
         r = c.post("/v1/jobs", json={"prompt": "What happens when the attempt budget is exhausted?",
                                      "collection": "docs"}, headers=ACME)
@@ -35,7 +34,7 @@ def test_offline_job_end_to_end_with_citations(live):
 def test_anthropic_job_end_to_end_on_fake_server(live, fake_anthropic):
     fake, fake_url = fake_anthropic
     app, url = live(anthropic_config(fake_url))
-    ingest_path(app.retriever, SAMPLES, tenant="acme", collection="docs")
+    app.library.ingest(SAMPLES, tenant="acme", collection="docs")
     with httpx.Client(base_url=url) as c:
         r = c.post("/v1/jobs", json={"prompt": "How do retries back off?", "collection": "docs"}, headers=ACME)
         view = wait_terminal(c, r.json()["status_url"], ACME)
@@ -51,7 +50,7 @@ def test_anthropic_job_end_to_end_on_fake_server(live, fake_anthropic):
 
 def test_default_collection_of_tenant_is_used(live):
     app, url = live({"tenants": {"acme": {"default_collection": "docs"}}})
-    ingest_path(app.retriever, SAMPLES, tenant="acme", collection="docs")
+    app.library.ingest(SAMPLES, tenant="acme", collection="docs")
     with httpx.Client(base_url=url) as c:
         r = c.post("/v1/jobs", json={"prompt": "How large can an SQS message be?"}, headers=ACME)
         view = wait_terminal(c, r.json()["status_url"], ACME)

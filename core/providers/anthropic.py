@@ -81,6 +81,13 @@ class AnthropicProvider:
             raise ProviderError("anthropic: the model refused on content policy grounds", content_policy=True, status_code=200)
         return result
 
+    async def count_tokens(self, model_id: str, system: str, user: str) -> int:
+        """The model's own input-token count (Anthropic's free count-tokens endpoint)."""
+        r = await self.client.messages.count_tokens(
+            model=model_id, system=system, messages=[{"role": "user", "content": user}],
+        )
+        return int(r.input_tokens)
+
     async def aclose(self) -> None:
         await self.client.close()
 

@@ -20,6 +20,7 @@ class ContextChunk:
     title: str | None
     text: str
     score: float = 0.0
+    section: str | None = None
 
 
 @dataclass

@@ -1,24 +1,32 @@
-"""Ingestion: read files, chunk along structure (headings, paragraphs, code blocks), upsert by hash.
+"""Ingestion: read documents, chunk along structure, count tokens with the real BPE, embed, upsert by hash.
 
-Unchanged files are skipped, changed files have their chunks replaced atomically, and files gone
-from the folder are removed when `prune=True`.
+Documents come from a folder or from the blob store (`blob:PREFIX`, which is S3 / GCS / Blob Storage
+when an adapter supplies the port). Markdown, text, reStructuredText, HTML, PDF and source code are
+read; chunks follow headings, paragraphs and fenced code blocks and are packed to `chunk_tokens`
+(counted with cl100k_base) with a tail overlap. Unchanged documents are skipped by content hash,
+changed ones have their chunks replaced atomically, and `prune=True` removes documents that are gone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html.parser
+import io
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator
 
-from core.retrieval.index import KeywordIndex
-from core.text import estimate_tokens
+from core.errors import InputError
+from core.ports import BlobStore, DocumentIndex
+from core.retrieval.index import ChunkRow
+from core.tokenizers import counter
 
-TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm"}
+TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf"}
 CODE_SUFFIXES = {".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".h", ".cpp", ".rb", ".sh", ".sql", ".yaml", ".yml", ".toml"}
+SUFFIXES = TEXT_SUFFIXES | CODE_SUFFIXES
 HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
 
 
 @dataclass
@@ -28,7 +36,17 @@ class IngestStats:
     unchanged: int = 0
     removed: int = 0
     chunks: int = 0
+    tokens: int = 0
     skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    """One document to ingest; `load` reads its bytes only when needed."""
+
+    source: str  # relative path, or `blob:KEY`
+    suffix: str
+    load: Callable[[], bytes]
 
 
 class _HtmlText(html.parser.HTMLParser):
@@ -71,20 +89,55 @@ class _HtmlText(html.parser.HTMLParser):
         self.parts.append(data if self._heading is None else " ".join(data.split()))
 
 
-def read_document(path: Path) -> tuple[str, str | None]:
-    """Return (text, title). HTML is reduced to text with headings kept as Markdown headings."""
-    raw = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix.lower() in (".html", ".htm"):
+def _pdf_text(data: bytes, source: str) -> tuple[str, str | None]:
+    """Text per page as `# Page N` sections, so chunks (and citations) know their page."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and reader.decrypt("") == 0:
+            raise InputError(f"{source}: the PDF is encrypted; decrypt it first (e.g. `qpdf --decrypt`)", field="path")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        meta_title = reader.metadata.title if reader.metadata else None
+    except PdfReadError as e:
+        raise InputError(f"{source}: not a readable PDF ({e})", field="path") from None
+    if not any(pages):
+        raise InputError(
+            f"{source}: the PDF has no text layer (a scan?); run OCR first (e.g. `ocrmypdf`) and ingest the result",
+            field="path",
+        )
+    body = "\n\n".join(f"# Page {n}\n\n{text}" for n, text in enumerate(pages, start=1) if text)
+    return body, (str(meta_title).strip() or None) if meta_title else None
+
+
+def read_document(source: str, suffix: str, data: bytes) -> tuple[str, str | None]:
+    """Return (text, title). HTML headings become Markdown headings; PDF pages become sections."""
+    suffix = suffix.lower()
+    if suffix == ".pdf":
+        return _pdf_text(data, source)
+    raw = data.decode("utf-8", errors="replace")
+    if suffix in (".html", ".htm"):
         p = _HtmlText()
         p.feed(raw)
         text = re.sub(r"\n{3,}", "\n\n", "".join(p.parts)).strip()
         return text, p.title
+    if suffix == ".rst":  # underlined titles → Markdown headings so chunking sees the structure
+        lines = raw.splitlines()
+        out: list[str] = []
+        for i, line in enumerate(lines):
+            if RST_UNDERLINE.match(line) and out and out[-1].strip() and not out[-1].startswith("#"):
+                out[-1] = "## " + out[-1].strip()
+                continue
+            out.append(line)
+        raw = "\n".join(out)
     title = None
-    for line in raw.splitlines():
-        m = HEADING.match(line)
-        if m:
-            title = m.group(2).strip()
-            break
+    if suffix not in CODE_SUFFIXES:
+        for line in raw.splitlines():
+            m = HEADING.match(line)
+            if m:
+                title = m.group(2).strip()
+                break
     return raw, title
 
 
@@ -128,74 +181,109 @@ def _blocks(text: str, is_code: bool) -> Iterable[tuple[str | None, str, int]]:
         yield section, "".join(buf), buf_start
 
 
+def _split_oversized(block: str, max_tokens: int, count: Callable[[str], int]) -> list[str]:
+    """Split on sentence/line boundaries; a single run-on 'sentence' is cut by words as a last resort."""
+    pieces: list[str] = []
+    acc = ""
+    units: list[str] = []
+    for unit in re.split(r"(?<=[.!?\n])\s+", block):
+        if count(unit) <= max_tokens:
+            units.append(unit)
+            continue
+        words_, cur = unit.split(), []
+        for w in words_:
+            if cur and count(" ".join(cur + [w])) > max_tokens:
+                units.append(" ".join(cur))
+                cur = []
+            cur.append(w)
+        if cur:
+            units.append(" ".join(cur))
+    for unit in units:
+        if acc and count(acc + " " + unit) > max_tokens:
+            pieces.append(acc)
+            acc = unit
+        else:
+            acc = (acc + " " + unit).strip()
+    if acc:
+        pieces.append(acc)
+    return pieces
+
+
 def chunk_text(
     text: str, *, max_tokens: int, overlap_tokens: int, is_code: bool = False,
-    count: Callable[[str], int] = estimate_tokens,
+    count: Callable[[str], int] | None = None,
 ) -> list[tuple[str | None, str, int, int]]:
-    """Greedy packing of structural blocks into chunks of at most ~max_tokens, with tail overlap."""
+    """Greedy packing of structural blocks into chunks of at most `max_tokens`, with tail overlap.
+
+    Returns (section, text, start offset, end offset) with offsets into `text`. A chunk never spans
+    two sections, so its section (heading, or PDF page) is exact.
+    """
+    count = count or counter().count
     chunks: list[tuple[str | None, str, int, int]] = []
     cur: list[str] = []
     cur_start = 0
+    cur_end = 0
     cur_section: str | None = None
     cur_tokens = 0
 
-    def flush() -> None:
+    def flush(keep_overlap: bool) -> None:
         nonlocal cur, cur_tokens
         body = "\n\n".join(b.strip("\n") for b in cur).strip()
         if body:
-            chunks.append((cur_section, body, cur_start, cur_start + len(body)))
-        tail = body.split()
+            chunks.append((cur_section, body, cur_start, max(cur_end, cur_start)))
         keep: list[str] = []
-        while tail and count(" ".join(keep)) < overlap_tokens:
-            keep.insert(0, tail.pop())
-        cur = [" ".join(keep)] if keep and overlap_tokens else []
+        if keep_overlap and overlap_tokens:
+            tail = body.split()
+            while tail and count(" ".join(keep)) < overlap_tokens:
+                keep.insert(0, tail.pop())
+        cur = [" ".join(keep)] if keep else []
         cur_tokens = count(cur[0]) if cur else 0
 
     for section, block, start in _blocks(text, is_code):
-        pieces = [block]
-        if count(block) > max_tokens:  # split an oversized block on sentence or line boundaries
-            pieces, acc = [], ""
-            for unit in re.split(r"(?<=[.!?\n])\s+", block):
-                if acc and count(acc + " " + unit) > max_tokens:
-                    pieces.append(acc)
-                    acc = unit
-                else:
-                    acc = (acc + " " + unit).strip()
-            if acc:
-                pieces.append(acc)
+        pieces = [block] if count(block) <= max_tokens else _split_oversized(block, max_tokens - overlap_tokens, count)
         for piece in pieces:
             t = count(piece)
-            if cur and (cur_tokens + t > max_tokens or section != cur_section):
-                flush()
-                if section != cur_section:
-                    cur, cur_tokens = [], 0
-            if not cur or not "".join(cur).strip():
+            if cur and (section != cur_section or cur_tokens + t > max_tokens):
+                flush(keep_overlap=section == cur_section)
+            if not cur:
                 cur_start, cur_section = start, section
             cur.append(piece)
             cur_tokens += t
+            cur_end = start + len(block)
     if cur:
-        flush()
+        flush(keep_overlap=False)
     return chunks
 
 
 def doc_id_for(source: str) -> str:
-    """A stable, readable document id from its relative path: 'guides/retry.md' → 'guides-retry-md'."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", source).strip("-").lower() or "doc"
+    """A stable, readable document id from its path: 'guides/retry.md' → 'guides-retry-md'."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", source.removeprefix("blob:")).strip("-").lower() or "doc"
 
 
-def iter_files(root: Path) -> list[Path]:
+def folder_documents(root: Path) -> tuple[list[Document], bool]:
+    """Documents under `root` (or the single file), hidden paths skipped. Returns (documents, is_folder)."""
+    root = root.resolve()
+    if not root.exists():
+        raise InputError(f"ingest path {root} does not exist; pass a file or folder of documents", field="path")
     if root.is_file():
-        return [root]
-    return sorted(
+        return [Document(root.name, root.suffix, root.read_bytes)], False
+    files = sorted(
         p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES | CODE_SUFFIXES
+        if p.is_file() and p.suffix.lower() in SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+    return [Document(p.relative_to(root).as_posix(), p.suffix, p.read_bytes) for p in files], True
 
 
-def ingest_path(
-    index: KeywordIndex,
-    root: Path,
+def blob_documents(blobs: BlobStore, prefix: str) -> list[Document]:
+    """Documents in the blob store under `prefix` (S3 / GCS / Blob Storage through the adapters)."""
+    keys = [k for k in sorted(blobs.list(prefix)) if PurePosixPath(k).suffix.lower() in SUFFIXES]
+    return [Document(f"blob:{k}", PurePosixPath(k).suffix, lambda k=k: blobs.get(k)) for k in keys]
+
+
+def ingest_documents(
+    index: DocumentIndex,
+    documents: list[Document],
     *,
     tenant: str,
     collection: str,
@@ -203,52 +291,76 @@ def ingest_path(
     overlap_tokens: int = 30,
     prune: bool = False,
     progress: bool = False,
+    embedder: object | None = None,
 ) -> IngestStats:
-    root = root.resolve()
-    if not root.exists():
-        from core.errors import InputError
+    """Upsert `documents` into `collection`; with `prune`, remove the collection's other documents.
 
-        raise InputError(f"ingest path {root} does not exist; pass a file or folder of documents", field="path")
-    files = iter_files(root)
+    A document that can't be read is skipped and reported, never half-written; its previous chunks stay.
+    """
+    count = counter().count
     stats = IngestStats()
-    seen: set[str] = set()
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(files), unit="file", desc=f"ingest {collection}")
-    base = root.parent if root.is_file() else root
-    for path in files:
-        source = path.relative_to(base).as_posix()
-        seen.add(source)
+        bar = tqdm(total=len(documents), unit="doc", desc=f"ingest {collection}")
+    for doc in documents:
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            stats.skipped.append(f"{source}: {e.strerror}")
+            data = doc.load()
+        except (OSError, KeyError) as e:
+            stats.skipped.append(f"{doc.source}: {getattr(e, 'strerror', None) or e}")
             continue
+        finally:
+            if bar:
+                bar.update(1)
         digest = hashlib.sha256(data).hexdigest()
-        previous = index.document_hash(tenant, collection, source)
+        previous = index.document_hash(tenant, collection, doc.source)
         if previous == digest:
             stats.unchanged += 1
+            continue
+        try:
+            text, title = read_document(doc.source, doc.suffix, data)
+        except InputError as e:
+            stats.skipped.append(str(e))
+            continue
+        is_code = doc.suffix.lower() in CODE_SUFFIXES
+        doc_id = doc_id_for(doc.source)
+        title = title or PurePosixPath(doc.source).stem
+        pieces = chunk_text(text, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens, is_code=is_code, count=count)
+        rows = [
+            ChunkRow(
+                chunk_id=f"{doc_id}#{i}", section=sec, text=body, start=s, end=e, tokens=count(body),
+                chunk_hash=hashlib.sha256(body.encode()).hexdigest()[:16],
+            )
+            for i, (sec, body, s, e) in enumerate(pieces)
+        ]
+        if embedder is not None and rows:
+            vecs = embedder.embed([_embedding_text(title, r) for r in rows])  # type: ignore[attr-defined]
+            for r, v in zip(rows, vecs):
+                r.vector = v.tobytes()
+        index.replace_document(tenant, collection, doc.source, doc_id, title, digest, rows)
+        stats.chunks += len(rows)
+        stats.tokens += sum(r.tokens for r in rows)
+        if previous is None:
+            stats.added += 1
         else:
-            text, title = read_document(path)
-            is_code = path.suffix.lower() in CODE_SUFFIXES
-            doc_id = doc_id_for(source)
-            pieces = chunk_text(text, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens, is_code=is_code)
-            rows = [(f"{doc_id}#{i}", sec, body, s, e) for i, (sec, body, s, e) in enumerate(pieces)]
-            index.replace_document(tenant, collection, source, doc_id, title or path.stem, digest, rows)
-            stats.chunks += len(rows)
-            if previous is None:
-                stats.added += 1
-            else:
-                stats.updated += 1
-        if bar:
-            bar.update(1)
+            stats.updated += 1
     if bar:
         bar.close()
-    if prune and root.is_dir():
+    if prune:
+        present = {d.source for d in documents}
         for source in index.sources(tenant, collection):
-            if source not in seen:
+            if source not in present:
                 index.remove_document(tenant, collection, source)
                 stats.removed += 1
     return stats
+
+
+def _embedding_text(title: str, row: ChunkRow) -> str:
+    """Title and section help the vector of a chunk that never names its subject."""
+    head = " / ".join(x for x in (title, row.section) if x)
+    return f"{head}\n{row.text}" if head else row.text
+
+
+def iter_sources(index: DocumentIndex, tenant: str, collection: str) -> Iterator[str]:
+    yield from index.sources(tenant, collection)

@@ -33,6 +33,7 @@ class FaultPlan:
     seed: int = 1
     rpm: float | None = None  # enforce this many requests per minute (token bucket), 429 beyond
     burst: float | None = None  # bucket capacity in requests; defaults to `rpm` (a full minute, as Anthropic's)
+    count_factor: float = 1.0  # /count_tokens answers ceil(chars / 4 × this): a tokenizer unlike ours
 
     def __post_init__(self) -> None:
         unknown = set(self.rates) - set(FAULTS)
@@ -111,11 +112,18 @@ class FakeAnthropic:
                 return await reply(200, {"stats": dict(self.stats), "accepted": len(acc),
                                          "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
                                          "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else []})
-        if scope["path"] != "/v1/messages" or scope["method"] != "POST":
+        if scope["path"] not in ("/v1/messages", "/v1/messages/count_tokens") or scope["method"] != "POST":
             return await reply(404, error("not_found_error", "no such route"))
         bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
         if self.api_key not in (headers.get("x-api-key"), bearer):
             return await reply(401, error("authentication_error", "invalid x-api-key"))
+        if scope["path"] == "/v1/messages/count_tokens":
+            req = json.loads(body)
+            text = str(req.get("system", "")) + "".join(
+                m["content"] if isinstance(m.get("content"), str) else "" for m in req.get("messages", []))
+            with self.lock:
+                self.stats["count_tokens"] += 1
+            return await reply(200, {"input_tokens": math.ceil(len(text) / 4 * self.plan.count_factor)})
         try:
             req = json.loads(body)
             model, max_tokens, messages = req["model"], int(req["max_tokens"]), req["messages"]

@@ -1,0 +1,166 @@
+"""Prompt assembly: the most relevant context that fits an exact token budget, never more.
+
+    budget = window - system - template - question - reserved output - margin
+
+Every figure is counted with the model's tokenizer (a real BPE), the margin covers tokenizers that
+only approximate the model's own, and after packing the whole prompt is counted again exactly as
+it will be sent: if joining the parts cost more than their sum (BPE merges across boundaries can go
+either way), the weakest chunk goes until it fits. Candidates are taken in relevance order through
+near-duplicate removal and per-source caps, then packed greedily by relevance per token; everything
+left out is recorded with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core.config import ModelConfig, RetrievalConfig
+from core.models import ChunkDropped, ChunkUse, PromptAssembly
+from core.prompting import RenderedPrompt, document_block, render, user_parts
+from core.providers.base import ContextChunk
+from core.tokenizers import counter
+
+
+class PromptTooLong(Exception):
+    """Even with no context the prompt can't fit the model's window."""
+
+
+@dataclass
+class Assembled:
+    prompt: RenderedPrompt
+    chunks: list[ContextChunk]
+    record: PromptAssembly
+
+    @property
+    def input_tokens(self) -> int:
+        """Tokens to reserve against rate limits: the count plus the margin the model may add."""
+        return self.record.input_tokens + self.record.margin_tokens
+
+
+def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    w = re.findall(r"\w+", text.lower())
+    return {tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+
+
+def _lost_in_middle(chunks: list[ContextChunk]) -> list[ContextChunk]:
+    """Best first, second best last, and so on inwards: models recall the ends of long contexts best
+    (Liu et al., 2023, "Lost in the Middle")."""
+    front: list[ContextChunk] = []
+    back: list[ContextChunk] = []
+    for i, c in enumerate(chunks):
+        (front if i % 2 == 0 else back).append(c)
+    return front + back[::-1]
+
+
+def margin_tokens(model: ModelConfig, reserved_output: int) -> int:
+    return math.ceil(model.token_margin * max(0, model.context_window - reserved_output))
+
+
+def required_tokens(question: str, *, template: Any, model: ModelConfig, reserved_output: int) -> int:
+    """Input tokens the prompt needs with no context at all (plus the margin): for window checks."""
+    count = counter(model.tokenizer).count
+    prompt = render(question, [], template=template, max_tokens=reserved_output)
+    return count(prompt.system) + count(prompt.user) + margin_tokens(model, reserved_output)
+
+
+def assemble(
+    question: str,
+    candidates: list[ContextChunk],
+    *,
+    template_id: str,
+    template: Any,
+    model_name: str,
+    model: ModelConfig,
+    reserved_output: int,
+    settings: RetrievalConfig,
+) -> Assembled:
+    """Pick and order context for `model`; raises PromptTooLong when not even the question fits."""
+    count = counter(model.tokenizer).count
+    system = template.system
+    system_tokens = count(system)
+    template_tokens = count("\n\n".join(user_parts("", "", template, reserved_output)))
+    question_tokens = count(question)
+    margin = margin_tokens(model, reserved_output)
+    budget = model.context_window - system_tokens - template_tokens - question_tokens - reserved_output - margin
+    if budget < 0:
+        raise PromptTooLong(
+            f"the prompt needs {system_tokens + template_tokens + question_tokens} tokens before any context, plus "
+            f"{reserved_output} reserved for the answer and a {margin}-token margin, but '{model_name}' has a "
+            f"{model.context_window}-token window; shorten the question, lower max_tokens, or route to a model "
+            "with a larger window"
+        )
+
+    dropped: list[ChunkDropped] = []
+    kept: list[ContextChunk] = []
+    kept_shingles: list[tuple[str, set[tuple[str, ...]]]] = []
+    per_source: dict[str, int] = {}
+    for c in sorted(candidates, key=lambda c: -c.score):  # relevance order decides who is the "copy"
+        sh = _shingles(c.text)
+        twin = next((cid for cid, other in kept_shingles
+                     if len(sh & other) / max(1, len(sh | other)) >= settings.near_duplicate_threshold), None)
+        if twin is not None:
+            dropped.append(ChunkDropped(id=c.id, reason=f"near-duplicate of {twin}"))
+            continue
+        cap = settings.max_chunks_per_source
+        if cap and per_source.get(c.source, 0) >= cap:
+            dropped.append(ChunkDropped(id=c.id, reason=f"per-source cap ({cap} from {c.source})"))
+            continue
+        per_source[c.source] = per_source.get(c.source, 0) + 1
+        kept.append(c)
+        kept_shingles.append((c.id, sh))
+
+    cost = {c.id: count(document_block(c)) + 1 for c in kept}  # +1: the newline that joins blocks
+    chosen: list[ContextChunk] = []
+    used = 0
+    for c in sorted(kept, key=lambda c: (-(c.score / max(1, cost[c.id])), c.id)):  # greedy by relevance per token
+        if len(chosen) >= settings.top_k:
+            dropped.append(ChunkDropped(id=c.id, reason=f"beyond top_k ({settings.top_k})"))
+        elif used + cost[c.id] > budget:
+            dropped.append(ChunkDropped(id=c.id, reason=f"over budget ({cost[c.id]} tokens, {budget - used} left)"))
+        else:
+            chosen.append(c)
+            used += cost[c.id]
+    chosen.sort(key=lambda c: -c.score)
+
+    limit = model.context_window - reserved_output - margin
+    while True:
+        ordered = _lost_in_middle(chosen) if settings.ordering == "lost_in_middle" else chosen
+        prompt = render(question, ordered, template_id=template_id, template=template, max_tokens=reserved_output)
+        exact = count(prompt.system) + count(prompt.user)
+        if exact <= limit or not chosen:
+            break
+        weakest = chosen.pop()  # joining cost more than the parts: drop the weakest and count again
+        used -= cost[weakest.id]
+        dropped.append(ChunkDropped(id=weakest.id, reason="over budget after exact count"))
+    if exact > limit:
+        raise PromptTooLong(f"the prompt counts {exact} tokens, over the {limit} available on '{model_name}'")
+    record = PromptAssembly(
+        template=template_id, model=model_name, tokenizer=model.tokenizer, window=model.context_window,
+        system_tokens=system_tokens, template_tokens=template_tokens, question_tokens=question_tokens,
+        reserved_output_tokens=reserved_output, margin_tokens=margin, context_budget=budget, context_tokens=used,
+        input_tokens=exact, ordering=settings.ordering,
+        chunks=[ChunkUse(id=c.id, tokens=cost[c.id], score=round(c.score, 6)) for c in ordered],
+        dropped=dropped,
+    )
+    return Assembled(prompt, ordered, record)
+
+
+def trim_to(assembled: Assembled, tokens: int, **kwargs: Any) -> Assembled | None:
+    """Re-assemble with the weakest chunks removed until roughly `tokens` fewer are used (after a
+    provider's own count came out higher than ours). None when there is no context left to drop."""
+    chunks = sorted(assembled.chunks, key=lambda c: -c.score)
+    if not chunks:
+        return None
+    freed = 0
+    costs = {u.id: u.tokens for u in assembled.record.chunks}
+    while chunks and freed < tokens:
+        freed += costs.get(chunks.pop().id, 0)
+    again = assemble(candidates=chunks, **kwargs)
+    again.record.dropped = assembled.record.dropped + [
+        ChunkDropped(id=c.id, reason="over budget by the provider's count")
+        for c in assembled.chunks if c.id not in {x.id for x in chunks}
+    ]
+    return again

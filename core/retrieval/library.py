@@ -1,0 +1,61 @@
+"""The write side of retrieval: ingest into the configured index and publish snapshots.
+
+`alto ingest`, the API-less batch jobs and the tests all go through here, so a folder and a blob
+prefix are ingested the same way into SQLite or Postgres, with or without vectors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.config import RetrievalConfig
+from core.errors import ConfigError
+from core.ports import BlobStore, DocumentIndex
+from core.retrieval.ingest import IngestStats, blob_documents, folder_documents, ingest_documents
+
+if TYPE_CHECKING:
+    from core.retrieval.embedding import Embedder
+    from core.retrieval.snapshot import Manifest
+
+BLOB_SCHEME = "blob:"
+
+
+class Library:
+    def __init__(
+        self, settings: RetrievalConfig, index: DocumentIndex, blobs: BlobStore, embedder: "Embedder | None" = None,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.blobs = blobs
+        self.embedder = embedder
+
+    def ingest(
+        self, target: str | Path, *, tenant: str, collection: str, prune: bool = False, progress: bool = False,
+    ) -> IngestStats:
+        """Ingest a file, a folder, or every document under `blob:PREFIX` in the blob store."""
+        target = str(target)
+        if target.startswith(BLOB_SCHEME):
+            documents = blob_documents(self.blobs, target[len(BLOB_SCHEME):])
+            is_set = True
+        else:
+            documents, is_set = folder_documents(Path(target))
+        return ingest_documents(
+            self.index, documents, tenant=tenant, collection=collection,
+            chunk_tokens=self.settings.chunk_tokens, overlap_tokens=self.settings.chunk_overlap_tokens,
+            prune=prune and is_set, progress=progress,
+            embedder=self.embedder if self.settings.mode != "keyword" else None,
+        )
+
+    def publish(self, tenant: str, collection: str) -> "Manifest":
+        """Upload the collection as a read-only snapshot for serverless workers (`backend: snapshot`)."""
+        from core.retrieval.index import KeywordIndex
+        from core.retrieval.snapshot import publish
+
+        if not isinstance(self.index, KeywordIndex):
+            raise ConfigError(
+                "publishing snapshots needs the embedded index (retrieval.backend: embedded or snapshot); "
+                "a pgvector index is already shared and needs no snapshot"
+            )
+        model = self.embedder.name if self.embedder is not None else None
+        return publish(self.index, self.blobs, tenant, collection, embedding_model=model)
