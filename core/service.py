@@ -241,11 +241,14 @@ class JobService:
         route = plan.route
         for note in plan.notes:
             log_event("route.note", note=note)
-        assemblies = {current.model: prepared.assembled}
+        assemblies: dict[str, Assembled] = {}
+        try:
+            a = await self._assembly_for(current, job, candidates, plan, assemblies, prepared.assembled)
+        except NoRoute as e:
+            return self._fail_permanent(job, str(e))
         use_cache = self.cache is not None and job.request.cache
         if use_cache:
             assert self.cache is not None
-            a = prepared.assembled
             hit = self.cache.get(cache_key(job.tenant, job.request, current, route.max_tokens, a.prompt.template, a.chunks))
             if hit is not None:
                 return await self._serve_cached(job, hit, current, a)
@@ -328,13 +331,16 @@ class JobService:
 
     async def _assembly_for(
         self, decision: RouteDecision, job: Job, candidates: list[ContextChunk], plan: RoutePlan,
-        assemblies: dict[str, Assembled],
+        assemblies: dict[str, Assembled], prepared: Assembled | None = None,
     ) -> Assembled:
         """Assemble once per model the job is sent to (a fallback may have another window or tokenizer),
         checked against the provider's own count where the model is configured for it."""
         if decision.model in assemblies:
             return assemblies[decision.model]
-        assembled = self.assemble_for(decision.model, job.request.prompt, candidates, plan.route)
+        if prepared is not None and prepared.record.model == decision.model:
+            assembled = prepared
+        else:
+            assembled = self.assemble_for(decision.model, job.request.prompt, candidates, plan.route)
         model = self.settings.models[decision.model]
         if model.count_tokens == "provider":
             assembled = await self._provider_checked(decision, model, assembled, job.request.prompt, plan.route)

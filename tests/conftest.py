@@ -20,7 +20,7 @@ KEYS = {"acme": "acme-key", "beta": "beta-key"}
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[..., App]:
-    def make(config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> App:
+    def make(config: dict[str, Any] | None = None, env: dict[str, str] | None = None, **ports: Any) -> App:
         cfg = tmp_path / "altostratus.yaml"
         cfg.write_text(yaml.safe_dump(config or {}))
         base_env = {
@@ -31,7 +31,7 @@ def make_app(tmp_path: Path) -> Callable[..., App]:
         settings = load_settings(cfg, env={**base_env, **(env or {})})
         from core.embedded.secrets import EnvSecrets
 
-        return bootstrap(settings, secrets=EnvSecrets({**base_env, **(env or {})}))
+        return bootstrap(settings, secrets=EnvSecrets({**base_env, **(env or {})}), **ports)
 
     return make
 

@@ -8,10 +8,10 @@ Scoping: every chunk carries a `scope` token (a hash of tenant and collection) i
 every query is `scope AND (terms)`, so FTS5 intersects doclists instead of ranking other tenants'
 matches and filtering them afterwards.
 
-Common words: stop words are dropped from queries, and terms found in more than
-`COMMON_FRACTION` of a collection's chunks are only used to rank chunks that match a rarer term
-(Lucene's common-terms idea); a query made only of common terms requires all of them. This keeps
-the worst common-word query bounded (see `benchmarks/retrieval.py`).
+Common words: stop words are dropped from queries, and in collections of `COMMON_MIN_CHUNKS` or
+more, terms found in more than `COMMON_FRACTION` of the chunks only rank chunks that match a rarer
+term (Lucene's common-terms idea); a query made only of common terms requires all of them (falling
+back to its two most selective). This bounds the worst common-word query (`benchmarks/retrieval.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from core.providers.base import ContextChunk
 from core.text import STOP_WORDS, words
 
 COMMON_FRACTION = 0.05
+COMMON_MIN_CHUNKS = 2000  # below this, ranking every match costs well under a millisecond anyway
 SCHEMA_VERSION = 2
 
 SCHEMA = """
@@ -245,7 +246,7 @@ class KeywordIndex:
         terms = [t for t in terms if dfs.get(t, 0) > 0]
         if not terms:
             return []
-        limit = max(1, int(total * COMMON_FRACTION))
+        limit = int(total * COMMON_FRACTION) if total >= COMMON_MIN_CHUNKS else total
         rare = [t for t in terms if dfs[t] <= limit]
         common = [t for t in terms if dfs[t] > limit]
         quoted = {t: f'"{t}"' for t in terms}
@@ -255,13 +256,18 @@ class KeywordIndex:
                 expr = f"{expr} AND ({' OR '.join(quoted[t] for t in rare + common)})"
         else:
             expr = " AND ".join(quoted[t] for t in common)
-        rows = self.db.conn().execute(
+        rows = self._ranked(scope, expr, k)
+        if not rows and not rare and len(common) > 1:  # no chunk has them all: the two most selective
+            rows = self._ranked(scope, " OR ".join(quoted[t] for t in sorted(common, key=dfs.__getitem__)[:2]), k)
+        return [ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4], score=-r[5]) for r in rows]
+
+    def _ranked(self, scope: str, expr: str, k: int) -> list[tuple]:
+        return self.db.conn().execute(
             "SELECT c.chunk_id, c.source, c.title, c.text, c.section, bm25(chunks_fts, 1.0, 0.5, 0.5, 0.0) AS score "
             "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
             "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
             (f"scope:{scope} AND ({expr})", k),
         ).fetchall()
-        return [ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4], score=-r[5]) for r in rows]
 
     def export(self, tenant: str, collection: str, dest: Path) -> None:
         """Write one collection into a fresh index file (the snapshot `alto ingest --publish` uploads)."""

@@ -221,15 +221,15 @@ def chunk_text(
     count = count or counter().count
     chunks: list[tuple[str | None, str, int, int]] = []
     cur: list[str] = []
-    cur_start = 0
+    cur_start: int | None = None
     cur_end = 0
     cur_section: str | None = None
     cur_tokens = 0
 
     def flush(keep_overlap: bool) -> None:
-        nonlocal cur, cur_tokens
+        nonlocal cur, cur_tokens, cur_start
         body = "\n\n".join(b.strip("\n") for b in cur).strip()
-        if body:
+        if body and cur_start is not None:
             chunks.append((cur_section, body, cur_start, max(cur_end, cur_start)))
         keep: list[str] = []
         if keep_overlap and overlap_tokens:
@@ -238,18 +238,21 @@ def chunk_text(
                 keep.insert(0, tail.pop())
         cur = [" ".join(keep)] if keep else []
         cur_tokens = count(cur[0]) if cur else 0
+        cur_start = None  # offsets cover a chunk's own text; its leading overlap repeats the previous one
 
     for section, block, start in _blocks(text, is_code):
         pieces = [block] if count(block) <= max_tokens else _split_oversized(block, max_tokens - overlap_tokens, count)
         for piece in pieces:
+            at = block.find(piece[:40]) if len(pieces) > 1 else 0
+            p_start = start + max(0, at)
             t = count(piece)
             if cur and (section != cur_section or cur_tokens + t > max_tokens):
                 flush(keep_overlap=section == cur_section)
-            if not cur:
-                cur_start, cur_section = start, section
+            if cur_start is None:
+                cur_start, cur_section = p_start, section
             cur.append(piece)
             cur_tokens += t
-            cur_end = start + len(block)
+            cur_end = p_start + len(piece) if len(pieces) > 1 else start + len(block)
     if cur:
         flush(keep_overlap=False)
     return chunks

@@ -34,6 +34,7 @@ class FaultPlan:
     rpm: float | None = None  # enforce this many requests per minute (token bucket), 429 beyond
     burst: float | None = None  # bucket capacity in requests; defaults to `rpm` (a full minute, as Anthropic's)
     count_factor: float = 1.0  # /count_tokens answers ceil(chars / 4 × this): a tokenizer unlike ours
+    extra_citation: str | None = None  # also cite this id, supplied or not (a hallucinated citation)
 
     def __post_init__(self) -> None:
         unknown = set(self.rates) - set(FAULTS)
@@ -184,7 +185,7 @@ class FakeAnthropic:
             else "".join(b.get("text", "") for b in m.get("content", []))
             for m in messages
         )
-        cites = DOC_ID.findall(text_in)[:2]
+        cites = DOC_ID.findall(text_in)[:2] + ([self.plan.extra_citation] if self.plan.extra_citation else [])
         question = text_in.rsplit("Question:", 1)[-1].strip()[:80]
         answer = f"Fake answer about: {question}" + "".join(f" [{c}]" for c in cites)
         if marker:
