@@ -117,7 +117,9 @@ def build_retrieval(
 
         snap = SnapshotRetriever(
             blobs, scratch_dir=r.snapshot.scratch_dir, refresh_s=r.snapshot.refresh_s, mode=r.mode,
-            embedder=embedder, rrf_k=r.rrf_k,
+            embedder=embedder, rrf_k=r.rrf_k, keyword_engine=r.keyword_engine,
         )
         return snap, local, embedder
-    return IndexRetriever(local, mode=r.mode, embedder=embedder, rrf_k=r.rrf_k), local, embedder
+    return IndexRetriever(
+        local, mode=r.mode, embedder=embedder, rrf_k=r.rrf_k, keyword_engine=r.keyword_engine,
+    ), local, embedder

@@ -289,6 +289,9 @@ class RetrievalConfig(_Strict):
     mode: Literal["keyword", "vector", "hybrid"] = Field(
         default="keyword", description="vector and hybrid need the embedding model package (see README).",
     )
+    keyword_engine: Literal["auto", "fts5", "bm25s"] = Field(
+        default="auto", description="auto: bm25s when installed (p50 < 1 ms at 100k chunks), else SQLite FTS5.",
+    )
     embedding_model: str = "all-minilm-l6-v2"
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank fusion constant.")
     top_k: int = Field(default=5, ge=1, le=100, description="Most chunks put into one prompt.")

@@ -39,8 +39,3 @@ def sentences(text: str) -> list[str]:
     keep = (line.strip() for line in text.splitlines())
     flat = " ".join(ln for ln in keep if ln and not ln.startswith(("```", "#")))
     return [s.strip() for s in SENTENCE_END.split(flat) if s.strip()]
-
-
-def estimate_tokens(text: str) -> int:
-    """Cheap upper-leaning estimate (~4 chars/token) used only where no tokenizer is configured."""
-    return max(1, (len(text) + 3) // 4)

@@ -44,6 +44,9 @@ def main() -> int:
     env = {**os.environ, "ALTO_DATA_DIR": str(data_dir), "ALTO_API_KEYS": f"demo={KEY}", "ALTO_CONFIG": ""}
     env.pop("ALTO_CONFIG")
     print(f"== ingesting samples/docs into collection 'docs' (data in {data_dir})")
+    index = data_dir / "index.db"
+    if index.exists() and b"keyword_models" not in index.read_bytes()[:200_000]:
+        index.unlink()  # written by an older version: the index holds only derived data, so rebuild it
     subprocess.run([ALTO, "ingest", str(ROOT / "samples" / "docs"), "--collection", "docs", "--tenant", "demo",
                     "--quiet"], env=env, check=True)
     with socket.socket() as s:
@@ -82,6 +85,10 @@ def main() -> int:
             u = view["usage"]
             print(f"   ({view['status']}; {u['input_tokens']} in / {u['output_tokens']} out tokens; "
                   f"trace {view['trace_id']})")
+            if p := view.get("prompt"):
+                print(f"   prompt {p['template']}: {p['input_tokens']} tokens = system {p['system_tokens']} + template "
+                      f"{p['template_tokens']} + question {p['question_tokens']} + context {p['context_tokens']} "
+                      f"(budget {p['context_budget']:,}); chunks {', '.join(c['id'] for c in p['chunks']) or 'none'}")
         return 0
     finally:
         server.send_signal(signal.SIGTERM)

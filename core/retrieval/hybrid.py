@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from core.retrieval.embedding import Embedder
 
 Mode = Literal["keyword", "vector", "hybrid"]
+KeywordEngine = Literal["auto", "fts5", "bm25s"]
 
 
 def rrf(rankings: list[list[ContextChunk]], *, k: int = 60, limit: int = 20) -> list[ContextChunk]:
@@ -80,6 +81,7 @@ class IndexRetriever:
 
     def __init__(
         self, index: KeywordIndex, *, mode: Mode = "keyword", embedder: Embedder | None = None, rrf_k: int = 60,
+        keyword_engine: KeywordEngine = "auto",
     ) -> None:
         if mode != "keyword" and embedder is None:
             raise ValueError(f"retrieval mode '{mode}' needs an embedding model")
@@ -87,16 +89,25 @@ class IndexRetriever:
         self.mode = mode
         self.rrf_k = rrf_k
         self.vector = VectorSearch(index, embedder) if embedder is not None else None
+        self.keyword: Any = index
+        if keyword_engine != "fts5":
+            from core.retrieval import bm25
+
+            if bm25.available():
+                self.keyword = bm25.Bm25Engine(index)
+            elif keyword_engine == "bm25s":
+                raise ValueError("retrieval.keyword_engine is bm25s: pip install 'altostratus[bm25]'")
 
     def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]:
         if self.mode == "keyword":
-            return self.index.search(tenant, collection, query, k)
+            return self.keyword.search(tenant, collection, query, k)
         assert self.vector is not None
         if self.mode == "vector":
             return self.vector.search(tenant, collection, query, k)
         depth = max(k, 50)  # fuse deeper lists than we return: agreement lower down still counts
         return rrf(
-            [self.index.search(tenant, collection, query, depth), self.vector.search(tenant, collection, query, depth)],
+            [self.keyword.search(tenant, collection, query, depth),
+             self.vector.search(tenant, collection, query, depth)],
             k=self.rrf_k, limit=k,
         )
 

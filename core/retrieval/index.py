@@ -74,6 +74,10 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
     VALUES ('delete', old.rowid, old.text, old.title, old.section, old.scope);
 END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keyword_models (
+    tenant TEXT NOT NULL, collection TEXT NOT NULL, generation INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (tenant, collection)
+);
 """
 
 
@@ -213,6 +217,26 @@ class KeywordIndex:
         ).fetchall()
         return [r[0] for r in rows], [r[1] for r in rows]
 
+    def texts(self, tenant: str, collection: str) -> tuple[list[str], list[str]]:
+        """(chunk ids, searchable text) in index order: what a derived keyword model is built from."""
+        rows = self.db.conn().execute(
+            "SELECT chunk_id, coalesce(title, ''), coalesce(section, ''), text FROM chunks "
+            "WHERE tenant = ? AND collection = ? ORDER BY rowid", (tenant, collection),
+        ).fetchall()
+        return [r[0] for r in rows], [f"{r[1]} {r[2]} {r[3]}" for r in rows]
+
+    def keyword_blob(self, tenant: str, collection: str, generation: int) -> bytes | None:
+        row = self.db.conn().execute(
+            "SELECT data FROM keyword_models WHERE tenant = ? AND collection = ? AND generation = ?",
+            (tenant, collection, generation),
+        ).fetchone()
+        return row[0] if row else None
+
+    def put_keyword_blob(self, tenant: str, collection: str, generation: int, data: bytes) -> None:
+        with self.db.tx() as c:
+            if self.generation(tenant, collection) == generation:  # not if an ingest raced past us
+                c.execute("INSERT OR REPLACE INTO keyword_models VALUES (?, ?, ?, ?)", (tenant, collection, generation, data))
+
     def _doc_freqs(self, tenant: str, collection: str, terms: list[str]) -> tuple[dict[str, int], int]:
         """Chunk counts per stemmed term within the collection (cached per index generation)."""
         c = self.db.conn()
@@ -291,6 +315,10 @@ class KeywordIndex:
                     row,
                 )
             self._bump(c, tenant, collection)
+        from core.retrieval import bm25
+
+        if bm25.available():  # ship the derived keyword model: cold starts load it instead of building it
+            bm25.Bm25Engine(out).model(tenant, collection)
         oc = out.db.conn()
         oc.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
         oc.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -302,6 +302,9 @@ def ingest_documents(
     """
     count = counter().count
     stats = IngestStats()
+    slugs: dict[str, int] = {}
+    for doc in documents:
+        slugs[doc_id_for(doc.source)] = slugs.get(doc_id_for(doc.source), 0) + 1
     bar = None
     if progress:
         from tqdm import tqdm
@@ -328,6 +331,8 @@ def ingest_documents(
             continue
         is_code = doc.suffix.lower() in CODE_SUFFIXES
         doc_id = doc_id_for(doc.source)
+        if slugs[doc_id] > 1:  # 'a-b.md' and 'a_b.md' would share an id: tell them apart, stably
+            doc_id += "-" + hashlib.sha256(doc.source.encode()).hexdigest()[:6]
         title = title or PurePosixPath(doc.source).stem
         pieces = chunk_text(text, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens, is_code=is_code, count=count)
         rows = [

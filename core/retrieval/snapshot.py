@@ -28,7 +28,7 @@ from core.errors import ConfigError
 from core.ports import BlobStore
 from core.providers.base import ContextChunk
 from core.retrieval.embedding import Embedder
-from core.retrieval.hybrid import IndexRetriever, Mode
+from core.retrieval.hybrid import IndexRetriever, KeywordEngine, Mode
 from core.retrieval.index import KeywordIndex
 
 log = logging.getLogger("alto.snapshot")
@@ -103,8 +103,10 @@ class SnapshotRetriever:
 
     def __init__(
         self, blobs: BlobStore, *, scratch_dir: Path | None = None, refresh_s: float = 60.0, mode: Mode = "keyword",
-        embedder: Embedder | None = None, rrf_k: int = 60, clock: Callable[[], float] = time.monotonic,
+        embedder: Embedder | None = None, rrf_k: int = 60, keyword_engine: KeywordEngine = "auto",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.keyword_engine: KeywordEngine = keyword_engine
         self.blobs = blobs
         self.scratch = Path(scratch_dir or Path(tempfile.gettempdir()) / "alto-index")
         self.refresh_s = refresh_s
@@ -167,7 +169,7 @@ class SnapshotRetriever:
         mode: Mode = self.mode if manifest.vectors else "keyword"
         retriever = IndexRetriever(
             KeywordIndex(path, read_only=True), mode=mode, embedder=self.embedder if mode != "keyword" else None,
-            rrf_k=self.rrf_k,
+            rrf_k=self.rrf_k, keyword_engine=self.keyword_engine,
         )
         return _Loaded(manifest, path, retriever, self.clock())
 
