@@ -345,6 +345,11 @@ class JobService:
         if model.count_tokens == "provider":
             assembled = await self._provider_checked(decision, model, assembled, job.request.prompt, plan.route)
         assemblies[decision.model] = assembled
+        r = assembled.record
+        log_event(
+            "prompt.assembled", model=decision.model, template=r.template, input_tokens=r.input_tokens,
+            context_tokens=r.context_tokens, context_budget=r.context_budget, chunks=len(r.chunks), dropped=len(r.dropped),
+        )
         return assembled
 
     async def _provider_checked(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from core.providers.base import ContextChunk
 from core.retrieval.index import KeywordIndex
@@ -34,6 +34,19 @@ def rrf(rankings: list[list[ContextChunk]], *, k: int = 60, limit: int = 20) -> 
             first.setdefault(chunk.id, chunk)
     order = sorted(scores, key=lambda cid: (-scores[cid], cid))[:limit]
     return [replace(first[cid], score=scores[cid]) for cid in order]
+
+
+def search_by_mode(
+    mode: Mode, keyword: Callable[[int], list[ContextChunk]], vector: Callable[[int], list[ContextChunk]] | None,
+    k: int, rrf_k: int,
+) -> list[ContextChunk]:
+    """One retrieval policy for every backend: each search function takes the depth to return."""
+    if mode == "keyword" or vector is None:
+        return keyword(k)
+    if mode == "vector":
+        return vector(k)
+    depth = max(k, 50)  # fuse deeper lists than we return: agreement lower down still counts
+    return rrf([keyword(depth), vector(depth)], k=rrf_k, limit=k)
 
 
 class VectorSearch:
@@ -99,16 +112,11 @@ class IndexRetriever:
                 raise ValueError("retrieval.keyword_engine is bm25s: pip install 'altostratus[bm25]'")
 
     def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]:
-        if self.mode == "keyword":
-            return self.keyword.search(tenant, collection, query, k)
-        assert self.vector is not None
-        if self.mode == "vector":
-            return self.vector.search(tenant, collection, query, k)
-        depth = max(k, 50)  # fuse deeper lists than we return: agreement lower down still counts
-        return rrf(
-            [self.keyword.search(tenant, collection, query, depth),
-             self.vector.search(tenant, collection, query, depth)],
-            k=self.rrf_k, limit=k,
+        vector = self.vector
+        return search_by_mode(
+            self.mode, lambda n: self.keyword.search(tenant, collection, query, n),
+            (lambda n: vector.search(tenant, collection, query, n)) if vector is not None else None,
+            k, self.rrf_k,
         )
 
     def collections(self, tenant: str) -> list[str]:

@@ -15,7 +15,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from core.errors import InputError
 from core.ports import BlobStore, DocumentIndex
@@ -368,7 +368,3 @@ def _embedding_text(title: str, row: ChunkRow) -> str:
     """Title and section help the vector of a chunk that never names its subject."""
     head = " / ".join(x for x in (title, row.section) if x)
     return f"{head}\n{row.text}" if head else row.text
-
-
-def iter_sources(index: DocumentIndex, tenant: str, collection: str) -> Iterator[str]:
-    yield from index.sources(tenant, collection)

@@ -16,7 +16,7 @@ from typing import Any
 
 from core.providers.base import ContextChunk
 from core.retrieval.embedding import Embedder
-from core.retrieval.hybrid import Mode, rrf
+from core.retrieval.hybrid import Mode, search_by_mode
 from core.retrieval.index import ChunkRow
 
 
@@ -176,10 +176,8 @@ class PgVectorIndex:
     def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]:
         if not query.strip():
             return []
-        if self.mode == "keyword":
-            return self.keyword_search(tenant, collection, query, k)
-        if self.mode == "vector":
-            return self.vector_search(tenant, collection, query, k)
-        depth = max(k, 50)
-        return rrf([self.keyword_search(tenant, collection, query, depth),
-                    self.vector_search(tenant, collection, query, depth)], k=self.rrf_k, limit=k)
+        return search_by_mode(
+            self.mode, lambda n: self.keyword_search(tenant, collection, query, n),
+            (lambda n: self.vector_search(tenant, collection, query, n)) if self.embedder is not None else None,
+            k, self.rrf_k,
+        )
