@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 from core.api import MAX_BODY_BYTES, Api, ApiRequest, _error
 from core.bootstrap import App
+from core.delivery import run_delivery as apply_outcome
 from core.logs import log_event
 from core.ports import Delivery
 from core.service import Outcome
@@ -18,20 +19,10 @@ DEADLINE_MARGIN_S = 5.0
 
 
 async def run_delivery(app: App, delivery: Delivery, *, deadline: float) -> Outcome:
-    """Process one delivery and apply the outcome to the queue (ack, or release with a delay)."""
-    try:
-        outcome = await app.service.process(delivery, deadline=deadline)
-    except Exception as e:  # a bug or a store outage: never lose the message, let it be redelivered
-        log_event("worker.crash", logging.ERROR, error=repr(e)[:500], message_id=delivery.message_id)
-        outcome = Outcome("retry", delay_s=app.settings.governance.backoff_base_s, detail="worker error")
-    if outcome.action == "ack":
-        app.queue.ack(delivery)
-    elif outcome.action == "defer":
-        app.queue.send(delivery.body, delay_s=outcome.delay_s)  # fresh receive count; sent before the ack
-        app.queue.ack(delivery)
-    else:
-        app.queue.release(delivery, delay_s=outcome.delay_s)
-    return outcome
+    """Process one delivery from the embedded queue and apply the outcome to it."""
+    return await apply_outcome(
+        app.service, app.queue, delivery, deadline=deadline, retry_delay_s=app.settings.governance.backoff_base_s,
+    )
 
 
 class WorkerPool:

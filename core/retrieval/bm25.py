@@ -27,12 +27,10 @@ TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 
 def available() -> bool:
-    try:
-        import bm25s  # noqa: F401
-        import Stemmer  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Installed? Checked without importing: NumPy must not load on the submit path."""
+    from importlib.util import find_spec
+
+    return find_spec("bm25s") is not None and find_spec("Stemmer") is not None
 
 
 class _Model:
@@ -45,16 +43,32 @@ class Bm25Engine:
     """Keyword search with bm25s; one model per (tenant, collection) and index generation."""
 
     def __init__(self, index: KeywordIndex) -> None:
-        import bm25s
-        import Stemmer
-        from bm25s.stopwords import STOPWORDS_EN
-
-        self._bm25s = bm25s
         self.index = index
-        self.stemmer = Stemmer.Stemmer("english")
-        self.stopwords = set(STOPWORDS_EN)
         self._models: dict[tuple[str, str], tuple[int, _Model]] = {}
         self._lock = threading.Lock()
+        self._loaded: tuple[Any, Any, set[str]] | None = None
+
+    def _libs(self) -> tuple[Any, Any, set[str]]:
+        """bm25s, the stemmer and the stop words, imported on first search (NumPy comes with them)."""
+        if self._loaded is None:
+            import bm25s
+            import Stemmer
+            from bm25s.stopwords import STOPWORDS_EN
+
+            self._loaded = (bm25s, Stemmer.Stemmer("english"), set(STOPWORDS_EN))
+        return self._loaded
+
+    @property
+    def _bm25s(self) -> Any:
+        return self._libs()[0]
+
+    @property
+    def stemmer(self) -> Any:
+        return self._libs()[1]
+
+    @property
+    def stopwords(self) -> set[str]:
+        return self._libs()[2]
 
     def _tokens(self, text: str) -> list[str]:
         return self.stemmer.stemWords([w for w in TOKEN.findall(text.lower()) if w not in self.stopwords])

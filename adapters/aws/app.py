@@ -1,0 +1,64 @@
+"""The AWS composition: ports from the Lambda environment, wired by `core.bootstrap` once per container.
+
+Environment (set by serverless.yml): `ALTO_JOBS_TABLE`, `ALTO_STATE_TABLE`, `ALTO_QUEUE_URL`,
+`ALTO_BUCKET`, `ALTO_CONFIG` (the packaged altostratus.yaml). Nothing here runs at import: the first
+invocation builds the app (clients are created even later, on first use).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Mapping
+
+from core.bootstrap import App, bootstrap
+from core.config import load_settings
+from core.errors import ConfigError
+
+_app: App | None = None
+_lock = threading.Lock()
+REQUIRED = ("ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_QUEUE_URL", "ALTO_BUCKET")
+
+
+def build(env: Mapping[str, str] | None = None) -> App:
+    from adapters.aws.clients import client
+    from adapters.aws.dynamodb import DynamoJobStore, DynamoStateStore
+    from adapters.aws.s3 import S3BlobStore
+    from adapters.aws.secrets import SecretsManagerSecrets
+    from adapters.aws.sqs import SqsQueue
+    from core.embedded.secrets import EnvSecrets
+
+    env = os.environ if env is None else env
+    missing = [k for k in REQUIRED if not env.get(k)]
+    if missing:
+        raise ConfigError(f"the AWS adapter needs {', '.join(missing)} in the function's environment "
+                          "(serverless.yml sets them; for a local run export them)")
+    settings = load_settings(env.get("ALTO_CONFIG") or None, env=env)
+    if "ALTO_DATA_DIR" not in env:
+        settings.data_dir = "/tmp/altostratus"  # Lambda's only writable folder: index snapshots, scratch
+
+    blobs = S3BlobStore(lambda: client("s3"), env["ALTO_BUCKET"])
+    return bootstrap(
+        settings,
+        store=DynamoJobStore(lambda: client("dynamodb"), env["ALTO_JOBS_TABLE"]),
+        state=DynamoStateStore(lambda: client("dynamodb"), env["ALTO_STATE_TABLE"]),
+        queue=SqsQueue(lambda: client("sqs"), env["ALTO_QUEUE_URL"], blobs,
+                       visibility_timeout_s=settings.queue.visibility_timeout_s),
+        blobs=blobs,
+        secrets=SecretsManagerSecrets(lambda: client("secretsmanager"), EnvSecrets(env)),
+    )
+
+
+def get_app() -> App:
+    global _app
+    if _app is None:
+        with _lock:
+            if _app is None:
+                _app = build()
+    return _app
+
+
+def reset() -> None:
+    """Forget the container's app (tests switch environments between cases)."""
+    global _app
+    _app = None

@@ -1,0 +1,100 @@
+"""Lambda entry points (the names are the contract serverless.yml points at).
+
+`api`: HTTP API (payload v2) → the same `core.api` the local server runs. `worker`: SQS batches,
+records processed concurrently, `batchItemFailures` naming exactly the records to redeliver.
+`dead_letter`: the DLQ's records mark their jobs `dead_lettered`. `reconcile`: scheduled sweep for
+jobs whose message was lost. Each one translates; the core decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from adapters.aws.app import get_app
+from core.api import MAX_BODY_BYTES, ApiRequest, _error, build_api
+
+DEADLINE_MARGIN_S = 5.0  # leave time to report the batch before Lambda's timeout
+_loop: asyncio.AbstractEventLoop | None = None
+_api: Any = None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """One loop per container: the provider's async client and its connection pool live on it."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+def _deadline(context: Any) -> float:
+    remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 900.0
+    return time.time() + max(1.0, remaining - DEADLINE_MARGIN_S)
+
+
+def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _api
+    if _api is None:
+        _api = build_api(get_app())
+    http = event.get("requestContext", {}).get("http", {})
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    domain = event.get("requestContext", {}).get("domainName") or headers.get("host", "localhost")
+    req = ApiRequest(
+        method=http.get("method", "GET"), path=event.get("rawPath", "/"), headers=headers, body=raw,
+        base_url=f"{headers.get('x-forwarded-proto', 'https')}://{domain}",
+        query=dict(parse_qsl(event.get("rawQueryString") or "")),
+    )
+    resp = _api.handle(req) if len(raw) <= MAX_BODY_BYTES else _error(
+        413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+    return {
+        "statusCode": resp.status, "headers": {"content-type": "application/json", **resp.headers},
+        "body": resp.json_bytes().decode(), "isBase64Encoded": False,
+    }
+
+
+def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from adapters.aws.sqs import LambdaBatch
+    from core.delivery import run_delivery
+
+    app = get_app()
+    batch = LambdaBatch(app.queue)  # type: ignore[arg-type]
+    deadline = _deadline(context)
+    deliveries = [app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {}))  # type: ignore[attr-defined]
+                  for r in event.get("Records", [])]
+    # SQS may put two copies of one message in the same batch: the first carries the job (and is
+    # redelivered if it fails), so the copy is done; run concurrently it would only wait out the lease
+    first: dict[str, Any] = {}
+    for d in deliveries:
+        first.setdefault(d.body, d)
+
+    async def run_all() -> None:
+        await asyncio.gather(*(
+            run_delivery(app.service, batch, d, deadline=deadline, retry_delay_s=app.settings.governance.backoff_base_s)
+            for d in first.values()
+        ))
+
+    _event_loop().run_until_complete(run_all())
+    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in batch.failures]}
+
+
+def dead_letter(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    app = get_app()
+    failures = []
+    for r in event.get("Records", []):
+        d = app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {}))  # type: ignore[attr-defined]
+        try:
+            app.service.dead_letter(d)
+        except Exception:  # a store outage: keep the record in the DLQ and try again
+            failures.append({"itemIdentifier": r["messageId"]})
+    return {"batchItemFailures": failures}
+
+
+def reconcile(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """Scheduled (EventBridge); invoke by hand with {"older_than_s": N} to sweep sooner."""
+    older = event.get("older_than_s") if isinstance(event, dict) else None
+    return get_app().service.reconcile(older_than_s=float(older) if older is not None else None)

@@ -1,0 +1,35 @@
+"""Applying a processing Outcome to a queue: the one mapping every runtime shares.
+
+`ack` deletes the message; `retry` hands it back after a delay (a delivery that counts toward the
+queue's dead-letter threshold); `defer` sends a fresh delayed copy *before* deleting this one, so
+waiting for a rate-limit slot or an open circuit never counts toward the DLQ. Cloud runtimes pass a
+queue whose `ack` and `release` record what to report to the platform (Lambda's batch item failures,
+Pub/Sub's ack or raise, Service Bus's complete or abandon).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core.logs import log_event
+from core.ports import Delivery, JobQueue
+from core.service import JobService, Outcome
+
+
+async def run_delivery(
+    service: JobService, queue: JobQueue, delivery: Delivery, *, deadline: float, retry_delay_s: float = 1.0,
+) -> Outcome:
+    """Process one delivery and apply the outcome to `queue`. Never raises for a job-level problem."""
+    try:
+        outcome = await service.process(delivery, deadline=deadline)
+    except Exception as e:  # a bug or a store outage: never lose the message, let it be redelivered
+        log_event("worker.crash", logging.ERROR, error=repr(e)[:500], message_id=delivery.message_id)
+        outcome = Outcome("retry", delay_s=retry_delay_s, detail="worker error")
+    if outcome.action == "ack":
+        queue.ack(delivery)
+    elif outcome.action == "defer":
+        queue.send(delivery.body, delay_s=outcome.delay_s)  # fresh receive count; sent before the ack
+        queue.ack(delivery)
+    else:
+        queue.release(delivery, delay_s=outcome.delay_s)
+    return outcome

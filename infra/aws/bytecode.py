@@ -1,0 +1,42 @@
+"""Ship python3.12 bytecode in the Lambda bundle (run by the osls-bytecode plugin at package time).
+
+Lambda's code folder is read-only, so a source-only bundle recompiles every module at every cold
+start (`import anthropic`: 2.2 s from source, 1.0 s from bytecode, measured here). Dependencies are
+compiled sourceless (`module.pyc` beside where `module.py` was, docstrings and asserts stripped)
+and their sources removed, which keeps the zip under 10 MB; our own code keeps its sources, with
+bytecode in `__pycache__`, so its tracebacks show source lines.
+
+    python3.12 infra/aws/bytecode.py .serverless/requirements .
+"""
+
+from __future__ import annotations
+
+import compileall
+import sys
+from pathlib import Path
+
+OWN_CODE = ("core", "adapters")
+
+
+def main(requirements: Path, service: Path) -> int:
+    if sys.version_info[:2] != (3, 12):
+        print(f"bytecode.py must run on Python 3.12 (the Lambda runtime), not {sys.version.split()[0]}; "
+              "set ALTO_LAMBDA_PYTHON to a python3.12 binary", file=sys.stderr)
+        return 2
+    if not compileall.compile_dir(str(requirements), quiet=1, legacy=True, optimize=2, workers=0):
+        print("some dependency modules failed to compile; their sources are kept", file=sys.stderr)
+    removed = 0
+    for py in requirements.rglob("*.py"):
+        if py.with_suffix(".pyc").exists():
+            py.unlink()
+            removed += 1
+    for record in requirements.glob("*.dist-info/RECORD"):
+        record.unlink()  # install bookkeeping, never read at run time
+    for name in OWN_CODE:
+        compileall.compile_dir(str(service / name), quiet=1, workers=0)
+    print(f"bytecode: {removed} dependency modules compiled sourceless; {', '.join(OWN_CODE)} compiled")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
