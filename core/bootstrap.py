@@ -15,12 +15,11 @@ from core.config import Settings, load_settings
 from core.embedded.secrets import EnvSecrets
 from core.logs import configure_logging
 from core.ports import BlobStore, DocumentIndex, JobQueue, JobStore, Retriever, Secrets, StateStore
-from core.providers.registry import ProviderRegistry
 from core.retrieval.library import Library
-from core.routing import Router
 from core.service import JobService
 
 if TYPE_CHECKING:
+    from core.providers.registry import ProviderRegistry
     from core.retrieval.embedding import Embedder
 
 
@@ -77,10 +76,12 @@ def bootstrap(
     secrets = secrets or EnvSecrets()
     built, writer, embedder = build_retrieval(settings, blobs, secrets)
     retriever = retriever or built
-    providers = providers or ProviderRegistry(settings, secrets)
+    if providers is None:
+        from core.providers.registry import ProviderRegistry
+
+        providers = ProviderRegistry(settings, secrets)
     service = JobService(
         settings, store=store, state=state, queue=queue, providers=providers, retriever=retriever,
-        router=Router(settings),
     )
     library = Library(settings.retrieval, writer, blobs, embedder)
     return App(settings, store, state, queue, blobs, secrets, providers, retriever, library, service)

@@ -4,9 +4,8 @@ Every validation error names the key path and a fix. Secrets are references (`en
 `file:/path`, cloud secret stores via adapters), never inline values.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
 
-import difflib
 import hashlib
 import os
 import re
@@ -36,7 +35,7 @@ def _check_secret_ref(value: str | None, what: str) -> str | None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class ProviderConfig(_Strict):
@@ -420,6 +419,8 @@ def _describe(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             parent_loc, key = e["loc"][:-1], str(e["loc"][-1])
             known = _known_keys(parent_loc)
+            import difflib  # only for error messages
+
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(known)}"
             msg = f"unknown key; {hint}"

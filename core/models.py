@@ -3,7 +3,7 @@
 Pydantic models because jobs cross every boundary (HTTP, queue, store) as JSON.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
 
 import enum
 import hashlib
@@ -48,10 +48,16 @@ class ErrorClass(str, enum.Enum):
     malformed = "malformed"
 
 
-class JobRequest(BaseModel):
+class _Model(BaseModel):
+    # schemas are built on first use, not at import: a cold start that only submits never builds
+    # the worker's models (and import stays cheap on every path)
+    model_config = ConfigDict(defer_build=True)
+
+
+class JobRequest(_Model):
     """The body of `POST /v1/jobs`. Unknown fields are rejected so typos don't pass silently."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, defer_build=True)
 
     prompt: str = Field(min_length=1, max_length=1_000_000, description="The question or instruction.")
     task: str | None = Field(default=None, max_length=128, description="Task name used by routing rules.")
@@ -85,7 +91,7 @@ class JobRequest(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class Citation(BaseModel):
+class Citation(_Model):
     id: str = Field(description="Stable citation id, `doc#chunk`.")
     source: str
     title: str | None = None
@@ -93,7 +99,7 @@ class Citation(BaseModel):
     valid: bool = True
 
 
-class Usage(BaseModel):
+class Usage(_Model):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -101,7 +107,7 @@ class Usage(BaseModel):
     cached: bool = False
 
 
-class RouteDecision(BaseModel):
+class RouteDecision(_Model):
     provider: str
     model: str
     model_id: str
@@ -109,7 +115,7 @@ class RouteDecision(BaseModel):
     rule: str | None = None
 
 
-class Attempt(BaseModel):
+class Attempt(_Model):
     number: int
     started_at: float
     finished_at: float | None = None
@@ -123,14 +129,14 @@ class Attempt(BaseModel):
     model: str | None = None
 
 
-class JobError(BaseModel):
+class JobError(_Model):
     error_class: ErrorClass
     message: str
     status_code: int | None = None
     at: float = Field(default_factory=time.time)
 
 
-class ProviderResult(BaseModel):
+class ProviderResult(_Model):
     """The provider's reply, persisted before any later step so a crash never pays twice."""
 
     text: str
@@ -141,18 +147,18 @@ class ProviderResult(BaseModel):
     raw_stop_reason: str | None = None
 
 
-class ChunkUse(BaseModel):
+class ChunkUse(_Model):
     id: str
     tokens: int
     score: float = 0.0
 
 
-class ChunkDropped(BaseModel):
+class ChunkDropped(_Model):
     id: str
     reason: str = Field(description="near-duplicate of X, per-source cap, over budget, beyond top_k.")
 
 
-class PromptAssembly(BaseModel):
+class PromptAssembly(_Model):
     """How the prompt was built: enough to explain it, audit it and replay it.
 
     budget = window - system - template - question - reserved_output - margin; the context never
@@ -177,7 +183,7 @@ class PromptAssembly(BaseModel):
     dropped: list[ChunkDropped] = Field(default_factory=list)
 
 
-class Job(BaseModel):
+class Job(_Model):
     id: str
     tenant: str
     status: JobStatus = JobStatus.queued
@@ -205,7 +211,7 @@ class Job(BaseModel):
     assembly: PromptAssembly | None = None
 
 
-class JobView(BaseModel):
+class JobView(_Model):
     """What `GET /v1/jobs/{id}` returns; also what `alto ask --json` prints."""
 
     job_id: str
@@ -249,13 +255,13 @@ class JobView(BaseModel):
         )
 
 
-class SubmitResponse(BaseModel):
+class SubmitResponse(_Model):
     job_id: str
     status: JobStatus
     status_url: str
 
 
-class QueueMessage(BaseModel):
+class QueueMessage(_Model):
     """What travels on every queue: a pointer to the stored job, never the prompt itself."""
 
     job_id: str

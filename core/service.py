@@ -12,20 +12,18 @@ Guarantees kept here, whatever the runtime:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from core.classify import classify
+from functools import cached_property
+from typing import TYPE_CHECKING
+
 from core.config import ModelConfig, RouteConfig, Settings
 from core.errors import IdempotencyConflict, InputError, NotFound, QueueUnavailable
-from core.governance.breaker import CircuitBreaker, Gate
-from core.governance.cache import ResponseCache, cache_key
-from core.governance.ratelimit import Deferral, RateLimiter, Reservation
-from core.governance.state import Contended
+from core.guardrails import GuardrailViolation, check_input, check_output
 from core.ids import new_job_id, new_trace_id
 from core.logs import Timer, job_id_var, log_event, trace_id_var
 from core.models import (
@@ -33,14 +31,17 @@ from core.models import (
     Usage,
 )
 from core.ports import ConflictError, Delivery, JobQueue, JobStore, Retriever, StateStore
-from core.assembly import Assembled, PromptTooLong, assemble, required_tokens, trim_to
-from core.prompting import extract_citations
-from core.providers.base import ChatRequest, ContextChunk
-from core.providers.registry import ProviderRegistry
-from core.retry import jittered, retry_delay
-from core.guardrails import GuardrailViolation, check_input, check_output
-from core.routing import NoRoute, RoutePlan, Router
-from core.tokenizers import counter
+
+# The worker side (routing, assembly, governance, retries) is imported where `process` needs it, not
+# here: a cold start that only serves the API (submit, status) never loads it.
+if TYPE_CHECKING:
+    from core.assembly import Assembled
+    from core.governance.breaker import CircuitBreaker, Gate
+    from core.governance.cache import ResponseCache
+    from core.governance.ratelimit import Deferral, RateLimiter, Reservation
+    from core.providers.base import ContextChunk
+    from core.providers.registry import ProviderRegistry
+    from core.routing import RoutePlan, Router
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 MIN_CALL_S = 1.0  # don't start a provider call with less than this left before the deadline
@@ -88,12 +89,34 @@ class JobService:
         self.queue = queue
         self.providers = providers
         self.retriever = retriever
-        self.router = router or Router(settings)
+        if router is not None:
+            self.router = router
         self.clock = clock
-        gov = settings.governance
-        self.cache = ResponseCache(state, gov.cache) if gov.cache.enabled else None
-        self.limiter = RateLimiter(state, clock=clock)
-        self.breaker = CircuitBreaker(state, gov.breaker, clock=clock)
+
+    @cached_property
+    def router(self) -> Router:
+        from core.routing import Router
+
+        return Router(self.settings)
+
+    @cached_property
+    def cache(self) -> ResponseCache | None:
+        from core.governance.cache import ResponseCache
+
+        cfg = self.settings.governance.cache
+        return ResponseCache(self.state, cfg) if cfg.enabled else None
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        from core.governance.ratelimit import RateLimiter
+
+        return RateLimiter(self.state, clock=self.clock)
+
+    @cached_property
+    def breaker(self) -> CircuitBreaker:
+        from core.governance.breaker import CircuitBreaker
+
+        return CircuitBreaker(self.state, self.settings.governance.breaker, clock=self.clock)
 
     # ------------------------------------------------------------------ submit
 
@@ -216,6 +239,12 @@ class JobService:
             job_id_var.reset(job_token)
 
     async def _process(self, msg: QueueMessage, delivery: Delivery, deadline: float) -> Outcome:
+        from core.governance.cache import cache_key
+        from core.governance.ratelimit import Deferral
+        from core.governance.state import Contended
+        from core.retry import jittered
+        from core.routing import NoRoute
+
         gov = self.settings.governance
         job = self.store.get(msg.job_id)
         if job is None:
@@ -301,6 +330,9 @@ class JobService:
     ) -> Prepared:
         """Route, fit the window and assemble the prompt: what `process` will send, and what
         `alto route explain` shows. Raises NoRoute when no allowed model can take the request."""
+        from core.assembly import required_tokens
+        from core.tokenizers import counter
+
         count = counter().count
         best = sorted(candidates, key=lambda c: -c.score)[: self.settings.retrieval.top_k]
         size = count(request.prompt) + sum(count(c.text) for c in best)  # what routing rules on size see
@@ -319,6 +351,9 @@ class JobService:
 
     def assemble_for(self, model_name: str, question: str, candidates: list[ContextChunk], route: RouteConfig) -> Assembled:
         """The prompt for one model: its window, its tokenizer, its output allowance."""
+        from core.assembly import PromptTooLong, assemble
+        from core.routing import NoRoute
+
         model = self.settings.models[model_name]
         try:
             return assemble(
@@ -355,6 +390,9 @@ class JobService:
     async def _provider_checked(
         self, decision: RouteDecision, model: ModelConfig, assembled: Assembled, question: str, route: RouteConfig,
     ) -> Assembled:
+        from core.assembly import trim_to
+        from core.routing import NoRoute
+
         provider = self.providers.get(decision.provider)
         count_tokens = getattr(provider, "count_tokens", None)
         if count_tokens is None:
@@ -387,6 +425,10 @@ class JobService:
 
         Nothing here is an attempt: a job that can't be admitted is deferred with its budget intact.
         """
+        import asyncio  # here, not at module level: the submit path never needs it
+
+        from core.governance.ratelimit import Deferral
+
         gov = self.settings.governance
         candidates = [current] + [d for d in plan.fallbacks.get("circuit_open", []) if d.model != current.model]
         retry_in: float | None = None
@@ -431,6 +473,13 @@ class JobService:
         Returns an Outcome when the delivery is decided, a RouteDecision when a typed fallback should
         take the next attempt, or None when an in-process retry of the same model should follow.
         """
+        import asyncio
+
+        from core.classify import classify
+        from core.governance.state import Contended
+        from core.providers.base import ChatRequest
+        from core.retry import retry_delay
+
         gov = self.settings.governance
         route = plan.route
         now = self.clock()
@@ -602,6 +651,8 @@ class JobService:
 
     async def _finalize(self, job: Job, chunks: list[ContextChunk] | None = None) -> Outcome:
         """Everything after the reply: citations, usage and cost, the result write, the callback."""
+        from core.prompting import extract_citations
+
         assert job.reply is not None
         if chunks is None:  # a redelivery after the reply was saved: the same chunks, by id
             chunks = []
@@ -649,6 +700,7 @@ class JobService:
 
     async def _callback(self, job: Job) -> None:
         """POST the job view to the callback URL once; the outcome is recorded, the job result is not at risk."""
+        import asyncio
         import urllib.request
 
         body = JobView.of(job).model_dump_json().encode()

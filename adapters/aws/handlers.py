@@ -8,7 +8,6 @@ jobs whose message was lost. Each one translates; the core decides.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from typing import Any
@@ -18,12 +17,14 @@ from adapters.aws.app import get_app
 from core.api import MAX_BODY_BYTES, ApiRequest, _error, build_api
 
 DEADLINE_MARGIN_S = 5.0  # leave time to report the batch before Lambda's timeout
-_loop: asyncio.AbstractEventLoop | None = None
+_loop: Any = None
 _api: Any = None
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
+def _event_loop() -> Any:
     """One loop per container: the provider's async client and its connection pool live on it."""
+    import asyncio
+
     global _loop
     if _loop is None or _loop.is_closed():
         _loop = asyncio.new_event_loop()
@@ -71,6 +72,8 @@ def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     first: dict[str, Any] = {}
     for d in deliveries:
         first.setdefault(d.body, d)
+
+    import asyncio
 
     async def run_all() -> None:
         await asyncio.gather(*(

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 from core.config import RetrievalConfig
 from core.errors import ConfigError
 from core.ports import BlobStore, DocumentIndex
-from core.retrieval.ingest import IngestStats, blob_documents, folder_documents, ingest_documents
-
 if TYPE_CHECKING:
+    from core.retrieval.ingest import IngestStats
     from core.retrieval.embedding import Embedder
     from core.retrieval.snapshot import Manifest
 
@@ -32,8 +31,10 @@ class Library:
 
     def ingest(
         self, target: str | Path, *, tenant: str, collection: str, prune: bool = False, progress: bool = False,
-    ) -> IngestStats:
+    ) -> "IngestStats":
         """Ingest a file, a folder, or every document under `blob:PREFIX` in the blob store."""
+        from core.retrieval.ingest import blob_documents, folder_documents, ingest_documents
+
         target = str(target)
         if target.startswith(BLOB_SCHEME):
             documents = blob_documents(self.blobs, target[len(BLOB_SCHEME):])

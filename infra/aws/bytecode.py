@@ -12,6 +12,7 @@ bytecode in `__pycache__`, so its tracebacks show source lines.
 from __future__ import annotations
 
 import compileall
+import py_compile
 import sys
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def main(requirements: Path, service: Path) -> int:
     for record in requirements.glob("*.dist-info/RECORD"):
         record.unlink()  # install bookkeeping, never read at run time
     for name in OWN_CODE:
-        compileall.compile_dir(str(service / name), quiet=1, workers=0)
+        # unchecked: the zip doesn't keep source mtimes, and a checked .pyc that no longer matches its
+        # source would be recompiled at every cold start; a deployed artifact never changes anyway
+        compileall.compile_dir(str(service / name), quiet=1, workers=0,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     print(f"bytecode: {removed} dependency modules compiled sourceless; {', '.join(OWN_CODE)} compiled")
     return 0
 

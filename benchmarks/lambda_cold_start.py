@@ -1,0 +1,119 @@
+"""Lambda bundle: size, contents and cold import time, measured from the unzipped artifact.
+
+Packages with `npx osls package` (or takes `--zip`), unzips it, and times imports in fresh python3.12
+processes with bytecode writes off (Lambda's code folder is read-only), boto3 coming from a separate
+folder as the Lambda runtime provides it:
+
+- submit path: `import adapters.aws.handlers` (what the api function loads) against a bare
+  `import boto3; from pydantic import BaseModel` run the same way from the same folder;
+- worker path: the handlers plus the Anthropic provider, tiktoken and boto3, against a bare
+  `import anthropic, boto3` from an ordinary python3.12 venv with cached bytecode.
+
+Prints one JSON line. Targets: zip <= 10 MB; both ratios <= 1.15.
+
+    python benchmarks/lambda_cold_start.py [--zip .serverless/altostratus.zip] [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3<2.1")
+
+SUBMIT = "import boto3, adapters.aws.handlers"  # the api creates its DynamoDB and SQS clients
+SUBMIT_BASE = "import boto3; from pydantic import BaseModel"
+WORKER = ("import adapters.aws.handlers, core.delivery, core.providers.anthropic, anthropic, boto3, tiktoken; "
+          "from core.tokenizers import counter")
+WORKER_BASE = "import anthropic, boto3"
+
+
+def python312() -> str | None:
+    """The Lambda runtime's Python: $ALTO_LAMBDA_PYTHON, python3.12 on PATH, or a pyenv install."""
+    candidates = [os.environ.get("ALTO_LAMBDA_PYTHON"), shutil.which("python3.12"),
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))]
+    for c in candidates:
+        if c and subprocess.run([c, "-c", "import sys; assert sys.version_info[:2] == (3, 12)"],
+                                capture_output=True).returncode == 0:
+            return c
+    return None
+
+
+def package(py: str) -> Path:
+    env = {**os.environ, "ALTO_LAMBDA_PYTHON": py, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake"}
+    env.pop("AWS_PROFILE", None)
+    subprocess.run(["npx", "--no-install", "osls", "package", "--stage", "bench"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return ROOT / ".serverless" / "altostratus.zip"
+
+
+def _once(py: str, code: str, path: list[Path]) -> float:
+    """Seconds spent in `code`'s imports, in a fresh process with bytecode writes off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(map(str, path)), PYTHONNOUSERSITE="1")
+    flags = ["-S"] if path else []  # from a folder: no site-packages at all, as on Lambda
+    probe = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
+    r = subprocess.run([py, *flags, "-c", probe], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if r.returncode != 0:
+        raise RuntimeError(f"import failed: {code}\n{r.stderr[-2000:]}")
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def compare(ours: tuple[str, str, list[Path]], base: tuple[str, str, list[Path]], runs: int) -> tuple[float, float]:
+    """Medians of interleaved runs (ours, base, ours, base...): drift on a shared machine hits both alike."""
+    a, b = [], []
+    for _ in range(runs):
+        a.append(_once(*ours))
+        b.append(_once(*base))
+    return statistics.median(a), statistics.median(b)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zip", help="an already packaged artifact (default: run npx osls package)")
+    p.add_argument("--runs", type=int, default=15)
+    args = p.parse_args(argv)
+    py = python312()
+    if py is None:
+        print(json.dumps({"skipped": "no python3.12 (the Lambda runtime) found; set ALTO_LAMBDA_PYTHON"}))
+        return {}
+    artifact = Path(args.zip) if args.zip else package(py)
+    with tempfile.TemporaryDirectory(prefix="alto-lambda-") as tmp:
+        code, runtime, venv = Path(tmp, "task"), Path(tmp, "runtime"), Path(tmp, "venv")
+        with zipfile.ZipFile(artifact) as z:
+            names = z.namelist()
+            z.extractall(code)
+        pip = [py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "--target", str(runtime), *RUNTIME_PACKAGES], check=True)  # with bytecode, as Lambda's
+        subprocess.run([py, "-m", "venv", str(venv)], check=True)
+        vpy = str(venv / "bin" / "python")
+        subprocess.run([vpy, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "anthropic==2.12.0",
+                        *RUNTIME_PACKAGES], check=True)
+        subprocess.run([vpy, "-c", WORKER_BASE], check=True)  # an ordinary venv: bytecode cached by now
+        path = [code, runtime]
+        submit, submit_base = compare((py, SUBMIT, path), (py, SUBMIT_BASE, path), args.runs)
+        worker, worker_base = compare((py, WORKER, path), (vpy, WORKER_BASE, []), args.runs)
+    line = {
+        "zip_bytes": artifact.stat().st_size, "files": len(names),
+        "boto3_inside": any(n.startswith(("boto3/", "botocore/")) for n in names),
+        "submit_import_s": round(submit, 3), "submit_baseline_s": round(submit_base, 3),
+        "submit_ratio": round(submit / submit_base, 3),
+        "worker_import_s": round(worker, 3), "worker_baseline_s": round(worker_base, 3),
+        "worker_ratio": round(worker / worker_base, 3),
+    }
+    print(json.dumps(line))
+    return line
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The AWS bundle and template, offline: `npx osls package`, cfn-lint, the template's settings, the zip.
+
+Skipped, with the reason printed, where Node's packages or a python3.12 (the Lambda runtime, needed
+for the bundle's bytecode) are missing; `make test` installs the former and finds the latter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from lambda_cold_start import python312  # noqa: E402
+
+PY312 = python312()
+pytestmark = [
+    pytest.mark.skipif(not (ROOT / "node_modules" / ".bin" / "osls").exists(),
+                       reason="osls is not installed: run `npm ci` (make test does)"),
+    pytest.mark.skipif(PY312 is None, reason="no python3.12 to compile the Lambda bundle's bytecode; "
+                                             "set ALTO_LAMBDA_PYTHON"),
+]
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("sls")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake", "ALTO_LAMBDA_PYTHON": PY312 or ""}
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        env.pop(k, None)
+    r = subprocess.run(["npx", "--no-install", "osls", "package", "--stage", "ci", "--package", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    template = json.loads((out / "cloudformation-template-update-stack.json").read_text())
+    return {"dir": out, "template": template, "zip": out / "altostratus.zip"}
+
+
+def resources(packaged: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in packaged["template"]["Resources"].items() if v["Type"] == kind}
+
+
+def test_cfn_lint_reports_no_errors(packaged):
+    r = subprocess.run([sys.executable, "-m", "cfnlint", str(packaged["dir"] / "cloudformation-template-update-stack.json")],
+                       capture_output=True, text=True)
+    assert r.returncode & 2 == 0, r.stdout  # bit 2: errors (4 is warnings: osls's redundant DependsOn)
+
+
+def test_template_queue_batching_concurrency_and_runtime(packaged):
+    res = packaged["template"]["Resources"]
+    functions = resources(packaged, "AWS::Lambda::Function")
+    assert {p["Properties"]["Runtime"] for p in functions.values()} == {"python3.12"}
+    worker = res["WorkerLambdaFunction"]["Properties"]
+    assert worker["Handler"] == "adapters/aws/handlers.worker" and worker["ReservedConcurrentExecutions"] == 10
+    queue = res["JobsQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+                                      "maxReceiveCount": 5}
+    mappings = {json.dumps(m["Properties"]["EventSourceArn"]): m["Properties"]
+                for m in resources(packaged, "AWS::Lambda::EventSourceMapping").values()}
+    jobs = mappings[json.dumps({"Fn::GetAtt": ["JobsQueue", "Arn"]})]
+    assert jobs["BatchSize"] == 10 and jobs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    dlq = mappings[json.dumps({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})]
+    assert dlq["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    for table in ("JobsTable", "StateTable"):
+        assert res[table]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    alarms = {a["Properties"]["MetricName"] for a in resources(packaged, "AWS::CloudWatch::Alarm").values()}
+    assert alarms == {"ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible"}
+    assert len(resources(packaged, "AWS::CloudWatch::Alarm")) == 3  # age, depth, DLQ depth
+    lines = [ln.split("#", 1)[0] for ln in (ROOT / "serverless.yml").read_text().splitlines()]
+    assert not any("${aws:" in ln for ln in lines)  # a package-time network call; ARNs use Fn::Sub
+
+
+def _actions(role: dict[str, Any]) -> set[str]:
+    out: set[str] = set()
+    for policy in role["Properties"].get("Policies", []):
+        for st in policy["PolicyDocument"]["Statement"]:
+            acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            assert st["Resource"] != "*", st  # every statement names its resources
+            out.update(acts)
+    return out
+
+
+def test_each_function_has_its_own_least_privilege_role(packaged):
+    res = packaged["template"]["Resources"]
+    roles = {name: res[name] for name in ("ApiRole", "WorkerRole", "DeadLetterRole", "ReconcileRole")}
+    for fn, role in (("Api", "ApiRole"), ("Worker", "WorkerRole"), ("DeadLetter", "DeadLetterRole"),
+                     ("Reconcile", "ReconcileRole")):
+        assert res[f"{fn}LambdaFunction"]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+    actions = {name: _actions(r) for name, r in roles.items()}
+    assert all("*" not in a for acts in actions.values() for a in acts)
+    assert not {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:GetObject"} & actions["ApiRole"]
+    assert "sqs:SendMessage" not in actions["DeadLetterRole"] and "dynamodb:Query" not in actions["WorkerRole"]
+    assert not any(a.startswith("secretsmanager") for a in actions["DeadLetterRole"] | actions["ReconcileRole"])
+
+
+def test_zip_is_small_has_no_boto3_ships_bytecode_and_imports_cleanly(packaged, tmp_path):
+    z = packaged["zip"]
+    assert z.stat().st_size <= 10_000_000
+    with zipfile.ZipFile(z) as zf:
+        names = zf.namelist()
+        zf.extractall(tmp_path / "task")
+    assert not any(n.startswith(("boto3/", "botocore/")) for n in names)
+    assert any(n.startswith("anthropic-") and n.endswith(".dist-info/METADATA") for n in names)  # kept: read at import
+    assert "anthropic/_client.pyc" in names and "anthropic/_client.py" not in names  # sourceless bytecode
+    assert "core/__pycache__/service.cpython-312.pyc" in names and "core/service.py" in names
+    assert "core/tokenizers/cl100k_base.bpe.xz" in names and not any(n.startswith("core/testing/") for n in names)
+    code = (
+        "import adapters.aws.handlers, anthropic, core.providers.anthropic\n"
+        "from core.tokenizers import counter\n"
+        "from core.config import load_settings\n"
+        "assert counter().count('hello world') == 2\n"
+        "s = load_settings('infra/aws/altostratus.yaml', env={})\n"
+        "print(s.routing.default.model, s.retrieval.backend)"
+    )
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(tmp_path / "task"), "PATH": os.environ.get("PATH", "")}
+    r = subprocess.run([PY312, "-S", "-c", code], cwd=tmp_path / "task", env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["claude-haiku-4-5", "snapshot"]
+    assert not list((tmp_path / "task").rglob("__pycache__/*.cpython-312.opt-*.pyc"))
+    shutil.rmtree(tmp_path / "task")
+
+
+def test_cold_start_benchmark_prints_its_figures(packaged):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lambda_cold_start.py"), "--zip", str(packaged["zip"]),
+                        "--runs", "3"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    print("\n" + json.dumps(line))
+    assert line["zip_bytes"] == packaged["zip"].stat().st_size and line["boto3_inside"] is False
+    assert line["submit_ratio"] > 0 and line["worker_ratio"] > 0
