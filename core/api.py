@@ -187,6 +187,13 @@ def _trace_from(traceparent: str | None) -> str | None:
     return None
 
 
+def respond(api: Api, req: ApiRequest) -> ApiResponse:
+    """What every runtime's HTTP entry point calls: the body limit, then the routes."""
+    if len(req.body) > MAX_BODY_BYTES:
+        return _error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+    return api.handle(req)
+
+
 def build_api(app: Any) -> Api:
     """Wire the API from a bootstrapped App (keeps the adapters one line)."""
     return Api(app.service, ApiKeys(app.settings, app.secrets), public_url=app.settings.server.public_url)

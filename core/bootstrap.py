@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from core.config import Settings, load_settings
 from core.embedded.secrets import EnvSecrets
@@ -124,3 +124,25 @@ def build_retrieval(
     return IndexRetriever(
         local, mode=r.mode, embedder=embedder, rrf_k=r.rrf_k, keyword_engine=r.keyword_engine,
     ), local, embedder
+
+
+class LazyApp:
+    """A cloud entry point's app: built by `factory` on the first invocation, then kept for the
+    instance's life (import stays cheap and network-free; `reset()` is for tests)."""
+
+    def __init__(self, factory: "Callable[[], App]") -> None:
+        import threading
+
+        self.factory = factory
+        self._app: App | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> App:
+        if self._app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = self.factory()
+        return self._app
+
+    def reset(self) -> None:
+        self._app = None

@@ -33,3 +33,36 @@ async def run_delivery(
     else:
         queue.release(delivery, delay_s=outcome.delay_s)
     return outcome
+
+
+_loop = None
+
+
+def event_loop():
+    """One event loop per process (per Lambda container, per Cloud Functions instance): the provider's
+    async client and its connection pool live on it, so it must outlive single invocations."""
+    import asyncio
+
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+def run_batch(
+    service: JobService, queue: JobQueue, deliveries: list[Delivery], *, deadline: float, retry_delay_s: float = 1.0,
+) -> list[Outcome]:
+    """Process deliveries concurrently on the process's loop; two copies of one message run once
+    (the first carries the job and is redelivered if it fails, so the copy is done)."""
+    import asyncio
+
+    first: dict[str, Delivery] = {}
+    for d in deliveries:
+        first.setdefault(d.body, d)
+
+    async def run_all() -> list[Outcome]:
+        return list(await asyncio.gather(*(
+            run_delivery(service, queue, d, deadline=deadline, retry_delay_s=retry_delay_s) for d in first.values()
+        )))
+
+    return event_loop().run_until_complete(run_all())

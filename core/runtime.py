@@ -8,7 +8,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from core.api import MAX_BODY_BYTES, Api, ApiRequest, _error
+from core.api import MAX_BODY_BYTES, Api, ApiRequest, respond
 from core.bootstrap import App
 from core.delivery import run_delivery as apply_outcome
 from core.logs import log_event
@@ -111,8 +111,7 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
             base_url=f"{scope.get('scheme', 'http')}://{host}",
             query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
         )
-        resp = api.handle(req) if len(body) <= MAX_BODY_BYTES else _error(
-            413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+        resp = respond(api, req)
         payload = resp.json_bytes()
         raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         raw_headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]

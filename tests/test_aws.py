@@ -104,7 +104,7 @@ class Aws:
 
         self.config.write_text(yaml.safe_dump(config))
         client.cache_clear()
-        aws_app.reset()
+        aws_app.get_app.reset()
         import adapters.aws.handlers as handlers
 
         handlers._api = None

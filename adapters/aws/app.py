@@ -8,15 +8,12 @@ invocation builds the app (clients are created even later, on first use).
 from __future__ import annotations
 
 import os
-import threading
 from typing import Mapping
 
-from core.bootstrap import App, bootstrap
+from core.bootstrap import App, LazyApp, bootstrap
 from core.config import load_settings
 from core.errors import ConfigError
 
-_app: App | None = None
-_lock = threading.Lock()
 REQUIRED = ("ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_QUEUE_URL", "ALTO_BUCKET")
 
 
@@ -49,16 +46,4 @@ def build(env: Mapping[str, str] | None = None) -> App:
     )
 
 
-def get_app() -> App:
-    global _app
-    if _app is None:
-        with _lock:
-            if _app is None:
-                _app = build()
-    return _app
-
-
-def reset() -> None:
-    """Forget the container's app (tests switch environments between cases)."""
-    global _app
-    _app = None
+get_app = LazyApp(lambda: build())

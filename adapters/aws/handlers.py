@@ -14,21 +14,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters.aws.app import get_app
-from core.api import MAX_BODY_BYTES, ApiRequest, _error, build_api
+from core.api import ApiRequest, build_api, respond
 
 DEADLINE_MARGIN_S = 5.0  # leave time to report the batch before Lambda's timeout
-_loop: Any = None
 _api: Any = None
-
-
-def _event_loop() -> Any:
-    """One loop per container: the provider's async client and its connection pool live on it."""
-    import asyncio
-
-    global _loop
-    if _loop is None or _loop.is_closed():
-        _loop = asyncio.new_event_loop()
-    return _loop
 
 
 def _deadline(context: Any) -> float:
@@ -50,8 +39,7 @@ def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
         base_url=f"{headers.get('x-forwarded-proto', 'https')}://{domain}",
         query=dict(parse_qsl(event.get("rawQueryString") or "")),
     )
-    resp = _api.handle(req) if len(raw) <= MAX_BODY_BYTES else _error(
-        413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+    resp = respond(_api, req)
     return {
         "statusCode": resp.status, "headers": {"content-type": "application/json", **resp.headers},
         "body": resp.json_bytes().decode(), "isBase64Encoded": False,
@@ -60,28 +48,14 @@ def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from adapters.aws.sqs import LambdaBatch
-    from core.delivery import run_delivery
+    from core.delivery import run_batch
 
     app = get_app()
     batch = LambdaBatch(app.queue)  # type: ignore[arg-type]
-    deadline = _deadline(context)
     deliveries = [app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {}))  # type: ignore[attr-defined]
                   for r in event.get("Records", [])]
-    # SQS may put two copies of one message in the same batch: the first carries the job (and is
-    # redelivered if it fails), so the copy is done; run concurrently it would only wait out the lease
-    first: dict[str, Any] = {}
-    for d in deliveries:
-        first.setdefault(d.body, d)
-
-    import asyncio
-
-    async def run_all() -> None:
-        await asyncio.gather(*(
-            run_delivery(app.service, batch, d, deadline=deadline, retry_delay_s=app.settings.governance.backoff_base_s)
-            for d in first.values()
-        ))
-
-    _event_loop().run_until_complete(run_all())
+    run_batch(app.service, batch, deliveries, deadline=_deadline(context),
+              retry_delay_s=app.settings.governance.backoff_base_s)
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in batch.failures]}
 
 
