@@ -64,6 +64,7 @@ def dead_letter(event: dict[str, Any], context: Any) -> dict[str, Any]:
     failures = []
     for r in event.get("Records", []):
         d = app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {}))  # type: ignore[attr-defined]
+        d.receive_count = max(d.receive_count, app.settings.queue.max_receives)  # the DLQ's own count restarts
         try:
             app.service.dead_letter(d)
         except Exception:  # a store outage: keep the record in the DLQ and try again

@@ -1,0 +1,49 @@
+"""The GCP composition: ports from the function's environment, wired by `core.bootstrap` once per instance.
+
+Environment (set by infra/gcp): `ALTO_GCP_PROJECT`, `ALTO_TOPIC` (the jobs topic id), `ALTO_BUCKET`,
+`ALTO_CONFIG` (the deployed altostratus.yaml), optionally `ALTO_FIRESTORE_DATABASE` and
+`ALTO_CLAIM_CHECK_BYTES`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from core.bootstrap import App, LazyApp, bootstrap
+from core.config import load_settings
+from core.errors import ConfigError
+
+REQUIRED = ("ALTO_TOPIC", "ALTO_BUCKET")
+
+
+def build(env: Mapping[str, str] | None = None) -> App:
+    from adapters.gcp import clients
+    from adapters.gcp.firestore import FirestoreJobStore, FirestoreStateStore
+    from adapters.gcp.gcs import GcsBlobStore
+    from adapters.gcp.pubsub import PUBSUB_MAX_BYTES, PubSubQueue
+    from adapters.gcp.secrets import SecretManagerSecrets
+    from core.embedded.secrets import EnvSecrets
+
+    env = os.environ if env is None else env
+    missing = [k for k in REQUIRED if not env.get(k)]
+    if missing:
+        raise ConfigError(f"the GCP adapter needs {', '.join(missing)} in the function's environment "
+                          "(infra/gcp sets them; for a local run export them)")
+    project = clients.project()
+    settings = load_settings(env.get("ALTO_CONFIG") or None, env=env)
+    if "ALTO_DATA_DIR" not in env:
+        settings.data_dir = "/tmp/altostratus"  # the instance's only writable folder: snapshots, scratch
+    blobs = GcsBlobStore(clients.storage, env["ALTO_BUCKET"])
+    return bootstrap(
+        settings,
+        store=FirestoreJobStore(clients.firestore),
+        state=FirestoreStateStore(clients.firestore),
+        queue=PubSubQueue(clients.publisher, f"projects/{project}/topics/{env['ALTO_TOPIC']}", blobs,
+                          limit_bytes=int(env.get("ALTO_CLAIM_CHECK_BYTES", PUBSUB_MAX_BYTES))),
+        blobs=blobs,
+        secrets=SecretManagerSecrets(clients.secret_manager, clients.project, EnvSecrets(env)),
+    )
+
+
+get_app = LazyApp(lambda: build())

@@ -1,0 +1,58 @@
+"""Google Cloud clients: created once per instance, on first use, never at import.
+
+In tests (and locally) `PUBSUB_EMULATOR_HOST` / `FIRESTORE_EMULATOR_HOST` / `STORAGE_EMULATOR_HOST`
+point the official clients at emulators, with anonymous credentials, so nothing reaches a metadata
+server.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+
+def project() -> str:
+    p = os.environ.get("ALTO_GCP_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCP_PROJECT")
+    if not p:
+        from core.errors import ConfigError
+
+        raise ConfigError("set ALTO_GCP_PROJECT (or GOOGLE_CLOUD_PROJECT) to the project the adapter runs in")
+    return p
+
+
+def _anonymous_if_emulated(var: str) -> dict[str, Any]:
+    if os.environ.get(var):
+        from google.auth.credentials import AnonymousCredentials
+
+        return {"credentials": AnonymousCredentials()}
+    return {}
+
+
+@lru_cache(maxsize=None)
+def publisher() -> Any:
+    from google.cloud import pubsub_v1
+
+    return pubsub_v1.PublisherClient(**_anonymous_if_emulated("PUBSUB_EMULATOR_HOST"))
+
+
+@lru_cache(maxsize=None)
+def firestore() -> Any:
+    from google.cloud import firestore as fs
+
+    return fs.Client(project=project(), database=os.environ.get("ALTO_FIRESTORE_DATABASE", "(default)"),
+                     **_anonymous_if_emulated("FIRESTORE_EMULATOR_HOST"))
+
+
+@lru_cache(maxsize=None)
+def storage() -> Any:
+    from google.cloud import storage as gcs
+
+    return gcs.Client(project=project(), **_anonymous_if_emulated("STORAGE_EMULATOR_HOST"))
+
+
+@lru_cache(maxsize=None)
+def secret_manager() -> Any:
+    from google.cloud import secretmanager
+
+    return secretmanager.SecretManagerServiceClient()

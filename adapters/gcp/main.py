@@ -1,0 +1,94 @@
+"""Cloud Functions (gen2) entry points for functions-framework; the names are the contract infra/gcp
+deploys (`--entry-point`).
+
+`api` (HTTP): the same routes, keys and responses as the local server. `worker` (CloudEvent,
+`google.cloud.pubsub.topic.v1.messagePublished`): returns normally to ack; raises only for what must
+be redelivered (the trigger retries on failure). `dead_letter` (CloudEvent on the dead-letter
+topic): marks jobs `dead_lettered`. `reconcile` (HTTP, from Cloud Scheduler). Binary and structured
+CloudEvents and raw Pub/Sub push bodies all arrive here as CloudEvents (functions-framework converts).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import functions_framework
+
+from adapters.gcp.app import get_app
+from core.api import ApiRequest, build_api, respond
+
+DEADLINE_MARGIN_S = 10.0
+MAX_EARLY_SLEEP_S = 60.0  # a deferred message that arrives early waits this long at most, then hops
+MIN_WORK_S = 20.0  # time to leave for the job itself after such a wait
+_api: Any = None
+
+
+def _timeout_s() -> float:
+    return float(os.environ.get("ALTO_FUNCTION_TIMEOUT_S", "540"))  # infra/gcp sets the function's timeout
+
+
+@functions_framework.http
+def api(request: Any) -> Any:
+    global _api
+    if _api is None:
+        _api = build_api(get_app())
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    scheme = headers.get("x-forwarded-proto", request.scheme)
+    req = ApiRequest(
+        method=request.method, path=request.path, headers=headers, body=request.get_data(cache=False),
+        base_url=f"{scheme}://{request.host}", query=request.args.to_dict(),
+    )
+    resp = respond(_api, req)
+    return resp.json_bytes(), resp.status, {"content-type": "application/json", **resp.headers}
+
+
+def _delivery(cloud_event: Any) -> Any:
+    """The Pub/Sub message inside a messagePublished CloudEvent, as a core Delivery."""
+    data = cloud_event.data or {}
+    msg = data.get("message") or {}
+    attempt = data.get("deliveryAttempt") or msg.get("deliveryAttempt") or 1
+    raw = base64.b64decode(msg.get("data") or b"")
+    return get_app().queue.delivery(  # type: ignore[attr-defined]
+        str(msg.get("messageId") or cloud_event["id"]), raw, dict(msg.get("attributes") or {}), int(attempt),
+    )
+
+
+@functions_framework.cloud_event
+def worker(cloud_event: Any) -> None:
+    from core.delivery import run_batch
+
+    app = get_app()
+    start = time.time()
+    deadline = start + _timeout_s() - DEADLINE_MARGIN_S
+    d = _delivery(cloud_event)
+    not_before = float(d.attributes.get("not_before") or 0)
+    if not_before > start:  # a deferred copy, early: wait here (no attempt spent), or pass it on
+        wait, room = not_before - start, deadline - start - MIN_WORK_S
+        if wait <= min(MAX_EARLY_SLEEP_S, room):
+            time.sleep(wait)
+        else:  # too early for this invocation: hop, at most once a minute per message
+            time.sleep(max(0.0, min(MAX_EARLY_SLEEP_S, room)))
+            app.queue.send(d.body, not_before=not_before)  # type: ignore[call-arg]
+            return
+    # a retry raises Redeliver out of here: Pub/Sub redelivers after the subscription's backoff
+    run_batch(app.service, app.queue, [d], deadline=deadline, retry_delay_s=app.settings.governance.backoff_base_s)
+
+
+@functions_framework.cloud_event
+def dead_letter(cloud_event: Any) -> None:
+    app = get_app()
+    d = _delivery(cloud_event)
+    d.receive_count = max(d.receive_count, app.settings.queue.max_receives)
+    app.service.dead_letter(d)  # a store outage raises: the dead-letter subscription retries
+
+
+@functions_framework.http
+def reconcile(request: Any) -> Any:
+    body = request.get_json(silent=True) or {}
+    older = body.get("older_than_s")
+    counts = get_app().service.reconcile(older_than_s=float(older) if older is not None else None)
+    return json.dumps(counts), 200, {"content-type": "application/json"}
