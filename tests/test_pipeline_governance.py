@@ -148,7 +148,10 @@ app = bootstrap(load_settings(env={"ALTO_DATA_DIR": sys.argv[1]}))
 job, _ = app.service.submit("t", JobRequest(prompt="hello"))
 asyncio.run(run_until_done(app, [job.id]))
 from core.api import openapi_spec; openapi_spec()
-heavy = sorted({m.split('.')[0] for m in sys.modules} & {"anthropic", "boto3", "botocore", "google", "azure", "httpx", "httpx2", "functions_framework"})
+sdks = ("anthropic", "boto3", "botocore", "google.cloud.pubsub_v1", "google.cloud.firestore", "google.cloud.storage",
+        "google.api_core", "azure.functions", "azure.data", "azure.storage", "httpx", "httpx2", "functions_framework")
+# (bare `google`/`google.cloud` can be namespace stubs that a .pth file creates at startup: not an SDK import)
+heavy = sorted({s for s in sdks if s in sys.modules})
 print(json.dumps({"status": app.store.get(job.id).status.value, "heavy": heavy}))
 """
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
