@@ -36,24 +36,35 @@ async def run_delivery(
 
 
 _loop = None
+_loop_lock = __import__("threading").Lock()
 
 
 def event_loop():
-    """One event loop per process (per Lambda container, per Cloud Functions instance): the provider's
-    async client and its connection pool live on it, so it must outlive single invocations."""
+    """The process's event loop, running in its own daemon thread.
+
+    One loop per process (per Lambda container, per Cloud Functions or Azure Functions instance):
+    the provider's async client and its connection pool are bound to it, so it must outlive single
+    invocations; and a thread of its own lets invocations arriving on several host threads share it
+    safely (run_until_complete from two threads at once would fail).
+    """
     import asyncio
+    import threading
 
     global _loop
-    if _loop is None or _loop.is_closed():
-        _loop = asyncio.new_event_loop()
-    return _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="alto-event-loop", daemon=True).start()
+            _loop = loop
+        return _loop
 
 
 def run_batch(
     service: JobService, queue: JobQueue, deliveries: list[Delivery], *, deadline: float, retry_delay_s: float = 1.0,
 ) -> list[Outcome]:
-    """Process deliveries concurrently on the process's loop; two copies of one message run once
-    (the first carries the job and is redelivered if it fails, so the copy is done)."""
+    """Process deliveries concurrently on the process's loop and wait for them; two copies of one
+    message run once (the first carries the job and is redelivered if it fails, so the copy is done).
+    Exceptions a queue raises to have a message redelivered propagate to the caller."""
     import asyncio
 
     first: dict[str, Delivery] = {}
@@ -65,4 +76,4 @@ def run_batch(
             run_delivery(service, queue, d, deadline=deadline, retry_delay_s=retry_delay_s) for d in first.values()
         )))
 
-    return event_loop().run_until_complete(run_all())
+    return asyncio.run_coroutine_threadsafe(run_all(), event_loop()).result()

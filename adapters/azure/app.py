@@ -1,0 +1,89 @@
+"""The Azure composition: ports from the Function App's settings, wired by `core.bootstrap` once per
+instance. Identity-based connections (managed identity), never connection strings, in deployed
+settings:
+
+- `ServiceBusConnection__fullyQualifiedNamespace` (the bindings' and the SDK sender's namespace),
+  `ALTO_QUEUE_NAME`;
+- `AzureWebJobsStorage__accountName` or `ALTO_STORAGE_CONNECTION` (Azurite, local only) for Table
+  and Blob Storage; `ALTO_JOBS_TABLE`, `ALTO_STATE_TABLE`, `ALTO_CONTAINER`;
+- secrets as Key Vault references in app settings (`@Microsoft.KeyVault(SecretUri=…)`), read by the
+  config as `env:NAME`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any, Mapping
+
+from core.bootstrap import App, LazyApp, bootstrap
+from core.config import load_settings
+from core.errors import ConfigError
+
+
+def _credential() -> Any:
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+@lru_cache(maxsize=None)
+def table_service() -> Any:
+    from azure.data.tables import TableServiceClient
+
+    if os.environ.get("ALTO_STORAGE_CONNECTION"):
+        return TableServiceClient.from_connection_string(os.environ["ALTO_STORAGE_CONNECTION"])
+    account = os.environ["AzureWebJobsStorage__accountName"]
+    return TableServiceClient(f"https://{account}.table.core.windows.net", credential=_credential())
+
+
+@lru_cache(maxsize=None)
+def blob_service() -> Any:
+    from azure.storage.blob import BlobServiceClient
+
+    if os.environ.get("ALTO_STORAGE_CONNECTION"):
+        return BlobServiceClient.from_connection_string(os.environ["ALTO_STORAGE_CONNECTION"])
+    account = os.environ["AzureWebJobsStorage__accountName"]
+    return BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=_credential())
+
+
+@lru_cache(maxsize=None)
+def sender() -> Any:
+    from azure.servicebus import ServiceBusClient
+
+    client = ServiceBusClient(os.environ["ServiceBusConnection__fullyQualifiedNamespace"], credential=_credential())
+    return client.get_queue_sender(os.environ["ALTO_QUEUE_NAME"])
+
+
+def build(env: Mapping[str, str] | None = None, *, sender_factory: Any = None) -> App:
+    from adapters.azure.blobs import AzureBlobStore
+    from adapters.azure.servicebus import ServiceBusQueue
+    from adapters.azure.tables import TableJobStore, TableStateStore
+    from core.embedded.secrets import EnvSecrets
+
+    env = os.environ if env is None else env
+    if not env.get("ALTO_QUEUE_NAME"):
+        raise ConfigError("the Azure adapter needs ALTO_QUEUE_NAME in the app settings (infra/azure sets it)")
+    settings = load_settings(env.get("ALTO_CONFIG") or None, env=env)
+    if "ALTO_DATA_DIR" not in env:
+        settings.data_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "altostratus")
+    jobs, state = env.get("ALTO_JOBS_TABLE", "altojobs"), env.get("ALTO_STATE_TABLE", "altostate")
+    container = env.get("ALTO_CONTAINER", "alto")
+    blobs = AzureBlobStore(lambda: blob_service().get_container_client(container))
+    return bootstrap(
+        settings,
+        store=TableJobStore(lambda: table_service().get_table_client(jobs)),
+        state=TableStateStore(lambda: table_service().get_table_client(state)),
+        queue=ServiceBusQueue(sender_factory or sender, blobs, max_delivery_count=settings.queue.max_receives),
+        blobs=blobs,
+        secrets=EnvSecrets(env),  # Key Vault references arrive as plain app settings
+    )
+
+
+get_app = LazyApp(lambda: build())
+
+
+def reset() -> None:
+    for f in (table_service, blob_service, sender):
+        f.cache_clear()
+    get_app.reset()

@@ -1,0 +1,81 @@
+"""Azure Functions entry points, v2 Python programming model (the function names are the contract
+infra/azure and host.json refer to).
+
+`api` (HTTP: the same routes, keys and responses as the local server; enqueues through a Service
+Bus output binding), `worker` (Service Bus queue trigger: returns to complete; raises to abandon, so
+Service Bus redelivers up to maxDeliveryCount and then dead-letters), `dead_letter` (the queue's
+`$DeadLetterQueue`: marks jobs `dead_lettered`), `reconcile` (timer, every 5 minutes).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import azure.functions as func
+
+from adapters.azure.app import get_app
+from core.api import ApiRequest, build_api, respond
+
+QUEUE = "%ALTO_QUEUE_NAME%"
+CONNECTION = "ServiceBusConnection"
+DEADLINE_S = 230.0  # under host.json's functionTimeout: the deadline governance works to
+_api: Any = None
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # our own API keys authenticate
+
+
+@app.function_name(name="api")
+@app.route(route="{*path}", methods=["GET", "POST"])
+@app.service_bus_queue_output(arg_name="out", connection=CONNECTION, queue_name=QUEUE)
+def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
+    global _api
+    alto = get_app()
+    if _api is None:
+        _api = build_api(alto)
+    headers = {k.lower(): v for k, v in req.headers.items()}
+    url = urlsplit(req.url)
+    path, base = url.path or "/", f"{headers.get('x-forwarded-proto', url.scheme)}://{url.netloc}"
+    token = alto.queue.collect()  # type: ignore[attr-defined]
+    try:
+        resp = respond(_api, ApiRequest(method=req.method, path=path, headers=headers, body=req.get_body() or b"",
+                                        base_url=base, query=dict(req.params)))
+    finally:
+        messages = alto.queue.collected(token)  # type: ignore[attr-defined]
+    if messages:
+        out.set(messages[0] if len(messages) == 1 else messages)  # type: ignore[arg-type]
+    return func.HttpResponse(resp.json_bytes(), status_code=resp.status, mimetype="application/json",
+                             headers=resp.headers)
+
+
+def _delivery(msg: func.ServiceBusMessage) -> Any:
+    return get_app().queue.delivery(  # type: ignore[attr-defined]
+        msg.message_id or "", msg.get_body(), int(msg.delivery_count or 1), dict(msg.application_properties or {}),
+    )
+
+
+@app.function_name(name="worker")
+@app.service_bus_queue_trigger(arg_name="msg", connection=CONNECTION, queue_name=QUEUE)
+async def worker(msg: func.ServiceBusMessage) -> None:
+    # async: the host runs it on its event loop, where the provider's async client lives
+    from core.delivery import run_delivery
+
+    alto = get_app()
+    await run_delivery(alto.service, alto.queue, _delivery(msg), deadline=time.time() + DEADLINE_S,
+                       retry_delay_s=alto.settings.governance.backoff_base_s)
+
+
+@app.function_name(name="dead_letter")
+@app.service_bus_queue_trigger(arg_name="msg", connection=CONNECTION, queue_name=QUEUE + "/$DeadLetterQueue")
+def dead_letter(msg: func.ServiceBusMessage) -> None:
+    alto = get_app()
+    d = _delivery(msg)
+    d.receive_count = max(d.receive_count, alto.settings.queue.max_receives)
+    alto.service.dead_letter(d)  # a store outage raises: the message stays in the DLQ for another try
+
+
+@app.function_name(name="reconcile")
+@app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
+def reconcile(timer: func.TimerRequest) -> None:
+    get_app().service.reconcile()

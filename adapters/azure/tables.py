@@ -1,0 +1,177 @@
+"""JobStore and StateStore on Table Storage: conditional insert and ETag-matched updates.
+
+Jobs: PartitionKey "job", RowKey the job id (every read is a point read; the reconciler's and
+listings' filters run server-side); the job's JSON is split over 30,000-character properties, the
+most a Table string holds. State: PartitionKey "state", RowKey the key encoded (Table keys can't
+hold '/', '\\', '#' or '?'). Expired state rows count as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+from urllib.parse import quote
+
+from core.models import Job, JobStatus
+from core.ports import ConflictError, StateRecord
+
+JOB_RETENTION_S = 30 * 86400
+
+
+def _key(key: str) -> str:
+    return quote(key, safe="").replace("%", "~")  # '%' is allowed but '/' etc. aren't; keep it reversible
+
+
+def _split(text: str) -> dict[str, str]:
+    parts = [text[i:i + 30_000] for i in range(0, len(text), 30_000)] or [""]
+    return {f"data{i}": p for i, p in enumerate(parts)} | {"parts": len(parts)}  # type: ignore[dict-item]
+
+
+def _join(entity: dict[str, Any]) -> str:
+    return "".join(entity[f"data{i}"] for i in range(int(entity["parts"])))
+
+
+class TableJobStore:
+    def __init__(self, client: Callable[[], Any], *, retention_s: float = JOB_RETENTION_S) -> None:
+        self._client = client  # a TableClient for the jobs table
+        self.retention_s = retention_s
+
+    def _entity(self, job: Job) -> dict[str, Any]:
+        e: dict[str, Any] = {
+            "PartitionKey": "job", "RowKey": job.id, "tenant": job.tenant, "status": job.status.value,
+            "version": job.version, "created_at": job.created_at, "updated_at": job.updated_at,
+            **_split(job.model_dump_json()),
+        }
+        if job.status.terminal:
+            e["expires_at"] = (job.finished_at or job.updated_at) + self.retention_s
+        return e
+
+    def create(self, job: Job) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._client().create_entity(self._entity(job))
+        except ResourceExistsError:
+            raise ConflictError(f"job {job.id} already exists") from None
+
+    def _read(self, job_id: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._client().get_entity("job", job_id)
+        except ResourceNotFoundError:
+            return None
+
+    def get(self, job_id: str) -> Job | None:
+        e = self._read(job_id)
+        return Job.model_validate_json(_join(e)) if e is not None else None
+
+    def update(self, job: Job, *, expected_version: int) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        current = self._read(job.id)
+        if current is None or int(current["version"]) != expected_version:
+            return False
+        new = job.model_copy(update={"version": expected_version + 1})
+        try:  # the ETag makes read-check-write one conditional write: a racing writer changes it
+            self._client().update_entity(self._entity(new), mode=UpdateMode.REPLACE,
+                                         etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as e:
+            if e.status_code == 412:
+                return False
+            raise
+        job.version = expected_version + 1
+        return True
+
+    def list(
+        self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
+        updated_before: float | None = None,
+    ) -> list[Job]:
+        clauses, params = ["PartitionKey eq 'job'"], {}
+        if tenant is not None:
+            clauses.append("tenant eq @tenant")
+            params["tenant"] = tenant
+        if status is not None:
+            clauses.append("status eq @status")
+            params["status"] = status.value
+        if updated_before is not None:
+            clauses.append("updated_at lt @before")
+            params["before"] = updated_before
+        jobs = [Job.model_validate_json(_join(e))
+                for e in self._client().query_entities(" and ".join(clauses), parameters=params)]
+        if updated_before is not None:
+            jobs.sort(key=lambda j: j.updated_at)
+        else:
+            jobs.sort(key=lambda j: j.created_at, reverse=True)
+        return jobs[:limit]
+
+
+class TableStateStore:
+    def __init__(self, client: Callable[[], Any], *, clock: Callable[[], float] = time.time) -> None:
+        self._client = client  # a TableClient for the state table
+        self.clock = clock
+
+    def _read(self, key: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._client().get_entity("state", _key(key))
+        except ResourceNotFoundError:
+            return None
+
+    def _live(self, e: Any) -> bool:
+        return e is not None and (e.get("expires_at") is None or e["expires_at"] > self.clock())
+
+    def get(self, key: str) -> StateRecord | None:
+        e = self._read(key)
+        if not self._live(e):
+            return None
+        return StateRecord(value=json.loads(e["v"]), version=int(e["version"]), expires_at=e.get("expires_at"))
+
+    def _entity(self, key: str, value: dict[str, Any], version: int, ttl_s: float | None) -> dict[str, Any]:
+        e: dict[str, Any] = {"PartitionKey": "state", "RowKey": _key(key), "v": json.dumps(value), "version": version}
+        if ttl_s is not None:
+            e["expires_at"] = self.clock() + ttl_s
+        return e
+
+    def _replace(self, current: Any, entity: dict[str, Any]) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        try:
+            self._client().update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as e:
+            if e.status_code == 412:
+                return False
+            raise
+        return True
+
+    def put_if_absent(self, key: str, value: dict[str, Any], *, ttl_s: float | None = None) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+
+        current = self._read(key)
+        if current is None:
+            try:
+                self._client().create_entity(self._entity(key, value, 1, ttl_s))
+                return True
+            except ResourceExistsError:
+                return False
+        if self._live(current):
+            return False
+        return self._replace(current, self._entity(key, value, int(current["version"]) + 1, ttl_s))
+
+    def compare_and_set(
+        self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
+    ) -> bool:
+        current = self._read(key)
+        if not self._live(current) or int(current["version"]) != expected_version:
+            return False
+        return self._replace(current, self._entity(key, value, expected_version + 1, ttl_s))
+
+    def delete(self, key: str) -> None:
+        self._client().delete_entity("state", _key(key))

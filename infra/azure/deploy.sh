@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Deploy Altostratus to Azure: infrastructure with Bicep, code with Azure Functions Core Tools.
+#
+#   RESOURCE_GROUP=alto-rg ./infra/azure/deploy.sh      # az deployment group create, then func azure functionapp publish
+#   ./infra/azure/deploy.sh --build-only                # just the app folder, in infra/azure/build/app
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(cd ../.. && pwd)
+NAME=${NAME:-alto}
+LOCATION=${LOCATION:-westeurope}
+
+build() {
+  rm -rf build/app && mkdir -p build/app/adapters
+  cp -r "$ROOT/core" build/app/ && rm -rf build/app/core/testing
+  cp "$ROOT/adapters/__init__.py" build/app/adapters/ && cp -r "$ROOT/adapters/azure" build/app/adapters/
+  # the host looks for function_app.py, host.json and requirements.txt at the app root
+  printf 'from adapters.azure.function_app import app  # noqa: F401\n' > build/app/function_app.py
+  cp "$ROOT/adapters/azure/host.json" "$ROOT/adapters/azure/requirements.txt" altostratus.yaml build/app/
+  find build/app -name __pycache__ -prune -exec rm -rf {} +
+  echo "built infra/azure/build/app"
+}
+
+build
+[ "${1:-}" = "--build-only" ] && exit 0
+[ -n "${RESOURCE_GROUP:-}" ] || { echo "set RESOURCE_GROUP=<resource group>" >&2; exit 2; }
+az group create --name "$RESOURCE_GROUP" --location "$LOCATION" >/dev/null
+app=$(az deployment group create --resource-group "$RESOURCE_GROUP" --template-file main.bicep \
+  --parameters name="$NAME" --query properties.outputs.functionAppName.value --output tsv)
+vault=$(az deployment group show --resource-group "$RESOURCE_GROUP" --name main \
+  --query properties.outputs.keyVaultName.value --output tsv)
+echo "infrastructure ready: function app $app, key vault $vault"
+(cd build/app && func azure functionapp publish "$app" --python)
+echo "deployed; store the key once: az keyvault secret set --vault-name $vault --name anthropic-api-key --value \"\$ANTHROPIC_API_KEY\""

@@ -1,0 +1,374 @@
+"""The Azure adapter: the v2 app's own functions called in-process with real `HttpRequest`s and
+`ServiceBusMessage`s, the output binding captured through a real `func.Out`, Table and Blob Storage
+on Azurite (npm, started here on loopback, stopped by pid). Functions Core Tools and a Service Bus
+emulator can't be installed offline: Service Bus's redelivery and dead-lettering are driven here with
+rising delivery counts, and the SDK sender sits behind the queue port.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from core.models import JobStatus
+from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
+KEY = "azure-test-key"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's well-known dev key
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    if not AZURITE.exists():
+        pytest.skip("Azurite is not installed: run `npm ci` (make test does)")
+    blob, table = free_port(), free_port()
+    folder = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen(
+        [str(AZURITE), "--silent", "--skipApiVersionCheck", "--loose", "--location", str(folder),
+         "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1", "--queuePort", str(free_port()),
+         "--tableHost", "127.0.0.1", "--tablePort", str(table)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    for port in (blob, table):
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("Azurite did not start")
+            time.sleep(0.1)
+    try:
+        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+               f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
+               f"TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1;")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_FUNCTIONS: dict[str, Any] = {}
+
+
+def app_functions() -> dict[str, Any]:
+    """The app's indexed functions (indexing twice trips the library's duplicate-name check)."""
+    if not _FUNCTIONS:
+        import adapters.azure.function_app as fa
+
+        _FUNCTIONS.update({f.get_function_name(): f for f in fa.app.get_functions()})
+    return _FUNCTIONS
+
+
+class Out:
+    """A real `func.Out`: what the host would hand the api function for its output binding."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def set(self, val: Any) -> None:
+        self.value = val
+
+    def get(self) -> Any:
+        return self.value
+
+
+class FakeSender:
+    """Stands in for azure.servicebus's ServiceBusSender behind the queue port."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.scheduled: list[tuple[Any, Any]] = []
+
+    def send_messages(self, msg: Any) -> None:
+        self.sent.append(msg)
+
+    def schedule_messages(self, msg: Any, when: Any) -> list[int]:
+        self.scheduled.append((msg, when))
+        return [len(self.scheduled)]
+
+
+class Azure:
+    def __init__(self, conn: str, monkeypatch, tmp_path: Path) -> None:
+        from azure.data.tables import TableServiceClient
+        from azure.storage.blob import BlobServiceClient
+
+        run = uuid.uuid4().hex[:8]
+        self.env = {"ALTO_STORAGE_CONNECTION": conn, "ALTO_QUEUE_NAME": "alto-jobs", "ALTO_JOBS_TABLE": f"jobs{run}",
+                    "ALTO_STATE_TABLE": f"state{run}", "ALTO_CONTAINER": f"alto{run}",
+                    "ALTO_CONFIG": str(tmp_path / "altostratus.yaml"), "ALTO_DATA_DIR": str(tmp_path / "data"),
+                    "ALTO_API_KEYS": f"acme={KEY}", "FAKE_KEY": "test-key"}
+        for k, v in self.env.items():
+            monkeypatch.setenv(k, v)
+        tables = TableServiceClient.from_connection_string(conn)
+        tables.create_table(self.env["ALTO_JOBS_TABLE"])
+        tables.create_table(self.env["ALTO_STATE_TABLE"])
+        BlobServiceClient.from_connection_string(conn).create_container(self.env["ALTO_CONTAINER"])
+        self.sender = FakeSender()
+        self.config = Path(self.env["ALTO_CONFIG"])
+        self.configure({})
+
+    def configure(self, config: dict[str, Any]) -> None:
+        from adapters.azure import app as azure_app
+        import adapters.azure.function_app as fa
+
+        self.config.write_text(yaml.safe_dump(config))
+        azure_app.reset()
+        azure_app.get_app.factory = lambda: azure_app.build(sender_factory=lambda: self.sender)
+        fa._api = None
+        self.functions = {name: f.get_user_function() for name, f in app_functions().items()}
+
+    @property
+    def app(self):
+        from adapters.azure.app import get_app
+
+        return get_app()
+
+    def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any, Out]:
+        import azure.functions as func
+
+        out = Out()
+        req = func.HttpRequest(method, f"http://localhost{path}", headers={"Authorization": f"Bearer {KEY}",
+                               "Content-Type": "application/json"}, body=json.dumps(body).encode() if body else b"")
+        resp = self.functions["api"](req, out)
+        return resp.status_code, json.loads(resp.get_body()), out
+
+    def message(self, body: str, delivery_count: int = 1, props: dict[str, Any] | None = None, mid: str | None = None):
+        from azure.functions.servicebus import ServiceBusMessage
+
+        return ServiceBusMessage(body=body.encode(), message_id=mid or uuid.uuid4().hex, delivery_count=delivery_count,
+                                 application_properties=props or {}, user_properties={}, content_type="application/json")
+
+    def run_worker(self, msg: Any) -> bool:
+        """One delivery; True if the function returned (Service Bus completes), False if it raised (abandon)."""
+        import asyncio
+
+        try:
+            asyncio.run(self.functions["worker"](msg))
+            return True
+        except Exception as e:
+            from adapters.azure.servicebus import Redeliver
+
+            assert isinstance(e, Redeliver), e
+            return False
+
+    def service_bus(self, body: str, max_delivery_count: int = 5) -> str:
+        """Drive one message the way Service Bus would: redeliver on abandon with a rising count,
+        dead-letter after maxDeliveryCount. Returns 'completed' or 'dead-lettered'."""
+        mid = uuid.uuid4().hex
+        for count in range(1, max_delivery_count + 1):
+            if self.run_worker(self.message(body, count, mid=mid)):
+                return "completed"
+        self.functions["dead_letter"](self.message(body, max_delivery_count, mid=mid))
+        return "dead-lettered"
+
+
+@pytest.fixture
+def azure(azurite, monkeypatch, tmp_path) -> Azure:
+    return Azure(azurite, monkeypatch, tmp_path)
+
+
+def anthropic_cfg(url: str, **governance: Any) -> dict[str, Any]:
+    return {
+        "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url, "timeout_s": 10}},
+        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5"}},
+        "routing": {"default": {"model": "m", "max_tokens": 64}},
+        "governance": {"backoff_base_s": 0.1, "backoff_max_s": 0.2, "in_process_wait_s": 0, **governance},
+    }
+
+
+# ---------------------------------------------------------------- the functions
+
+
+def test_api_output_binding_worker_tables_then_api_get(azure):
+    status, body, out = azure.http("POST", "/v1/jobs", {"prompt": "What is a visibility timeout?"})
+    assert status == 202 and body["status_url"].startswith("http://localhost/v1/jobs/")
+    queued = json.loads(out.get())  # the message went to the output binding, not the SDK
+    assert queued["job_id"] == body["job_id"] and azure.sender.sent == []
+    status, view, out = azure.http("GET", f"/v1/jobs/{body['job_id']}")
+    assert view["status"] == "queued" and out.get() is None
+    assert azure.service_bus(out_body := json.dumps(queued)) == "completed"
+    status, view, _ = azure.http("GET", f"/v1/jobs/{body['job_id']}")
+    assert view["status"] == "succeeded" and view["result"]
+    assert out_body  # (the same body a real trigger would carry)
+    assert azure.http("POST", "/v1/jobs", None)[0] in (400, 401, 422)
+
+
+def test_poison_message_is_abandoned_until_service_bus_dead_letters_it(azure):
+    dead_port = free_port()
+    cfg = anthropic_cfg(f"http://127.0.0.1:{dead_port}", max_attempts=10)
+    azure.configure(cfg)
+    _, body, out = azure.http("POST", "/v1/jobs", {"prompt": "always fails"})
+    assert azure.service_bus(out.get()) == "dead-lettered"
+    job = azure.app.store.get(body["job_id"])
+    assert job.status is JobStatus.dead_lettered and job.provider_calls == 5
+    assert "dead-lettered by the queue after 5 deliveries" in job.error.message
+
+
+def test_a_retry_with_a_delay_schedules_a_copy_that_carries_the_count(azure):
+    cfg = anthropic_cfg(f"http://127.0.0.1:{free_port()}", max_attempts=10, backoff_base_s=3, backoff_max_s=3)
+    azure.configure(cfg)
+    _, body, out = azure.http("POST", "/v1/jobs", {"prompt": "retry me later"})
+    assert azure.run_worker(azure.message(out.get(), delivery_count=1)) is True  # completed: a copy carries on
+    (msg, when), = azure.sender.scheduled
+    assert msg.application_properties == {"alto_deliveries": 1}
+    from datetime import datetime, timezone
+
+    assert 0 < (when - datetime.now(timezone.utc)).total_seconds() <= 3.5
+    copy = azure.app.queue.delivery("c", str(msg), 1, {"alto_deliveries": 1})
+    assert copy.receive_count == 2 and json.loads(copy.body)["job_id"] == body["job_id"]
+
+
+def test_duplicates_bill_once(azure):
+    fake = FakeAnthropic(FaultPlan())
+    with ServerThread(fake) as srv:
+        azure.configure(anthropic_cfg(srv.url))
+        _, body, out = azure.http("POST", "/v1/jobs", {"prompt": "bill me once"})
+        for _ in range(3):  # at-least-once: the same message delivered again and again
+            assert azure.run_worker(azure.message(out.get()))
+    job = azure.app.store.get(body["job_id"])
+    assert job.status is JobStatus.succeeded and job.provider_calls == 1 and fake.stats["calls"] == 1
+
+
+# ---------------------------------------------------------------- ports on Azurite
+
+
+def test_table_stores_conditional_writes_reject_the_second_claim(azure):
+    from adapters.azure.app import table_service
+    from adapters.azure.tables import TableJobStore, TableStateStore
+    from core.models import Job, JobRequest
+    from core.ports import ConflictError
+
+    store = TableJobStore(lambda: table_service().get_table_client(azure.env["ALTO_JOBS_TABLE"]))
+    now = time.time()
+    job = Job(id="j1", tenant="acme", request=JobRequest(prompt="p" * 50_000), request_hash="h", trace_id="t",
+              created_at=now, updated_at=now - 100)
+    store.create(job)
+    with pytest.raises(ConflictError):
+        store.create(job)
+    a, b = store.get("j1"), store.get("j1")
+    assert a.request.prompt == job.request.prompt  # a job bigger than one Table property survives the split
+    a.status = JobStatus.running
+    assert store.update(a, expected_version=0)
+    b.status = JobStatus.failed
+    assert not store.update(b, expected_version=0)  # the second claim loses
+    assert store.get("j1").status is JobStatus.running
+    assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
+    assert store.list(tenant="beta") == []
+
+    clock = [1000.0]
+    state = TableStateStore(lambda: table_service().get_table_client(azure.env["ALTO_STATE_TABLE"]),
+                            clock=lambda: clock[0])
+    key = "idem:acme/key#1?"
+    assert state.put_if_absent(key, {"a": 1}, ttl_s=10)
+    assert not state.put_if_absent(key, {"a": 2})
+    assert state.compare_and_set(key, {"a": 3}, expected_version=1, ttl_s=10)
+    assert not state.compare_and_set(key, {"a": 4}, expected_version=1)
+    clock[0] += 11
+    assert state.get(key) is None and state.put_if_absent(key, {"a": 5})
+    assert state.get(key).version == 3
+    state.delete(key)
+    assert state.get(key) is None
+
+
+def test_claim_check_round_trip_through_blob_storage(azure):
+    queue = azure.app.queue
+    big = json.dumps({"job_id": "x", "tenant": "acme", "trace_id": "t", "pad": "z" * 300_000})
+    token = queue.collect()
+    queue.send(big)
+    (sent,) = queue.collected(token)
+    assert len(sent) < 1000 and json.loads(sent)["claim_check"].startswith("claim-check/")
+    assert azure.app.blobs.list("claim-check/") and queue.delivery("m", sent.encode(), 1, {}).body == big
+    with pytest.raises(KeyError):
+        azure.app.blobs.get("missing")
+
+
+# ---------------------------------------------------------------- consistency with infra
+
+
+def _bicep() -> dict[str, Any]:
+    from pycep import BicepParser
+
+    return BicepParser().parse(file_path=ROOT / "infra" / "azure" / "main.bicep")  # strict: raises on bad syntax
+
+
+def test_bindings_match_bicep_host_json_and_the_function_signatures():
+    import adapters.azure.function_app as fa
+
+    functions = app_functions()
+    assert set(functions) == {"api", "worker", "dead_letter", "reconcile"}
+    for f in functions.values():
+        params = set(inspect.signature(f.get_user_function()).parameters)
+        for b in f.get_bindings():
+            if b.name != "$return":
+                assert b.name in params, f"{f.get_function_name()}: binding {b.name} has no parameter"
+    queues = {b.get_dict_repr()["queueName"] for f in functions.values() for b in f.get_bindings()
+              if b.type in ("serviceBus", "serviceBusTrigger")}
+    assert queues == {"%ALTO_QUEUE_NAME%", "%ALTO_QUEUE_NAME%/$DeadLetterQueue"}
+    connections = {b.get_dict_repr()["connection"] for f in functions.values() for b in f.get_bindings()
+                   if b.type in ("serviceBus", "serviceBusTrigger")}
+    bicep = _bicep()
+    settings = {s["name"]: s["value"] for s in
+                bicep["resources"]["functionApp"]["config"]["properties"]["siteConfig"]["appSettings"]}
+    assert settings["ALTO_QUEUE_NAME"] == "queueName" and bicep["resources"]["jobsQueue"]["config"]["name"] == "queueName"
+    for c in connections:  # identity-based: a namespace and a credential, never a connection string
+        assert f"{c}__fullyQualifiedNamespace" in settings and settings[f"{c}__credential"] == "managedidentity"
+        assert c not in settings
+    assert "AzureWebJobsStorage" not in settings and settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert settings["ANTHROPIC_API_KEY"].startswith("@Microsoft.KeyVault(")
+    queue = bicep["resources"]["jobsQueue"]["config"]["properties"]
+    assert queue["maxDeliveryCount"] == "maxDeliveryCount" and queue["deadLetteringOnMessageExpiration"] is True
+    host = json.loads((ROOT / "adapters" / "azure" / "host.json").read_text())
+    sb = host["extensions"]["serviceBus"]
+
+    def minutes(t: str) -> float:
+        h, m, s = (float(x) for x in t.split(":"))
+        return h * 60 + m + s / 60
+
+    assert minutes(sb["maxAutoLockRenewalDuration"]) >= minutes(host["functionTimeout"])  # locks outlive a run
+    assert queue["lockDuration"] == "PT5M" and sb["autoCompleteMessages"] is True
+    assert host["extensions"]["http"]["routePrefix"] == ""  # /v1/jobs, as every other runtime
+    assert fa.DEADLINE_S < minutes(host["functionTimeout"]) * 60
+    python = bicep["resources"]["functionApp"]["config"]["properties"]["functionAppConfig"]["runtime"]
+    assert python["name"] == "python" and float(python["version"]) >= 3.11
+    assert (ROOT / "adapters" / "azure" / "local.settings.example.json").exists()
+    assert "local.settings.json" in (ROOT / ".gitignore").read_text()
+
+
+def test_least_privilege_role_assignments():
+    bicep = _bicep()
+    assignments = {k: v for k, v in bicep["resources"].items() if v["type"] == "Microsoft.Authorization/roleAssignments"}
+    scopes = {v["config"]["scope"] for v in assignments.values()}
+    assert scopes == {"jobsQueue", "storage", "vault"}  # the resources the code uses, never the resource group
+    assert len(assignments) == 5
+
+
+def test_deploy_script_builds_the_app_folder():
+    r = subprocess.run(["bash", str(ROOT / "infra" / "azure" / "deploy.sh"), "--build-only"], capture_output=True,
+                       text=True)
+    build = ROOT / "infra" / "azure" / "build" / "app"
+    try:
+        assert r.returncode == 0, r.stderr
+        assert {"function_app.py", "host.json", "requirements.txt", "altostratus.yaml"} <= {p.name for p in build.iterdir()}
+        assert not (build / "core" / "testing").exists()
+        script = (ROOT / "infra" / "azure" / "deploy.sh").read_text()
+        assert "az deployment group create" in script and "func azure functionapp publish" in script
+    finally:
+        import shutil
+
+        shutil.rmtree(ROOT / "infra" / "azure" / "build", ignore_errors=True)
