@@ -33,7 +33,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.providers.base import ContextChunk  # noqa: E402
 from core.retrieval.evaluation import BeirDataset, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
 from core.retrieval.hybrid import rrf  # noqa: E402
 from core.retrieval.index import ChunkRow, KeywordIndex  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from pydantic import ValidationError
 
 from core.config import KEY_HASH, Settings
-from core.errors import AltoError, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
+from core.errors import ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.logs import log_event
 from core.models import JobRequest, JobStatus, JobView, SubmitResponse
 from core.ports import Secrets

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from core.config import Settings, load_settings
 from core.embedded.secrets import EnvSecrets
@@ -146,3 +146,21 @@ class LazyApp:
 
     def reset(self) -> None:
         self._app = None
+
+
+def cloud_settings(env: "Mapping[str, str]", *, required: tuple[str, ...], adapter: str, source: str) -> Settings:
+    """Settings for a cloud entry point: its required environment checked (naming what is missing
+    and what sets it), the deployed config loaded, and data kept in the instance's writable temp dir."""
+    import os
+    import tempfile
+
+    from core.errors import ConfigError
+
+    missing = [k for k in required if not env.get(k)]
+    if missing:
+        raise ConfigError(f"the {adapter} adapter needs {', '.join(missing)} in its environment "
+                          f"({source} sets them; for a local run export them)")
+    settings = load_settings(env.get("ALTO_CONFIG") or None, env=env)
+    if "ALTO_DATA_DIR" not in env:  # the only writable folder on Lambda / Cloud Functions / Azure Functions
+        settings.data_dir = os.path.join(tempfile.gettempdir(), "altostratus")
+    return settings

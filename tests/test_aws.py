@@ -20,6 +20,7 @@ import yaml
 
 from core.models import JobStatus
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
+from tests.contracts import check_job_store, check_state_store
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "aws-test-key"
@@ -312,40 +313,9 @@ def test_reconcile_handler_requeues_a_job_whose_message_was_lost(aws):
 def test_dynamodb_stores_keep_the_port_contracts(aws):
     from adapters.aws.clients import client
     from adapters.aws.dynamodb import DynamoJobStore, DynamoStateStore
-    from core.models import Job, JobRequest
-    from core.ports import ConflictError
 
-    store = DynamoJobStore(lambda: client("dynamodb"), aws.jobs_table)
-    now = time.time()
-    job = Job(id="j1", tenant="acme", request=JobRequest(prompt="p"), request_hash="h", trace_id="t",
-              created_at=now, updated_at=now - 100)
-    store.create(job)
-    with pytest.raises(ConflictError):
-        store.create(job)
-    stale = store.get("j1")
-    job.status = JobStatus.running
-    assert store.update(job, expected_version=0) and job.version == 1
-    assert not store.update(stale, expected_version=0)  # the loser of a race writes nothing
-    assert store.get("j1").status is JobStatus.running
-    assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
-    assert store.list(status=JobStatus.running, updated_before=now - 200) == []
-    assert [j.id for j in store.list(tenant="acme")] == ["j1"] and store.list(tenant="beta") == []
-
-    clock = [1000.0]
-    state = DynamoStateStore(lambda: client("dynamodb"), aws.state_table, clock=lambda: clock[0])
-    assert state.put_if_absent("k", {"a": 1}, ttl_s=10)
-    assert not state.put_if_absent("k", {"a": 2})
-    rec = state.get("k")
-    assert rec.value == {"a": 1} and rec.version == 1
-    assert state.compare_and_set("k", {"a": 3}, expected_version=1, ttl_s=10)
-    assert not state.compare_and_set("k", {"a": 4}, expected_version=1)
-    clock[0] += 11  # expired: absent to reads and to conditions, though DynamoDB hasn't deleted it
-    assert state.get("k") is None
-    assert not state.compare_and_set("k", {"a": 5}, expected_version=2)
-    assert state.put_if_absent("k", {"a": 6})
-    assert state.get("k").version == 3 and state.get("k").expires_at is None
-    state.delete("k")
-    assert state.get("k") is None
+    check_job_store(DynamoJobStore(lambda: client("dynamodb"), aws.jobs_table))
+    check_state_store(lambda clock: DynamoStateStore(lambda: client("dynamodb"), aws.state_table, clock=clock))
 
 
 def test_s3_blobs_and_secrets_manager(aws):

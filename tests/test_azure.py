@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import yaml
 
 from core.models import JobStatus
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
+from tests.contracts import check_job_store, check_state_store, stop, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
@@ -40,27 +39,14 @@ def azurite(tmp_path_factory):
          "--tableHost", "127.0.0.1", "--tablePort", str(table)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
     for port in (blob, table):
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("Azurite did not start")
-            time.sleep(0.1)
+        wait_port(port, proc, timeout=30)
     try:
         yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
                f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
                f"TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1;")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 _FUNCTIONS: dict[str, Any] = {}
@@ -75,8 +61,14 @@ def app_functions() -> dict[str, Any]:
     return _FUNCTIONS
 
 
-class Out:
-    """A real `func.Out`: what the host would hand the api function for its output binding."""
+def _out_base():
+    import azure.functions as func
+
+    return func.Out
+
+
+class Out(_out_base()):  # type: ignore[misc]
+    """A real `func.Out` implementation: what the host hands the api function for its output binding."""
 
     def __init__(self) -> None:
         self.value: Any = None
@@ -221,15 +213,16 @@ def test_poison_message_is_abandoned_until_service_bus_dead_letters_it(azure):
 
 
 def test_a_retry_with_a_delay_schedules_a_copy_that_carries_the_count(azure):
-    cfg = anthropic_cfg(f"http://127.0.0.1:{free_port()}", max_attempts=10, backoff_base_s=3, backoff_max_s=3)
-    azure.configure(cfg)
-    _, body, out = azure.http("POST", "/v1/jobs", {"prompt": "retry me later"})
-    assert azure.run_worker(azure.message(out.get(), delivery_count=1)) is True  # completed: a copy carries on
+    fake = FakeAnthropic(FaultPlan(script=["429"], retry_after_s=3))  # the provider says: come back in 3 s
+    with ServerThread(fake) as srv:
+        azure.configure(anthropic_cfg(srv.url, max_attempts=10, retry_after_cap_s=30))
+        _, body, out = azure.http("POST", "/v1/jobs", {"prompt": "retry me later"})
+        assert azure.run_worker(azure.message(out.get(), delivery_count=1)) is True  # completed: a copy carries on
     (msg, when), = azure.sender.scheduled
     assert msg.application_properties == {"alto_deliveries": 1}
     from datetime import datetime, timezone
 
-    assert 0 < (when - datetime.now(timezone.utc)).total_seconds() <= 3.5
+    assert 2 < (when - datetime.now(timezone.utc)).total_seconds() <= 3.5
     copy = azure.app.queue.delivery("c", str(msg), 1, {"alto_deliveries": 1})
     assert copy.receive_count == 2 and json.loads(copy.body)["job_id"] == body["job_id"]
 
@@ -251,39 +244,12 @@ def test_duplicates_bill_once(azure):
 def test_table_stores_conditional_writes_reject_the_second_claim(azure):
     from adapters.azure.app import table_service
     from adapters.azure.tables import TableJobStore, TableStateStore
-    from core.models import Job, JobRequest
-    from core.ports import ConflictError
 
-    store = TableJobStore(lambda: table_service().get_table_client(azure.env["ALTO_JOBS_TABLE"]))
-    now = time.time()
-    job = Job(id="j1", tenant="acme", request=JobRequest(prompt="p" * 50_000), request_hash="h", trace_id="t",
-              created_at=now, updated_at=now - 100)
-    store.create(job)
-    with pytest.raises(ConflictError):
-        store.create(job)
-    a, b = store.get("j1"), store.get("j1")
-    assert a.request.prompt == job.request.prompt  # a job bigger than one Table property survives the split
-    a.status = JobStatus.running
-    assert store.update(a, expected_version=0)
-    b.status = JobStatus.failed
-    assert not store.update(b, expected_version=0)  # the second claim loses
-    assert store.get("j1").status is JobStatus.running
-    assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
-    assert store.list(tenant="beta") == []
-
-    clock = [1000.0]
-    state = TableStateStore(lambda: table_service().get_table_client(azure.env["ALTO_STATE_TABLE"]),
-                            clock=lambda: clock[0])
-    key = "idem:acme/key#1?"
-    assert state.put_if_absent(key, {"a": 1}, ttl_s=10)
-    assert not state.put_if_absent(key, {"a": 2})
-    assert state.compare_and_set(key, {"a": 3}, expected_version=1, ttl_s=10)
-    assert not state.compare_and_set(key, {"a": 4}, expected_version=1)
-    clock[0] += 11
-    assert state.get(key) is None and state.put_if_absent(key, {"a": 5})
-    assert state.get(key).version == 3
-    state.delete(key)
-    assert state.get(key) is None
+    # a prompt bigger than one Table property: the job's JSON is split and joined back
+    check_job_store(TableJobStore(lambda: table_service().get_table_client(azure.env["ALTO_JOBS_TABLE"])),
+                    prompt="p" * 50_000)
+    check_state_store(lambda clock: TableStateStore(
+        lambda: table_service().get_table_client(azure.env["ALTO_STATE_TABLE"]), clock=clock))
 
 
 def test_claim_check_round_trip_through_blob_storage(azure):

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ import yaml
 
 from core.models import JobStatus
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
+from tests.contracts import check_job_store, check_state_store, stop, wait_port
 from tests.fakes.gcs import FakeGcs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,27 +31,6 @@ PUBSUB_EMULATOR = SDK / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-e
 FIRESTORE_JAR = SDK / "platform" / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
 KEY = "gcp-test-key"
 MAIN = str(ROOT / "adapters" / "gcp" / "main.py")
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"emulator exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("emulator did not start listening")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +50,12 @@ def emulators(tmp_path_factory):
                            "--host=127.0.0.1", f"--port={fs_port}"],
                           stdout=open(logs / "firestore.log", "w"), stderr=subprocess.STDOUT)
     try:
-        _wait_port(ps_port, ps)
-        _wait_port(fs_port, fs)
+        wait_port(ps_port, ps)
+        wait_port(fs_port, fs)
         yield {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps_port}", "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{fs_port}"}
     finally:
-        _stop(ps)
-        _stop(fs)
+        stop(ps)
+        stop(fs)
 
 
 class FunctionServer:
@@ -307,38 +286,10 @@ def test_deferred_copy_waits_for_its_time_without_spending_an_attempt(gcp):
 def test_firestore_stores_keep_the_port_contracts(gcp):
     from adapters.gcp import clients
     from adapters.gcp.firestore import FirestoreJobStore, FirestoreStateStore
-    from core.models import Job, JobRequest
-    from core.ports import ConflictError
 
-    store = FirestoreJobStore(clients.firestore, collection=f"jobs-{uuid.uuid4().hex[:6]}")
-    now = time.time()
-    job = Job(id="j1", tenant="acme", request=JobRequest(prompt="p"), request_hash="h", trace_id="t",
-              created_at=now, updated_at=now - 100)
-    store.create(job)
-    with pytest.raises(ConflictError):
-        store.create(job)
-    stale = store.get("j1")
-    job.status = JobStatus.running
-    assert store.update(job, expected_version=0) and job.version == 1
-    assert not store.update(stale, expected_version=0)
-    assert store.get("j1").status is JobStatus.running
-    assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
-    assert store.list(status=JobStatus.running, updated_before=now - 200) == []
-    assert [j.id for j in store.list(tenant="acme")] == ["j1"] and store.list(tenant="beta") == []
-
-    clock = [1000.0]
-    state = FirestoreStateStore(clients.firestore, collection=f"state-{uuid.uuid4().hex[:6]}", clock=lambda: clock[0])
-    assert state.put_if_absent("idem:acme/key", {"a": 1}, ttl_s=10)  # '/' in a key is not a path here
-    assert not state.put_if_absent("idem:acme/key", {"a": 2})
-    assert state.get("idem:acme/key").value == {"a": 1}
-    assert state.compare_and_set("idem:acme/key", {"a": 3}, expected_version=1, ttl_s=10)
-    assert not state.compare_and_set("idem:acme/key", {"a": 4}, expected_version=1)
-    clock[0] += 11
-    assert state.get("idem:acme/key") is None
-    assert not state.compare_and_set("idem:acme/key", {"a": 5}, expected_version=2)
-    assert state.put_if_absent("idem:acme/key", {"a": 6}) and state.get("idem:acme/key").version == 3
-    state.delete("idem:acme/key")
-    assert state.get("idem:acme/key") is None
+    check_job_store(FirestoreJobStore(clients.firestore, collection=f"jobs-{uuid.uuid4().hex[:6]}"))
+    check_state_store(lambda clock: FirestoreStateStore(
+        clients.firestore, collection=f"state-{uuid.uuid4().hex[:6]}", clock=clock))
 
 
 def test_claim_check_through_cloud_storage(gcp, monkeypatch):
@@ -353,3 +304,34 @@ def test_claim_check_through_cloud_storage(gcp, monkeypatch):
     assert blobs.list("claim-check/") and queue.delivery(m.message_id, m.data, dict(m.attributes), 1).body == big
     with pytest.raises(KeyError):
         blobs.get("nope")
+
+
+def test_secret_manager_references_resolve_once_per_instance():
+    """No Secret Manager emulator exists: a stand-in client records what the port asks for."""
+    from types import SimpleNamespace
+
+    from adapters.gcp.secrets import SecretManagerSecrets
+    from core.embedded.secrets import EnvSecrets
+    from core.errors import ConfigError
+
+    calls: list[str] = []
+
+    class Client:
+        def access_secret_version(self, name: str):
+            from google.api_core.exceptions import NotFound
+
+            calls.append(name)
+            if "missing" in name:
+                raise NotFound("no such secret")
+            return SimpleNamespace(payload=SimpleNamespace(data=b"sk-from-secret-manager"))
+
+    client = Client()
+    secrets = SecretManagerSecrets(lambda: client, lambda: "proj", EnvSecrets({"LOCAL": "x"}))
+    assert secrets.resolve("gcp-sm:alto-anthropic-api-key") == "sk-from-secret-manager"
+    assert secrets.resolve("gcp-sm:alto-anthropic-api-key") == "sk-from-secret-manager"
+    assert secrets.resolve("gcp-sm:other/3") == "sk-from-secret-manager"
+    assert calls == ["projects/proj/secrets/alto-anthropic-api-key/versions/latest",
+                     "projects/proj/secrets/other/versions/3"]  # cached: one call per reference
+    assert secrets.resolve("env:LOCAL") == "x"
+    with pytest.raises(ConfigError, match="does not exist"):
+        secrets.resolve("gcp-sm:missing")

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from core.models import ErrorClass, JobRequest, JobStatus
 from core.runtime import run_until_done

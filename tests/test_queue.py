@@ -66,3 +66,12 @@ def test_concurrent_receivers_never_share_a_message(tmp_path):
     for t in threads:
         t.join()
     assert sorted(got, key=int) == [str(i) for i in range(200)]
+
+
+def test_sqlite_stores_keep_the_port_contracts(tmp_path):
+    """The same contract the DynamoDB, Firestore and Table Storage stores are held to."""
+    from core.embedded.stores import SqliteJobStore, SqliteStateStore
+    from tests.contracts import check_job_store, check_state_store
+
+    check_job_store(SqliteJobStore(tmp_path / "jobs.db"))
+    check_state_store(lambda clock: SqliteStateStore(tmp_path / "state.db", clock=clock))

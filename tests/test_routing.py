@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from core.config import ModelConfig
 from core.models import ErrorClass, JobRequest, JobStatus
 from core.routing import Router
 from core.runtime import run_until_done
-from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
+from core.testing.fake_anthropic import FakeAnthropic, ServerThread
 from core.testing.fake_providers import FakeBedrock, FakeOpenAI
 
 BEDROCK_ID = "anthropic.claude-3-5-haiku-20241022-v1:0"

@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from core.bootstrap import App, LazyApp, bootstrap
-from core.config import load_settings
-from core.errors import ConfigError
+from core.bootstrap import App, LazyApp, bootstrap, cloud_settings
 
 REQUIRED = ("ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_QUEUE_URL", "ALTO_BUCKET")
 
@@ -26,13 +24,7 @@ def build(env: Mapping[str, str] | None = None) -> App:
     from core.embedded.secrets import EnvSecrets
 
     env = os.environ if env is None else env
-    missing = [k for k in REQUIRED if not env.get(k)]
-    if missing:
-        raise ConfigError(f"the AWS adapter needs {', '.join(missing)} in the function's environment "
-                          "(serverless.yml sets them; for a local run export them)")
-    settings = load_settings(env.get("ALTO_CONFIG") or None, env=env)
-    if "ALTO_DATA_DIR" not in env:
-        settings.data_dir = "/tmp/altostratus"  # Lambda's only writable folder: index snapshots, scratch
+    settings = cloud_settings(env, required=REQUIRED, adapter="AWS", source="serverless.yml")
 
     blobs = S3BlobStore(lambda: client("s3"), env["ALTO_BUCKET"])
     return bootstrap(

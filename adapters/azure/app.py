@@ -16,9 +16,7 @@ import os
 from functools import lru_cache
 from typing import Any, Mapping
 
-from core.bootstrap import App, LazyApp, bootstrap
-from core.config import load_settings
-from core.errors import ConfigError
+from core.bootstrap import App, LazyApp, bootstrap, cloud_settings
 
 
 def _credential() -> Any:
@@ -62,11 +60,7 @@ def build(env: Mapping[str, str] | None = None, *, sender_factory: Any = None) -
     from core.embedded.secrets import EnvSecrets
 
     env = os.environ if env is None else env
-    if not env.get("ALTO_QUEUE_NAME"):
-        raise ConfigError("the Azure adapter needs ALTO_QUEUE_NAME in the app settings (infra/azure sets it)")
-    settings = load_settings(env.get("ALTO_CONFIG") or None, env=env)
-    if "ALTO_DATA_DIR" not in env:
-        settings.data_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "altostratus")
+    settings = cloud_settings(env, required=("ALTO_QUEUE_NAME",), adapter="Azure", source="infra/azure")
     jobs, state = env.get("ALTO_JOBS_TABLE", "altojobs"), env.get("ALTO_STATE_TABLE", "altostate")
     container = env.get("ALTO_CONTAINER", "alto")
     blobs = AzureBlobStore(lambda: blob_service().get_container_client(container))

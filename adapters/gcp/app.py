@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from core.bootstrap import App, LazyApp, bootstrap
-from core.config import load_settings
-from core.errors import ConfigError
+from core.bootstrap import App, LazyApp, bootstrap, cloud_settings
 
 REQUIRED = ("ALTO_TOPIC", "ALTO_BUCKET")
 
@@ -26,14 +24,8 @@ def build(env: Mapping[str, str] | None = None) -> App:
     from core.embedded.secrets import EnvSecrets
 
     env = os.environ if env is None else env
-    missing = [k for k in REQUIRED if not env.get(k)]
-    if missing:
-        raise ConfigError(f"the GCP adapter needs {', '.join(missing)} in the function's environment "
-                          "(infra/gcp sets them; for a local run export them)")
+    settings = cloud_settings(env, required=REQUIRED, adapter="GCP", source="infra/gcp")
     project = clients.project()
-    settings = load_settings(env.get("ALTO_CONFIG") or None, env=env)
-    if "ALTO_DATA_DIR" not in env:
-        settings.data_dir = "/tmp/altostratus"  # the instance's only writable folder: snapshots, scratch
     blobs = GcsBlobStore(clients.storage, env["ALTO_BUCKET"])
     return bootstrap(
         settings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from core.embedded.sqlite import SqliteDb
 from core.models import Job, JobStatus
@@ -84,19 +84,20 @@ class SqliteJobStore:
 
 
 class SqliteStateStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
         self.db = SqliteDb(path, JOBS_SCHEMA)
+        self.clock = clock
 
     def get(self, key: str) -> StateRecord | None:
         row = self.db.conn().execute(
             "SELECT value, version, expires_at FROM state WHERE key = ?", (key,)
         ).fetchone()
-        if row is None or (row[2] is not None and row[2] <= time.time()):
+        if row is None or (row[2] is not None and row[2] <= self.clock()):
             return None
         return StateRecord(value=json.loads(row[0]), version=row[1], expires_at=row[2])
 
     def put_if_absent(self, key: str, value: dict[str, Any], *, ttl_s: float | None = None) -> bool:
-        now = time.time()
+        now = self.clock()
         expires = now + ttl_s if ttl_s is not None else None
         with self.db.tx() as c:
             cur = c.execute(
@@ -110,7 +111,7 @@ class SqliteStateStore:
     def compare_and_set(
         self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
     ) -> bool:
-        now = time.time()
+        now = self.clock()
         expires = now + ttl_s if ttl_s is not None else None
         with self.db.tx() as c:
             cur = c.execute(

@@ -16,7 +16,10 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 DOC_ID = re.compile(r'<document id="([^"]+)"')
 _MARKER = re.compile(r"\bmarker:([A-Za-z0-9_-]+)")

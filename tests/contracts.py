@@ -1,0 +1,80 @@
+"""The port contracts every runtime's stores keep, checked the same way against each of them
+(SQLite, DynamoDB on moto, Firestore on its emulator, Table Storage on Azurite), and helpers for the
+emulator processes the cloud suites start."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from typing import Callable
+
+from core.models import Job, JobRequest, JobStatus
+from core.ports import ConflictError, JobStore, StateStore
+
+
+def check_job_store(store: JobStore, *, prompt: str = "p") -> None:
+    """Create-if-absent, compare-and-set on the version, and the listings the reconciler uses."""
+    import pytest
+
+    now = time.time()
+    job = Job(id="j1", tenant="acme", request=JobRequest(prompt=prompt), request_hash="h", trace_id="t",
+              created_at=now, updated_at=now - 100)
+    store.create(job)
+    with pytest.raises(ConflictError):
+        store.create(job)
+    first, second = store.get("j1"), store.get("j1")
+    assert first is not None and second is not None and first.request.prompt == prompt
+    first.status = JobStatus.running
+    assert store.update(first, expected_version=0) and first.version == 1
+    second.status = JobStatus.failed
+    assert not store.update(second, expected_version=0)  # the second claim loses and writes nothing
+    assert store.get("j1").status is JobStatus.running  # type: ignore[union-attr]
+    assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
+    assert store.list(status=JobStatus.running, updated_before=now - 200) == []
+    assert [j.id for j in store.list(tenant="acme")] == ["j1"] and store.list(tenant="beta") == []
+
+
+def check_state_store(make: Callable[[Callable[[], float]], StateStore]) -> None:
+    """put_if_absent, compare_and_set and TTL: an expired record is absent to reads and conditions,
+    whenever the platform gets round to deleting it. Keys may hold '/', '#' and '?'."""
+    clock = [1000.0]
+    state = make(lambda: clock[0])
+    key = "idem:acme/key#1?"
+    assert state.put_if_absent(key, {"a": 1}, ttl_s=10)
+    assert not state.put_if_absent(key, {"a": 2})
+    rec = state.get(key)
+    assert rec is not None and rec.value == {"a": 1} and rec.version == 1
+    assert state.compare_and_set(key, {"a": 3}, expected_version=1, ttl_s=10)
+    assert not state.compare_and_set(key, {"a": 4}, expected_version=1)
+    clock[0] += 11
+    assert state.get(key) is None
+    assert not state.compare_and_set(key, {"a": 5}, expected_version=2)
+    assert state.put_if_absent(key, {"a": 6})
+    rec = state.get(key)
+    assert rec is not None and rec.version == 3 and rec.expires_at is None and rec.value == {"a": 6}
+    state.delete(key)
+    assert state.get(key) is None
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{proc.args[0]} did not start listening on {port}")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop an emulator by pid: terminate, then kill if it doesn't exit in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
