@@ -16,10 +16,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal
-
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Literal
 
 from core.config import ModelConfig, RouteConfig, Settings
 from core.errors import IdempotencyConflict, InputError, NotFound, QueueUnavailable
@@ -27,10 +25,26 @@ from core.guardrails import GuardrailViolation, check_input, check_output
 from core.ids import new_job_id, new_trace_id
 from core.logs import Timer, job_id_var, log_event, trace_id_var
 from core.models import (
-    Attempt, ErrorClass, Job, JobError, JobRequest, JobStatus, JobView, ProviderResult, QueueMessage, RouteDecision,
+    Attempt,
+    ErrorClass,
+    Job,
+    JobError,
+    JobRequest,
+    JobStatus,
+    JobView,
+    ProviderResult,
+    QueueMessage,
+    RouteDecision,
     Usage,
 )
-from core.ports import ConflictError, Delivery, JobQueue, JobStore, Retriever, StateStore
+from core.ports import (
+    ConflictError,
+    Delivery,
+    JobQueue,
+    JobStore,
+    Retriever,
+    StateStore,
+)
 
 # The worker side (routing, assembly, governance, retries) is imported where `process` needs it, not
 # here: a cold start that only serves the API (submit, status) never loads it.
