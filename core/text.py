@@ -1,4 +1,4 @@
-"""Small text helpers shared by retrieval, the offline provider and token estimates."""
+"""Small text helpers shared by retrieval and the offline provider (words, stop words, stemming, sentences)."""
 
 from __future__ import annotations
 
