@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar
 
 from core.config import ModelConfig, RouteConfig, Settings
 from core.errors import IdempotencyConflict, InputError, NotFound, QueueUnavailable
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from core.providers.registry import ProviderRegistry
     from core.routing import RoutePlan, Router
 
+T = TypeVar("T")
 IDEMPOTENCY_TTL_S = 24 * 3600
 MIN_CALL_S = 1.0  # don't start a provider call with less than this left before the deadline
 SLOT_POLL_S = 0.1  # how often a worker re-checks a full concurrency cap while it may still wait in process
@@ -131,6 +132,16 @@ class JobService:
         from core.governance.breaker import CircuitBreaker
 
         return CircuitBreaker(self.state, self.settings.governance.breaker, clock=self.clock)
+
+    async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A job-store call on the processing path. A remote store (DynamoDB, Firestore, Table
+        Storage: milliseconds a call) runs in a thread, so the records of one batch overlap their
+        writes; the embedded SQLite store (microseconds) runs inline."""
+        if getattr(self.store, "remote", False):
+            import asyncio
+
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
 
     # ------------------------------------------------------------------ submit
 
@@ -260,7 +271,7 @@ class JobService:
         from core.routing import NoRoute
 
         gov = self.settings.governance
-        job = self.store.get(msg.job_id)
+        job = await self._io(self.store.get, msg.job_id)
         if job is None:
             log_event("job.missing", logging.WARNING, receive_count=delivery.receive_count)
             return Outcome("retry", delay_s=5.0, detail="job record not found yet")
@@ -513,7 +524,7 @@ class JobService:
         )
         job.attempts.append(attempt)
         job.updated_at = now
-        if not self.store.update(job, expected_version=expected):
+        if not await self._io(self.store.update, job, expected_version=expected):
             self.breaker.abandon(gate)
             return Outcome("retry", delay_s=1.0, detail="lost the claim race to another delivery")
         if len(job.attempts) == 1 or job.attempts[-2].model != decision.model or gate.kind == "probe":
@@ -579,7 +590,7 @@ class JobService:
         attempt.outcome = "succeeded"
         job.reply = result
         job.error = None
-        if not self._persist(job):
+        if not await self._io(self._persist, job):
             return Outcome("retry", delay_s=1.0, detail="could not persist the provider reply")
         try:
             self.limiter.settle(model, reservation, input_tokens=result.input_tokens, output_tokens=result.output_tokens)
@@ -698,7 +709,7 @@ class JobService:
         job.lease_expires_at = None
         job.finished_at = now
         job.updated_at = now
-        if not self.store.update(job, expected_version=expected):
+        if not await self._io(self.store.update, job, expected_version=expected):
             current = self.store.get(job.id)
             if current is not None and current.status.terminal:
                 return Outcome("ack", status=current.status, detail="finished by another delivery")

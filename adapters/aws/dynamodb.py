@@ -28,6 +28,8 @@ def _conditional_failed(c: Any, e: Exception) -> bool:
 
 
 class DynamoJobStore:
+    remote = True  # network calls: the service runs them off the event loop
+
     def __init__(self, client: Callable[[], Any], table: str, *, retention_s: float = JOB_RETENTION_S) -> None:
         self._client = client
         self.table = table

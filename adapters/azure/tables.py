@@ -33,6 +33,8 @@ def _join(entity: dict[str, Any]) -> str:
 
 
 class TableJobStore:
+    remote = True  # network calls: the service runs them off the event loop
+
     def __init__(self, client: Callable[[], Any], *, retention_s: float = JOB_RETENTION_S) -> None:
         self._client = client  # a TableClient for the jobs table
         self.retention_s = retention_s

@@ -30,6 +30,8 @@ def _transactional(client: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 class FirestoreJobStore:
+    remote = True  # network calls: the service runs them off the event loop
+
     def __init__(self, client: Callable[[], Any], collection: str = "jobs", *,
                  retention_s: float = JOB_RETENTION_S) -> None:
         self._client = client
