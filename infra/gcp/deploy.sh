@@ -77,14 +77,24 @@ gcloud secrets describe "$NAME-anthropic-api-key" --project "$PROJECT" >/dev/nul
   gcloud secrets add-iam-policy-binding "$NAME-anthropic-api-key" --project "$PROJECT" \
     --member="serviceAccount:$NAME-worker@$PROJECT.iam.gserviceaccount.com" --role=roles/secretmanager.secretAccessor >/dev/null
 ENV="ALTO_GCP_PROJECT=$PROJECT,ALTO_TOPIC=$TOPIC,ALTO_BUCKET=$BUCKET,ALTO_CONFIG=altostratus.yaml,ALTO_FIRESTORE_DATABASE=$NAME-db,ALTO_QUEUE__MAX_RECEIVES=$MAX_DELIVERY_ATTEMPTS"
-common=(--gen2 --runtime=python312 --region="$REGION" --project="$PROJECT" --source=build/source --set-env-vars="$ENV")
+common=(--gen2 --runtime=python312 --region="$REGION" --project="$PROJECT" --source=build/source)
 sa() { echo "--service-account=$NAME-$1@$PROJECT.iam.gserviceaccount.com"; }
-gcloud functions deploy "$NAME-api" "${common[@]}" "$(sa api)" --entry-point=api --trigger-http --allow-unauthenticated --timeout=30s
-gcloud functions deploy "$NAME-worker" "${common[@]}" "$(sa worker)" --entry-point=worker --trigger-topic="$TOPIC" --retry \
-  --timeout=540s --memory=1Gi --max-instances=10 --update-env-vars="ALTO_FUNCTION_TIMEOUT_S=540"
-gcloud functions deploy "$NAME-dead-letter" "${common[@]}" "$(sa dead-letter)" --entry-point=dead_letter \
-  --trigger-topic="$DEAD_TOPIC" --retry --timeout=60s
-gcloud functions deploy "$NAME-reconcile" "${common[@]}" "$(sa reconcile)" --entry-point=reconcile --trigger-http \
-  --no-allow-unauthenticated --ingress-settings=internal-only --timeout=120s
+gcloud functions deploy "$NAME-api" "${common[@]}" "$(sa api)" --set-env-vars="$ENV" --entry-point=api \
+  --trigger-http --allow-unauthenticated --timeout=30s
+gcloud functions deploy "$NAME-worker" "${common[@]}" "$(sa worker)" --set-env-vars="$ENV,ALTO_FUNCTION_TIMEOUT_S=540" \
+  --entry-point=worker --trigger-topic="$TOPIC" --retry --timeout=540s --memory=1Gi --max-instances=10 --concurrency=1
+gcloud functions deploy "$NAME-dead-letter" "${common[@]}" "$(sa dead-letter)" --set-env-vars="$ENV" \
+  --entry-point=dead_letter --trigger-topic="$DEAD_TOPIC" --retry --timeout=60s
+gcloud functions deploy "$NAME-reconcile" "${common[@]}" "$(sa reconcile)" --set-env-vars="$ENV" --entry-point=reconcile \
+  --trigger-http --no-allow-unauthenticated --ingress-settings=internal-only --timeout=120s
+for fn in worker dead-letter reconcile; do  # each trigger's identity may invoke its own function only
+  gcloud functions add-invoker-policy-binding "$NAME-$fn" --region="$REGION" --project="$PROJECT" \
+    --member="serviceAccount:$NAME-$fn@$PROJECT.iam.gserviceaccount.com" >/dev/null
+done
+url=$(gcloud functions describe "$NAME-reconcile" --gen2 --region "$REGION" --project "$PROJECT" --format='value(serviceConfig.uri)')
+gcloud scheduler jobs describe "$NAME-reconcile" --location "$REGION" --project "$PROJECT" >/dev/null 2>&1 || \
+  gcloud scheduler jobs create http "$NAME-reconcile" --location "$REGION" --project "$PROJECT" \
+    --schedule="*/5 * * * *" --uri="$url" --http-method=POST \
+    --oidc-service-account-email="$NAME-reconcile@$PROJECT.iam.gserviceaccount.com"
 dead_letter_policy
 echo "deployed; create the secret once: printf %s \"\$ANTHROPIC_API_KEY\" | gcloud secrets create $NAME-anthropic-api-key --data-file=- --project $PROJECT"

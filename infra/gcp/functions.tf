@@ -172,3 +172,17 @@ resource "terraform_data" "worker_dead_letter_policy" {
     }
   }
 }
+
+# Eventarc and Cloud Scheduler call the functions as their own service accounts: each may invoke
+# its function only.
+resource "google_cloud_run_service_iam_member" "invoker" {
+  for_each = {
+    worker      = google_cloudfunctions2_function.worker.name
+    dead-letter = google_cloudfunctions2_function.dead_letter.name
+    reconcile   = google_cloudfunctions2_function.reconcile.name
+  }
+  location = var.region
+  service  = each.value
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.fn[each.key].email}"
+}
