@@ -125,6 +125,9 @@ def test_zip_is_small_has_no_boto3_ships_bytecode_and_imports_cleanly(packaged, 
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split() == ["claude-haiku-4-5", "snapshot"]
     assert not list((tmp_path / "task").rglob("__pycache__/*.cpython-312.opt-*.pyc"))
+    for pyc in (tmp_path / "task").glob("core/**/__pycache__/*.cpython-312.pyc"):
+        # unchecked-hash: used as shipped (a timestamp .pyc would not match the zip's mtimes and be recompiled)
+        assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 1, pyc
     shutil.rmtree(tmp_path / "task")
 
 

@@ -36,7 +36,7 @@ def main(requirements: Path, service: Path) -> int:
     for name in OWN_CODE:
         # unchecked: the zip doesn't keep source mtimes, and a checked .pyc that no longer matches its
         # source would be recompiled at every cold start; a deployed artifact never changes anyway
-        compileall.compile_dir(str(service / name), quiet=1, workers=0,
+        compileall.compile_dir(str(service / name), quiet=1, workers=0, force=True,  # replace any older .pyc
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     print(f"bytecode: {removed} dependency modules compiled sourceless; {', '.join(OWN_CODE)} compiled")
     return 0
