@@ -8,6 +8,7 @@ passed gets the embedded default under the data dir.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
@@ -19,6 +20,7 @@ from core.retrieval.library import Library
 from core.service import JobService
 
 if TYPE_CHECKING:
+    from core.api import Api
     from core.providers.registry import ProviderRegistry
     from core.retrieval.embedding import Embedder
 
@@ -35,6 +37,13 @@ class App:
     retriever: Retriever | None
     library: Library
     service: JobService
+
+    @cached_property
+    def api(self) -> "Api":
+        """The HTTP API over this app (API keys resolved once): what every runtime's HTTP entry serves."""
+        from core.api import build_api
+
+        return build_api(self)
 
     @property
     def data_dir(self) -> Path:

@@ -28,7 +28,17 @@ def check_in(body: str, blobs: BlobStore, *, limit_bytes: int) -> str:
 
 
 def check_out(body: str, blobs: BlobStore) -> str:
-    """The original body; raises KeyError if the blob is gone (the message then goes to the DLQ)."""
+    """The original body. If its blob is gone the pointer is returned as it came: the service can't
+    parse it, retries, and the platform dead-letters the message with the pointer intact for review."""
     if not body.startswith(MARKER):
         return body
-    return blobs.get(json.loads(body)["claim_check"]).decode()
+    key = json.loads(body)["claim_check"]
+    try:
+        return blobs.get(key).decode()
+    except KeyError:
+        import logging
+
+        from core.logs import log_event
+
+        log_event("claimcheck.missing", logging.ERROR, key=key)
+        return body

@@ -10,6 +10,7 @@ Pub/Sub's ack or raise, Service Bus's complete or abandon).
 from __future__ import annotations
 
 import logging
+import threading
 
 from core.logs import log_event
 from core.ports import Delivery, JobQueue
@@ -36,7 +37,7 @@ async def run_delivery(
 
 
 _loop = None
-_loop_lock = __import__("threading").Lock()
+_loop_lock = threading.Lock()
 
 
 def event_loop():
@@ -48,7 +49,6 @@ def event_loop():
     safely (run_until_complete from two threads at once would fail).
     """
     import asyncio
-    import threading
 
     global _loop
     with _loop_lock:

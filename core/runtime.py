@@ -125,13 +125,11 @@ class LocalService:
     """API plus worker loops sharing one process; its ASGI lifespan starts and stops the workers."""
 
     def __init__(self, app: App, *, workers: int) -> None:
-        from core.api import build_api
-
         self.app = app
         self.stop = asyncio.Event()
         self.pools = [WorkerPool(app, concurrency=app.settings.server.concurrency) for _ in range(workers)]
         self.tasks: list[asyncio.Task[Any]] = []
-        self.asgi = asgi_app(build_api(app), on_startup=self.start, on_shutdown=self.shutdown)
+        self.asgi = asgi_app(app.api, on_startup=self.start, on_shutdown=self.shutdown)
 
     async def start(self) -> None:
         self.stop = asyncio.Event()

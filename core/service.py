@@ -833,7 +833,10 @@ class JobService:
             job.status = JobStatus.dead_lettered
             job.lease_expires_at = None
             job.finished_at = job.updated_at = now
-            reason = f"dead-lettered by the queue after {delivery.receive_count} deliveries"
+            # a platform's dead-letter queue counts its own deliveries from 1 again: the message got
+            # there after at least the configured number
+            deliveries = max(delivery.receive_count, self.settings.queue.max_receives)
+            reason = f"dead-lettered by the queue after {deliveries} deliveries"
             job.error = _with_reason(job.error, reason)
             if self.store.update(job, expected_version=expected):
                 log_event("job.dead_lettered", logging.ERROR, job_id=job.id, trace_id=job.trace_id, reason=reason)

@@ -108,7 +108,6 @@ class Aws:
         aws_app.get_app.reset()
         import adapters.aws.handlers as handlers
 
-        handlers._api = None
         self.handlers = handlers
 
     @property

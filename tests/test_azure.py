@@ -117,12 +117,10 @@ class Azure:
 
     def configure(self, config: dict[str, Any]) -> None:
         from adapters.azure import app as azure_app
-        import adapters.azure.function_app as fa
 
         self.config.write_text(yaml.safe_dump(config))
         azure_app.reset()
         azure_app.get_app.factory = lambda: azure_app.build(sender_factory=lambda: self.sender)
-        fa._api = None
         self.functions = {name: f.get_user_function() for name, f in app_functions().items()}
 
     @property

@@ -105,9 +105,6 @@ class Gcp:
         for c in (clients.publisher, clients.firestore, clients.storage, clients.secret_manager):
             c.cache_clear()
         get_app.reset()
-        import adapters.gcp.main as main
-
-        main._api = None
 
     @property
     def app(self):

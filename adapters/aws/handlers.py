@@ -14,10 +14,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters.aws.app import get_app
-from core.api import ApiRequest, build_api, respond
+from core.api import ApiRequest, respond
 
 DEADLINE_MARGIN_S = 5.0  # leave time to report the batch before Lambda's timeout
-_api: Any = None
 
 
 def _deadline(context: Any) -> float:
@@ -26,9 +25,6 @@ def _deadline(context: Any) -> float:
 
 
 def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _api
-    if _api is None:
-        _api = build_api(get_app())
     http = event.get("requestContext", {}).get("http", {})
     body = event.get("body") or ""
     raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
@@ -39,7 +35,7 @@ def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
         base_url=f"{headers.get('x-forwarded-proto', 'https')}://{domain}",
         query=dict(parse_qsl(event.get("rawQueryString") or "")),
     )
-    resp = respond(_api, req)
+    resp = respond(get_app().api, req)
     return {
         "statusCode": resp.status, "headers": {"content-type": "application/json", **resp.headers},
         "body": resp.json_bytes().decode(), "isBase64Encoded": False,
@@ -64,7 +60,6 @@ def dead_letter(event: dict[str, Any], context: Any) -> dict[str, Any]:
     failures = []
     for r in event.get("Records", []):
         d = app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {}))  # type: ignore[attr-defined]
-        d.receive_count = max(d.receive_count, app.settings.queue.max_receives)  # the DLQ's own count restarts
         try:
             app.service.dead_letter(d)
         except Exception:  # a store outage: keep the record in the DLQ and try again

@@ -25,24 +25,26 @@ def _credential() -> Any:
     return DefaultAzureCredential()
 
 
+def _storage(client_cls: Any, service: str) -> Any:
+    """A Storage service client: Azurite's connection string locally, the managed identity deployed."""
+    if os.environ.get("ALTO_STORAGE_CONNECTION"):
+        return client_cls.from_connection_string(os.environ["ALTO_STORAGE_CONNECTION"])
+    account = os.environ["AzureWebJobsStorage__accountName"]
+    return client_cls(f"https://{account}.{service}.core.windows.net", credential=_credential())
+
+
 @lru_cache(maxsize=None)
 def table_service() -> Any:
     from azure.data.tables import TableServiceClient
 
-    if os.environ.get("ALTO_STORAGE_CONNECTION"):
-        return TableServiceClient.from_connection_string(os.environ["ALTO_STORAGE_CONNECTION"])
-    account = os.environ["AzureWebJobsStorage__accountName"]
-    return TableServiceClient(f"https://{account}.table.core.windows.net", credential=_credential())
+    return _storage(TableServiceClient, "table")
 
 
 @lru_cache(maxsize=None)
 def blob_service() -> Any:
     from azure.storage.blob import BlobServiceClient
 
-    if os.environ.get("ALTO_STORAGE_CONNECTION"):
-        return BlobServiceClient.from_connection_string(os.environ["ALTO_STORAGE_CONNECTION"])
-    account = os.environ["AzureWebJobsStorage__accountName"]
-    return BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=_credential())
+    return _storage(BlobServiceClient, "blob")
 
 
 @lru_cache(maxsize=None)

@@ -16,12 +16,11 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from adapters.azure.app import get_app
-from core.api import ApiRequest, build_api, respond
+from core.api import ApiRequest, respond
 
 QUEUE = "%ALTO_QUEUE_NAME%"
 CONNECTION = "ServiceBusConnection"
 DEADLINE_S = 230.0  # under host.json's functionTimeout: the deadline governance works to
-_api: Any = None
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # our own API keys authenticate
 
@@ -30,16 +29,13 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # our own API 
 @app.route(route="{*path}", methods=["GET", "POST"])
 @app.service_bus_queue_output(arg_name="out", connection=CONNECTION, queue_name=QUEUE)
 def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
-    global _api
     alto = get_app()
-    if _api is None:
-        _api = build_api(alto)
     headers = {k.lower(): v for k, v in req.headers.items()}
     url = urlsplit(req.url)
     path, base = url.path or "/", f"{headers.get('x-forwarded-proto', url.scheme)}://{url.netloc}"
     token = alto.queue.collect()  # type: ignore[attr-defined]
     try:
-        resp = respond(_api, ApiRequest(method=req.method, path=path, headers=headers, body=req.get_body() or b"",
+        resp = respond(alto.api, ApiRequest(method=req.method, path=path, headers=headers, body=req.get_body() or b"",
                                         base_url=base, query=dict(req.params)))
     finally:
         messages = alto.queue.collected(token)  # type: ignore[attr-defined]
@@ -69,10 +65,7 @@ async def worker(msg: func.ServiceBusMessage) -> None:
 @app.function_name(name="dead_letter")
 @app.service_bus_queue_trigger(arg_name="msg", connection=CONNECTION, queue_name=QUEUE + "/$DeadLetterQueue")
 def dead_letter(msg: func.ServiceBusMessage) -> None:
-    alto = get_app()
-    d = _delivery(msg)
-    d.receive_count = max(d.receive_count, alto.settings.queue.max_receives)
-    alto.service.dead_letter(d)  # a store outage raises: the message stays in the DLQ for another try
+    get_app().service.dead_letter(_delivery(msg))  # a store outage raises: the message stays in the DLQ for another try
 
 
 @app.function_name(name="reconcile")

@@ -66,11 +66,7 @@ class ServiceBusQueue:
         return "sent"
 
     def delivery(self, message_id: str, body: bytes | str, delivery_count: int, properties: dict[str, Any]) -> Delivery:
-        text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-        try:
-            text = check_out(text, self.blobs)
-        except KeyError:
-            pass  # the claim-check blob is gone: the service can't parse it and it ends dead-lettered
+        text = check_out(body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body, self.blobs)
         earlier = int(properties.get(CARRIED, 0) or 0)
         return Delivery(message_id=message_id, body=text, receive_count=earlier + max(1, delivery_count),
                         attributes=dict(properties))

@@ -19,12 +19,11 @@ from typing import Any
 import functions_framework
 
 from adapters.gcp.app import get_app
-from core.api import ApiRequest, build_api, respond
+from core.api import ApiRequest, respond
 
 DEADLINE_MARGIN_S = 10.0
 MAX_EARLY_SLEEP_S = 60.0  # a deferred message that arrives early waits this long at most, then hops
 MIN_WORK_S = 20.0  # time to leave for the job itself after such a wait
-_api: Any = None
 
 
 def _timeout_s() -> float:
@@ -33,16 +32,13 @@ def _timeout_s() -> float:
 
 @functions_framework.http
 def api(request: Any) -> Any:
-    global _api
-    if _api is None:
-        _api = build_api(get_app())
     headers = {k.lower(): v for k, v in request.headers.items()}
     scheme = headers.get("x-forwarded-proto", request.scheme)
     req = ApiRequest(
         method=request.method, path=request.path, headers=headers, body=request.get_data(cache=False),
         base_url=f"{scheme}://{request.host}", query=request.args.to_dict(),
     )
-    resp = respond(_api, req)
+    resp = respond(get_app().api, req)
     return resp.json_bytes(), resp.status, {"content-type": "application/json", **resp.headers}
 
 
@@ -80,10 +76,7 @@ def worker(cloud_event: Any) -> None:
 
 @functions_framework.cloud_event
 def dead_letter(cloud_event: Any) -> None:
-    app = get_app()
-    d = _delivery(cloud_event)
-    d.receive_count = max(d.receive_count, app.settings.queue.max_receives)
-    app.service.dead_letter(d)  # a store outage raises: the dead-letter subscription retries
+    get_app().service.dead_letter(_delivery(cloud_event))  # a store outage raises: the subscription retries
 
 
 @functions_framework.http
