@@ -1,1 +1,1 @@
-"""AWS adapter (Lambda + SQS, DynamoDB/S3/Secrets Manager): boto3 is imported only inside this package."""
+"""AWS adapter (Lambda + SQS, DynamoDB/S3/Secrets Manager): the AWS SDK (botocore) is imported only inside this package."""
