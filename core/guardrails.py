@@ -13,9 +13,9 @@ from core.config import GuardrailsConfig
 from core.models import Citation
 
 _PII = [
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
-    (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "[card]"),
-    (re.compile(r"(?<!\w)\+?\d[\d ()-]{7,}\d\b"), "[phone]"),
+    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "[email]"),
+    (r"\b(?:\d[ -]?){13,19}\b", "[card]"),
+    (r"(?<!\w)\+?\d[\d ()-]{7,}\d\b", "[phone]"),
 ]
 
 
@@ -59,7 +59,13 @@ def check_output(text: str, citations: list[Citation], cfg: GuardrailsConfig) ->
         )
 
 
+@lru_cache(maxsize=1)
+def _pii() -> list[tuple[re.Pattern[str], str]]:
+    """Compiled on first use: only deployments that turn on `redact_pii_in_logs` pay for it."""
+    return [(re.compile(p), repl) for p, repl in _PII]
+
+
 def redact(text: str) -> str:
-    for pat, repl in _PII:
+    for pat, repl in _pii():
         text = pat.sub(repl, text)
     return text
