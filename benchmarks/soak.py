@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.bootstrap import bootstrap  # noqa: E402
-from core.config import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from core.embedded.secrets import EnvSecrets  # noqa: E402
 from core.models import JobRequest  # noqa: E402
 from core.runtime import WorkerPool, unwire_wakeups, wire_wakeups  # noqa: E402

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
 
 from pydantic import ValidationError
 
-from core.config import KEY_HASH, Settings
+from core.config import KEY_HASH, ApiSettings
 from core.errors import ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.logs import log_event
 from core.models import JobRequest, JobStatus, JobView, SubmitResponse
@@ -23,21 +23,25 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 JOB_PATH = re.compile(r"^/v1/jobs/([A-Za-z0-9_-]{1,128})$")
 
 
-@dataclass
-class ApiRequest:
+class ApiRequest(NamedTuple):  # not a dataclass: see core.service.Prepared
     method: str
     path: str
     headers: Mapping[str, str]  # keys lower-cased by the adapter
     body: bytes = b""
     base_url: str = ""
-    query: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass
 class ApiResponse:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = {} if headers is None else headers
+
+    def __repr__(self) -> str:
+        return f"ApiResponse({self.status}, {self.body!r}, {self.headers!r})"
 
     def json_bytes(self) -> bytes:
         return json.dumps(self.body, separators=(",", ":")).encode()
@@ -55,7 +59,7 @@ def _error(status: int, code: str, message: str, field_name: str | None = None, 
 class ApiKeys:
     """Tenant lookup by SHA-256 of the bearer key: raw keys are never stored or logged."""
 
-    def __init__(self, settings: Settings, secrets: Secrets) -> None:
+    def __init__(self, settings: ApiSettings, secrets: Secrets) -> None:
         self.by_hash: dict[str, str] = {}
         for tenant, cfg in settings.tenants.items():
             for entry in cfg.api_keys:

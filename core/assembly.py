@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import ModelConfig, RetrievalConfig
+from core.settings import ModelConfig, RetrievalConfig
 from core.models import ChunkDropped, ChunkUse, PromptAssembly
 from core.prompting import RenderedPrompt, document_block, render, user_parts
 from core.providers.base import ContextChunk

@@ -7,8 +7,8 @@ call is the slow, network-bound step that workers overlap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from core.models import Job, JobStatus
 
@@ -17,15 +17,14 @@ if TYPE_CHECKING:
     from core.retrieval.index import ChunkRow
 
 
-@dataclass
-class Delivery:
+class Delivery(NamedTuple):
     """One delivery of a queue message. `receive_count` counts deliveries including this one."""
 
     message_id: str
     body: str
     receive_count: int = 1
     receipt: Any = None
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = MappingProxyType({})
 
 
 @runtime_checkable
@@ -72,8 +71,7 @@ class JobStore(Protocol):
         """Newest first; with `updated_before`, only jobs last written before that time (oldest first)."""
 
 
-@dataclass
-class StateRecord:
+class StateRecord(NamedTuple):
     value: dict[str, Any]
     version: int
     expires_at: float | None = None

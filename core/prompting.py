@@ -33,7 +33,7 @@ class RenderedPrompt:
 
 
 def builtin_templates() -> dict[str, Any]:
-    from core.config import TemplateConfig
+    from core.settings import TemplateConfig
 
     return {TEMPLATE_ID: TemplateConfig(system=SYSTEM)}
 

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from core.config import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
+from core.settings import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
 from core.models import JobRequest, RouteDecision
 
 

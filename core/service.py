@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple, TypeVar
 
-from core.config import ModelConfig, RouteConfig, Settings
+from core.config import ApiSettings
 from core.errors import IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.guardrails import GuardrailViolation, check_input, check_output
 from core.ids import new_job_id, new_trace_id
@@ -50,6 +49,7 @@ from core.ports import (
 # here: a cold start that only serves the API (submit, status) never loads it.
 if TYPE_CHECKING:
     from core.assembly import Assembled
+    from core.settings import ModelConfig, RouteConfig, Settings
     from core.governance.breaker import CircuitBreaker, Gate
     from core.governance.cache import ResponseCache
     from core.governance.ratelimit import Deferral, RateLimiter, Reservation
@@ -63,15 +63,15 @@ MIN_CALL_S = 1.0  # don't start a provider call with less than this left before 
 SLOT_POLL_S = 0.1  # how often a worker re-checks a full concurrency cap while it may still wait in process
 
 
-@dataclass
-class Prepared:
+# NamedTuples rather than dataclasses here and in core.ports / core.api: these modules load on every
+# cold start, the API's included, and generating a dataclass costs ~0.4 ms there.
+class Prepared(NamedTuple):
     plan: RoutePlan
     decision: RouteDecision
     assembled: Assembled
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     """What the runtime should do with the delivery.
 
     `ack` deletes it; `retry` hands it back after `delay_s` (counts as a delivery, so a message that
@@ -88,12 +88,12 @@ class Outcome:
 class JobService:
     def __init__(
         self,
-        settings: Settings,
+        settings: ApiSettings,
         *,
         store: JobStore,
         state: StateStore,
         queue: JobQueue,
-        providers: ProviderRegistry,
+        providers: ProviderRegistry | None,
         retriever: Retriever | None = None,
         router: Router | None = None,
         clock: Callable[[], float] = time.time,
@@ -102,17 +102,35 @@ class JobService:
         self.store = store
         self.state = state
         self.queue = queue
-        self.providers = providers
+        self._providers = providers
         self.retriever = retriever
         if router is not None:
             self.router = router
         self.clock = clock
 
+    @property
+    def providers(self) -> ProviderRegistry:
+        if self._providers is None:
+            raise TypeError("this JobService has no providers (built for the HTTP API alone); bootstrap() one "
+                            "to process jobs")
+        return self._providers
+
+    @cached_property
+    def full_settings(self) -> Settings:
+        """The sections job processing reads. A service built from `ApiSettings` (an HTTP API
+        function) submits and reads jobs but cannot process them."""
+        from core.settings import Settings
+
+        if not isinstance(self.settings, Settings):
+            raise TypeError("this JobService was built from ApiSettings (API only); bootstrap() one from "
+                            "load_settings() to process jobs")
+        return self.settings
+
     @cached_property
     def router(self) -> Router:
         from core.routing import Router
 
-        return Router(self.settings)
+        return Router(self.full_settings)
 
     @cached_property
     def cache(self) -> ResponseCache | None:
@@ -154,15 +172,8 @@ class JobService:
             check_input(request.prompt, self.settings.guardrails)
         except GuardrailViolation as e:
             raise InputError(str(e), field="prompt") from None
-        if request.collection and self.retriever is not None:
-            known = getattr(self.retriever, "collections", None)
-            if known is not None and request.collection not in known(tenant):
-                raise InputError(
-                    f"collection '{request.collection}' has no documents for this tenant; "
-                    f"ingest some with `alto ingest PATH --collection {request.collection} --tenant {tenant}` "
-                    "or omit the field",
-                    field="collection",
-                )
+        if request.collection and (missing := self._missing_collection(tenant, request.collection)):
+            raise InputError(missing, field="collection")
         fingerprint = request.fingerprint()
         job_id = new_job_id()
         if idempotency_key is not None:
@@ -286,6 +297,8 @@ class JobService:
             return await self._finalize(job)
 
         candidates = self._retrieve(job)
+        if not candidates and job.request.collection and (missing := self._missing_collection(job.tenant, job.request.collection)):
+            return self._fail_permanent(job, missing)  # an API-only app accepted it without looking
         try:
             check_input(job.request.prompt, self.settings.guardrails)
             prepared = self.prepare(job.tenant, job.request, candidates, job_id=job.id)
@@ -359,14 +372,14 @@ class JobService:
         from core.tokenizers import counter
 
         count = counter().count
-        best = sorted(candidates, key=lambda c: -c.score)[: self.settings.retrieval.top_k]
+        best = sorted(candidates, key=lambda c: -c.score)[: self.full_settings.retrieval.top_k]
         size = count(request.prompt) + sum(count(c.text) for c in best)  # what routing rules on size see
         plan = self.router.plan(tenant, request, input_tokens=size, job_id=job_id)
         route = plan.route
-        template = self.settings.templates[route.template]
+        template = self.full_settings.templates[route.template]
 
         def need(name: str) -> int:
-            model = self.settings.models[name]
+            model = self.full_settings.models[name]
             return required_tokens(
                 request.prompt, template=template, model=model, reserved_output=min(route.max_tokens, model.max_output_tokens),
             )
@@ -379,12 +392,12 @@ class JobService:
         from core.assembly import PromptTooLong, assemble
         from core.routing import NoRoute
 
-        model = self.settings.models[model_name]
+        model = self.full_settings.models[model_name]
         try:
             return assemble(
-                question, candidates, template_id=route.template, template=self.settings.templates[route.template],
+                question, candidates, template_id=route.template, template=self.full_settings.templates[route.template],
                 model_name=model_name, model=model, reserved_output=min(route.max_tokens, model.max_output_tokens),
-                settings=self.settings.retrieval,
+                settings=self.full_settings.retrieval,
             )
         except PromptTooLong as e:
             raise NoRoute(str(e)) from None
@@ -401,7 +414,7 @@ class JobService:
             assembled = prepared
         else:
             assembled = self.assemble_for(decision.model, job.request.prompt, candidates, plan.route)
-        model = self.settings.models[decision.model]
+        model = self.full_settings.models[decision.model]
         if model.count_tokens == "provider":
             assembled = await self._provider_checked(decision, model, assembled, job.request.prompt, plan.route)
         assemblies[decision.model] = assembled
@@ -435,8 +448,8 @@ class JobService:
                 return assembled
             trimmed = trim_to(
                 assembled, counted - limit, question=question, template_id=route.template,
-                template=self.settings.templates[route.template], model_name=decision.model, model=model,
-                reserved_output=assembled.record.reserved_output_tokens, settings=self.settings.retrieval,
+                template=self.full_settings.templates[route.template], model_name=decision.model, model=model,
+                reserved_output=assembled.record.reserved_output_tokens, settings=self.full_settings.retrieval,
             )
             if trimmed is None:
                 raise NoRoute(f"the provider counts {counted} input tokens, over the {limit} '{decision.model}' allows")
@@ -458,7 +471,7 @@ class JobService:
         candidates = [current] + [d for d in plan.fallbacks.get("circuit_open", []) if d.model != current.model]
         retry_in: float | None = None
         for decision in candidates:
-            model = self.settings.models[decision.model]
+            model = self.full_settings.models[decision.model]
             gate = self.breaker.check(model, probe_timeout_s=gov.lease_s)
             if gate.kind != "open":
                 break
@@ -531,7 +544,7 @@ class JobService:
             log_event("route.decided", provider=decision.provider, model=decision.model, reason=decision.reason)
 
         provider = self.providers.get(decision.provider)
-        timeout = max(0.1, min(self.settings.providers[decision.provider].timeout_s, job.lease_expires_at - now))
+        timeout = max(0.1, min(self.full_settings.providers[decision.provider].timeout_s, job.lease_expires_at - now))
         request = ChatRequest(
             model_id=decision.model_id, system=prompt.system, user=prompt.user,
             question=job.request.prompt, max_tokens=min(route.max_tokens, model.max_output_tokens), context=chunks,
@@ -656,11 +669,19 @@ class JobService:
         log_event("job.deferred", reason=reason, delay_s=round(delay_s, 3))
         return Outcome("defer", delay_s=delay_s, status=JobStatus.queued, detail=reason)
 
+    def _missing_collection(self, tenant: str, collection: str) -> str | None:
+        """Why `collection` can't be used, if it has no documents for `tenant` (None: fine, or no way to tell)."""
+        known = getattr(self.retriever, "collections", None) if self.retriever is not None else None
+        if known is None or collection in known(tenant):
+            return None
+        return (f"collection '{collection}' has no documents for this tenant; ingest some with "
+                f"`alto ingest PATH --collection {collection} --tenant {tenant}` or omit the field")
+
     def _retrieve(self, job: Job) -> list[ContextChunk]:
         if not job.request.collection or self.retriever is None:
             return []
         query = job.request.context_query or job.request.prompt
-        return self.retriever.search(job.tenant, job.request.collection, query, k=self.settings.retrieval.candidates)
+        return self.retriever.search(job.tenant, job.request.collection, query, k=self.full_settings.retrieval.candidates)
 
     def _persist(self, job: Job) -> bool:
         """Write the job; on a version race, re-read and re-apply our reply if nobody finished it first."""
@@ -683,7 +704,7 @@ class JobService:
             chunks = []
             if job.request.collection and self.retriever is not None and job.context_chunks:
                 chunks = self.retriever.fetch(job.tenant, job.request.collection, job.context_chunks)
-        model = self.settings.models.get(job.route.model) if job.route else None
+        model = self.full_settings.models.get(job.route.model) if job.route else None
         reply: ProviderResult = job.reply
         now = self.clock()
         expected = job.version

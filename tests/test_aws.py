@@ -106,6 +106,7 @@ class Aws:
         self.config.write_text(yaml.safe_dump(config))
         client.cache_clear()
         aws_app.get_app.reset()
+        aws_app.get_api_app.reset()
         import adapters.aws.handlers as handlers
 
         self.handlers = handlers
@@ -339,14 +340,17 @@ def test_s3_blobs_and_secrets_manager(aws):
         secrets.resolve("aws-sm:altostratus/nope")
 
 
-def test_the_submit_path_never_imports_the_llm_sdk(aws):
+def test_the_submit_path_loads_neither_the_llm_sdk_nor_the_worker_side(aws):
+    """A real submit through the api handler, in a fresh process: no LLM SDK, tokenizer or NumPy, no
+    boto3 layer (botocore is enough), and none of the job-processing config, routing or retrieval."""
     code = (
         "import sys, json; import adapters.aws.handlers as h\n"
         "class C:\n    def get_remaining_time_in_millis(self): return 10000\n"
         "e = {'rawPath': '/v1/jobs', 'headers': {'authorization': 'Bearer %s'}, 'requestContext': "
         "{'http': {'method': 'POST'}}, 'body': json.dumps({'prompt': 'hi'})}\n"
         "r = h.api(e, C()); assert r['statusCode'] == 202, r\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('anthropic', 'httpx2', 'tiktoken', 'numpy'))))"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('anthropic', 'httpx2', 'tiktoken', 'numpy', "
+        "'boto3') or m in ('core.settings', 'core.routing', 'core.retrieval', 'core.providers'))))"
     ) % KEY
     import os
 

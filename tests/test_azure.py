@@ -121,6 +121,7 @@ class Azure:
         self.config.write_text(yaml.safe_dump(config))
         azure_app.reset()
         azure_app.get_app.factory = lambda: azure_app.build(sender_factory=lambda: self.sender)
+        azure_app.get_api_app.factory = lambda: azure_app.build(api_only=True, sender_factory=lambda: self.sender)
         self.functions = {name: f.get_user_function() for name, f in app_functions().items()}
 
     @property

@@ -99,12 +99,13 @@ class Gcp:
 
     def configure(self, config: dict[str, Any]) -> None:
         from adapters.gcp import clients
-        from adapters.gcp.app import get_app
+        from adapters.gcp.app import get_api_app, get_app
 
         self.config.write_text(yaml.safe_dump(config))
         for c in (clients.publisher, clients.firestore, clients.storage, clients.secret_manager):
             c.cache_clear()
         get_app.reset()
+        get_api_app.reset()
 
     @property
     def app(self):

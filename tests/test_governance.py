@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import BreakerConfig, LimitsConfig, ModelConfig
+from core.config import BreakerConfig
+from core.settings import LimitsConfig, ModelConfig
 from core.embedded.stores import SqliteStateStore
 from core.governance.breaker import CircuitBreaker
 from core.governance.ratelimit import Deferral, RateLimiter, Reservation

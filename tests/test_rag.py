@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from core.assembly import assemble
-from core.config import ModelConfig, RetrievalConfig, TemplateConfig
+from core.settings import ModelConfig, RetrievalConfig, TemplateConfig
 from core.models import JobRequest, JobStatus
 from core.prompting import SYSTEM
 from core.providers.base import ContextChunk

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from core.bootstrap import App, LazyApp, bootstrap, cloud_settings
+from core.bootstrap import ApiApp, LazyApp, cloud_settings, compose
 
 REQUIRED = ("ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_QUEUE_URL", "ALTO_BUCKET")
 
 
-def build(env: Mapping[str, str] | None = None) -> App:
+def build(env: Mapping[str, str] | None = None, *, api_only: bool = False) -> ApiApp:
     from adapters.aws.clients import client
     from adapters.aws.dynamodb import DynamoJobStore, DynamoStateStore
     from adapters.aws.s3 import S3BlobStore
@@ -24,10 +24,11 @@ def build(env: Mapping[str, str] | None = None) -> App:
     from core.embedded.secrets import EnvSecrets
 
     env = os.environ if env is None else env
-    settings = cloud_settings(env, required=REQUIRED, adapter="AWS", source="serverless.yml")
+    settings = cloud_settings(env, required=REQUIRED, adapter="AWS", source="serverless.yml",
+                              api_only=api_only)
 
     blobs = S3BlobStore(lambda: client("s3"), env["ALTO_BUCKET"])
-    return bootstrap(
+    return compose(
         settings,
         store=DynamoJobStore(lambda: client("dynamodb"), env["ALTO_JOBS_TABLE"]),
         state=DynamoStateStore(lambda: client("dynamodb"), env["ALTO_STATE_TABLE"]),
@@ -39,3 +40,4 @@ def build(env: Mapping[str, str] | None = None) -> App:
 
 
 get_app = LazyApp(lambda: build())
+get_api_app = LazyApp(lambda: build(api_only=True))  # the `api` function: see core.bootstrap.bootstrap_api

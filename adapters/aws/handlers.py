@@ -13,7 +13,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from adapters.aws.app import get_app
+from adapters.aws.app import get_api_app, get_app
 from core.api import ApiRequest, respond
 
 DEADLINE_MARGIN_S = 5.0  # leave time to report the batch before Lambda's timeout
@@ -35,7 +35,7 @@ def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
         base_url=f"{headers.get('x-forwarded-proto', 'https')}://{domain}",
         query=dict(parse_qsl(event.get("rawQueryString") or "")),
     )
-    resp = respond(get_app().api, req)
+    resp = respond(get_api_app().api, req)
     return {
         "statusCode": resp.status, "headers": {"content-type": "application/json", **resp.headers},
         "body": resp.json_bytes().decode(), "isBase64Encoded": False,

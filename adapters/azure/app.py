@@ -16,7 +16,7 @@ import os
 from functools import lru_cache
 from typing import Any, Mapping
 
-from core.bootstrap import App, LazyApp, bootstrap, cloud_settings
+from core.bootstrap import ApiApp, LazyApp, cloud_settings, compose
 
 
 def _credential() -> Any:
@@ -55,18 +55,19 @@ def sender() -> Any:
     return client.get_queue_sender(os.environ["ALTO_QUEUE_NAME"])
 
 
-def build(env: Mapping[str, str] | None = None, *, sender_factory: Any = None) -> App:
+def build(env: Mapping[str, str] | None = None, *, api_only: bool = False, sender_factory: Any = None) -> ApiApp:
     from adapters.azure.blobs import AzureBlobStore
     from adapters.azure.servicebus import ServiceBusQueue
     from adapters.azure.tables import TableJobStore, TableStateStore
     from core.embedded.secrets import EnvSecrets
 
     env = os.environ if env is None else env
-    settings = cloud_settings(env, required=("ALTO_QUEUE_NAME",), adapter="Azure", source="infra/azure")
+    settings = cloud_settings(env, required=("ALTO_QUEUE_NAME",), adapter="Azure", source="infra/azure",
+                              api_only=api_only)
     jobs, state = env.get("ALTO_JOBS_TABLE", "altojobs"), env.get("ALTO_STATE_TABLE", "altostate")
     container = env.get("ALTO_CONTAINER", "alto")
     blobs = AzureBlobStore(lambda: blob_service().get_container_client(container))
-    return bootstrap(
+    return compose(
         settings,
         store=TableJobStore(lambda: table_service().get_table_client(jobs)),
         state=TableStateStore(lambda: table_service().get_table_client(state)),
@@ -77,9 +78,11 @@ def build(env: Mapping[str, str] | None = None, *, sender_factory: Any = None) -
 
 
 get_app = LazyApp(lambda: build())
+get_api_app = LazyApp(lambda: build(api_only=True))  # the `api` function: see core.bootstrap.bootstrap_api
 
 
 def reset() -> None:
     for f in (table_service, blob_service, sender):
         f.cache_clear()
     get_app.reset()
+    get_api_app.reset()

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from adapters.azure.app import get_app
+from adapters.azure.app import get_api_app, get_app
 from core.api import ApiRequest, respond
 
 QUEUE = "%ALTO_QUEUE_NAME%"
@@ -29,7 +29,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # our own API 
 @app.route(route="{*path}", methods=["GET", "POST"])
 @app.service_bus_queue_output(arg_name="out", connection=CONNECTION, queue_name=QUEUE)
 def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
-    alto = get_app()
+    alto = get_api_app()
     headers = {k.lower(): v for k, v in req.headers.items()}
     url = urlsplit(req.url)
     path, base = url.path or "/", f"{headers.get('x-forwarded-proto', url.scheme)}://{url.netloc}"

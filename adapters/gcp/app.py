@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from core.bootstrap import App, LazyApp, bootstrap, cloud_settings
+from core.bootstrap import ApiApp, LazyApp, cloud_settings, compose
 
 REQUIRED = ("ALTO_TOPIC", "ALTO_BUCKET")
 
 
-def build(env: Mapping[str, str] | None = None) -> App:
+def build(env: Mapping[str, str] | None = None, *, api_only: bool = False) -> ApiApp:
     from adapters.gcp import clients
     from adapters.gcp.firestore import FirestoreJobStore, FirestoreStateStore
     from adapters.gcp.gcs import GcsBlobStore
@@ -24,10 +24,11 @@ def build(env: Mapping[str, str] | None = None) -> App:
     from core.embedded.secrets import EnvSecrets
 
     env = os.environ if env is None else env
-    settings = cloud_settings(env, required=REQUIRED, adapter="GCP", source="infra/gcp")
+    settings = cloud_settings(env, required=REQUIRED, adapter="GCP", source="infra/gcp",
+                              api_only=api_only)
     project = clients.project()
     blobs = GcsBlobStore(clients.storage, env["ALTO_BUCKET"])
-    return bootstrap(
+    return compose(
         settings,
         store=FirestoreJobStore(clients.firestore),
         state=FirestoreStateStore(clients.firestore),
@@ -39,3 +40,4 @@ def build(env: Mapping[str, str] | None = None) -> App:
 
 
 get_app = LazyApp(lambda: build())
+get_api_app = LazyApp(lambda: build(api_only=True))  # the `api` function: see core.bootstrap.bootstrap_api

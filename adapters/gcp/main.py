@@ -18,7 +18,7 @@ from typing import Any
 
 import functions_framework
 
-from adapters.gcp.app import get_app
+from adapters.gcp.app import get_api_app, get_app
 from core.api import ApiRequest, respond
 
 DEADLINE_MARGIN_S = 10.0
@@ -38,7 +38,7 @@ def api(request: Any) -> Any:
         method=request.method, path=request.path, headers=headers, body=request.get_data(cache=False),
         base_url=f"{scheme}://{request.host}", query=request.args.to_dict(),
     )
-    resp = respond(get_app().api, req)
+    resp = respond(get_api_app().api, req)
     return resp.json_bytes(), resp.status, {"content-type": "application/json", **resp.headers}
 
 

@@ -16,7 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from core.config import BreakerConfig, ModelConfig
+from core.config import BreakerConfig
+from core.settings import ModelConfig
 from core.governance.ratelimit import deployment_key
 from core.governance.state import mutate
 from core.logs import log_event
