@@ -212,6 +212,16 @@ def test_api_to_sqs_to_worker_to_dynamodb_to_api_get(aws):
     assert int(item["expires_at"]["N"]) > time.time() + 29 * 86400  # terminal jobs get the TTL attribute
 
 
+def test_a_collection_with_no_documents_is_failed_by_the_worker_saying_why(aws):
+    """The api function (ApiSettings, no retriever) accepts the job; the worker, which can look, fails it."""
+    job_id = aws.submit("What does the manual say?", collection="manuals")
+    aws.drain()
+    status, view = aws.http("GET", f"/v1/jobs/{job_id}")
+    assert view["status"] == "failed" and not view["attempts"]
+    assert "collection 'manuals' has no documents" in view["error"]["message"]
+    assert "alto ingest PATH --collection manuals" in view["error"]["message"]
+
+
 def test_poison_record_fails_alone_then_reaches_the_dlq_and_is_marked(aws):
     dead_port = free_port()  # nothing listens: every call is a transient connection error
     cfg = anthropic_cfg("http://127.0.0.1:1", max_attempts=10)
