@@ -40,11 +40,35 @@ def packaged(tmp_path_factory) -> dict[str, Any]:
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     template = json.loads((out / "cloudformation-template-update-stack.json").read_text())
-    return {"dir": out, "template": template, "zip": out / "altostratus.zip"}
+    return {"dir": out, "template": template, "zip": out / "altostratus.zip", "log": r.stdout}
 
 
 def resources(packaged: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in packaged["template"]["Resources"].items() if v["Type"] == kind}
+
+
+def test_packaging_validates_every_config_section_the_api_does_not(packaged, tmp_path):
+    """The api function checks only ApiSettings at its cold start, so a bad routing section would reach
+    the workers; the osls-config-check plugin stops `osls package` on it, naming the fix."""
+    assert "altostratus: infra/aws/altostratus.yaml is valid" in packaged["log"]
+    bad = tmp_path / "altostratus.yaml"
+    bad.write_text("routing:\n  default: {model: claude-haiku-4.5}\nqueue: {max_receives: 5}\n")
+    from core.config import load_api_settings
+
+    assert load_api_settings(bad, env={}).queue.max_receives == 5  # what the api alone would accept
+    with zipfile.ZipFile(packaged["zip"]) as zf:
+        zf.extractall(tmp_path / "task")  # the bundle: core and the python3.12 requirements the plugin runs on
+    script = (
+        f"const P = require({json.dumps(str(ROOT / 'infra' / 'aws' / 'osls-config-check.js'))});"
+        "const sls = {service: {provider: {environment: {ALTO_CONFIG: process.argv[1]}}, "
+        "custom: {bytecode: {python: process.argv[2]}}}, config: {servicePath: process.cwd()}, classes: {Error}};"
+        "try { new P(sls).check(); } catch (e) { console.log(e.message); process.exit(3); }"
+    )
+    r = subprocess.run(["node", "-e", script, str(bad), PY312], cwd=tmp_path / "task", capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "is not a valid Altostratus configuration" in r.stdout
+    assert "routing.default.model: 'claude-haiku-4.5' is not defined under `models`" in r.stdout
 
 
 def test_cfn_lint_reports_no_errors(packaged):
