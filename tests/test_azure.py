@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -323,9 +325,15 @@ def test_least_privilege_role_assignments():
     assert len(assignments) == 5
 
 
-def test_deploy_script_builds_the_app_folder():
-    r = subprocess.run(["bash", str(ROOT / "infra" / "azure" / "deploy.sh"), "--build-only"], capture_output=True,
-                       text=True)
+def test_deploy_script_checks_the_config_then_builds_the_app_folder(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    script = str(ROOT / "infra" / "azure" / "deploy.sh")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routing:\n  default: {model: nope}\n")
+    r = subprocess.run(["bash", script, "--build-only"], capture_output=True, text=True, env={**env, "CONFIG": str(bad)})
+    assert r.returncode == 1 and "routing.default.model: 'nope' is not defined" in r.stderr
+    assert f"not deploying: fix {bad}" in r.stderr and not (ROOT / "infra" / "azure" / "build").exists()
+    r = subprocess.run(["bash", script, "--build-only"], capture_output=True, text=True, env=env)
     build = ROOT / "infra" / "azure" / "build" / "app"
     try:
         assert r.returncode == 0, r.stderr

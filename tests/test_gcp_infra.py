@@ -5,8 +5,10 @@ event type matches adapters/gcp/main.py, the topics match what the functions are
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,8 +112,15 @@ def test_least_privilege_and_the_dead_letter_policy():
     assert "dead-letter-topic" in (INFRA / "deploy.sh").read_text()
 
 
-def test_deploy_script_builds_the_function_source(tmp_path):
-    r = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--build-only"], capture_output=True, text=True)
+def test_deploy_script_checks_the_config_then_builds_the_function_source(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  m: {provider: nowhere, model_id: x}\n")
+    r = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--build-only"], capture_output=True, text=True,
+                       env={**env, "CONFIG": str(bad)})
+    assert r.returncode == 1 and "models.m.provider: 'nowhere' is not defined under `providers`" in r.stderr
+    assert not (INFRA / "build").exists()
+    r = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--build-only"], capture_output=True, text=True, env=env)
     try:
         assert r.returncode == 0, r.stderr
         import zipfile

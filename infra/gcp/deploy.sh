@@ -4,7 +4,10 @@
 #   PROJECT=my-project ./infra/gcp/deploy.sh               # topics, bucket, Firestore, secret, 4 functions, DLQ policy
 #   ./infra/gcp/deploy.sh --build-only                     # build/function-source.zip for `terraform apply`
 #   PROJECT=... ./infra/gcp/deploy.sh --dead-letter-only   # (Terraform calls this) the worker subscription's DLQ policy
+#   CONFIG=path/to/altostratus.yaml (default: the one beside this script) is validated, every section, with
+#   PYTHON (default python3, with the project installed) before anything is built
 set -euo pipefail
+CONFIG=$(realpath "${CONFIG:-$(dirname "$0")/altostratus.yaml}")  # what to deploy (default: the one beside this script)
 cd "$(dirname "$0")"
 ROOT=$(cd ../.. && pwd)
 PROJECT=${PROJECT:-}
@@ -16,12 +19,15 @@ DEAD_TOPIC="$NAME-jobs-dead"
 BUCKET="$PROJECT-$NAME-data"
 
 build() {
+  # every section, as the worker loads it (the api function validates only the sections it reads)
+  (cd "$ROOT" && "${PYTHON:-python3}" -m core.cli --config "$CONFIG" config check) ||
+    { echo "not deploying: fix $CONFIG (the check needs PYTHON=<a python with the project installed>)" >&2; exit 1; }
   # main.py at the root re-exports the entry points of adapters/gcp/main.py (functions-framework
   # looks for the target in ./main.py)
   rm -rf build/source && mkdir -p build/source/adapters
   cp -r "$ROOT/core" build/source/ && rm -rf build/source/core/testing
   cp "$ROOT/adapters/__init__.py" build/source/adapters/ && cp -r "$ROOT/adapters/gcp" build/source/adapters/
-  cp requirements.txt altostratus.yaml build/source/
+  cp requirements.txt build/source/ && cp "$CONFIG" build/source/altostratus.yaml
   printf 'from adapters.gcp.main import api, dead_letter, reconcile, worker  # noqa: F401\n' > build/source/main.py
   find build/source -name __pycache__ -prune -exec rm -rf {} +
   (cd build/source && rm -f ../function-source.zip && zip -qr ../function-source.zip .)
