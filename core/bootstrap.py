@@ -148,7 +148,10 @@ def compose(
     """A cloud entry point's app from its ports: the API alone for `ApiSettings`, everything for `Settings`."""
     if type(settings) is ApiSettings:
         return bootstrap_api(settings, store=store, state=state, queue=queue, blobs=blobs, secrets=secrets)
-    return bootstrap(settings, store=store, state=state, queue=queue, blobs=blobs, secrets=secrets)  # type: ignore[arg-type]
+    return bootstrap(
+        settings,  # type: ignore[arg-type]  # not ApiSettings itself: the Settings load_settings made
+        store=store, state=state, queue=queue, blobs=blobs, secrets=secrets,
+    )
 
 
 def build_retrieval(

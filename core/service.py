@@ -297,7 +297,8 @@ class JobService:
             return await self._finalize(job)
 
         candidates = self._retrieve(job)
-        if not candidates and job.request.collection and (missing := self._missing_collection(job.tenant, job.request.collection)):
+        collection = job.request.collection
+        if not candidates and collection and (missing := self._missing_collection(job.tenant, collection)):
             return self._fail_permanent(job, missing)  # an API-only app accepted it without looking
         try:
             check_input(job.request.prompt, self.settings.guardrails)
@@ -681,7 +682,8 @@ class JobService:
         if not job.request.collection or self.retriever is None:
             return []
         query = job.request.context_query or job.request.prompt
-        return self.retriever.search(job.tenant, job.request.collection, query, k=self.full_settings.retrieval.candidates)
+        k = self.full_settings.retrieval.candidates
+        return self.retriever.search(job.tenant, job.request.collection, query, k=k)
 
     def _persist(self, job: Job) -> bool:
         """Write the job; on a version race, re-read and re-apply our reply if nobody finished it first."""

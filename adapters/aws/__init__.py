@@ -1,1 +1,1 @@
-"""AWS adapter (Lambda + SQS, DynamoDB/S3/Secrets Manager): the AWS SDK (botocore) is imported only inside this package."""
+"""AWS adapter (Lambda + SQS, DynamoDB/S3/Secrets Manager): botocore is imported only inside this package."""
