@@ -147,7 +147,7 @@ class ApiSettings(_Strict):
 
     An API-only cold start (a cloud `api` function) validates these and no more: the job-processing
     sections are carried as given and validated by `core.settings.Settings`, which workers, the CLI and
-    the deploy tooling (`alto config check`, run by `osls package`) load, so a broken file never ships.
+    every deploy path (infra/aws/osls-config-check.js, infra/*/deploy.sh) load, so a broken file never ships.
     """
 
     data_dir: Path | None = Field(default=None, description="Embedded queue, stores, indexes and blobs.")
