@@ -11,19 +11,13 @@ cd "$(dirname "$0")"
 ROOT=$(cd ../.. && pwd)
 NAME=${NAME:-alto}
 LOCATION=${LOCATION:-westeurope}
+source ../stage.sh
 
 build() {
-  # every section, as the worker loads it (the api function validates only the sections it reads)
-  (cd "$ROOT" && "${PYTHON:-python3}" -m core.cli --config "$CONFIG" config check) ||
-    { echo "not deploying: fix $CONFIG (the check needs PYTHON=<a python with the project installed>)" >&2; exit 1; }
-  rm -rf build/app && mkdir -p build/app/adapters
-  cp -r "$ROOT/core" build/app/ && rm -rf build/app/core/testing
-  cp "$ROOT/adapters/__init__.py" build/app/adapters/ && cp -r "$ROOT/adapters/azure" build/app/adapters/
+  stage build/app azure
   # the host looks for function_app.py, host.json and requirements.txt at the app root
   printf 'from adapters.azure.function_app import app  # noqa: F401\n' > build/app/function_app.py
   cp "$ROOT/adapters/azure/host.json" "$ROOT/adapters/azure/requirements.txt" build/app/
-  cp "$CONFIG" build/app/altostratus.yaml
-  find build/app -name __pycache__ -prune -exec rm -rf {} +
   echo "built infra/azure/build/app"
 }
 

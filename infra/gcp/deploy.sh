@@ -17,19 +17,14 @@ MAX_DELIVERY_ATTEMPTS=${MAX_DELIVERY_ATTEMPTS:-5}
 TOPIC="$NAME-jobs"
 DEAD_TOPIC="$NAME-jobs-dead"
 BUCKET="$PROJECT-$NAME-data"
+source ../stage.sh
 
 build() {
-  # every section, as the worker loads it (the api function validates only the sections it reads)
-  (cd "$ROOT" && "${PYTHON:-python3}" -m core.cli --config "$CONFIG" config check) ||
-    { echo "not deploying: fix $CONFIG (the check needs PYTHON=<a python with the project installed>)" >&2; exit 1; }
+  stage build/source gcp
   # main.py at the root re-exports the entry points of adapters/gcp/main.py (functions-framework
   # looks for the target in ./main.py)
-  rm -rf build/source && mkdir -p build/source/adapters
-  cp -r "$ROOT/core" build/source/ && rm -rf build/source/core/testing
-  cp "$ROOT/adapters/__init__.py" build/source/adapters/ && cp -r "$ROOT/adapters/gcp" build/source/adapters/
-  cp requirements.txt build/source/ && cp "$CONFIG" build/source/altostratus.yaml
+  cp requirements.txt build/source/
   printf 'from adapters.gcp.main import api, dead_letter, reconcile, worker  # noqa: F401\n' > build/source/main.py
-  find build/source -name __pycache__ -prune -exec rm -rf {} +
   (cd build/source && rm -f ../function-source.zip && zip -qr ../function-source.zip .)
   echo "built infra/gcp/build/function-source.zip"
 }
