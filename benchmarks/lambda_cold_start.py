@@ -78,13 +78,13 @@ def _once(py: str, code: str, path: list[Path]) -> float:
     return float(r.stdout.strip().splitlines()[-1])
 
 
-def compare(ours: tuple[str, str, list[Path]], base: tuple[str, str, list[Path]], runs: int) -> tuple[float, float]:
-    """Medians of interleaved runs (ours, base, ours, base...): drift on a shared machine hits both alike."""
-    a, b = [], []
+def compare(*cases: tuple[str, str, list[Path]], runs: int) -> list[float]:
+    """Medians of interleaved runs (ours, base, ours, base...): drift on a shared machine hits all alike."""
+    times: list[list[float]] = [[] for _ in cases]
     for _ in range(runs):
-        a.append(_once(*ours))
-        b.append(_once(*base))
-    return statistics.median(a), statistics.median(b)
+        for case, t in zip(cases, times):
+            t.append(_once(*case))
+    return [statistics.median(t) for t in times]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,15 +110,15 @@ def main(argv: list[str] | None = None) -> dict:
                         *RUNTIME_PACKAGES], check=True)
         subprocess.run([vpy, "-c", WORKER_BASE], check=True)  # an ordinary venv: bytecode cached by now
         path = [code, runtime]
-        submit, submit_base = compare((py, SUBMIT, path), (py, SUBMIT_BASE, path), args.runs)
-        submit_again, sdk_base = compare((py, SUBMIT, path), (py, SUBMIT_SDK_BASE, path), args.runs)
-        worker, worker_base = compare((py, WORKER, path), (vpy, WORKER_BASE, []), args.runs)
+        submit, submit_base, sdk_base = compare((py, SUBMIT, path), (py, SUBMIT_BASE, path),
+                                                (py, SUBMIT_SDK_BASE, path), runs=args.runs)
+        worker, worker_base = compare((py, WORKER, path), (vpy, WORKER_BASE, []), runs=args.runs)
     line = {
         "zip_bytes": artifact.stat().st_size, "files": len(names),
         "boto3_inside": any(n.startswith(("boto3/", "botocore/")) for n in names),
         "submit_import_s": round(submit, 3), "submit_baseline_s": round(submit_base, 3),
         "submit_ratio": round(submit / submit_base, 3),
-        "submit_vs_botocore_base_ratio": round(submit_again / sdk_base, 3),
+        "submit_vs_botocore_base_ratio": round(submit / sdk_base, 3),
         "worker_import_s": round(worker, 3), "worker_baseline_s": round(worker_base, 3),
         "worker_ratio": round(worker / worker_base, 3),
     }
