@@ -33,15 +33,6 @@ def hash_api_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def _check_secret_ref(value: str | None, what: str) -> str | None:
-    if value is None or SECRET_REF.match(value):
-        return value
-    raise ValueError(
-        f"{what} must be a secret reference such as 'env:ANTHROPIC_API_KEY' or 'file:/run/secrets/key', "
-        "not the secret itself; move the value into an environment variable or secret store"
-    )
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 

@@ -14,9 +14,18 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.config import ApiSettings, _check_secret_ref, _Strict
+from core.config import SECRET_REF, ApiSettings, _Strict
 
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$")
+
+
+def _check_secret_ref(value: str | None, what: str) -> str | None:
+    if value is None or SECRET_REF.match(value):
+        return value
+    raise ValueError(
+        f"{what} must be a secret reference such as 'env:ANTHROPIC_API_KEY' or 'file:/run/secrets/key', "
+        "not the secret itself; move the value into an environment variable or secret store"
+    )
 
 
 class ProviderConfig(_Strict):
