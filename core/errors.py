@@ -1,10 +1,20 @@
-"""Errors a user can cause carry the offending field and the fix, so every entry point can show them as-is."""
+"""Every exception Altostratus raises on purpose, in one tree under `AltoError`.
+
+Errors a user can cause carry the offending field and the fix, so every entry point can show them
+as they are; the rest name what happened so an operator can act on it. Entry points catch
+`AltoError` (the CLI prints it, the HTTP API maps it through one exception→status table).
+"""
 
 from __future__ import annotations
+
+from typing import Mapping
 
 
 class AltoError(Exception):
     """Base class for errors Altostratus raises on purpose."""
+
+
+# --------------------------------------------------------------------------- user errors
 
 
 class ConfigError(AltoError):
@@ -28,9 +38,81 @@ class NotFound(AltoError):
     """The object does not exist or belongs to another tenant (the two are indistinguishable on purpose)."""
 
 
+class GuardrailViolation(AltoError):
+    """A prompt or an answer broke a configured guardrail; `rule` names which."""
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class NoRoute(AltoError):
+    """No allowed model can take the request (policy, window, or no model configured)."""
+
+
+class PromptTooLong(NoRoute):
+    """The question and the template alone exceed the model's window: no context can make it fit."""
+
+
+# --------------------------------------------------------------------------- store and queue outcomes
+
+
+class ConflictError(AltoError):
+    """A conditional write lost: somebody else changed the record first."""
+
+
+class IllegalTransition(AltoError):
+    """A lifecycle change that `core.models.TRANSITIONS` does not allow (a bug, never a user error)."""
+
+
+class Contended(AltoError):
+    """Too many writers on one state key; the caller should back off and defer."""
+
+
 class QueueUnavailable(AltoError):
     """The job was stored but its queue message could not be sent; the reconciler will send it."""
 
     def __init__(self, message: str, *, job_id: str) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class Redeliver(AltoError):
+    """Raised out of a push-triggered worker (Pub/Sub, Service Bus) so the platform redelivers the
+    message; `delay_s` is the delay the core wanted (the platform's retry policy has the last word)."""
+
+    def __init__(self, message: str, *, delay_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+# --------------------------------------------------------------------------- providers
+
+
+class ProviderError(AltoError):
+    """A failed provider call, described by what was observed on the wire.
+
+    Providers translate their SDK's failures into this, carrying the HTTP status, headers and body
+    (or a transport kind), so governance classifies by what happened, never by SDK exception class.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: str | None = None,
+        transport: str | None = None,  # "timeout" | "connection" | None
+        malformed: bool = False,
+        content_policy: bool = False,
+        context_overflow: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self.body = body
+        self.transport = transport
+        self.malformed = malformed
+        self.content_policy = content_policy
+        self.context_overflow = context_overflow  # the input didn't fit the model's window

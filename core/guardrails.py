@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from core.config import GuardrailsConfig
+from core.config.api import GuardrailsConfig
+from core.errors import GuardrailViolation
 from core.models import Citation
 
 _PII = [
@@ -17,12 +18,6 @@ _PII = [
     (r"\b(?:\d[ -]?){13,19}\b", "[card]"),
     (r"(?<!\w)\+?\d[\d ()-]{7,}\d\b", "[phone]"),
 ]
-
-
-class GuardrailViolation(Exception):
-    def __init__(self, message: str, *, rule: str) -> None:
-        super().__init__(message)
-        self.rule = rule
 
 
 @lru_cache(maxsize=64)

@@ -1,19 +1,21 @@
 """Ports: the small interfaces every runtime implements once (embedded, AWS, GCP, Azure).
 
 Store and queue ports are synchronous on purpose: every cloud SDK is synchronous and the embedded
-SQLite calls take well under a millisecond. Only the provider port is async, because the provider
-call is the slow, network-bound step that workers overlap.
+SQLite calls take well under a millisecond; remote stores declare `Remote` and the processing path
+runs them in a thread. Only the provider port is async, because the provider call is the slow,
+network-bound step that workers overlap. Queues come in three widths (send-only, consumer, pull) so no
+platform implements a method only to raise; optional capabilities are protocols checked with isinstance.
 """
 
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from core.models import Job, JobStatus
 
 if TYPE_CHECKING:
-    from core.providers.base import ContextChunk
+    from core.chunks import ContextChunk
     from core.retrieval.index import ChunkRow
 
 
@@ -28,12 +30,17 @@ class Delivery(NamedTuple):
 
 
 @runtime_checkable
-class JobQueue(Protocol):
+class SendQueue(Protocol):
+    """What submit, reconcile and replay need: put a job's message on the queue."""
+
     def send(self, body: str, *, delay_s: float = 0.0) -> str:
         """Enqueue `body`; returns the message id."""
 
-    def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
-        """Take up to `max_messages` visible messages, hiding each for the visibility timeout."""
+
+@runtime_checkable
+class JobQueue(SendQueue, Protocol):
+    """What a consumer applies an outcome to. Push platforms (Pub/Sub, Service Bus, a Lambda batch)
+    implement it; their `release` may raise `core.errors.Redeliver` to hand the message back."""
 
     def ack(self, delivery: Delivery) -> None:
         """The message is done: delete it."""
@@ -42,7 +49,26 @@ class JobQueue(Protocol):
         """Hand the message back to be redelivered after `delay_s` (a retry or a deferral)."""
 
 
-class DeadLetterQueue(Protocol):
+@runtime_checkable
+class PullQueue(JobQueue, Protocol):
+    """A queue a worker loop polls (the embedded SQLite queue, SQS)."""
+
+    def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
+        """Take up to `max_messages` visible messages, hiding each for the visibility timeout."""
+
+
+# Optional capabilities, checked with isinstance where they are used.
+
+
+@runtime_checkable
+class DeadLetterFeed(Protocol):
+    """A queue whose dead letters a local worker loop takes and hands to the operator (embedded queue)."""
+
+    def take_dead_letters(self, limit: int = 100) -> list[Delivery]: ...
+
+
+@runtime_checkable
+class DeadLetterBrowser(Protocol):
     """Operator view of dead-lettered messages (the embedded queue; clouds use their console/DLQ)."""
 
     def dead_letters(self, *, limit: int = 100) -> list[Delivery]: ...
@@ -50,14 +76,25 @@ class DeadLetterQueue(Protocol):
     def replay(self, message_id: str) -> bool: ...
 
 
-class ConflictError(Exception):
-    """A conditional write lost: somebody else changed the record first."""
+@runtime_checkable
+class SendNotifier(Protocol):
+    """A queue that calls each of `listeners` after a send, so same-process workers wake at once."""
+
+    listeners: list[Callable[[], None]]
+
+
+@runtime_checkable
+class Remote(Protocol):
+    """A store whose calls cross the network (DynamoDB, Firestore, Table Storage): milliseconds each,
+    so the processing path runs them off the event loop (see `core.jobs.offload`)."""
+
+    remote: Literal[True]
 
 
 @runtime_checkable
 class JobStore(Protocol):
     def create(self, job: Job) -> None:
-        """Insert a new job; raises ConflictError if the id exists."""
+        """Insert a new job; raises core.errors.ConflictError if the id exists."""
 
     def get(self, job_id: str) -> Job | None: ...
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.models import Citation
-from core.providers.base import ContextChunk
+from core.chunks import ContextChunk
 
 TEMPLATE_ID = "answer-with-citations@1"
 
@@ -30,12 +30,6 @@ class RenderedPrompt:
     template: str
     system: str
     user: str
-
-
-def builtin_templates() -> dict[str, Any]:
-    from core.settings import TemplateConfig
-
-    return {TEMPLATE_ID: TemplateConfig(system=SYSTEM)}
 
 
 def document_block(chunk: ContextChunk) -> str:

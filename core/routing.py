@@ -13,12 +13,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from core.settings import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
+from core.config.worker import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
+from core.errors import NoRoute
 from core.models import JobRequest, RouteDecision
 
-
-class NoRoute(Exception):
-    """No model may serve this request (tenant policy, or it fits no context window). Permanent."""
+__all__ = ["NoRoute", "RoutePlan", "Router"]
 
 
 @dataclass

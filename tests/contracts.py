@@ -10,7 +10,8 @@ import time
 from typing import Callable
 
 from core.models import Job, JobRequest, JobStatus
-from core.ports import ConflictError, JobStore, StateStore
+from core.errors import ConflictError
+from core.ports import JobStore, StateStore
 
 
 def check_job_store(store: JobStore, *, prompt: str = "p") -> None:

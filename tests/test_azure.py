@@ -155,7 +155,7 @@ class Azure:
             asyncio.run(self.functions["worker"](msg))
             return True
         except Exception as e:
-            from adapters.azure.servicebus import Redeliver
+            from core.errors import Redeliver
 
             assert isinstance(e, Redeliver), e
             return False

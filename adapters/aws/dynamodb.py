@@ -14,7 +14,8 @@ import time
 from typing import Any, Callable
 
 from core.models import Job, JobStatus
-from core.ports import ConflictError, StateRecord
+from core.errors import ConflictError
+from core.ports import StateRecord
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -28,7 +29,7 @@ def _conditional_failed(c: Any, e: Exception) -> bool:
 
 
 class DynamoJobStore:
-    remote = True  # network calls: the service runs them off the event loop
+    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
 
     def __init__(self, client: Callable[[], Any], table: str, *, retention_s: float = JOB_RETENTION_S) -> None:
         self._client = client
@@ -134,6 +135,8 @@ class DynamoJobStore:
 
 
 class DynamoStateStore:
+    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+
     def __init__(self, client: Callable[[], Any], table: str, *, clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self.table = table

@@ -1,4 +1,4 @@
-"""JobQueue on Service Bus (claim-check to Blob Storage over 256 KB).
+"""The consumer queue (`core.ports.JobQueue`) on Service Bus (claim-check to Blob Storage over 256 KB).
 
 The API enqueues through its Service Bus output binding: during an HTTP invocation `send` collects
 the message and the function hands it to the binding. Delayed sends (deferrals) and sends outside
@@ -15,16 +15,13 @@ import datetime as dt
 from typing import Any, Callable
 
 from core.claimcheck import check_in, check_out
+from core.errors import Redeliver
 from core.ports import BlobStore, Delivery
 
 SERVICE_BUS_MAX_BYTES = 256 * 1024
 CARRIED = "alto_deliveries"  # deliveries of earlier copies of this message
 
 _outbox: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("alto_outbox", default=None)
-
-
-class Redeliver(Exception):
-    """Raised out of the worker function: Service Bus abandons the message and redelivers it."""
 
 
 class ServiceBusQueue:
@@ -71,9 +68,6 @@ class ServiceBusQueue:
         return Delivery(message_id=message_id, body=text, receive_count=earlier + max(1, delivery_count),
                         attributes=dict(properties))
 
-    def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
-        raise NotImplementedError("Service Bus triggers the worker function; there is nothing to receive")
-
     def ack(self, delivery: Delivery) -> None:
         pass  # the function returns and the host completes the message
 
@@ -81,4 +75,6 @@ class ServiceBusQueue:
         if delay_s >= 1 and delivery.receive_count < self.max_delivery_count:
             self.send(delivery.body, delay_s=delay_s, properties={CARRIED: delivery.receive_count})
             return  # this delivery completes; the scheduled copy carries the count on
-        raise Redeliver(f"redeliver message {delivery.message_id} (delivery {delivery.receive_count})")
+        # raised out of the worker function: Service Bus abandons the message and redelivers it
+        raise Redeliver(f"redeliver message {delivery.message_id} (delivery {delivery.receive_count})",
+                        delay_s=delay_s)

@@ -14,7 +14,8 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from core.models import Job, JobStatus
-from core.ports import ConflictError, StateRecord
+from core.errors import ConflictError
+from core.ports import StateRecord
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -33,7 +34,7 @@ def _join(entity: dict[str, Any]) -> str:
 
 
 class TableJobStore:
-    remote = True  # network calls: the service runs them off the event loop
+    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
 
     def __init__(self, client: Callable[[], Any], *, retention_s: float = JOB_RETENTION_S) -> None:
         self._client = client  # a TableClient for the jobs table
@@ -112,6 +113,8 @@ class TableJobStore:
 
 
 class TableStateStore:
+    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+
     def __init__(self, client: Callable[[], Any], *, clock: Callable[[], float] = time.time) -> None:
         self._client = client  # a TableClient for the state table
         self.clock = clock

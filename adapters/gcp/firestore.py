@@ -14,7 +14,8 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from core.models import Job, JobStatus
-from core.ports import ConflictError, StateRecord
+from core.errors import ConflictError
+from core.ports import StateRecord
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -30,7 +31,7 @@ def _transactional(client: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 class FirestoreJobStore:
-    remote = True  # network calls: the service runs them off the event loop
+    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
 
     def __init__(self, client: Callable[[], Any], collection: str = "jobs", *,
                  retention_s: float = JOB_RETENTION_S) -> None:
@@ -97,6 +98,8 @@ class FirestoreJobStore:
 
 
 class FirestoreStateStore:
+    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+
     def __init__(self, client: Callable[[], Any], collection: str = "state", *,
                  clock: Callable[[], float] = time.time) -> None:
         self._client = client

@@ -1,4 +1,4 @@
-"""JobQueue on Pub/Sub (claim-check to Cloud Storage over a configurable size).
+"""The consumer queue (`core.ports.JobQueue`) on Pub/Sub (claim-check to Cloud Storage over a configurable size).
 
 Pub/Sub has no delayed delivery. A retry is a nack (the function raises), and the subscription's
 retry policy spaces redeliveries, counting toward `max_delivery_attempts`. A deferral publishes a
@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 from core.claimcheck import check_in, check_out
+from core.errors import Redeliver
 from core.ports import BlobStore, Delivery
 
 PUBSUB_MAX_BYTES = 10 * 1000 * 1000
@@ -43,19 +44,10 @@ class PubSubQueue:
 
     # Push delivery: the platform acks when the function returns and redelivers when it raises, so
     # receive/ack/release have nothing to call. They exist for the JobQueue contract only.
-    def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
-        raise NotImplementedError("Pub/Sub pushes to the worker function; there is nothing to pull")
-
     def ack(self, delivery: Delivery) -> None:
         pass
 
     def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
-        raise Redeliver(delay_s)
-
-
-class Redeliver(Exception):
-    """Raised out of the worker function so Pub/Sub redelivers the message (after its backoff)."""
-
-    def __init__(self, delay_s: float) -> None:
-        super().__init__(f"redeliver (wanted a {delay_s:.1f} s delay; the subscription's retry policy decides)")
-        self.delay_s = delay_s
+        # raised out of the worker function: Pub/Sub redelivers after the subscription's backoff
+        raise Redeliver(f"redeliver message {delivery.message_id} (wanted a {delay_s:.1f} s delay; the "
+                        "subscription's retry policy decides)", delay_s=delay_s)

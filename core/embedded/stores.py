@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 from core.embedded.sqlite import SqliteDb
 from core.models import Job, JobStatus
-from core.ports import ConflictError, StateRecord
+from core.errors import ConflictError
+from core.ports import StateRecord
 
 JOBS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
+from core.errors import Contended
 from core.ports import StateRecord, StateStore
 
 T = TypeVar("T")
 MAX_TRIES = 50
-
-
-class Contended(Exception):
-    """Too many writers on one key; the caller should back off and defer."""
 
 
 def mutate(

@@ -1,26 +1,20 @@
-"""The provider port and the one error type every provider raises.
+"""The provider port: `ChatRequest` in, `ProviderResult` out, failures as `core.errors.ProviderError`.
 
 Providers translate their SDK's failures into `ProviderError` carrying the HTTP status, headers and
 body (or a transport kind), so governance classifies by what happened on the wire, never by SDK
-exception class.
+exception class. Counting tokens is an optional capability (`TokenCounter`), checked with isinstance.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from core.chunks import ContextChunk
+from core.errors import ProviderError
 from core.models import ProviderResult
 
-
-@dataclass(frozen=True)
-class ContextChunk:
-    id: str  # stable citation id, `doc#chunk`
-    source: str
-    title: str | None
-    text: str
-    score: float = 0.0
-    section: str | None = None
+__all__ = ["ChatRequest", "ContextChunk", "Provider", "ProviderError", "TokenCounter", "looks_like_context_overflow"]
 
 
 @dataclass
@@ -32,31 +26,6 @@ class ChatRequest:
     max_tokens: int = 1024
     context: list[ContextChunk] = field(default_factory=list)
     temperature: float | None = None
-
-
-class ProviderError(Exception):
-    """A failed provider call, described by what was observed on the wire."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        headers: Mapping[str, str] | None = None,
-        body: str | None = None,
-        transport: str | None = None,  # "timeout" | "connection" | None
-        malformed: bool = False,
-        content_policy: bool = False,
-        context_overflow: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
-        self.body = body
-        self.transport = transport
-        self.malformed = malformed
-        self.content_policy = content_policy
-        self.context_overflow = context_overflow  # the input didn't fit the model's window
 
 
 CONTEXT_OVERFLOW_HINTS = (
@@ -77,3 +46,10 @@ class Provider(Protocol):
     async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider that can count a prompt's input tokens exactly as its model will (Anthropic's count endpoint)."""
+
+    async def count_tokens(self, model_id: str, system: str, user: str) -> int: ...

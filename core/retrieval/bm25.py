@@ -18,10 +18,9 @@ import tarfile
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Protocol
 
-from core.providers.base import ContextChunk
-from core.retrieval.index import KeywordIndex
+from core.chunks import ContextChunk
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
@@ -33,6 +32,23 @@ def available() -> bool:
     return find_spec("bm25s") is not None and find_spec("Stemmer") is not None
 
 
+class ChunkTexts(Protocol):
+    """What the engine reads from the embedded index (`core.retrieval.index.KeywordIndex`), which in
+    turn builds this engine when it exports a snapshot: a protocol, so neither module imports the other."""
+
+    read_only: bool
+
+    def generation(self, tenant: str, collection: str) -> int: ...
+
+    def texts(self, tenant: str, collection: str) -> tuple[list[str], list[str]]: ...
+
+    def fetch(self, tenant: str, collection: str, chunk_ids: Iterable[str]) -> list[ContextChunk]: ...
+
+    def keyword_blob(self, tenant: str, collection: str, generation: int) -> bytes | None: ...
+
+    def put_keyword_blob(self, tenant: str, collection: str, generation: int, data: bytes) -> None: ...
+
+
 class _Model:
     def __init__(self, bm25: Any, chunk_ids: list[str]) -> None:
         self.bm25 = bm25
@@ -42,7 +58,7 @@ class _Model:
 class Bm25Engine:
     """Keyword search with bm25s; one model per (tenant, collection) and index generation."""
 
-    def __init__(self, index: KeywordIndex) -> None:
+    def __init__(self, index: ChunkTexts) -> None:
         self.index = index
         self._models: dict[tuple[str, str], tuple[int, _Model]] = {}
         self._lock = threading.Lock()

@@ -11,7 +11,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from core.providers.base import ContextChunk
+from core.chunks import ContextChunk
 from core.retrieval.index import KeywordIndex
 
 if TYPE_CHECKING:

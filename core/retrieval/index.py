@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from core.embedded.sqlite import SqliteDb
-from core.providers.base import ContextChunk
+from core.chunks import ContextChunk
 from core.text import STOP_WORDS, words
 
 COMMON_FRACTION = 0.05

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from core.providers.base import ContextChunk
+from core.chunks import ContextChunk
 from core.retrieval.embedding import Embedder
 from core.retrieval.hybrid import Mode, search_by_mode
 from core.retrieval.index import ChunkRow

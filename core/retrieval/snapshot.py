@@ -26,7 +26,7 @@ from typing import Callable
 
 from core.errors import ConfigError
 from core.ports import BlobStore
-from core.providers.base import ContextChunk
+from core.chunks import ContextChunk
 from core.retrieval.embedding import Embedder
 from core.retrieval.hybrid import IndexRetriever, KeywordEngine, Mode
 from core.retrieval.index import KeywordIndex
