@@ -49,10 +49,10 @@ async def raw_sdk(url: str, n: int, inflight: int) -> float:
 
 async def pipeline(url: str, n: int, inflight: int, data_dir: str) -> dict[str, float]:
     from core.bootstrap import bootstrap
-    from core.settings import Settings
+    from core.config.worker import Settings
     from core.embedded.secrets import EnvSecrets
     from core.models import JobRequest
-    from core.runtime import WorkerPool, wire_wakeups
+    from core.entrypoints.local import WorkerPool, wire_wakeups
 
     settings = Settings.model_validate({
         "data_dir": data_dir,

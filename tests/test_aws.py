@@ -360,7 +360,7 @@ def test_the_submit_path_loads_neither_the_llm_sdk_nor_the_worker_side(aws):
         "{'http': {'method': 'POST'}}, 'body': json.dumps({'prompt': 'hi'})}\n"
         "r = h.api(e, C()); assert r['statusCode'] == 202, r\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('anthropic', 'httpx2', 'tiktoken', 'numpy', "
-        "'boto3') or m in ('core.settings', 'core.routing', 'core.retrieval', 'core.providers'))))"
+        "'boto3') or m in ('core.config.worker', 'core.routing', 'core.retrieval', 'core.providers'))))"
     ) % KEY
     import os
 

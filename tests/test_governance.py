@@ -13,13 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import BreakerConfig
-from core.settings import LimitsConfig, ModelConfig
+from core.config.api import BreakerConfig
+from core.config.worker import LimitsConfig, ModelConfig
+from core.embedded.queue import SqliteQueue
 from core.embedded.stores import SqliteStateStore
 from core.governance.breaker import CircuitBreaker
 from core.governance.ratelimit import Deferral, RateLimiter, Reservation
 from core.models import ErrorClass, JobRequest, JobStatus
-from core.runtime import run_until_done
+from core.entrypoints.local import run_until_done
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.conftest import KEYS, anthropic_config, wait_terminal
 
@@ -259,10 +260,9 @@ class RefusingQueue:
         return getattr(self.inner, name)
 
 
-def test_enqueue_failure_returns_503_and_the_job_is_not_lost(live):
-    app, url = live()
-    flaky = RefusingQueue(app.queue)
-    app.service.queue = flaky
+def test_enqueue_failure_returns_503_and_the_job_is_not_lost(live, tmp_path):
+    flaky = RefusingQueue(SqliteQueue(tmp_path / "data" / "queue.db"))
+    app, url = live(queue=flaky)
     auth = {"authorization": f"Bearer {KEYS['acme']}"}
     with httpx.Client(base_url=url) as c:
         r = c.post("/v1/jobs", json={"prompt": "hello"}, headers=auth)
@@ -277,10 +277,9 @@ def test_enqueue_failure_returns_503_and_the_job_is_not_lost(live):
     assert body["status"] == "succeeded"
 
 
-def test_idempotent_retry_after_enqueue_failure_queues_the_stored_job(live):
-    app, url = live()
-    flaky = RefusingQueue(app.queue)
-    app.service.queue = flaky
+def test_idempotent_retry_after_enqueue_failure_queues_the_stored_job(live, tmp_path):
+    flaky = RefusingQueue(SqliteQueue(tmp_path / "data" / "queue.db"))
+    app, url = live(queue=flaky)
     auth = {"authorization": f"Bearer {KEYS['acme']}", "idempotency-key": "k-1"}
     with httpx.Client(base_url=url) as c:
         assert c.post("/v1/jobs", json={"prompt": "hello"}, headers=auth).status_code == 503

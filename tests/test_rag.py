@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from core.assembly import assemble
-from core.settings import ModelConfig, RetrievalConfig, TemplateConfig
+from core.config.worker import ModelConfig, RetrievalConfig, TemplateConfig
 from core.models import JobRequest, JobStatus
 from core.prompting import SYSTEM
-from core.providers.base import ContextChunk
+from core.chunks import ContextChunk
 from core.retrieval.ingest import chunk_text, read_document
-from core.runtime import run_until_done
+from core.entrypoints.local import run_until_done
 from core.tokenizers import counter
 from tests.conftest import SAMPLES, anthropic_config
 
@@ -239,7 +239,7 @@ def test_near_duplicates_source_caps_and_lost_in_the_middle():
 
 
 def test_question_alone_too_long_is_refused_clearly():
-    from core.assembly import PromptTooLong
+    from core.errors import PromptTooLong
 
     with pytest.raises(PromptTooLong, match="before any context.*window"):
         _assemble(_chunks(2), window=300)

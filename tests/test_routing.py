@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from core.settings import ModelConfig
+from core.config.worker import ModelConfig
 from core.models import ErrorClass, JobRequest, JobStatus
 from core.routing import Router
-from core.runtime import run_until_done
+from core.entrypoints.local import run_until_done
 from core.testing.fake_anthropic import FakeAnthropic, ServerThread
 from core.testing.fake_providers import FakeBedrock, FakeOpenAI
 
@@ -146,7 +146,7 @@ def test_policy_denying_a_provider_for_a_tenant(make_app, servers):
 
 
 def test_weighted_targets_split_by_weight_and_stay_put_per_job():
-    from core.settings import Settings
+    from core.config.worker import Settings
 
     s = Settings.model_validate({"models": {"a": {"provider": "offline", "model_id": "a"},
                                             "b": {"provider": "offline", "model_id": "b"}},

@@ -1,7 +1,7 @@
 """The full `Settings`: `ApiSettings` plus the sections only job processing reads.
 
 Providers, the model catalog, routing rules, prompt templates and retrieval matter where jobs are answered
-(workers, the CLI, the local runtime, `alto config check`). They live apart from `core.config` so an
+(workers, the CLI, the local runtime, `alto config check`). They live apart from `core.config.api` so an
 HTTP API cold start never defines their models: the API validates its own sections and carries these
 as given (see `ApiSettings`).
 """
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.config import SECRET_REF, ApiSettings, _Strict
+from core.config.api import SECRET_REF, ApiSettings, _Strict
 
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$")
 
@@ -266,9 +266,7 @@ class Settings(ApiSettings):
                     f"models.{name}.provider: '{model.provider}' is not defined under `providers` "
                     f"(known: {', '.join(sorted(self.providers))}); add it or fix the name"
                 )
-        from core.prompting import builtin_templates
-
-        self.__dict__["templates"] = {**builtin_templates(), **self.templates}
+        self.__dict__["templates"] = {**_builtin_templates(), **self.templates}
         for name in self.templates:
             if not TEMPLATE_ID.match(name):
                 raise ValueError(f"templates.{name}: template ids look like 'name@version', e.g. 'support-answer@2'")
@@ -293,3 +291,9 @@ class Settings(ApiSettings):
                     f"(known: {', '.join(sorted(self.templates))})"
                 )
         return self
+
+
+def _builtin_templates() -> dict[str, TemplateConfig]:
+    from core.prompting import SYSTEM, TEMPLATE_ID
+
+    return {TEMPLATE_ID: TemplateConfig(system=SYSTEM)}

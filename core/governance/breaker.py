@@ -16,8 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from core.config import BreakerConfig
-from core.settings import ModelConfig
+from core.config.api import BreakerConfig
+from core.config.worker import ModelConfig
 from core.governance.ratelimit import deployment_key
 from core.governance.state import mutate
 from core.logs import log_event

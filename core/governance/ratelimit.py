@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from core.settings import LimitsConfig, ModelConfig
+from core.config.worker import LimitsConfig, ModelConfig
 from core.governance.state import mutate
 from core.ports import StateRecord, StateStore
 

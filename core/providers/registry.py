@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.settings import Settings
+from core.config.worker import Settings
 from core.errors import ConfigError
 from core.ports import Secrets
 from core.providers.base import Provider

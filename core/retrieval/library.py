@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.settings import RetrievalConfig
+from core.config.worker import RetrievalConfig
 from core.errors import ConfigError
 from core.ports import BlobStore, DocumentIndex
 if TYPE_CHECKING:

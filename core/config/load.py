@@ -1,0 +1,153 @@
+"""Loading configuration: `altostratus.yaml` (flag or ALTO_CONFIG), `ALTO_*` env overrides, validation.
+
+`load_settings` validates every section (workers, the CLI, deploy-time checks); `load_api_settings`
+validates only what the HTTP API reads, for its cold start. Every error names the key path and a fix.
+"""
+
+# no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from core.config.api import ApiSettings, hash_api_key
+from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from core.config.worker import Settings
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def _describe(err: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent_loc, key = e["loc"][:-1], str(e["loc"][-1])
+            known = _known_keys(model, parent_loc)
+            import difflib  # only for error messages
+
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(known)}"
+            msg = f"unknown key; {hint}"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _known_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model: Any = root
+    for part in loc:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None:
+            # inside a dict of sub-models (providers.NAME, tenants.NAME ...)
+            args = getattr(model, "__args__", ())
+            model = args[-1] if args else None
+            continue
+        model = field.annotation
+        args = getattr(model, "__args__", ())
+        if args and not hasattr(model, "model_fields"):
+            model = next((a for a in args if hasattr(a, "model_fields")), args[-1])
+    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """`ALTO_SECTION__KEY=value` sets `section.key`; values are parsed as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith("ALTO_") or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len("ALTO_"):].split("__")]
+        node = out
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def parse_api_keys_env(value: str) -> dict[str, list[str]]:
+    """`tenant1=key1,tenant2=key2` → hashed keys per tenant."""
+    out: dict[str, list[str]] = {}
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        tenant, sep, key = item.partition("=")
+        if not sep or not tenant.strip() or not key.strip():
+            raise ConfigError(
+                f"ALTO_API_KEYS: entry '{tenant.strip() or item}=…' is not of the form tenant=key; "
+                "use e.g. ALTO_API_KEYS=acme=s3cret,beta=0ther"
+            )
+        out.setdefault(tenant.strip(), []).append(hash_api_key(key.strip()))
+    return out
+
+
+def default_config_path(env: Mapping[str, str]) -> Path | None:
+    if env.get("ALTO_CONFIG"):
+        return Path(env["ALTO_CONFIG"])
+    local = Path("altostratus.yaml")
+    return local if local.exists() else None
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> "Settings":
+    """Build settings from file (explicit path, ALTO_CONFIG, ./altostratus.yaml, or none) plus env,
+    every section validated."""
+    from core.config.worker import Settings
+
+    return _validate(Settings, *_read(path, env))
+
+
+def load_api_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ApiSettings:
+    """The same sources, validated as far as the HTTP API reads them (see `ApiSettings`)."""
+    return _validate(ApiSettings, *_read(path, env))
+
+
+def _validate(model: type[S], data: dict[str, Any], source: str) -> S:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source, model)) from None
+
+
+def _read(path: str | Path | None, env: Mapping[str, str] | None) -> tuple[dict[str, Any], str]:
+    """(merged raw config, where it came from)."""
+    import yaml
+
+    env = os.environ if env is None else env
+    cfg_path = Path(path) if path is not None else default_config_path(env)
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    if cfg_path is not None:
+        source = str(cfg_path)
+        if not cfg_path.exists():
+            raise ConfigError(
+                f"config file {cfg_path} does not exist; create it, fix the path, or unset ALTO_CONFIG "
+                "to run on built-in defaults"
+            )
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{cfg_path} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections (providers:, models:, ...)")
+        data = loaded
+    data = _deep_merge(data, _env_overrides(env))
+    if env.get("ALTO_DATA_DIR"):
+        data["data_dir"] = env["ALTO_DATA_DIR"]
+    if env.get("ALTO_API_KEYS"):
+        tenants = data.setdefault("tenants", {}) or {}
+        data["tenants"] = tenants
+        for tenant, keys in parse_api_keys_env(env["ALTO_API_KEYS"]).items():
+            entry = tenants.setdefault(tenant, {}) or {}
+            tenants[tenant] = entry
+            entry["api_keys"] = list(entry.get("api_keys") or []) + keys
+    return data, source
