@@ -17,15 +17,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.settings import ModelConfig, RetrievalConfig
+from core.config.worker import ModelConfig, RetrievalConfig
+from core.errors import PromptTooLong
 from core.models import ChunkDropped, ChunkUse, PromptAssembly
 from core.prompting import RenderedPrompt, document_block, render, user_parts
-from core.providers.base import ContextChunk
+from core.chunks import ContextChunk
 from core.tokenizers import counter
-
-
-class PromptTooLong(Exception):
-    """Even with no context the prompt can't fit the model's window."""
 
 
 @dataclass
@@ -94,36 +91,9 @@ def assemble(
         )
 
     dropped: list[ChunkDropped] = []
-    kept: list[ContextChunk] = []
-    kept_shingles: list[tuple[str, set[tuple[str, ...]]]] = []
-    per_source: dict[str, int] = {}
-    for c in sorted(candidates, key=lambda c: -c.score):  # relevance order decides who is the "copy"
-        sh = _shingles(c.text)
-        twin = next((cid for cid, other in kept_shingles
-                     if len(sh & other) / max(1, len(sh | other)) >= settings.near_duplicate_threshold), None)
-        if twin is not None:
-            dropped.append(ChunkDropped(id=c.id, reason=f"near-duplicate of {twin}"))
-            continue
-        cap = settings.max_chunks_per_source
-        if cap and per_source.get(c.source, 0) >= cap:
-            dropped.append(ChunkDropped(id=c.id, reason=f"per-source cap ({cap} from {c.source})"))
-            continue
-        per_source[c.source] = per_source.get(c.source, 0) + 1
-        kept.append(c)
-        kept_shingles.append((c.id, sh))
-
+    kept = _distinct(candidates, settings, dropped)
     cost = {c.id: count(document_block(c)) + 1 for c in kept}  # +1: the newline that joins blocks
-    chosen: list[ContextChunk] = []
-    used = 0
-    for c in sorted(kept, key=lambda c: (-(c.score / max(1, cost[c.id])), c.id)):  # greedy by relevance per token
-        if len(chosen) >= settings.top_k:
-            dropped.append(ChunkDropped(id=c.id, reason=f"beyond top_k ({settings.top_k})"))
-        elif used + cost[c.id] > budget:
-            dropped.append(ChunkDropped(id=c.id, reason=f"over budget ({cost[c.id]} tokens, {budget - used} left)"))
-        else:
-            chosen.append(c)
-            used += cost[c.id]
-    chosen.sort(key=lambda c: -c.score)
+    chosen, used = _within_budget(kept, cost, budget, settings.top_k, dropped)
 
     limit = model.context_window - reserved_output - margin
     while True:
@@ -146,6 +116,46 @@ def assemble(
         dropped=dropped,
     )
     return Assembled(prompt, ordered, record)
+
+
+def _distinct(candidates: list[ContextChunk], settings: RetrievalConfig, dropped: list[ChunkDropped]) -> list[ContextChunk]:
+    """Candidates minus near-duplicates and past the per-source cap, in relevance order (which decides
+    who is the "copy"); what is left out is recorded in `dropped`."""
+    kept: list[ContextChunk] = []
+    kept_shingles: list[tuple[str, set[tuple[str, ...]]]] = []
+    per_source: dict[str, int] = {}
+    cap = settings.max_chunks_per_source
+    for c in sorted(candidates, key=lambda c: -c.score):
+        sh = _shingles(c.text)
+        twin = next((cid for cid, other in kept_shingles
+                     if len(sh & other) / max(1, len(sh | other)) >= settings.near_duplicate_threshold), None)
+        if twin is not None:
+            dropped.append(ChunkDropped(id=c.id, reason=f"near-duplicate of {twin}"))
+            continue
+        if cap and per_source.get(c.source, 0) >= cap:
+            dropped.append(ChunkDropped(id=c.id, reason=f"per-source cap ({cap} from {c.source})"))
+            continue
+        per_source[c.source] = per_source.get(c.source, 0) + 1
+        kept.append(c)
+        kept_shingles.append((c.id, sh))
+    return kept
+
+
+def _within_budget(kept: list[ContextChunk], cost: dict[str, int], budget: int, top_k: int,
+                   dropped: list[ChunkDropped]) -> tuple[list[ContextChunk], int]:
+    """Greedy by relevance per token within `budget` and `top_k`: (chosen, best first; tokens used)."""
+    chosen: list[ContextChunk] = []
+    used = 0
+    for c in sorted(kept, key=lambda c: (-(c.score / max(1, cost[c.id])), c.id)):
+        if len(chosen) >= top_k:
+            dropped.append(ChunkDropped(id=c.id, reason=f"beyond top_k ({top_k})"))
+        elif used + cost[c.id] > budget:
+            dropped.append(ChunkDropped(id=c.id, reason=f"over budget ({cost[c.id]} tokens, {budget - used} left)"))
+        else:
+            chosen.append(c)
+            used += cost[c.id]
+    chosen.sort(key=lambda c: -c.score)
+    return chosen, used
 
 
 def trim_to(assembled: Assembled, tokens: int, **kwargs: Any) -> Assembled | None:

@@ -13,9 +13,10 @@ import hashlib
 import html.parser
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from core.errors import InputError
 from core.ports import BlobStore, DocumentIndex
@@ -300,16 +301,9 @@ def ingest_documents(
 
     A document that can't be read is skipped and reported, never half-written; its previous chunks stay.
     """
-    count = counter().count
     stats = IngestStats()
-    slugs: dict[str, int] = {}
-    for doc in documents:
-        slugs[doc_id_for(doc.source)] = slugs.get(doc_id_for(doc.source), 0) + 1
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(documents), unit="doc", desc=f"ingest {collection}")
+    slugs = Counter(doc_id_for(doc.source) for doc in documents)
+    bar = _progress_bar(len(documents), collection) if progress else None
     for doc in documents:
         try:
             data = doc.load()
@@ -329,23 +323,11 @@ def ingest_documents(
         except InputError as e:
             stats.skipped.append(str(e))
             continue
-        is_code = doc.suffix.lower() in CODE_SUFFIXES
         doc_id = doc_id_for(doc.source)
         if slugs[doc_id] > 1:  # 'a-b.md' and 'a_b.md' would share an id: tell them apart, stably
             doc_id += "-" + hashlib.sha256(doc.source.encode()).hexdigest()[:6]
         title = title or PurePosixPath(doc.source).stem
-        pieces = chunk_text(text, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens, is_code=is_code, count=count)
-        rows = [
-            ChunkRow(
-                chunk_id=f"{doc_id}#{i}", section=sec, text=body, start=s, end=e, tokens=count(body),
-                chunk_hash=hashlib.sha256(body.encode()).hexdigest()[:16],
-            )
-            for i, (sec, body, s, e) in enumerate(pieces)
-        ]
-        if embedder is not None and rows:
-            vecs = embedder.embed([_embedding_text(title, r) for r in rows])  # type: ignore[attr-defined]
-            for r, v in zip(rows, vecs):
-                r.vector = v.tobytes()
+        rows = _rows(doc, text, title, doc_id, chunk_tokens, overlap_tokens, embedder)
         index.replace_document(tenant, collection, doc.source, doc_id, title, digest, rows)
         stats.chunks += len(rows)
         stats.tokens += sum(r.tokens for r in rows)
@@ -356,12 +338,42 @@ def ingest_documents(
     if bar:
         bar.close()
     if prune:
-        present = {d.source for d in documents}
-        for source in index.sources(tenant, collection):
-            if source not in present:
-                index.remove_document(tenant, collection, source)
-                stats.removed += 1
+        stats.removed = _prune(index, tenant, collection, {d.source for d in documents})
     return stats
+
+
+def _progress_bar(total: int, collection: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="doc", desc=f"ingest {collection}")
+
+
+def _prune(index: DocumentIndex, tenant: str, collection: str, present: set[str]) -> int:
+    """Remove the collection's documents that are not in `present`; how many were removed."""
+    gone = [source for source in index.sources(tenant, collection) if source not in present]
+    for source in gone:
+        index.remove_document(tenant, collection, source)
+    return len(gone)
+
+
+def _rows(doc: Document, text: str, title: str, doc_id: str, chunk_tokens: int, overlap_tokens: int,
+          embedder: object | None) -> list[ChunkRow]:
+    """One document's chunks as index rows, with their vectors when an embedder is configured."""
+    count = counter().count
+    pieces = chunk_text(text, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
+                        is_code=doc.suffix.lower() in CODE_SUFFIXES, count=count)
+    rows = [
+        ChunkRow(
+            chunk_id=f"{doc_id}#{i}", section=sec, text=body, start=s, end=e, tokens=count(body),
+            chunk_hash=hashlib.sha256(body.encode()).hexdigest()[:16],
+        )
+        for i, (sec, body, s, e) in enumerate(pieces)
+    ]
+    if embedder is not None and rows:
+        vecs = embedder.embed([_embedding_text(title, r) for r in rows])  # type: ignore[attr-defined]
+        for r, v in zip(rows, vecs):
+            r.vector = v.tobytes()
+    return rows
 
 
 def _embedding_text(title: str, row: ChunkRow) -> str:

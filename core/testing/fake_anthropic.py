@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import subprocess
@@ -99,40 +99,21 @@ class FakeAnthropic:
         if request is None:
             return
         body, headers = request
-
-        async def reply(status: int, payload: Any, extra: dict[str, str] | None = None, raw: bytes | None = None) -> None:
-            data = raw if raw is not None else json.dumps(payload).encode()
-            hs = [(b"content-type", b"application/json"), (b"request-id", b"req_fake")]
-            hs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-            await send({"type": "http.response.start", "status": status, "headers": hs})
-            await send({"type": "http.response.body", "body": data})
-
-        def error(kind: str, message: str) -> dict[str, Any]:
-            return {"type": "error", "error": {"type": kind, "message": message}}
-
+        reply = _Replier(send)
         if scope["path"] == "/_stats" and scope["method"] == "GET":  # for benchmarks running us in another process
-            with self.lock:
-                acc = self.accepted_at
-                return await reply(200, {"stats": dict(self.stats), "accepted": len(acc),
-                                         "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
-                                         "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else []})
+            return await reply(200, self._stats_body())
         if scope["path"] not in ("/v1/messages", "/v1/messages/count_tokens") or scope["method"] != "POST":
-            return await reply(404, error("not_found_error", "no such route"))
+            return await reply(404, _error("not_found_error", "no such route"))
         bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
         if self.api_key not in (headers.get("x-api-key"), bearer):
-            return await reply(401, error("authentication_error", "invalid x-api-key"))
+            return await reply(401, _error("authentication_error", "invalid x-api-key"))
         if scope["path"] == "/v1/messages/count_tokens":
-            req = json.loads(body)
-            text = str(req.get("system", "")) + "".join(
-                m["content"] if isinstance(m.get("content"), str) else "" for m in req.get("messages", []))
-            with self.lock:
-                self.stats["count_tokens"] += 1
-            return await reply(200, {"input_tokens": math.ceil(len(text) / 4 * self.plan.count_factor)})
+            return await reply(200, self._count_tokens(json.loads(body)))
         try:
             req = json.loads(body)
             model, max_tokens, messages = req["model"], int(req["max_tokens"]), req["messages"]
         except (ValueError, KeyError, TypeError):
-            return await reply(400, error("invalid_request_error", "model, max_tokens and messages are required"))
+            return await reply(400, _error("invalid_request_error", "model, max_tokens and messages are required"))
         if self.keep_requests:
             self.requests.append(req)
         wait = self._rate_limited()
@@ -140,17 +121,43 @@ class FakeAnthropic:
             with self.lock:
                 self.stats["calls"] += 1
                 self.stats["429_rate_limit"] += 1
-            return await reply(429, error("rate_limit_error", "request rate limit exceeded"), {
+            return await reply(429, _error("rate_limit_error", "request rate limit exceeded"), {
                 "retry-after": str(max(1, math.ceil(wait))), "anthropic-ratelimit-requests-limit": str(int(self.plan.rpm or 0)),
             })
-        outcome = self._draw()
         marker = _MARKER.search(body.decode("utf-8", "replace"))
+        outcome = await self._drawn_after_latency(marker.group(1) if marker else None)
+        if outcome == "timeout":
+            await asyncio.sleep(self.plan.timeout_s)
+            return await reply(500, _error("api_error", "too late"))
+        if outcome == "reset":
+            return _reset(receive)
+        if outcome in FAULT_REPLIES:
+            status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
+            return await reply(status, payload, extra, raw)
+        return await reply(200, self._answer(model, max_tokens, messages, marker.group(1) if marker else None))
+
+    def _stats_body(self) -> dict[str, Any]:
+        with self.lock:
+            acc = self.accepted_at
+            return {"stats": dict(self.stats), "accepted": len(acc),
+                    "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
+                    "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else []}
+
+    def _count_tokens(self, req: dict[str, Any]) -> dict[str, Any]:
+        text = str(req.get("system", "")) + "".join(
+            m["content"] if isinstance(m.get("content"), str) else "" for m in req.get("messages", []))
+        with self.lock:
+            self.stats["count_tokens"] += 1
+        return {"input_tokens": math.ceil(len(text) / 4 * self.plan.count_factor)}
+
+    async def _drawn_after_latency(self, marker: str | None) -> str:
+        """Draw this call's outcome from the plan, count it, and wait out the configured latency."""
+        outcome = self._draw()
         with self.lock:
             self.stats["calls"] += 1
             self.stats[outcome] += 1
             if marker:
-                self.history_by_marker.setdefault(marker.group(1), []).append(outcome)
-        with self.lock:
+                self.history_by_marker.setdefault(marker, []).append(outcome)
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
         try:
@@ -159,30 +166,9 @@ class FakeAnthropic:
         finally:
             with self.lock:
                 self.inflight -= 1
-        if outcome == "429":
-            return await reply(429, error("rate_limit_error", "rate limited"), {"retry-after": str(self.plan.retry_after_s)})
-        if outcome == "429_no_retry_after":
-            return await reply(429, error("rate_limit_error", "rate limited"))
-        if outcome == "529":
-            return await reply(529, error("overloaded_error", "overloaded"))
-        if outcome == "500":
-            return await reply(500, error("api_error", "internal error"))
-        if outcome == "400":
-            return await reply(400, error("invalid_request_error", "prompt is not acceptable"))
-        if outcome == "400_context":
-            return await reply(400, error("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"))
-        if outcome == "refusal":
-            return await reply(200, {
-                "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": "refusal", "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 0},
-            })
-        if outcome == "timeout":
-            await asyncio.sleep(self.plan.timeout_s)
-            return await reply(500, error("api_error", "too late"))
-        if outcome == "reset":
-            return _reset(receive)
-        if outcome == "malformed":
-            return await reply(200, None, raw=b'{"id": "msg_x", "type": "message", "content": [')
+        return outcome
+
+    def _answer(self, model: str, max_tokens: int, messages: list[Any], marker: str | None) -> dict[str, Any]:
         text_in = "".join(
             m["content"] if isinstance(m.get("content"), str)
             else "".join(b.get("text", "") for b in m.get("content", []))
@@ -193,14 +179,50 @@ class FakeAnthropic:
         answer = f"Fake answer about: {question}" + "".join(f" [{c}]" for c in cites)
         if marker:
             with self.lock:
-                self.replies_by_marker[marker.group(1)] += 1
+                self.replies_by_marker[marker] += 1
         in_tokens = max(1, len(text_in) // 4)
         out_tokens = max(1, min(max_tokens, len(answer) // 4))
-        return await reply(200, {
+        return {
             "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
-        })
+        }
+
+
+class _Replier:
+    def __init__(self, send: Any) -> None:
+        self.send = send
+
+    async def __call__(self, status: int, payload: Any, extra: dict[str, str] | None = None,
+                       raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        hs = [(b"content-type", b"application/json"), (b"request-id", b"req_fake")]
+        hs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+        await self.send({"type": "http.response.start", "status": status, "headers": hs})
+        await self.send({"type": "http.response.body", "body": data})
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+Fault = tuple[int, Any, "dict[str, str] | None", "bytes | None"]  # status, body, extra headers, raw body
+
+# outcome → (status, body, extra headers, raw body) for every drawn fault that answers at once
+FAULT_REPLIES: dict[str, Callable[[Any, str], Fault]] = {
+    "429": lambda plan, model: (429, _error("rate_limit_error", "rate limited"), {"retry-after": str(plan.retry_after_s)}, None),
+    "429_no_retry_after": lambda plan, model: (429, _error("rate_limit_error", "rate limited"), None, None),
+    "529": lambda plan, model: (529, _error("overloaded_error", "overloaded"), None, None),
+    "500": lambda plan, model: (500, _error("api_error", "internal error"), None, None),
+    "400": lambda plan, model: (400, _error("invalid_request_error", "prompt is not acceptable"), None, None),
+    "400_context": lambda plan, model: (
+        400, _error("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"), None, None),
+    "refusal": lambda plan, model: (200, {
+        "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": "refusal", "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 0},
+    }, None, None),
+    "malformed": lambda plan, model: (200, None, None, b'{"id": "msg_x", "type": "message", "content": ['),
+}
 
 
 async def read_request(scope: dict[str, Any], receive: Any, send: Any) -> tuple[bytes, dict[str, str]] | None:
