@@ -11,18 +11,21 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from core.config import ApiSettings, load_api_settings, load_settings
+from core.config.api import ApiSettings
+from core.config.load import load_api_settings, load_settings
 from core.embedded.secrets import EnvSecrets
 from core.logs import configure_logging
+from core.jobs.service import ApiService
 from core.ports import BlobStore, DocumentIndex, JobQueue, JobStore, Retriever, Secrets, StateStore
-from core.service import JobService
 
 if TYPE_CHECKING:
-    from core.api import Api
+    from core.entrypoints.http import Api
+    from core.jobs.worker_service import WorkerService
     from core.providers.registry import ProviderRegistry
     from core.retrieval.embedding import Embedder
+    from core.jobs.worker_service import WorkerService
     from core.retrieval.library import Library
-    from core.settings import Settings
+    from core.config.worker import Settings
 
 
 class ApiApp:
@@ -35,7 +38,7 @@ class ApiApp:
 
     def __init__(
         self, settings: ApiSettings, store: JobStore, state: StateStore, queue: JobQueue, blobs: BlobStore,
-        secrets: Secrets, service: JobService,
+        secrets: Secrets, service: ApiService,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -48,7 +51,7 @@ class ApiApp:
     @cached_property
     def api(self) -> "Api":
         """The HTTP API over this app (API keys resolved once): what every runtime's HTTP entry serves."""
-        from core.api import build_api
+        from core.entrypoints.http import build_api
 
         return build_api(self)
 
@@ -59,10 +62,11 @@ class ApiApp:
 
 class App(ApiApp):
     settings: "Settings"
+    service: "WorkerService"
 
     def __init__(
         self, settings: "Settings", store: JobStore, state: StateStore, queue: JobQueue, blobs: BlobStore,
-        secrets: Secrets, service: JobService, *, providers: "ProviderRegistry", retriever: Retriever | None,
+        secrets: Secrets, service: "WorkerService", *, providers: "ProviderRegistry", retriever: Retriever | None,
         library: "Library",
     ) -> None:
         super().__init__(settings, store, state, queue, blobs, secrets, service)
@@ -110,6 +114,7 @@ def bootstrap(
     retriever: Retriever | None = None,
     providers: "ProviderRegistry | None" = None,
 ) -> App:
+    from core.jobs.worker_service import WorkerService
     from core.retrieval.library import Library
 
     settings = settings or load_settings(config_path)
@@ -120,7 +125,7 @@ def bootstrap(
         from core.providers.registry import ProviderRegistry
 
         providers = ProviderRegistry(settings, secrets)
-    service = JobService(settings, store=store, state=state, queue=queue, providers=providers, retriever=retriever)
+    service = WorkerService(settings, store=store, state=state, queue=queue, providers=providers, retriever=retriever)
     library = Library(settings.retrieval, writer, blobs, embedder)
     return App(settings, store, state, queue, blobs, secrets, service,
                providers=providers, retriever=retriever, library=library)
@@ -138,7 +143,7 @@ def bootstrap_api(
     """An app for the HTTP API alone: submit, status, listings. Without a retriever it does not check at
     submit that a named collection exists; the worker fails such a job, saying so."""
     store, state, queue, blobs, secrets = _ports(settings, store, state, queue, blobs, secrets)
-    service = JobService(settings, store=store, state=state, queue=queue, providers=None)
+    service = ApiService(settings, store=store, state=state, queue=queue)
     return ApiApp(settings, store, state, queue, blobs, secrets, service)
 
 

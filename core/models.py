@@ -28,10 +28,12 @@ class JobStatus(str, enum.Enum):
 
 TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered})
 
-# Allowed lifecycle edges. `running -> queued` is a deferral or a retry handed back to the queue;
-# `dead_lettered -> queued` is an operator replay with a fresh budget.
+# Allowed lifecycle edges, checked by every transition of `core.jobs.ledger.Ledger`. `running -> queued`
+# is a deferral or a retry handed back to the queue; `queued -> succeeded` is a response-cache hit (no
+# call, so never running); `running -> running` is a claim after an expired lease or another attempt;
+# `failed | dead_lettered -> queued` is an operator replay with a fresh budget.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.dead_lettered}),
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered}),
     JobStatus.running: frozenset(
         {JobStatus.running, JobStatus.queued, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered}
     ),
@@ -253,6 +255,12 @@ class JobView(_Model):
             updated_at=job.updated_at,
             finished_at=job.finished_at,
         )
+
+
+class JobList(_Model):
+    """What `GET /v1/jobs` returns: the tenant's jobs, newest first."""
+
+    jobs: list[JobView]
 
 
 class SubmitResponse(_Model):

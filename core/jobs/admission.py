@@ -1,0 +1,134 @@
+"""Admission: what a job must hold before it may call a provider, as one context manager.
+
+In order: a deployment whose circuit lets it through (else a `circuit_open` fallback, else a deferral),
+a concurrency slot, then rate tokens. On exit the slot is always released, and a breaker gate the
+attempt never settled (no call made, a cancelled call) is abandoned, so no path can leak either.
+Nothing here spends an attempt: a job that is not admitted is deferred with its budget intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+from core.config.worker import ModelConfig, Settings
+from core.errors import Contended
+from core.governance.breaker import CircuitBreaker, Gate
+from core.governance.ratelimit import Deferral, RateLimiter, Reservation
+from core.jobs.offload import Offload
+from core.logs import log_event
+from core.models import ErrorClass, ProviderResult, RouteDecision
+from core.providers.registry import ProviderRegistry
+from core.routing import RoutePlan
+
+MIN_CALL_S = 1.0  # don't start a provider call with less than this left before the deadline
+SLOT_POLL_S = 0.1  # how often a full concurrency cap is re-checked while the job may still wait in process
+
+
+class Ticket:
+    """What an admitted call holds: the deployment it may call and the governance it must settle."""
+
+    def __init__(self, decision: RouteDecision, model: ModelConfig, gate: Gate, reservation: Reservation,
+                 admission: Admission) -> None:
+        self.decision = decision
+        self.model = model
+        self.gate = gate
+        self.reservation = reservation
+        self.settled = False
+        self._admission = admission
+
+    async def settle(self, error_class: ErrorClass | None) -> None:
+        """Tell the breaker how the call went (None: it succeeded). Advisory: a lost write skews it briefly."""
+        self.settled = True
+        try:
+            await self._admission.state_io(self._admission.breaker.record, self.gate, error_class)
+        except Contended as e:
+            log_event("breaker.record_skipped", logging.WARNING, error=str(e))
+
+    async def settle_tokens(self, result: ProviderResult) -> None:
+        """Charge the reply's real token counts in place of the reservation's estimate."""
+        try:
+            await self._admission.state_io(self._admission.limiter.settle, self.model, self.reservation,
+                                           input_tokens=result.input_tokens, output_tokens=result.output_tokens)
+        except Contended as e:  # the reply is safe; a missed correction only skews the bucket briefly
+            log_event("ratelimit.settle_skipped", logging.WARNING, error=str(e))
+
+
+class Admission:
+    def __init__(self, settings: Settings, breaker: CircuitBreaker, limiter: RateLimiter, providers: ProviderRegistry,
+                 *, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.breaker = breaker
+        self.limiter = limiter
+        self.providers = providers
+        self.state_io = state_io
+        self.clock = clock
+
+    @asynccontextmanager
+    async def admit(self, plan: RoutePlan, current: RouteDecision, est_input: int,
+                    deadline: float) -> AsyncIterator[Ticket | Deferral]:
+        """Yield a Ticket, or the Deferral that says why the job must wait. Raises Contended when the
+        shared state is too busy to decide (the caller defers)."""
+        gated = await self._gate(plan, current)
+        if isinstance(gated, Deferral):
+            yield gated
+            return
+        decision, model, gate = gated
+        slot: str | None = None
+        ticket: Ticket | None = None
+        try:
+            patience = max(0.0, min(self.settings.governance.in_process_wait_s, deadline - self.clock() - MIN_CALL_S))
+            slot, waited = await self._slot(model, patience)
+            if waited is None:
+                yield Deferral(delay_s=max(1.0, SLOT_POLL_S * 10), reason=f"concurrency cap on {decision.model}")
+                return
+            reserved = await self.state_io(self.limiter.reserve, model, input_tokens=est_input,
+                                           max_wait_s=max(0.0, patience - waited))
+            if isinstance(reserved, Deferral):
+                yield reserved
+                return
+            if reserved.wait_s > 0:
+                await asyncio.sleep(reserved.wait_s)
+            ticket = Ticket(decision, model, gate, reserved, self)
+            yield ticket
+        finally:
+            if slot is not None:
+                await self.state_io(self.limiter.release_slot, model, slot)
+            if ticket is None or not ticket.settled:
+                await self.state_io(self.breaker.abandon, gate)
+
+    async def _gate(self, plan: RoutePlan, current: RouteDecision) -> tuple[RouteDecision, ModelConfig, Gate] | Deferral:
+        """The first deployment of [current, circuit_open fallbacks...] whose circuit is not open."""
+        gov = self.settings.governance
+        chain = [current] + [d for d in plan.fallbacks.get("circuit_open", []) if d.model != current.model]
+        retry_in: float | None = None
+        for decision in chain:
+            model = self.settings.models[decision.model]
+            gate = await self.state_io(self.breaker.check, model, probe_timeout_s=gov.lease_s)
+            if gate.kind != "open":
+                break
+            retry_in = gate.retry_in_s if retry_in is None else min(retry_in, gate.retry_in_s)
+        else:
+            return Deferral(delay_s=retry_in or gov.breaker.cooldown_s, reason=f"circuit open on {current.model}")
+        if decision is not current:
+            decision = decision.model_copy(update={"reason": f"{decision.reason}: {current.model} has an open circuit"})
+        if gate.kind == "probe":
+            decision = decision.model_copy(update={"reason": decision.reason + " (half-open probe)"})
+        # build the client (a cold SDK import blocks the loop ~1 s) before taking a rate slot, or the
+        # requests reserved meanwhile would reach the provider bunched together
+        self.providers.get(decision.provider)
+        return decision, model, gate
+
+    async def _slot(self, model: ModelConfig, patience: float) -> tuple[str | None, float | None]:
+        """(slot token, seconds waited), or (None, None) when the cap stayed full past `patience`."""
+        hold = self.settings.governance.lease_s
+        waited = 0.0
+        while (slot := await self.state_io(self.limiter.acquire_slot, model, hold_s=hold)) is None:
+            if waited + SLOT_POLL_S > patience:
+                return None, None
+            await asyncio.sleep(SLOT_POLL_S)
+            waited += SLOT_POLL_S
+        return slot, waited

@@ -1,0 +1,181 @@
+"""One attempt: claim, one provider call, and a typed decision about what follows.
+
+The claim (attempt count and lease, persisted) comes before the call; the reply is persisted before
+anything after it. A failed call is classified and becomes exactly one decision: `Fallback` (a typed
+fallback model takes the next attempt), `RetryNow` (back off in process), `RetryLater` (hand the job
+back to the queue), `Failed` (permanent), `Exhausted` (the persisted budget is spent). `Replied` and
+`Lost` (a compare-and-set lost to another delivery) complete the set. `decide` is pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable, NamedTuple
+
+from core.assembly import Assembled
+from core.chunks import ContextChunk
+from core.classify import Classification, classify
+from core.config.api import GovernanceConfig
+from core.config.worker import RouteConfig, Settings
+from core.errors import ProviderError
+from core.jobs.admission import MIN_CALL_S, Ticket
+from core.jobs.ledger import Ledger
+from core.jobs.offload import Offload
+from core.logs import Timer, log_event
+from core.models import Attempt, ErrorClass, Job, JobError, ProviderResult, RouteDecision
+from core.providers.base import ChatRequest
+from core.providers.registry import ProviderRegistry
+from core.retry import retry_delay
+from core.routing import RoutePlan
+
+
+class Replied(NamedTuple):
+    result: ProviderResult
+    chunks: list[ContextChunk]
+
+
+class Fallback(NamedTuple):
+    decision: RouteDecision
+    error: JobError
+
+
+class RetryNow(NamedTuple):
+    delay_s: float
+    error: JobError
+
+
+class RetryLater(NamedTuple):
+    delay_s: float
+    error: JobError
+
+
+class Failed(NamedTuple):
+    error: JobError
+
+
+class Exhausted(NamedTuple):
+    error: JobError
+    reason: str = "attempt budget exhausted"
+
+
+class Lost(NamedTuple):
+    detail: str
+
+
+Decision = Replied | Fallback | RetryNow | RetryLater | Failed | Exhausted | Lost
+
+
+def typed_fallback(exc: BaseException, error_class: ErrorClass, plan: RoutePlan, tried: set[str],
+                   fits: Callable[[str], bool]) -> RouteDecision | None:
+    """The next untried model of the chain this error calls for (429/529, refusal, context overflow)."""
+    status = exc.status_code if isinstance(exc, ProviderError) else None
+    if isinstance(exc, ProviderError) and exc.context_overflow:
+        kind = "context_overflow"
+    elif isinstance(exc, ProviderError) and exc.content_policy:
+        kind = "content_policy"
+    elif error_class is ErrorClass.rate_limited or status in (503, 529):  # rate limit or overload
+        kind = "rate_limited"
+    else:
+        return None
+    for d in plan.fallbacks.get(kind, []):
+        if d.model not in tried and (kind != "context_overflow" or fits(d.model)):
+            return d
+    return None
+
+
+def decide(c: Classification, error: JobError, *, calls: int, gov: GovernanceConfig,
+           fallback: RouteDecision | None, time_left_s: float) -> Decision:
+    """What follows a failed call, given the persisted call count and the time left in this invocation."""
+    if fallback is not None and calls < gov.max_attempts:
+        return Fallback(fallback, error)
+    if not c.retryable:
+        return Failed(error)
+    if calls >= gov.max_attempts:
+        return Exhausted(error)
+    delay = retry_delay(calls, retry_after_s=c.retry_after_s, base_s=gov.backoff_base_s, cap_s=gov.backoff_max_s,
+                        retry_after_cap_s=gov.retry_after_cap_s)
+    if delay + MIN_CALL_S < time_left_s and delay <= gov.in_process_wait_s:
+        return RetryNow(delay, error)
+    return RetryLater(delay, error)
+
+
+class Attempter:
+    def __init__(self, settings: Settings, ledger: Ledger, providers: ProviderRegistry, router_fits: Callable[..., bool],
+                 *, store_io: Offload, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.providers = providers
+        self.fits = router_fits
+        self.store_io = store_io
+        self.clock = clock
+
+    async def run(self, job: Job, ticket: Ticket, plan: RoutePlan, assembled: Assembled, deadline: float,
+                  tried: set[str]) -> Decision:
+        decision = ticket.decision
+        lease_until = min(self.clock() + self.settings.governance.lease_s, deadline)
+        attempt = await self.store_io(
+            self.ledger.claim, job, decision, lease_until=lease_until, template=assembled.prompt.template,
+            chunk_ids=[c.id for c in assembled.chunks], assembly=assembled.record,
+        )
+        if attempt is None:
+            return Lost("lost the claim race to another delivery")
+        if len(job.attempts) == 1 or job.attempts[-2].model != decision.model or ticket.gate.kind == "probe":
+            log_event("route.decided", provider=decision.provider, model=decision.model, reason=decision.reason)
+        timer = Timer()
+        try:
+            result = await self.providers.get(decision.provider).generate(
+                self._request(decision, assembled, job, plan.route, ticket), timeout_s=self._timeout(decision, lease_until),
+            )
+        except asyncio.CancelledError:
+            raise  # the admission's exit abandons the unsettled gate
+        except Exception as exc:  # classified; never lost
+            return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer)
+        await ticket.settle(None)
+        _finished(attempt, self.clock(), timer, "succeeded")
+        if not await self.store_io(self.ledger.save_reply, job, result):
+            return Lost("could not persist the provider reply")
+        await ticket.settle_tokens(result)
+        log_event(
+            "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
+            input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
+        )
+        return Replied(result, assembled.chunks)
+
+    def _request(self, decision: RouteDecision, assembled: Assembled, job: Job, route: RouteConfig,
+                 ticket: Ticket) -> ChatRequest:
+        prompt = assembled.prompt
+        return ChatRequest(
+            model_id=decision.model_id, system=prompt.system, user=prompt.user, question=job.request.prompt,
+            max_tokens=min(route.max_tokens, ticket.model.max_output_tokens), context=assembled.chunks,
+        )
+
+    def _timeout(self, decision: RouteDecision, lease_until: float) -> float:
+        return max(0.1, min(self.settings.providers[decision.provider].timeout_s, lease_until - self.clock()))
+
+    async def _failed(self, exc: Exception, job: Job, attempt: Attempt, ticket: Ticket, plan: RoutePlan,
+                      assembled: Assembled, deadline: float, tried: set[str], timer: Timer) -> Decision:
+        c = classify(exc)
+        await ticket.settle(c.error_class)
+        _finished(attempt, self.clock(), timer, "error")
+        attempt.error_class = c.error_class
+        attempt.status_code = exc.status_code if isinstance(exc, ProviderError) else None
+        attempt.error = str(exc)[:1000]
+        body = (exc.body if isinstance(exc, ProviderError) else None) or ""
+        log_event(
+            "provider.error", logging.WARNING, provider=ticket.decision.provider, model=ticket.decision.model,
+            error_class=c.error_class.value, status_code=attempt.status_code, latency_ms=attempt.latency_ms,
+            attempt=attempt.number, body=body[:2000] if c.error_class is ErrorClass.malformed else None,
+        )
+        error = JobError(error_class=c.error_class, message=attempt.error, status_code=attempt.status_code)
+        fallback = typed_fallback(exc, c.error_class, plan, tried,
+                                  lambda name: self.fits(name, assembled.input_tokens, plan.route))
+        return decide(c, error, calls=job.provider_calls, gov=self.settings.governance, fallback=fallback,
+                      time_left_s=deadline - self.clock())
+
+
+def _finished(attempt: Attempt, now: float, timer: Timer, outcome: str) -> None:
+    attempt.finished_at = now
+    attempt.latency_ms = timer.ms
+    attempt.outcome = outcome

@@ -1,0 +1,28 @@
+"""Checks a request must pass both at submit and again on the worker: input guardrails and that a
+named collection exists (an API-only app has no retriever to ask, so the worker asks)."""
+
+from __future__ import annotations
+
+from core.config.api import GuardrailsConfig
+from core.errors import GuardrailViolation, InputError
+from core.guardrails import check_input
+from core.models import JobRequest
+from core.ports import Retriever
+
+
+def missing_collection(retriever: Retriever | None, tenant: str, collection: str) -> str | None:
+    """Why `collection` can't be used, if it has no documents for `tenant` (None: fine, or no way to tell)."""
+    if retriever is None or collection in retriever.collections(tenant):
+        return None
+    return (f"collection '{collection}' has no documents for this tenant; ingest some with "
+            f"`alto ingest PATH --collection {collection} --tenant {tenant}` or omit the field")
+
+
+def check_request(request: JobRequest, tenant: str, guardrails: GuardrailsConfig, retriever: Retriever | None) -> None:
+    """Raise InputError naming the field a submitted request fails on."""
+    try:
+        check_input(request.prompt, guardrails)
+    except GuardrailViolation as e:
+        raise InputError(str(e), field="prompt") from None
+    if request.collection and (missing := missing_collection(retriever, tenant, request.collection)):
+        raise InputError(missing, field="collection")

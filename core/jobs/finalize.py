@@ -1,0 +1,75 @@
+"""Finalizing a job whose reply is saved: citations, usage and cost, output checks, the result write,
+then the callback. Also what a redelivery runs when it finds the reply already saved, so a crash
+after the call never pays twice."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from core.chunks import ContextChunk
+from core.config.worker import Settings
+from core.errors import GuardrailViolation
+from core.guardrails import check_output
+from core.jobs.callback import Callbacks
+from core.jobs.ledger import Ledger
+from core.jobs.offload import Offload
+from core.jobs.outcome import Outcome, raced
+from core.jobs.prepare import Preparer
+from core.logs import log_event
+from core.models import ErrorClass, Job, JobError, Usage
+from core.prompting import extract_citations
+
+
+class Finalizer:
+    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, callbacks: Callbacks, *,
+                 store_io: Offload, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.preparer = preparer
+        self.callbacks = callbacks
+        self.store_io = store_io
+        self.clock = clock
+
+    async def finalize(self, job: Job, chunks: list[ContextChunk] | None = None) -> Outcome:
+        assert job.reply is not None
+        if chunks is None:  # a redelivery after the reply was saved: the same chunks, by id
+            chunks = self.preparer.refetch(job.tenant, job.request, job.context_chunks)
+        text = job.reply.text
+        citations = extract_citations(text, chunks)
+        usage = self._usage(job)
+        try:
+            check_output(text, citations, self.settings.guardrails)
+        except GuardrailViolation as e:  # paid for and kept in the record; not served
+            log_event("job.guardrail_failed", logging.WARNING, rule=e.rule)
+            error = JobError(error_class=ErrorClass.permanent, message=str(e))
+            written = await self.store_io(self.ledger.fail, job, error, citations=citations, usage=usage)
+        else:
+            written = await self.store_io(self.ledger.succeed, job, text=text, citations=citations, usage=usage)
+        if not written:
+            current = await self.store_io(self.ledger.load, job.id)
+            if current is not None and current.status.terminal:
+                return Outcome("ack", status=current.status, detail="finished by another delivery")
+            return raced("result write lost a race")
+        self._log(job)
+        if job.request.callback_url:
+            await self.callbacks.send(job)
+        return Outcome("ack", status=job.status)
+
+    def _usage(self, job: Job) -> Usage:
+        if job.cached_from is not None:
+            return Usage(cached=True)  # nothing was sent to the provider for this job
+        reply = job.reply
+        assert reply is not None
+        model = self.settings.models.get(job.route.model) if job.route else None
+        cost = model.cost(reply.input_tokens, reply.output_tokens, reply.cache_read_tokens) if model else 0.0
+        return Usage(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+                     cache_read_tokens=reply.cache_read_tokens, cost_usd=cost)
+
+    def _log(self, job: Job) -> None:
+        log_event(
+            "job." + job.status.value, model=job.route.model if job.route else None, input_tokens=job.usage.input_tokens,
+            output_tokens=job.usage.output_tokens, cost_usd=job.usage.cost_usd, attempts=len(job.attempts),
+            citations=len(job.citations), latency_ms=round(((job.finished_at or self.clock()) - job.created_at) * 1000, 1),
+        )

@@ -1,0 +1,230 @@
+"""The job ledger: every change of a stored job as a named transition.
+
+Each transition checks its edge against `core.models.TRANSITIONS`, applies its change and writes with
+one compare-and-set on the job's version; a lost race returns False and the caller decides (usually a
+short retry of the delivery). The verbs that must land even when others write meanwhile (replay, the
+platform's dead-letter, the callback record, saving a paid reply) go through one re-read-and-reapply
+helper. Calls are synchronous, like the store port; the worker runs them through `core.jobs.offload`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from core.errors import ConflictError, IllegalTransition, InputError, NotFound
+from core.models import (
+    TRANSITIONS,
+    Attempt,
+    Citation,
+    ErrorClass,
+    Job,
+    JobError,
+    JobStatus,
+    PromptAssembly,
+    ProviderResult,
+    RouteDecision,
+    Usage,
+)
+from core.ports import JobStore
+
+Change = Callable[[Job], None]
+TRIES = 5
+
+
+class Ledger:
+    def __init__(self, store: JobStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    # ------------------------------------------------------------------ reads and creation
+
+    def load(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def create(self, job: Job) -> bool:
+        """Store a new job; False if one with its id exists already."""
+        try:
+            self.store.create(job)
+        except ConflictError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ the worker's transitions
+
+    def claim(self, job: Job, decision: RouteDecision, *, lease_until: float, template: str,
+              chunk_ids: list[str], assembly: PromptAssembly) -> Attempt | None:
+        """Spend one attempt of the persisted budget and take the lease, *before* paying for the call."""
+        now = self.clock()
+        attempt = Attempt(number=job.provider_calls + 1, started_at=now, trace_id=job.trace_id,
+                          provider=decision.provider, model=decision.model)
+
+        def change(j: Job) -> None:
+            j.provider_calls += 1
+            j.lease_expires_at = lease_until
+            j.route = decision
+            j.context_chunks = chunk_ids
+            j.prompt_template = template
+            j.assembly = assembly
+            j.attempts.append(attempt)
+
+        return attempt if self._write(job, JobStatus.running, change) else None
+
+    def record(self, job: Job, error: JobError) -> bool:
+        """Keep a failed attempt's record while the job goes on (a fallback, an in-process retry)."""
+        return self._write(job, job.status, _set_error(error))
+
+    def save_reply(self, job: Job, reply: ProviderResult) -> bool:
+        """Persist a paid reply before anything else, re-applying it if another delivery wrote meanwhile
+        (unless that one finished the job or saved a reply of its own)."""
+        def change(j: Job) -> None:
+            j.reply, j.error = reply, None
+
+        if self._write(job, job.status, change):
+            return True
+        attempts = job.attempts
+
+        def reapply(current: Job | None) -> bool | None:
+            if current is None or current.status.terminal or current.reply is not None:
+                return None
+            current.attempts = attempts
+            return self._write(current, current.status, change)
+
+        return self._retrying(job.id, reapply) is not None
+
+    def serve_cached(self, job: Job, decision: RouteDecision, reply: ProviderResult, source_job: str, *,
+                     template: str, chunk_ids: list[str], assembly: PromptAssembly) -> bool:
+        """A response-cache hit: the reply another job paid for, with no call and no attempt."""
+        def change(j: Job) -> None:
+            j.route = decision.model_copy(update={"reason": decision.reason + " (response cache hit)"})
+            j.prompt_template, j.context_chunks, j.assembly = template, chunk_ids, assembly
+            j.reply, j.cached_from = reply, source_job
+
+        return self._write(job, job.status, change)
+
+    def hand_back(self, job: Job, error: JobError | None = None) -> bool:
+        """Give the job back to the queue (a retry later, a deferral); the lease ends."""
+        def change(j: Job) -> None:
+            if error is not None:
+                j.error = error
+
+        return self._write(job, JobStatus.queued, change)
+
+    def succeed(self, job: Job, *, text: str, citations: list[Citation], usage: Usage) -> bool:
+        def change(j: Job) -> None:
+            j.result_text, j.citations, j.usage = text, citations, usage
+            j.finished_at = self.clock()
+
+        return self._write(job, JobStatus.succeeded, change)
+
+    def fail(self, job: Job, error: JobError, *, citations: list[Citation] | None = None,
+             usage: Usage | None = None) -> bool:
+        """Permanently failed; a reply that was paid for but refused keeps its usage, not its text."""
+        def change(j: Job) -> None:
+            j.error, j.result_text = error, None
+            if citations is not None:
+                j.citations = citations
+            if usage is not None:
+                j.usage = usage
+            j.finished_at = self.clock()
+
+        return self._write(job, JobStatus.failed, change)
+
+    def dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> bool:
+        """Out of budget or given up by the queue; the last provider error stays, prefixed by why."""
+        def change(j: Job) -> None:
+            j.error = with_reason(error or j.error, reason)
+            j.finished_at = self.clock()
+
+        return self._write(job, JobStatus.dead_lettered, change)
+
+    # ------------------------------------------------------------------ the operator's transitions
+
+    def touch(self, job: Job) -> bool:
+        """Mark a stranded job as seen, so the next reconcile sweep leaves it alone for a while."""
+        return self._write(job, job.status, lambda j: None)
+
+    def dead_letter_by_queue(self, job_id: str, reason: str) -> Job | None:
+        """The platform dead-lettered the job's message: mark it, unless it is missing, terminal or still
+        leased. Returns the job if this marked it, None if it was left alone."""
+        def step(job: Job | None) -> bool | None:
+            if job is None or job.status.terminal or self._leased(job):
+                return None
+            return self.dead_letter(job, reason)
+
+        try:
+            return self._retrying(job_id, step)
+        except ConflictError:
+            return None
+
+    def replay(self, job_id: str) -> Job:
+        """A failed or dead-lettered job back to `queued` with a fresh attempt budget."""
+        def step(job: Job | None) -> bool:
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            if job.status not in (JobStatus.dead_lettered, JobStatus.failed):
+                raise InputError(f"job {job_id} is {job.status.value}; only dead_lettered or failed jobs can be "
+                                 "replayed")
+
+            def change(j: Job) -> None:
+                j.provider_calls, j.reply, j.finished_at = 0, None, None
+
+            return self._write(job, JobStatus.queued, change)
+
+        job = self._retrying(job_id, step)
+        assert job is not None
+        return job
+
+    def record_callback(self, job_id: str, record: dict[str, object]) -> None:
+        def step(job: Job | None) -> bool | None:
+            if job is None:
+                return None
+
+            def change(j: Job) -> None:
+                j.callback = record
+
+            return self._write(job, job.status, change)
+
+        self._retrying(job_id, step, tries=3)
+
+    # ------------------------------------------------------------------ the one compare-and-set
+
+    def _write(self, job: Job, to: JobStatus, change: Change) -> bool:
+        if to is not job.status and to not in TRANSITIONS[job.status]:
+            raise IllegalTransition(f"job {job.id}: {job.status.value} -> {to.value} is not an allowed transition")
+        expected = job.version
+        change(job)
+        if job.status is JobStatus.running and to is not JobStatus.running:
+            job.lease_expires_at = None  # leaving `running` ends the lease
+        job.status = to
+        job.updated_at = self.clock()
+        return self.store.update(job, expected_version=expected)
+
+    def _retrying(self, job_id: str, step: Callable[[Job | None], bool | None], *, tries: int = TRIES) -> Job | None:
+        """Re-read the job and re-apply `step` while its write loses races. `step` returns True once
+        written, None to stop without writing (this returns None then), False after a lost write."""
+        for _ in range(tries):
+            job = self.store.get(job_id)
+            done = step(job)
+            if done is None:
+                return None
+            if done:
+                return job
+        raise ConflictError(f"job {job_id} kept changing under {tries} tries; try again")
+
+    def _leased(self, job: Job) -> bool:
+        return job.status is JobStatus.running and bool(job.lease_expires_at) and job.lease_expires_at > self.clock()
+
+
+def _set_error(error: JobError) -> Change:
+    def change(j: Job) -> None:
+        j.error = error
+
+    return change
+
+
+def with_reason(error: JobError | None, reason: str) -> JobError:
+    """Keep the last provider error (the state worth reviewing) and say why the job was dead-lettered."""
+    if error is None:
+        return JobError(error_class=ErrorClass.transient, message=reason)
+    return error.model_copy(update={"message": f"{reason}: {error.message}"})

@@ -1,0 +1,227 @@
+"""`process`: one delivery through the job lifecycle, each stage a call you can read in order.
+
+load and guard → prepare (retrieve, guardrails, route and fit, assemble) → cache lookup → per attempt:
+admit (breaker, slot, rate tokens) → attempt (claim, call, typed decision) → apply the decision →
+finalize. It never raises for a job-level failure: the Outcome tells the runtime what to do with the
+message. Guarantees, whatever the runtime: provider calls per job never exceed `governance.max_attempts`
+(counted with a compare-and-set before each call); a delivery for a job leased by another worker waits;
+a saved reply is never paid for again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable, NamedTuple
+
+from core.assembly import Assembled
+from core.config.worker import Settings
+from core.errors import Contended, GuardrailViolation, NoRoute
+from core.governance.cache import ResponseCache, cache_key
+from core.governance.ratelimit import Deferral
+from core.guardrails import check_input
+from core.jobs import attempt as a
+from core.jobs.admission import MIN_CALL_S, Admission
+from core.jobs.checks import missing_collection
+from core.jobs.finalize import Finalizer
+from core.jobs.ledger import Ledger
+from core.jobs.offload import Offload
+from core.jobs.outcome import Outcome, raced
+from core.jobs.prepare import Assemblies, Prepared, Preparer
+from core.logs import job_id_var, log_event, trace_id_var
+from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage, RouteDecision
+from core.ports import Delivery
+from core.retry import jittered
+
+
+class Run(NamedTuple):
+    """What one delivery carries from stage to stage."""
+
+    job: Job
+    prepared: Prepared
+    assemblies: Assemblies
+    deadline: float
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, admission: Admission,
+                 attempter: a.Attempter, finalizer: Finalizer, cache: ResponseCache | None, *,
+                 store_io: Offload, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.preparer = preparer
+        self.admission = admission
+        self.attempter = attempter
+        self.finalizer = finalizer
+        self.cache = cache
+        self.store_io = store_io
+        self.state_io = state_io
+        self.clock = clock
+
+    async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
+        try:
+            msg = QueueMessage.model_validate_json(delivery.body)
+        except ValueError as e:
+            log_event("queue.bad_message", logging.ERROR, message_id=delivery.message_id, error=str(e)[:500])
+            # keep the body: let the platform redrive it to the DLQ for a human to read
+            return Outcome("retry", delay_s=self.settings.governance.backoff_max_s, detail="unparseable message")
+        trace_token, job_token = trace_id_var.set(msg.trace_id), job_id_var.set(msg.job_id)
+        try:
+            return await self._process(msg, delivery, deadline or (self.clock() + self.settings.governance.lease_s))
+        finally:
+            trace_id_var.reset(trace_token)
+            job_id_var.reset(job_token)
+
+    async def _process(self, msg: QueueMessage, delivery: Delivery, deadline: float) -> Outcome:
+        job = await self.store_io(self.ledger.load, msg.job_id)
+        if (guarded := self._guard(job, delivery)) is not None:
+            return guarded
+        assert job is not None
+        if job.reply is not None:
+            return await self.finalizer.finalize(job)
+        try:
+            run = await self._prepare(job, deadline)
+        except (GuardrailViolation, NoRoute) as e:
+            return await self._refuse(job, str(e))
+        if (hit := await self._cached(run)) is not None:
+            return hit
+        return await self._attempts(run)
+
+    def _guard(self, job: Job | None, delivery: Delivery) -> Outcome | None:
+        if job is None:
+            log_event("job.missing", logging.WARNING, receive_count=delivery.receive_count)
+            return Outcome("retry", delay_s=5.0, detail="job record not found yet")
+        if job.status.terminal:
+            return Outcome("ack", status=job.status, detail="already terminal (duplicate delivery)")
+        now = self.clock()
+        if job.status is JobStatus.running and job.lease_expires_at and job.lease_expires_at > now:
+            wait = max(1.0, job.lease_expires_at - now)
+            log_event("job.deferred", reason="leased by another worker", delay_s=round(wait, 2))
+            return Outcome("retry", delay_s=wait, status=job.status, detail="leased by another worker")
+        return None
+
+    async def _prepare(self, job: Job, deadline: float) -> Run:
+        candidates = self.preparer.retrieve(job.tenant, job.request)
+        collection = job.request.collection
+        if not candidates and collection and (missing := missing_collection(self.preparer.retriever, job.tenant, collection)):
+            raise NoRoute(missing)  # an API-only app accepted it without looking
+        check_input(job.request.prompt, self.settings.guardrails)
+        prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id)
+        for note in prepared.plan.notes:
+            log_event("route.note", note=note)
+        assemblies = self.preparer.assemblies(job.request.prompt, candidates, prepared)
+        await assemblies.get(prepared.decision)
+        return Run(job, prepared, assemblies, deadline)
+
+    async def _cached(self, run: Run) -> Outcome | None:
+        if self.cache is None or not run.job.request.cache:
+            return None
+        decision = run.prepared.decision
+        assembled = await run.assemblies.get(decision)
+        hit = await self.state_io(self.cache.get, self._cache_key(run, decision, assembled))
+        if hit is None:
+            return None
+        reply, source = hit
+        if not await self.store_io(self.ledger.serve_cached, run.job, decision, reply, source,
+                                   template=assembled.prompt.template, chunk_ids=[c.id for c in assembled.chunks],
+                                   assembly=assembled.record):
+            return raced()
+        log_event("cache.hit", source_job=source, model=decision.model)
+        return await self.finalizer.finalize(run.job, assembled.chunks)
+
+    async def _attempts(self, run: Run) -> Outcome:
+        job, plan = run.job, run.prepared.plan
+        current = run.prepared.decision
+        tried = {current.model}
+        while True:
+            if job.provider_calls >= self.settings.governance.max_attempts:
+                return await self._dead_letter(job, "attempt budget exhausted")
+            if run.deadline - self.clock() < MIN_CALL_S:
+                return await self._hand_back(job, 0.0, "no time left in this invocation")
+            try:
+                assembled = await run.assemblies.get(current)
+                async with self.admission.admit(plan, current, assembled.input_tokens, run.deadline) as ticket:
+                    if isinstance(ticket, Deferral):
+                        return await self._defer(job, jittered(ticket.delay_s), ticket.reason)
+                    if ticket.decision.model != current.model:  # the breaker sent us to a circuit_open fallback
+                        assembled = await run.assemblies.get(ticket.decision)
+                    decision = await self.attempter.run(job, ticket, plan, assembled, run.deadline, tried)
+            except Contended as e:
+                return await self._defer(job, jittered(1.0), str(e))
+            except NoRoute as e:
+                return await self._refuse(job, str(e))
+            outcome = await self._apply(run, decision)
+            if outcome is not None:
+                return outcome
+            if isinstance(decision, a.Fallback):
+                current = decision.decision  # a typed fallback: the next attempt goes to another model
+                tried.add(current.model)
+
+    async def _apply(self, run: Run, d: a.Decision) -> Outcome | None:
+        """Carry out an attempt's decision; None means "attempt again"."""
+        job = run.job
+        if isinstance(d, a.Replied):
+            outcome = await self.finalizer.finalize(job, d.chunks)
+            if outcome.status is JobStatus.succeeded and job.cached_from is None:
+                await self._cache_put(run, job)
+            return outcome
+        if isinstance(d, a.Lost):
+            return raced(d.detail)
+        if isinstance(d, a.Failed):
+            return await self._fail(job, d.error)
+        if isinstance(d, a.Exhausted):
+            return await self._dead_letter(job, d.reason, d.error)
+        if isinstance(d, a.RetryLater):
+            return await self._hand_back(job, d.delay_s, f"{d.error.error_class.value} error, retrying later", d.error)
+        if not await self.store_io(self.ledger.record, job, d.error):  # Fallback or RetryNow: keep the attempt
+            return raced()
+        if isinstance(d, a.Fallback):
+            log_event("route.fallback", model=d.decision.model, reason=d.decision.reason)
+        else:
+            await asyncio.sleep(d.delay_s)
+        return None
+
+    async def _cache_put(self, run: Run, job: Job) -> None:
+        if self.cache is None or not job.request.cache or job.route is None or job.reply is None:
+            return
+        assembled = await run.assemblies.get(job.route)
+        await self.state_io(self.cache.put, self._cache_key(run, job.route, assembled), job.reply, job.id)
+
+    def _cache_key(self, run: Run, decision: RouteDecision, assembled: Assembled) -> str:
+        return cache_key(run.job.tenant, run.job.request, decision, run.prepared.plan.route.max_tokens,
+                         assembled.prompt.template, assembled.chunks)
+
+    # ------------------------------------------------------------------ transitions as outcomes
+
+    async def _refuse(self, job: Job, message: str) -> Outcome:
+        """Refused before any call (guardrail, policy, no model fits): explained, never retried."""
+        log_event("job.refused", logging.WARNING, reason=message)
+        return await self._fail(job, JobError(error_class=ErrorClass.permanent, message=message))
+
+    async def _fail(self, job: Job, error: JobError) -> Outcome:
+        if not await self.store_io(self.ledger.fail, job, error):
+            return raced()
+        log_event("job.failed", logging.WARNING, error_class=error.error_class.value)
+        return Outcome("ack", status=JobStatus.failed, detail=error.message)
+
+    async def _dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> Outcome:
+        if not await self.store_io(self.ledger.dead_letter, job, reason, error):
+            return raced()
+        log_event("job.dead_lettered", logging.ERROR, reason=reason, provider_calls=job.provider_calls)
+        return Outcome("ack", status=JobStatus.dead_lettered, detail=reason)
+
+    async def _hand_back(self, job: Job, delay_s: float, detail: str, error: JobError | None = None) -> Outcome:
+        if not await self.store_io(self.ledger.hand_back, job, error):
+            return raced(delay_s=max(1.0, delay_s))
+        log_event("job.retry_scheduled", delay_s=round(delay_s, 3), detail=detail, provider_calls=job.provider_calls)
+        return Outcome("retry", delay_s=delay_s, status=JobStatus.queued, detail=detail)
+
+    async def _defer(self, job: Job, delay_s: float, reason: str) -> Outcome:
+        """Come back later without spending an attempt. A job we were running is handed back first."""
+        if job.status is JobStatus.running:
+            handed = await self._hand_back(job, delay_s, reason)
+            if handed.status is not JobStatus.queued:
+                return handed
+        log_event("job.deferred", reason=reason, delay_s=round(delay_s, 3))
+        return Outcome("defer", delay_s=delay_s, status=JobStatus.queued, detail=reason)

@@ -1,0 +1,51 @@
+"""Reading jobs, tenant-scoped: one job, its public view, a listing, and the operator's dead-letter state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.errors import NotFound
+from core.models import Job, JobStatus, JobView
+from core.ports import JobStore
+
+
+class Queries:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def get(self, tenant: str, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job is None or job.tenant != tenant:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    def view(self, tenant: str, job_id: str) -> JobView:
+        return JobView.of(self.get(tenant, job_id))
+
+    def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        """Newest first; `tenant=None` lists every tenant's (the operator's CLI, never the HTTP API)."""
+        return self.store.list(tenant=tenant, status=status, limit=limit)
+
+
+def job_json(job: Job) -> str:
+    return json.dumps(JobView.of(job).model_dump(mode="json"), indent=2)
+
+
+def dead_letter_state(job: Job) -> dict[str, Any]:
+    """Everything needed to review and replay a dead-lettered job, without the raw prompt."""
+    return {
+        "job_id": job.id,
+        "tenant": job.tenant,
+        "status": job.status.value,
+        "trace_id": job.trace_id,
+        "input_hash": job.request_hash,
+        "prompt_template": job.prompt_template,
+        "route": job.route.model_dump(mode="json") if job.route else None,
+        "context_chunks": job.context_chunks,
+        "provider_calls": job.provider_calls,
+        "attempts": [a.model_dump(mode="json") for a in job.attempts],
+        "error": job.error.model_dump(mode="json") if job.error else None,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }

@@ -1,0 +1,37 @@
+"""`ApiService`: the use cases an HTTP API function serves (submit, get, view, list), and nothing that
+processes jobs, so its cold start loads no routing, retrieval, governance or provider code."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from core.config.api import ApiSettings
+from core.jobs.ledger import Ledger
+from core.jobs.queries import Queries
+from core.jobs.submit import Submitter
+from core.models import Job, JobRequest, JobStatus, JobView
+from core.ports import JobStore, Retriever, SendQueue, StateStore
+
+
+class ApiService:
+    def __init__(self, settings: ApiSettings, *, store: JobStore, state: StateStore, queue: SendQueue,
+                 retriever: Retriever | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.ledger = Ledger(store, clock=clock)
+        self.submitter = Submitter(settings, self.ledger, state, queue, retriever=retriever, clock=clock)
+        self.queries = Queries(store)
+
+    def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
+               trace_id: str | None = None) -> tuple[Job, bool]:
+        """Store and enqueue a job: (job, created); a repeated Idempotency-Key returns the first job."""
+        return self.submitter.submit(tenant, request, idempotency_key=idempotency_key, trace_id=trace_id)
+
+    def get(self, tenant: str, job_id: str) -> Job:
+        return self.queries.get(tenant, job_id)
+
+    def view(self, tenant: str, job_id: str) -> JobView:
+        return self.queries.view(tenant, job_id)
+
+    def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        return self.queries.list(tenant, status=status, limit=limit)

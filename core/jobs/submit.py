@@ -1,0 +1,107 @@
+"""Submitting a job: validate, store once per idempotency key, enqueue, or say exactly what to do.
+
+The outbox rule: the job is stored before its message is sent; if the send fails the caller gets
+`QueueUnavailable` with the job id, a retry with the same Idempotency-Key re-sends it, and the
+reconciler sends it otherwise. So a stored job is never silently stranded and never runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from core.config.api import ApiSettings
+from core.errors import IdempotencyConflict, InputError, QueueUnavailable
+from core.ids import new_job_id, new_trace_id
+from core.jobs.checks import check_request
+from core.jobs.ledger import Ledger
+from core.logs import log_event
+from core.models import Job, JobRequest, JobStatus, QueueMessage
+from core.ports import Retriever, SendQueue, StateStore
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+def send_job(queue: SendQueue, job: Job, delay_s: float = 0.0) -> None:
+    """Put the job's pointer on the queue (never the prompt itself)."""
+    msg = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id)
+    queue.send(msg.model_dump_json(), delay_s=delay_s)
+
+
+class Submitter:
+    def __init__(self, settings: ApiSettings, ledger: Ledger, state: StateStore, queue: SendQueue, *,
+                 retriever: Retriever | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.state = state
+        self.queue = queue
+        self.retriever = retriever
+        self.clock = clock
+
+    def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
+               trace_id: str | None = None) -> tuple[Job, bool]:
+        """Store and enqueue a job. Returns (job, created); a repeated idempotency key returns the first job."""
+        check_request(request, tenant, self.settings.guardrails, self.retriever)
+        fingerprint = request.fingerprint()
+        job_id = new_job_id()
+        if idempotency_key is not None:
+            found = self._reserve_key(tenant, idempotency_key, fingerprint, job_id)
+            if isinstance(found, Job):
+                return found, False
+            job_id = found
+        job = self._new_job(job_id, tenant, request, fingerprint, idempotency_key, trace_id)
+        if not self.ledger.create(job):
+            existing = self.ledger.load(job_id)
+            assert existing is not None
+            return existing, False
+        self.enqueue_or_raise(job)
+        log_event(
+            "job.submitted", job_id=job.id, trace_id=job.trace_id, tenant=tenant, task=request.task,
+            input_hash=fingerprint[:16], prompt_chars=len(request.prompt),
+        )
+        return job, True
+
+    def _reserve_key(self, tenant: str, idempotency_key: str, fingerprint: str, job_id: str) -> Job | str:
+        """The job an Idempotency-Key already names, or the id the new job must take."""
+        if not (1 <= len(idempotency_key) <= 255):
+            raise InputError("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
+        key = f"idem:{tenant}:{idempotency_key}"
+        if self.state.put_if_absent(key, {"job_id": job_id, "hash": fingerprint}, ttl_s=IDEMPOTENCY_TTL_S):
+            return job_id
+        rec = self.state.get(key)
+        if rec is None:  # expired between the two calls: the key is free again
+            return job_id
+        if rec.value["hash"] != fingerprint:
+            raise IdempotencyConflict("this Idempotency-Key was already used with a different request body; "
+                                      "use a new key for a new request")
+        existing = self.ledger.load(rec.value["job_id"])
+        if existing is None:
+            return str(rec.value["job_id"])  # the first submit crashed before storing: finish it
+        if existing.status is JobStatus.queued and existing.provider_calls == 0:
+            # the first submit may have stored the job but failed to queue it; a second message is
+            # harmless (processing is idempotent), a missing one is not
+            self.enqueue_or_raise(existing)
+        return existing
+
+    def _new_job(self, job_id: str, tenant: str, request: JobRequest, fingerprint: str,
+                 idempotency_key: str | None, trace_id: str | None) -> Job:
+        if not request.collection and (t := self.settings.tenants.get(tenant)) and t.default_collection:
+            request = request.model_copy(update={"collection": t.default_collection})
+        now = self.clock()
+        return Job(id=job_id, tenant=tenant, request=request, request_hash=fingerprint,
+                   idempotency_key=idempotency_key, trace_id=trace_id or new_trace_id(), created_at=now,
+                   updated_at=now)
+
+    def enqueue_or_raise(self, job: Job) -> None:
+        try:
+            send_job(self.queue, job)
+        except Exception as e:
+            log_event("queue.send_failed", logging.ERROR, job_id=job.id, trace_id=job.trace_id, error=repr(e)[:500])
+            after = int(self.settings.governance.reconcile_after_s)
+            raise QueueUnavailable(
+                f"job {job.id} was stored but the queue rejected it ({type(e).__name__}); retry with the same "
+                f"Idempotency-Key to queue it now, or the reconciler will queue it within {after} s. "
+                "Without an Idempotency-Key, do not resubmit: the job would run twice",
+                job_id=job.id,
+            ) from e

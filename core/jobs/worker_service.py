@@ -1,0 +1,66 @@
+"""`WorkerService`: the API's use cases plus processing (`process`) and the operator's verbs, wired
+from the full `Settings`. The composition root (`core.bootstrap`) builds one per process."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from core.config.worker import Settings
+from core.governance.breaker import CircuitBreaker
+from core.governance.cache import ResponseCache
+from core.governance.ratelimit import RateLimiter
+from core.jobs.admission import Admission
+from core.jobs.attempt import Attempter
+from core.jobs.callback import Callbacks
+from core.jobs.finalize import Finalizer
+from core.jobs.offload import Offload
+from core.jobs.operator import Operator
+from core.jobs.outcome import Outcome
+from core.jobs.pipeline import Pipeline
+from core.jobs.prepare import Prepared, Preparer
+from core.jobs.service import ApiService
+from core.chunks import ContextChunk
+from core.models import Job, JobRequest
+from core.ports import Delivery, JobStore, Retriever, SendQueue, StateStore
+from core.providers.registry import ProviderRegistry
+from core.routing import Router
+
+
+class WorkerService(ApiService):
+    def __init__(self, settings: Settings, *, store: JobStore, state: StateStore, queue: SendQueue,
+                 providers: ProviderRegistry, retriever: Retriever | None = None, router: Router | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(settings, store=store, state=state, queue=queue, retriever=retriever, clock=clock)
+        self.settings: Settings = settings
+        gov = settings.governance
+        store_io, state_io = Offload(store), Offload(state)
+        self.router = router or Router(settings)
+        self.breaker = CircuitBreaker(state, gov.breaker, clock=clock)
+        self.limiter = RateLimiter(state, clock=clock)
+        self.cache = ResponseCache(state, gov.cache) if gov.cache.enabled else None
+        self.preparer = Preparer(settings, self.router, providers, retriever)
+        admission = Admission(settings, self.breaker, self.limiter, providers, state_io=state_io, clock=clock)
+        attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io, clock=clock)
+        finalizer = Finalizer(settings, self.ledger, self.preparer, Callbacks(self.ledger, store_io=store_io, clock=clock),
+                              store_io=store_io, clock=clock)
+        self.pipeline = Pipeline(settings, self.ledger, self.preparer, admission, attempter, finalizer, self.cache,
+                                 store_io=store_io, state_io=state_io, clock=clock)
+        self.operator = Operator(settings, self.ledger, queue, clock=clock)
+
+    async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
+        """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do."""
+        return await self.pipeline.process(delivery, deadline=deadline)
+
+    def prepare(self, tenant: str, request: JobRequest, candidates: list[ContextChunk]) -> Prepared:
+        """What `process` would send for this request (`alto route explain`); raises NoRoute."""
+        return self.preparer.prepare(tenant, request, candidates)
+
+    def reconcile(self, *, older_than_s: float | None = None, limit: int = 500) -> dict[str, int]:
+        return self.operator.reconcile(older_than_s=older_than_s, limit=limit)
+
+    def dead_letter(self, delivery: Delivery) -> Job | None:
+        return self.operator.dead_letter(delivery)
+
+    def replay(self, job_id: str, *, enqueue: bool = True) -> Job:
+        return self.operator.replay(job_id, enqueue=enqueue)
