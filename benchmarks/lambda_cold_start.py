@@ -41,8 +41,8 @@ SUBMIT_BASE = "import boto3; from pydantic import BaseModel"
 SUBMIT_SDK_BASE = "import botocore.session, botocore.config; from pydantic import BaseModel"  # same SDK layer as ours
 # the worker function by the end of its first batch: the job-processing side (full settings, routing,
 # assembly, governance), the Anthropic provider and SDK, the tokenizer
-WORKER = ("import botocore.session, botocore.config, adapters.aws.handlers, adapters.aws.sqs, core.delivery, "
-          "core.settings, core.routing, core.assembly, core.governance.ratelimit, core.governance.breaker, "
+WORKER = ("import botocore.session, botocore.config, adapters.aws.handlers, adapters.aws.sqs, core.entrypoints.consumer, "
+          "core.config.worker, core.routing, core.assembly, core.governance.ratelimit, core.governance.breaker, "
           "core.governance.cache, core.providers.anthropic, anthropic, tiktoken; from core.tokenizers import counter")
 WORKER_BASE = "import anthropic, boto3"
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             for _ in range(a.processes):
                 workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "core.cli", "serve", "--workers-only", "--workers", "1"],
+                    [sys.executable, "-m", "core.entrypoints.cli", "serve", "--workers-only", "--workers", "1"],
                     env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 ))
             pending = set(ids)

@@ -23,10 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.bootstrap import bootstrap  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.config.worker import Settings  # noqa: E402
+from core.embedded.queue import SqliteQueue  # noqa: E402
 from core.embedded.secrets import EnvSecrets  # noqa: E402
 from core.models import JobRequest  # noqa: E402
-from core.runtime import WorkerPool, unwire_wakeups, wire_wakeups  # noqa: E402
+from core.entrypoints.local import WorkerPool, unwire_wakeups, wire_wakeups  # noqa: E402
 from core.testing.chaos import ChaosQueue  # noqa: E402
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread  # noqa: E402
 
@@ -46,10 +47,11 @@ async def soak(url: str, fake: FakeAnthropic, a: argparse.Namespace, data_dir: s
         "queue": {"visibility_timeout_s": 10, "max_receives": 6, "poll_interval_s": 0.05},
         "logging": {"level": os.environ.get("SOAK_LOG", "ERROR")},
     })
-    app = bootstrap(settings, secrets=EnvSecrets({"K": "test-key"}))
-    chaos = ChaosQueue(app.queue, duplicate_rate=a.duplicates, redeliver_rate=a.redeliveries, seed=a.seed)
-    app.queue = chaos
-    app.service.queue = chaos
+    q = settings.queue
+    inner = SqliteQueue(Path(data_dir) / "queue.db", visibility_timeout_s=q.visibility_timeout_s,
+                        max_receives=q.max_receives)
+    chaos = ChaosQueue(inner, duplicate_rate=a.duplicates, redeliver_rate=a.redeliveries, seed=a.seed)
+    app = bootstrap(settings, secrets=EnvSecrets({"K": "test-key"}), queue=chaos)
     stop = asyncio.Event()
     pools = [WorkerPool(app, concurrency=a.inflight // 2) for _ in range(2)]
     wire_wakeups(app, pools)

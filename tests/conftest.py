@@ -57,12 +57,12 @@ def anthropic_config(base_url: str, **governance: Any) -> dict[str, Any]:
 @pytest.fixture
 def live(make_app: Callable[..., App]) -> Callable[..., tuple[App, str]]:
     """Start the local service (API + workers) on a loopback port; returns (app, base_url)."""
-    from core.runtime import LocalService
+    from core.entrypoints.local import LocalService
 
     servers: list[ServerThread] = []
 
-    def start(config: dict[str, Any] | None = None, workers: int = 1) -> tuple[App, str]:
-        app = make_app(config)
+    def start(config: dict[str, Any] | None = None, workers: int = 1, **ports: Any) -> tuple[App, str]:
+        app = make_app(config, **ports)
         srv = ServerThread(LocalService(app, workers=workers).asgi).__enter__()
         servers.append(srv)
         return app, srv.url

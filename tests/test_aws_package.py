@@ -134,7 +134,7 @@ def test_zip_is_small_has_no_boto3_ships_bytecode_and_imports_cleanly(packaged, 
     assert not any(n.startswith(("boto3/", "botocore/")) for n in names)
     assert any(n.startswith("anthropic-") and n.endswith(".dist-info/METADATA") for n in names)  # kept: read at import
     assert "anthropic/_client.pyc" in names and "anthropic/_client.py" not in names  # sourceless bytecode
-    assert "core/__pycache__/service.cpython-312.pyc" in names and "core/service.py" in names
+    assert "core/jobs/__pycache__/pipeline.cpython-312.pyc" in names and "core/jobs/pipeline.py" in names
     assert "core/tokenizers/cl100k_base.bpe.xz" in names and not any(n.startswith("core/testing/") for n in names)
     code = (
         "import adapters.aws.handlers, anthropic, core.providers.anthropic\n"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -16,7 +18,8 @@ def test_throughput_benchmark_runs_and_every_job_succeeds():
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["jobs"] == line["succeeded"] == 60
     assert line["jobs_per_s"] > 0 and line["raw_sdk_calls_per_s"] > 0
-    assert line["ratio"] == round(line["jobs_per_s"] / line["raw_sdk_calls_per_s"], 3)
+    # the printed rates are rounded; the ratio is of the unrounded ones
+    assert line["ratio"] == pytest.approx(line["jobs_per_s"] / line["raw_sdk_calls_per_s"], abs=0.002)
     assert line["p50_job_ms"] <= line["p99_job_ms"]
 
 

@@ -99,3 +99,40 @@ def test_governance_shows_an_open_circuit_and_reconcile_requeues_a_stranded_job(
     assert app.queue.depth()["queued"] == 0 and app.store.get(job.id).status.value == "queued"
     assert json.loads(run(["reconcile", "--older-than", "0"], data).stdout) == {"requeued": 1, "checked": 1}
     assert app.queue.depth()["queued"] == 1
+
+
+def test_dlq_replay_of_a_job_that_changed_meanwhile_says_so_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from core.bootstrap import bootstrap
+    from core.config import load_settings
+    from core.embedded.stores import SqliteJobStore
+    from core.entrypoints import cli
+    from core.entrypoints.cli import common
+    from core.models import JobRequest, JobStatus
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("ALTO_DATA_DIR", str(data))
+    app = bootstrap(load_settings(env={"ALTO_DATA_DIR": str(data)}))
+    job, _ = app.service.submit("local", JobRequest(prompt="replay me"))
+    assert app.service.ledger.dead_letter(job, "attempt budget exhausted")
+
+    class AnotherWriterFirst:
+        """The job store, with another writer (a worker, a second operator) landing first every time."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def update(self, j, *, expected_version):
+            other = self.inner.get(j.id)
+            assert self.inner.update(other, expected_version=other.version)
+            return self.inner.update(j, expected_version=expected_version)
+
+    monkeypatch.setattr(common, "bootstrap",
+                        lambda settings: bootstrap(settings, store=AnotherWriterFirst(SqliteJobStore(data / "jobs.db"))))
+    assert cli.main(["dlq", "replay", job.id]) == 1
+    err = capsys.readouterr().err
+    assert f"job {job.id} changed while it was being replayed" in err and "run the replay again" in err
+    assert "Traceback" not in err
+    assert app.store.get(job.id).status is JobStatus.dead_lettered and app.queue.depth()["queued"] == 1

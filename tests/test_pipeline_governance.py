@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core.models import ErrorClass, JobRequest, JobStatus
-from core.runtime import run_until_done
+from core.embedded.stores import SqliteJobStore
+from core.models import ErrorClass, JobRequest, JobStatus, QueueMessage
+from core.entrypoints.local import run_until_done
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.conftest import anthropic_config
 
@@ -67,8 +68,9 @@ def test_duplicate_delivery_while_running_is_deferred_and_bills_once(make_app):
     with fake(FaultPlan(latency_s=0.5)) as srv:
         app = make_app(anthropic_config(srv.url))
         job, _ = app.service.submit("acme", JobRequest(prompt="marker:dup question"))
-        app.service._enqueue(job)  # the platform delivers the same job twice, concurrently
-        app.service._enqueue(job)
+        message = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id).model_dump_json()
+        app.queue.send(message)  # the platform delivers the same job twice, concurrently
+        app.queue.send(message)
         asyncio.run(run_until_done(app, [job.id]))
         fa = srv.server.config.app
     job = app.store.get(job.id)
@@ -93,11 +95,10 @@ class CrashOnResultWrite:
         return self.inner.update(job, expected_version=expected_version)
 
 
-def test_crash_after_reply_never_calls_the_provider_again(make_app):
+def test_crash_after_reply_never_calls_the_provider_again(make_app, tmp_path):
     with fake(FaultPlan()) as srv:
-        app = make_app(anthropic_config(srv.url, lease_s=0.5))
-        crashing = CrashOnResultWrite(app.store)
-        app.service.store = crashing
+        crashing = CrashOnResultWrite(SqliteJobStore(tmp_path / "data" / "jobs.db"))
+        app = make_app(anthropic_config(srv.url, lease_s=0.5), store=crashing)
         job = submit_and_run(app)
         calls = srv.server.config.app.stats["calls"]
     assert crashing.crashed
@@ -142,11 +143,11 @@ import asyncio, sys, json
 from core.bootstrap import bootstrap
 from core.config import load_settings
 from core.models import JobRequest
-from core.runtime import run_until_done
+from core.entrypoints.local import run_until_done
 app = bootstrap(load_settings(env={"ALTO_DATA_DIR": sys.argv[1]}))
 job, _ = app.service.submit("t", JobRequest(prompt="hello"))
 asyncio.run(run_until_done(app, [job.id]))
-from core.api import openapi_spec; openapi_spec()
+from core.entrypoints.openapi import openapi_spec; openapi_spec()
 sdks = ("anthropic", "boto3", "botocore", "google.cloud.pubsub_v1", "google.cloud.firestore", "google.cloud.storage",
         "google.api_core", "azure.functions", "azure.data", "azure.storage", "httpx", "httpx2", "functions_framework")
 # (bare `google`/`google.cloud` can be namespace stubs that a .pth file creates at startup: not an SDK import)

@@ -1,6 +1,6 @@
 """Lambda entry points (the names are the contract serverless.yml points at).
 
-`api`: HTTP API (payload v2) → the same `core.api` the local server runs. `worker`: SQS batches,
+`api`: HTTP API (payload v2) → the same `core.entrypoints.http` the local server runs. `worker`: SQS batches,
 records processed concurrently, `batchItemFailures` naming exactly the records to redeliver.
 `dead_letter`: the DLQ's records mark their jobs `dead_lettered`. `reconcile`: scheduled sweep for
 jobs whose message was lost. Each one translates; the core decides.
@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters.aws.app import get_api_app, get_app
-from core.api import ApiRequest, respond
+from core.entrypoints.http import ApiRequest, respond
 
 DEADLINE_MARGIN_S = 5.0  # leave time to report the batch before Lambda's timeout
 
@@ -44,7 +44,7 @@ def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from adapters.aws.sqs import LambdaBatch
-    from core.delivery import run_batch
+    from core.entrypoints.consumer import run_batch
 
     app = get_app()
     batch = LambdaBatch(app.queue)  # type: ignore[arg-type]

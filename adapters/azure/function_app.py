@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from adapters.azure.app import get_api_app, get_app
-from core.api import ApiRequest, respond
+from core.entrypoints.http import ApiRequest, respond
 
 QUEUE = "%ALTO_QUEUE_NAME%"
 CONNECTION = "ServiceBusConnection"
@@ -55,7 +55,7 @@ def _delivery(msg: func.ServiceBusMessage) -> Any:
 @app.service_bus_queue_trigger(arg_name="msg", connection=CONNECTION, queue_name=QUEUE)
 async def worker(msg: func.ServiceBusMessage) -> None:
     # async: the host runs it on its event loop, where the provider's async client lives
-    from core.delivery import run_delivery
+    from core.entrypoints.consumer import run_delivery
 
     alto = get_app()
     await run_delivery(alto.service, alto.queue, _delivery(msg), deadline=time.time() + DEADLINE_S,

@@ -19,7 +19,7 @@ from typing import Any
 import functions_framework
 
 from adapters.gcp.app import get_api_app, get_app
-from core.api import ApiRequest, respond
+from core.entrypoints.http import ApiRequest, respond
 
 DEADLINE_MARGIN_S = 10.0
 MAX_EARLY_SLEEP_S = 60.0  # a deferred message that arrives early waits this long at most, then hops
@@ -55,7 +55,7 @@ def _delivery(cloud_event: Any) -> Any:
 
 @functions_framework.cloud_event
 def worker(cloud_event: Any) -> None:
-    from core.delivery import run_batch
+    from core.entrypoints.consumer import run_batch
 
     app = get_app()
     start = time.time()

@@ -1,4 +1,5 @@
-"""Applying a processing Outcome to a queue: the one mapping every runtime shares.
+"""The queue consumer: process a delivery and apply its Outcome to the queue, the one mapping every
+runtime shares (the local worker loop, the Lambda batch, the Pub/Sub and Service Bus triggers).
 
 `ack` deletes the message; `retry` hands it back after a delay (a delivery that counts toward the
 queue's dead-letter threshold); `defer` sends a fresh delayed copy *before* deleting this one, so
@@ -9,16 +10,18 @@ Pub/Sub's ack or raise, Service Bus's complete or abandon).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
+from core.jobs.outcome import Outcome
+from core.jobs.worker_service import WorkerService
 from core.logs import log_event
 from core.ports import Delivery, JobQueue
-from core.service import JobService, Outcome
 
 
 async def run_delivery(
-    service: JobService, queue: JobQueue, delivery: Delivery, *, deadline: float, retry_delay_s: float = 1.0,
+    service: WorkerService, queue: JobQueue, delivery: Delivery, *, deadline: float, retry_delay_s: float = 1.0,
 ) -> Outcome:
     """Process one delivery and apply the outcome to `queue`. Never raises for a job-level problem."""
     try:
@@ -36,11 +39,11 @@ async def run_delivery(
     return outcome
 
 
-_loop = None
+_loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
-def event_loop():
+def event_loop() -> asyncio.AbstractEventLoop:
     """The process's event loop, running in its own daemon thread.
 
     One loop per process (per Lambda container, per Cloud Functions or Azure Functions instance):
@@ -48,8 +51,6 @@ def event_loop():
     invocations; and a thread of its own lets invocations arriving on several host threads share it
     safely (run_until_complete from two threads at once would fail).
     """
-    import asyncio
-
     global _loop
     with _loop_lock:
         if _loop is None or _loop.is_closed():
@@ -60,13 +61,11 @@ def event_loop():
 
 
 def run_batch(
-    service: JobService, queue: JobQueue, deliveries: list[Delivery], *, deadline: float, retry_delay_s: float = 1.0,
+    service: WorkerService, queue: JobQueue, deliveries: list[Delivery], *, deadline: float, retry_delay_s: float = 1.0,
 ) -> list[Outcome]:
     """Process deliveries concurrently on the process's loop and wait for them; two copies of one
     message run once (the first carries the job and is redelivered if it fails, so the copy is done).
     Exceptions a queue raises to have a message redelivered propagate to the caller."""
-    import asyncio
-
     first: dict[str, Delivery] = {}
     for d in deliveries:
         first.setdefault(d.body, d)

@@ -1,4 +1,5 @@
-"""Local runtime: async worker loops over the embedded queue, and the API as an ASGI app for uvicorn."""
+"""The local runtime: async worker loops over a pull queue (the embedded one), and the API as an ASGI
+app for uvicorn; `alto serve` runs both in one process, `alto ask` runs the loops until its jobs end."""
 
 from __future__ import annotations
 
@@ -8,21 +9,23 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from core.api import MAX_BODY_BYTES, Api, ApiRequest, respond
 from core.bootstrap import App
-from core.delivery import run_delivery as apply_outcome
+from core.entrypoints.consumer import run_delivery
+from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, respond
+from core.errors import ConfigError
+from core.jobs.offload import Offload
 from core.logs import log_event
-from core.ports import Delivery
-from core.service import Outcome
+from core.ports import DeadLetterFeed, Delivery, PullQueue, SendNotifier
 
 DEADLINE_MARGIN_S = 5.0
+DEAD_LETTER_CHECK_S = 0.5
 
 
-async def run_delivery(app: App, delivery: Delivery, *, deadline: float) -> Outcome:
-    """Process one delivery from the embedded queue and apply the outcome to it."""
-    return await apply_outcome(
-        app.service, app.queue, delivery, deadline=deadline, retry_delay_s=app.settings.governance.backoff_base_s,
-    )
+def _pull_queue(app: App) -> PullQueue:
+    if not isinstance(app.queue, PullQueue):
+        raise ConfigError(f"the local worker loop polls its queue, and {type(app.queue).__name__} is push-only; "
+                          "run workers on the platform's trigger instead")
+    return app.queue
 
 
 class WorkerPool:
@@ -39,17 +42,15 @@ class WorkerPool:
         self.wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        queue = self.app.queue
+        queue = _pull_queue(self.app)
         vt = self.app.settings.queue.visibility_timeout_s
         poll = self.app.settings.queue.poll_interval_s
-        take_dead = getattr(queue, "take_dead_letters", None)
         last_dead_check = 0.0
         while not stop.is_set():
             now = time.monotonic()
-            if take_dead is not None and now - last_dead_check > 0.5:
+            if isinstance(queue, DeadLetterFeed) and now - last_dead_check > DEAD_LETTER_CHECK_S:
                 last_dead_check = now
-                for d in take_dead():
-                    self.app.service.dead_letter(d)
+                await self._dead_letters(queue)
             free = self.concurrency - len(self._tasks)
             if free <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -69,8 +70,18 @@ class WorkerPool:
                 t.add_done_callback(self._tasks.discard)
         await self.drain()
 
+    async def _dead_letters(self, queue: DeadLetterFeed) -> None:
+        """Mark the jobs of dead-lettered messages; one that can't be marked never stops the loop."""
+        io = Offload(self.app.store)
+        for d in queue.take_dead_letters():
+            try:
+                await io(self.app.service.dead_letter, d)
+            except Exception as e:
+                log_event("dlq.mark_failed", logging.ERROR, message_id=d.message_id, error=repr(e)[:500])
+
     async def _run(self, delivery: Delivery, deadline: float) -> None:
-        outcome = await run_delivery(self.app, delivery, deadline=deadline)
+        outcome = await run_delivery(self.app.service, self.app.queue, delivery, deadline=deadline,
+                                     retry_delay_s=self.app.settings.governance.backoff_base_s)
         if self.on_outcome is not None:
             self.on_outcome(delivery, outcome)
 
@@ -140,11 +151,12 @@ class LocalService:
         log_event("runtime.started", workers=len(self.pools), data_dir=str(self.app.data_dir))
 
     async def _reconcile_loop(self) -> None:
-        """Periodically re-send messages lost between a stored job and its queue (see JobService.reconcile)."""
+        """Periodically re-send messages lost between a stored job and its queue (core.jobs.operator)."""
         interval = self.app.settings.governance.reconcile_interval_s
+        io = Offload(self.app.store)
         while not self.stop.is_set():
             try:
-                self.app.service.reconcile()
+                await io(self.app.service.reconcile)
             except Exception as e:  # a store hiccup: try again next interval
                 log_event("reconcile.failed", logging.ERROR, error=repr(e)[:500])
             try:
@@ -183,18 +195,16 @@ async def serve(app: App, *, host: str, port: int, workers: int, workers_only: b
 
 def wire_wakeups(app: App, pools: list[WorkerPool]) -> None:
     """Same-process submits wake idle workers at once instead of waiting for the next poll."""
-    listeners = getattr(app.queue, "listeners", None)
-    if listeners is None:  # a queue without send notifications: workers poll
+    if not isinstance(app.queue, SendNotifier):  # a queue without send notifications: workers poll
         return
     loop = asyncio.get_running_loop()
     for p in pools:
-        listeners.append(lambda p=p: loop.call_soon_threadsafe(p.notify))
+        app.queue.listeners.append(lambda p=p: loop.call_soon_threadsafe(p.notify))
 
 
 def unwire_wakeups(app: App) -> None:
-    listeners = getattr(app.queue, "listeners", None)
-    if listeners is not None:
-        listeners.clear()
+    if isinstance(app.queue, SendNotifier):
+        app.queue.listeners.clear()
 
 
 async def run_until_done(

@@ -8,7 +8,7 @@
 const { execFileSync } = require('child_process');
 const path = require('path');
 
-const CONFIG_ERROR = 2; // core.cli's exit status for an AltoError
+const CONFIG_ERROR = 2; // core.entrypoints.cli's exit status for an AltoError
 
 class ConfigCheck {
   constructor(serverless) {
@@ -28,7 +28,7 @@ class ConfigCheck {
     const python = (service.custom && service.custom.bytecode && service.custom.bytecode.python) || 'python3.12';
     const root = this.serverless.config.servicePath;
     try {
-      execFileSync(python, ['-m', 'core.cli', '--config', config, 'config', 'check'], {
+      execFileSync(python, ['-m', 'core.entrypoints.cli', '--config', config, 'config', 'check'], {
         cwd: root,
         stdio: ['ignore', 'ignore', 'pipe'],
         env: { ...Object.fromEntries([...own, ...functions]),

@@ -1,0 +1,35 @@
+"""`alto`: run the local service, ask questions, inspect jobs and the DLQ, ingest, check config.
+
+Works with no config file at all: offline provider, data under ALTO_DATA_DIR or a per-user folder.
+Each area's commands live in their own module and register their own subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.entrypoints.cli import data, explain, jobs, run
+from core.errors import AltoError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alto", description="Altostratus: governed asynchronous LLM jobs on any cloud.")
+    p.add_argument("--config", help="path to altostratus.yaml (default: $ALTO_CONFIG or ./altostratus.yaml)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for area in (run, jobs, explain, data):
+        area.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except AltoError as e:
+        print(f"alto: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+

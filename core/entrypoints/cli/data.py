@@ -1,0 +1,63 @@
+"""`alto ingest` (documents into a collection, optionally published as a snapshot) and `alto config`
+(validate the configuration, hash an API key)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from core.config.api import hash_api_key
+from core.config.load import load_settings
+from core.entrypoints.cli.common import DEFAULT_TENANT, app_from
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    stats = app.library.ingest(
+        args.path, tenant=args.tenant, collection=args.collection, prune=args.prune,
+        progress=not args.quiet and sys.stderr.isatty() or args.progress,
+    )
+    print(f"collection '{args.collection}' (tenant {args.tenant}): {stats.added} added, {stats.updated} updated, "
+          f"{stats.unchanged} unchanged, {stats.removed} removed, {stats.chunks} chunks ({stats.tokens:,} tokens) written")
+    for s in stats.skipped:
+        print(f"  skipped {s}", file=sys.stderr)
+    if args.publish:
+        m = app.library.publish(args.tenant, args.collection)
+        print(f"published snapshot {m.version}: {m.chunks} chunks, {m.vectors} vectors, {m.bytes:,} bytes -> {m.key}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.config_cmd == "hash-key":
+        print(hash_api_key(args.key))
+        return 0
+    settings = load_settings(args.config)
+    if args.show:
+        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    print(f"config OK: {len(settings.providers)} providers, {len(settings.models)} models, "
+          f"default route → {settings.routing.default.model}, {len(settings.tenants)} tenants, "
+          f"data in {settings.resolved_data_dir()}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    i = sub.add_parser("ingest", help="index documents into a collection")
+    i.add_argument("path", help="a file, a folder, or blob:PREFIX for documents in the blob store")
+    i.add_argument("--collection", default="docs")
+    i.add_argument("--tenant", default=DEFAULT_TENANT)
+    i.add_argument("--prune", action="store_true", help="remove documents no longer under PATH")
+    i.add_argument("--quiet", action="store_true")
+    i.add_argument("--progress", action="store_true", help="show the progress bar even when not a terminal")
+    i.add_argument("--publish", action="store_true",
+                   help="then upload the collection as a versioned snapshot to the blob store (serverless workers)")
+    i.set_defaults(fn=cmd_ingest)
+
+    c = sub.add_parser("config", help="validate configuration or hash an API key")
+    csub = c.add_subparsers(dest="config_cmd", required=True)
+    cc = csub.add_parser("check")
+    cc.add_argument("--show", action="store_true", help="print the effective configuration")
+    ch = csub.add_parser("hash-key", help="print the sha256: form of an API key for the config file")
+    ch.add_argument("key")
+    c.set_defaults(fn=cmd_config)

@@ -1,0 +1,134 @@
+"""`alto jobs` (list, show) and `alto dlq` (list, show, replay): the operator's view of stored jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from core.bootstrap import App
+from core.entrypoints.cli.common import app_from
+from core.errors import AltoError, ConflictError
+from core.jobs.queries import dead_letter_state, job_json
+from core.models import JobStatus, JobView, QueueMessage
+from core.ports import DeadLetterBrowser
+
+STATUSES = [s.value for s in JobStatus]
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    if args.jobs_cmd == "show":
+        job = app.store.get(args.job_id)
+        if job is None:
+            print(f"job {args.job_id} not found", file=sys.stderr)
+            return 1
+        print(job_json(job))
+        return 0
+    status = JobStatus(args.status) if args.status else None
+    jobs = app.service.list(args.tenant, status=status, limit=args.limit)
+    if args.json:
+        print(json.dumps([JobView.of(j).model_dump(mode="json") for j in jobs], indent=2))
+        return 0
+    for j in jobs:
+        print(f"{j.id}  {j.status.value:<13} {j.tenant:<12} calls={j.provider_calls}  {(j.request.task or '-'):<12} "
+              f"{j.request.prompt[:60]!r}")
+    return 0
+
+
+def _dlq_messages(app: App) -> dict[str, str]:
+    """job id → dead-lettered message id, for a queue whose dead letters can be browsed (the embedded one)."""
+    if not isinstance(app.queue, DeadLetterBrowser):
+        return {}
+    out: dict[str, str] = {}
+    for d in app.queue.dead_letters(limit=10_000):
+        try:
+            out[QueueMessage.model_validate_json(d.body).job_id] = d.message_id
+        except ValueError:
+            out[f"unparseable:{d.message_id}"] = d.message_id
+    return out
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    if args.dlq_cmd == "list":
+        return _dlq_list(app, args)
+    if args.dlq_cmd == "show":
+        job = app.store.get(args.job_id)
+        if job is None:
+            print(f"job {args.job_id} not found", file=sys.stderr)
+            return 1
+        print(json.dumps(dead_letter_state(job), indent=2))
+        return 0
+    return _dlq_replay(app, args)
+
+
+def _dlq_list(app: App, args: argparse.Namespace) -> int:
+    jobs = app.service.list(None, status=JobStatus.dead_lettered, limit=args.limit)
+    messages = _dlq_messages(app)
+    if args.json:
+        print(json.dumps([{"job_id": j.id, "tenant": j.tenant, "provider_calls": j.provider_calls,
+                           "error": j.error.model_dump(mode="json") if j.error else None,
+                           "message_id": messages.get(j.id)} for j in jobs], indent=2))
+        return 0
+    for j in jobs:
+        err = f"{j.error.error_class.value}: {j.error.message[:80]}" if j.error else "-"
+        print(f"{j.id}  tenant={j.tenant}  calls={j.provider_calls}  {err}")
+    for key, message_id in messages.items():
+        if key.startswith("unparseable:"):
+            print(f"(message {message_id} in the DLQ has an unreadable body; inspect it with the queue tools)")
+    return 0
+
+
+def _dlq_replay(app: App, args: argparse.Namespace) -> int:
+    dead = app.service.list(None, status=JobStatus.dead_lettered, limit=10_000)
+    ids = [j.id for j in dead] if args.all else args.job_ids
+    if not ids:
+        print("nothing to replay: give job ids or --all", file=sys.stderr)
+        return 2
+    messages = _dlq_messages(app)
+    failed = 0
+    for job_id in ids:
+        message_id = messages.get(job_id)
+        try:
+            job = app.service.replay(job_id, enqueue=message_id is None)
+        except ConflictError:
+            print(f"alto: job {job_id} changed while it was being replayed (a worker or another operator wrote "
+                  "it meanwhile); nothing was replayed: check it with `alto dlq show` and run the replay again",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        except AltoError as e:
+            print(f"alto: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        if message_id is not None and isinstance(app.queue, DeadLetterBrowser):
+            app.queue.replay(message_id)
+        print(f"replayed {job.id} (fresh budget of {app.settings.governance.max_attempts} provider calls)")
+    return 1 if failed else 0
+
+
+def register(sub: Any) -> None:
+    j = sub.add_parser("jobs", help="list or show jobs")
+    jsub = j.add_subparsers(dest="jobs_cmd", required=True)
+    jl = jsub.add_parser("list")
+    jl.add_argument("--tenant")
+    jl.add_argument("--status", choices=STATUSES)
+    jl.add_argument("--limit", type=int, default=50)
+    jl.add_argument("--json", action="store_true")
+    js = jsub.add_parser("show")
+    js.add_argument("job_id")
+    j.set_defaults(fn=cmd_jobs)
+
+    d = sub.add_parser("dlq", help="inspect and replay dead-lettered jobs")
+    dsub = d.add_subparsers(dest="dlq_cmd", required=True)
+    dl = dsub.add_parser("list")
+    dl.add_argument("--limit", type=int, default=100)
+    dl.add_argument("--json", action="store_true")
+    ds = dsub.add_parser("show", help="print a job's full dead-letter state")
+    ds.add_argument("job_id")
+    dr = dsub.add_parser("replay", help="re-queue jobs with a fresh attempt budget")
+    dr.add_argument("job_ids", nargs="*")
+    dr.add_argument("--all", action="store_true")
+    d.set_defaults(fn=cmd_dlq)

@@ -1,0 +1,73 @@
+"""The OpenAPI 3.1 document, generated from the route table (`core.entrypoints.routes.ROUTES`) and the
+same pydantic models that validate requests and shape responses, so the spec cannot drift from them."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+from core import __version__
+from core.entrypoints.routes import ROUTES, Route
+from core.models import JobRequest
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # e.g. `errors` (every invalid field) or `job_id`
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body (`core.entrypoints.http.error` builds exactly this)."""
+
+    error: ErrorDetail
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    err = {"content": {"application/json": {"schema": _ref("ErrorResponse")}}}
+    ok: dict[str, Any] = {"description": route.summary}
+    if route.response is not None:
+        ok["content"] = {"application/json": {"schema": _ref(route.response.__name__)}}
+    if route.status == 202:
+        ok["headers"] = {"Location": {"schema": {"type": "string"}}}
+    op: dict[str, Any] = {"summary": route.summary, "operationId": route.handler,
+                          "responses": {str(route.status): ok, **{str(s): {"description": d, **err}
+                                                                   for s, d in route.errors.items()}}}
+    if route.params:
+        op["parameters"] = [{"name": p.name, "in": p.where, "required": p.where == "path", "schema": dict(p.schema)}
+                            for p in route.params]
+    if route.body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(route.body.__name__)}}}
+    if not route.auth:
+        op["security"] = []
+    return op
+
+
+@lru_cache(maxsize=1)
+def openapi_spec() -> dict[str, Any]:
+    models = {m for r in ROUTES for m in (r.body, r.response) if m is not None} | {ErrorResponse}
+    _, defs = models_json_schema(
+        [(m, "validation" if m is JobRequest else "serialization") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Altostratus", "version": __version__,
+                 "description": "Asynchronous, governed LLM jobs. Submit, then poll the status URL."},
+        "components": {"schemas": defs.get("$defs", {}),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }

@@ -1,0 +1,51 @@
+"""The HTTP route table: method, path template, the handler's name, and what OpenAPI documents of it.
+
+`core.entrypoints.http.Api` dispatches by it and `core.entrypoints.openapi` generates the spec from it,
+with the request and response models named here.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
+
+from core.models import JobList, JobRequest, JobStatus, JobView, SubmitResponse
+
+LIST_LIMIT = 200
+
+
+class Param(NamedTuple):
+    name: str
+    where: str  # "query" | "header" | "path"
+    schema: Mapping[str, Any]
+
+
+class Route(NamedTuple):
+    method: str
+    path: str  # a template: `/v1/jobs/{job_id}`
+    handler: str  # the Api method that serves it
+    summary: str
+    auth: bool = True
+    body: type | None = None  # the request model
+    response: type | None = None  # the response model
+    status: int = 200
+    errors: Mapping[int, str] = MappingProxyType({})
+    params: tuple[Param, ...] = ()
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", "health", "Liveness", auth=False),
+    Route("GET", "/openapi.json", "openapi", "This document", auth=False),
+    Route("POST", "/v1/jobs", "submit", "Submit a job", body=JobRequest, response=SubmitResponse, status=202,
+          errors={400: "Malformed JSON", 401: "Missing or invalid API key", 413: "Body too large", 415: "Not JSON",
+                  422: "Invalid field, or Idempotency-Key reused with another body",
+                  503: "Stored, but the queue is unavailable: retry with the same Idempotency-Key"},
+          params=(Param("Idempotency-Key", "header", {"type": "string", "maxLength": 255}),)),
+    Route("GET", "/v1/jobs", "list_jobs", "List this tenant's jobs, newest first", response=JobList,
+          errors={401: "Missing or invalid API key", 422: "Invalid query parameter"},
+          params=(Param("status", "query", {"type": "string", "enum": [s.value for s in JobStatus]}),
+                  Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT}))),
+    Route("GET", "/v1/jobs/{job_id}", "get_job", "Get a job", response=JobView,
+          errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)"},
+          params=(Param("job_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}),)),
+)
