@@ -43,6 +43,24 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+MAX_METADATA_DEPTH = 8
+MAX_METADATA_BYTES = 16_384
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a JSON-like value (a scalar is 0, `{}` is 1), computed without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            stack.extend((child, d + 1) for child in v.values())
+            deepest = max(deepest, d + 1)
+        elif isinstance(v, list):
+            stack.extend((child, d + 1) for child in v)
+            deepest = max(deepest, d + 1)
+    return deepest
+
+
 class ErrorClass(str, enum.Enum):
     transient = "transient"
     rate_limited = "rate_limited"
@@ -59,7 +77,8 @@ class _Model(BaseModel):
 class JobRequest(_Model):
     """The body of `POST /v1/jobs`. Unknown fields are rejected so typos don't pass silently."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, defer_build=True)
+    # strict: `"cache": "no"` is an error, not False; extra="forbid": a typo is an error, not ignored
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False, defer_build=True)
 
     prompt: str = Field(min_length=1, max_length=1_000_000, description="The question or instruction.")
     task: str | None = Field(default=None, max_length=128, description="Task name used by routing rules.")
@@ -69,7 +88,11 @@ class JobRequest(_Model):
     collection: str | None = Field(
         default=None, max_length=128, description="Collection to retrieve context from; defaults to the tenant's."
     )
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form tags, stored with the job.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Free-form tags, stored with the job: at most {MAX_METADATA_DEPTH} levels deep and "
+                    f"{MAX_METADATA_BYTES:,} bytes as JSON.",
+    )
     callback_url: str | None = Field(default=None, max_length=2048, description="URL POSTed the job view when done.")
     cache: bool = Field(default=True, description="Set false to bypass the response cache (read and write) for this job.")
 
@@ -78,6 +101,19 @@ class JobRequest(_Model):
     def _prompt_not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("prompt must contain non-whitespace text")
+        return v
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_shape(cls, v: Any) -> Any:
+        # bounded before anything recurses into it: a deeply nested value would be stored and then
+        # fail to serialize or parse everywhere it is read (listings, sweeps, workers)
+        if isinstance(v, dict):
+            if (depth := json_depth(v)) > MAX_METADATA_DEPTH:
+                raise ValueError(f"metadata is nested {depth} levels deep; at most {MAX_METADATA_DEPTH} are allowed")
+            if (size := len(json.dumps(v, separators=(",", ":"), default=str))) > MAX_METADATA_BYTES:
+                raise ValueError(f"metadata is {size:,} bytes as JSON; at most {MAX_METADATA_BYTES:,} are allowed "
+                                 "(store large data in a collection or the blob store and reference it)")
         return v
 
     @field_validator("callback_url")

@@ -184,16 +184,19 @@ def _job_request(req: ApiRequest) -> JobRequest | ApiResponse:
     """The body as a JobRequest, or the response that says what is wrong with it."""
     ctype = req.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype not in ("application/json", ""):
-        return error(415, "unsupported_media_type", f"content-type {ctype!r} is not supported; send application/json")
+        return error(415, "unsupported_media_type", f"content-type {ctype!r} is not supported; send application/json",
+                     "Content-Type")
     if len(req.body) > MAX_BODY_BYTES:
         return error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes; put large documents "
-                     "in a collection with `alto ingest` and reference it by `collection`")
+                     "in a collection with `alto ingest` and reference it by `collection`", "(body)")
     try:
-        data = json.loads(req.body or b"null")
+        data = json.loads(req.body or b"null", parse_constant=_no_constant)
+    except RecursionError:
+        return error(400, "invalid_json", "request body is nested too deeply to be a job request", "(body)")
     except (ValueError, UnicodeDecodeError) as e:
-        return error(400, "invalid_json", f"request body is not valid JSON: {e}")
+        return error(400, "invalid_json", f"request body is not valid JSON: {e}", "(body)")
     if not isinstance(data, dict):
-        return error(422, "invalid_request", "request body must be a JSON object like {\"prompt\": \"...\"}")
+        return error(422, "invalid_request", "request body must be a JSON object like {\"prompt\": \"...\"}", "(body)")
     try:
         return JobRequest.model_validate(data)
     except ValidationError as e:
@@ -201,6 +204,10 @@ def _job_request(req: ApiRequest) -> JobRequest | ApiResponse:
                    "message": err["msg"].removeprefix("Value error, ")} for err in e.errors()]
         first = errors[0]
         return error(422, "invalid_request", f"{first['field']}: {first['message']}", first["field"], errors=errors)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259); send a finite number or a string")
 
 
 def _trace_from(traceparent: str | None) -> str | None:
@@ -215,7 +222,7 @@ def _trace_from(traceparent: str | None) -> str | None:
 def respond(api: Api, req: ApiRequest) -> ApiResponse:
     """What every runtime's HTTP entry point calls: the body limit, then the routes."""
     if len(req.body) > MAX_BODY_BYTES:
-        return error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+        return error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes", "(body)")
     return api.handle(req)
 
 

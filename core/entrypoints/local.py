@@ -55,7 +55,12 @@ class WorkerPool:
             if free <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            deliveries = queue.receive(max_messages=min(free, 10))
+            try:
+                deliveries = queue.receive(max_messages=min(free, 10))
+            except Exception as e:  # a locked or unreachable queue: wait and poll again, never die
+                log_event("worker.receive_failed", logging.ERROR, error=repr(e)[:500])
+                await asyncio.sleep(poll)
+                continue
             if not deliveries:
                 self.wakeup.clear()
                 try:

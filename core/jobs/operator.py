@@ -41,12 +41,21 @@ class Operator:
                 counts["checked"] += 1
                 if status is JobStatus.running and job.lease_expires_at and job.lease_expires_at > now - older:
                     continue  # a live (or recently expired) lease: its worker or the queue still owns it
-                if not self.ledger.touch(job):  # so the next sweep leaves it alone for `older` seconds
+                try:
+                    requeued = self._requeue(job)
+                except Exception as e:  # one job the store or queue refuses must not stop the sweep
+                    log_event("reconcile.job_failed", logging.ERROR, job_id=job.id, error=repr(e)[:500])
+                    counts["failed"] = counts.get("failed", 0) + 1
                     continue
-                send_job(self.queue, job)
-                counts["requeued"] += 1
-                log_event("job.reconciled", logging.WARNING, job_id=job.id, trace_id=job.trace_id, status=status.value)
+                counts["requeued"] += requeued
         return counts
+
+    def _requeue(self, job: Job) -> int:
+        if not self.ledger.touch(job):  # so the next sweep leaves it alone for `older` seconds
+            return 0
+        send_job(self.queue, job)
+        log_event("job.reconciled", logging.WARNING, job_id=job.id, trace_id=job.trace_id, status=job.status.value)
+        return 1
 
     def dead_letter(self, delivery: Delivery) -> Job | None:
         """A message the platform dead-lettered: mark its job, keeping the error state."""

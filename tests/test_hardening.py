@@ -1,0 +1,96 @@
+"""Defects found by hostile, chaos and new-user testing, each reproduced through a public entry point."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from core.embedded.queue import SqliteQueue
+from core.models import JobRequest, JobStatus
+from tests.conftest import KEYS
+
+AUTH = {"authorization": f"Bearer {KEYS['acme']}"}
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+# ---------------------------------------------------------------- 1. one request must not poison a tenant
+
+
+@pytest.mark.parametrize("levels", [8, 230, 300])  # 9, 231 and 301 levels
+def test_deeply_nested_metadata_is_refused_naming_the_field_and_nothing_is_stored(live, levels):
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "hi", "metadata": nested(levels)}, headers=AUTH)
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["field"] == "metadata" and "at most 8" in err["message"]
+        listed = c.get("/v1/jobs", headers=AUTH)
+        assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
+def test_metadata_within_bounds_is_accepted_and_readable_everywhere(live):
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "hi", "metadata": nested(7)}, headers=AUTH)  # 8 levels
+        assert r.status_code == 202
+        assert c.get("/v1/jobs", headers=AUTH).status_code == 200
+        assert c.get(f"/v1/jobs/{r.json()['job_id']}", headers=AUTH).status_code == 200
+        big = c.post("/v1/jobs", json={"prompt": "hi", "metadata": {"blob": "x" * 20_000}}, headers=AUTH)
+        assert big.status_code == 422 and big.json()["error"]["field"] == "metadata"
+
+
+def test_a_body_nested_past_the_parser_is_a_400_not_a_500(live):
+    app, url = live()
+    body = b'{"prompt": "hi", "metadata": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", content=body, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "(body)"
+
+
+def test_a_record_this_version_cannot_read_does_not_take_down_listings_or_sweeps(make_app):
+    app = make_app()
+    good, _ = app.service.submit("acme", JobRequest(prompt="fine"))
+    poisoned, _ = app.service.submit("acme", JobRequest(prompt="poison"))
+    # a row written before submit bounded metadata: valid JSON that the model can no longer parse
+    app.store.db.conn().execute("UPDATE jobs SET data = ? WHERE id = ?", (json.dumps({"id": poisoned.id}), poisoned.id))
+    app.store.db.conn().commit()
+    assert [j.id for j in app.service.list("acme")] == [good.id]
+    counts = app.service.reconcile(older_than_s=0)
+    assert counts["checked"] == 1 and counts["requeued"] == 1
+
+
+class RefusesOneJob:
+    """The embedded queue, refusing to send one job's message (a reset connection, a poison payload)."""
+
+    def __init__(self, inner: SqliteQueue) -> None:
+        self.inner = inner
+        self.refused: str | None = None
+
+    def send(self, body: str, *, delay_s: float = 0.0) -> str:
+        if self.refused and self.refused in body:
+            raise ConnectionError("queue endpoint reset")
+        return self.inner.send(body, delay_s=delay_s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_one_job_the_queue_refuses_does_not_stop_a_reconcile_sweep(make_app, tmp_path):
+    queue = RefusesOneJob(SqliteQueue(tmp_path / "data" / "queue.db"))
+    app = make_app(queue=queue)
+    jobs = [app.service.submit("acme", JobRequest(prompt=f"stranded {i}"))[0] for i in range(3)]
+    for d in app.queue.receive(max_messages=10):
+        app.queue.ack(d)
+    queue.refused = jobs[1].id
+    counts = app.service.reconcile(older_than_s=0)
+    assert counts == {"requeued": 2, "checked": 3, "failed": 1}
+    assert app.store.get(jobs[1].id).status is JobStatus.queued
