@@ -51,7 +51,7 @@ def classify(error: BaseException) -> Classification:
         return Classification(ErrorClass.transient, retryable=True)
     if error.malformed:
         return Classification(ErrorClass.malformed, retryable=True)
-    if error.content_policy or error.context_overflow:
+    if error.content_policy or error.context_overflow or error.truncated:
         return Classification(ErrorClass.permanent, retryable=False)
     retry_after = parse_retry_after(error.headers)
     should_retry = error.headers.get("x-should-retry")

@@ -107,6 +107,7 @@ class ProviderError(AltoError):
         malformed: bool = False,
         content_policy: bool = False,
         context_overflow: bool = False,
+        truncated: bool = False,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -116,3 +117,4 @@ class ProviderError(AltoError):
         self.malformed = malformed
         self.content_policy = content_policy
         self.context_overflow = context_overflow  # the input didn't fit the model's window
+        self.truncated = truncated  # the reply was cut at max_tokens and the route refuses cut replies

@@ -138,10 +138,15 @@ class Citation(_Model):
 
 
 class Usage(_Model):
+    """Tokens and cost: of one attempt, or of a job (every billed attempt summed)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cost_usd: float = 0.0
+    estimated_cost_usd: float = Field(
+        default=0.0, description="The part of cost_usd estimated (an upper bound) for attempts whose reply was lost "
+                                 "with a worker that died mid-call: the provider may have billed them.")
     cached: bool = False
 
 
@@ -158,13 +163,14 @@ class Attempt(_Model):
     started_at: float
     finished_at: float | None = None
     latency_ms: float | None = None
-    outcome: str = "started"  # started | succeeded | error
+    outcome: str = "started"  # started | succeeded | error | lost (the worker died mid-call)
     error_class: ErrorClass | None = None
     status_code: int | None = None
     error: str | None = None
     trace_id: str | None = None
     provider: str | None = None
     model: str | None = None
+    usage: Usage | None = Field(default=None, description="What this attempt was billed (None: not billed).")
 
 
 class JobError(_Model):
@@ -262,6 +268,8 @@ class JobView(_Model):
         default_factory=list, description="Ids the answer cited that were not among the chunks supplied."
     )
     usage: Usage
+    stop_reason: str | None = Field(
+        default=None, description="Why the model stopped: end_turn, max_tokens (the answer is cut), refusal, other.")
     route: RouteDecision | None
     prompt: PromptAssembly | None = Field(default=None, description="Template, chunk ids and token counts per part.")
     attempts: list[Attempt]
@@ -282,6 +290,7 @@ class JobView(_Model):
             citations=job.citations,
             invalid_citations=[c.id for c in job.citations if not c.valid],
             usage=job.usage,
+            stop_reason=job.reply.stop_reason if job.reply is not None else None,
             route=job.route,
             prompt=job.assembly,
             attempts=job.attempts,

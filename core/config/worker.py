@@ -105,7 +105,7 @@ class ModelConfig(_Strict):
         return round(micro / 1_000_000, 10)
 
 
-FALLBACK_KINDS = ("rate_limited", "context_overflow", "content_policy", "circuit_open")
+FALLBACK_KINDS = ("rate_limited", "context_overflow", "content_policy", "circuit_open", "max_tokens")
 
 
 class FallbackConfig(_Strict):
@@ -118,6 +118,9 @@ class FallbackConfig(_Strict):
     content_policy: list[str] = Field(default_factory=list, description="When the model refuses on policy grounds.")
     circuit_open: list[str] = Field(
         default_factory=list, description="While the route's model has an open circuit."
+    )
+    max_tokens: list[str] = Field(
+        default_factory=list, description="When a reply is cut at max_tokens and the route says on_max_tokens: fallback."
     )
 
 
@@ -133,6 +136,11 @@ class RouteConfig(_Strict):
     )
     max_tokens: int = Field(default=1024, gt=0, description="Maximum output tokens for this route.")
     template: str = Field(default="answer-with-citations@1", description="Prompt template id@version.")
+    on_max_tokens: Literal["accept", "fail", "fallback"] = Field(
+        default="accept",
+        description="A reply cut at max_tokens: serve it (its stop_reason says so), fail the job, or try "
+                    "`fallbacks.max_tokens` (then fail). A cut reply is billed either way.",
+    )
     fallbacks: FallbackConfig = Field(default_factory=FallbackConfig)
 
     @model_validator(mode="after")

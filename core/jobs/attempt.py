@@ -21,8 +21,11 @@ from core.config.api import GovernanceConfig
 from core.config.worker import RouteConfig, Settings
 from core.errors import ProviderError
 from core.jobs.admission import MIN_CALL_S, Ticket
+from core.jobs.heartbeat import Heartbeat
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
+from core.jobs.replies import check_reply, usage_is_sane
+from core.jobs.usage import billed
 from core.logs import Timer, log_event
 from core.models import Attempt, ErrorClass, Job, JobError, ProviderResult, RouteDecision
 from core.providers.base import ChatRequest
@@ -69,9 +72,14 @@ Decision = Replied | Fallback | RetryNow | RetryLater | Failed | Exhausted | Los
 
 def typed_fallback(exc: BaseException, error_class: ErrorClass, plan: RoutePlan, tried: set[str],
                    fits: Callable[[str], bool]) -> RouteDecision | None:
-    """The next untried model of the chain this error calls for (429/529, refusal, context overflow)."""
+    """The next untried model of the chain this error calls for (429/529, refusal, context overflow, a
+    reply cut at max_tokens on a route with on_max_tokens: fallback)."""
     status = exc.status_code if isinstance(exc, ProviderError) else None
-    if isinstance(exc, ProviderError) and exc.context_overflow:
+    if isinstance(exc, ProviderError) and exc.truncated:
+        if plan.route.on_max_tokens != "fallback":
+            return None
+        kind = "max_tokens"
+    elif isinstance(exc, ProviderError) and exc.context_overflow:
         kind = "context_overflow"
     elif isinstance(exc, ProviderError) and exc.content_policy:
         kind = "content_policy"
@@ -124,13 +132,25 @@ class Attempter:
         if len(job.attempts) == 1 or job.attempts[-2].model != decision.model or ticket.gate.kind == "probe":
             log_event("route.decided", provider=decision.provider, model=decision.model, reason=decision.reason)
         timer = Timer()
+        call_deadline = min(self.clock() + self.settings.providers[decision.provider].timeout_s, deadline)
+        heartbeat = Heartbeat(self.ledger, job, lease_s=self.settings.governance.lease_s, deadline=deadline,
+                              store_io=self.store_io, clock=self.clock)
         try:
-            result = await self.providers.get(decision.provider).generate(
-                self._request(decision, assembled, job, plan.route, ticket), timeout_s=self._timeout(decision, lease_until),
+            call = self.providers.get(decision.provider).generate(
+                self._request(decision, assembled, job, plan.route, ticket),
+                timeout_s=max(0.1, call_deadline - self.clock()),
             )
+            result = await heartbeat.run(call, call_deadline=call_deadline)
         except asyncio.CancelledError:
             raise  # the admission's exit abandons the unsettled gate
         except Exception as exc:  # classified; never lost
+            return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer)
+        max_tokens = min(plan.route.max_tokens, ticket.model.max_output_tokens)
+        sane = usage_is_sane(result, max_tokens=max_tokens, model=ticket.model)
+        attempt.usage = billed(result, ticket.model) if sane else None  # a 200 is billed, served or not
+        try:
+            check_reply(result, max_tokens=max_tokens, model=ticket.model, route=plan.route)
+        except ProviderError as exc:  # empty, impossible usage, or cut where the route refuses cut replies
             return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer)
         await ticket.settle(None)
         _finished(attempt, self.clock(), timer, "succeeded")
@@ -150,9 +170,6 @@ class Attempter:
             model_id=decision.model_id, system=prompt.system, user=prompt.user, question=job.request.prompt,
             max_tokens=min(route.max_tokens, ticket.model.max_output_tokens), context=assembled.chunks,
         )
-
-    def _timeout(self, decision: RouteDecision, lease_until: float) -> float:
-        return max(0.1, min(self.settings.providers[decision.provider].timeout_s, lease_until - self.clock()))
 
     async def _failed(self, exc: Exception, job: Job, attempt: Attempt, ticket: Ticket, plan: RoutePlan,
                       assembled: Assembled, deadline: float, tried: set[str], timer: Timer) -> Decision:

@@ -17,6 +17,7 @@ from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Preparer
+from core.jobs.usage import job_usage
 from core.logs import log_event
 from core.models import ErrorClass, Job, JobError, Usage
 from core.prompting import extract_citations
@@ -58,14 +59,7 @@ class Finalizer:
         return Outcome("ack", status=job.status)
 
     def _usage(self, job: Job) -> Usage:
-        if job.cached_from is not None:
-            return Usage(cached=True)  # nothing was sent to the provider for this job
-        reply = job.reply
-        assert reply is not None
-        model = self.settings.models.get(job.route.model) if job.route else None
-        cost = model.cost(reply.input_tokens, reply.output_tokens, reply.cache_read_tokens) if model else 0.0
-        return Usage(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
-                     cache_read_tokens=reply.cache_read_tokens, cost_usd=cost)
+        return job_usage(job, self.settings.models.get(job.route.model) if job.route else None)
 
     def _log(self, job: Job) -> None:
         log_event(

@@ -26,6 +26,7 @@ from core.models import (
     RouteDecision,
     Usage,
 )
+from core.jobs.usage import job_usage
 from core.ports import JobStore
 
 Change = Callable[[Job], None]
@@ -69,6 +70,13 @@ class Ledger:
             j.attempts.append(attempt)
 
         return attempt if self._write(job, JobStatus.running, change) else None
+
+    def renew(self, job: Job, lease_until: float) -> bool:
+        """Extend the lease of a job whose call is in flight (the heartbeat)."""
+        def change(j: Job) -> None:
+            j.lease_expires_at = lease_until
+
+        return self._write(job, JobStatus.running, change)
 
     def record(self, job: Job, error: JobError) -> bool:
         """Keep a failed attempt's record while the job goes on (a fallback, an in-process retry)."""
@@ -124,8 +132,7 @@ class Ledger:
             j.error, j.result_text = error, None
             if citations is not None:
                 j.citations = citations
-            if usage is not None:
-                j.usage = usage
+            j.usage = usage if usage is not None else job_usage(j)
             j.finished_at = self.clock()
 
         return self._write(job, JobStatus.failed, change)
@@ -134,6 +141,7 @@ class Ledger:
         """Out of budget or given up by the queue; the last provider error stays, prefixed by why."""
         def change(j: Job) -> None:
             j.error = with_reason(error or j.error, reason)
+            j.usage = job_usage(j)
             j.finished_at = self.clock()
 
         return self._write(job, JobStatus.dead_lettered, change)

@@ -29,6 +29,7 @@ from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Assemblies, Prepared, Preparer
+from core.jobs.usage import mark_lost
 from core.logs import job_id_var, log_event, trace_id_var
 from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage, RouteDecision
 from core.ports import Delivery
@@ -80,6 +81,8 @@ class Pipeline:
         assert job is not None
         if job.reply is not None:
             return await self.finalizer.finalize(job)
+        if lost := mark_lost(job, self.settings.models, self.clock()):  # written by the next transition
+            log_event("attempt.lost", logging.WARNING, attempts=lost, provider_calls=job.provider_calls)
         try:
             run = await self._prepare(job, deadline)
         except (GuardrailViolation, NoRoute) as e:

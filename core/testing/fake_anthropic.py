@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 DOC_ID = re.compile(r'<document id="([^"]+)"')
 _MARKER = re.compile(r"\bmarker:([A-Za-z0-9_-]+)")
-FAULTS = ("429", "429_no_retry_after", "529", "500", "timeout", "reset", "malformed", "400", "400_context", "refusal")
+FAULTS = ("429", "429_no_retry_after", "529", "500", "timeout", "reset", "malformed", "400", "400_context", "refusal",
+          "stall", "trickle", "empty", "max_tokens", "no_usage", "absurd_usage", "negative_usage")
 
 
 @dataclass
@@ -32,7 +33,8 @@ class FaultPlan:
     script: list[str] = field(default_factory=list)  # forced outcomes, consumed first ("ok" or a fault)
     retry_after_s: float = 1.0
     latency_s: float = 0.0
-    timeout_s: float = 30.0  # how long a "timeout" fault stalls
+    timeout_s: float = 30.0  # how long a "timeout" fault stalls, and a "stall" waits after its headers
+    trickle_s: float = 1.0  # a "trickle" reply sends one byte of its body every this many seconds
     seed: int = 1
     rpm: float | None = None  # enforce this many requests per minute (token bucket), 429 beyond
     burst: float | None = None  # bucket capacity in requests; defaults to `rpm` (a full minute, as Anthropic's)
@@ -131,10 +133,15 @@ class FakeAnthropic:
             return await reply(500, _error("api_error", "too late"))
         if outcome == "reset":
             return _reset(receive)
+        if outcome in ("stall", "trickle"):  # a 200 whose body is slow: every read is within a read timeout
+            answer = json.dumps(self._answer(model, max_tokens, messages, None)).encode()
+            return await reply.slowly(answer, self.plan.timeout_s if outcome == "stall" else self.plan.trickle_s,
+                                      whole=outcome == "stall", give_up_s=self.plan.timeout_s)
         if outcome in FAULT_REPLIES:
             status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
             return await reply(status, payload, extra, raw)
-        return await reply(200, self._answer(model, max_tokens, messages, marker.group(1) if marker else None))
+        answer = self._answer(model, max_tokens, messages, marker.group(1) if marker else None)
+        return await reply(200, BAD_REPLIES[outcome](answer) if outcome in BAD_REPLIES else answer)
 
     def _stats_body(self) -> dict[str, Any]:
         with self.lock:
@@ -202,11 +209,36 @@ class _Replier:
         await self.send({"type": "http.response.body", "body": data})
 
 
+    async def slowly(self, body: bytes, pause_s: float, *, whole: bool, give_up_s: float) -> None:
+        """Headers at once, then the body after `pause_s` (whole) or one byte every `pause_s`; a trickle
+        stops after `give_up_s` (its client is long gone by then) so the server can shut down."""
+        await self.send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        pieces = [body] if whole else [body[i:i + 1] for i in range(len(body))]
+        started = time.monotonic()
+        for piece in pieces:
+            await asyncio.sleep(pause_s)
+            if not whole and time.monotonic() - started > give_up_s:
+                return
+            await self.send({"type": "http.response.body", "body": piece, "more_body": True})
+        await self.send({"type": "http.response.body", "body": b""})
+
+
 def _error(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 Fault = tuple[int, Any, "dict[str, str] | None", "bytes | None"]  # status, body, extra headers, raw body
+
+# a 200 that is not a usable reply: outcome → the answer made wrong
+BAD_REPLIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "empty": lambda a: {**a, "content": []},
+    "max_tokens": lambda a: {**a, "stop_reason": "max_tokens",
+                             "content": [{"type": "text", "text": a["content"][0]["text"][:12]}]},
+    "no_usage": lambda a: {k: v for k, v in a.items() if k != "usage"},
+    "absurd_usage": lambda a: {**a, "usage": {"input_tokens": 10**12, "output_tokens": 10**12}},
+    "negative_usage": lambda a: {**a, "usage": {"input_tokens": -500, "output_tokens": -20}},
+}
 
 # outcome → (status, body, extra headers, raw body) for every drawn fault that answers at once
 FAULT_REPLIES: dict[str, Callable[[Any, str], Fault]] = {

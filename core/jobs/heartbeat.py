@@ -1,0 +1,87 @@
+"""The lease heartbeat: while a provider call is in flight, renew the job's lease so no other delivery
+claims it, and keep the call's own deadline inside the lease it actually holds.
+
+A provider's timeout bounds each read, not the call: a reply that trickles in could outlive the lease,
+let a redelivery claim the job and pay for the same prompt again. So the call runs under a deadline
+of min(whole-call deadline, lease end); each renewal moves the lease (and with it that deadline) on,
+up to the invocation's deadline; a renewal that fails leaves the deadline where it was, so the call
+is cut before anyone else may take the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+from core.errors import ProviderError
+from core.jobs.ledger import Ledger
+from core.jobs.offload import Offload
+from core.logs import log_event
+from core.models import Job
+
+T = TypeVar("T")
+BEATS_PER_LEASE = 3
+
+
+class Heartbeat:
+    def __init__(self, ledger: Ledger, job: Job, *, lease_s: float, deadline: float, store_io: Offload,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.job = job
+        self.lease_s = lease_s
+        self.deadline = deadline  # the invocation's: no lease reaches past it
+        self.store_io = store_io
+        self.clock = clock
+        self.renewals = 0
+        self._lock = asyncio.Lock()
+
+    def margin(self) -> float:
+        """How long before the lease ends the call is cut (another delivery may claim it from then on)."""
+        return min(1.0, self.lease_s * 0.1)
+
+    async def run(self, call: Awaitable[T], *, call_deadline: float) -> T:
+        """Await `call` under min(call_deadline, lease end - margin), renewing the lease meanwhile.
+        Raises ProviderError(transport="timeout") when that deadline passes."""
+        loop = asyncio.get_running_loop()
+
+        def at(wall: float) -> float:
+            return loop.time() + (wall - self.clock())
+
+        def cut_at() -> float:
+            return min(call_deadline, (self.job.lease_expires_at or call_deadline) - self.margin())
+
+        start = self.clock()
+        try:
+            async with asyncio.timeout(at(cut_at())) as timeout:
+                beat = asyncio.create_task(self._beat(lambda: timeout.reschedule(at(cut_at()))))
+                try:
+                    return await call
+                finally:
+                    await self._stop(beat)
+        except TimeoutError:
+            waited = self.clock() - start
+            raise ProviderError(f"the provider call was cut after {waited:.1f} s: it passed its deadline "
+                                "(the provider's timeout_s, the job's lease or the invocation's time)",
+                                transport="timeout") from None
+
+    async def _beat(self, renewed: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / BEATS_PER_LEASE)
+            async with self._lock:
+                until = min(self.clock() + self.lease_s, self.deadline)
+                if until <= (self.job.lease_expires_at or 0):
+                    continue  # the invocation's deadline caps the lease: nothing to extend
+                if not await self.store_io(self.ledger.renew, self.job, until):
+                    log_event("lease.renew_lost", logging.WARNING, job_id=self.job.id)
+                    return  # another writer changed the job: the call is cut at the lease it holds
+                self.renewals += 1
+                renewed()
+
+    async def _stop(self, beat: asyncio.Task[None]) -> None:
+        async with self._lock:  # never while a renewal write is in flight
+            beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat

@@ -1,0 +1,101 @@
+"""A misbehaving Messages API, one fault per job: every job ends, explained, within a bounded time, with
+provider calls within budget, never two calls for one job at once, and never billed at a nonsense price."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from core.entrypoints.local import run_until_done
+from core.models import JobRequest, JobStatus, QueueMessage
+from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
+from tests.conftest import anthropic_config
+
+BUDGET = 2
+BOUND_S = 20.0
+
+CASES = {
+    # fault: (final status, words the explanation must contain)
+    "timeout": (JobStatus.dead_lettered, "timed out"),  # accepts the request, never answers
+    "stall": (JobStatus.dead_lettered, "timed out"),  # headers at once, then nothing (each read times out)
+    "trickle": (JobStatus.dead_lettered, "cut after"),  # a byte at a time: every read is in time, the call is not
+    "malformed": (JobStatus.dead_lettered, "malformed"),  # truncated JSON
+    "no_usage": (JobStatus.dead_lettered, "malformed"),
+    "empty": (JobStatus.dead_lettered, "no text"),
+    "absurd_usage": (JobStatus.dead_lettered, "impossible usage"),
+    "negative_usage": (JobStatus.dead_lettered, "impossible usage"),
+}
+
+
+def config(url: str, **route: object) -> dict:
+    cfg = anthropic_config(url, max_attempts=BUDGET, lease_s=5, in_process_wait_s=0.2)
+    cfg["providers"]["fake"]["timeout_s"] = 1.0
+    cfg["routing"]["default"].update(route)
+    return cfg
+
+
+def run_one(make_app, plan: FaultPlan, **route: object):
+    fa = FakeAnthropic(plan)
+    with ServerThread(fa) as srv:
+        app = make_app(config(srv.url, **route))
+        job, _ = app.service.submit("acme", JobRequest(prompt="marker:m one question"))
+        t0 = time.monotonic()
+        asyncio.run(run_until_done(app, [job.id], timeout_s=BOUND_S))
+        elapsed = time.monotonic() - t0
+    return app.store.get(job.id), fa, elapsed
+
+
+@pytest.mark.parametrize("fault", list(CASES))
+def test_each_misbehaviour_ends_explained_within_budget_and_time(make_app, fault):
+    status, words = CASES[fault]
+    job, fa, elapsed = run_one(make_app, FaultPlan(rates={fault: 1.0}, timeout_s=4.0, trickle_s=0.3))
+    assert job.status is status, (job.status, job.error)
+    assert words in job.error.message, job.error.message
+    assert elapsed < BOUND_S and fa.stats["calls"] <= BUDGET == job.provider_calls
+    assert fa.max_inflight == 1  # no redelivery ever ran a second call for the same job
+    assert job.usage.cost_usd < 0.01  # impossible usage is never billed at its price
+
+
+def test_a_reply_cut_at_max_tokens_is_served_with_its_stop_reason_or_failed_as_the_route_says(make_app):
+    job, _, _ = run_one(make_app, FaultPlan(rates={"max_tokens": 1.0}))
+    assert job.status is JobStatus.succeeded and job.reply.stop_reason == "max_tokens"
+    from core.models import JobView
+
+    assert JobView.of(job).stop_reason == "max_tokens"
+    job, fa, _ = run_one(make_app, FaultPlan(rates={"max_tokens": 1.0}), on_max_tokens="fail")
+    assert job.status is JobStatus.failed and "cut at max_tokens" in job.error.message
+    assert fa.stats["calls"] == 1 and job.usage.output_tokens > 0 and job.usage.cost_usd > 0  # billed, not served
+
+
+def test_a_cut_reply_falls_back_to_the_max_tokens_chain(make_app):
+    fa = FakeAnthropic(FaultPlan(script=["max_tokens", "ok"]))
+    with ServerThread(fa) as srv:
+        cfg = config(srv.url, on_max_tokens="fallback", fallbacks={"max_tokens": ["bigger"]})
+        cfg["models"]["bigger"] = {"provider": "fake", "model_id": "claude-sonnet-4-5", "input_per_mtok": 5.0,
+                                   "output_per_mtok": 25.0}
+        app = make_app(cfg)
+        job, _ = app.service.submit("acme", JobRequest(prompt="q"))
+        asyncio.run(run_until_done(app, [job.id], timeout_s=BOUND_S))
+    job = app.store.get(job.id)
+    assert job.status is JobStatus.succeeded and job.route.model == "bigger"
+    assert [a.outcome for a in job.attempts] == ["error", "succeeded"]
+    assert job.usage.cost_usd == pytest.approx(sum(a.usage.cost_usd for a in job.attempts))  # both were billed
+
+
+def test_a_slow_reply_keeps_its_lease_by_heartbeat_and_a_redelivery_never_calls_again(make_app):
+    fa = FakeAnthropic(FaultPlan(latency_s=2.5))
+    with ServerThread(fa) as srv:
+        cfg = anthropic_config(srv.url, lease_s=1.0)
+        cfg["providers"]["fake"]["timeout_s"] = 10.0
+        app = make_app(cfg)
+        job, _ = app.service.submit("acme", JobRequest(prompt="marker:slow question"))
+        message = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id).model_dump_json()
+        # the platform redelivers while the call is in flight, long after a 1 s lease would have expired
+        threading.Timer(1.8, app.queue.send, args=(message,)).start()
+        asyncio.run(run_until_done(app, [job.id], timeout_s=BOUND_S, concurrency=4))
+        time.sleep(0.5)
+    job = app.store.get(job.id)
+    assert job.status is JobStatus.succeeded and fa.stats["calls"] == 1 and job.provider_calls == 1
