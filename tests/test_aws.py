@@ -212,6 +212,45 @@ def test_api_to_sqs_to_worker_to_dynamodb_to_api_get(aws):
     assert int(item["expires_at"]["N"]) > time.time() + 29 * 86400  # terminal jobs get the TTL attribute
 
 
+def http_api_event(method: str, raw_path: str, stage: str, body: Any = None) -> dict[str, Any]:
+    """An HTTP API (payload 2.0) event as API Gateway sends it: on a named stage, rawPath carries the
+    stage while requestContext.http.path and routeKey do not (cf. the AWS Lambda developer guide's
+    nodejs-apig sample and Powertools' apiGatewayProxyV2Event)."""
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": raw_path, "rawQueryString": "",
+        "headers": {"content-type": "application/json", "authorization": f"Bearer {KEY}", "host": "evil.example"},
+        "requestContext": {"accountId": "123456789012", "apiId": "r3pmxmplak", "stage": stage,
+                           "domainName": "r3pmxmplak.execute-api.us-east-2.amazonaws.com", "domainPrefix": "r3pmxmplak",
+                           "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4",
+                                    "userAgent": "curl"}, "requestId": "id", "routeKey": "$default", "timeEpoch": 0},
+        "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
+    }
+
+
+def test_an_http_api_on_a_named_stage_routes_without_the_stage_and_names_its_own_domain(aws):
+    r = aws.handlers.api(http_api_event("POST", "/prod/v1/jobs", "prod", {"prompt": "hi"}), Context())
+    assert r["statusCode"] == 202, r
+    body = json.loads(r["body"])
+    assert body["status_url"] == f"https://r3pmxmplak.execute-api.us-east-2.amazonaws.com/v1/jobs/{body['job_id']}"
+    got = aws.handlers.api(http_api_event("GET", f"/prod/v1/jobs/{body['job_id']}", "prod"), Context())
+    assert got["statusCode"] == 200
+    assert aws.handlers.api(http_api_event("GET", "/healthz", "$default"), Context())["statusCode"] == 200
+
+
+def test_a_rest_api_payload_1_event_is_refused_naming_the_payload_format(aws):
+    event = {  # payload format 1.0 (REST API, ALB): path and httpMethod, no rawPath
+        "version": "1.0", "resource": "/v1/jobs", "path": "/v1/jobs", "httpMethod": "POST",
+        "headers": {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+        "requestContext": {"stage": "prod", "httpMethod": "POST", "path": "/prod/v1/jobs"},
+        "body": json.dumps({"prompt": "hi"}), "isBase64Encoded": False,
+    }
+    for e in (event, {k: v for k, v in event.items() if k != "version"}):
+        r = aws.handlers.api(e, Context())
+        err = json.loads(r["body"])["error"]
+        assert r["statusCode"] == 400 and err["code"] == "unsupported_event" and "payload format 1.0" in err["message"]
+    assert aws.app.store.list(limit=5) == []
+
+
 def test_a_collection_with_no_documents_is_failed_by_the_worker_saying_why(aws):
     """The api function (ApiSettings, no retriever) accepts the job; the worker, which can look, fails it."""
     job_id = aws.submit("What does the manual say?", collection="manuals")

@@ -106,7 +106,8 @@ class Azure:
         self.env = {"ALTO_STORAGE_CONNECTION": conn, "ALTO_QUEUE_NAME": "alto-jobs", "ALTO_JOBS_TABLE": f"jobs{run}",
                     "ALTO_STATE_TABLE": f"state{run}", "ALTO_CONTAINER": f"alto{run}",
                     "ALTO_CONFIG": str(tmp_path / "altostratus.yaml"), "ALTO_DATA_DIR": str(tmp_path / "data"),
-                    "ALTO_API_KEYS": f"acme={KEY}", "FAKE_KEY": "test-key"}
+                    "ALTO_API_KEYS": f"acme={KEY}", "FAKE_KEY": "test-key",
+                    "WEBSITE_HOSTNAME": "alto-test.azurewebsites.net"}  # the platform sets it on every app
         for k, v in self.env.items():
             monkeypatch.setenv(k, v)
         tables = TableServiceClient.from_connection_string(conn)
@@ -190,7 +191,8 @@ def anthropic_cfg(url: str, **governance: Any) -> dict[str, Any]:
 
 def test_api_output_binding_worker_tables_then_api_get(azure):
     status, body, out = azure.http("POST", "/v1/jobs", {"prompt": "What is a visibility timeout?"})
-    assert status == 202 and body["status_url"].startswith("http://localhost/v1/jobs/")
+    # the app's own host name, not the request's Host header
+    assert status == 202 and body["status_url"].startswith("https://alto-test.azurewebsites.net/v1/jobs/")
     queued = json.loads(out.get())  # the message went to the output binding, not the SDK
     assert queued["job_id"] == body["job_id"] and azure.sender.sent == []
     status, view, out = azure.http("GET", f"/v1/jobs/{body['job_id']}")

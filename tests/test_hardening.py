@@ -94,3 +94,66 @@ def test_one_job_the_queue_refuses_does_not_stop_a_reconcile_sweep(make_app, tmp
     counts = app.service.reconcile(older_than_s=0)
     assert counts == {"requeued": 2, "checked": 3, "failed": 1}
     assert app.store.get(jobs[1].id).status is JobStatus.queued
+
+
+# ---------------------------------------------------------------- 5. an aborted upload never becomes a job
+
+
+def test_a_body_cut_short_by_a_disconnect_is_discarded(live):
+    import socket
+    import time
+
+    app, url = live()
+    host, port = url.removeprefix("http://").split(":")
+    body = b'{"prompt":"hi"}'
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + KEYS["acme"].encode() + b"\r\nContent-Length: 100\r\n\r\n" + body)
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert app.service.list("acme") == []
+
+
+# ---------------------------------------------------------------- 7. the API contract
+
+
+def test_query_errors_name_their_parameter_and_strict_json_is_enforced(live):
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        r = c.get("/v1/jobs?limit=abc", headers=AUTH)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "limit"
+        assert c.get("/v1/jobs?limit=0", headers=AUTH).json()["error"]["field"] == "limit"
+        assert c.get("/v1/jobs?status=nope", headers=AUTH).json()["error"]["field"] == "status"
+        for raw in (b'{"prompt": "hi", "metadata": {"x": NaN}}', b'{"prompt": "hi", "metadata": {"x": Infinity}}'):
+            r = c.post("/v1/jobs", content=raw, headers={**AUTH, "content-type": "application/json"})
+            assert r.status_code == 400 and "not a JSON number" in r.json()["error"]["message"]
+        r = c.post("/v1/jobs", json={"prompt": "hi", "cache": "no"}, headers=AUTH)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "cache"
+        r = c.post("/v1/jobs", content=b"[1]", headers={**AUTH, "content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "(body)"
+        r = c.post("/v1/jobs", content=b"hi", headers={**AUTH, "content-type": "text/plain"})
+        assert r.status_code == 415 and r.json()["error"]["field"] == "Content-Type"
+
+
+def test_405_says_what_is_allowed_and_trace_is_not_served(live):
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        r = c.request("TRACE", "/healthz")
+        assert r.status_code == 405 and r.headers["allow"] == "GET"
+        r = c.delete("/v1/jobs", headers=AUTH)
+        assert r.status_code == 405 and r.headers["allow"] == "POST, GET"
+
+
+def test_the_host_header_never_reaches_status_urls(live):
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "hi"}, headers={**AUTH, "host": "evil.example"})
+    assert r.status_code == 202
+    assert r.json()["status_url"].startswith(f"{url}/v1/jobs/") and "evil" not in r.headers["location"]
+
+
+def test_public_url_sets_status_urls(live):
+    app, url = live({"server": {"public_url": "https://jobs.example.com/"}})
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "hi"}, headers=AUTH)
+    assert r.headers["location"] == r.json()["status_url"] == f"https://jobs.example.com/v1/jobs/{r.json()['job_id']}"

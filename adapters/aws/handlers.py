@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters.aws.app import get_api_app, get_app
-from core.entrypoints.http import ApiRequest, respond
+from core.entrypoints.http import ApiRequest, error, respond
 
 DEADLINE_MARGIN_S = 5.0  # leave time to report the batch before Lambda's timeout
 
@@ -25,21 +25,30 @@ def _deadline(context: Any) -> float:
 
 
 def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    http = event.get("requestContext", {}).get("http", {})
-    body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    domain = event.get("requestContext", {}).get("domainName") or headers.get("host", "localhost")
-    req = ApiRequest(
-        method=http.get("method", "GET"), path=event.get("rawPath", "/"), headers=headers, body=raw,
-        base_url=f"{headers.get('x-forwarded-proto', 'https')}://{domain}",
-        query=dict(parse_qsl(event.get("rawQueryString") or "")),
-    )
-    resp = respond(get_api_app().api, req)
+    if "rawPath" not in event or event.get("version") not in (None, "2.0"):
+        resp = error(400, "unsupported_event", "this function takes HTTP API events in payload format 2.0, and got "
+                     f"payload format {event.get('version') or '1.0'} (a REST API or an ALB): route it from an HTTP "
+                     "API (serverless.yml `httpApi` events) or set the integration's payloadFormatVersion to 2.0")
+    else:
+        resp = respond(get_api_app().api, _request(event))
     return {
         "statusCode": resp.status, "headers": {"content-type": "application/json", **resp.headers},
         "body": resp.json_bytes().decode(), "isBase64Encoded": False,
     }
+
+
+def _request(event: dict[str, Any]) -> ApiRequest:
+    ctx = event.get("requestContext") or {}
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    path, stage = event.get("rawPath") or "/", ctx.get("stage")
+    if stage and stage != "$default" and (path == f"/{stage}" or path.startswith(f"/{stage}/")):
+        path = path[len(stage) + 1:] or "/"  # a named stage is part of rawPath, not of our routes
+    domain = ctx.get("domainName")  # API Gateway's own name for itself, never the client's Host header
+    return ApiRequest(method=(ctx.get("http") or {}).get("method", "GET"), path=path, headers=headers, body=raw,
+                      base_url=f"https://{domain}" if domain else "",
+                      query=dict(parse_qsl(event.get("rawQueryString") or "")))
 
 
 def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:

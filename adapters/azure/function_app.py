@@ -9,6 +9,7 @@ Service Bus redelivers up to maxDeliveryCount and then dead-letters), `dead_lett
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,8 +32,9 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # our own API 
 def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
     alto = get_api_app()
     headers = {k.lower(): v for k, v in req.headers.items()}
-    url = urlsplit(req.url)
-    path, base = url.path or "/", f"{headers.get('x-forwarded-proto', url.scheme)}://{url.netloc}"
+    path = urlsplit(req.url).path or "/"
+    own = os.environ.get("WEBSITE_HOSTNAME")  # the function app's own host name, set by the platform
+    base = f"https://{own}" if own else ""  # never the client's Host header
     token = alto.queue.collect()  # type: ignore[attr-defined]
     try:
         resp = respond(alto.api, ApiRequest(method=req.method, path=path, headers=headers, body=req.get_body() or b"",

@@ -33,10 +33,11 @@ def _timeout_s() -> float:
 @functions_framework.http
 def api(request: Any) -> Any:
     headers = {k.lower(): v for k, v in request.headers.items()}
-    scheme = headers.get("x-forwarded-proto", request.scheme)
+    # no base URL from the request (its Host header is the client's to choose): status URLs are relative
+    # unless server.public_url names the function's URL
     req = ApiRequest(
         method=request.method, path=request.path, headers=headers, body=request.get_data(cache=False),
-        base_url=f"{scheme}://{request.host}", query=request.args.to_dict(),
+        base_url="", query=request.args.to_dict(),
     )
     resp = respond(get_api_app().api, req)
     return resp.json_bytes(), resp.status, {"content-type": "application/json", **resp.headers}

@@ -30,7 +30,7 @@ class ApiRequest(NamedTuple):  # not a dataclass: see core.jobs.outcome
     path: str
     headers: Mapping[str, str]  # keys lower-cased by the adapter
     body: bytes = b""
-    base_url: str = ""
+    base_url: str = ""  # a base the platform vouches for (never the client's Host header); "" for relative URLs
     query: Mapping[str, str] = MappingProxyType({})
 
 
@@ -166,13 +166,12 @@ class Api:
         return ApiResponse(202, body, headers)
 
     def list_jobs(self, req: ApiRequest, tenant: str) -> ApiResponse:
-        status = req.query.get("status")
-        try:
-            st = JobStatus(status) if status else None
-            limit = min(LIST_LIMIT, max(1, int(req.query.get("limit", "50"))))
-        except ValueError:
-            return error(422, "invalid_request", f"status must be a job status and limit an integer 1-{LIST_LIMIT}",
-                         "status")
+        status, raw_limit = req.query.get("status"), req.query.get("limit", "50")
+        if status and status not in JobStatus.__members__:
+            return error(422, "invalid_request", f"status must be one of {', '.join(JobStatus.__members__)}", "status")
+        if not (raw_limit.isdigit() and 1 <= int(raw_limit) <= LIST_LIMIT):
+            return error(422, "invalid_request", f"limit must be an integer from 1 to {LIST_LIMIT}", "limit")
+        st, limit = (JobStatus(status) if status else None), int(raw_limit)
         jobs = self.service.list(tenant, status=st, limit=limit)
         return ApiResponse(200, JobList(jobs=[JobView.of(j) for j in jobs]).model_dump(mode="json"))
 

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from core.bootstrap import App
 from core.entrypoints.consumer import run_delivery
-from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, respond
+from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, error, respond
 from core.errors import ConfigError
 from core.jobs.offload import Offload
 from core.logs import log_event
@@ -114,20 +114,20 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
                     return
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            msg = await receive()
-            body.extend(msg.get("body", b""))
-            if len(body) > MAX_BODY_BYTES or not msg.get("more_body"):
-                break
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away before its body was complete: nothing is processed
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        host = headers.get("host") or "%s:%s" % tuple(scope.get("server") or ("localhost", 80))
         req = ApiRequest(
-            method=scope["method"], path=scope["path"], headers=headers, body=bytes(body),
-            base_url=f"{scope.get('scheme', 'http')}://{host}",
+            method=scope["method"], path=scope["path"], headers=headers, body=body, base_url=_own_url(scope),
             query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
         )
-        resp = respond(api, req)
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) != len(body) and len(body) <= MAX_BODY_BYTES:
+            resp = error(400, "incomplete_body", f"the body has {len(body)} bytes but Content-Length says {declared}; "
+                         "nothing was stored: send the whole body", "(body)")
+        else:
+            resp = respond(api, req)
         payload = resp.json_bytes()
         raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         raw_headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
@@ -135,6 +135,26 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
         await send({"type": "http.response.body", "body": payload})
 
     return app
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    """The request body, or None if the client disconnected first (an aborted upload must not become a job)."""
+    body = bytearray()
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        body.extend(msg.get("body", b""))
+        if len(body) > MAX_BODY_BYTES or not msg.get("more_body"):
+            return bytes(body)
+
+
+def _own_url(scope: dict[str, Any]) -> str:
+    """The address this server listens on, for status URLs: never the client's Host header (set
+    `server.public_url` when clients reach it through another name)."""
+    host, port = scope.get("server") or ("localhost", None)
+    host = "localhost" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+    return f"{scope.get('scheme', 'http')}://{host}" + (f":{port}" if port else "")
 
 
 class LocalService:

@@ -40,7 +40,7 @@ ROUTES: tuple[Route, ...] = (
           errors={400: "Malformed JSON", 401: "Missing or invalid API key", 413: "Body too large", 415: "Not JSON",
                   422: "Invalid field, or Idempotency-Key reused with another body",
                   503: "Stored, but the queue is unavailable: retry with the same Idempotency-Key"},
-          params=(Param("Idempotency-Key", "header", {"type": "string", "maxLength": 255}),)),
+          params=(Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255}),)),
     Route("GET", "/v1/jobs", "list_jobs", "List this tenant's jobs, newest first", response=JobList,
           errors={401: "Missing or invalid API key", 422: "Invalid query parameter"},
           params=(Param("status", "query", {"type": "string", "enum": [s.value for s in JobStatus]}),
