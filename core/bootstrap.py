@@ -125,7 +125,8 @@ def bootstrap(
         from core.providers.registry import ProviderRegistry
 
         providers = ProviderRegistry(settings, secrets)
-    service = WorkerService(settings, store=store, state=state, queue=queue, providers=providers, retriever=retriever)
+    service = WorkerService(settings, store=store, state=state, queue=queue, providers=providers, secrets=secrets,
+                            retriever=retriever)
     library = Library(settings.retrieval, writer, blobs, embedder)
     return App(settings, store, state, queue, blobs, secrets, service,
                providers=providers, retriever=retriever, library=library)

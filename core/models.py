@@ -9,7 +9,7 @@ import enum
 import hashlib
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -191,6 +191,20 @@ class ProviderResult(_Model):
     raw_stop_reason: str | None = None
 
 
+class CallbackState(_Model):
+    """The completion callback of a job: queued as its own delivery once the job is terminal."""
+
+    id: str = Field(default="", description="The webhook-id header: the same on every try of this event.")
+    url: str
+    state: str = Field(default="pending", description="pending | delivered | failed (tries used up, or refused)")
+    event: str | None = Field(default=None, description="The terminal status it reports.")
+    tries: int = 0
+    status_code: int | None = Field(default=None, description="The receiver's last HTTP status.")
+    error: str | None = Field(default=None, description="Why the last try failed.")
+    last_at: float | None = None
+    delivered_at: float | None = None
+
+
 class ChunkUse(_Model):
     id: str
     tokens: int
@@ -250,7 +264,7 @@ class Job(_Model):
     attempts: list[Attempt] = Field(default_factory=list)
     error: JobError | None = None
     finished_at: float | None = None
-    callback: dict[str, Any] | None = None
+    callback: CallbackState | None = None
     cached_from: str | None = None  # id of the job whose reply this cache hit reused
     assembly: PromptAssembly | None = None
 
@@ -274,6 +288,7 @@ class JobView(_Model):
     prompt: PromptAssembly | None = Field(default=None, description="Template, chunk ids and token counts per part.")
     attempts: list[Attempt]
     error: JobError | None
+    callback: CallbackState | None = Field(default=None, description="The completion callback's delivery.")
     trace_id: str
     created_at: float
     updated_at: float
@@ -295,6 +310,7 @@ class JobView(_Model):
             prompt=job.assembly,
             attempts=job.attempts,
             error=job.error,
+            callback=job.callback,
             trace_id=job.trace_id,
             created_at=job.created_at,
             updated_at=job.updated_at,
@@ -315,8 +331,10 @@ class SubmitResponse(_Model):
 
 
 class QueueMessage(_Model):
-    """What travels on every queue: a pointer to the stored job, never the prompt itself."""
+    """What travels on every queue: a pointer to the stored job, never the prompt itself. `kind` says
+    whether the delivery runs the job or sends its completion callback."""
 
     job_id: str
     tenant: str
     trace_id: str
+    kind: Literal["job", "callback"] = "job"

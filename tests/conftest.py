@@ -61,8 +61,9 @@ def live(make_app: Callable[..., App]) -> Callable[..., tuple[App, str]]:
 
     servers: list[ServerThread] = []
 
-    def start(config: dict[str, Any] | None = None, workers: int = 1, **ports: Any) -> tuple[App, str]:
-        app = make_app(config, **ports)
+    def start(config: dict[str, Any] | None = None, workers: int = 1, env: dict[str, str] | None = None,
+              **ports: Any) -> tuple[App, str]:
+        app = make_app(config, env, **ports)
         srv = ServerThread(LocalService(app, workers=workers).asgi).__enter__()
         servers.append(srv)
         return app, srv.url

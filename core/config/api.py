@@ -59,6 +59,17 @@ class TenantConfig(_Strict):
     api_keys: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes or secret references.")
     default_collection: str | None = None
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    webhook_secret: str | None = Field(
+        default=None, description="Secret reference (env:NAME) to a `whsec_<base64>` key: callbacks are signed with it "
+                                  "in the Standard Webhooks form.")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_ref(cls, v: str | None) -> str | None:
+        if v is not None and not SECRET_REF.match(v):
+            raise ValueError("webhook_secret must be a secret reference such as 'env:ALTO_WEBHOOK_SECRET', not the "
+                             "secret itself")
+        return v
 
     @field_validator("api_keys")
     @classmethod
@@ -70,6 +81,16 @@ class TenantConfig(_Strict):
                     "or referenced ('env:NAME'); never write a raw key in the config file"
                 )
         return keys
+
+
+class CallbackConfig(_Strict):
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Host names or CIDR ranges callbacks may reach although they are internal (e.g. 10.1.0.0/16).")
+    max_tries: int = Field(default=5, ge=1, description="Deliveries of one callback before it is given up.")
+    backoff_base_s: float = Field(default=5.0, ge=0, description="First retry delay; doubles per try.")
+    backoff_max_s: float = Field(default=600.0, ge=0)
+    timeout_s: float = Field(default=10.0, gt=0, description="Whole-request timeout of one delivery.")
 
 
 class QueueConfig(_Strict):
@@ -140,6 +161,7 @@ class ApiSettings(_Strict):
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    callbacks: CallbackConfig = Field(default_factory=CallbackConfig)
     retrieval: Any = Field(default_factory=dict, description="Retrieval backend (validated by Settings).")
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -1,7 +1,8 @@
-"""The completion callback: POST the job view to `callback_url` once the job is terminal.
-
-Sent after the result is stored, so a slow or failing endpoint never puts the result at risk; the
-outcome (status or error) is recorded on the job. Sent from a thread: urllib blocks.
+"""The completion callback as its own queued delivery: once a job is terminal (succeeded, failed or
+dead-lettered) its callback is armed by the ledger and a `kind: callback` message is queued; the
+delivery POSTs the job view, signed, to a target the policy allows, and either records it delivered,
+or defers itself with backoff until `callbacks.max_tries` is used up. It never holds up the job: the
+result is stored before the callback is even queued, and its outcome shows in the job view.
 """
 
 from __future__ import annotations
@@ -9,42 +10,65 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import urllib.request
 from typing import Callable
 
+from core.config.api import ApiSettings
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
+from core.jobs.outcome import Outcome
 from core.logs import log_event
-from core.models import Job, JobView
-
-TIMEOUT_S = 10.0
+from core.models import Job, JobView, QueueMessage
+from core.ports import Secrets, SendQueue
+from core.webhooks import signing
+from core.webhooks.sender import post
+from core.webhooks.targets import Policy
 
 
 class Callbacks:
-    def __init__(self, ledger: Ledger, *, store_io: Offload, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: ApiSettings, ledger: Ledger, queue: SendQueue, secrets: Secrets, *,
+                 store_io: Offload, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.config = settings.callbacks
         self.ledger = ledger
+        self.queue = queue
+        self.secrets = secrets
+        self.policy = Policy(settings.callbacks.allow)
         self.store_io = store_io
         self.clock = clock
 
-    async def send(self, job: Job) -> None:
-        url = job.request.callback_url or ""
-        body = JobView.of(job).model_dump_json().encode()
-        req = urllib.request.Request(
-            url, data=body, method="POST",
-            headers={"content-type": "application/json", "x-alto-job-id": job.id, "x-alto-trace-id": job.trace_id},
-        )
-        record: dict[str, object] = {"url": url, "at": self.clock()}
+    def enqueue(self, job: Job, delay_s: float = 0.0) -> None:
+        """Queue the delivery of an armed callback (a job that just became terminal). A send that fails is
+        logged: the result is stored either way, and the job view shows the callback still pending."""
+        if job.callback is None or job.callback.state != "pending":
+            return
+        msg = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id, kind="callback")
         try:
-            record["status"] = await asyncio.to_thread(_post, req)
+            self.queue.send(msg.model_dump_json(), delay_s=delay_s)
         except Exception as e:
-            record["error"] = str(e)[:500]
-            log_event("job.callback_failed", logging.WARNING, error=record["error"])
-        try:
-            await self.store_io(self.ledger.record_callback, job.id, record)
-        except Exception as e:  # the result is stored; only the record of its callback is missing
-            log_event("job.callback_record_failed", logging.WARNING, error=str(e)[:300])
+            log_event("callback.enqueue_failed", logging.ERROR, job_id=job.id, error=repr(e)[:300])
 
+    async def deliver(self, msg: QueueMessage) -> Outcome:
+        job = await self.store_io(self.ledger.load, msg.job_id)
+        if job is None or job.callback is None or job.callback.state != "pending":
+            return Outcome("ack", detail="no pending callback")
+        cb = job.callback
+        body = JobView.of(job).model_dump_json().encode()
+        headers = {"content-type": "application/json", "x-alto-job-id": job.id, "x-alto-trace-id": job.trace_id,
+                   **signing.headers(self._secret(job.tenant), cb.id, int(self.clock()), body)}
+        sent = await asyncio.to_thread(post, cb.url, body, headers, policy=self.policy, timeout_s=self.config.timeout_s)
+        refused = sent.error is not None and sent.error.startswith("refused")
+        updated = await self.store_io(self.ledger.callback_tried, job.id, status_code=sent.status_code,
+                                      error=sent.error, max_tries=self.config.max_tries, give_up=refused)
+        state = updated.callback if updated is not None and updated.callback is not None else None
+        if state is None or state.state != "pending":
+            level = logging.INFO if sent.ok else logging.WARNING
+            log_event("job.callback_" + (state.state if state else "settled"), level, status_code=sent.status_code,
+                      error=sent.error, tries=state.tries if state else None)
+            return Outcome("ack", detail=f"callback {state.state if state else 'settled'}")
+        delay = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (state.tries - 1))
+        log_event("job.callback_retry", logging.WARNING, error=sent.error, tries=state.tries, delay_s=delay)
+        return Outcome("defer", delay_s=delay, detail="callback retry")
 
-def _post(req: urllib.request.Request) -> int:
-    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 (scheme validated at submit)
-        return int(resp.status)
+    def _secret(self, tenant: str) -> str | None:
+        cfg = self.settings.tenants.get(tenant)
+        return self.secrets.resolve(cfg.webhook_secret) if cfg is not None and cfg.webhook_secret else None

@@ -3,7 +3,7 @@ named collection exists (an API-only app has no retriever to ask, so the worker 
 
 from __future__ import annotations
 
-from core.config.api import GuardrailsConfig
+from core.config.api import ApiSettings
 from core.errors import GuardrailViolation, InputError
 from core.guardrails import check_input
 from core.models import JobRequest
@@ -18,11 +18,18 @@ def missing_collection(retriever: Retriever | None, tenant: str, collection: str
             f"`alto ingest PATH --collection {collection} --tenant {tenant}` or omit the field")
 
 
-def check_request(request: JobRequest, tenant: str, guardrails: GuardrailsConfig, retriever: Retriever | None) -> None:
+def check_request(request: JobRequest, tenant: str, settings: ApiSettings, retriever: Retriever | None) -> None:
     """Raise InputError naming the field a submitted request fails on."""
     try:
-        check_input(request.prompt, guardrails)
+        check_input(request.prompt, settings.guardrails)
     except GuardrailViolation as e:
         raise InputError(str(e), field="prompt") from None
+    if request.callback_url:
+        from core.webhooks.targets import Policy, Refused  # ipaddress and socket: only for jobs with a callback
+
+        try:
+            Policy(settings.callbacks.allow).check_url(request.callback_url)
+        except Refused as e:
+            raise InputError(str(e), field="callback_url") from None
     if request.collection and (missing := missing_collection(retriever, tenant, request.collection)):
         raise InputError(missing, field="collection")

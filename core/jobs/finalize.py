@@ -1,6 +1,6 @@
 """Finalizing a job whose reply is saved: citations, usage and cost, output checks, the result write,
-then the callback. Also what a redelivery runs when it finds the reply already saved, so a crash
-after the call never pays twice."""
+then queueing its callback. Also what a redelivery runs when it finds the reply already saved, so a
+crash after the call never pays twice."""
 
 from __future__ import annotations
 
@@ -54,8 +54,7 @@ class Finalizer:
                 return Outcome("ack", status=current.status, detail="finished by another delivery")
             return raced("result write lost a race")
         self._log(job)
-        if job.request.callback_url:
-            await self.callbacks.send(job)
+        self.callbacks.enqueue(job)
         return Outcome("ack", status=job.status)
 
     def _usage(self, job: Job) -> Usage:

@@ -10,12 +10,14 @@ helper. Calls are synchronous, like the store port; the worker runs them through
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Callable
 
 from core.errors import ConflictError, IllegalTransition, InputError, NotFound
 from core.models import (
     TRANSITIONS,
     Attempt,
+    CallbackState,
     Citation,
     ErrorClass,
     Job,
@@ -183,17 +185,25 @@ class Ledger:
         assert job is not None
         return job
 
-    def record_callback(self, job_id: str, record: dict[str, object]) -> None:
+    def callback_tried(self, job_id: str, *, status_code: int | None, error: str | None, max_tries: int,
+                       give_up: bool = False) -> Job | None:
+        """Record one delivery of a pending callback: delivered, pending (tries left) or failed."""
+        now = self.clock()
+
+        def change(j: Job) -> None:
+            assert j.callback is not None
+            tries = j.callback.tries + 1
+            state = "delivered" if error is None else ("failed" if give_up or tries >= max_tries else "pending")
+            j.callback = j.callback.model_copy(update={
+                "tries": tries, "status_code": status_code, "error": error, "last_at": now, "state": state,
+                "delivered_at": now if error is None else None})
+
         def step(job: Job | None) -> bool | None:
-            if job is None:
+            if job is None or job.callback is None or job.callback.state != "pending":
                 return None
-
-            def change(j: Job) -> None:
-                j.callback = record
-
             return self._write(job, job.status, change)
 
-        self._retrying(job_id, step, tries=3)
+        return self._retrying(job_id, step, tries=3)
 
     # ------------------------------------------------------------------ the one compare-and-set
 
@@ -204,6 +214,8 @@ class Ledger:
         change(job)
         if job.status is JobStatus.running and to is not JobStatus.running:
             job.lease_expires_at = None  # leaving `running` ends the lease
+        if to.terminal and to is not job.status and job.request.callback_url:
+            job.callback = CallbackState(id=f"msg_{uuid.uuid4().hex}", url=job.request.callback_url, event=to.value)
         job.status = to
         job.updated_at = self.clock()
         return self.store.update(job, expected_version=expected)

@@ -21,10 +21,11 @@ from core.ports import Delivery, SendQueue
 
 class Operator:
     def __init__(self, settings: ApiSettings, ledger: Ledger, queue: SendQueue, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 on_terminal: Callable[[Job], None] = lambda job: None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.queue = queue
+        self.on_terminal = on_terminal  # queues the job's callback
         self.clock = clock
 
     def reconcile(self, *, older_than_s: float | None = None, limit: int = 500) -> dict[str, int]:
@@ -72,6 +73,7 @@ class Operator:
         if marked is None:  # missing, terminal, or leased by a live worker: left alone
             return self.ledger.load(msg.job_id)
         log_event("job.dead_lettered", logging.ERROR, job_id=marked.id, trace_id=marked.trace_id, reason=reason)
+        self.on_terminal(marked)
         return marked
 
     def replay(self, job_id: str, *, enqueue: bool = True) -> Job:

@@ -23,6 +23,7 @@ from core.governance.ratelimit import Deferral
 from core.guardrails import check_input
 from core.jobs import attempt as a
 from core.jobs.admission import MIN_CALL_S, Admission
+from core.jobs.callback import Callbacks
 from core.jobs.checks import missing_collection
 from core.jobs.finalize import Finalizer
 from core.jobs.ledger import Ledger
@@ -47,7 +48,7 @@ class Run(NamedTuple):
 
 class Pipeline:
     def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, admission: Admission,
-                 attempter: a.Attempter, finalizer: Finalizer, cache: ResponseCache | None, *,
+                 attempter: a.Attempter, finalizer: Finalizer, callbacks: Callbacks, cache: ResponseCache | None, *,
                  store_io: Offload, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -55,6 +56,7 @@ class Pipeline:
         self.admission = admission
         self.attempter = attempter
         self.finalizer = finalizer
+        self.callbacks = callbacks
         self.cache = cache
         self.store_io = store_io
         self.state_io = state_io
@@ -69,6 +71,8 @@ class Pipeline:
             return Outcome("retry", delay_s=self.settings.governance.backoff_max_s, detail="unparseable message")
         trace_token, job_token = trace_id_var.set(msg.trace_id), job_id_var.set(msg.job_id)
         try:
+            if msg.kind == "callback":
+                return await self.callbacks.deliver(msg)
             return await self._process(msg, delivery, deadline or (self.clock() + self.settings.governance.lease_s))
         finally:
             trace_id_var.reset(trace_token)
@@ -206,12 +210,14 @@ class Pipeline:
         if not await self.store_io(self.ledger.fail, job, error):
             return raced()
         log_event("job.failed", logging.WARNING, error_class=error.error_class.value)
+        self.callbacks.enqueue(job)
         return Outcome("ack", status=JobStatus.failed, detail=error.message)
 
     async def _dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> Outcome:
         if not await self.store_io(self.ledger.dead_letter, job, reason, error):
             return raced()
         log_event("job.dead_lettered", logging.ERROR, reason=reason, provider_calls=job.provider_calls)
+        self.callbacks.enqueue(job)
         return Outcome("ack", status=JobStatus.dead_lettered, detail=reason)
 
     async def _hand_back(self, job: Job, delay_s: float, detail: str, error: JobError | None = None) -> Outcome:

@@ -42,7 +42,7 @@ class Submitter:
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
                trace_id: str | None = None) -> tuple[Job, bool]:
         """Store and enqueue a job. Returns (job, created); a repeated idempotency key returns the first job."""
-        check_request(request, tenant, self.settings.guardrails, self.retriever)
+        check_request(request, tenant, self.settings, self.retriever)
         fingerprint = request.fingerprint()
         job_id = new_job_id()
         if idempotency_key is not None:

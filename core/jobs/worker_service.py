@@ -22,15 +22,15 @@ from core.jobs.prepare import Prepared, Preparer
 from core.jobs.service import ApiService
 from core.chunks import ContextChunk
 from core.models import Job, JobRequest
-from core.ports import Delivery, JobStore, Retriever, SendQueue, StateStore
+from core.ports import Delivery, JobStore, Retriever, Secrets, SendQueue, StateStore
 from core.providers.registry import ProviderRegistry
 from core.routing import Router
 
 
 class WorkerService(ApiService):
     def __init__(self, settings: Settings, *, store: JobStore, state: StateStore, queue: SendQueue,
-                 providers: ProviderRegistry, retriever: Retriever | None = None, router: Router | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 providers: ProviderRegistry, secrets: Secrets, retriever: Retriever | None = None,
+                 router: Router | None = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__(settings, store=store, state=state, queue=queue, retriever=retriever, clock=clock)
         self.settings: Settings = settings
         gov = settings.governance
@@ -42,11 +42,11 @@ class WorkerService(ApiService):
         self.preparer = Preparer(settings, self.router, providers, retriever)
         admission = Admission(settings, self.breaker, self.limiter, providers, state_io=state_io, clock=clock)
         attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io, clock=clock)
-        finalizer = Finalizer(settings, self.ledger, self.preparer, Callbacks(self.ledger, store_io=store_io, clock=clock),
-                              store_io=store_io, clock=clock)
-        self.pipeline = Pipeline(settings, self.ledger, self.preparer, admission, attempter, finalizer, self.cache,
-                                 store_io=store_io, state_io=state_io, clock=clock)
-        self.operator = Operator(settings, self.ledger, queue, clock=clock)
+        callbacks = Callbacks(settings, self.ledger, queue, secrets, store_io=store_io, clock=clock)
+        finalizer = Finalizer(settings, self.ledger, self.preparer, callbacks, store_io=store_io, clock=clock)
+        self.pipeline = Pipeline(settings, self.ledger, self.preparer, admission, attempter, finalizer, callbacks,
+                                 self.cache, store_io=store_io, state_io=state_io, clock=clock)
+        self.operator = Operator(settings, self.ledger, queue, on_terminal=callbacks.enqueue, clock=clock)
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do."""

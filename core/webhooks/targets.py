@@ -1,0 +1,110 @@
+"""Which callback URLs may be called: public http(s) targets only, unless the configuration allows more.
+
+Refused at submit, from the URL alone: credentials in the URL, loopback / private / link-local /
+unique-local / reserved / multicast addresses in any spelling (`0x7f000001`, `2130706433`,
+`[::ffff:169.254.169.254]`), and names that only mean something inside a network (`localhost`,
+`*.internal`, `*.local`, the cloud metadata services). Refused again at send time, on every address
+the name resolves to, and the connection then goes to the address that was checked, so DNS
+rebinding cannot slip a private address in between. `callbacks.allow` names hosts or CIDR ranges that
+are deliberately internal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any, Callable, Iterable
+from urllib.parse import SplitResult, urlsplit
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+INTERNAL_NAMES = frozenset({"localhost", "metadata", "metadata.google.internal", "metadata.goog", "instance-data",
+                            "instance-data.ec2.internal"})
+INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain")
+
+
+class Refused(ValueError):
+    """A callback target the policy does not allow; the message says why and how to allow it."""
+
+
+Resolver = Callable[..., list[tuple[Any, ...]]]
+
+
+class Policy:
+    def __init__(self, allow: Iterable[str] = (), *, resolver: Resolver = socket.getaddrinfo) -> None:
+        self.resolver = resolver  # socket.getaddrinfo; tests give names their own answers
+        self.hosts: set[str] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in allow:
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.hosts.add(entry.lower().rstrip("."))
+
+    def check_url(self, url: str) -> SplitResult:
+        """The URL's parts, or Refused: what submit checks before anything is stored."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Refused("callback_url must be an absolute http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise Refused("callback_url must not carry credentials (user:password@): they would be stored in clear; "
+                          "authenticate the callback with its webhook-signature header instead")
+        try:
+            parts.port
+        except ValueError:
+            raise Refused("callback_url has an invalid port") from None
+        host = parts.hostname.lower().rstrip(".")
+        if host in self.hosts:
+            return parts
+        ip = literal_address(host)
+        if ip is not None:
+            self.check_address(ip, host)
+        elif host in INTERNAL_NAMES or host.endswith(INTERNAL_SUFFIXES) or "." not in host:
+            raise Refused(f"callback_url names {host!r}, which only resolves inside a network; "
+                          f"list it under callbacks.allow if that target is deliberate")
+        return parts
+
+    def check_address(self, ip: IpAddress, host: str) -> None:
+        if any(ip in net for net in self.networks):
+            return
+        if not is_public(ip):
+            raise Refused(f"callback_url {host!r} is (or resolves to) {ip}, a loopback, private, link-local or "
+                          "reserved address; list it (or its network) under callbacks.allow if that is deliberate")
+
+    def resolve(self, host: str, port: int) -> IpAddress:
+        """The address to connect to: every address the name resolves to must pass (an allowed name passes)."""
+        host = host.lower().rstrip(".")
+        literal = literal_address(host)
+        if literal is not None:
+            self.check_address(literal, host)
+            return literal
+        try:
+            infos = self.resolver(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise Refused(f"callback host {host!r} does not resolve: {e}") from None
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        if host not in self.hosts:
+            for ip in addresses:
+                self.check_address(ip, host)
+        return addresses[0]
+
+
+def literal_address(host: str) -> IpAddress | None:
+    """An IP address however it is spelled (dotted, hex, octal, a single integer, IPv6), else None."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefx." for c in host) and any(c.isdigit() for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))  # accepts 0x7f000001, 2130706433, 0177.1
+        except OSError:
+            return None
+    return None
+
+
+def is_public(ip: IpAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:
+            return is_public(embedded)
+    return ip.is_global and not ip.is_multicast

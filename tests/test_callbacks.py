@@ -1,0 +1,196 @@
+"""Completion callbacks: SSRF refused at submit and at send, no redirects, Standard Webhooks signatures
+(checked with the reference library), delivery on every terminal status as its own queued work with
+backoff and bounded tries, and the outcome in the job view. Receivers are real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
+from tests.conftest import KEYS, anthropic_config
+
+AUTH = {"authorization": f"Bearer {KEYS['acme']}"}
+SECRET = "whsec_" + base64.b64encode(b"a 24-byte webhook secret").decode()
+FAST = {"allow": ["127.0.0.1"], "backoff_base_s": 0.05, "backoff_max_s": 0.2, "max_tries": 3}
+
+
+class Receiver:
+    """A webhook endpoint answering each POST with the next status of `statuses` (the last one repeats)."""
+
+    def __init__(self, *statuses: int, location: str | None = None) -> None:
+        self.statuses = list(statuses) or [204]
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = outer.statuses.pop(0) if len(outer.statuses) > 1 else outer.statuses[0]
+                self.send_response(status)
+                if location:
+                    self.send_header("location", location)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    made: list[Receiver] = []
+
+    def make(*statuses: int, location: str | None = None) -> Receiver:
+        made.append(Receiver(*statuses, location=location))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def settle(app, job_id: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = app.store.get(job_id)
+        if job.status.terminal and job.callback is not None and job.callback.state != "pending":
+            return job
+        time.sleep(0.02)
+    return app.store.get(job_id)
+
+
+def submit(c: httpx.Client, callback_url: str, **extra: Any) -> httpx.Response:
+    return c.post("/v1/jobs", json={"prompt": "x", "callback_url": callback_url, **extra}, headers=AUTH)
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/", "http://10.0.0.7/hook",
+    "http://192.168.1.1/", "http://metadata.google.internal/computeMetadata/v1/", "http://127.0.0.1:6379/",
+    "http://[::1]/", "http://0x7f000001/", "http://2130706433/", "http://0177.0.0.1/", "http://localhost:8080/",
+    "http://[fd00::1]/", "http://100.64.0.1/", "http://intranet/", "https://user:s3cret@hooks.example.com/done",
+])
+def test_internal_targets_and_credentials_are_refused_at_submit(live, url):
+    app, base = live()
+    with httpx.Client(base_url=base) as c:
+        r = submit(c, url)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "callback_url", r.text
+        assert c.get("/v1/jobs", headers=AUTH).json()["jobs"] == []
+    assert "s3cret" not in r.text
+
+
+def test_a_public_target_is_accepted_and_an_allowed_internal_one_too(live):
+    app, base = live({"callbacks": {"allow": ["10.1.0.0/16", "hooks.internal"]}})
+    with httpx.Client(base_url=base) as c:
+        assert submit(c, "https://hooks.example.com/done?x=1").status_code == 202
+        assert submit(c, "http://10.1.2.3/hook").status_code == 202
+        assert submit(c, "http://hooks.internal/hook").status_code == 202
+        assert submit(c, "http://10.2.0.1/hook").status_code == 422
+
+
+def test_a_succeeded_job_posts_its_view_signed_as_standard_webhooks(live, receiver):
+    from standardwebhooks.webhooks import Webhook
+
+    hook = receiver(204)
+    app, base = live({"callbacks": FAST, "tenants": {"acme": {"webhook_secret": "env:HOOK_SECRET"}}},
+                     env={"HOOK_SECRET": SECRET})
+    with httpx.Client(base_url=base) as c:
+        r = submit(c, hook.url)
+        job = settle(app, r.json()["job_id"])
+        view = c.get(f"/v1/jobs/{job.id}", headers=AUTH).json()
+    assert job.status.value == "succeeded" and len(hook.got) == 1
+    headers, body = hook.got[0]
+    assert json.loads(body)["job_id"] == job.id and json.loads(body)["status"] == "succeeded"
+    Webhook(SECRET).verify(body, headers)  # raises unless the signature is valid and the timestamp recent
+    with pytest.raises(Exception):
+        Webhook(SECRET).verify(body.replace(b"succeeded", b"failed"), headers)
+    assert view["callback"]["state"] == "delivered" and view["callback"]["tries"] == 1
+    assert view["callback"]["status_code"] == 204 and view["callback"]["id"] == headers["webhook-id"]
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_given_up(live, receiver):
+    flaky = receiver(500, 503, 204)
+    down = receiver(500)
+    app, base = live({"callbacks": FAST})
+    with httpx.Client(base_url=base) as c:
+        ok = settle(app, submit(c, flaky.url).json()["job_id"])
+        dead = settle(app, submit(c, down.url).json()["job_id"])
+    assert ok.callback.state == "delivered" and ok.callback.tries == 3 and len(flaky.got) == 3
+    assert len({h["webhook-id"] for h, _ in flaky.got}) == 1  # one event, one id, on every try
+    assert dead.callback.state == "failed" and dead.callback.tries == 3 == len(down.got)
+    assert dead.callback.error == "answered 500" and dead.status.value == "succeeded"  # the result is not at risk
+
+
+def test_failed_and_dead_lettered_jobs_call_back_too(live, receiver):
+    hook = receiver(204)
+    for fault, status in (("400", "failed"), ("500", "dead_lettered")):
+        with ServerThread(FakeAnthropic(FaultPlan(rates={fault: 1.0}))) as srv:
+            app, base = live({**anthropic_config(srv.url, max_attempts=1), "callbacks": FAST})
+            with httpx.Client(base_url=base) as c:
+                job = settle(app, submit(c, hook.url).json()["job_id"])
+        assert job.status.value == status and job.callback.state == "delivered" and job.callback.event == status
+    assert [json.loads(b)["status"] for _, b in hook.got] == ["failed", "dead_lettered"]
+
+
+def test_redirects_are_not_followed(live, receiver):
+    target = receiver(204)
+    bouncer = receiver(302, location=target.url)
+    app, base = live({"callbacks": {**FAST, "max_tries": 1}})
+    with httpx.Client(base_url=base) as c:
+        job = settle(app, submit(c, bouncer.url).json()["job_id"])
+    assert job.callback.state == "failed" and "redirects are not followed" in job.callback.error
+    assert len(bouncer.got) == 1 and target.got == []
+
+
+class FakeDns:
+    """Answers for names this test owns; counts the look-ups, as rebinding would need a second one."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.lookups: list[str] = []
+
+    def __call__(self, host: str, port: int, **kw: Any) -> list[tuple[Any, ...]]:
+        self.lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (self.answers[host], port))]
+
+
+def test_a_name_that_resolves_to_an_internal_address_is_refused_at_send_time(receiver):
+    from core.webhooks.sender import post
+    from core.webhooks.targets import Policy
+
+    hook = receiver(204)
+    url = hook.url.replace("127.0.0.1", "hooks.example.com")
+    dns = FakeDns({"hooks.example.com": "127.0.0.1"})
+    Policy(resolver=dns).check_url(url)  # nothing in the URL itself says it is internal
+    sent = post(url, b"{}", {}, policy=Policy(resolver=dns), timeout_s=5)
+    assert sent.status_code is None and sent.error.startswith("refused:") and "127.0.0.1" in sent.error
+    assert hook.got == []
+
+
+def test_the_connection_goes_to_the_address_that_was_checked_naming_the_host(receiver):
+    from core.webhooks.sender import post
+    from core.webhooks.targets import Policy
+
+    hook = receiver(204)
+    port = hook.server.server_port
+    dns = FakeDns({"hooks.example.com": "127.0.0.1"})
+    sent = post(f"http://hooks.example.com:{port}/hook?a=1", b"{}", {"x-test": "1"},
+                policy=Policy(["127.0.0.0/8"], resolver=dns), timeout_s=5)
+    assert sent.ok and dns.lookups == ["hooks.example.com"]  # one look-up: nothing to rebind between
+    headers, _ = hook.got[0]
+    assert headers["host"] == f"hooks.example.com:{port}" and headers["x-test"] == "1"
