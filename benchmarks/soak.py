@@ -89,6 +89,8 @@ async def soak(url: str, fake: FakeAnthropic, a: argparse.Namespace, data_dir: s
         "paid_twice_any_status": sum(1 for h in histories if h.count("ok") > 1),
         "permanent_retried": sum(1 for h in histories if "400" in h[:-1]),
         "budget_exceeded": sum(1 for h in histories if len(h) > a.budget),
+        # attempts that started and never finished (no process dies here, so 0; tests/test_kill.py kills)
+        "lost_attempts": sum(1 for j in jobs for at in j.attempts if at.outcome == "lost"),
         "duplicate_deliveries": chaos.duplicates_sent, "early_redeliveries": chaos.early_redeliveries,
         "faults": {k: v for k, v in fake.stats.items() if k != "calls"},
         "elapsed_s": round(elapsed, 2),

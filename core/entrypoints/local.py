@@ -68,7 +68,8 @@ class WorkerPool:
                 except asyncio.TimeoutError:
                     pass
                 continue
-            deadline = time.time() + vt - DEADLINE_MARGIN_S
+            # leave time to report before the message becomes visible again: 5 s, or a fifth of a short timeout
+            deadline = time.time() + vt - min(DEADLINE_MARGIN_S, vt * 0.2)
             for d in deliveries:
                 t = asyncio.create_task(self._run(d, deadline))
                 self._tasks.add(t)

@@ -146,7 +146,7 @@ class FakeAnthropic:
     def _stats_body(self) -> dict[str, Any]:
         with self.lock:
             acc = self.accepted_at
-            return {"stats": dict(self.stats), "accepted": len(acc),
+            return {"stats": dict(self.stats), "accepted": len(acc), "history": self.history_by_marker,
                     "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
                     "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else []}
 
@@ -362,8 +362,12 @@ def main() -> None:
     p.add_argument("--api-key", default="test-key")
     p.add_argument("--rpm", type=float, help="enforce this many requests per minute (429 beyond)")
     p.add_argument("--burst", type=float, help="rate-limit bucket capacity in requests (default: rpm)")
+    p.add_argument("--rates", default="{}", help='fault probabilities as JSON, e.g. \'{"500": 0.1, "400": 0.05}\'')
+    p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
-    plan = FaultPlan(latency_s=a.latency, rpm=a.rpm, burst=a.burst)
+    import json as _json
+
+    plan = FaultPlan(latency_s=a.latency, rpm=a.rpm, burst=a.burst, rates=_json.loads(a.rates), seed=a.seed)
     uvicorn.run(FakeAnthropic(plan, api_key=a.api_key), host="127.0.0.1",
                 port=a.port, log_level="warning", access_log=False, backlog=4096)
 
