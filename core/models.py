@@ -93,7 +93,9 @@ class JobRequest(_Model):
         description=f"Free-form tags, stored with the job: at most {MAX_METADATA_DEPTH} levels deep and "
                     f"{MAX_METADATA_BYTES:,} bytes as JSON.",
     )
-    callback_url: str | None = Field(default=None, max_length=2048, description="URL POSTed the job view when done.")
+    callback_url: str | None = Field(
+        default=None, max_length=2048, json_schema_extra={"format": "uri", "pattern": "^https?://"},  # checked below
+        description="A public http(s) URL POSTed the job view, signed, once the job is terminal.")
     cache: bool = Field(default=True, description="Set false to bypass the response cache (read and write) for this job.")
 
     @field_validator("prompt")

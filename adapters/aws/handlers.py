@@ -48,7 +48,7 @@ def _request(event: dict[str, Any]) -> ApiRequest:
     domain = ctx.get("domainName")  # API Gateway's own name for itself, never the client's Host header
     return ApiRequest(method=(ctx.get("http") or {}).get("method", "GET"), path=path, headers=headers, body=raw,
                       base_url=f"https://{domain}" if domain else "",
-                      query=dict(parse_qsl(event.get("rawQueryString") or "")))
+                      query=dict(parse_qsl(event.get("rawQueryString") or "", keep_blank_values=True)))
 
 
 def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -167,7 +167,7 @@ class Api:
 
     def list_jobs(self, req: ApiRequest, tenant: str) -> ApiResponse:
         status, raw_limit = req.query.get("status"), req.query.get("limit", "50")
-        if status and status not in JobStatus.__members__:
+        if status is not None and status not in JobStatus.__members__:
             return error(422, "invalid_request", f"status must be one of {', '.join(JobStatus.__members__)}", "status")
         if not (raw_limit.isdigit() and 1 <= int(raw_limit) <= LIST_LIMIT):
             return error(422, "invalid_request", f"limit must be an integer from 1 to {LIST_LIMIT}", "limit")

@@ -121,7 +121,7 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         req = ApiRequest(
             method=scope["method"], path=scope["path"], headers=headers, body=body, base_url=_own_url(scope),
-            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)),
         )
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) != len(body) and len(body) <= MAX_BODY_BYTES:
