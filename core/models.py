@@ -43,6 +43,10 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+# tenant and collection names: they become parts of keys and paths (snapshots, blob prefixes), so no
+# separators, no dot-dot, no spaces
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 16_384
 
@@ -86,7 +90,8 @@ class JobRequest(_Model):
         default=None, max_length=10_000, description="Retrieval query; defaults to the prompt when a collection is used."
     )
     collection: str | None = Field(
-        default=None, max_length=128, description="Collection to retrieve context from; defaults to the tenant's."
+        default=None, pattern=NAME_PATTERN, description=f"Collection to retrieve context from ({NAME_RULE}); "
+                                                        "defaults to the tenant's."
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from tests.conftest import SAMPLES
@@ -136,3 +138,133 @@ def test_dlq_replay_of_a_job_that_changed_meanwhile_says_so_without_a_traceback(
     assert f"job {job.id} changed while it was being replayed" in err and "run the replay again" in err
     assert "Traceback" not in err
     assert app.store.get(job.id).status is JobStatus.dead_lettered and app.queue.depth()["queued"] == 1
+
+
+# ---------------------------------------------------------------- what a new user runs into
+
+
+def no_traceback(p: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr[-2000:]
+
+
+def test_an_unset_provider_secret_fails_config_check_and_explains_the_failed_job(tmp_path):
+    cfg = tmp_path / "alto.yaml"
+    cfg.write_text("providers: {c: {type: anthropic, api_key: env:NOT_SET_ANYWHERE}}\n"
+                   "models: {m: {provider: c, model_id: claude-haiku-4-5}}\nrouting: {default: {model: m}}\n")
+    data = tmp_path / "data"
+    p = run(["--config", str(cfg), "config", "check"], data, check=False)
+    assert p.returncode == 2 and "providers.c.api_key" in p.stderr and "NOT_SET_ANYWHERE is not set" in p.stderr
+    assert run(["--config", str(cfg), "config", "check", "--skip-secrets"], data).returncode == 0
+    out = run(["--config", str(cfg), "ask", "hello", "--json"], data, check=False)
+    view = json.loads(out.stdout)
+    assert out.returncode == 1 and view["status"] == "failed" and view["error"]["error_class"] == "permanent"
+    assert "NOT_SET_ANYWHERE is not set" in view["error"]["message"] and view["attempts"] == []
+
+
+def test_mistakes_on_the_command_line_get_a_message_not_a_traceback(tmp_path):
+    data = tmp_path / "data"
+    for args, words in ((["ask", "  "], "prompt"), (["route", "explain", "--prompt-file", "nope.txt"], "cannot read"),
+                        (["serve", "--port", "99999"], "not a TCP port"),
+                        (["ingest", str(SAMPLES), "--collection", "../../x", "--publish"], "not a valid name"),
+                        (["ask", "hi", "--tenant", "a/b"], "not a valid name")):
+        p = run(args, data, check=False)
+        assert p.returncode == 2 and words in p.stderr, (args, p.stderr)
+        no_traceback(p)
+
+
+def test_piping_a_listing_into_head_is_quiet(tmp_path):
+    data = tmp_path / "data"
+    for i in range(3):
+        run(["ask", f"question {i}"], data)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
+    p = subprocess.run(f"'{ALTO}' jobs list | head -c 10", shell=True, env={**e, "ALTO_DATA_DIR": str(data)},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and len(p.stdout) == 10
+    no_traceback(p)
+
+
+def test_ask_runs_only_its_own_job_and_says_when_it_stops_waiting(tmp_path):
+    import socket
+
+    data = tmp_path / "data"
+    from core.bootstrap import bootstrap
+    from core.config import load_settings
+
+    other = bootstrap(load_settings(env={"ALTO_DATA_DIR": str(data)})).service.submit(
+        "other-tenant", __import__("core.models", fromlist=["JobRequest"]).JobRequest(prompt="not yours"))[0]
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    cfg = tmp_path / "alto.yaml"
+    cfg.write_text(f"providers: {{s: {{type: anthropic, api_key: env:K, base_url: 'http://127.0.0.1:{silent.getsockname()[1]}',"
+                   " timeout_s: 30}}\nmodels: {m: {provider: s, model_id: claude-haiku-4-5}}\nrouting: {default: {model: m}}\n")
+    try:
+        p = run(["--config", str(cfg), "ask", "hello", "--timeout", "2"], data, env={"K": "x"}, check=False)
+    finally:
+        silent.close()
+    assert p.returncode == 3 and ("still running after 2 s" in p.stderr or "still queued after 2 s" in p.stderr)
+    assert "alto jobs show" in p.stderr
+    no_traceback(p)
+    from core.embedded.stores import SqliteJobStore
+
+    assert SqliteJobStore(data / "jobs.db").get(other.id).status.value == "queued"  # never run by `ask`
+
+
+def test_config_show_prints_json_alone_and_env_errors_name_the_variable(tmp_path):
+    data = tmp_path / "data"
+    shown = run(["config", "check", "--show"], data)
+    assert json.loads(shown.stdout)["server"]["port"] == 8080 and "config OK" in shown.stderr
+    bad = run(["config", "check"], data, env={"ALTO_SERVER__PORT": "eighty"}, check=False)
+    assert bad.returncode == 2 and "ALTO_SERVER__PORT" in bad.stderr and "built-in defaults" not in bad.stderr
+    bad_tenant = run(["config", "check"], data, env={"ALTO_API_KEYS": "../x=k"}, check=False)
+    assert bad_tenant.returncode == 2 and "tenant name '../x' is not valid" in bad_tenant.stderr
+
+
+def test_serve_reports_a_port_in_use_and_the_port_it_really_bound(tmp_path):
+    import socket
+
+    data = tmp_path / "data"
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        p = run(["serve", "--port", str(taken.getsockname()[1]), "--workers", "0"], data, check=False)
+    finally:
+        taken.close()
+    assert p.returncode == 2 and "cannot listen on" in p.stderr and "serving on" not in p.stderr
+    no_traceback(p)
+    e = {**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, "ALTO_DATA_DIR": str(data)}
+    proc = subprocess.Popen([ALTO, "serve", "--port", "0", "--workers", "0"], env=e, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the port it printed is the port it serves
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"nothing answers on the port it printed: {line}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_ingest_says_what_it_passed_over(tmp_path):
+    data = tmp_path / "data"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = run(["ingest", str(empty)], data, check=False)
+    assert p.returncode == 2 and "no documents under" in p.stderr
+    (docs / "notes.md").write_bytes("# Notes\n\nCaf\xe9 latin-1 here.".encode("latin-1"))
+    (docs / "image.png").write_bytes(b"\x89PNG")
+    (docs / "blob.txt").write_bytes(bytes(range(256)) * 4)
+    p = run(["ingest", str(docs)], data)
+    assert "1 added" in p.stdout
+    assert "image.png: .png is not a document type" in p.stderr and "blob.txt: not UTF-8 text" in p.stderr
+    assert "notes.md: 1 bytes are not UTF-8" in p.stderr

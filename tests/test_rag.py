@@ -18,7 +18,8 @@ from core.config.worker import ModelConfig, RetrievalConfig, TemplateConfig
 from core.models import JobRequest, JobStatus
 from core.prompting import SYSTEM
 from core.chunks import ContextChunk
-from core.retrieval.ingest import chunk_text, read_document
+from core.retrieval.documents import read_document
+from core.retrieval.ingest import chunk_text
 from core.entrypoints.local import run_until_done
 from core.tokenizers import counter
 from tests.conftest import SAMPLES, anthropic_config

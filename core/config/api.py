@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.models import NAME_PATTERN, NAME_RULE
+
 SECRET_REF = re.compile(r"^(env|file|aws-sm|gcp-sm|azure-kv):.+$")
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -57,7 +59,7 @@ class GuardrailsConfig(_Strict):
 
 class TenantConfig(_Strict):
     api_keys: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes or secret references.")
-    default_collection: str | None = None
+    default_collection: str | None = Field(default=None, pattern=NAME_PATTERN)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     webhook_secret: str | None = Field(
         default=None, description="Secret reference (env:NAME) to a `whsec_<base64>` key: callbacks are signed with it "
@@ -159,6 +161,14 @@ class ApiSettings(_Strict):
     templates: Any = Field(default_factory=dict, description="Keyed by `id@version` (validated by Settings).")
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, tenants: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        for name in tenants:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"tenant name {name!r} is not valid: use {NAME_RULE}")
+        return tenants
     queue: QueueConfig = Field(default_factory=QueueConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     callbacks: CallbackConfig = Field(default_factory=CallbackConfig)

@@ -140,6 +140,10 @@ def _read(path: str | Path | None, env: Mapping[str, str] | None) -> tuple[dict[
         if not isinstance(loaded, dict):
             raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections (providers:, models:, ...)")
         data = loaded
+    overrides = sorted(k for k in env if k.startswith("ALTO_") and "__" in k)
+    if overrides:  # an error in one of them must name it, not blame the file or the defaults
+        named = ", ".join(overrides[:5]) + (" ..." if len(overrides) > 5 else "")
+        source = f"{source} with environment overrides ({named})" if cfg_path else f"environment overrides ({named})"
     data = _deep_merge(data, _env_overrides(env))
     if env.get("ALTO_DATA_DIR"):
         data["data_dir"] = env["ALTO_DATA_DIR"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,6 +16,7 @@ from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, error, respon
 from core.errors import ConfigError
 from core.jobs.offload import Offload
 from core.logs import log_event
+from core.models import Job, QueueMessage
 from core.ports import DeadLetterFeed, Delivery, PullQueue, SendNotifier
 
 DEADLINE_MARGIN_S = 5.0
@@ -200,8 +202,26 @@ class LocalService:
         log_event("runtime.stopped", workers=len(self.pools))
 
 
-async def serve(app: App, *, host: str, port: int, workers: int, workers_only: bool = False) -> None:
-    """API + worker loops in one process (or workers only), stopped cleanly by SIGINT/SIGTERM."""
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything says it is serving (a port in use is an error, not a
+    traceback; port 0 gets a free port, which `sock.getsockname()` then names)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}; stop what uses it, or pick another "
+                          "port with --port (0 for any free one)") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(app: App, *, sock: socket.socket | None, workers: int) -> None:
+    """API + worker loops in one process (or, with no socket, workers only), stopped cleanly by SIGINT/SIGTERM."""
+    workers_only = sock is None
     local = LocalService(app, workers=workers)
     if workers_only:
         import signal
@@ -215,8 +235,8 @@ async def serve(app: App, *, host: str, port: int, workers: int, workers_only: b
         return
     import uvicorn
 
-    config = uvicorn.Config(local.asgi, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
-    await uvicorn.Server(config).serve()
+    config = uvicorn.Config(local.asgi, log_level="warning", lifespan="on", access_log=False)
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 def wire_wakeups(app: App, pools: list[WorkerPool]) -> None:
@@ -231,6 +251,31 @@ def wire_wakeups(app: App, pools: list[WorkerPool]) -> None:
 def unwire_wakeups(app: App) -> None:
     if isinstance(app.queue, SendNotifier):
         app.queue.listeners.clear()
+
+
+async def run_inline(app: App, job_id: str, *, timeout_s: float, say: Any = None) -> Job | None:
+    """Process one job in this process until it is terminal or `timeout_s` passes (`alto ask`): only that
+    job, never other tenants' queued work. Its queue message stays for a worker, which finds it done;
+    a worker that got there first holds the lease, and this waits for it."""
+    job = app.store.get(job_id)
+    if job is None:
+        return None
+    message = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id)
+    delivery = Delivery(message_id=f"inline-{job_id}", body=message.model_dump_json())
+    give_up = time.monotonic() + timeout_s
+    try:
+        while (left := give_up - time.monotonic()) > 0:
+            outcome = await app.service.process(delivery, deadline=time.time() + min(left, app.settings.governance.lease_s))
+            job = app.store.get(job_id)
+            if job is None or job.status.terminal:
+                return job
+            wait = min(max(0.05, outcome.delay_s), max(0.0, give_up - time.monotonic()))
+            if say is not None and wait >= 1:
+                say(f"{outcome.detail or job.status.value}; trying again in {wait:.0f} s")
+            await asyncio.sleep(wait)
+        return app.store.get(job_id)
+    finally:
+        await app.providers.aclose()
 
 
 async def run_until_done(

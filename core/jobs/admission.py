@@ -119,7 +119,11 @@ class Admission:
             decision = decision.model_copy(update={"reason": decision.reason + " (half-open probe)"})
         # build the client (a cold SDK import blocks the loop ~1 s) before taking a rate slot, or the
         # requests reserved meanwhile would reach the provider bunched together
-        self.providers.get(decision.provider)
+        try:
+            self.providers.get(decision.provider)
+        except BaseException:  # e.g. its secret is not set: give the probe back before the caller fails the job
+            await self.state_io(self.breaker.abandon, gate)
+            raise
         return decision, model, gate
 
     async def _slot(self, model: ModelConfig, patience: float) -> tuple[str | None, float | None]:

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 from core.assembly import Assembled
 from core.config.worker import Settings
-from core.errors import Contended, GuardrailViolation, NoRoute
+from core.errors import ConfigError, Contended, GuardrailViolation, NoRoute
 from core.governance.cache import ResponseCache, cache_key
 from core.governance.ratelimit import Deferral
 from core.guardrails import check_input
@@ -91,6 +91,8 @@ class Pipeline:
             run = await self._prepare(job, deadline)
         except (GuardrailViolation, NoRoute) as e:
             return await self._refuse(job, str(e))
+        except ConfigError as e:  # e.g. the provider's secret is not set: fix it, then `alto dlq replay`
+            return await self._refuse(job, f"the service cannot call its provider: {e}")
         if (hit := await self._cached(run)) is not None:
             return hit
         return await self._attempts(run)
@@ -158,6 +160,8 @@ class Pipeline:
                 return await self._defer(job, jittered(1.0), str(e))
             except NoRoute as e:
                 return await self._refuse(job, str(e))
+            except ConfigError as e:  # the provider can't be built: permanent and explained, never "transient"
+                return await self._refuse(job, f"the service cannot call its provider: {e}")
             outcome = await self._apply(run, decision)
             if outcome is not None:
                 return outcome

@@ -10,8 +10,6 @@ changed ones have their chunks replaced atomically, and `prune=True` removes doc
 from __future__ import annotations
 
 import hashlib
-import html.parser
-import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,14 +18,10 @@ from typing import Any, Callable, Iterable
 
 from core.errors import InputError
 from core.ports import BlobStore, DocumentIndex
+from core.retrieval.documents import CODE_SUFFIXES, HEADING, SUFFIXES, read_text
 from core.retrieval.index import ChunkRow
 from core.tokenizers import counter
 
-TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf"}
-CODE_SUFFIXES = {".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".h", ".cpp", ".rb", ".sh", ".sql", ".yaml", ".yml", ".toml"}
-SUFFIXES = TEXT_SUFFIXES | CODE_SUFFIXES
-HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
-RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
 
 
 @dataclass
@@ -38,7 +32,8 @@ class IngestStats:
     removed: int = 0
     chunks: int = 0
     tokens: int = 0
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # documents not ingested, each with its reason
+    notes: list[str] = field(default_factory=list)  # ingested, with something worth knowing
 
 
 @dataclass
@@ -48,98 +43,6 @@ class Document:
     source: str  # relative path, or `blob:KEY`
     suffix: str
     load: Callable[[], bytes]
-
-
-class _HtmlText(html.parser.HTMLParser):
-    BLOCK = {"p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "br", "section", "article"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self.title: str | None = None
-        self._skip = 0
-        self._in_title = False
-        self._heading: int | None = None
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[override]
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag == "title":
-            self._in_title = True
-        elif re.fullmatch(r"h[1-6]", tag):
-            self._heading = int(tag[1])
-            self.parts.append("\n\n" + "#" * self._heading + " ")
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._skip = max(0, self._skip - 1)
-        elif tag == "title":
-            self._in_title = False
-        elif re.fullmatch(r"h[1-6]", tag):
-            self._heading = None
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
-            return
-        if self._in_title:
-            self.title = (self.title or "") + data.strip()
-            return
-        self.parts.append(data if self._heading is None else " ".join(data.split()))
-
-
-def _pdf_text(data: bytes, source: str) -> tuple[str, str | None]:
-    """Text per page as `# Page N` sections, so chunks (and citations) know their page."""
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and reader.decrypt("") == 0:
-            raise InputError(f"{source}: the PDF is encrypted; decrypt it first (e.g. `qpdf --decrypt`)", field="path")
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
-        meta_title = reader.metadata.title if reader.metadata else None
-    except PdfReadError as e:
-        raise InputError(f"{source}: not a readable PDF ({e})", field="path") from None
-    if not any(pages):
-        raise InputError(
-            f"{source}: the PDF has no text layer (a scan?); run OCR first (e.g. `ocrmypdf`) and ingest the result",
-            field="path",
-        )
-    body = "\n\n".join(f"# Page {n}\n\n{text}" for n, text in enumerate(pages, start=1) if text)
-    return body, (str(meta_title).strip() or None) if meta_title else None
-
-
-def read_document(source: str, suffix: str, data: bytes) -> tuple[str, str | None]:
-    """Return (text, title). HTML headings become Markdown headings; PDF pages become sections."""
-    suffix = suffix.lower()
-    if suffix == ".pdf":
-        return _pdf_text(data, source)
-    raw = data.decode("utf-8", errors="replace")
-    if suffix in (".html", ".htm"):
-        p = _HtmlText()
-        p.feed(raw)
-        text = re.sub(r"\n{3,}", "\n\n", "".join(p.parts)).strip()
-        return text, p.title
-    if suffix == ".rst":  # underlined titles → Markdown headings so chunking sees the structure
-        lines = raw.splitlines()
-        out: list[str] = []
-        for i, line in enumerate(lines):
-            if RST_UNDERLINE.match(line) and out and out[-1].strip() and not out[-1].startswith("#"):
-                out[-1] = "## " + out[-1].strip()
-                continue
-            out.append(line)
-        raw = "\n".join(out)
-    title = None
-    if suffix not in CODE_SUFFIXES:
-        for line in raw.splitlines():
-            m = HEADING.match(line)
-            if m:
-                title = m.group(2).strip()
-                break
-    return raw, title
 
 
 def _blocks(text: str, is_code: bool) -> Iterable[tuple[str | None, str, int]]:
@@ -264,19 +167,27 @@ def doc_id_for(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", source.removeprefix("blob:")).strip("-").lower() or "doc"
 
 
-def folder_documents(root: Path) -> tuple[list[Document], bool]:
-    """Documents under `root` (or the single file), hidden paths skipped. Returns (documents, is_folder)."""
+def folder_documents(root: Path) -> tuple[list[Document], bool, list[str]]:
+    """Documents under `root` (or the single file), hidden paths left out. Returns (documents, is_folder,
+    files passed over with the reason). A folder with no document at all is an error, not a silent no-op."""
     root = root.resolve()
     if not root.exists():
         raise InputError(f"ingest path {root} does not exist; pass a file or folder of documents", field="path")
+    supported = ", ".join(sorted(SUFFIXES))
     if root.is_file():
-        return [Document(root.name, root.suffix, root.read_bytes)], False
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-    return [Document(p.relative_to(root).as_posix(), p.suffix, p.read_bytes) for p in files], True
+        if root.suffix.lower() not in SUFFIXES:
+            raise InputError(f"{root.name}: {root.suffix or 'no extension'} is not a document type ingest reads "
+                             f"({supported})", field="path")
+        return [Document(root.name, root.suffix, root.read_bytes)], False, []
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    docs = [p for p in files if p.suffix.lower() in SUFFIXES]
+    passed = [f"{p.relative_to(root).as_posix()}: {p.suffix or 'no extension'} is not a document type ingest reads"
+              for p in files if p.suffix.lower() not in SUFFIXES]
+    if not docs:
+        raise InputError(f"no documents under {root} ({len(files)} other files); ingest reads {supported}",
+                         field="path")
+    return [Document(p.relative_to(root).as_posix(), p.suffix, p.read_bytes) for p in docs], True, passed
 
 
 def blob_documents(blobs: BlobStore, prefix: str) -> list[Document]:
@@ -318,11 +229,12 @@ def ingest_documents(
         if previous == digest:
             stats.unchanged += 1
             continue
-        try:
-            text, title = read_document(doc.source, doc.suffix, data)
-        except InputError as e:
-            stats.skipped.append(str(e))
+        read = read_text(doc.source, doc.suffix, data)
+        stats.notes += read.notes
+        if read.skipped:
+            stats.skipped.append(read.skipped)
             continue
+        text, title = read.text, read.title
         doc_id = doc_id_for(doc.source)
         if slugs[doc_id] > 1:  # 'a-b.md' and 'a_b.md' would share an id: tell them apart, stably
             doc_id += "-" + hashlib.sha256(doc.source.encode()).hexdigest()[:6]

@@ -36,17 +36,20 @@ class Library:
         from core.retrieval.ingest import blob_documents, folder_documents, ingest_documents
 
         target = str(target)
+        passed: list[str] = []
         if target.startswith(BLOB_SCHEME):
             documents = blob_documents(self.blobs, target[len(BLOB_SCHEME):])
             is_set = True
         else:
-            documents, is_set = folder_documents(Path(target))
-        return ingest_documents(
+            documents, is_set, passed = folder_documents(Path(target))
+        stats = ingest_documents(
             self.index, documents, tenant=tenant, collection=collection,
             chunk_tokens=self.settings.chunk_tokens, overlap_tokens=self.settings.chunk_overlap_tokens,
             prune=prune and is_set, progress=progress,
             embedder=self.embedder if self.settings.mode != "keyword" else None,
         )
+        stats.skipped[:0] = passed
+        return stats
 
     def publish(self, tenant: str, collection: str) -> "Manifest":
         """Upload the collection as a read-only snapshot for serverless workers (`backend: snapshot`)."""

@@ -28,7 +28,8 @@ class ConfigCheck {
     const python = (service.custom && service.custom.bytecode && service.custom.bytecode.python) || 'python3.12';
     const root = this.serverless.config.servicePath;
     try {
-      execFileSync(python, ['-m', 'core.entrypoints.cli', '--config', config, 'config', 'check'], {
+      // --skip-secrets: the deploying machine doesn't hold the functions' secrets (Secrets Manager does)
+      execFileSync(python, ['-m', 'core.entrypoints.cli', '--config', config, 'config', 'check', '--skip-secrets'], {
         cwd: root,
         stdio: ['ignore', 'ignore', 'pipe'],
         env: { ...Object.fromEntries([...own, ...functions]),

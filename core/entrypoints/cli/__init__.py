@@ -7,7 +7,10 @@ Each area's commands live in their own module and register their own subcommands
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from pydantic import ValidationError
 
 from core.entrypoints.cli import data, explain, jobs, run
 from core.errors import AltoError
@@ -29,6 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     except AltoError as e:
         print(f"alto: {e}", file=sys.stderr)
         return 2
+    except ValidationError as e:  # a request built from the command line (alto ask "")
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        print(f"alto: {where}: {first['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"alto: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `alto jobs list | head`: the reader is done, and so are we
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
 

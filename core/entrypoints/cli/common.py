@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from core.bootstrap import App, bootstrap
 from core.config.load import load_settings
+from core.models import NAME_PATTERN, NAME_RULE
 
 DEFAULT_TENANT = "default"
+
+
+def name(value: str) -> str:
+    """An argparse type for tenant and collection names (they become parts of keys and paths)."""
+    if not re.match(NAME_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid name: use {NAME_RULE}")
+    return value
+
+
+def port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port: use 1-65535, or 0 for any free port")
+    return int(value)
 
 
 def app_from(args: argparse.Namespace) -> App:

@@ -10,7 +10,9 @@ from typing import Any
 
 from core.config.api import hash_api_key
 from core.config.load import load_settings
-from core.entrypoints.cli.common import DEFAULT_TENANT, app_from
+from core.config.secrets_check import unresolved_secrets
+from core.embedded.secrets import EnvSecrets
+from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, name
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -23,6 +25,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
           f"{stats.unchanged} unchanged, {stats.removed} removed, {stats.chunks} chunks ({stats.tokens:,} tokens) written")
     for s in stats.skipped:
         print(f"  skipped {s}", file=sys.stderr)
+    for note in stats.notes:
+        print(f"  note: {note}", file=sys.stderr)
     if args.publish:
         m = app.library.publish(args.tenant, args.collection)
         print(f"published snapshot {m.version}: {m.chunks} chunks, {m.vectors} vectors, {m.bytes:,} bytes -> {m.key}")
@@ -34,19 +38,25 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(hash_api_key(args.key))
         return 0
     settings = load_settings(args.config)
+    if not args.skip_secrets and (problems := unresolved_secrets(settings, EnvSecrets())):
+        print("alto: the configuration is valid, but secrets it uses do not resolve here (jobs would fail):\n"
+              + "\n".join(problems) + "\n(on a build machine without the service's secrets, pass --skip-secrets)",
+              file=sys.stderr)
+        return 2
     if args.show:
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
-    print(f"config OK: {len(settings.providers)} providers, {len(settings.models)} models, "
-          f"default route → {settings.routing.default.model}, {len(settings.tenants)} tenants, "
-          f"data in {settings.resolved_data_dir()}")
+    summary = (f"config OK: {len(settings.providers)} providers, {len(settings.models)} models, "
+               f"default route → {settings.routing.default.model}, {len(settings.tenants)} tenants, "
+               f"data in {settings.resolved_data_dir()}")
+    print(summary, file=sys.stderr if args.show else sys.stdout)  # --show prints JSON alone on stdout
     return 0
 
 
 def register(sub: Any) -> None:
     i = sub.add_parser("ingest", help="index documents into a collection")
     i.add_argument("path", help="a file, a folder, or blob:PREFIX for documents in the blob store")
-    i.add_argument("--collection", default="docs")
-    i.add_argument("--tenant", default=DEFAULT_TENANT)
+    i.add_argument("--collection", type=name, default="docs")
+    i.add_argument("--tenant", default=DEFAULT_TENANT, type=name)
     i.add_argument("--prune", action="store_true", help="remove documents no longer under PATH")
     i.add_argument("--quiet", action="store_true")
     i.add_argument("--progress", action="store_true", help="show the progress bar even when not a terminal")
@@ -57,7 +67,9 @@ def register(sub: Any) -> None:
     c = sub.add_parser("config", help="validate configuration or hash an API key")
     csub = c.add_subparsers(dest="config_cmd", required=True)
     cc = csub.add_parser("check")
-    cc.add_argument("--show", action="store_true", help="print the effective configuration")
+    cc.add_argument("--show", action="store_true", help="print the effective configuration as JSON")
+    cc.add_argument("--skip-secrets", action="store_true",
+                    help="don't resolve env:/file: secret references (a build machine without the service's secrets)")
     ch = csub.add_parser("hash-key", help="print the sha256: form of an API key for the config file")
     ch.add_argument("key")
     c.set_defaults(fn=cmd_config)

@@ -1,0 +1,43 @@
+"""What `alto config check` verifies beyond the schema: every secret reference the configuration will
+use resolves on this machine. Only providers that some route can reach are checked (the built-in
+`anthropic` provider is defined everywhere, used by few), and only `env:` and `file:` references
+(cloud secret stores are checked where they live). Build machines skip this with `--skip-secrets`."""
+
+from __future__ import annotations
+
+from core.config.api import SECRET_REF
+from core.config.worker import Settings
+from core.errors import ConfigError
+from core.ports import Secrets
+
+LOCAL_SCHEMES = ("env", "file")
+
+
+def routed_providers(settings: Settings) -> list[str]:
+    routes = [settings.routing.default] + [r.route for r in settings.routing.rules]
+    models = {m for route in routes for m in route.model_names()}
+    models |= {m for route in routes for kind in type(route.fallbacks).model_fields for m in getattr(route.fallbacks, kind)}
+    return sorted({settings.models[m].provider for m in models if m in settings.models})
+
+
+def secret_refs(settings: Settings) -> list[tuple[str, str]]:
+    """(where, reference) for every secret the running service will resolve."""
+    refs = [(f"providers.{name}.api_key", settings.providers[name].api_key) for name in routed_providers(settings)]
+    for tenant, cfg in settings.tenants.items():
+        refs += [(f"tenants.{tenant}.api_keys[{i}]", k) for i, k in enumerate(cfg.api_keys) if SECRET_REF.match(k)]
+        refs.append((f"tenants.{tenant}.webhook_secret", cfg.webhook_secret))
+    if settings.retrieval.backend == "pgvector" and settings.retrieval.pgvector is not None:
+        refs.append(("retrieval.pgvector.dsn", settings.retrieval.pgvector.dsn))
+    return [(where, ref) for where, ref in refs if ref]
+
+
+def unresolved_secrets(settings: Settings, secrets: Secrets) -> list[str]:
+    problems = []
+    for where, ref in secret_refs(settings):
+        if ref.partition(":")[0] not in LOCAL_SCHEMES:
+            continue
+        try:
+            secrets.resolve(ref)
+        except ConfigError as e:
+            problems.append(f"  {where}: {e}")
+    return problems
