@@ -33,12 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.retrieval.evaluation import BeirDataset, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
+from core.retrieval.evaluation import BeirDataset, evaluate, load_beir  # noqa: E402
 from core.retrieval.hybrid import rrf  # noqa: E402
 from core.retrieval.index import ChunkRow, KeywordIndex  # noqa: E402
 from core.text import STOP_WORDS, words  # noqa: E402
 
 T, C = "bench", "c"
+DEPTH = 100  # results kept per query: recall@100 needs them
 K = 20  # candidates per query, as `retrieval.candidates` defaults
 
 
@@ -84,20 +85,21 @@ def quality(ds: BeirDataset, index: KeywordIndex, back: dict[str, str], vector) 
     if vector is not None:
         runs["vector"], runs["hybrid"] = {}, {}
     for qid, q in ds.queries.items():
-        runs["fts5"][qid] = [back[c.id] for c in index.search(T, C, q, k=10)]
-        kw = bm.search(T, C, q, k=50)
-        runs["bm25s"][qid] = [back[c.id] for c in kw][:10]
+        # 100 deep, for recall@100 (nDCG@10 reads the first 10); chunks map back to their documents
+        runs["fts5"][qid] = _docs(back, index.search(T, C, q, k=DEPTH))
+        kw = bm.search(T, C, q, k=DEPTH)
+        runs["bm25s"][qid] = _docs(back, kw)
         if vector is not None:
-            vec = vector.search(T, C, q, k=50)
-            runs["vector"][qid] = [back[c.id] for c in vec][:10]
-            runs["hybrid"][qid] = [back[c.id] for c in rrf([kw, vec], k=60, limit=10)]
-    out = {}
-    for name, run in runs.items():
-        out[name] = {
-            "ndcg@10": round(statistics.fmean(ndcg_at_k(run[q], ds.qrels[q]) for q in ds.queries), 4),
-            "recall@10": round(statistics.fmean(recall_at_k(run[q], ds.qrels[q]) for q in ds.queries), 4),
-        }
-    return out
+            vec = vector.search(T, C, q, k=DEPTH)
+            runs["vector"][qid] = _docs(back, vec)
+            runs["hybrid"][qid] = _docs(back, rrf([kw, vec], k=60, limit=DEPTH))
+    qrels = {q: ds.qrels[q] for q in ds.queries}
+    return {name: evaluate(run, qrels) for name, run in runs.items()}
+
+
+def _docs(back: dict[str, str], chunks: list) -> list[str]:
+    """Ranked document ids from ranked chunks, each document once (at its best chunk's rank)."""
+    return list(dict.fromkeys(back[c.id] for c in chunks))
 
 
 def synthetic_chunks(ds: BeirDataset, n: int, seed: int = 7) -> list[str]:

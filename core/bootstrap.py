@@ -168,6 +168,10 @@ def build_retrieval(
     Nothing heavy happens here: the embedding model loads on first use, Postgres connects on first query.
     """
     r = settings.retrieval
+    if r.mode != "keyword" or r.keyword_engine != "fts5":  # NumPy will load: size its BLAS pool first
+        from core.retrieval.threads import limit_blas
+
+        limit_blas(r.blas_threads)
     embedder = None
     if r.mode != "keyword":
         from core.retrieval.embedding import LazyEmbedder

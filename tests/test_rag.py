@@ -403,3 +403,51 @@ def test_pgvector_backend_end_to_end_on_a_real_postgres(make_app, postgres, fake
     job = run_job(app, JobRequest(prompt="how is the retry budget kept?", collection="docs"))
     assert job.status is JobStatus.succeeded and job.citations and all(c.valid for c in job.citations)
     assert job.assembly.chunks
+
+
+def test_metrics_match_trec_eval_on_graded_judgments_with_zeros_and_unanswerable_queries(tmp_path):
+    import random
+
+    import pytrec_eval
+
+    from core.retrieval.evaluation import evaluate, load_beir
+
+    rng = random.Random(3)
+    docs = [f"d{i}" for i in range(200)]
+    qrels = {f"q{i}": {d: rng.choice([0, 0, 1, 2, 3]) for d in rng.sample(docs, 12)} for i in range(30)}
+    qrels["q_none"] = {"d1": 0, "d2": 0}  # judged, nothing relevant: BEIR scores it 0
+    run = {q: rng.sample(docs, 100) for q in qrels}
+    run["q7"] = ["q7"] + run["q7"]  # the query retrieving itself (BEIR leaves it out)
+    ours = evaluate(run, qrels, ks=(10, 100))
+    scores = {q: {d: float(100 - i) for i, d in enumerate(r) if d != q} for q, r in run.items()}
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.100"}).evaluate(scores)
+    mean = lambda m: round(sum(v[m] for v in ref.values()) / len(ref), 4)  # noqa: E731
+    assert ours["ndcg@10"] == mean("ndcg_cut_10")
+    assert ours["recall@10"] == mean("recall_10") and ours["recall@100"] == mean("recall_100")
+
+    folder = tmp_path / "set"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "caf\u00e9"}\n', encoding="utf-8")
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "where"}\n{"_id": "q2", "text": "none"}\n',
+                                          encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n\nq2\td1\t0\n", encoding="utf-8")
+    ds = load_beir(folder)
+    assert ds.corpus["d1"]["text"] == "caf\u00e9" and set(ds.queries) == {"q1", "q2"} and ds.qrels["q2"] == {"d1": 0}
+
+
+def test_workers_start_numpy_with_one_blas_thread_unless_told_otherwise(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from core.bootstrap import bootstrap; from core.config import load_settings\n"
+            "bootstrap(load_settings(env={'ALTO_DATA_DIR': %r, 'ALTO_RETRIEVAL__KEYWORD_ENGINE': 'bm25s'}))\n"
+            "import numpy, threadpoolctl, json\n"
+            "print(json.dumps([i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas']))"
+            ) % str(tmp_path)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_NUM_THREADS")}
+    one = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert one.returncode == 0, one.stderr[-1500:]
+    assert set(json.loads(one.stdout)) == {1}
+    two = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**env, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"})
+    assert set(json.loads(two.stdout)) == {2}  # what the operator set wins

@@ -207,6 +207,9 @@ class RetrievalConfig(_Strict):
         default="auto", description="auto: bm25s when installed (p50 < 1 ms at 100k chunks), else SQLite FTS5.",
     )
     embedding_model: str = "all-minilm-l6-v2"
+    blas_threads: int = Field(
+        default=1, ge=1, description="BLAS threads for vector search and bm25s (NumPy); one per worker process "
+        "serves concurrent jobs best. An OPENBLAS_NUM_THREADS / OMP_NUM_THREADS already set wins.")
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank fusion constant.")
     top_k: int = Field(default=5, ge=1, le=100, description="Most chunks put into one prompt.")
     candidates: int = Field(default=20, ge=1, le=500, description="Chunks retrieved before assembly picks.")
