@@ -37,6 +37,7 @@ class Heartbeat:
         self.clock = clock
         self.renewals = 0
         self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
 
     def margin(self) -> float:
         """How long before the lease ends the call is cut (another delivery may claim it from then on)."""
@@ -55,33 +56,40 @@ class Heartbeat:
 
         start = self.clock()
         try:
-            async with asyncio.timeout(at(cut_at())) as timeout:
-                beat = asyncio.create_task(self._beat(lambda: timeout.reschedule(at(cut_at()))))
+            async with asyncio.timeout_at(at(cut_at())) as timeout:
+                # most calls end before the first beat is due: a timer, not a task, until then
+                first = loop.call_later(self.lease_s / BEATS_PER_LEASE, self._start,
+                                        lambda: timeout.reschedule(at(cut_at())))
                 try:
                     return await call
                 finally:
-                    await self._stop(beat)
+                    first.cancel()
+                    await self._stop()
         except TimeoutError:
             waited = self.clock() - start
             raise ProviderError(f"the provider call was cut after {waited:.1f} s: it passed its deadline "
                                 "(the provider's timeout_s, the job's lease or the invocation's time)",
                                 transport="timeout") from None
 
+    def _start(self, renewed: Callable[[], Any]) -> None:
+        self._task = asyncio.ensure_future(self._beat(renewed))
+
     async def _beat(self, renewed: Callable[[], Any]) -> None:
         while True:
-            await asyncio.sleep(self.lease_s / BEATS_PER_LEASE)
             async with self._lock:
                 until = min(self.clock() + self.lease_s, self.deadline)
-                if until <= (self.job.lease_expires_at or 0):
-                    continue  # the invocation's deadline caps the lease: nothing to extend
-                if not await self.store_io(self.ledger.renew, self.job, until):
-                    log_event("lease.renew_lost", logging.WARNING, job_id=self.job.id)
-                    return  # another writer changed the job: the call is cut at the lease it holds
-                self.renewals += 1
-                renewed()
+                if until > (self.job.lease_expires_at or 0):  # else the invocation's deadline caps it already
+                    if not await self.store_io(self.ledger.renew, self.job, until):
+                        log_event("lease.renew_lost", logging.WARNING, job_id=self.job.id)
+                        return  # another writer changed the job: the call is cut at the lease it holds
+                    self.renewals += 1
+                    renewed()
+            await asyncio.sleep(self.lease_s / BEATS_PER_LEASE)
 
-    async def _stop(self, beat: asyncio.Task[None]) -> None:
+    async def _stop(self) -> None:
+        if self._task is None:
+            return
         async with self._lock:  # never while a renewal write is in flight
-            beat.cancel()
+            self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await beat
+            await self._task
