@@ -1,5 +1,5 @@
-"""The local runtime: async worker loops over a pull queue (the embedded one), and the API as an ASGI
-app for uvicorn; `alto serve` runs both in one process, `alto ask` runs the loops until its jobs end."""
+"""The local runtime: async worker loops over a pull queue (the embedded one), the API as an ASGI app
+for uvicorn (`alto serve` runs both in one process), and one job run inline (`alto ask`)."""
 
 from __future__ import annotations
 
