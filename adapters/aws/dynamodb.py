@@ -16,6 +16,7 @@ from typing import Any, Callable
 from core.models import Job, JobStatus
 from core.errors import ConflictError
 from core.ports import StateRecord
+from core.records import listed_jobs
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -118,7 +119,7 @@ class DynamoJobStore:
         kwargs["ScanIndexForward"] = updated_before is not None  # oldest first when sweeping, else newest
         out: list[Job] = []
         for page in c.get_paginator("query").paginate(**kwargs):
-            out.extend(Job.model_validate_json(i["data"]["S"]) for i in page.get("Items", []))
+            out.extend(listed_jobs([i["data"]["S"] for i in page.get("Items", [])]))
             if len(out) >= limit:
                 break
         return out[:limit]
@@ -128,8 +129,8 @@ class DynamoJobStore:
         if updated_before is not None:
             kwargs.update(FilterExpression="#upd < :before", ExpressionAttributeNames={"#upd": "updated_at"},
                           ExpressionAttributeValues={":before": _n(updated_before)})
-        jobs = [Job.model_validate_json(i["data"]["S"])
-                for page in self._client().get_paginator("scan").paginate(**kwargs) for i in page.get("Items", [])]
+        jobs = listed_jobs([i["data"]["S"] for page in self._client().get_paginator("scan").paginate(**kwargs)
+                            for i in page.get("Items", [])])
         jobs.sort(key=lambda j: j.created_at, reverse=updated_before is None)
         return jobs[:limit]
 

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from core.models import Job, JobStatus
 from core.errors import ConflictError
 from core.ports import StateRecord
+from core.records import listed_jobs
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -103,8 +104,7 @@ class TableJobStore:
         if updated_before is not None:
             clauses.append("updated_at lt @before")
             params["before"] = updated_before
-        jobs = [Job.model_validate_json(_join(e))
-                for e in self._client().query_entities(" and ".join(clauses), parameters=params)]
+        jobs = listed_jobs([_join(e) for e in self._client().query_entities(" and ".join(clauses), parameters=params)])
         if updated_before is not None:
             jobs.sort(key=lambda j: j.updated_at)
         else:

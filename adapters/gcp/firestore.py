@@ -16,6 +16,7 @@ from urllib.parse import quote
 from core.models import Job, JobStatus
 from core.errors import ConflictError
 from core.ports import StateRecord
+from core.records import listed_jobs
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -94,7 +95,7 @@ class FirestoreJobStore:
             q = q.where(filter=FieldFilter("updated_at", "<", updated_before)).order_by("updated_at")
         else:
             q = q.order_by("created_at", direction="DESCENDING")
-        return [Job.model_validate_json(s.get("data")) for s in q.limit(limit).stream()]
+        return listed_jobs([s.get("data") for s in q.limit(limit).stream()])
 
 
 class FirestoreStateStore:

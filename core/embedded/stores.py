@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from core.embedded.sqlite import SqliteDb
 from core.errors import ConflictError
-from core.logs import log_event
 from core.models import Job, JobStatus
+from core.records import listed_jobs
 from core.ports import StateRecord
 
 JOBS_SCHEMA = """
@@ -83,17 +82,7 @@ class SqliteJobStore:
             args.append(updated_before)
         sql += " ORDER BY created_at " + ("ASC" if updated_before is not None else "DESC") + " LIMIT ?"
         args.append(limit)
-        return [job for (data,) in self.db.conn().execute(sql, args).fetchall() if (job := _readable(data)) is not None]
-
-
-def _readable(data: str) -> Job | None:
-    """A stored job, or None (logged) for a record this version can't read, so one bad row never
-    takes a listing or a sweep down with it (requests are shape-checked at submit; older rows may not be)."""
-    try:
-        return Job.model_validate_json(data)
-    except ValueError as e:
-        log_event("store.unreadable_job", logging.ERROR, error=str(e)[:300], record=data[:200])
-        return None
+        return listed_jobs([data for (data,) in self.db.conn().execute(sql, args).fetchall()])
 
 
 class SqliteStateStore:

@@ -1,0 +1,22 @@
+"""Reading stored job records for listings: one this version can't parse is logged and left out, so a
+single bad row (written before requests were shape-checked, or by a newer version) never takes a
+listing, a reconcile sweep or a dead-letter view down with it. Every job store's `list` uses it."""
+
+from __future__ import annotations
+
+import logging
+
+from core.logs import log_event
+from core.models import Job
+
+
+def listed_job(data: str) -> Job | None:
+    try:
+        return Job.model_validate_json(data)
+    except ValueError as e:
+        log_event("store.unreadable_job", logging.ERROR, error=str(e)[:300], record=data[:200])
+        return None
+
+
+def listed_jobs(rows: list[str]) -> list[Job]:
+    return [job for data in rows if (job := listed_job(data)) is not None]
