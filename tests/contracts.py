@@ -14,8 +14,9 @@ from core.errors import ConflictError
 from core.ports import JobStore, StateStore
 
 
-def check_job_store(store: JobStore, *, prompt: str = "p") -> None:
-    """Create-if-absent, compare-and-set on the version, and the listings the reconciler uses."""
+def check_job_store(store: JobStore, *, prompt: str = "p", corrupt: Callable[[str], None] | None = None) -> None:
+    """Create-if-absent, compare-and-set on the version, and the listings the reconciler uses; with
+    `corrupt` (writes a record this version can't parse under a job id), that listings skip such a row."""
     import pytest
 
     now = time.time()
@@ -34,6 +35,13 @@ def check_job_store(store: JobStore, *, prompt: str = "p") -> None:
     assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
     assert store.list(status=JobStatus.running, updated_before=now - 200) == []
     assert [j.id for j in store.list(tenant="acme")] == ["j1"] and store.list(tenant="beta") == []
+    if corrupt is not None:
+        bad = Job(id="j2", tenant="acme", request=JobRequest(prompt=prompt), request_hash="h", trace_id="t",
+                  created_at=now + 1, updated_at=now - 100, status=JobStatus.running)
+        store.create(bad)
+        corrupt("j2")
+        assert [j.id for j in store.list(tenant="acme")] == ["j1"]
+        assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
 
 
 def check_state_store(make: Callable[[Callable[[], float]], StateStore]) -> None:

@@ -363,7 +363,12 @@ def test_dynamodb_stores_keep_the_port_contracts(aws):
     from adapters.aws.clients import client
     from adapters.aws.dynamodb import DynamoJobStore, DynamoStateStore
 
-    check_job_store(DynamoJobStore(lambda: client("dynamodb"), aws.jobs_table))
+    def corrupt(job_id: str) -> None:
+        client("dynamodb").update_item(TableName=aws.jobs_table, Key={"id": {"S": job_id}}, UpdateExpression="SET #d = :d",
+                                       ExpressionAttributeNames={"#d": "data"},
+                                       ExpressionAttributeValues={":d": {"S": '{"id": "not a job"}'}})
+
+    check_job_store(DynamoJobStore(lambda: client("dynamodb"), aws.jobs_table), corrupt=corrupt)
     check_state_store(lambda clock: DynamoStateStore(lambda: client("dynamodb"), aws.state_table, clock=clock))
 
 

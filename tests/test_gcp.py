@@ -285,7 +285,9 @@ def test_firestore_stores_keep_the_port_contracts(gcp):
     from adapters.gcp import clients
     from adapters.gcp.firestore import FirestoreJobStore, FirestoreStateStore
 
-    check_job_store(FirestoreJobStore(clients.firestore, collection=f"jobs-{uuid.uuid4().hex[:6]}"))
+    jobs = f"jobs-{uuid.uuid4().hex[:6]}"
+    check_job_store(FirestoreJobStore(clients.firestore, collection=jobs), corrupt=lambda job_id: (
+        clients.firestore().collection(jobs).document(job_id).update({"data": '{"id": "not a job"}'})))
     check_state_store(lambda clock: FirestoreStateStore(
         clients.firestore, collection=f"state-{uuid.uuid4().hex[:6]}", clock=clock))
 

@@ -67,7 +67,8 @@ def claim(ledger: Ledger, job: Job, clock: Clock) -> object:
 
 
 def test_memory_stores_keep_the_port_contracts():
-    check_job_store(MemoryJobStore())
+    store = MemoryJobStore()
+    check_job_store(store, corrupt=lambda job_id: store._rows.__setitem__(job_id, '{"id": "not a job"}'))
     check_state_store(lambda clock: MemoryStateStore(clock=clock))
 
 

@@ -73,5 +73,11 @@ def test_sqlite_stores_keep_the_port_contracts(tmp_path):
     from core.embedded.stores import SqliteJobStore, SqliteStateStore
     from tests.contracts import check_job_store, check_state_store
 
-    check_job_store(SqliteJobStore(tmp_path / "jobs.db"))
+    store = SqliteJobStore(tmp_path / "jobs.db")
+
+    def corrupt(job_id: str) -> None:
+        with store.db.tx() as c:
+            c.execute("UPDATE jobs SET data = ? WHERE id = ?", ('{"id": "not a job"}', job_id))
+
+    check_job_store(store, corrupt=corrupt)
     check_state_store(lambda clock: SqliteStateStore(tmp_path / "state.db", clock=clock))

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.ports import StateRecord
+from core.records import listed_jobs
 
 
 class MemoryJobStore:
@@ -39,7 +40,7 @@ class MemoryJobStore:
 
     def list(self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
              updated_before: float | None = None) -> list[Job]:
-        jobs = [j for j in map(Job.model_validate_json, self._rows.values())
+        jobs = [j for j in listed_jobs(list(self._rows.values()))
                 if (tenant is None or j.tenant == tenant) and (status is None or j.status is status)]
         if updated_before is not None:
             return sorted((j for j in jobs if j.updated_at < updated_before), key=lambda j: j.updated_at)[:limit]
