@@ -38,6 +38,10 @@ class NotFound(AltoError):
     """The object does not exist or belongs to another tenant (the two are indistinguishable on purpose)."""
 
 
+class CallbackRefused(AltoError):
+    """A callback target the SSRF policy does not allow; the message says why and how to allow it."""
+
+
 class GuardrailViolation(AltoError):
     """A prompt or an answer broke a configured guardrail; `rule` names which."""
 

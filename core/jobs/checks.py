@@ -4,7 +4,7 @@ named collection exists (an API-only app has no retriever to ask, so the worker 
 from __future__ import annotations
 
 from core.config.api import ApiSettings
-from core.errors import GuardrailViolation, InputError
+from core.errors import CallbackRefused, GuardrailViolation, InputError
 from core.guardrails import check_input
 from core.models import JobRequest
 from core.ports import Retriever
@@ -25,11 +25,11 @@ def check_request(request: JobRequest, tenant: str, settings: ApiSettings, retri
     except GuardrailViolation as e:
         raise InputError(str(e), field="prompt") from None
     if request.callback_url:
-        from core.webhooks.targets import Policy, Refused  # ipaddress and socket: only for jobs with a callback
+        from core.webhooks.targets import Policy  # ipaddress and socket: only for jobs with a callback
 
         try:
             Policy(settings.callbacks.allow).check_url(request.callback_url)
-        except Refused as e:
+        except CallbackRefused as e:
             raise InputError(str(e), field="callback_url") from None
     if request.collection and (missing := missing_collection(retriever, tenant, request.collection)):
         raise InputError(missing, field="collection")

@@ -11,7 +11,8 @@ import socket
 import ssl
 from typing import NamedTuple
 
-from core.webhooks.targets import Policy, Refused
+from core.errors import CallbackRefused
+from core.webhooks.targets import Policy
 
 MAX_READ = 64 * 1024
 
@@ -41,7 +42,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, policy: Policy, time
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         ip = str(policy.resolve(host, port))
-    except Refused as e:
+    except CallbackRefused as e:
         return Sent(None, f"refused: {e}")
     conn: http.client.HTTPConnection = (
         _PinnedHTTPS(ip, port, server_hostname=host, timeout=timeout_s) if parts.scheme == "https"

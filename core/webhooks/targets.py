@@ -16,14 +16,12 @@ import socket
 from typing import Any, Callable, Iterable
 from urllib.parse import SplitResult, urlsplit
 
+from core.errors import CallbackRefused
+
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 INTERNAL_NAMES = frozenset({"localhost", "metadata", "metadata.google.internal", "metadata.goog", "instance-data",
                             "instance-data.ec2.internal"})
 INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain")
-
-
-class Refused(ValueError):
-    """A callback target the policy does not allow; the message says why and how to allow it."""
 
 
 Resolver = Callable[..., list[tuple[Any, ...]]]
@@ -41,17 +39,17 @@ class Policy:
                 self.hosts.add(entry.lower().rstrip("."))
 
     def check_url(self, url: str) -> SplitResult:
-        """The URL's parts, or Refused: what submit checks before anything is stored."""
+        """The URL's parts, or CallbackRefused: what submit checks before anything is stored."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Refused("callback_url must be an absolute http:// or https:// URL")
+            raise CallbackRefused("callback_url must be an absolute http:// or https:// URL")
         if parts.username is not None or parts.password is not None:
-            raise Refused("callback_url must not carry credentials (user:password@): they would be stored in clear; "
+            raise CallbackRefused("callback_url must not carry credentials (user:password@): they would be stored in clear; "
                           "authenticate the callback with its webhook-signature header instead")
         try:
             parts.port
         except ValueError:
-            raise Refused("callback_url has an invalid port") from None
+            raise CallbackRefused("callback_url has an invalid port") from None
         host = parts.hostname.lower().rstrip(".")
         if host in self.hosts:
             return parts
@@ -59,7 +57,7 @@ class Policy:
         if ip is not None:
             self.check_address(ip, host)
         elif host in INTERNAL_NAMES or host.endswith(INTERNAL_SUFFIXES) or "." not in host:
-            raise Refused(f"callback_url names {host!r}, which only resolves inside a network; "
+            raise CallbackRefused(f"callback_url names {host!r}, which only resolves inside a network; "
                           f"list it under callbacks.allow if that target is deliberate")
         return parts
 
@@ -67,7 +65,7 @@ class Policy:
         if any(ip in net for net in self.networks):
             return
         if not is_public(ip):
-            raise Refused(f"callback_url {host!r} is (or resolves to) {ip}, a loopback, private, link-local or "
+            raise CallbackRefused(f"callback_url {host!r} is (or resolves to) {ip}, a loopback, private, link-local or "
                           "reserved address; list it (or its network) under callbacks.allow if that is deliberate")
 
     def resolve(self, host: str, port: int) -> IpAddress:
@@ -80,7 +78,7 @@ class Policy:
         try:
             infos = self.resolver(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as e:
-            raise Refused(f"callback host {host!r} does not resolve: {e}") from None
+            raise CallbackRefused(f"callback host {host!r} does not resolve: {e}") from None
         addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
         if host not in self.hosts:
             for ip in addresses:
