@@ -208,17 +208,19 @@ def test_permanent_errors_fail_and_transient_ones_retry_in_process_or_later():
 # ---------------------------------------------------------------- admission
 
 
-def admission(s: Settings, state: MemoryStateStore, clock: Clock) -> Admission:
-    breaker = CircuitBreaker(state, s.governance.breaker, clock=clock)
-    limiter = RateLimiter(state, clock=clock)
-    return Admission(s, breaker, limiter, ProviderRegistry(s, EnvSecrets({})), state_io=Offload(state), clock=clock)
-
-
-def test_admission_releases_its_slot_on_every_exit_even_an_exception():
+def admission() -> tuple[Settings, object, Clock, MemoryStateStore, Admission]:
+    """(settings, route plan, clock, state store, admission) over in-memory state."""
     s, p = plan()
     clock = Clock()
     state = MemoryStateStore(clock=clock)
-    adm = admission(s, state, clock)
+    breaker = CircuitBreaker(state, s.governance.breaker, clock=clock)
+    limiter = RateLimiter(state, clock=clock)
+    adm = Admission(s, breaker, limiter, ProviderRegistry(s, EnvSecrets({})), state_io=Offload(state), clock=clock)
+    return s, p, clock, state, adm
+
+
+def test_admission_releases_its_slot_on_every_exit_even_an_exception():
+    s, p, clock, state, adm = admission()
 
     async def go() -> None:
         with pytest.raises(RuntimeError):
@@ -237,10 +239,7 @@ def test_admission_releases_its_slot_on_every_exit_even_an_exception():
 
 
 def test_an_open_circuit_sends_the_call_to_the_circuit_open_fallback_or_defers():
-    s, p = plan()
-    clock = Clock()
-    state = MemoryStateStore(clock=clock)
-    adm = admission(s, state, clock)
+    s, p, clock, state, adm = admission()
     adm.breaker.record(adm.breaker.check(s.models["a"], probe_timeout_s=5), ErrorClass.transient)
 
     async def go() -> None:
@@ -255,10 +254,7 @@ def test_an_open_circuit_sends_the_call_to_the_circuit_open_fallback_or_defers()
 
 
 def test_a_probe_that_never_calls_is_abandoned_so_the_next_worker_may_probe():
-    s, p = plan()
-    clock = Clock()
-    state = MemoryStateStore(clock=clock)
-    adm = admission(s, state, clock)
+    s, p, clock, state, adm = admission()
     breaker = adm.breaker
     breaker.record(breaker.check(s.models["a"], probe_timeout_s=5), ErrorClass.transient)
     clock.t += s.governance.breaker.cooldown_s + 1  # the cooldown is over: the next check probes
