@@ -14,18 +14,17 @@ from typing import TYPE_CHECKING, Callable, Mapping
 from core.config.api import ApiSettings
 from core.config.load import load_api_settings, load_settings
 from core.embedded.secrets import EnvSecrets
-from core.logs import configure_logging
 from core.jobs.service import ApiService
+from core.logs import configure_logging
 from core.ports import BlobStore, DocumentIndex, JobQueue, JobStore, Retriever, Secrets, StateStore
 
 if TYPE_CHECKING:
+    from core.config.worker import Settings
     from core.entrypoints.http import Api
     from core.jobs.worker_service import WorkerService
     from core.providers.registry import ProviderRegistry
     from core.retrieval.embedding import Embedder
-    from core.jobs.worker_service import WorkerService
     from core.retrieval.library import Library
-    from core.config.worker import Settings
 
 
 class ApiApp:

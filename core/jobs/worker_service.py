@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from core.chunks import ContextChunk
 from core.config.worker import Settings
 from core.governance.breaker import CircuitBreaker
 from core.governance.cache import ResponseCache
@@ -20,7 +21,6 @@ from core.jobs.outcome import Outcome
 from core.jobs.pipeline import Pipeline
 from core.jobs.prepare import Prepared, Preparer
 from core.jobs.service import ApiService
-from core.chunks import ContextChunk
 from core.models import Job, JobRequest
 from core.ports import Delivery, JobStore, Retriever, Secrets, SendQueue, StateStore
 from core.providers.registry import ProviderRegistry
