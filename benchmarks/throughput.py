@@ -51,8 +51,8 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str) -> dict[str, 
     from core.bootstrap import bootstrap
     from core.config.worker import Settings
     from core.embedded.secrets import EnvSecrets
-    from core.models import JobRequest
     from core.entrypoints.local import WorkerPool, wire_wakeups
+    from core.models import JobRequest
 
     settings = Settings.model_validate({
         "data_dir": data_dir,

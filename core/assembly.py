@@ -17,11 +17,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from core.chunks import ContextChunk
 from core.config.worker import ModelConfig, RetrievalConfig
 from core.errors import PromptTooLong
 from core.models import ChunkDropped, ChunkUse, PromptAssembly
 from core.prompting import RenderedPrompt, document_block, render, user_parts
-from core.chunks import ContextChunk
 from core.tokenizers import counter
 
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.models import Citation
 from core.chunks import ContextChunk
+from core.models import Citation
 
 TEMPLATE_ID = "answer-with-citations@1"
 

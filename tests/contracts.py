@@ -9,8 +9,8 @@ import subprocess
 import time
 from typing import Callable
 
-from core.models import Job, JobRequest, JobStatus
 from core.errors import ConflictError
+from core.models import Job, JobRequest, JobStatus
 from core.ports import JobStore, StateStore
 
 

@@ -245,13 +245,13 @@ def test_duplicates_bill_once(azure):
 
 
 def test_table_stores_conditional_writes_reject_the_second_claim(azure):
+    from azure.data.tables import UpdateMode
+
     from adapters.azure.app import table_service
     from adapters.azure.tables import TableJobStore, TableStateStore
 
-    # a prompt bigger than one Table property: the job's JSON is split and joined back
-    from azure.data.tables import UpdateMode
-
     jobs = lambda: table_service().get_table_client(azure.env["ALTO_JOBS_TABLE"])  # noqa: E731
+    # a prompt bigger than one Table property: the job's JSON is split and joined back
     check_job_store(TableJobStore(jobs), prompt="p" * 50_000, corrupt=lambda job_id: jobs().update_entity(
         {"PartitionKey": "job", "RowKey": job_id, "data0": '{"id": "not a job"}', "parts": 1}, mode=UpdateMode.MERGE))
     check_state_store(lambda clock: TableStateStore(

@@ -17,10 +17,10 @@ from core.config.api import BreakerConfig
 from core.config.worker import LimitsConfig, ModelConfig
 from core.embedded.queue import SqliteQueue
 from core.embedded.stores import SqliteStateStore
+from core.entrypoints.local import run_until_done
 from core.governance.breaker import CircuitBreaker
 from core.governance.ratelimit import Deferral, RateLimiter, Reservation
 from core.models import ErrorClass, JobRequest, JobStatus
-from core.entrypoints.local import run_until_done
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.conftest import KEYS, anthropic_config, wait_terminal
 

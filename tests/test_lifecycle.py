@@ -17,7 +17,7 @@ from core.jobs import attempt as a
 from core.jobs.admission import Admission, Ticket
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
-from core.models import ErrorClass, Job, JobError, JobRequest, JobStatus, ProviderResult, PromptAssembly
+from core.models import ErrorClass, Job, JobError, JobRequest, JobStatus, PromptAssembly, ProviderResult
 from core.providers.registry import ProviderRegistry
 from core.routing import Router
 from core.testing.memory import MemoryJobStore, MemoryStateStore

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from core.embedded.stores import SqliteJobStore
-from core.models import ErrorClass, JobRequest, JobStatus, QueueMessage
 from core.entrypoints.local import run_until_done
+from core.models import ErrorClass, JobRequest, JobStatus, QueueMessage
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.conftest import anthropic_config
 

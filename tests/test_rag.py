@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from core.assembly import assemble
+from core.chunks import ContextChunk
 from core.config.worker import ModelConfig, RetrievalConfig, TemplateConfig
+from core.entrypoints.local import run_until_done
 from core.models import JobRequest, JobStatus
 from core.prompting import SYSTEM
-from core.chunks import ContextChunk
 from core.retrieval.documents import read_document
 from core.retrieval.ingest import chunk_text
-from core.entrypoints.local import run_until_done
 from core.tokenizers import counter
 from tests.conftest import SAMPLES, anthropic_config
 

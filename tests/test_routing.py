@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from core.config.worker import ModelConfig
+from core.entrypoints.local import run_until_done
 from core.models import ErrorClass, JobRequest, JobStatus
 from core.routing import Router
-from core.entrypoints.local import run_until_done
 from core.testing.fake_anthropic import FakeAnthropic, ServerThread
 from core.testing.fake_providers import FakeBedrock, FakeOpenAI
 

@@ -13,8 +13,8 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote
 
-from core.models import Job, JobStatus
 from core.errors import ConflictError
+from core.models import Job, JobStatus
 from core.ports import StateRecord
 from core.records import listed_jobs
 

@@ -10,8 +10,8 @@ from typing import Any, Callable
 from core.embedded.sqlite import SqliteDb
 from core.errors import ConflictError
 from core.models import Job, JobStatus
-from core.records import listed_jobs
 from core.ports import StateRecord
+from core.records import listed_jobs
 
 JOBS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

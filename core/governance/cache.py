@@ -12,10 +12,10 @@ import json
 import re
 from typing import Sequence
 
+from core.chunks import ContextChunk
 from core.config.api import CacheConfig
 from core.models import JobRequest, ProviderResult, RouteDecision
 from core.ports import StateStore
-from core.chunks import ContextChunk
 
 _WS = re.compile(r"\s+")
 

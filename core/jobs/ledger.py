@@ -14,6 +14,7 @@ import uuid
 from typing import Callable
 
 from core.errors import ConflictError, IllegalTransition, InputError, NotFound
+from core.jobs.usage import job_usage
 from core.models import (
     TRANSITIONS,
     Attempt,
@@ -28,7 +29,6 @@ from core.models import (
     RouteDecision,
     Usage,
 )
-from core.jobs.usage import job_usage
 from core.ports import JobStore
 
 Change = Callable[[Job], None]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from core.embedded.sqlite import SqliteDb
 from core.chunks import ContextChunk
+from core.embedded.sqlite import SqliteDb
 from core.text import STOP_WORDS, words
 
 COMMON_FRACTION = 0.05

@@ -23,7 +23,6 @@ from core.retrieval.index import ChunkRow
 from core.tokenizers import counter
 
 
-
 @dataclass
 class IngestStats:
     added: int = 0

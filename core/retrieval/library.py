@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 from core.config.worker import RetrievalConfig
 from core.errors import ConfigError
 from core.ports import BlobStore, DocumentIndex
+
 if TYPE_CHECKING:
-    from core.retrieval.ingest import IngestStats
     from core.retrieval.embedding import Embedder
+    from core.retrieval.ingest import IngestStats
     from core.retrieval.snapshot import Manifest
 
 BLOB_SCHEME = "blob:"

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from core.chunks import ContextChunk
 from core.errors import ConfigError
 from core.ports import BlobStore
-from core.chunks import ContextChunk
 from core.retrieval.embedding import Embedder
 from core.retrieval.hybrid import IndexRetriever, KeywordEngine, Mode
 from core.retrieval.index import KeywordIndex

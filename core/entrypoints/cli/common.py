@@ -13,7 +13,7 @@ from core.models import NAME_PATTERN, NAME_RULE
 DEFAULT_TENANT = "default"
 
 
-def name(value: str) -> str:
+def valid_name(value: str) -> str:
     """An argparse type for tenant and collection names (they become parts of keys and paths)."""
     if not re.match(NAME_PATTERN, value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid name: use {NAME_RULE}")

@@ -12,7 +12,7 @@ from core.config.api import hash_api_key
 from core.config.load import load_settings
 from core.config.secrets_check import unresolved_secrets
 from core.embedded.secrets import EnvSecrets
-from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, name
+from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -55,8 +55,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     i = sub.add_parser("ingest", help="index documents into a collection")
     i.add_argument("path", help="a file, a folder, or blob:PREFIX for documents in the blob store")
-    i.add_argument("--collection", type=name, default="docs")
-    i.add_argument("--tenant", default=DEFAULT_TENANT, type=name)
+    i.add_argument("--collection", type=valid_name, default="docs")
+    i.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name)
     i.add_argument("--prune", action="store_true", help="remove documents no longer under PATH")
     i.add_argument("--quiet", action="store_true")
     i.add_argument("--progress", action="store_true", help="show the progress bar even when not a terminal")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, name
+from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
 from core.errors import NoRoute
 from core.governance.ratelimit import deployment_key
 from core.jobs.prepare import Prepared
@@ -112,10 +112,10 @@ def register(sub: Any) -> None:
     rtsub = rt.add_subparsers(dest="route_cmd", required=True)
     rx = rtsub.add_parser("explain", help="which rule matches, the model, fallbacks and estimated cost")
     rx.add_argument("--task")
-    rx.add_argument("--tenant", default=DEFAULT_TENANT, type=name)
+    rx.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name)
     rx.add_argument("--prompt-file")
     rx.add_argument("--prompt")
-    rx.add_argument("--collection", type=name, help="retrieve context as a job would, to count its tokens")
+    rx.add_argument("--collection", type=valid_name, help="retrieve context as a job would, to count its tokens")
     rx.add_argument("--tag", action="append", metavar="KEY=VALUE", help="job metadata used by rule matches")
     rx.add_argument("--json", action="store_true")
     rt.set_defaults(fn=cmd_route)

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from core.bootstrap import App
-from core.entrypoints.cli.common import app_from, name
+from core.entrypoints.cli.common import app_from, valid_name
 from core.errors import AltoError, ConflictError
 from core.jobs.queries import dead_letter_state, job_json
 from core.models import JobStatus, JobView, QueueMessage
@@ -113,7 +113,7 @@ def register(sub: Any) -> None:
     j = sub.add_parser("jobs", help="list or show jobs")
     jsub = j.add_subparsers(dest="jobs_cmd", required=True)
     jl = jsub.add_parser("list")
-    jl.add_argument("--tenant", type=name)
+    jl.add_argument("--tenant", type=valid_name)
     jl.add_argument("--status", choices=STATUSES)
     jl.add_argument("--limit", type=int, default=50)
     jl.add_argument("--json", action="store_true")

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, name, port
+from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, port, valid_name
 from core.models import JobRequest, JobStatus, JobView
 
 
@@ -83,8 +83,8 @@ def register(sub: Any) -> None:
 
     a = sub.add_parser("ask", help="submit a job and wait for its answer, in-process")
     a.add_argument("prompt")
-    a.add_argument("--collection", type=name, help="collection to retrieve context from")
-    a.add_argument("--tenant", default=DEFAULT_TENANT, type=name)
+    a.add_argument("--collection", type=valid_name, help="collection to retrieve context from")
+    a.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name)
     a.add_argument("--task")
     a.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")
     a.add_argument("--json", action="store_true", help="print the job view exactly as the API returns it")
