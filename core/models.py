@@ -345,3 +345,7 @@ class QueueMessage(_Model):
     tenant: str
     trace_id: str
     kind: Literal["job", "callback"] = "job"
+
+    @classmethod
+    def for_job(cls, job: Job, kind: Literal["job", "callback"] = "job") -> "QueueMessage":
+        return cls(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id, kind=kind)

@@ -260,8 +260,7 @@ async def run_inline(app: App, job_id: str, *, timeout_s: float, say: Any = None
     job = app.store.get(job_id)
     if job is None:
         return None
-    message = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id)
-    delivery = Delivery(message_id=f"inline-{job_id}", body=message.model_dump_json())
+    delivery = Delivery(message_id=f"inline-{job_id}", body=QueueMessage.for_job(job).model_dump_json())
     give_up = time.monotonic() + timeout_s
     try:
         while (left := give_up - time.monotonic()) > 0:

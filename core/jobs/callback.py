@@ -16,6 +16,7 @@ from core.config.api import ApiSettings
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome
+from core.jobs.submit import send_job
 from core.logs import log_event
 from core.models import Job, JobView, QueueMessage
 from core.ports import Secrets, SendQueue
@@ -41,9 +42,8 @@ class Callbacks:
         logged: the result is stored either way, and the job view shows the callback still pending."""
         if job.callback is None or job.callback.state != "pending":
             return
-        msg = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id, kind="callback")
         try:
-            self.queue.send(msg.model_dump_json(), delay_s=delay_s)
+            send_job(self.queue, job, delay_s, kind="callback")
         except Exception as e:
             log_event("callback.enqueue_failed", logging.ERROR, job_id=job.id, error=repr(e)[:300])
 

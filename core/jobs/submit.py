@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Callable, Literal
 
 from core.config.api import ApiSettings
 from core.errors import IdempotencyConflict, InputError, QueueUnavailable
@@ -23,10 +23,9 @@ from core.ports import Retriever, SendQueue, StateStore
 IDEMPOTENCY_TTL_S = 24 * 3600
 
 
-def send_job(queue: SendQueue, job: Job, delay_s: float = 0.0) -> None:
-    """Put the job's pointer on the queue (never the prompt itself)."""
-    msg = QueueMessage(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id)
-    queue.send(msg.model_dump_json(), delay_s=delay_s)
+def send_job(queue: SendQueue, job: Job, delay_s: float = 0.0, *, kind: Literal["job", "callback"] = "job") -> None:
+    """Put the job's pointer on the queue (never the prompt itself): to run it, or to send its callback."""
+    queue.send(QueueMessage.for_job(job, kind).model_dump_json(), delay_s=delay_s)
 
 
 class Submitter:
