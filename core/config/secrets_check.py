@@ -14,10 +14,9 @@ LOCAL_SCHEMES = ("env", "file")
 
 
 def routed_providers(settings: Settings) -> list[str]:
-    routes = [settings.routing.default] + [r.route for r in settings.routing.rules]
-    models = {m for route in routes for m in route.model_names()}
-    models |= {m for route in routes for kind in type(route.fallbacks).model_fields for m in getattr(route.fallbacks, kind)}
-    return sorted({settings.models[m].provider for m in models if m in settings.models})
+    """Providers some route may call (validation has checked that every routed model exists)."""
+    models = {m for where, route in settings.routing.routes() for _, m in route.model_refs(where)}
+    return sorted({settings.models[m].provider for m in models})
 
 
 def secret_refs(settings: Settings) -> list[tuple[str, str]]:

@@ -152,6 +152,15 @@ class RouteConfig(_Strict):
     def model_names(self) -> list[str]:
         return [self.model] if self.model else [t.model for t in self.targets]
 
+    def model_refs(self, where: str) -> list[tuple[str, str]]:
+        """(key path, model name) for every model this route may call: its targets and every fallback."""
+        refs = [(f"{where}.model", self.model)] if self.model else [
+            (f"{where}.targets[{i}].model", t.model) for i, t in enumerate(self.targets)
+        ]
+        for kind in FALLBACK_KINDS:
+            refs += [(f"{where}.fallbacks.{kind}[{i}]", m) for i, m in enumerate(getattr(self.fallbacks, kind))]
+        return refs
+
 
 class MatchConfig(_Strict):
     """All given conditions must hold; an empty match always matches."""
@@ -172,6 +181,12 @@ class RuleConfig(_Strict):
 class RoutingConfig(_Strict):
     rules: list[RuleConfig] = Field(default_factory=list, description="Tried in order; the first match wins.")
     default: RouteConfig = Field(default_factory=lambda: RouteConfig(model="offline"))
+
+    def routes(self) -> list[tuple[str, RouteConfig]]:
+        """(key path, route) for the default and every rule's route."""
+        return [("routing.default", self.default)] + [
+            (f"routing.rules[{i}] ({r.name}).route", r.route) for i, r in enumerate(self.rules)
+        ]
 
 
 class TemplateConfig(_Strict):
@@ -281,16 +296,8 @@ class Settings(ApiSettings):
         for name in self.templates:
             if not TEMPLATE_ID.match(name):
                 raise ValueError(f"templates.{name}: template ids look like 'name@version', e.g. 'support-answer@2'")
-        routes = [("routing.default", self.routing.default)] + [
-            (f"routing.rules[{i}] ({r.name}).route", r.route) for i, r in enumerate(self.routing.rules)
-        ]
-        for where, route in routes:
-            refs = [(f"{where}.model", route.model)] if route.model else [
-                (f"{where}.targets[{i}].model", t.model) for i, t in enumerate(route.targets)
-            ]
-            for kind in FALLBACK_KINDS:
-                refs += [(f"{where}.fallbacks.{kind}[{i}]", m) for i, m in enumerate(getattr(route.fallbacks, kind))]
-            for path, name in refs:
+        for where, route in self.routing.routes():
+            for path, name in route.model_refs(where):
                 if name not in self.models:
                     raise ValueError(
                         f"{path}: '{name}' is not defined under `models` "
