@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 from pydantic import ValidationError
 
 from core.entrypoints.auth import ApiKeys
-from core.entrypoints.routes import LIST_LIMIT, ROUTES
+from core.entrypoints.routes import LIST_LIMIT, PATH_PARAM, ROUTES
 from core.errors import AltoError, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.jobs.service import ApiService
 from core.logs import log_event
@@ -89,7 +89,10 @@ def error_for(e: AltoError) -> ApiResponse | None:
 
 
 def _pattern(template: str) -> re.Pattern[str]:
-    return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[A-Za-z0-9_-]{1,128})", template) + "$")
+    """`/v1/jobs/{job_id}` as a regex: literal parts escaped (`/openapi.json` matches only itself)."""
+    parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, ...
+    return re.compile("^" + "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{PATH_PARAM})"
+                                    for i, p in enumerate(parts)) + "$")
 
 
 _MATCHERS = tuple((_pattern(r.path), r) for r in ROUTES)

@@ -12,6 +12,7 @@ from typing import Any, Mapping, NamedTuple
 from core.models import JobList, JobRequest, JobStatus, JobView, SubmitResponse
 
 LIST_LIMIT = 200
+PATH_PARAM = "[A-Za-z0-9_-]{1,128}"  # what a `{name}` in a path template matches (job ids)
 
 
 class Param(NamedTuple):
@@ -47,5 +48,5 @@ ROUTES: tuple[Route, ...] = (
                   Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT}))),
     Route("GET", "/v1/jobs/{job_id}", "get_job", "Get a job", response=JobView,
           errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)"},
-          params=(Param("job_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}),)),
+          params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),)),
 )
