@@ -54,14 +54,18 @@ def _known_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields) if hasattr(model, "model_fields") else []
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+def _override_names(env: Mapping[str, str]) -> list[str]:
+    """The `ALTO_SECTION__KEY` variables in `env` (plain `ALTO_NAME` ones are not config overrides)."""
+    return sorted(name for name in env if name.startswith("ALTO_") and "__" in name)
+
+
+def _env_overrides(env: Mapping[str, str], names: list[str]) -> dict[str, Any]:
     """`ALTO_SECTION__KEY=value` sets `section.key`; values are parsed as YAML scalars."""
     import yaml
 
     out: dict[str, Any] = {}
-    for name, raw in env.items():
-        if not name.startswith("ALTO_") or "__" not in name:
-            continue
+    for name in names:
+        raw = env[name]
         path = [p.lower() for p in name[len("ALTO_"):].split("__")]
         node = out
         for p in path[:-1]:
@@ -140,11 +144,11 @@ def _read(path: str | Path | None, env: Mapping[str, str] | None) -> tuple[dict[
         if not isinstance(loaded, dict):
             raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections (providers:, models:, ...)")
         data = loaded
-    overrides = sorted(k for k in env if k.startswith("ALTO_") and "__" in k)
+    overrides = _override_names(env)
     if overrides:  # an error in one of them must name it, not blame the file or the defaults
         named = ", ".join(overrides[:5]) + (" ..." if len(overrides) > 5 else "")
         source = f"{source} with environment overrides ({named})" if cfg_path else f"environment overrides ({named})"
-    data = _deep_merge(data, _env_overrides(env))
+    data = _deep_merge(data, _env_overrides(env, overrides))
     if env.get("ALTO_DATA_DIR"):
         data["data_dir"] = env["ALTO_DATA_DIR"]
     if env.get("ALTO_API_KEYS"):

@@ -39,6 +39,7 @@ class WorkerPool:
         self.on_outcome = on_outcome  # optional hook(delivery, outcome): metrics, tests, benchmarks
         self.wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._store_io = Offload(app.store)
 
     def notify(self) -> None:
         self.wakeup.set()
@@ -80,10 +81,9 @@ class WorkerPool:
 
     async def _dead_letters(self, queue: DeadLetterFeed) -> None:
         """Mark the jobs of dead-lettered messages; one that can't be marked never stops the loop."""
-        io = Offload(self.app.store)
         for d in queue.take_dead_letters():
             try:
-                await io(self.app.service.dead_letter, d)
+                await self._store_io(self.app.service.dead_letter, d)
             except Exception as e:
                 log_event("dlq.mark_failed", logging.ERROR, message_id=d.message_id, error=repr(e)[:500])
 

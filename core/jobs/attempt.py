@@ -18,7 +18,7 @@ from core.assembly import Assembled
 from core.chunks import ContextChunk
 from core.classify import Classification, classify
 from core.config.api import GovernanceConfig
-from core.config.worker import RouteConfig, Settings
+from core.config.worker import Settings
 from core.errors import ProviderError
 from core.jobs.admission import MIN_CALL_S, Ticket
 from core.jobs.heartbeat import Heartbeat
@@ -132,20 +132,19 @@ class Attempter:
         if len(job.attempts) == 1 or job.attempts[-2].model != decision.model or ticket.gate.kind == "probe":
             log_event("route.decided", provider=decision.provider, model=decision.model, reason=decision.reason)
         timer = Timer()
+        max_tokens = min(plan.route.max_tokens, ticket.model.max_output_tokens)
         call_deadline = min(self.clock() + self.settings.providers[decision.provider].timeout_s, deadline)
         heartbeat = Heartbeat(self.ledger, job, lease_s=self.settings.governance.lease_s, deadline=deadline,
                               store_io=self.store_io, clock=self.clock)
         try:
             call = self.providers.get(decision.provider).generate(
-                self._request(decision, assembled, job, plan.route, ticket),
-                timeout_s=max(0.1, call_deadline - self.clock()),
+                self._request(decision, assembled, job, max_tokens), timeout_s=max(0.1, call_deadline - self.clock()),
             )
             result = await heartbeat.run(call, call_deadline=call_deadline)
         except asyncio.CancelledError:
             raise  # the admission's exit abandons the unsettled gate
         except Exception as exc:  # classified; never lost
             return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer)
-        max_tokens = min(plan.route.max_tokens, ticket.model.max_output_tokens)
         sane = usage_is_sane(result, max_tokens=max_tokens, model=ticket.model)
         attempt.usage = billed(result, ticket.model) if sane else None  # a 200 is billed, served or not
         try:
@@ -163,13 +162,10 @@ class Attempter:
         )
         return Replied(result, assembled.chunks)
 
-    def _request(self, decision: RouteDecision, assembled: Assembled, job: Job, route: RouteConfig,
-                 ticket: Ticket) -> ChatRequest:
+    def _request(self, decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int) -> ChatRequest:
         prompt = assembled.prompt
-        return ChatRequest(
-            model_id=decision.model_id, system=prompt.system, user=prompt.user, question=job.request.prompt,
-            max_tokens=min(route.max_tokens, ticket.model.max_output_tokens), context=assembled.chunks,
-        )
+        return ChatRequest(model_id=decision.model_id, system=prompt.system, user=prompt.user,
+                           question=job.request.prompt, max_tokens=max_tokens, context=assembled.chunks)
 
     async def _failed(self, exc: Exception, job: Job, attempt: Attempt, ticket: Ticket, plan: RoutePlan,
                       assembled: Assembled, deadline: float, tried: set[str], timer: Timer) -> Decision:

@@ -35,7 +35,6 @@ class Heartbeat:
         self.deadline = deadline  # the invocation's: no lease reaches past it
         self.store_io = store_io
         self.clock = clock
-        self.renewals = 0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -82,7 +81,6 @@ class Heartbeat:
                     if not await self.store_io(self.ledger.renew, self.job, until):
                         log_event("lease.renew_lost", logging.WARNING, job_id=self.job.id)
                         return  # another writer changed the job: the call is cut at the lease it holds
-                    self.renewals += 1
                     renewed()
             await asyncio.sleep(self.lease_s / BEATS_PER_LEASE)
 

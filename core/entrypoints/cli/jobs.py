@@ -82,8 +82,8 @@ def _dlq_list(app: App, args: argparse.Namespace) -> int:
 
 
 def _dlq_replay(app: App, args: argparse.Namespace) -> int:
-    dead = app.service.list(None, status=JobStatus.dead_lettered, limit=10_000)
-    ids = [j.id for j in dead] if args.all else args.job_ids
+    ids = ([j.id for j in app.service.list(None, status=JobStatus.dead_lettered, limit=10_000)] if args.all
+           else args.job_ids)
     if not ids:
         print("nothing to replay: give job ids or --all", file=sys.stderr)
         return 2
