@@ -48,6 +48,11 @@ def settings(**over: object) -> Settings:
     return Settings.model_validate(cfg)
 
 
+def fresh_ledger() -> tuple[Clock, Ledger]:
+    clock = Clock()
+    return clock, Ledger(MemoryJobStore(), clock=clock)
+
+
 def new_job(ledger: Ledger, clock: Clock, job_id: str = "j1") -> Job:
     job = Job(id=job_id, tenant="acme", request=JobRequest(prompt="q"), request_hash="h", trace_id="t",
               created_at=clock(), updated_at=clock())
@@ -76,8 +81,7 @@ def test_memory_stores_keep_the_port_contracts():
 
 
 def test_claim_spends_one_attempt_and_a_stale_copy_cannot_claim_again():
-    clock = Clock()
-    ledger = Ledger(MemoryJobStore(), clock=clock)
+    clock, ledger = fresh_ledger()
     job = new_job(ledger, clock)
     stale = ledger.load(job.id)
     attempt = claim(ledger, job, clock)
@@ -89,8 +93,7 @@ def test_claim_spends_one_attempt_and_a_stale_copy_cannot_claim_again():
 
 
 def test_transitions_outside_the_allowed_edges_are_refused():
-    clock = Clock()
-    ledger = Ledger(MemoryJobStore(), clock=clock)
+    clock, ledger = fresh_ledger()
     job = new_job(ledger, clock)
     claim(ledger, job, clock)
     assert ledger.succeed(job, text="ok", citations=[], usage=job.usage)
@@ -102,8 +105,7 @@ def test_transitions_outside_the_allowed_edges_are_refused():
 
 
 def test_leaving_running_ends_the_lease_and_keeps_the_error():
-    clock = Clock()
-    ledger = Ledger(MemoryJobStore(), clock=clock)
+    clock, ledger = fresh_ledger()
     job = new_job(ledger, clock)
     claim(ledger, job, clock)
     error = JobError(error_class=ErrorClass.transient, message="boom", at=clock())
@@ -113,9 +115,7 @@ def test_leaving_running_ends_the_lease_and_keeps_the_error():
 
 
 def test_a_saved_reply_is_reapplied_over_a_concurrent_write_but_never_over_a_finished_job():
-    clock = Clock()
-    store = MemoryJobStore()
-    ledger = Ledger(store, clock=clock)
+    clock, ledger = fresh_ledger()
     job = new_job(ledger, clock)
     claim(ledger, job, clock)
     other = ledger.load(job.id)
@@ -132,9 +132,7 @@ def test_a_saved_reply_is_reapplied_over_a_concurrent_write_but_never_over_a_fin
 
 
 def test_replay_resets_the_budget_and_a_job_that_keeps_changing_raises_conflict():
-    clock = Clock()
-    store = MemoryJobStore()
-    ledger = Ledger(store, clock=clock)
+    clock, ledger = fresh_ledger()
     job = new_job(ledger, clock)
     claim(ledger, job, clock)
     assert ledger.dead_letter(job, "attempt budget exhausted")
@@ -154,8 +152,7 @@ def test_replay_resets_the_budget_and_a_job_that_keeps_changing_raises_conflict(
 
 
 def test_the_queue_dead_letter_leaves_leased_and_terminal_jobs_alone():
-    clock = Clock()
-    ledger = Ledger(MemoryJobStore(), clock=clock)
+    clock, ledger = fresh_ledger()
     job = new_job(ledger, clock)
     claim(ledger, job, clock)
     assert ledger.dead_letter_by_queue(job.id, "dead-lettered by the queue") is None  # leased until 1060
