@@ -124,7 +124,7 @@ def bootstrap(
         from core.providers.registry import ProviderRegistry
 
         providers = ProviderRegistry(settings, secrets)
-    service = WorkerService(settings, store=store, state=state, queue=queue, providers=providers, secrets=secrets,
+    service = WorkerService(settings, store=store, state=state, queue=queue, providers=providers, secrets=secrets, blobs=blobs,
                             retriever=retriever)
     library = Library(settings.retrieval, writer, blobs, embedder)
     return App(settings, store, state, queue, blobs, secrets, service,
@@ -143,7 +143,7 @@ def bootstrap_api(
     """An app for the HTTP API alone: submit, status, listings. Without a retriever it does not check at
     submit that a named collection exists; the worker fails such a job, saying so."""
     store, state, queue, blobs, secrets = _ports(settings, store, state, queue, blobs, secrets)
-    service = ApiService(settings, store=store, state=state, queue=queue)
+    service = ApiService(settings, store=store, state=state, queue=queue, blobs=blobs)
     return ApiApp(settings, store, state, queue, blobs, secrets, service)
 
 

@@ -8,10 +8,11 @@ Pydantic models because jobs cross every boundary (HTTP, queue, store) as JSON.
 import enum
 import hashlib
 import json
+import re
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class JobStatus(str, enum.Enum):
@@ -20,26 +21,32 @@ class JobStatus(str, enum.Enum):
     succeeded = "succeeded"
     failed = "failed"
     dead_lettered = "dead_lettered"
+    cancelled = "cancelled"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered})
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled})
 
 # Allowed lifecycle edges, checked by every transition of `core.jobs.ledger.Ledger`. `running -> queued`
 # is a deferral or a retry handed back to the queue; `queued -> succeeded` is a response-cache hit (no
 # call, so never running); `running -> running` is a claim after an expired lease or another attempt;
-# `failed | dead_lettered -> queued` is an operator replay with a fresh budget.
+# `failed | dead_lettered -> queued` is an operator replay with a fresh budget; `cancelled` is a user's
+# `DELETE`, from any state that is not terminal yet.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.queued: frozenset({JobStatus.running, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered}),
+    JobStatus.queued: frozenset(
+        {JobStatus.running, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled}
+    ),
     JobStatus.running: frozenset(
-        {JobStatus.running, JobStatus.queued, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered}
+        {JobStatus.running, JobStatus.queued, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered,
+         JobStatus.cancelled}
     ),
     JobStatus.succeeded: frozenset(),
     JobStatus.failed: frozenset({JobStatus.queued}),
     JobStatus.dead_lettered: frozenset({JobStatus.queued}),
+    JobStatus.cancelled: frozenset(),
 }
 
 
@@ -47,6 +54,8 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 # separators, no dot-dot, no spaces
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+WORKFLOW_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(@[0-9]{1,6})?$"
+MAX_INPUT_CHARS = 8_000_000
 MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 16_384
 
@@ -84,7 +93,17 @@ class JobRequest(_Model):
     # strict: `"cache": "no"` is an error, not False; extra="forbid": a typo is an error, not ignored
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False, defer_build=True)
 
-    prompt: str = Field(min_length=1, max_length=1_000_000, description="The question or instruction.")
+    workflow: str | None = Field(
+        default=None, pattern=WORKFLOW_PATTERN,
+        description="Run a configured multi-step workflow instead of one call: `name@version`, or `name` for its "
+                    "newest version. Give its inputs in `inputs`, and no `prompt`.")
+    prompt: str = Field(default="", max_length=1_000_000, validate_default=True,
+                        description="The question or instruction (required unless `workflow` is given).")
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="A workflow's inputs by name: the text itself, or `blob:KEY` for a document "
+                                          "in the blob store (PDF, HTML, Markdown and text are extracted).")
+    max_tokens: int | None = Field(default=None, gt=0, le=1_000_000,
+                                   description="Output tokens at most; lowers (never raises) the route's max_tokens.")
     task: str | None = Field(default=None, max_length=128, description="Task name used by routing rules.")
     context_query: str | None = Field(
         default=None, max_length=10_000, description="Retrieval query; defaults to the prompt when a collection is used."
@@ -105,9 +124,31 @@ class JobRequest(_Model):
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("prompt must contain non-whitespace text")
+    def _prompt_or_workflow(cls, v: str, info: ValidationInfo) -> str:
+        # `workflow` is declared first, so it is validated (and in info.data) by now
+        workflow = info.data.get("workflow")
+        if workflow is None and "workflow" in info.data:
+            if not v:
+                raise ValueError("prompt is required (or give `workflow` and its `inputs` for a multi-step job)")
+            if not v.strip():
+                raise ValueError("prompt must contain non-whitespace text")
+        elif workflow is not None and v:
+            raise ValueError("give either prompt (one call) or `workflow` (its steps have their own prompts), not both")
+        return v
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_bounded(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if v and info.data.get("workflow") is None:
+            raise ValueError("inputs are for workflows; give `workflow` too, or put the text in `prompt`")
+        for name, text in v.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", name):
+                raise ValueError(f"input name {name!r} must be a letter or '_' followed by letters, digits or '_'")
+            if not text.strip():
+                raise ValueError(f"input {name!r} is empty; give its text or a `blob:KEY`")
+        if (size := sum(len(t) for t in v.values())) > MAX_INPUT_CHARS:
+            raise ValueError(f"inputs total {size:,} characters; at most {MAX_INPUT_CHARS:,} are taken inline: upload "
+                             "the document to the blob store and pass `blob:KEY`")
         return v
 
     @field_validator("metadata", mode="before")
@@ -155,6 +196,7 @@ class Usage(_Model):
         default=0.0, description="The part of cost_usd estimated (an upper bound) for attempts whose reply was lost "
                                  "with a worker that died mid-call: the provider may have billed them.")
     cached: bool = False
+    calls: int = Field(default=0, description="Billed provider calls summed here (a workflow: over every step).")
 
 
 class RouteDecision(_Model):
@@ -248,6 +290,42 @@ class PromptAssembly(_Model):
     dropped: list[ChunkDropped] = Field(default_factory=list)
 
 
+class ChildOf(_Model):
+    """Where a workflow's child job sits: its parent, step, round (a reduce level) and node."""
+
+    parent_id: str
+    step: int
+    round: int = 0
+    node: int = 0
+    max_calls: int | None = Field(default=None, description="The workflow's provider-call bound, shared by its children.")
+
+
+class StepState(_Model):
+    """One workflow step on its parent job. `done` maps each finished child of the current round to its
+    status: the fan-in set that one compare-and-set grows, so a redelivered child never counts twice."""
+
+    id: str
+    status: Literal["pending", "running", "settling", "succeeded", "failed", "cancelled"] = "pending"
+    round: int = 0
+    nodes: int = Field(default=0, description="Children in the current round.")
+    rounds: list[int] = Field(default_factory=list, description="Children per round so far.")
+    done: dict[str, str] = Field(default_factory=dict)
+    inputs: list[str] = Field(default_factory=list, description="A reduce level's inputs: the previous level's ids.")
+    outputs: list[str] = Field(default_factory=list, description="Ids of the children whose results are the output.")
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    gaps: list[str] = Field(default_factory=list, description="Skipped children (`on_child_failure: skip`) and why.")
+    usage: Usage = Field(default_factory=Usage)
+    calls: int = 0
+
+
+class WorkflowState(_Model):
+    name: str = Field(description="The workflow run, `name@version`.")
+    steps: list[StepState]
+    current: int = 0
+
+
 class Job(_Model):
     id: str
     tenant: str
@@ -274,67 +352,8 @@ class Job(_Model):
     callback: CallbackState | None = None
     cached_from: str | None = None  # id of the job whose reply this cache hit reused
     assembly: PromptAssembly | None = None
-
-
-class JobView(_Model):
-    """What `GET /v1/jobs/{id}` returns; also what `alto ask --json` prints."""
-
-    job_id: str
-    status: JobStatus
-    tenant: str
-    task: str | None
-    result: str | None
-    citations: list[Citation]
-    invalid_citations: list[str] = Field(
-        default_factory=list, description="Ids the answer cited that were not among the chunks supplied."
-    )
-    usage: Usage
-    stop_reason: str | None = Field(
-        default=None, description="Why the model stopped: end_turn, max_tokens (the answer is cut), refusal, other.")
-    route: RouteDecision | None
-    prompt: PromptAssembly | None = Field(default=None, description="Template, chunk ids and token counts per part.")
-    attempts: list[Attempt]
-    error: JobError | None
-    callback: CallbackState | None = Field(default=None, description="The completion callback's delivery.")
-    trace_id: str
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-
-    @classmethod
-    def of(cls, job: Job) -> "JobView":
-        return cls(
-            job_id=job.id,
-            status=job.status,
-            tenant=job.tenant,
-            task=job.request.task,
-            result=job.result_text,
-            citations=job.citations,
-            invalid_citations=[c.id for c in job.citations if not c.valid],
-            usage=job.usage,
-            stop_reason=job.reply.stop_reason if job.reply is not None else None,
-            route=job.route,
-            prompt=job.assembly,
-            attempts=job.attempts,
-            error=job.error,
-            callback=job.callback,
-            trace_id=job.trace_id,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            finished_at=job.finished_at,
-        )
-
-
-class JobList(_Model):
-    """What `GET /v1/jobs` returns: the tenant's jobs, newest first."""
-
-    jobs: list[JobView]
-
-
-class SubmitResponse(_Model):
-    job_id: str
-    status: JobStatus
-    status_url: str
+    parent: ChildOf | None = None  # a workflow's child
+    workflow: WorkflowState | None = None  # a workflow's parent
 
 
 class QueueMessage(_Model):

@@ -81,7 +81,10 @@ class Router:
                         continue
                     chain.append(self.decision(m, f"fallback {kind} of rule '{rule.name}'", rule.name))
                 fallbacks[kind] = chain
-            return RoutePlan(rule=rule.name, route=rule.route, primary=primary, fallbacks=fallbacks, notes=notes)
+            route = rule.route
+            if request.max_tokens is not None and request.max_tokens < route.max_tokens:  # a request may only lower it
+                route = route.model_copy(update={"max_tokens": request.max_tokens})
+            return RoutePlan(rule=rule.name, route=route, primary=primary, fallbacks=fallbacks, notes=notes)
         raise NoRoute("no route may serve this request: " + "; ".join(notes or ["no rule matched"]))
 
     def fit(self, plan: RoutePlan, need: Callable[[str], int]) -> RouteDecision:

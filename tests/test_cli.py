@@ -39,7 +39,7 @@ def test_ask_json_is_exactly_the_api_job_view(tmp_path):
     data = tmp_path / "data"
     run(["ingest", str(SAMPLES), "--collection", "docs"], data)
     view = json.loads(run(["ask", "How big can an SQS message be?", "--collection", "docs", "--json"], data).stdout)
-    from core.models import JobView
+    from core.views import JobView
 
     assert set(view) == set(JobView.model_fields)
     assert view["status"] == "succeeded" and "256 KB" in view["result"]

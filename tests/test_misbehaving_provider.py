@@ -66,7 +66,7 @@ def test_each_misbehaviour_ends_explained_within_budget_and_time(make_app, fault
 def test_a_reply_cut_at_max_tokens_is_served_with_its_stop_reason_or_failed_as_the_route_says(make_app):
     job, _, _ = run_one(make_app, FaultPlan(rates={"max_tokens": 1.0}))
     assert job.status is JobStatus.succeeded and job.reply.stop_reason == "max_tokens"
-    from core.models import JobView
+    from core.views import JobView
 
     assert JobView.of(job).stop_reason == "max_tokens"
     job, fa, _ = run_one(make_app, FaultPlan(rates={"max_tokens": 1.0}), on_max_tokens="fail")

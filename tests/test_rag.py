@@ -268,7 +268,7 @@ def test_twenty_page_pdf_against_a_small_window_never_overflows(make_app, fake_a
     assert exact == a.input_tokens and exact + max_tokens + a.margin_tokens <= window
     assert len(a.chunks) >= 3 and a.dropped  # packed to the budget, the rest recorded as dropped
     assert job.context_chunks == [u.id for u in a.chunks] and all(i.startswith("handbook-pdf#") for i in job.context_chunks)
-    from core.models import JobView
+    from core.views import JobView
 
     assert JobView.of(job).prompt == a  # GET /v1/jobs/{id} shows how the prompt was built
 
@@ -279,7 +279,7 @@ def test_invalid_citations_are_flagged_on_the_job(make_app, fake_anthropic):
     app = make_app(anthropic_config(url))
     app.library.ingest(SAMPLES, tenant="acme", collection="docs")
     job = run_job(app, JobRequest(prompt="how are retries budgeted?", collection="docs"))
-    from core.models import JobView
+    from core.views import JobView
 
     view = JobView.of(job)
     assert view.invalid_citations == ["made-up#9"]

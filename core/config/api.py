@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.config.workflows import WorkflowConfig, builtin_workflows, check_ids
 from core.models import NAME_PATTERN, NAME_RULE
 
 SECRET_REF = re.compile(r"^(env|file|aws-sm|gcp-sm|azure-kv):.+$")
@@ -172,6 +173,14 @@ class ApiSettings(_Strict):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     callbacks: CallbackConfig = Field(default_factory=CallbackConfig)
+    workflows: dict[str, WorkflowConfig] = Field(
+        default_factory=builtin_workflows, description="Multi-step jobs keyed by `name@version` (summarize@1 is built in).")
+
+    @field_validator("workflows")
+    @classmethod
+    def _workflow_ids(cls, workflows: dict[str, WorkflowConfig]) -> dict[str, WorkflowConfig]:
+        return check_ids(workflows)
+
     retrieval: Any = Field(default_factory=dict, description="Retrieval backend (validated by Settings).")
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -20,7 +20,8 @@ from core.entrypoints.routes import LIST_LIMIT, PATH_PARAM, ROUTES
 from core.errors import AltoError, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.jobs.service import ApiService
 from core.logs import log_event
-from core.models import JobList, JobRequest, JobStatus, JobView, SubmitResponse
+from core.models import JobRequest, JobStatus
+from core.views import JobList, JobView, SubmitResponse
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -175,11 +176,18 @@ class Api:
         if not (raw_limit.isdigit() and 1 <= int(raw_limit) <= LIST_LIMIT):
             return error(422, "invalid_request", f"limit must be an integer from 1 to {LIST_LIMIT}", "limit")
         st, limit = (JobStatus(status) if status else None), int(raw_limit)
-        jobs = self.service.list(tenant, status=st, limit=limit)
+        parent = req.query.get("parent")
+        if parent is not None and not re.fullmatch(PATH_PARAM, parent):
+            return error(422, "invalid_request", "parent must be a job id", "parent")
+        jobs = (self.service.children(tenant, parent, status=st, limit=limit) if parent is not None
+                else self.service.list(tenant, status=st, limit=limit))
         return ApiResponse(200, JobList(jobs=[JobView.of(j) for j in jobs]).model_dump(mode="json"))
 
     def get_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
         return ApiResponse(200, self.service.view(tenant, job_id).model_dump(mode="json"))
+
+    def cancel_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
+        return ApiResponse(200, JobView.of(self.service.cancel(tenant, job_id)).model_dump(mode="json"))
 
 
 def _job_request(req: ApiRequest) -> JobRequest | ApiResponse:
@@ -190,7 +198,8 @@ def _job_request(req: ApiRequest) -> JobRequest | ApiResponse:
                      "Content-Type")
     if len(req.body) > MAX_BODY_BYTES:
         return error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes; put large documents "
-                     "in a collection with `alto ingest` and reference it by `collection`", "(body)")
+                     "in a collection with `alto ingest` and reference it by `collection`, or in the blob store and "
+                     "pass a workflow `inputs: {NAME: \"blob:KEY\"}`", "(body)")
     try:
         data = json.loads(req.body or b"null", parse_constant=_no_constant)
     except RecursionError:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
-from core.models import JobList, JobRequest, JobStatus, JobView, SubmitResponse
+from core.models import JobRequest, JobStatus
+from core.views import JobList, JobView, SubmitResponse
 
 LIST_LIMIT = 200
 PATH_PARAM = "[A-Za-z0-9_-]{1,128}"  # what a `{name}` in a path template matches (job ids)
@@ -45,8 +46,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/jobs", "list_jobs", "List this tenant's jobs, newest first", response=JobList,
           errors={401: "Missing or invalid API key", 422: "Invalid query parameter"},
           params=(Param("status", "query", {"type": "string", "enum": [s.value for s in JobStatus]}),
-                  Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT}))),
+                  Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT}),
+                  Param("parent", "query", {"type": "string", "pattern": f"^{PATH_PARAM}$",
+                                            "description": "List this workflow job's children, step by step."}))),
     Route("GET", "/v1/jobs/{job_id}", "get_job", "Get a job", response=JobView,
           errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)"},
+          params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),)),
+    Route("DELETE", "/v1/jobs/{job_id}", "cancel_job", "Cancel a job (a workflow: children not started never start)",
+          response=JobView,
+          errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)",
+                  409: "Already finished (succeeded, failed, dead-lettered or cancelled)"},
           params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),)),
 )

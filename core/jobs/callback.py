@@ -18,8 +18,9 @@ from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome
 from core.jobs.submit import send_job
 from core.logs import log_event
-from core.models import Job, JobView, QueueMessage
+from core.models import Job, QueueMessage
 from core.ports import Secrets, SendQueue
+from core.views import JobView
 from core.webhooks import signing
 from core.webhooks.sender import post
 from core.webhooks.targets import Policy

@@ -18,8 +18,28 @@ def missing_collection(retriever: Retriever | None, tenant: str, collection: str
             f"`alto ingest PATH --collection {collection} --tenant {tenant}` or omit the field")
 
 
+def check_workflow(request: JobRequest, settings: ApiSettings) -> str:
+    """The `name@version` of the workflow a request names; InputError naming the field if it can't run."""
+    from core.config.workflows import resolve
+
+    found = resolve(settings.workflows, str(request.workflow))
+    if found is None:
+        raise InputError(f"workflow '{request.workflow}' is not configured (known: {', '.join(sorted(settings.workflows))}); "
+                         "add it under `workflows` or fix the name", field="workflow")
+    name, config = found
+    if config.input not in request.inputs:
+        raise InputError(f"workflow {name} needs the input '{config.input}': give `inputs: {{\"{config.input}\": "
+                         "TEXT or \"blob:KEY\"}}`", field=f"inputs.{config.input}")
+    if extra := sorted(set(request.inputs) - {config.input}):
+        raise InputError(f"workflow {name} takes only the input '{config.input}', not '{extra[0]}'",
+                         field=f"inputs.{extra[0]}")
+    return name
+
+
 def check_request(request: JobRequest, tenant: str, settings: ApiSettings, retriever: Retriever | None) -> None:
     """Raise InputError naming the field a submitted request fails on."""
+    if request.workflow is not None:
+        check_workflow(request, settings)
     try:
         check_input(request.prompt, settings.guardrails)
     except GuardrailViolation as e:

@@ -12,7 +12,6 @@ from core.chunks import ContextChunk
 from core.config.worker import Settings
 from core.errors import GuardrailViolation
 from core.guardrails import check_output
-from core.jobs.callback import Callbacks
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
@@ -24,12 +23,12 @@ from core.prompting import extract_citations
 
 
 class Finalizer:
-    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, callbacks: Callbacks, *,
+    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, on_terminal: Callable[[Job], None], *,
                  store_io: Offload, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.preparer = preparer
-        self.callbacks = callbacks
+        self.on_terminal = on_terminal  # the callback, and a workflow child's fan-in
         self.store_io = store_io
         self.clock = clock
 
@@ -54,7 +53,7 @@ class Finalizer:
                 return Outcome("ack", status=current.status, detail="finished by another delivery")
             return raced("result write lost a race")
         self._log(job)
-        self.callbacks.enqueue(job)
+        await self.store_io(self.on_terminal, job)
         return Outcome("ack", status=job.status)
 
     def _usage(self, job: Job) -> Usage:

@@ -71,18 +71,18 @@ class Ledger:
             j.assembly = assembly
             j.attempts.append(attempt)
 
-        return attempt if self._write(job, JobStatus.running, change) else None
+        return attempt if self.write(job, JobStatus.running, change) else None
 
     def renew(self, job: Job, lease_until: float) -> bool:
         """Extend the lease of a job whose call is in flight (the heartbeat)."""
         def change(j: Job) -> None:
             j.lease_expires_at = lease_until
 
-        return self._write(job, JobStatus.running, change)
+        return self.write(job, JobStatus.running, change)
 
     def record(self, job: Job, error: JobError) -> bool:
         """Keep a failed attempt's record while the job goes on (a fallback, an in-process retry)."""
-        return self._write(job, job.status, _set_error(error))
+        return self.write(job, job.status, _set_error(error))
 
     def save_reply(self, job: Job, reply: ProviderResult) -> bool:
         """Persist a paid reply before anything else, re-applying it if another delivery wrote meanwhile
@@ -90,7 +90,7 @@ class Ledger:
         def change(j: Job) -> None:
             j.reply, j.error = reply, None
 
-        if self._write(job, job.status, change):
+        if self.write(job, job.status, change):
             return True
         attempts = job.attempts
 
@@ -98,9 +98,9 @@ class Ledger:
             if current is None or current.status.terminal or current.reply is not None:
                 return None
             current.attempts = attempts
-            return self._write(current, current.status, change)
+            return self.write(current, current.status, change)
 
-        return self._retrying(job.id, reapply) is not None
+        return self.retrying(job.id, reapply) is not None
 
     def serve_cached(self, job: Job, decision: RouteDecision, reply: ProviderResult, source_job: str, *,
                      template: str, chunk_ids: list[str], assembly: PromptAssembly) -> bool:
@@ -110,7 +110,7 @@ class Ledger:
             j.prompt_template, j.context_chunks, j.assembly = template, chunk_ids, assembly
             j.reply, j.cached_from = reply, source_job
 
-        return self._write(job, job.status, change)
+        return self.write(job, job.status, change)
 
     def hand_back(self, job: Job, error: JobError | None = None) -> bool:
         """Give the job back to the queue (a retry later, a deferral); the lease ends."""
@@ -118,14 +118,14 @@ class Ledger:
             if error is not None:
                 j.error = error
 
-        return self._write(job, JobStatus.queued, change)
+        return self.write(job, JobStatus.queued, change)
 
     def succeed(self, job: Job, *, text: str, citations: list[Citation], usage: Usage) -> bool:
         def change(j: Job) -> None:
             j.result_text, j.citations, j.usage = text, citations, usage
             j.finished_at = self.clock()
 
-        return self._write(job, JobStatus.succeeded, change)
+        return self.write(job, JobStatus.succeeded, change)
 
     def fail(self, job: Job, error: JobError, *, citations: list[Citation] | None = None,
              usage: Usage | None = None) -> bool:
@@ -137,7 +137,7 @@ class Ledger:
             j.usage = usage if usage is not None else job_usage(j)
             j.finished_at = self.clock()
 
-        return self._write(job, JobStatus.failed, change)
+        return self.write(job, JobStatus.failed, change)
 
     def dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> bool:
         """Out of budget or given up by the queue; the last provider error stays, prefixed by why."""
@@ -146,13 +146,13 @@ class Ledger:
             j.usage = job_usage(j)
             j.finished_at = self.clock()
 
-        return self._write(job, JobStatus.dead_lettered, change)
+        return self.write(job, JobStatus.dead_lettered, change)
 
     # ------------------------------------------------------------------ the operator's transitions
 
     def touch(self, job: Job) -> bool:
         """Mark a stranded job as seen, so the next reconcile sweep leaves it alone for a while."""
-        return self._write(job, job.status, lambda j: None)
+        return self.write(job, job.status, lambda j: None)
 
     def dead_letter_by_queue(self, job_id: str, reason: str) -> Job | None:
         """The platform dead-lettered the job's message: mark it, unless it is missing, terminal or still
@@ -163,7 +163,7 @@ class Ledger:
             return self.dead_letter(job, reason)
 
         try:
-            return self._retrying(job_id, step)
+            return self.retrying(job_id, step)
         except ConflictError:
             return None
 
@@ -179,9 +179,30 @@ class Ledger:
             def change(j: Job) -> None:
                 j.provider_calls, j.reply, j.finished_at = 0, None, None
 
-            return self._write(job, JobStatus.queued, change)
+            return self.write(job, JobStatus.queued, change)
 
-        job = self._retrying(job_id, step)
+        job = self.retrying(job_id, step)
+        assert job is not None
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """A user's DELETE: a job not terminal yet ends `cancelled`. A call in flight is not stopped: its
+        reply, when it comes, is dropped (the job is terminal) and its attempt stays `started`."""
+        def step(job: Job | None) -> bool:
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            if job.status.terminal:
+                raise InputError(f"job {job_id} is already {job.status.value}; only queued or running jobs can be "
+                                 "cancelled", status=409)
+
+            def change(j: Job) -> None:
+                j.error = JobError(error_class=ErrorClass.permanent, message="cancelled by request")
+                j.usage = j.usage if j.workflow is not None else job_usage(j)
+                j.finished_at = self.clock()
+
+            return self.write(job, JobStatus.cancelled, change)
+
+        job = self.retrying(job_id, step)
         assert job is not None
         return job
 
@@ -201,13 +222,15 @@ class Ledger:
         def step(job: Job | None) -> bool | None:
             if job is None or job.callback is None or job.callback.state != "pending":
                 return None
-            return self._write(job, job.status, change)
+            return self.write(job, job.status, change)
 
-        return self._retrying(job_id, step, tries=3)
+        return self.retrying(job_id, step, tries=3)
 
     # ------------------------------------------------------------------ the one compare-and-set
 
-    def _write(self, job: Job, to: JobStatus, change: Change) -> bool:
+    def write(self, job: Job, to: JobStatus, change: Change) -> bool:
+        """The one compare-and-set under every named transition (here, and the workflow's in
+        `core.workflows.ledger`): check the edge, apply `change`, write if the version still holds."""
         if to is not job.status and to not in TRANSITIONS[job.status]:
             raise IllegalTransition(f"job {job.id}: {job.status.value} -> {to.value} is not an allowed transition")
         expected = job.version
@@ -220,7 +243,7 @@ class Ledger:
         job.updated_at = self.clock()
         return self.store.update(job, expected_version=expected)
 
-    def _retrying(self, job_id: str, step: Callable[[Job | None], bool | None], *, tries: int = TRIES) -> Job | None:
+    def retrying(self, job_id: str, step: Callable[[Job | None], bool | None], *, tries: int = TRIES) -> Job | None:
         """Re-read the job and re-apply `step` while its write loses races. `step` returns True once
         written, None to stop without writing (this returns None then), False after a lost write."""
         for _ in range(tries):

@@ -35,6 +35,8 @@ from core.logs import job_id_var, log_event, trace_id_var
 from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage, RouteDecision
 from core.ports import Delivery
 from core.retry import jittered
+from core.workflows.budget import CallBudget
+from core.workflows.engine import Workflows
 
 
 class Run(NamedTuple):
@@ -48,8 +50,9 @@ class Run(NamedTuple):
 
 class Pipeline:
     def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, admission: Admission,
-                 attempter: a.Attempter, finalizer: Finalizer, callbacks: Callbacks, cache: ResponseCache | None, *,
-                 store_io: Offload, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
+                 attempter: a.Attempter, finalizer: Finalizer, callbacks: Callbacks, cache: ResponseCache | None,
+                 workflows: Workflows, calls: CallBudget, *, store_io: Offload, state_io: Offload,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.preparer = preparer
@@ -58,6 +61,8 @@ class Pipeline:
         self.finalizer = finalizer
         self.callbacks = callbacks
         self.cache = cache
+        self.workflows = workflows
+        self.calls = calls
         self.store_io = store_io
         self.state_io = state_io
         self.clock = clock
@@ -80,9 +85,15 @@ class Pipeline:
 
     async def _process(self, msg: QueueMessage, delivery: Delivery, deadline: float) -> Outcome:
         job = await self.store_io(self.ledger.load, msg.job_id)
+        if job is not None and job.status.terminal and job.parent is not None:
+            await self.store_io(self.workflows.child_finished, job)  # a crash may have cut off its fan-in
         if (guarded := self._guard(job, delivery)) is not None:
             return guarded
         assert job is not None
+        if job.request.workflow is not None:
+            return await self.workflows.advance(job)
+        if job.parent is not None and await self.store_io(self.workflows.orphaned, job):
+            return Outcome("ack", status=JobStatus.cancelled, detail="its workflow ended before it started")
         if job.reply is not None:
             return await self.finalizer.finalize(job)
         if lost := mark_lost(job, self.settings.models, self.clock()):  # written by the next transition
@@ -153,6 +164,11 @@ class Pipeline:
                 async with self.admission.admit(plan, current, assembled.input_tokens, run.deadline) as ticket:
                     if isinstance(ticket, Deferral):
                         return await self._defer(job, jittered(ticket.delay_s), ticket.reason)
+                    if (ref := job.parent) and ref.max_calls and not await self.state_io(
+                            self.calls.take, ref.parent_id, ref.max_calls):
+                        return await self._fail(job, JobError(error_class=ErrorClass.permanent, message=(
+                            f"workflow {ref.parent_id} used up its max_calls ({ref.max_calls}); raise it or shorten "
+                            "the input")))
                     if ticket.decision.model != current.model:  # the breaker sent us to a circuit_open fallback
                         assembled = await run.assemblies.get(ticket.decision)
                     decision = await self.attempter.run(job, ticket, plan, assembled, run.deadline, tried)
@@ -214,14 +230,14 @@ class Pipeline:
         if not await self.store_io(self.ledger.fail, job, error):
             return raced()
         log_event("job.failed", logging.WARNING, error_class=error.error_class.value)
-        self.callbacks.enqueue(job)
+        await self.store_io(self.workflows.settled, job)
         return Outcome("ack", status=JobStatus.failed, detail=error.message)
 
     async def _dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> Outcome:
         if not await self.store_io(self.ledger.dead_letter, job, reason, error):
             return raced()
         log_event("job.dead_lettered", logging.ERROR, reason=reason, provider_calls=job.provider_calls)
-        self.callbacks.enqueue(job)
+        await self.store_io(self.workflows.settled, job)
         return Outcome("ack", status=JobStatus.dead_lettered, detail=reason)
 
     async def _hand_back(self, job: Job, delay_s: float, detail: str, error: JobError | None = None) -> Outcome:

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from core.errors import NotFound
-from core.models import Job, JobStatus, JobView
+from core.models import Job, JobStatus
 from core.ports import JobStore
+from core.views import JobView
 
 
 class Queries:
@@ -26,6 +27,23 @@ class Queries:
     def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         """Newest first; `tenant=None` lists every tenant's (the operator's CLI, never the HTTP API)."""
         return self.store.list(tenant=tenant, status=status, limit=limit)
+
+
+    def children(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        """Read by their deterministic ids from the parent's steps: no store needs an index on `parent`."""
+        from core.workflows.plan import round_ids
+
+        parent = self.get(tenant, parent_id)
+        found: list[Job] = []
+        for k, step in enumerate(parent.workflow.steps if parent.workflow else []):
+            for round_, nodes in enumerate(step.rounds):
+                for cid in round_ids(parent.id, k, round_, nodes):
+                    child = self.store.get(cid)
+                    if child is not None and (status is None or child.status is status):
+                        found.append(child)
+                        if len(found) >= limit:
+                            return found
+        return found
 
 
 def job_json(job: Job) -> str:

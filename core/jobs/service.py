@@ -10,16 +10,18 @@ from core.config.api import ApiSettings
 from core.jobs.ledger import Ledger
 from core.jobs.queries import Queries
 from core.jobs.submit import Submitter
-from core.models import Job, JobRequest, JobStatus, JobView
-from core.ports import JobStore, Retriever, SendQueue, StateStore
+from core.models import Job, JobRequest, JobStatus
+from core.ports import BlobStore, JobStore, Retriever, SendQueue, StateStore
+from core.views import JobView
 
 
 class ApiService:
     def __init__(self, settings: ApiSettings, *, store: JobStore, state: StateStore, queue: SendQueue,
-                 retriever: Retriever | None = None, clock: Callable[[], float] = time.time) -> None:
+                 blobs: BlobStore | None = None, retriever: Retriever | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = Ledger(store, clock=clock)
-        self.submitter = Submitter(settings, self.ledger, state, queue, retriever=retriever, clock=clock)
+        self.submitter = Submitter(settings, self.ledger, state, queue, blobs=blobs, retriever=retriever, clock=clock)
         self.queries = Queries(store)
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
@@ -35,3 +37,12 @@ class ApiService:
 
     def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         return self.queries.list(tenant, status=status, limit=limit)
+
+    def children(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        """A workflow's child jobs, step by step and in order (`GET /v1/jobs?parent=ID`)."""
+        return self.queries.children(tenant, parent_id, status=status, limit=limit)
+
+    def cancel(self, tenant: str, job_id: str) -> Job:
+        """`DELETE /v1/jobs/{id}`: the job ends `cancelled`; a workflow's children not started never start."""
+        self.queries.get(tenant, job_id)  # NotFound for another tenant's
+        return self.ledger.cancel(job_id)

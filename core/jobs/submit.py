@@ -14,11 +14,12 @@ from typing import Callable, Literal
 from core.config.api import ApiSettings
 from core.errors import IdempotencyConflict, InputError, QueueUnavailable
 from core.ids import new_job_id, new_trace_id
-from core.jobs.checks import check_request
+from core.jobs.checks import check_request, check_workflow
 from core.jobs.ledger import Ledger
 from core.logs import log_event
 from core.models import Job, JobRequest, JobStatus, QueueMessage
-from core.ports import Retriever, SendQueue, StateStore
+from core.ports import BlobStore, Retriever, SendQueue, StateStore
+from core.workflows.inputs import stash
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 
@@ -30,8 +31,10 @@ def send_job(queue: SendQueue, job: Job, delay_s: float = 0.0, *, kind: Literal[
 
 class Submitter:
     def __init__(self, settings: ApiSettings, ledger: Ledger, state: StateStore, queue: SendQueue, *,
-                 retriever: Retriever | None = None, clock: Callable[[], float] = time.time) -> None:
+                 blobs: BlobStore | None = None, retriever: Retriever | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.blobs = blobs
         self.ledger = ledger
         self.state = state
         self.queue = queue
@@ -49,6 +52,9 @@ class Submitter:
             if isinstance(found, Job):
                 return found, False
             job_id = found
+        if request.workflow is not None:  # the version pinned at submit, large inputs to the blob store
+            request = request.model_copy(update={"workflow": check_workflow(request, self.settings),
+                                                 "inputs": stash(request.inputs, self.blobs)})
         job = self._new_job(job_id, tenant, request, fingerprint, idempotency_key, trace_id)
         if not self.ledger.create(job):
             existing = self.ledger.load(job_id)
@@ -57,7 +63,7 @@ class Submitter:
         self.enqueue_or_raise(job)
         log_event(
             "job.submitted", job_id=job.id, trace_id=job.trace_id, tenant=tenant, task=request.task,
-            input_hash=fingerprint[:16], prompt_chars=len(request.prompt),
+            input_hash=fingerprint[:16], prompt_chars=len(request.prompt), workflow=request.workflow,
         )
         return job, True
 
@@ -85,7 +91,8 @@ class Submitter:
 
     def _new_job(self, job_id: str, tenant: str, request: JobRequest, fingerprint: str,
                  idempotency_key: str | None, trace_id: str | None) -> Job:
-        if not request.collection and (t := self.settings.tenants.get(tenant)) and t.default_collection:
+        if (not request.collection and request.workflow is None and (t := self.settings.tenants.get(tenant))
+                and t.default_collection):
             request = request.model_copy(update={"collection": t.default_collection})
         now = self.clock()
         return Job(id=job_id, tenant=tenant, request=request, request_hash=fingerprint,

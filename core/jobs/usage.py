@@ -49,9 +49,15 @@ def job_usage(job: Job, reply_model: ModelConfig | None = None) -> Usage:
     parts = [a.usage for a in job.attempts if a.usage is not None]
     if not parts and job.reply is not None:
         parts = [billed(job.reply, reply_model)]
+    return total(parts, calls=len(parts))
+
+
+def total(parts: list[Usage], *, calls: int | None = None) -> Usage:
+    """Usages summed; `calls` counts billed calls (an attempt's own usage is one call)."""
     return Usage(
         input_tokens=sum(u.input_tokens for u in parts), output_tokens=sum(u.output_tokens for u in parts),
         cache_read_tokens=sum(u.cache_read_tokens for u in parts),
         cost_usd=round(sum(u.cost_usd for u in parts), 10),
         estimated_cost_usd=round(sum(u.estimated_cost_usd for u in parts), 10),
+        calls=sum(u.calls for u in parts) if calls is None else calls,
     )

@@ -22,16 +22,18 @@ from core.jobs.pipeline import Pipeline
 from core.jobs.prepare import Prepared, Preparer
 from core.jobs.service import ApiService
 from core.models import Job, JobRequest
-from core.ports import Delivery, JobStore, Retriever, Secrets, SendQueue, StateStore
+from core.ports import BlobStore, Delivery, JobStore, Retriever, Secrets, SendQueue, StateStore
 from core.providers.registry import ProviderRegistry
 from core.routing import Router
+from core.workflows.budget import CallBudget
+from core.workflows.engine import Workflows
 
 
 class WorkerService(ApiService):
     def __init__(self, settings: Settings, *, store: JobStore, state: StateStore, queue: SendQueue,
-                 providers: ProviderRegistry, secrets: Secrets, retriever: Retriever | None = None,
+                 providers: ProviderRegistry, secrets: Secrets, blobs: BlobStore, retriever: Retriever | None = None,
                  router: Router | None = None, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(settings, store=store, state=state, queue=queue, retriever=retriever, clock=clock)
+        super().__init__(settings, store=store, state=state, queue=queue, blobs=blobs, retriever=retriever, clock=clock)
         self.settings: Settings = settings
         gov = settings.governance
         store_io, state_io = Offload(store), Offload(state)
@@ -43,10 +45,13 @@ class WorkerService(ApiService):
         admission = Admission(settings, self.breaker, self.limiter, providers, state_io=state_io, clock=clock)
         attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io, clock=clock)
         callbacks = Callbacks(settings, self.ledger, queue, secrets, store_io=store_io, clock=clock)
-        finalizer = Finalizer(settings, self.ledger, self.preparer, callbacks, store_io=store_io, clock=clock)
+        self.workflows = Workflows(settings, self.ledger, queue, blobs, self.router, store_io=store_io,
+                                   on_terminal=callbacks.enqueue, clock=clock)
+        finalizer = Finalizer(settings, self.ledger, self.preparer, self.workflows.settled, store_io=store_io, clock=clock)
         self.pipeline = Pipeline(settings, self.ledger, self.preparer, admission, attempter, finalizer, callbacks,
-                                 self.cache, store_io=store_io, state_io=state_io, clock=clock)
-        self.operator = Operator(settings, self.ledger, queue, on_terminal=callbacks.enqueue, clock=clock)
+                                 self.cache, self.workflows, CallBudget(state), store_io=store_io, state_io=state_io,
+                                 clock=clock)
+        self.operator = Operator(settings, self.ledger, queue, on_terminal=self.workflows.settled, clock=clock)
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do."""

@@ -1,8 +1,10 @@
 """Offline provider: deterministic, extractive, no network.
 
 It answers from the retrieved passages by picking the sentences that best cover the question's
-content words, cites them, and says plainly when the context has no answer. Useful for demos,
-tests and air-gapped smoke checks; never pretends to be a model.
+content words, cites them, and says plainly when the context has no answer. Given a long text and no
+context (a workflow's summarise step), it summarises extractively: the sentences whose words recur most
+in the text, as bullet points in document order. Useful for demos, tests and air-gapped smoke checks;
+never pretends to be a model.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ NO_CONTEXT = (
     "or route this task to a model provider."
 )
 NO_ANSWER = "The provided context does not contain an answer to this question."
+SUMMARY_MIN_SENTENCES, SUMMARY_MIN_WORDS, SUMMARY_SENTENCES = 4, 60, 5
 
 
 class OfflineProvider:
@@ -41,7 +44,7 @@ class OfflineProvider:
 
     def answer(self, request: ChatRequest) -> str:
         if not request.context:
-            return NO_CONTEXT
+            return self.summary(request.question) or NO_CONTEXT
         q_terms = set(content_terms(request.question))
         if not q_terms:
             return NO_ANSWER
@@ -72,6 +75,21 @@ class OfflineProvider:
         scored = [s for s in scored if s[0] >= 0.6 * best]  # only sentences close to the best match
         picked = sorted(scored[: self.max_sentences], key=lambda s: -s[1])  # keep document order
         return " ".join(f"{sent} [{cid}]" for _, _, cid, sent in picked)
+
+    def summary(self, text: str) -> str | None:
+        """Up to five central sentences of a long text as bullets; None for a short one (a plain question)."""
+        sents = [s.strip() for line in text.splitlines() for s in sentences(line.strip().lstrip("-•* "))]
+        sents = [s for s in sents if len(s.split()) >= 4]
+        if len(sents) < SUMMARY_MIN_SENTENCES or len(text.split()) < SUMMARY_MIN_WORDS:
+            return None
+        tf = Counter(t for s in sents for t in set(content_terms(s)))
+        scored = []
+        for i, sent in enumerate(sents):
+            terms = set(content_terms(sent))
+            if terms:
+                scored.append((sum(tf[t] for t in terms) / math.sqrt(len(terms)), -i, sent))
+        picked = sorted(sorted(scored, reverse=True)[:SUMMARY_SENTENCES], key=lambda s: -s[1])
+        return "\n".join(f"- {sent}" for _, _, sent in picked) or None
 
     async def aclose(self) -> None:
         return None

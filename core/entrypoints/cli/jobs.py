@@ -11,8 +11,9 @@ from core.bootstrap import App
 from core.entrypoints.cli.common import app_from, valid_name
 from core.errors import AltoError, ConflictError
 from core.jobs.queries import dead_letter_state, job_json
-from core.models import JobStatus, JobView, QueueMessage
+from core.models import JobStatus, QueueMessage
 from core.ports import DeadLetterBrowser
+from core.views import JobView
 
 STATUSES = [s.value for s in JobStatus]
 

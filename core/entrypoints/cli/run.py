@@ -10,7 +10,8 @@ import sys
 from typing import Any
 
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, port, valid_name
-from core.models import JobRequest, JobStatus, JobView
+from core.models import JobRequest, JobStatus
+from core.views import JobView
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,112 @@
+"""What the HTTP API returns: the job view (with a workflow's steps), listings and the submit answer."""
+
+# no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.models import (
+    Attempt,
+    CallbackState,
+    Citation,
+    Job,
+    JobError,
+    JobStatus,
+    PromptAssembly,
+    RouteDecision,
+    StepState,
+    Usage,
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+
+class ChildCounts(_Model):
+    total: int = Field(description="Children started so far, over every round.")
+    succeeded: int
+    failed: int
+    running: int = Field(description="Started and not finished yet.")
+
+
+class StepView(_Model):
+    id: str
+    status: str = Field(description="pending | running | settling (its last child finished) | succeeded | failed "
+                                    "| cancelled")
+    round: int = Field(description="The reduce level being combined (0 for a map or a chain step).")
+    children: ChildCounts
+    gaps: list[str] = Field(default_factory=list, description="Children skipped under `on_child_failure: skip`.")
+    usage: Usage
+
+    @classmethod
+    def of(cls, s: StepState) -> "StepView":
+        running = max(0, s.nodes - len(s.done)) if s.status == "running" else 0
+        return cls(id=s.id, status=s.status, round=s.round, gaps=s.gaps, usage=s.usage,
+                   children=ChildCounts(total=s.total, succeeded=s.succeeded, failed=s.failed, running=running))
+
+
+class JobView(_Model):
+    """What `GET /v1/jobs/{id}` returns; also what `alto ask --json` prints."""
+
+    job_id: str
+    status: JobStatus
+    tenant: str
+    task: str | None
+    result: str | None
+    citations: list[Citation]
+    invalid_citations: list[str] = Field(
+        default_factory=list, description="Ids the answer cited that were not among the chunks supplied."
+    )
+    usage: Usage
+    stop_reason: str | None = Field(
+        default=None, description="Why the model stopped: end_turn, max_tokens (the answer is cut), refusal, other.")
+    route: RouteDecision | None
+    prompt: PromptAssembly | None = Field(default=None, description="Template, chunk ids and token counts per part.")
+    attempts: list[Attempt]
+    error: JobError | None
+    callback: CallbackState | None = Field(default=None, description="The completion callback's delivery.")
+    workflow: str | None = Field(default=None, description="The workflow run, `name@version`.")
+    steps: list[StepView] | None = Field(default=None, description="A workflow's steps, in order.")
+    parent_id: str | None = Field(default=None, description="The workflow job this child job belongs to.")
+    trace_id: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @classmethod
+    def of(cls, job: Job) -> "JobView":
+        return cls(
+            job_id=job.id,
+            status=job.status,
+            tenant=job.tenant,
+            task=job.request.task,
+            result=job.result_text,
+            citations=job.citations,
+            invalid_citations=[c.id for c in job.citations if not c.valid],
+            usage=job.usage,
+            stop_reason=job.reply.stop_reason if job.reply is not None else None,
+            route=job.route,
+            prompt=job.assembly,
+            attempts=job.attempts,
+            error=job.error,
+            callback=job.callback,
+            workflow=job.workflow.name if job.workflow else None,
+            steps=[StepView.of(s) for s in job.workflow.steps] if job.workflow else None,
+            parent_id=job.parent.parent_id if job.parent else None,
+            trace_id=job.trace_id,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            finished_at=job.finished_at,
+        )
+
+
+class JobList(_Model):
+    """What `GET /v1/jobs` returns: the tenant's jobs, newest first."""
+
+    jobs: list[JobView]
+
+
+class SubmitResponse(_Model):
+    job_id: str
+    status: JobStatus
+    status_url: str

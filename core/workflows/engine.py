@@ -1,0 +1,190 @@
+"""The workflow engine: advancing a parent job, and counting its children in as they finish.
+
+A parent's delivery runs `advance`: begin (queued -> running with its steps), then for the current step
+open a round (create its children with deterministic ids, one compare-and-set on the parent, one queue
+message per child), heal a running round (children a crash left uncreated or uncounted), or settle it
+(the next reduce level, the next step, or the result). Children are ordinary jobs on the same queue under
+the same governance; each one that ends is counted into its parent by `child_finished`, and the write that
+completes a round wakes the parent with one message. Every step is safe to repeat: a redelivered parent
+message re-runs `advance`, which finds the round already open and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from pydantic import ValidationError
+
+from core.config.worker import Settings
+from core.config.workflows import WorkflowConfig, resolve
+from core.errors import InputError, NoRoute
+from core.jobs.ledger import Ledger
+from core.jobs.offload import Offload
+from core.jobs.outcome import Outcome, raced
+from core.jobs.submit import send_job
+from core.logs import log_event
+from core.models import ChildOf, Job, JobRequest, JobStatus
+from core.ports import BlobStore, SendQueue
+from core.routing import Router
+from core.workflows.ledger import WorkflowLedger, child_id
+from core.workflows.plan import Planner, round_ids
+
+
+class Workflows:
+    def __init__(self, settings: Settings, ledger: Ledger, queue: SendQueue, blobs: BlobStore, router: Router, *,
+                 store_io: Offload, on_terminal: Callable[[Job], None], clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.steps = WorkflowLedger(ledger, settings.workflows)
+        self.planner = Planner(settings, router, blobs, ledger.load)
+        self.queue = queue
+        self.store_io = store_io
+        self.on_terminal = on_terminal  # the parent's own callback, when it ends
+        self.clock = clock
+
+    async def advance(self, parent: Job) -> Outcome:
+        return await self.store_io(self._advance, parent)
+
+    def settled(self, job: Job) -> None:
+        """What follows any job's terminal transition: its callback, and for a child the fan-in."""
+        self.on_terminal(job)
+        if job.parent is not None:
+            self.child_finished(job)
+
+    def child_finished(self, child: Job) -> None:
+        """Count a terminal child into its parent; wake the parent if that completed a round."""
+        if child.parent is None:
+            return
+        counted = self.steps.count_child(child)
+        if counted.parent is None:
+            return
+        if counted.ended:
+            log_event("workflow.failed", logging.WARNING, job_id=counted.parent.id, child=child.id)
+            self.on_terminal(counted.parent)
+        elif counted.wake:
+            send_job(self.queue, counted.parent)
+
+    def orphaned(self, child: Job) -> bool:
+        """A child not started yet whose workflow ended (cancelled, failed): it never starts."""
+        if child.parent is None or child.status is not JobStatus.queued or child.provider_calls:
+            return False
+        parent = self.ledger.load(child.parent.parent_id)
+        if parent is not None and not parent.status.terminal:
+            return False
+        try:
+            cancelled = self.ledger.cancel(child.id)
+        except InputError:  # it ended meanwhile
+            return True
+        self.child_finished(cancelled)
+        return True
+
+    # ------------------------------------------------------------------ advancing the parent
+
+    def _advance(self, parent: Job) -> Outcome:
+        found = resolve(self.settings.workflows, parent.workflow.name if parent.workflow else str(parent.request.workflow))
+        if found is None:
+            return self._fail(parent, f"workflow '{parent.request.workflow}' is not configured on this worker; deploy "
+                                      "the same config to the API and the workers, then `alto dlq replay` it")
+        name, config = found
+        if parent.workflow is None and not self.steps.begin(parent, name, config):
+            return raced()
+        try:
+            for _ in range(2 * len(config.steps) + 1):  # each pass opens a round (and returns) or settles a step
+                outcome = self._step(parent, config)
+                if outcome is not None:
+                    return outcome
+        except (InputError, NoRoute) as e:
+            return self._fail(parent, str(e))
+        except ValidationError as e:
+            return self._fail(parent, f"a step's child request is not valid: {e.errors()[0]['msg']}")
+        return raced("workflow kept changing")
+
+    def _step(self, parent: Job, config: WorkflowConfig) -> Outcome | None:
+        assert parent.workflow is not None
+        k = parent.workflow.current
+        s, sc = parent.workflow.steps[k], config.steps[k]
+        if s.status == "pending":
+            return self._open(parent, config, k, 0, [])
+        if s.status == "running":
+            return self._heal(parent, config, k)
+        ok = [c for c in round_ids(parent.id, k, s.round, s.nodes) if s.done.get(c) == JobStatus.succeeded.value]
+        if not ok:
+            return self._fail(parent, f"step '{s.id}': no child succeeded ({len(s.gaps)} skipped: "
+                                      f"{s.gaps[0] if s.gaps else 'none'})", k)
+        if sc.reduce is not None and len(ok) > 1:
+            return self._open(parent, config, k, s.round + 1, ok)
+        return self._settle(parent, config, k, ok)
+
+    def _settle(self, parent: Job, config: WorkflowConfig, k: int, outputs: list[str]) -> Outcome | None:
+        if not self.steps.settle_step(parent, k, outputs):
+            return raced()
+        log_event("workflow.step_succeeded", step=config.steps[k].id, outputs=len(outputs))
+        if k + 1 < len(config.steps):
+            return None
+        text = self.planner.output(parent, config, config.steps[k].id)
+        if not self.steps.succeed(parent, text):
+            return raced()
+        log_event("job.succeeded", workflow=parent.workflow.name if parent.workflow else None,
+                  calls=parent.usage.calls, cost_usd=parent.usage.cost_usd,
+                  latency_ms=round(((parent.finished_at or self.clock()) - parent.created_at) * 1000, 1))
+        self.on_terminal(parent)
+        return Outcome("ack", status=JobStatus.succeeded)
+
+    def _open(self, parent: Job, config: WorkflowConfig, k: int, round_: int, over: list[str]) -> Outcome | None:
+        sc = config.steps[k]
+        if sc.reduce is not None:
+            over = self.planner.reduce_inputs(parent, config, k, round_, over)
+            if len(over) == 1:  # nothing to combine: the one input is the step's output, with no call
+                return self._settle(parent, config, k, over)
+        prompts = self.planner.prompts(parent, config, k, over)
+        children = [self._child(parent, config, k, round_, n, p) for n, p in enumerate(prompts)]
+        for child in children:
+            self.ledger.create(child)  # False: created by an earlier try of this same round
+        if not self.steps.open_round(parent, k, round_, len(children), over):
+            return raced()
+        for child in children:
+            send_job(self.queue, child)
+        log_event("workflow.round_opened", step=sc.id, round=round_, children=len(children))
+        return Outcome("ack", status=JobStatus.running, detail=f"step {sc.id}: {len(children)} child job(s) queued")
+
+    def _heal(self, parent: Job, config: WorkflowConfig, k: int) -> Outcome:
+        """A running round seen again (a duplicate or reconciled parent message): create the children a
+        crash left uncreated, count the finished ones a crash left uncounted."""
+        assert parent.workflow is not None
+        s = parent.workflow.steps[k]
+        ids = round_ids(parent.id, k, s.round, s.nodes)
+        missing = []
+        for n, cid in enumerate(ids):
+            child = self.ledger.load(cid)
+            if child is None:
+                missing.append(n)
+            elif child.status.terminal and cid not in s.done:
+                self.child_finished(child)
+        if missing:
+            prompts = self.planner.prompts(parent, config, k, s.inputs)
+            for n in missing:
+                child = self._child(parent, config, k, s.round, n, prompts[n])
+                if self.ledger.create(child):
+                    send_job(self.queue, child)
+        return Outcome("ack", status=JobStatus.running, detail=f"step {s.id}: waiting for {s.nodes - len(s.done)} child(ren)")
+
+    def _child(self, parent: Job, config: WorkflowConfig, k: int, round_: int, node: int, prompt: str) -> Job:
+        sc = config.steps[k]
+        assert parent.workflow is not None
+        request = JobRequest(prompt=prompt, task=sc.task or parent.request.task, collection=sc.collection,
+                             max_tokens=sc.max_tokens, cache=parent.request.cache,
+                             metadata={"workflow": parent.workflow.name, "step": sc.id})
+        now = self.clock()
+        return Job(id=child_id(parent.id, k, round_, node), tenant=parent.tenant, request=request,
+                   request_hash=request.fingerprint(), trace_id=parent.trace_id, created_at=now, updated_at=now,
+                   parent=ChildOf(parent_id=parent.id, step=k, round=round_, node=node, max_calls=config.max_calls))
+
+    def _fail(self, parent: Job, message: str, step: int | None = None) -> Outcome:
+        if not self.steps.fail(parent, message, step):
+            return raced()
+        log_event("job.failed", logging.WARNING, workflow=parent.workflow.name if parent.workflow else None,
+                  reason=message[:300])
+        self.on_terminal(parent)
+        return Outcome("ack", status=JobStatus.failed, detail=message)
