@@ -412,3 +412,23 @@ def test_the_submit_path_loads_neither_the_llm_sdk_nor_the_worker_side(aws):
                          timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_map_over_three_then_reduce_workflow_runs_end_to_end_on_sqs_and_dynamodb(aws, fake):
+    from tests.test_workflows import document
+
+    f, url = fake
+    aws.configure(anthropic_cfg(url))
+    status, body = aws.http("POST", "/v1/jobs", {"workflow": "summarize", "inputs": {"document": document(3, 2500)}})
+    assert status == 202, body
+    aws.drain(timeout_s=60)
+    status, view = aws.http("GET", f"/v1/jobs/{body['job_id']}")
+    assert view["status"] == "succeeded" and view["result"], view
+    assert [s["children"]["total"] for s in view["steps"]] == [3, 1] and view["usage"]["calls"] == 4 == f.stats["calls"]
+    stored = aws.app.store.get(body["job_id"]).request.inputs["document"]
+    assert stored.startswith("blob:")  # the 30 KB document went to S3, the item stays small
+    aws.s3.head_object(Bucket=aws.bucket, Key=stored[5:])
+    kids = aws.app.service.children("acme", body["job_id"])
+    assert len(kids) == 4 and all(k.provider_calls == 1 and k.status is JobStatus.succeeded for k in kids)
+    status, cancelled = aws.http("DELETE", f"/v1/jobs/{body['job_id']}")
+    assert status == 409 and "already succeeded" in cancelled["error"]["message"]

@@ -7,6 +7,7 @@ rising delivery counts, and the SDK sender sits behind the queue port.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import os
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import yaml
@@ -115,6 +116,7 @@ class Azure:
         tables.create_table(self.env["ALTO_STATE_TABLE"])
         BlobServiceClient.from_connection_string(conn).create_container(self.env["ALTO_CONTAINER"])
         self.sender = FakeSender()
+        self.loop = asyncio.new_event_loop()
         self.config = Path(self.env["ALTO_CONFIG"])
         self.configure({})
 
@@ -149,11 +151,10 @@ class Azure:
                                  application_properties=props or {}, user_properties={}, content_type="application/json")
 
     def run_worker(self, msg: Any) -> bool:
-        """One delivery; True if the function returned (Service Bus completes), False if it raised (abandon)."""
-        import asyncio
-
+        """One delivery; True if the function returned (Service Bus completes), False if it raised (abandon).
+        Every delivery runs on one event loop, as in the Functions host (the provider's client lives on it)."""
         try:
-            asyncio.run(self.functions["worker"](msg))
+            self.loop.run_until_complete(self.functions["worker"](msg))
             return True
         except Exception as e:
             from core.errors import Redeliver
@@ -173,8 +174,10 @@ class Azure:
 
 
 @pytest.fixture
-def azure(azurite, monkeypatch, tmp_path) -> Azure:
-    return Azure(azurite, monkeypatch, tmp_path)
+def azure(azurite, monkeypatch, tmp_path) -> Iterator[Azure]:
+    az = Azure(azurite, monkeypatch, tmp_path)
+    yield az
+    az.loop.close()
 
 
 def anthropic_cfg(url: str, **governance: Any) -> dict[str, Any]:
@@ -350,3 +353,24 @@ def test_deploy_script_checks_the_config_then_builds_the_app_folder(tmp_path):
         import shutil
 
         shutil.rmtree(ROOT / "infra" / "azure" / "build", ignore_errors=True)
+
+
+def test_a_map_over_three_then_reduce_workflow_runs_end_to_end_on_service_bus_and_tables(azure):
+    from tests.test_workflows import document
+
+    fake = FakeAnthropic(FaultPlan())
+    with ServerThread(fake) as srv:
+        azure.configure(anthropic_cfg(srv.url))
+        status, body, out = azure.http("POST", "/v1/jobs", {"workflow": "summarize",
+                                                           "inputs": {"document": document(3, 2500)}})
+        assert status == 202, body
+        pending = [out.get()]
+        while pending:  # Service Bus delivers what the workers send: children, then the parent's wake-up
+            assert azure.service_bus(pending.pop(0)) == "completed"
+            pending += [str(m) for m in azure.sender.sent]
+            azure.sender.sent.clear()
+    status, view, _ = azure.http("GET", f"/v1/jobs/{body['job_id']}")
+    assert view["status"] == "succeeded" and view["result"], view
+    assert [s["children"]["total"] for s in view["steps"]] == [3, 1] and view["usage"]["calls"] == 4 == fake.stats["calls"]
+    status, cancelled, _ = azure.http("DELETE", f"/v1/jobs/{body['job_id']}")
+    assert status == 409 and "already succeeded" in cancelled["error"]["message"]

@@ -268,3 +268,26 @@ def test_ingest_says_what_it_passed_over(tmp_path):
     assert "1 added" in p.stdout
     assert "image.png: .png is not a document type" in p.stderr and "blob.txt: not UTF-8 text" in p.stderr
     assert "notes.md: 1 bytes are not UTF-8" in p.stderr
+
+
+def test_ask_runs_a_workflow_over_a_pdf_then_lists_and_cancels(tmp_path):
+    from tests.test_rag import make_pdf
+
+    data = tmp_path / "data"
+    pdf = tmp_path / "report.pdf"
+    make_pdf(pdf, pages=20)
+    p = run(["ask", "--workflow", "summarize", "--file", str(pdf), "--json"], data)
+    view = json.loads(p.stdout)
+    assert view["status"] == "succeeded" and view["workflow"] == "summarize@1" and view["result"].startswith("- Page")
+    parts, summary = view["steps"]
+    assert parts["children"]["total"] >= 2 and summary["children"]["total"] == 1
+    assert view["usage"]["calls"] == parts["children"]["total"] + 1
+    listed = run(["jobs", "list", "--parent", view["job_id"]], data).stdout.splitlines()
+    assert len(listed) == view["usage"]["calls"] and all(line.startswith(view["job_id"] + "-s") for line in listed)
+    p = run(["jobs", "cancel", view["job_id"]], data, check=False)
+    assert p.returncode == 1 and "already succeeded" in p.stderr and "Traceback" not in p.stderr
+    for bad, says in ((["ask", "--workflow", "nope", "x"], "not configured"),
+                      (["ask", "--workflow", "summarize"], "--file PATH or as the text"),
+                      (["ask", "--file", str(pdf)], "--workflow NAME")):
+        p = run(bad, data, check=False)
+        assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr

@@ -335,3 +335,20 @@ def test_secret_manager_references_resolve_once_per_instance():
     assert secrets.resolve("env:LOCAL") == "x"
     with pytest.raises(ConfigError, match="does not exist"):
         secrets.resolve("gcp-sm:missing")
+
+
+def test_a_map_over_three_then_reduce_workflow_runs_end_to_end_on_pubsub_and_firestore(gcp, fake):
+    from tests.test_workflows import document
+
+    f, url = fake
+    gcp.configure(anthropic_cfg(url))
+    worker = gcp.serve("worker")
+    gcp.push("jobs-push", gcp.topic, worker.url)
+    status, body = gcp.http("POST", "/v1/jobs", {"workflow": "summarize", "inputs": {"document": document(3, 2500)}})
+    assert status == 202, body
+    job = gcp.wait(body["job_id"], {"succeeded", "failed"}, timeout=60)
+    assert job.status is JobStatus.succeeded, job.error
+    status, view = gcp.http("GET", f"/v1/jobs/{body['job_id']}")
+    assert [s["children"]["total"] for s in view["steps"]] == [3, 1] and view["usage"]["calls"] == 4 == f.stats["calls"]
+    r = gcp.client("api").open(f"/v1/jobs?parent={body['job_id']}", method="GET", headers={"Authorization": f"Bearer {KEY}"})
+    assert len(r.get_json()["jobs"]) == 4

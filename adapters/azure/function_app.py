@@ -27,7 +27,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # our own API 
 
 
 @app.function_name(name="api")
-@app.route(route="{*path}", methods=["GET", "POST"])
+@app.route(route="{*path}", methods=["GET", "POST", "DELETE"])
 @app.service_bus_queue_output(arg_name="out", connection=CONNECTION, queue_name=QUEUE)
 def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
     alto = get_api_app()

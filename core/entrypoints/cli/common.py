@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from pathlib import Path
 
 from core.bootstrap import App, bootstrap
 from core.config.load import load_settings
@@ -24,6 +25,13 @@ def port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port: use 1-65535, or 0 for any free port")
     return int(value)
+
+
+def readable_file(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a file")
+    return path
 
 
 def app_from(args: argparse.Namespace) -> App:

@@ -1,4 +1,4 @@
-"""`alto jobs` (list, show) and `alto dlq` (list, show, replay): the operator's view of stored jobs."""
+"""`alto jobs` (list, show, cancel) and `alto dlq` (list, show, replay): the operator's view of stored jobs."""
 
 from __future__ import annotations
 
@@ -27,14 +27,37 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             return 1
         print(job_json(job))
         return 0
+    if args.jobs_cmd == "cancel":
+        return _cancel(app, args.job_id)
     status = JobStatus(args.status) if args.status else None
-    jobs = app.service.list(args.tenant, status=status, limit=args.limit)
+    if args.parent:
+        parent = app.store.get(args.parent)
+        if parent is None:
+            print(f"job {args.parent} not found", file=sys.stderr)
+            return 1
+        jobs = app.service.children(parent.tenant, parent.id, status=status, limit=args.limit)
+    else:
+        jobs = app.service.list(args.tenant, status=status, limit=args.limit)
     if args.json:
         print(json.dumps([JobView.of(j).model_dump(mode="json") for j in jobs], indent=2))
         return 0
     for j in jobs:
-        print(f"{j.id}  {j.status.value:<13} {j.tenant:<12} calls={j.provider_calls}  {(j.request.task or '-'):<12} "
-              f"{j.request.prompt[:60]!r}")
+        what = f"workflow {j.request.workflow}" if j.request.workflow else repr(j.request.prompt[:60])
+        print(f"{j.id}  {j.status.value:<13} {j.tenant:<12} calls={j.provider_calls}  {(j.request.task or '-'):<12} {what}")
+    return 0
+
+
+def _cancel(app: App, job_id: str) -> int:
+    job = app.store.get(job_id)
+    if job is None:
+        print(f"job {job_id} not found", file=sys.stderr)
+        return 1
+    try:
+        app.service.cancel(job.tenant, job_id)
+    except AltoError as e:
+        print(f"alto jobs cancel: {e}", file=sys.stderr)
+        return 1
+    print(f"job {job_id} cancelled" + ("; its children not started never start" if job.request.workflow else ""))
     return 0
 
 
@@ -117,9 +140,12 @@ def register(sub: Any) -> None:
     jl.add_argument("--tenant", type=valid_name)
     jl.add_argument("--status", choices=STATUSES)
     jl.add_argument("--limit", type=int, default=50)
+    jl.add_argument("--parent", help="list this workflow job's children, step by step")
     jl.add_argument("--json", action="store_true")
     js = jsub.add_parser("show")
     js.add_argument("job_id")
+    jc = jsub.add_parser("cancel", help="cancel a queued or running job (a workflow: children not started never start)")
+    jc.add_argument("job_id")
     j.set_defaults(fn=cmd_jobs)
 
     d = sub.add_parser("dlq", help="inspect and replay dead-lettered jobs")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import hashlib
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
-from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, port, valid_name
+from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, port, readable_file, valid_name
 from core.models import JobRequest, JobStatus
 from core.views import JobView
 
@@ -34,16 +36,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from core.entrypoints.local import run_inline
+    from core.entrypoints.local import run_inline, run_until_done
 
     app = app_from(args)
-    request = JobRequest(prompt=args.prompt, collection=args.collection, task=args.task)
+    request = _request(app, args)
+    if isinstance(request, str):
+        print(f"alto ask: {request}", file=sys.stderr)
+        return 2
     job, _ = app.service.submit(args.tenant, request)
 
     def say(line: str) -> None:
         print(f"alto: job {job.id}: {line}", file=sys.stderr)
 
-    done = asyncio.run(run_inline(app, job.id, timeout_s=args.timeout, say=say))
+    if request.workflow is not None:  # its children are queued jobs too: run worker loops until it ends
+        asyncio.run(run_until_done(app, [job.id], timeout_s=args.timeout, concurrency=app.settings.server.concurrency))
+        done = app.store.get(job.id)
+    else:
+        done = asyncio.run(run_inline(app, job.id, timeout_s=args.timeout, say=say))
     assert done is not None
     if not done.status.terminal:
         say(f"still {done.status.value} after {args.timeout:.0f} s; it stays queued for `alto serve` workers: "
@@ -55,6 +64,32 @@ def cmd_ask(args: argparse.Namespace) -> int:
     else:
         print_answer(view)
     return 0 if done.status is JobStatus.succeeded else 1
+
+
+def _request(app: Any, args: argparse.Namespace) -> JobRequest | str:
+    """The job `alto ask` submits, or what is wrong with the arguments."""
+    if args.workflow is None:
+        if args.file is not None or args.prompt is None:
+            return "give a PROMPT, or --workflow NAME with --file PATH or the text as PROMPT"
+        return JobRequest(prompt=args.prompt, collection=args.collection, task=args.task)
+    from core.config.workflows import resolve
+
+    found = resolve(app.settings.workflows, args.workflow)
+    if found is None:
+        return f"workflow '{args.workflow}' is not configured (known: {', '.join(sorted(app.settings.workflows))})"
+    name, config = found
+    if (args.file is None) == (args.prompt is None):
+        return f"give the input of {name} as --file PATH or as the text PROMPT (one of them)"
+    return JobRequest(workflow=name, inputs={config.input: args.prompt if args.file is None else _upload(app, args.file)},
+                      task=args.task)
+
+
+def _upload(app: Any, path: Path) -> str:
+    """The file in the blob store, keyed by content: `blob:uploads/SHA256/NAME` (the worker extracts its text)."""
+    data = path.read_bytes()
+    key = f"uploads/{hashlib.sha256(data).hexdigest()}/{path.name}"
+    app.blobs.put(key, data)
+    return "blob:" + key
 
 
 def print_answer(view: Any) -> None:
@@ -71,6 +106,11 @@ def print_answer(view: Any) -> None:
             print(f"  [{c.id}] {c.source}{(' — ' + c.title) if c.title else ''}{mark}")
     u = view.usage
     route = f"{view.route.provider}/{view.route.model}" if view.route else "?"
+    if view.steps:
+        steps = ", ".join(f"{s.id}: {s.children.total} call(s)" for s in view.steps)
+        print(f"\n({view.workflow}: {steps}; {u.calls} calls; {u.input_tokens} in / {u.output_tokens} out tokens; "
+              f"${u.cost_usd:.6f}; job {view.job_id})")
+        return
     print(f"\n({route}; {u.input_tokens} in / {u.output_tokens} out tokens; ${u.cost_usd:.6f}; job {view.job_id})")
 
 
@@ -82,8 +122,10 @@ def register(sub: Any) -> None:
     s.add_argument("--workers-only", action="store_true", help="process the queue without serving HTTP")
     s.set_defaults(fn=cmd_serve)
 
-    a = sub.add_parser("ask", help="submit a job and wait for its answer, in-process")
-    a.add_argument("prompt")
+    a = sub.add_parser("ask", help="submit a job (or a workflow) and wait for its answer, in-process")
+    a.add_argument("prompt", nargs="?", help="the question; with --workflow, the input text (or use --file)")
+    a.add_argument("--workflow", help="run a multi-step workflow, e.g. summarize (newest version) or summarize@1")
+    a.add_argument("--file", type=readable_file, help="with --workflow: a document (PDF, HTML, Markdown, text) as its input")
     a.add_argument("--collection", type=valid_name, help="collection to retrieve context from")
     a.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name)
     a.add_argument("--task")
