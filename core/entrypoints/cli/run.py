@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import hashlib
+import json
 import signal
 import sys
 from pathlib import Path
