@@ -60,3 +60,20 @@ def test_retrieval_benchmark_reports_quality_and_latency_side_by_side():
         assert 0.2 < line[f"{engine}_ndcg@10"] <= 1 and 0.2 < line[f"{engine}_recall@10"] <= 1
     assert line["hybrid_ndcg@10"] >= line["bm25s_ndcg@10"] and line["hybrid_ndcg@10"] >= line["fts5_ndcg@10"]
     assert line["keyword_p50_ms"] <= line["keyword_p99_ms"] and line["fts5_p50_ms"] <= line["fts5_p99_ms"]
+
+
+@pytest.mark.parametrize("chaos", [False, True])
+def test_mapreduce_benchmark_bills_every_node_once(chaos):
+    """A smaller document and a faster fake; the wall-time target is the benchmark's to print, not asserted."""
+    # with chaos, enough calls (~25) that a seeded 25% fault rate injects some (P(none) ~ 0.1%)
+    args = ["--pages", "100" if chaos else "40", "--latency", "0.2"] + (["--chaos"] if chaos else [])
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mapreduce.py"), *args],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["status"] == "succeeded", (line, out.stderr[-2000:])
+    assert line["chunks"] >= 6 and line["levels"] == line["expected_levels"] >= 2
+    assert line["calls"] == line["expected_calls"] == line["workflow_calls"]
+    assert line["double_billed"] == 0 and line["reduce_runs"] == line["reduce_nodes"]
+    assert line["max_calls_per_child"] <= line["budget"]
+    if chaos:  # the chaos really happened, and faulted calls were retried without being billed
+        assert line["duplicate_deliveries"] > 0 and line["provider_requests"] > line["calls"]

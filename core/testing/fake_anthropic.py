@@ -7,6 +7,7 @@ offline. Faults are drawn from a seeded RNG (rates) or forced in order (`script`
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import random
@@ -57,6 +58,8 @@ class FakeAnthropic:
         self.lock = threading.Lock()
         self.stats: Counter[str] = Counter()
         self.replies_by_marker: Counter[str] = Counter()
+        self.billed_by_prompt: Counter[str] = Counter()  # clean 200 replies per distinct user turn (sha256[:16])
+        self.billed_text: dict[str, str] = {}  # that turn's text, by the same key
         self.history_by_marker: dict[str, list[str]] = {}  # every outcome per `marker:X` in the prompt
         self.requests: list[dict[str, Any]] = []
         self.keep_requests = False
@@ -141,12 +144,19 @@ class FakeAnthropic:
             status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
             return await reply(status, payload, extra, raw)
         answer = self._answer(model, max_tokens, messages, marker.group(1) if marker else None)
+        if outcome not in BAD_REPLIES:
+            key = hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:16]
+            with self.lock:
+                self.billed_by_prompt[key] += 1
+                self.billed_text[key] = json.dumps(messages)[:20_000]
         return await reply(200, BAD_REPLIES[outcome](answer) if outcome in BAD_REPLIES else answer)
 
     def _stats_body(self) -> dict[str, Any]:
         with self.lock:
             acc = self.accepted_at
             return {"stats": dict(self.stats), "accepted": len(acc), "history": self.history_by_marker,
+                    "billed_by_prompt": dict(self.billed_by_prompt),
+                    "billed_heads": {k: t[:2000] for k, t in self.billed_text.items()},
                     "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
                     "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else []}
 
@@ -364,10 +374,12 @@ def main() -> None:
     p.add_argument("--burst", type=float, help="rate-limit bucket capacity in requests (default: rpm)")
     p.add_argument("--rates", default="{}", help='fault probabilities as JSON, e.g. \'{"500": 0.1, "400": 0.05}\'')
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeout-s", type=float, default=30.0, help="how long a `timeout` fault stalls")
     a = p.parse_args()
     import json as _json
 
-    plan = FaultPlan(latency_s=a.latency, rpm=a.rpm, burst=a.burst, rates=_json.loads(a.rates), seed=a.seed)
+    plan = FaultPlan(latency_s=a.latency, rpm=a.rpm, burst=a.burst, rates=_json.loads(a.rates), seed=a.seed,
+                     timeout_s=a.timeout_s)
     uvicorn.run(FakeAnthropic(plan, api_key=a.api_key), host="127.0.0.1",
                 port=a.port, log_level="warning", access_log=False, backlog=4096)
 
