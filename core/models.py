@@ -33,8 +33,8 @@ TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lett
 # Allowed lifecycle edges, checked by every transition of `core.jobs.ledger.Ledger`. `running -> queued`
 # is a deferral or a retry handed back to the queue; `queued -> succeeded` is a response-cache hit (no
 # call, so never running); `running -> running` is a claim after an expired lease or another attempt;
-# `failed | dead_lettered -> queued` is an operator replay with a fresh budget; `cancelled` is a user's
-# `DELETE`, from any state that is not terminal yet.
+# `failed | dead_lettered | cancelled -> queued` is an operator replay with a fresh budget; `cancelled`
+# is a user's `DELETE`, from any state that is not terminal yet.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.queued: frozenset(
         {JobStatus.running, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled}
@@ -46,7 +46,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.succeeded: frozenset(),
     JobStatus.failed: frozenset({JobStatus.queued}),
     JobStatus.dead_lettered: frozenset({JobStatus.queued}),
-    JobStatus.cancelled: frozenset(),
+    JobStatus.cancelled: frozenset({JobStatus.queued}),
 }
 
 
@@ -91,7 +91,11 @@ class JobRequest(_Model):
     """The body of `POST /v1/jobs`. Unknown fields are rejected so typos don't pass silently."""
 
     # strict: `"cache": "no"` is an error, not False; extra="forbid": a typo is an error, not ignored
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False, defer_build=True)
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False, defer_build=True,
+                              json_schema_extra={"oneOf": [  # one call, or a workflow: what the validators below check
+                                  {"required": ["prompt"], "not": {"anyOf": [{"required": ["workflow"]},
+                                                                             {"required": ["inputs"]}]}},
+                                  {"required": ["workflow", "inputs"], "not": {"required": ["prompt"]}}]})
 
     workflow: str | None = Field(
         default=None, pattern=WORKFLOW_PATTERN,
@@ -316,8 +320,8 @@ class StepState(_Model):
     succeeded: int = 0
     failed: int = 0
     gaps: list[str] = Field(default_factory=list, description="Skipped children (`on_child_failure: skip`) and why.")
+    billed: dict[str, Usage] = Field(default_factory=dict, description="Each counted child's usage, every round.")
     usage: Usage = Field(default_factory=Usage)
-    calls: int = 0
 
 
 class WorkflowState(_Model):

@@ -99,7 +99,7 @@ def test_transitions_outside_the_allowed_edges_are_refused():
     assert ledger.succeed(job, text="ok", citations=[], usage=job.usage)
     with pytest.raises(IllegalTransition):
         ledger.hand_back(job)  # succeeded is final
-    with pytest.raises(InputError, match="only dead_lettered or failed"):
+    with pytest.raises(InputError, match="only dead_lettered, failed or cancelled"):
         ledger.replay(job.id)
     assert ledger.load(job.id).status is JobStatus.succeeded
 

@@ -301,3 +301,38 @@ def test_the_offline_provider_summarises_locally_with_no_network(make_app):
     job = run(app, submit(app, "summarize", document(4, 2500)).id)
     assert job.status is JobStatus.succeeded, job.error
     assert job.result_text.startswith("- Section") and job.usage.calls == 5
+
+
+def test_a_failed_workflow_replays_from_its_failed_step_and_never_pays_twice(make_app, fake_anthropic):
+    fake, url = fake_anthropic
+    fake.plan.script = ["ok", "400"]  # the second part is refused once; everything after succeeds
+    app = make_app(config(url))
+    job_id = submit(app, "summarize", document(3, 2500)).id
+    run(app, job_id)
+    asyncio.run(run_until_done(app, [c.id for c in children(app, job_id)], timeout_s=20))
+    failed = app.store.get(job_id)
+    assert failed.status is JobStatus.failed and fake.stats["calls"] == 3
+    replayed = app.service.replay(job_id)
+    assert replayed.status is JobStatus.queued and replayed.error is None
+    done = run(app, job_id)
+    assert done.status is JobStatus.succeeded, done.error
+    assert fake.stats["calls"] == 5  # the refused part once more, then the reduce: the two good parts kept
+    kids = children(app, job_id)
+    assert sorted(k.provider_calls for k in kids) == [1, 1, 1, 1]  # (the refused part's budget started over)
+    assert done.usage.calls == 4 and done.workflow.steps[0].usage.calls == 3  # billed calls, each counted once
+
+
+def test_a_fan_in_cut_off_by_a_crash_is_healed_by_the_reconciler(make_app, fake_anthropic):
+    fake, url = fake_anthropic
+    app = make_app(config(url))
+    parent = submit(app, "summarize", document(2, 2500))
+    deliver(app, parent)
+    a, b = children(app, parent.id)
+    deliver(app, a)
+    lost = app.store.get(b.id)  # b finished, but its worker died before counting it into the parent
+    assert app.service.ledger.succeed(lost, text="part b", citations=[], usage=lost.usage)
+    assert app.store.get(parent.id).workflow.steps[0].status == "running"
+    assert app.service.reconcile(older_than_s=0)["requeued"] >= 1  # the parent's message is sent again
+    done = run(app, parent.id)
+    assert done.status is JobStatus.succeeded and done.workflow.steps[0].succeeded == 2
+    assert fake.stats["calls"] == 2  # a, then the reduce: b was never called, and nothing was paid twice

@@ -153,7 +153,8 @@ class Api:
     def openapi(self, req: ApiRequest, tenant: None) -> ApiResponse:
         from core.entrypoints.openapi import openapi_spec
 
-        return ApiResponse(200, openapi_spec())
+        workflows = self.service.settings.workflows
+        return ApiResponse(200, openapi_spec(tuple(sorted((k, w.input) for k, w in workflows.items()))))
 
     def submit(self, req: ApiRequest, tenant: str) -> ApiResponse:
         request = _job_request(req)

@@ -39,6 +39,8 @@ def _operation(route: Route) -> dict[str, Any]:
         ok["content"] = {"application/json": {"schema": _ref(route.response.__name__)}}
     if route.status == 202:
         ok["headers"] = {"Location": {"schema": {"type": "string"}}}
+        ok["links"] = {r.handler: {"operationId": r.handler, "parameters": {"job_id": "$response.body#/job_id"}}
+                       for r in ROUTES if "{job_id}" in r.path}
     op: dict[str, Any] = {"summary": route.summary, "operationId": route.handler,
                           "responses": {str(route.status): ok, **{str(s): {"description": d, **err}
                                                                    for s, d in route.errors.items()}}}
@@ -52,13 +54,29 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
-@lru_cache(maxsize=1)
-def openapi_spec() -> dict[str, Any]:
+def _workflow_fields(request: dict[str, Any], workflows: tuple[tuple[str, str], ...]) -> None:
+    """The configured workflows as the `workflow` enum, and for each one the input it takes (if/then)."""
+    names = sorted({w for w, _ in workflows} | {w.split("@")[0] for w, _ in workflows})
+    request["properties"]["workflow"]["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+    text = {"type": "string", "minLength": 1, "pattern": "\\S"}
+    request["allOf"] = [
+        {"if": {"required": ["workflow"], "properties": {"workflow": {"enum": [w, w.split("@")[0]]}}},
+         "then": {"properties": {"inputs": {"type": "object", "required": [name], "properties": {name: text},
+                                            "additionalProperties": False}}}}
+        for w, name in workflows
+    ]
+
+
+@lru_cache(maxsize=4)
+def openapi_spec(workflows: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """The document; `workflows` (each configured `name@version` and its input) shape the `workflow` field."""
     models = {m for r in ROUTES for m in (r.body, r.response) if m is not None} | {ErrorResponse}
     _, defs = models_json_schema(
         [(m, "validation" if m is JobRequest else "serialization") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
     )
+    if workflows:
+        _workflow_fields(defs["$defs"]["JobRequest"], workflows)
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)

@@ -168,13 +168,13 @@ class Ledger:
             return None
 
     def replay(self, job_id: str) -> Job:
-        """A failed or dead-lettered job back to `queued` with a fresh attempt budget."""
+        """A failed, dead-lettered or cancelled job back to `queued` with a fresh attempt budget."""
         def step(job: Job | None) -> bool:
             if job is None:
                 raise NotFound(f"job {job_id} not found")
-            if job.status not in (JobStatus.dead_lettered, JobStatus.failed):
-                raise InputError(f"job {job_id} is {job.status.value}; only dead_lettered or failed jobs can be "
-                                 "replayed")
+            if job.status not in (JobStatus.dead_lettered, JobStatus.failed, JobStatus.cancelled):
+                raise InputError(f"job {job_id} is {job.status.value}; only dead_lettered, failed or cancelled jobs "
+                                 "can be replayed")
 
             def change(j: Job) -> None:
                 j.provider_calls, j.reply, j.finished_at = 0, None, None

@@ -21,11 +21,13 @@ from core.ports import Delivery, SendQueue
 
 class Operator:
     def __init__(self, settings: ApiSettings, ledger: Ledger, queue: SendQueue, *,
-                 on_terminal: Callable[[Job], None] = lambda job: None, clock: Callable[[], float] = time.time) -> None:
+                 on_terminal: Callable[[Job], None] = lambda job: None,
+                 replay_workflow: Callable[[Job], Job] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.queue = queue
-        self.on_terminal = on_terminal  # queues the job's callback
+        self.on_terminal = on_terminal  # queues the job's callback (and counts a workflow child in)
+        self.replay_workflow = replay_workflow
         self.clock = clock
 
     def reconcile(self, *, older_than_s: float | None = None, limit: int = 500) -> dict[str, int]:
@@ -78,7 +80,11 @@ class Operator:
 
     def replay(self, job_id: str, *, enqueue: bool = True) -> Job:
         """Re-queue a dead-lettered or failed job with a fresh attempt budget (after an operator fix).
-        Raises NotFound, InputError (not replayable), or ConflictError (it kept changing: try again)."""
+        Raises NotFound, InputError (not replayable), or ConflictError (it kept changing: try again).
+        A workflow resumes at the step it stopped in, its failed children replayed with it."""
+        current = self.ledger.load(job_id)
+        if current is not None and current.workflow is not None and self.replay_workflow is not None:
+            return self.replay_workflow(current)
         job = self.ledger.replay(job_id)
         if enqueue:
             send_job(self.queue, job)

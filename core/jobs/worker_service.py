@@ -45,13 +45,15 @@ class WorkerService(ApiService):
         admission = Admission(settings, self.breaker, self.limiter, providers, state_io=state_io, clock=clock)
         attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io, clock=clock)
         callbacks = Callbacks(settings, self.ledger, queue, secrets, store_io=store_io, clock=clock)
+        calls = CallBudget(state)
         self.workflows = Workflows(settings, self.ledger, queue, blobs, self.router, store_io=store_io,
-                                   on_terminal=callbacks.enqueue, clock=clock)
+                                   on_terminal=callbacks.enqueue, calls_reset=calls.reset, clock=clock)
         finalizer = Finalizer(settings, self.ledger, self.preparer, self.workflows.settled, store_io=store_io, clock=clock)
         self.pipeline = Pipeline(settings, self.ledger, self.preparer, admission, attempter, finalizer, callbacks,
-                                 self.cache, self.workflows, CallBudget(state), store_io=store_io, state_io=state_io,
+                                 self.cache, self.workflows, calls, store_io=store_io, state_io=state_io,
                                  clock=clock)
-        self.operator = Operator(settings, self.ledger, queue, on_terminal=self.workflows.settled, clock=clock)
+        self.operator = Operator(settings, self.ledger, queue, on_terminal=self.workflows.settled,
+                                 replay_workflow=self.workflows.replay, clock=clock)
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do."""

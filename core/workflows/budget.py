@@ -18,6 +18,10 @@ class CallBudget:
     def __init__(self, state: StateStore) -> None:
         self.state = state
 
+    def reset(self, parent_id: str) -> None:
+        """A replayed workflow starts its count over."""
+        self.state.delete(f"wfcalls:{parent_id}")
+
     def take(self, parent_id: str, limit: int) -> bool:
         """One call of the workflow's budget; False once `limit` calls were taken."""
         key = f"wfcalls:{parent_id}"

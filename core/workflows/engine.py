@@ -31,10 +31,13 @@ from core.routing import Router
 from core.workflows.ledger import WorkflowLedger, child_id
 from core.workflows.plan import Planner, round_ids
 
+REPLAYABLE = (JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled)
+
 
 class Workflows:
     def __init__(self, settings: Settings, ledger: Ledger, queue: SendQueue, blobs: BlobStore, router: Router, *,
-                 store_io: Offload, on_terminal: Callable[[Job], None], clock: Callable[[], float] = time.time) -> None:
+                 store_io: Offload, on_terminal: Callable[[Job], None], calls_reset: Callable[[str], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.steps = WorkflowLedger(ledger, settings.workflows)
@@ -42,6 +45,7 @@ class Workflows:
         self.queue = queue
         self.store_io = store_io
         self.on_terminal = on_terminal  # the parent's own callback, when it ends
+        self.calls_reset = calls_reset  # a replay gives the workflow its max_calls again
         self.clock = clock
 
     async def advance(self, parent: Job) -> Outcome:
@@ -79,6 +83,21 @@ class Workflows:
             return True
         self.child_finished(cancelled)
         return True
+
+    def replay(self, parent: Job) -> Job:
+        """Replay a failed workflow from the step it stopped in: its failed children get a fresh budget
+        (the succeeded ones are kept, never paid again), the call budget starts over, the parent is queued."""
+        assert parent.workflow is not None
+        s = parent.workflow.steps[parent.workflow.current]
+        redo = {c for c in round_ids(parent.id, parent.workflow.current, s.round, s.nodes)
+                if (child := self.ledger.load(c)) is not None and child.status in REPLAYABLE}
+        self.calls_reset(parent.id)
+        reopened = self.steps.reopen(parent.id, redo)
+        for cid in sorted(redo):
+            send_job(self.queue, self.ledger.replay(cid))
+        send_job(self.queue, reopened)
+        log_event("workflow.replayed", job_id=parent.id, children=len(redo))
+        return reopened
 
     # ------------------------------------------------------------------ advancing the parent
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from core.config.workflows import WorkflowConfig
+from core.errors import InputError, NotFound
 from core.jobs.ledger import Change, Ledger
 from core.jobs.usage import total
 from core.models import ErrorClass, Job, JobError, JobStatus, StepState, Usage, WorkflowState
@@ -69,6 +70,32 @@ class WorkflowLedger:
     def fail(self, parent: Job, message: str, step: int | None = None) -> bool:
         return self.ledger.write(parent, JobStatus.failed, _failing(message, step, self.ledger.clock()))
 
+    def reopen(self, parent_id: str, redo: set[str]) -> Job:
+        """An operator's replay of a failed or dead-lettered workflow: back to running at the step it stopped
+        in, with the children in `redo` (its failed ones, replayed by the caller) taken out of the fan-in set."""
+        def step(parent: Job | None) -> bool:
+            if parent is None or parent.workflow is None:
+                raise NotFound(f"workflow job {parent_id} not found")
+            if parent.status not in (JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled):
+                raise InputError(f"job {parent_id} is {parent.status.value}; only dead_lettered, failed or cancelled "
+                                 "jobs can be replayed")
+
+            def change(j: Job) -> None:
+                assert j.workflow is not None
+                s = j.workflow.steps[j.workflow.current]
+                s.done = {c: st for c, st in s.done.items() if c not in redo}  # their usage stays until recounted
+                s.succeeded = sum(1 for st in s.done.values() if st == JobStatus.succeeded.value)
+                s.failed = len(s.done) - s.succeeded
+                s.gaps = [g for g in s.gaps if g.split(" ")[0] not in redo]
+                s.status = "running" if s.nodes else "pending"
+                j.error, j.finished_at = None, None
+
+            return self.ledger.write(parent, JobStatus.queued, change)
+
+        job = self.ledger.retrying(parent_id, step)
+        assert job is not None
+        return job
+
     def count_child(self, child: Job) -> Counted:
         """Add a terminal child to its step's fan-in set (the conditional write). A child of an ended
         workflow still has its cost counted: every call of every step is in the parent's usage."""
@@ -112,7 +139,8 @@ def _counting(child: Job, step: int) -> Change:
         assert j.workflow is not None
         s = j.workflow.steps[step]
         s.done[child.id] = child.status.value
-        s.usage = total([s.usage, child.usage])
+        s.billed[child.id] = child.usage  # the child's whole usage: replayed and counted again, it replaces
+        s.usage = total(list(s.billed.values()))
         if child.status is JobStatus.succeeded:
             s.succeeded += 1
         else:
