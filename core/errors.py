@@ -7,7 +7,7 @@ as they are; the rest name what happened so an operator can act on it. Entry poi
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 
 class AltoError(Exception):
@@ -112,8 +112,10 @@ class ProviderError(AltoError):
         content_policy: bool = False,
         context_overflow: bool = False,
         truncated: bool = False,
+        partial: Any = None,
     ) -> None:
         super().__init__(message)
+        self.partial = partial  # a failed stream's usage so far (a ProviderResult): billed and counted
         self.status_code = status_code
         self.headers = {k.lower(): v for k, v in (headers or {}).items()}
         self.body = body

@@ -125,6 +125,8 @@ class JobRequest(_Model):
         default=None, max_length=2048, json_schema_extra={"format": "uri", "pattern": "^https?://"},  # checked below
         description="A public http(s) URL POSTed the job view, signed, once the job is terminal.")
     cache: bool = Field(default=True, description="Set false to bypass the response cache (read and write) for this job.")
+    stream: bool = Field(default=False, description="Persist the output as it is generated: read it with "
+                                                    "`GET /v1/jobs/{id}/events` (SSE) or `?after=SEQ&wait_s=N`.")
 
     @field_validator("prompt")
     @classmethod

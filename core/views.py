@@ -45,6 +45,14 @@ class StepView(_Model):
                    children=ChildCounts(total=s.total, succeeded=s.succeeded, failed=s.failed, running=running))
 
 
+class Partial(_Model):
+    """A streaming job's output so far (the current attempt's): `seq` counts its writes."""
+
+    text: str
+    seq: int
+    attempt: int
+
+
 class JobView(_Model):
     """What `GET /v1/jobs/{id}` returns; also what `alto ask --json` prints."""
 
@@ -68,13 +76,14 @@ class JobView(_Model):
     workflow: str | None = Field(default=None, description="The workflow run, `name@version`.")
     steps: list[StepView] | None = Field(default=None, description="A workflow's steps, in order.")
     parent_id: str | None = Field(default=None, description="The workflow job this child job belongs to.")
+    partial: Partial | None = Field(default=None, description="A streaming job's text so far, while it runs.")
     trace_id: str
     created_at: float
     updated_at: float
     finished_at: float | None
 
     @classmethod
-    def of(cls, job: Job) -> "JobView":
+    def of(cls, job: Job, partial: Partial | None = None) -> "JobView":
         return cls(
             job_id=job.id,
             status=job.status,
@@ -93,6 +102,7 @@ class JobView(_Model):
             workflow=job.workflow.name if job.workflow else None,
             steps=[StepView.of(s) for s in job.workflow.steps] if job.workflow else None,
             parent_id=job.parent.parent_id if job.parent else None,
+            partial=partial,
             trace_id=job.trace_id,
             created_at=job.created_at,
             updated_at=job.updated_at,

@@ -117,17 +117,18 @@ class Aws:
 
         return get_app()
 
-    def http(self, method: str, path: str, body: Any = None, key: str | None = KEY) -> tuple[int, Any]:
+    def http(self, method: str, path: str, body: Any = None, key: str | None = KEY, query: str = "",
+             raw: bool = False) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         event = {
-            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "", "headers": headers,
+            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query, "headers": headers,
             "requestContext": {"http": {"method": method, "path": path}, "domainName": "api.example.com"},
             "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
         }
         r = self.handlers.api(event, Context())
-        return r["statusCode"], json.loads(r["body"])
+        return r["statusCode"], (r if raw else json.loads(r["body"]))
 
     def submit(self, prompt: str, **extra: Any) -> str:
         status, body = self.http("POST", "/v1/jobs", {"prompt": prompt, **extra})
@@ -432,3 +433,19 @@ def test_a_map_over_three_then_reduce_workflow_runs_end_to_end_on_sqs_and_dynamo
     assert len(kids) == 4 and all(k.provider_calls == 1 and k.status is JobStatus.succeeded for k in kids)
     status, cancelled = aws.http("DELETE", f"/v1/jobs/{body['job_id']}")
     assert status == 409 and "already succeeded" in cancelled["error"]["message"]
+
+
+def test_a_streaming_job_long_polls_and_serves_buffered_sse_through_the_lambda_api(aws, fake):
+    f, url = fake
+    f.plan.stream_tokens = 30
+    aws.configure(anthropic_cfg(url))
+    job_id = aws.submit("stream through lambda", stream=True)
+    status, view = aws.http("GET", f"/v1/jobs/{job_id}", query="after=0&wait_s=0.2")
+    assert status == 200 and view["status"] == "queued" and view["partial"] is None  # waited, then answered
+    aws.drain()
+    status, view = aws.http("GET", f"/v1/jobs/{job_id}", query="after=0&wait_s=5")
+    assert view["status"] == "succeeded" and "tok29" in view["result"]
+    status, r = aws.http("GET", f"/v1/jobs/{job_id}/events", raw=True)  # API Gateway buffers: one batch, then EOF
+    assert status == 200 and r["headers"]["content-type"] == "text/event-stream"
+    body = r["body"]
+    assert body.startswith("retry: 1000") and "id: 1:1\nevent: delta" in body and "event: done" in body

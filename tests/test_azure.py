@@ -135,14 +135,16 @@ class Azure:
 
         return get_app()
 
-    def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any, Out]:
+    def http(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
+             raw: bool = False) -> tuple[int, Any, Out]:
         import azure.functions as func
 
         out = Out()
         req = func.HttpRequest(method, f"http://localhost{path}", headers={"Authorization": f"Bearer {KEY}",
-                               "Content-Type": "application/json"}, body=json.dumps(body).encode() if body else b"")
+                               "Content-Type": "application/json"}, body=json.dumps(body).encode() if body else b"",
+                               params=params or {})
         resp = self.functions["api"](req, out)
-        return resp.status_code, json.loads(resp.get_body()), out
+        return resp.status_code, (resp if raw else json.loads(resp.get_body())), out
 
     def message(self, body: str, delivery_count: int = 1, props: dict[str, Any] | None = None, mid: str | None = None):
         from azure.functions.servicebus import ServiceBusMessage
@@ -374,3 +376,19 @@ def test_a_map_over_three_then_reduce_workflow_runs_end_to_end_on_service_bus_an
     assert [s["children"]["total"] for s in view["steps"]] == [3, 1] and view["usage"]["calls"] == 4 == fake.stats["calls"]
     status, cancelled, _ = azure.http("DELETE", f"/v1/jobs/{body['job_id']}")
     assert status == 409 and "already succeeded" in cancelled["error"]["message"]
+
+
+def test_a_streaming_job_long_polls_and_serves_buffered_sse_through_the_azure_api(azure):
+    fake = FakeAnthropic(FaultPlan(stream_tokens=30))
+    with ServerThread(fake) as srv:
+        azure.configure(anthropic_cfg(srv.url))
+        _, body, out = azure.http("POST", "/v1/jobs", {"prompt": "stream through azure", "stream": True})
+        status, view, _ = azure.http("GET", f"/v1/jobs/{body['job_id']}", params={"after": "0", "wait_s": "0.2"})
+        assert status == 200 and view["status"] == "queued" and view["partial"] is None
+        assert azure.service_bus(out.get()) == "completed"
+    status, view, _ = azure.http("GET", f"/v1/jobs/{body['job_id']}", params={"after": "0", "wait_s": "5"})
+    assert view["status"] == "succeeded" and "tok29" in view["result"]
+    status, resp, _ = azure.http("GET", f"/v1/jobs/{body['job_id']}/events", raw=True)
+    text = resp.get_body().decode()
+    assert status == 200 and resp.mimetype == "text/event-stream"
+    assert "id: 1:1\nevent: delta" in text and "event: done" in text

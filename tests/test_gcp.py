@@ -352,3 +352,23 @@ def test_a_map_over_three_then_reduce_workflow_runs_end_to_end_on_pubsub_and_fir
     assert [s["children"]["total"] for s in view["steps"]] == [3, 1] and view["usage"]["calls"] == 4 == f.stats["calls"]
     r = gcp.client("api").open(f"/v1/jobs?parent={body['job_id']}", method="GET", headers={"Authorization": f"Bearer {KEY}"})
     assert len(r.get_json()["jobs"]) == 4
+
+
+def test_a_streaming_job_streams_sse_from_the_gen2_api_function_and_long_polls(gcp, fake):
+    f, url = fake
+    f.plan.stream_tokens, f.plan.stream_tps = 40, 80
+    gcp.configure(anthropic_cfg(url))
+    worker = gcp.serve("worker")
+    gcp.push("jobs-push", gcp.topic, worker.url)
+    status, body = gcp.http("POST", "/v1/jobs", {"prompt": "stream through gcp", "stream": True})
+    job_id = body["job_id"]
+    r = gcp.client("api").open(f"/v1/jobs/{job_id}/events", method="GET", buffered=False,
+                               headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200 and r.mimetype == "text/event-stream"
+    chunks = [c.decode() for c in r.response]  # sent piece by piece as the job went on, until `done`
+    text = "".join(chunks)
+    assert len(chunks) >= 3 and "event: done" not in chunks[0] and "event: done" in chunks[-1]
+    assert "id: 1:1\nevent: delta" in text and '"status":"succeeded"' in text
+    r = gcp.client("api").open(f"/v1/jobs/{job_id}?after=1:1&wait_s=5", method="GET",
+                               headers={"Authorization": f"Bearer {KEY}"})
+    assert r.get_json()["status"] == "succeeded" and "tok39" in r.get_json()["result"]

@@ -15,6 +15,10 @@ import pytest
 
 from tests.conftest import KEYS
 
+# every warning but missing_test_data: generated job ids are 404 by design (a job id is a secret-length random
+# token), and the stateful phase reaches GET and DELETE of real jobs through the links from POST
+WARNINGS = ("missing_auth,base_url_mismatch,validation_mismatch,missing_deserializer,unused_openapi_auth,"
+            "unsupported_regex,method_not_allowed,unresolvable_reference")
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
           "response_schema_conformance,negative_data_rejection")
 
@@ -26,6 +30,7 @@ def test_schemathesis_finds_no_server_error_and_no_nonconforming_response(live, 
     app, url = live()
     out = subprocess.run(
         [cli, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", "40", "--generation-deterministic",
+             "--warnings", WARNINGS,
          "--header", f"Authorization: Bearer {KEYS['acme']}", "--no-color"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its .schemathesis/ cache stays out of the tree
     )

@@ -31,9 +31,10 @@ def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
                      "API (serverless.yml `httpApi` events) or set the integration's payloadFormatVersion to 2.0")
     else:
         resp = respond(get_api_app().api, _request(event))
+    # API Gateway buffers a response: SSE answers with the events ready now, and EventSource reconnects
     return {
-        "statusCode": resp.status, "headers": {"content-type": "application/json", **resp.headers},
-        "body": resp.json_bytes().decode(), "isBase64Encoded": False,
+        "statusCode": resp.status, "headers": {"content-type": resp.media_type, **resp.headers},
+        "body": resp.payload().decode(), "isBase64Encoded": False,
     }
 
 

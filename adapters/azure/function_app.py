@@ -43,8 +43,9 @@ def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
         messages = alto.queue.collected(token)  # type: ignore[attr-defined]
     if messages:
         out.set(messages[0] if len(messages) == 1 else messages)  # type: ignore[arg-type]
-    return func.HttpResponse(resp.json_bytes(), status_code=resp.status, mimetype="application/json",
-                             headers=resp.headers)
+    # buffered (streaming needs the azurefunctions-extensions-http-fastapi worker extension): SSE answers
+    # with the events ready now, and EventSource reconnects with Last-Event-ID
+    return func.HttpResponse(resp.payload(), status_code=resp.status, mimetype=resp.media_type, headers=resp.headers)
 
 
 def _delivery(msg: func.ServiceBusMessage) -> Any:

@@ -37,10 +37,22 @@ def api(request: Any) -> Any:
     # unless server.public_url names the function's URL
     req = ApiRequest(
         method=request.method, path=request.path, headers=headers, body=request.get_data(cache=False),
-        base_url="", query=request.args.to_dict(),
+        base_url="", query=request.args.to_dict(), streaming=True,
     )
     resp = respond(get_api_app().api, req)
-    return resp.json_bytes(), resp.status, {"content-type": "application/json", **resp.headers}
+    if resp.frames is not None and resp.media_type == "text/event-stream":  # gen2 (Cloud Run) streams responses
+        import flask
+
+        return flask.Response(_sent(resp.frames), status=resp.status, mimetype=resp.media_type, headers=resp.headers)
+    return resp.payload(), resp.status, {"content-type": resp.media_type, **resp.headers}
+
+
+def _sent(frames: Any) -> Any:
+    for frame in frames:
+        if isinstance(frame, bytes):
+            yield frame
+        else:
+            time.sleep(frame)
 
 
 def _delivery(cloud_event: Any) -> Any:

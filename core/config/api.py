@@ -142,6 +142,17 @@ class ServerConfig(_Strict):
     public_url: str | None = Field(default=None, description="Base URL used in status_url; defaults to the request's.")
 
 
+class StreamConfig(_Strict):
+    """Streaming a queued job's output through the stores (jobs submitted with `"stream": true`)."""
+
+    flush_ms: float = Field(default=250.0, ge=10, description="The worker writes new text at most this often.")
+    poll_ms: float = Field(default=100.0, ge=10, description="How often an SSE or long-poll request looks again.")
+    max_wait_s: float = Field(default=25.0, gt=0, le=900,
+                              description="Longest long-poll or buffered SSE response (under the platform's timeout).")
+    inline_chars: int = Field(default=32_000, ge=1000,
+                              description="Longer partial text is kept in the blob store, its pointer in the state store.")
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -183,6 +194,7 @@ class ApiSettings(_Strict):
 
     retrieval: Any = Field(default_factory=dict, description="Retrieval backend (validated by Settings).")
     server: ServerConfig = Field(default_factory=ServerConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def resolved_data_dir(self) -> Path:

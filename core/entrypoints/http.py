@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 from pydantic import ValidationError
 
@@ -33,15 +34,33 @@ class ApiRequest(NamedTuple):  # not a dataclass: see core.jobs.outcome
     body: bytes = b""
     base_url: str = ""  # a base the platform vouches for (never the client's Host header); "" for relative URLs
     query: Mapping[str, str] = MappingProxyType({})
+    streaming: bool = False  # the runtime can send a response as it is produced (SSE follows the job)
 
 
 class ApiResponse:
-    __slots__ = ("status", "body", "headers")
+    """A JSON body, or `frames` (bytes to send, floats to wait) for SSE and long-poll: a runtime that streams
+    sends them as they come; one that buffers takes `payload()`, which waits where the frames say."""
 
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    __slots__ = ("status", "body", "headers", "frames", "media_type")
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None, *,
+                 frames: Iterator[bytes | float] | None = None, media_type: str = "application/json") -> None:
         self.status = status
         self.body = body
         self.headers = {} if headers is None else headers
+        self.frames = frames
+        self.media_type = media_type
+
+    def payload(self, sleep: Callable[[float], None] = time.sleep) -> bytes:
+        if self.frames is None:
+            return self.json_bytes()
+        out = bytearray()
+        for frame in self.frames:
+            if isinstance(frame, bytes):
+                out += frame
+            else:
+                sleep(frame)
+        return bytes(out)
 
     def __repr__(self) -> str:
         return f"ApiResponse({self.status}, {self.body!r}, {self.headers!r})"
@@ -185,10 +204,44 @@ class Api:
         return ApiResponse(200, JobList(jobs=[JobView.of(j) for j in jobs]).model_dump(mode="json"))
 
     def get_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
-        return ApiResponse(200, self.service.view(tenant, job_id).model_dump(mode="json"))
+        if "wait_s" not in req.query and "after" not in req.query:
+            return ApiResponse(200, self.service.view(tenant, job_id).model_dump(mode="json"))
+        wait = _wait_s(req.query.get("wait_s", "0"))
+        if isinstance(wait, ApiResponse):
+            return wait
+        if req.query.get("after", "0") == "":
+            return error(422, "invalid_request", "after is empty: give ATTEMPT:SEQ (the partial's) or SEQ", "after")
+        try:
+            frames = self.service.feed.long_poll(self.service.get(tenant, job_id), req.query.get("after", "0"), wait)
+        except ValueError as e:
+            return error(422, "invalid_request", str(e), "after")
+        return ApiResponse(200, None, frames=frames)
+
+    def job_events(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
+        last = req.headers.get("last-event-id") or req.query.get("last_event_id")
+        wait = _wait_s(req.query.get("wait_s", str(self.service.settings.stream.max_wait_s)))
+        if isinstance(wait, ApiResponse):
+            return wait
+        try:
+            frames = self.service.feed.sse(self.service.get(tenant, job_id), last, follow=req.streaming, wait_s=wait)
+        except ValueError as e:
+            return error(422, "invalid_request", str(e), "Last-Event-ID")
+        return ApiResponse(200, None, {"cache-control": "no-cache", "x-accel-buffering": "no"}, frames=frames,
+                           media_type="text/event-stream")
 
     def cancel_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
         return ApiResponse(200, JobView.of(self.service.cancel(tenant, job_id)).model_dump(mode="json"))
+
+
+def _wait_s(raw: str) -> float | ApiResponse:
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= 900:
+        return error(422, "invalid_request", "wait_s must be a number of seconds from 0 to 900 (answers come "
+                     "sooner: at most stream.max_wait_s)", "wait_s")
+    return wait
 
 
 def _job_request(req: ApiRequest) -> JobRequest | ApiResponse:

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from core.bootstrap import App
 from core.entrypoints.consumer import run_delivery
-from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, error, respond
+from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, ApiResponse, error, respond
 from core.errors import ConfigError
 from core.jobs.offload import Offload
 from core.logs import log_event
@@ -124,6 +124,7 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
         req = ApiRequest(
             method=scope["method"], path=scope["path"], headers=headers, body=body, base_url=_own_url(scope),
             query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)),
+            streaming=True,
         )
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) != len(body) and len(body) <= MAX_BODY_BYTES:
@@ -131,13 +132,43 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
                          "nothing was stored: send the whole body", "(body)")
         else:
             resp = respond(api, req)
-        payload = resp.json_bytes()
-        raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if resp.frames is not None and resp.media_type == "text/event-stream":
+            return await _stream(resp, send)
+        payload = resp.json_bytes() if resp.frames is None else await _gathered(resp)
+        raw_headers = [(b"content-type", resp.media_type.encode()), (b"content-length", str(len(payload)).encode())]
         raw_headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
         await send({"type": "http.response.start", "status": resp.status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": payload})
 
     return app
+
+
+async def _gathered(resp: ApiResponse) -> bytes:
+    """A long-poll's frames: waits on the event loop, never in a thread, so thousands can wait at once."""
+    assert resp.frames is not None
+    out = bytearray()
+    for frame in resp.frames:
+        if isinstance(frame, bytes):
+            out += frame
+        else:
+            await asyncio.sleep(frame)
+    return bytes(out)
+
+
+async def _stream(resp: ApiResponse, send: Any) -> None:
+    """Server-Sent Events as they come; a client that goes away ends the loop at the next send."""
+    assert resp.frames is not None
+    headers = [(b"content-type", b"text/event-stream")] + [(k.encode(), v.encode()) for k, v in resp.headers.items()]
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    try:
+        for frame in resp.frames:
+            if isinstance(frame, bytes):
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            else:
+                await asyncio.sleep(frame)
+        await send({"type": "http.response.body", "body": b""})
+    except OSError:  # the client disconnected
+        return
 
 
 async def _read_body(receive: Any) -> bytes | None:

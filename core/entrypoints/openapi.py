@@ -28,6 +28,15 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {"event": {"enum": ["delta", "reset", "status", "done"]},
+                   "id": {"type": "string", "description": "ATTEMPT:SEQ, on deltas: send it back as Last-Event-ID"},
+                   "data": {"type": "string", "description": "JSON: {text, attempt, seq} | {attempt} | {status} | the job view"},
+                   "retry": {"type": "integer"}},
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -37,6 +46,8 @@ def _operation(route: Route) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": route.summary}
     if route.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(route.response.__name__)}}
+    elif route.media_type == "text/event-stream":  # each event, as OpenAPI 3.1 tools check them
+        ok["content"] = {route.media_type: {"schema": SSE_EVENT}}
     if route.status == 202:
         ok["headers"] = {"Location": {"schema": {"type": "string"}}}
         ok["links"] = {r.handler: {"operationId": r.handler, "parameters": {"job_id": "$response.body#/job_id"}}

@@ -33,6 +33,7 @@ class Route(NamedTuple):
     status: int = 200
     errors: Mapping[int, str] = MappingProxyType({})
     params: tuple[Param, ...] = ()
+    media_type: str = "application/json"  # of the success response
 
 
 ROUTES: tuple[Route, ...] = (
@@ -51,9 +52,22 @@ ROUTES: tuple[Route, ...] = (
                   Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT}),
                   Param("parent", "query", {"type": "string", "pattern": f"^{PATH_PARAM}$",
                                             "description": "List this workflow job's children, step by step."}))),
-    Route("GET", "/v1/jobs/{job_id}", "get_job", "Get a job", response=JobView,
-          errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)"},
-          params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),)),
+    Route("GET", "/v1/jobs/{job_id}", "get_job", "Get a job (with `after` or `wait_s`: long-poll for new text)",
+          response=JobView,
+          errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)",
+                  422: "Invalid after or wait_s"},
+          params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),
+                  Param("after", "query", {"type": "string", "pattern": "^([0-9]{1,9}:)?[0-9]{1,9}$", "description":
+                        "Answer once the job has text after this `ATTEMPT:SEQ` (or SEQ), or has ended."}),
+                  Param("wait_s", "query", {"type": "number", "minimum": 0, "maximum": 900, "description":
+                        "Wait up to this long (capped at stream.max_wait_s)."}))),
+    Route("GET", "/v1/jobs/{job_id}/events", "job_events", "A streaming job's output as Server-Sent Events",
+          errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)",
+                  422: "Invalid Last-Event-ID or wait_s"},
+          params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),
+                  Param("Last-Event-ID", "header", {"type": "string", "pattern": "^(([0-9]{1,9}:)?[0-9]{1,9})?$"}),
+                  Param("wait_s", "query", {"type": "number", "minimum": 0, "maximum": 900})),
+          media_type="text/event-stream"),
     Route("DELETE", "/v1/jobs/{job_id}", "cancel_job", "Cancel a job (a workflow: children not started never start)",
           response=JobView,
           errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)",

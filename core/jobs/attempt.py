@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, NamedTuple
+from typing import Awaitable, Callable, NamedTuple
 
 from core.assembly import Assembled
 from core.chunks import ContextChunk
@@ -28,10 +28,12 @@ from core.jobs.replies import check_reply, usage_is_sane
 from core.jobs.usage import billed
 from core.logs import Timer, log_event
 from core.models import Attempt, ErrorClass, Job, JobError, ProviderResult, RouteDecision
-from core.providers.base import ChatRequest
+from core.providers.base import ChatRequest, Streamer
 from core.providers.registry import ProviderRegistry
 from core.retry import retry_delay
 from core.routing import RoutePlan
+from core.streaming.log import StreamLog
+from core.streaming.writer import StreamWriter
 
 
 class Replied(NamedTuple):
@@ -111,12 +113,14 @@ def decide(c: Classification, error: JobError, *, calls: int, gov: GovernanceCon
 
 class Attempter:
     def __init__(self, settings: Settings, ledger: Ledger, providers: ProviderRegistry, router_fits: Callable[..., bool],
-                 *, store_io: Offload, clock: Callable[[], float] = time.time) -> None:
+                 *, store_io: Offload, streams: StreamLog, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.providers = providers
         self.fits = router_fits
         self.store_io = store_io
+        self.streams = streams  # a streaming job's partial output
+        self.state_io = state_io
         self.clock = clock
 
     async def run(self, job: Job, ticket: Ticket, plan: RoutePlan, assembled: Assembled, deadline: float,
@@ -136,15 +140,23 @@ class Attempter:
         call_deadline = min(self.clock() + self.settings.providers[decision.provider].timeout_s, deadline)
         heartbeat = Heartbeat(self.ledger, job, lease_s=self.settings.governance.lease_s, deadline=deadline,
                               store_io=self.store_io, clock=self.clock)
+        writer = self._writer(job, attempt.number)
         try:
-            call = self.providers.get(decision.provider).generate(
-                self._request(decision, assembled, job, max_tokens), timeout_s=max(0.1, call_deadline - self.clock()),
-            )
+            call = self._call(decision, self._request(decision, assembled, job, max_tokens),
+                              max(0.1, call_deadline - self.clock()), writer)
             result = await heartbeat.run(call, call_deadline=call_deadline)
         except asyncio.CancelledError:
             raise  # the admission's exit abandons the unsettled gate
         except Exception as exc:  # classified; never lost
+            if writer is not None:
+                await writer.close()  # what the cut attempt said stays visible until the next one resets it
+            if isinstance(exc, ProviderError) and exc.partial is not None:
+                attempt.usage = billed(exc.partial, ticket.model)  # a failed stream was generated, so billed
             return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer)
+        if writer is not None:
+            if not isinstance(self.providers.get(decision.provider), Streamer):
+                writer.add(result.text)  # a provider that can't stream: the whole text as one delta
+            await writer.close()
         sane = usage_is_sane(result, max_tokens=max_tokens, model=ticket.model)
         attempt.usage = billed(result, ticket.model) if sane else None  # a 200 is billed, served or not
         try:
@@ -161,6 +173,18 @@ class Attempter:
             input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
         )
         return Replied(result, assembled.chunks)
+
+    def _writer(self, job: Job, attempt: int) -> StreamWriter | None:
+        if not job.request.stream:
+            return None
+        return StreamWriter(self.streams, job.id, attempt, flush_s=self.settings.stream.flush_ms / 1000, io=self.state_io)
+
+    def _call(self, decision: RouteDecision, request: ChatRequest, timeout_s: float,
+              writer: StreamWriter | None) -> Awaitable[ProviderResult]:
+        provider = self.providers.get(decision.provider)
+        if writer is not None and isinstance(provider, Streamer):
+            return provider.stream(request, timeout_s=timeout_s, on_delta=writer.add)
+        return provider.generate(request, timeout_s=timeout_s)
 
     def _request(self, decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int) -> ChatRequest:
         prompt = assembled.prompt

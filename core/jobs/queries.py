@@ -8,12 +8,14 @@ from typing import Any
 from core.errors import NotFound
 from core.models import Job, JobStatus
 from core.ports import JobStore
-from core.views import JobView
+from core.streaming.log import StreamLog
+from core.views import JobView, Partial
 
 
 class Queries:
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, streams: StreamLog | None = None) -> None:
         self.store = store
+        self.streams = streams
 
     def get(self, tenant: str, job_id: str) -> Job:
         job = self.store.get(job_id)
@@ -22,7 +24,15 @@ class Queries:
         return job
 
     def view(self, tenant: str, job_id: str) -> JobView:
-        return JobView.of(self.get(tenant, job_id))
+        job = self.get(tenant, job_id)
+        return JobView.of(job, self.partial(job))
+
+    def partial(self, job: Job) -> Partial | None:
+        """A running streaming job's text so far (None once it is terminal: the result is the text)."""
+        if not job.request.stream or job.status.terminal or self.streams is None:
+            return None
+        snap = self.streams.read(job.id)
+        return Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt) if snap is not None else None
 
     def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         """Newest first; `tenant=None` lists every tenant's (the operator's CLI, never the HTTP API)."""

@@ -12,6 +12,8 @@ from core.jobs.queries import Queries
 from core.jobs.submit import Submitter
 from core.models import Job, JobRequest, JobStatus
 from core.ports import BlobStore, JobStore, Retriever, SendQueue, StateStore
+from core.streaming.events import Feed
+from core.streaming.log import StreamLog
 from core.views import JobView
 
 
@@ -22,7 +24,9 @@ class ApiService:
         self.settings = settings
         self.ledger = Ledger(store, clock=clock)
         self.submitter = Submitter(settings, self.ledger, state, queue, blobs=blobs, retriever=retriever, clock=clock)
-        self.queries = Queries(store)
+        self.streams = StreamLog(state, blobs, settings.stream)
+        self.queries = Queries(store, self.streams)
+        self.feed = Feed(self.queries, self.streams, settings.stream)
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
                trace_id: str | None = None) -> tuple[Job, bool]:

@@ -43,7 +43,8 @@ class WorkerService(ApiService):
         self.cache = ResponseCache(state, gov.cache) if gov.cache.enabled else None
         self.preparer = Preparer(settings, self.router, providers, retriever)
         admission = Admission(settings, self.breaker, self.limiter, providers, state_io=state_io, clock=clock)
-        attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io, clock=clock)
+        attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io,
+                              streams=self.streams, state_io=state_io, clock=clock)
         callbacks = Callbacks(settings, self.ledger, queue, secrets, store_io=store_io, clock=clock)
         calls = CallBudget(state)
         self.workflows = Workflows(settings, self.ledger, queue, blobs, self.router, store_io=store_io,

@@ -6,7 +6,7 @@ every SDK failure becomes a `ProviderError` with the wire status, headers and bo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
@@ -33,8 +33,7 @@ class AnthropicProvider:
             kwargs["base_url"] = base_url
         self.client = anthropic.AsyncAnthropic(**kwargs)
 
-    async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
-        a = self._anthropic
+    def _kwargs(self, request: ChatRequest, timeout_s: float) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": request.model_id,
             "max_tokens": request.max_tokens,
@@ -44,42 +43,60 @@ class AnthropicProvider:
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
+        return kwargs
+
+    async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
         try:
-            msg = await self.client.messages.create(**kwargs)
-        except a.APITimeoutError as e:
-            raise ProviderError(f"anthropic: request timed out: {e}", transport="timeout") from None
-        except a.APIConnectionError as e:
-            raise ProviderError(f"anthropic: connection failed: {e}", transport="connection") from None
-        except a.APIResponseValidationError as e:
-            raise ProviderError(f"anthropic: malformed reply: {e}", malformed=True, body=_body(e)) from None
-        except a.APIStatusError as e:
-            body = _body(e)
-            raise ProviderError(
-                f"anthropic: HTTP {e.status_code}: {getattr(e, 'message', e)}",
-                status_code=e.status_code,
-                headers=dict(e.response.headers),
-                body=body,
-                context_overflow=looks_like_context_overflow(e.status_code, body),
-            ) from None
-        except ValueError as e:  # a 2xx whose body isn't JSON
-            raise ProviderError(f"anthropic: malformed reply: {e}", malformed=True) from None
+            msg = await self.client.messages.create(**self._kwargs(request, timeout_s))
+        except Exception as e:
+            raise self._error(e) from None
         try:
             text = "".join(getattr(b, "text", "") for b in msg.content if getattr(b, "type", None) == "text")
             usage = msg.usage
-            raw_stop = msg.stop_reason
-            result = ProviderResult(
-                text=text,
-                cache_read_tokens=int(getattr(usage, "cache_read_input_tokens", None) or 0),
-                input_tokens=int(usage.input_tokens),
-                output_tokens=int(usage.output_tokens),
-                stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
-                raw_stop_reason=raw_stop,
-            )
+            result = _result(text, usage.input_tokens, usage.output_tokens,
+                             getattr(usage, "cache_read_input_tokens", None), msg.stop_reason)
         except (AttributeError, TypeError, ValueError) as e:
             raise ProviderError(f"anthropic: malformed reply: {e}", malformed=True, body=repr(msg)[:2000]) from None
-        if result.stop_reason == "refusal":
-            raise ProviderError("anthropic: the model refused on content policy grounds", content_policy=True, status_code=200)
-        return result
+        return _refused(result)
+
+    async def stream(self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]) -> ProviderResult:
+        """The Messages API's server-sent events; done only at `message_stop`."""
+        s = _StreamState()
+        try:
+            events = await self.client.messages.create(**self._kwargs(request, timeout_s), stream=True)
+            async for ev in events:
+                if (piece := s.take(ev)) is not None:
+                    on_delta(piece)
+        except Exception as e:
+            err = self._error(e, mid_stream=bool(s.text) or s.started)
+            err.partial = s.result() if s.started else None
+            raise err from None
+        if not s.stopped:
+            raise ProviderError(f"anthropic: the stream ended before message_stop ({len(''.join(s.text))} characters "
+                                "in); not a complete reply", transport="connection", partial=s.result())
+        return _refused(s.result())
+
+    def _error(self, e: Exception, *, mid_stream: bool = False) -> ProviderError:
+        a = self._anthropic
+        if isinstance(e, ProviderError):
+            return e
+        if isinstance(e, a.APITimeoutError):
+            return ProviderError(f"anthropic: request timed out: {e}", transport="timeout")
+        if isinstance(e, a.APIConnectionError):
+            return ProviderError(f"anthropic: connection failed: {e}", transport="connection")
+        if isinstance(e, a.APIResponseValidationError):
+            return ProviderError(f"anthropic: malformed reply: {e}", malformed=True, body=_body(e))
+        if isinstance(e, a.APIStatusError):
+            body = _body(e) if not mid_stream else str(getattr(e, "body", "") or e)[:4000]
+            if mid_stream or e.status_code == 200:  # an `error` event inside a 200 stream: overloaded and the like
+                return ProviderError(f"anthropic: error event mid-stream: {getattr(e, 'message', e)}",
+                                     status_code=_stream_status(body), body=body)
+            return ProviderError(f"anthropic: HTTP {e.status_code}: {getattr(e, 'message', e)}",
+                                 status_code=e.status_code, headers=dict(e.response.headers), body=body,
+                                 context_overflow=looks_like_context_overflow(e.status_code, body))
+        if isinstance(e, ValueError):  # a 2xx whose body isn't JSON
+            return ProviderError(f"anthropic: malformed reply: {e}", malformed=True)
+        return ProviderError(f"anthropic: {type(e).__name__}: {e}", transport="connection")
 
     async def count_tokens(self, model_id: str, system: str, user: str) -> int:
         """The model's own input-token count (Anthropic's free count-tokens endpoint)."""
@@ -90,6 +107,61 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+class _StreamState:
+    """What a stream has said so far: text, usage, stop reason, and whether it ended properly."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.deltas = 0
+        self.input_tokens = self.output_tokens = self.cache_read = 0
+        self.raw_stop: str | None = None
+        self.started = self.stopped = False
+
+    def take(self, ev: Any) -> str | None:
+        t = getattr(ev, "type", None)
+        if t == "message_start":
+            u = ev.message.usage
+            self.started = True
+            self.input_tokens, self.output_tokens = int(u.input_tokens), int(u.output_tokens or 0)
+            self.cache_read = int(getattr(u, "cache_read_input_tokens", None) or 0)
+        elif t == "content_block_delta" and getattr(ev.delta, "type", None) == "text_delta":
+            self.text.append(ev.delta.text)
+            self.deltas += 1
+            return str(ev.delta.text)
+        elif t == "message_delta":
+            self.raw_stop = ev.delta.stop_reason or self.raw_stop
+            if getattr(ev, "usage", None) is not None and ev.usage.output_tokens is not None:
+                self.output_tokens = int(ev.usage.output_tokens)  # cumulative, per the API
+        elif t == "message_stop":
+            self.stopped = True
+        return None
+
+    def result(self) -> ProviderResult:
+        # a cut stream may never have reported its output usage: each delta received was at least a token
+        output = max(self.output_tokens, self.deltas)
+        return _result("".join(self.text), self.input_tokens, output, self.cache_read, self.raw_stop)
+
+
+def _result(text: str, input_tokens: Any, output_tokens: Any, cache_read: Any, raw_stop: str | None) -> ProviderResult:
+    return ProviderResult(text=text, input_tokens=int(input_tokens), output_tokens=int(output_tokens),
+                          cache_read_tokens=int(cache_read or 0), stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
+                          raw_stop_reason=raw_stop)
+
+
+def _refused(result: ProviderResult) -> ProviderResult:
+    if result.stop_reason == "refusal":
+        raise ProviderError("anthropic: the model refused on content policy grounds", content_policy=True, status_code=200)
+    return result
+
+
+def _stream_status(body: str) -> int:
+    """The HTTP status an `error` event's type stands for, so it is classified like the same error up front."""
+    for kind, status in (("overloaded", 529), ("rate_limit", 429), ("api_error", 500), ("invalid_request", 400)):
+        if kind in body:
+            return status
+    return 500
 
 
 def _body(e: Exception) -> str | None:

@@ -8,13 +8,14 @@ exception class. Counting tokens is an optional capability (`TokenCounter`), che
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from core.chunks import ContextChunk
 from core.errors import ProviderError
 from core.models import ProviderResult
 
-__all__ = ["ChatRequest", "ContextChunk", "Provider", "ProviderError", "TokenCounter", "looks_like_context_overflow"]
+__all__ = ["ChatRequest", "ContextChunk", "Provider", "ProviderError", "Streamer", "TokenCounter",
+           "looks_like_context_overflow"]
 
 
 @dataclass
@@ -53,3 +54,13 @@ class TokenCounter(Protocol):
     """A provider that can count a prompt's input tokens exactly as its model will (Anthropic's count endpoint)."""
 
     async def count_tokens(self, model_id: str, system: str, user: str) -> int: ...
+
+
+@runtime_checkable
+class Streamer(Protocol):
+    """A provider that can stream its reply: `on_delta` gets each piece of text as it arrives, and the
+    result is the whole reply with the stream's own usage. A stream that ends without its terminal event,
+    or carries an error event, raises a transient `ProviderError` whose `partial` holds the usage so far."""
+
+    async def stream(self, request: ChatRequest, *, timeout_s: float,
+                     on_delta: Callable[[str], None]) -> ProviderResult: ...

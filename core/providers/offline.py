@@ -33,13 +33,16 @@ class OfflineProvider:
         self.max_sentences = max_sentences
 
     async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
-        text = self.answer(request)
+        text, stop = self.answer(request), "end_turn"
+        tokens = counter().encoding.encode(text, disallowed_special=())
+        if len(tokens) > request.max_tokens:  # cut where a model would stop, and say so
+            text, stop = counter().encoding.decode(tokens[: request.max_tokens]), "max_tokens"
         return ProviderResult(
             text=text,
             input_tokens=counter().count(request.system) + counter().count(request.user),
-            output_tokens=counter().count(text),
-            stop_reason="end_turn",
-            raw_stop_reason="end_turn",
+            output_tokens=min(len(tokens), request.max_tokens),
+            stop_reason=stop,
+            raw_stop_reason=stop,
         )
 
     def answer(self, request: ChatRequest) -> str:

@@ -19,13 +19,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from core.testing.fake_stream import Replier, stream_reply
+
 if TYPE_CHECKING:
     import subprocess
 
 DOC_ID = re.compile(r'<document id="([^"]+)"')
 _MARKER = re.compile(r"\bmarker:([A-Za-z0-9_-]+)")
 FAULTS = ("429", "429_no_retry_after", "529", "500", "timeout", "reset", "malformed", "400", "400_context", "refusal",
-          "stall", "trickle", "empty", "max_tokens", "no_usage", "absurd_usage", "negative_usage")
+          "stall", "trickle", "empty", "max_tokens", "no_usage", "absurd_usage", "negative_usage", "cut", "stream_error")
 
 
 @dataclass
@@ -41,6 +43,8 @@ class FaultPlan:
     burst: float | None = None  # bucket capacity in requests; defaults to `rpm` (a full minute, as Anthropic's)
     count_factor: float = 1.0  # /count_tokens answers ceil(chars / 4 × this): a tokenizer unlike ours
     extra_citation: str | None = None  # also cite this id, supplied or not (a hallucinated citation)
+    stream_tps: float = 0.0  # a streamed reply sends this many tokens per second (0: as fast as it can)
+    stream_tokens: int = 0  # and is padded to at least this many tokens
 
     def __post_init__(self) -> None:
         unknown = set(self.rates) - set(FAULTS)
@@ -104,7 +108,7 @@ class FakeAnthropic:
         if request is None:
             return
         body, headers = request
-        reply = _Replier(send)
+        reply = Replier(send)
         if scope["path"] == "/_stats" and scope["method"] == "GET":  # for benchmarks running us in another process
             return await reply(200, self._stats_body())
         if scope["path"] not in ("/v1/messages", "/v1/messages/count_tokens") or scope["method"] != "POST":
@@ -144,12 +148,21 @@ class FakeAnthropic:
             status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
             return await reply(status, payload, extra, raw)
         answer = self._answer(model, max_tokens, messages, marker.group(1) if marker else None)
+        if req.get("stream") and outcome in ("ok", "cut", "stream_error"):
+            complete = await stream_reply(send, answer, tps=self.plan.stream_tps, pad_to=self.plan.stream_tokens,
+                                          fault=outcome if outcome != "ok" else None)
+            if complete:
+                self._billed(messages)
+            return None
         if outcome not in BAD_REPLIES:
-            key = hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:16]
-            with self.lock:
-                self.billed_by_prompt[key] += 1
-                self.billed_text[key] = json.dumps(messages)[:20_000]
+            self._billed(messages)
         return await reply(200, BAD_REPLIES[outcome](answer) if outcome in BAD_REPLIES else answer)
+
+    def _billed(self, messages: list[Any]) -> None:
+        key = hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:16]
+        with self.lock:
+            self.billed_by_prompt[key] += 1
+            self.billed_text[key] = json.dumps(messages)[:20_000]
 
     def _stats_body(self) -> dict[str, Any]:
         with self.lock:
@@ -204,34 +217,6 @@ class FakeAnthropic:
             "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
         }
-
-
-class _Replier:
-    def __init__(self, send: Any) -> None:
-        self.send = send
-
-    async def __call__(self, status: int, payload: Any, extra: dict[str, str] | None = None,
-                       raw: bytes | None = None) -> None:
-        data = raw if raw is not None else json.dumps(payload).encode()
-        hs = [(b"content-type", b"application/json"), (b"request-id", b"req_fake")]
-        hs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-        await self.send({"type": "http.response.start", "status": status, "headers": hs})
-        await self.send({"type": "http.response.body", "body": data})
-
-
-    async def slowly(self, body: bytes, pause_s: float, *, whole: bool, give_up_s: float) -> None:
-        """Headers at once, then the body after `pause_s` (whole) or one byte every `pause_s`; a trickle
-        stops after `give_up_s` (its client is long gone by then) so the server can shut down."""
-        await self.send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        pieces = [body] if whole else [body[i:i + 1] for i in range(len(body))]
-        started = time.monotonic()
-        for piece in pieces:
-            await asyncio.sleep(pause_s)
-            if not whole and time.monotonic() - started > give_up_s:
-                return
-            await self.send({"type": "http.response.body", "body": piece, "more_body": True})
-        await self.send({"type": "http.response.body", "body": b""})
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:

@@ -51,9 +51,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if request.workflow is not None:  # its children are queued jobs too: run worker loops until it ends
         asyncio.run(run_until_done(app, [job.id], timeout_s=args.timeout, concurrency=app.settings.server.concurrency))
         done = app.store.get(job.id)
+    elif args.stream:
+        done = asyncio.run(_streamed(app, job.id, run_inline(app, job.id, timeout_s=args.timeout, say=say)))
     else:
         done = asyncio.run(run_inline(app, job.id, timeout_s=args.timeout, say=say))
     assert done is not None
+    if args.stream and done.status is JobStatus.succeeded and not args.json:
+        print_answer(JobView.of(done), text=False)
+        return 0
     if not done.status.terminal:
         say(f"still {done.status.value} after {args.timeout:.0f} s; it stays queued for `alto serve` workers: "
             f"check it with `alto jobs show {job.id}`, or wait longer with --timeout")
@@ -71,7 +76,7 @@ def _request(app: Any, args: argparse.Namespace) -> JobRequest | str:
     if args.workflow is None:
         if args.file is not None or args.prompt is None:
             return "give a PROMPT, or --workflow NAME with --file PATH or the text as PROMPT"
-        return JobRequest(prompt=args.prompt, collection=args.collection, task=args.task)
+        return JobRequest(prompt=args.prompt, collection=args.collection, task=args.task, stream=args.stream)
     from core.config.workflows import resolve
 
     found = resolve(app.settings.workflows, args.workflow)
@@ -92,13 +97,33 @@ def _upload(app: Any, path: Path) -> str:
     return "blob:" + key
 
 
-def print_answer(view: Any) -> None:
+async def _streamed(app: Any, job_id: str, running: Any) -> Any:
+    """Run the job while printing its text as the worker writes it (a retry's new attempt starts a new line)."""
+    task = asyncio.ensure_future(running)
+    attempt, shown = 0, 0
+    while True:
+        snap = app.service.streams.read(job_id)
+        if snap is not None:
+            if snap.attempt != attempt:
+                if shown:
+                    print("\n[the provider call was retried; its text starts over]", file=sys.stderr)
+                attempt, shown = snap.attempt, 0
+            print(snap.text[shown:], end="", flush=True)
+            shown = len(snap.text)
+        if task.done():
+            print()
+            return task.result()
+        await asyncio.sleep(0.05)
+
+
+def print_answer(view: Any, *, text: bool = True) -> None:
     if view.status.value != "succeeded":
         print(f"job {view.job_id} is {view.status.value}")
         if view.error:
             print(f"error ({view.error.error_class.value}): {view.error.message}")
         return
-    print(view.result)
+    if text:
+        print(view.result)
     if view.citations:
         print("\nSources:")
         for c in view.citations:
@@ -131,4 +156,5 @@ def register(sub: Any) -> None:
     a.add_argument("--task")
     a.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")
     a.add_argument("--json", action="store_true", help="print the job view exactly as the API returns it")
+    a.add_argument("--stream", action="store_true", help="print the answer as the model writes it")
     a.set_defaults(fn=cmd_ask)

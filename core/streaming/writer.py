@@ -1,0 +1,67 @@
+"""`StreamWriter`: one attempt's deltas, written to the `StreamLog` at most every `flush_ms`.
+
+The provider's stream calls `add` for each delta (synchronously, on the event loop); the first delta is
+written at once, later ones are gathered and written together when `flush_ms` has passed since the last
+write, so a client sees text soon and the store sees a bounded number of writes. `close` writes what is
+left before the reply is saved, so the streamed text is always the whole text of a finished attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+from core.jobs.offload import Offload
+from core.streaming.log import StreamLog
+
+
+class StreamWriter:
+    def __init__(self, log: StreamLog, job_id: str, attempt: int, *, flush_s: float, io: Offload,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.log = log
+        self.job_id = job_id
+        self.attempt = attempt
+        self.flush_s = flush_s
+        self.io = io
+        self.clock = clock
+        self.text = ""
+        self.ends: list[int] = []
+        self.pending: list[str] = []
+        self.version: int | None = None
+        self.writes = 0
+        self.lost = False  # another attempt owns the record now: stop writing
+        self._last = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, delta: str) -> None:
+        if not delta or self.lost:
+            return
+        self.pending.append(delta)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await self._task
+        await self._flush()
+
+    async def _run(self) -> None:
+        while self.pending and not self.lost:
+            wait = self._last + self.flush_s - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self.pending or self.lost:
+            return
+        self.text += "".join(self.pending)
+        self.pending.clear()
+        self.ends.append(len(self.text))
+        self._last = self.clock()
+        version = await self.io(self.log.write, self.job_id, self.attempt, self.text, list(self.ends), self.version)
+        self.writes += 1
+        if version is None:
+            self.lost = True
+        self.version = version
