@@ -77,3 +77,15 @@ def test_mapreduce_benchmark_bills_every_node_once(chaos):
     assert line["max_calls_per_child"] <= line["budget"]
     if chaos:  # the chaos really happened, and faulted calls were retried without being billed
         assert line["duplicate_deliveries"] > 0 and line["provider_requests"] > line["calls"]
+
+
+def test_streaming_benchmark_delivers_every_jobs_text_by_sse_and_long_poll():
+    """Ten jobs per phase; the latency and throughput targets are the benchmark's to print, not asserted."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "streaming.py"), "--jobs", "10", "--tokens", "50",
+                          "--tps", "100"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["sse_first_delta_ms_p50"] >= 0 and line["long_poll_first_delta_ms_p50"] >= 0, (line, out.stderr[-2000:])
+    assert line["sse_first_delta_ms_p50"] <= line["sse_first_delta_ms_p99"]
+    # 0.5 s of tokens written at most every 250 ms: a few writes per job, not one per token
+    assert 1 <= line["stream_writes_per_job"] <= 6 and line["job_writes_per_job"] == line["unstreamed_job_writes_per_job"]
+    assert line["jobs_per_s_sse"] > 0 and line["jobs_per_s_unstreamed"] > 0

@@ -87,6 +87,33 @@ def test_same_job_on_three_providers_by_config_alone(make_app, servers, model, p
         assert fakes["bedrock"].headers[0]["authorization"].startswith("AWS4-HMAC-SHA256")
 
 
+@pytest.mark.parametrize("model,fake", [("haiku", "anthropic"), ("gpt", "openai"), ("nova", "bedrock")])
+@pytest.mark.parametrize("fault", ["ok", "cut", "stream_error"])
+def test_each_provider_streams_and_a_cut_or_failed_stream_is_retried_never_served(make_app, servers, model, fake,
+                                                                                    fault):
+    """Anthropic's SSE, Chat Completions' `stream: true` chunks and Bedrock's ConverseStream event stream:
+    the same streamed job; a stream cut short or carrying an error is a transient error, then retried."""
+    fakes, urls = servers
+    if fake == "anthropic":
+        fakes[fake].plan.script = [fault]
+    else:
+        fakes[fake].script = [fault]
+    app = make_app(config(urls, default=model))
+    (job,) = run(app, JobRequest(prompt="What is a lease?", stream=True))
+    assert job.status is JobStatus.succeeded, job.error
+    assert job.result_text.strip().startswith("Fake answer about: What is a lease?")
+    snap = app.service.streams.read(job.id)
+    assert snap is not None and snap.text == job.result_text and snap.attempt == len(job.attempts)
+    assert job.usage.output_tokens > 0
+    if fault == "ok":
+        assert [a.outcome for a in job.attempts] == ["succeeded"]
+    else:
+        first = job.attempts[0]
+        assert first.outcome == "error" and first.error_class.value in ("transient", "rate_limited")
+        assert first.usage is not None and first.usage.output_tokens > 0  # what streamed before the cut is billed
+        assert ("mid-stream" in first.error) == (fault == "stream_error")
+
+
 def test_azure_openai_style_uses_deployment_urls_and_api_key_header(make_app):
     fake = FakeOpenAI()
     with ServerThread(fake) as srv:

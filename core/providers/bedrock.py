@@ -7,11 +7,13 @@ is sized to the provider's `max_connections`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
 
+STREAM_ERRORS = {"throttlingException": 429, "serviceUnavailableException": 503, "modelStreamErrorException": 500,
+                 "internalServerException": 500, "validationException": 400}
 STOP_REASONS = {
     "end_turn": "end_turn", "stop_sequence": "end_turn", "max_tokens": "max_tokens",
     "guardrail_intervened": "refusal", "content_filtered": "refusal", "tool_use": "tool_use",
@@ -34,7 +36,7 @@ class BedrockProvider:
             ),
         )
 
-    def _converse(self, request: ChatRequest) -> dict[str, Any]:
+    def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "modelId": request.model_id,
             "system": [{"text": request.system}],
@@ -43,46 +45,87 @@ class BedrockProvider:
         }
         if request.temperature is not None:
             kwargs["inferenceConfig"]["temperature"] = request.temperature
-        return self.client.converse(**kwargs)
+        return kwargs
 
     async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
-        exc = self._botocore_exceptions
         try:
-            resp = await asyncio.wait_for(asyncio.to_thread(self._converse, request), timeout=timeout_s)
-        except (asyncio.TimeoutError, exc.ReadTimeoutError, exc.ConnectTimeoutError) as e:
-            raise ProviderError(f"bedrock: request timed out: {e!r}", transport="timeout") from None
-        except exc.ClientError as e:
+            resp = await asyncio.wait_for(asyncio.to_thread(self.client.converse, **self._kwargs(request)), timeout=timeout_s)
+        except Exception as e:
+            raise self._error(e) from None
+        try:
+            blocks = resp["output"]["message"]["content"]
+            result = _result("".join(b.get("text", "") for b in blocks), resp.get("usage", {}), resp.get("stopReason"))
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ProviderError(f"bedrock: malformed reply: {e!r}", malformed=True, body=repr(resp)[:2000]) from None
+        return _refused(result)
+
+    async def stream(self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]) -> ProviderResult:
+        """ConverseStream, read in a thread; each text delta handed to the event loop as it arrives. Done
+        only at `messageStop` (usage comes in the `metadata` event after it)."""
+        loop = asyncio.get_running_loop()
+        text: list[str] = []
+        seen: dict[str, Any] = {"usage": {}, "stop": None, "stopped": False}
+
+        def read() -> None:
+            for event in self.client.converse_stream(**self._kwargs(request))["stream"]:
+                if piece := (event.get("contentBlockDelta") or {}).get("delta", {}).get("text"):
+                    text.append(piece)
+                    loop.call_soon_threadsafe(on_delta, piece)  # runs before this thread's result is seen
+                elif "messageStop" in event:
+                    seen["stop"], seen["stopped"] = event["messageStop"].get("stopReason"), True
+                elif "metadata" in event:
+                    seen["usage"] = event["metadata"].get("usage") or {}
+
+        def partial() -> ProviderResult:
+            return _result("".join(text), seen["usage"] or {"outputTokens": len(text)}, seen["stop"])
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(read), timeout=timeout_s)
+        except Exception as e:
+            err = self._error(e)
+            err.partial = partial() if text else None
+            raise err from None
+        if not seen["stopped"]:
+            raise ProviderError(f"bedrock: the stream ended before messageStop ({len(''.join(text))} characters in)",
+                                transport="connection", partial=partial())
+        return _refused(partial())
+
+    def _error(self, e: Exception) -> ProviderError:
+        exc = self._botocore_exceptions
+        if isinstance(e, (asyncio.TimeoutError, exc.ReadTimeoutError, exc.ConnectTimeoutError)):
+            return ProviderError(f"bedrock: request timed out: {e!r}", transport="timeout")
+        if isinstance(e, exc.EventStreamError):  # an exception event mid-stream (throttling, unavailable)
+            code = e.response.get("Error", {}).get("Code", "")
+            status = STREAM_ERRORS.get(code[:1].lower() + code[1:], 500)
+            return ProviderError(f"bedrock: {code} mid-stream: {e.response.get('Error', {}).get('Message')}",
+                                 status_code=status, body=code)
+        if isinstance(e, exc.ClientError):
             meta = e.response.get("ResponseMetadata", {})
             status = meta.get("HTTPStatusCode")
             err = e.response.get("Error", {})
             body = f"{err.get('Code')}: {err.get('Message')}"
-            raise ProviderError(
-                f"bedrock: HTTP {status}: {body}", status_code=status, headers=meta.get("HTTPHeaders", {}),
-                body=body, context_overflow=looks_like_context_overflow(status, body),
-            ) from None
-        except (exc.EndpointConnectionError, exc.ConnectionClosedError, ConnectionError) as e:
-            raise ProviderError(f"bedrock: connection failed: {e!r}", transport="connection") from None
-        except (exc.ResponseParserError, ValueError) as e:
-            raise ProviderError(f"bedrock: malformed reply: {e!r}", malformed=True) from None
-        try:
-            blocks = resp["output"]["message"]["content"]
-            text = "".join(b.get("text", "") for b in blocks)
-            usage = resp.get("usage", {})
-            raw_stop = resp.get("stopReason")
-            result = ProviderResult(
-                text=text,
-                input_tokens=int(usage.get("inputTokens", 0)),
-                output_tokens=int(usage.get("outputTokens", 0)),
-                cache_read_tokens=int(usage.get("cacheReadInputTokens", 0) or 0),
-                stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
-                raw_stop_reason=raw_stop,
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as e:
-            raise ProviderError(f"bedrock: malformed reply: {e!r}", malformed=True, body=repr(resp)[:2000]) from None
-        if result.stop_reason == "refusal":
-            raise ProviderError("bedrock: the reply was stopped by a guardrail or content filter",
-                                content_policy=True, status_code=200)
-        return result
+            return ProviderError(f"bedrock: HTTP {status}: {body}", status_code=status, headers=meta.get("HTTPHeaders", {}),
+                                 body=body, context_overflow=looks_like_context_overflow(status, body))
+        if isinstance(e, (exc.EndpointConnectionError, exc.ConnectionClosedError, ConnectionError)):
+            return ProviderError(f"bedrock: connection failed: {e!r}", transport="connection")
+        if isinstance(e, (exc.ResponseParserError, ValueError)):
+            return ProviderError(f"bedrock: malformed reply: {e!r}", malformed=True)
+        return ProviderError(f"bedrock: {type(e).__name__}: {e}", transport="connection")
 
     async def aclose(self) -> None:
         self.client.close()
+
+
+def _result(text: str, usage: dict[str, Any], raw_stop: str | None) -> ProviderResult:
+    return ProviderResult(
+        text=text, input_tokens=int(usage.get("inputTokens", 0)), output_tokens=int(usage.get("outputTokens", 0)),
+        cache_read_tokens=int(usage.get("cacheReadInputTokens", 0) or 0),
+        stop_reason=STOP_REASONS.get(raw_stop or "", "other"), raw_stop_reason=raw_stop,
+    )
+
+
+def _refused(result: ProviderResult) -> ProviderResult:
+    if result.stop_reason == "refusal":
+        raise ProviderError("bedrock: the reply was stopped by a guardrail or content filter",
+                            content_policy=True, status_code=200)
+    return result

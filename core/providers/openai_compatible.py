@@ -9,7 +9,7 @@ One client per process; no retries here (governance owns them).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
@@ -42,8 +42,7 @@ class OpenAICompatibleProvider:
             return f"/openai/deployments/{model_id}/chat/completions", {"api-version": self.api_version or "2024-10-21"}
         return "/chat/completions", {}
 
-    async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
-        h = self._httpx
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "messages": [{"role": "system", "content": request.system}, {"role": "user", "content": request.user}],
             "max_tokens": request.max_tokens,
@@ -52,42 +51,118 @@ class OpenAICompatibleProvider:
             body["model"] = request.model_id
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        return body
+
+    async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
+        h = self._httpx
         url, params = self._url(request.model_id)
         try:
-            resp = await self.client.post(url, params=params, json=body, timeout=timeout_s)
+            resp = await self.client.post(url, params=params, json=self._body(request), timeout=timeout_s)
         except h.TimeoutException as e:
             raise ProviderError(f"openai_compatible: request timed out: {e!r}", transport="timeout") from None
         except h.TransportError as e:
             raise ProviderError(f"openai_compatible: connection failed: {e!r}", transport="connection") from None
         text = resp.text
         if resp.status_code >= 400:
-            raise ProviderError(
-                f"openai_compatible: HTTP {resp.status_code}: {text[:300]}", status_code=resp.status_code,
-                headers=dict(resp.headers), body=text[:4000],
-                context_overflow=looks_like_context_overflow(resp.status_code, text),
-                content_policy=resp.status_code == 400 and "content_filter" in text,
-            )
+            raise _status_error(resp.status_code, dict(resp.headers), text)
         try:
             data = json.loads(text)
             choice = data["choices"][0]
-            content = choice["message"].get("content") or ""
-            usage = data.get("usage") or {}
-            cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-            raw_stop = choice.get("finish_reason")
-            result = ProviderResult(
-                text=content,
-                input_tokens=int(usage.get("prompt_tokens", 0)) - cached,  # prompt_tokens includes cache reads
-                output_tokens=int(usage.get("completion_tokens", 0)),
-                cache_read_tokens=cached,
-                stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
-                raw_stop_reason=raw_stop,
-            )
+            result = _result(choice["message"].get("content") or "", data.get("usage") or {}, choice.get("finish_reason"))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             raise ProviderError(f"openai_compatible: malformed reply: {e!r}", malformed=True, body=text[:4000]) from None
-        if result.stop_reason == "refusal":
-            raise ProviderError("openai_compatible: the reply was stopped by the content filter",
-                                content_policy=True, status_code=200)
-        return result
+        return _refused(result)
+
+    async def stream(self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]) -> ProviderResult:
+        """`stream: true` with usage in the final chunk; done only at a finish_reason and `[DONE]`."""
+        h = self._httpx
+        url, params = self._url(request.model_id)
+        body = {**self._body(request), "stream": True, "stream_options": {"include_usage": True}}
+        s = _Chunks()
+        try:
+            async with self.client.stream("POST", url, params=params, json=body, timeout=timeout_s) as resp:
+                if resp.status_code >= 400:
+                    raise _status_error(resp.status_code, dict(resp.headers), (await resp.aread()).decode("utf-8", "replace"))
+                async for line in resp.aiter_lines():
+                    if piece := s.take(line):
+                        on_delta(piece)
+        except h.TimeoutException as e:
+            raise ProviderError(f"openai_compatible: stream timed out: {e!r}", transport="timeout", partial=s.result()) from None
+        except h.TransportError as e:
+            raise ProviderError(f"openai_compatible: connection failed: {e!r}", transport="connection",
+                                partial=s.result()) from None
+        except ProviderError as e:
+            e.partial = e.partial or (s.result() if s.text else None)
+            raise
+        if not (s.done and s.finish is not None):
+            raise ProviderError(f"openai_compatible: the stream ended before its finish_reason and [DONE] "
+                                f"({len(''.join(s.text))} characters in)", transport="connection", partial=s.result())
+        return _refused(s.result())
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+class _Chunks:
+    """What a Chat Completions stream has said so far."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.usage: dict[str, Any] = {}
+        self.finish: str | None = None
+        self.done = False
+
+    def take(self, line: str) -> str | None:
+        if not line.startswith("data:"):
+            return None
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return None
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ProviderError(f"openai_compatible: malformed stream chunk: {data[:200]}", malformed=True) from None
+        if "error" in chunk:  # an error mid-stream: classified like the status its type stands for
+            err = json.dumps(chunk["error"])[:2000]
+            raise ProviderError(f"openai_compatible: error mid-stream: {err}", body=err,
+                                status_code=429 if "rate_limit" in err else 503 if "overloaded" in err else 500)
+        self.usage = chunk.get("usage") or self.usage
+        for choice in chunk.get("choices") or []:
+            self.finish = choice.get("finish_reason") or self.finish
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                self.text.append(piece)
+                return str(piece)
+        return None
+
+    def result(self) -> ProviderResult:
+        usage = self.usage or {"completion_tokens": len(self.text)}  # no usage chunk yet: each piece >= 1 token
+        return _result("".join(self.text), usage, self.finish)
+
+
+def _result(text: str, usage: dict[str, Any], raw_stop: str | None) -> ProviderResult:
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    return ProviderResult(
+        text=text,
+        input_tokens=int(usage.get("prompt_tokens", 0)) - cached,  # prompt_tokens includes cache reads
+        output_tokens=int(usage.get("completion_tokens", 0)),
+        cache_read_tokens=cached,
+        stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
+        raw_stop_reason=raw_stop,
+    )
+
+
+def _refused(result: ProviderResult) -> ProviderResult:
+    if result.stop_reason == "refusal":
+        raise ProviderError("openai_compatible: the reply was stopped by the content filter",
+                            content_policy=True, status_code=200)
+    return result
+
+
+def _status_error(status: int, headers: dict[str, str], text: str) -> ProviderError:
+    return ProviderError(
+        f"openai_compatible: HTTP {status}: {text[:300]}", status_code=status, headers=headers, body=text[:4000],
+        context_overflow=looks_like_context_overflow(status, text),
+        content_policy=status == 400 and "content_filter" in text,
+    )

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from core.testing.fake_stream import Replier, stream_reply
+from core.testing.fake_stream import Replier, padded, stream_reply
 
 if TYPE_CHECKING:
     import subprocess
@@ -64,6 +64,7 @@ class FakeAnthropic:
         self.replies_by_marker: Counter[str] = Counter()
         self.billed_by_prompt: Counter[str] = Counter()  # clean 200 replies per distinct user turn (sha256[:16])
         self.billed_text: dict[str, str] = {}  # that turn's text, by the same key
+        self.first_token_at: dict[str, float] = {}  # wall time of each streamed reply's first token, by marker
         self.history_by_marker: dict[str, list[str]] = {}  # every outcome per `marker:X` in the prompt
         self.requests: list[dict[str, Any]] = []
         self.keep_requests = False
@@ -148,12 +149,17 @@ class FakeAnthropic:
             status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
             return await reply(status, payload, extra, raw)
         answer = self._answer(model, max_tokens, messages, marker.group(1) if marker else None)
+        tag = marker.group(1) if marker else None
         if req.get("stream") and outcome in ("ok", "cut", "stream_error"):
             complete = await stream_reply(send, answer, tps=self.plan.stream_tps, pad_to=self.plan.stream_tokens,
-                                          fault=outcome if outcome != "ok" else None)
+                                          fault=outcome if outcome != "ok" else None,
+                                          first=lambda: self.first_token_at.setdefault(tag or "", time.time()))
             if complete:
                 self._billed(messages)
             return None
+        if self.plan.stream_tps and self.plan.stream_tokens:  # an unstreamed reply takes as long to generate
+            answer = padded(answer, self.plan.stream_tokens)
+            await asyncio.sleep(self.plan.stream_tokens / self.plan.stream_tps)
         if outcome not in BAD_REPLIES:
             self._billed(messages)
         return await reply(200, BAD_REPLIES[outcome](answer) if outcome in BAD_REPLIES else answer)
@@ -170,6 +176,7 @@ class FakeAnthropic:
             return {"stats": dict(self.stats), "accepted": len(acc), "history": self.history_by_marker,
                     "billed_by_prompt": dict(self.billed_by_prompt),
                     "billed_heads": {k: t[:2000] for k, t in self.billed_text.items()},
+                    "first_token_at": dict(self.first_token_at),
                     "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
                     "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else []}
 
@@ -360,11 +367,13 @@ def main() -> None:
     p.add_argument("--rates", default="{}", help='fault probabilities as JSON, e.g. \'{"500": 0.1, "400": 0.05}\'')
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout-s", type=float, default=30.0, help="how long a `timeout` fault stalls")
+    p.add_argument("--stream-tps", type=float, default=0.0, help="tokens per second of a generated reply")
+    p.add_argument("--stream-tokens", type=int, default=0, help="pad every reply to this many tokens")
     a = p.parse_args()
     import json as _json
 
     plan = FaultPlan(latency_s=a.latency, rpm=a.rpm, burst=a.burst, rates=_json.loads(a.rates), seed=a.seed,
-                     timeout_s=a.timeout_s)
+                     timeout_s=a.timeout_s, stream_tps=a.stream_tps, stream_tokens=a.stream_tokens)
     uvicorn.run(FakeAnthropic(plan, api_key=a.api_key), host="127.0.0.1",
                 port=a.port, log_level="warning", access_log=False, backlog=4096)
 

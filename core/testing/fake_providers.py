@@ -1,7 +1,8 @@
 """Fake OpenAI Chat Completions and Bedrock Converse servers (ASGI), for tests over real HTTP.
 
 Same answer shape as the fake Anthropic server (cites the first two supplied documents), each with
-a script of outcomes: "ok", "429", "529" (overloaded), "400_context" (input too long), "refusal".
+a script of outcomes: "ok", "429", "529" (overloaded), "400_context" (input too long), "refusal", and for
+streamed requests "cut" (the stream stops half-way) and "stream_error" (an error chunk half-way).
 `calls` counts requests; `models` records which model id each request named.
 """
 
@@ -14,13 +15,25 @@ from typing import Any
 
 from core.testing.fake_anthropic import DOC_ID, read_request
 
-_BEDROCK_PATH = re.compile(r"^/model/(?P<model>.+)/converse$")
+_BEDROCK_PATH = re.compile(r"^/model/(?P<model>.+)/converse(?P<stream>-stream)?$")
 
 
 def _answer(text_in: str) -> str:
     cites = DOC_ID.findall(text_in)[:2]
     question = text_in.rsplit("Question:", 1)[-1].strip()[:80]
     return f"Fake answer about: {question}" + "".join(f" [{c}]" for c in cites)
+
+
+class Streamed:
+    """A streamed body: each piece sent on its own."""
+
+    def __init__(self, pieces: list[bytes], media_type: str = "text/event-stream") -> None:
+        self.pieces = pieces
+        self.media_type = media_type
+
+
+def _halves(outcome: str, n: int) -> int | None:
+    return n // 2 if outcome in ("cut", "stream_error") else None
 
 
 class _Fake:
@@ -40,6 +53,13 @@ class _Fake:
         body, headers = request
         status, payload, extra = self.handle(scope["method"], scope["path"], scope.get("query_string", b"").decode(),
                                              headers, body)
+        if isinstance(payload, Streamed):
+            hs = [(b"content-type", payload.media_type.encode())]
+            await send({"type": "http.response.start", "status": status, "headers": hs})
+            for piece in payload.pieces:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
         data = json.dumps(payload).encode()
         hs = [(b"content-type", b"application/json")] + [(k.encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": hs})
@@ -83,6 +103,8 @@ class FakeOpenAI(_Fake):
         finish = "content_filter" if outcome == "refusal" else "stop"
         answer = "" if outcome == "refusal" else _answer(text_in)
         prompt_tokens = max(1, len(text_in) // 4)
+        if req.get("stream"):
+            return 200, _openai_stream(answer, finish, prompt_tokens, outcome), {}
         return 200, {
             "id": "chatcmpl-fake", "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
@@ -121,9 +143,68 @@ class FakeBedrock(_Fake):
         text_in = " ".join(b.get("text", "") for msg in req["messages"] for b in msg["content"])
         answer = "" if outcome == "refusal" else _answer(text_in)
         in_tokens, out_tokens = max(1, len(text_in) // 4), max(1, len(answer) // 4)
+        if m.group("stream"):
+            return 200, _bedrock_stream(answer, in_tokens, outcome), {}
         return 200, {
             "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
             "stopReason": "guardrail_intervened" if outcome == "refusal" else "end_turn",
             "usage": {"inputTokens": in_tokens, "outputTokens": out_tokens, "totalTokens": in_tokens + out_tokens},
             "metrics": {"latencyMs": 1},
         }, {}
+
+
+def _openai_stream(answer: str, finish: str, prompt_tokens: int, outcome: str) -> Streamed:
+    words = [w + " " for w in answer.split(" ")] or [""]
+    cut = _halves(outcome, len(words))
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, usage: Any = None) -> bytes:
+        c: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if delta is not None
+                             else [], "usage": usage}
+        return f"data: {json.dumps(c)}\n\n".encode()
+
+    pieces = [chunk({"role": "assistant", "content": ""})]
+    for i, w in enumerate(words):
+        if i == cut:
+            if outcome == "stream_error":
+                pieces.append(b'data: {"error": {"message": "The server is overloaded", "type": "server_error"}}\n\n')
+            return Streamed(pieces)
+        pieces.append(chunk({"content": w}))
+    pieces.append(chunk({}, finish))
+    pieces.append(chunk(None, usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                                     "total_tokens": prompt_tokens + len(words)}))
+    pieces.append(b"data: [DONE]\n\n")
+    return Streamed(pieces)
+
+
+def _bedrock_stream(answer: str, in_tokens: int, outcome: str) -> Streamed:
+    """ConverseStream's reply in the AWS event-stream encoding botocore parses."""
+    words = [w + " " for w in answer.split(" ")]
+    cut = _halves(outcome, len(words))
+    frames = [_frame("messageStart", {"role": "assistant"})]
+    for i, w in enumerate(words):
+        if i == cut:
+            if outcome == "stream_error":
+                frames.append(_frame("serviceUnavailableException", {"message": "The service is overloaded."},
+                                     kind="exception"))
+            return Streamed(frames, "application/vnd.amazon.eventstream")
+        frames.append(_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}}))
+    frames += [_frame("contentBlockStop", {"contentBlockIndex": 0}), _frame("messageStop", {"stopReason": "end_turn"}),
+               _frame("metadata", {"usage": {"inputTokens": in_tokens, "outputTokens": len(words),
+                                             "totalTokens": in_tokens + len(words)}, "metrics": {"latencyMs": 1}})]
+    return Streamed(frames, "application/vnd.amazon.eventstream")
+
+
+def _frame(name: str, payload: dict[str, Any], kind: str = "event") -> bytes:
+    """One event-stream message: prelude (lengths + CRC), string headers, JSON payload, message CRC."""
+    import struct
+    import zlib
+
+    type_header = ":exception-type" if kind == "exception" else ":event-type"
+    headers = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+                       for k, v in ((type_header, name), (":content-type", "application/json"), (":message-type", kind)))
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    head = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + body
+    return head + struct.pack(">I", zlib.crc32(head))

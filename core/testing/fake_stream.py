@@ -52,8 +52,17 @@ def tokens_of(text: str, pad_to: int) -> list[str]:
     return words
 
 
-async def stream_reply(send: Send, answer: dict[str, Any], *, tps: float, pad_to: int, fault: str | None) -> bool:
-    """Stream `answer` (a Messages API reply); True if it ended with message_stop."""
+def padded(answer: dict[str, Any], pad_to: int) -> dict[str, Any]:
+    """An unstreamed reply of the same length a streamed one would have."""
+    toks = tokens_of(answer["content"][0]["text"] if answer["content"] else "", pad_to)
+    return {**answer, "content": [{"type": "text", "text": "".join(toks)}],
+            "usage": {**answer["usage"], "output_tokens": len(toks)}}
+
+
+async def stream_reply(send: Send, answer: dict[str, Any], *, tps: float, pad_to: int, fault: str | None,
+                       first: Callable[[], object] = lambda: None) -> bool:
+    """Stream `answer` (a Messages API reply); True if it ended with message_stop. `first` is called as the
+    first token goes out (benchmarks time delivery from there)."""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/event-stream"), (b"request-id", b"req_fake")]})
     usage = answer["usage"]
@@ -72,6 +81,8 @@ async def stream_reply(send: Send, answer: dict[str, Any], *, tps: float, pad_to
             return False
         await _event(send, "content_block_delta", {"type": "content_block_delta", "index": 0,
                                                    "delta": {"type": "text_delta", "text": tok}})
+        if i == 0:
+            first()
         if tps:
             await asyncio.sleep(1.0 / tps)
     await _event(send, "content_block_stop", {"type": "content_block_stop", "index": 0})
