@@ -193,3 +193,18 @@ def test_ask_stream_prints_the_answer_as_it_is_written(tmp_path, streaming_fake)
     p = subprocess.run([alto, "ask", "--stream", "stream to me"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("Fake answer about:") and "tok39" in p.stdout and "fake/fake-sonnet" in p.stdout
+
+
+def test_a_workflows_last_step_streams_through_the_parents_events(live, streaming_fake):
+    from tests.test_workflows import TRIAGE
+
+    fake, url = streaming_fake
+    app, base = live({**anthropic_config(url), "workflows": {"triage@2": TRIAGE}})
+    with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
+        r = c.post("/v1/jobs", json={"workflow": "triage", "inputs": {"input": "refund after 90 days"}, "stream": True})
+        job_id = r.json()["job_id"]
+        evs = events(c, job_id)
+    done = evs[-1]["data"]
+    assert done["status"] == "succeeded" and texts(evs) == done["result"] and "tok39" in done["result"]
+    kids = app.service.children("acme", job_id)
+    assert [k.request.stream for k in kids] == [False, True]  # only the call whose text is the result streams

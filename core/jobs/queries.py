@@ -8,7 +8,7 @@ from typing import Any
 from core.errors import NotFound
 from core.models import Job, JobStatus
 from core.ports import JobStore
-from core.streaming.log import StreamLog
+from core.streaming.log import StreamLog, source
 from core.views import JobView, Partial
 
 
@@ -31,7 +31,7 @@ class Queries:
         """A running streaming job's text so far (None once it is terminal: the result is the text)."""
         if not job.request.stream or job.status.terminal or self.streams is None:
             return None
-        snap = self.streams.read(job.id)
+        snap = self.streams.read(source(job))
         return Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt) if snap is not None else None
 
     def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, NamedTuple
 from core.config.api import StreamConfig
 from core.jobs.queries import Queries
 from core.models import Job
-from core.streaming.log import Snapshot, StreamLog
+from core.streaming.log import Snapshot, StreamLog, source
 from core.views import JobView, Partial
 
 Frame = bytes | float
@@ -67,7 +67,7 @@ class Feed:
         yield b"retry: 1000\n\n"
         deadline, status, read_at = self.clock() + wait_s, None, self.clock()
         while True:
-            out, cursor = self._deltas(self.streams.read(job.id), cursor)
+            out, cursor = self._deltas(self.streams.read(source(job)), cursor)
             if self.clock() - read_at >= JOB_READ_S or job.status.terminal:
                 job, read_at = self.queries.store.get(job.id) or job, self.clock()
             if job.status is not status:
@@ -108,7 +108,7 @@ class Feed:
     def _long_poll(self, job: Job, cursor: Cursor, wait_s: float) -> Iterator[Frame]:
         deadline = self.clock() + wait_s
         while True:
-            snap = self.streams.read(job.id) if job.request.stream else None
+            snap = self.streams.read(source(job)) if job.request.stream else None
             fresh = snap is not None and (snap.attempt != cursor.attempt and cursor.attempt != -1 or snap.seq > cursor.seq)
             if fresh or job.status.terminal or self.clock() >= deadline:
                 partial = Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt) if (

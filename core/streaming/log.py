@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from core.config.api import StreamConfig
+from core.models import Job
 from core.ports import BlobStore, StateStore
 
 TTL_S = 24 * 3600
@@ -33,6 +34,16 @@ class Snapshot(NamedTuple):
 
 def key(job_id: str) -> str:
     return f"stream:{job_id}"
+
+
+def source(job: Job) -> str:
+    """Whose text a job's stream is: its own, or for a workflow its last step's single call once it runs."""
+    wf = job.workflow
+    if wf is None or wf.current != len(wf.steps) - 1 or wf.steps[-1].nodes != 1:
+        return job.id
+    from core.workflows.ledger import child_id
+
+    return child_id(job.id, wf.current, wf.steps[-1].round, 0)
 
 
 class StreamLog:

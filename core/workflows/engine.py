@@ -158,7 +158,9 @@ class Workflows:
             if len(over) == 1:  # nothing to combine: the one input is the step's output, with no call
                 return self._settle(parent, config, k, over)
         prompts = self.planner.prompts(parent, config, k, over)
-        children = [self._child(parent, config, k, round_, n, p) for n, p in enumerate(prompts)]
+        final = k == len(config.steps) - 1 and len(prompts) == 1  # the one call whose text is the result
+        children = [self._child(parent, config, k, round_, n, p, stream=final and parent.request.stream)
+                    for n, p in enumerate(prompts)]
         for child in children:
             self.ledger.create(child)  # False: created by an earlier try of this same round
         if not self.steps.open_round(parent, k, round_, len(children), over):
@@ -183,17 +185,19 @@ class Workflows:
                 self.child_finished(child)
         if missing:
             prompts = self.planner.prompts(parent, config, k, s.inputs)
+            final = k == len(config.steps) - 1 and len(prompts) == 1
             for n in missing:
-                child = self._child(parent, config, k, s.round, n, prompts[n])
+                child = self._child(parent, config, k, s.round, n, prompts[n], stream=final and parent.request.stream)
                 if self.ledger.create(child):
                     send_job(self.queue, child)
         return Outcome("ack", status=JobStatus.running, detail=f"step {s.id}: waiting for {s.nodes - len(s.done)} child(ren)")
 
-    def _child(self, parent: Job, config: WorkflowConfig, k: int, round_: int, node: int, prompt: str) -> Job:
+    def _child(self, parent: Job, config: WorkflowConfig, k: int, round_: int, node: int, prompt: str, *,
+               stream: bool = False) -> Job:
         sc = config.steps[k]
         assert parent.workflow is not None
         request = JobRequest(prompt=prompt, task=sc.task or parent.request.task, collection=sc.collection,
-                             max_tokens=sc.max_tokens, cache=parent.request.cache,
+                             max_tokens=sc.max_tokens, cache=parent.request.cache, stream=stream,
                              metadata={"workflow": parent.workflow.name, "step": sc.id})
         now = self.clock()
         return Job(id=child_id(parent.id, k, round_, node), tenant=parent.tenant, request=request,
