@@ -34,7 +34,7 @@ from core.config.worker import Settings  # noqa: E402
 from core.config.workflows import SUMMARIZE  # noqa: E402
 from core.embedded.queue import SqliteQueue  # noqa: E402
 from core.embedded.secrets import EnvSecrets  # noqa: E402
-from core.entrypoints.local import WorkerPool, run_until_done, unwire_wakeups, wire_wakeups  # noqa: E402
+from core.entrypoints.local import run_until_done  # noqa: E402
 from core.models import JobRequest  # noqa: E402
 from core.testing.chaos import ChaosQueue  # noqa: E402
 from core.testing.fake_anthropic import spawn  # noqa: E402
@@ -99,21 +99,11 @@ async def run(url: str, a: argparse.Namespace, data_dir: str) -> dict:
     await warm_up(app)
     before = stats(url)
     doc = document(a.pages)
-    stop = asyncio.Event()
-    pools = [WorkerPool(app, concurrency=a.inflight // 2) for _ in range(2)]
-    wire_wakeups(app, pools)
-    tasks = [asyncio.create_task(p.run(stop)) for p in pools]
     t0 = time.perf_counter()
     job, _ = app.service.submit("bench", JobRequest(workflow="summarize@1", inputs={"document": doc}))
-    while not (current := app.store.get(job.id)).status.terminal and time.perf_counter() - t0 < a.timeout:
-        await asyncio.sleep(0.02)
+    await run_until_done(app, [job.id], timeout_s=a.timeout, concurrency=a.inflight // 2, pools=2)
     wall = time.perf_counter() - t0
-    stop.set()
-    for p in pools:
-        p.notify()
-    await asyncio.gather(*tasks)
-    unwire_wakeups(app)
-    await app.providers.aclose()
+    current = app.store.get(job.id)
     kids = app.service.children("bench", job.id, limit=10_000)
     return {"job": current, "wall": wall, "kids": kids, "doc_tokens": counter().count(doc), "queue": queue,
             "before": before, "after": stats(url)}

@@ -77,6 +77,13 @@ def children(app, parent_id: str) -> list[Job]:
     return app.service.children("acme", parent_id, limit=200)
 
 
+def opened(app, sections: int) -> tuple[Job, list[Job]]:
+    """A summarize job whose parent delivery ran once: its map round open, its children queued."""
+    parent = submit(app, "summarize", document(sections, 2500))
+    deliver(app, parent)
+    return parent, children(app, parent.id)
+
+
 # ---------------------------------------------------------------- chains and maps
 
 
@@ -185,9 +192,7 @@ def test_delete_over_http_cancels_and_a_second_delete_says_it_is_already_over(li
 def test_a_redelivered_last_child_does_not_start_the_reduce_twice(make_app, fake_anthropic):
     fake, url = fake_anthropic
     app = make_app(config(url))
-    parent = submit(app, "summarize", document(3, 2500))
-    deliver(app, parent)
-    kids = children(app, parent.id)
+    parent, kids = opened(app, 3)
     for kid in kids:
         deliver(app, kid)
     for _ in range(3):  # the last child's message comes back after it finished, and so does the parent's
@@ -204,9 +209,7 @@ def test_a_redelivered_last_child_does_not_start_the_reduce_twice(make_app, fake
 def test_two_last_children_finishing_at_once_wake_the_parent_exactly_once(make_app, fake_anthropic):
     fake, url = fake_anthropic
     app = make_app(config(url))
-    parent = submit(app, "summarize", document(2, 2500))
-    deliver(app, parent)
-    a, b = children(app, parent.id)
+    parent, (a, b) = opened(app, 2)
     for kid in (a, b):
         job = app.store.get(kid.id)
         assert app.service.ledger.succeed(job, text="done", citations=[], usage=job.usage)
@@ -325,9 +328,7 @@ def test_a_failed_workflow_replays_from_its_failed_step_and_never_pays_twice(mak
 def test_a_fan_in_cut_off_by_a_crash_is_healed_by_the_reconciler(make_app, fake_anthropic):
     fake, url = fake_anthropic
     app = make_app(config(url))
-    parent = submit(app, "summarize", document(2, 2500))
-    deliver(app, parent)
-    a, b = children(app, parent.id)
+    parent, (a, b) = opened(app, 2)
     deliver(app, a)
     lost = app.store.get(b.id)  # b finished, but its worker died before counting it into the parent
     assert app.service.ledger.succeed(lost, text="part b", citations=[], usage=lost.usage)
