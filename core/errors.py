@@ -69,6 +69,14 @@ class IllegalTransition(AltoError):
     """A lifecycle change that `core.models.TRANSITIONS` does not allow (a bug, never a user error)."""
 
 
+class BudgetExhausted(AltoError):
+    """A tenant's spend budget is used up: nothing is stored; retry after it resets."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Contended(AltoError):
     """Too many writers on one state key; the caller should back off and defer."""
 

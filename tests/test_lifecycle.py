@@ -12,6 +12,7 @@ from core.config.worker import Settings
 from core.embedded.secrets import EnvSecrets
 from core.errors import ConflictError, IllegalTransition, InputError, ProviderError
 from core.governance.breaker import CircuitBreaker
+from core.governance.budget import Budgets
 from core.governance.ratelimit import Deferral, RateLimiter
 from core.jobs import attempt as a
 from core.jobs.admission import Admission, Ticket
@@ -205,6 +206,10 @@ def test_permanent_errors_fail_and_transient_ones_retry_in_process_or_later():
 # ---------------------------------------------------------------- admission
 
 
+JOB = Job(id="j1", tenant="acme", request=JobRequest(prompt="q"), request_hash="h", trace_id="t", created_at=0,
+          updated_at=0)
+
+
 def admission() -> tuple[Settings, object, Clock, MemoryStateStore, Admission]:
     """(settings, route plan, clock, state store, admission) over in-memory state."""
     s, p = plan()
@@ -212,7 +217,8 @@ def admission() -> tuple[Settings, object, Clock, MemoryStateStore, Admission]:
     state = MemoryStateStore(clock=clock)
     breaker = CircuitBreaker(state, s.governance.breaker, clock=clock)
     limiter = RateLimiter(state, clock=clock)
-    adm = Admission(s, breaker, limiter, ProviderRegistry(s, EnvSecrets({})), state_io=Offload(state), clock=clock)
+    adm = Admission(s, breaker, limiter, ProviderRegistry(s, EnvSecrets({})), Budgets(state, clock=clock),
+                    state_io=Offload(state), clock=clock)
     return s, p, clock, state, adm
 
 
@@ -221,14 +227,14 @@ def test_admission_releases_its_slot_on_every_exit_even_an_exception():
 
     async def go() -> None:
         with pytest.raises(RuntimeError):
-            async with adm.admit(p, p.primary, 10, deadline=clock() + 60) as ticket:
+            async with adm.admit(p, p.primary, 10, deadline=clock() + 60, job=JOB) as ticket:
                 assert isinstance(ticket, Ticket) and ticket.decision.model == "a"
                 assert len(state.get("cc:offline:a").value["holders"]) == 1
                 raise RuntimeError("the call blew up")
         assert state.get("cc:offline:a").value["holders"] == {}
-        async with adm.admit(p, p.primary, 10, deadline=clock() + 60) as first:
+        async with adm.admit(p, p.primary, 10, deadline=clock() + 60, job=JOB) as first:
             assert isinstance(first, Ticket)
-            async with adm.admit(p, p.primary, 10, deadline=clock() + 1.05) as second:
+            async with adm.admit(p, p.primary, 10, deadline=clock() + 1.05, job=JOB) as second:
                 assert isinstance(second, Deferral) and "concurrency cap" in second.reason
         assert state.get("cc:offline:a").value["holders"] == {}
 
@@ -240,11 +246,11 @@ def test_an_open_circuit_sends_the_call_to_the_circuit_open_fallback_or_defers()
     adm.breaker.record(adm.breaker.check(s.models["a"], probe_timeout_s=5), ErrorClass.transient)
 
     async def go() -> None:
-        async with adm.admit(p, p.primary, 10, deadline=clock() + 60) as ticket:
+        async with adm.admit(p, p.primary, 10, deadline=clock() + 60, job=JOB) as ticket:
             assert isinstance(ticket, Ticket) and ticket.decision.model == "b" and "open circuit" in ticket.decision.reason
             await ticket.settle(None)
         adm.breaker.record(adm.breaker.check(s.models["b"], probe_timeout_s=5), ErrorClass.transient)
-        async with adm.admit(p, p.primary, 10, deadline=clock() + 60) as ticket:
+        async with adm.admit(p, p.primary, 10, deadline=clock() + 60, job=JOB) as ticket:
             assert isinstance(ticket, Deferral) and "circuit open" in ticket.reason
 
     asyncio.run(go())
@@ -257,7 +263,7 @@ def test_a_probe_that_never_calls_is_abandoned_so_the_next_worker_may_probe():
     clock.t += s.governance.breaker.cooldown_s + 1  # the cooldown is over: the next check probes
 
     async def go() -> None:
-        async with adm.admit(p, p.primary, 10, deadline=clock() + 60) as ticket:
+        async with adm.admit(p, p.primary, 10, deadline=clock() + 60, job=JOB) as ticket:
             assert isinstance(ticket, Ticket) and ticket.gate.kind == "probe"
         # never settled: abandoned on exit, so another worker becomes the probe at once
         clock.t += s.governance.breaker.cache_s + 0.01

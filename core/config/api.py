@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.config.budgets import BudgetConfig
 from core.config.workflows import WorkflowConfig, builtin_workflows, check_ids
 from core.models import NAME_PATTERN, NAME_RULE
 
@@ -65,6 +66,7 @@ class TenantConfig(_Strict):
     webhook_secret: str | None = Field(
         default=None, description="Secret reference (env:NAME) to a `whsec_<base64>` key: callbacks are signed with it "
                                   "in the Standard Webhooks form.")
+    budgets: BudgetConfig | None = Field(default=None, description="Spend limits, reserved before each call.")
 
     @field_validator("webhook_secret")
     @classmethod

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from core.entrypoints.auth import ApiKeys
 from core.entrypoints.routes import LIST_LIMIT, PATH_PARAM, ROUTES
-from core.errors import AltoError, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
+from core.errors import AltoError, BudgetExhausted, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
 from core.jobs.service import ApiService
 from core.logs import log_event
 from core.models import JobRequest, JobStatus
@@ -84,6 +84,7 @@ ERRORS: tuple[tuple[type[AltoError], int, str], ...] = (
     (IdempotencyConflict, 422, "idempotency_key_reused"),
     (InputError, 422, "invalid_request"),
     (NotFound, 404, "not_found"),
+    (BudgetExhausted, 429, "budget_exhausted"),
     (QueueUnavailable, 503, "queue_unavailable"),
     (ConfigError, 500, "config_error"),
 )
@@ -99,6 +100,10 @@ def error_for(e: AltoError) -> ApiResponse | None:
         return error(e.status, code, str(e), e.field)
     if isinstance(e, IdempotencyConflict):
         return error(status, code, str(e), "Idempotency-Key")
+    if isinstance(e, BudgetExhausted):
+        resp = error(status, code, str(e))
+        resp.headers["retry-after"] = str(int(e.retry_after_s) + 1)
+        return resp
     if isinstance(e, QueueUnavailable):
         resp = error(status, code, str(e), job_id=e.job_id)
         resp.headers["retry-after"] = "5"

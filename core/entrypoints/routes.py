@@ -42,6 +42,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/jobs", "submit", "Submit a job", body=JobRequest, response=SubmitResponse, status=202,
           errors={400: "Malformed JSON", 401: "Missing or invalid API key", 413: "Body too large", 415: "Not JSON",
                   422: "Invalid field, or Idempotency-Key reused with another body",
+                  429: "The tenant's spend budget is used up: retry after Retry-After seconds (when it resets)",
                   503: "Stored, but the queue is unavailable: retry with the same Idempotency-Key"},
           params=(Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255}),)),
     Route("GET", "/v1/jobs", "list_jobs", "List this tenant's jobs, newest first (or a workflow's children)",

@@ -1,26 +1,29 @@
 """Admission: what a job must hold before it may call a provider, as one context manager.
 
 In order: a deployment whose circuit lets it through (else a `circuit_open` fallback, else a deferral),
-a concurrency slot, then rate tokens. On exit the slot is always released, and a breaker gate the
-attempt never settled (no call made, a cancelled call) is abandoned, so no path can leak either.
-Nothing here spends an attempt: a job that is not admitted is deferred with its budget intact.
+a concurrency slot, rate tokens, then the call's worst-case cost held in the tenant's spend budgets. On
+exit the slot is always released, a breaker gate the attempt never settled (no call made, a cancelled
+call) is abandoned and an unsettled budget hold released, so no path can leak any of them. Nothing here
+spends an attempt: a job that is not admitted is deferred with its attempt budget intact.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, NamedTuple
 
 from core.config.worker import ModelConfig, Settings
 from core.errors import Contended
 from core.governance.breaker import CircuitBreaker, Gate
+from core.governance.budget import Budgets, Scope, scopes
 from core.governance.ratelimit import Deferral, RateLimiter, Reservation
 from core.jobs.offload import Offload
 from core.logs import log_event
-from core.models import ErrorClass, ProviderResult, RouteDecision
+from core.models import ErrorClass, Job, ProviderResult, RouteDecision
 from core.providers.registry import ProviderRegistry
 from core.routing import RoutePlan
 
@@ -28,17 +31,35 @@ MIN_CALL_S = 1.0  # don't start a provider call with less than this left before 
 SLOT_POLL_S = 0.1  # how often a full concurrency cap is re-checked while the job may still wait in process
 
 
+class OverBudget(NamedTuple):
+    """The call does not fit a spend budget whose policy is `fail`."""
+
+    message: str
+
+
+class Held(NamedTuple):
+    scopes: list[Scope]
+    hold: str
+
+
 class Ticket:
     """What an admitted call holds: the deployment it may call and the governance it must settle."""
 
     def __init__(self, decision: RouteDecision, model: ModelConfig, gate: Gate, reservation: Reservation,
-                 admission: Admission) -> None:
+                 admission: Admission, held: Held | None = None) -> None:
         self.decision = decision
         self.model = model
         self.gate = gate
         self.reservation = reservation
         self.settled = False
+        self.held = held  # the budget hold, until the call's cost settles it
         self._admission = admission
+
+    async def settle_cost(self, cost_usd: float) -> None:
+        """Replace the budget hold by what the call was billed (0 for a call that billed nothing)."""
+        held, self.held = self.held, None
+        if held is not None:
+            await self._admission.state_io(self._admission.budgets.settle, held.scopes, held.hold, cost_usd)
 
     async def settle(self, error_class: ErrorClass | None) -> None:
         """Tell the breaker how the call went (None: it succeeded). Advisory: a lost write skews it briefly."""
@@ -59,17 +80,18 @@ class Ticket:
 
 class Admission:
     def __init__(self, settings: Settings, breaker: CircuitBreaker, limiter: RateLimiter, providers: ProviderRegistry,
-                 *, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
+                 budgets: Budgets, *, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.breaker = breaker
         self.limiter = limiter
+        self.budgets = budgets
         self.providers = providers
         self.state_io = state_io
         self.clock = clock
 
     @asynccontextmanager
-    async def admit(self, plan: RoutePlan, current: RouteDecision, est_input: int,
-                    deadline: float) -> AsyncIterator[Ticket | Deferral]:
+    async def admit(self, plan: RoutePlan, current: RouteDecision, est_input: int, deadline: float,
+                    job: Job) -> AsyncIterator[Ticket | Deferral | OverBudget]:
         """Yield a Ticket, or the Deferral that says why the job must wait. Raises Contended when the
         shared state is too busy to decide (the caller defers)."""
         gated = await self._gate(plan, current)
@@ -79,12 +101,18 @@ class Admission:
         decision, model, gate = gated
         slot: str | None = None
         ticket: Ticket | None = None
+        held: Held | None = None
         try:
             patience = max(0.0, min(self.settings.governance.in_process_wait_s, deadline - self.clock() - MIN_CALL_S))
             slot, waited = await self._slot(model, patience)
             if waited is None:
                 yield Deferral(delay_s=max(1.0, SLOT_POLL_S * 10), reason=f"concurrency cap on {decision.model}")
                 return
+            budget = await self._hold(job, model, est_input, plan)  # before rate tokens: a refusal spends none
+            if isinstance(budget, (Deferral, OverBudget)):
+                yield budget
+                return
+            held = budget
             reserved = await self.state_io(self.limiter.reserve, model, input_tokens=est_input,
                                            max_wait_s=max(0.0, patience - waited))
             if isinstance(reserved, Deferral):
@@ -92,9 +120,11 @@ class Admission:
                 return
             if reserved.wait_s > 0:
                 await asyncio.sleep(reserved.wait_s)
-            ticket = Ticket(decision, model, gate, reserved, self)
+            ticket = Ticket(decision, model, gate, reserved, self, held)
             yield ticket
         finally:
+            if held is not None and (ticket is None or ticket.held is not None):  # no call, or one never settled
+                await self.state_io(self.budgets.release, held.scopes, held.hold)
             if slot is not None:
                 await self.state_io(self.limiter.release_slot, model, slot)
             if ticket is None or not ticket.settled:
@@ -125,6 +155,26 @@ class Admission:
             await self.state_io(self.breaker.abandon, gate)
             raise
         return decision, model, gate
+
+    async def _hold(self, job: Job, model: ModelConfig, est_input: int,
+                    plan: RoutePlan) -> Held | Deferral | OverBudget | None:
+        """The call's worst case held in every budget of the tenant (and task); None when it has none."""
+        tenant = self.settings.tenants.get(job.tenant)
+        config = tenant.budgets if tenant is not None else None
+        within = scopes(job.tenant, job.request.task, config, self.clock())
+        if not within or config is None:
+            return None
+        worst = model.cost(math.ceil(est_input * (1 + model.token_margin)),
+                           min(plan.route.max_tokens, model.max_output_tokens))
+        hold = f"{job.id}:{job.provider_calls + 1}"
+        refused = await self.state_io(self.budgets.reserve, within, hold, worst, hold_s=self.settings.governance.lease_s)
+        if refused is None:
+            return Held(within, hold)
+        log_event("budget.exhausted", logging.WARNING, budget=refused.scope.name, limit_usd=refused.scope.limit,
+                  spent_usd=round(refused.spent, 6), call_usd=round(worst, 6), policy=config.on_exhausted)
+        if config.on_exhausted == "defer":
+            return Deferral(delay_s=max(1.0, refused.scope.resets_at - self.clock()), reason=refused.message())
+        return OverBudget(refused.message())
 
     async def _slot(self, model: ModelConfig, patience: float) -> tuple[str | None, float | None]:
         """(slot token, seconds waited), or (None, None) when the cap stayed full past `patience`."""

@@ -168,6 +168,7 @@ class Attempter:
         if not await self.store_io(self.ledger.save_reply, job, result):
             return Lost("could not persist the provider reply")
         await ticket.settle_tokens(result)
+        await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)
         log_event(
             "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
             input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
@@ -195,6 +196,7 @@ class Attempter:
                       assembled: Assembled, deadline: float, tried: set[str], timer: Timer) -> Decision:
         c = classify(exc)
         await ticket.settle(c.error_class)
+        await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)  # a cut stream was billed
         _finished(attempt, self.clock(), timer, "error")
         attempt.error_class = c.error_class
         attempt.status_code = exc.status_code if isinstance(exc, ProviderError) else None

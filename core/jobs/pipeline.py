@@ -22,7 +22,7 @@ from core.governance.cache import ResponseCache, cache_key
 from core.governance.ratelimit import Deferral
 from core.guardrails import check_input
 from core.jobs import attempt as a
-from core.jobs.admission import MIN_CALL_S, Admission
+from core.jobs.admission import MIN_CALL_S, Admission, OverBudget
 from core.jobs.callback import Callbacks
 from core.jobs.checks import missing_collection
 from core.jobs.finalize import Finalizer
@@ -161,9 +161,11 @@ class Pipeline:
                 return await self._hand_back(job, 0.0, "no time left in this invocation")
             try:
                 assembled = await run.assemblies.get(current)
-                async with self.admission.admit(plan, current, assembled.input_tokens, run.deadline) as ticket:
+                async with self.admission.admit(plan, current, assembled.input_tokens, run.deadline, job) as ticket:
                     if isinstance(ticket, Deferral):
                         return await self._defer(job, jittered(ticket.delay_s), ticket.reason)
+                    if isinstance(ticket, OverBudget):
+                        return await self._fail(job, JobError(error_class=ErrorClass.permanent, message=ticket.message))
                     if (ref := job.parent) and ref.max_calls and not await self.state_io(
                             self.calls.take, ref.parent_id, ref.max_calls):
                         return await self._fail(job, JobError(error_class=ErrorClass.permanent, message=(

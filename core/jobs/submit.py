@@ -12,7 +12,7 @@ import time
 from typing import Callable, Literal
 
 from core.config.api import ApiSettings
-from core.errors import IdempotencyConflict, InputError, QueueUnavailable
+from core.errors import BudgetExhausted, IdempotencyConflict, InputError, QueueUnavailable
 from core.ids import new_job_id, new_trace_id
 from core.jobs.checks import check_request, check_workflow
 from core.jobs.ledger import Ledger
@@ -45,6 +45,7 @@ class Submitter:
                trace_id: str | None = None) -> tuple[Job, bool]:
         """Store and enqueue a job. Returns (job, created); a repeated idempotency key returns the first job."""
         check_request(request, tenant, self.settings, self.retriever)
+        self._check_budget(tenant, request)
         fingerprint = request.fingerprint()
         job_id = new_job_id()
         if idempotency_key is not None:
@@ -66,6 +67,17 @@ class Submitter:
             input_hash=fingerprint[:16], prompt_chars=len(request.prompt), workflow=request.workflow,
         )
         return job, True
+
+    def _check_budget(self, tenant: str, request: JobRequest) -> None:
+        """A tenant already at a spend limit gets 429 with the reset time, and nothing is stored."""
+        cfg = self.settings.tenants.get(tenant)
+        if cfg is None or cfg.budgets is None:
+            return
+        from core.governance.budget import Budgets, scopes
+
+        refused = Budgets(self.state, clock=self.clock).exhausted(scopes(tenant, request.task, cfg.budgets, self.clock()))
+        if refused is not None:
+            raise BudgetExhausted(refused.message(), retry_after_s=max(1.0, refused.scope.resets_at - self.clock()))
 
     def _reserve_key(self, tenant: str, idempotency_key: str, fingerprint: str, job_id: str) -> Job | str:
         """The job an Idempotency-Key already names, or the id the new job must take."""

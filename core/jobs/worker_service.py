@@ -9,6 +9,7 @@ from typing import Callable
 from core.chunks import ContextChunk
 from core.config.worker import Settings
 from core.governance.breaker import CircuitBreaker
+from core.governance.budget import Budgets
 from core.governance.cache import ResponseCache
 from core.governance.ratelimit import RateLimiter
 from core.jobs.admission import Admission
@@ -42,7 +43,8 @@ class WorkerService(ApiService):
         self.limiter = RateLimiter(state, clock=clock)
         self.cache = ResponseCache(state, gov.cache) if gov.cache.enabled else None
         self.preparer = Preparer(settings, self.router, providers, retriever)
-        admission = Admission(settings, self.breaker, self.limiter, providers, state_io=state_io, clock=clock)
+        admission = Admission(settings, self.breaker, self.limiter, providers, Budgets(state, clock=clock),
+                              state_io=state_io, clock=clock)
         attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io,
                               streams=self.streams, state_io=state_io, clock=clock)
         callbacks = Callbacks(settings, self.ledger, queue, secrets, store_io=store_io, clock=clock)

@@ -1,0 +1,141 @@
+"""Spend budgets as reservations on the state store, shared by every worker of every runtime.
+
+One record per tenant, scope (all of the tenant's jobs, or one task's) and UTC period:
+`budget:TENANT:SCOPE:PERIOD` = `{"spent": USD, "holds": {HOLD: [USD, expires_at]}}`. Before a call,
+admission reserves its worst case (counted input x input price + max_tokens x output price) in every
+budget that applies, each with one compare-and-set that admits it only if spent + holds + it fit the limit;
+the reply settles the hold to the real cost; a call that was not billed releases it; a worker that died
+mid-call leaves a hold that expires with its lease. So concurrent calls can never spend past a limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any, Callable, NamedTuple
+
+from core.config.budgets import BudgetConfig, SpendLimits
+from core.errors import Contended
+from core.ports import StateStore
+
+TRIES = 20
+KEEP_S = 40 * 86400  # a period's record outlives it, for reports
+
+
+class Scope(NamedTuple):
+    """One budget that applies to a call: its name (for messages), limit, record key and reset time."""
+
+    name: str
+    limit: float
+    key: str
+    resets_at: float
+
+
+class Refusal(NamedTuple):
+    scope: Scope
+    spent: float
+    held: float
+
+    def message(self) -> str:
+        reset = dt.datetime.fromtimestamp(self.scope.resets_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return (f"budget_exhausted: the {self.scope.name} budget of ${self.scope.limit:.2f} has ${self.spent:.6f} spent "
+                f"and ${self.held:.6f} reserved by calls in flight; it resets at {reset}")
+
+
+def periods(now: float) -> dict[str, tuple[str, float]]:
+    """The current UTC day and month: their record suffix and when each ends."""
+    t = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    day_end = dt.datetime(t.year, t.month, t.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
+    month_end = dt.datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=dt.timezone.utc)
+    return {"daily": (t.strftime("d%Y-%m-%d"), day_end.timestamp()),
+            "monthly": (t.strftime("m%Y-%m"), month_end.timestamp())}
+
+
+def scopes(tenant: str, task: str | None, config: BudgetConfig | None, now: float) -> list[Scope]:
+    """Every budget a call of this tenant and task counts against, now."""
+    if config is None:
+        return []
+    p = periods(now)
+    out: list[Scope] = []
+
+    def add(limits: SpendLimits, scope: str, label: str) -> None:
+        for kind, limit in (("daily", limits.daily_usd), ("monthly", limits.monthly_usd)):
+            if limit is not None:
+                suffix, ends = p[kind]
+                out.append(Scope(f"{label}{kind}", limit, f"budget:{tenant}:{scope}:{suffix}", ends))
+
+    add(config, "all", f"tenant '{tenant}' ")
+    if task is not None and task in config.tasks:
+        add(config.tasks[task], f"task:{task}", f"tenant '{tenant}' task '{task}' ")
+    return out
+
+
+class Budgets:
+    def __init__(self, state: StateStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.clock = clock
+
+    def reserve(self, within: list[Scope], hold: str, amount: float, *, hold_s: float) -> Refusal | None:
+        """Hold `amount` in every scope, or in none (the first that can't take it is the refusal)."""
+        taken: list[Scope] = []
+        for scope in within:
+            refused = self._update(scope, lambda v, s=scope: _hold(v, s, hold, amount, self.clock() + hold_s,
+                                                                   self.clock()))
+            if refused is not None:
+                self.release(taken, hold)
+                return refused
+            taken.append(scope)
+        return None
+
+    def settle(self, within: list[Scope], hold: str, cost: float) -> None:
+        """The call's real cost replaces its hold (a call that billed nothing: cost 0 releases it)."""
+        for scope in within:
+            self._update(scope, lambda v: _settle(v, hold, cost))
+
+    def release(self, within: list[Scope], hold: str) -> None:
+        self.settle(within, hold, 0.0)
+
+    def exhausted(self, within: list[Scope]) -> Refusal | None:
+        """The first budget already spent to its limit (a submit gets 429 then)."""
+        for scope in within:
+            rec = self.state.get(scope.key)
+            spent = float(rec.value["spent"]) if rec is not None else 0.0
+            if spent >= scope.limit:
+                return Refusal(scope, spent, 0.0)
+        return None
+
+    def _update(self, scope: Scope, change: Callable[[dict[str, Any]], Refusal | dict[str, Any]]) -> Refusal | None:
+        ttl = max(1.0, scope.resets_at - self.clock()) + KEEP_S
+        for _ in range(TRIES):
+            rec = self.state.get(scope.key)
+            value = rec.value if rec is not None else {"spent": 0.0, "holds": {}}
+            new = change(value)
+            if isinstance(new, Refusal):
+                return new
+            if rec is None:
+                if self.state.put_if_absent(scope.key, new, ttl_s=ttl):
+                    return None
+            elif self.state.compare_and_set(scope.key, new, expected_version=rec.version, ttl_s=ttl):
+                return None
+        raise Contended(f"budget record {scope.key} is contended; retrying shortly")
+
+
+def _live(value: dict[str, Any], now: float) -> dict[str, list[float]]:
+    return {h: v for h, v in value.get("holds", {}).items() if v[1] > now}
+
+
+def _hold(value: dict[str, Any], scope: Scope, hold: str, amount: float, expires: float,
+          now: float) -> Refusal | dict[str, Any]:
+    holds = _live(value, now)
+    held = sum(a for h, (a, _) in holds.items() if h != hold)
+    spent = float(value.get("spent", 0.0))
+    if spent + held + amount > scope.limit + 1e-12:
+        return Refusal(scope, spent, held)
+    holds[hold] = [amount, expires]
+    return {"spent": spent, "holds": holds}
+
+
+def _settle(value: dict[str, Any], hold: str, cost: float) -> dict[str, Any]:
+    holds = dict(value.get("holds", {}))
+    holds.pop(hold, None)
+    return {"spent": round(float(value.get("spent", 0.0)) + cost, 10), "holds": holds}
