@@ -197,6 +197,7 @@ class Usage(_Model):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float = 0.0
     estimated_cost_usd: float = Field(
         default=0.0, description="The part of cost_usd estimated (an upper bound) for attempts whose reply was lost "
@@ -239,9 +240,10 @@ class ProviderResult(_Model):
     """The provider's reply, persisted before any later step so a crash never pays twice."""
 
     text: str
-    input_tokens: int = 0  # uncached input; cache reads are counted apart and billed at their own price
+    input_tokens: int = 0  # uncached input; cache reads and writes are counted apart, billed at their own prices
     output_tokens: int = 0
     cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     stop_reason: str | None = None
     raw_stop_reason: str | None = None
 

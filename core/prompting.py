@@ -30,6 +30,7 @@ class RenderedPrompt:
     template: str
     system: str
     user: str
+    stable_chars: int = 0  # the user turn's stable prefix (instructions, context): what a prompt cache may keep
 
 
 def document_block(chunk: ContextChunk) -> str:
@@ -59,9 +60,10 @@ def render(
     """Fill the template's slots. With no context and no extra slots the user turn is the question itself."""
     system = template.system if template is not None else SYSTEM
     context = "\n".join(document_block(c) for c in chunks) if chunks else None
-    return RenderedPrompt(
-        template=template_id, system=system, user="\n\n".join(user_parts(question, context, template, max_tokens)),
-    )
+    parts = user_parts(question, context, template, max_tokens)
+    stable = parts[: next(i for i, p in enumerate(parts) if p.startswith("Question: ") or p == question)]
+    return RenderedPrompt(template=template_id, system=system, user="\n\n".join(parts),
+                          stable_chars=len("\n\n".join(stable) + "\n\n") if stable else 0)
 
 
 CITATION = re.compile(r"\[([A-Za-z0-9._-]+#\d+)\]")

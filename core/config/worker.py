@@ -84,6 +84,13 @@ class ModelConfig(_Strict):
     cache_read_per_mtok: float | None = Field(
         default=None, ge=0, description="USD per million prompt-cache-read tokens, where the provider has them."
     )
+    cache_write_per_mtok: float | None = Field(
+        default=None, ge=0, description="USD per million tokens written to the prompt cache (Anthropic: 1.25x input "
+                                        "for the 5-minute cache); unset: the input price.")
+    cache_min_tokens: int | None = Field(
+        default=None, gt=0, description="Mark the stable prompt prefix (system, instructions, context) for the "
+                                        "provider's prompt cache once it is this long (Anthropic's minimum for the "
+                                        "model); unset: never mark it.")
     region: str | None = Field(default=None, description="Where the model is served (for tenant policies).")
     limits: LimitsConfig | None = Field(default=None, description="Rate limits and concurrency cap.")
     tokenizer: Literal["cl100k_base", "estimate"] = Field(
@@ -98,10 +105,12 @@ class ModelConfig(_Strict):
         default="local", description="`provider`: check the assembled prompt with the provider's count-tokens endpoint.",
     )
 
-    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0) -> float:
-        """USD for one call; `input_tokens` excludes cache reads, which are billed at their own price."""
-        cache_price = self.cache_read_per_mtok if self.cache_read_per_mtok is not None else self.input_per_mtok
-        micro = input_tokens * self.input_per_mtok + cache_read_tokens * cache_price + output_tokens * self.output_per_mtok
+    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0) -> float:
+        """USD for one call; `input_tokens` excludes cache reads and writes, each billed at its own price."""
+        read = self.cache_read_per_mtok if self.cache_read_per_mtok is not None else self.input_per_mtok
+        write = self.cache_write_per_mtok if self.cache_write_per_mtok is not None else self.input_per_mtok
+        micro = (input_tokens * self.input_per_mtok + cache_read_tokens * read + cache_write_tokens * write
+                 + output_tokens * self.output_per_mtok)
         return round(micro / 1_000_000, 10)
 
 
@@ -258,10 +267,12 @@ def _builtin_models() -> dict[str, ModelConfig]:
         "claude-opus-4-5": ModelConfig(
             provider="anthropic", model_id="claude-opus-4-5", context_window=200_000,
             max_output_tokens=64_000, input_per_mtok=5.0, output_per_mtok=25.0, token_margin=0.25,
+            cache_read_per_mtok=0.5, cache_write_per_mtok=6.25, cache_min_tokens=4096,
         ),
         "claude-haiku-4-5": ModelConfig(
             provider="anthropic", model_id="claude-haiku-4-5", context_window=200_000,
             max_output_tokens=64_000, input_per_mtok=1.0, output_per_mtok=5.0, token_margin=0.25,
+            cache_read_per_mtok=0.1, cache_write_per_mtok=1.25, cache_min_tokens=4096,
         ),
     }
 

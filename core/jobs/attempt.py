@@ -18,7 +18,7 @@ from core.assembly import Assembled
 from core.chunks import ContextChunk
 from core.classify import Classification, classify
 from core.config.api import GovernanceConfig
-from core.config.worker import Settings
+from core.config.worker import ModelConfig, Settings
 from core.errors import ProviderError
 from core.jobs.admission import MIN_CALL_S, Ticket
 from core.jobs.heartbeat import Heartbeat
@@ -142,7 +142,7 @@ class Attempter:
                               store_io=self.store_io, clock=self.clock)
         writer = self._writer(job, attempt.number)
         try:
-            call = self._call(decision, self._request(decision, assembled, job, max_tokens),
+            call = self._call(decision, self._request(decision, assembled, job, max_tokens, ticket.model),
                               max(0.1, call_deadline - self.clock()), writer)
             result = await heartbeat.run(call, call_deadline=call_deadline)
         except asyncio.CancelledError:
@@ -187,10 +187,14 @@ class Attempter:
             return provider.stream(request, timeout_s=timeout_s, on_delta=writer.add)
         return provider.generate(request, timeout_s=timeout_s)
 
-    def _request(self, decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int) -> ChatRequest:
-        prompt = assembled.prompt
+    def _request(self, decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int,
+                 model: ModelConfig) -> ChatRequest:
+        prompt, r = assembled.prompt, assembled.record
+        stable = r.system_tokens + r.template_tokens + r.context_tokens  # what stays the same across questions
+        cache = prompt.stable_chars if model.cache_min_tokens and stable >= model.cache_min_tokens else 0
         return ChatRequest(model_id=decision.model_id, system=prompt.system, user=prompt.user,
-                           question=job.request.prompt, max_tokens=max_tokens, context=assembled.chunks)
+                           question=job.request.prompt, max_tokens=max_tokens, context=assembled.chunks,
+                           cache_prefix_chars=cache)
 
     async def _failed(self, exc: Exception, job: Job, attempt: Attempt, ticket: Ticket, plan: RoutePlan,
                       assembled: Assembled, deadline: float, tried: set[str], timer: Timer) -> Decision:

@@ -31,8 +31,9 @@ def check_reply(result: ProviderResult, *, max_tokens: int, model: ModelConfig, 
 
 
 def usage_is_sane(result: ProviderResult, *, max_tokens: int, model: ModelConfig) -> bool:
-    counts = (result.input_tokens, result.output_tokens, result.cache_read_tokens)
+    counts = (result.input_tokens, result.output_tokens, result.cache_read_tokens, result.cache_write_tokens)
     if min(counts) < 0:
         return False
     return (result.output_tokens <= max_tokens
-            and result.input_tokens + result.cache_read_tokens <= model.context_window * WINDOW_SLACK)
+            and result.input_tokens + result.cache_read_tokens + result.cache_write_tokens
+            <= model.context_window * WINDOW_SLACK)

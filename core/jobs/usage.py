@@ -19,9 +19,10 @@ LOST = "the worker stopped during this call (crash or kill); the provider may ha
 
 
 def billed(result: ProviderResult, model: ModelConfig | None) -> Usage:
-    cost = model.cost(result.input_tokens, result.output_tokens, result.cache_read_tokens) if model else 0.0
+    cost = (model.cost(result.input_tokens, result.output_tokens, result.cache_read_tokens, result.cache_write_tokens)
+            if model else 0.0)
     return Usage(input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-                 cache_read_tokens=result.cache_read_tokens, cost_usd=cost)
+                 cache_read_tokens=result.cache_read_tokens, cache_write_tokens=result.cache_write_tokens, cost_usd=cost)
 
 
 def mark_lost(job: Job, models: dict[str, ModelConfig], now: float) -> int:
@@ -57,6 +58,7 @@ def total(parts: list[Usage], *, calls: int | None = None) -> Usage:
     return Usage(
         input_tokens=sum(u.input_tokens for u in parts), output_tokens=sum(u.output_tokens for u in parts),
         cache_read_tokens=sum(u.cache_read_tokens for u in parts),
+        cache_write_tokens=sum(u.cache_write_tokens for u in parts),
         cost_usd=round(sum(u.cost_usd for u in parts), 10),
         estimated_cost_usd=round(sum(u.estimated_cost_usd for u in parts), 10),
         calls=sum(u.calls for u in parts) if calls is None else calls,

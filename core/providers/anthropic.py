@@ -41,6 +41,10 @@ class AnthropicProvider:
             "messages": [{"role": "user", "content": request.user}],
             "timeout": timeout_s,
         }
+        if n := request.cache_prefix_chars:  # system + the stable part of the user turn, the question after it
+            kwargs["messages"] = [{"role": "user", "content": [
+                {"type": "text", "text": request.user[:n], "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": request.user[n:]}]}]
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
         return kwargs
@@ -54,7 +58,8 @@ class AnthropicProvider:
             text = "".join(getattr(b, "text", "") for b in msg.content if getattr(b, "type", None) == "text")
             usage = msg.usage
             result = _result(text, usage.input_tokens, usage.output_tokens,
-                             getattr(usage, "cache_read_input_tokens", None), msg.stop_reason)
+                             getattr(usage, "cache_read_input_tokens", None), msg.stop_reason,
+                             getattr(usage, "cache_creation_input_tokens", None))
         except (AttributeError, TypeError, ValueError) as e:
             raise ProviderError(f"anthropic: malformed reply: {e}", malformed=True, body=repr(msg)[:2000]) from None
         return _refused(result)
@@ -115,7 +120,7 @@ class _StreamState:
     def __init__(self) -> None:
         self.text: list[str] = []
         self.deltas = 0
-        self.input_tokens = self.output_tokens = self.cache_read = 0
+        self.input_tokens = self.output_tokens = self.cache_read = self.cache_write = 0
         self.raw_stop: str | None = None
         self.started = self.stopped = False
 
@@ -126,6 +131,7 @@ class _StreamState:
             self.started = True
             self.input_tokens, self.output_tokens = int(u.input_tokens), int(u.output_tokens or 0)
             self.cache_read = int(getattr(u, "cache_read_input_tokens", None) or 0)
+            self.cache_write = int(getattr(u, "cache_creation_input_tokens", None) or 0)
         elif t == "content_block_delta" and getattr(ev.delta, "type", None) == "text_delta":
             self.text.append(ev.delta.text)
             self.deltas += 1
@@ -141,13 +147,15 @@ class _StreamState:
     def result(self) -> ProviderResult:
         # a cut stream may never have reported its output usage: each delta received was at least a token
         output = max(self.output_tokens, self.deltas)
-        return _result("".join(self.text), self.input_tokens, output, self.cache_read, self.raw_stop)
+        return _result("".join(self.text), self.input_tokens, output, self.cache_read, self.raw_stop, self.cache_write)
 
 
-def _result(text: str, input_tokens: Any, output_tokens: Any, cache_read: Any, raw_stop: str | None) -> ProviderResult:
+def _result(text: str, input_tokens: Any, output_tokens: Any, cache_read: Any, raw_stop: str | None,
+            cache_write: Any = 0) -> ProviderResult:
+    """Anthropic's `input_tokens` already excludes cache reads and writes: each is billed at its own price."""
     return ProviderResult(text=text, input_tokens=int(input_tokens), output_tokens=int(output_tokens),
-                          cache_read_tokens=int(cache_read or 0), stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
-                          raw_stop_reason=raw_stop)
+                          cache_read_tokens=int(cache_read or 0), cache_write_tokens=int(cache_write or 0),
+                          stop_reason=STOP_REASONS.get(raw_stop or "", "other"), raw_stop_reason=raw_stop)
 
 
 def _refused(result: ProviderResult) -> ProviderResult:

@@ -27,6 +27,7 @@ class ChatRequest:
     max_tokens: int = 1024
     context: list[ContextChunk] = field(default_factory=list)
     temperature: float | None = None
+    cache_prefix_chars: int = 0  # mark system + user[:this] for the provider's prompt cache (0: don't)
 
 
 CONTEXT_OVERFLOW_HINTS = (

@@ -120,6 +120,7 @@ def _result(text: str, usage: dict[str, Any], raw_stop: str | None) -> ProviderR
     return ProviderResult(
         text=text, input_tokens=int(usage.get("inputTokens", 0)), output_tokens=int(usage.get("outputTokens", 0)),
         cache_read_tokens=int(usage.get("cacheReadInputTokens", 0) or 0),
+        cache_write_tokens=int(usage.get("cacheWriteInputTokens", 0) or 0),
         stop_reason=STOP_REASONS.get(raw_stop or "", "other"), raw_stop_reason=raw_stop,
     )
 

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from core.testing.fake_cache import PromptCache
 from core.testing.fake_stream import Replier, padded, stream_reply
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class FakeAnthropic:
         self.replies_by_marker: Counter[str] = Counter()
         self.billed_by_prompt: Counter[str] = Counter()  # clean 200 replies per distinct user turn (sha256[:16])
         self.billed_text: dict[str, str] = {}  # that turn's text, by the same key
+        self.prompt_cache = PromptCache()
         self.first_token_at: dict[str, float] = {}  # wall time of each streamed reply's first token, by marker
         self.history_by_marker: dict[str, list[str]] = {}  # every outcome per `marker:X` in the prompt
         self.requests: list[dict[str, Any]] = []
@@ -149,6 +151,7 @@ class FakeAnthropic:
             status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
             return await reply(status, payload, extra, raw)
         answer = self._answer(model, max_tokens, messages, marker.group(1) if marker else None)
+        answer["usage"] = self.prompt_cache.apply(req, answer["usage"])
         tag = marker.group(1) if marker else None
         if req.get("stream") and outcome in ("ok", "cut", "stream_error"):
             complete = await stream_reply(send, answer, tps=self.plan.stream_tps, pad_to=self.plan.stream_tokens,
