@@ -120,3 +120,26 @@ class SubmitResponse(_Model):
     job_id: str
     status: JobStatus
     status_url: str
+
+
+class UsageRow(_Model):
+    """Spend summed over one group (the dimensions asked for are set; the rest absent)."""
+
+    model_config = ConfigDict(defer_build=True, extra="allow")  # tenant, task, model, lane, day as grouped
+
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    saved_prompt_cache_usd: float = Field(description="Cache reads at the input price, less cache writes' premium.")
+    saved_response_cache_usd: float = Field(description="What the jobs a response-cache hit reused had cost.")
+
+
+class UsageReport(_Model):
+    """What `GET /v1/usage` returns: the caller's tenant's spend since a UTC day, biggest first."""
+
+    since: str
+    group_by: list[str]
+    rows: list[UsageRow]

@@ -19,10 +19,11 @@ from pydantic import ValidationError
 from core.entrypoints.auth import ApiKeys
 from core.entrypoints.routes import LIST_LIMIT, PATH_PARAM, ROUTES
 from core.errors import AltoError, BudgetExhausted, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
+from core.governance.ledger import DIMENSIONS, day_of
 from core.jobs.service import ApiService
 from core.logs import log_event
 from core.models import JobRequest, JobStatus
-from core.views import JobList, JobView, SubmitResponse
+from core.views import JobList, JobView, SubmitResponse, UsageReport
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -234,8 +235,34 @@ class Api:
         return ApiResponse(200, None, {"cache-control": "no-cache", "x-accel-buffering": "no"}, frames=frames,
                            media_type="text/event-stream")
 
+    def usage(self, req: ApiRequest, tenant: str) -> ApiResponse:
+        since = _since(req.query.get("since"))
+        if isinstance(since, ApiResponse):
+            return since
+        by = [d for d in req.query.get("group_by", "day").split(",") if d]
+        if bad := [d for d in by if d not in DIMENSIONS or d == "tenant"]:
+            return error(422, "invalid_request", f"group_by: '{bad[0]}' is not one of task, model, lane, day", "group_by")
+        rows = self.service.spend.report([tenant], since=since, by=by)
+        return ApiResponse(200, UsageReport(since=day_of(since), group_by=by, rows=rows).model_dump(mode="json"))
+
     def cancel_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
         return ApiResponse(200, JobView.of(self.service.cancel(tenant, job_id)).model_dump(mode="json"))
+
+
+def _since(raw: str | None) -> float | ApiResponse:
+    """A UTC day (YYYY-MM-DD) at most 366 days back; default: the last 30 days."""
+    import datetime as dt
+
+    now = time.time()
+    if raw is None:
+        return now - 29 * 86400
+    try:
+        t = dt.datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()
+    except ValueError:
+        return error(422, "invalid_request", "since must be a UTC day, YYYY-MM-DD", "since")
+    if not now - 366 * 86400 <= t <= now:
+        return error(422, "invalid_request", "since must be within the last 366 days", "since")
+    return t
 
 
 def _wait_s(raw: str) -> float | ApiResponse:

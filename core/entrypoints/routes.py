@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
 from core.models import JobRequest, JobStatus
-from core.views import JobList, JobView, SubmitResponse
+from core.views import JobList, JobView, SubmitResponse, UsageReport
 
 LIST_LIMIT = 200
 PATH_PARAM = "[A-Za-z0-9_-]{1,128}"  # what a `{name}` in a path template matches (job ids)
@@ -69,6 +69,12 @@ ROUTES: tuple[Route, ...] = (
                   Param("Last-Event-ID", "header", {"type": "string", "pattern": "^(([0-9]{1,9}:)?[0-9]{1,9})?$"}),
                   Param("wait_s", "query", {"type": "number", "minimum": 0, "maximum": 900})),
           media_type="text/event-stream"),
+    Route("GET", "/v1/usage", "usage", "This tenant's spend and savings, summed by task, model, lane or day",
+          response=UsageReport, errors={401: "Missing or invalid API key", 422: "Invalid since or group_by"},
+          params=(Param("since", "query", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                                           "description": "First UTC day (default: 30 days back)."}),
+                  Param("group_by", "query", {"type": "string", "pattern": "^((task|model|lane|day),?)*$",
+                                              "description": "Comma-separated: task, model, lane, day (default day)."}))),
     Route("DELETE", "/v1/jobs/{job_id}", "cancel_job", "Cancel a job (a workflow: children not started never start)",
           response=JobView,
           errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)",

@@ -19,7 +19,8 @@ from core.chunks import ContextChunk
 from core.classify import Classification, classify
 from core.config.api import GovernanceConfig
 from core.config.worker import ModelConfig, Settings
-from core.errors import ProviderError
+from core.errors import Contended, ProviderError
+from core.governance.ledger import UsageLedger, prompt_cache_saving
 from core.jobs.admission import MIN_CALL_S, Ticket
 from core.jobs.heartbeat import Heartbeat
 from core.jobs.ledger import Ledger
@@ -27,7 +28,7 @@ from core.jobs.offload import Offload
 from core.jobs.replies import check_reply, usage_is_sane
 from core.jobs.usage import billed
 from core.logs import Timer, log_event
-from core.models import Attempt, ErrorClass, Job, JobError, ProviderResult, RouteDecision
+from core.models import Attempt, ErrorClass, Job, JobError, ProviderResult, RouteDecision, Usage
 from core.providers.base import ChatRequest, Streamer
 from core.providers.registry import ProviderRegistry
 from core.retry import retry_delay
@@ -113,7 +114,8 @@ def decide(c: Classification, error: JobError, *, calls: int, gov: GovernanceCon
 
 class Attempter:
     def __init__(self, settings: Settings, ledger: Ledger, providers: ProviderRegistry, router_fits: Callable[..., bool],
-                 *, store_io: Offload, streams: StreamLog, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
+                 *, store_io: Offload, streams: StreamLog, state_io: Offload, spend: UsageLedger,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.providers = providers
@@ -121,6 +123,7 @@ class Attempter:
         self.store_io = store_io
         self.streams = streams  # a streaming job's partial output
         self.state_io = state_io
+        self.spend = spend  # every billed call's usage, for spend reports
         self.clock = clock
 
     async def run(self, job: Job, ticket: Ticket, plan: RoutePlan, assembled: Assembled, deadline: float,
@@ -169,11 +172,27 @@ class Attempter:
             return Lost("could not persist the provider reply")
         await ticket.settle_tokens(result)
         await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)
+        await self.account(job, ticket.decision.model, ticket.model, attempt.usage)
         log_event(
             "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
             input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
         )
         return Replied(result, assembled.chunks)
+
+    async def account(self, job: Job, model_name: str, model: ModelConfig | None, usage: Usage | None, *,
+                      saved_response_cache_usd: float = 0.0) -> None:
+        """Add a billed call (or a response-cache hit) to the usage ledger. Reporting only: a write that
+        keeps losing races is logged and skipped, never a reason to fail the job."""
+        if usage is None:
+            return
+        saving = prompt_cache_saving(usage, model.input_per_mtok, model.cache_read_per_mtok,
+                                     model.cache_write_per_mtok) if model is not None else 0.0
+        try:
+            await self.state_io(self.spend.add, tenant=job.tenant, task=job.request.task, model=model_name,
+                                lane="online", job_id=job.id, usage=usage, saved_prompt_cache_usd=saving,
+                                saved_response_cache_usd=saved_response_cache_usd)
+        except Contended as e:
+            log_event("usage.record_skipped", logging.WARNING, error=str(e))
 
     def _writer(self, job: Job, attempt: int) -> StreamWriter | None:
         if not job.request.stream:
@@ -201,6 +220,7 @@ class Attempter:
         c = classify(exc)
         await ticket.settle(c.error_class)
         await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)  # a cut stream was billed
+        await self.account(job, ticket.decision.model, ticket.model, attempt.usage)
         _finished(attempt, self.clock(), timer, "error")
         attempt.error_class = c.error_class
         attempt.status_code = exc.status_code if isinstance(exc, ProviderError) else None

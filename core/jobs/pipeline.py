@@ -32,7 +32,7 @@ from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Assemblies, Prepared, Preparer
 from core.jobs.usage import mark_lost
 from core.logs import job_id_var, log_event, trace_id_var
-from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage, RouteDecision
+from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage, RouteDecision, Usage
 from core.ports import Delivery
 from core.retry import jittered
 from core.workflows.budget import CallBudget
@@ -148,6 +148,9 @@ class Pipeline:
                                    assembly=assembled.record):
             return raced()
         log_event("cache.hit", source_job=source, model=decision.model)
+        paid = await self.store_io(self.ledger.load, source)
+        await self.attempter.account(run.job, decision.model, None, Usage(cached=True),
+                                     saved_response_cache_usd=paid.usage.cost_usd if paid is not None else 0.0)
         return await self.finalizer.finalize(run.job, assembled.chunks)
 
     async def _attempts(self, run: Run) -> Outcome:

@@ -7,6 +7,7 @@ import time
 from typing import Callable
 
 from core.config.api import ApiSettings
+from core.governance.ledger import UsageLedger
 from core.jobs.ledger import Ledger
 from core.jobs.queries import Queries
 from core.jobs.submit import Submitter
@@ -27,6 +28,7 @@ class ApiService:
         self.streams = StreamLog(state, blobs, settings.stream)
         self.queries = Queries(store, self.streams)
         self.feed = Feed(self.queries, self.streams, settings.stream)
+        self.spend = UsageLedger(state, clock=clock)
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
                trace_id: str | None = None) -> tuple[Job, bool]:

@@ -11,6 +11,7 @@ from core.config.worker import Settings
 from core.governance.breaker import CircuitBreaker
 from core.governance.budget import Budgets
 from core.governance.cache import ResponseCache
+from core.governance.ledger import UsageLedger
 from core.governance.ratelimit import RateLimiter
 from core.jobs.admission import Admission
 from core.jobs.attempt import Attempter
@@ -45,8 +46,9 @@ class WorkerService(ApiService):
         self.preparer = Preparer(settings, self.router, providers, retriever)
         admission = Admission(settings, self.breaker, self.limiter, providers, Budgets(state, clock=clock),
                               state_io=state_io, clock=clock)
+        self.spend = UsageLedger(state, clock=clock)
         attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io,
-                              streams=self.streams, state_io=state_io, clock=clock)
+                              streams=self.streams, state_io=state_io, spend=self.spend, clock=clock)
         callbacks = Callbacks(settings, self.ledger, queue, secrets, store_io=store_io, clock=clock)
         calls = CallBudget(state)
         self.workflows = Workflows(settings, self.ledger, queue, blobs, self.router, store_io=store_io,

@@ -1,0 +1,60 @@
+"""The usage ledger: every billed call summed per tenant and day, reported by `GET /v1/usage` (the
+caller's tenant only) and `alto costs`, with what the prompt and response caches saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import KEYS, anthropic_config, wait_terminal
+
+ACME = {"Authorization": f"Bearer {KEYS['acme']}"}
+BETA = {"Authorization": f"Bearer {KEYS['beta']}"}
+
+
+def test_usage_sums_every_billed_call_and_the_response_cache_saving(live, fake_anthropic):
+    fake, url = fake_anthropic
+    fake.plan.script = ["500"]  # the first call fails unbilled, its retry is billed
+    app, base = live(anthropic_config(url, cache={"enabled": True}, in_process_wait_s=0.05))
+    with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
+        views = []
+        for prompt in ("what is a lease?", "what is a lease?", "what is a queue?"):
+            job_id = c.post("/v1/jobs", json={"prompt": prompt, "task": "faq"}).json()["job_id"]
+            views.append(wait_terminal(c, f"/v1/jobs/{job_id}", ACME))
+        assert all(v["status"] == "succeeded" for v in views) and views[1]["usage"]["cached"]
+        rows = c.get("/v1/usage", params={"group_by": "task,model"}).json()["rows"]
+        assert c.get("/v1/usage", headers=BETA).json()["rows"] == []  # another tenant sees none of it
+        assert c.get("/v1/usage", params={"group_by": "tenant"}).status_code == 422
+        assert c.get("/v1/usage", params={"since": "yesterday"}).status_code == 422
+    (row,) = rows
+    assert (row["task"], row["model"]) == ("faq", "fake-sonnet")
+    assert row["calls"] == 2 == fake.stats["calls"] - 1  # two billed calls; the 500 and the cache hit billed nothing
+    assert row["cost_usd"] == pytest.approx(sum(v["usage"]["cost_usd"] for v in views), abs=1e-9)
+    assert row["input_tokens"] == sum(v["usage"]["input_tokens"] for v in views)
+    assert row["saved_response_cache_usd"] == pytest.approx(views[0]["usage"]["cost_usd"], abs=1e-9)
+
+
+def test_alto_costs_reports_the_same_rows(tmp_path: Path, fake_anthropic):
+    fake, url = fake_anthropic
+    cfg = tmp_path / "altostratus.yaml"
+    cfg.write_text(yaml.safe_dump(anthropic_config(url)))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, "ALTO_DATA_DIR": str(tmp_path / "d"),
+           "ALTO_CONFIG": str(cfg), "FAKE_ANTHROPIC_KEY": "test-key", "ALTO_API_KEYS": "acme=k1,beta=k2"}
+    alto = str(Path(sys.executable).with_name("alto"))
+    for tenant in ("acme", "beta", "acme"):
+        p = subprocess.run([alto, "ask", f"question for {tenant}", "--tenant", tenant, "--json"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    p = subprocess.run([alto, "costs", "--by", "tenant", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    rows = {r["tenant"]: r for r in json.loads(p.stdout)}
+    assert rows["acme"]["calls"] == 2 and rows["beta"]["calls"] == 1 and rows["acme"]["cost_usd"] > rows["beta"]["cost_usd"]
+    p = subprocess.run([alto, "costs", "--by", "tenant,day"], env=env, capture_output=True, text=True, timeout=60)
+    lines = p.stdout.splitlines()
+    assert lines[0].split()[:3] == ["tenant", "day", "calls"] and lines[-1].startswith("total") and " 3 " in lines[-1]
