@@ -89,3 +89,12 @@ def test_streaming_benchmark_delivers_every_jobs_text_by_sse_and_long_poll():
     # 0.5 s of tokens written at most every 250 ms: a few writes per job, not one per token
     assert 1 <= line["stream_writes_per_job"] <= 6 and line["job_writes_per_job"] == line["unstreamed_job_writes_per_job"]
     assert line["jobs_per_s_sse"] > 0 and line["jobs_per_s_unstreamed"] > 0
+
+
+def test_budget_benchmark_never_spends_past_the_budget_across_two_processes():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "budget.py"), "--jobs", "60"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["overshoot_usd"] == 0 and line["held_at_end"] == 0, line
+    assert line["spent_usd"] == pytest.approx(line["billed_usd"], abs=1e-9)  # the record is what the jobs billed
+    assert line["succeeded"] + line["budget_exhausted"] == 60 and line["budget_exhausted"] > 0

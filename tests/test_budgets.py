@@ -143,7 +143,7 @@ def test_a_call_that_does_not_fit_fails_naming_the_budget_or_waits_for_the_next_
     app = make_app(budget_config(url, daily_usd=0.001), env={"ACME_KEY": KEYS["acme"]})
     job, = run(app, JobRequest(prompt="too dear"))
     assert job.status is JobStatus.failed and fake.stats["calls"] == 0 and job.provider_calls == 0
-    assert job.error.message.startswith("budget_exhausted: the tenant 'acme' daily budget of $0.00")
+    assert job.error.message.startswith("budget_exhausted: the tenant 'acme' daily budget of $0.001 has $0 spent")
     assert "resets at" in job.error.message
     app = make_app(budget_config(url, daily_usd=0.001, on_exhausted="defer"), env={"ACME_KEY": KEYS["acme"]})
     queued, _ = app.service.submit("acme", JobRequest(prompt="later"))

@@ -38,8 +38,13 @@ class Refusal(NamedTuple):
 
     def message(self) -> str:
         reset = dt.datetime.fromtimestamp(self.scope.resets_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        return (f"budget_exhausted: the {self.scope.name} budget of ${self.scope.limit:.2f} has ${self.spent:.6f} spent "
-                f"and ${self.held:.6f} reserved by calls in flight; it resets at {reset}")
+        return (f"budget_exhausted: the {self.scope.name} budget of {usd(self.scope.limit)} has {usd(self.spent)} spent "
+                f"and {usd(self.held)} reserved by calls in flight; it resets at {reset}")
+
+
+def usd(x: float) -> str:
+    """$50, $0.036, $0.000123: as many decimals as the amount needs, up to micro-dollars."""
+    return "$" + (f"{x:,.6f}".rstrip("0").rstrip(".") or "0")
 
 
 def periods(now: float) -> dict[str, tuple[str, float]]:

@@ -91,7 +91,7 @@ class Admission:
 
     @asynccontextmanager
     async def admit(self, plan: RoutePlan, current: RouteDecision, est_input: int, deadline: float,
-                    job: Job) -> AsyncIterator[Ticket | Deferral | OverBudget]:
+                    job: Job, counted_input: int | None = None) -> AsyncIterator[Ticket | Deferral | OverBudget]:
         """Yield a Ticket, or the Deferral that says why the job must wait. Raises Contended when the
         shared state is too busy to decide (the caller defers)."""
         gated = await self._gate(plan, current)
@@ -108,7 +108,7 @@ class Admission:
             if waited is None:
                 yield Deferral(delay_s=max(1.0, SLOT_POLL_S * 10), reason=f"concurrency cap on {decision.model}")
                 return
-            budget = await self._hold(job, model, est_input, plan)  # before rate tokens: a refusal spends none
+            budget = await self._hold(job, model, est_input if counted_input is None else counted_input, plan)  # before rate tokens: a refusal spends none
             if isinstance(budget, (Deferral, OverBudget)):
                 yield budget
                 return
@@ -156,7 +156,7 @@ class Admission:
             raise
         return decision, model, gate
 
-    async def _hold(self, job: Job, model: ModelConfig, est_input: int,
+    async def _hold(self, job: Job, model: ModelConfig, counted: int,
                     plan: RoutePlan) -> Held | Deferral | OverBudget | None:
         """The call's worst case held in every budget of the tenant (and task); None when it has none."""
         tenant = self.settings.tenants.get(job.tenant)
@@ -164,8 +164,12 @@ class Admission:
         within = scopes(job.tenant, job.request.task, config, self.clock())
         if not within or config is None:
             return None
-        worst = model.cost(math.ceil(est_input * (1 + model.token_margin)),
-                           min(plan.route.max_tokens, model.max_output_tokens))
+        # an upper bound: input as the provider may count it (our count + the model's margin), at the dearer of
+        # the input and cache-write prices, and the whole output allowance
+        worst_in = math.ceil(counted * (1 + model.token_margin))
+        worst = model.cost(0, min(plan.route.max_tokens, model.max_output_tokens), cache_write_tokens=worst_in) \
+            if (model.cache_write_per_mtok or 0) > model.input_per_mtok else \
+            model.cost(worst_in, min(plan.route.max_tokens, model.max_output_tokens))
         hold = f"{job.id}:{job.provider_calls + 1}"
         refused = await self.state_io(self.budgets.reserve, within, hold, worst, hold_s=self.settings.governance.lease_s)
         if refused is None:

@@ -164,7 +164,8 @@ class Pipeline:
                 return await self._hand_back(job, 0.0, "no time left in this invocation")
             try:
                 assembled = await run.assemblies.get(current)
-                async with self.admission.admit(plan, current, assembled.input_tokens, run.deadline, job) as ticket:
+                async with self.admission.admit(plan, current, assembled.input_tokens, run.deadline, job,
+                                                counted_input=assembled.record.input_tokens) as ticket:
                     if isinstance(ticket, Deferral):
                         return await self._defer(job, jittered(ticket.delay_s), ticket.reason)
                     if isinstance(ticket, OverBudget):

@@ -151,6 +151,9 @@ class FakeAnthropic:
             status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
             return await reply(status, payload, extra, raw)
         answer = self._answer(model, max_tokens, messages, marker.group(1) if marker else None)
+        system = req.get("system", "")
+        system_text = system if isinstance(system, str) else "".join(b.get("text", "") for b in system)
+        answer["usage"]["input_tokens"] += len(system_text) // 4  # the system prompt is input too, as the API counts
         answer["usage"] = self.prompt_cache.apply(req, answer["usage"])
         tag = marker.group(1) if marker else None
         if req.get("stream") and outcome in ("ok", "cut", "stream_error"):
