@@ -125,6 +125,9 @@ class JobRequest(_Model):
         default=None, max_length=2048, json_schema_extra={"format": "uri", "pattern": "^https?://"},  # checked below
         description="A public http(s) URL POSTed the job view, signed, once the job is terminal.")
     cache: bool = Field(default=True, description="Set false to bypass the response cache (read and write) for this job.")
+    lane: Literal["online", "batch"] = Field(
+        default="online", description="batch: not urgent; sent through the provider's batch API at its discount "
+                                      "(results within the provider's 24 h).")
     stream: bool = Field(default=False, description="Persist the output as it is generated: read it with "
                                                     "`GET /v1/jobs/{id}/events` (SSE) or `?after=SEQ&wait_s=N`.")
 
@@ -328,6 +331,15 @@ class StepState(_Model):
     usage: Usage = Field(default_factory=Usage)
 
 
+class BatchRef(_Model):
+    """A job on the batch lane: pending (waiting for a flush), submitted (in batch `id`) or returned (the
+    batch could not answer it, so it runs online)."""
+
+    model: str
+    state: Literal["pending", "submitted", "returned"] = "pending"
+    id: str | None = None
+
+
 class WorkflowState(_Model):
     name: str = Field(description="The workflow run, `name@version`.")
     steps: list[StepState]
@@ -362,6 +374,7 @@ class Job(_Model):
     assembly: PromptAssembly | None = None
     parent: ChildOf | None = None  # a workflow's child
     workflow: WorkflowState | None = None  # a workflow's parent
+    batch: BatchRef | None = None  # on the batch lane
 
 
 class QueueMessage(_Model):

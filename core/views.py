@@ -77,6 +77,8 @@ class JobView(_Model):
     steps: list[StepView] | None = Field(default=None, description="A workflow's steps, in order.")
     parent_id: str | None = Field(default=None, description="The workflow job this child job belongs to.")
     partial: Partial | None = Field(default=None, description="A streaming job's text so far, while it runs.")
+    lane: str = Field(default="online", description="online, or batch (the provider's batch API).")
+    batch_id: str | None = Field(default=None, description="The provider's batch this job was sent in.")
     trace_id: str
     created_at: float
     updated_at: float
@@ -103,6 +105,8 @@ class JobView(_Model):
             steps=[StepView.of(s) for s in job.workflow.steps] if job.workflow else None,
             parent_id=job.parent.parent_id if job.parent else None,
             partial=partial,
+            lane="batch" if job.batch is not None and job.batch.state != "returned" else "online",
+            batch_id=job.batch.id if job.batch is not None else None,
             trace_id=job.trace_id,
             created_at=job.created_at,
             updated_at=job.updated_at,

@@ -130,7 +130,7 @@ def test_openapi_documents_the_routes(live):
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/healthz"} <= set(spec["paths"])
     req = spec["components"]["schemas"]["JobRequest"]
     assert set(req["properties"]) == {"prompt", "task", "context_query", "collection", "metadata", "callback_url", "cache",
-                                      "workflow", "inputs", "max_tokens", "stream"}
+                                      "workflow", "inputs", "max_tokens", "stream", "lane"}
     assert "required" not in req and "workflow" in req["properties"]  # prompt, or workflow and inputs
     assert "202" in spec["paths"]["/v1/jobs"]["post"]["responses"]
 

@@ -96,7 +96,6 @@ def test_reservations_racing_from_two_processes_never_pass_the_limit(tmp_path: P
     rec = SqliteStateStore(path).get(scopes("acme", None, BudgetConfig(daily_usd=0.5), time.time())[0].key)
     holds = rec.value["holds"]
     assert len(holds) == 200  # 400 tried, $0.0025 each, $0.50 budget: exactly 200 admitted, however they interleaved
-    assert {h.split("-")[0] for h in holds} == {"w0", "w1"}
 
 
 # ---------------------------------------------------------------- through the pipeline

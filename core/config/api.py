@@ -155,6 +155,15 @@ class StreamConfig(_Strict):
                               description="Longer partial text is kept in the blob store, its pointer in the state store.")
 
 
+class BatchConfig(_Strict):
+    """The batch lane: calls gathered and sent through the provider's batch API, at its discount."""
+
+    flush_s: float = Field(default=60.0, gt=0, description="A pending batch is sent at most this long after it opened.")
+    max_requests: int = Field(default=1000, ge=1, le=100_000, description="...or as soon as it holds this many.")
+    poll_s: float = Field(default=30.0, gt=0, description="How often `alto serve` flushes and polls (`alto batch tick`).")
+    wait_s: float = Field(default=86_400.0, gt=0, description="A batched job's lease: the provider's own expiry (24 h).")
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -197,6 +206,7 @@ class ApiSettings(_Strict):
     retrieval: Any = Field(default_factory=dict, description="Retrieval backend (validated by Settings).")
     server: ServerConfig = Field(default_factory=ServerConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def resolved_data_dir(self) -> Path:

@@ -87,6 +87,8 @@ class ModelConfig(_Strict):
     cache_write_per_mtok: float | None = Field(
         default=None, ge=0, description="USD per million tokens written to the prompt cache (Anthropic: 1.25x input "
                                         "for the 5-minute cache); unset: the input price.")
+    batch_discount: float = Field(default=0.5, ge=0, lt=1, description="Off the price through the batch API "
+                                                                       "(Anthropic and OpenAI: 50%).")
     cache_min_tokens: int | None = Field(
         default=None, gt=0, description="Mark the stable prompt prefix (system, instructions, context) for the "
                                         "provider's prompt cache once it is this long (Anthropic's minimum for the "
@@ -145,6 +147,8 @@ class RouteConfig(_Strict):
     )
     max_tokens: int = Field(default=1024, gt=0, description="Maximum output tokens for this route.")
     template: str = Field(default="answer-with-citations@1", description="Prompt template id@version.")
+    lane: Literal["online", "batch"] = Field(
+        default="online", description="batch: this route's calls go through the provider's batch API (cheaper, slower).")
     on_max_tokens: Literal["accept", "fail", "fallback"] = Field(
         default="accept",
         description="A reply cut at max_tokens: serve it (its stop_reason says so), fail the job, or try "

@@ -207,6 +207,7 @@ class LocalService:
         self.tasks = [asyncio.create_task(p.run(self.stop)) for p in self.pools]
         if self.pools:
             self.tasks.append(asyncio.create_task(self._reconcile_loop()))
+            self.tasks.append(asyncio.create_task(self._batch_loop()))
         log_event("runtime.started", workers=len(self.pools), data_dir=str(self.app.data_dir))
 
     async def _reconcile_loop(self) -> None:
@@ -220,6 +221,18 @@ class LocalService:
                 log_event("reconcile.failed", logging.ERROR, error=repr(e)[:500])
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _batch_loop(self) -> None:
+        """The batch lane's flush and poll, every `batch.poll_s`."""
+        while not self.stop.is_set():
+            try:
+                await self.app.service.batch_tick()
+            except Exception as e:  # a provider or store hiccup: the next tick tries again
+                log_event("batch.tick_failed", logging.ERROR, error=repr(e)[:500])
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=self.app.settings.batch.poll_s)
             except asyncio.TimeoutError:
                 pass
 

@@ -145,7 +145,7 @@ class Attempter:
                               store_io=self.store_io, clock=self.clock)
         writer = self._writer(job, attempt.number)
         try:
-            call = self._call(decision, self._request(decision, assembled, job, max_tokens, ticket.model),
+            call = self._call(decision, self.request_for(decision, assembled, job, max_tokens, ticket.model),
                               max(0.1, call_deadline - self.clock()), writer)
             result = await heartbeat.run(call, call_deadline=call_deadline)
         except asyncio.CancelledError:
@@ -180,7 +180,7 @@ class Attempter:
         return Replied(result, assembled.chunks)
 
     async def account(self, job: Job, model_name: str, model: ModelConfig | None, usage: Usage | None, *,
-                      saved_response_cache_usd: float = 0.0) -> None:
+                      saved_response_cache_usd: float = 0.0, lane: str = "online") -> None:
         """Add a billed call (or a response-cache hit) to the usage ledger. Reporting only: a write that
         keeps losing races is logged and skipped, never a reason to fail the job."""
         if usage is None:
@@ -189,7 +189,7 @@ class Attempter:
                                      model.cache_write_per_mtok) if model is not None else 0.0
         try:
             await self.state_io(self.spend.add, tenant=job.tenant, task=job.request.task, model=model_name,
-                                lane="online", job_id=job.id, usage=usage, saved_prompt_cache_usd=saving,
+                                lane=lane, job_id=job.id, usage=usage, saved_prompt_cache_usd=saving,
                                 saved_response_cache_usd=saved_response_cache_usd)
         except Contended as e:
             log_event("usage.record_skipped", logging.WARNING, error=str(e))
@@ -206,8 +206,9 @@ class Attempter:
             return provider.stream(request, timeout_s=timeout_s, on_delta=writer.add)
         return provider.generate(request, timeout_s=timeout_s)
 
-    def _request(self, decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int,
-                 model: ModelConfig) -> ChatRequest:
+    def request_for(self, decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int,
+                    model: ModelConfig) -> ChatRequest:
+        """What the provider is sent for this job and model (online, or as one request of a batch)."""
         prompt, r = assembled.prompt, assembled.record
         stable = r.system_tokens + r.template_tokens + r.context_tokens  # what stays the same across questions
         cache = prompt.stable_chars if model.cache_min_tokens and stable >= model.cache_min_tokens else 0

@@ -23,6 +23,7 @@ from core.governance.ratelimit import Deferral
 from core.guardrails import check_input
 from core.jobs import attempt as a
 from core.jobs.admission import MIN_CALL_S, Admission, OverBudget
+from core.jobs.batch_lane import BatchLane
 from core.jobs.callback import Callbacks
 from core.jobs.checks import missing_collection
 from core.jobs.finalize import Finalizer
@@ -51,7 +52,7 @@ class Run(NamedTuple):
 class Pipeline:
     def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, admission: Admission,
                  attempter: a.Attempter, finalizer: Finalizer, callbacks: Callbacks, cache: ResponseCache | None,
-                 workflows: Workflows, calls: CallBudget, *, store_io: Offload, state_io: Offload,
+                 workflows: Workflows, calls: CallBudget, lane: BatchLane, *, store_io: Offload, state_io: Offload,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -63,6 +64,7 @@ class Pipeline:
         self.cache = cache
         self.workflows = workflows
         self.calls = calls
+        self.lane = lane
         self.store_io = store_io
         self.state_io = state_io
         self.clock = clock
@@ -106,6 +108,11 @@ class Pipeline:
             return await self._refuse(job, f"the service cannot call its provider: {e}")
         if (hit := await self._cached(run)) is not None:
             return hit
+        decision = run.prepared.decision
+        if self.lane.wanted(job, run.prepared.plan, decision):
+            joined = await self.lane.join(job, decision, await run.assemblies.get(decision), run.prepared.plan)
+            if joined is not None:
+                return joined
         return await self._attempts(run)
 
     def _guard(self, job: Job | None, delivery: Delivery) -> Outcome | None:
@@ -114,6 +121,8 @@ class Pipeline:
             return Outcome("retry", delay_s=5.0, detail="job record not found yet")
         if job.status.terminal:
             return Outcome("ack", status=job.status, detail="already terminal (duplicate delivery)")
+        if job.batch is not None and job.batch.state != "returned" and job.status is JobStatus.running:
+            return Outcome("ack", status=job.status, detail="on the batch lane (duplicate delivery)")
         now = self.clock()
         if job.status is JobStatus.running and job.lease_expires_at and job.lease_expires_at > now:
             wait = max(1.0, job.lease_expires_at - now)

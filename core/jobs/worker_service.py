@@ -15,6 +15,7 @@ from core.governance.ledger import UsageLedger
 from core.governance.ratelimit import RateLimiter
 from core.jobs.admission import Admission
 from core.jobs.attempt import Attempter
+from core.jobs.batch_lane import BatchLane
 from core.jobs.callback import Callbacks
 from core.jobs.finalize import Finalizer
 from core.jobs.offload import Offload
@@ -54,8 +55,10 @@ class WorkerService(ApiService):
         self.workflows = Workflows(settings, self.ledger, queue, blobs, self.router, store_io=store_io,
                                    on_terminal=callbacks.enqueue, calls_reset=calls.reset, clock=clock)
         finalizer = Finalizer(settings, self.ledger, self.preparer, self.workflows.settled, store_io=store_io, clock=clock)
+        self.lane = BatchLane(settings, self.ledger, state, queue, providers, self.preparer, attempter, finalizer,
+                              store_io=store_io, state_io=state_io, clock=clock)
         self.pipeline = Pipeline(settings, self.ledger, self.preparer, admission, attempter, finalizer, callbacks,
-                                 self.cache, self.workflows, calls, store_io=store_io, state_io=state_io,
+                                 self.cache, self.workflows, calls, self.lane, store_io=store_io, state_io=state_io,
                                  clock=clock)
         self.operator = Operator(settings, self.ledger, queue, on_terminal=self.workflows.settled,
                                  replay_workflow=self.workflows.replay, clock=clock)
@@ -67,6 +70,10 @@ class WorkerService(ApiService):
     def prepare(self, tenant: str, request: JobRequest, candidates: list[ContextChunk]) -> Prepared:
         """What `process` would send for this request (`alto route explain`); raises NoRoute."""
         return self.preparer.prepare(tenant, request, candidates)
+
+    async def batch_tick(self) -> dict[str, int]:
+        """Send the batches that are due and apply the results of those that ended (the batch lane)."""
+        return await self.lane.tick()
 
     def reconcile(self, *, older_than_s: float | None = None, limit: int = 500) -> dict[str, int]:
         return self.operator.reconcile(older_than_s=older_than_s, limit=limit)

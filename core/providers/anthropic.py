@@ -81,6 +81,28 @@ class AnthropicProvider:
                                 "in); not a complete reply", transport="connection", partial=s.result())
         return _refused(s.result())
 
+    async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
+        """Message Batches: `custom_id` is the job id; the params are what an online call would send."""
+        requests = [{"custom_id": cid, "params": {k: v for k, v in self._kwargs(r, 60.0).items() if k != "timeout"}}
+                    for cid, r in items]
+        try:
+            batch = await self.client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        except Exception as e:
+            raise self._error(e) from None
+        return str(batch.id)
+
+    async def batch_results(self, batch_id: str) -> dict[str, ProviderResult | ProviderError] | None:
+        try:
+            batch = await self.client.messages.batches.retrieve(batch_id)
+            if batch.processing_status != "ended":
+                return None
+            out: dict[str, ProviderResult | ProviderError] = {}
+            async for item in await self.client.messages.batches.results(batch_id):
+                out[item.custom_id] = _batch_item(item.result)
+        except Exception as e:
+            raise self._error(e) from None
+        return out
+
     def _error(self, e: Exception, *, mid_stream: bool = False) -> ProviderError:
         a = self._anthropic
         if isinstance(e, ProviderError):
@@ -156,6 +178,22 @@ def _result(text: str, input_tokens: Any, output_tokens: Any, cache_read: Any, r
     return ProviderResult(text=text, input_tokens=int(input_tokens), output_tokens=int(output_tokens),
                           cache_read_tokens=int(cache_read or 0), cache_write_tokens=int(cache_write or 0),
                           stop_reason=STOP_REASONS.get(raw_stop or "", "other"), raw_stop_reason=raw_stop)
+
+
+def _batch_item(result: Any) -> ProviderResult | ProviderError:
+    """One batch request's outcome: its reply, or why it must be sent again online."""
+    if result.type != "succeeded":
+        detail = getattr(getattr(getattr(result, "error", None), "error", None), "message", None)
+        return ProviderError(f"anthropic: batch request {result.type}" + (f": {detail}" if detail else ""),
+                             transport="connection")
+    m = result.message
+    text = "".join(getattr(b, "text", "") for b in m.content if getattr(b, "type", None) == "text")
+    u = m.usage
+    try:
+        return _refused(_result(text, u.input_tokens, u.output_tokens, getattr(u, "cache_read_input_tokens", None),
+                                m.stop_reason, getattr(u, "cache_creation_input_tokens", None)))
+    except ProviderError as e:
+        return e
 
 
 def _refused(result: ProviderResult) -> ProviderResult:

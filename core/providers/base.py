@@ -14,7 +14,7 @@ from core.chunks import ContextChunk
 from core.errors import ProviderError
 from core.models import ProviderResult
 
-__all__ = ["ChatRequest", "ContextChunk", "Provider", "ProviderError", "Streamer", "TokenCounter",
+__all__ = ["Batcher", "ChatRequest", "ContextChunk", "Provider", "ProviderError", "Streamer", "TokenCounter",
            "looks_like_context_overflow"]
 
 
@@ -65,3 +65,14 @@ class Streamer(Protocol):
 
     async def stream(self, request: ChatRequest, *, timeout_s: float,
                      on_delta: Callable[[str], None]) -> ProviderResult: ...
+
+
+@runtime_checkable
+class Batcher(Protocol):
+    """A provider with a batch API (Anthropic Message Batches): many calls sent at once at a discount,
+    answered within the provider's window. `batch_results` is None while the batch still runs; then each
+    request's reply, or the error that sends it back to the online lane."""
+
+    async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str: ...
+
+    async def batch_results(self, batch_id: str) -> dict[str, ProviderResult | ProviderError] | None: ...

@@ -19,11 +19,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from core.testing.fake_batches import FakeBatches
 from core.testing.fake_cache import PromptCache
 from core.testing.fake_stream import Replier, padded, stream_reply
+from core.testing.servers import ServerThread, free_port, spawn  # noqa: F401 (what tests and benchmarks import)
 
 if TYPE_CHECKING:
-    import subprocess
+    pass
 
 DOC_ID = re.compile(r'<document id="([^"]+)"')
 _MARKER = re.compile(r"\bmarker:([A-Za-z0-9_-]+)")
@@ -66,6 +68,7 @@ class FakeAnthropic:
         self.billed_by_prompt: Counter[str] = Counter()  # clean 200 replies per distinct user turn (sha256[:16])
         self.billed_text: dict[str, str] = {}  # that turn's text, by the same key
         self.prompt_cache = PromptCache()
+        self.batches = FakeBatches(self._answer)
         self.first_token_at: dict[str, float] = {}  # wall time of each streamed reply's first token, by marker
         self.history_by_marker: dict[str, list[str]] = {}  # every outcome per `marker:X` in the prompt
         self.requests: list[dict[str, Any]] = []
@@ -114,18 +117,28 @@ class FakeAnthropic:
         reply = Replier(send)
         if scope["path"] == "/_stats" and scope["method"] == "GET":  # for benchmarks running us in another process
             return await reply(200, self._stats_body())
-        if scope["path"] not in ("/v1/messages", "/v1/messages/count_tokens") or scope["method"] != "POST":
+        batches = scope["path"].startswith("/v1/messages/batches")
+        if not batches and (scope["path"] not in ("/v1/messages", "/v1/messages/count_tokens")
+                            or scope["method"] != "POST"):
             return await reply(404, _error("not_found_error", "no such route"))
         bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
         if self.api_key not in (headers.get("x-api-key"), bearer):
             return await reply(401, _error("authentication_error", "invalid x-api-key"))
+        if batches:
+            status, payload, jsonl = self.batches.handle(scope["method"], scope["path"], body)
+            return await reply(status, payload, raw=jsonl.encode() if jsonl is not None else None)
         if scope["path"] == "/v1/messages/count_tokens":
             return await reply(200, self._count_tokens(json.loads(body)))
         try:
             req = json.loads(body)
-            model, max_tokens, messages = req["model"], int(req["max_tokens"]), req["messages"]
+            _checked = (req["model"], int(req["max_tokens"]), req["messages"])  # the fields every call needs
         except (ValueError, KeyError, TypeError):
             return await reply(400, _error("invalid_request_error", "model, max_tokens and messages are required"))
+        return await self._messages(req, body, reply, send, receive)
+
+    async def _messages(self, req: dict[str, Any], body: bytes, reply: Any, send: Any, receive: Any) -> None:
+        """One Messages API call: the rate limit, then the plan's outcome for it."""
+        model, max_tokens, messages = req["model"], int(req["max_tokens"]), req["messages"]
         if self.keep_requests:
             self.requests.append(req)
         wait = self._rate_limited()
@@ -150,12 +163,16 @@ class FakeAnthropic:
         if outcome in FAULT_REPLIES:
             status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
             return await reply(status, payload, extra, raw)
-        answer = self._answer(model, max_tokens, messages, marker.group(1) if marker else None)
+        return await self._answered(req, outcome, marker.group(1) if marker else None, reply, send)
+
+    async def _answered(self, req: dict[str, Any], outcome: str, tag: str | None, reply: Any, send: Any) -> None:
+        """A 200: the reply (streamed or whole), its usage as the API reports it, and the fault it carries."""
+        messages = req["messages"]
+        answer = self._answer(req["model"], int(req["max_tokens"]), messages, tag)
         system = req.get("system", "")
         system_text = system if isinstance(system, str) else "".join(b.get("text", "") for b in system)
         answer["usage"]["input_tokens"] += len(system_text) // 4  # the system prompt is input too, as the API counts
         answer["usage"] = self.prompt_cache.apply(req, answer["usage"])
-        tag = marker.group(1) if marker else None
         if req.get("stream") and outcome in ("ok", "cut", "stream_error"):
             complete = await stream_reply(send, answer, tps=self.plan.stream_tps, pad_to=self.plan.stream_tokens,
                                           fault=outcome if outcome != "ok" else None,
@@ -295,67 +312,6 @@ def _reset(receive: Any) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerThread:
-    """Run any ASGI app under uvicorn on a loopback port in a background thread."""
-
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        import uvicorn
-
-        self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="on", access_log=False,
-            timeout_keep_alive=30, backlog=2048,
-        ))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError(f"server on port {self.port} did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def spawn(*args: str) -> tuple["subprocess.Popen[bytes]", str]:
-    """Start the fake in its own process (so its CPU doesn't compete with the code under test)."""
-    import subprocess
-    import sys
-    import urllib.error
-    import urllib.request
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "core.testing.fake_anthropic", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/_stats", timeout=0.5).close()
-            return proc, url
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"fake Anthropic server did not start on port {port}")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import sys
 
 from pydantic import ValidationError
 
-from core.entrypoints.cli import costs, data, explain, jobs, run
+from core.entrypoints.cli import batch, costs, data, explain, jobs, run
 from core.errors import AltoError
 
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alto", description="Altostratus: governed asynchronous LLM jobs on any cloud.")
     p.add_argument("--config", help="path to altostratus.yaml (default: $ALTO_CONFIG or ./altostratus.yaml)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for area in (run, jobs, explain, data, costs):
+    for area in (run, jobs, explain, data, costs, batch):
         area.register(sub)
     return p
 

@@ -1,0 +1,136 @@
+"""The batch lane against the fake Message Batches API: a batch job is sent with others, priced at the
+batch discount and finalised like an online reply; results applied twice bill once; an errored or expired
+request finishes online within the job's budget."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.entrypoints.local import run_until_done
+from core.models import JobRequest, JobStatus
+from tests.conftest import anthropic_config
+
+
+def lane_config(url: str, **batch: object) -> dict:
+    cfg = anthropic_config(url)
+    cfg["batch"] = {"flush_s": 0.2, "max_requests": 100, "poll_s": 0.1, **batch}
+    return cfg
+
+
+def tick(app) -> dict:
+    async def go() -> dict:
+        try:
+            return await app.service.batch_tick()
+        finally:
+            await app.providers.aclose()
+    return asyncio.run(go())
+
+
+def submit_batch(app, n: int, **extra: object) -> list[str]:
+    ids = [app.service.submit("acme", JobRequest(prompt=f"not urgent {i}", lane="batch", **extra))[0].id
+           for i in range(n)]
+    asyncio.run(run_until_done(app, [], timeout_s=0))  # (nothing to wait for: the messages are processed below)
+    return ids
+
+
+def deliver_all(app) -> None:
+    """Run the worker until the queue is empty: each batch job joins the pending batch and is acked."""
+    async def go() -> None:
+        from core.entrypoints.local import WorkerPool
+
+        pool = WorkerPool(app, concurrency=8)
+        stop = asyncio.Event()
+        task = asyncio.create_task(pool.run(stop))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if app.queue.depth()["queued"] == 0:
+                break
+        stop.set()
+        pool.notify()
+        await task
+        await app.providers.aclose()
+    asyncio.run(go())
+
+
+def test_batch_jobs_go_out_together_at_the_discount_and_finish_like_online_ones(make_app, fake_anthropic):
+    fake, url = fake_anthropic
+    app = make_app(lane_config(url))
+    ids = submit_batch(app, 3)
+    deliver_all(app)
+    jobs = [app.store.get(i) for i in ids]
+    assert all(j.status is JobStatus.running and j.batch.state == "pending" for j in jobs)
+    assert fake.stats["calls"] == 0  # nothing called online
+    import time
+
+    time.sleep(0.25)
+    assert tick(app) == {"submitted": 3, "applied": 3, "returned": 0}  # one batch of three, ended at once
+    assert fake.batches.created == 1
+    m = app.settings.models["fake-sonnet"]
+    for j in (app.store.get(i) for i in ids):
+        assert j.status is JobStatus.succeeded and j.result_text.startswith("Fake answer about: not urgent")
+        assert j.batch.state == "submitted" and j.batch.id.startswith("msgbatch_")
+        u = j.usage
+        assert u.cost_usd == pytest.approx(m.cost(u.input_tokens, u.output_tokens) * (1 - m.batch_discount), abs=1e-12)
+        assert j.provider_calls == 1 and [a.outcome for a in j.attempts] == ["succeeded"]
+    from core.views import JobView
+
+    view = JobView.of(app.store.get(ids[0]))
+    assert view.lane == "batch" and view.batch_id == app.store.get(ids[0]).batch.id
+    assert fake.stats["calls"] == 0 and fake.batches.items == 3
+
+
+def test_results_applied_twice_bill_once(make_app, fake_anthropic):
+    fake, url = fake_anthropic
+    app = make_app(lane_config(url))
+    ids = submit_batch(app, 2)
+    deliver_all(app)
+    import time
+
+    time.sleep(0.25)
+    assert tick(app)["applied"] == 2  # sent, ended, applied; the batch is closed
+    before = [app.store.get(i).usage for i in ids]
+    again = {"id": app.store.get(ids[0]).batch.id, "model": "fake-sonnet", "items": ids}
+    rec = app.state.get("batches:open")
+    assert app.state.compare_and_set("batches:open", {"batches": [again]}, expected_version=rec.version)
+    assert tick(app)["applied"] == 0  # the same results again: every job already has its reply
+    assert [app.store.get(i).usage for i in ids] == before and fake.batches.results_served == 2
+
+
+@pytest.mark.parametrize("fault", ["expired", "errored"])
+def test_an_expired_or_errored_request_finishes_online_within_its_budget(make_app, fake_anthropic, fault):
+    fake, url = fake_anthropic
+    app = make_app(lane_config(url))
+    (job_id,) = submit_batch(app, 1)
+    fake.batches.outcomes[job_id] = fault
+    deliver_all(app)
+    import time
+
+    time.sleep(0.25)
+    assert tick(app)["returned"] == 1
+    asyncio.run(run_until_done(app, [job_id], timeout_s=20))
+    job = app.store.get(job_id)
+    assert job.status is JobStatus.succeeded and fake.stats["calls"] == 1  # answered online
+    assert [a.outcome for a in job.attempts] == ["error", "succeeded"] and fault in job.attempts[0].error
+    assert job.batch.state == "returned" and job.provider_calls == 2  # the batch attempt counted in the budget
+    assert job.usage.cost_usd == app.settings.models["fake-sonnet"].cost(job.usage.input_tokens, job.usage.output_tokens)
+
+
+def test_a_route_can_put_a_task_on_the_batch_lane_and_spend_is_ledgered_as_batch(make_app, fake_anthropic):
+    fake, url = fake_anthropic
+    cfg = lane_config(url)
+    cfg["routing"]["rules"] = [{"name": "reports", "match": {"tasks": ["report"]},
+                                "route": {"model": "fake-sonnet", "lane": "batch", "max_tokens": 64}}]
+    app = make_app(cfg)
+    batched = app.service.submit("acme", JobRequest(prompt="weekly report", task="report"))[0].id
+    online = app.service.submit("acme", JobRequest(prompt="urgent question"))[0].id
+    deliver_all(app)
+    import time
+
+    time.sleep(0.25)
+    tick(app)
+    tick(app)
+    assert app.store.get(batched).status is JobStatus.succeeded and app.store.get(online).status is JobStatus.succeeded
+    rows = {r["lane"]: r for r in app.service.spend.report(["acme"], since=time.time() - 60, by=["lane"])}
+    assert rows["batch"]["calls"] == 1 and rows["online"]["calls"] == 1
