@@ -449,3 +449,17 @@ def test_a_streaming_job_long_polls_and_serves_buffered_sse_through_the_lambda_a
     assert status == 200 and r["headers"]["content-type"] == "text/event-stream"
     body = r["body"]
     assert body.startswith("retry: 1000") and "id: 1:1\nevent: delta" in body and "event: done" in body
+
+
+def test_the_batch_lane_is_sent_and_applied_by_the_scheduled_reconcile(aws, fake):
+    f, url = fake
+    aws.configure({**anthropic_cfg(url), "batch": {"flush_s": 0.01}})
+    job_id = aws.submit("a report nobody waits for", lane="batch")
+    aws.drain()  # the worker claims it for the batch lane and acknowledges its message
+    assert aws.app.store.get(job_id).batch.state == "pending" and f.stats["calls"] == 0
+    time.sleep(0.05)
+    counts = aws.handlers.reconcile({}, Context())  # EventBridge's schedule: send the batch, it ends, apply it
+    assert counts["batch_submitted"] == 1 and counts["batch_applied"] == 1
+    status, view = aws.http("GET", f"/v1/jobs/{job_id}")
+    assert view["status"] == "succeeded" and view["lane"] == "batch" and view["batch_id"].startswith("msgbatch_")
+    assert f.stats["calls"] == 0 and f.batches.items == 1

@@ -98,3 +98,12 @@ def test_budget_benchmark_never_spends_past_the_budget_across_two_processes():
     assert line["overshoot_usd"] == 0 and line["held_at_end"] == 0, line
     assert line["spent_usd"] == pytest.approx(line["billed_usd"], abs=1e-9)  # the record is what the jobs billed
     assert line["succeeded"] + line["budget_exhausted"] == 60 and line["budget_exhausted"] > 0
+
+
+def test_cost_benchmark_prices_the_workload_three_ways_and_caching_and_batching_save():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cost.py"), "--jobs", "60", "--budget-jobs", "40"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "cost_plain_usd" in line, out.stderr[-2000:]
+    assert 0 < line["cost_all_usd"] < line["cost_caching_usd"] < line["cost_plain_usd"]
+    assert line["overshoot_usd"] == 0

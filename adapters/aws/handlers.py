@@ -80,4 +80,6 @@ def dead_letter(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def reconcile(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Scheduled (EventBridge); invoke by hand with {"older_than_s": N} to sweep sooner."""
     older = event.get("older_than_s") if isinstance(event, dict) else None
-    return get_app().service.reconcile(older_than_s=float(older) if older is not None else None)
+    from core.entrypoints.consumer import scheduled
+
+    return scheduled(get_app().service, older_than_s=float(older) if older is not None else None)

@@ -74,4 +74,6 @@ def dead_letter(msg: func.ServiceBusMessage) -> None:
 @app.function_name(name="reconcile")
 @app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
 def reconcile(timer: func.TimerRequest) -> None:
-    get_app().service.reconcile()
+    from core.entrypoints.consumer import scheduled
+
+    scheduled(get_app().service)

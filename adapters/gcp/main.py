@@ -96,5 +96,7 @@ def dead_letter(cloud_event: Any) -> None:
 def reconcile(request: Any) -> Any:
     body = request.get_json(silent=True) or {}
     older = body.get("older_than_s")
-    counts = get_app().service.reconcile(older_than_s=float(older) if older is not None else None)
+    from core.entrypoints.consumer import scheduled
+
+    counts = scheduled(get_app().service, older_than_s=float(older) if older is not None else None)
     return json.dumps(counts), 200, {"content-type": "application/json"}

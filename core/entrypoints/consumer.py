@@ -76,3 +76,11 @@ def run_batch(
         )))
 
     return asyncio.run_coroutine_threadsafe(run_all(), event_loop()).result()
+
+
+def scheduled(service: WorkerService, *, older_than_s: float | None = None) -> dict[str, int]:
+    """What each cloud's reconcile schedule runs: re-send lost messages, then the batch lane's tick
+    (send due batches, apply finished ones) on the process's loop, where the provider clients live."""
+    counts = service.reconcile(older_than_s=older_than_s)
+    ticked = asyncio.run_coroutine_threadsafe(service.batch_tick(), event_loop()).result()
+    return {**counts, **{f"batch_{k}": v for k, v in ticked.items()}}

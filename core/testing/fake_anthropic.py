@@ -68,7 +68,7 @@ class FakeAnthropic:
         self.billed_by_prompt: Counter[str] = Counter()  # clean 200 replies per distinct user turn (sha256[:16])
         self.billed_text: dict[str, str] = {}  # that turn's text, by the same key
         self.prompt_cache = PromptCache()
-        self.batches = FakeBatches(self._answer)
+        self.batches = FakeBatches(self._answer, self.prompt_cache)
         self.first_token_at: dict[str, float] = {}  # wall time of each streamed reply's first token, by marker
         self.history_by_marker: dict[str, list[str]] = {}  # every outcome per `marker:X` in the prompt
         self.requests: list[dict[str, Any]] = []

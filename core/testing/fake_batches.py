@@ -21,8 +21,9 @@ def _iso(t: float) -> str:
 
 
 class FakeBatches:
-    def __init__(self, answer: Callable[..., dict[str, Any]], *, delay_s: float = 0.0) -> None:
+    def __init__(self, answer: Callable[..., dict[str, Any]], cache: Any = None, *, delay_s: float = 0.0) -> None:
         self.answer = answer  # (model, max_tokens, messages, marker) -> a Messages API reply: the fake's own
+        self.cache = cache  # the fake's prompt cache: batch requests read and write it too, as Anthropic's may
         self.delay_s = delay_s
         self.batches: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, str] = {}  # custom_id -> "errored" | "expired"
@@ -59,6 +60,8 @@ class FakeBatches:
                 p = item["params"]
                 msg = self.answer(p["model"], int(p["max_tokens"]), p["messages"], None)
                 msg["usage"]["input_tokens"] += len(str(p.get("system", ""))) // 4  # as the online fake counts
+                if self.cache is not None:
+                    msg["usage"] = self.cache.apply(p, msg["usage"])
                 results.append({"custom_id": cid, "result": {"type": "succeeded", "message": msg}})
             self.items += 1
         self.batches[bid] = {"id": bid, "created": time.time(), "results": results}
