@@ -134,3 +134,60 @@ def test_a_route_can_put_a_task_on_the_batch_lane_and_spend_is_ledgered_as_batch
     assert app.store.get(batched).status is JobStatus.succeeded and app.store.get(online).status is JobStatus.succeeded
     rows = {r["lane"]: r for r in app.service.spend.report(["acme"], since=time.time() - 60, by=["lane"])}
     assert rows["batch"]["calls"] == 1 and rows["online"]["calls"] == 1
+
+
+@pytest.mark.parametrize("fault", [None, "errored", "expired"])
+def test_the_openai_batch_api_carries_the_same_lane(make_app, fault):
+    from core.testing.fake_anthropic import ServerThread
+    from core.testing.fake_providers import FakeOpenAI
+
+    fake = FakeOpenAI()
+    with ServerThread(fake) as srv:
+        cfg = lane_config("http://unused")
+        cfg["providers"] = {"oai": {"type": "openai_compatible", "api_key": "env:FAKE_ANTHROPIC_KEY",
+                                    "base_url": srv.url + "/v1"}}
+        cfg["models"] = {"gpt": {"provider": "oai", "model_id": "gpt-4o-mini", "input_per_mtok": 0.15,
+                                 "output_per_mtok": 0.6}}
+        cfg["routing"] = {"default": {"model": "gpt", "max_tokens": 128}}
+        app = make_app(cfg)
+        ids = submit_batch(app, 2)
+        fake.batch_api.expire = fault == "expired"
+        if fault == "errored":
+            fake.batch_api.errors = {ids[0]}
+        deliver_all(app)
+        import time
+
+        time.sleep(0.25)
+        counts = tick(app)
+        assert counts["submitted"] == 2 and counts["applied"] + counts["returned"] == 2
+        asyncio.run(run_until_done(app, ids, timeout_s=20))
+    jobs = [app.store.get(i) for i in ids]
+    assert all(j.status is JobStatus.succeeded for j in jobs)
+    online = {"expired": 2, "errored": 1, None: 0}[fault]
+    assert sum(fake.calls.values()) == online  # only the requests the batch could not answer ran online
+    batched = [j for j in jobs if [a.outcome for a in j.attempts] == ["succeeded"]]
+    m = app.settings.models["gpt"]
+    for j in batched:
+        assert j.usage.cost_usd == pytest.approx(m.cost(j.usage.input_tokens, j.usage.output_tokens) * 0.5, abs=1e-12)
+    assert len(batched) == 2 - online
+
+
+def test_a_batch_item_is_held_in_the_budget_and_settled_at_its_discounted_cost(make_app, fake_anthropic):
+    import time
+
+    from core.governance.budget import scopes
+
+    fake, url = fake_anthropic
+    cfg = lane_config(url)
+    cfg["tenants"] = {"acme": {"budgets": {"daily_usd": 1.0}}}
+    app = make_app(cfg)
+    (job_id,) = submit_batch(app, 1)
+    deliver_all(app)
+    key = scopes("acme", None, app.settings.tenants["acme"].budgets, time.time())[0].key
+    assert len(app.state.get(key).value["holds"]) == 1  # held while the batch is out
+    time.sleep(0.25)
+    tick(app)
+    job = app.store.get(job_id)
+    rec = app.state.get(key).value
+    assert job.status is JobStatus.succeeded and rec["holds"] == {}
+    assert rec["spent"] == pytest.approx(job.usage.cost_usd, abs=1e-12) and job.usage.cost_usd > 0

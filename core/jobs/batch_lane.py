@@ -60,7 +60,8 @@ class BatchLane:
         if job.batch is not None and job.batch.state == "returned":
             return False  # the batch could not answer it: online now
         lane = job.request.lane == "batch" or plan.route.lane == "batch"
-        return lane and isinstance(self.providers.get(decision.provider), Batcher)
+        provider = self.providers.get(decision.provider) if lane else None
+        return isinstance(provider, Batcher) and getattr(provider, "batches", True)
 
     async def join(self, job: Job, decision: RouteDecision, assembled: Any, plan: RoutePlan) -> Outcome | None:
         """Claim the attempt and join the model's pending batch; None: it does not fit the budget (online

@@ -29,7 +29,7 @@ class OpenAICompatibleProvider:
         self._httpx = httpx2
         self.api_style = api_style
         self.api_version = api_version
-        headers = {"content-type": "application/json"}
+        headers: dict[str, str] = {}  # each request sets its own content type (JSON, or a batch file's multipart)
         if api_key:
             headers.update({"api-key": api_key} if api_style == "azure" else {"authorization": f"Bearer {api_key}"})
         self.client = httpx2.AsyncClient(
@@ -99,6 +99,44 @@ class OpenAICompatibleProvider:
                                 f"({len(''.join(s.text))} characters in)", transport="connection", partial=s.result())
         return _refused(s.result())
 
+    @property
+    def batches(self) -> bool:
+        """The Batch API as OpenAI serves it (Azure's deployments put it elsewhere: their jobs run online)."""
+        return self.api_style != "azure"
+
+    async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
+        """The Batch API: the requests as a JSONL file (`custom_id` = the job id), then a batch over it."""
+        lines = "\n".join(json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                                      "body": self._body(r)}) for cid, r in items)
+        uploaded = await self._call("POST", "/files", files={"file": ("batch.jsonl", lines.encode(), "application/jsonl")},
+                                    data={"purpose": "batch"})
+        batch = await self._call("POST", "/batches", json={"input_file_id": uploaded["id"], "completion_window": "24h",
+                                                           "endpoint": "/v1/chat/completions"})
+        return str(batch["id"])
+
+    async def batch_results(self, batch_id: str) -> dict[str, ProviderResult | ProviderError] | None:
+        batch = await self._call("GET", f"/batches/{batch_id}")
+        if batch["status"] in ("validating", "in_progress", "finalizing", "cancelling"):
+            return None
+        out: dict[str, ProviderResult | ProviderError] = {}
+        for key in ("output_file_id", "error_file_id"):  # an expired batch: what finished, and what did not
+            if batch.get(key):
+                text = await self._call("GET", f"/files/{batch[key]}/content", raw=True)
+                for line in filter(None, text.splitlines()):
+                    item = json.loads(line)
+                    out[item["custom_id"]] = _batch_item(item)
+        return out
+
+    async def _call(self, method: str, url: str, *, raw: bool = False, **kwargs: Any) -> Any:
+        h = self._httpx
+        try:
+            resp = await self.client.request(method, url, **kwargs)
+        except h.TransportError as e:
+            raise ProviderError(f"openai_compatible: connection failed: {e!r}", transport="connection") from None
+        if resp.status_code >= 400:
+            raise _status_error(resp.status_code, dict(resp.headers), resp.text)
+        return resp.text if raw else resp.json()
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
@@ -151,6 +189,22 @@ def _result(text: str, usage: dict[str, Any], raw_stop: str | None) -> ProviderR
         stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
         raw_stop_reason=raw_stop,
     )
+
+
+def _batch_item(item: dict[str, Any]) -> ProviderResult | ProviderError:
+    """One line of a batch's output or error file: the reply, or why it must run online."""
+    resp, err = item.get("response") or {}, item.get("error")
+    if err or resp.get("status_code") != 200:
+        detail = (err or {}).get("message") or (err or {}).get("code") or f"HTTP {resp.get('status_code')}"
+        return ProviderError(f"openai_compatible: batch request failed: {detail}", transport="connection")
+    try:
+        choice = resp["body"]["choices"][0]
+        return _refused(_result(choice["message"].get("content") or "", resp["body"].get("usage") or {},
+                                choice.get("finish_reason")))
+    except ProviderError as e:
+        return e
+    except (KeyError, IndexError, TypeError) as e:
+        return ProviderError(f"openai_compatible: malformed batch result: {e!r}", malformed=True)
 
 
 def _refused(result: ProviderResult) -> ProviderResult:

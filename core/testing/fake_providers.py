@@ -76,8 +76,24 @@ class FakeOpenAI(_Fake):
     def __init__(self, script: list[str] | None = None, *, api_key: str = "test-key") -> None:
         super().__init__(script)
         self.api_key = api_key
+        self.batch_api = FakeOpenAIBatches(self._complete)
+
+    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A chat completion for one batch request, answered as an online one would be (no faults)."""
+        text_in = " ".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        answer = _answer(text_in)
+        prompt_tokens, completion = max(1, len(text_in) // 4), max(1, len(answer) // 4)
+        return {"id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                          "total_tokens": prompt_tokens + completion}}
 
     def handle(self, method, path, query, headers, body):  # type: ignore[override]
+        if path.startswith(("/v1/files", "/v1/batches")):
+            key = headers.get("authorization", "").removeprefix("Bearer ")
+            if key != self.api_key:
+                return 401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}}, {}
+            return self.batch_api.handle(method, path, headers, body)
         azure = re.match(r"^/openai/deployments/(?P<dep>[^/]+)/chat/completions$", path)
         if method != "POST" or not (path == "/v1/chat/completions" or azure):
             return 404, {"error": {"message": "no such route", "type": "invalid_request_error"}}, {}
@@ -208,3 +224,71 @@ def _frame(name: str, payload: dict[str, Any], kind: str = "event") -> bytes:
     prelude = struct.pack(">II", total, len(headers))
     head = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + body
     return head + struct.pack(">I", zlib.crc32(head))
+
+
+class FakeOpenAIBatches:
+    """The Batch API: `POST /v1/files` (multipart JSONL, purpose=batch), `POST /v1/batches`,
+    `GET /v1/batches/{id}` (completed at once, or `expired` when `expire` is set: then every request is
+    in the error file), `GET /v1/files/{id}/content`. `errors` names custom_ids answered with a 500."""
+
+    def __init__(self, complete: Any) -> None:
+        self.complete = complete
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.errors: set[str] = set()
+        self.expire = False
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        parts = path.strip("/").split("/")  # v1 files|batches [id] [content]
+        if method == "POST" and parts == ["v1", "files"]:
+            fid = f"file-{len(self.files) + 1}"
+            self.files[fid] = _multipart_file(body, headers.get("content-type", ""))
+            return 200, {"id": fid, "object": "file", "purpose": "batch", "bytes": len(self.files[fid])}, {}
+        if method == "POST" and parts == ["v1", "batches"]:
+            return 200, self._run(json.loads(body)), {}
+        if method == "GET" and len(parts) == 3 and parts[1] == "batches" and parts[2] in self.batches:
+            return 200, self.batches[parts[2]], {}
+        if method == "GET" and len(parts) == 4 and parts[1] == "files" and parts[2] in self.files:
+            return 200, Streamed([self.files[parts[2]]], "application/jsonl"), {}
+        return 404, {"error": {"message": "no such object", "type": "invalid_request_error"}}, {}
+
+    def _run(self, req: dict[str, Any]) -> dict[str, Any]:
+        done, failed = [], []
+        for line in filter(None, self.files[req["input_file_id"]].decode().splitlines()):
+            item = json.loads(line)
+            if self.expire:
+                failed.append({"custom_id": item["custom_id"], "response": None,
+                               "error": {"code": "batch_expired", "message": "This request could not be executed "
+                                                                            "before the completion window expired."}})
+            elif item["custom_id"] in self.errors:
+                failed.append({"custom_id": item["custom_id"], "response": {"status_code": 500, "body": {
+                    "error": {"message": "The server had an error", "type": "server_error"}}}, "error": None})
+            else:
+                done.append({"custom_id": item["custom_id"], "response": {"status_code": 200,
+                                                                          "body": self.complete(item["body"])},
+                             "error": None})
+        out, err = self._file(done), self._file(failed)
+        bid = f"batch_{len(self.batches) + 1}"
+        self.batches[bid] = {"id": bid, "object": "batch", "endpoint": req["endpoint"],
+                             "status": "expired" if self.expire else "completed", "input_file_id": req["input_file_id"],
+                             "output_file_id": out, "error_file_id": err,
+                             "request_counts": {"total": len(done) + len(failed), "completed": len(done),
+                                                "failed": len(failed)}}
+        return {**self.batches[bid], "status": "validating"}
+
+    def _file(self, lines: list[dict[str, Any]]) -> str | None:
+        if not lines:
+            return None
+        fid = f"file-{len(self.files) + 1}"
+        self.files[fid] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        return fid
+
+
+def _multipart_file(body: bytes, content_type: str) -> bytes:
+    """The `file` part of a multipart/form-data body."""
+    boundary = content_type.split("boundary=")[-1].strip('"').encode()
+    for part in body.split(b"--" + boundary):
+        head, _, content = part.partition(b"\r\n\r\n")
+        if b'name="file"' in head:
+            return content.removesuffix(b"\r\n")
+    raise ValueError("no file part in the upload")
