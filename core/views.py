@@ -139,6 +139,7 @@ class UsageRow(_Model):
     cost_usd: float
     saved_prompt_cache_usd: float = Field(description="Cache reads at the input price, less cache writes' premium.")
     saved_response_cache_usd: float = Field(description="What the jobs a response-cache hit reused had cost.")
+    saved_batch_usd: float = Field(default=0.0, description="The batch lane's discount on what its calls would have cost.")
 
 
 class UsageReport(_Model):

@@ -134,6 +134,8 @@ def test_a_route_can_put_a_task_on_the_batch_lane_and_spend_is_ledgered_as_batch
     assert app.store.get(batched).status is JobStatus.succeeded and app.store.get(online).status is JobStatus.succeeded
     rows = {r["lane"]: r for r in app.service.spend.report(["acme"], since=time.time() - 60, by=["lane"])}
     assert rows["batch"]["calls"] == 1 and rows["online"]["calls"] == 1
+    assert rows["batch"]["saved_batch_usd"] == pytest.approx(rows["batch"]["cost_usd"], abs=1e-12)  # 50% off
+    assert rows["online"]["saved_batch_usd"] == 0
 
 
 @pytest.mark.parametrize("fault", [None, "errored", "expired"])

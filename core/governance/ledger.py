@@ -1,7 +1,7 @@
 """The usage ledger: what every billed provider call cost, summed per tenant and UTC day on the state store.
 
 Each call adds its usage to `usage:TENANT:DAY:SHARD` under its group `task|model|lane` (calls, tokens by
-kind, cost, and what the prompt cache and the response cache saved) with one compare-and-set; the shard
+kind, cost, and what the prompt cache, the response cache and the batch discount saved) with one compare-and-set; the shard
 (one of `SHARDS`, by job id) spreads a busy tenant's writers over several records. Reports read the days
 asked for and sum them by any of tenant, task, model, lane and day. The per-call detail stays on each
 job's attempts; this is what spend reports and dashboards read without scanning jobs.
@@ -23,7 +23,7 @@ SHARDS = 4
 TRIES = 20
 KEEP_S = 400 * 86400
 FIELDS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
-          "saved_prompt_cache_usd", "saved_response_cache_usd")
+          "saved_prompt_cache_usd", "saved_response_cache_usd", "saved_batch_usd")
 DIMENSIONS = ("tenant", "task", "model", "lane", "day")
 
 
@@ -37,14 +37,16 @@ class UsageLedger:
         self.clock = clock
 
     def add(self, *, tenant: str, task: str | None, model: str, lane: str, job_id: str, usage: Usage,
-            saved_prompt_cache_usd: float = 0.0, saved_response_cache_usd: float = 0.0) -> None:
+            saved_prompt_cache_usd: float = 0.0, saved_response_cache_usd: float = 0.0,
+            saved_batch_usd: float = 0.0) -> None:
         shard = int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % SHARDS
         key = f"usage:{tenant}:{day_of(self.clock())}:{shard}"
         group = f"{task or '-'}|{model}|{lane}"
         delta = {"calls": 0 if usage.cached else 1, "input_tokens": usage.input_tokens,
                  "output_tokens": usage.output_tokens, "cache_read_tokens": usage.cache_read_tokens,
                  "cache_write_tokens": usage.cache_write_tokens, "cost_usd": usage.cost_usd,
-                 "saved_prompt_cache_usd": saved_prompt_cache_usd, "saved_response_cache_usd": saved_response_cache_usd}
+                 "saved_prompt_cache_usd": saved_prompt_cache_usd, "saved_response_cache_usd": saved_response_cache_usd,
+                 "saved_batch_usd": saved_batch_usd}
         for _ in range(TRIES):
             rec = self.state.get(key)
             groups: dict[str, dict[str, float]] = dict(rec.value["groups"]) if rec is not None else {}

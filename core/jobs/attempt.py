@@ -180,7 +180,7 @@ class Attempter:
         return Replied(result, assembled.chunks)
 
     async def account(self, job: Job, model_name: str, model: ModelConfig | None, usage: Usage | None, *,
-                      saved_response_cache_usd: float = 0.0, lane: str = "online") -> None:
+                      saved_response_cache_usd: float = 0.0, saved_batch_usd: float = 0.0, lane: str = "online") -> None:
         """Add a billed call (or a response-cache hit) to the usage ledger. Reporting only: a write that
         keeps losing races is logged and skipped, never a reason to fail the job."""
         if usage is None:
@@ -190,7 +190,7 @@ class Attempter:
         try:
             await self.state_io(self.spend.add, tenant=job.tenant, task=job.request.task, model=model_name,
                                 lane=lane, job_id=job.id, usage=usage, saved_prompt_cache_usd=saving,
-                                saved_response_cache_usd=saved_response_cache_usd)
+                                saved_response_cache_usd=saved_response_cache_usd, saved_batch_usd=saved_batch_usd)
         except Contended as e:
             log_event("usage.record_skipped", logging.WARNING, error=str(e))
 

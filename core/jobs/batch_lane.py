@@ -171,14 +171,15 @@ class BatchLane:
 
     async def _apply(self, job: Job, result: ProviderResult, model_name: str) -> int:
         model = self.settings.models[model_name]
-        usage = billed(result, model)
-        usage = usage.model_copy(update={"cost_usd": round(usage.cost_usd * (1 - model.batch_discount), 10)})
+        full = billed(result, model)
+        usage = full.model_copy(update={"cost_usd": round(full.cost_usd * (1 - model.batch_discount), 10)})
         attempt = job.attempts[-1]
         attempt.outcome, attempt.finished_at, attempt.usage = "succeeded", self.clock(), usage
         if not await self.store_io(self.ledger.save_reply, job, result):
             return 0
         await self.state_io(self.budgets.settle, self._scopes(job), f"{job.id}:{attempt.number}", usage.cost_usd)
-        await self.attempter.account(job, model_name, model, usage, lane="batch")
+        await self.attempter.account(job, model_name, model, usage, lane="batch",
+                                     saved_batch_usd=round(full.cost_usd - usage.cost_usd, 10))
         await self.finalizer.finalize(job)
         return 1
 

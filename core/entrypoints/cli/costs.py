@@ -46,8 +46,8 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
 def _table(rows: list[dict[str, Any]], by: list[str]) -> None:
     cols = by + ["calls", "input_tokens", "output_tokens", "cache_read_tokens", "cost_usd", "saved_prompt_cache_usd",
-                 "saved_response_cache_usd"]
-    heads = by + ["calls", "in", "out", "cache read", "cost $", "saved: prompt cache $", "response cache $"]
+                 "saved_response_cache_usd", "saved_batch_usd"]
+    heads = by + ["calls", "in", "out", "cache read", "cost $", "saved: prompt cache $", "response cache $", "batch $"]
 
     def cell(r: dict[str, Any], c: str) -> str:
         v = r.get(c, "")
