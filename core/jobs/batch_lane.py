@@ -66,6 +66,8 @@ class BatchLane:
     async def join(self, job: Job, decision: RouteDecision, assembled: Any, plan: RoutePlan) -> Outcome | None:
         """Claim the attempt and join the model's pending batch; None: it does not fit the budget (online
         admission then fails or defers it, saying which budget)."""
+        if job.provider_calls >= self.settings.governance.max_attempts:
+            return None  # no attempt left: the online path dead-letters it, saying so
         model = self.settings.models[decision.model]
         hold = f"{job.id}:{job.provider_calls + 1}"
         worst = model.cost(assembled.record.input_tokens, min(plan.route.max_tokens, model.max_output_tokens))
