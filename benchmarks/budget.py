@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,9 @@ from core.governance.budget import scopes  # noqa: E402
 from core.models import JobRequest  # noqa: E402
 from core.testing.fake_anthropic import spawn  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from workers import wait_terminal, worker_processes  # noqa: E402
+
 PRICE_IN, PRICE_OUT = 1.0, 5.0  # claude-haiku-4-5's published prices, USD per million tokens
 
 
@@ -45,7 +47,6 @@ def main(argv: list[str] | None = None) -> dict:
     per_job = (40 * PRICE_IN + a.max_tokens * PRICE_OUT) / 1e6  # ~40 input tokens per prompt below
     budget = round(per_job * a.jobs * a.fits, 6)
     fake, url = spawn("--stream-tokens", str(a.max_tokens), "--stream-tps", str(a.max_tokens * 10))
-    workers: list[subprocess.Popen] = []
     try:
         with tempfile.TemporaryDirectory() as d:
             cfg = Path(d) / "altostratus.yaml"
@@ -65,23 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
             app = bootstrap(load_settings(cfg, env=env), secrets=EnvSecrets(env))
             ids = [app.service.submit("bench", JobRequest(prompt=f"Summarise the lease rules, variant {i}."))[0].id
                    for i in range(a.jobs)]
-            t0 = time.perf_counter()
-            for _ in range(a.processes):
-                workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "core.entrypoints.cli", "serve", "--workers-only", "--workers", "2"],
-                    env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            pending, deadline = set(ids), time.monotonic() + 300
-            while pending and time.monotonic() < deadline:
-                time.sleep(0.25)
-                pending = {j for j in pending if not app.store.get(j).status.terminal}
-            elapsed = time.perf_counter() - t0
+            with worker_processes(env, a.processes, loops=2):
+                elapsed = wait_terminal(app, ids, 300)
             jobs = [app.store.get(j) for j in ids]
             rec = app.state.get(scopes("bench", None, app.settings.tenants["bench"].budgets, time.time())[0].key)
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(timeout=15)
         fake.terminate()
     spent = rec.value["spent"] if rec is not None else 0.0
     errors = sorted({j.error.message[:160] for j in jobs if j.error})[:2]

@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +30,9 @@ from core.config import load_settings  # noqa: E402
 from core.embedded.secrets import EnvSecrets  # noqa: E402
 from core.models import JobRequest  # noqa: E402
 from core.testing.fake_anthropic import spawn  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from workers import wait_terminal, worker_processes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,7 +49,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     jobs = int(a.rpm / 60.0 * a.seconds + max(1.0, a.burst - a.headroom))
     fake, url = spawn("--rpm", str(a.rpm), "--burst", str(a.burst), "--latency", str(a.latency))
-    workers: list[subprocess.Popen] = []
     try:
         with tempfile.TemporaryDirectory() as d:
             cfg = Path(d) / "altostratus.yaml"
@@ -65,29 +65,12 @@ def main(argv: list[str] | None = None) -> dict:
             env = {**os.environ, "ALTO_CONFIG": str(cfg), "ALTO_DATA_DIR": str(Path(d) / "data"), "FAKE_KEY": "test-key"}
             app = bootstrap(load_settings(cfg, env=env), secrets=EnvSecrets(env))
             ids = [app.service.submit("bench", JobRequest(prompt=f"question {i}"))[0].id for i in range(jobs)]
-            t0 = time.perf_counter()
-            for _ in range(a.processes):
-                workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "core.entrypoints.cli", "serve", "--workers-only", "--workers", "1"],
-                    env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))
-            pending = set(ids)
-            deadline = time.monotonic() + a.seconds * 3 + 60
-            while pending and time.monotonic() < deadline:
-                time.sleep(0.25)
-                pending = {j for j in pending if not app.store.get(j).status.terminal}
-            elapsed = time.perf_counter() - t0
+            with worker_processes(env, a.processes):
+                elapsed = wait_terminal(app, ids, a.seconds * 3 + 60)
             done = [app.store.get(j) for j in ids]
             with urllib.request.urlopen(url + "/_stats") as r:
                 provider = json.loads(r.read())
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            try:
-                w.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                w.kill()
         fake.terminate()
         fake.wait(timeout=10)
 

@@ -1,0 +1,40 @@
+"""Worker processes for the multi-process benchmarks: `alto serve --workers-only` processes sharing one
+data dir, started together, waited on until given jobs are terminal, and always stopped."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def worker_processes(env: dict[str, str], processes: int, loops: int = 1) -> Iterator[list[subprocess.Popen]]:
+    workers = [subprocess.Popen([sys.executable, "-m", "core.entrypoints.cli", "serve", "--workers-only",
+                                 "--workers", str(loops)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(processes)]
+    try:
+        yield workers
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                w.kill()
+
+
+def wait_terminal(app: Any, ids: list[str], timeout_s: float) -> float:
+    """Seconds until every job in `ids` is terminal (or `timeout_s` passed)."""
+    t0 = time.perf_counter()
+    pending, deadline = set(ids), time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.25)
+        pending = {j for j in pending if not app.store.get(j).status.terminal}
+    return time.perf_counter() - t0
