@@ -103,3 +103,24 @@ def test_a_slow_reply_keeps_its_lease_by_heartbeat_and_a_redelivery_never_calls_
         time.sleep(0.5)
     job = app.store.get(job.id)
     assert job.status is JobStatus.succeeded and fa.stats["calls"] == 1 and job.provider_calls == 1
+
+
+def test_the_anthropic_client_keeps_to_the_configured_max_connections():
+    """20 calls at once through a provider configured for 4 connections: the server never sees more than 4."""
+    import asyncio
+
+    from core.providers.anthropic import AnthropicProvider
+    from core.providers.base import ChatRequest
+    from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
+
+    fake = FakeAnthropic(FaultPlan(latency_s=0.2))
+    with ServerThread(fake) as srv:
+        async def go() -> None:
+            p = AnthropicProvider(api_key="test-key", base_url=srv.url, max_connections=4)
+            try:
+                req = ChatRequest(model_id="claude-haiku-4-5", system="s", user="Question: q", question="q")
+                await asyncio.gather(*(p.generate(req, timeout_s=10) for _ in range(20)))
+            finally:
+                await p.aclose()
+        asyncio.run(go())
+    assert fake.stats["calls"] == 20 and fake.max_inflight == 4

@@ -26,9 +26,14 @@ class AnthropicProvider:
 
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0, max_connections: int = 200) -> None:
         import anthropic  # imported here: the submit path and offline jobs never pay for it
+        import httpx2  # the SDK's own HTTP client
 
         self._anthropic = anthropic
-        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout_s}
+        # the pool sized to the configured concurrency: the SDK's default keeps only 100 connections alive,
+        # so more calls in flight than that open and close a connection each (TIME-WAIT churn, slower)
+        limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout_s,
+                                  "http_client": anthropic.DefaultAsyncHttpxClient(timeout=timeout_s, limits=limits)}
         if base_url:
             kwargs["base_url"] = base_url
         self.client = anthropic.AsyncAnthropic(**kwargs)
