@@ -15,8 +15,8 @@ import time
 from typing import Any, Callable, NamedTuple
 
 from core.config.budgets import BudgetConfig, SpendLimits
-from core.errors import Contended
-from core.ports import StateStore
+from core.governance.state import mutate
+from core.ports import StateRecord, StateStore
 
 TRIES = 20
 KEEP_S = 40 * 86400  # a period's record outlives it, for reports
@@ -110,19 +110,12 @@ class Budgets:
         return None
 
     def _update(self, scope: Scope, change: Callable[[dict[str, Any]], Refusal | dict[str, Any]]) -> Refusal | None:
-        ttl = max(1.0, scope.resets_at - self.clock()) + KEEP_S
-        for _ in range(TRIES):
-            rec = self.state.get(scope.key)
-            value = rec.value if rec is not None else {"spent": 0.0, "holds": {}}
-            new = change(value)
-            if isinstance(new, Refusal):
-                return new
-            if rec is None:
-                if self.state.put_if_absent(scope.key, new, ttl_s=ttl):
-                    return None
-            elif self.state.compare_and_set(scope.key, new, expected_version=rec.version, ttl_s=ttl):
-                return None
-        raise Contended(f"budget record {scope.key} is contended; retrying shortly")
+        def step(rec: StateRecord | None) -> tuple[dict[str, Any] | None, Refusal | None]:
+            new = change(rec.value if rec is not None else {"spent": 0.0, "holds": {}})
+            return (None, new) if isinstance(new, Refusal) else (new, None)
+
+        return mutate(self.state, scope.key, step, ttl_s=max(1.0, scope.resets_at - self.clock()) + KEEP_S,
+                      tries=TRIES)
 
 
 def _live(value: dict[str, Any], now: float) -> dict[str, list[float]]:

@@ -15,9 +15,9 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
-from core.errors import Contended
+from core.governance.state import mutate
 from core.models import Usage
-from core.ports import StateStore
+from core.ports import StateRecord, StateStore
 
 SHARDS = 4
 TRIES = 20
@@ -47,19 +47,14 @@ class UsageLedger:
                  "cache_write_tokens": usage.cache_write_tokens, "cost_usd": usage.cost_usd,
                  "saved_prompt_cache_usd": saved_prompt_cache_usd, "saved_response_cache_usd": saved_response_cache_usd,
                  "saved_batch_usd": saved_batch_usd}
-        for _ in range(TRIES):
-            rec = self.state.get(key)
+
+        def step(rec: StateRecord | None) -> tuple[dict[str, Any], None]:
             groups: dict[str, dict[str, float]] = dict(rec.value["groups"]) if rec is not None else {}
             row = dict(groups.get(group, {}))
-            for f in FIELDS:
-                row[f] = round(row.get(f, 0) + delta[f], 10)
-            groups[group] = row
-            if rec is None:
-                if self.state.put_if_absent(key, {"groups": groups}, ttl_s=KEEP_S):
-                    return
-            elif self.state.compare_and_set(key, {"groups": groups}, expected_version=rec.version, ttl_s=KEEP_S):
-                return
-        raise Contended(f"usage record {key} is contended")
+            groups[group] = {f: round(row.get(f, 0) + delta[f], 10) for f in FIELDS}
+            return {"groups": groups}, None
+
+        mutate(self.state, key, step, ttl_s=KEEP_S, tries=TRIES)
 
     def report(self, tenants: Iterable[str], *, since: float, by: list[str]) -> list[dict[str, Any]]:
         """Rows summed by the `by` dimensions, biggest cost first (days from `since` to today, UTC)."""

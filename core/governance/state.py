@@ -17,9 +17,10 @@ def mutate(
     change: Callable[[StateRecord | None], tuple[dict[str, Any] | None, T]],
     *,
     ttl_s: float | None = None,
+    tries: int = MAX_TRIES,
 ) -> T:
     """Apply `change(current) -> (new_value or None to leave it, result)` atomically; return `result`."""
-    for _ in range(MAX_TRIES):
+    for _ in range(tries):
         current = state.get(key)
         value, result = change(current)
         if value is None:
@@ -29,4 +30,4 @@ def mutate(
                 return result
         elif state.compare_and_set(key, value, expected_version=current.version, ttl_s=ttl_s):
             return result
-    raise Contended(f"state key {key!r} kept changing under {MAX_TRIES} conditional writes")
+    raise Contended(f"state key {key!r} kept changing under {tries} conditional writes")

@@ -18,8 +18,8 @@ import time
 from typing import Any, Callable
 
 from core.config.worker import Settings
-from core.errors import Contended
 from core.governance.budget import Budgets, scopes
+from core.governance.state import mutate
 from core.jobs.attempt import Attempter
 from core.jobs.finalize import Finalizer
 from core.jobs.ledger import Ledger
@@ -208,12 +208,4 @@ class BatchLane:
         return scopes(job.tenant, job.request.task, tenant.budgets if tenant else None, self.clock())
 
     def _update(self, key: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        for _ in range(TRIES):
-            rec = self.state.get(key)
-            new = change(dict(rec.value) if rec is not None else {})
-            if rec is None:
-                if self.state.put_if_absent(key, new):
-                    return
-            elif self.state.compare_and_set(key, new, expected_version=rec.version):
-                return
-        raise Contended(f"{key} kept changing under {TRIES} tries; the next tick tries again")
+        mutate(self.state, key, lambda rec: (change(dict(rec.value) if rec is not None else {}), None), tries=TRIES)

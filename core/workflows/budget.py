@@ -7,8 +7,10 @@ is not given back, which keeps the bound an upper one.
 
 from __future__ import annotations
 
-from core.errors import Contended
-from core.ports import StateStore
+from typing import Any
+
+from core.governance.state import mutate
+from core.ports import StateRecord, StateStore
 
 TTL_S = 7 * 86400
 TRIES = 20
@@ -24,15 +26,8 @@ class CallBudget:
 
     def take(self, parent_id: str, limit: int) -> bool:
         """One call of the workflow's budget; False once `limit` calls were taken."""
-        key = f"wfcalls:{parent_id}"
-        for _ in range(TRIES):
-            rec = self.state.get(key)
-            if rec is None:
-                if self.state.put_if_absent(key, {"n": 1}, ttl_s=TTL_S):
-                    return True
-                continue
-            if int(rec.value["n"]) >= limit:
-                return False
-            if self.state.compare_and_set(key, {"n": int(rec.value["n"]) + 1}, expected_version=rec.version, ttl_s=TTL_S):
-                return True
-        raise Contended(f"the call budget of workflow {parent_id} is contended; retrying shortly")
+        def step(rec: StateRecord | None) -> tuple[dict[str, Any] | None, bool]:
+            taken = int(rec.value["n"]) if rec is not None else 0
+            return (None, False) if taken >= limit else ({"n": taken + 1}, True)
+
+        return mutate(self.state, f"wfcalls:{parent_id}", step, ttl_s=TTL_S, tries=TRIES)
