@@ -11,12 +11,16 @@ mid-call leaves a hold that expires with its lease. So concurrent calls can neve
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from core.config.budgets import BudgetConfig, SpendLimits
 from core.governance.state import mutate
 from core.ports import StateRecord, StateStore
+
+if TYPE_CHECKING:  # the API's submit check reads budgets with no model catalog; only workers price calls
+    from core.config.worker import ModelConfig
 
 TRIES = 20
 KEEP_S = 40 * 86400  # a period's record outlives it, for reports
@@ -73,6 +77,15 @@ def scopes(tenant: str, task: str | None, config: BudgetConfig | None, now: floa
     if task is not None and task in config.tasks:
         add(config.tasks[task], f"task:{task}", f"tenant '{tenant}' task '{task}' ")
     return out
+
+
+def worst_case(model: ModelConfig, counted_input: int, max_output: int) -> float:
+    """The most one call can cost: its input as the provider may count it (our count plus the model's
+    margin) at the dearer of the input and cache-write prices, and its whole output allowance."""
+    worst_in = math.ceil(counted_input * (1 + model.token_margin))
+    if (model.cache_write_per_mtok or 0) > model.input_per_mtok:
+        return model.cost(0, max_output, cache_write_tokens=worst_in)
+    return model.cost(worst_in, max_output)
 
 
 class Budgets:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, NamedTuple
@@ -19,7 +18,7 @@ from typing import AsyncIterator, Callable, NamedTuple
 from core.config.worker import ModelConfig, Settings
 from core.errors import Contended
 from core.governance.breaker import CircuitBreaker, Gate
-from core.governance.budget import Budgets, Scope, scopes
+from core.governance.budget import Budgets, Scope, scopes, worst_case
 from core.governance.ratelimit import Deferral, RateLimiter, Reservation
 from core.jobs.offload import Offload
 from core.logs import log_event
@@ -164,12 +163,7 @@ class Admission:
         within = scopes(job.tenant, job.request.task, config, self.clock())
         if not within or config is None:
             return None
-        # an upper bound: input as the provider may count it (our count + the model's margin), at the dearer of
-        # the input and cache-write prices, and the whole output allowance
-        worst_in = math.ceil(counted * (1 + model.token_margin))
-        worst = model.cost(0, min(plan.route.max_tokens, model.max_output_tokens), cache_write_tokens=worst_in) \
-            if (model.cache_write_per_mtok or 0) > model.input_per_mtok else \
-            model.cost(worst_in, min(plan.route.max_tokens, model.max_output_tokens))
+        worst = worst_case(model, counted, min(plan.route.max_tokens, model.max_output_tokens))
         hold = f"{job.id}:{job.provider_calls + 1}"
         refused = await self.state_io(self.budgets.reserve, within, hold, worst, hold_s=self.settings.governance.lease_s)
         if refused is None:

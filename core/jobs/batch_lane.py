@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from core.config.worker import Settings
-from core.governance.budget import Budgets, scopes
+from core.governance.budget import Budgets, scopes, worst_case
 from core.governance.state import mutate
 from core.jobs.attempt import Attempter
 from core.jobs.finalize import Finalizer
@@ -70,7 +70,7 @@ class BatchLane:
             return None  # no attempt left: the online path dead-letters it, saying so
         model = self.settings.models[decision.model]
         hold = f"{job.id}:{job.provider_calls + 1}"
-        worst = model.cost(assembled.record.input_tokens, min(plan.route.max_tokens, model.max_output_tokens))
+        worst = worst_case(model, assembled.record.input_tokens, min(plan.route.max_tokens, model.max_output_tokens))
         within = self._scopes(job)
         wait = self.settings.batch.wait_s + self.settings.batch.flush_s
         if within and await self.state_io(self.budgets.reserve, within, hold, worst * (1 - model.batch_discount),
