@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from core.entrypoints.auth import ApiKeys
 from core.entrypoints.routes import LIST_LIMIT, PATH_PARAM, ROUTES
 from core.errors import AltoError, BudgetExhausted, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
-from core.governance.ledger import DIMENSIONS, day_of
+from core.governance.ledger import DIMENSIONS, day_of, day_start, default_since
 from core.jobs.service import ApiService
 from core.logs import log_event
 from core.models import JobRequest, JobStatus
@@ -251,13 +251,11 @@ class Api:
 
 def _since(raw: str | None) -> float | ApiResponse:
     """A UTC day (YYYY-MM-DD) at most 366 days back; default: the last 30 days."""
-    import datetime as dt
-
     now = time.time()
     if raw is None:
-        return now - 29 * 86400
+        return default_since(now)
     try:
-        t = dt.datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()
+        t = day_start(raw)
     except ValueError:
         return error(422, "invalid_request", "since must be a UTC day, YYYY-MM-DD", "since")
     if not now - 366 * 86400 <= t <= now:

@@ -27,8 +27,20 @@ FIELDS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_
 DIMENSIONS = ("tenant", "task", "model", "lane", "day")
 
 
+REPORT_DAYS = 30  # what a report covers when no first day is given
+
+
 def day_of(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def day_start(value: str) -> float:
+    """The start of a UTC day given as YYYY-MM-DD; ValueError otherwise."""
+    return dt.datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def default_since(now: float) -> float:
+    return now - (REPORT_DAYS - 1) * 86400
 
 
 class UsageLedger:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
 from typing import Any
 
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
-from core.governance.ledger import DIMENSIONS
+from core.governance.ledger import DIMENSIONS, day_start, default_since
 
 
 def dimensions(value: str) -> list[str]:
@@ -24,7 +23,7 @@ def dimensions(value: str) -> list[str]:
 
 def day(value: str) -> float:
     try:
-        return dt.datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()
+        return day_start(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a UTC day: use YYYY-MM-DD") from None
 
@@ -32,7 +31,7 @@ def day(value: str) -> float:
 def cmd_costs(args: argparse.Namespace) -> int:
     app = app_from(args)
     tenants = [args.tenant] if args.tenant else sorted(set(app.settings.tenants) | {DEFAULT_TENANT})
-    since = args.since if args.since is not None else time.time() - 29 * 86400
+    since = args.since if args.since is not None else default_since(time.time())
     rows = app.service.spend.report(tenants, since=since, by=args.by)
     if args.json:
         print(json.dumps(rows, indent=2))
