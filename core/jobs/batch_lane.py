@@ -140,7 +140,8 @@ class BatchLane:
         candidates = self.preparer.retrieve(job.tenant, job.request)
         prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id)
         route, model = prepared.plan.route, self.settings.models[model_name]
-        assembled = self.preparer.assemble_for(model_name, job.request.prompt, candidates, route)
+        assembled = prepared.assembled if prepared.assembled.record.model == model_name else \
+            self.preparer.assemble_for(model_name, job.request.prompt, candidates, route)  # prepare() built the first
         decision = job.route or prepared.decision
         return self.attempter.request_for(decision, assembled, job, min(route.max_tokens, model.max_output_tokens),
                                           model)
