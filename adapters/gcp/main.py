@@ -43,16 +43,8 @@ def api(request: Any) -> Any:
     if resp.frames is not None and resp.media_type == "text/event-stream":  # gen2 (Cloud Run) streams responses
         import flask
 
-        return flask.Response(_sent(resp.frames), status=resp.status, mimetype=resp.media_type, headers=resp.headers)
+        return flask.Response(resp.chunks(), status=resp.status, mimetype=resp.media_type, headers=resp.headers)
     return resp.payload(), resp.status, {"content-type": resp.media_type, **resp.headers}
-
-
-def _sent(frames: Any) -> Any:
-    for frame in frames:
-        if isinstance(frame, bytes):
-            yield frame
-        else:
-            time.sleep(frame)
 
 
 def _delivery(cloud_event: Any) -> Any:

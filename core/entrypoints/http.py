@@ -53,15 +53,15 @@ class ApiResponse:
         self.media_type = media_type
 
     def payload(self, sleep: Callable[[float], None] = time.sleep) -> bytes:
-        if self.frames is None:
-            return self.json_bytes()
-        out = bytearray()
-        for frame in self.frames:
+        return self.json_bytes() if self.frames is None else b"".join(self.chunks(sleep))
+
+    def chunks(self, sleep: Callable[[float], None] = time.sleep) -> Iterator[bytes]:
+        """The frames' bytes in order, waiting (in this thread) where they say: a synchronous runtime's stream."""
+        for frame in self.frames or ():
             if isinstance(frame, bytes):
-                out += frame
+                yield frame
             else:
                 sleep(frame)
-        return bytes(out)
 
     def __repr__(self) -> str:
         return f"ApiResponse({self.status}, {self.body!r}, {self.headers!r})"
