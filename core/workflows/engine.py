@@ -158,9 +158,8 @@ class Workflows:
             if len(over) == 1:  # nothing to combine: the one input is the step's output, with no call
                 return self._settle(parent, config, k, over)
         prompts = self.planner.prompts(parent, config, k, over)
-        final = k == len(config.steps) - 1 and len(prompts) == 1  # the one call whose text is the result
-        children = [self._child(parent, config, k, round_, n, p, stream=final and parent.request.stream)
-                    for n, p in enumerate(prompts)]
+        stream = _streams(parent, config, k, prompts)
+        children = [self._child(parent, config, k, round_, n, p, stream=stream) for n, p in enumerate(prompts)]
         for child in children:
             self.ledger.create(child)  # False: created by an earlier try of this same round
         if not self.steps.open_round(parent, k, round_, len(children), over):
@@ -185,9 +184,9 @@ class Workflows:
                 self.child_finished(child)
         if missing:
             prompts = self.planner.prompts(parent, config, k, s.inputs)
-            final = k == len(config.steps) - 1 and len(prompts) == 1
+            stream = _streams(parent, config, k, prompts)
             for n in missing:
-                child = self._child(parent, config, k, s.round, n, prompts[n], stream=final and parent.request.stream)
+                child = self._child(parent, config, k, s.round, n, prompts[n], stream=stream)
                 if self.ledger.create(child):
                     send_job(self.queue, child)
         return Outcome("ack", status=JobStatus.running, detail=f"step {s.id}: waiting for {s.nodes - len(s.done)} child(ren)")
@@ -211,3 +210,8 @@ class Workflows:
                   reason=message[:300])
         self.on_terminal(parent)
         return Outcome("ack", status=JobStatus.failed, detail=message)
+
+
+def _streams(parent: Job, config: WorkflowConfig, step: int, prompts: list[str]) -> bool:
+    """A streaming workflow streams the one call whose text is its result: the last step's, when it is one."""
+    return parent.request.stream and step == len(config.steps) - 1 and len(prompts) == 1
