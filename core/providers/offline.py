@@ -15,7 +15,7 @@ from collections import Counter
 from core.models import ProviderResult
 from core.providers.base import ChatRequest
 from core.text import content_terms, sentences
-from core.tokenizers import counter
+from core.tokenizers import bpe
 
 NO_CONTEXT = (
     "No relevant passages were retrieved for this question, and the offline provider answers only "
@@ -34,13 +34,14 @@ class OfflineProvider:
 
     async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
         text, stop = self.answer(request), "end_turn"
-        tokens = counter().encoding.encode(text, disallowed_special=())
-        if len(tokens) > request.max_tokens:  # cut where a model would stop, and say so
-            text, stop = counter().encoding.decode(tokens[: request.max_tokens]), "max_tokens"
+        enc = bpe()
+        output = enc.count(text)
+        if output > request.max_tokens:  # cut where a model would stop, and say so
+            text, stop, output = enc.truncate(text, request.max_tokens), "max_tokens", request.max_tokens
         return ProviderResult(
             text=text,
-            input_tokens=counter().count(request.system) + counter().count(request.user),
-            output_tokens=min(len(tokens), request.max_tokens),
+            input_tokens=enc.count(request.system) + enc.count(request.user),
+            output_tokens=output,
             stop_reason=stop,
             raw_stop_reason=stop,
         )
