@@ -5,7 +5,8 @@ query term at query time (p50 ~20 ms, common-word queries 40+ ms), while bm25s s
 and answers by summing the postings of the query's terms (p50 < 1 ms, common words included). FTS5
 stays the index of record (incremental, transactional, in the same file); the bm25s index is
 derived from it once per collection generation, stored in the index file next to the chunks (so a
-published snapshot carries it and a cold start loads it in milliseconds), and rebuilt after ingest.
+published snapshot carries it and a cold start loads it in milliseconds), and rebuilt after ingest in
+a background thread while the previous generation's model keeps answering.
 
 Tokens: lowercase words of 2+ characters, English stop words removed, Snowball English stemming.
 """
@@ -13,6 +14,7 @@ Tokens: lowercase words of 2+ characters, English stop words removed, Snowball E
 from __future__ import annotations
 
 import io
+import logging
 import re
 import tarfile
 import tempfile
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from core.chunks import ContextChunk
+from core.logs import log_event
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
@@ -62,6 +65,7 @@ class Bm25Engine:
         self.index = index
         self._models: dict[tuple[str, str], tuple[int, _Model]] = {}
         self._lock = threading.Lock()
+        self._building: dict[tuple[str, str], int] = {}  # generation being brought up in the background
         self._loaded: tuple[Any, Any, set[str]] | None = None
 
     def _libs(self) -> tuple[Any, Any, set[str]]:
@@ -121,24 +125,67 @@ class Bm25Engine:
         return _Model(model, ids)
 
     def model(self, tenant: str, collection: str) -> _Model:
+        """The collection's model. After an update (a new generation) the previous model keeps serving
+        while the new one is loaded or built in a background thread, so no query waits on a rebuild
+        (7 s at 100k chunks); only a process's very first query of a collection waits for its model."""
         key = (tenant, collection)
         gen = self.index.generation(tenant, collection)
         hit = self._models.get(key)
         if hit is not None and hit[0] == gen:
             return hit[1]
+        if hit is not None:
+            self._refresh(key, gen)
+            return hit[1]
         with self._lock:
             hit = self._models.get(key)
-            if hit is not None and hit[0] == gen:
+            if hit is not None:
                 return hit[1]
-            stored = self.index.keyword_blob(tenant, collection, gen)
-            if stored is not None:
-                model = self._unpack(stored)
-            else:
-                model, packed = self.build(tenant, collection)
-                if not self.index.read_only:
-                    self.index.put_keyword_blob(tenant, collection, gen, packed)
+            model = self._load_or_build(tenant, collection, gen)
             self._models[key] = (gen, model)
             return model
+
+    def _load_or_build(self, tenant: str, collection: str, gen: int) -> _Model:
+        stored = self.index.keyword_blob(tenant, collection, gen)
+        if stored is not None:
+            return self._unpack(stored)
+        model, packed = self.build(tenant, collection)
+        if not self.index.read_only:
+            self.index.put_keyword_blob(tenant, collection, gen, packed)
+        return model
+
+    def _refresh(self, key: tuple[str, str], gen: int) -> None:
+        with self._lock:
+            if self._building.get(key, -1) >= gen:
+                return
+            self._building[key] = gen
+        threading.Thread(target=self._rebuild, args=(key, gen), name="alto-bm25-rebuild", daemon=True).start()
+
+    def _rebuild(self, key: tuple[str, str], gen: int) -> None:
+        try:
+            model = self._load_or_build(key[0], key[1], gen)
+            with self._lock:
+                current = self._models.get(key)
+                if current is None or current[0] < gen:
+                    self._models[key] = (gen, model)
+        except Exception as e:  # the previous model keeps serving; the next query tries again
+            log_event("bm25.rebuild_failed", logging.ERROR, collection=key[1], error=repr(e)[:500])
+        finally:
+            with self._lock:
+                if self._building.get(key) == gen:
+                    del self._building[key]
+
+    def wait_current(self, tenant: str, collection: str, timeout_s: float = 60.0) -> bool:
+        """Until the model of the collection's current generation serves (tests, benchmarks, warm-up)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            hit = self._models.get((tenant, collection))
+            if hit is not None and hit[0] == self.index.generation(tenant, collection):
+                return True
+            self.model(tenant, collection)
+            time.sleep(0.01)
+        return False
 
     def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]:
         import numpy as np

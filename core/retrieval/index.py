@@ -323,8 +323,7 @@ class KeywordIndex:
         oc.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
         oc.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         oc.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
-        oc.close()
-        out.db._local.conn = None
+        out.db.close()
 
 
 class _ReadOnlyDb:

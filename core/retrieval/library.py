@@ -7,7 +7,7 @@ prefix are ingested the same way into SQLite or Postgres, with or without vector
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from core.config.worker import RetrievalConfig
 from core.errors import ConfigError
@@ -24,11 +24,15 @@ BLOB_SCHEME = "blob:"
 class Library:
     def __init__(
         self, settings: RetrievalConfig, index: DocumentIndex, blobs: BlobStore, embedder: "Embedder | None" = None,
+        *, after_ingest: Callable[[str, str], object] | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
         self.blobs = blobs
         self.embedder = embedder
+        # brings derived search structures (the bm25s model) up to the new generation where ingest runs,
+        # so a worker finds the model stored and only loads it, in the background
+        self.after_ingest = after_ingest
 
     def ingest(
         self, target: str | Path, *, tenant: str, collection: str, prune: bool = False, progress: bool = False,
@@ -50,6 +54,8 @@ class Library:
             embedder=self.embedder if self.settings.mode != "keyword" else None,
         )
         stats.skipped[:0] = passed
+        if self.after_ingest is not None and (stats.added or stats.updated or stats.removed):
+            self.after_ingest(tenant, collection)
         return stats
 
     def publish(self, tenant: str, collection: str) -> "Manifest":
