@@ -10,8 +10,12 @@ separate folder as the Lambda runtime provides them:
   `import botocore.session, botocore.config; from pydantic import BaseModel` (the same SDK layer as
   ours, so the ratio is what our code and pydantic's field machinery add);
 - worker path: the handlers plus the job-processing side (full settings, routing, assembly,
-  governance), the Anthropic provider, tiktoken and botocore, against a bare `import anthropic, boto3`
+  governance), the Anthropic provider, the tokenizer and botocore, against a bare `import anthropic, boto3`
   from an ordinary python3.12 venv with cached bytecode.
+
+- to first reply: a fresh python3.12 process from the bundle that imports the worker, submits one job
+  to the embedded stores, processes it against the fake Messages API (real HTTP) and has its reply
+  saved: the cold start a worker's first job sees end to end, tokenizer and provider client included.
 
 Prints one JSON line. Targets: zip <= 10 MB; submit_ratio and worker_ratio <= 1.15.
 
@@ -43,8 +47,25 @@ SUBMIT_SDK_BASE = "import botocore.session, botocore.config; from pydantic impor
 # assembly, governance), the Anthropic provider and SDK, the tokenizer
 WORKER = ("import botocore.session, botocore.config, adapters.aws.handlers, adapters.aws.sqs, core.entrypoints.consumer, "
           "core.config.worker, core.routing, core.assembly, core.governance.ratelimit, core.governance.breaker, "
-          "core.governance.cache, core.providers.anthropic, anthropic, tiktoken; from core.tokenizers import counter")
+          "core.governance.cache, core.providers.anthropic, anthropic; from core.tokenizers import counter")
 WORKER_BASE = "import anthropic, boto3"
+# from process start to the first job's reply saved (embedded stores in a temporary dir, fake provider)
+FIRST_REPLY = """
+import asyncio, sys, tempfile
+from core.bootstrap import bootstrap
+from core.config.worker import Settings
+from core.embedded.secrets import EnvSecrets
+from core.entrypoints.local import run_inline
+from core.models import JobRequest
+settings = Settings.model_validate({"data_dir": tempfile.mkdtemp(), "logging": {"level": "ERROR"},
+    "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": sys.argv[1]}},
+    "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
+    "routing": {"default": {"model": "m", "max_tokens": 64}}})
+app = bootstrap(settings, secrets=EnvSecrets({"K": "test-key"}))
+job, _ = app.service.submit("bench", JobRequest(prompt="What is the refund window for annual plans?"))
+done = asyncio.run(run_inline(app, job.id, timeout_s=30))
+assert done is not None and done.status.value == "succeeded", done
+"""
 
 
 def python312() -> str | None:
@@ -66,16 +87,32 @@ def package(py: str) -> Path:
     return ROOT / ".serverless" / "altostratus.zip"
 
 
-def _once(py: str, code: str, path: list[Path]) -> float:
-    """Seconds spent in `code`'s imports, in a fresh process with bytecode writes off."""
+def _once(py: str, code: str, path: list[Path], *args: str) -> float:
+    """Seconds spent running `code` (imports, or FIRST_REPLY), in a fresh process with bytecode writes off."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(map(str, path)), PYTHONNOUSERSITE="1")
     flags = ["-S"] if path else []  # from a folder: no site-packages at all, as on Lambda
-    probe = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
-    r = subprocess.run([py, *flags, "-c", probe], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    probe = f"import time; t = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)"
+    r = subprocess.run([py, *flags, "-c", probe, *args], env=env, capture_output=True, text=True,
+                       cwd=tempfile.gettempdir())
     if r.returncode != 0:
         raise RuntimeError(f"import failed: {code}\n{r.stderr[-2000:]}")
     return float(r.stdout.strip().splitlines()[-1])
+
+
+def _first_reply(py: str, path: list[Path], runs: int) -> float:
+    """Median seconds from a fresh worker process's start to its first job's saved reply."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from core.testing.fake_anthropic import spawn
+
+    fake, url = spawn("--latency", "0.05")
+    try:
+        return statistics.median(_once(py, FIRST_REPLY, path, url) for _ in range(runs))
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
 
 
 def compare(*cases: tuple[str, str, list[Path]], runs: int) -> list[float]:
@@ -113,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         submit, submit_base, sdk_base = compare((py, SUBMIT, path), (py, SUBMIT_BASE, path),
                                                 (py, SUBMIT_SDK_BASE, path), runs=args.runs)
         worker, worker_base = compare((py, WORKER, path), (vpy, WORKER_BASE, []), runs=args.runs)
+        first_reply = _first_reply(py, path, args.runs)
     line = {
         "zip_bytes": artifact.stat().st_size, "files": len(names),
         "boto3_inside": any(n.startswith(("boto3/", "botocore/")) for n in names),
@@ -121,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "submit_vs_botocore_base_ratio": round(submit / sdk_base, 3),
         "worker_import_s": round(worker, 3), "worker_baseline_s": round(worker_base, 3),
         "worker_ratio": round(worker / worker_base, 3),
+        "worker_to_first_reply_s": round(first_reply, 3),
     }
     print(json.dumps(line))
     return line

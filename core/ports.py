@@ -91,6 +91,18 @@ class Remote(Protocol):
     remote: Literal[True]
 
 
+class StorageRunner(Protocol):
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class Grouped(Protocol):
+    """An embedded store whose calls from the event loop run on its process's storage thread, committed
+    in groups (`core.embedded.storage_thread`): the loop never waits on a file lock."""
+
+    storage: StorageRunner
+
+
 @runtime_checkable
 class JobStore(Protocol):
     def create(self, job: Job) -> None:

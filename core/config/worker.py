@@ -34,6 +34,9 @@ class ProviderConfig(_Strict):
     base_url: str | None = Field(default=None, description="API base URL (openai_compatible: up to /v1).")
     timeout_s: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=200, gt=0)
+    http: Literal["auto", "aiohttp", "httpx"] = Field(
+        default="auto", description="anthropic: the SDK's HTTP transport; `auto` takes aiohttp when the `aiohttp` extra "
+        "is installed (faster per call), else the SDK's default httpx2.")
     api_style: Literal["openai", "azure"] = Field(
         default="openai", description="openai_compatible: `azure` uses deployment URLs, api-version and the api-key header."
     )

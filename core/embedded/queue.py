@@ -31,10 +31,14 @@ CREATE INDEX IF NOT EXISTS messages_ready ON messages (dead, visible_at);
 
 
 class SqliteQueue:
-    def __init__(self, path: Path | str, *, visibility_timeout_s: float = 120.0, max_receives: int = 5) -> None:
+    def __init__(self, path: Path | str, *, visibility_timeout_s: float = 120.0, max_receives: int = 5,
+                 storage_thread: bool = True) -> None:
         from core.embedded.sqlite import SqliteDb
+        from core.embedded.storage_thread import storage_thread as shared
 
-        self.db = SqliteDb(path, SCHEMA)
+        self.db = SqliteDb(path, SCHEMA, grouped=storage_thread)
+        if storage_thread:  # the worker loop's calls go to the storage thread (core.ports.Grouped)
+            self.storage = shared()
         self.visibility_timeout_s = visibility_timeout_s
         self.max_receives = max_receives
         self.listeners: list[Callable[[], None]] = []  # called after each immediate send (wakes idle workers)

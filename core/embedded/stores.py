@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.embedded.sqlite import SqliteDb
+from core.embedded.storage_thread import storage_thread as shared_storage_thread
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.ports import StateRecord
@@ -34,8 +35,10 @@ CREATE TABLE IF NOT EXISTS state (
 
 
 class SqliteJobStore:
-    def __init__(self, path: Path | str) -> None:
-        self.db = SqliteDb(path, JOBS_SCHEMA)
+    def __init__(self, path: Path | str, *, storage_thread: bool = True) -> None:
+        self.db = SqliteDb(path, JOBS_SCHEMA, grouped=storage_thread)
+        if storage_thread:  # the worker's calls go to the storage thread (core.ports.Grouped)
+            self.storage = shared_storage_thread()
 
     def create(self, job: Job) -> None:
         import sqlite3
@@ -55,16 +58,20 @@ class SqliteJobStore:
 
     def update(self, job: Job, *, expected_version: int) -> bool:
         new_version = expected_version + 1
-        data = job.model_copy(update={"version": new_version}).model_dump_json()
-        with self.db.tx() as c:
-            cur = c.execute(
-                "UPDATE jobs SET status = ?, version = ?, data = ? WHERE id = ? AND version = ?",
-                (job.status.value, new_version, data, job.id, expected_version),
-            )
-        if cur.rowcount == 1:
-            job.version = new_version
-            return True
-        return False
+        job.version = new_version  # serialised as written (a copy of the whole record per write costs more)
+        written = False
+        try:
+            data = job.model_dump_json()
+            with self.db.tx() as c:
+                cur = c.execute(
+                    "UPDATE jobs SET status = ?, version = ?, data = ? WHERE id = ? AND version = ?",
+                    (job.status.value, new_version, data, job.id, expected_version),
+                )
+            written = cur.rowcount == 1
+        finally:
+            if not written:
+                job.version = expected_version
+        return written
 
     def list(
         self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
@@ -86,9 +93,11 @@ class SqliteJobStore:
 
 
 class SqliteStateStore:
-    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = SqliteDb(path, JOBS_SCHEMA)
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time, storage_thread: bool = True) -> None:
+        self.db = SqliteDb(path, JOBS_SCHEMA, grouped=storage_thread)
         self.clock = clock
+        if storage_thread:
+            self.storage = shared_storage_thread()
 
     def get(self, key: str) -> StateRecord | None:
         row = self.db.conn().execute(

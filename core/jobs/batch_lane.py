@@ -59,8 +59,9 @@ class BatchLane:
     def wanted(self, job: Job, plan: RoutePlan, decision: RouteDecision) -> bool:
         if job.batch is not None and job.batch.state == "returned":
             return False  # the batch could not answer it: online now
-        lane = job.request.lane == "batch" or plan.route.lane == "batch"
-        provider = self.providers.get(decision.provider) if lane else None
+        if job.request.lane != "batch" and plan.route.lane != "batch":
+            return False  # most jobs: no provider lookup, no protocol check
+        provider = self.providers.get(decision.provider)
         return isinstance(provider, Batcher) and getattr(provider, "batches", True)
 
     async def join(self, job: Job, decision: RouteDecision, assembled: Any, plan: RoutePlan) -> Outcome | None:

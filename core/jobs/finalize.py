@@ -12,7 +12,7 @@ from core.chunks import ContextChunk
 from core.config.worker import Settings
 from core.errors import GuardrailViolation
 from core.guardrails import check_output
-from core.jobs.ledger import Ledger
+from core.jobs.ledger import Ledger, Verdict
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Preparer
@@ -32,26 +32,33 @@ class Finalizer:
         self.store_io = store_io
         self.clock = clock
 
-    async def finalize(self, job: Job, chunks: list[ContextChunk] | None = None) -> Outcome:
-        assert job.reply is not None
-        if chunks is None:  # a redelivery after the reply was saved: the same chunks, by id
-            chunks = self.preparer.refetch(job.tenant, job.request, job.context_chunks)
-        text = job.reply.text
+    def verdict(self, job: Job, text: str, chunks: list[ContextChunk]) -> Verdict:
+        """Citations, usage and cost, output checks: pure, so the reply and its result can be one write."""
         citations = extract_citations(text, chunks)
         usage = self._usage(job)
         try:
             check_output(text, citations, self.settings.guardrails)
         except GuardrailViolation as e:  # paid for and kept in the record; not served
-            log_event("job.guardrail_failed", logging.WARNING, rule=e.rule)
-            error = JobError(error_class=ErrorClass.permanent, message=str(e))
-            written = await self.store_io(self.ledger.fail, job, error, citations=citations, usage=usage)
-        else:
-            written = await self.store_io(self.ledger.succeed, job, text=text, citations=citations, usage=usage)
-        if not written:
-            current = await self.store_io(self.ledger.load, job.id)
-            if current is not None and current.status.terminal:
-                return Outcome("ack", status=current.status, detail="finished by another delivery")
-            return raced("result write lost a race")
+            return Verdict(text, citations, usage, JobError(error_class=ErrorClass.permanent, message=str(e)), e.rule)
+        return Verdict(text, citations, usage)
+
+    async def finalize(self, job: Job, chunks: list[ContextChunk] | None = None,
+                       written: Verdict | None = None) -> Outcome:
+        """The result write for a job whose reply is saved, or (`written`) what follows the one write that
+        saved the reply and its result together."""
+        assert job.reply is not None
+        verdict = written
+        if verdict is None:
+            if chunks is None:  # a redelivery after the reply was saved: the same chunks, by id
+                chunks = self.preparer.refetch(job.tenant, job.request, job.context_chunks)
+            verdict = self.verdict(job, job.reply.text, chunks)
+            if not await self.store_io(self.ledger.finish, job, verdict):
+                current = await self.store_io(self.ledger.load, job.id)
+                if current is not None and current.status.terminal:
+                    return Outcome("ack", status=current.status, detail="finished by another delivery")
+                return raced("result write lost a race")
+        if verdict.rule is not None:
+            log_event("job.guardrail_failed", logging.WARNING, rule=verdict.rule)
         self._log(job)
         await self.store_io(self.on_terminal, job)
         return Outcome("ack", status=job.status)

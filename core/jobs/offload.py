@@ -2,16 +2,19 @@
 
 A port that declares itself `core.ports.Remote` (DynamoDB, Firestore, Table Storage: milliseconds a
 call) is called in a thread, so the records of one batch overlap their writes instead of queueing on
-the event loop; an embedded port (SQLite, microseconds) is called inline, where a thread hop would
-cost more than the call. Every job-store and state-store call the worker makes goes through one.
+the event loop. An embedded port that is `core.ports.Grouped` (SQLite) is called on the process's
+storage thread, which commits the calls arriving together as one group, so a write lock held by another
+process is waited for there, never on the loop. Anything else (in-memory test fakes) is called inline.
+Every job-store, state-store and queue call the worker makes goes through one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any, Callable, TypeVar
 
-from core.ports import Remote
+from core.ports import Grouped, Remote, StorageRunner
 
 T = TypeVar("T")
 
@@ -19,8 +22,25 @@ T = TypeVar("T")
 class Offload:
     def __init__(self, port: object) -> None:
         self.remote = isinstance(port, Remote)
+        self.runner: StorageRunner | None = port.storage if not self.remote and isinstance(port, Grouped) else None
 
     async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.runner is not None:
+            return await self.runner.run(fn, *args, **kwargs)
         if self.remote:
             return await asyncio.to_thread(fn, *args, **kwargs)
         return fn(*args, **kwargs)
+
+
+_offloads: "weakref.WeakKeyDictionary[object, Offload]" = weakref.WeakKeyDictionary()
+
+
+def offload(port: object) -> Offload:
+    """The port's Offload, made once (the protocol checks behind it cost microseconds each time)."""
+    try:
+        return _offloads[port]
+    except KeyError:
+        made = _offloads[port] = Offload(port)
+        return made
+    except TypeError:  # not weak-referenceable: no cache
+        return Offload(port)

@@ -21,19 +21,46 @@ STOP_REASONS = {
 }
 
 
+def http_transport(wanted: str = "auto") -> str:
+    """`aiohttp` when asked for or (auto) when the SDK's aiohttp extra is importable, else `httpx`."""
+    if wanted == "httpx":
+        return "httpx"
+    try:
+        import aiohttp  # noqa: F401
+        from anthropic._vendor import httpx_aiohttp  # noqa: F401  the SDK's own aiohttp transport
+    except ImportError:
+        if wanted == "aiohttp":
+            from core.errors import ConfigError
+
+            raise ConfigError("providers.*.http is aiohttp, but aiohttp is not installed: "
+                              "pip install 'altostratus[aiohttp]', or set http: auto") from None
+        return "httpx"
+    return "aiohttp"
+
+
+def _http_client(transport: str, timeout_s: float, max_connections: int) -> Any:
+    """The SDK's client on `transport`, its pool sized to the configured concurrency: the SDK's default keeps
+    only 100 connections alive, so more calls in flight than that open and close a connection each."""
+    import anthropic
+    import httpx2  # the SDK's own HTTP client library; aiohttp's transport takes its Limits too
+
+    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    if transport == "aiohttp":
+        return anthropic.DefaultAioHttpClient(timeout=timeout_s, limits=limits)
+    return anthropic.DefaultAsyncHttpxClient(timeout=timeout_s, limits=limits)
+
+
 class AnthropicProvider:
     name = "anthropic"
 
-    def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0, max_connections: int = 200) -> None:
+    def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0,
+                 max_connections: int = 200, http: str = "auto") -> None:
         import anthropic  # imported here: the submit path and offline jobs never pay for it
-        import httpx2  # the SDK's own HTTP client
 
         self._anthropic = anthropic
-        # the pool sized to the configured concurrency: the SDK's default keeps only 100 connections alive,
-        # so more calls in flight than that open and close a connection each (TIME-WAIT churn, slower)
-        limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.transport = http_transport(http)
         kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout_s,
-                                  "http_client": anthropic.DefaultAsyncHttpxClient(timeout=timeout_s, limits=limits)}
+                                  "http_client": _http_client(self.transport, timeout_s, max_connections)}
         if base_url:
             kwargs["base_url"] = base_url
         self.client = anthropic.AsyncAnthropic(**kwargs)

@@ -35,7 +35,7 @@ class ProviderRegistry:
                 raise ConfigError(f"providers.{name}.api_key: set a secret reference such as env:ANTHROPIC_API_KEY")
             return AnthropicProvider(
                 api_key=self.secrets.resolve(cfg.api_key), base_url=cfg.base_url,
-                timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,
+                timeout_s=cfg.timeout_s, max_connections=cfg.max_connections, http=cfg.http,
             )
         if cfg.type == "openai_compatible":
             from core.providers.openai_compatible import OpenAICompatibleProvider
@@ -56,6 +56,21 @@ class ProviderRegistry:
             return BedrockProvider(region=cfg.region, endpoint_url=cfg.endpoint_url or cfg.base_url,
                                    timeout_s=cfg.timeout_s, max_connections=cfg.max_connections)
         raise ConfigError(f"providers.{name}.type: unknown provider type {cfg.type!r}")
+
+    def warm(self) -> list[str]:
+        """Build every provider a route may call, before the first job: a cold SDK import blocks the loop
+        for about a second, which would otherwise fall inside the first jobs' deadlines. One that can't
+        be built is left for its jobs to report. Returns the names built."""
+        names = {self.settings.models[m].provider for _, route in self.settings.routing.routes()
+                 for _, m in route.model_refs("") if m in self.settings.models}
+        built = []
+        for name in sorted(names):
+            try:
+                self.get(name)
+            except ConfigError:
+                continue
+            built.append(name)
+        return built
 
     async def aclose(self) -> None:
         for p in self._built.values():
