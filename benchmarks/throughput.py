@@ -1,10 +1,20 @@
-"""Pipeline throughput vs raw SDK calls on the same local fake Anthropic server (real HTTP).
+"""Pipeline throughput and client CPU vs raw SDK calls, side by side on one local fake Anthropic server.
 
-Runs N jobs at 100 in flight through the local runtime (submit → SQLite queue → worker → provider →
-result write) and N raw AsyncAnthropic calls at 100 in flight, then prints one JSON line:
-jobs/s, p50/p99 job latency, raw calls/s and their ratio (target: ratio ≥ 0.6).
+Each side runs in its own child process (so one side's pool, loop and garbage never slow another), in
+rounds interleaved in one run, against one fake Messages API in its own process (real HTTP):
 
-    python benchmarks/throughput.py [--jobs 2000] [--inflight 100] [--latency 0.05]
+- `pipeline`: N jobs through the local runtime (submit → SQLite queue → worker → provider → result write);
+- `raw_default`: N raw `AsyncAnthropic` calls on the SDK's default transport (httpx2);
+- `raw_same`: N raw calls on the transport the pipeline's provider picked (aiohttp when installed).
+
+It prints one JSON line: jobs/s and calls/s, client CPU per job or call (the child's own CPU time over the
+measured phase), own CPU per job (pipeline minus raw on the same transport), and the ratios. Targets:
+pipeline ≥ 1.0× raw default, ≥ 0.8× raw same, own CPU ≤ 0.6 ms/job, 400 in flight ≥ 100 in flight.
+
+    python benchmarks/throughput.py [--jobs 2000] [--inflight 100] [--latency 0.05] [--rounds 2] [--obs]
+
+`--obs` adds two pipeline sides: no metrics sink at all, and Prometheus plus OpenTelemetry (SDK providers,
+spans batched to an exporter that drops them): the cost of observability as 1 - on/off (target ≤ 5%).
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -23,15 +34,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.testing.fake_anthropic import spawn  # noqa: E402
 
-
-def start_fake(latency: float) -> tuple[subprocess.Popen, str]:
-    return spawn("--latency", str(latency))
+TARGETS = {"vs_raw_default": 1.0, "vs_raw_same": 0.8, "own_cpu_ms": 0.6}
 
 
-async def raw_sdk(url: str, n: int, inflight: int) -> float:
+def _settings(url: str, data_dir: str, inflight: int, obs: str = "default") -> dict:
+    return {
+        "data_dir": data_dir, "embedded": {"storage_thread": os.environ.get("ALTO_BENCH_STORAGE", "thread") == "thread"},
+        # default: Prometheus counters on (as shipped); bare: no sink; on: Prometheus and OpenTelemetry
+        "observability": {"prometheus": obs != "bare", "otel": {"enabled": obs == "on"}},
+        "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url, "max_connections": inflight}},
+        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
+        "routing": {"default": {"model": "m", "max_tokens": 64}},
+        "logging": {"level": "WARNING"},
+    }
+
+
+def _client(url: str, inflight: int, same: bool):
     import anthropic
 
-    client = anthropic.AsyncAnthropic(api_key="test-key", base_url=url, max_retries=0)
+    if same:  # the provider's own client: same transport, same pool
+        from core.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(api_key="test-key", base_url=url, max_connections=inflight).client
+    return anthropic.AsyncAnthropic(api_key="test-key", base_url=url, max_retries=0)
+
+
+async def raw_sdk(url: str, n: int, inflight: int, same: bool) -> dict[str, float]:
+    client = _client(url, inflight, same)
     sem = asyncio.Semaphore(inflight)
 
     async def one(i: int) -> None:
@@ -39,33 +68,46 @@ async def raw_sdk(url: str, n: int, inflight: int) -> float:
             await client.messages.create(model="claude-haiku-4-5", max_tokens=64,
                                          messages=[{"role": "user", "content": f"question {i}"}])
 
-    await one(-1)  # warm the connection pool
-    t = time.perf_counter()
+    await asyncio.gather(*(one(-1 - i) for i in range(inflight)))  # warm the pool to its size
+    t, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
     await client.close()
-    return n / elapsed
+    return {"per_s": n / elapsed, "cpu_ms": cpu * 1000 / n}
 
 
-async def pipeline(url: str, n: int, inflight: int, data_dir: str) -> dict[str, float]:
+def _otel_sdk() -> None:
+    """Real SDK providers (spans batched to an exporter that drops them, metrics aggregated in memory),
+    so the measured cost is what a deployment exporting over OTLP pays up to the wire."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans):  # noqa: ANN001
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+async def pipeline(url: str, n: int, inflight: int, data_dir: str, obs: str = "default") -> dict[str, float]:
     from core.bootstrap import bootstrap
     from core.config.worker import Settings
     from core.embedded.secrets import EnvSecrets
     from core.entrypoints.local import WorkerPool, wire_wakeups
     from core.models import JobRequest
 
-    settings = Settings.model_validate({
-        "data_dir": data_dir,
-        "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url}},
-        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
-        "routing": {"default": {"model": "m", "max_tokens": 64}},
-        "logging": {"level": "WARNING"},
-    })
-    app = bootstrap(settings, secrets=EnvSecrets({"K": "test-key"}))
-    stop = asyncio.Event()
+    if obs == "on":
+        _otel_sdk()
+    app = bootstrap(Settings.model_validate(_settings(url, data_dir, inflight, obs)), secrets=EnvSecrets({"K": "test-key"}))
+    stop, all_done = asyncio.Event(), asyncio.Event()
     finished: set[str] = set()
     done: list[str] = []
-    all_done = asyncio.Event()
     state = {"submitted": 0, "measuring": False}
 
     def submit_next() -> None:
@@ -87,52 +129,111 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str) -> dict[str, 
     pool = WorkerPool(app, concurrency=inflight, on_outcome=on_outcome)
     wire_wakeups(app, [pool])
     worker = asyncio.create_task(pool.run(stop))
-    # warm-up job: builds the provider client once, as a real worker's first job would
-    warm, _ = app.service.submit("bench", JobRequest(prompt="warm up"))
-    while warm.id not in finished:
+    # warm-up: builds the provider client and fills its pool, as a busy worker's first jobs would
+    warm = [app.service.submit("bench", JobRequest(prompt=f"warm up {i}"))[0].id for i in range(inflight)]
+    while not set(warm) <= finished:
         await asyncio.sleep(0.01)
     finished.clear()
     state["measuring"] = True
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for _ in range(min(inflight, n)):
         submit_next()
     await all_done.wait()
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
     stop.set()
     pool.notify()
     await worker
     jobs = [app.store.get(j) for j in done]
     latencies = sorted((j.finished_at - j.created_at) * 1000 for j in jobs)
-    ok = sum(1 for j in jobs if j.status.value == "succeeded")
     await app.providers.aclose()
     return {
-        "jobs_per_s": n / elapsed,
+        "per_s": n / elapsed, "cpu_ms": cpu * 1000 / n,
         "p50_ms": statistics.median(latencies),
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "succeeded": ok,
+        "succeeded": sum(1 for j in jobs if j.status.value == "succeeded"),
     }
+
+
+def run_side(side: str, url: str, n: int, inflight: int) -> dict[str, float]:
+    """One side in a fresh child process; returns its JSON figures."""
+    out = subprocess.run([sys.executable, __file__, "--side", side, "--url", url, "--jobs", str(n),
+                          "--inflight", str(inflight)], capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _side_main(a: argparse.Namespace) -> None:
+    if a.side.startswith("pipeline"):
+        obs = {"pipeline": "default", "pipeline_bare": "bare", "pipeline_obs": "on"}[a.side]
+        with tempfile.TemporaryDirectory() as d:
+            figures = asyncio.run(pipeline(a.url, a.jobs, a.inflight, d, obs))
+    else:
+        figures = asyncio.run(raw_sdk(a.url, a.jobs, a.inflight, same=a.side == "raw_same"))
+    print(json.dumps(figures))
+
+
+def _transport() -> str:
+    from core.providers.anthropic import http_transport
+
+    return http_transport()
+
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--inflight", type=int, default=100)
+    p.add_argument("--high-inflight", type=int, default=400, help="the pipeline again at this many in flight")
     p.add_argument("--latency", type=float, default=0.05, help="fake provider latency per call, seconds")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are the medians")
+    p.add_argument("--obs", action="store_true", help="also the pipeline with no metrics and with Prometheus + OTel")
+    p.add_argument("--side", choices=["pipeline", "pipeline_bare", "pipeline_obs", "raw_default", "raw_same"],
+                   help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
     a = p.parse_args()
-    proc, url = start_fake(a.latency)
+    if a.side:
+        return _side_main(a)
+    proc, url = spawn("--latency", str(a.latency))
+    rows: dict[str, list[dict[str, float]]] = {"pipeline": [], "raw_default": [], "raw_same": [], "high": [],
+                                               "pipeline_bare": [], "pipeline_obs": []}
+    sides = ("raw_default", "raw_same", "pipeline") + (("pipeline_bare", "pipeline_obs") if a.obs else ())
     try:
-        raw = asyncio.run(raw_sdk(url, a.jobs, a.inflight))
-        with tempfile.TemporaryDirectory() as d:
-            pipe = asyncio.run(pipeline(url, a.jobs, a.inflight, d))
+        for _ in range(a.rounds):
+            for side in sides:
+                rows[side].append(run_side(side, url, a.jobs, a.inflight))
+            if a.high_inflight:
+                rows["high"].append(run_side("pipeline", url, a.jobs, a.high_inflight))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    print(json.dumps({
+    pipe, raw, same = (_median(rows[s], "per_s") for s in ("pipeline", "raw_default", "raw_same"))
+    pipe_cpu, raw_cpu, same_cpu = (_median(rows[s], "cpu_ms") for s in ("pipeline", "raw_default", "raw_same"))
+    line = {
         "benchmark": "throughput", "jobs": a.jobs, "inflight": a.inflight, "provider_latency_s": a.latency,
-        "jobs_per_s": round(pipe["jobs_per_s"], 1), "p50_job_ms": round(pipe["p50_ms"], 1),
-        "p99_job_ms": round(pipe["p99_ms"], 1), "succeeded": pipe["succeeded"],
-        "raw_sdk_calls_per_s": round(raw, 1), "ratio": round(pipe["jobs_per_s"] / raw, 3), "target_ratio": 0.6,
-    }))
+        "rounds": a.rounds, "transport": _transport(),
+        "jobs_per_s": round(pipe, 1), "p50_job_ms": round(_median(rows["pipeline"], "p50_ms"), 1),
+        "p99_job_ms": round(_median(rows["pipeline"], "p99_ms"), 1),
+        "succeeded": min(r["succeeded"] for r in rows["pipeline"]),
+        "raw_default_calls_per_s": round(raw, 1), "raw_same_calls_per_s": round(same, 1),
+        "cpu_ms_per_job": round(pipe_cpu, 3), "raw_default_cpu_ms": round(raw_cpu, 3), "raw_same_cpu_ms": round(same_cpu, 3),
+        "own_cpu_ms_per_job": round(pipe_cpu - same_cpu, 3),
+        "vs_raw_default": round(pipe / raw, 3), "vs_raw_same": round(pipe / same, 3),
+        "all_rounds": {s: [round(r["per_s"], 1) for r in v] for s, v in rows.items() if v},
+        "targets": TARGETS,
+    }
+    if a.obs:
+        bare, obs = _median(rows["pipeline_bare"], "per_s"), _median(rows["pipeline_obs"], "per_s")
+        line.update({"no_metrics_jobs_per_s": round(bare, 1), "prometheus_otel_jobs_per_s": round(obs, 1),
+                     "observability_cost": round(1 - obs / bare, 3), "observability_cost_target": 0.05,
+                     "otel_cpu_ms_per_job": round(_median(rows["pipeline_obs"], "cpu_ms")
+                                                  - _median(rows["pipeline_bare"], "cpu_ms"), 3)})
+    if rows["high"]:
+        high = _median(rows["high"], "per_s")
+        line.update({"high_inflight": a.high_inflight, "high_jobs_per_s": round(high, 1),
+                     "high_vs_inflight": round(high / pipe, 3)})
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

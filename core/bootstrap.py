@@ -84,8 +84,9 @@ def _ports(
     if store is None or state is None:
         from core.embedded.stores import SqliteJobStore, SqliteStateStore
 
-        store = store or SqliteJobStore(data / "jobs.db")
-        state = state or SqliteStateStore(data / "jobs.db")
+        threaded = settings.embedded.storage_thread
+        store = store or SqliteJobStore(data / "jobs.db", storage_thread=threaded)
+        state = state or SqliteStateStore(data / "jobs.db", storage_thread=threaded)
     if queue is None:
         from core.embedded.queue import SqliteQueue
 
@@ -93,6 +94,7 @@ def _ports(
             data / "queue.db",
             visibility_timeout_s=settings.queue.visibility_timeout_s,
             max_receives=settings.queue.max_receives,
+            storage_thread=settings.embedded.storage_thread,
         )
     if blobs is None:
         from core.embedded.blobs import FileBlobStore
@@ -124,9 +126,13 @@ def bootstrap(
         from core.providers.registry import ProviderRegistry
 
         providers = ProviderRegistry(settings, secrets)
+    from core.observability.wiring import build_audit, build_metrics
+
     service = WorkerService(settings, store=store, state=state, queue=queue, providers=providers, secrets=secrets, blobs=blobs,
-                            retriever=retriever)
-    library = Library(settings.retrieval, writer, blobs, embedder)
+                            retriever=retriever, metrics=build_metrics(settings), audit=build_audit(settings, blobs))
+    keyword = getattr(retriever, "keyword", None)
+    library = Library(settings.retrieval, writer, blobs, embedder,
+                      after_ingest=getattr(keyword, "wait_current", None))  # bm25s: built here, loaded by workers
     return App(settings, store, state, queue, blobs, secrets, service,
                providers=providers, retriever=retriever, library=library)
 
@@ -143,7 +149,9 @@ def bootstrap_api(
     """An app for the HTTP API alone: submit, status, listings. Without a retriever it does not check at
     submit that a named collection exists; the worker fails such a job, saying so."""
     store, state, queue, blobs, secrets = _ports(settings, store, state, queue, blobs, secrets)
-    service = ApiService(settings, store=store, state=state, queue=queue, blobs=blobs)
+    from core.observability.wiring import build_metrics
+
+    service = ApiService(settings, store=store, state=state, queue=queue, blobs=blobs, metrics=build_metrics(settings))
     return ApiApp(settings, store, state, queue, blobs, secrets, service)
 
 

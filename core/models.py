@@ -354,6 +354,7 @@ class Job(_Model):
     request_hash: str
     idempotency_key: str | None = None
     trace_id: str
+    parent_span_id: str | None = None  # the submitting caller's W3C span (traceparent), for the worker's spans
     created_at: float
     updated_at: float
     version: int = 0  # compare-and-set guard

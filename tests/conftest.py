@@ -80,3 +80,22 @@ def wait_terminal(client: Any, url: str, headers: dict[str, str], timeout: float
         if body["status"] in ("succeeded", "failed", "dead_lettered") or time.monotonic() > deadline:
             return body
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def otel_memory() -> Any:
+    """One in-memory OpenTelemetry pipeline for the test process (the global providers can be set once):
+    (span exporter, metric reader). Tests clear the exporter and read deltas."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return exporter, reader

@@ -463,3 +463,21 @@ def test_the_batch_lane_is_sent_and_applied_by_the_scheduled_reconcile(aws, fake
     status, view = aws.http("GET", f"/v1/jobs/{job_id}")
     assert view["status"] == "succeeded" and view["lane"] == "batch" and view["batch_id"].startswith("msgbatch_")
     assert f.stats["calls"] == 0 and f.batches.items == 1
+
+
+def test_the_worker_writes_emf_lines_that_cloudwatch_reads(aws, capsys):
+    from tests.test_observability import emf_records
+
+    shipped = yaml.safe_load((ROOT / "infra" / "aws" / "altostratus.yaml").read_text())["observability"]
+    assert shipped["emf"]["enabled"] is True and shipped["prometheus"] is False  # as deployed
+    aws.configure({"observability": shipped})
+    capsys.readouterr()
+    job_id = aws.submit("What is a visibility timeout?")
+    aws.drain()
+    records = emf_records(capsys.readouterr().out)
+    [job] = [r for r in records if r["Event"] == "job"]
+    [attempt] = [r for r in records if r["Event"] == "attempt"]
+    assert job["Status"] == "succeeded" and job["Jobs"] == 1 and job["Tenant"] == "acme"
+    assert attempt["Outcome"] == "succeeded" and attempt["InputTokens"] == aws.app.store.get(job_id).usage.input_tokens
+    namespaces = {d["Namespace"] for r in records for d in r["_aws"]["CloudWatchMetrics"]}
+    assert namespaces == {shipped["emf"]["namespace"]}

@@ -95,11 +95,42 @@ def test_template_queue_batching_concurrency_and_runtime(packaged):
     assert dlq["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     for table in ("JobsTable", "StateTable"):
         assert res[table]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-    alarms = {a["Properties"]["MetricName"] for a in resources(packaged, "AWS::CloudWatch::Alarm").values()}
-    assert alarms == {"ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible"}
-    assert len(resources(packaged, "AWS::CloudWatch::Alarm")) == 3  # age, depth, DLQ depth
+    alarms = resources(packaged, "AWS::CloudWatch::Alarm")
+    assert {a["Properties"].get("MetricName") for a in alarms.values()} == {
+        "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible", None}
+    assert len(alarms) == 4  # age, depth, DLQ depth, and the provider error rate (metric math over EMF)
+    rate = alarms["ProviderErrorRateAlarm"]["Properties"]["Metrics"]
+    assert {q["MetricStat"]["Metric"]["MetricName"] for q in rate if "MetricStat" in q} == {"Attempts"}
     lines = [ln.split("#", 1)[0] for ln in (ROOT / "serverless.yml").read_text().splitlines()]
     assert not any("${aws:" in ln for ln in lines)  # a package-time network call; ARNs use Fn::Sub
+
+
+def test_the_dashboard_is_valid_json_and_charts_metrics_the_workers_emit(packaged):
+    import io
+    import re
+
+    from core.models import Attempt, Job, JobRequest
+    from core.observability.emf import EmfSink
+    from core.observability.metrics import attempt_record, job_record
+
+    [dash] = resources(packaged, "AWS::CloudWatch::Dashboard").values()
+    template, names = dash["Properties"]["DashboardBody"]["Fn::Sub"]
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "x", template))  # every ${...} is a plain string value
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert titles == ["Jobs by status", "Job latency, submit to result (ms)", "Tokens by model", "Cost by model (USD)",
+                      "Provider errors by class", "Queue age (s) and dead letters"]
+    assert set(names) == {"Namespace", "JobsQueueName", "DeadLetterQueueName"}
+    out = io.StringIO()
+    sink = EmfSink("Altostratus", out)
+    job = Job(id="j", tenant="t", request=JobRequest(prompt="q"), request_hash="h", trace_id="0" * 32, created_at=1.0,
+              updated_at=2.0)
+    attempt = Attempt(number=1, started_at=1.0, outcome="succeeded", model="m", provider="p")
+    sink.attempt(attempt_record(job, attempt, model_id="m"), attempt, job)
+    sink.job(job_record(job), job)
+    emitted = {m["Name"] for line in out.getvalue().splitlines()
+               for d in json.loads(line)["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    charted = set(re.findall(r'MetricName=\\?"(\w+)\\?"', template)) | set(re.findall(r'"\$\{Namespace\}", "(\w+)"', template))
+    assert charted and charted <= emitted, charted - emitted
 
 
 def _actions(role: dict[str, Any]) -> set[str]:
@@ -131,11 +162,11 @@ def test_zip_is_small_has_no_boto3_ships_bytecode_and_imports_cleanly(packaged, 
     with zipfile.ZipFile(z) as zf:
         names = zf.namelist()
         zf.extractall(tmp_path / "task")
-    assert not any(n.startswith(("boto3/", "botocore/")) for n in names)
+    assert not any(n.startswith(("boto3/", "botocore/", "tiktoken/")) for n in names)  # tiktoken: Python BPE here
     assert any(n.startswith("anthropic-") and n.endswith(".dist-info/METADATA") for n in names)  # kept: read at import
     assert "anthropic/_client.pyc" in names and "anthropic/_client.py" not in names  # sourceless bytecode
     assert "core/jobs/__pycache__/pipeline.cpython-312.pyc" in names and "core/jobs/pipeline.py" in names
-    assert "core/tokenizers/cl100k_base.bpe.xz" in names and not any(n.startswith("core/testing/") for n in names)
+    assert "core/tokenizers/cl100k_base.tokens.zlib" in names and not any(n.startswith("core/testing/") for n in names)
     code = (
         "import adapters.aws.handlers, anthropic, core.providers.anthropic\n"
         "from core.tokenizers import counter\n"
@@ -163,3 +194,4 @@ def test_cold_start_benchmark_prints_its_figures(packaged):
     print("\n" + json.dumps(line))
     assert line["zip_bytes"] == packaged["zip"].stat().st_size and line["boto3_inside"] is False
     assert line["submit_ratio"] > 0 and line["worker_ratio"] > 0
+    assert line["worker_to_first_reply_s"] > line["worker_import_s"] * 0.5  # a real job ran, not just imports

@@ -392,3 +392,18 @@ def test_a_streaming_job_long_polls_and_serves_buffered_sse_through_the_azure_ap
     text = resp.get_body().decode()
     assert status == 200 and resp.mimetype == "text/event-stream"
     assert "id: 1:1\nevent: delta" in text and "event: done" in text
+
+
+def test_the_worker_exports_a_job_span_with_its_attempts_in_the_submits_trace(azure, otel_memory):
+    exporter, _ = otel_memory
+    exporter.clear()
+    azure.configure({"observability": {"otel": {"enabled": True}}})
+    status, body, out = azure.http("POST", "/v1/jobs", {"prompt": "What is a visibility timeout?"})
+    assert status == 202
+    assert azure.service_bus(out.get()) == "completed"
+    job = azure.app.store.get(body["job_id"])
+    spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == int(job.trace_id, 16)]
+    [root] = [s for s in spans if s.name == "alto.job"]
+    [call] = [s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id]
+    assert root.attributes["alto.job.status"] == "succeeded" and call.attributes["gen_ai.provider.name"]
+    assert call.attributes["gen_ai.usage.output_tokens"] == job.usage.output_tokens

@@ -372,3 +372,18 @@ def test_a_streaming_job_streams_sse_from_the_gen2_api_function_and_long_polls(g
     r = gcp.client("api").open(f"/v1/jobs/{job_id}?after=1:1&wait_s=5", method="GET",
                                headers={"Authorization": f"Bearer {KEY}"})
     assert r.get_json()["status"] == "succeeded" and "tok39" in r.get_json()["result"]
+
+
+def test_the_worker_exports_a_job_span_with_its_attempts_in_the_submits_trace(gcp, otel_memory):
+    exporter, _ = otel_memory
+    exporter.clear()
+    gcp.configure({"observability": {"otel": {"enabled": True}}})
+    worker = gcp.serve("worker")
+    gcp.push("jobs-push-otel", gcp.topic, worker.url)
+    job_id = gcp.submit("What is a visibility timeout?")
+    job = gcp.wait(job_id, {"succeeded"})
+    spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == int(job.trace_id, 16)]
+    [root] = [s for s in spans if s.name == "alto.job"]
+    [call] = [s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id]
+    assert root.attributes["alto.job.id"] == job_id and call.attributes["gen_ai.operation.name"] == "chat"
+    assert call.attributes["gen_ai.usage.input_tokens"] == job.usage.input_tokens

@@ -104,6 +104,12 @@ class QueueConfig(_Strict):
     poll_interval_s: float = Field(default=0.1, gt=0)
 
 
+class EmbeddedConfig(_Strict):
+    storage_thread: bool = Field(default=True, description=(
+        "Run the embedded SQLite stores' calls from the event loop on one storage thread per process, "
+        "committed in groups; false runs them inline on the loop (the behaviour before 0.2, kept for comparison)."))
+
+
 class CacheConfig(_Strict):
     enabled: bool = Field(default=False, description="Serve repeated identical requests from the store.")
     ttl_s: float = Field(default=3600.0, gt=0)
@@ -168,6 +174,35 @@ class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class EmfConfig(_Strict):
+    enabled: bool = Field(default=False, description="CloudWatch Embedded Metric Format lines on stdout (AWS).")
+    namespace: str = Field(default="Altostratus", min_length=1, max_length=255)
+
+
+class OtelConfig(_Strict):
+    enabled: bool = Field(default=False, description="OpenTelemetry spans (GenAI conventions) and metrics; "
+                          "needs `pip install 'altostratus[otel]'`.")
+    endpoint: str | None = Field(default=None, description=(
+        "OTLP/HTTP base URL (e.g. http://localhost:4318). Unset: the process's global providers are used, "
+        "as configured by the platform's distro or opentelemetry-instrument."))
+    service_name: str = "altostratus"
+
+
+class AuditConfig(_Strict):
+    enabled: bool = Field(default=False, description="Per job: the prompt as sent, the output and the decision "
+                          "trail, as JSON lines in the blob store. Never in the ordinary logs.")
+    prefix: str = Field(default="audit", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    retention_days: int = Field(default=90, ge=1, description="Names the key prefix; set the bucket's lifecycle rule on it.")
+    redact_pii: bool = Field(default=True, description="E-mail addresses, phone and card numbers masked.")
+
+
+class ObservabilityConfig(_Strict):
+    prometheus: bool = Field(default=True, description="`GET /metrics` on `alto serve` (Prometheus text format).")
+    emf: EmfConfig = Field(default_factory=EmfConfig)
+    otel: OtelConfig = Field(default_factory=OtelConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+
+
 class ApiSettings(_Strict):
     """The sections every entry point reads, the HTTP API's included: tenants, guardrails, queue,
     governance, server, logging.
@@ -193,6 +228,7 @@ class ApiSettings(_Strict):
                 raise ValueError(f"tenant name {name!r} is not valid: use {NAME_RULE}")
         return tenants
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     callbacks: CallbackConfig = Field(default_factory=CallbackConfig)
     workflows: dict[str, WorkflowConfig] = Field(
@@ -208,6 +244,7 @@ class ApiSettings(_Strict):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir is not None:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 
+from core.jobs.offload import offload
 from core.jobs.outcome import Outcome
 from core.jobs.worker_service import WorkerService
 from core.logs import log_event
@@ -29,6 +30,12 @@ async def run_delivery(
     except Exception as e:  # a bug or a store outage: never lose the message, let it be redelivered
         log_event("worker.crash", logging.ERROR, error=repr(e)[:500], message_id=delivery.message_id)
         outcome = Outcome("retry", delay_s=retry_delay_s, detail="worker error")
+    await offload(queue)(_settle, queue, delivery, outcome)
+    return outcome
+
+
+def _settle(queue: JobQueue, delivery: Delivery, outcome: Outcome) -> None:
+    """The outcome applied to the message (one call, so an embedded queue does it in one group)."""
     if outcome.action == "ack":
         queue.ack(delivery)
     elif outcome.action == "defer":
@@ -36,7 +43,6 @@ async def run_delivery(
         queue.ack(delivery)
     else:
         queue.release(delivery, delay_s=outcome.delay_s)
-    return outcome
 
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -71,9 +77,12 @@ def run_batch(
         first.setdefault(d.body, d)
 
     async def run_all() -> list[Outcome]:
-        return list(await asyncio.gather(*(
-            run_delivery(service, queue, d, deadline=deadline, retry_delay_s=retry_delay_s) for d in first.values()
-        )))
+        try:
+            return list(await asyncio.gather(*(
+                run_delivery(service, queue, d, deadline=deadline, retry_delay_s=retry_delay_s) for d in first.values()
+            )))
+        finally:  # the platform may freeze the process once the invocation returns
+            await asyncio.to_thread(service.metrics.flush)
 
     return asyncio.run_coroutine_threadsafe(run_all(), event_loop()).result()
 

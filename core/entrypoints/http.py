@@ -185,8 +185,9 @@ class Api:
         request = _job_request(req)
         if isinstance(request, ApiResponse):
             return request
+        trace_id, parent_span = _trace_from(req.headers.get("traceparent"))
         job, created = self.service.submit(tenant, request, idempotency_key=req.headers.get("idempotency-key"),
-                                           trace_id=_trace_from(req.headers.get("traceparent")))
+                                           trace_id=trace_id, parent_span_id=parent_span)
         base = self.public_url or req.base_url.rstrip("/")
         status_url = f"{base}/v1/jobs/{job.id}"
         body = SubmitResponse(job_id=job.id, status=job.status, status_url=status_url).model_dump(mode="json")
@@ -305,13 +306,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (RFC 8259); send a finite number or a string")
 
 
-def _trace_from(traceparent: str | None) -> str | None:
-    """Continue a W3C trace when the caller sends one."""
+def _trace_from(traceparent: str | None) -> tuple[str | None, str | None]:
+    """Continue a W3C trace when the caller sends one: (trace id, the caller's span id)."""
     if traceparent:
         parts = traceparent.split("-")
         if len(parts) == 4 and re.fullmatch(r"[0-9a-f]{32}", parts[1]) and parts[1] != "0" * 32:
-            return parts[1]
-    return None
+            span = parts[2] if re.fullmatch(r"[0-9a-f]{16}", parts[2]) and parts[2] != "0" * 16 else None
+            return parts[1], span
+    return None, None
 
 
 def respond(api: Api, req: ApiRequest) -> ApiResponse:

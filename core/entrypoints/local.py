@@ -7,14 +7,14 @@ import asyncio
 import logging
 import socket
 import time
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl
 
 from core.bootstrap import App
 from core.entrypoints.consumer import run_delivery
 from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, ApiResponse, error, respond
 from core.errors import ConfigError
-from core.jobs.offload import Offload
+from core.jobs.offload import offload
 from core.logs import log_event
 from core.models import Job, QueueMessage
 from core.ports import DeadLetterFeed, Delivery, PullQueue, SendNotifier
@@ -39,7 +39,8 @@ class WorkerPool:
         self.on_outcome = on_outcome  # optional hook(delivery, outcome): metrics, tests, benchmarks
         self.wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._store_io = Offload(app.store)
+        self._store_io = offload(app.store)
+        self._queue_io = offload(app.queue)
 
     def notify(self) -> None:
         self.wakeup.set()
@@ -49,6 +50,7 @@ class WorkerPool:
         vt = self.app.settings.queue.visibility_timeout_s
         poll = self.app.settings.queue.poll_interval_s
         last_dead_check = 0.0
+        self.app.providers.warm()
         while not stop.is_set():
             now = time.monotonic()
             if isinstance(queue, DeadLetterFeed) and now - last_dead_check > DEAD_LETTER_CHECK_S:
@@ -59,7 +61,7 @@ class WorkerPool:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                deliveries = queue.receive(max_messages=min(free, 10))
+                deliveries = await self._queue_io(queue.receive, max_messages=min(free, 10))
             except Exception as e:  # a locked or unreachable queue: wait and poll again, never die
                 log_event("worker.receive_failed", logging.ERROR, error=repr(e)[:500])
                 await asyncio.sleep(poll)
@@ -81,7 +83,7 @@ class WorkerPool:
 
     async def _dead_letters(self, queue: DeadLetterFeed) -> None:
         """Mark the jobs of dead-lettered messages; one that can't be marked never stops the loop."""
-        for d in queue.take_dead_letters():
+        for d in await self._queue_io(queue.take_dead_letters):
             try:
                 await self._store_io(self.app.service.dead_letter, d)
             except Exception as e:
@@ -99,9 +101,13 @@ class WorkerPool:
             done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
             for t in pending:
                 t.cancel()
+        await asyncio.to_thread(self.app.service.metrics.flush)
 
 
-def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> Any:
+def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None,
+             metrics_text: Callable[[], str] | None = None) -> Any:
+    """`metrics_text`: what `GET /metrics` serves (Prometheus text), unauthenticated like a scrape target;
+    None when `observability.prometheus` is off."""
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -117,6 +123,8 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
                     return
         if scope["type"] != "http":
             return
+        if scope["path"] == "/metrics" and metrics_text is not None:
+            return await _plain(send, 200, metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
         body = await _read_body(receive)
         if body is None:
             return  # the client went away before its body was complete: nothing is processed
@@ -130,8 +138,8 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
         if declared is not None and declared.isdigit() and int(declared) != len(body) and len(body) <= MAX_BODY_BYTES:
             resp = error(400, "incomplete_body", f"the body has {len(body)} bytes but Content-Length says {declared}; "
                          "nothing was stored: send the whole body", "(body)")
-        else:
-            resp = respond(api, req)
+        else:  # in a thread: a submit's SQLite write may wait for another process's lock, never on the loop
+            resp = await asyncio.to_thread(respond, api, req)
         if resp.frames is not None and resp.media_type == "text/event-stream":
             return await _stream(resp, send)
         payload = resp.json_bytes() if resp.frames is None else await _gathered(resp)
@@ -141,6 +149,13 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None) -> An
         await send({"type": "http.response.body", "body": payload})
 
     return app
+
+
+async def _plain(send: Any, status: int, text: str, media_type: str) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _gathered(resp: ApiResponse) -> bytes:
@@ -199,7 +214,12 @@ class LocalService:
         self.stop = asyncio.Event()
         self.pools = [WorkerPool(app, concurrency=app.settings.server.concurrency) for _ in range(workers)]
         self.tasks: list[asyncio.Task[Any]] = []
-        self.asgi = asgi_app(app.api, on_startup=self.start, on_shutdown=self.shutdown)
+        metrics_text = None
+        if app.settings.observability.prometheus:
+            from core.observability.wiring import prometheus_registry
+
+            metrics_text = prometheus_registry().text
+        self.asgi = asgi_app(app.api, on_startup=self.start, on_shutdown=self.shutdown, metrics_text=metrics_text)
 
     async def start(self) -> None:
         self.stop = asyncio.Event()
@@ -213,7 +233,7 @@ class LocalService:
     async def _reconcile_loop(self) -> None:
         """Periodically re-send messages lost between a stored job and its queue (core.jobs.operator)."""
         interval = self.app.settings.governance.reconcile_interval_s
-        io = Offload(self.app.store)
+        io = offload(self.app.store)
         while not self.stop.is_set():
             try:
                 await io(self.app.service.reconcile)

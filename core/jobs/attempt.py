@@ -23,12 +23,13 @@ from core.errors import Contended, ProviderError
 from core.governance.ledger import UsageLedger, prompt_cache_saving
 from core.jobs.admission import MIN_CALL_S, Ticket
 from core.jobs.heartbeat import Heartbeat
-from core.jobs.ledger import Ledger
+from core.jobs.ledger import Ledger, Verdict
 from core.jobs.offload import Offload
 from core.jobs.replies import check_reply, usage_is_sane
 from core.jobs.usage import billed
 from core.logs import Timer, log_event
 from core.models import Attempt, ErrorClass, Job, JobError, ProviderResult, RouteDecision, Usage
+from core.observability.metrics import Metrics, attempt_record
 from core.providers.base import ChatRequest, Streamer
 from core.providers.registry import ProviderRegistry
 from core.retry import retry_delay
@@ -40,6 +41,7 @@ from core.streaming.writer import StreamWriter
 class Replied(NamedTuple):
     result: ProviderResult
     chunks: list[ContextChunk]
+    verdict: Verdict | None = None  # set when the reply and the job's result were saved in one write
 
 
 class Fallback(NamedTuple):
@@ -115,6 +117,7 @@ def decide(c: Classification, error: JobError, *, calls: int, gov: GovernanceCon
 class Attempter:
     def __init__(self, settings: Settings, ledger: Ledger, providers: ProviderRegistry, router_fits: Callable[..., bool],
                  *, store_io: Offload, streams: StreamLog, state_io: Offload, spend: UsageLedger,
+                 verdict: Callable[[Job, str, list[ContextChunk]], Verdict], metrics: Metrics,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -124,6 +127,8 @@ class Attempter:
         self.streams = streams  # a streaming job's partial output
         self.state_io = state_io
         self.spend = spend  # every billed call's usage, for spend reports
+        self.verdict = verdict  # the finalizer's, so a reply and its result are saved in one write
+        self.metrics = metrics
         self.clock = clock
 
     async def run(self, job: Job, ticket: Ticket, plan: RoutePlan, assembled: Assembled, deadline: float,
@@ -155,7 +160,7 @@ class Attempter:
                 await writer.close()  # what the cut attempt said stays visible until the next one resets it
             if isinstance(exc, ProviderError) and exc.partial is not None:
                 attempt.usage = billed(exc.partial, ticket.model)  # a failed stream was generated, so billed
-            return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer)
+            return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer, writer)
         if writer is not None:
             if not isinstance(self.providers.get(decision.provider), Streamer):
                 writer.add(result.text)  # a provider that can't stream: the whole text as one delta
@@ -165,11 +170,14 @@ class Attempter:
         try:
             check_reply(result, max_tokens=max_tokens, model=ticket.model, route=plan.route)
         except ProviderError as exc:  # empty, impossible usage, or cut where the route refuses cut replies
-            return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer)
+            return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer, writer)
         await ticket.settle(None)
         _finished(attempt, self.clock(), timer, "succeeded")
-        if not await self.store_io(self.ledger.save_reply, job, result):
+        self._observe(job, attempt, ticket.model, writer)
+        verdict = self.verdict(job, result.text, assembled.chunks)
+        if not await self.store_io(self.ledger.save_reply, job, result, verdict):
             return Lost("could not persist the provider reply")
+        written = verdict if job.status.terminal else None  # else only the reply landed (a race): finalize writes
         await ticket.settle_tokens(result)
         await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)
         await self.account(job, ticket.decision.model, ticket.model, attempt.usage)
@@ -177,7 +185,7 @@ class Attempter:
             "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
             input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
         )
-        return Replied(result, assembled.chunks)
+        return Replied(result, assembled.chunks, written)
 
     async def account(self, job: Job, model_name: str, model: ModelConfig | None, usage: Usage | None, *,
                       saved_response_cache_usd: float = 0.0, saved_batch_usd: float = 0.0, lane: str = "online") -> None:
@@ -216,8 +224,14 @@ class Attempter:
                            question=job.request.prompt, max_tokens=max_tokens, context=assembled.chunks,
                            cache_prefix_chars=cache)
 
+    def _observe(self, job: Job, attempt: Attempt, model: ModelConfig, writer: StreamWriter | None) -> None:
+        first = writer.first_at if writer is not None else None
+        ttft = max(0.0, first - attempt.started_at) if first is not None else None
+        self.metrics.attempt(attempt_record(job, attempt, model_id=model.model_id, ttft_s=ttft), attempt, job)
+
     async def _failed(self, exc: Exception, job: Job, attempt: Attempt, ticket: Ticket, plan: RoutePlan,
-                      assembled: Assembled, deadline: float, tried: set[str], timer: Timer) -> Decision:
+                      assembled: Assembled, deadline: float, tried: set[str], timer: Timer,
+                      writer: StreamWriter | None = None) -> Decision:
         c = classify(exc)
         await ticket.settle(c.error_class)
         await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)  # a cut stream was billed
@@ -226,6 +240,7 @@ class Attempter:
         attempt.error_class = c.error_class
         attempt.status_code = exc.status_code if isinstance(exc, ProviderError) else None
         attempt.error = str(exc)[:1000]
+        self._observe(job, attempt, ticket.model, writer)
         body = (exc.body if isinstance(exc, ProviderError) else None) or ""
         log_event(
             "provider.error", logging.WARNING, provider=ticket.decision.provider, model=ticket.decision.model,

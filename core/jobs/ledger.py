@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from core.errors import ConflictError, IllegalTransition, InputError, NotFound
 from core.jobs.usage import job_usage
@@ -35,10 +35,22 @@ Change = Callable[[Job], None]
 TRIES = 5
 
 
+class Verdict(NamedTuple):
+    """What a saved reply makes of its job: served (error None) or refused by an output check."""
+
+    text: str
+    citations: list[Citation]
+    usage: Usage
+    error: JobError | None = None
+    rule: str | None = None
+
+
 class Ledger:
-    def __init__(self, store: JobStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: JobStore, *, clock: Callable[[], float] = time.time,
+                 on_terminal: Callable[[Job], None] | None = None) -> None:
         self.store = store
         self.clock = clock
+        self.on_terminal = on_terminal  # metrics: told once per job, by the write that made it terminal
 
     # ------------------------------------------------------------------ reads and creation
 
@@ -84,13 +96,19 @@ class Ledger:
         """Keep a failed attempt's record while the job goes on (a fallback, an in-process retry)."""
         return self.write(job, job.status, _set_error(error))
 
-    def save_reply(self, job: Job, reply: ProviderResult) -> bool:
+    def save_reply(self, job: Job, reply: ProviderResult, verdict: Verdict | None = None) -> bool:
         """Persist a paid reply before anything else, re-applying it if another delivery wrote meanwhile
-        (unless that one finished the job or saved a reply of its own)."""
+        (unless that one finished the job or saved a reply of its own). With its `verdict` the same write
+        also finishes the job (nothing else has to happen between the two); if that write loses a race,
+        only the reply is re-applied and the result is written after it, as without a verdict."""
         def change(j: Job) -> None:
             j.reply, j.error = reply, None
 
-        if self.write(job, job.status, change):
+        if verdict is not None:
+            to, finish = self._finishing(verdict)
+            if self.write(job, to, lambda j: (change(j), finish(j))):
+                return True
+        elif self.write(job, job.status, change):
             return True
         attempts = job.attempts
 
@@ -101,6 +119,16 @@ class Ledger:
             return self.write(current, current.status, change)
 
         return self.retrying(job.id, reapply) is not None
+
+    def finish(self, job: Job, verdict: Verdict) -> bool:
+        """The result of a saved reply: succeeded, or failed by an output check (keeping citations, usage)."""
+        to, change = self._finishing(verdict)
+        return self.write(job, to, change)
+
+    def _finishing(self, v: Verdict) -> tuple[JobStatus, Change]:
+        if v.error is None:
+            return JobStatus.succeeded, self._succeeded(v.text, v.citations, v.usage)
+        return JobStatus.failed, self._failed(v.error, v.citations, v.usage)
 
     def serve_cached(self, job: Job, decision: RouteDecision, reply: ProviderResult, source_job: str, *,
                      template: str, chunk_ids: list[str], assembly: PromptAssembly) -> bool:
@@ -121,15 +149,21 @@ class Ledger:
         return self.write(job, JobStatus.queued, change)
 
     def succeed(self, job: Job, *, text: str, citations: list[Citation], usage: Usage) -> bool:
-        def change(j: Job) -> None:
-            j.result_text, j.citations, j.usage = text, citations, usage
-            j.finished_at = self.clock()
-
-        return self.write(job, JobStatus.succeeded, change)
+        return self.write(job, JobStatus.succeeded, self._succeeded(text, citations, usage))
 
     def fail(self, job: Job, error: JobError, *, citations: list[Citation] | None = None,
              usage: Usage | None = None) -> bool:
         """Permanently failed; a reply that was paid for but refused keeps its usage, not its text."""
+        return self.write(job, JobStatus.failed, self._failed(error, citations, usage))
+
+    def _succeeded(self, text: str, citations: list[Citation], usage: Usage) -> Change:
+        def change(j: Job) -> None:
+            j.result_text, j.citations, j.usage = text, citations, usage
+            j.finished_at = self.clock()
+
+        return change
+
+    def _failed(self, error: JobError, citations: list[Citation] | None, usage: Usage | None) -> Change:
         def change(j: Job) -> None:
             j.error, j.result_text = error, None
             if citations is not None:
@@ -137,7 +171,7 @@ class Ledger:
             j.usage = usage if usage is not None else job_usage(j)
             j.finished_at = self.clock()
 
-        return self.write(job, JobStatus.failed, change)
+        return change
 
     def dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> bool:
         """Out of budget or given up by the queue; the last provider error stays, prefixed by why."""
@@ -239,9 +273,13 @@ class Ledger:
             job.lease_expires_at = None  # leaving `running` ends the lease
         if to.terminal and to is not job.status and job.request.callback_url:
             job.callback = CallbackState(id=f"msg_{uuid.uuid4().hex}", url=job.request.callback_url, event=to.value)
+        entering = to.terminal and not job.status.terminal
         job.status = to
         job.updated_at = self.clock()
-        return self.store.update(job, expected_version=expected)
+        written = self.store.update(job, expected_version=expected)
+        if written and entering and self.on_terminal is not None:
+            self.on_terminal(job)
+        return written
 
     def retrying(self, job_id: str, step: Callable[[Job | None], bool | None], *, tries: int = TRIES) -> Job | None:
         """Re-read the job and re-apply `step` while its write loses races. `step` returns True once

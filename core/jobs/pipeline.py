@@ -34,6 +34,8 @@ from core.jobs.prepare import Assemblies, Prepared, Preparer
 from core.jobs.usage import mark_lost
 from core.logs import job_id_var, log_event, trace_id_var
 from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage, RouteDecision, Usage
+from core.observability.audit import AuditLog
+from core.observability.metrics import Metrics, task_of
 from core.ports import Delivery
 from core.retry import jittered
 from core.workflows.budget import CallBudget
@@ -53,7 +55,7 @@ class Pipeline:
     def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, admission: Admission,
                  attempter: a.Attempter, finalizer: Finalizer, callbacks: Callbacks, cache: ResponseCache | None,
                  workflows: Workflows, calls: CallBudget, lane: BatchLane, *, store_io: Offload, state_io: Offload,
-                 clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics, audit: AuditLog | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.preparer = preparer
@@ -67,6 +69,8 @@ class Pipeline:
         self.lane = lane
         self.store_io = store_io
         self.state_io = state_io
+        self.metrics = metrics
+        self.audit = audit  # opt-in: what each answered job was sent, and why
         self.clock = clock
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
@@ -96,6 +100,8 @@ class Pipeline:
             return await self.workflows.advance(job)
         if job.parent is not None and await self.store_io(self.workflows.orphaned, job):
             return Outcome("ack", status=JobStatus.cancelled, detail="its workflow ended before it started")
+        if job.status is JobStatus.queued:
+            self.metrics.picked(job.tenant, task_of(job), max(0.0, self.clock() - job.updated_at))
         if job.reply is not None:
             return await self.finalizer.finalize(job)
         if lost := mark_lost(job, self.settings.models, self.clock()):  # written by the next transition
@@ -160,7 +166,9 @@ class Pipeline:
         paid = await self.store_io(self.ledger.load, source)
         await self.attempter.account(run.job, decision.model, None, Usage(cached=True),
                                      saved_response_cache_usd=paid.usage.cost_usd if paid is not None else 0.0)
-        return await self.finalizer.finalize(run.job, assembled.chunks)
+        outcome = await self.finalizer.finalize(run.job, assembled.chunks)
+        await self._audit(run, run.job, decision)
+        return outcome
 
     async def _attempts(self, run: Run) -> Outcome:
         job, plan = run.job, run.prepared.plan
@@ -204,9 +212,11 @@ class Pipeline:
         """Carry out an attempt's decision; None means "attempt again"."""
         job = run.job
         if isinstance(d, a.Replied):
-            outcome = await self.finalizer.finalize(job, d.chunks)
+            outcome = await self.finalizer.finalize(job, d.chunks, d.verdict)
             if outcome.status is JobStatus.succeeded and job.cached_from is None:
                 await self._cache_put(run, job)
+            if job.route is not None:
+                await self._audit(run, job, job.route)
             return outcome
         if isinstance(d, a.Lost):
             return raced(d.detail)
@@ -223,6 +233,16 @@ class Pipeline:
         else:
             await asyncio.sleep(d.delay_s)
         return None
+
+    async def _audit(self, run: Run, job: Job, decision: RouteDecision) -> None:
+        """The audit record of an answered job (opt-in). A blob store that fails is logged, never fatal."""
+        if self.audit is None or not job.status.terminal:
+            return
+        prompt = (await run.assemblies.get(decision)).prompt
+        try:
+            await asyncio.to_thread(self.audit.write, job, system=prompt.system, user=prompt.user)
+        except Exception as e:  # noqa: BLE001  the answer stands; the gap is logged
+            log_event("audit.write_failed", logging.ERROR, error=repr(e)[:500])
 
     async def _cache_put(self, run: Run, job: Job) -> None:
         if self.cache is None or not job.request.cache or job.route is None or job.reply is None:
@@ -268,4 +288,5 @@ class Pipeline:
             if handed.status is not JobStatus.queued:
                 return handed
         log_event("job.deferred", reason=reason, delay_s=round(delay_s, 3))
+        self.metrics.deferred(job.tenant, task_of(job), job.route.model if job.route else "-")
         return Outcome("defer", delay_s=delay_s, status=JobStatus.queued, detail=reason)

@@ -12,6 +12,7 @@ from core.jobs.ledger import Ledger
 from core.jobs.queries import Queries
 from core.jobs.submit import Submitter
 from core.models import Job, JobRequest, JobStatus
+from core.observability.metrics import Fanout, Metrics, job_record
 from core.ports import BlobStore, JobStore, Retriever, SendQueue, StateStore
 from core.streaming.events import Feed
 from core.streaming.log import StreamLog
@@ -21,9 +22,10 @@ from core.views import JobView
 class ApiService:
     def __init__(self, settings: ApiSettings, *, store: JobStore, state: StateStore, queue: SendQueue,
                  blobs: BlobStore | None = None, retriever: Retriever | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.ledger = Ledger(store, clock=clock)
+        self.metrics = metrics or Fanout([])
+        self.ledger = Ledger(store, clock=clock, on_terminal=lambda job: self.metrics.job(job_record(job), job))
         self.submitter = Submitter(settings, self.ledger, state, queue, blobs=blobs, retriever=retriever, clock=clock)
         self.streams = StreamLog(state, blobs, settings.stream)
         self.queries = Queries(store, self.streams)
@@ -31,9 +33,10 @@ class ApiService:
         self.spend = UsageLedger(state, clock=clock)
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
-               trace_id: str | None = None) -> tuple[Job, bool]:
+               trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
         """Store and enqueue a job: (job, created); a repeated Idempotency-Key returns the first job."""
-        return self.submitter.submit(tenant, request, idempotency_key=idempotency_key, trace_id=trace_id)
+        return self.submitter.submit(tenant, request, idempotency_key=idempotency_key, trace_id=trace_id,
+                                     parent_span_id=parent_span_id)
 
     def get(self, tenant: str, job_id: str) -> Job:
         return self.queries.get(tenant, job_id)

@@ -42,7 +42,7 @@ class Submitter:
         self.clock = clock
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
-               trace_id: str | None = None) -> tuple[Job, bool]:
+               trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
         """Store and enqueue a job. Returns (job, created); a repeated idempotency key returns the first job."""
         check_request(request, tenant, self.settings, self.retriever)
         self._check_budget(tenant, request)
@@ -57,6 +57,7 @@ class Submitter:
             request = request.model_copy(update={"workflow": check_workflow(request, self.settings),
                                                  "inputs": stash(request.inputs, self.blobs)})
         job = self._new_job(job_id, tenant, request, fingerprint, idempotency_key, trace_id)
+        job.parent_span_id = parent_span_id
         if not self.ledger.create(job):
             existing = self.ledger.load(job_id)
             assert existing is not None

@@ -25,6 +25,8 @@ from core.jobs.pipeline import Pipeline
 from core.jobs.prepare import Prepared, Preparer
 from core.jobs.service import ApiService
 from core.models import Job, JobRequest
+from core.observability.audit import AuditLog
+from core.observability.metrics import Metrics
 from core.ports import BlobStore, Delivery, JobStore, Retriever, Secrets, SendQueue, StateStore
 from core.providers.registry import ProviderRegistry
 from core.routing import Router
@@ -35,8 +37,10 @@ from core.workflows.engine import Workflows
 class WorkerService(ApiService):
     def __init__(self, settings: Settings, *, store: JobStore, state: StateStore, queue: SendQueue,
                  providers: ProviderRegistry, secrets: Secrets, blobs: BlobStore, retriever: Retriever | None = None,
-                 router: Router | None = None, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(settings, store=store, state=state, queue=queue, blobs=blobs, retriever=retriever, clock=clock)
+                 router: Router | None = None, metrics: Metrics | None = None, audit: AuditLog | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(settings, store=store, state=state, queue=queue, blobs=blobs, retriever=retriever,
+                         metrics=metrics, clock=clock)
         self.settings: Settings = settings
         gov = settings.governance
         store_io, state_io = Offload(store), Offload(state)
@@ -48,18 +52,19 @@ class WorkerService(ApiService):
         admission = Admission(settings, self.breaker, self.limiter, providers, Budgets(state, clock=clock),
                               state_io=state_io, clock=clock)
         self.spend = UsageLedger(state, clock=clock)
-        attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io,
-                              streams=self.streams, state_io=state_io, spend=self.spend, clock=clock)
         callbacks = Callbacks(settings, self.ledger, queue, secrets, store_io=store_io, clock=clock)
         calls = CallBudget(state)
         self.workflows = Workflows(settings, self.ledger, queue, blobs, self.router, store_io=store_io,
                                    on_terminal=callbacks.enqueue, calls_reset=calls.reset, clock=clock)
         finalizer = Finalizer(settings, self.ledger, self.preparer, self.workflows.settled, store_io=store_io, clock=clock)
+        attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io,
+                              streams=self.streams, state_io=state_io, spend=self.spend, verdict=finalizer.verdict,
+                              metrics=self.metrics, clock=clock)
         self.lane = BatchLane(settings, self.ledger, state, queue, providers, self.preparer, attempter, finalizer,
                               store_io=store_io, state_io=state_io, clock=clock)
         self.pipeline = Pipeline(settings, self.ledger, self.preparer, admission, attempter, finalizer, callbacks,
                                  self.cache, self.workflows, calls, self.lane, store_io=store_io, state_io=state_io,
-                                 clock=clock)
+                                 metrics=self.metrics, audit=audit, clock=clock)
         self.operator = Operator(settings, self.ledger, queue, on_terminal=self.workflows.settled,
                                  replay_workflow=self.workflows.replay, clock=clock)
 

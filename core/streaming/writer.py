@@ -31,12 +31,15 @@ class StreamWriter:
         self.version: int | None = None
         self.writes = 0
         self.lost = False  # another attempt owns the record now: stop writing
+        self.first_at: float | None = None  # wall time of the first delta (time to first token)
         self._last = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
     def add(self, delta: str) -> None:
         if not delta or self.lost:
             return
+        if self.first_at is None:
+            self.first_at = time.time()
         self.pending.append(delta)
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())

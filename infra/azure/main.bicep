@@ -288,3 +288,106 @@ resource secretsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 output functionAppName string = functionApp.name
 output queueName string = jobsQueue.name
 output keyVaultName string = vault.name
+
+// ---- alerts: anything dead-lettered (Service Bus), job messages getting old and the provider's error
+// rate (what the workers send Application Insights over OTLP: the queue-age metric and one dependency per
+// GenAI call, failed when the call failed)
+@description('Action group notified by the alerts (empty: none).')
+param actionGroupId string = ''
+
+var alertActions = empty(actionGroupId) ? [] : [actionGroupId]
+
+resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${name}-dead-letters'
+  location: 'global'
+  properties: {
+    description: 'A job message was dead-lettered: alto dlq list says why, alto dlq replay retries it.'
+    severity: 2
+    enabled: true
+    scopes: [serviceBus.id]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'deadLettered'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'DeadletteredMessages'
+          dimensions: [
+            {
+              name: 'EntityName'
+              operator: 'Include'
+              values: [jobsQueue.name]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Maximum'
+        }
+      ]
+    }
+    actions: [for id in alertActions: { actionGroupId: id }]
+  }
+}
+
+resource queueAgeAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: '${name}-queue-age'
+  location: location
+  properties: {
+    displayName: 'Job messages waiting over 10 minutes'
+    severity: 2
+    enabled: true
+    scopes: [insights.id]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: 'customMetrics | where name == "alto.queue.age" | summarize age_s = max(valueMax) by bin(timestamp, 5m) | where age_s > 600'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: alertActions
+    }
+  }
+}
+
+resource errorRateAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: '${name}-provider-error-rate'
+  location: location
+  properties: {
+    displayName: 'Provider error rate over 20%'
+    severity: 2
+    enabled: true
+    scopes: [insights.id]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: 'dependencies | where name startswith "chat " | summarize failed = countif(success == false), total = count() | where total > 0 and todouble(failed) / total > 0.2'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: alertActions
+    }
+  }
+}

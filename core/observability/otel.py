@@ -1,0 +1,154 @@
+"""OpenTelemetry: a span per job and one per attempt (GenAI semantic conventions), and GenAI metrics.
+
+Spans are made when the job reaches its terminal status, from what the job record holds, with their
+real start and end times: the job span (`alto.job`) runs from submit to the terminal write, in the trace
+the submit began or continued (its W3C `traceparent`: the job keeps the trace id and the caller's span
+id, so the worker's spans join the caller's trace across the queue), and each attempt is a CLIENT
+child span named `chat {model}` carrying `gen_ai.*` attributes. Making them at the end means a job
+handed back and redelivered three times is still one span with three children, whichever workers ran
+them. Metrics follow the GenAI client conventions (`gen_ai.client.token.usage`,
+`gen_ai.client.operation.duration`). With `observability.otel.endpoint` this module sets up OTLP/HTTP
+exporters (Cloud Monitoring and Application Insights both ingest OTLP); without it, the process's
+global providers are used as the platform's distro or `opentelemetry-instrument` configured them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.models import Attempt, Job
+from core.observability.metrics import AttemptRecord, JobRecord
+
+# GenAI semantic-convention names (checked against opentelemetry-semantic-conventions in the tests)
+OPERATION = "gen_ai.operation.name"
+PROVIDER = "gen_ai.provider.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+INPUT_TOKENS = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
+CACHE_WRITE = "gen_ai.usage.cache_creation.input_tokens"
+TOKEN_TYPE = "gen_ai.token.type"
+ERROR_TYPE = "error.type"
+TOKEN_USAGE = "gen_ai.client.token.usage"
+OPERATION_DURATION = "gen_ai.client.operation.duration"
+# our provider types → the conventions' well-known gen_ai.provider.name values
+PROVIDER_NAMES = {"anthropic": "anthropic", "openai_compatible": "openai", "bedrock": "aws.bedrock",
+                  "offline": "altostratus.offline"}
+
+
+def _ns(t: float) -> int:
+    return int(t * 1_000_000_000)
+
+
+class OtelSink:
+    def __init__(self, *, provider_types: dict[str, str], model_ids: dict[str, str], endpoint: str | None = None,
+                 service_name: str = "altostratus", tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        from opentelemetry import metrics, trace
+
+        self._trace = trace
+        self.provider_types = provider_types  # provider name in config -> its type
+        self.model_ids = model_ids  # model name in config -> the provider's model id
+        if endpoint is not None and tracer_provider is None:
+            tracer_provider, meter_provider = _otlp(endpoint, service_name)
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("altostratus")
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("altostratus")
+        self.token_usage = meter.create_histogram(TOKEN_USAGE, unit="{token}", description="Tokens per call.")
+        self.duration = meter.create_histogram(OPERATION_DURATION, unit="s", description="GenAI call duration.")
+        self.queue_age = meter.create_histogram("alto.queue.age", unit="s", description="Queued job's wait for a worker.")
+
+    def _provider(self, name: str) -> str:
+        return PROVIDER_NAMES.get(self.provider_types.get(name, ""), name)
+
+    def attempt(self, a: AttemptRecord, attempt: Attempt, job: Job) -> None:
+        attrs = {OPERATION: "chat", PROVIDER: self._provider(a.provider), REQUEST_MODEL: a.model_id}
+        if a.outcome != "succeeded":
+            attrs[ERROR_TYPE] = a.error_class
+        self.duration.record(a.latency_s, attrs)
+        for kind, n in (("input", a.input_tokens), ("output", a.output_tokens)):
+            if n:
+                self.token_usage.record(n, {**attrs, TOKEN_TYPE: kind})
+
+    def job(self, j: JobRecord, job: Job) -> None:
+        parent = self._parent(job)
+        end = job.finished_at or job.updated_at
+        span = self.tracer.start_span("alto.job", context=parent, start_time=_ns(job.created_at), attributes={
+            "alto.job.id": job.id, "alto.tenant": j.tenant, "alto.task": j.task, "alto.job.status": j.status,
+            "alto.job.attempts": j.attempts, "alto.cache_hit": j.cache_hit, REQUEST_MODEL: self.model_ids.get(j.model, j.model),
+        })
+        if j.status != "succeeded":
+            span.set_attribute(ERROR_TYPE, job.error.error_class.value if job.error else j.status)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, j.status))
+        ctx = self._trace.set_span_in_context(span)
+        for attempt in job.attempts:
+            self._attempt_span(attempt, ctx, end)
+        span.end(end_time=_ns(end))
+
+    def _attempt_span(self, attempt: Attempt, ctx: Any, job_end: float) -> None:
+        model_id = self.model_ids.get(attempt.model or "", attempt.model or "")
+        attrs: dict[str, Any] = {OPERATION: "chat", PROVIDER: self._provider(attempt.provider or ""),
+                                 REQUEST_MODEL: model_id, "alto.attempt": attempt.number}
+        if attempt.usage is not None:
+            attrs.update({RESPONSE_MODEL: model_id, INPUT_TOKENS: attempt.usage.input_tokens,
+                          OUTPUT_TOKENS: attempt.usage.output_tokens, CACHE_READ: attempt.usage.cache_read_tokens,
+                          CACHE_WRITE: attempt.usage.cache_write_tokens, "alto.cost_usd": attempt.usage.cost_usd})
+        if attempt.outcome != "succeeded":
+            attrs[ERROR_TYPE] = attempt.error_class.value if attempt.error_class else attempt.outcome
+        span = self.tracer.start_span(f"chat {model_id}", context=ctx, kind=self._trace.SpanKind.CLIENT,
+                                      start_time=_ns(attempt.started_at), attributes=attrs)
+        if attempt.outcome != "succeeded":
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, (attempt.error or attempt.outcome)[:200]))
+        span.end(end_time=_ns(attempt.finished_at or job_end))
+
+    def _parent(self, job: Job) -> Any:
+        """The submit's trace as a remote parent: the caller's span when it sent a `traceparent`, else a
+        span id derived from the trace id (the submit itself, which records no span of its own)."""
+        trace = self._trace
+        span_id = int(job.parent_span_id, 16) if job.parent_span_id else (int(job.trace_id[16:], 16) or 1)
+        ctx = trace.SpanContext(int(job.trace_id, 16), span_id, is_remote=True,
+                                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+        return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
+
+    def picked(self, tenant: str, task: str, queue_age_s: float) -> None:
+        self.queue_age.record(queue_age_s, {"alto.tenant": tenant, "alto.task": task})
+
+    def deferred(self, tenant: str, task: str, model: str) -> None:
+        return None
+
+    def flush(self) -> None:
+        """Export what is buffered (a Lambda or Cloud Function may be frozen right after the invocation)."""
+        provider = self.tracer_provider or self._trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush(timeout_millis=5000)
+        meters = self.meter_provider
+        if meters is not None and hasattr(meters, "force_flush"):
+            meters.force_flush(timeout_millis=5000)
+
+
+    def close(self) -> None:
+        """Flush and stop the exporters this sink made (an endpoint was configured); globals are left alone."""
+        self.flush()
+        for owned in (self.tracer_provider, self.meter_provider):
+            if owned is not None and hasattr(owned, "shutdown"):
+                owned.shutdown()
+
+
+def _otlp(endpoint: str, service_name: str) -> tuple[Any, Any]:
+    """SDK providers exporting to `endpoint` over OTLP/HTTP (traces and metrics)."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    base = endpoint.rstrip("/")
+    resource = Resource.create({"service.name": service_name})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces")))
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"),
+                                           export_interval_millis=10_000)
+    return tracer_provider, MeterProvider(resource=resource, metric_readers=[reader])

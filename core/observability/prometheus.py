@@ -1,0 +1,132 @@
+"""Prometheus text exposition for `GET /metrics` on `alto serve`: counters and histograms in process.
+
+No client library: the text format (version 0.0.4) is a few lines per series, and the registry is a
+dict under a lock (the sink is fed from the event loop and the storage thread). One registry per
+process, shared by every worker loop `alto serve` runs; a workers-only process has no HTTP server, so
+scrape the process that serves the API (or run workers inside it).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Iterable
+
+from core.models import Attempt, Job
+from core.observability.metrics import AttemptRecord, JobRecord
+
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+Labels = tuple[tuple[str, str], ...]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[Labels, float]] = {}
+        self._histograms: dict[str, dict[Labels, list[float]]] = {}  # bucket counts..., count, sum
+        self._help: dict[str, tuple[str, str]] = {}  # name -> (type, help)
+
+    def describe(self, name: str, kind: str, text: str) -> None:
+        self._help[name] = (kind, text)
+
+    def inc(self, name: str, labels: dict[str, str], by: float = 1.0) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            series = self._counters.setdefault(name, {})
+            series[key] = series.get(key, 0.0) + by
+
+    def observe(self, name: str, labels: dict[str, str], value: float) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            series = self._histograms.setdefault(name, {})
+            row = series.get(key)
+            if row is None:
+                row = series[key] = [0.0] * (len(SECONDS) + 2)
+            for i, bound in enumerate(SECONDS):
+                if value <= bound:
+                    row[i] += 1
+            row[-2] += 1
+            row[-1] += value
+
+    def text(self) -> str:
+        with self._lock:
+            counters = {n: dict(s) for n, s in self._counters.items()}
+            histograms = {n: {k: list(v) for k, v in s.items()} for n, s in self._histograms.items()}
+        out: list[str] = []
+        for name in sorted(set(counters) | set(histograms)):
+            kind, text = self._help.get(name, ("counter" if name in counters else "histogram", name))
+            out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            for labels, value in sorted(counters.get(name, {}).items()):
+                out.append(f"{name}{_labels(labels)} {_num(value)}")
+            for labels, row in sorted(histograms.get(name, {}).items()):
+                for bound, n in zip(SECONDS, row):
+                    out.append(f"{name}_bucket{_labels(labels + (('le', _num(bound)),))} {_num(n)}")
+                out.append(f"{name}_bucket{_labels(labels + (('le', '+Inf'),))} {_num(row[-2])}")
+                out.append(f"{name}_count{_labels(labels)} {_num(row[-2])}")
+                out.append(f"{name}_sum{_labels(labels)} {_num(row[-1])}")
+        return "\n".join(out) + "\n"
+
+
+def _labels(labels: Iterable[tuple[str, str]]) -> str:
+    body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+    return "{" + body + "}" if body else ""
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(v: float) -> str:
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+class PrometheusSink:
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = r = registry or Registry()
+        r.describe("alto_jobs_total", "counter", "Jobs that reached a terminal status.")
+        r.describe("alto_job_duration_seconds", "histogram", "Submit to terminal status, per job.")
+        r.describe("alto_job_attempts_total", "counter", "Provider attempts of terminal jobs.")
+        r.describe("alto_cache_hits_total", "counter", "Jobs answered from the response cache.")
+        r.describe("alto_attempts_total", "counter", "Provider calls by outcome and error class.")
+        r.describe("alto_attempt_duration_seconds", "histogram", "Provider call latency.")
+        r.describe("alto_time_to_first_token_seconds", "histogram", "Streamed calls: request to first token.")
+        r.describe("alto_tokens_total", "counter", "Tokens billed, by type.")
+        r.describe("alto_cost_usd_total", "counter", "Cost billed, USD.")
+        r.describe("alto_fallbacks_total", "counter", "Attempts sent to a fallback model.")
+        r.describe("alto_queue_age_seconds", "histogram", "How long a queued job waited before a worker picked it up.")
+        r.describe("alto_deferrals_total", "counter", "Deliveries deferred (rate limit, circuit, slot, budget).")
+
+    def attempt(self, a: AttemptRecord, attempt: Attempt, job: Job) -> None:
+        r, base = self.registry, {"tenant": a.tenant, "task": a.task, "model": a.model}
+        r.inc("alto_attempts_total", {**base, "provider": a.provider, "outcome": a.outcome, "error_class": a.error_class})
+        r.observe("alto_attempt_duration_seconds", {"model": a.model, "provider": a.provider, "outcome": a.outcome},
+                  a.latency_s)
+        if a.ttft_s is not None:
+            r.observe("alto_time_to_first_token_seconds", {"model": a.model, "provider": a.provider}, a.ttft_s)
+        for kind, n in (("input", a.input_tokens), ("output", a.output_tokens), ("cache_read", a.cache_read_tokens),
+                        ("cache_write", a.cache_write_tokens)):
+            if n:
+                r.inc("alto_tokens_total", {**base, "type": kind}, n)
+        if a.cost_usd:
+            r.inc("alto_cost_usd_total", base, a.cost_usd)
+        if a.fallback:
+            r.inc("alto_fallbacks_total", base)
+
+    def job(self, j: JobRecord, job: Job) -> None:
+        r, labels = self.registry, {"tenant": j.tenant, "task": j.task, "model": j.model, "status": j.status}
+        r.inc("alto_jobs_total", labels)
+        r.observe("alto_job_duration_seconds", labels, j.latency_s)
+        r.inc("alto_job_attempts_total", labels, j.attempts)
+        if j.cache_hit:
+            r.inc("alto_cache_hits_total", {"tenant": j.tenant, "task": j.task, "model": j.model})
+
+    def picked(self, tenant: str, task: str, queue_age_s: float) -> None:
+        self.registry.observe("alto_queue_age_seconds", {"tenant": tenant, "task": task}, queue_age_s)
+
+    def deferred(self, tenant: str, task: str, model: str) -> None:
+        self.registry.inc("alto_deferrals_total", {"tenant": tenant, "task": task, "model": model})
+
+    def flush(self) -> None:
+        return None
