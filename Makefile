@@ -4,6 +4,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 NODE_STAMP := node_modules/.installed
+CHROME_STAMP := $(VENV)/.installed-chromium
 # the Lambda runtime's Python, for the bundle's bytecode (packaging tests skip, saying so, without it)
 export ALTO_LAMBDA_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && echo $$p && break; done)
 
@@ -31,10 +32,20 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# the console's browser test drives Debian's chromium through chromium-driver; installed when missing and
+# apt-get can run (as root), else that one test skips and says why
+$(CHROME_STAMP):
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "apt-get could not install chromium: the console's browser test will skip"; \
+	else echo "chromium and chromium-driver are not installed (and this is not root): the browser test will skip"; fi
+	@touch $@
+
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/python scripts/demo.py
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(CHROME_STAMP)
 	$(VENV)/bin/python -m pytest
 
 bench: $(STAMP)

@@ -13,8 +13,8 @@ pipeline ≥ 1.0× raw default, ≥ 0.8× raw same, own CPU ≤ 0.6 ms/job, 400 
 
     python benchmarks/throughput.py [--jobs 2000] [--inflight 100] [--latency 0.05] [--rounds 2] [--obs]
 
-`--obs` adds two pipeline sides: no metrics sink at all, and Prometheus plus OpenTelemetry (SDK providers,
-spans batched to an exporter that drops them): the cost of observability as 1 - on/off (target ≤ 5%).
+`--obs` adds two pipeline sides: no metrics sink at all, and Prometheus plus OpenTelemetry exporting spans and
+metrics over OTLP/HTTP to a receiver in the same process: the cost of observability as 1 - on/off (target ≤ 5%).
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ from core.testing.fake_anthropic import spawn  # noqa: E402
 TARGETS = {"vs_raw_default": 1.0, "vs_raw_same": 0.8, "own_cpu_ms": 0.6}
 
 
-def _settings(url: str, data_dir: str, inflight: int, obs: str = "default") -> dict:
+def _settings(url: str, data_dir: str, inflight: int, obs: str = "default", otlp: str | None = None) -> dict:
     return {
         "data_dir": data_dir, "embedded": {"storage_thread": os.environ.get("ALTO_BENCH_STORAGE", "thread") == "thread"},
         # default: Prometheus counters on (as shipped); bare: no sink; on: Prometheus and OpenTelemetry
-        "observability": {"prometheus": obs != "bare", "otel": {"enabled": obs == "on"}},
+        "observability": {"prometheus": obs != "bare", "otel": {
+            "enabled": obs == "on", "endpoint": otlp, "sample_ratio": float(os.environ.get("ALTO_BENCH_SAMPLE", "1"))}},
         "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url, "max_connections": inflight}},
         "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
         "routing": {"default": {"model": "m", "max_tokens": 64}},
@@ -76,23 +77,13 @@ async def raw_sdk(url: str, n: int, inflight: int, same: bool) -> dict[str, floa
     return {"per_s": n / elapsed, "cpu_ms": cpu * 1000 / n}
 
 
-def _otel_sdk() -> None:
-    """Real SDK providers (spans batched to an exporter that drops them, metrics aggregated in memory),
-    so the measured cost is what a deployment exporting over OTLP pays up to the wire."""
-    from opentelemetry import metrics, trace
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-    class Drop(SpanExporter):
-        def export(self, spans):  # noqa: ANN001
-            return SpanExportResult.SUCCESS
-
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
-    trace.set_tracer_provider(provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+async def _receiver(scope, receive, send) -> None:  # noqa: ANN001  an OTLP/HTTP endpoint that accepts all
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def pipeline(url: str, n: int, inflight: int, data_dir: str, obs: str = "default") -> dict[str, float]:
@@ -102,9 +93,9 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str, obs: str = "d
     from core.entrypoints.local import WorkerPool, wire_wakeups
     from core.models import JobRequest
 
-    if obs == "on":
-        _otel_sdk()
-    app = bootstrap(Settings.model_validate(_settings(url, data_dir, inflight, obs)), secrets=EnvSecrets({"K": "test-key"}))
+    otlp = os.environ.get("ALTO_BENCH_OTLP") if obs == "on" else None  # the receiver, in its own process
+    app = bootstrap(Settings.model_validate(_settings(url, data_dir, inflight, obs, otlp)),
+                    secrets=EnvSecrets({"K": "test-key"}))
     stop, all_done = asyncio.Event(), asyncio.Event()
     finished: set[str] = set()
     done: list[str] = []
@@ -161,6 +152,28 @@ def run_side(side: str, url: str, n: int, inflight: int) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _start_receiver() -> subprocess.Popen:
+    """An OTLP/HTTP endpoint in its own process (its CPU is not the pipeline's); its URL goes to the sides."""
+    from core.testing.servers import free_port
+
+    port = free_port()
+    code = ("import sys, uvicorn; sys.path.insert(0, sys.argv[2]); from benchmarks.throughput import _receiver; "
+            "uvicorn.run(_receiver, host='127.0.0.1', port=int(sys.argv[1]), log_level='critical')")
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(port), root], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    os.environ["ALTO_BENCH_OTLP"] = f"http://127.0.0.1:{port}"
+    import socket
+
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the OTLP receiver did not start")
+
+
 def _side_main(a: argparse.Namespace) -> None:
     if a.side.startswith("pipeline"):
         obs = {"pipeline": "default", "pipeline_bare": "bare", "pipeline_obs": "on"}[a.side]
@@ -196,6 +209,7 @@ def main() -> None:
     if a.side:
         return _side_main(a)
     proc, url = spawn("--latency", str(a.latency))
+    receiver = _start_receiver() if a.obs else None
     rows: dict[str, list[dict[str, float]]] = {"pipeline": [], "raw_default": [], "raw_same": [], "high": [],
                                                "pipeline_bare": [], "pipeline_obs": []}
     sides = ("raw_default", "raw_same", "pipeline") + (("pipeline_bare", "pipeline_obs") if a.obs else ())
@@ -206,8 +220,10 @@ def main() -> None:
             if a.high_inflight:
                 rows["high"].append(run_side("pipeline", url, a.jobs, a.high_inflight))
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for p in (proc, receiver):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=10)
     pipe, raw, same = (_median(rows[s], "per_s") for s in ("pipeline", "raw_default", "raw_same"))
     pipe_cpu, raw_cpu, same_cpu = (_median(rows[s], "cpu_ms") for s in ("pipeline", "raw_default", "raw_same"))
     line = {

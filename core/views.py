@@ -2,6 +2,8 @@
 
 # no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.models import (
@@ -148,3 +150,17 @@ class UsageReport(_Model):
     since: str
     group_by: list[str]
     rows: list[UsageRow]
+
+
+class ModelState(BaseModel):
+    """One catalogued model's shared governance state: its circuit and its rate buckets."""
+
+    model: str
+    provider: str
+    model_id: str
+    circuit: dict[str, Any] = Field(description="`state` closed, open or half_open, with failures and cooldown.")
+    rate: dict[str, Any] = Field(description="Configured limits, tokens available now per bucket, slots in use.")
+
+
+class ModelStates(BaseModel):
+    models: list[ModelState]

@@ -282,7 +282,7 @@ def test_ask_runs_a_workflow_over_a_pdf_then_lists_and_cancels(tmp_path):
     parts, summary = view["steps"]
     assert parts["children"]["total"] >= 2 and summary["children"]["total"] == 1
     assert view["usage"]["calls"] == parts["children"]["total"] + 1
-    listed = run(["jobs", "list", "--parent", view["job_id"]], data).stdout.splitlines()
+    listed = run(["jobs", "list", "--parent", view["job_id"]], data).stdout.splitlines()[1:]  # under the header row
     assert len(listed) == view["usage"]["calls"] and all(line.startswith(view["job_id"] + "-s") for line in listed)
     p = run(["jobs", "cancel", view["job_id"]], data, check=False)
     assert p.returncode == 1 and "already succeeded" in p.stderr and "Traceback" not in p.stderr

@@ -219,3 +219,23 @@ def test_spans_and_genai_metrics_reach_an_otlp_endpoint(make_app, fake_anthropic
                for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics
                for sm in rm.scope_metrics for m in sm.metrics}
     assert {otel.TOKEN_USAGE, otel.OPERATION_DURATION, "alto.queue.age"} <= metrics
+
+
+def test_sampled_out_traces_export_no_spans_but_still_count(make_app, fake_anthropic, otel_memory):
+    from tests.test_pipeline_governance import submit_and_run
+
+    exporter, reader = otel_memory
+    exporter.clear()
+    _, url = fake_anthropic
+    app = make_app({**anthropic_config(url), "observability": {"otel": {"enabled": True, "sample_ratio": 0.0}}})
+    job = submit_and_run(app)
+
+    def calls() -> int:
+        return sum(p.count for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+                   for m in sm.metrics if m.name == otel.OPERATION_DURATION for p in m.data.data_points)
+
+    before = calls()
+    job2 = submit_and_run(app)
+    assert job.status.value == job2.status.value == "succeeded"
+    assert [s for s in exporter.get_finished_spans() if s.context.trace_id in (int(job.trace_id, 16), int(job2.trace_id, 16))] == []
+    assert calls() == before + 1  # the metrics still saw the call

@@ -186,6 +186,9 @@ class OtelConfig(_Strict):
         "OTLP/HTTP base URL (e.g. http://localhost:4318). Unset: the process's global providers are used, "
         "as configured by the platform's distro or opentelemetry-instrument."))
     service_name: str = "altostratus"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0, description=(
+        "Share of jobs whose spans are exported, decided by trace id (the same in every process, like "
+        "TraceIdRatioBased); metrics count every job."))
 
 
 class AuditConfig(_Strict):

@@ -11,6 +11,7 @@ compare-and-set that said True is durable. Results go back to each waiting loop 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from typing import Any, Callable, TypeVar
@@ -26,6 +27,7 @@ class Group:
 
     def __init__(self) -> None:
         self.open: list[Any] = []  # sqlite3 connections with BEGIN IMMEDIATE issued on this thread
+        self.after: list[Callable[[], None]] = []  # run once the group committed, outside its locks
 
     def commit(self) -> None:
         for conn in self.open:
@@ -42,6 +44,16 @@ class Group:
 def active_group() -> Group | None:
     """The group this thread is running, if any (SqliteDb.tx nests into it)."""
     return getattr(_local, "group", None)
+
+
+def after_commit(fn: Callable[[], None]) -> None:
+    """Run `fn` once what this thread wrote is durable: now, or after the running group's commit (and never,
+    if that commit fails). Metrics use it, so reporting a job never lengthens a write lock."""
+    group = active_group()
+    if group is None:
+        fn()
+    else:
+        group.after.append(fn)
 
 
 class StorageThread:
@@ -82,6 +94,7 @@ class StorageThread:
     def _run_group(self, batch: list[tuple[Any, ...]]) -> list[tuple[bool, Any]]:
         group = _local.group = Group()
         results: list[tuple[bool, Any]] = []
+        committed = False
         try:
             for fn, args, kwargs, _, _ in batch:
                 try:
@@ -89,14 +102,27 @@ class StorageThread:
                 except BaseException as e:  # noqa: BLE001  the caller's exception, raised in its own task
                     results.append((False, e))
             group.commit()
+            committed = True
         except BaseException as e:  # noqa: BLE001  the commit failed: nothing of this group is durable
             group.rollback()
             results = [(False, e)] * len(batch)
         finally:
             _local.group = None
+        if committed:
+            self._after(group)
         self.groups += 1
         self.calls += len(batch)
         return results
+
+    @staticmethod
+    def _after(group: Group) -> None:
+        for fn in group.after:
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001  a reporting hook never fails the writes it follows
+                from core.logs import log_event
+
+                log_event("storage.after_commit_failed", logging.ERROR, error=repr(e)[:300])
 
     @staticmethod
     def _deliver(batch: list[tuple[Any, ...]], results: list[tuple[bool, Any]]) -> None:

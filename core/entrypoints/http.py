@@ -249,6 +249,16 @@ class Api:
     def cancel_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
         return ApiResponse(200, JobView.of(self.service.cancel(tenant, job_id)).model_dump(mode="json"))
 
+    def replay_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
+        return ApiResponse(200, JobView.of(self.service.replay_for(tenant, job_id)).model_dump(mode="json"))
+
+    def providers(self, req: ApiRequest, tenant: str) -> ApiResponse:
+        state = getattr(self.service, "provider_state", None)
+        if state is None:
+            return error(501, "not_available", "this api function loads no model catalog; read the circuits where "
+                         "workers run (alto serve, or the worker's logs)", "(path)")
+        return ApiResponse(200, {"models": state()})
+
 
 def _since(raw: str | None) -> float | ApiResponse:
     """A UTC day (YYYY-MM-DD) at most 366 days back; default: the last 30 days."""

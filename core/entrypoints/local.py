@@ -11,6 +11,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl
 
 from core.bootstrap import App
+from core.console import asset as console_asset
 from core.entrypoints.consumer import run_delivery
 from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, ApiResponse, error, respond
 from core.errors import ConfigError
@@ -125,6 +126,8 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None,
             return
         if scope["path"] == "/metrics" and metrics_text is not None:
             return await _plain(send, 200, metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
+        if scope["method"] == "GET" and (page := console_asset(scope["path"])) is not None:
+            return await _plain(send, 200, page[0], page[1])  # the console: static, public, no data in it
         body = await _read_body(receive)
         if body is None:
             return  # the client went away before its body was complete: nothing is processed
@@ -151,8 +154,8 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None,
     return app
 
 
-async def _plain(send: Any, status: int, text: str, media_type: str) -> None:
-    body = text.encode()
+async def _plain(send: Any, status: int, text: str | bytes, media_type: str) -> None:
+    body = text.encode() if isinstance(text, str) else text
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
 from core.models import JobRequest, JobStatus
-from core.views import JobList, JobView, SubmitResponse, UsageReport
+from core.views import JobList, JobView, ModelStates, SubmitResponse, UsageReport
 
 LIST_LIMIT = 200
 PATH_PARAM = "[A-Za-z0-9_-]{1,128}"  # what a `{name}` in a path template matches (job ids)
@@ -80,4 +80,13 @@ ROUTES: tuple[Route, ...] = (
           errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)",
                   409: "Already finished (succeeded, failed, dead-lettered or cancelled)"},
           params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),)),
+    Route("POST", "/v1/jobs/{job_id}/replay", "replay_job",
+          "Replay a failed, dead-lettered or cancelled job with a fresh attempt budget", response=JobView,
+          errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)",
+                  409: "Not replayable (queued, running or succeeded; or a workflow, which workers replay)",
+                  503: "The queue is unavailable: nothing was replayed, try again"},
+          params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),)),
+    Route("GET", "/v1/providers", "providers", "Each model's circuit breaker and rate buckets (shared state)",
+          response=ModelStates,
+          errors={401: "Missing or invalid API key", 501: "This deployment's api function has no model catalog"}),
 )

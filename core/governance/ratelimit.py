@@ -50,6 +50,21 @@ class RateLimiter:
 
     # -------------------------------------------------------------- token buckets
 
+    def status(self, model: ModelConfig) -> dict[str, Any]:
+        """The shared buckets' levels now (refilled to this moment) and the slots in use, for operators."""
+        limits = model.limits
+        rates = limits.rates_per_s() if limits is not None else {}
+        out: dict[str, Any] = {"limits": limits.model_dump(exclude_none=True) if limits is not None else {}}
+        if rates and limits is not None:
+            rec = self.state.get("rl:" + deployment_key(model))
+            levels = _refill(rec, limits, _now(rec, self.clock))
+            out["available"] = {name: round(levels[name], 3) for name in rates}
+            out["capacity"] = {name: round(rate * limits.burst_s, 3) for name, rate in rates.items()}
+        slots = self.state.get("cc:" + deployment_key(model))
+        now = self.clock()
+        out["slots_in_use"] = sum(1 for exp in (slots.value.get("holders", {}) if slots else {}).values() if exp > now)
+        return out
+
     def reserve(self, model: ModelConfig, *, input_tokens: int, max_wait_s: float) -> Reservation | Deferral:
         limits = model.limits
         key = "rl:" + deployment_key(model)

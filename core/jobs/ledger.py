@@ -33,6 +33,7 @@ from core.ports import JobStore
 
 Change = Callable[[Job], None]
 TRIES = 5
+REPLAYABLE = (JobStatus.dead_lettered, JobStatus.failed, JobStatus.cancelled)
 
 
 class Verdict(NamedTuple):
@@ -206,9 +207,9 @@ class Ledger:
         def step(job: Job | None) -> bool:
             if job is None:
                 raise NotFound(f"job {job_id} not found")
-            if job.status not in (JobStatus.dead_lettered, JobStatus.failed, JobStatus.cancelled):
+            if job.status not in REPLAYABLE:
                 raise InputError(f"job {job_id} is {job.status.value}; only dead_lettered, failed or cancelled jobs "
-                                 "can be replayed")
+                                 "can be replayed", status=409)
 
             def change(j: Job) -> None:
                 j.provider_calls, j.reply, j.finished_at = 0, None, None

@@ -12,7 +12,8 @@ import time
 from typing import Callable
 
 from core.config.api import ApiSettings
-from core.jobs.ledger import Ledger
+from core.errors import InputError
+from core.jobs.ledger import REPLAYABLE, Ledger
 from core.jobs.submit import send_job
 from core.logs import log_event
 from core.models import Job, JobStatus, QueueMessage
@@ -84,6 +85,9 @@ class Operator:
         A workflow resumes at the step it stopped in, its failed children replayed with it."""
         current = self.ledger.load(job_id)
         if current is not None and current.workflow is not None and self.replay_workflow is not None:
+            if current.status not in REPLAYABLE:  # the ledger refuses these too; a workflow never reaches it
+                raise InputError(f"job {job_id} is {current.status.value}; only dead_lettered, failed or cancelled "
+                                 "jobs can be replayed", status=409)
             return self.replay_workflow(current)
         job = self.ledger.replay(job_id)
         if enqueue:

@@ -7,6 +7,7 @@ import time
 from typing import Callable
 
 from core.config.api import ApiSettings
+from core.errors import InputError
 from core.governance.ledger import UsageLedger
 from core.jobs.ledger import Ledger
 from core.jobs.queries import Queries
@@ -25,7 +26,7 @@ class ApiService:
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.metrics = metrics or Fanout([])
-        self.ledger = Ledger(store, clock=clock, on_terminal=lambda job: self.metrics.job(job_record(job), job))
+        self.ledger = Ledger(store, clock=clock, on_terminal=self._report_terminal)
         self.submitter = Submitter(settings, self.ledger, state, queue, blobs=blobs, retriever=retriever, clock=clock)
         self.streams = StreamLog(state, blobs, settings.stream)
         self.queries = Queries(store, self.streams)
@@ -50,6 +51,28 @@ class ApiService:
     def children(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         """A workflow's child jobs, step by step and in order (`GET /v1/jobs?parent=ID`)."""
         return self.queries.children(tenant, parent_id, status=status, limit=limit)
+
+    def _report_terminal(self, job: Job) -> None:
+        """A job's terminal metrics, once its write is durable (after the storage thread's group commits)."""
+        from core.embedded.storage_thread import after_commit
+
+        after_commit(lambda: self.metrics.job(job_record(job), job))
+
+    def replay_for(self, tenant: str, job_id: str) -> Job:
+        """`POST /v1/jobs/{id}/replay`: a failed, dead-lettered or cancelled job of this tenant, queued again."""
+        self.queries.get(tenant, job_id)  # NotFound for another tenant's
+        return self.replay(job_id)
+
+    def replay(self, job_id: str, *, enqueue: bool = True) -> Job:
+        """The API side's replay (a worker service resumes workflows step by step: core.jobs.operator)."""
+        current = self.ledger.load(job_id)
+        if current is not None and current.request.workflow is not None:
+            raise InputError(f"job {job_id} is a workflow: replay it where workers run (alto dlq replay), which "
+                             "resumes it at the step it stopped in", status=409)
+        job = self.ledger.replay(job_id)
+        if enqueue:
+            self.submitter.enqueue_or_raise(job)
+        return job
 
     def cancel(self, tenant: str, job_id: str) -> Job:
         """`DELETE /v1/jobs/{id}`: the job ends `cancelled`; a workflow's children not started never start."""

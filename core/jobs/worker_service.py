@@ -4,7 +4,7 @@ from the full `Settings`. The composition root (`core.bootstrap`) builds one per
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from core.chunks import ContextChunk
 from core.config.worker import Settings
@@ -88,3 +88,8 @@ class WorkerService(ApiService):
 
     def replay(self, job_id: str, *, enqueue: bool = True) -> Job:
         return self.operator.replay(job_id, enqueue=enqueue)
+
+    def provider_state(self) -> list[dict[str, Any]]:
+        """Every catalogued model's circuit and rate buckets (`GET /v1/providers`, the console)."""
+        return [{"model": name, "provider": m.provider, "model_id": m.model_id, "circuit": self.breaker.status(m),
+                 "rate": self.limiter.status(m)} for name, m in sorted(self.settings.models.items())]

@@ -43,12 +43,14 @@ def _ns(t: float) -> int:
 
 class OtelSink:
     def __init__(self, *, provider_types: dict[str, str], model_ids: dict[str, str], endpoint: str | None = None,
-                 service_name: str = "altostratus", tracer_provider: Any = None, meter_provider: Any = None) -> None:
+                 service_name: str = "altostratus", sample_ratio: float = 1.0, tracer_provider: Any = None,
+                 meter_provider: Any = None) -> None:
         from opentelemetry import metrics, trace
 
         self._trace = trace
         self.provider_types = provider_types  # provider name in config -> its type
         self.model_ids = model_ids  # model name in config -> the provider's model id
+        self.sample_below = int(sample_ratio * (1 << 56))  # a trace is sampled when its low 56 bits fall below
         if endpoint is not None and tracer_provider is None:
             tracer_provider, meter_provider = _otlp(endpoint, service_name)
         self.tracer_provider = tracer_provider
@@ -72,6 +74,8 @@ class OtelSink:
                 self.token_usage.record(n, {**attrs, TOKEN_TYPE: kind})
 
     def job(self, j: JobRecord, job: Job) -> None:
+        if int(job.trace_id[-14:], 16) >= self.sample_below:
+            return  # not sampled: the same decision for this trace in every process
         parent = self._parent(job)
         end = job.finished_at or job.updated_at
         span = self.tracer.start_span("alto.job", context=parent, start_time=_ns(job.created_at), attributes={

@@ -82,21 +82,27 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
+SERIES = (
+    ("alto_jobs_total", "counter", "Jobs that reached a terminal status."),
+    ("alto_job_duration_seconds", "histogram", "Submit to terminal status, per job."),
+    ("alto_job_attempts_total", "counter", "Provider attempts of terminal jobs."),
+    ("alto_cache_hits_total", "counter", "Jobs answered from the response cache."),
+    ("alto_attempts_total", "counter", "Provider calls by outcome and error class."),
+    ("alto_attempt_duration_seconds", "histogram", "Provider call latency."),
+    ("alto_time_to_first_token_seconds", "histogram", "Streamed calls: request to first token."),
+    ("alto_tokens_total", "counter", "Tokens billed, by type."),
+    ("alto_cost_usd_total", "counter", "Cost billed, USD."),
+    ("alto_fallbacks_total", "counter", "Attempts sent to a fallback model."),
+    ("alto_queue_age_seconds", "histogram", "How long a queued job waited before a worker picked it up."),
+    ("alto_deferrals_total", "counter", "Deliveries deferred (rate limit, circuit, slot, budget)."),
+)
+
+
 class PrometheusSink:
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = r = registry or Registry()
-        r.describe("alto_jobs_total", "counter", "Jobs that reached a terminal status.")
-        r.describe("alto_job_duration_seconds", "histogram", "Submit to terminal status, per job.")
-        r.describe("alto_job_attempts_total", "counter", "Provider attempts of terminal jobs.")
-        r.describe("alto_cache_hits_total", "counter", "Jobs answered from the response cache.")
-        r.describe("alto_attempts_total", "counter", "Provider calls by outcome and error class.")
-        r.describe("alto_attempt_duration_seconds", "histogram", "Provider call latency.")
-        r.describe("alto_time_to_first_token_seconds", "histogram", "Streamed calls: request to first token.")
-        r.describe("alto_tokens_total", "counter", "Tokens billed, by type.")
-        r.describe("alto_cost_usd_total", "counter", "Cost billed, USD.")
-        r.describe("alto_fallbacks_total", "counter", "Attempts sent to a fallback model.")
-        r.describe("alto_queue_age_seconds", "histogram", "How long a queued job waited before a worker picked it up.")
-        r.describe("alto_deferrals_total", "counter", "Deliveries deferred (rate limit, circuit, slot, budget).")
+        for name, kind, text in SERIES:
+            r.describe(name, kind, text)
 
     def attempt(self, a: AttemptRecord, attempt: Attempt, job: Job) -> None:
         r, base = self.registry, {"tenant": a.tenant, "task": a.task, "model": a.model}

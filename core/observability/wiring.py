@@ -43,11 +43,11 @@ def _otel_sink(settings: ApiSettings) -> Any:
 
     providers = {name: getattr(p, "type", "") for name, p in dict(settings.providers).items()}
     models = {name: getattr(m, "model_id", name) for name, m in dict(settings.models).items()}
-    key = (settings.observability.otel.endpoint, settings.observability.otel.service_name,
-           tuple(sorted(providers.items())), tuple(sorted(models.items())))
+    cfg = settings.observability.otel
+    key = (cfg.endpoint, cfg.service_name, cfg.sample_ratio, tuple(sorted(providers.items())), tuple(sorted(models.items())))
     if key not in _otel:
-        _otel[key] = OtelSink(provider_types=providers, model_ids=models, endpoint=settings.observability.otel.endpoint,
-                              service_name=settings.observability.otel.service_name)
+        _otel[key] = OtelSink(provider_types=providers, model_ids=models, endpoint=cfg.endpoint,
+                              service_name=cfg.service_name, sample_ratio=cfg.sample_ratio)
     return _otel[key]
 
 

@@ -55,10 +55,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     i = sub.add_parser("ingest", help="index documents into a collection")
     i.add_argument("path", help="a file, a folder, or blob:PREFIX for documents in the blob store")
-    i.add_argument("--collection", type=valid_name, default="docs")
-    i.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name)
+    i.add_argument("--collection", type=valid_name, default="docs", help="the collection to ingest into (default docs)")
+    i.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name, help=f"its tenant (default {DEFAULT_TENANT})")
     i.add_argument("--prune", action="store_true", help="remove documents no longer under PATH")
-    i.add_argument("--quiet", action="store_true")
+    i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.add_argument("--progress", action="store_true", help="show the progress bar even when not a terminal")
     i.add_argument("--publish", action="store_true",
                    help="then upload the collection as a versioned snapshot to the blob store (serverless workers)")
@@ -71,5 +71,5 @@ def register(sub: Any) -> None:
     cc.add_argument("--skip-secrets", action="store_true",
                     help="don't resolve env:/file: secret references (a build machine without the service's secrets)")
     ch = csub.add_parser("hash-key", help="print the sha256: form of an API key for the config file")
-    ch.add_argument("key")
+    ch.add_argument("key", help="the API key to hash for tenants.X.api_keys")
     c.set_defaults(fn=cmd_config)

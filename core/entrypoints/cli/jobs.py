@@ -9,6 +9,7 @@ from typing import Any
 
 from core.bootstrap import App
 from core.entrypoints.cli.common import app_from, valid_name
+from core.entrypoints.cli.output import dead_letter_rows, job_rows
 from core.errors import AltoError, ConflictError
 from core.jobs.queries import dead_letter_state, job_json
 from core.models import JobStatus, QueueMessage
@@ -29,6 +30,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 0
     if args.jobs_cmd == "cancel":
         return _cancel(app, args.job_id)
+    if args.jobs_cmd == "wait":
+        return _wait(app, args.job_id, args.timeout, as_json=args.json)
     status = JobStatus(args.status) if args.status else None
     if args.parent:
         parent = app.store.get(args.parent)
@@ -38,13 +41,34 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         jobs = app.service.children(parent.tenant, parent.id, status=status, limit=args.limit)
     else:
         jobs = app.service.list(args.tenant, status=status, limit=args.limit)
+    views = [JobView.of(j) for j in jobs]
     if args.json:
-        print(json.dumps([JobView.of(j).model_dump(mode="json") for j in jobs], indent=2))
-        return 0
-    for j in jobs:
-        what = f"workflow {j.request.workflow}" if j.request.workflow else repr(j.request.prompt[:60])
-        print(f"{j.id}  {j.status.value:<13} {j.tenant:<12} calls={j.provider_calls}  {(j.request.task or '-'):<12} {what}")
+        print(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
+    elif views:
+        print(job_rows(views))
+    else:
+        print("no jobs", file=sys.stderr)
     return 0
+
+
+def _wait(app: App, job_id: str, timeout_s: float, *, as_json: bool) -> int:
+    """Until the job is terminal (workers elsewhere run it: `alto serve`); 3 when the time runs out."""
+    import time
+
+    from core.entrypoints.cli.run import print_answer
+
+    deadline = time.monotonic() + timeout_s
+    while (job := app.store.get(job_id)) is not None and not job.status.terminal:
+        if time.monotonic() > deadline:
+            print(f"alto: job {job_id} still {job.status.value} after {timeout_s:.0f} s", file=sys.stderr)
+            return 3
+        time.sleep(0.25)
+    if job is None:
+        print(f"job {job_id} not found", file=sys.stderr)
+        return 1
+    view = JobView.of(job)
+    print(json.dumps(view.model_dump(mode="json"), indent=2)) if as_json else print_answer(view)
+    return 0 if job.status is JobStatus.succeeded else 1
 
 
 def _cancel(app: App, job_id: str) -> int:
@@ -96,9 +120,8 @@ def _dlq_list(app: App, args: argparse.Namespace) -> int:
                            "error": j.error.model_dump(mode="json") if j.error else None,
                            "message_id": messages.get(j.id)} for j in jobs], indent=2))
         return 0
-    for j in jobs:
-        err = f"{j.error.error_class.value}: {j.error.message[:80]}" if j.error else "-"
-        print(f"{j.id}  tenant={j.tenant}  calls={j.provider_calls}  {err}")
+    if jobs:
+        print(dead_letter_rows([JobView.of(j) for j in jobs]))
     for key, message_id in messages.items():
         if key.startswith("unparseable:"):
             print(f"(message {message_id} in the DLQ has an unreadable body; inspect it with the queue tools)")
@@ -134,28 +157,32 @@ def _dlq_replay(app: App, args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    j = sub.add_parser("jobs", help="list or show jobs")
+    j = sub.add_parser("jobs", help="list, show, wait for or cancel jobs")
     jsub = j.add_subparsers(dest="jobs_cmd", required=True)
-    jl = jsub.add_parser("list")
-    jl.add_argument("--tenant", type=valid_name)
-    jl.add_argument("--status", choices=STATUSES)
-    jl.add_argument("--limit", type=int, default=50)
+    jl = jsub.add_parser("list", help="newest first, as a table (or --json)")
+    jl.add_argument("--tenant", type=valid_name, help="one tenant's jobs (local only; over --url: the key's tenant)")
+    jl.add_argument("--status", choices=STATUSES, help="only jobs in this status")
+    jl.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     jl.add_argument("--parent", help="list this workflow job's children, step by step")
-    jl.add_argument("--json", action="store_true")
-    js = jsub.add_parser("show")
-    js.add_argument("job_id")
+    jl.add_argument("--json", action="store_true", help="the job views as JSON")
+    js = jsub.add_parser("show", help="one job's full record as JSON")
+    js.add_argument("job_id", help="the job's id")
+    jw = jsub.add_parser("wait", help="wait until a job is finished, then print its answer (exit 3 on timeout)")
+    jw.add_argument("job_id", help="the job's id")
+    jw.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    jw.add_argument("--json", action="store_true", help="print the job view as JSON")
     jc = jsub.add_parser("cancel", help="cancel a queued or running job (a workflow: children not started never start)")
-    jc.add_argument("job_id")
+    jc.add_argument("job_id", help="the job's id")
     j.set_defaults(fn=cmd_jobs)
 
     d = sub.add_parser("dlq", help="inspect and replay dead-lettered jobs")
     dsub = d.add_subparsers(dest="dlq_cmd", required=True)
-    dl = dsub.add_parser("list")
-    dl.add_argument("--limit", type=int, default=100)
-    dl.add_argument("--json", action="store_true")
+    dl = dsub.add_parser("list", help="dead-lettered jobs, as a table (or --json)")
+    dl.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    dl.add_argument("--json", action="store_true", help="as JSON")
     ds = dsub.add_parser("show", help="print a job's full dead-letter state")
-    ds.add_argument("job_id")
+    ds.add_argument("job_id", help="the job's id")
     dr = dsub.add_parser("replay", help="re-queue jobs with a fresh attempt budget")
-    dr.add_argument("job_ids", nargs="*")
-    dr.add_argument("--all", action="store_true")
+    dr.add_argument("job_ids", nargs="*", help="the jobs to replay")
+    dr.add_argument("--all", action="store_true", help="every dead-lettered job")
     d.set_defaults(fn=cmd_dlq)

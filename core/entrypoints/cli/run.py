@@ -141,7 +141,7 @@ def print_answer(view: Any, *, text: bool = True) -> None:
 
 def register(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the HTTP API and worker loops")
-    s.add_argument("--host")
+    s.add_argument("--host", help="address to listen on (default server.host, 127.0.0.1)")
     s.add_argument("--port", type=port, help="0 picks a free port (printed once bound)")
     s.add_argument("--workers", type=int, help="worker loops in this process (default from config)")
     s.add_argument("--workers-only", action="store_true", help="process the queue without serving HTTP")
@@ -152,8 +152,9 @@ def register(sub: Any) -> None:
     a.add_argument("--workflow", help="run a multi-step workflow, e.g. summarize (newest version) or summarize@1")
     a.add_argument("--file", type=readable_file, help="with --workflow: a document (PDF, HTML, Markdown, text) as its input")
     a.add_argument("--collection", type=valid_name, help="collection to retrieve context from")
-    a.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name)
-    a.add_argument("--task")
+    a.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name,
+                   help=f"the tenant to ask as (default {DEFAULT_TENANT}; over --url: the key's tenant)")
+    a.add_argument("--task", help="the job's task, for routing rules and spend reports")
     a.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")
     a.add_argument("--json", action="store_true", help="print the job view exactly as the API returns it")
     a.add_argument("--stream", action="store_true", help="print the answer as the model writes it")

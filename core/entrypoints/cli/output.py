@@ -1,0 +1,49 @@
+"""How `alto` prints jobs for people: aligned columns under a header row, times as "3 min ago"; the same
+whether the jobs came from the local data folder or from a deployment's API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from core.views import JobView
+
+
+def ago(t: float | None, now: float | None = None) -> str:
+    if not t:
+        return "-"
+    s = max(0.0, (now or time.time()) - t)
+    if s < 60:
+        return f"{s:.0f} s ago"
+    if s < 3600:
+        return f"{s / 60:.0f} min ago"
+    if s < 86400:
+        return f"{s / 3600:.1f} h ago"
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+
+
+def table(heads: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[int] = ()) -> str:
+    """Columns as wide as their widest cell; the columns in `right` (numbers) aligned right."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip()
+
+    return "\n".join([line(list(heads))] + [line(r) for r in cells])
+
+
+def job_rows(views: Sequence[JobView]) -> str:
+    rows = []
+    for v in views:
+        what = f"workflow {v.workflow}" if v.workflow else "-"
+        rows.append([v.job_id, v.status.value, v.tenant, v.task or "-", v.route.model if v.route else "-",
+                     len(v.attempts), f"{v.usage.cost_usd:.6f}", ago(v.created_at), what])
+    return table(["JOB", "STATUS", "TENANT", "TASK", "MODEL", "CALLS", "COST $", "CREATED", "WORKFLOW"], rows,
+                 right=(5, 6))
+
+
+def dead_letter_rows(views: Sequence[JobView]) -> str:
+    rows = [[v.job_id, v.tenant, len(v.attempts), ago(v.updated_at),
+             f"{v.error.error_class.value}: {v.error.message[:80]}" if v.error else "-"] for v in views]
+    return table(["JOB", "TENANT", "CALLS", "WHEN", "LAST ERROR"], rows, right=(2,))

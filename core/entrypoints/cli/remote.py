@@ -1,0 +1,199 @@
+"""`alto --url URL --api-key env:NAME ...`: the job, dead-letter, cost and ask commands against a deployed
+API over HTTP, printing what the same commands print locally (stdlib HTTP: the CLI installs no client)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from core.embedded.secrets import EnvSecrets
+from core.entrypoints.cli.output import dead_letter_rows, job_rows
+from core.errors import AltoError
+from core.views import JobView
+
+TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
+REMOTE_COMMANDS = {"jobs", "dlq", "costs", "ask"}
+
+
+class RemoteError(AltoError):
+    """The API answered with an error (its message says what), or could not be reached."""
+
+
+class Remote:
+    def __init__(self, url: str, key_ref: str, *, timeout_s: float = 30.0) -> None:
+        if not key_ref.startswith(("env:", "file:")):
+            raise AltoError("--api-key takes a reference, env:NAME or file:PATH, so the key stays off the command line "
+                            "and out of shell history")
+        self.base = url.rstrip("/")
+        self.key = EnvSecrets().resolve(key_ref)
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.key}", "Accept": "application/json",
+            **({"Content-Type": "application/json"} if data is not None else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as r:
+                return json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raise RemoteError(_message(e)) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            reason = getattr(e, "reason", e)
+            raise RemoteError(f"cannot reach {self.base}: {reason}; check --url (and that the service is up)") from None
+
+    def view(self, job_id: str, query: str = "") -> JobView:
+        return JobView.model_validate(self.call("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}{query}"))
+
+
+def _message(e: urllib.error.HTTPError) -> str:
+    try:
+        err = json.loads(e.read())["error"]
+        return f"{e.code} {err.get('code', '')}: {err['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{e.code} {e.reason}"
+
+
+def run(args: argparse.Namespace) -> int:
+    remote = Remote(args.url, args.api_key or "env:ALTO_API_KEY")
+    if args.cmd == "jobs":
+        return _jobs(remote, args)
+    if args.cmd == "dlq":
+        return _dlq(remote, args)
+    if args.cmd == "costs":
+        return _costs(remote, args)
+    return _ask(remote, args)
+
+
+def _jobs(remote: Remote, args: argparse.Namespace) -> int:
+    if args.jobs_cmd == "show":
+        print(json.dumps(remote.call("GET", f"/v1/jobs/{args.job_id}"), indent=2))
+        return 0
+    if args.jobs_cmd == "cancel":
+        remote.call("DELETE", f"/v1/jobs/{args.job_id}")
+        print(f"job {args.job_id} cancelled")
+        return 0
+    if args.jobs_cmd == "wait":
+        return _wait(remote, args.job_id, args.timeout, as_json=args.json)
+    query = {"limit": str(args.limit), **({"status": args.status} if args.status else {}),
+             **({"parent": args.parent} if args.parent else {})}
+    jobs = [JobView.model_validate(j) for j in remote.call("GET", "/v1/jobs?" + urllib.parse.urlencode(query))["jobs"]]
+    _print_jobs(jobs, args.json, job_rows)
+    return 0
+
+
+def _print_jobs(views: list[JobView], as_json: bool, rows: Any) -> None:
+    if as_json:
+        print(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
+    elif views:
+        print(rows(views))
+    else:
+        print("no jobs", file=sys.stderr)
+
+
+def _wait(remote: Remote, job_id: str, timeout_s: float, *, as_json: bool) -> int:
+    """Until the job is terminal (long-polls the API), then its view; 3 when the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    view = remote.view(job_id)
+    while view.status.value not in TERMINAL:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            print(f"alto: job {job_id} still {view.status.value} after {timeout_s:.0f} s", file=sys.stderr)
+            return 3
+        time.sleep(min(0.5, left))
+        view = remote.view(job_id)
+    from core.entrypoints.cli.run import print_answer
+
+    print(json.dumps(view.model_dump(mode="json"), indent=2)) if as_json else print_answer(view)
+    return 0 if view.status.value == "succeeded" else 1
+
+
+def _dlq(remote: Remote, args: argparse.Namespace) -> int:
+    if args.dlq_cmd == "list":
+        jobs = remote.call("GET", f"/v1/jobs?status=dead_lettered&limit={min(args.limit, 200)}")["jobs"]
+        _print_jobs([JobView.model_validate(j) for j in jobs], args.json, dead_letter_rows)
+        return 0
+    if args.dlq_cmd == "show":
+        v = remote.call("GET", f"/v1/jobs/{args.job_id}")
+        print(json.dumps({k: v.get(k) for k in ("job_id", "status", "tenant", "task", "error", "attempts", "route",
+                                                 "prompt", "usage", "trace_id")}, indent=2))
+        return 0
+    ids = args.job_ids or ([j["job_id"] for j in remote.call("GET", "/v1/jobs?status=dead_lettered&limit=200")["jobs"]]
+                           if args.all else [])
+    if not ids:
+        print("nothing to replay: give job ids or --all", file=sys.stderr)
+        return 2
+    failed = 0
+    for job_id in ids:
+        try:
+            remote.call("POST", f"/v1/jobs/{job_id}/replay")
+        except RemoteError as e:
+            print(f"alto: {job_id}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"replayed {job_id} (fresh attempt budget)")
+    return 1 if failed else 0
+
+
+def _costs(remote: Remote, args: argparse.Namespace) -> int:
+    from core.entrypoints.cli.costs import _table
+
+    by = [d for d in args.by if d != "tenant"] or ["day"]  # the API reports the caller's own tenant only
+    query = {"group_by": ",".join(by), **({"since": time.strftime("%Y-%m-%d", time.gmtime(args.since))}
+                                          if args.since is not None else {})}
+    rows = remote.call("GET", "/v1/usage?" + urllib.parse.urlencode(query))["rows"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        _table(rows, by)
+    else:
+        print("no spend recorded in that period", file=sys.stderr)
+    return 0
+
+
+def _ask(remote: Remote, args: argparse.Namespace) -> int:
+    if args.workflow or args.file:
+        print("alto ask --url: send a workflow with POST /v1/jobs; --workflow and --file run locally", file=sys.stderr)
+        return 2
+    if not args.prompt:
+        print("alto ask: give a PROMPT", file=sys.stderr)
+        return 2
+    body = {"prompt": args.prompt, "stream": bool(args.stream), **({"collection": args.collection} if args.collection else {}),
+            **({"task": args.task} if args.task else {})}
+    job_id = remote.call("POST", "/v1/jobs", body)["job_id"]
+    if not args.stream:
+        return _wait(remote, job_id, args.timeout, as_json=args.json)
+    _stream(remote, job_id, args.timeout)
+    view = remote.view(job_id)
+    if view.status.value not in TERMINAL:
+        print(f"alto: job {job_id} still {view.status.value} after {args.timeout:.0f} s", file=sys.stderr)
+        return 3
+    from core.entrypoints.cli.run import print_answer
+
+    print(json.dumps(view.model_dump(mode="json"), indent=2)) if args.json else print_answer(view, text=False)
+    return 0 if view.status.value == "succeeded" else 1
+
+
+def _stream(remote: Remote, job_id: str, timeout_s: float) -> None:
+    """The answer as the model writes it, by long-polling the job (`?after=`): works through every proxy."""
+    deadline, after, attempt, text = time.monotonic() + timeout_s, "0", 0, ""
+    while time.monotonic() < deadline:
+        v = remote.view(job_id, f"?after={after}&wait_s=10")
+        if v.partial is not None:
+            if v.partial.attempt != attempt:
+                if text:
+                    print("\n[the provider call was retried; its text starts over]", file=sys.stderr)
+                attempt, text = v.partial.attempt, ""
+            print(v.partial.text[len(text):], end="", flush=True)
+            text, after = v.partial.text, f"{v.partial.attempt}:{v.partial.seq}"
+        if v.status.value in TERMINAL:
+            if v.result is not None:  # what was written after the last partial seen (or all of it)
+                print(v.result[len(text):] if v.result.startswith(text) else "\n" + v.result, end="")
+            print()
+            return
