@@ -124,7 +124,7 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None,
                     return
         if scope["type"] != "http":
             return
-        if scope["path"] == "/metrics" and metrics_text is not None:
+        if scope["path"] == "/metrics" and scope["method"] == "GET" and metrics_text is not None:
             return await _plain(send, 200, metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
         if scope["method"] == "GET" and (page := console_asset(scope["path"])) is not None:
             return await _plain(send, 200, page[0], page[1])  # the console: static, public, no data in it
