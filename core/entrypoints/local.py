@@ -146,18 +146,17 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None,
         if resp.frames is not None and resp.media_type == "text/event-stream":
             return await _stream(resp, send)
         payload = resp.json_bytes() if resp.frames is None else await _gathered(resp)
-        raw_headers = [(b"content-type", resp.media_type.encode()), (b"content-length", str(len(payload)).encode())]
-        raw_headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
-        await send({"type": "http.response.start", "status": resp.status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _plain(send, resp.status, payload, resp.media_type, resp.headers)
 
     return app
 
 
-async def _plain(send: Any, status: int, text: str | bytes, media_type: str) -> None:
+async def _plain(send: Any, status: int, text: str | bytes, media_type: str, headers: Any = None) -> None:
+    """A whole (not streamed) response: its length, its type and any other headers."""
     body = text.encode() if isinstance(text, str) else text
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]})
+    raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 

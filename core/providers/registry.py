@@ -61,10 +61,10 @@ class ProviderRegistry:
         """Build every provider a route may call, before the first job: a cold SDK import blocks the loop
         for about a second, which would otherwise fall inside the first jobs' deadlines. One that can't
         be built is left for its jobs to report. Returns the names built."""
-        names = {self.settings.models[m].provider for _, route in self.settings.routing.routes()
-                 for _, m in route.model_refs("") if m in self.settings.models}
+        from core.config.secrets_check import routed_providers
+
         built = []
-        for name in sorted(names):
+        for name in routed_providers(self.settings):
             try:
                 self.get(name)
             except ConfigError:

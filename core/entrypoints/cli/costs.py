@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
+from core.entrypoints.cli.output import table
 from core.governance.ledger import DIMENSIONS, day_start, default_since
 
 
@@ -39,11 +40,11 @@ def cmd_costs(args: argparse.Namespace) -> int:
     if not rows:
         print("no spend recorded in that period", file=sys.stderr)
         return 0
-    _table(rows, args.by)
+    spend_table(rows, args.by)
     return 0
 
 
-def _table(rows: list[dict[str, Any]], by: list[str]) -> None:
+def spend_table(rows: list[dict[str, Any]], by: list[str]) -> None:
     cols = by + ["calls", "input_tokens", "output_tokens", "cache_read_tokens", "cost_usd", "saved_prompt_cache_usd",
                  "saved_response_cache_usd", "saved_batch_usd"]
     heads = by + ["calls", "in", "out", "cache read", "cost $", "saved: prompt cache $", "response cache $", "batch $"]
@@ -55,10 +56,7 @@ def _table(rows: list[dict[str, Any]], by: list[str]) -> None:
     cells = [[cell(r, c) for c in cols] for r in rows]
     total = {c: sum(r[c] for r in rows) for c in cols[len(by):]}
     cells.append(["total"] + [""] * (len(by) - 1) + [cell(total, c) for c in cols[len(by):]])
-    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(heads)]
-    print("  ".join(h.ljust(w) if i < len(by) else h.rjust(w) for i, (h, w) in enumerate(zip(heads, widths))))
-    for row in cells:
-        print("  ".join(v.ljust(w) if i < len(by) else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+    print(table(heads, cells, right=range(len(by), len(heads))))
 
 
 def register(sub: Any) -> None:

@@ -55,7 +55,7 @@ def _wait(app: App, job_id: str, timeout_s: float, *, as_json: bool) -> int:
     """Until the job is terminal (workers elsewhere run it: `alto serve`); 3 when the time runs out."""
     import time
 
-    from core.entrypoints.cli.run import print_answer
+    from core.entrypoints.cli.run import finish
 
     deadline = time.monotonic() + timeout_s
     while (job := app.store.get(job_id)) is not None and not job.status.terminal:
@@ -66,9 +66,7 @@ def _wait(app: App, job_id: str, timeout_s: float, *, as_json: bool) -> int:
     if job is None:
         print(f"job {job_id} not found", file=sys.stderr)
         return 1
-    view = JobView.of(job)
-    print(json.dumps(view.model_dump(mode="json"), indent=2)) if as_json else print_answer(view)
-    return 0 if job.status is JobStatus.succeeded else 1
+    return finish(JobView.of(job), as_json=as_json)
 
 
 def _cancel(app: App, job_id: str) -> int:

@@ -108,10 +108,9 @@ def _wait(remote: Remote, job_id: str, timeout_s: float, *, as_json: bool) -> in
             return 3
         time.sleep(min(0.5, left))
         view = remote.view(job_id)
-    from core.entrypoints.cli.run import print_answer
+    from core.entrypoints.cli.run import finish
 
-    print(json.dumps(view.model_dump(mode="json"), indent=2)) if as_json else print_answer(view)
-    return 0 if view.status.value == "succeeded" else 1
+    return finish(view, as_json=as_json)
 
 
 def _dlq(remote: Remote, args: argparse.Namespace) -> int:
@@ -142,7 +141,7 @@ def _dlq(remote: Remote, args: argparse.Namespace) -> int:
 
 
 def _costs(remote: Remote, args: argparse.Namespace) -> int:
-    from core.entrypoints.cli.costs import _table
+    from core.entrypoints.cli.costs import spend_table
 
     by = [d for d in args.by if d != "tenant"] or ["day"]  # the API reports the caller's own tenant only
     query = {"group_by": ",".join(by), **({"since": time.strftime("%Y-%m-%d", time.gmtime(args.since))}
@@ -151,7 +150,7 @@ def _costs(remote: Remote, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
-        _table(rows, by)
+        spend_table(rows, by)
     else:
         print("no spend recorded in that period", file=sys.stderr)
     return 0
@@ -174,10 +173,9 @@ def _ask(remote: Remote, args: argparse.Namespace) -> int:
     if view.status.value not in TERMINAL:
         print(f"alto: job {job_id} still {view.status.value} after {args.timeout:.0f} s", file=sys.stderr)
         return 3
-    from core.entrypoints.cli.run import print_answer
+    from core.entrypoints.cli.run import finish
 
-    print(json.dumps(view.model_dump(mode="json"), indent=2)) if args.json else print_answer(view, text=False)
-    return 0 if view.status.value == "succeeded" else 1
+    return finish(view, as_json=args.json, text=False)
 
 
 def _stream(remote: Remote, job_id: str, timeout_s: float) -> None:

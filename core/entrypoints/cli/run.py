@@ -63,12 +63,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         say(f"still {done.status.value} after {args.timeout:.0f} s; it stays queued for `alto serve` workers: "
             f"check it with `alto jobs show {job.id}`, or wait longer with --timeout")
         return 3
-    view = JobView.of(done)
-    if args.json:
-        print(json.dumps(view.model_dump(mode="json"), indent=2))
-    else:
-        print_answer(view)
-    return 0 if done.status is JobStatus.succeeded else 1
+    return finish(JobView.of(done), as_json=args.json)
 
 
 def _request(app: Any, args: argparse.Namespace) -> JobRequest | str:
@@ -114,6 +109,15 @@ async def _streamed(app: Any, job_id: str, running: Any) -> Any:
             print()
             return task.result()
         await asyncio.sleep(0.05)
+
+
+def finish(view: Any, *, as_json: bool, text: bool = True) -> int:
+    """A finished job for a person (or `--json`), and the exit status: 0 if it succeeded, 1 otherwise."""
+    if as_json:
+        print(json.dumps(view.model_dump(mode="json"), indent=2))
+    else:
+        print_answer(view, text=text)
+    return 0 if view.status.value == "succeeded" else 1
 
 
 def print_answer(view: Any, *, text: bool = True) -> None:
