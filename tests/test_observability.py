@@ -4,6 +4,7 @@ parse as EMF, and the opt-in audit log in the blob store (redacted, never in the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -11,6 +12,8 @@ import re
 import httpx
 import pytest
 
+from core.entrypoints.local import run_until_done
+from core.models import JobRequest
 from core.observability import otel
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.conftest import anthropic_config, wait_terminal
@@ -193,18 +196,22 @@ class Collector:
         await send({"type": "http.response.body", "body": b""})
 
 
-def test_spans_and_genai_metrics_reach_an_otlp_endpoint(make_app, fake_anthropic):
+def test_spans_and_genai_metrics_reach_an_otlp_endpoint(make_app):
+    """With an endpoint the sink owns its pipeline and hands finished spans straight to its batch
+    processor: the protobuf the collector receives must still be the same tree, kinds and statuses."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    from tests.test_pipeline_governance import submit_and_run
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
     collector = Collector()
-    _, url = fake_anthropic
-    with ServerThread(collector) as otlp:
-        app = make_app({**anthropic_config(url), "observability": {"otel": {
+    trace_id, caller = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"
+    with ServerThread(FakeAnthropic(FaultPlan(script=["500", "ok"]))) as srv, ServerThread(collector) as otlp:
+        app = make_app({**anthropic_config(srv.url, in_process_wait_s=5), "observability": {"otel": {
             "enabled": True, "endpoint": otlp.url, "service_name": "alto-otlp-test"}}})
-        job = submit_and_run(app)
+        job, _ = app.service.submit("acme", JobRequest(prompt="traced over otlp"), trace_id=trace_id,
+                                    parent_span_id=caller)
+        asyncio.run(run_until_done(app, [job.id], timeout_s=20))
+        job = app.store.get(job.id)
         from core.observability.wiring import close_otel
 
         close_otel()  # flushes what is buffered, then stops the exporters before the collector goes away
@@ -213,12 +220,28 @@ def test_spans_and_genai_metrics_reach_an_otlp_endpoint(make_app, fake_anthropic
         req = ExportTraceServiceRequest.FromString(body)
         for rs in req.resource_spans:
             assert any(a.key == "service.name" and a.value.string_value == "alto-otlp-test" for a in rs.resource.attributes)
-            spans += [s for ss in rs.scope_spans for s in ss.spans]
-    assert {s.name for s in spans if s.trace_id.hex() == job.trace_id} == {"alto.job", "chat claude-haiku-4-5"}
+            spans += [s for ss in rs.scope_spans for s in ss.spans if ss.scope.name == "altostratus"]
+    spans = [s for s in spans if s.trace_id.hex() == trace_id]
+    [root] = [s for s in spans if s.name == "alto.job"]
+    assert root.parent_span_id.hex() == caller and root.kind == Span.SPAN_KIND_INTERNAL
+    children = sorted((s for s in spans if s.parent_span_id == root.span_id), key=lambda s: attrs(s)["alto.attempt"])
+    assert [s.name for s in children] == ["chat claude-haiku-4-5"] * 2 and len(spans) == 3
+    failed, ok = children
+    assert all(s.kind == Span.SPAN_KIND_CLIENT and root.start_time_unix_nano <= s.start_time_unix_nano
+               <= s.end_time_unix_nano <= root.end_time_unix_nano for s in children)
+    assert failed.status.code == Status.STATUS_CODE_ERROR and attrs(failed)[otel.ERROR_TYPE] == "transient"
+    assert ok.status.code == Status.STATUS_CODE_UNSET and otel.ERROR_TYPE not in attrs(ok)
+    assert attrs(ok)[otel.INPUT_TOKENS] == job.usage.input_tokens and attrs(ok)[otel.PROVIDER] == "anthropic"
+    assert attrs(root)["alto.job.id"] == job.id and attrs(root)["alto.job.attempts"] == 2
     metrics = {m.name for body in collector.bodies["/v1/metrics"]
                for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics
                for sm in rm.scope_metrics for m in sm.metrics}
     assert {otel.TOKEN_USAGE, otel.OPERATION_DURATION, "alto.queue.age"} <= metrics
+
+
+def attrs(span) -> dict:
+    """An OTLP protobuf span's attributes as plain values."""
+    return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
 
 
 def test_sampled_out_traces_export_no_spans_but_still_count(make_app, fake_anthropic, otel_memory):
