@@ -226,6 +226,9 @@ class LazyApp:
             with self._lock:
                 if self._app is None:
                     self._app = self.factory()
+                    from core.process_tuning import settle
+
+                    settle(self._app.settings.process)  # the end of the instance's cold start
         return self._app
 
     def reset(self) -> None:

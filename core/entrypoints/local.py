@@ -19,6 +19,7 @@ from core.jobs.offload import offload
 from core.logs import log_event
 from core.models import Job, QueueMessage
 from core.ports import DeadLetterFeed, Delivery, PullQueue, SendNotifier
+from core.process_tuning import settle
 
 DEADLINE_MARGIN_S = 5.0
 DEAD_LETTER_CHECK_S = 0.5
@@ -52,6 +53,7 @@ class WorkerPool:
         poll = self.app.settings.queue.poll_interval_s
         last_dead_check = 0.0
         self.app.providers.warm()
+        settle(self.app.settings.process)  # after the warm-up: the provider clients are frozen with the rest
         while not stop.is_set():
             now = time.monotonic()
             if isinstance(queue, DeadLetterFeed) and now - last_dead_check > DEAD_LETTER_CHECK_S:

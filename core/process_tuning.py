@@ -1,0 +1,30 @@
+"""The garbage collector's settings for a worker process, applied once, when it is ready for jobs.
+
+A worker's heap is mostly what it imported (the SDKs, pydantic's schemas) plus a stream of short-lived
+objects per job. CPython's defaults collect the young generation every 700 allocations (several times per
+job) and, every few dozen of those, walk the whole heap again. Freezing what is alive at start-up and
+collecting the young generation less often is the usual cure for long-running servers; both are settings
+(`process:`), and both apply to the first worker start in a process, never to an import.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from core.config.api import ProcessConfig
+
+_settled = False
+
+
+def settle(cfg: ProcessConfig) -> None:
+    """Apply `cfg` to this process, once (later calls, with any settings, change nothing)."""
+    global _settled
+    if _settled:
+        return
+    _settled = True
+    if cfg.gc_young_threshold:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(cfg.gc_young_threshold, older, oldest)
+    if cfg.gc_freeze:
+        gc.collect()  # garbage alive now would otherwise stay frozen for the process's life
+        gc.freeze()
