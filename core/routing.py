@@ -32,6 +32,15 @@ class RoutePlan:
 class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._rules: tuple[object, object, list[RuleConfig]] = (None, None, [])  # (made from these rules, default, ...)
+
+    def rules(self) -> list[RuleConfig]:
+        """The configured rules, then the default route as a rule (validated once, not once per job)."""
+        routing = self.settings.routing
+        if self._rules[0] is not routing.rules or self._rules[1] is not routing.default:
+            self._rules = (routing.rules, routing.default,
+                           list(routing.rules) + [RuleConfig(name="default", route=routing.default)])
+        return self._rules[2]
 
     # ------------------------------------------------------------------ policy
 
@@ -55,8 +64,7 @@ class Router:
 
     def plan(self, tenant: str, request: JobRequest, *, input_tokens: int, job_id: str = "") -> RoutePlan:
         notes: list[str] = []
-        rules = list(self.settings.routing.rules) + [RuleConfig(name="default", route=self.settings.routing.default)]
-        for rule in rules:
+        for rule in self.rules():
             why_not = self._mismatch(rule, tenant, request, input_tokens)
             if why_not:
                 if rule.name != "default":

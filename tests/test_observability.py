@@ -69,6 +69,18 @@ def test_metrics_endpoint_counts_a_known_workload_exactly(live):
     assert delta(before, after, "alto_queue_age_seconds_count", tenant="acme", task="-") == 4
 
 
+def test_histogram_buckets_are_cumulative_with_le_bounds_inclusive():
+    from core.observability.prometheus import Registry
+
+    r = Registry()
+    for v in (0.003, 0.05, 0.2, 500.0):
+        r.observe("alto_x_seconds", (("model", "m"),), v)
+    lines = dict(line.rsplit(" ", 1) for line in r.text().splitlines() if not line.startswith("#"))
+    assert [lines[f'alto_x_seconds_bucket{{model="m",le="{le}"}}'] for le in ("0.005", "0.05", "0.25", "300", "+Inf")] \
+        == ["1", "2", "3", "3", "4"]
+    assert lines['alto_x_seconds_count{model="m"}'] == "4" and float(lines['alto_x_seconds_sum{model="m"}']) == 500.253
+
+
 def test_a_job_span_with_one_genai_child_per_attempt_continues_the_submits_trace(live, otel_memory):
     exporter, reader = otel_memory
     exporter.clear()
@@ -95,6 +107,8 @@ def test_a_job_span_with_one_genai_child_per_attempt_continues_the_submits_trace
     assert ok.attributes[otel.INPUT_TOKENS] == view["usage"]["input_tokens"]
     assert ok.attributes[otel.OUTPUT_TOKENS] == view["usage"]["output_tokens"]
     assert ok.attributes[otel.CACHE_READ] == 0 and otel.ERROR_TYPE not in ok.attributes
+    # one span per call: with our sink on, the SDK's own call spans (a second trace per call) are off
+    assert not [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == "com.anthropic.sdk.python"]
     names = {m.name for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert {otel.TOKEN_USAGE, otel.OPERATION_DURATION} <= names
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left
 from typing import Iterable
 
 from core.models import Attempt, Job
@@ -23,28 +24,27 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[Labels, float]] = {}
-        self._histograms: dict[str, dict[Labels, list[float]]] = {}  # bucket counts..., count, sum
+        self._histograms: dict[str, dict[Labels, list[float]]] = {}  # per-bucket counts..., count, sum
         self._help: dict[str, tuple[str, str]] = {}  # name -> (type, help)
 
     def describe(self, name: str, kind: str, text: str) -> None:
         self._help[name] = (kind, text)
 
-    def inc(self, name: str, labels: dict[str, str], by: float = 1.0) -> None:
-        key = tuple(sorted(labels.items()))
+    def inc(self, name: str, key: Labels, by: float = 1.0) -> None:
+        """Add to a counter; `key` is its labels as (name, value) pairs sorted by name (see `PrometheusSink`)."""
         with self._lock:
             series = self._counters.setdefault(name, {})
             series[key] = series.get(key, 0.0) + by
 
-    def observe(self, name: str, labels: dict[str, str], value: float) -> None:
-        key = tuple(sorted(labels.items()))
+    def observe(self, name: str, key: Labels, value: float) -> None:
+        """One histogram sample: its own bucket only; `text` makes the buckets cumulative when scraped."""
+        i = bisect_left(SECONDS, value)  # the first bound >= value (le semantics); len(SECONDS): only +Inf
         with self._lock:
             series = self._histograms.setdefault(name, {})
             row = series.get(key)
             if row is None:
-                row = series[key] = [0.0] * (len(SECONDS) + 2)
-            for i, bound in enumerate(SECONDS):
-                if value <= bound:
-                    row[i] += 1
+                row = series[key] = [0.0] * (len(SECONDS) + 3)
+            row[i] += 1
             row[-2] += 1
             row[-1] += value
 
@@ -59,8 +59,10 @@ class Registry:
             for labels, value in sorted(counters.get(name, {}).items()):
                 out.append(f"{name}{_labels(labels)} {_num(value)}")
             for labels, row in sorted(histograms.get(name, {}).items()):
+                below = 0.0
                 for bound, n in zip(SECONDS, row):
-                    out.append(f"{name}_bucket{_labels(labels + (('le', _num(bound)),))} {_num(n)}")
+                    below += n
+                    out.append(f"{name}_bucket{_labels(labels + (('le', _num(bound)),))} {_num(below)}")
                 out.append(f"{name}_bucket{_labels(labels + (('le', '+Inf'),))} {_num(row[-2])}")
                 out.append(f"{name}_count{_labels(labels)} {_num(row[-2])}")
                 out.append(f"{name}_sum{_labels(labels)} {_num(row[-1])}")
@@ -99,40 +101,45 @@ SERIES = (
 
 
 class PrometheusSink:
+    """The lifecycle's records as series. Label keys are written in name order, as `Registry` keys them
+    (sorting a dict per sample cost more than the sample itself)."""
+
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = r = registry or Registry()
         for name, kind, text in SERIES:
             r.describe(name, kind, text)
 
     def attempt(self, a: AttemptRecord, attempt: Attempt, job: Job) -> None:
-        r, base = self.registry, {"tenant": a.tenant, "task": a.task, "model": a.model}
-        r.inc("alto_attempts_total", {**base, "provider": a.provider, "outcome": a.outcome, "error_class": a.error_class})
-        r.observe("alto_attempt_duration_seconds", {"model": a.model, "provider": a.provider, "outcome": a.outcome},
+        r, base = self.registry, (("model", a.model), ("task", a.task), ("tenant", a.tenant))
+        r.inc("alto_attempts_total", (("error_class", a.error_class), ("model", a.model), ("outcome", a.outcome),
+                                      ("provider", a.provider), ("task", a.task), ("tenant", a.tenant)))
+        r.observe("alto_attempt_duration_seconds", (("model", a.model), ("outcome", a.outcome), ("provider", a.provider)),
                   a.latency_s)
         if a.ttft_s is not None:
-            r.observe("alto_time_to_first_token_seconds", {"model": a.model, "provider": a.provider}, a.ttft_s)
+            r.observe("alto_time_to_first_token_seconds", (("model", a.model), ("provider", a.provider)), a.ttft_s)
         for kind, n in (("input", a.input_tokens), ("output", a.output_tokens), ("cache_read", a.cache_read_tokens),
                         ("cache_write", a.cache_write_tokens)):
             if n:
-                r.inc("alto_tokens_total", {**base, "type": kind}, n)
+                r.inc("alto_tokens_total", (*base, ("type", kind)), n)
         if a.cost_usd:
             r.inc("alto_cost_usd_total", base, a.cost_usd)
         if a.fallback:
             r.inc("alto_fallbacks_total", base)
 
     def job(self, j: JobRecord, job: Job) -> None:
-        r, labels = self.registry, {"tenant": j.tenant, "task": j.task, "model": j.model, "status": j.status}
+        r = self.registry
+        labels = (("model", j.model), ("status", j.status), ("task", j.task), ("tenant", j.tenant))
         r.inc("alto_jobs_total", labels)
         r.observe("alto_job_duration_seconds", labels, j.latency_s)
         r.inc("alto_job_attempts_total", labels, j.attempts)
         if j.cache_hit:
-            r.inc("alto_cache_hits_total", {"tenant": j.tenant, "task": j.task, "model": j.model})
+            r.inc("alto_cache_hits_total", (("model", j.model), ("task", j.task), ("tenant", j.tenant)))
 
     def picked(self, tenant: str, task: str, queue_age_s: float) -> None:
-        self.registry.observe("alto_queue_age_seconds", {"tenant": tenant, "task": task}, queue_age_s)
+        self.registry.observe("alto_queue_age_seconds", (("task", task), ("tenant", tenant)), queue_age_s)
 
     def deferred(self, tenant: str, task: str, model: str) -> None:
-        self.registry.inc("alto_deferrals_total", {"tenant": tenant, "task": task, "model": model})
+        self.registry.inc("alto_deferrals_total", (("model", model), ("task", task), ("tenant", tenant)))
 
     def flush(self) -> None:
         return None

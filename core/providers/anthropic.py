@@ -54,13 +54,15 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0,
-                 max_connections: int = 200, http: str = "auto") -> None:
+                 max_connections: int = 200, http: str = "auto", sdk_spans: bool = True) -> None:
         import anthropic  # imported here: the submit path and offline jobs never pay for it
 
         self._anthropic = anthropic
         self.transport = http_transport(http)
         kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout_s,
                                   "http_client": _http_client(self.transport, timeout_s, max_connections)}
+        if not sdk_spans:  # our own GenAI span per attempt covers the call: the SDK's would be a second one
+            kwargs["open_telemetry"] = False
         if base_url:
             kwargs["base_url"] = base_url
         self.client = anthropic.AsyncAnthropic(**kwargs)

@@ -36,6 +36,7 @@ class ProviderRegistry:
             return AnthropicProvider(
                 api_key=self.secrets.resolve(cfg.api_key), base_url=cfg.base_url,
                 timeout_s=cfg.timeout_s, max_connections=cfg.max_connections, http=cfg.http,
+                sdk_spans=not self.settings.observability.otel.enabled,
             )
         if cfg.type == "openai_compatible":
             from core.providers.openai_compatible import OpenAICompatibleProvider
