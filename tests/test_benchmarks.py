@@ -25,6 +25,14 @@ def test_throughput_benchmark_runs_and_every_job_succeeds():
     assert line["cpu_ms_per_job"] > 0 and line["high_jobs_per_s"] > 0 and line["p50_job_ms"] <= line["p99_job_ms"]
 
 
+def test_sinks_benchmark_prices_every_sink_method_on_a_real_job():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sinks.py"), "--n", "400"], capture_output=True,
+                         text=True, timeout=120, check=True, cwd=ROOT)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["spans_per_job"] == 2  # the job span and its one attempt
+    assert all(v > 0 for k, v in line.items() if k.endswith("_us"))
+
+
 def test_storage_benchmark_drains_with_two_processes_in_both_modes():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "storage.py"), "--jobs", "200", "--processes", "2"],
                          capture_output=True, text=True, timeout=300, check=True, cwd=ROOT)

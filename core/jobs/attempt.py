@@ -174,13 +174,15 @@ class Attempter:
         await ticket.settle(None)
         _finished(attempt, self.clock(), timer, "succeeded")
         self._observe(job, attempt, ticket.model, writer)
+        # the call is billed whether or not its reply lands: budget and usage ledger first, so a job seen
+        # terminal has its cost counted already (and a reply that loses its write is still counted once)
+        await ticket.settle_tokens(result)
+        await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)
+        await self.account(job, ticket.decision.model, ticket.model, attempt.usage)
         verdict = self.verdict(job, result.text, assembled.chunks)
         if not await self.store_io(self.ledger.save_reply, job, result, verdict):
             return Lost("could not persist the provider reply")
         written = verdict if job.status.terminal else None  # else only the reply landed (a race): finalize writes
-        await ticket.settle_tokens(result)
-        await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)
-        await self.account(job, ticket.decision.model, ticket.model, attempt.usage)
         log_event(
             "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
             input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
