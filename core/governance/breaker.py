@@ -55,6 +55,25 @@ class CircuitBreaker:
     def _remember(self, key: str, value: dict[str, Any] | None) -> None:
         self._seen[key] = (self.clock(), value)
 
+    def cached_gate(self, model: ModelConfig) -> Gate | None:
+        """`check`'s answer when this worker's cached read settles it (no state store call), else None."""
+        key = "cb:" + deployment_key(model)
+        if not self.config.enabled:
+            return Gate("closed", key)
+        hit = self._seen.get(key)
+        if hit is None or self.clock() - hit[0] >= self.config.cache_s:
+            return None
+        return self._settled(key, hit[1])
+
+    def records(self, gate: Gate, error_class: ErrorClass | None) -> bool:
+        """Whether `record` may write: a failure, a probe's result, or a success that clears failures."""
+        if not self.config.enabled:
+            return False
+        if gate.kind == "probe" or error_class is ErrorClass.transient:
+            return True
+        hit = self._seen.get(gate.key)
+        return hit is None or self.clock() - hit[0] >= self.config.cache_s or bool((hit[1] or {}).get("failures"))
+
     def check(self, model: ModelConfig, *, probe_timeout_s: float) -> Gate:
         key = "cb:" + deployment_key(model)
         if not self.config.enabled:

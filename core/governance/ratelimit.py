@@ -65,6 +65,16 @@ class RateLimiter:
         out["slots_in_use"] = sum(1 for exp in (slots.value.get("holders", {}) if slots else {}).values() if exp > now)
         return out
 
+    @staticmethod
+    def rated(model: ModelConfig) -> bool:
+        """Whether `model` has token-bucket rates: without, `reserve` and `settle` touch no state."""
+        return model.limits is not None and bool(model.limits.rates_per_s())
+
+    @staticmethod
+    def capped(model: ModelConfig) -> bool:
+        """Whether `model` has a concurrency cap: without, slots are "unlimited" and touch no state."""
+        return model.limits is not None and model.limits.max_concurrency is not None
+
     def reserve(self, model: ModelConfig, *, input_tokens: int, max_wait_s: float) -> Reservation | Deferral:
         limits = model.limits
         key = "rl:" + deployment_key(model)

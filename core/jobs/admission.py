@@ -63,6 +63,8 @@ class Ticket:
     async def settle(self, error_class: ErrorClass | None) -> None:
         """Tell the breaker how the call went (None: it succeeded). Advisory: a lost write skews it briefly."""
         self.settled = True
+        if not self._admission.breaker.records(self.gate, error_class):
+            return  # a success on a circuit this worker just saw closed and clean: nothing to write
         try:
             await self._admission.state_io(self._admission.breaker.record, self.gate, error_class)
         except Contended as e:
@@ -70,6 +72,8 @@ class Ticket:
 
     async def settle_tokens(self, result: ProviderResult) -> None:
         """Charge the reply's real token counts in place of the reservation's estimate."""
+        if not self._admission.limiter.rated(self.model):
+            return
         try:
             await self._admission.state_io(self._admission.limiter.settle, self.model, self.reservation,
                                            input_tokens=result.input_tokens, output_tokens=result.output_tokens)
@@ -112,8 +116,7 @@ class Admission:
                 yield budget
                 return
             held = budget
-            reserved = await self.state_io(self.limiter.reserve, model, input_tokens=est_input,
-                                           max_wait_s=max(0.0, patience - waited))
+            reserved = await self._reserve(model, est_input, max(0.0, patience - waited))
             if isinstance(reserved, Deferral):
                 yield reserved
                 return
@@ -124,9 +127,9 @@ class Admission:
         finally:
             if held is not None and (ticket is None or ticket.held is not None):  # no call, or one never settled
                 await self.state_io(self.budgets.release, held.scopes, held.hold)
-            if slot is not None:
+            if slot is not None and self.limiter.capped(model):
                 await self.state_io(self.limiter.release_slot, model, slot)
-            if ticket is None or not ticket.settled:
+            if (ticket is None or not ticket.settled) and gate.kind == "probe":  # abandon only gives back probes
                 await self.state_io(self.breaker.abandon, gate)
 
     async def _gate(self, plan: RoutePlan, current: RouteDecision) -> tuple[RouteDecision, ModelConfig, Gate] | Deferral:
@@ -136,7 +139,8 @@ class Admission:
         retry_in: float | None = None
         for decision in chain:
             model = self.settings.models[decision.model]
-            gate = await self.state_io(self.breaker.check, model, probe_timeout_s=gov.lease_s)
+            gate = self.breaker.cached_gate(model) or await self.state_io(self.breaker.check, model,
+                                                                          probe_timeout_s=gov.lease_s)
             if gate.kind != "open":
                 break
             retry_in = gate.retry_in_s if retry_in is None else min(retry_in, gate.retry_in_s)
@@ -174,8 +178,16 @@ class Admission:
             return Deferral(delay_s=max(1.0, refused.scope.resets_at - self.clock()), reason=refused.message())
         return OverBudget(refused.message())
 
+    async def _reserve(self, model: ModelConfig, est_input: int, max_wait_s: float) -> Reservation | Deferral:
+        """Rate tokens; a model with no rates gets its free reservation without a trip to the state store."""
+        if not self.limiter.rated(model):
+            return self.limiter.reserve(model, input_tokens=est_input, max_wait_s=max_wait_s)
+        return await self.state_io(self.limiter.reserve, model, input_tokens=est_input, max_wait_s=max_wait_s)
+
     async def _slot(self, model: ModelConfig, patience: float) -> tuple[str | None, float | None]:
         """(slot token, seconds waited), or (None, None) when the cap stayed full past `patience`."""
+        if not self.limiter.capped(model):
+            return "unlimited", 0.0
         hold = self.settings.governance.lease_s
         waited = 0.0
         while (slot := await self.state_io(self.limiter.acquire_slot, model, hold_s=hold)) is None:

@@ -14,7 +14,7 @@ from core.errors import GuardrailViolation
 from core.guardrails import check_output
 from core.jobs.ledger import Ledger, Verdict
 from core.jobs.offload import Offload
-from core.jobs.outcome import Outcome, raced
+from core.jobs.outcome import Outcome, has_follow_up, raced
 from core.jobs.prepare import Preparer
 from core.jobs.usage import job_usage
 from core.logs import log_event
@@ -60,7 +60,8 @@ class Finalizer:
         if verdict.rule is not None:
             log_event("job.guardrail_failed", logging.WARNING, rule=verdict.rule)
         self._log(job)
-        await self.store_io(self.on_terminal, job)
+        if has_follow_up(job):  # most jobs have none: no trip to the storage thread for nothing
+            await self.store_io(self.on_terminal, job)
         return Outcome("ack", status=job.status)
 
     def _usage(self, job: Job) -> Usage:

@@ -144,7 +144,7 @@ class OtelSink:
         trace, parent = self._trace, self._parent(job)
         sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
         for spec in [root, *children]:
-            ctx = trace.SpanContext(parent.trace_id, random.getrandbits(64), is_remote=False, trace_flags=sampled)
+            ctx = trace.SpanContext(parent.trace_id, random.getrandbits(64) or 1, is_remote=False, trace_flags=sampled)
             status = self._unset if spec.error is None else trace.Status(trace.StatusCode.ERROR, spec.error)
             self._processor.on_end(ReadableSpan(
                 name=spec.name, context=ctx, parent=parent, resource=self._resource, attributes=spec.attrs,

@@ -22,7 +22,7 @@ from core.config.workflows import WorkflowConfig, resolve
 from core.errors import InputError, NoRoute
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
-from core.jobs.outcome import Outcome, raced
+from core.jobs.outcome import Outcome, has_follow_up, raced
 from core.jobs.submit import send_job
 from core.logs import log_event
 from core.models import ChildOf, Job, JobRequest, JobStatus
@@ -53,6 +53,8 @@ class Workflows:
 
     def settled(self, job: Job) -> None:
         """What follows any job's terminal transition: its callback, and for a child the fan-in."""
+        if not has_follow_up(job):
+            return
         self.on_terminal(job)
         if job.parent is not None:
             self.child_finished(job)
