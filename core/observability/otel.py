@@ -138,7 +138,7 @@ class OtelSink:
     def _finished(self, job: Job, root: _Span, children: list[_Span]) -> None:
         """Spans handed straight to the batch processor this sink owns. They are finished when made, from
         values this module typed, so the live-span machinery (sampler, attribute cleaning, locks) would
-        only repeat what is already decided: about 20 times cheaper per span."""
+        only repeat what is already decided (benchmarks/sinks.py: 22.6 µs a job instead of 36.0)."""
         from opentelemetry.sdk.trace import ReadableSpan
 
         trace, parent = self._trace, self._parent(job)
