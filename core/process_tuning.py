@@ -2,7 +2,7 @@
 
 A worker's heap is mostly what it imported (the SDKs, pydantic's schemas) plus a stream of short-lived
 objects per job. CPython's defaults collect the young generation every 700 allocations (several times per
-job) and, every few dozen of those, walk the whole heap again. Freezing what is alive at start-up and
+job) and, every so often, walk the whole heap again, imports included. Freezing what is alive at start-up and
 collecting the young generation less often is the usual cure for long-running servers; both are settings
 (`process:`), and both apply to the first worker start in a process, never to an import.
 """

@@ -108,7 +108,7 @@ class ProcessConfig(_Strict):
     gc_freeze: bool = Field(default=True, description=(
         "Once a worker process is ready (config loaded, SDKs imported, providers built), move every object "
         "alive then out of the garbage collector's scans (gc.freeze): a full collection no longer walks the "
-        "imported SDKs (~190,000 objects, ~130 ms a collection)."))
+        "imported SDKs (~184,000 objects, 110-145 ms a collection here)."))
     gc_young_threshold: int = Field(default=10_000, ge=0, description=(
         "Allocations between young-generation collections (Python's default is 700; 0 leaves it alone). A job "
         "allocates thousands of short-lived objects, so the default collects several times per job."))
