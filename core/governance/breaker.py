@@ -42,14 +42,18 @@ class CircuitBreaker:
         self.clock = clock
         self._seen: dict[str, tuple[float, dict[str, Any] | None]] = {}  # key -> (read at, value)
 
-    def _read(self, key: str) -> dict[str, Any] | None:
-        now = self.clock()
+    def _fresh(self, key: str) -> tuple[float, dict[str, Any] | None] | None:
+        """This worker's last read of `key` (read at, value), while it is younger than `cache_s`."""
         hit = self._seen.get(key)
-        if hit is not None and now - hit[0] < self.config.cache_s:
+        return hit if hit is not None and self.clock() - hit[0] < self.config.cache_s else None
+
+    def _read(self, key: str) -> dict[str, Any] | None:
+        hit = self._fresh(key)
+        if hit is not None:
             return hit[1]
         rec = self.state.get(key)
         value = rec.value if rec else None
-        self._seen[key] = (now, value)
+        self._remember(key, value)
         return value
 
     def _remember(self, key: str, value: dict[str, Any] | None) -> None:
@@ -60,10 +64,8 @@ class CircuitBreaker:
         key = "cb:" + deployment_key(model)
         if not self.config.enabled:
             return Gate("closed", key)
-        hit = self._seen.get(key)
-        if hit is None or self.clock() - hit[0] >= self.config.cache_s:
-            return None
-        return self._settled(key, hit[1])
+        hit = self._fresh(key)
+        return None if hit is None else self._settled(key, hit[1])
 
     def records(self, gate: Gate, error_class: ErrorClass | None) -> bool:
         """Whether `record` may write: a failure, a probe's result, or a success that clears failures."""
@@ -71,8 +73,8 @@ class CircuitBreaker:
             return False
         if gate.kind == "probe" or error_class is ErrorClass.transient:
             return True
-        hit = self._seen.get(gate.key)
-        return hit is None or self.clock() - hit[0] >= self.config.cache_s or bool((hit[1] or {}).get("failures"))
+        hit = self._fresh(gate.key)
+        return hit is None or bool((hit[1] or {}).get("failures"))
 
     def check(self, model: ModelConfig, *, probe_timeout_s: float) -> Gate:
         key = "cb:" + deployment_key(model)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 from core.chunks import ContextChunk
 from core.config.worker import Settings
@@ -14,7 +14,7 @@ from core.errors import GuardrailViolation
 from core.guardrails import check_output
 from core.jobs.ledger import Ledger, Verdict
 from core.jobs.offload import Offload
-from core.jobs.outcome import Outcome, has_follow_up, raced
+from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Preparer
 from core.jobs.usage import job_usage
 from core.logs import log_event
@@ -23,12 +23,12 @@ from core.prompting import extract_citations
 
 
 class Finalizer:
-    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, on_terminal: Callable[[Job], None], *,
+    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, on_terminal: Callable[[Job], Awaitable[None]], *,
                  store_io: Offload, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.preparer = preparer
-        self.on_terminal = on_terminal  # the callback, and a workflow child's fan-in
+        self.on_terminal = on_terminal  # the callback, and a workflow child's fan-in (Workflows.follow_up)
         self.store_io = store_io
         self.clock = clock
 
@@ -60,8 +60,7 @@ class Finalizer:
         if verdict.rule is not None:
             log_event("job.guardrail_failed", logging.WARNING, rule=verdict.rule)
         self._log(job)
-        if has_follow_up(job):  # most jobs have none: no trip to the storage thread for nothing
-            await self.store_io(self.on_terminal, job)
+        await self.on_terminal(job)
         return Outcome("ack", status=job.status)
 
     def _usage(self, job: Job) -> Usage:

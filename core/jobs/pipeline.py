@@ -29,7 +29,7 @@ from core.jobs.checks import missing_collection
 from core.jobs.finalize import Finalizer
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
-from core.jobs.outcome import Outcome, has_follow_up, raced
+from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Assemblies, Prepared, Preparer
 from core.jobs.usage import mark_lost
 from core.logs import job_id_var, log_event, trace_id_var
@@ -265,16 +265,14 @@ class Pipeline:
         if not await self.store_io(self.ledger.fail, job, error):
             return raced()
         log_event("job.failed", logging.WARNING, error_class=error.error_class.value)
-        if has_follow_up(job):
-            await self.store_io(self.workflows.settled, job)
+        await self.workflows.follow_up(job)
         return Outcome("ack", status=JobStatus.failed, detail=error.message)
 
     async def _dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> Outcome:
         if not await self.store_io(self.ledger.dead_letter, job, reason, error):
             return raced()
         log_event("job.dead_lettered", logging.ERROR, reason=reason, provider_calls=job.provider_calls)
-        if has_follow_up(job):
-            await self.store_io(self.workflows.settled, job)
+        await self.workflows.follow_up(job)
         return Outcome("ack", status=JobStatus.dead_lettered, detail=reason)
 
     async def _hand_back(self, job: Job, delay_s: float, detail: str, error: JobError | None = None) -> Outcome:

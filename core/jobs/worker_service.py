@@ -56,7 +56,7 @@ class WorkerService(ApiService):
         calls = CallBudget(state)
         self.workflows = Workflows(settings, self.ledger, queue, blobs, self.router, store_io=store_io,
                                    on_terminal=callbacks.enqueue, calls_reset=calls.reset, clock=clock)
-        finalizer = Finalizer(settings, self.ledger, self.preparer, self.workflows.settled, store_io=store_io, clock=clock)
+        finalizer = Finalizer(settings, self.ledger, self.preparer, self.workflows.follow_up, store_io=store_io, clock=clock)
         attempter = Attempter(settings, self.ledger, providers, self.router.fits, store_io=store_io,
                               streams=self.streams, state_io=state_io, spend=self.spend, verdict=finalizer.verdict,
                               metrics=self.metrics, clock=clock)

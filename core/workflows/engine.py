@@ -51,6 +51,11 @@ class Workflows:
     async def advance(self, parent: Job) -> Outcome:
         return await self.store_io(self._advance, parent)
 
+    async def follow_up(self, job: Job) -> None:
+        """`settled`, on the storage side, for a job that has a follow-up (most have none: no trip there)."""
+        if has_follow_up(job):
+            await self.store_io(self.settled, job)
+
     def settled(self, job: Job) -> None:
         """What follows any job's terminal transition: its callback, and for a child the fan-in."""
         if not has_follow_up(job):
