@@ -2,9 +2,9 @@
 
 One job runs through the local runtime (offline provider); then each sink method is called N times on its
 records and the mean is printed in µs: Prometheus, OpenTelemetry through a tracer (the path for a provider
-someone else configured), OpenTelemetry with its own OTLP pipeline (finished spans straight to its batch
-processor; the receiver drops what it gets), and the OTLP protobuf encoding of one job's spans, which the
-batch processor's thread pays. One JSON line.
+someone else configured), OpenTelemetry with its own OTLP pipeline (spans encoded by `otlp_wire` and queued on
+its exporter, the encoding included; the receiver drops what it gets), and for comparison the SDK's OTLP
+protobuf encoding of the same job's spans, which an SDK batch processor's thread would pay. One JSON line.
 
     python benchmarks/sinks.py [--n 20000]
 """
@@ -79,8 +79,8 @@ def main() -> None:
             "otel_attempt_metrics_us": _mean_us(a.n, lambda: owned.attempt(ar, attempt, job)),
             "otel_picked_metric_us": _mean_us(a.n, lambda: owned.picked("bench", "-", 0.1)),
             "otel_job_spans_via_tracer_us": _mean_us(a.n // 4, lambda: (via_tracer.job(jr, job), exporter.clear())),
-            "otel_job_spans_owned_processor_us": _mean_us(a.n // 4, lambda: owned.job(jr, job)),
-            "otlp_encode_job_spans_us": _mean_us(a.n // 4, lambda: encode_spans(spans).SerializeToString()),
+            "otel_job_spans_owned_exporter_us": _mean_us(a.n // 4, lambda: owned.job(jr, job)),
+            "sdk_otlp_encode_job_spans_us": _mean_us(a.n // 4, lambda: encode_spans(spans).SerializeToString()),
             "spans_per_job": len(spans),
         }
         owned.close()
