@@ -11,6 +11,7 @@ other failure drops that batch with one log line, as the SDK does.
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import logging
 import os
@@ -62,6 +63,7 @@ class SpanExporter:
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="alto-otlp-spans", daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # what is queued at exit is sent, as the SDK's provider does at shutdown
 
     def add(self, encoded_span: bytes) -> None:
         """Queue one encoded span; thread-safe (a deque append), never blocks."""
