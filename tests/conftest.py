@@ -82,6 +82,31 @@ def wait_terminal(client: Any, url: str, headers: dict[str, str], timeout: float
         time.sleep(0.02)
 
 
+class Collector:
+    """An OTLP/HTTP receiver on a loopback port: keeps each POST's body by path and its headers, and answers
+    503 to the first `fail` posts (a collector restarting), 200 after."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.bodies: dict[str, list[bytes]] = {}
+        self.headers: list[dict[str, str]] = []
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001  ASGI
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        self.bodies.setdefault(scope["path"], []).append(body)
+        self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        status = 503 if len(self.headers) <= self.fail else 200
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/x-protobuf")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
 @pytest.fixture(scope="session")
 def otel_memory() -> Any:
     """One in-memory OpenTelemetry pipeline for the test process (the global providers can be set once):

@@ -16,7 +16,7 @@ from core.entrypoints.local import run_until_done
 from core.models import JobRequest
 from core.observability import otel
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
-from tests.conftest import anthropic_config, wait_terminal
+from tests.conftest import Collector, anthropic_config, wait_terminal
 
 H = {"Authorization": "Bearer acme-key"}
 SERIES = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
@@ -188,26 +188,6 @@ def test_audit_log_is_opt_in_redacted_and_never_in_the_ordinary_logs(make_app, f
                                                "error_class": None}]
     assert entry["decisions"]["guardrail"] == "passed" and entry["decisions"]["route_reason"]
     assert "Refund for" not in caplog.text  # the prompt never reaches the ordinary logs
-
-
-class Collector:
-    """An OTLP/HTTP receiver on a loopback port: keeps each POST's body by path."""
-
-    def __init__(self) -> None:
-        self.bodies: dict[str, list[bytes]] = {}
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        self.bodies.setdefault(scope["path"], []).append(body)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]})
-        await send({"type": "http.response.body", "body": b""})
 
 
 def test_spans_and_genai_metrics_reach_an_otlp_endpoint(make_app):

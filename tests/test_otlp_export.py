@@ -10,27 +10,7 @@ import pytest
 from core.observability import otlp_wire
 from core.observability.otlp_export import SpanExporter
 from core.testing.servers import ServerThread
-
-
-class Flaky:
-    """An OTLP/HTTP receiver that answers 503 to its first `fail` posts, then 200; keeps bodies and headers."""
-
-    def __init__(self, fail: int) -> None:
-        self.fail, self.posts = fail, []
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        self.posts.append(({k.decode(): v.decode() for k, v in scope["headers"]}, body))
-        status = 503 if len(self.posts) <= self.fail else 200
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+from tests.conftest import Collector
 
 
 def _span(error: str | None = None) -> bytes:
@@ -46,14 +26,14 @@ def test_spans_arrive_gzipped_with_env_headers_after_a_retried_503(monkeypatch):
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20s3cret,x-team=llm")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
-    receiver = Flaky(fail=1)
+    receiver = Collector(fail=1)
     with ServerThread(receiver) as srv:
         exporter = SpanExporter(f"{srv.url}/v1/traces", {"service.name": "svc", "n": 3}, "altostratus", interval_s=60)
         exporter.add(_span())
         exporter.add(_span("timed out"))
         exporter.close()
-    assert len(receiver.posts) == 2  # the 503, then the same batch again
-    headers, body = receiver.posts[-1]
+    assert len(receiver.headers) == 2  # the 503, then the same batch again
+    headers, body = receiver.headers[-1], receiver.bodies["/v1/traces"][-1]
     assert headers["authorization"] == "Bearer s3cret" and headers["x-team"] == "llm"
     assert headers["content-encoding"] == "gzip" and headers["content-type"] == "application/x-protobuf"
     [rs] = ExportTraceServiceRequest.FromString(gzip.decompress(body)).resource_spans

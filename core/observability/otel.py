@@ -7,10 +7,11 @@ id, so the worker's spans join the caller's trace across the queue), and each at
 child span named `chat {model}` carrying `gen_ai.*` attributes. Making them at the end means a job
 handed back and redelivered three times is still one span with three children, whichever workers ran
 them. Metrics follow the GenAI client conventions (`gen_ai.client.token.usage`,
-`gen_ai.client.operation.duration`). With `observability.otel.endpoint` this module sets up OTLP/HTTP
-exporters (Cloud Monitoring and Application Insights both ingest OTLP): its finished spans are encoded
-by `otlp_wire` and posted by the exporter it owns (`otlp_export`), metrics by the SDK's; without it, spans go through the process's global tracer as
-the platform's distro or `opentelemetry-instrument` configured it (its sampler and processors apply).
+`gen_ai.client.operation.duration`). With `observability.otel.endpoint` this module exports OTLP/HTTP
+itself (Cloud Monitoring and Application Insights both ingest OTLP): its finished spans are encoded by
+`otlp_wire` and posted by the exporter it owns (`otlp_export`), metrics by the SDK's exporter; without
+it, spans go through the process's global tracer as the platform's distro or `opentelemetry-instrument`
+configured it (its sampler and processors apply).
 """
 
 from __future__ import annotations

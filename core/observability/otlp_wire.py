@@ -61,13 +61,14 @@ def _value(v: Any) -> bytes:
 
 def attribute(key: str, v: Any, number: int = 9) -> bytes:
     """One KeyValue as field `number` of its message (9 in a Span, 1 in a Resource)."""
-    if type(v) is str and number == 9 and (hit := _STRINGS.get((key, v))) is not None:
+    cacheable = number == 9 and type(v) is str  # a span's string attribute: bounded dimensions repeat
+    if cacheable and (hit := _STRINGS.get((key, v))) is not None:
         return hit
     encoded_key = _KEYS.get(key)
     if encoded_key is None:
         encoded_key = _KEYS[key] = field(1, key.encode())
     out = field(number, encoded_key + field(2, _value(v)))
-    if type(v) is str and number == 9 and len(v) <= 64 and len(_STRINGS) < _STRINGS_MAX:
+    if cacheable and len(v) <= 64 and len(_STRINGS) < _STRINGS_MAX:
         _STRINGS[(key, v)] = out
     return out
 
