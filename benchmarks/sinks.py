@@ -1,8 +1,9 @@
 """What each metrics sink costs per call, in this process, on one real finished job.
 
 One job runs through the local runtime (offline provider); then each sink method is called N times on its
-records and the mean is printed in µs: Prometheus, OpenTelemetry through a tracer (the path for a provider
-someone else configured), OpenTelemetry with its own OTLP pipeline (spans encoded by `otlp_wire` and queued on
+records and the mean is printed in µs: Prometheus, OpenTelemetry through a tracer and the SDK's meter (the
+path for providers someone else configured: `sdk_*` metrics, `via_tracer` spans), OpenTelemetry with its own
+OTLP pipeline (`otel_*`: histograms aggregated by `otlp_metrics`, spans encoded by `otlp_wire` and queued on
 its exporter, the encoding included; the receiver drops what it gets), and for comparison the SDK's OTLP
 protobuf encoding of the same job's spans, which an SDK batch processor's thread would pay. One JSON line.
 
@@ -78,6 +79,8 @@ def main() -> None:
             "prometheus_picked_us": _mean_us(a.n, lambda: prom.picked("bench", "-", 0.1)),
             "otel_attempt_metrics_us": _mean_us(a.n, lambda: owned.attempt(ar, attempt, job)),
             "otel_picked_metric_us": _mean_us(a.n, lambda: owned.picked("bench", "-", 0.1)),
+            "sdk_attempt_metrics_us": _mean_us(a.n, lambda: via_tracer.attempt(ar, attempt, job)),
+            "sdk_picked_metric_us": _mean_us(a.n, lambda: via_tracer.picked("bench", "-", 0.1)),
             "otel_job_spans_via_tracer_us": _mean_us(a.n // 4, lambda: (via_tracer.job(jr, job), exporter.clear())),
             "otel_job_spans_owned_exporter_us": _mean_us(a.n // 4, lambda: owned.job(jr, job)),
             "sdk_otlp_encode_job_spans_us": _mean_us(a.n // 4, lambda: encode_spans(spans).SerializeToString()),

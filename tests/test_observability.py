@@ -227,10 +227,14 @@ def test_spans_and_genai_metrics_reach_an_otlp_endpoint(make_app):
     assert ok.status.code == Status.STATUS_CODE_UNSET and otel.ERROR_TYPE not in attrs(ok)
     assert attrs(ok)[otel.INPUT_TOKENS] == job.usage.input_tokens and attrs(ok)[otel.PROVIDER] == "anthropic"
     assert attrs(root)["alto.job.id"] == job.id and attrs(root)["alto.job.attempts"] == 2
-    metrics = {m.name for body in collector.bodies["/v1/metrics"]
-               for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics
+    body = collector.bodies["/v1/metrics"][-1]  # cumulative: the last export holds the whole run
+    metrics = {m.name: m for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics
                for sm in rm.scope_metrics for m in sm.metrics}
-    assert {otel.TOKEN_USAGE, otel.OPERATION_DURATION, "alto.queue.age"} <= metrics
+    assert {otel.TOKEN_USAGE, otel.OPERATION_DURATION, "alto.queue.age"} <= set(metrics)
+    calls = {a.value.string_value if a.key == otel.ERROR_TYPE else "ok": p.count
+             for p in metrics[otel.OPERATION_DURATION].histogram.data_points for a in p.attributes
+             if a.key == otel.ERROR_TYPE or len(p.attributes) == 3}
+    assert calls == {"transient": 1, "ok": 1}  # the 500, then the answer
 
 
 def attrs(span) -> dict:

@@ -65,3 +65,74 @@ def test_varints_match_protobuf(n):
     from google.protobuf.internal.encoder import _VarintBytes
 
     assert otlp_wire.varint(n) == _VarintBytes(n)
+
+
+def _points(body: bytes) -> dict:
+    """An ExportMetricsServiceRequest's histogram points by metric name, attributes as a dict."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    out: dict = {}
+    for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+        for sm in rm.scope_metrics:
+            assert sm.scope.name == "altostratus"
+            for m in sm.metrics:
+                assert m.WhichOneof("data") == "histogram"
+                out[m.name] = (m, [(({a.key: getattr(a.value, a.value.WhichOneof("value")) for a in p.attributes}), p)
+                                   for p in m.histogram.data_points])
+    return out
+
+
+def test_histograms_are_aggregated_here_and_decode_as_otlp_with_exact_buckets(monkeypatch):
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+
+    from core.observability.otlp_metrics import DURATION_BOUNDS, Histogram, MetricExporter
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-tenant=ops")
+    duration = Histogram("gen_ai.client.operation.duration", "s", "GenAI call duration.", DURATION_BOUNDS)
+    ok, failed = {"gen_ai.provider.name": "anthropic"}, {"gen_ai.provider.name": "anthropic", "error.type": "transient"}
+    for v in (0.005, 0.01, 0.015, 100.0):  # 0.01 sits on a bound: buckets are (low, high]
+        duration.record(v, dict(ok))
+    duration.record(0.3, failed)
+    receiver = Collector()
+    with ServerThread(receiver) as srv:
+        exporter = MetricExporter(f"{srv.url}/v1/metrics", {"service.name": "svc"}, "altostratus", [duration],
+                                  interval_s=60)
+        exporter.flush()
+        duration.record(0.02, dict(ok))
+        exporter.close()
+    first, second = (_points(b) for b in receiver.bodies["/v1/metrics"])
+    metric, points = first["gen_ai.client.operation.duration"]
+    assert (metric.unit, metric.description) == ("s", "GenAI call duration.")
+    assert metric.histogram.aggregation_temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    (ok_attrs, p), (failed_attrs, q) = points
+    assert ok_attrs == ok and failed_attrs == failed and receiver.headers[0]["x-tenant"] == "ops"
+    assert list(p.explicit_bounds) == list(DURATION_BOUNDS) and len(p.bucket_counts) == len(DURATION_BOUNDS) + 1
+    assert p.bucket_counts[0] == 2 and p.bucket_counts[1] == 1 and p.bucket_counts[-1] == 1 and sum(p.bucket_counts) == 4
+    assert (p.count, p.sum, p.min, p.max) == (4, 0.005 + 0.01 + 0.015 + 100.0, 0.005, 100.0)
+    assert (q.count, q.min, q.max, q.bucket_counts[5]) == (1, 0.3, 0.3, 1)  # 0.16 < 0.3 <= 0.32
+    assert 0 < p.start_time_unix_nano < p.time_unix_nano
+    [(_, p2), _] = second["gen_ai.client.operation.duration"][1]
+    assert p2.count == 5 and p2.bucket_counts[1] == 2 and p2.start_time_unix_nano == p.start_time_unix_nano
+
+
+def test_delta_temporality_sends_only_what_is_new(monkeypatch):
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+
+    from core.observability.otlp_metrics import TOKEN_BOUNDS, Histogram, MetricExporter
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    tokens = Histogram("gen_ai.client.token.usage", "{token}", "Tokens per call.", TOKEN_BOUNDS)
+    receiver = Collector()
+    with ServerThread(receiver) as srv:
+        exporter = MetricExporter(f"{srv.url}/v1/metrics", {}, "altostratus", [tokens], interval_s=60)
+        tokens.record(100, {"gen_ai.token.type": "input"})
+        exporter.flush()
+        exporter.flush()  # nothing new: no request at all
+        tokens.record(5, {"gen_ai.token.type": "input"})
+        exporter.close()
+    first, second = (_points(b)["gen_ai.client.token.usage"] for b in receiver.bodies["/v1/metrics"])
+    assert first[0].histogram.aggregation_temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+    [(_, p)], [(_, q)] = first[1], second[1]
+    assert (p.count, p.sum, p.bucket_counts[4]) == (1, 100.0, 1) and (q.count, q.sum, q.bucket_counts[2]) == (1, 5.0, 1)
+    # each delta starts where the last collection (here the empty one) ended: the intervals tile time
+    assert p.time_unix_nano <= q.start_time_unix_nano < q.time_unix_nano

@@ -9,9 +9,9 @@ handed back and redelivered three times is still one span with three children, w
 them. Metrics follow the GenAI client conventions (`gen_ai.client.token.usage`,
 `gen_ai.client.operation.duration`). With `observability.otel.endpoint` this module exports OTLP/HTTP
 itself (Cloud Monitoring and Application Insights both ingest OTLP): its finished spans are encoded by
-`otlp_wire` and posted by the exporter it owns (`otlp_export`), metrics by the SDK's exporter; without
-it, spans go through the process's global tracer as the platform's distro or `opentelemetry-instrument`
-configured it (its sampler and processors apply).
+`otlp_wire` and posted by the exporter it owns (`otlp_export`), its histograms aggregated and posted by
+`otlp_metrics`; without it, spans and metrics go through the process's global providers as the
+platform's distro or `opentelemetry-instrument` configured them (their samplers and readers apply).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from core.models import Attempt, Job
 from core.observability import otlp_wire
 from core.observability.metrics import AttemptRecord, JobRecord
+from core.observability.otlp_metrics import DURATION_BOUNDS, QUEUE_AGE_BOUNDS, TOKEN_BOUNDS
 
 # GenAI semantic-convention names (checked against opentelemetry-semantic-conventions in the tests)
 OPERATION = "gen_ai.operation.name"
@@ -39,6 +40,12 @@ OPERATION_DURATION = "gen_ai.client.operation.duration"
 # our provider types → the conventions' well-known gen_ai.provider.name values
 PROVIDER_NAMES = {"anthropic": "anthropic", "openai_compatible": "openai", "bedrock": "aws.bedrock",
                   "offline": "altostratus.offline"}
+
+
+# the sink's histograms (token usage, call duration, queue age): name, unit, description, bucket bounds
+_HISTOGRAMS = ((TOKEN_USAGE, "{token}", "Tokens per call.", TOKEN_BOUNDS),
+               (OPERATION_DURATION, "s", "GenAI call duration.", DURATION_BOUNDS),
+               ("alto.queue.age", "s", "Queued job's wait for a worker.", QUEUE_AGE_BOUNDS))
 
 
 class _Span(NamedTuple):
@@ -71,21 +78,30 @@ class OtelSink:
         self.model_ids = model_ids  # model name in config -> the provider's model id
         self.sample_below = int(sample_ratio * (1 << 56))  # a trace is sampled when its low 56 bits fall below
         self._spans: Any = None  # the span exporter this sink owns (an endpoint is configured), if any
-        if endpoint is not None and tracer_provider is None:
-            from opentelemetry.sdk.resources import Resource
-
-            from core.observability.otlp_export import SpanExporter
-
-            resource = Resource.create({"service.name": service_name})  # OTEL_RESOURCE_ATTRIBUTES apply, as in the SDK
-            meter_provider = _otlp_meters(endpoint, resource)
-            self._spans = SpanExporter(f"{endpoint.rstrip('/')}/v1/traces", dict(resource.attributes), "altostratus")
+        self._metrics: Any = None  # and its metric exporter
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("altostratus")
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("altostratus")
-        self.token_usage = meter.create_histogram(TOKEN_USAGE, unit="{token}", description="Tokens per call.")
-        self.duration = meter.create_histogram(OPERATION_DURATION, unit="s", description="GenAI call duration.")
-        self.queue_age = meter.create_histogram("alto.queue.age", unit="s", description="Queued job's wait for a worker.")
+        if endpoint is not None and tracer_provider is None:
+            self._own_exporters(endpoint.rstrip("/"), service_name)
+        else:
+            meter = (meter_provider or metrics.get_meter_provider()).get_meter("altostratus")
+            self.token_usage, self.duration, self.queue_age = (
+                meter.create_histogram(name, unit=unit, description=text, explicit_bucket_boundaries_advisory=bounds)
+                for name, unit, text, bounds in _HISTOGRAMS)
+
+    def _own_exporters(self, endpoint: str, service_name: str) -> None:
+        """Spans and metrics encoded here and posted by exporters this sink owns (see otlp_wire)."""
+        from opentelemetry.sdk.resources import Resource
+
+        from core.observability.otlp_export import SpanExporter
+        from core.observability.otlp_metrics import Histogram, MetricExporter
+
+        resource = dict(Resource.create({"service.name": service_name}).attributes)  # OTEL_RESOURCE_ATTRIBUTES apply
+        self.token_usage, self.duration, self.queue_age = (Histogram(*spec) for spec in _HISTOGRAMS)
+        self._spans = SpanExporter(f"{endpoint}/v1/traces", resource, "altostratus")
+        self._metrics = MetricExporter(f"{endpoint}/v1/metrics", resource, "altostratus",
+                                       [self.duration, self.token_usage, self.queue_age])
 
     def _provider(self, name: str) -> str:
         return PROVIDER_NAMES.get(self.provider_types.get(name, ""), name)
@@ -177,26 +193,18 @@ class OtelSink:
             provider = self.tracer_provider or self._trace.get_tracer_provider()
             if hasattr(provider, "force_flush"):
                 provider.force_flush(timeout_millis=5000)
-        meters = self.meter_provider
-        if meters is not None and hasattr(meters, "force_flush"):
-            meters.force_flush(timeout_millis=5000)
+        if self._metrics is not None:
+            self._metrics.flush()
+        elif self.meter_provider is not None and hasattr(self.meter_provider, "force_flush"):
+            self.meter_provider.force_flush(timeout_millis=5000)
 
     def close(self) -> None:
         """Flush and stop the exporters this sink was given or made; globals are left alone."""
-        self.flush()
-        if self._spans is not None:
-            self._spans.close()
+        owned = [e for e in (self._spans, self._metrics) if e is not None]
+        if not owned:
+            self.flush()
+        for exporter in owned:
+            exporter.close()  # each sends what it holds first
         for owned in (self.tracer_provider, self.meter_provider):
             if owned is not None and hasattr(owned, "shutdown"):
                 owned.shutdown()
-
-
-def _otlp_meters(endpoint: str, resource: Any) -> Any:
-    """An SDK meter provider exporting to `endpoint` over OTLP/HTTP every 10 s (aggregated: cheap to send)."""
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{endpoint.rstrip('/')}/v1/metrics"),
-                                           export_interval_millis=10_000)
-    return MeterProvider(resource=resource, metric_readers=[reader])

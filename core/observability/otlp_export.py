@@ -1,9 +1,9 @@
-"""The OTLP/HTTP span exporter the OpenTelemetry sink owns when an endpoint is configured.
+"""OTLP/HTTP transport (`Poster`) and the span exporter the OpenTelemetry sink owns when an endpoint is set.
 
 Spans arrive already encoded (`otlp_wire`), so the hot path pays an append; one daemon thread posts them
 in batches of up to `batch` every `interval_s`, or as soon as a batch fills. The queue is bounded like the
-SDK's batch processor (spans past `max_queue` are dropped and counted, never blocking a job). It reads
-the same environment as the SDK's exporter: OTEL_EXPORTER_OTLP_[TRACES_]HEADERS (`k=v,k2=v2`, values
+SDK's batch processor (spans past `max_queue` are dropped and counted, never blocking a job). Every post
+reads the same environment as the SDK's exporters: OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]HEADERS (`k=v,k2=v2`, values
 URL-encoded), _COMPRESSION (`gzip` or `none`), _TIMEOUT (seconds, as the Python SDK reads it) and
 _CERTIFICATE (a CA bundle for TLS). A 429 or 502-504 is retried with backoff inside the timeout; any
 other failure drops that batch with one log line, as the SDK does.
@@ -29,33 +29,71 @@ from core.observability import otlp_wire
 RETRYABLE = {429, 502, 503, 504}
 
 
-def _env(name: str) -> str:
-    return os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}", "")
+def _env(signal: str, name: str) -> str:
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_{name}") or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}", "")
 
 
-def env_headers() -> dict[str, str]:
+def env_headers(signal: str = "TRACES") -> dict[str, str]:
     headers: dict[str, str] = {}
-    for pair in _env("HEADERS").split(","):
+    for pair in _env(signal, "HEADERS").split(","):
         key, sep, value = pair.partition("=")
         if sep and key.strip():
             headers[unquote(key.strip()).lower()] = unquote(value.strip())
     return headers
 
 
+class Poster:
+    """One OTLP/HTTP endpoint for one signal (TRACES or METRICS): its headers, compression, timeout and TLS
+    from the SDK's environment, and the retry policy every post follows."""
+
+    def __init__(self, url: str, signal: str) -> None:
+        self.url, self.signal = url, signal
+        self.gzip = _env(signal, "COMPRESSION").strip().lower() == "gzip"
+        self.timeout_s = float(_env(signal, "TIMEOUT") or 10)
+        cafile = _env(signal, "CERTIFICATE")
+        self._tls = ssl.create_default_context(cafile=cafile) if cafile else None
+        self.headers = {**env_headers(signal), "content-type": "application/x-protobuf"}
+        if self.gzip:
+            self.headers["content-encoding"] = "gzip"
+
+    def post(self, body: bytes, count: int) -> bool:
+        """Send one export request, retrying what may pass; False (and one log line) when it was dropped."""
+        data = gzip.compress(body) if self.gzip else body
+        deadline, delay = time.monotonic() + self.timeout_s, 0.5
+        while True:
+            status, detail = self._send_once(data, max(0.1, deadline - time.monotonic()))
+            if status is not None and 200 <= status < 300:
+                return True
+            retryable = status is None or status in RETRYABLE  # None: refused, reset or timed out
+            if not retryable or time.monotonic() + delay > deadline:
+                log_event("otel.export_failed", logging.WARNING, url=self.url, status=status, items=count,
+                          signal=self.signal.lower(), error=detail[:300],
+                          hint="check observability.otel.endpoint and the collector's logs")
+                return False
+            time.sleep(delay)
+            delay *= 2
+
+    def _send_once(self, data: bytes, timeout_s: float) -> tuple[int | None, str]:
+        req = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s, context=self._tls) as resp:
+                resp.read()
+                return resp.status, ""
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+        except OSError as e:  # refused, reset or timed out: worth another try
+            return None, repr(e)
+        except ValueError as e:  # a malformed endpoint URL: no retry will fix it
+            return 0, repr(e)
+
+
 class SpanExporter:
     def __init__(self, url: str, resource: dict[str, str], scope: str, *, batch: int = 512, max_queue: int = 2048,
                  interval_s: float = 1.0) -> None:
-        self.url = url
+        self.poster = Poster(url, "TRACES")
         self._resource = otlp_wire.resource(resource)
         self._scope = scope
         self.batch, self.max_queue, self.interval_s = batch, max_queue, interval_s
-        self.gzip = _env("COMPRESSION").strip().lower() == "gzip"
-        self.timeout_s = float(_env("TIMEOUT") or 10)
-        cafile = _env("CERTIFICATE")
-        self._tls = ssl.create_default_context(cafile=cafile) if cafile else None
-        self.headers = {**env_headers(), "content-type": "application/x-protobuf"}
-        if self.gzip:
-            self.headers["content-encoding"] = "gzip"
         self.dropped = 0
         self._queue: deque[bytes] = deque()
         self._wake = threading.Event()
@@ -85,38 +123,11 @@ class SpanExporter:
         with self._send:
             while self._queue:
                 spans = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
-                self._post(otlp_wire.request(self._resource, self._scope, spans), len(spans))
+                self.poster.post(otlp_wire.request(self._resource, self._scope, spans), len(spans))
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         self._stopped = True
         self._wake.set()
-        self._thread.join(timeout=self.timeout_s + 1)
+        self._thread.join(timeout=self.poster.timeout_s + 1)
         self.flush()
-
-    def _post(self, body: bytes, count: int) -> None:
-        data = gzip.compress(body) if self.gzip else body
-        deadline, delay = time.monotonic() + self.timeout_s, 0.5
-        while True:
-            status, detail = self._send_once(data, max(0.1, deadline - time.monotonic()))
-            if status is not None and 200 <= status < 300:
-                return
-            retryable = status is None or status in RETRYABLE  # None: refused, reset or timed out
-            if not retryable or time.monotonic() + delay > deadline:
-                log_event("otel.export_failed", logging.WARNING, url=self.url, status=status, spans=count,
-                          error=detail[:300], hint="check observability.otel.endpoint and the collector's logs")
-                return
-            time.sleep(delay)
-            delay *= 2
-
-    def _send_once(self, data: bytes, timeout_s: float) -> tuple[int | None, str]:
-        req = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s, context=self._tls) as resp:
-                resp.read()
-                return resp.status, ""
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode(errors="replace")
-        except OSError as e:  # refused, reset or timed out: worth another try
-            return None, repr(e)
-        except ValueError as e:  # a malformed endpoint URL: no retry will fix it
-            return 0, repr(e)
