@@ -12,10 +12,11 @@ measured phase), own CPU per job (pipeline minus raw on the same transport), and
 pipeline ≥ 1.0× raw default, ≥ 0.8× raw same, own CPU ≤ 0.6 ms/job, 400 in flight ≥ 100 in flight.
 Rates are medians over rounds; ratios are medians of each round's pair (sides run back to back in a round).
 
-    python benchmarks/throughput.py [--jobs 2000] [--inflight 100] [--latency 0.05] [--rounds 2] [--obs]
+    python benchmarks/throughput.py [--jobs 2000] [--inflight 100] [--latency 0.05] [--rounds 2] [--obs | --obs-only]
 
 `--obs` adds two pipeline sides: no metrics sink at all, and Prometheus plus OpenTelemetry exporting spans and
-metrics over OTLP/HTTP to a receiver in the same process: the cost of observability as 1 - on/off (target ≤ 5%).
+metrics over OTLP/HTTP to a receiver in its own process: the cost of observability as 1 - on/off (target ≤ 5%),
+the median of each round's pair (which of the two runs first alternates by round). `--obs-only` runs only those.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.05, help="fake provider latency per call, seconds")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are the medians")
     p.add_argument("--obs", action="store_true", help="also the pipeline with no metrics and with Prometheus + OTel")
+    p.add_argument("--obs-only", action="store_true", help="only those two sides (the observability cost)")
     p.add_argument("--side", choices=["pipeline", "pipeline_bare", "pipeline_obs", "raw_default", "raw_same"],
                    help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
@@ -216,26 +218,40 @@ def main() -> None:
     if a.side:
         return _side_main(a)
     proc, url = spawn("--latency", str(a.latency))
+    a.obs = a.obs or a.obs_only
     receiver = _start_receiver() if a.obs else None
     rows: dict[str, list[dict[str, float]]] = {"pipeline": [], "raw_default": [], "raw_same": [], "high": [],
                                                "pipeline_bare": [], "pipeline_obs": []}
-    sides = ("raw_default", "raw_same", "pipeline") + (("pipeline_bare", "pipeline_obs") if a.obs else ())
+    main_sides = () if a.obs_only else ("raw_default", "raw_same", "pipeline")
     try:
-        for _ in range(a.rounds):
-            for side in sides:
+        for i in range(a.rounds):
+            obs_pair = ("pipeline_bare", "pipeline_obs")[::-1 if i % 2 else 1]  # alternate which runs first
+            for side in main_sides + (obs_pair if a.obs else ()):
                 rows[side].append(run_side(side, url, a.jobs, a.inflight))
-            if a.high_inflight:
+            if a.high_inflight and not a.obs_only:
                 rows["high"].append(run_side("pipeline", url, a.jobs, a.high_inflight))
     finally:
         for p in (proc, receiver):
             if p is not None:
                 p.terminate()
                 p.wait(timeout=10)
+    line = {"benchmark": "throughput", "jobs": a.jobs, "inflight": a.inflight, "provider_latency_s": a.latency,
+            "rounds": a.rounds, "transport": _transport()}
+    if not a.obs_only:
+        line.update(_main_figures(rows))
+    if a.obs:
+        line.update(_obs_figures(rows))
+    if rows["high"]:
+        high = _median(rows["high"], "per_s")
+        line.update({"high_inflight": a.high_inflight, "high_jobs_per_s": round(high, 1),
+                     "high_vs_inflight": round(_paired(rows["high"], rows["pipeline"]), 3)})
+    print(json.dumps(line))
+
+
+def _main_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
     pipe, raw, same = (_median(rows[s], "per_s") for s in ("pipeline", "raw_default", "raw_same"))
     pipe_cpu, raw_cpu, same_cpu = (_median(rows[s], "cpu_ms") for s in ("pipeline", "raw_default", "raw_same"))
-    line = {
-        "benchmark": "throughput", "jobs": a.jobs, "inflight": a.inflight, "provider_latency_s": a.latency,
-        "rounds": a.rounds, "transport": _transport(),
+    return {
         "jobs_per_s": round(pipe, 1), "p50_job_ms": round(_median(rows["pipeline"], "p50_ms"), 1),
         "p99_job_ms": round(_median(rows["pipeline"], "p99_ms"), 1),
         "succeeded": min(r["succeeded"] for r in rows["pipeline"]),
@@ -247,18 +263,15 @@ def main() -> None:
         "all_rounds": {s: [round(r["per_s"], 1) for r in v] for s, v in rows.items() if v},
         "targets": TARGETS,
     }
-    if a.obs:
-        bare, obs = _median(rows["pipeline_bare"], "per_s"), _median(rows["pipeline_obs"], "per_s")
-        line.update({"no_metrics_jobs_per_s": round(bare, 1), "prometheus_otel_jobs_per_s": round(obs, 1),
-                     "observability_cost": round(1 - _paired(rows["pipeline_obs"], rows["pipeline_bare"]), 3),
-                     "observability_cost_target": 0.05,
-                     "otel_cpu_ms_per_job": round(_median(rows["pipeline_obs"], "cpu_ms")
-                                                  - _median(rows["pipeline_bare"], "cpu_ms"), 3)})
-    if rows["high"]:
-        high = _median(rows["high"], "per_s")
-        line.update({"high_inflight": a.high_inflight, "high_jobs_per_s": round(high, 1),
-                     "high_vs_inflight": round(_paired(rows["high"], rows["pipeline"]), 3)})
-    print(json.dumps(line))
+
+
+def _obs_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
+    bare, obs = rows["pipeline_bare"], rows["pipeline_obs"]
+    return {"no_metrics_jobs_per_s": round(_median(bare, "per_s"), 1),
+            "prometheus_otel_jobs_per_s": round(_median(obs, "per_s"), 1),
+            "observability_cost": round(1 - _paired(obs, bare), 3), "observability_cost_target": 0.05,
+            "observability_pairs": [round(o["per_s"] / b["per_s"], 3) for o, b in zip(obs, bare)],
+            "otel_cpu_ms_per_job": round(_median(obs, "cpu_ms") - _median(bare, "cpu_ms"), 3)}
 
 
 if __name__ == "__main__":

@@ -136,3 +136,13 @@ def test_delta_temporality_sends_only_what_is_new(monkeypatch):
     assert (p.count, p.sum, p.bucket_counts[4]) == (1, 100.0, 1) and (q.count, q.sum, q.bucket_counts[2]) == (1, 5.0, 1)
     # each delta starts where the last collection (here the empty one) ended: the intervals tile time
     assert p.time_unix_nano <= q.start_time_unix_nano < q.time_unix_nano
+
+
+def test_cached_attributes_keep_their_type():
+    """True == 1 as a dict key: the cache must still tell a bool from an int (and from a string)."""
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    encoded = [otlp_wire.attribute("k", v) for v in (True, 1, "1", 1, True)]
+    decoded = [KeyValue.FromString(e[2:]) for e in encoded]  # strip field 9's tag and one-byte length
+    assert [kv.value.WhichOneof("value") for kv in decoded] == ["bool_value", "int_value", "string_value",
+                                                               "int_value", "bool_value"]

@@ -33,13 +33,17 @@ _fixed64 = struct.Struct("<Q").pack
 _double = struct.Struct("<d").pack
 _fixed32 = struct.Struct("<I").pack
 _KEYS: dict[str, bytes] = {}  # attribute key -> its encoded KeyValue.key field
-_STRINGS: dict[tuple[str, str], bytes] = {}  # (key, short string value) -> the whole encoded attribute
+_STRINGS: dict[tuple[str, Any, type], bytes] = {}  # (key, short value, its type) -> the whole encoded attribute
 _STRINGS_MAX = 4096  # bounded dimensions repeat; a job id never does, and the cap keeps memory flat
+
+
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]  # most varints here (tags, lengths, small ints) are one byte
+_LEN_TAGS = [_ONE_BYTE[n << 3 | 2] for n in range(16)]  # length-delimited tags of fields 1-15
 
 
 def varint(n: int) -> bytes:
     if n < 0x80:
-        return bytes((n,))
+        return _ONE_BYTE[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -50,7 +54,9 @@ def varint(n: int) -> bytes:
 
 def field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (a string, bytes or an embedded message)."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
+    size = len(payload)
+    tag = _LEN_TAGS[number] if number < 16 else varint(number << 3 | 2)
+    return tag + (_ONE_BYTE[size] if size < 0x80 else varint(size)) + payload
 
 
 def _value(v: Any) -> bytes:
@@ -65,16 +71,19 @@ def _value(v: Any) -> bytes:
 
 
 def attribute(key: str, v: Any, number: int = 9) -> bytes:
-    """One KeyValue as field `number` of its message (9 in a Span, 1 in a Resource)."""
-    cacheable = number == 9 and type(v) is str  # a span's string attribute: bounded dimensions repeat
-    if cacheable and (hit := _STRINGS.get((key, v))) is not None:
+    """One KeyValue as field `number` of its message (9 in a Span or a data point, 1 in a Resource)."""
+    t = type(v)
+    # bounded dimensions, flags and small counts (attempt numbers, zero cache tokens) repeat; the type is
+    # part of the key because True == 1 in a dict
+    cacheable = number == 9 and (t is str or t is bool or (t is int and 0 <= v < 256))
+    if cacheable and (hit := _STRINGS.get((key, v, t))) is not None:
         return hit
     encoded_key = _KEYS.get(key)
     if encoded_key is None:
         encoded_key = _KEYS[key] = field(1, key.encode())
     out = field(number, encoded_key + field(2, _value(v)))
-    if cacheable and len(v) <= 64 and len(_STRINGS) < _STRINGS_MAX:
-        _STRINGS[(key, v)] = out
+    if cacheable and (t is not str or len(v) <= 64) and len(_STRINGS) < _STRINGS_MAX:
+        _STRINGS[(key, v, t)] = out
     return out
 
 
