@@ -124,3 +124,44 @@ def test_the_anthropic_client_keeps_to_the_configured_max_connections():
                 await p.aclose()
         asyncio.run(go())
     assert fake.stats["calls"] == 20 and fake.max_inflight == 4
+
+
+SDK_SPANS = """
+import asyncio, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from core.providers.anthropic import AnthropicProvider
+from core.providers.base import ChatRequest
+
+async def main():
+    req = ChatRequest(model_id="claude-haiku-4-5", system="s", user="Question: q", question="q")
+    untraced = AnthropicProvider(api_key="test-key", base_url=sys.argv[1])  # no tracer provider set yet
+    exporter, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    traced = AnthropicProvider(api_key="test-key", base_url=sys.argv[1])
+    for p in (untraced, traced):
+        await p.generate(req, timeout_s=10)
+        print(len(exporter.get_finished_spans()))
+        await p.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_the_sdks_call_spans_are_built_only_when_a_tracer_provider_is_set():
+    """With no tracer provider the SDK's spans record nothing but cost CPU per call, so the client is built
+    without them; once a distro or the app has set one, the SDK's span per call is recorded as usual."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
+
+    with ServerThread(FakeAnthropic(FaultPlan())) as srv:
+        out = subprocess.run([sys.executable, "-c", SDK_SPANS, srv.url], capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "1"]
