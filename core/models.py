@@ -60,6 +60,15 @@ MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 16_384
 
 
+STORED = {"stored": True}  # validation context of a record read back from our own store (see `_checked`)
+
+
+def _checked(info: ValidationInfo) -> bool:
+    """Whether a request's bounds are checked: always at the boundary; not on records we wrote ourselves,
+    which passed them when submitted (types are still validated on every read)."""
+    return not (info.context and info.context.get("stored"))
+
+
 def json_depth(value: Any) -> int:
     """Nesting depth of a JSON-like value (a scalar is 0, `{}` is 1), computed without recursion."""
     deepest, stack = 0, [(value, 0)]
@@ -134,6 +143,8 @@ class JobRequest(_Model):
     @field_validator("prompt")
     @classmethod
     def _prompt_or_workflow(cls, v: str, info: ValidationInfo) -> str:
+        if not _checked(info):
+            return v
         # `workflow` is declared first, so it is validated (and in info.data) by now
         workflow = info.data.get("workflow")
         if workflow is None and "workflow" in info.data:
@@ -148,6 +159,8 @@ class JobRequest(_Model):
     @field_validator("inputs")
     @classmethod
     def _inputs_bounded(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if not _checked(info):
+            return v
         if v and info.data.get("workflow") is None:
             raise ValueError("inputs are for workflows; give `workflow` too, or put the text in `prompt`")
         for name, text in v.items():
@@ -162,10 +175,10 @@ class JobRequest(_Model):
 
     @field_validator("metadata", mode="before")
     @classmethod
-    def _metadata_shape(cls, v: Any) -> Any:
+    def _metadata_shape(cls, v: Any, info: ValidationInfo) -> Any:
         # bounded before anything recurses into it: a deeply nested value would be stored and then
         # fail to serialize or parse everywhere it is read (listings, sweeps, workers)
-        if isinstance(v, dict):
+        if isinstance(v, dict) and _checked(info):
             if (depth := json_depth(v)) > MAX_METADATA_DEPTH:
                 raise ValueError(f"metadata is nested {depth} levels deep; at most {MAX_METADATA_DEPTH} are allowed")
             if (size := len(json.dumps(v, separators=(",", ":"), default=str))) > MAX_METADATA_BYTES:

@@ -157,3 +157,23 @@ def test_public_url_sets_status_urls(live):
     with httpx.Client(base_url=url) as c:
         r = c.post("/v1/jobs", json={"prompt": "hi"}, headers=AUTH)
     assert r.headers["location"] == r.json()["status_url"] == f"https://jobs.example.com/v1/jobs/{r.json()['job_id']}"
+
+
+def test_stored_records_are_type_checked_but_not_rebounded_on_every_read(tmp_path):
+    """Bounds are checked where a request enters; a record the store wrote (here one past today's metadata
+    bound, as an older version may have written it) still reads back, and a wrongly typed one still fails."""
+    from core.embedded.stores import SqliteJobStore
+    from core.models import Job
+
+    store = SqliteJobStore(tmp_path / "jobs.db", storage_thread=False)
+    with pytest.raises(ValueError, match="at most 8"):
+        JobRequest(prompt="hi", metadata=nested(12))
+    request = JobRequest.model_construct(**{**JobRequest(prompt="hi").__dict__, "metadata": {"blob": "x" * 20_000}})
+    job = Job(id="j-old", tenant="acme", request=request, request_hash="h", trace_id="0" * 32, created_at=1.0,
+              updated_at=1.0)
+    store.create(job)
+    assert store.get("j-old").request.metadata == {"blob": "x" * 20_000}
+    with store.db.tx() as c:
+        c.execute("UPDATE jobs SET data = json_set(data, '$.request.cache', 'no') WHERE id = 'j-old'")
+    with pytest.raises(ValueError, match="cache"):
+        store.get("j-old")

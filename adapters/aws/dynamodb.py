@@ -16,7 +16,7 @@ from typing import Any, Callable
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.ports import StateRecord
-from core.records import listed_jobs
+from core.records import listed_jobs, stored_job
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -60,7 +60,7 @@ class DynamoJobStore:
     def get(self, job_id: str) -> Job | None:
         r = self._client().get_item(TableName=self.table, Key={"id": {"S": job_id}}, ConsistentRead=True)
         item = r.get("Item")
-        return Job.model_validate_json(item["data"]["S"]) if item else None
+        return stored_job(item["data"]["S"]) if item else None
 
     def update(self, job: Job, *, expected_version: int) -> bool:
         new = job.model_copy(update={"version": expected_version + 1})

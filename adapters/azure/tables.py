@@ -16,7 +16,7 @@ from urllib.parse import quote
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.ports import StateRecord
-from core.records import listed_jobs
+from core.records import listed_jobs, stored_job
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -69,7 +69,7 @@ class TableJobStore:
 
     def get(self, job_id: str) -> Job | None:
         e = self._read(job_id)
-        return Job.model_validate_json(_join(e)) if e is not None else None
+        return stored_job(_join(e)) if e is not None else None
 
     def update(self, job: Job, *, expected_version: int) -> bool:
         from azure.core import MatchConditions

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.ports import StateRecord
-from core.records import listed_jobs
+from core.records import listed_jobs, stored_job
 
 JOB_RETENTION_S = 30 * 86400
 
@@ -62,7 +62,7 @@ class FirestoreJobStore:
 
     def get(self, job_id: str) -> Job | None:
         snap = self._ref(job_id).get()
-        return Job.model_validate_json(snap.get("data")) if snap.exists else None
+        return stored_job(snap.get("data")) if snap.exists else None
 
     def update(self, job: Job, *, expected_version: int) -> bool:
         ref = self._ref(job.id)

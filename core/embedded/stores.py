@@ -12,7 +12,7 @@ from core.embedded.storage_thread import storage_thread as shared_storage_thread
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.ports import StateRecord
-from core.records import listed_jobs
+from core.records import listed_jobs, stored_job
 
 JOBS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -54,7 +54,7 @@ class SqliteJobStore:
 
     def get(self, job_id: str) -> Job | None:
         row = self.db.conn().execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.model_validate_json(row[0]) if row else None
+        return stored_job(row[0]) if row else None
 
     def update(self, job: Job, *, expected_version: int) -> bool:
         new_version = expected_version + 1

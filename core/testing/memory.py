@@ -11,7 +11,7 @@ from typing import Any, Callable
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.ports import StateRecord
-from core.records import listed_jobs
+from core.records import listed_jobs, stored_job
 
 
 class MemoryJobStore:
@@ -27,7 +27,7 @@ class MemoryJobStore:
 
     def get(self, job_id: str) -> Job | None:
         row = self._rows.get(job_id)
-        return Job.model_validate_json(row) if row is not None else None
+        return stored_job(row) if row is not None else None
 
     def update(self, job: Job, *, expected_version: int) -> bool:
         with self._lock:
