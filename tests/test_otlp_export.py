@@ -146,3 +146,13 @@ def test_cached_attributes_keep_their_type():
     decoded = [KeyValue.FromString(e[2:]) for e in encoded]  # strip field 9's tag and one-byte length
     assert [kv.value.WhichOneof("value") for kv in decoded] == ["bool_value", "int_value", "string_value",
                                                                "int_value", "bool_value"]
+
+
+def test_job_ids_never_fill_the_attribute_cache():
+    from core.observability import otel
+
+    before = len(otlp_wire._STRINGS)
+    for i in range(50):
+        otlp_wire.attribute(otel.JOB_ID, f"j-{i:024d}")
+    otlp_wire.attribute("alto.tenant", "acme-cache-test")
+    assert len(otlp_wire._STRINGS) == before + 1  # the bounded dimension, not the 50 ids

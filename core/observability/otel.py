@@ -38,6 +38,8 @@ ERROR_TYPE = "error.type"
 TOKEN_USAGE = "gen_ai.client.token.usage"
 OPERATION_DURATION = "gen_ai.client.operation.duration"
 # our provider types → the conventions' well-known gen_ai.provider.name values
+JOB_ID = "alto.job.id"
+otlp_wire.never_cache(JOB_ID)
 PROVIDER_NAMES = {"anthropic": "anthropic", "openai_compatible": "openai", "bedrock": "aws.bedrock",
                   "offline": "altostratus.offline"}
 
@@ -120,7 +122,7 @@ class OtelSink:
             return  # not sampled: the same decision for this trace in every process
         end = job.finished_at or job.updated_at
         root = _Span("alto.job", False, job.created_at, end, {
-            "alto.job.id": job.id, "alto.tenant": j.tenant, "alto.task": j.task, "alto.job.status": j.status,
+            JOB_ID: job.id, "alto.tenant": j.tenant, "alto.task": j.task, "alto.job.status": j.status,
             "alto.job.attempts": j.attempts, "alto.cache_hit": j.cache_hit, REQUEST_MODEL: self.model_ids.get(j.model, j.model),
         }, None if j.status == "succeeded" else j.status)
         if root.error is not None:

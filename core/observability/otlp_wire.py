@@ -34,7 +34,13 @@ _double = struct.Struct("<d").pack
 _fixed32 = struct.Struct("<I").pack
 _KEYS: dict[str, bytes] = {}  # attribute key -> its encoded KeyValue.key field
 _STRINGS: dict[tuple[str, Any, type], bytes] = {}  # (key, short value, its type) -> the whole encoded attribute
-_STRINGS_MAX = 4096  # bounded dimensions repeat; a job id never does, and the cap keeps memory flat
+_STRINGS_MAX = 4096  # bounded dimensions repeat; the cap keeps memory flat whatever is sent
+_UNIQUE: set[str] = set()  # keys whose values never repeat (a job id): caching them would only fill the cache
+
+
+def never_cache(key: str) -> None:
+    """Mark an attribute key whose every value is new, so its values never take the cache's room."""
+    _UNIQUE.add(key)
 
 
 _ONE_BYTE = [bytes((i,)) for i in range(0x80)]  # most varints here (tags, lengths, small ints) are one byte
@@ -75,7 +81,7 @@ def attribute(key: str, v: Any, number: int = 9) -> bytes:
     t = type(v)
     # bounded dimensions, flags and small counts (attempt numbers, zero cache tokens) repeat; the type is
     # part of the key because True == 1 in a dict
-    cacheable = number == 9 and (t is str or t is bool or (t is int and 0 <= v < 256))
+    cacheable = number == 9 and (t is str or t is bool or (t is int and 0 <= v < 256)) and key not in _UNIQUE
     if cacheable and (hit := _STRINGS.get((key, v, t))) is not None:
         return hit
     encoded_key = _KEYS.get(key)
