@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from core.validation import checked, json_depth
+
 
 class JobStatus(str, enum.Enum):
     queued = "queued"
@@ -58,29 +60,6 @@ WORKFLOW_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(@[0-9]{1,6})?$"
 MAX_INPUT_CHARS = 8_000_000
 MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 16_384
-
-
-STORED = {"stored": True}  # validation context of a record read back from our own store (see `_checked`)
-
-
-def _checked(info: ValidationInfo) -> bool:
-    """Whether a request's bounds are checked: always at the boundary; not on records we wrote ourselves,
-    which passed them when submitted (types are still validated on every read)."""
-    return not (info.context and info.context.get("stored"))
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a JSON-like value (a scalar is 0, `{}` is 1), computed without recursion."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            stack.extend((child, d + 1) for child in v.values())
-            deepest = max(deepest, d + 1)
-        elif isinstance(v, list):
-            stack.extend((child, d + 1) for child in v)
-            deepest = max(deepest, d + 1)
-    return deepest
 
 
 class ErrorClass(str, enum.Enum):
@@ -143,7 +122,7 @@ class JobRequest(_Model):
     @field_validator("prompt")
     @classmethod
     def _prompt_or_workflow(cls, v: str, info: ValidationInfo) -> str:
-        if not _checked(info):
+        if not checked(info):
             return v
         # `workflow` is declared first, so it is validated (and in info.data) by now
         workflow = info.data.get("workflow")
@@ -159,7 +138,7 @@ class JobRequest(_Model):
     @field_validator("inputs")
     @classmethod
     def _inputs_bounded(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        if not _checked(info):
+        if not checked(info):
             return v
         if v and info.data.get("workflow") is None:
             raise ValueError("inputs are for workflows; give `workflow` too, or put the text in `prompt`")
@@ -178,7 +157,7 @@ class JobRequest(_Model):
     def _metadata_shape(cls, v: Any, info: ValidationInfo) -> Any:
         # bounded before anything recurses into it: a deeply nested value would be stored and then
         # fail to serialize or parse everywhere it is read (listings, sweeps, workers)
-        if isinstance(v, dict) and _checked(info):
+        if isinstance(v, dict) and checked(info):
             if (depth := json_depth(v)) > MAX_METADATA_DEPTH:
                 raise ValueError(f"metadata is nested {depth} levels deep; at most {MAX_METADATA_DEPTH} are allowed")
             if (size := len(json.dumps(v, separators=(",", ":"), default=str))) > MAX_METADATA_BYTES:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 
 from core.logs import log_event
-from core.models import STORED, Job
+from core.models import Job
+from core.validation import STORED
 
 
 def stored_job(data: str | bytes) -> Job:

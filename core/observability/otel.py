@@ -202,10 +202,10 @@ class OtelSink:
 
     def close(self) -> None:
         """Flush and stop the exporters this sink was given or made; globals are left alone."""
-        owned = [e for e in (self._spans, self._metrics) if e is not None]
-        if not owned:
+        exporters = [e for e in (self._spans, self._metrics) if e is not None]
+        if not exporters:
             self.flush()
-        for exporter in owned:
+        for exporter in exporters:
             exporter.close()  # each sends what it holds first
         for owned in (self.tracer_provider, self.meter_provider):
             if owned is not None and hasattr(owned, "shutdown"):
