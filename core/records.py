@@ -1,6 +1,6 @@
-"""Reading stored job records (`stored_job`), and for listings: one this version can't parse is logged and left out, so a
-single bad row (written before requests were shape-checked, or by a newer version) never takes a
-listing, a reconcile sweep or a dead-letter view down with it. Every job store's `list` uses it."""
+"""Reading stored job records (`stored_job`), and for listings: one this version can't parse is logged
+and left out, so a single bad row (written before requests were shape-checked, or by a newer version)
+never takes a listing, a reconcile sweep or a dead-letter view down with it. Every job store uses it."""
 
 from __future__ import annotations
 

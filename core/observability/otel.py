@@ -37,9 +37,9 @@ TOKEN_TYPE = "gen_ai.token.type"
 ERROR_TYPE = "error.type"
 TOKEN_USAGE = "gen_ai.client.token.usage"
 OPERATION_DURATION = "gen_ai.client.operation.duration"
-# our provider types → the conventions' well-known gen_ai.provider.name values
 JOB_ID = "alto.job.id"
 otlp_wire.never_cache(JOB_ID)
+# our provider types → the conventions' well-known gen_ai.provider.name values
 PROVIDER_NAMES = {"anthropic": "anthropic", "openai_compatible": "openai", "bedrock": "aws.bedrock",
                   "offline": "altostratus.offline"}
 
@@ -63,6 +63,12 @@ class _Span(NamedTuple):
 
 def _ns(t: float) -> int:
     return int(t * 1_000_000_000)
+
+
+def _parent_span_id(job: Job) -> int:
+    """The job span's parent: the caller's span when it sent a `traceparent`, else a span id derived from
+    the trace id (the submit itself, which records no span of its own)."""
+    return int(job.parent_span_id, 16) if job.parent_span_id else (int(job.trace_id[16:], 16) or 1)
 
 
 def _span_id() -> bytes:
@@ -165,7 +171,7 @@ class OtelSink:
         values this module typed, so the SDK's live-span machinery and its per-message encoder would only
         repeat what is decided (benchmarks/sinks.py measures both ways)."""
         trace_id = bytes.fromhex(job.trace_id)
-        parent = self._parent(job).span_id.to_bytes(8, "big")
+        parent = _parent_span_id(job).to_bytes(8, "big")
         root_id = _span_id()
         self._spans.add(otlp_wire.span(trace_id, root_id, parent, root.name, otlp_wire.KIND_INTERNAL, _ns(root.start),
                                        _ns(root.end), root.attrs, root.error, otlp_wire.FLAGS_REMOTE_PARENT))
@@ -174,11 +180,9 @@ class OtelSink:
                                            _ns(c.end), c.attrs, c.error, otlp_wire.FLAGS_LOCAL_PARENT))
 
     def _parent(self, job: Job) -> Any:
-        """The submit's trace as a remote parent: the caller's span when it sent a `traceparent`, else a
-        span id derived from the trace id (the submit itself, which records no span of its own)."""
+        """The submit's trace as a remote parent, for the tracer path."""
         trace = self._trace
-        span_id = int(job.parent_span_id, 16) if job.parent_span_id else (int(job.trace_id[16:], 16) or 1)
-        return trace.SpanContext(int(job.trace_id, 16), span_id, is_remote=True,
+        return trace.SpanContext(int(job.trace_id, 16), _parent_span_id(job), is_remote=True,
                                  trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
 
     def picked(self, tenant: str, task: str, queue_age_s: float) -> None:
