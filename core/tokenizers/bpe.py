@@ -21,7 +21,11 @@ class PyBpe:
         import regex
 
         self.ranks = ranks
-        self.split: Any = regex.compile(pattern).findall
+        split = regex.compile(pattern).findall
+        # concurrent=False keeps the GIL: `regex` otherwise drops and retakes it for every call, which
+        # with another thread busy (the storage thread) costs 5x the match and stalls the loop for up to
+        # the interpreter's switch interval (measured: 2.6 µs alone, 20 µs CPU and 675 µs wall when contended)
+        self.split: Any = lambda text: split(text, concurrent=False)
 
     def count(self, text: str) -> int:
         """Tokens in `text`, special-token strings counted as plain text."""
