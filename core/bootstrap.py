@@ -87,6 +87,10 @@ def _ports(
         threaded = settings.embedded.storage_thread
         store = store or SqliteJobStore(data / "jobs.db", storage_thread=threaded)
         state = state or SqliteStateStore(data / "jobs.db", storage_thread=threaded)
+        if threaded:
+            from core.embedded.storage_thread import storage_thread
+
+            storage_thread().on_loop = settings.embedded.group_on_loop
     if queue is None:
         from core.embedded.queue import SqliteQueue
 

@@ -33,13 +33,14 @@ def test_sinks_benchmark_prices_every_sink_method_on_a_real_job():
     assert all(v > 0 for k, v in line.items() if k.endswith("_us"))
 
 
-def test_storage_benchmark_drains_with_two_processes_in_both_modes():
+def test_storage_benchmark_drains_with_two_processes_in_every_mode():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "storage.py"), "--jobs", "200", "--processes", "2"],
                          capture_output=True, text=True, timeout=300, check=True, cwd=ROOT)
     rows = [json.loads(x) for x in out.stdout.strip().splitlines()]
     by = {r["mode"]: r for r in rows if not r.get("summary")}
-    assert by["thread"]["succeeded"] == by["inline"]["succeeded"] == 200
-    assert by["thread"]["loop_blocked"] == 0 and by["thread"]["calls_per_commit"] >= 1
+    assert by["loop"]["succeeded"] == by["thread"]["succeeded"] == by["inline"]["succeeded"] == 200
+    assert by["thread"]["loop_blocked"] == 0 and by["thread"]["calls_per_commit"] >= 1 and by["thread"]["on_loop"] == 0
+    assert 0 < by["loop"]["on_loop"] <= 1 and by["loop"]["calls_per_commit"] >= 1
     assert by["inline"]["calls_per_commit"] == 1
 
 

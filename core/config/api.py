@@ -118,6 +118,10 @@ class EmbeddedConfig(_Strict):
     storage_thread: bool = Field(default=True, description=(
         "Run the embedded SQLite stores' calls from the event loop on one storage thread per process, "
         "committed in groups; false runs them inline on the loop (the behaviour before 0.2, kept for comparison)."))
+    group_on_loop: bool = Field(default=True, description=(
+        "Commit a group on the event loop itself when the database locks are free (one try, no waiting), and "
+        "hand it to the storage thread only while another connection holds one; false always uses the thread "
+        "(its hand-offs cost ~30% more CPU per job, measured)."))
 
 
 class CacheConfig(_Strict):

@@ -1,13 +1,15 @@
 """Shared SQLite plumbing: one connection per thread, WAL, and short immediate transactions.
 
-On the storage thread (`core.embedded.storage_thread`) a transaction joins the running group: the
-group's one `BEGIN IMMEDIATE` per database, this call's work as a savepoint, the group's one `COMMIT`.
-Time spent waiting for the write lock is counted per kind of thread, so a benchmark can show that the
-waiting happens off the event loop.
+Inside a group (`core.embedded.storage_thread`, on the loop or the storage thread) a transaction joins
+it: the group's one `BEGIN IMMEDIATE` per database, this call's work as a savepoint, the group's one
+`COMMIT`. Time spent waiting for the write lock is counted per kind of thread, so a benchmark can show
+that the waiting happens off the event loop. The grouped files are checkpointed by the storage thread
+only: a checkpoint fsyncs, and an automatic one runs inside whichever commit crosses the threshold.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -15,9 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from core.embedded.storage_thread import active_group
+from core.embedded import storage_thread as grouping
+from core.embedded.storage_thread import active_group, on_storage_thread
 
 LOCK_WAIT_S = {"storage_thread": 0.0, "other": 0.0}  # seconds spent in BEGIN IMMEDIATE, this process
+BUSY_TIMEOUT_MS = 30_000
+CHECKPOINT_WAIT_MS = 200  # writers wait behind a RESTART checkpoint; it waits no longer than this for readers
 
 
 class SqliteDb:
@@ -48,10 +53,12 @@ class SqliteDb:
             conns = _threads.conns = {}
         c = conns.get(path)
         if c is None:
-            c = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            c = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")
-            c.execute("PRAGMA busy_timeout=30000")
+            c.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if path in _paths and not on_storage_thread():
+                c.execute("PRAGMA wal_autocheckpoint=0")  # the storage thread checkpoints (it fsyncs)
             conns[path] = c
         return c
 
@@ -74,6 +81,8 @@ class SqliteDb:
             raise
         else:
             c.execute("COMMIT")
+            if self.path in _paths and not on_storage_thread():
+                grouping.storage_thread().request_checkpoint()
 
 
 _threads = threading.local()
@@ -85,11 +94,61 @@ def _begin_all() -> list[sqlite3.Connection]:
     may touch the job and the queue databases in either order; two processes each holding one and
     waiting for the other would deadlock, so a group takes both, always in the same order."""
     conns = []
-    for path in sorted(_paths):
+    for path in _live_paths():
         c = SqliteDb.connect(path)
         _begin(c, "storage_thread")
         conns.append(c)
     return conns
+
+
+def _live_paths() -> list[str]:
+    """The grouped files, in lock order, less any deleted since (a test's data dir): no one writes to a file
+    that is gone, and opening one would fail every group of the process."""
+    for path in [p for p in _paths if not os.path.exists(p)]:
+        _paths.discard(path)
+    return sorted(_paths)
+
+
+def _try_begin_all() -> list[sqlite3.Connection] | None:
+    """A group's transactions on the loop: as `_begin_all`, but a lock held elsewhere is never waited for
+    (busy_timeout 0 for the one statement): what was begun is rolled back and None returned."""
+    conns: list[sqlite3.Connection] = []
+    for path in _live_paths():
+        c = SqliteDb.connect(path)
+        c.execute("PRAGMA busy_timeout=0")
+        try:
+            _begin(c, "other")
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            for begun in conns:
+                begun.execute("ROLLBACK")
+            return None
+        finally:
+            c.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conns.append(c)
+    return conns
+
+
+def _checkpoint_all() -> int:
+    """Copy each grouped file's write-ahead log back into it and start the log over; returns the longest
+    log's length in pages. RESTART, not PASSIVE: with writers never pausing, a passive checkpoint always
+    trails the newest page, so the log would never start over and would grow without bound (measured).
+    It holds off writers while it runs: the loop's groups meet a held lock and come to this thread."""
+    longest = 0
+    for path in _live_paths():
+        c = SqliteDb.connect(path)
+        c.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")  # a reader in the way: go on as PASSIVE soon
+        try:
+            [(_, log, _)] = c.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        finally:
+            c.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        longest = max(longest, log)
+    return longest
+
+
+grouping.Files.try_begin = staticmethod(_try_begin_all)
+grouping.Files.checkpoint = staticmethod(_checkpoint_all)
 
 
 def _begin(c: sqlite3.Connection, where: str) -> None:

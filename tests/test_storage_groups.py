@@ -1,0 +1,156 @@
+"""The embedded stores' group commit, through the stores' own offload: one commit per turn of the loop, a
+failing call isolated in its group, another process's lock waited for on the storage thread (never on the
+loop), and checkpoints kept off the loop. Real SQLite files, a real second process."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.embedded import sqlite as embedded_sqlite
+from core.embedded.queue import SqliteQueue
+from core.embedded.storage_thread import storage_thread
+from core.embedded.stores import SqliteJobStore
+from core.errors import ConflictError
+from core.jobs.offload import offload
+from core.models import Job, JobRequest
+
+
+def _job(i: int | str) -> Job:
+    return Job(id=f"job-{i}", tenant="acme", request=JobRequest(prompt=f"question {i}"), request_hash="h",
+               trace_id="0" * 32, created_at=1.0, updated_at=1.0)
+
+
+def _counts() -> tuple[int, int, int]:
+    st = storage_thread()
+    return st.groups, st.loop_groups, st.calls
+
+
+def _stored(path, table: str = "jobs") -> int:
+    with sqlite3.connect(path) as c:  # another connection: sees only what was committed
+        return c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_the_calls_of_one_turn_commit_as_one_group_on_the_loop(tmp_path):
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    queue = SqliteQueue(tmp_path / "queue.db")
+    io, qio = offload(store), offload(queue)
+
+    async def main() -> None:
+        before = _counts()
+        await asyncio.gather(*(io(store.create, _job(i)) for i in range(10)), qio(queue.send, "body"))
+        groups, on_loop, calls = (a - b for a, b in zip(_counts(), before))
+        assert (groups, on_loop, calls) == (1, 1, 11)  # both files, one group, committed on the loop
+
+    asyncio.run(main())
+    assert _stored(tmp_path / "jobs.db") == 10 and _stored(tmp_path / "queue.db", "messages") == 1
+
+
+def test_a_failing_call_is_undone_alone(tmp_path):
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    io = offload(store)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(io(store.create, _job("a")), io(store.create, _job("a")),
+                                    io(store.create, _job("b")), return_exceptions=True)
+
+    first, duplicate, other = asyncio.run(main())
+    assert first is None and other is None and isinstance(duplicate, ConflictError)
+    assert _stored(tmp_path / "jobs.db") == 2
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+c.execute("COMMIT")
+"""
+
+
+def test_another_process_lock_is_waited_for_on_the_thread_while_the_loop_runs(tmp_path):
+    path = tmp_path / "jobs.db"
+    store = SqliteJobStore(path)
+    io = offload(store)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), "1.0"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    loop_waits = embedded_sqlite.LOCK_WAIT_S["other"]
+
+    async def main() -> tuple[float, float]:
+        lags: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                t = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags.append(time.perf_counter() - t - 0.01)
+
+        tick = asyncio.create_task(ticker())
+        t = time.perf_counter()
+        before = _counts()
+        await io(store.create, _job("waited"))
+        waited = time.perf_counter() - t
+        groups, on_loop, _ = (a - b for a, b in zip(_counts(), before))
+        assert groups == 1 and on_loop == 0  # it ran on the thread
+        done.set()
+        await tick
+        return waited, max(lags)
+
+    try:
+        waited, worst_lag = asyncio.run(main())
+    finally:
+        holder.wait(timeout=10)
+    assert waited >= 0.5  # it really waited for the other process's commit
+    assert worst_lag < 0.25  # while the loop went on running (a 10 ms ticker)
+    assert embedded_sqlite.LOCK_WAIT_S["other"] - loop_waits < 0.05  # the loop only tried the lock
+    assert _stored(path) == 1
+
+
+def test_checkpoints_run_on_the_storage_thread_and_keep_the_log_short(tmp_path):
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    io = offload(store)
+    st = storage_thread()
+    before = st.checkpoints
+
+    async def main() -> int:
+        for r in range(600):  # 600 groups on the loop, of five records each (~20 MB of log unchecked)
+            await asyncio.gather(*(io(store.create, _job(f"{r}-{i}")) for i in range(5)))
+        # the loop's connection never checkpoints itself (a checkpoint fsyncs)
+        return store.db.conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+    assert asyncio.run(main()) == 0
+    deadline = time.time() + 10
+    while st.checkpoints == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert st.checkpoints > before
+    wal = tmp_path / "jobs.db-wal"
+    assert wal.stat().st_size < 6 * 1024 * 1024  # restarted, not grown by every page ever written
+    assert _stored(tmp_path / "jobs.db") == 3000
+
+
+@pytest.mark.parametrize("on_loop", [True, False])
+def test_both_modes_give_the_same_results(tmp_path, on_loop):
+    st = storage_thread()
+    st.on_loop, saved = on_loop, st.on_loop
+    try:
+        store = SqliteJobStore(tmp_path / "jobs.db")
+        io = offload(store)
+
+        async def main() -> tuple[list[object], int]:
+            before = _counts()
+            out = await asyncio.gather(io(store.create, _job(1)), io(store.get, "job-1"), io(store.get, "missing"))
+            return out, _counts()[1] - before[1]
+
+        (created, got, missing), loop_groups = asyncio.run(main())
+        assert created is None and missing is None
+        assert got is not None and got.id == "job-1"  # a later call of the group sees an earlier one's write
+        assert loop_groups == (1 if on_loop else 0)
+    finally:
+        st.on_loop = saved
