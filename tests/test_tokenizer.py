@@ -97,3 +97,11 @@ def test_repeated_texts_are_counted_once(bpe):
         assert bpe.count(system) == first
     finally:
         bpe._py.ranks = bpe.ranks
+
+
+def test_one_counter_per_encoding_however_it_is_named():
+    """`counter()` and `counter("cl100k_base")` once made two BPEs (the tokens loaded twice, 38 MB each,
+    and every question counted twice, once per cache)."""
+    from core.tokenizers import bpe, counter
+
+    assert counter() is counter("cl100k_base") is bpe() is bpe("cl100k_base")

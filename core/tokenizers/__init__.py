@@ -131,9 +131,13 @@ class EstimateCounter:
         return max(1, (len(text) + 3) // 4) if text else 0
 
 
-@lru_cache(maxsize=None)
 def counter(name: str = "cl100k_base") -> TokenCounter:
     """One counter per process and encoding (loading the BPE's tokens takes tens of milliseconds)."""
+    return _counter(name)  # the cache keys on the name, however it was passed (counter() is counter(NAME))
+
+
+@lru_cache(maxsize=None)
+def _counter(name: str) -> TokenCounter:
     if name == "estimate":
         return EstimateCounter()
     if name not in ENCODINGS:
