@@ -84,6 +84,16 @@ class SendNotifier(Protocol):
 
 
 @runtime_checkable
+class CountingState(Protocol):
+    """A state store that adds to counters inside a record in one statement, with no read and no retry
+    (the embedded store); other stores get the same sums through a read and a compare-and-set."""
+
+    def add_counts(self, key: str, group: str, deltas: dict[str, int | float], *, ttl_s: float | None = None) -> None:
+        """`value["groups"][group][field] += delta` for each field (absent counts as 0, floats rounded to
+        10 places); an absent or expired record starts from nothing."""
+
+
+@runtime_checkable
 class Remote(Protocol):
     """A store whose calls cross the network (DynamoDB, Firestore, Table Storage): milliseconds each,
     so the processing path runs them off the event loop (see `core.jobs.offload`)."""

@@ -58,3 +58,32 @@ def test_alto_costs_reports_the_same_rows(tmp_path: Path, fake_anthropic):
     p = subprocess.run([alto, "costs", "--by", "tenant,day"], env=env, capture_output=True, text=True, timeout=60)
     lines = p.stdout.splitlines()
     assert lines[0].split()[:3] == ["tenant", "day", "calls"] and lines[-1].startswith("total") and " 3 " in lines[-1]
+
+
+def test_the_embedded_store_sums_in_one_statement_exactly_as_the_generic_path(tmp_path):
+    """SQLite adds inside the record with its JSON functions (no read, no retry); the sums, their types,
+    the other groups and the expiry behave as the read-and-compare-and-set path on any store."""
+    import random
+
+    from core.embedded.stores import SqliteStateStore
+    from core.governance.state import add_counts
+    from core.ports import CountingState
+
+    now = [1000.0]
+    store = SqliteStateStore(tmp_path / "jobs.db", storage_thread=False, clock=lambda: now[0])
+    assert isinstance(store, CountingState)
+    rng = random.Random(7)
+    for i in range(200):
+        group = rng.choice(["-|m|online", "summary|m|batch", 'odd"name|m|online'])  # the last: the generic way
+        deltas = {"calls": 1, "input_tokens": rng.randint(0, 5000), "cost_usd": rng.random() / 1000,
+                  "saved_batch_usd": 0.0}
+        store.add_counts("native", group, deltas, ttl_s=60)
+        add_counts(store, "generic", group, deltas, ttl_s=60)
+    native, generic = store.get("native"), store.get("generic")
+    assert native.value == generic.value and len(native.value["groups"]) == 3
+    row = native.value["groups"]["-|m|online"]
+    assert isinstance(row["calls"], int) and isinstance(row["input_tokens"], int) and isinstance(row["cost_usd"], float)
+    assert native.version == generic.version == 200  # one version per add, whichever way it was made
+    now[0] += 61  # expired: the next add starts from nothing, as on every store
+    store.add_counts("native", "-|m|online", {"calls": 1, "cost_usd": 0.5}, ttl_s=60)
+    assert store.get("native").value == {"groups": {"-|m|online": {"calls": 1, "cost_usd": 0.5}}}

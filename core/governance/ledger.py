@@ -15,9 +15,9 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
-from core.governance.state import mutate
+from core.governance.state import add_counts
 from core.models import Usage
-from core.ports import StateRecord, StateStore
+from core.ports import CountingState, StateStore
 
 SHARDS = 4
 TRIES = 20
@@ -31,7 +31,18 @@ REPORT_DAYS = 30  # what a report covers when no first day is given
 
 
 def day_of(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d")
+    day = int(t // 86400)  # UTC days are whole multiples of 86,400 s of epoch time
+    return _day_names.get(day) or _name_day(day)
+
+
+_day_names: dict[int, str] = {}
+
+
+def _name_day(day: int) -> str:
+    if len(_day_names) > 1024:
+        _day_names.clear()
+    name = _day_names[day] = dt.datetime.fromtimestamp(day * 86400, dt.timezone.utc).strftime("%Y-%m-%d")
+    return name
 
 
 def day_start(value: str) -> float:
@@ -46,6 +57,7 @@ def default_since(now: float) -> float:
 class UsageLedger:
     def __init__(self, state: StateStore, *, clock: Callable[[], float] = time.time) -> None:
         self.state = state
+        self.counting = state if isinstance(state, CountingState) else None  # one statement, no read
         self.clock = clock
 
     def add(self, *, tenant: str, task: str | None, model: str, lane: str, job_id: str, usage: Usage,
@@ -59,14 +71,10 @@ class UsageLedger:
                  "cache_write_tokens": usage.cache_write_tokens, "cost_usd": usage.cost_usd,
                  "saved_prompt_cache_usd": saved_prompt_cache_usd, "saved_response_cache_usd": saved_response_cache_usd,
                  "saved_batch_usd": saved_batch_usd}
-
-        def step(rec: StateRecord | None) -> tuple[dict[str, Any], None]:
-            groups: dict[str, dict[str, float]] = dict(rec.value["groups"]) if rec is not None else {}
-            row = dict(groups.get(group, {}))
-            groups[group] = {f: round(row.get(f, 0) + delta[f], 10) for f in FIELDS}
-            return {"groups": groups}, None
-
-        mutate(self.state, key, step, ttl_s=KEEP_S, tries=TRIES)
+        if self.counting is not None:
+            self.counting.add_counts(key, group, delta, ttl_s=KEEP_S)
+        else:
+            add_counts(self.state, key, group, delta, ttl_s=KEEP_S, tries=TRIES)
 
     def report(self, tenants: Iterable[str], *, since: float, by: list[str]) -> list[dict[str, Any]]:
         """Rows summed by the `by` dimensions, biggest cost first (days from `since` to today, UTC)."""

@@ -31,3 +31,16 @@ def mutate(
         elif state.compare_and_set(key, value, expected_version=current.version, ttl_s=ttl_s):
             return result
     raise Contended(f"state key {key!r} kept changing under {tries} conditional writes")
+
+
+def add_counts(state: StateStore, key: str, group: str, deltas: dict[str, int | float], *, ttl_s: float | None = None,
+               tries: int = MAX_TRIES) -> None:
+    """`value["groups"][group][field] += delta` by read and compare-and-set, on any store (what a
+    `core.ports.CountingState` does in one statement)."""
+    def step(rec: StateRecord | None) -> tuple[dict[str, Any], None]:
+        groups = dict(rec.value["groups"]) if rec is not None else {}
+        row = groups.get(group, {})
+        groups[group] = {f: round(row.get(f, 0) + d, 10) for f, d in deltas.items()}
+        return {"groups": groups}, None
+
+    mutate(state, key, step, ttl_s=ttl_s, tries=tries)
