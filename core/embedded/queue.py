@@ -7,12 +7,16 @@ runtime can mark its job `dead_lettered`.
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from pathlib import Path
 from typing import Callable
 
 from core.ports import Delivery
+
+# Message ids and receipts only need to be unique, not secret (the queue is this machine's own file): the
+# random module's generator (which it reseeds in every forked child) spares each send and receive a
+# getrandom call.
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -44,7 +48,7 @@ class SqliteQueue:
         self.listeners: list[Callable[[], None]] = []  # called after each immediate send (wakes idle workers)
 
     def send(self, body: str, *, delay_s: float = 0.0) -> str:
-        message_id = "msg_" + secrets.token_hex(12)
+        message_id = f"msg_{random.getrandbits(96):024x}"
         now = time.time()
         with self.db.tx() as c:
             c.execute(
@@ -70,7 +74,7 @@ class SqliteQueue:
                 if count >= self.max_receives:
                     c.execute("UPDATE messages SET dead = 1, dead_at = ? WHERE id = ?", (now, message_id))
                     continue
-                receipt = secrets.token_hex(8)
+                receipt = f"{random.getrandbits(64):016x}"
                 c.execute(
                     "UPDATE messages SET receive_count = ?, visible_at = ?, receipt = ? WHERE id = ?",
                     (count + 1, now + vt, receipt, message_id),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 from typing import Any, Callable
 from urllib.parse import parse_qsl
@@ -312,8 +313,18 @@ def wire_wakeups(app: App, pools: list[WorkerPool]) -> None:
     if not isinstance(app.queue, SendNotifier):  # a queue without send notifications: workers poll
         return
     loop = asyncio.get_running_loop()
+    thread = threading.get_ident()
+
+    def wake(p: WorkerPool) -> None:
+        # the loop's own thread sets the event directly: call_soon_threadsafe writes to the loop's
+        # self-pipe (a syscall and a wake-up) on every submit
+        if threading.get_ident() == thread:
+            p.notify()
+        else:
+            loop.call_soon_threadsafe(p.notify)
+
     for p in pools:
-        app.queue.listeners.append(lambda p=p: loop.call_soon_threadsafe(p.notify))
+        app.queue.listeners.append(lambda p=p: wake(p))
 
 
 def unwire_wakeups(app: App) -> None:
