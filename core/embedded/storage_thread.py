@@ -22,7 +22,8 @@ from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 GROUP_MAX = 64  # calls per commit: bounds how long one group holds the write lock (~a few ms)
-CHECKPOINT_PAGES = 1000  # a checkpoint per this many pages of log, as SQLite's automatic one
+CHECKPOINT_BYTES = 1000 * 4096  # a checkpoint once a log is this long (SQLite's automatic one: 1,000 pages)
+CHECKPOINT_CHECK_COMMITS = 16  # how often (in commits made off the thread) the logs' lengths are looked at
 
 _local = threading.local()
 
@@ -50,7 +51,8 @@ class Files:
     """What a group needs of the database files; `core.embedded.sqlite` (which imports this module) sets it."""
 
     try_begin: Callable[[], list[Any] | None] = staticmethod(lambda: [])  # open connections; None: a lock is held
-    checkpoint: Callable[[], int] = staticmethod(lambda: 0)  # checkpoint every grouped file, from this thread
+    log_bytes: Callable[[], int] = staticmethod(lambda: 0)  # the longest write-ahead log's length now
+    checkpoint: Callable[[], None] = staticmethod(lambda: None)  # checkpoint every grouped file, from this thread
 
 
 def on_storage_thread() -> bool:
@@ -85,7 +87,6 @@ class StorageThread:
         self._start_lock = threading.Lock()
         self._handed_over = self._thread_ran = 0  # calls given to the thread / run by it (only it writes this)
         self._commits_off_thread = 0
-        self._checkpoint_every = 32  # commits; adapted so that a checkpoint finds ~CHECKPOINT_PAGES of log
         self._checkpoint_queued = False
         self.groups = 0  # how many commits, for benchmarks and tests
         self.calls = 0
@@ -120,21 +121,22 @@ class StorageThread:
 
     def request_checkpoint(self) -> None:
         """Count a commit made off this thread (whose connections never checkpoint); every so many of
-        them, this thread checkpoints the write-ahead logs."""
+        them, look at the logs' lengths (a stat each) and have this thread checkpoint a long one."""
         self._commits_off_thread += 1
-        if self._commits_off_thread < self._checkpoint_every or self._checkpoint_queued:
+        if self._commits_off_thread < CHECKPOINT_CHECK_COMMITS or self._checkpoint_queued:
             return
-        self._commits_off_thread, self._checkpoint_queued = 0, True
+        self._commits_off_thread = 0
+        if Files.log_bytes() < CHECKPOINT_BYTES:
+            return
+        self._checkpoint_queued = True
         self._ensure_started()
         self._calls.put(_CHECKPOINT)
 
     def _checkpoint(self) -> None:
         self._checkpoint_queued = False
         try:
-            pages = Files.checkpoint()
+            Files.checkpoint()
             self.checkpoints += 1
-            scaled = self._checkpoint_every * CHECKPOINT_PAGES / max(pages, 1)
-            self._checkpoint_every = int(min(4096, max(4, scaled)))
         except Exception as e:  # noqa: BLE001  the next request tries again; the log only grows meanwhile
             from core.logs import log_event
 
