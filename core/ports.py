@@ -107,8 +107,8 @@ class StorageRunner(Protocol):
 
 @runtime_checkable
 class Grouped(Protocol):
-    """An embedded store whose calls from the event loop run on its process's storage thread, committed
-    in groups (`core.embedded.storage_thread`): the loop never waits on a file lock."""
+    """An embedded store whose calls from the event loop are committed in groups, one per turn of the loop
+    (`core.embedded.storage_thread`): the loop only tries the file locks and never waits on one."""
 
     storage: StorageRunner
 

@@ -22,7 +22,7 @@ from core.embedded.storage_thread import active_group, on_storage_thread
 
 LOCK_WAIT_S = {"storage_thread": 0.0, "other": 0.0}  # seconds spent in BEGIN IMMEDIATE, this process
 BUSY_TIMEOUT_MS = 30_000
-CHECKPOINT_WAIT_MS = 200  # writers wait behind a RESTART checkpoint; it waits no longer than this for readers
+CHECKPOINT_WAIT_MS = 200  # writers wait behind a TRUNCATE checkpoint; it waits no longer than this for readers
 
 
 class SqliteDb:

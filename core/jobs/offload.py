@@ -2,9 +2,9 @@
 
 A port that declares itself `core.ports.Remote` (DynamoDB, Firestore, Table Storage: milliseconds a
 call) is called in a thread, so the records of one batch overlap their writes instead of queueing on
-the event loop. An embedded port that is `core.ports.Grouped` (SQLite) is called on the process's
-storage thread, which commits the calls arriving together as one group, so a write lock held by another
-process is waited for there, never on the loop. Anything else (in-memory test fakes) is called inline.
+the event loop. An embedded port that is `core.ports.Grouped` (SQLite) joins the group of its loop's
+turn, committed as one (on the loop while the write locks are free; on the process's storage thread while
+another process holds one, so that lock is waited for there, never on the loop). Anything else (in-memory test fakes) is called inline.
 Every job-store, state-store and queue call the worker makes goes through one.
 """
 
