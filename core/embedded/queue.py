@@ -14,10 +14,6 @@ from typing import Callable
 
 from core.ports import Delivery
 
-# Message ids and receipts only need to be unique, not secret (the queue is this machine's own file): the
-# random module's generator (which it reseeds in every forked child) spares each send and receive a
-# getrandom call.
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
@@ -48,6 +44,8 @@ class SqliteQueue:
         self.listeners: list[Callable[[], None]] = []  # called after each immediate send (wakes idle workers)
 
     def send(self, body: str, *, delay_s: float = 0.0) -> str:
+        # ids and receipts need to be unique, not secret (this machine's own file): the random module's
+        # generator, reseeded in every forked child, spares each send and receive a getrandom call
         message_id = f"msg_{random.getrandbits(96):024x}"
         now = time.time()
         with self.db.tx() as c:
