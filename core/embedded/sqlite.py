@@ -109,23 +109,31 @@ def _live_paths() -> list[str]:
     return sorted(_paths)
 
 
+@contextmanager
+def _busy_timeout(c: sqlite3.Connection, ms: int) -> Iterator[None]:
+    """This connection's busy timeout set to `ms` for a statement or two, then back to the usual."""
+    c.execute(f"PRAGMA busy_timeout={ms}")
+    try:
+        yield
+    finally:
+        c.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
 def _try_begin_all() -> list[sqlite3.Connection] | None:
     """A group's transactions on the loop: as `_begin_all`, but a lock held elsewhere is never waited for
     (busy_timeout 0 for the one statement): what was begun is rolled back and None returned."""
     conns: list[sqlite3.Connection] = []
     for path in _live_paths():
         c = SqliteDb.connect(path)
-        c.execute("PRAGMA busy_timeout=0")
-        try:
-            _begin(c, "other")
-        except sqlite3.OperationalError as e:
-            if e.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                raise
-            for begun in conns:
-                begun.execute("ROLLBACK")
-            return None
-        finally:
-            c.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        with _busy_timeout(c, 0):
+            try:
+                _begin(c, "other")
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                for begun in conns:
+                    begun.execute("ROLLBACK")
+                return None
         conns.append(c)
     return conns
 
@@ -138,11 +146,8 @@ def _checkpoint_all() -> None:
     runs: the loop's groups meet a held lock and come to this thread."""
     for path in _live_paths():
         c = SqliteDb.connect(path)
-        c.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")  # a reader in the way: go on as PASSIVE soon
-        try:
+        with _busy_timeout(c, CHECKPOINT_WAIT_MS):  # a reader in the way: go on as PASSIVE soon
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        finally:
-            c.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _log_bytes() -> int:
