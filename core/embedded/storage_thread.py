@@ -85,7 +85,8 @@ class StorageThread:
         self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}  # this turn's calls, per loop
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._handed_over = self._thread_ran = 0  # calls given to the thread / run by it (only it writes this)
+        # calls (and checkpoints) given to the thread / done by it (only it writes the second)
+        self._handed_over = self._thread_ran = 0
         self._commits_off_thread = 0
         self._checkpoint_queued = False
         self.groups = 0  # how many commits, for benchmarks and tests
@@ -107,7 +108,8 @@ class StorageThread:
         batch = self._pending.pop(loop, [])
         for i in range(0, len(batch), self.group_max):
             group = batch[i:i + self.group_max]
-            # while the thread holds or waits for the locks, the loop's try would fail too: join the thread
+            # while the thread holds or waits for the locks (a group, a checkpoint), the loop's try would fail
+            # too, or win the lock from under a checkpoint waiting for it: join the thread
             tried = self.on_loop and self._handed_over == self._thread_ran
             results = self._run_group(group, on_loop=True) if tried else None
             if results is None:  # a lock is held elsewhere: the thread waits for it, not the loop
@@ -130,6 +132,8 @@ class StorageThread:
             return
         self._checkpoint_queued = True
         self._ensure_started()
+        with self._start_lock:
+            self._handed_over += 1
         self._calls.put(_CHECKPOINT)
 
     def _checkpoint(self) -> None:
@@ -161,6 +165,7 @@ class StorageThread:
             if any(c is _CHECKPOINT for c in batch):  # never inside a group: it can't run within a transaction
                 batch = [c for c in batch if c is not _CHECKPOINT]
                 self._checkpoint()
+                self._thread_ran += 1
             if batch:
                 results = self._run_group(batch)
                 self._thread_ran += len(batch)
