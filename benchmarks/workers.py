@@ -31,10 +31,18 @@ def worker_processes(env: dict[str, str], processes: int, loops: int = 1) -> Ite
 
 
 def wait_terminal(app: Any, ids: list[str], timeout_s: float) -> float:
-    """Seconds until every job in `ids` is terminal (or `timeout_s` passed)."""
+    """Seconds until every job in `ids` is terminal (or `timeout_s` passed).
+
+    The watcher shares the machine with the workers it measures, so it reads as little as it can: jobs in
+    submission order, each read until it is terminal, never one already seen to be. Workers finish jobs
+    roughly in that order, so a poll costs the jobs finished since the last one (re-reading every pending
+    job each poll took a third of a core at 6,000 jobs, taken from the workers)."""
     t0 = time.perf_counter()
-    pending, deadline = set(ids), time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
-        time.sleep(0.25)
-        pending = {j for j in pending if not app.store.get(j).status.terminal}
+    i, deadline = 0, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        while i < len(ids) and app.store.get(ids[i]).status.terminal:
+            i += 1
+        if i == len(ids):
+            break
+        time.sleep(0.05)
     return time.perf_counter() - t0

@@ -48,11 +48,10 @@ class SqliteQueue:
         # generator, reseeded in every forked child, spares each send and receive a getrandom call
         message_id = f"msg_{random.getrandbits(96):024x}"
         now = time.time()
-        with self.db.tx() as c:
-            c.execute(
-                "INSERT INTO messages (id, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
-                (message_id, body, now + delay_s, now),
-            )
+        self.db.write(
+            "INSERT INTO messages (id, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
+            (message_id, body, now + delay_s, now),
+        )
         if delay_s <= 0:
             for listener in self.listeners:
                 listener()
@@ -81,15 +80,13 @@ class SqliteQueue:
         return out
 
     def ack(self, delivery: Delivery) -> None:
-        with self.db.tx() as c:
-            c.execute("DELETE FROM messages WHERE id = ? AND receipt = ?", (delivery.message_id, delivery.receipt))
+        self.db.write("DELETE FROM messages WHERE id = ? AND receipt = ?", (delivery.message_id, delivery.receipt))
 
     def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
-        with self.db.tx() as c:
-            c.execute(
-                "UPDATE messages SET visible_at = ? WHERE id = ? AND receipt = ? AND dead = 0",
-                (time.time() + delay_s, delivery.message_id, delivery.receipt),
-            )
+        self.db.write(
+            "UPDATE messages SET visible_at = ? WHERE id = ? AND receipt = ? AND dead = 0",
+            (time.time() + delay_s, delivery.message_id, delivery.receipt),
+        )
 
     # -- dead-letter side -------------------------------------------------------------------------
 
@@ -110,13 +107,12 @@ class SqliteQueue:
 
     def replay(self, message_id: str) -> bool:
         """Move a dead-lettered message back to the queue with a fresh receive count."""
-        with self.db.tx() as c:
-            cur = c.execute(
-                "UPDATE messages SET dead = 0, dead_handled = 0, dead_at = NULL, receive_count = 0, "
-                "visible_at = ?, receipt = NULL WHERE id = ? AND dead = 1",
-                (time.time(), message_id),
-            )
-            return cur.rowcount == 1
+        cur = self.db.write(
+            "UPDATE messages SET dead = 0, dead_handled = 0, dead_at = NULL, receive_count = 0, "
+            "visible_at = ?, receipt = NULL WHERE id = ? AND dead = 1",
+            (time.time(), message_id),
+        )
+        return cur.rowcount == 1
 
     def depth(self) -> dict[str, int]:
         c = self.db.conn()

@@ -32,15 +32,15 @@ class Group:
     """The connections a group has opened a transaction on, committed together at the group's end."""
 
     def __init__(self) -> None:
-        self.open: list[Any] = []  # sqlite3 connections with BEGIN IMMEDIATE issued on this thread
+        self.open: dict[str, Any] = {}  # by file: sqlite3 connections with BEGIN IMMEDIATE issued on this thread
         self.after: list[Callable[[], None]] = []  # run once the group committed, outside its locks
 
     def commit(self) -> None:
-        for conn in self.open:
+        for conn in self.open.values():
             conn.execute("COMMIT")
 
     def rollback(self) -> None:
-        for conn in self.open:
+        for conn in self.open.values():
             try:
                 conn.execute("ROLLBACK")
             except Exception:  # noqa: BLE001  nothing open on it any more: nothing to undo
@@ -50,7 +50,7 @@ class Group:
 class Files:
     """What a group needs of the database files; `core.embedded.sqlite` (which imports this module) sets it."""
 
-    try_begin: Callable[[], list[Any] | None] = staticmethod(lambda: [])  # open connections; None: a lock is held
+    try_begin: Callable[[], dict[str, Any] | None] = staticmethod(lambda: {})  # open connections; None: a lock is held
     log_bytes: Callable[[], int] = staticmethod(lambda: 0)  # the longest write-ahead log's length now
     checkpoint: Callable[[], None] = staticmethod(lambda: None)  # checkpoint every grouped file, from this thread
 

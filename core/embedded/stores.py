@@ -45,11 +45,10 @@ class SqliteJobStore:
         import sqlite3
 
         try:
-            with self.db.tx() as c:
-                c.execute(
-                    "INSERT INTO jobs (id, tenant, status, version, created_at, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    (job.id, job.tenant, job.status.value, job.version, job.created_at, job.model_dump_json()),
-                )
+            self.db.write(
+                "INSERT INTO jobs (id, tenant, status, version, created_at, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (job.id, job.tenant, job.status.value, job.version, job.created_at, job.model_dump_json()),
+            )
         except sqlite3.IntegrityError:
             raise ConflictError(f"job {job.id} already exists") from None
 
@@ -63,11 +62,10 @@ class SqliteJobStore:
         written = False
         try:
             data = job.model_dump_json()
-            with self.db.tx() as c:
-                cur = c.execute(
-                    "UPDATE jobs SET status = ?, version = ?, data = ? WHERE id = ? AND version = ?",
-                    (job.status.value, new_version, data, job.id, expected_version),
-                )
+            cur = self.db.write(
+                "UPDATE jobs SET status = ?, version = ?, data = ? WHERE id = ? AND version = ?",
+                (job.status.value, new_version, data, job.id, expected_version),
+            )
             written = cur.rowcount == 1
         finally:
             if not written:
@@ -111,31 +109,28 @@ class SqliteStateStore:
     def put_if_absent(self, key: str, value: dict[str, Any], *, ttl_s: float | None = None) -> bool:
         now = self.clock()
         expires = now + ttl_s if ttl_s is not None else None
-        with self.db.tx() as c:
-            cur = c.execute(
-                "INSERT INTO state (key, value, version, expires_at) VALUES (?, ?, 1, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = state.version + 1, "
-                "expires_at = excluded.expires_at WHERE state.expires_at IS NOT NULL AND state.expires_at <= ?",
-                (key, json.dumps(value), expires, now),
-            )
-            return cur.rowcount == 1
+        cur = self.db.write(
+            "INSERT INTO state (key, value, version, expires_at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = state.version + 1, "
+            "expires_at = excluded.expires_at WHERE state.expires_at IS NOT NULL AND state.expires_at <= ?",
+            (key, json.dumps(value), expires, now),
+        )
+        return cur.rowcount == 1
 
     def compare_and_set(
         self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
     ) -> bool:
         now = self.clock()
         expires = now + ttl_s if ttl_s is not None else None
-        with self.db.tx() as c:
-            cur = c.execute(
-                "UPDATE state SET value = ?, version = version + 1, expires_at = ? "
-                "WHERE key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)",
-                (json.dumps(value), expires, key, expected_version, now),
-            )
-            return cur.rowcount == 1
+        cur = self.db.write(
+            "UPDATE state SET value = ?, version = version + 1, expires_at = ? "
+            "WHERE key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)",
+            (json.dumps(value), expires, key, expected_version, now),
+        )
+        return cur.rowcount == 1
 
     def delete(self, key: str) -> None:
-        with self.db.tx() as c:
-            c.execute("DELETE FROM state WHERE key = ?", (key,))
+        self.db.write("DELETE FROM state WHERE key = ?", (key,))
 
     def add_counts(self, key: str, group: str, deltas: dict[str, int | float], *, ttl_s: float | None = None) -> None:
         """One upsert: the sums are made by SQLite's JSON functions, so there is nothing to read first and
@@ -146,8 +141,7 @@ class SqliteStateStore:
         fresh = json.dumps({"groups": {group: {f: (round(v, 10) if isinstance(v, float) else v)
                                                 for f, v in deltas.items()}}})
         sql, args = _add_counts_sql(group, deltas)
-        with self.db.tx() as c:
-            c.execute(sql, (key, fresh, now + ttl_s if ttl_s is not None else None, now, *args))
+        self.db.write(sql, (key, fresh, now + ttl_s if ttl_s is not None else None, now, *args))
 
 
 def _add_counts_sql(group: str, deltas: dict[str, int | float]) -> tuple[str, list[Any]]:
