@@ -122,12 +122,16 @@ class SqliteStateStore:
     ) -> bool:
         now = self.clock()
         expires = now + ttl_s if ttl_s is not None else None
-        cur = self.db.write(
-            "UPDATE state SET value = ?, version = version + 1, expires_at = ? "
-            "WHERE key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)",
-            (json.dumps(value), expires, key, expected_version, now),
-        )
-        return cur.rowcount == 1
+        # the value is serialised with the lock held, not before taking it: a read-modify-write loop loses
+        # when another writer lands between its read and its write, and a big value's dump (a budget's
+        # holds) widened that window so much that two racing processes lost 20 tries in a row
+        with self.db.tx() as c:
+            cur = c.execute(
+                "UPDATE state SET value = ?, version = version + 1, expires_at = ? "
+                "WHERE key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (json.dumps(value), expires, key, expected_version, now),
+            )
+            return cur.rowcount == 1
 
     def delete(self, key: str) -> None:
         self.db.write("DELETE FROM state WHERE key = ?", (key,))
