@@ -92,7 +92,7 @@ async def warm_up(app: Any) -> None:
 
 async def run(url: str, a: argparse.Namespace, data_dir: str) -> dict:
     s = settings(url, data_dir, a.chaos)
-    inner = SqliteQueue(Path(data_dir) / "queue.db", visibility_timeout_s=s.queue.visibility_timeout_s,
+    inner = SqliteQueue(Path(data_dir) / "jobs.db", visibility_timeout_s=s.queue.visibility_timeout_s,
                         max_receives=s.queue.max_receives)
     queue = ChaosQueue(inner, duplicate_rate=0.3 if a.chaos else 0.0, redeliver_rate=0.05 if a.chaos else 0.0)
     app = bootstrap(s, secrets=EnvSecrets({"K": "test-key"}), queue=queue)

@@ -48,7 +48,7 @@ async def soak(url: str, fake: FakeAnthropic, a: argparse.Namespace, data_dir: s
         "logging": {"level": os.environ.get("SOAK_LOG", "ERROR")},
     })
     q = settings.queue
-    inner = SqliteQueue(Path(data_dir) / "queue.db", visibility_timeout_s=q.visibility_timeout_s,
+    inner = SqliteQueue(Path(data_dir) / "jobs.db", visibility_timeout_s=q.visibility_timeout_s,
                         max_receives=q.max_receives)
     chaos = ChaosQueue(inner, duplicate_rate=a.duplicates, redeliver_rate=a.redeliveries, seed=a.seed)
     app = bootstrap(settings, secrets=EnvSecrets({"K": "test-key"}), queue=chaos)

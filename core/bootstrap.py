@@ -15,7 +15,7 @@ from core.config.api import ApiSettings
 from core.config.load import load_api_settings, load_settings
 from core.embedded.secrets import EnvSecrets
 from core.jobs.service import ApiService
-from core.logs import configure_logging
+from core.logs import configure_logging, log_event
 from core.ports import BlobStore, DocumentIndex, JobQueue, JobStore, Retriever, Secrets, StateStore
 
 if TYPE_CHECKING:
@@ -92,14 +92,16 @@ def _ports(
 
             storage_thread().on_loop = settings.embedded.group_on_loop
     if queue is None:
-        from core.embedded.queue import SqliteQueue
+        from core.embedded.queue import SqliteQueue, adopt_queue_file
 
         queue = SqliteQueue(
-            data / "queue.db",
+            data / "jobs.db",  # with the jobs: a job and its message commit together
             visibility_timeout_s=settings.queue.visibility_timeout_s,
             max_receives=settings.queue.max_receives,
             storage_thread=settings.embedded.storage_thread,
         )
+        if (moved := adopt_queue_file(data / "queue.db", queue)):
+            log_event("queue.file_adopted", moved=moved, detail="queue.db's messages now live in jobs.db")
     if blobs is None:
         from core.embedded.blobs import FileBlobStore
 

@@ -102,7 +102,11 @@ class Remote(Protocol):
 
 
 class StorageRunner(Protocol):
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn` in the loop's group of this turn; its result once the group committed."""
+
+    def at_once(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn` now, on this thread, its writes committed together when it returns or raises."""
 
 
 @runtime_checkable

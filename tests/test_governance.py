@@ -261,7 +261,7 @@ class RefusingQueue:
 
 
 def test_enqueue_failure_returns_503_and_the_job_is_not_lost(live, tmp_path):
-    flaky = RefusingQueue(SqliteQueue(tmp_path / "data" / "queue.db"))
+    flaky = RefusingQueue(SqliteQueue(tmp_path / "data" / "jobs.db"))
     app, url = live(queue=flaky)
     auth = {"authorization": f"Bearer {KEYS['acme']}"}
     with httpx.Client(base_url=url) as c:
@@ -278,7 +278,7 @@ def test_enqueue_failure_returns_503_and_the_job_is_not_lost(live, tmp_path):
 
 
 def test_idempotent_retry_after_enqueue_failure_queues_the_stored_job(live, tmp_path):
-    flaky = RefusingQueue(SqliteQueue(tmp_path / "data" / "queue.db"))
+    flaky = RefusingQueue(SqliteQueue(tmp_path / "data" / "jobs.db"))
     app, url = live(queue=flaky)
     auth = {"authorization": f"Bearer {KEYS['acme']}", "idempotency-key": "k-1"}
     with httpx.Client(base_url=url) as c:

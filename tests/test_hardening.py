@@ -85,7 +85,7 @@ class RefusesOneJob:
 
 
 def test_one_job_the_queue_refuses_does_not_stop_a_reconcile_sweep(make_app, tmp_path):
-    queue = RefusesOneJob(SqliteQueue(tmp_path / "data" / "queue.db"))
+    queue = RefusesOneJob(SqliteQueue(tmp_path / "data" / "jobs.db"))
     app = make_app(queue=queue)
     jobs = [app.service.submit("acme", JobRequest(prompt=f"stranded {i}"))[0] for i in range(3)]
     for d in app.queue.receive(max_messages=10):

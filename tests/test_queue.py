@@ -81,3 +81,32 @@ def test_sqlite_stores_keep_the_port_contracts(tmp_path):
 
     check_job_store(store, corrupt=corrupt)
     check_state_store(lambda clock: SqliteStateStore(tmp_path / "state.db", clock=clock))
+
+
+def test_a_data_dir_with_the_old_queue_file_keeps_its_messages(make_app, tmp_path):
+    """Releases before the queue moved into jobs.db kept it in queue.db: the first start moves every message
+    over (dead letters too), deletes the file, and the stranded job runs."""
+    import asyncio
+
+    from core.embedded.stores import SqliteJobStore
+    from core.entrypoints.local import run_until_done
+    from core.jobs.submit import send_job
+    from core.models import Job, JobRequest
+
+    data = tmp_path / "data"
+    old = SqliteQueue(data / "queue.db", storage_thread=False)
+    job = Job(id="job_old", tenant="acme", request=JobRequest(prompt="from before the upgrade"), request_hash="h",
+              trace_id="0" * 32, created_at=time.time(), updated_at=time.time())
+    SqliteJobStore(data / "jobs.db", storage_thread=False).create(job)
+    send_job(old, job)
+    dead = old.send('{"job_id": "job_gone", "trace_id": "' + "0" * 32 + '"}')
+    old.db.write("UPDATE messages SET dead = 1, dead_at = ? WHERE id = ?", (time.time(), dead))
+    old.db.close()
+
+    app = make_app()
+    assert not (data / "queue.db").exists()
+    assert app.queue.depth() == {"queued": 1, "dead_lettered": 1}
+    assert [d.message_id for d in app.queue.dead_letters()] == [dead]
+    asyncio.run(run_until_done(app, [job.id], timeout_s=30))
+    assert app.store.get(job.id).status.value == "succeeded"
+    assert make_app().queue.depth() == {"queued": 0, "dead_lettered": 1}  # a second start moves nothing twice

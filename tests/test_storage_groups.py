@@ -154,3 +154,47 @@ def test_both_modes_give_the_same_results(tmp_path, on_loop):
         assert loop_groups == (1 if on_loop else 0)
     finally:
         st.on_loop = saved
+
+
+class _Watching:
+    """A queue that, as the submit sends, looks from another connection at what the job file shows."""
+
+    def __init__(self, inner: SqliteQueue) -> None:
+        self.inner, self.seen = inner, []
+
+    def send(self, body: str, *, delay_s: float = 0.0) -> str:
+        self.seen.append((_stored(self.inner.db.path), _stored(self.inner.db.path, "messages")))
+        return self.inner.send(body, delay_s=delay_s)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_submit_writes_its_job_and_message_in_one_transaction(make_app, tmp_path):
+    queue = _Watching(SqliteQueue(tmp_path / "data" / "jobs.db"))
+    app = make_app(queue=queue)
+    job, created = app.service.submit("acme", JobRequest(prompt="hello"), idempotency_key="k-1")
+    assert created and queue.seen == [(0, 0)]  # mid-submit, another connection sees neither
+    assert _stored(tmp_path / "data" / "jobs.db") == 1 and _stored(tmp_path / "data" / "jobs.db", "messages") == 1
+    assert app.service.submit("acme", JobRequest(prompt="hello"), idempotency_key="k-1") == (app.store.get(job.id), False)
+
+
+def test_at_once_keeps_what_ran_before_an_exception_and_joins_a_running_group(tmp_path):
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    st = storage_thread()
+
+    def create_then_fail() -> None:
+        store.create(_job("kept"))
+        raise ValueError("after the write")
+
+    with pytest.raises(ValueError, match="after the write"):
+        st.at_once(create_then_fail)
+    assert _stored(tmp_path / "jobs.db") == 1  # as if the create had committed alone
+
+    async def main() -> None:  # inside the loop's group, at_once is just a call of that group
+        before = _counts()
+        await offload(store)(lambda: st.at_once(store.create, _job("nested")))
+        assert tuple(a - b for a, b in zip(_counts(), before)) == (1, 1, 1)
+
+    asyncio.run(main())
+    assert _stored(tmp_path / "jobs.db") == 2

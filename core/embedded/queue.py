@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from core.embedded.storage_thread import after_commit
 from core.ports import Delivery
 
 SCHEMA = """
@@ -36,6 +37,9 @@ class SqliteQueue:
         from core.embedded.sqlite import SqliteDb
         from core.embedded.storage_thread import storage_thread as shared
 
+        # the queue shares jobs.db with the job store: a job and its message are one transaction (see
+        # `adopt_queue_file` for data dirs of releases that kept them in queue.db)
+
         self.db = SqliteDb(path, SCHEMA, grouped=storage_thread)
         if storage_thread:  # the worker loop's calls go to the storage thread (core.ports.Grouped)
             self.storage = shared()
@@ -52,9 +56,9 @@ class SqliteQueue:
             "INSERT INTO messages (id, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
             (message_id, body, now + delay_s, now),
         )
-        if delay_s <= 0:
+        if delay_s <= 0:  # once the message is committed: a worker woken sooner would find nothing
             for listener in self.listeners:
-                listener()
+                after_commit(listener)
         return message_id
 
     def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
@@ -119,3 +123,27 @@ class SqliteQueue:
         live = c.execute("SELECT COUNT(*) FROM messages WHERE dead = 0").fetchone()[0]
         dead = c.execute("SELECT COUNT(*) FROM messages WHERE dead = 1").fetchone()[0]
         return {"queued": live, "dead_lettered": dead}
+
+
+def adopt_queue_file(old: Path, queue: SqliteQueue) -> int:
+    """Move the messages of a separate queue file (`queue.db`, before the queue moved into jobs.db) into
+    `queue`, dead letters included, then delete the file; the number moved. Safe to repeat and to race:
+    a message already moved is skipped by its id, and a second process finds the file gone."""
+    if not old.exists() or old.resolve() == Path(queue.db.path).resolve():
+        return 0
+    c = queue.db.conn()
+    c.execute("ATTACH DATABASE ? AS old", (str(old),))
+    try:
+        with queue.db.tx() as t:
+            cols = [r[1] for r in t.execute("PRAGMA old.table_info(messages)")]  # none: an empty file
+            kept = ", ".join(col for col in cols if col in _COLUMNS)
+            moved = t.execute(f"INSERT OR IGNORE INTO main.messages ({kept}) SELECT {kept} FROM old.messages").rowcount \
+                if kept else 0
+    finally:
+        c.execute("DETACH DATABASE old")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{old}{suffix}").unlink(missing_ok=True)
+    return moved
+
+
+_COLUMNS = ("id", "body", "visible_at", "receive_count", "receipt", "created_at", "dead", "dead_at", "dead_handled")

@@ -1,8 +1,8 @@
 """Shared SQLite plumbing: one connection per thread, WAL, and short immediate transactions.
 
 Inside a group (`core.embedded.storage_thread`, on the loop or the storage thread) a transaction joins
-it: the group's one `BEGIN IMMEDIATE` per database, this call's work as a savepoint, the group's one
-`COMMIT`. Time spent waiting for the write lock is counted per kind of thread, so a benchmark can show
+it: the group's one `BEGIN IMMEDIATE` per database, this call's work as a savepoint (a one-statement
+`write` needs none), the group's one `COMMIT`. Time spent waiting for the write lock is counted per kind of thread, so a benchmark can show
 that the waiting happens off the event loop. The grouped files are checkpointed by the storage thread
 only: a checkpoint fsyncs, and an automatic one runs inside whichever commit crosses the threshold.
 """
@@ -103,7 +103,7 @@ class SqliteDb:
         c = group.open.get(self.path)
         if c is None:  # a store first opened while the group ran: its file joins the group now
             c = group.open[self.path] = SqliteDb.connect(self.path)
-            _begin(c, "storage_thread")
+            _begin(c, _where())
         return c
 
 
@@ -129,9 +129,13 @@ def _begin_all() -> dict[str, sqlite3.Connection]:
     conns = {}
     for path in _live_paths():
         c = SqliteDb.connect(path)
-        _begin(c, "storage_thread")
+        _begin(c, _where())
         conns[path] = c
     return conns
+
+
+def _where() -> str:
+    return "storage_thread" if on_storage_thread() else "other"
 
 
 def _live_paths() -> list[str]:

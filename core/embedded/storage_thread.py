@@ -2,8 +2,8 @@
 while the write locks are free, on the process's storage thread while another connection holds one.
 
 Calls that arrive in one turn of the loop are taken together: one `BEGIN IMMEDIATE` per database and one
-`COMMIT` for the whole group (group commit), each call's own transaction nested as a savepoint so one
-failing call never undoes another. The loop only ever *tries* the locks (`busy_timeout` 0): when another
+`COMMIT` for the whole group (group commit), each call's own transaction nested as a savepoint (or, for a
+call that is one statement, that statement, which undoes only itself) so one failing call never undoes another. The loop only ever *tries* the locks (`busy_timeout` 0): when another
 process (a second `alto serve` on the data dir) holds one, the untouched group goes to the storage thread,
 which waits for it there while the loop goes on running jobs. A call's result is handed back only after its
 group committed, so a compare-and-set that said True is durable. Running uncontended groups on the loop
@@ -103,6 +103,31 @@ class StorageThread:
             loop.call_soon(self._flush, loop)
         pending.append((fn, args, kwargs, loop, future))
         return await future
+
+    def at_once(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn` now, on the calling thread, as one group: what it writes, on every file, commits in one
+        transaction per file when it returns or raises. Its calls keep their own atomicity (a statement, or
+        a savepoint), so what ran before an exception is kept, as if each call had committed alone; a commit
+        that fails undoes all of it. Inside a running group `fn` just joins that one. An API submit runs so:
+        the job and its message appear together, for one lock and one commit."""
+        if active_group() is not None:
+            return fn(*args, **kwargs)
+        group = _local.group = Group()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _local.group = None
+            self._settle(group)
+
+    def _settle(self, group: Group) -> None:
+        try:
+            group.commit()
+        except BaseException:
+            group.rollback()
+            raise
+        self._after(group)
+        if group.open and not on_storage_thread():
+            self.request_checkpoint()
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._pending.pop(loop, [])

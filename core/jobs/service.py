@@ -14,7 +14,7 @@ from core.jobs.queries import Queries
 from core.jobs.submit import Submitter
 from core.models import Job, JobRequest, JobStatus
 from core.observability.metrics import Fanout, Metrics, job_record
-from core.ports import BlobStore, JobStore, Retriever, SendQueue, StateStore
+from core.ports import BlobStore, Grouped, JobStore, Retriever, SendQueue, StateStore
 from core.streaming.events import Feed
 from core.streaming.log import StreamLog
 from core.views import JobView
@@ -32,10 +32,16 @@ class ApiService:
         self.queries = Queries(store, self.streams)
         self.feed = Feed(self.queries, self.streams, settings.stream)
         self.spend = UsageLedger(state, clock=clock)
+        # stores that commit in groups (the embedded ones): the job, its idempotency key and its message
+        # are written in one transaction, visible together
+        self.unit = store.storage.at_once if isinstance(store, Grouped) and isinstance(queue, Grouped) else None
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
                trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
         """Store and enqueue a job: (job, created); a repeated Idempotency-Key returns the first job."""
+        if self.unit is not None:
+            return self.unit(self.submitter.submit, tenant, request, idempotency_key=idempotency_key,
+                             trace_id=trace_id, parent_span_id=parent_span_id)
         return self.submitter.submit(tenant, request, idempotency_key=idempotency_key, trace_id=trace_id,
                                      parent_span_id=parent_span_id)
 
