@@ -37,9 +37,8 @@ class SqliteQueue:
         from core.embedded.sqlite import SqliteDb
         from core.embedded.storage_thread import storage_thread as shared
 
-        # the queue shares jobs.db with the job store: a job and its message are one transaction (see
-        # `adopt_queue_file` for data dirs of releases that kept them in queue.db)
-
+        # bootstrap puts it in jobs.db with the job store, so a job and its message are one transaction
+        # (`adopt_queue_file` moves in the queue.db of earlier releases)
         self.db = SqliteDb(path, SCHEMA, grouped=storage_thread)
         if storage_thread:  # the worker loop's calls go to the storage thread (core.ports.Grouped)
             self.storage = shared()

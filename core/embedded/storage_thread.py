@@ -3,7 +3,8 @@ while the write locks are free, on the process's storage thread while another co
 
 Calls that arrive in one turn of the loop are taken together: one `BEGIN IMMEDIATE` per database and one
 `COMMIT` for the whole group (group commit), each call's own transaction nested as a savepoint (or, for a
-call that is one statement, that statement, which undoes only itself) so one failing call never undoes another. The loop only ever *tries* the locks (`busy_timeout` 0): when another
+call that is one statement, that statement, which undoes only itself) so one failing call never undoes
+another. The loop only ever *tries* the locks (on connections whose `busy_timeout` is 0): when another
 process (a second `alto serve` on the data dir) holds one, the untouched group goes to the storage thread,
 which waits for it there while the loop goes on running jobs. A call's result is handed back only after its
 group committed, so a compare-and-set that said True is durable. Running uncontended groups on the loop
