@@ -2,8 +2,8 @@
 
 Inside a group (`core.embedded.storage_thread`, on the loop or the storage thread) a transaction joins
 it: the group's one `BEGIN IMMEDIATE` per database, this call's work as a savepoint (a one-statement
-`write` needs none), the group's one `COMMIT`. Time spent waiting for the write lock is counted per kind of thread, so a benchmark can show
-that the waiting happens off the event loop. The grouped files are checkpointed by the storage thread
+`write` needs none), the group's one `COMMIT`. Time spent waiting for the write lock is counted per kind
+of thread, so a benchmark can show that the waiting happens off the event loop. The grouped files are checkpointed by the storage thread
 only: a checkpoint fsyncs, and an automatic one runs inside whichever commit crosses the threshold.
 """
 
@@ -69,8 +69,7 @@ class SqliteDb:
         """One write statement, atomic by itself: in a group it runs in the group's transaction with no
         savepoint (a statement that fails undoes only itself, so it can never undo another call), outside
         one it is its own IMMEDIATE transaction. The cheap path for every call that is one statement."""
-        group = active_group()
-        if group is not None and self.path in _paths:
+        if (group := self._group()) is not None:
             return self._joined(group).execute(sql, params)
         with self.tx() as c:
             return c.execute(sql, params)
@@ -78,8 +77,7 @@ class SqliteDb:
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """An IMMEDIATE transaction: takes the write lock up front so read-modify-write is atomic."""
-        group = active_group()
-        if group is not None and self.path in _paths:
+        if (group := self._group()) is not None:
             c = self._joined(group)
             with _savepoint(c):
                 yield c
@@ -95,6 +93,11 @@ class SqliteDb:
             c.execute("COMMIT")
             if self.path in _paths and not on_storage_thread():
                 grouping.storage_thread().request_checkpoint()
+
+    def _group(self) -> Group | None:
+        """The group this thread is running, if this file takes part in groups."""
+        group = active_group()
+        return group if group is not None and self.path in _paths else None
 
     def _joined(self, group: Group) -> sqlite3.Connection:
         """The group's connection to this file, its transactions begun on first use (on the thread)."""

@@ -121,6 +121,8 @@ class StorageThread:
             self._settle(group)
 
     def _settle(self, group: Group) -> None:
+        """Commit a group (or undo it all and raise), then run its after-commit hooks; a commit made off
+        this thread counts towards the next checkpoint."""
         try:
             group.commit()
         except BaseException:
@@ -211,24 +213,18 @@ class StorageThread:
             group.open = opened
         _local.group = group
         results: list[tuple[bool, Any]] = []
-        committed = False
         try:
             for fn, args, kwargs, _, _ in batch:
                 try:
                     results.append((True, fn(*args, **kwargs)))
                 except BaseException as e:  # noqa: BLE001  the caller's exception, raised in its own task
                     results.append((False, e))
-            group.commit()
-            committed = True
-        except BaseException as e:  # noqa: BLE001  the commit failed: nothing of this group is durable
-            group.rollback()
-            results = [(False, e)] * len(batch)
         finally:
             _local.group = None
-        if committed:
-            self._after(group)
-            if on_loop:
-                self.request_checkpoint()
+        try:
+            self._settle(group)
+        except BaseException as e:  # noqa: BLE001  the commit failed: nothing of this group is durable
+            results = [(False, e)] * len(batch)
         self.groups += 1
         self.loop_groups += on_loop
         self.calls += len(batch)
