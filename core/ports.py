@@ -10,7 +10,7 @@ platform implements a method only to raise; optional capabilities are protocols 
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from core.models import Job, JobStatus
 
@@ -90,7 +90,7 @@ class CountingState(Protocol):
 
     def add_counts(self, key: str, group: str, deltas: dict[str, int | float], *, ttl_s: float | None = None) -> None:
         """`value["groups"][group][field] += delta` for each field (absent counts as 0, floats rounded to
-        10 places); an absent or expired record starts from nothing."""
+        10 places; a zero delta adds nothing); an absent or expired record starts from nothing."""
 
 
 @runtime_checkable
@@ -102,8 +102,8 @@ class Remote(Protocol):
 
 
 class StorageRunner(Protocol):
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`fn` in the loop's group of this turn; its result once the group committed."""
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """`fn` in the loop's group of this turn; awaiting it gives its result once the group committed."""
 
     def at_once(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`fn` now, on this thread, its writes committed together when it returns or raises."""

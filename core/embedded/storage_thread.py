@@ -95,7 +95,9 @@ class StorageThread:
         self.loop_groups = 0  # of the groups, those committed on the loop
         self.checkpoints = 0
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """`fn` in this turn's group; await the future for its result, set once the group committed. A
+        future, not a coroutine: each call's result then wakes one frame fewer of its caller's chain."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         pending = self._pending.get(loop)
@@ -103,7 +105,7 @@ class StorageThread:
             pending = self._pending[loop] = []  # so the calls the other ready tasks make now join it
             loop.call_soon(self._flush, loop)
         pending.append((fn, args, kwargs, loop, future))
-        return await future
+        return future
 
     def at_once(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn` now, on the calling thread, as one group: what it writes, on every file, commits in one

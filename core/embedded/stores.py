@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, Callable
 from core.embedded.sqlite import SqliteDb
 from core.embedded.storage_thread import storage_thread as shared_storage_thread
 from core.errors import ConflictError
-from core.governance.state import add_counts
+from core.governance.state import add_counts, nonzero
 from core.models import Job, JobStatus
 from core.ports import StateRecord
 from core.records import listed_jobs, stored_job
@@ -141,23 +142,26 @@ class SqliteStateStore:
         no version to lose (core.ports.CountingState)."""
         if '"' in group or "\\" in group:  # not expressible in an SQLite JSON path: the generic way
             return add_counts(self, key, group, deltas, ttl_s=ttl_s)
+        deltas = nonzero(deltas)  # each path costs the upsert two JSON walks of the record
+        if not deltas:
+            return
         now = self.clock()
         fresh = json.dumps({"groups": {group: {f: (round(v, 10) if isinstance(v, float) else v)
                                                 for f, v in deltas.items()}}})
-        sql, args = _add_counts_sql(group, deltas)
-        self.db.write(sql, (key, fresh, now + ttl_s if ttl_s is not None else None, now, *args))
+        args: list[Any] = [key, fresh, now + ttl_s if ttl_s is not None else None, now]
+        for f, d in deltas.items():
+            path = f'$.groups."{group}".{f}'
+            args += [path, path, d]
+        self.db.write(_add_counts_sql(tuple(isinstance(d, float) for d in deltas.values())), tuple(args))
 
 
-def _add_counts_sql(group: str, deltas: dict[str, int | float]) -> tuple[str, list[Any]]:
-    """The upsert of `add_counts`: integers summed as integers, floats rounded as the generic path does."""
-    sets, args = [], []
-    for f, d in deltas.items():
-        path = f'$.groups."{group}".{f}'
-        total = "coalesce(json_extract(state.value, ?), 0) + ?"
-        sets.append(f"?, {'round(' + total + ', 10)' if isinstance(d, float) else total}")
-        args += [path, path, d]
-    sql = ("INSERT INTO state (key, value, version, expires_at) VALUES (?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
-           "value = CASE WHEN state.expires_at IS NOT NULL AND state.expires_at <= ?4 THEN excluded.value "
-           f"ELSE json_set(state.value, {', '.join(sets)}) END, "
-           "version = state.version + 1, expires_at = excluded.expires_at")
-    return sql, args
+@functools.lru_cache(maxsize=256)
+def _add_counts_sql(floats: tuple[bool, ...]) -> str:
+    """The upsert of `add_counts` for deltas of these types (True: a float), whose (path, path, delta)
+    follow the first four arguments: integers summed as integers, floats rounded as the generic path does."""
+    total = "coalesce(json_extract(state.value, ?), 0) + ?"
+    sets = [f"?, {'round(' + total + ', 10)' if f else total}" for f in floats]
+    return ("INSERT INTO state (key, value, version, expires_at) VALUES (?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
+            "value = CASE WHEN state.expires_at IS NOT NULL AND state.expires_at <= ?4 THEN excluded.value "
+            f"ELSE json_set(state.value, {', '.join(sets)}) END, "
+            "version = state.version + 1, expires_at = excluded.expires_at")

@@ -41,6 +41,7 @@ class WorkerPool:
         self.concurrency = concurrency
         self.on_outcome = on_outcome  # optional hook(delivery, outcome): metrics, tests, benchmarks
         self.wakeup = asyncio.Event()
+        self._freed = asyncio.Event()  # set as each job's task ends: a slot is free
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store_io = offload(app.store)
         self._queue_io = offload(app.queue)
@@ -53,16 +54,18 @@ class WorkerPool:
         vt = self.app.settings.queue.visibility_timeout_s
         poll = self.app.settings.queue.poll_interval_s
         last_dead_check = 0.0
+        dead_letters = queue if isinstance(queue, DeadLetterFeed) else None  # a Protocol check: ~10 us, once
         self.app.providers.warm()
         settle(self.app.settings.process)  # after the warm-up: the provider clients are frozen with the rest
         while not stop.is_set():
             now = time.monotonic()
-            if isinstance(queue, DeadLetterFeed) and now - last_dead_check > DEAD_LETTER_CHECK_S:
+            if dead_letters is not None and now - last_dead_check > DEAD_LETTER_CHECK_S:
                 last_dead_check = now
-                await self._dead_letters(queue)
+                await self._dead_letters(dead_letters)
             free = self.concurrency - len(self._tasks)
-            if free <= 0:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            if free <= 0:  # an event, not asyncio.wait: that hooks and unhooks every task in flight each time
+                self._freed.clear()
+                await self._freed.wait()
                 continue
             try:
                 deliveries = await self._queue_io(queue.receive, max_messages=min(free, 10))
@@ -82,8 +85,12 @@ class WorkerPool:
             for d in deliveries:
                 t = asyncio.create_task(self._run(d, deadline))
                 self._tasks.add(t)
-                t.add_done_callback(self._tasks.discard)
+                t.add_done_callback(self._ended)
         await self.drain()
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._freed.set()
 
     async def _dead_letters(self, queue: DeadLetterFeed) -> None:
         """Mark the jobs of dead-lettered messages; one that can't be marked never stops the loop."""

@@ -178,9 +178,8 @@ class Attempter:
         # terminal has its cost counted already (and a reply that loses its write is still counted once)
         await ticket.settle_tokens(result)
         await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)
-        await self.account(job, ticket.decision.model, ticket.model, attempt.usage)
         verdict = self.verdict(job, result.text, assembled.chunks)
-        if not await self.store_io(self.ledger.save_reply, job, result, verdict):
+        if not await self._bill_and_save(job, ticket, attempt.usage, result, verdict):
             return Lost("could not persist the provider reply")
         written = verdict if job.status.terminal else None  # else only the reply landed (a race): finalize writes
         log_event(
@@ -191,16 +190,35 @@ class Attempter:
 
     async def account(self, job: Job, model_name: str, model: ModelConfig | None, usage: Usage | None, *,
                       saved_response_cache_usd: float = 0.0, saved_batch_usd: float = 0.0, lane: str = "online") -> None:
-        """Add a billed call (or a response-cache hit) to the usage ledger. Reporting only: a write that
-        keeps losing races is logged and skipped, never a reason to fail the job."""
-        if usage is None:
-            return
+        """Add a billed call (or a response-cache hit) to the usage ledger."""
+        if usage is not None:
+            await self.state_io(self._add_usage, job, model_name, model, usage, saved_response_cache_usd=saved_response_cache_usd,
+                                saved_batch_usd=saved_batch_usd, lane=lane)
+
+    async def _bill_and_save(self, job: Job, ticket: Ticket, usage: Usage | None, result: ProviderResult,
+                             verdict: Verdict) -> bool:
+        """The call's usage, then its reply (with the job's result): one store call where the two stores are
+        reached alike (the embedded ones: one group, so they commit together)."""
+        if not self.store_io.same_way(self.state_io):
+            await self.account(job, ticket.decision.model, ticket.model, usage)
+            return await self.store_io(self.ledger.save_reply, job, result, verdict)
+
+        def both() -> bool:
+            if usage is not None:
+                self._add_usage(job, ticket.decision.model, ticket.model, usage)
+            return self.ledger.save_reply(job, result, verdict)
+
+        return await self.store_io(both)
+
+    def _add_usage(self, job: Job, model_name: str, model: ModelConfig | None, usage: Usage, *,
+                   saved_response_cache_usd: float = 0.0, saved_batch_usd: float = 0.0, lane: str = "online") -> None:
+        """Reporting only: a write that keeps losing races is logged and skipped, never a reason to fail the job."""
         saving = prompt_cache_saving(usage, model.input_per_mtok, model.cache_read_per_mtok,
                                      model.cache_write_per_mtok) if model is not None else 0.0
         try:
-            await self.state_io(self.spend.add, tenant=job.tenant, task=job.request.task, model=model_name,
-                                lane=lane, job_id=job.id, usage=usage, saved_prompt_cache_usd=saving,
-                                saved_response_cache_usd=saved_response_cache_usd, saved_batch_usd=saved_batch_usd)
+            self.spend.add(tenant=job.tenant, task=job.request.task, model=model_name, lane=lane, job_id=job.id,
+                           usage=usage, saved_prompt_cache_usd=saving, saved_response_cache_usd=saved_response_cache_usd,
+                           saved_batch_usd=saved_batch_usd)
         except Contended as e:
             log_event("usage.record_skipped", logging.WARNING, error=str(e))
 

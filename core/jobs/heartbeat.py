@@ -56,6 +56,8 @@ class Heartbeat:
         start = self.clock()
         try:
             async with asyncio.timeout_at(at(cut_at())) as timeout:
+                if call_deadline <= cut_at():  # the lease outlasts the call's own deadline: nothing to renew
+                    return await call
                 # most calls end before the first beat is due: a timer, not a task, until then
                 first = loop.call_later(self.lease_s / BEATS_PER_LEASE, self._start,
                                         lambda: timeout.reschedule(at(cut_at())))

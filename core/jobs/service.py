@@ -10,6 +10,7 @@ from core.config.api import ApiSettings
 from core.errors import InputError
 from core.governance.ledger import UsageLedger
 from core.jobs.ledger import Ledger
+from core.jobs.offload import offload
 from core.jobs.queries import Queries
 from core.jobs.submit import Submitter
 from core.models import Job, JobRequest, JobStatus
@@ -35,6 +36,7 @@ class ApiService:
         # stores that commit in groups (the embedded ones): the job, its idempotency key and its message
         # are written in one transaction, visible together
         self.unit = store.storage.at_once if isinstance(store, Grouped) and isinstance(queue, Grouped) else None
+        self.io = offload(store)  # how `asubmit` reaches the store from an event loop
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
                trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
@@ -44,6 +46,15 @@ class ApiService:
                              trace_id=trace_id, parent_span_id=parent_span_id)
         return self.submitter.submit(tenant, request, idempotency_key=idempotency_key, trace_id=trace_id,
                                      parent_span_id=parent_span_id)
+
+    async def asubmit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
+                      trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
+        """`submit` for code on an event loop (a worker's follow-up jobs, an embedding async app). With the
+        embedded stores it joins the loop turn's group: its job, key and message commit with the workers'
+        writes of that turn, one commit instead of one per submit, and a lock held by another process is
+        waited for on the storage thread, not on the loop. Remote stores are called in a thread."""
+        return await self.io(self.submitter.submit, tenant, request, idempotency_key=idempotency_key,
+                             trace_id=trace_id, parent_span_id=parent_span_id)
 
     def get(self, tenant: str, job_id: str) -> Job:
         return self.queries.get(tenant, job_id)

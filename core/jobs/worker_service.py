@@ -4,7 +4,7 @@ from the full `Settings`. The composition root (`core.bootstrap`) builds one per
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 from core.chunks import ContextChunk
 from core.config.worker import Settings
@@ -68,9 +68,10 @@ class WorkerService(ApiService):
         self.operator = Operator(settings, self.ledger, queue, on_terminal=self.workflows.settled,
                                  replay_workflow=self.workflows.replay, clock=clock)
 
-    async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
-        """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do."""
-        return await self.pipeline.process(delivery, deadline=deadline)
+    def process(self, delivery: Delivery, *, deadline: float | None = None) -> Coroutine[Any, Any, Outcome]:
+        """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do.
+        (The pipeline's own coroutine, not one wrapping it: every await of a job resumes one frame fewer.)"""
+        return self.pipeline.process(delivery, deadline=deadline)
 
     def prepare(self, tenant: str, request: JobRequest, candidates: list[ContextChunk]) -> Prepared:
         """What `process` would send for this request (`alto route explain`); raises NoRoute."""
