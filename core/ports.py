@@ -84,6 +84,15 @@ class SendNotifier(Protocol):
 
 
 @runtime_checkable
+class OrderedKeys(Protocol):
+    """A store whose index is a B-tree (SQLite): ids that sort by creation time are appended to its last
+    page instead of landing on a random one, so a commit writes fewer pages. Stores that hash or split by
+    key (Firestore, which hotspots on ordered ids) leave it out and get purely random ids."""
+
+    ordered_ids: bool
+
+
+@runtime_checkable
 class CountingState(Protocol):
     """A state store that adds to counters inside a record in one statement, with no read and no retry
     (the embedded store); other stores get the same sums through a read and a compare-and-set."""

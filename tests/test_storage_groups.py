@@ -198,3 +198,34 @@ def test_at_once_keeps_what_ran_before_an_exception_and_joins_a_running_group(tm
 
     asyncio.run(main())
     assert _stored(tmp_path / "jobs.db") == 2
+
+
+def test_asubmit_joins_the_loop_turns_group_and_a_refused_submit_stores_nothing(make_app, tmp_path):
+    """An async app's submits commit with the other calls of their loop turn (one commit for all), each
+    job with its message; a bad request raises in the caller's task and leaves no half job."""
+    from core.errors import InputError
+
+    app = make_app()
+    db = tmp_path / "data" / "jobs.db"
+
+    async def main() -> tuple[list[tuple[Job, bool]], tuple[int, ...]]:
+        before = _counts()
+        async def worker_read() -> None:  # a worker's store call, made in the same turn
+            await offload(app.store)(app.store.get, "job-none")
+
+        made = await asyncio.gather(*(app.service.asubmit("acme", JobRequest(prompt=f"q {i}")) for i in range(5)),
+                                    worker_read())
+        return made[:5], tuple(a - b for a, b in zip(_counts(), before))
+
+    made, (groups, on_loop, calls) = asyncio.run(main())
+    assert (groups, on_loop, calls) == (1, 1, 6)
+    assert all(created for _, created in made)
+    assert _stored(db) == 5 and _stored(db, "messages") == 5
+    ids = [job.id for job, _ in made]
+    assert [app.store.get(i).request.prompt for i in ids] == [f"q {i}" for i in range(5)]
+    # embedded ids sort by creation time (one B-tree page for a commit's inserts), 128 random bits after it
+    assert all(len(i) == len("job_") + 11 + 32 for i in ids) and sorted(ids)[0][:10] == ids[-1][:10]
+
+    with pytest.raises(InputError):
+        asyncio.run(app.service.asubmit("acme", JobRequest(workflow="no-such-workflow", inputs={"document": "d"})))
+    assert _stored(db) == 5 and _stored(db, "messages") == 5

@@ -87,3 +87,10 @@ def test_the_embedded_store_sums_in_one_statement_exactly_as_the_generic_path(tm
     now[0] += 61  # expired: the next add starts from nothing, as on every store
     store.add_counts("native", "-|m|online", {"calls": 1, "cost_usd": 0.5}, ttl_s=60)
     assert store.get("native").value == {"groups": {"-|m|online": {"calls": 1, "cost_usd": 0.5}}}
+    # a zero adds nothing (absent reads as 0) and leaves the other counts alone, on both paths
+    for add in (store.add_counts, lambda *a, **k: add_counts(store, *a, **k)):
+        add("native", "-|m|online", {"calls": 0, "input_tokens": 7, "cost_usd": 0.0}, ttl_s=60)
+    assert store.get("native").value == {"groups": {"-|m|online": {"calls": 1, "cost_usd": 0.5, "input_tokens": 14}}}
+    version = store.get("native").version
+    store.add_counts("native", "-|m|online", {"calls": 0, "cost_usd": 0.0}, ttl_s=60)
+    assert store.get("native").version == version  # nothing to add: no write at all

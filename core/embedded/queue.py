@@ -48,9 +48,10 @@ class SqliteQueue:
 
     def send(self, body: str, *, delay_s: float = 0.0) -> str:
         # ids and receipts need to be unique, not secret (this machine's own file): the random module's
-        # generator, reseeded in every forked child, spares each send and receive a getrandom call
-        message_id = f"msg_{random.getrandbits(96):024x}"
+        # generator, reseeded in every forked child, spares each send and receive a getrandom call; the
+        # time first, so a commit's new ids share the id index's last page instead of one random page each
         now = time.time()
+        message_id = f"msg_{int(now * 1000):011x}{random.getrandbits(64):016x}"
         self.db.write(
             "INSERT INTO messages (id, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
             (message_id, body, now + delay_s, now),

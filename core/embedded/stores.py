@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS state (
 
 
 class SqliteJobStore:
+    ordered_ids = True  # core.ports.OrderedKeys: new jobs append to the id index's last page
+
     def __init__(self, path: Path | str, *, storage_thread: bool = True) -> None:
         self.db = SqliteDb(path, JOBS_SCHEMA, grouped=storage_thread)
         if storage_thread:  # the worker's calls go to the storage thread (core.ports.Grouped)

@@ -18,7 +18,7 @@ from core.jobs.checks import check_request, check_workflow
 from core.jobs.ledger import Ledger
 from core.logs import log_event
 from core.models import Job, JobRequest, JobStatus, QueueMessage
-from core.ports import BlobStore, Retriever, SendQueue, StateStore
+from core.ports import BlobStore, OrderedKeys, Retriever, SendQueue, StateStore
 from core.workflows.inputs import stash
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -40,6 +40,7 @@ class Submitter:
         self.queue = queue
         self.retriever = retriever
         self.clock = clock
+        self.ordered_ids = isinstance(ledger.store, OrderedKeys) and ledger.store.ordered_ids
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
                trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
@@ -47,7 +48,7 @@ class Submitter:
         check_request(request, tenant, self.settings, self.retriever)
         self._check_budget(tenant, request)
         fingerprint = request.fingerprint()
-        job_id = new_job_id()
+        job_id = new_job_id(ordered=self.ordered_ids)
         if idempotency_key is not None:
             found = self._reserve_key(tenant, idempotency_key, fingerprint, job_id)
             if isinstance(found, Job):
