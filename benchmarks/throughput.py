@@ -103,16 +103,9 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str, obs: str = "d
     done: list[str] = []
     state = {"submitted": 0, "measuring": False}
 
-    tasks: set[asyncio.Task] = set()
-
-    async def submit(i: int) -> None:
-        job, _ = await app.service.asubmit("bench", JobRequest(prompt=f"question {i}"))
-        done.append(job.id)
-
     def submit_next() -> None:  # as an async app submits: in the loop turn's group commit (ApiService.asubmit)
-        task = asyncio.ensure_future(submit(state["submitted"]))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        submitted = asyncio.ensure_future(app.service.asubmit("bench", JobRequest(prompt=f"question {state['submitted']}")))
+        submitted.add_done_callback(lambda f: done.append(f.result()[0].id))
         state["submitted"] += 1
 
     def on_outcome(delivery, outcome) -> None:

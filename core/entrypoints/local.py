@@ -8,7 +8,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 from urllib.parse import parse_qsl
 
 from core.bootstrap import App
@@ -17,6 +17,7 @@ from core.entrypoints.consumer import run_delivery
 from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, ApiResponse, error, respond
 from core.errors import ConfigError
 from core.jobs.offload import offload
+from core.jobs.outcome import Outcome
 from core.logs import log_event
 from core.models import Job, QueueMessage
 from core.ports import DeadLetterFeed, Delivery, PullQueue, SendNotifier
@@ -56,6 +57,9 @@ class WorkerPool:
         last_dead_check = 0.0
         dead_letters = queue if isinstance(queue, DeadLetterFeed) else None  # a Protocol check: ~10 us, once
         self.app.providers.warm()
+        from core.tokenizers import warm as warm_tokenizers  # here: an API-only process never loads the BPE
+
+        warm_tokenizers({m.tokenizer for m in self.app.settings.models.values()})  # a server lives long: build it now
         settle(self.app.settings.process)  # after the warm-up: the provider clients are frozen with the rest
         while not stop.is_set():
             now = time.monotonic()
@@ -83,7 +87,7 @@ class WorkerPool:
             # leave time to report before the message becomes visible again: 5 s, or a fifth of a short timeout
             deadline = time.time() + vt - min(DEADLINE_MARGIN_S, vt * 0.2)
             for d in deliveries:
-                t = asyncio.create_task(self._run(d, deadline))
+                t = asyncio.create_task(self._run(d, deadline) if self.on_outcome is not None else self._deliver(d, deadline))
                 self._tasks.add(t)
                 t.add_done_callback(self._ended)
         await self.drain()
@@ -100,11 +104,14 @@ class WorkerPool:
             except Exception as e:
                 log_event("dlq.mark_failed", logging.ERROR, message_id=d.message_id, error=repr(e)[:500])
 
+    def _deliver(self, delivery: Delivery, deadline: float) -> Coroutine[Any, Any, Outcome]:
+        """The delivery's own coroutine as the task (no wrapper: each of the job's awaits resumes one frame fewer)."""
+        return run_delivery(self.app.service, self.app.queue, delivery, deadline=deadline,
+                            retry_delay_s=self.app.settings.governance.backoff_base_s)
+
     async def _run(self, delivery: Delivery, deadline: float) -> None:
-        outcome = await run_delivery(self.app.service, self.app.queue, delivery, deadline=deadline,
-                                     retry_delay_s=self.app.settings.governance.backoff_base_s)
-        if self.on_outcome is not None:
-            self.on_outcome(delivery, outcome)
+        outcome = await self._deliver(delivery, deadline)
+        self.on_outcome(delivery, outcome)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Let in-flight jobs finish; whatever doesn't is redelivered after its visibility timeout."""

@@ -89,6 +89,14 @@ class BpeCounter:
         ids = self._py.encode(text)[:tokens] if self._rust is None else self._rust.encode_ordinary(text)[:tokens]
         return b"".join(self.tokens[i] for i in ids).decode("utf-8", errors="replace")
 
+    def warm(self) -> bool:
+        """Build the Rust core now, where tiktoken is installed (a long-lived worker, before its first job):
+        else the ~90 ms build lands on the event loop in the middle of traffic, once this process has
+        counted enough text. Whether it was built."""
+        if self._can_rust:
+            self.rust()
+        return self._rust is not None
+
     def rust(self) -> Any:
         """tiktoken's encoder on the same ranks (~90 ms to build), built on first need."""
         if self._rust is None:
@@ -143,6 +151,11 @@ def _counter(name: str) -> TokenCounter:
     if name not in ENCODINGS:
         raise ValueError(f"unknown tokenizer '{name}'; use one of {', '.join(TOKENIZERS)}")
     return BpeCounter(name)
+
+
+def warm(names: set[str]) -> list[str]:
+    """Load these encodings and build their Rust cores (see `BpeCounter.warm`); the names built."""
+    return sorted(n for n in names if n in ENCODINGS and bpe(n).warm())
 
 
 def bpe(name: str = "cl100k_base") -> BpeCounter:
