@@ -213,8 +213,10 @@ def test_asubmit_joins_the_loop_turns_group_and_a_refused_submit_stores_nothing(
         async def worker_read() -> None:  # a worker's store call, made in the same turn
             await offload(app.store)(app.store.get, "job-none")
 
-        made = await asyncio.gather(*(app.service.asubmit("acme", JobRequest(prompt=f"q {i}")) for i in range(5)),
-                                    worker_read())
+        async def client(i: int) -> tuple[Job, bool]:  # an async app's handler, running in the same turn
+            return await app.service.asubmit("acme", JobRequest(prompt=f"q {i}"))
+
+        made = await asyncio.gather(*(client(i) for i in range(5)), worker_read())
         return made[:5], tuple(a - b for a, b in zip(_counts(), before))
 
     made, (groups, on_loop, calls) = asyncio.run(main())
@@ -229,3 +231,15 @@ def test_asubmit_joins_the_loop_turns_group_and_a_refused_submit_stores_nothing(
     with pytest.raises(InputError):
         asyncio.run(app.service.asubmit("acme", JobRequest(workflow="no-such-workflow", inputs={"document": "d"})))
     assert _stored(db) == 5 and _stored(db, "messages") == 5
+
+
+def test_a_stored_job_leaves_unset_fields_out_and_reads_back_equal(tmp_path):
+    """The row leaves out fields that are None (each reads back as its default, None), not a None inside the
+    request's own data: every stored field comes back exactly."""
+    store = SqliteJobStore(tmp_path / "jobs.db", storage_thread=False)
+    job = _job("sparse")
+    job.request = JobRequest(prompt="q", metadata={"kept": None, "tag": "x"})
+    store.create(job)
+    row = sqlite3.connect(tmp_path / "jobs.db").execute("SELECT data FROM jobs").fetchone()[0]
+    assert '"kept":null' in row and '"finished_at"' not in row and len(row) < len(job.model_dump_json())
+    assert store.get(job.id) == job

@@ -4,7 +4,7 @@ processes jobs, so its cold start loads no routing, retrieval, governance or pro
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable
+from typing import Callable
 
 from core.config.api import ApiSettings
 from core.errors import InputError
@@ -47,16 +47,14 @@ class ApiService:
         return self.submitter.submit(tenant, request, idempotency_key=idempotency_key, trace_id=trace_id,
                                      parent_span_id=parent_span_id)
 
-    def asubmit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
-                trace_id: str | None = None, parent_span_id: str | None = None) -> Awaitable[tuple[Job, bool]]:
-        """`submit` for code on an event loop (an embedding async app): await it for (job, created). With the
-        embedded stores it joins the loop turn's group: its job, key and message commit with the workers'
-        writes of that turn, one commit instead of one per submit, and a lock held by another process is
-        waited for on the storage thread, not on the loop. Remote stores are called in a thread. It returns
-        the store call's own future (no coroutine around it), so a callback can take it as it is.
-        Called from inside a running loop only."""
-        return self.io(self.submitter.submit, tenant, request, idempotency_key=idempotency_key,
-                       trace_id=trace_id, parent_span_id=parent_span_id)
+    async def asubmit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
+                      trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
+        """`submit` for code on an event loop (an embedding async app). With the embedded stores it joins the
+        loop turn's group: its job, key and message commit with the workers' writes of that turn, one commit
+        instead of one per submit, and a lock held by another process is waited for on the storage thread,
+        not on the loop. Remote stores are called in a thread."""
+        return await self.io(self.submitter.submit, tenant, request, idempotency_key=idempotency_key,
+                             trace_id=trace_id, parent_span_id=parent_span_id)
 
     def get(self, tenant: str, job_id: str) -> Job:
         return self.queries.get(tenant, job_id)
