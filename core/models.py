@@ -69,6 +69,10 @@ class ErrorClass(str, enum.Enum):
     malformed = "malformed"
 
 
+# the canonical form hashed for fingerprints, made once (json.dumps with arguments builds an encoder a call)
+CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 class _Model(BaseModel):
     # schemas are built on first use, not at import: a cold start that only submits never builds
     # the worker's models (and import stays cheap on every path)
@@ -174,7 +178,7 @@ class JobRequest(_Model):
 
     def fingerprint(self) -> str:
         """Stable hash of the request, for idempotency-key conflicts and logs (never the raw prompt)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        canonical = CANONICAL_JSON.encode(self.model_dump(mode="json"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
