@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.embedded.storage_thread import after_commit
+from core.ids import ms_hex
 from core.ports import Delivery
 
 SCHEMA = """
@@ -51,7 +52,7 @@ class SqliteQueue:
         # generator, reseeded in every forked child, spares each send and receive a getrandom call; the
         # time first, so a commit's new ids share the id index's last page instead of one random page each
         now = time.time()
-        message_id = f"msg_{int(now * 1000):011x}{random.getrandbits(64):016x}"
+        message_id = f"msg_{ms_hex(now)}{random.getrandbits(64):016x}"
         self.db.write(
             "INSERT INTO messages (id, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
             (message_id, body, now + delay_s, now),

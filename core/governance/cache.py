@@ -14,7 +14,7 @@ from typing import Sequence
 
 from core.chunks import ContextChunk
 from core.config.api import CacheConfig
-from core.models import JobRequest, ProviderResult, RouteDecision
+from core.models import CANONICAL_JSON, JobRequest, ProviderResult, RouteDecision
 from core.ports import StateStore
 
 _WS = re.compile(r"\s+")
@@ -40,7 +40,7 @@ def cache_key(
         "template": template,
         "context": [[c.id, hashlib.sha256(c.text.encode()).hexdigest()] for c in chunks],
     }
-    digest = hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    digest = hashlib.sha256(CANONICAL_JSON.encode(material).encode()).hexdigest()
     return f"cache:{tenant}:{digest}"
 
 

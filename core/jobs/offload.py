@@ -40,7 +40,7 @@ class Offload:
 
 
 async def _inline(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return fn(*args, **kwargs)  # called when awaited, as the other two are run
+    return fn(*args, **kwargs)  # runs when awaited (the runner queues its call at once, to_thread when awaited)
 
 
 _offloads: "weakref.WeakKeyDictionary[object, Offload]" = weakref.WeakKeyDictionary()
