@@ -165,3 +165,95 @@ def test_the_sdks_call_spans_are_built_only_when_a_tracer_provider_is_set():
                              cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "1"]
+
+
+def _both_paths(url: str, request, timeout_s: float = 5.0):  # noqa: ANN001, ANN202  one call each way: results or errors
+    import asyncio
+
+    from core.errors import ProviderError
+    from core.providers.anthropic import AnthropicProvider
+
+    async def one(calls: str):  # noqa: ANN202
+        p = AnthropicProvider(api_key="test-key", base_url=url, calls=calls, sdk_spans=False)  # no SDK spans wanted
+        assert (p._direct is not None) is (calls == "direct")
+        try:
+            return await p.generate(request, timeout_s=timeout_s)
+        except ProviderError as e:
+            return e
+        finally:
+            await p.aclose()
+
+    return asyncio.run(one("direct")), asyncio.run(one("sdk"))
+
+
+def test_a_direct_call_sends_what_the_sdk_would_send():
+    """The direct path posts on the SDK client's own HTTP client: the same URL, JSON body and SDK headers
+    (version, auth, user agent), and it reads the same reply, as `messages.create` on that client."""
+    import json
+
+    from core.providers.base import ChatRequest
+    from core.testing.fake_anthropic import ServerThread
+
+    seen: list[tuple[str, dict[str, str], dict]] = []
+    reply = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "max_tokens",
+             "content": [{"type": "text", "text": "caf\u00e9 "}, {"type": "tool_use", "id": "t", "name": "n", "input": {}},
+                         {"type": "text", "text": "ok"}],
+             "usage": {"input_tokens": 12, "output_tokens": 3, "cache_read_input_tokens": 5}}
+
+    async def app(scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        seen.append((scope["path"], {k.decode(): v.decode() for k, v in scope["headers"]}, json.loads(body)))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(reply).encode()})
+
+    request = ChatRequest(model_id="claude-haiku-4-5", system="s\u00e9", user="ctx. Question: q", question="q",
+                          max_tokens=9, temperature=0.2, cache_prefix_chars=5)
+    with ServerThread(app) as srv:
+        direct, sdk = _both_paths(srv.url + "/proxy/", request)
+    assert direct == sdk and direct.text == "caf\u00e9 ok" and direct.cache_read_tokens == 5
+    assert direct.stop_reason == "max_tokens" and direct.raw_stop_reason == "max_tokens"
+    (d_path, d_headers, d_body), (s_path, s_headers, s_body) = seen
+    assert d_path == s_path == "/proxy/v1/messages" and d_body == s_body
+    assert d_body["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    per_call = {"x-stainless-retry-count", "x-stainless-read-timeout", "x-stainless-timeout", "x-stainless-raw-response",
+                "content-length"}  # the SDK's per-request telemetry
+    assert {k: v for k, v in s_headers.items() if k not in per_call} == {
+        k: v for k, v in d_headers.items() if k not in per_call}
+    assert d_headers["anthropic-version"] and "test-key" in (d_headers.get("x-api-key", "") + d_headers.get("authorization", ""))
+
+
+def test_a_direct_call_fails_as_the_sdk_path_does():
+    """A 429 with retry-after, an overloaded 529, a too-long prompt, a truncated 200 and a reply with no usage:
+    each comes back from the direct path as the same `ProviderError` the SDK path gives."""
+    from core.providers.base import ChatRequest
+    from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
+
+    request = ChatRequest(model_id="claude-haiku-4-5", system="s", user="Question: q", question="q")
+    for fault in ("429", "529", "400_context", "malformed", "no_usage", "refusal"):
+        with ServerThread(FakeAnthropic(FaultPlan(script=[fault, fault]))) as srv:
+            direct, sdk = _both_paths(srv.url, request)
+        fields = ("status_code", "headers", "context_overflow", "malformed", "transport", "content_policy")
+        assert type(direct) is type(sdk) and isinstance(direct, Exception), fault
+        assert {f: getattr(direct, f, None) for f in fields if f != "headers"} == {
+            f: getattr(sdk, f, None) for f in fields if f != "headers"}, fault
+        if fault == "429":
+            assert direct.headers["retry-after"] == sdk.headers["retry-after"]
+        assert str(direct).split(":")[0] == str(sdk).split(":")[0] == "anthropic", fault
+
+
+def test_a_direct_call_times_out_and_reports_a_lost_connection_as_the_sdk_path_does():
+    from core.providers.base import ChatRequest
+    from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
+
+    request = ChatRequest(model_id="claude-haiku-4-5", system="s", user="Question: q", question="q")
+    for fault, kind in (("timeout", "timeout"), ("reset", "connection")):
+        with ServerThread(FakeAnthropic(FaultPlan(script=[fault, fault], timeout_s=8))) as srv:
+            direct, sdk = _both_paths(srv.url, request, timeout_s=1)
+        assert direct.transport == sdk.transport == kind, (fault, direct, sdk)

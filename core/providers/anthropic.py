@@ -6,9 +6,11 @@ every SDK failure becomes a `ProviderError` with the wire status, headers and bo
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from core.models import ProviderResult
+from core.providers.anthropic_direct import DirectMessages
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
 
 STOP_REASONS = {
@@ -64,57 +66,58 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0,
-                 max_connections: int = 200, http: str = "auto", sdk_spans: bool = True) -> None:
+                 max_connections: int = 200, http: str = "auto", sdk_spans: bool = True, calls: str = "direct") -> None:
         import anthropic  # imported here: the submit path and offline jobs never pay for it
 
         self._anthropic = anthropic
         self.transport = http_transport(http)
-        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout_s,
-                                  "http_client": _http_client(self.transport, timeout_s, max_connections)}
-        if not sdk_spans or not _tracer_configured():
+        http_client = _http_client(self.transport, timeout_s, max_connections)
+        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout_s, "http_client": http_client}
+        sdk_spans = sdk_spans and _tracer_configured()
+        if not sdk_spans:
             # with ours on, our GenAI span per attempt covers the call and the SDK's would be a second one;
             # with no tracer provider set its spans record nothing, yet building them cost ~5% of a job's CPU
             kwargs["open_telemetry"] = False
         if base_url:
             kwargs["base_url"] = base_url
         self.client = anthropic.AsyncAnthropic(**kwargs)
+        # a plain call skips the SDK's request layer unless asked for, or its spans (recorded per call) are wanted
+        direct = calls == "direct" and not sdk_spans and DirectMessages.usable(self.client)
+        self._direct = DirectMessages(self.client, http_client) if direct else None
 
-    def _kwargs(self, request: ChatRequest, timeout_s: float) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        """The Messages API request body: what the SDK would send, and the direct path sends."""
+        body: dict[str, Any] = {
             "model": request.model_id,
             "max_tokens": request.max_tokens,
             "system": request.system,
             "messages": [{"role": "user", "content": request.user}],
-            "timeout": timeout_s,
         }
         if n := request.cache_prefix_chars:  # system + the stable part of the user turn, the question after it
-            kwargs["messages"] = [{"role": "user", "content": [
+            body["messages"] = [{"role": "user", "content": [
                 {"type": "text", "text": request.user[:n], "cache_control": {"type": "ephemeral"}},
                 {"type": "text", "text": request.user[n:]}]}]
         if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        return kwargs
+            body["temperature"] = request.temperature
+        return body
 
     async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
         try:
-            msg = await self.client.messages.create(**self._kwargs(request, timeout_s))
+            if self._direct is not None:
+                response = await self._direct.create(self._body(request), timeout_s)
+            else:
+                response = (await self.client.messages.with_raw_response.create(
+                    **_sdk_args(self._body(request)), timeout=timeout_s)).http_response
         except Exception as e:
             raise self._error(e) from None
-        try:
-            text = "".join(getattr(b, "text", "") for b in msg.content if getattr(b, "type", None) == "text")
-            usage = msg.usage
-            result = _result(text, usage.input_tokens, usage.output_tokens,
-                             getattr(usage, "cache_read_input_tokens", None), msg.stop_reason,
-                             getattr(usage, "cache_creation_input_tokens", None))
-        except (AttributeError, TypeError, ValueError) as e:
-            raise ProviderError(f"anthropic: malformed reply: {e}", malformed=True, body=repr(msg)[:2000]) from None
-        return _refused(result)
+        return _refused(_reply(response))
 
     async def stream(self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]) -> ProviderResult:
         """The Messages API's server-sent events; done only at `message_stop`."""
         s = _StreamState()
         try:
-            events = await self.client.messages.create(**self._kwargs(request, timeout_s), stream=True)
+            events = await self.client.messages.create(**_sdk_args(self._body(request)), timeout=timeout_s,
+                                                     stream=True)
             async for ev in events:
                 if (piece := s.take(ev)) is not None:
                     on_delta(piece)
@@ -129,8 +132,7 @@ class AnthropicProvider:
 
     async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
         """Message Batches: `custom_id` is the job id; the params are what an online call would send."""
-        requests = [{"custom_id": cid, "params": {k: v for k, v in self._kwargs(r, 60.0).items() if k != "timeout"}}
-                    for cid, r in items]
+        requests = [{"custom_id": cid, "params": self._body(r)} for cid, r in items]
         try:
             batch = await self.client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         except Exception as e:
@@ -167,6 +169,8 @@ class AnthropicProvider:
             return ProviderError(f"anthropic: HTTP {e.status_code}: {getattr(e, 'message', e)}",
                                  status_code=e.status_code, headers=dict(e.response.headers), body=body,
                                  context_overflow=looks_like_context_overflow(e.status_code, body))
+        if isinstance(e, TimeoutError):  # the transport's own read timeout, not mapped to the SDK's class
+            return ProviderError(f"anthropic: request timed out: {e or type(e).__name__}", transport="timeout")
         if isinstance(e, ValueError):  # a 2xx whose body isn't JSON
             return ProviderError(f"anthropic: malformed reply: {e}", malformed=True)
         return ProviderError(f"anthropic: {type(e).__name__}: {e}", transport="connection")
@@ -224,6 +228,30 @@ def _result(text: str, input_tokens: Any, output_tokens: Any, cache_read: Any, r
     return ProviderResult(text=text, input_tokens=int(input_tokens), output_tokens=int(output_tokens),
                           cache_read_tokens=int(cache_read or 0), cache_write_tokens=int(cache_write or 0),
                           stop_reason=STOP_REASONS.get(raw_stop or "", "other"), raw_stop_reason=raw_stop)
+
+
+def _sdk_args(body: dict[str, Any]) -> dict[str, Any]:
+    """`messages.create`'s arguments for a wire body. SDK 1.0 dropped the sampling parameters from its signature
+    (a TypeError before any request); the API still takes them on the models that allow them, so they ride in
+    `extra_body`, which sends the same bytes."""
+    args = dict(body)
+    if "temperature" in args:
+        args["extra_body"] = {"temperature": args.pop("temperature")}
+    return args
+
+
+def _reply(http: Any) -> ProviderResult:
+    """A reply read from the Messages API's JSON itself. The SDK still sends the call and raises its errors; its typed
+    model of the reply (a fifth of the call's CPU) is skipped, since only text, usage and stop reason are read."""
+    try:
+        msg = json.loads(http.content)
+        text = "".join(b.get("text") or "" for b in msg["content"] if b.get("type") == "text")
+        u = msg["usage"]
+        return _result(text, u["input_tokens"], u["output_tokens"], u.get("cache_read_input_tokens"),
+                       msg.get("stop_reason"), u.get("cache_creation_input_tokens"))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise ProviderError(f"anthropic: malformed reply: {type(e).__name__}: {e}", malformed=True,
+                            body=http.text[:2000]) from None
 
 
 def _batch_item(result: Any) -> ProviderResult | ProviderError:

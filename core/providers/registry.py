@@ -35,7 +35,7 @@ class ProviderRegistry:
                 raise ConfigError(f"providers.{name}.api_key: set a secret reference such as env:ANTHROPIC_API_KEY")
             return AnthropicProvider(
                 api_key=self.secrets.resolve(cfg.api_key), base_url=cfg.base_url,
-                timeout_s=cfg.timeout_s, max_connections=cfg.max_connections, http=cfg.http,
+                timeout_s=cfg.timeout_s, max_connections=cfg.max_connections, http=cfg.http, calls=cfg.calls,
                 sdk_spans=not self.settings.observability.otel.enabled,
             )
         if cfg.type == "openai_compatible":

@@ -1,0 +1,65 @@
+"""The Messages API's plain (non-streaming) call, posted on the SDK client's own HTTP client and headers.
+
+The SDK's request layer (options models, URL merging, header building, retry bookkeeping) and its typed
+reply were about two thirds of a call's client CPU, measured in the pipeline; the wire (the aiohttp
+transport) the rest. This sends the same JSON body with the headers the SDK client would send (its
+`default_headers`: version, auth, user agent, platform) through the very HTTP client object the SDK uses,
+so pool, transport and timeouts are the SDK's. Only a client whose headers are all static qualifies:
+one with a token provider or custom auth (`custom_auth`) computes them per request and keeps the SDK path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.errors import ProviderError
+from core.providers.base import looks_like_context_overflow
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode  # as httpx's json=
+
+
+class DirectMessages:
+    """`POST {base_url}/v1/messages` on `http` (an httpx2 AsyncClient), answering the raw response."""
+
+    def __init__(self, client: Any, http: Any) -> None:
+        self._http = http
+        self._url = str(client.base_url).rstrip("/") + "/v1/messages"
+        self._headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
+
+    @classmethod
+    def usable(cls, client: Any) -> bool:
+        """Whether every header a call needs is known now: static auth, no per-request auth flow."""
+        headers = {k.lower() for k, v in client.default_headers.items() if isinstance(v, str) and v}
+        return client.custom_auth is None and bool(headers & {"x-api-key", "authorization"})
+
+    async def create(self, body: dict[str, Any], timeout_s: float) -> Any:
+        import httpx2
+
+        request = self._http.build_request("POST", self._url, content=_ENCODE(body).encode(), headers=self._headers,
+                                           timeout=timeout_s)
+        try:
+            response = await self._http.send(request)
+        except httpx2.TimeoutException as e:
+            raise ProviderError(f"anthropic: request timed out: {e or type(e).__name__}", transport="timeout") from None
+        except httpx2.TransportError as e:
+            raise ProviderError(f"anthropic: connection failed: {e or type(e).__name__}", transport="connection") from None
+        if response.status_code >= 300:
+            raise status_error(response)
+        return response
+
+
+def status_error(response: Any) -> ProviderError:
+    """A non-2xx reply as the SDK path reports it: status, headers, body, the API's own message."""
+    body = response.text[:4000]
+    status = response.status_code
+    return ProviderError(f"anthropic: HTTP {status}: {_message(body)}", status_code=status,
+                         headers=dict(response.headers), body=body,
+                         context_overflow=looks_like_context_overflow(status, body))
+
+
+def _message(body: str) -> str:
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (KeyError, TypeError, ValueError):
+        return body[:200] or "(no body)"
