@@ -5,10 +5,14 @@ rounds interleaved in one run, against one fake Messages API in its own process 
 
 - `pipeline`: N jobs through the local runtime (submit → SQLite queue → worker → provider → result write);
 - `raw_default`: N raw `AsyncAnthropic` calls on the SDK's default transport (httpx2);
-- `raw_same`: N raw calls on the transport the pipeline's provider picked (aiohttp when installed).
+- `raw_same`: N raw calls on the transport the pipeline's provider picked (aiohttp when installed);
+- `provider`: N calls of the pipeline's own provider (`AnthropicProvider.generate`, which posts the request
+  directly on the SDK client's HTTP client) in a bare loop: the call the pipeline makes, without the pipeline.
 
 It prints one JSON line: jobs/s and calls/s, client CPU per job or call (the child's own CPU time over the
-measured phase), own CPU per job (each round's pipeline minus its raw on the same transport, the median of those), and the ratios. Targets:
+measured phase), own CPU per job (each round's pipeline minus its bare provider calls: the pipeline's work beyond the
+call it makes, the median of those), what the provider's call saves against the SDK's (`raw_same` minus `provider`),
+and the ratios. Targets:
 pipeline ≥ 1.0× raw default, ≥ 0.8× raw same, own CPU ≤ 0.6 ms/job, 400 in flight ≥ 100 in flight.
 Rates are medians over rounds; ratios are medians of each round's pair (sides run back to back in a round).
 
@@ -71,11 +75,31 @@ async def raw_sdk(url: str, n: int, inflight: int, same: bool) -> dict[str, floa
             await client.messages.create(model="claude-haiku-4-5", max_tokens=64,
                                          messages=[{"role": "user", "content": f"question {i}"}])
 
+    return await _timed(one, n, inflight, client.close)
+
+
+async def bare_provider(url: str, n: int, inflight: int) -> dict[str, float]:
+    """The pipeline's provider, as its worker builds it, called in a bare loop (the same call, no pipeline)."""
+    from core.providers.anthropic import AnthropicProvider
+    from core.providers.base import ChatRequest
+
+    provider = AnthropicProvider(api_key="test-key", base_url=url, max_connections=inflight, sdk_spans=False)
+    sem = asyncio.Semaphore(inflight)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await provider.generate(ChatRequest(model_id="claude-haiku-4-5", system="", user=f"question {i}",
+                                                question=f"question {i}", max_tokens=64), timeout_s=60.0)
+
+    return await _timed(one, n, inflight, provider.aclose)
+
+
+async def _timed(one, n: int, inflight: int, close) -> dict[str, float]:  # noqa: ANN001
     await asyncio.gather(*(one(-1 - i) for i in range(inflight)))  # warm the pool to its size
     t, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
-    await client.close()
+    await close()
     return {"per_s": n / elapsed, "cpu_ms": cpu * 1000 / n}
 
 
@@ -181,6 +205,8 @@ def _side_main(a: argparse.Namespace) -> None:
         obs = {"pipeline": "default", "pipeline_bare": "bare", "pipeline_obs": "on"}[a.side]
         with tempfile.TemporaryDirectory() as d:
             figures = asyncio.run(pipeline(a.url, a.jobs, a.inflight, d, obs))
+    elif a.side == "provider":
+        figures = asyncio.run(bare_provider(a.url, a.jobs, a.inflight))
     else:
         figures = asyncio.run(raw_sdk(a.url, a.jobs, a.inflight, same=a.side == "raw_same"))
     print(json.dumps(figures))
@@ -211,7 +237,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are the medians")
     p.add_argument("--obs", action="store_true", help="also the pipeline with no metrics and with Prometheus + OTel")
     p.add_argument("--obs-only", action="store_true", help="only those two sides (the observability cost)")
-    p.add_argument("--side", choices=["pipeline", "pipeline_bare", "pipeline_obs", "raw_default", "raw_same"],
+    p.add_argument("--side", choices=["pipeline", "pipeline_bare", "pipeline_obs", "raw_default", "raw_same",
+                            "provider"],
                    help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -220,9 +247,9 @@ def main() -> None:
     proc, url = spawn("--latency", str(a.latency))
     a.obs = a.obs or a.obs_only
     receiver = _start_receiver() if a.obs else None
-    rows: dict[str, list[dict[str, float]]] = {"pipeline": [], "raw_default": [], "raw_same": [], "high": [],
-                                               "pipeline_bare": [], "pipeline_obs": []}
-    main_sides = () if a.obs_only else ("raw_default", "raw_same", "pipeline")
+    rows: dict[str, list[dict[str, float]]] = {"pipeline": [], "raw_default": [], "raw_same": [], "provider": [],
+                                               "high": [], "pipeline_bare": [], "pipeline_obs": []}
+    main_sides = () if a.obs_only else ("raw_default", "raw_same", "provider", "pipeline")
     try:
         for i in range(a.rounds):
             obs_pair = ("pipeline_bare", "pipeline_obs")[::-1 if i % 2 else 1]  # alternate which runs first
@@ -257,15 +284,21 @@ def _main_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
         "succeeded": min(r["succeeded"] for r in rows["pipeline"]),
         "raw_default_calls_per_s": round(raw, 1), "raw_same_calls_per_s": round(same, 1),
         "cpu_ms_per_job": round(pipe_cpu, 3), "raw_default_cpu_ms": round(raw_cpu, 3), "raw_same_cpu_ms": round(same_cpu, 3),
-        # each round's pipeline minus its raw on the same transport (run back to back), the median of those
-        "own_cpu_ms_per_job": round(statistics.median(x["cpu_ms"] - y["cpu_ms"] for x, y in
-                                                      zip(rows["pipeline"], rows["raw_same"])), 3),
-        "own_cpu_rounds": [round(x["cpu_ms"] - y["cpu_ms"], 3) for x, y in zip(rows["pipeline"], rows["raw_same"])],
+        "provider_calls_per_s": round(_median(rows["provider"], "per_s"), 1),
+        "provider_cpu_ms": round(_median(rows["provider"], "cpu_ms"), 3),
+        # each round's pipeline minus its bare provider calls (run back to back), the median of those
+        "own_cpu_ms_per_job": _cpu_gap(rows["pipeline"], rows["provider"]),
+        "own_cpu_rounds": [round(x["cpu_ms"] - y["cpu_ms"], 3) for x, y in zip(rows["pipeline"], rows["provider"])],
+        "provider_saves_cpu_ms": _cpu_gap(rows["raw_same"], rows["provider"]),  # its call vs messages.create's
         "vs_raw_default": round(_paired(rows["pipeline"], rows["raw_default"]), 3),
         "vs_raw_same": round(_paired(rows["pipeline"], rows["raw_same"]), 3),
         "all_rounds": {s: [round(r["per_s"], 1) for r in v] for s, v in rows.items() if v},
         "targets": TARGETS,
     }
+
+
+def _cpu_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
+    return round(statistics.median(x["cpu_ms"] - y["cpu_ms"] for x, y in zip(a, b)), 3)
 
 
 def _obs_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
