@@ -83,11 +83,12 @@ def wait_terminal(client: Any, url: str, headers: dict[str, str], timeout: float
 
 
 class Collector:
-    """An OTLP/HTTP receiver on a loopback port: keeps each POST's body by path and its headers, and answers
-    503 to the first `fail` posts (a collector restarting), 200 after."""
+    """An HTTP receiver (OTLP/HTTP by default) on a loopback port: keeps each POST's body by path and its
+    headers, and answers 503 to the first `fail` posts (a collector restarting), then 200 with `reply`."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, reply: tuple[bytes, bytes] = (b"application/x-protobuf", b"")) -> None:
         self.fail = fail
+        self.reply = reply  # (content type, body)
         self.bodies: dict[str, list[bytes]] = {}
         self.headers: list[dict[str, str]] = []
 
@@ -103,8 +104,8 @@ class Collector:
         self.bodies.setdefault(scope["path"], []).append(body)
         self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         status = 503 if len(self.headers) <= self.fail else 200
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/x-protobuf")]})
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", self.reply[0])]})
+        await send({"type": "http.response.body", "body": self.reply[1] if status == 200 else b""})
 
 
 @pytest.fixture(scope="session")

@@ -193,34 +193,23 @@ def test_a_direct_call_sends_what_the_sdk_would_send():
 
     from core.providers.base import ChatRequest
     from core.testing.fake_anthropic import ServerThread
+    from tests.conftest import Collector
 
-    seen: list[tuple[str, dict[str, str], dict]] = []
     reply = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "max_tokens",
              "content": [{"type": "text", "text": "caf\u00e9 "}, {"type": "tool_use", "id": "t", "name": "n", "input": {}},
                          {"type": "text", "text": "ok"}],
              "usage": {"input_tokens": 12, "output_tokens": 3, "cache_read_input_tokens": 5}}
-
-    async def app(scope, receive, send):  # noqa: ANN001
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
-        seen.append((scope["path"], {k.decode(): v.decode() for k, v in scope["headers"]}, json.loads(body)))
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": json.dumps(reply).encode()})
-
+    receiver = Collector(reply=(b"application/json", json.dumps(reply).encode()))
     request = ChatRequest(model_id="claude-haiku-4-5", system="s\u00e9", user="ctx. Question: q", question="q",
                           max_tokens=9, temperature=0.2, cache_prefix_chars=5)
-    with ServerThread(app) as srv:
+    with ServerThread(receiver) as srv:
         direct, sdk = _both_paths(srv.url + "/proxy/", request)
     assert direct == sdk and direct.text == "caf\u00e9 ok" and direct.cache_read_tokens == 5
     assert direct.stop_reason == "max_tokens" and direct.raw_stop_reason == "max_tokens"
-    (d_path, d_headers, d_body), (s_path, s_headers, s_body) = seen
-    assert d_path == s_path == "/proxy/v1/messages" and d_body == s_body
+    assert list(receiver.bodies) == ["/proxy/v1/messages"]  # both paths posted there
+    d_body, s_body = (json.loads(b) for b in receiver.bodies["/proxy/v1/messages"])
+    d_headers, s_headers = receiver.headers
+    assert d_body == s_body and d_body["temperature"] == 0.2
     assert d_body["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
     per_call = {"x-stainless-retry-count", "x-stainless-read-timeout", "x-stainless-timeout", "x-stainless-raw-response",
                 "content-length"}  # the SDK's per-request telemetry
@@ -230,8 +219,8 @@ def test_a_direct_call_sends_what_the_sdk_would_send():
 
 
 def test_a_direct_call_fails_as_the_sdk_path_does():
-    """A 429 with retry-after, an overloaded 529, a too-long prompt, a truncated 200 and a reply with no usage:
-    each comes back from the direct path as the same `ProviderError` the SDK path gives."""
+    """A 429 with retry-after, an overloaded 529, a too-long prompt, a truncated 200, a reply with no usage and
+    a refusal: each comes back from the direct path as the same `ProviderError` the SDK path gives."""
     from core.providers.base import ChatRequest
     from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 
@@ -239,10 +228,9 @@ def test_a_direct_call_fails_as_the_sdk_path_does():
     for fault in ("429", "529", "400_context", "malformed", "no_usage", "refusal"):
         with ServerThread(FakeAnthropic(FaultPlan(script=[fault, fault]))) as srv:
             direct, sdk = _both_paths(srv.url, request)
-        fields = ("status_code", "headers", "context_overflow", "malformed", "transport", "content_policy")
+        fields = ("status_code", "context_overflow", "malformed", "transport", "content_policy")
         assert type(direct) is type(sdk) and isinstance(direct, Exception), fault
-        assert {f: getattr(direct, f, None) for f in fields if f != "headers"} == {
-            f: getattr(sdk, f, None) for f in fields if f != "headers"}, fault
+        assert {f: getattr(direct, f) for f in fields} == {f: getattr(sdk, f) for f in fields}, fault
         if fault == "429":
             assert direct.headers["retry-after"] == sdk.headers["retry-after"]
         assert str(direct).split(":")[0] == str(sdk).split(":")[0] == "anthropic", fault
