@@ -40,7 +40,7 @@ class ProviderConfig(_Strict):
     calls: Literal["direct", "sdk"] = Field(
         default="direct", description="anthropic: how a plain (non-streaming) call is sent. `direct` posts the same "
         "request with the SDK client's own headers on its own HTTP client, skipping the SDK's request and reply models "
-        "(about half a call's CPU); `sdk` sends it through `messages.create`, for SDK-level hooks and spans. Streams, "
+        "(more than half a call's CPU); `sdk` sends it through `messages.create`, for SDK-level hooks and spans. Streams, "
         "batches and clients with per-request auth always use the SDK.")
     api_style: Literal["openai", "azure"] = Field(
         default="openai", description="openai_compatible: `azure` uses deployment URLs, api-version and the api-key header."

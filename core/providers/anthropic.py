@@ -10,8 +10,8 @@ import json
 from typing import Any, Callable
 
 from core.models import ProviderResult
-from core.providers.anthropic_direct import DirectMessages
-from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
+from core.providers.anthropic_direct import DirectMessages, http_error
+from core.providers.base import ChatRequest, ProviderError
 
 STOP_REASONS = {
     "end_turn": "end_turn",
@@ -152,13 +152,15 @@ class AnthropicProvider:
         return out
 
     def _error(self, e: Exception, *, mid_stream: bool = False) -> ProviderError:
+        import httpx2  # the direct path's transport failures are httpx2's own, unwrapped by the SDK
+
         a = self._anthropic
         if isinstance(e, ProviderError):
             return e
-        if isinstance(e, a.APITimeoutError):
-            return ProviderError(f"anthropic: request timed out: {e}", transport="timeout")
-        if isinstance(e, a.APIConnectionError):
-            return ProviderError(f"anthropic: connection failed: {e}", transport="connection")
+        if isinstance(e, (a.APITimeoutError, httpx2.TimeoutException, TimeoutError)):
+            return ProviderError(f"anthropic: request timed out: {e or type(e).__name__}", transport="timeout")
+        if isinstance(e, (a.APIConnectionError, httpx2.TransportError)):
+            return ProviderError(f"anthropic: connection failed: {e or type(e).__name__}", transport="connection")
         if isinstance(e, a.APIResponseValidationError):
             return ProviderError(f"anthropic: malformed reply: {e}", malformed=True, body=_body(e))
         if isinstance(e, a.APIStatusError):
@@ -166,11 +168,7 @@ class AnthropicProvider:
             if mid_stream or e.status_code == 200:  # an `error` event inside a 200 stream: overloaded and the like
                 return ProviderError(f"anthropic: error event mid-stream: {getattr(e, 'message', e)}",
                                      status_code=_stream_status(body), body=body)
-            return ProviderError(f"anthropic: HTTP {e.status_code}: {getattr(e, 'message', e)}",
-                                 status_code=e.status_code, headers=dict(e.response.headers), body=body,
-                                 context_overflow=looks_like_context_overflow(e.status_code, body))
-        if isinstance(e, TimeoutError):  # the transport's own read timeout, not mapped to the SDK's class
-            return ProviderError(f"anthropic: request timed out: {e or type(e).__name__}", transport="timeout")
+            return http_error(e.status_code, e.response.headers, body, str(getattr(e, "message", e)))
         if isinstance(e, ValueError):  # a 2xx whose body isn't JSON
             return ProviderError(f"anthropic: malformed reply: {e}", malformed=True)
         return ProviderError(f"anthropic: {type(e).__name__}: {e}", transport="connection")

@@ -34,27 +34,20 @@ class DirectMessages:
         return client.custom_auth is None and bool(headers & {"x-api-key", "authorization"})
 
     async def create(self, body: dict[str, Any], timeout_s: float) -> Any:
-        import httpx2
-
+        """The 2xx response; a non-2xx one as `ProviderError`. Transport failures raise httpx2's own exceptions,
+        which `AnthropicProvider._error` maps with the SDK's."""
         request = self._http.build_request("POST", self._url, content=_ENCODE(body).encode(), headers=self._headers,
                                            timeout=timeout_s)
-        try:
-            response = await self._http.send(request)
-        except httpx2.TimeoutException as e:
-            raise ProviderError(f"anthropic: request timed out: {e or type(e).__name__}", transport="timeout") from None
-        except httpx2.TransportError as e:
-            raise ProviderError(f"anthropic: connection failed: {e or type(e).__name__}", transport="connection") from None
+        response = await self._http.send(request)
         if response.status_code >= 300:
-            raise _status_error(response)
+            body_text = response.text[:4000]
+            raise http_error(response.status_code, response.headers, body_text, _message(body_text))
         return response
 
 
-def _status_error(response: Any) -> ProviderError:
-    """A non-2xx reply as the SDK path reports it: status, headers, body, the API's own message."""
-    body = response.text[:4000]
-    status = response.status_code
-    return ProviderError(f"anthropic: HTTP {status}: {_message(body)}", status_code=status,
-                         headers=dict(response.headers), body=body,
+def http_error(status: int, headers: Any, body: str | None, message: str) -> ProviderError:
+    """A non-2xx reply as either path reports it: status, headers, body, the API's message."""
+    return ProviderError(f"anthropic: HTTP {status}: {message}", status_code=status, headers=dict(headers), body=body,
                          context_overflow=looks_like_context_overflow(status, body))
 
 
