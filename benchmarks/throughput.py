@@ -4,10 +4,11 @@ Each side runs in its own child process (so one side's pool, loop and garbage ne
 rounds interleaved in one run, against one fake Messages API in its own process (real HTTP):
 
 - `pipeline`: N jobs through the local runtime (submit → SQLite queue → worker → provider → result write);
-- `raw_default`: N raw `AsyncAnthropic` calls on the SDK's default transport (httpx2);
-- `raw_same`: N raw calls on the transport the pipeline's provider picked (aiohttp when installed);
+- `raw_default`: N raw `AsyncAnthropic` calls on the SDK's default transport (httpx2) and asyncio's loop;
+- `raw_same`: N raw calls on the transport and event loop the pipeline picked (aiohttp and uvloop when installed);
 - `provider`: N calls of the pipeline's own provider (`AnthropicProvider.generate`, which posts the request
-  directly on the SDK client's HTTP client) in a bare loop: the call the pipeline makes, without the pipeline.
+  directly on the SDK client's HTTP client) in a bare loop, on the pipeline's event loop: the call the pipeline
+  makes, without the pipeline.
 
 It prints one JSON line: jobs/s and calls/s, client CPU per job or call (the child's own CPU time over the
 measured phase), own CPU per job (each round's pipeline minus its bare provider calls: the pipeline's work beyond the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -38,14 +40,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core import event_loops  # noqa: E402
 from core.testing.fake_anthropic import spawn  # noqa: E402
 
+LOOP = os.environ.get("ALTO_BENCH_LOOP", "auto")  # process.event_loop of the pipeline (and its like-for-like sides)
 TARGETS = {"vs_raw_default": 1.0, "vs_raw_same": 0.8, "own_cpu_ms": 0.6}
 
 
 def _settings(url: str, data_dir: str, inflight: int, obs: str = "default", otlp: str | None = None) -> dict:
     return {
-        "data_dir": data_dir, "embedded": {"storage_thread": os.environ.get("ALTO_BENCH_STORAGE", "thread") == "thread"},
+        "data_dir": data_dir, "process": {"event_loop": LOOP}, "embedded": {"storage_thread": os.environ.get("ALTO_BENCH_STORAGE", "thread") == "thread"},
         # default: Prometheus counters on (as shipped); bare: no sink; on: Prometheus and OpenTelemetry
         "observability": {"prometheus": obs != "bare", "otel": {
             "enabled": obs == "on", "endpoint": otlp, "sample_ratio": float(os.environ.get("ALTO_BENCH_SAMPLE", "1"))}},
@@ -201,14 +205,19 @@ def _start_receiver() -> subprocess.Popen:
 
 
 def _side_main(a: argparse.Namespace) -> None:
+    # the pipeline on the loop its worker picks (process.event_loop: auto); the provider and raw_same sides on
+    # that loop too, so they differ from it only by the pipeline; raw_default on asyncio's, as the SDK runs bare
+    run = functools.partial(event_loops.run, wanted=LOOP)
     if a.side.startswith("pipeline"):
         obs = {"pipeline": "default", "pipeline_bare": "bare", "pipeline_obs": "on"}[a.side]
         with tempfile.TemporaryDirectory() as d:
-            figures = asyncio.run(pipeline(a.url, a.jobs, a.inflight, d, obs))
+            figures = run(pipeline(a.url, a.jobs, a.inflight, d, obs))
     elif a.side == "provider":
-        figures = asyncio.run(bare_provider(a.url, a.jobs, a.inflight))
+        figures = run(bare_provider(a.url, a.jobs, a.inflight))
+    elif a.side == "raw_same":
+        figures = run(raw_sdk(a.url, a.jobs, a.inflight, same=True))
     else:
-        figures = asyncio.run(raw_sdk(a.url, a.jobs, a.inflight, same=a.side == "raw_same"))
+        figures = asyncio.run(raw_sdk(a.url, a.jobs, a.inflight, same=False))
     print(json.dumps(figures))
 
 
@@ -263,7 +272,8 @@ def main() -> None:
                 p.terminate()
                 p.wait(timeout=10)
     line = {"benchmark": "throughput", "jobs": a.jobs, "inflight": a.inflight, "provider_latency_s": a.latency,
-            "rounds": a.rounds, "transport": _transport()}
+            "rounds": a.rounds, "transport": _transport(),
+            "event_loop": event_loops.chosen(LOOP)}
     if not a.obs_only:
         line.update(_main_figures(rows))
     if a.obs:

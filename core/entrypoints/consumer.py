@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 
+from core.event_loops import EventLoop, new_loop
 from core.jobs.offload import offload
 from core.jobs.outcome import Outcome
 from core.jobs.worker_service import WorkerService
@@ -49,8 +50,8 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
-def event_loop() -> asyncio.AbstractEventLoop:
-    """The process's event loop, running in its own daemon thread.
+def event_loop(wanted: EventLoop = "auto") -> asyncio.AbstractEventLoop:
+    """The process's event loop (the kind `wanted` picks, when it is made), running in its own daemon thread.
 
     One loop per process (per Lambda container, per Cloud Functions or Azure Functions instance):
     the provider's async client and its connection pool are bound to it, so it must outlive single
@@ -60,7 +61,7 @@ def event_loop() -> asyncio.AbstractEventLoop:
     global _loop
     with _loop_lock:
         if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
+            loop = new_loop(wanted)
             threading.Thread(target=loop.run_forever, name="alto-event-loop", daemon=True).start()
             _loop = loop
         return _loop
@@ -84,12 +85,12 @@ def run_batch(
         finally:  # the platform may freeze the process once the invocation returns
             await asyncio.to_thread(service.metrics.flush)
 
-    return asyncio.run_coroutine_threadsafe(run_all(), event_loop()).result()
+    return asyncio.run_coroutine_threadsafe(run_all(), event_loop(service.settings.process.event_loop)).result()
 
 
 def scheduled(service: WorkerService, *, older_than_s: float | None = None) -> dict[str, int]:
     """What each cloud's reconcile schedule runs: re-send lost messages, then the batch lane's tick
     (send due batches, apply finished ones) on the process's loop, where the provider clients live."""
     counts = service.reconcile(older_than_s=older_than_s)
-    ticked = asyncio.run_coroutine_threadsafe(service.batch_tick(), event_loop()).result()
+    ticked = asyncio.run_coroutine_threadsafe(service.batch_tick(), event_loop(service.settings.process.event_loop)).result()
     return {**counts, **{f"batch_{k}": v for k, v in ticked.items()}}

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core import event_loops
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, port, readable_file, valid_name
 from core.models import JobRequest, JobStatus
 from core.views import JobView
@@ -20,18 +21,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from core.entrypoints.local import bind, serve
 
     app = app_from(args)
+    event_loops.loop_factory(app.settings.process.event_loop)  # a loop that can't be had: say so before binding
     s = app.settings.server
     host = args.host or s.host
     workers = args.workers if args.workers is not None else s.workers
     sock = None if args.workers_only else bind(host, args.port if args.port is not None else s.port)
     if sock is not None:
         bound = sock.getsockname()[1]
-        print(f"altostratus: serving on http://{host}:{bound} with {workers} worker loop(s); data in {app.data_dir}",
+        print(f"altostratus: serving on http://{host}:{bound} with {workers} worker loop(s) on "
+              f"{event_loops.chosen(app.settings.process.event_loop)}; data in {app.data_dir}",
               file=sys.stderr)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the previous handler: make that
     # handler a no-op so a graceful stop exits 0, as service managers expect.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    asyncio.run(serve(app, sock=sock, workers=workers))
+    event_loops.run(serve(app, sock=sock, workers=workers), app.settings.process.event_loop)
     return 0
 
 
@@ -43,18 +46,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if isinstance(request, str):
         print(f"alto ask: {request}", file=sys.stderr)
         return 2
+    loop = app.settings.process.event_loop
+    event_loops.loop_factory(loop)  # a loop that can't be had: say so before anything is stored
     job, _ = app.service.submit(args.tenant, request)
 
     def say(line: str) -> None:
         print(f"alto: job {job.id}: {line}", file=sys.stderr)
 
     if request.workflow is not None:  # its children are queued jobs too: run worker loops until it ends
-        asyncio.run(run_until_done(app, [job.id], timeout_s=args.timeout, concurrency=app.settings.server.concurrency))
+        event_loops.run(run_until_done(app, [job.id], timeout_s=args.timeout, concurrency=app.settings.server.concurrency),
+                        loop)
         done = app.store.get(job.id)
     elif args.stream:
-        done = asyncio.run(_streamed(app, job.id, run_inline(app, job.id, timeout_s=args.timeout, say=say)))
+        done = event_loops.run(_streamed(app, job.id, run_inline(app, job.id, timeout_s=args.timeout, say=say)), loop)
     else:
-        done = asyncio.run(run_inline(app, job.id, timeout_s=args.timeout, say=say))
+        done = event_loops.run(run_inline(app, job.id, timeout_s=args.timeout, say=say), loop)
     assert done is not None
     if args.stream and done.status is JobStatus.succeeded and not args.json:
         print_answer(JobView.of(done), text=False)
