@@ -94,3 +94,37 @@ def test_the_embedded_store_sums_in_one_statement_exactly_as_the_generic_path(tm
     version = store.get("native").version
     store.add_counts("native", "-|m|online", {"calls": 0, "cost_usd": 0.0}, ttl_s=60)
     assert store.get("native").version == version  # nothing to add: no write at all
+
+
+def test_counts_added_in_one_group_are_summed_and_written_once_yet_read_back_within_it(tmp_path):
+    """In a group commit (here `at_once`, as a loop turn's group runs), adds to one record are summed in
+    the store and written as one upsert when the group commits; a read of that record inside the group
+    writes them first, so it sees them; another connection sees nothing before the commit."""
+    import sqlite3
+
+    from core.embedded.sqlite import SqliteDb
+    from core.embedded.storage_thread import storage_thread
+    from core.embedded.stores import SqliteStateStore
+
+    path = tmp_path / "jobs.db"
+    store = SqliteStateStore(path)
+    upserts: list[str] = []
+    SqliteDb.connect(str(path)).set_trace_callback(
+        lambda sql: upserts.append(sql) if sql.startswith("INSERT INTO state") else None)
+    seen: dict[str, object] = {}
+
+    def turn() -> None:
+        for i in range(3):
+            store.add_counts("usage:a", "-|m|online", {"calls": 1, "input_tokens": 10 + i, "cost_usd": 0.25}, ttl_s=60)
+            store.add_counts("usage:b", "-|m|online", {"calls": 1}, ttl_s=60)
+        seen["in_group"] = store.get("usage:a").value  # flushes usage:a's pending sums first
+        store.add_counts("usage:a", "-|m|online", {"calls": 1, "input_tokens": 1}, ttl_s=60)
+        with sqlite3.connect(path) as other:
+            seen["outside"] = other.execute("SELECT COUNT(*) FROM state").fetchone()[0]
+
+    storage_thread().at_once(turn)
+    assert seen["in_group"] == {"groups": {"-|m|online": {"calls": 3, "input_tokens": 33, "cost_usd": 0.75}}}
+    assert seen["outside"] == 0
+    assert store.get("usage:a").value == {"groups": {"-|m|online": {"calls": 4, "input_tokens": 34, "cost_usd": 0.75}}}
+    assert store.get("usage:b").value == {"groups": {"-|m|online": {"calls": 3}}}
+    assert len(upserts) == 3  # usage:a before the read and at the commit, usage:b at the commit (not 7)

@@ -94,6 +94,12 @@ class SqliteDb:
             if self.path in _paths and not on_storage_thread():
                 grouping.storage_thread().request_checkpoint()
 
+    def grouped(self) -> tuple[Group, sqlite3.Connection] | None:
+        """The running group and its connection to this file (its transaction begun), if a group runs."""
+        if (group := self._group()) is None:
+            return None
+        return group, self._joined(group)
+
     def _group(self) -> Group | None:
         """The group this thread is running, if this file takes part in groups."""
         group = active_group()

@@ -35,8 +35,14 @@ class Group:
     def __init__(self) -> None:
         self.open: dict[str, Any] = {}  # by file: sqlite3 connections with BEGIN IMMEDIATE issued on this thread
         self.after: list[Callable[[], None]] = []  # run once the group committed, outside its locks
+        # writes a store merges until the group ends (its own keys and values), and what writes them then
+        self.deferred: dict[Any, Any] = {}
+        self.before_commit: list[Callable[[], None]] = []
 
     def commit(self) -> None:
+        """Write what was deferred, then commit every file; either raising leaves the caller to roll back."""
+        for write in self.before_commit:
+            write()
         for conn in self.open.values():
             conn.execute("COMMIT")
 

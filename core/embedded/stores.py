@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.embedded.sqlite import SqliteDb
+from core.embedded.storage_thread import Group, active_group
 from core.embedded.storage_thread import storage_thread as shared_storage_thread
 from core.errors import ConflictError
 from core.governance.state import add_counts, nonzero
@@ -107,6 +108,7 @@ class SqliteStateStore:
             self.storage = shared_storage_thread()
 
     def get(self, key: str) -> StateRecord | None:
+        self._flush_counts(key)
         row = self.db.conn().execute(
             "SELECT value, version, expires_at FROM state WHERE key = ?", (key,)
         ).fetchone()
@@ -115,6 +117,7 @@ class SqliteStateStore:
         return StateRecord(value=json.loads(row[0]), version=row[1], expires_at=row[2])
 
     def put_if_absent(self, key: str, value: dict[str, Any], *, ttl_s: float | None = None) -> bool:
+        self._flush_counts(key)
         now = self.clock()
         expires = now + ttl_s if ttl_s is not None else None
         cur = self.db.write(
@@ -128,6 +131,7 @@ class SqliteStateStore:
     def compare_and_set(
         self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
     ) -> bool:
+        self._flush_counts(key)
         now = self.clock()
         expires = now + ttl_s if ttl_s is not None else None
         # the value is serialised with the lock held, not before taking it: a read-modify-write loop loses
@@ -142,16 +146,56 @@ class SqliteStateStore:
             return cur.rowcount == 1
 
     def delete(self, key: str) -> None:
+        self._flush_counts(key)
         self.db.write("DELETE FROM state WHERE key = ?", (key,))
 
     def add_counts(self, key: str, group: str, deltas: dict[str, int | float], *, ttl_s: float | None = None) -> None:
         """One upsert: the sums are made by SQLite's JSON functions, so there is nothing to read first and
-        no version to lose (core.ports.CountingState)."""
+        no version to lose (core.ports.CountingState). In a group, the counts of every call to one
+        (key, group) are summed here and written once, when the group commits (a group holds the write
+        lock anyway): a busy loop's turn finishes several jobs, and each upsert walks the record's JSON."""
         if '"' in group or "\\" in group:  # not expressible in an SQLite JSON path: the generic way
+            self._flush_counts(key)
             return add_counts(self, key, group, deltas, ttl_s=ttl_s)
         deltas = nonzero(deltas)  # each path costs the upsert two JSON walks of the record
         if not deltas:
             return
+        if (joined := self.db.grouped()) is None:
+            self.db.write(*self._upsert(key, group, deltas, ttl_s))
+            return
+        pending = self._pending(*joined)
+        if (row := pending.get((key, group))) is None:
+            pending[(key, group)] = (dict(deltas), ttl_s)
+            return
+        sums = row[0]
+        for f, d in deltas.items():
+            sums[f] = sums.get(f, 0) + d
+        pending[(key, group)] = (sums, ttl_s)
+
+    def _pending(self, g: Group, conn: Any) -> dict[tuple[str, str], tuple[dict[str, int | float], float | None]]:
+        """This file's counts waiting for the group's commit, their write registered on first use."""
+        pending = g.deferred.get(("counts", self.db.path))
+        if pending is None:
+            pending = g.deferred[("counts", self.db.path)] = {}
+            g.before_commit.append(lambda: self._write_counts(conn, pending))
+        return pending
+
+    def _flush_counts(self, key: str) -> None:
+        """Write the counts the running group holds for `key` now: a read or another write of that record in
+        the same group must see them. (A file with counts pending has joined the group.)"""
+        g = active_group()
+        if g is None or not (pending := g.deferred.get(("counts", self.db.path))):
+            return
+        if any(k == key for k, _ in pending):
+            self._write_counts(g.open[self.db.path], pending)
+
+    def _write_counts(self, conn: Any, pending: dict[tuple[str, str], tuple[dict[str, int | float], float | None]]) -> None:
+        for (key, group), (sums, ttl_s) in pending.items():
+            conn.execute(*self._upsert(key, group, sums, ttl_s))
+        pending.clear()
+
+    def _upsert(self, key: str, group: str, deltas: dict[str, int | float], ttl_s: float | None) -> tuple[str, tuple[Any, ...]]:
+        """The statement adding `deltas` to the record's group, and its arguments."""
         now = self.clock()
         fresh = json.dumps({"groups": {group: {f: (round(v, 10) if isinstance(v, float) else v)
                                                 for f, v in deltas.items()}}})
@@ -159,7 +203,7 @@ class SqliteStateStore:
         for f, d in deltas.items():
             path = f'$.groups."{group}".{f}'
             args += [path, path, d]
-        self.db.write(_add_counts_sql(tuple(isinstance(d, float) for d in deltas.values())), tuple(args))
+        return _add_counts_sql(tuple(isinstance(d, float) for d in deltas.values())), tuple(args)
 
 
 @functools.lru_cache(maxsize=256)

@@ -2,8 +2,8 @@
 
 Each call adds its usage to `usage:TENANT:DAY:SHARD` under its group `task|model|lane` (calls, tokens by
 kind, cost, and what the prompt cache, the response cache and the batch discount saved): one upsert on a
-store that can sum in place (`core.ports.CountingState`, the embedded one), else a read and a compare-and-set; the shard
-(one of `SHARDS`, by job id) spreads a busy tenant's writers over several records. Reports read the days
+store that can sum in place (`core.ports.CountingState`, the embedded one: always shard 0), else a read and a
+compare-and-set, whose shard (one of `SHARDS`, by job id) spreads a busy tenant's writers over several records. Reports read the days
 asked for and sum them by any of tenant, task, model, lane and day. The per-call detail stays on each
 job's attempts; this is what spend reports and dashboards read without scanning jobs.
 """
@@ -64,7 +64,8 @@ class UsageLedger:
     def add(self, *, tenant: str, task: str | None, model: str, lane: str, job_id: str, usage: Usage,
             saved_prompt_cache_usd: float = 0.0, saved_response_cache_usd: float = 0.0,
             saved_batch_usd: float = 0.0) -> None:
-        shard = int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % SHARDS
+        # shards spread read-and-compare-and-set writers; a counting store adds in place, under its one lock
+        shard = 0 if self.counting is not None else int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % SHARDS
         key = f"usage:{tenant}:{day_of(self.clock())}:{shard}"
         group = f"{task or '-'}|{model}|{lane}"
         delta = {"calls": 0 if usage.cached else 1, "input_tokens": usage.input_tokens,
