@@ -32,21 +32,32 @@ class Registry:
 
     def inc(self, name: str, key: Labels, by: float = 1.0) -> None:
         """Add to a counter; `key` is its labels as (name, value) pairs sorted by name (see `PrometheusSink`)."""
-        with self._lock:
-            series = self._counters.setdefault(name, {})
-            series[key] = series.get(key, 0.0) + by
+        self.record(((name, key, by),), ())
 
     def observe(self, name: str, key: Labels, value: float) -> None:
         """One histogram sample: its own bucket only; `text` makes the buckets cumulative when scraped."""
-        i = bisect_left(SECONDS, value)  # the first bound >= value (le semantics); len(SECONDS): only +Inf
+        self.record((), ((name, key, value),))
+
+    def record(self, counts: Iterable[tuple[str, Labels, float]], samples: Iterable[tuple[str, Labels, float]]) -> None:
+        """Several counter adds and histogram samples under one taking of the lock (a job's records are a
+        dozen of them)."""
         with self._lock:
-            series = self._histograms.setdefault(name, {})
-            row = series.get(key)
-            if row is None:
-                row = series[key] = [0.0] * (len(SECONDS) + 3)
-            row[i] += 1
-            row[-2] += 1
-            row[-1] += value
+            for name, key, by in counts:
+                series = self._counters.get(name)
+                if series is None:
+                    series = self._counters[name] = {}
+                series[key] = series.get(key, 0.0) + by
+            for name, key, value in samples:
+                series_h = self._histograms.get(name)
+                if series_h is None:
+                    series_h = self._histograms[name] = {}
+                row = series_h.get(key)
+                if row is None:
+                    row = series_h[key] = [0.0] * (len(SECONDS) + 3)
+                # the first bound >= value (le semantics); len(SECONDS): only +Inf
+                row[bisect_left(SECONDS, value)] += 1
+                row[-2] += 1
+                row[-1] += value
 
     def text(self) -> str:
         with self._lock:
@@ -110,30 +121,29 @@ class PrometheusSink:
             r.describe(name, kind, text)
 
     def attempt(self, a: AttemptRecord, attempt: Attempt, job: Job) -> None:
-        r, base = self.registry, (("model", a.model), ("task", a.task), ("tenant", a.tenant))
-        r.inc("alto_attempts_total", (("error_class", a.error_class), ("model", a.model), ("outcome", a.outcome),
-                                      ("provider", a.provider), ("task", a.task), ("tenant", a.tenant)))
-        r.observe("alto_attempt_duration_seconds", (("model", a.model), ("outcome", a.outcome), ("provider", a.provider)),
-                  a.latency_s)
+        base = (("model", a.model), ("task", a.task), ("tenant", a.tenant))
+        counts = [("alto_attempts_total", (("error_class", a.error_class), ("model", a.model), ("outcome", a.outcome),
+                                           ("provider", a.provider), ("task", a.task), ("tenant", a.tenant)), 1.0)]
+        samples = [("alto_attempt_duration_seconds", (("model", a.model), ("outcome", a.outcome), ("provider", a.provider)),
+                    a.latency_s)]
         if a.ttft_s is not None:
-            r.observe("alto_time_to_first_token_seconds", (("model", a.model), ("provider", a.provider)), a.ttft_s)
+            samples.append(("alto_time_to_first_token_seconds", (("model", a.model), ("provider", a.provider)), a.ttft_s))
         for kind, n in (("input", a.input_tokens), ("output", a.output_tokens), ("cache_read", a.cache_read_tokens),
                         ("cache_write", a.cache_write_tokens)):
             if n:
-                r.inc("alto_tokens_total", (*base, ("type", kind)), n)
+                counts.append(("alto_tokens_total", (*base, ("type", kind)), n))
         if a.cost_usd:
-            r.inc("alto_cost_usd_total", base, a.cost_usd)
+            counts.append(("alto_cost_usd_total", base, a.cost_usd))
         if a.fallback:
-            r.inc("alto_fallbacks_total", base)
+            counts.append(("alto_fallbacks_total", base, 1.0))
+        self.registry.record(counts, samples)
 
     def job(self, j: JobRecord, job: Job) -> None:
-        r = self.registry
         labels = (("model", j.model), ("status", j.status), ("task", j.task), ("tenant", j.tenant))
-        r.inc("alto_jobs_total", labels)
-        r.observe("alto_job_duration_seconds", labels, j.latency_s)
-        r.inc("alto_job_attempts_total", labels, j.attempts)
+        counts = [("alto_jobs_total", labels, 1.0), ("alto_job_attempts_total", labels, j.attempts)]
         if j.cache_hit:
-            r.inc("alto_cache_hits_total", (("model", j.model), ("task", j.task), ("tenant", j.tenant)))
+            counts.append(("alto_cache_hits_total", (("model", j.model), ("task", j.task), ("tenant", j.tenant)), 1.0))
+        self.registry.record(counts, (("alto_job_duration_seconds", labels, j.latency_s),))
 
     def picked(self, tenant: str, task: str, queue_age_s: float) -> None:
         self.registry.observe("alto_queue_age_seconds", (("task", task), ("tenant", tenant)), queue_age_s)
