@@ -88,6 +88,12 @@ async def bare_provider(url: str, n: int, inflight: int) -> dict[str, float]:
     from core.providers.base import ChatRequest
 
     provider = AnthropicProvider(api_key="test-key", base_url=url, max_connections=inflight, sdk_spans=False)
+    # tuned as a worker process is once its providers are built (process: gc_freeze, gc_young_threshold):
+    # untuned, the collector alone cost this side ~0.12 ms a call that the pipeline never pays
+    from core.config.api import ProcessConfig
+    from core.process_tuning import settle
+
+    settle(ProcessConfig())
     sem = asyncio.Semaphore(inflight)
 
     async def one(i: int) -> None:

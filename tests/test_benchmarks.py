@@ -17,7 +17,7 @@ def test_throughput_benchmark_runs_and_every_job_succeeds():
                           "--high-inflight", "40", "--rounds", "1", "--latency", "0.01"], capture_output=True, text=True,
                          timeout=300, check=True, cwd=ROOT)
     line = json.loads(out.stdout.strip().splitlines()[-1])
-    assert line["jobs"] == line["succeeded"] == 60 and line["transport"] == "aiohttp"
+    assert line["jobs"] == line["succeeded"] == 60 and line["transport"] == "aiohttp" and line["event_loop"] == "uvloop"
     assert line["jobs_per_s"] > 0 and line["raw_default_calls_per_s"] > 0 and line["raw_same_calls_per_s"] > 0
     # the printed rates are rounded; the ratios are of the unrounded ones
     assert line["vs_raw_default"] == pytest.approx(line["jobs_per_s"] / line["raw_default_calls_per_s"], abs=0.01)
