@@ -49,7 +49,8 @@ TARGETS = {"vs_raw_default": 1.0, "vs_raw_same": 0.8, "own_cpu_ms": 0.6}
 
 def _settings(url: str, data_dir: str, inflight: int, obs: str = "default", otlp: str | None = None) -> dict:
     return {
-        "data_dir": data_dir, "process": {"event_loop": LOOP}, "embedded": {"storage_thread": os.environ.get("ALTO_BENCH_STORAGE", "thread") == "thread"},
+        "data_dir": data_dir, "process": {"event_loop": LOOP},
+        "embedded": {"storage_thread": os.environ.get("ALTO_BENCH_STORAGE", "thread") == "thread"},
         # default: Prometheus counters on (as shipped); bare: no sink; on: Prometheus and OpenTelemetry
         "observability": {"prometheus": obs != "bare", "otel": {
             "enabled": obs == "on", "endpoint": otlp, "sample_ratio": float(os.environ.get("ALTO_BENCH_SAMPLE", "1"))}},

@@ -1,9 +1,9 @@
 """Which event loop a process runs its jobs on: uvloop when installed (the `uvloop` extra), else asyncio's.
 
-The loop is most of what a job costs beyond its own work: every provider reply, store result and timer
-is a callback it schedules, and asyncio's pure-Python scheduler spends ~0.1 ms of CPU a job on that in
-`benchmarks/throughput.py`. uvloop runs the same callbacks from C (libuv); uvicorn picks it the same
-way. The choice is `process.event_loop` (auto, uvloop, asyncio), made once per loop, never at import.
+Every provider reply, store result and timer of a job is a callback the loop schedules, and asyncio's
+scheduler is pure Python: ~0.1 ms of CPU a job in `benchmarks/throughput.py`, which uvloop (libuv, C)
+mostly saves; uvicorn picks it the same way. The choice is `process.event_loop` (auto, uvloop, asyncio),
+made once per loop, never at import.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Each call adds its usage to `usage:TENANT:DAY:SHARD` under its group `task|model|lane` (calls, tokens by
 kind, cost, and what the prompt cache, the response cache and the batch discount saved): one upsert on a
-store that can sum in place (`core.ports.CountingState`, the embedded one: always shard 0), else a read and a
-compare-and-set, whose shard (one of `SHARDS`, by job id) spreads a busy tenant's writers over several records. Reports read the days
-asked for and sum them by any of tenant, task, model, lane and day. The per-call detail stays on each
-job's attempts; this is what spend reports and dashboards read without scanning jobs.
+store that can sum in place (`core.ports.CountingState`, the embedded one: always shard 0), else a read and
+a compare-and-set, whose shard (one of `SHARDS`, by job id) spreads a busy tenant's writers over several
+records. Reports read the days asked for and sum them by any of tenant, task, model, lane and day. The
+per-call detail stays on each job's attempts; this is what spend reports and dashboards read without
+scanning jobs.
 """
 
 from __future__ import annotations
