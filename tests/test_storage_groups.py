@@ -31,6 +31,15 @@ def _counts() -> tuple[int, int, int]:
     return st.groups, st.loop_groups, st.calls
 
 
+def _wait_idle(st, timeout_s: float = 10.0) -> None:
+    """Until the storage thread has run all it was handed (an earlier test's checkpoint, say): while it
+    has not, the loop hands its groups over instead of trying the locks."""
+    deadline = time.time() + timeout_s
+    while not st.idle() and time.time() < deadline:
+        time.sleep(0.01)
+    assert st.idle()
+
+
 def _stored(path, table: str = "jobs") -> int:
     with sqlite3.connect(path) as c:  # another connection: sees only what was committed
         return c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
@@ -40,6 +49,8 @@ def test_the_calls_of_one_turn_commit_as_one_group_on_the_loop(tmp_path):
     store = SqliteJobStore(tmp_path / "jobs.db")
     queue = SqliteQueue(tmp_path / "queue.db")
     io, qio = offload(store), offload(queue)
+
+    _wait_idle(storage_thread())
 
     async def main() -> None:
         before = _counts()
@@ -138,6 +149,7 @@ def test_checkpoints_run_on_the_storage_thread_and_keep_the_log_short(tmp_path):
 @pytest.mark.parametrize("on_loop", [True, False])
 def test_both_modes_give_the_same_results(tmp_path, on_loop):
     st = storage_thread()
+    _wait_idle(st)
     st.on_loop, saved = on_loop, st.on_loop
     try:
         store = SqliteJobStore(tmp_path / "jobs.db")

@@ -101,6 +101,11 @@ class StorageThread:
         self.loop_groups = 0  # of the groups, those committed on the loop
         self.checkpoints = 0
 
+    def idle(self) -> bool:
+        """Whether everything handed to the thread (groups, checkpoints) has run: the loop tries the locks
+        itself only then."""
+        return self._handed_over == self._thread_ran
+
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """`fn` in this turn's group; await the future for its result, set once the group committed. A
         future, not a coroutine: each call's result then wakes one frame fewer of its caller's chain."""
@@ -146,7 +151,7 @@ class StorageThread:
             group = batch[i:i + self.group_max]
             # while the thread holds or waits for the locks (a group, a checkpoint), the loop's try would fail
             # too, or win the lock from under a checkpoint waiting for it: join the thread
-            tried = self.on_loop and self._handed_over == self._thread_ran
+            tried = self.on_loop and self.idle()
             results = self._run_group(group, on_loop=True) if tried else None
             if results is None:  # a lock is held elsewhere: the thread waits for it, not the loop
                 self._ensure_started()
