@@ -305,7 +305,7 @@ def _main_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
         "provider_cpu_ms": round(_median(rows["provider"], "cpu_ms"), 3),
         # each round's pipeline minus its bare provider calls (run back to back), the median of those
         "own_cpu_ms_per_job": _cpu_gap(rows["pipeline"], rows["provider"]),
-        "own_cpu_rounds": [round(x["cpu_ms"] - y["cpu_ms"], 3) for x, y in zip(rows["pipeline"], rows["provider"])],
+        "own_cpu_rounds": [round(d, 3) for d in _cpu_gaps(rows["pipeline"], rows["provider"])],
         "provider_saves_cpu_ms": _cpu_gap(rows["raw_same"], rows["provider"]),  # its call vs messages.create's
         "vs_raw_default": round(_paired(rows["pipeline"], rows["raw_default"]), 3),
         "vs_raw_same": round(_paired(rows["pipeline"], rows["raw_same"]), 3),
@@ -314,8 +314,13 @@ def _main_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
     }
 
 
+def _cpu_gaps(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[float]:
+    """Each round's CPU per job of side a minus side b (run back to back)."""
+    return [x["cpu_ms"] - y["cpu_ms"] for x, y in zip(a, b)]
+
+
 def _cpu_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
-    return round(statistics.median(x["cpu_ms"] - y["cpu_ms"] for x, y in zip(a, b)), 3)
+    return round(statistics.median(_cpu_gaps(a, b)), 3)
 
 
 def _obs_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:

@@ -154,9 +154,8 @@ class SqliteStateStore:
         no version to lose (core.ports.CountingState). In a group, the counts of every call to one
         (key, group) are summed here and written once, when the group commits (a group holds the write
         lock anyway): a busy loop's turn finishes several jobs, and each upsert walks the record's JSON."""
-        if '"' in group or "\\" in group:  # not expressible in an SQLite JSON path: the generic way
-            self._flush_counts(key)
-            return add_counts(self, key, group, deltas, ttl_s=ttl_s)
+        if '"' in group or "\\" in group:  # not expressible in an SQLite JSON path: the generic way, whose get
+            return add_counts(self, key, group, deltas, ttl_s=ttl_s)  # writes this record's pending counts first
         deltas = nonzero(deltas)  # each path costs the upsert two JSON walks of the record
         if not deltas:
             return

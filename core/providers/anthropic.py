@@ -239,8 +239,8 @@ def _sdk_args(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reply(http: Any) -> ProviderResult:
-    """A reply read from the Messages API's JSON itself. The SDK still sends the call and raises its errors; its typed
-    model of the reply (a fifth of the call's CPU) is skipped, since only text, usage and stop reason are read."""
+    """A raw reply (either call path's) read from the Messages API's JSON itself: the SDK's typed model of it (a
+    fifth of the call's CPU) is skipped, since only text, usage and stop reason are read."""
     try:
         msg = json.loads(http.content)
         text = "".join(b.get("text") or "" for b in msg["content"] if b.get("type") == "text")

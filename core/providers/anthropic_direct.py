@@ -1,8 +1,9 @@
 """The Messages API's plain (non-streaming) call, posted on the SDK client's own HTTP client and headers.
 
 The SDK's request layer (options models, URL merging, header building, retry bookkeeping) and its typed
-reply were more than half of a call's client CPU (a call cost 0.54 ms this way against 1.28 ms through
-`messages.create` on the same client, in `benchmarks/throughput.py`); the wire (the transport) the rest. This sends the same JSON body with the headers the SDK client would send (its
+reply were more than half of a call's client CPU (0.61 ms a call this way against 1.33 ms through
+`messages.create` on the same client, in `benchmarks/throughput.py`); the wire (the transport) the rest.
+This sends the same JSON body with the headers the SDK client would send (its
 `default_headers`: version, auth, user agent, platform) through the very HTTP client object the SDK uses,
 so pool, transport and timeouts are the SDK's. Only a client whose headers are all static qualifies:
 one with a token provider or custom auth (`custom_auth`) computes them per request and keeps the SDK path.
