@@ -202,6 +202,7 @@ def test_at_once_keeps_what_ran_before_an_exception_and_joins_a_running_group(tm
     with pytest.raises(ValueError, match="after the write"):
         st.at_once(create_then_fail)
     assert _stored(tmp_path / "jobs.db") == 1  # as if the create had committed alone
+    _wait_idle(st)  # that commit requested a checkpoint, which may still be running on the thread
 
     async def main() -> None:  # inside the loop's group, at_once is just a call of that group
         before = _counts()
@@ -219,6 +220,7 @@ def test_asubmit_joins_the_loop_turns_group_and_a_refused_submit_stores_nothing(
 
     app = make_app()
     db = tmp_path / "data" / "jobs.db"
+    _wait_idle(storage_thread())
 
     async def main() -> tuple[list[tuple[Job, bool]], tuple[int, ...]]:
         before = _counts()
