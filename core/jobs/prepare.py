@@ -13,7 +13,7 @@ from typing import NamedTuple
 from core.assembly import Assembled, assemble, required_tokens, trim_to
 from core.chunks import ContextChunk
 from core.config.worker import ModelConfig, RouteConfig, Settings
-from core.errors import NoRoute
+from core.errors import NoRoute, PromptTooLong
 from core.logs import log_event
 from core.models import JobRequest, RouteDecision
 from core.ports import Retriever
@@ -59,14 +59,22 @@ class Preparer:
         plan = self.router.plan(tenant, request, input_tokens=size, job_id=job_id)
         route = plan.route
         template = self.settings.templates[route.template]
+        bare: dict[str, Assembled] = {}  # with no context, the window check's prompt is the one sent
 
         def need(name: str) -> int:
+            if not candidates:
+                try:
+                    bare[name] = self.assemble_for(name, request.prompt, candidates, route)
+                    return bare[name].input_tokens  # the count plus margin, as required_tokens gives
+                except PromptTooLong:
+                    pass  # fit decides what happens to a prompt this model cannot take
             model = self.settings.models[name]
             return required_tokens(request.prompt, template=template, model=model,
                                    reserved_output=min(route.max_tokens, model.max_output_tokens))
 
         decision = self.router.fit(plan, need)
-        return Prepared(plan, decision, self.assemble_for(decision.model, request.prompt, candidates, route))
+        assembled = bare.get(decision.model) or self.assemble_for(decision.model, request.prompt, candidates, route)
+        return Prepared(plan, decision, assembled)
 
     def assemble_for(self, model_name: str, question: str, candidates: list[ContextChunk], route: RouteConfig) -> Assembled:
         """The prompt for one model: its window, its tokenizer, its output allowance (PromptTooLong is a NoRoute)."""
