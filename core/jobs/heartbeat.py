@@ -26,6 +26,36 @@ T = TypeVar("T")
 BEATS_PER_LEASE = 3
 
 
+class _Cut:
+    """One timer that cancels the running task at a loop time, as `asyncio.timeout_at` does, without its
+    context manager and state machine: every provider call arms one, so it stays a single timer handle."""
+
+    __slots__ = ("loop", "task", "cancelling", "handle", "fired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "Heartbeat.run must run inside a task"
+        self.loop, self.task, self.cancelling, self.fired = loop, task, task.cancelling(), False
+        self.handle: asyncio.TimerHandle | None = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+    def move(self, when: float) -> None:
+        if self.handle is not None and not self.fired:
+            self.handle.cancel()
+            self.handle = self.loop.call_at(when, self._fire)
+
+    def stop(self) -> bool:
+        """Disarm (once); True when the cut fired and the task's pending cancellation is the cut's alone."""
+        if self.handle is None:
+            return False
+        self.handle.cancel()
+        self.handle = None
+        return self.fired and self.task.uncancel() <= self.cancelling
+
+
 class Heartbeat:
     def __init__(self, ledger: Ledger, job: Job, *, lease_s: float, deadline: float, store_io: Offload,
                  clock: Callable[[], float] = time.time) -> None:
@@ -35,47 +65,53 @@ class Heartbeat:
         self.deadline = deadline  # the invocation's: no lease reaches past it
         self.store_io = store_io
         self.clock = clock
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # made with the beat task: most calls never start one
         self._task: asyncio.Task[None] | None = None
 
     def margin(self) -> float:
         """How long before the lease ends the call is cut (another delivery may claim it from then on)."""
         return min(1.0, self.lease_s * 0.1)
 
+    def cut_at(self, call_deadline: float) -> float:
+        """Wall time the call is cut at: its own deadline or, before that, the margin before the lease ends."""
+        return min(call_deadline, (self.job.lease_expires_at or call_deadline) - self.margin())
+
     async def run(self, call: Awaitable[T], *, call_deadline: float) -> T:
         """Await `call` under min(call_deadline, lease end - margin), renewing the lease meanwhile.
         Raises ProviderError(transport="timeout") when that deadline passes."""
         loop = asyncio.get_running_loop()
-
-        def at(wall: float) -> float:
-            return loop.time() + (wall - self.clock())
-
-        def cut_at() -> float:
-            return min(call_deadline, (self.job.lease_expires_at or call_deadline) - self.margin())
-
         start = self.clock()
+        cut_at = self.cut_at(call_deadline)
+        cut = _Cut(loop, loop.time() + (cut_at - start))
         try:
-            async with asyncio.timeout_at(at(cut_at())) as timeout:
-                if call_deadline <= cut_at():  # the lease outlasts the call's own deadline: nothing to renew
-                    return await call
-                # most calls end before the first beat is due: a timer, not a task, until then
-                first = loop.call_later(self.lease_s / BEATS_PER_LEASE, self._start,
-                                        lambda: timeout.reschedule(at(cut_at())))
-                try:
-                    return await call
-                finally:
-                    first.cancel()
-                    await self._stop()
-        except TimeoutError:
-            waited = self.clock() - start
-            raise ProviderError(f"the provider call was cut after {waited:.1f} s: it passed its deadline "
-                                "(the provider's timeout_s, the job's lease or the invocation's time)",
+            if call_deadline <= cut_at:  # the lease outlasts the call's own deadline: nothing to renew
+                return await call
+            # most calls end before the first beat is due: a timer, not a task, until then
+            first = loop.call_later(self.lease_s / BEATS_PER_LEASE, self._start, cut, call_deadline)
+            try:
+                return await call
+            finally:
+                first.cancel()
+                await self._stop()
+        except asyncio.CancelledError:
+            if not cut.stop():
+                raise  # not the cut: the caller's cancellation goes on
+            raise ProviderError(f"the provider call was cut after {self.clock() - start:.1f} s: it passed its "
+                                "deadline (the provider's timeout_s, the job's lease or the invocation's time)",
                                 transport="timeout") from None
+        finally:
+            cut.stop()
 
-    def _start(self, renewed: Callable[[], Any]) -> None:
+    def _start(self, cut: _Cut, call_deadline: float) -> None:
+        self._lock = asyncio.Lock()
+
+        def renewed() -> None:  # the lease moved on: so does the cut
+            cut.move(cut.loop.time() + (self.cut_at(call_deadline) - self.clock()))
+
         self._task = asyncio.ensure_future(self._beat(renewed))
 
     async def _beat(self, renewed: Callable[[], Any]) -> None:
+        assert self._lock is not None
         while True:
             async with self._lock:
                 until = min(self.clock() + self.lease_s, self.deadline)
@@ -87,7 +123,7 @@ class Heartbeat:
             await asyncio.sleep(self.lease_s / BEATS_PER_LEASE)
 
     async def _stop(self) -> None:
-        if self._task is None:
+        if self._task is None or self._lock is None:
             return
         async with self._lock:  # never while a renewal write is in flight
             self._task.cancel()
