@@ -111,6 +111,21 @@ SERIES = (
 )
 
 
+class _AttemptKeys:
+    """The label tuples of one attempt's series, in name order, for one set of its dimensions."""
+
+    __slots__ = ("attempts", "duration", "ttft", "tokens", "base")
+
+    def __init__(self, a: AttemptRecord) -> None:
+        self.base: Labels = (("model", a.model), ("task", a.task), ("tenant", a.tenant))
+        self.attempts: Labels = (("error_class", a.error_class), ("model", a.model), ("outcome", a.outcome),
+                                 ("provider", a.provider), ("task", a.task), ("tenant", a.tenant))
+        self.duration: Labels = (("model", a.model), ("outcome", a.outcome), ("provider", a.provider))
+        self.ttft: Labels = (("model", a.model), ("provider", a.provider))
+        self.tokens: tuple[Labels, ...] = tuple((*self.base, ("type", kind))
+                                                for kind in ("input", "output", "cache_read", "cache_write"))
+
+
 class PrometheusSink:
     """The lifecycle's records as series. Label keys are written in name order, as `Registry` keys them
     (sorting a dict per sample cost more than the sample itself)."""
@@ -119,30 +134,35 @@ class PrometheusSink:
         self.registry = r = registry or Registry()
         for name, kind, text in SERIES:
             r.describe(name, kind, text)
+        # label tuples per distinct dimension set: building them was most of a sample's cost, and there are
+        # no more of them than series the registry holds anyway
+        self._attempt_keys: dict[tuple[str, ...], _AttemptKeys] = {}
+        self._job_keys: dict[tuple[str, ...], tuple[Labels, Labels]] = {}
 
     def attempt(self, a: AttemptRecord, attempt: Attempt, job: Job) -> None:
-        base = (("model", a.model), ("task", a.task), ("tenant", a.tenant))
-        counts = [("alto_attempts_total", (("error_class", a.error_class), ("model", a.model), ("outcome", a.outcome),
-                                           ("provider", a.provider), ("task", a.task), ("tenant", a.tenant)), 1.0)]
-        samples = [("alto_attempt_duration_seconds", (("model", a.model), ("outcome", a.outcome), ("provider", a.provider)),
-                    a.latency_s)]
+        dims = (a.tenant, a.task, a.model, a.provider, a.outcome, a.error_class)
+        k = self._attempt_keys.get(dims) or self._attempt_keys.setdefault(dims, _AttemptKeys(a))
+        counts = [("alto_attempts_total", k.attempts, 1.0)]
+        samples = [("alto_attempt_duration_seconds", k.duration, a.latency_s)]
         if a.ttft_s is not None:
-            samples.append(("alto_time_to_first_token_seconds", (("model", a.model), ("provider", a.provider)), a.ttft_s))
-        for kind, n in (("input", a.input_tokens), ("output", a.output_tokens), ("cache_read", a.cache_read_tokens),
-                        ("cache_write", a.cache_write_tokens)):
+            samples.append(("alto_time_to_first_token_seconds", k.ttft, a.ttft_s))
+        for key, n in zip(k.tokens, (a.input_tokens, a.output_tokens, a.cache_read_tokens, a.cache_write_tokens)):
             if n:
-                counts.append(("alto_tokens_total", (*base, ("type", kind)), n))
+                counts.append(("alto_tokens_total", key, n))
         if a.cost_usd:
-            counts.append(("alto_cost_usd_total", base, a.cost_usd))
+            counts.append(("alto_cost_usd_total", k.base, a.cost_usd))
         if a.fallback:
-            counts.append(("alto_fallbacks_total", base, 1.0))
+            counts.append(("alto_fallbacks_total", k.base, 1.0))
         self.registry.record(counts, samples)
 
     def job(self, j: JobRecord, job: Job) -> None:
-        labels = (("model", j.model), ("status", j.status), ("task", j.task), ("tenant", j.tenant))
+        dims = (j.tenant, j.task, j.model, j.status)
+        labels, hit = self._job_keys.get(dims) or self._job_keys.setdefault(dims, (
+            (("model", j.model), ("status", j.status), ("task", j.task), ("tenant", j.tenant)),
+            (("model", j.model), ("task", j.task), ("tenant", j.tenant))))
         counts = [("alto_jobs_total", labels, 1.0), ("alto_job_attempts_total", labels, j.attempts)]
         if j.cache_hit:
-            counts.append(("alto_cache_hits_total", (("model", j.model), ("task", j.task), ("tenant", j.tenant)), 1.0))
+            counts.append(("alto_cache_hits_total", hit, 1.0))
         self.registry.record(counts, (("alto_job_duration_seconds", labels, j.latency_s),))
 
     def picked(self, tenant: str, task: str, queue_age_s: float) -> None:
