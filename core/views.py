@@ -152,7 +152,7 @@ class UsageReport(_Model):
     rows: list[UsageRow]
 
 
-class ModelState(BaseModel):
+class ModelState(_Model):
     """One catalogued model's shared governance state: its circuit and its rate buckets."""
 
     model: str
@@ -162,5 +162,5 @@ class ModelState(BaseModel):
     rate: dict[str, Any] = Field(description="Configured limits, tokens available now per bucket, slots in use.")
 
 
-class ModelStates(BaseModel):
+class ModelStates(_Model):
     models: list[ModelState]

@@ -397,7 +397,8 @@ def test_s3_blobs_and_secrets_manager(aws):
 
 def test_the_submit_path_loads_neither_the_llm_sdk_nor_the_worker_side(aws):
     """A real submit through the api handler, in a fresh process: no LLM SDK, tokenizer or NumPy, no
-    boto3 layer (botocore is enough), and none of the job-processing config, routing or retrieval."""
+    boto3 layer (botocore is enough), no asyncio (a synchronous handler; ~9 ms of import), and none of
+    the job-processing config, routing or retrieval."""
     code = (
         "import sys, json; import adapters.aws.handlers as h\n"
         "class C:\n    def get_remaining_time_in_millis(self): return 10000\n"
@@ -405,7 +406,7 @@ def test_the_submit_path_loads_neither_the_llm_sdk_nor_the_worker_side(aws):
         "{'http': {'method': 'POST'}}, 'body': json.dumps({'prompt': 'hi'})}\n"
         "r = h.api(e, C()); assert r['statusCode'] == 202, r\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('anthropic', 'httpx2', 'tiktoken', 'numpy', "
-        "'boto3') or m in ('core.config.worker', 'core.routing', 'core.retrieval', 'core.providers'))))"
+        "'boto3', 'asyncio') or m in ('core.config.worker', 'core.routing', 'core.retrieval', 'core.providers'))))"
     ) % KEY
     import os
 

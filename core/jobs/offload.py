@@ -10,7 +10,6 @@ Every job-store, state-store and queue call the worker makes goes through one.
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -35,6 +34,8 @@ class Offload:
         if self.runner is not None:
             return self.runner.run(fn, *args, **kwargs)
         if self.remote:
+            import asyncio  # here, not at the top: the submit path imports this module and never offloads
+
             return asyncio.to_thread(fn, *args, **kwargs)
         return _inline(fn, *args, **kwargs)
 
