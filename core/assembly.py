@@ -33,8 +33,14 @@ class Assembled:
 
     @property
     def input_tokens(self) -> int:
-        """Tokens to reserve against rate limits: the count plus the margin the model may add."""
+        """Tokens the prompt takes of a window: the count plus the margin held back for the model's tokenizer."""
         return self.record.input_tokens + self.record.margin_tokens
+
+    def rate_tokens(self, model: ModelConfig) -> int:
+        """Input tokens to reserve against the model's rate limits: the count raised by its `token_margin` (the
+        model's own tokenizer may count that share more than ours); the reply's real count then corrects it.
+        Never the window's margin, which is a share of the whole window: tens of thousands of tokens a call."""
+        return math.ceil(self.record.input_tokens * (1 + model.token_margin))
 
 
 def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:

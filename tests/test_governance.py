@@ -127,6 +127,22 @@ def test_empty_bucket_defers_without_spending_an_attempt_and_no_429s(make_app):
     assert stats["429_rate_limit"] == 0 and stats["calls"] == 3
 
 
+def test_a_token_margin_raises_the_reservation_by_its_share_not_by_a_share_of_the_window(make_app):
+    """The shipped configs set `token_margin: 0.25` (Claude counts up to ~25% above cl100k_base) beside a
+    50,000 input-tokens-per-minute limit. The margin is a share of the prompt: a 70-token prompt reserves
+    ~88 tokens, not 25% of a 200,000-token window (which took the whole minute's bucket per call, so one
+    job a minute ran and the rest were deferred)."""
+    with ServerThread(FakeAnthropic(FaultPlan())) as srv:
+        cfg = with_model(anthropic_config(srv.url, in_process_wait_s=0), token_margin=0.25,
+                         limits={"requests_per_minute": 50, "input_tokens_per_minute": 50_000})
+        app = make_app(cfg)
+        jobs = run(app, *[JobRequest(prompt=f"question {i}") for i in range(5)])
+        level = app.state.get("rl:fake:claude-haiku-4-5").value["levels"]["input_tokens"]
+    assert [j.status for j in jobs] == [JobStatus.succeeded] * 5
+    assert all(not j.attempts[0].error_class for j in jobs) and [j.provider_calls for j in jobs] == [1] * 5
+    assert level > 50_000 - 5 * 200  # five calls took their prompts' tokens, not five windows' margins
+
+
 def test_without_our_limiter_the_same_load_gets_429s(make_app):
     """The control for the test above: the fake really enforces its limit."""
     with ServerThread(FakeAnthropic(FaultPlan(rpm=60, burst=1))) as srv:

@@ -110,8 +110,8 @@ class Pipeline:
             run = await self._prepare(job, deadline)
         except (GuardrailViolation, NoRoute) as e:
             return await self._refuse(job, str(e))
-        except ConfigError as e:  # e.g. the provider's secret is not set: fix it, then `alto dlq replay`
-            return await self._refuse(job, f"the service cannot call its provider: {e}")
+        except ConfigError as e:  # e.g. the provider's secret is not set, a grant is missing: fix it, then replay
+            return await self._refuse(job, f"the service is not configured for this job: {e}")
         if (hit := await self._cached(run)) is not None:
             return hit
         decision = run.prepared.decision
@@ -181,7 +181,8 @@ class Pipeline:
                 return await self._hand_back(job, 0.0, "no time left in this invocation")
             try:
                 assembled = await run.assemblies.get(current)
-                async with self.admission.admit(plan, current, assembled.input_tokens, run.deadline, job,
+                rate_tokens = assembled.rate_tokens(self.settings.models[current.model])
+                async with self.admission.admit(plan, current, rate_tokens, run.deadline, job,
                                                 counted_input=assembled.record.input_tokens) as ticket:
                     if isinstance(ticket, Deferral):
                         return await self._defer(job, jittered(ticket.delay_s), ticket.reason)
