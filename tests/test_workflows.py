@@ -250,7 +250,10 @@ def test_submit_names_what_is_wrong_with_a_workflow_request(live, fake_anthropic
             ({"workflow": "nope", "inputs": {"document": "x"}}, "workflow", "not configured"),
             ({"workflow": "summarize", "inputs": {}}, "inputs.document", "needs the input"),
             ({"workflow": "summarize", "inputs": {"document": "x", "extra": "y"}}, "inputs.extra", "only the input"),
-            ({"workflow": "summarize", "inputs": {"document": "blob:missing.pdf"}}, "inputs.document", "no blob"),
+            ({"workflow": "summarize", "inputs": {"document": "blob:workflow-inputs/missing.pdf"}}, "inputs.document",
+             "no blob"),
+            ({"workflow": "summarize", "inputs": {"document": "blob:audit/retention=90d/beta/x.jsonl"}}, "inputs.document",
+             "must be uploaded under 'workflow-inputs/'"),  # never another part of the blob store
             ({"workflow": "summarize", "prompt": "hi", "inputs": {"document": "x"}}, "prompt", "not both"),
             ({"inputs": {"document": "x"}, "prompt": "hi"}, "inputs", "for workflows"),
             ({}, "prompt", "prompt is required"),
@@ -288,8 +291,8 @@ def test_a_twenty_page_pdf_through_a_2048_token_window_makes_one_summary(make_ap
     pdf = tmp_path / "handbook.pdf"
     make_pdf(pdf, pages=20)
     app = make_app(config(url, window=2048, max_tokens=256))
-    app.blobs.put("uploads/handbook.pdf", pdf.read_bytes())
-    job = run(app, submit(app, "summarize", "blob:uploads/handbook.pdf").id, timeout=60)
+    app.blobs.put("workflow-inputs/handbook.pdf", pdf.read_bytes())
+    job = run(app, submit(app, "summarize", "blob:workflow-inputs/handbook.pdf").id, timeout=60)
     assert job.status is JobStatus.succeeded, job.error
     parts, summary = job.workflow.steps
     assert parts.total >= 9 and summary.total >= 1 and job.result_text

@@ -1,7 +1,9 @@
 """A workflow's inputs: inline text, or `blob:KEY` for a document in the blob store (claim-check).
 
 At submit, inline text over `INLINE_CHARS` is moved to the blob store, so a job record stays small on
-every store (DynamoDB items are 400 KB); a `blob:KEY` the caller gives must exist. The worker reads a blob
+every store (DynamoDB items are 400 KB); a `blob:KEY` the caller gives must exist and lie under
+`workflow-inputs/`: the rest of the blob store (other tenants' index snapshots, streams, audit logs) is
+never an input, and each deployment grants its functions that one prefix for documents. The worker reads a blob
 through the same extraction as `alto ingest` (PDF pages become sections, HTML headings Markdown), so the
 map's chunks follow the document's structure.
 """
@@ -25,6 +27,9 @@ def stash(inputs: dict[str, str], blobs: BlobStore | None) -> dict[str, str]:
     for name, value in inputs.items():
         if value.startswith(BLOB):
             key = value[len(BLOB):]
+            if not key.startswith(PREFIX) or ".." in key.split("/"):
+                raise InputError(f"inputs.{name}: a document must be uploaded under '{PREFIX}' (got '{key}'); put it at "
+                                 f"{PREFIX}NAME in the blob store and give blob:{PREFIX}NAME", field=f"inputs.{name}")
             if blobs is not None and not _exists(blobs, key):
                 raise InputError(f"inputs.{name}: no blob '{key}' in the blob store; upload the document first "
                                  "(`alto ask --workflow NAME --file PATH` does)", field=f"inputs.{name}")

@@ -91,9 +91,11 @@ def _request(app: Any, args: argparse.Namespace) -> JobRequest | str:
 
 
 def _upload(app: Any, path: Path) -> str:
-    """The file in the blob store, keyed by content: `blob:uploads/SHA256/NAME` (the worker extracts its text)."""
+    """The file in the blob store, keyed by content: `blob:workflow-inputs/SHA256/NAME` (the worker extracts its text)."""
+    from core.workflows.inputs import PREFIX
+
     data = path.read_bytes()
-    key = f"uploads/{hashlib.sha256(data).hexdigest()}/{path.name}"
+    key = f"{PREFIX}{hashlib.sha256(data).hexdigest()}/{path.name}"
     app.blobs.put(key, data)
     return "blob:" + key
 
