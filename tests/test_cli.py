@@ -73,6 +73,20 @@ def test_hash_key_matches_what_the_api_accepts(tmp_path):
     assert run(["config", "hash-key", "s3cret"], tmp_path / "d").stdout.strip() == hash_api_key("s3cret")
 
 
+def test_a_deployment_is_given_its_first_key_as_a_hash(tmp_path):
+    """The clouds' first-key path: `alto config hash-key` prints what ALTO_API_KEY_HASHES takes (set by the
+    deploy parameter), so no raw key ever sits in a function's environment."""
+    from core.config import load_api_settings
+    from core.entrypoints.auth import ApiKeys
+
+    digest = run(["config", "hash-key", "first-key"], tmp_path / "d").stdout.strip()
+    settings = load_api_settings(None, env={"ALTO_API_KEY_HASHES": f"acme={digest}"})
+    assert settings.tenants["acme"].api_keys == [digest]
+    assert ApiKeys(settings, None).tenant_for("Bearer first-key") == "acme"  # type: ignore[arg-type]
+    bad = run(["config", "check"], tmp_path / "d", env={"ALTO_API_KEY_HASHES": "acme=first-key"}, check=False)
+    assert bad.returncode == 2 and "tenant=sha256:<64 hex>" in bad.stderr and "first-key" not in bad.stderr
+
+
 def test_help_lists_commands(tmp_path):
     out = run(["--help"], tmp_path / "d").stdout
     for cmd in ("serve", "ask", "jobs", "dlq", "ingest", "config"):

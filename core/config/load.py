@@ -95,6 +95,24 @@ def parse_api_keys_env(value: str) -> dict[str, list[str]]:
     return out
 
 
+def parse_api_key_hashes_env(value: str) -> dict[str, list[str]]:
+    """`tenant1=sha256:HEX,tenant2=sha256:HEX` (what `alto config hash-key` prints) → hashed keys per tenant.
+
+    The first-key path of a cloud deploy: a hash is safe in a function's environment, a raw key is not."""
+    from core.config.api import KEY_HASH
+
+    out: dict[str, list[str]] = {}
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        tenant, sep, digest = item.partition("=")
+        if not sep or not tenant.strip() or not KEY_HASH.match(digest.strip()):
+            raise ConfigError(
+                f"ALTO_API_KEY_HASHES: entry '{tenant.strip() or item}=…' is not of the form tenant=sha256:<64 hex>; "
+                "make each hash with `alto config hash-key KEY` and give e.g. acme=sha256:9f86…"
+            )
+        out.setdefault(tenant.strip(), []).append(digest.strip())
+    return out
+
+
 def default_config_path(env: Mapping[str, str]) -> Path | None:
     if env.get("ALTO_CONFIG"):
         return Path(env["ALTO_CONFIG"])
@@ -151,11 +169,16 @@ def _read(path: str | Path | None, env: Mapping[str, str] | None) -> tuple[dict[
     data = _deep_merge(data, _env_overrides(env, overrides))
     if env.get("ALTO_DATA_DIR"):
         data["data_dir"] = env["ALTO_DATA_DIR"]
-    if env.get("ALTO_API_KEYS"):
-        tenants = data.setdefault("tenants", {}) or {}
-        data["tenants"] = tenants
-        for tenant, keys in parse_api_keys_env(env["ALTO_API_KEYS"]).items():
-            entry = tenants.setdefault(tenant, {}) or {}
-            tenants[tenant] = entry
-            entry["api_keys"] = list(entry.get("api_keys") or []) + keys
+    for name, parse in (("ALTO_API_KEYS", parse_api_keys_env), ("ALTO_API_KEY_HASHES", parse_api_key_hashes_env)):
+        if env.get(name):
+            _add_keys(data, parse(env[name]))
     return data, source
+
+
+def _add_keys(data: dict[str, Any], hashed: dict[str, list[str]]) -> None:
+    tenants = data.setdefault("tenants", {}) or {}
+    data["tenants"] = tenants
+    for tenant, keys in hashed.items():
+        entry = tenants.setdefault(tenant, {}) or {}
+        tenants[tenant] = entry
+        entry["api_keys"] = list(entry.get("api_keys") or []) + keys

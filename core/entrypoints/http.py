@@ -166,8 +166,9 @@ class Api:
 
     def _unauthorized(self) -> ApiResponse:
         if not self.keys.by_hash:
-            return error(401, "unauthorized", "no API keys are configured; set ALTO_API_KEYS=tenant=key "
-                         "or add hashed keys under tenants.<name>.api_keys")
+            return error(401, "unauthorized", "no API keys are configured; give the service a key's hash "
+                         "(`alto config hash-key KEY`) in ALTO_API_KEY_HASHES=tenant=sha256:... or under "
+                         "tenants.<name>.api_keys (locally, ALTO_API_KEYS=tenant=key also works)")
         return error(401, "unauthorized", "missing or invalid API key; send 'Authorization: Bearer <key>'")
 
     # ------------------------------------------------------------------ handlers (named in ROUTES)
