@@ -34,7 +34,12 @@ def check_job_store(store: JobStore, *, prompt: str = "p", corrupt: Callable[[st
     assert store.get("j1").status is JobStatus.running  # type: ignore[union-attr]
     assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
     assert store.list(status=JobStatus.running, updated_before=now - 200) == []
-    assert [j.id for j in store.list(tenant="acme")] == ["j1"] and store.list(tenant="beta") == []
+    assert [j.id for j in store.list(tenant="acme")] == ["j1"]
+    assert store.list(tenant="beta") == []
+    assert [j.id for j in store.list(tenant="acme", status=JobStatus.running)] == ["j1"]  # GET /v1/jobs?status=
+    assert store.list(tenant="acme", status=JobStatus.failed) == []
+    assert store.list(tenant="beta", status=JobStatus.running) == []
+    assert [j.id for j in store.list(status=JobStatus.running)] == ["j1"]  # the operator's view of every tenant
     if corrupt is not None:
         bad = Job(id="j2", tenant="acme", request=JobRequest(prompt=prompt), request_hash="h", trace_id="t",
                   created_at=now + 1, updated_at=now - 100, status=JobStatus.running)

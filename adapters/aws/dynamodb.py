@@ -1,17 +1,27 @@
 """JobStore and StateStore on DynamoDB: every change is one conditional write.
 
-Jobs table: partition key `id`; GSIs `by_status` (status, updated_at) for the reconciler and
-`by_tenant` (tenant, created_at) for listings. A terminal job gets `expires_at` (the table's TTL
-attribute) after the retention period. State table: partition key `k`; `expires_at` is the TTL
-attribute, and because DynamoDB deletes expired items lazily (within days), reads and conditions
-treat an expired item as absent themselves.
+Jobs table: partition key `id`, and three keys-only indexes (serverless.yml), each written only when its
+key changes and read through one consistent BatchGetItem per page, so no index holds a copy of a record
+and a listing never shows a stale one:
+
+- `by_tenant` (tenant, created_at): a tenant's listing, newest first;
+- `by_tenant_status` (`tenant#status`, created_at): a tenant's listing by status;
+- `by_sweep` (`status#shard`, updated_at): queued and running jobs only (a terminal job drops the
+  attribute, so the index stays small), spread over `SWEEP_SHARDS` keys so one status is never a hot
+  partition; the reconciler queries every shard.
+
+A terminal job gets `expires_at` (the table's TTL attribute) after the retention period. State table:
+partition key `k`; `expires_at` is the TTL attribute, and because DynamoDB deletes expired items lazily
+(within days), reads and conditions treat an expired item as absent themselves.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
-from typing import Any, Callable
+import zlib
+from typing import Any, Callable, Iterator
 
 from core.errors import ConflictError
 from core.models import Job, JobStatus
@@ -19,6 +29,9 @@ from core.ports import StateRecord
 from core.records import listed_jobs, stored_job
 
 JOB_RETENTION_S = 30 * 86400
+SWEEP_SHARDS = 8
+SWEPT = (JobStatus.queued, JobStatus.running)
+BATCH_GET_MAX = 100  # BatchGetItem's limit per call
 
 
 def _n(x: float | int) -> dict[str, str]:
@@ -27,6 +40,11 @@ def _n(x: float | int) -> dict[str, str]:
 
 def _conditional_failed(c: Any, e: Exception) -> bool:
     return isinstance(e, c.exceptions.ConditionalCheckFailedException)
+
+
+def sweep_key(job_id: str, status: JobStatus, shard: int | None = None) -> str:
+    """The by_sweep partition of a queued or running job: its status and a stable shard of its id."""
+    return f"{status.value}#{zlib.crc32(job_id.encode()) % SWEEP_SHARDS if shard is None else shard}"
 
 
 class DynamoJobStore:
@@ -40,9 +58,12 @@ class DynamoJobStore:
     def _item(self, job: Job) -> dict[str, Any]:
         item = {
             "id": {"S": job.id}, "tenant": {"S": job.tenant}, "status": {"S": job.status.value},
+            "tenant_status": {"S": f"{job.tenant}#{job.status.value}"},
             "version": _n(job.version), "created_at": _n(job.created_at), "updated_at": _n(job.updated_at),
             "data": {"S": job.model_dump_json()},
         }
+        if job.status in SWEPT:
+            item["sweep"] = {"S": sweep_key(job.id, job.status)}
         if job.status.terminal:
             item["expires_at"] = _n(int((job.finished_at or job.updated_at) + self.retention_s))
         return item
@@ -81,58 +102,81 @@ class DynamoJobStore:
         self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
         updated_before: float | None = None,
     ) -> list[Job]:
-        c = self._client()
-        kwargs: dict[str, Any] = {"TableName": self.table}
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        filters: list[str] = []
-        if status is not None:
-            kwargs["IndexName"] = "by_status"
-            names["#s"] = "status"
-            values[":s"] = {"S": status.value}
-            key = "#s = :s"
-            if updated_before is not None:
-                values[":before"] = _n(updated_before)
-                names["#upd"] = "updated_at"
-                key += " AND #upd < :before"
-            kwargs["KeyConditionExpression"] = key
-            if tenant is not None:
-                values[":t"] = {"S": tenant}
-                names["#t"] = "tenant"
-                filters.append("#t = :t")
+        if status in SWEPT and (updated_before is not None or tenant is None):
+            ids: Iterator[str] | Iterator[tuple[float, str]] = self._swept(status, updated_before)  # type: ignore[arg-type]
         elif tenant is not None:
-            kwargs["IndexName"] = "by_tenant"
-            values[":t"] = {"S": tenant}
-            names["#t"] = "tenant"
-            kwargs["KeyConditionExpression"] = "#t = :t"
-            if updated_before is not None:
-                values[":before"] = _n(updated_before)
-                names["#upd"] = "updated_at"
-                filters.append("#upd < :before")
+            key = ("tenant_status", f"{tenant}#{status.value}") if status is not None else ("tenant", tenant)
+            ids = self._keys(f"by_{key[0]}", key[0], key[1], newest_first=True)
         else:
-            return self._scan(limit, updated_before)
-        if filters:
-            kwargs["FilterExpression"] = " AND ".join(filters)
-        if names:
-            kwargs["ExpressionAttributeNames"] = names
-        kwargs["ExpressionAttributeValues"] = values
-        kwargs["ScanIndexForward"] = updated_before is not None  # oldest first when sweeping, else newest
+            return self._scan(limit, status, updated_before)
         out: list[Job] = []
-        for page in c.get_paginator("query").paginate(**kwargs):
-            out.extend(listed_jobs([i["data"]["S"] for i in page.get("Items", [])]))
+        for page in _pages(ids, BATCH_GET_MAX if limit > BATCH_GET_MAX else limit):
+            out.extend(j for j in self._read(page) if _wanted(j, tenant, status, updated_before))
             if len(out) >= limit:
                 break
+        if updated_before is not None:  # the port's order for a sweep: oldest update first
+            out.sort(key=lambda j: j.updated_at)
         return out[:limit]
 
-    def _scan(self, limit: int, updated_before: float | None) -> list[Job]:
-        kwargs: dict[str, Any] = {"TableName": self.table}
-        if updated_before is not None:
-            kwargs.update(FilterExpression="#upd < :before", ExpressionAttributeNames={"#upd": "updated_at"},
-                          ExpressionAttributeValues={":before": _n(updated_before)})
-        jobs = listed_jobs([i["data"]["S"] for page in self._client().get_paginator("scan").paginate(**kwargs)
+    def _keys(self, index: str, attr: str, value: str, *, newest_first: bool, before: float | None = None,
+              sort: str = "created_at") -> Iterator[tuple[float, str]]:
+        """(sort key, id) from one index partition, page by page, in its order."""
+        names, values = {"#k": attr}, {":k": {"S": value}}
+        condition = "#k = :k"
+        if before is not None:
+            names["#s"], values[":before"] = sort, _n(before)
+            condition += " AND #s < :before"
+        for page in self._client().get_paginator("query").paginate(
+                TableName=self.table, IndexName=index, KeyConditionExpression=condition,
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values, ScanIndexForward=not newest_first):
+            for item in page.get("Items", []):
+                yield float(item[sort]["N"]), item["id"]["S"]
+
+    def _swept(self, status: JobStatus, before: float | None) -> Iterator[str]:
+        """Every shard's queued (or running) jobs, oldest update first, merged."""
+        shards = [self._keys("by_sweep", "sweep", sweep_key("", status, shard), newest_first=False, before=before,
+                             sort="updated_at") for shard in range(SWEEP_SHARDS)]
+        return (job_id for _, job_id in heapq.merge(*shards))
+
+    def _read(self, ids: list[str]) -> list[Job]:
+        """The records of `ids`, consistently and in the order given (missing ones left out)."""
+        c = self._client()
+        found: dict[str, str] = {}
+        request = {self.table: {"Keys": [{"id": {"S": i}} for i in dict.fromkeys(ids)], "ConsistentRead": True,
+                                "ProjectionExpression": "#id, #d", "ExpressionAttributeNames": {"#id": "id", "#d": "data"}}}
+        for attempt in range(8):
+            r = c.batch_get_item(RequestItems=request)
+            found.update((i["id"]["S"], i["data"]["S"]) for i in r.get("Responses", {}).get(self.table, []))
+            request = r.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(min(1.0, 0.05 * 2 ** attempt))  # throttled: back off, then ask for the rest
+        return listed_jobs([found[i] for i in ids if i in found])
+
+    def _scan(self, limit: int, status: JobStatus | None, updated_before: float | None) -> list[Job]:
+        """Every tenant's jobs (the operator's CLI, never an HTTP request)."""
+        jobs = listed_jobs([i["data"]["S"] for page in self._client().get_paginator("scan").paginate(TableName=self.table)
                             for i in page.get("Items", [])])
-        jobs.sort(key=lambda j: j.created_at, reverse=updated_before is None)
+        jobs = [j for j in jobs if _wanted(j, None, status, updated_before)]
+        jobs.sort(key=lambda j: j.updated_at if updated_before is not None else -j.created_at)
         return jobs[:limit]
+
+
+def _wanted(job: Job, tenant: str | None, status: JobStatus | None, updated_before: float | None) -> bool:
+    """The index gave a candidate; its record, read consistently, decides (an index lags its table)."""
+    return ((tenant is None or job.tenant == tenant) and (status is None or job.status is status)
+            and (updated_before is None or job.updated_at < updated_before))
+
+
+def _pages(ids: Iterator[str] | Iterator[tuple[float, str]], size: int) -> Iterator[list[str]]:
+    page: list[str] = []
+    for entry in ids:
+        page.append(entry[1] if isinstance(entry, tuple) else entry)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 class DynamoStateStore:
