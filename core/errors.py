@@ -21,6 +21,11 @@ class ConfigError(AltoError):
     """The configuration is invalid; the message names the key and how to fix it."""
 
 
+class AccessDenied(ConfigError):
+    """The deployment does not grant a call the code makes (a cloud's 403): the message names the call
+    and the grant to add. Permanent for the job, like any configuration error."""
+
+
 class InputError(AltoError):
     """A request was rejected before anything was stored."""
 

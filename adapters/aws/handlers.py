@@ -9,6 +9,7 @@ jobs whose message was lost. Each one translates; the core decides.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -52,29 +53,46 @@ def _request(event: dict[str, Any]) -> ApiRequest:
                       query=dict(parse_qsl(event.get("rawQueryString") or "", keep_blank_values=True)))
 
 
+def _decoded(app: Any, records: list[dict[str, Any]]) -> tuple[list[Any], list[str], list[str]]:
+    """(deliveries, ids whose claim-checked body could not be fetched now, ids whose body is gone).
+
+    Each record is read on its own: one failing fetch must not fail its nine siblings."""
+    from core.logs import log_event
+
+    deliveries, failed, gone = [], [], []
+    for r in records:
+        try:
+            deliveries.append(app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {})))
+        except KeyError:  # the claim-check blob expired: the reconciler re-sends the job from its record
+            log_event("queue.claim_check_gone", logging.ERROR, message_id=r["messageId"])
+            gone.append(r["messageId"])
+        except Exception as e:  # S3 unavailable or denied: this record alone is retried
+            log_event("queue.claim_check_failed", logging.ERROR, message_id=r["messageId"], error=repr(e)[:300])
+            failed.append(r["messageId"])
+    return deliveries, failed, gone
+
+
 def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from adapters.aws.sqs import LambdaBatch
     from core.entrypoints.consumer import run_batch
 
     app = get_app()
     batch = LambdaBatch(app.queue)  # type: ignore[arg-type]
-    deliveries = [app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {}))  # type: ignore[attr-defined]
-                  for r in event.get("Records", [])]
+    deliveries, failed, _ = _decoded(app, event.get("Records", []))
     run_batch(app.service, batch, deliveries, deadline=_deadline(context),
               retry_delay_s=app.settings.governance.backoff_base_s)
-    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in batch.failures]}
+    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failed + batch.failures]}
 
 
 def dead_letter(event: dict[str, Any], context: Any) -> dict[str, Any]:
     app = get_app()
-    failures = []
-    for r in event.get("Records", []):
-        d = app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {}))  # type: ignore[attr-defined]
+    deliveries, failures, _ = _decoded(app, event.get("Records", []))
+    for d in deliveries:
         try:
             app.service.dead_letter(d)
         except Exception:  # a store outage: keep the record in the DLQ and try again
-            failures.append({"itemIdentifier": r["messageId"]})
-    return {"batchItemFailures": failures}
+            failures.append(d.message_id)
+    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failures]}
 
 
 def reconcile(event: dict[str, Any], context: Any) -> dict[str, int]:
