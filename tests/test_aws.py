@@ -346,6 +346,30 @@ def test_message_over_256_kb_travels_via_s3(aws):
     assert aws.receive()[0]["Body"] == "small"
 
 
+def test_a_claim_check_that_cannot_be_read_fails_its_own_record_not_the_batch(aws, monkeypatch):
+    good = aws.submit("a sibling in the same batch")
+    sqs_send = aws.sqs.send_message
+    sqs_send(QueueUrl=aws.queue_url, MessageBody=json.dumps({"claim_check": "claim-check/expired", "bytes": 99}))
+    sqs_send(QueueUrl=aws.queue_url, MessageBody=json.dumps({"claim_check": "claim-check/unreadable", "bytes": 99}))
+    blobs = aws.app.blobs
+    real_get = blobs.get
+
+    def get(key: str) -> bytes:
+        if key == "claim-check/unreadable":
+            raise ConnectionError("S3 is unreachable")
+        return real_get(key)
+
+    monkeypatch.setattr(blobs, "get", get)
+    messages: list[dict[str, Any]] = []
+    while len(messages) < 3:
+        messages += aws.receive()
+    failed = aws.lambda_batch(messages)
+    by_body = {json.loads(m["Body"]).get("claim_check"): m["MessageId"] for m in messages}
+    # each retried alone (the expired one's pointer, unparseable, heads for the DLQ for review)
+    assert failed == {by_body["claim-check/unreadable"], by_body["claim-check/expired"]}
+    assert aws.app.store.get(good).status is JobStatus.succeeded
+
+
 def test_reconcile_handler_requeues_a_job_whose_message_was_lost(aws):
     job_id = aws.submit("lost message")
     for m in aws.receive():

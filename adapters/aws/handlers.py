@@ -53,23 +53,21 @@ def _request(event: dict[str, Any]) -> ApiRequest:
                       query=dict(parse_qsl(event.get("rawQueryString") or "", keep_blank_values=True)))
 
 
-def _decoded(app: Any, records: list[dict[str, Any]]) -> tuple[list[Any], list[str], list[str]]:
-    """(deliveries, ids whose claim-checked body could not be fetched now, ids whose body is gone).
+def _decoded(app: Any, records: list[dict[str, Any]]) -> tuple[list[Any], list[str]]:
+    """(deliveries, ids of records whose claim-checked body could not be fetched now).
 
-    Each record is read on its own: one failing fetch must not fail its nine siblings."""
+    Each record is read on its own: one failing fetch must not fail its nine siblings. (A blob that is gone
+    comes back as its pointer, which the service can't parse: retried, then dead-lettered for review.)"""
     from core.logs import log_event
 
-    deliveries, failed, gone = [], [], []
+    deliveries, failed = [], []
     for r in records:
         try:
             deliveries.append(app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {})))
-        except KeyError:  # the claim-check blob expired: the reconciler re-sends the job from its record
-            log_event("queue.claim_check_gone", logging.ERROR, message_id=r["messageId"])
-            gone.append(r["messageId"])
         except Exception as e:  # S3 unavailable or denied: this record alone is retried
             log_event("queue.claim_check_failed", logging.ERROR, message_id=r["messageId"], error=repr(e)[:300])
             failed.append(r["messageId"])
-    return deliveries, failed, gone
+    return deliveries, failed
 
 
 def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -78,7 +76,7 @@ def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     app = get_app()
     batch = LambdaBatch(app.queue)  # type: ignore[arg-type]
-    deliveries, failed, _ = _decoded(app, event.get("Records", []))
+    deliveries, failed = _decoded(app, event.get("Records", []))
     run_batch(app.service, batch, deliveries, deadline=_deadline(context),
               retry_delay_s=app.settings.governance.backoff_base_s)
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failed + batch.failures]}
@@ -86,7 +84,7 @@ def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def dead_letter(event: dict[str, Any], context: Any) -> dict[str, Any]:
     app = get_app()
-    deliveries, failures, _ = _decoded(app, event.get("Records", []))
+    deliveries, failures = _decoded(app, event.get("Records", []))
     for d in deliveries:
         try:
             app.service.dead_letter(d)
