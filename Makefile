@@ -5,6 +5,9 @@ STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 NODE_STAMP := node_modules/.installed
 CHROME_STAMP := $(VENV)/.installed-chromium
+# deploy-file checkers whose own pins conflict with the test stack: a virtualenv of their own
+TOOLS ?= .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 # the Lambda runtime's Python, for the bundle's bytecode (packaging tests skip, saying so, without it)
 export ALTO_LAMBDA_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && echo $$p && break; done)
 
@@ -28,6 +31,13 @@ $(DEMO_STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e .
 	@touch $@
 
+$(TOOLS_STAMP): Makefile
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet 'checkov==3.3.30'
+	@touch $@
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -45,11 +55,12 @@ $(CHROME_STAMP):
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/python scripts/demo.py
 
-test: $(STAMP) $(NODE_STAMP) $(CHROME_STAMP)
-	$(VENV)/bin/python -m pytest
+# ALTO_REQUIRE_TOOLS: a proof whose tool is missing fails instead of skipping
+test: $(STAMP) $(NODE_STAMP) $(CHROME_STAMP) $(TOOLS_STAMP)
+	ALTO_REQUIRE_TOOLS=1 $(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) .alto-data .pytest_cache node_modules .serverless
+	rm -rf $(VENV) $(TOOLS) .alto-data .pytest_cache node_modules .serverless

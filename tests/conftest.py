@@ -16,6 +16,49 @@ from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "docs"
 KEYS = {"acme": "acme-key", "beta": "beta-key"}
+DEPLOY_KEY = "deploy-proof-key"
+
+
+def require_tool(name: str, how: str) -> Any:
+    """A tool a test needs is missing: skip saying how to get it, or fail where `make test` promised it
+    (ALTO_REQUIRE_TOOLS=1), so CI can never pass by skipping a proof."""
+    import os
+
+    message = f"{name} is not installed ({how})"
+    if os.environ.get("ALTO_REQUIRE_TOOLS") == "1":
+        pytest.fail(message + "; `make test` installs it", pytrace=False)
+    pytest.skip(message)  # the first API key the AWS deploy proof gives its stack, as a hash parameter
+
+
+@pytest.fixture(scope="session")
+def aws_packaged(tmp_path_factory) -> dict[str, Any]:
+    """`npx osls package` once per run: the CloudFormation template and the bundle, as `osls deploy` would
+    upload them, with the first API key given the documented way (`--param apiKeyHashes=...`)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from core.config.api import hash_api_key
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from lambda_cold_start import python312
+
+    if not (ROOT / "node_modules" / ".bin" / "osls").exists():
+        require_tool("osls", "run `npm ci`")
+    py312 = python312()
+    if py312 is None:
+        require_tool("python3.12", "the Lambda runtime's Python, for the bundle's bytecode; set ALTO_LAMBDA_PYTHON")
+    out = tmp_path_factory.mktemp("sls")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake", "ALTO_LAMBDA_PYTHON": py312}
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        env.pop(k, None)
+    r = subprocess.run(["npx", "--no-install", "osls", "package", "--stage", "ci", "--package", str(out),
+                        f"--param=apiKeyHashes=acme={hash_api_key(DEPLOY_KEY)}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    template = json.loads((out / "cloudformation-template-update-stack.json").read_text())
+    return {"dir": out, "template": template, "zip": out / "altostratus.zip", "log": r.stdout, "python312": py312}
 
 
 @pytest.fixture

@@ -22,25 +22,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lambda_cold_start import python312  # noqa: E402
 
 PY312 = python312()
-pytestmark = [
-    pytest.mark.skipif(not (ROOT / "node_modules" / ".bin" / "osls").exists(),
-                       reason="osls is not installed: run `npm ci` (make test does)"),
-    pytest.mark.skipif(PY312 is None, reason="no python3.12 to compile the Lambda bundle's bytecode; "
-                                             "set ALTO_LAMBDA_PYTHON"),
-]
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("sls")
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake", "ALTO_LAMBDA_PYTHON": PY312 or ""}
-    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        env.pop(k, None)
-    r = subprocess.run(["npx", "--no-install", "osls", "package", "--stage", "ci", "--package", str(out)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    template = json.loads((out / "cloudformation-template-update-stack.json").read_text())
-    return {"dir": out, "template": template, "zip": out / "altostratus.zip", "log": r.stdout}
+def packaged(aws_packaged) -> dict[str, Any]:
+    return aws_packaged
 
 
 def resources(packaged: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -84,7 +70,6 @@ def test_template_queue_batching_concurrency_and_runtime(packaged):
     worker = res["WorkerLambdaFunction"]["Properties"]
     assert worker["Handler"] == "adapters/aws/handlers.worker" and worker["ReservedConcurrentExecutions"] == 10
     queue = res["JobsQueue"]["Properties"]
-    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
     assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
                                       "maxReceiveCount": 5}
     mappings = {json.dumps(m["Properties"]["EventSourceArn"]): m["Properties"]
@@ -143,17 +128,74 @@ def _actions(role: dict[str, Any]) -> set[str]:
     return out
 
 
-def test_each_function_has_its_own_least_privilege_role(packaged):
+def test_each_function_has_its_own_role_and_no_wildcard_grant(packaged):
+    """Which grants each role needs is proven by running the functions under them (test_aws_deploy.py); here,
+    the shape: one role per function, no `*` action, every statement naming its resources."""
     res = packaged["template"]["Resources"]
-    roles = {name: res[name] for name in ("ApiRole", "WorkerRole", "DeadLetterRole", "ReconcileRole")}
     for fn, role in (("Api", "ApiRole"), ("Worker", "WorkerRole"), ("DeadLetter", "DeadLetterRole"),
                      ("Reconcile", "ReconcileRole")):
         assert res[f"{fn}LambdaFunction"]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
-    actions = {name: _actions(r) for name, r in roles.items()}
-    assert all("*" not in a for acts in actions.values() for a in acts)
-    assert not {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:GetObject"} & actions["ApiRole"]
-    assert "sqs:SendMessage" not in actions["DeadLetterRole"] and "dynamodb:Query" not in actions["WorkerRole"]
-    assert not any(a.startswith("secretsmanager") for a in actions["DeadLetterRole"] | actions["ReconcileRole"])
+        assert all("*" not in a for a in _actions(res[role]))
+
+
+def test_timeouts_leases_and_limits_agree_as_packaged(packaged):
+    """Every timing relation between the resources and the configuration the functions run with, on the
+    template as osls resolved it from serverless.yml's params (infra/aws/limits.js)."""
+    from adapters.aws.handlers import DEADLINE_MARGIN_S
+    from core.config import load_settings
+
+    res = packaged["template"]["Resources"]
+    fn = {name.removesuffix("LambdaFunction"): r["Properties"] for name, r in res.items()
+          if r["Type"] == "AWS::Lambda::Function"}
+    env = {k: v for k, v in fn["Worker"]["Environment"]["Variables"].items() if isinstance(v, str)}
+    assert all(f["Environment"]["Variables"] == fn["Worker"]["Environment"]["Variables"] for f in fn.values())
+    settings = load_settings(ROOT / "infra" / "aws" / "altostratus.yaml", env=env)  # what every function loads
+    worker, api, dead = fn["Worker"]["Timeout"], fn["Api"]["Timeout"], fn["DeadLetter"]["Timeout"]
+    jobs, dlq = res["JobsQueue"]["Properties"], res["DeadLetterQueue"]["Properties"]
+    mappings = {m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
+                for m in res.values() if m["Type"] == "AWS::Lambda::EventSourceMapping"}
+    esm = mappings["JobsQueue"]
+    # AWS: a queue's visibility timeout at least 6x its function's timeout plus the batching window
+    assert jobs["VisibilityTimeout"] >= 6 * worker + esm["MaximumBatchingWindowInSeconds"]
+    assert dlq["VisibilityTimeout"] >= 6 * dead
+    assert settings.queue.visibility_timeout_s == jobs["VisibilityTimeout"]
+    assert settings.queue.max_receives == jobs["RedrivePolicy"]["maxReceiveCount"]
+    # a lease ends inside the invocation (renewed up to its deadline), and before the message reappears
+    assert settings.governance.lease_s <= worker - DEADLINE_MARGIN_S
+    assert settings.governance.lease_s < jobs["VisibilityTimeout"]
+    assert settings.governance.in_process_wait_s < settings.governance.lease_s
+    for p in settings.providers.values():
+        assert p.timeout_s < settings.governance.lease_s  # one read can't outlive the lease it runs under
+    # a job is lost only when its message can no longer be invisible behind a crashed delivery
+    assert settings.governance.reconcile_after_s > jobs["VisibilityTimeout"]
+    # the api's longest wait (long-poll, buffered SSE) ends inside its timeout, which an HTTP API caps at 30 s
+    assert settings.stream.max_wait_s < api < 30
+    # the event source never invokes more workers than are reserved: a throttled batch counts a receive
+    assert esm["ScalingConfig"]["MaximumConcurrency"] <= fn["Worker"]["ReservedConcurrentExecutions"]
+    assert mappings["DeadLetterQueue"]["ScalingConfig"]["MaximumConcurrency"] <= fn["DeadLetter"][
+        "ReservedConcurrentExecutions"]
+    rule = next(r["Properties"] for r in res.values() if r["Type"] == "AWS::Events::Rule")
+    assert rule["ScheduleExpression"] == "rate(5 minutes)" and fn["Reconcile"]["Timeout"] < 300
+    assert fn["Reconcile"]["ReservedConcurrentExecutions"] == 1  # one sweep at a time
+
+
+def _printed(*params: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake"}
+    return subprocess.run(["npx", "--no-install", "osls", "print", "--stage", "ci", "--format", "json",
+                           *(f"--param={p}" for p in params)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_one_parameter_moves_every_timing_that_depends_on_it_and_a_bad_one_stops_the_deploy():
+    r = _printed("workerTimeout=300")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    cfg = json.loads(r.stdout)
+    env = cfg["provider"]["environment"]
+    assert cfg["functions"]["worker"]["timeout"] == 300
+    assert cfg["resources"]["Resources"]["JobsQueue"]["Properties"]["VisibilityTimeout"] == 6 * 300 + 1
+    assert env["ALTO_QUEUE__VISIBILITY_TIMEOUT_S"] == "1801" and env["ALTO_GOVERNANCE__LEASE_S"] == "290"
+    r = _printed("apiTimeout=30")
+    assert r.returncode != 0 and "apiTimeout must be 5..29 s (an HTTP API gives up at 30 s)" in r.stdout + r.stderr
 
 
 def test_zip_is_small_has_no_boto3_ships_bytecode_and_imports_cleanly(packaged, tmp_path):
