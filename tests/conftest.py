@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,6 +29,43 @@ def require_tool(name: str, how: str) -> Any:
     if os.environ.get("ALTO_REQUIRE_TOOLS") == "1":
         pytest.fail(message + "; `make test` installs it", pytrace=False)
     pytest.skip(message)  # the first API key the AWS deploy proof gives its stack, as a hash parameter
+
+
+GCLOUD_SDK = Path(os.environ.get("CLOUDSDK_ROOT", "/usr/lib/google-cloud-sdk"))
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory):
+    """The Pub/Sub and Firestore emulators that ship with the Google Cloud CLI, started directly (the `gcloud
+    ... start` wrapper leaves its java child running) and stopped by pid: their *_EMULATOR_HOST values."""
+    import shutil
+    import subprocess
+
+    from core.testing.servers import free_port
+    from tests.contracts import stop, wait_port
+
+    pubsub = GCLOUD_SDK / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    firestore = GCLOUD_SDK / "platform" / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
+    if not pubsub.exists() or not firestore.exists():
+        require_tool("the Google Cloud CLI's emulators", f"not under {GCLOUD_SDK}: install google-cloud-sdk with the "
+                     "pubsub and firestore emulator components, or set CLOUDSDK_ROOT")
+    if shutil.which("java") is None:
+        require_tool("java", "the Pub/Sub and Firestore emulators need Java 11+ on PATH")
+    logs = tmp_path_factory.mktemp("emulators")
+    ps_port, fs_port = free_port(), free_port()
+    ps = subprocess.Popen([str(pubsub), "--host=127.0.0.1", f"--port={ps_port}"],
+                          stdout=open(logs / "pubsub.log", "w"), stderr=subprocess.STDOUT)
+    fs = subprocess.Popen(["java", "-Duser.language=en", "-cp", str(firestore),
+                           "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
+                           "--host=127.0.0.1", f"--port={fs_port}"],
+                          stdout=open(logs / "firestore.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_port(ps_port, ps)
+        wait_port(fs_port, fs)
+        yield {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps_port}", "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{fs_port}"}
+    finally:
+        stop(ps)
+        stop(fs)
 
 
 @pytest.fixture(scope="session")

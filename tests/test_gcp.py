@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -22,40 +19,12 @@ import yaml
 
 from core.models import JobStatus
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
-from tests.contracts import check_job_store, check_state_store, stop, wait_port
+from tests.contracts import check_job_store, check_state_store
 from tests.fakes.gcs import FakeGcs
 
 ROOT = Path(__file__).resolve().parent.parent
-SDK = Path(os.environ.get("CLOUDSDK_ROOT", "/usr/lib/google-cloud-sdk"))
-PUBSUB_EMULATOR = SDK / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
-FIRESTORE_JAR = SDK / "platform" / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
 KEY = "gcp-test-key"
 MAIN = str(ROOT / "adapters" / "gcp" / "main.py")
-
-
-@pytest.fixture(scope="session")
-def emulators(tmp_path_factory):
-    if not PUBSUB_EMULATOR.exists() or not FIRESTORE_JAR.exists():
-        pytest.skip(f"the Google Cloud CLI's emulators are not under {SDK} (install google-cloud-sdk with the "
-                    "pubsub and firestore emulator components, or set CLOUDSDK_ROOT)")
-    if shutil.which("java") is None:
-        pytest.skip("the Pub/Sub and Firestore emulators need Java 11+ on PATH")
-    logs = tmp_path_factory.mktemp("emulators")
-    ps_port, fs_port = free_port(), free_port()
-    # started directly, not through `gcloud ... start`: the wrapper leaves its java child running
-    ps = subprocess.Popen([str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={ps_port}"],
-                          stdout=open(logs / "pubsub.log", "w"), stderr=subprocess.STDOUT)
-    fs = subprocess.Popen(["java", "-Duser.language=en", "-cp", str(FIRESTORE_JAR),
-                           "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-                           "--host=127.0.0.1", f"--port={fs_port}"],
-                          stdout=open(logs / "firestore.log", "w"), stderr=subprocess.STDOUT)
-    try:
-        wait_port(ps_port, ps)
-        wait_port(fs_port, fs)
-        yield {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps_port}", "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{fs_port}"}
-    finally:
-        stop(ps)
-        stop(fs)
 
 
 class FunctionServer:

@@ -1,6 +1,7 @@
-"""infra/gcp checked offline: `terraform fmt -check` (providers can't be downloaded here, so no
-init/validate), a strict HCL parse, and consistency with the code: every function's entry point and
-event type matches adapters/gcp/main.py, the topics match what the functions are configured with."""
+"""infra/gcp checked offline: `terraform fmt -check` (providers can't be downloaded here, so no init/validate),
+a strict HCL parse, the functions against adapters/gcp/main.py, and every timing relation, evaluated from the
+variables as Terraform would (tests/hcl.py). What each function may call is proven by running it:
+tests/test_gcp_deploy.py."""
 
 from __future__ import annotations
 
@@ -13,36 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.hcl import Terraform
+
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra" / "gcp"
 MAIN = ROOT / "adapters" / "gcp" / "main.py"
-
-
-def _plain(v):
-    """python-hcl2 keeps HCL's quotes on keys and literal strings; drop them and its markers."""
-    if isinstance(v, dict):
-        return {k.strip('"'): _plain(x) for k, x in v.items() if not k.startswith("__")}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    if isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == '"':
-        return v[1:-1]
-    return v
-
-
-def parsed() -> dict:
-    import hcl2
-
-    out: dict = {}
-    for tf in sorted(INFRA.glob("*.tf")):
-        with open(tf) as f:
-            for block, items in _plain(hcl2.load(f)).items():  # raises on anything that isn't valid HCL2
-                out.setdefault(block, []).extend(items)
-    return out
-
-
-def resources(kind: str) -> dict[str, dict]:
-    return {name: body for r in parsed().get("resource", []) for k, named in r.items() if k == kind
-            for name, body in named.items()}
 
 
 def entry_points() -> dict[str, str]:
@@ -64,55 +40,71 @@ def test_terraform_fmt_check():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_hcl_parses_and_every_function_matches_main_py():
-    functions = resources("google_cloudfunctions2_function")
+def test_every_function_matches_main_py_and_event_functions_are_pushed_by_a_subscription():
+    tf = Terraform(INFRA, {"project": "p"})
+    functions = tf.local("functions")
     kinds = entry_points()
-    assert set(kinds) == {"api", "worker", "dead_letter", "reconcile"}
-    assert {f["build_config"][0]["entry_point"] for f in functions.values()} == set(kinds)
-    for fn in functions.values():
-        entry = fn["build_config"][0]["entry_point"]
-        assert fn["build_config"][0]["runtime"] == "python312"
-        triggers = fn.get("event_trigger", [])
-        if kinds[entry] == "cloud_event":
-            (t,) = triggers
-            assert t["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
-            assert t["retry_policy"] == "RETRY_POLICY_RETRY"
-        else:
-            assert not triggers, f"{entry} is an HTTP function in main.py"
-        assert "google_service_account.fn" in fn["service_config"][0]["service_account_email"]
-
-
-def test_topics_and_environment_match_the_adapter_configuration():
-    functions = resources("google_cloudfunctions2_function")
-    topics = resources("google_pubsub_topic")
-    assert set(topics) == {"jobs", "dead"}
-    worker = functions["worker"]["event_trigger"][0]
-    dead = functions["dead_letter"]["event_trigger"][0]
-    assert "google_pubsub_topic.jobs.id" in worker["pubsub_topic"] and "google_pubsub_topic.dead.id" in dead["pubsub_topic"]
-    local_env = next(block["env"] for block in parsed()["locals"] if "env" in block)
+    assert {f["entry"] for f in functions.values()} == set(kinds) == {"api", "worker", "dead_letter", "reconcile"}
+    assert tf.resources("google_cloudfunctions2_function")["fn"]["for_each"] == "${local.functions}"
+    pushed = {sub["push_config"][0]["push_endpoint"] for sub in tf.resources("google_pubsub_subscription").values()}
+    for name, f in functions.items():
+        endpoint = f'${{google_cloudfunctions2_function.fn["{name}"].service_config[0].uri}}'
+        # a CloudEvent function receives Pub/Sub's push body (functions-framework converts it); the others are plain HTTP
+        assert (endpoint in pushed) == (kinds[f["entry"]] == "cloud_event"), name
+        assert f["ingress"] == ("ALLOW_ALL" if name == "api" else "ALLOW_INTERNAL_ONLY")
     from adapters.gcp.app import REQUIRED
 
-    assert set(REQUIRED) <= set(local_env) and "ALTO_CONFIG" in local_env and "ALTO_GCP_PROJECT" in local_env
-    assert "local.topic" in local_env["ALTO_TOPIC"]
+    assert set(REQUIRED) <= set(tf.local("env")) and tf.local("env")["ALTO_TOPIC"] == "alto-jobs"
+
+
+@pytest.mark.parametrize("variables", [{}, {"worker_timeout_s": 300, "api_timeout_s": 20, "max_delivery_attempts": 7}])
+def test_timeouts_deadlines_leases_and_limits_agree(variables):
+    """Every relation between Pub/Sub, the functions and the configuration they run with, for the defaults and
+    for changed variables (each derived value moves with its variable)."""
+    from adapters.gcp.main import DEADLINE_MARGIN_S
+    from core.config import load_settings
+
+    tf = Terraform(INFRA, {"project": "p", **variables})
+    fn, env = tf.local("functions"), tf.local("env")
+    settings = load_settings(INFRA / "altostratus.yaml", env=env)  # what every function loads
+    subs = tf.resources("google_pubsub_subscription")
+    jobs = subs["jobs"]
+    ack = tf.value(jobs["ack_deadline_seconds"])
+    worker_timeout = fn["worker"]["timeout"]
+    assert worker_timeout == tf.variables["worker_timeout_s"] == float(env["ALTO_FUNCTION_TIMEOUT_S"])
+    # a push waits for the whole invocation before counting it failed; Pub/Sub allows at most 600 s
+    assert worker_timeout < ack <= 600
+    assert tf.value(subs["dead"]["ack_deadline_seconds"]) > fn["dead-letter"]["timeout"]
+    assert settings.queue.visibility_timeout_s == ack
+    assert settings.queue.max_receives == tf.value(jobs["dead_letter_policy"][0]["max_delivery_attempts"])
+    # the lease ends inside the invocation (renewed up to its deadline); in-process waits and reads fit in it
+    assert settings.governance.lease_s <= worker_timeout - DEADLINE_MARGIN_S
+    assert settings.governance.in_process_wait_s < settings.governance.lease_s
+    assert all(p.timeout_s < settings.governance.lease_s for p in settings.providers.values())
+    # a job is lost only when no delivery can still be in flight or backing off
+    backoff = tf.value(jobs["retry_policy"][0]["maximum_backoff"])
+    assert settings.governance.reconcile_after_s > ack + int(backoff.removesuffix("s"))
+    # the api's longest wait ends inside its timeout
+    assert settings.stream.max_wait_s < fn["api"]["timeout"]
+    # the scheduler waits for the whole sweep, and one sweep ends before the next starts (every 5 minutes)
+    job = tf.resources("google_cloud_scheduler_job")["reconcile"]
+    assert tf.value(job["schedule"]) == "*/5 * * * *"
+    assert fn["reconcile"]["timeout"] < int(tf.value(job["attempt_deadline"]).removesuffix("s")) <= 300
+    # more than one request per instance needs a whole CPU (Cloud Run's rule)
+    assert all(float(f["cpu"]) >= 1 for f in fn.values() if f["concurrency"] > 1)
+
+
+def test_a_fresh_project_gets_every_api_it_uses():
+    tf = Terraform(INFRA, {"project": "p"})
+    enabled = set(tf.value(tf.resources("google_project_service")["api"]["for_each"]))
+    assert {"cloudfunctions.googleapis.com", "run.googleapis.com", "cloudbuild.googleapis.com", "pubsub.googleapis.com",
+            "firestore.googleapis.com", "secretmanager.googleapis.com", "cloudscheduler.googleapis.com",
+            "storage.googleapis.com", "artifactregistry.googleapis.com"} <= enabled
+
+
+def test_the_only_deploy_path_is_terraform_and_it_checks_the_config_then_builds(tmp_path):
     script = (INFRA / "deploy.sh").read_text()
-    assert "--gen2" in script and "--runtime=python312" in script and "--retry" in script
-    for entry in entry_points():
-        assert f"--entry-point={entry}" in script
-    assert 'TOPIC="$NAME-jobs"' in script and 'DEAD_TOPIC="$NAME-jobs-dead"' in script
-
-
-def test_least_privilege_and_the_dead_letter_policy():
-    secret_grants = resources("google_secret_manager_secret_iam_member")
-    assert [g["member"] for g in secret_grants.values()] == ['serviceAccount:${google_service_account.fn["worker"].email}']
-    project_roles = next(block["roles"] for block in parsed()["locals"] if "roles" in block)
-    assert set(project_roles) == {"api", "worker", "dead-letter", "reconcile"}
-    assert {r for rs in project_roles.values() for r in rs} == {"roles/datastore.user"}  # nothing broader
-    assert resources("google_project_iam_member")["fn"]["role"] == "${each.value.role}"
-    assert "max_delivery_attempts" in str(resources("terraform_data")["worker_dead_letter_policy"])
-    assert "dead-letter-topic" in (INFRA / "deploy.sh").read_text()
-
-
-def test_deploy_script_checks_the_config_then_builds_the_function_source(tmp_path):
+    assert "terraform apply" in script and "gcloud functions deploy" not in script  # one source of truth
     env = {**os.environ, "PYTHON": sys.executable}
     bad = tmp_path / "bad.yaml"
     bad.write_text("models:\n  m: {provider: nowhere, model_id: x}\n")

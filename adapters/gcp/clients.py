@@ -2,7 +2,8 @@
 
 In tests (and locally) `PUBSUB_EMULATOR_HOST` / `FIRESTORE_EMULATOR_HOST` / `STORAGE_EMULATOR_HOST`
 point the official clients at emulators, with anonymous credentials, so nothing reaches a metadata
-server.
+server; `SECRET_MANAGER_EMULATOR_HOST` does the same for Secret Manager (Google ships no emulator for it:
+the tests serve its gRPC API from tests/fakes/secret_manager.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def firestore() -> Any:
 def storage() -> Any:
     from google.cloud import storage as gcs
 
+    # google-cloud-storage 3.17+ fetches each bucket's metadata in the background on first use, only to label
+    # trace spans: a storage.buckets.get no function is granted (a 403 per instance), for spans we don't make
+    os.environ.setdefault("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
     return gcs.Client(project=project(), **_anonymous_if_emulated("STORAGE_EMULATOR_HOST"))
 
 
@@ -55,4 +59,13 @@ def storage() -> Any:
 def secret_manager() -> Any:
     from google.cloud import secretmanager
 
+    emulator = os.environ.get("SECRET_MANAGER_EMULATOR_HOST")
+    if emulator:  # plaintext gRPC on loopback, as the other emulators speak
+        import grpc
+        from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+            SecretManagerServiceGrpcTransport,
+        )
+
+        return secretmanager.SecretManagerServiceClient(
+            transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(emulator)))
     return secretmanager.SecretManagerServiceClient()
