@@ -68,6 +68,38 @@ def emulators(tmp_path_factory):
         stop(fs)
 
 
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # its dev key
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azurite (npm) on loopback, stopped by pid: its connection string (Blob and Table endpoints)."""
+    import subprocess
+
+    from core.testing.servers import free_port
+    from tests.contracts import stop, wait_port
+
+    azurite = ROOT / "node_modules" / ".bin" / "azurite"
+    if not azurite.exists():
+        require_tool("Azurite", "run `npm ci`")
+    blob, table = free_port(), free_port()
+    folder = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen(
+        [str(azurite), "--silent", "--skipApiVersionCheck", "--loose", "--location", str(folder),
+         "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1", "--queuePort", str(free_port()),
+         "--tableHost", "127.0.0.1", "--tablePort", str(table)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for port in (blob, table):
+        wait_port(port, proc, timeout=30)
+    try:
+        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+               f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
+               f"TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1;")
+    finally:
+        stop(proc)
+
+
 @pytest.fixture(scope="session")
 def aws_packaged(tmp_path_factory) -> dict[str, Any]:
     """`npx osls package` once per run: the CloudFormation template and the bundle, as `osls deploy` would

@@ -8,11 +8,7 @@ rising delivery counts, and the SDK sender sits behind the queue port.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,34 +18,10 @@ import yaml
 
 from core.models import JobStatus
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
-from tests.contracts import check_job_store, check_state_store, stop, wait_port
+from tests.contracts import check_job_store, check_state_store
 
 ROOT = Path(__file__).resolve().parent.parent
-AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
 KEY = "azure-test-key"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's well-known dev key
-
-
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory):
-    if not AZURITE.exists():
-        pytest.skip("Azurite is not installed: run `npm ci` (make test does)")
-    blob, table = free_port(), free_port()
-    folder = tmp_path_factory.mktemp("azurite")
-    proc = subprocess.Popen(
-        [str(AZURITE), "--silent", "--skipApiVersionCheck", "--loose", "--location", str(folder),
-         "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1", "--queuePort", str(free_port()),
-         "--tableHost", "127.0.0.1", "--tablePort", str(table)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for port in (blob, table):
-        wait_port(port, proc, timeout=30)
-    try:
-        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
-               f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
-               f"TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1;")
-    finally:
-        stop(proc)
 
 
 _FUNCTIONS: dict[str, Any] = {}
@@ -253,12 +225,13 @@ def test_table_stores_conditional_writes_reject_the_second_claim(azure):
     from azure.data.tables import UpdateMode
 
     from adapters.azure.app import table_service
-    from adapters.azure.tables import TableJobStore, TableStateStore
+    from adapters.azure.tables import TableJobStore, TableStateStore, partition
 
     jobs = lambda: table_service().get_table_client(azure.env["ALTO_JOBS_TABLE"])  # noqa: E731
     # a prompt bigger than one Table property: the job's JSON is split and joined back
     check_job_store(TableJobStore(jobs), prompt="p" * 50_000, corrupt=lambda job_id: jobs().update_entity(
-        {"PartitionKey": "job", "RowKey": job_id, "data0": '{"id": "not a job"}', "parts": 1}, mode=UpdateMode.MERGE))
+        {"PartitionKey": partition("job", job_id), "RowKey": job_id, "data0": '{"id": "not a job"}', "parts": 1},
+        mode=UpdateMode.MERGE))
     check_state_store(lambda clock: TableStateStore(
         lambda: table_service().get_table_client(azure.env["ALTO_STATE_TABLE"]), clock=clock))
 
@@ -275,86 +248,22 @@ def test_claim_check_round_trip_through_blob_storage(azure):
         azure.app.blobs.get("missing")
 
 
-# ---------------------------------------------------------------- consistency with infra
+# ---------------------------------------------------------------- Key Vault references
 
 
-def _bicep() -> dict[str, Any]:
-    from pycep import BicepParser
+def test_a_key_vault_reference_the_platform_left_unresolved_is_never_used_as_a_key():
+    """Until the secret exists and the identity may read it, the app setting holds the reference's own text;
+    it must fail the job saying why, never reach a provider as its API key."""
+    from adapters.azure.secrets import AppSettingSecrets
+    from core.errors import ConfigError
 
-    return BicepParser().parse(file_path=ROOT / "infra" / "azure" / "main.bicep")  # strict: raises on bad syntax
-
-
-def test_bindings_match_bicep_host_json_and_the_function_signatures():
-    import adapters.azure.function_app as fa
-
-    functions = app_functions()
-    assert set(functions) == {"api", "worker", "dead_letter", "reconcile"}
-    for f in functions.values():
-        params = set(inspect.signature(f.get_user_function()).parameters)
-        for b in f.get_bindings():
-            if b.name != "$return":
-                assert b.name in params, f"{f.get_function_name()}: binding {b.name} has no parameter"
-    queues = {b.get_dict_repr()["queueName"] for f in functions.values() for b in f.get_bindings()
-              if b.type in ("serviceBus", "serviceBusTrigger")}
-    assert queues == {"%ALTO_QUEUE_NAME%", "%ALTO_QUEUE_NAME%/$DeadLetterQueue"}
-    connections = {b.get_dict_repr()["connection"] for f in functions.values() for b in f.get_bindings()
-                   if b.type in ("serviceBus", "serviceBusTrigger")}
-    bicep = _bicep()
-    settings = {s["name"]: s["value"] for s in
-                bicep["resources"]["functionApp"]["config"]["properties"]["siteConfig"]["appSettings"]}
-    assert settings["ALTO_QUEUE_NAME"] == "queueName" and bicep["resources"]["jobsQueue"]["config"]["name"] == "queueName"
-    for c in connections:  # identity-based: a namespace and a credential, never a connection string
-        assert f"{c}__fullyQualifiedNamespace" in settings and settings[f"{c}__credential"] == "managedidentity"
-        assert c not in settings
-    assert "AzureWebJobsStorage" not in settings and settings["AzureWebJobsStorage__credential"] == "managedidentity"
-    assert settings["ANTHROPIC_API_KEY"].startswith("@Microsoft.KeyVault(")
-    queue = bicep["resources"]["jobsQueue"]["config"]["properties"]
-    assert queue["maxDeliveryCount"] == "maxDeliveryCount" and queue["deadLetteringOnMessageExpiration"] is True
-    host = json.loads((ROOT / "adapters" / "azure" / "host.json").read_text())
-    sb = host["extensions"]["serviceBus"]
-
-    def minutes(t: str) -> float:
-        h, m, s = (float(x) for x in t.split(":"))
-        return h * 60 + m + s / 60
-
-    assert minutes(sb["maxAutoLockRenewalDuration"]) >= minutes(host["functionTimeout"])  # locks outlive a run
-    assert queue["lockDuration"] == "PT5M" and sb["autoCompleteMessages"] is True
-    assert host["extensions"]["http"]["routePrefix"] == ""  # /v1/jobs, as every other runtime
-    assert fa.DEADLINE_S < minutes(host["functionTimeout"]) * 60
-    python = bicep["resources"]["functionApp"]["config"]["properties"]["functionAppConfig"]["runtime"]
-    assert python["name"] == "python" and float(python["version"]) >= 3.11
-    assert (ROOT / "adapters" / "azure" / "local.settings.example.json").exists()
-    assert "local.settings.json" in (ROOT / ".gitignore").read_text()
-
-
-def test_least_privilege_role_assignments():
-    bicep = _bicep()
-    assignments = {k: v for k, v in bicep["resources"].items() if v["type"] == "Microsoft.Authorization/roleAssignments"}
-    scopes = {v["config"]["scope"] for v in assignments.values()}
-    assert scopes == {"jobsQueue", "storage", "vault"}  # the resources the code uses, never the resource group
-    assert len(assignments) == 5
-
-
-def test_deploy_script_checks_the_config_then_builds_the_app_folder(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable}
-    script = str(ROOT / "infra" / "azure" / "deploy.sh")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("routing:\n  default: {model: nope}\n")
-    r = subprocess.run(["bash", script, "--build-only"], capture_output=True, text=True, env={**env, "CONFIG": str(bad)})
-    assert r.returncode == 1 and "routing.default.model: 'nope' is not defined" in r.stderr
-    assert f"not deploying: fix {bad}" in r.stderr and not (ROOT / "infra" / "azure" / "build").exists()
-    r = subprocess.run(["bash", script, "--build-only"], capture_output=True, text=True, env=env)
-    build = ROOT / "infra" / "azure" / "build" / "app"
-    try:
-        assert r.returncode == 0, r.stderr
-        assert {"function_app.py", "host.json", "requirements.txt", "altostratus.yaml"} <= {p.name for p in build.iterdir()}
-        assert not (build / "core" / "testing").exists()
-        script = (ROOT / "infra" / "azure" / "deploy.sh").read_text()
-        assert "az deployment group create" in script and "func azure functionapp publish" in script
-    finally:
-        import shutil
-
-        shutil.rmtree(ROOT / "infra" / "azure" / "build", ignore_errors=True)
+    unresolved = "@Microsoft.KeyVault(VaultName=alto-kv;SecretName=anthropic-api-key)"
+    secrets = AppSettingSecrets({"ANTHROPIC_API_KEY": unresolved, "OTHER": "sk-real"}, app="alto-worker-x")
+    assert secrets.resolve("env:OTHER") == "sk-real"
+    with pytest.raises(ConfigError) as e:
+        secrets.resolve("env:ANTHROPIC_API_KEY")
+    assert "did not resolve" in str(e.value) and "az functionapp restart` alto-worker-x" in str(e.value)
+    assert unresolved not in str(e.value)
 
 
 def test_a_map_over_three_then_reduce_workflow_runs_end_to_end_on_service_bus_and_tables(azure):

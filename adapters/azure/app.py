@@ -4,10 +4,11 @@ settings:
 
 - `ServiceBusConnection__fullyQualifiedNamespace` (the bindings' and the SDK sender's namespace),
   `ALTO_QUEUE_NAME`;
-- `AzureWebJobsStorage__accountName` or `ALTO_STORAGE_CONNECTION` (Azurite, local only) for Table
-  and Blob Storage; `ALTO_JOBS_TABLE`, `ALTO_STATE_TABLE`, `ALTO_CONTAINER`;
-- secrets as Key Vault references in app settings (`@Microsoft.KeyVault(SecretUri=…)`), read by the
-  config as `env:NAME`.
+- `ALTO_STORAGE_ACCOUNT` (the app data account; the Functions host keeps its own in AzureWebJobsStorage)
+  or `ALTO_STORAGE_CONNECTION` (Azurite, local only) for Table and Blob Storage; `ALTO_JOBS_TABLE`,
+  `ALTO_STATE_TABLE`, `ALTO_CONTAINER`;
+- secrets as Key Vault references in app settings (`@Microsoft.KeyVault(...)`), read by the config as
+  `env:NAME` (adapters/azure/secrets.py refuses one the platform left unresolved).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _storage(client_cls: Any, service: str) -> Any:
     """A Storage service client: Azurite's connection string locally, the managed identity deployed."""
     if os.environ.get("ALTO_STORAGE_CONNECTION"):
         return client_cls.from_connection_string(os.environ["ALTO_STORAGE_CONNECTION"])
-    account = os.environ["AzureWebJobsStorage__accountName"]
+    account = os.environ.get("ALTO_STORAGE_ACCOUNT") or os.environ["AzureWebJobsStorage__accountName"]
     return client_cls(f"https://{account}.{service}.core.windows.net", credential=_credential())
 
 
@@ -57,9 +58,9 @@ def sender() -> Any:
 
 def build(env: Mapping[str, str] | None = None, *, api_only: bool = False, sender_factory: Any = None) -> ApiApp:
     from adapters.azure.blobs import AzureBlobStore
+    from adapters.azure.secrets import AppSettingSecrets
     from adapters.azure.servicebus import ServiceBusQueue
     from adapters.azure.tables import TableJobStore, TableStateStore
-    from core.embedded.secrets import EnvSecrets
 
     env = os.environ if env is None else env
     settings = cloud_settings(env, required=("ALTO_QUEUE_NAME",), adapter="Azure", source="infra/azure",
@@ -73,7 +74,7 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False, sende
         state=TableStateStore(lambda: table_service().get_table_client(state)),
         queue=ServiceBusQueue(sender_factory or sender, blobs, max_delivery_count=settings.queue.max_receives),
         blobs=blobs,
-        secrets=EnvSecrets(env),  # Key Vault references arrive as plain app settings
+        secrets=AppSettingSecrets(env, app=env.get("WEBSITE_SITE_NAME", "the function app")),
     )
 
 

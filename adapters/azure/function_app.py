@@ -21,7 +21,13 @@ from core.entrypoints.http import ApiRequest, respond
 
 QUEUE = "%ALTO_QUEUE_NAME%"
 CONNECTION = "ServiceBusConnection"
-DEADLINE_S = 230.0  # under host.json's functionTimeout: the deadline governance works to
+DEADLINE_MARGIN_S = 30.0  # finish (or hand back) this long before the function's timeout
+
+
+def _deadline_s() -> float:
+    """Seconds a worker invocation may take: the function timeout infra/azure sets (and host.json's
+    functionTimeout, which the same parameter overrides), less the margin."""
+    return float(os.environ.get("ALTO_FUNCTION_TIMEOUT_S", "600")) - DEADLINE_MARGIN_S
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # our own API keys authenticate
 
@@ -61,7 +67,7 @@ async def worker(msg: func.ServiceBusMessage) -> None:
     from core.entrypoints.consumer import run_delivery
 
     alto = get_app()
-    await run_delivery(alto.service, alto.queue, _delivery(msg), deadline=time.time() + DEADLINE_S,
+    await run_delivery(alto.service, alto.queue, _delivery(msg), deadline=time.time() + _deadline_s(),
                        retry_delay_s=alto.settings.governance.backoff_base_s)
 
 
@@ -73,7 +79,8 @@ def dead_letter(msg: func.ServiceBusMessage) -> None:
 
 @app.function_name(name="reconcile")
 @app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
-def reconcile(timer: func.TimerRequest) -> None:
-    from core.entrypoints.consumer import scheduled
+async def reconcile(timer: func.TimerRequest) -> None:
+    # async: the batch tick calls the provider, whose client lives on the host's loop with the worker's jobs
+    from core.entrypoints.consumer import ascheduled
 
-    scheduled(get_app().service)
+    await ascheduled(get_app().service)

@@ -88,9 +88,17 @@ def run_batch(
     return asyncio.run_coroutine_threadsafe(run_all(), event_loop(service.settings.process.event_loop)).result()
 
 
-def scheduled(service: WorkerService, *, older_than_s: float | None = None) -> dict[str, int]:
-    """What each cloud's reconcile schedule runs: re-send lost messages, then the batch lane's tick
-    (send due batches, apply finished ones) on the process's loop, where the provider clients live."""
-    counts = service.reconcile(older_than_s=older_than_s)
-    ticked = asyncio.run_coroutine_threadsafe(service.batch_tick(), event_loop(service.settings.process.event_loop)).result()
+async def ascheduled(service: WorkerService, *, older_than_s: float | None = None) -> dict[str, int]:
+    """What each cloud's reconcile schedule runs: re-send lost messages, then the batch lane's tick (send due
+    batches, apply finished ones), on the loop the caller's jobs run on: the provider clients are bound to it
+    (a host that runs async functions on its own loop, as Azure Functions does, calls this one)."""
+    counts = await asyncio.to_thread(service.reconcile, older_than_s=older_than_s)
+    ticked = await service.batch_tick()
     return {**counts, **{f"batch_{k}": v for k, v in ticked.items()}}
+
+
+def scheduled(service: WorkerService, *, older_than_s: float | None = None) -> dict[str, int]:
+    """`ascheduled` on the process's loop (`event_loop`), where `run_batch` runs the jobs: for synchronous
+    entry points (Lambda, Cloud Functions)."""
+    loop = event_loop(service.settings.process.event_loop)
+    return asyncio.run_coroutine_threadsafe(ascheduled(service, older_than_s=older_than_s), loop).result()

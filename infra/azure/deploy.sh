@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Deploy Altostratus to Azure: infrastructure with Bicep, code with Azure Functions Core Tools.
+# Deploy Altostratus to Azure: infrastructure with Bicep, then the one code package published to both apps
+# (api and worker) with Azure Functions Core Tools.
 #
-#   RESOURCE_GROUP=alto-rg ./infra/azure/deploy.sh      # az deployment group create, then func azure functionapp publish
+#   RESOURCE_GROUP=alto-rg API_KEY_HASHES=acme=sha256:... ANTHROPIC_API_KEY=sk-... ./infra/azure/deploy.sh
 #   ./infra/azure/deploy.sh --build-only                # just the app folder, in infra/azure/build/app
-#   CONFIG=path/to/altostratus.yaml (default: the one beside this script) is validated, every section, with
-#   PYTHON (default python3, with the project installed) before anything is built
+#
+# RESOURCE_GROUP  where to deploy (created in LOCATION, default westeurope); NAME (alto) as in main.bicep
+# API_KEY_HASHES  the first API keys as hashes, tenant=sha256:... (`alto config hash-key KEY`)
+# ANTHROPIC_API_KEY  stored in the vault before the code starts, so the worker's Key Vault reference resolves
+# BICEP_ARGS      more `--parameters` for the deployment (e.g. "workerTimeoutMinutes=15")
+# CONFIG          the altostratus.yaml to ship (default: the one beside this script), validated every section
+#                 with PYTHON (default python3, with the project installed) before anything is built
 set -euo pipefail
-CONFIG=$(realpath "${CONFIG:-$(dirname "$0")/altostratus.yaml}")  # what to deploy (default: the one beside this script)
+CONFIG=$(realpath "${CONFIG:-$(dirname "$0")/altostratus.yaml}")
 cd "$(dirname "$0")"
 ROOT=$(cd ../.. && pwd)
 NAME=${NAME:-alto}
@@ -25,10 +31,22 @@ build
 [ "${1:-}" = "--build-only" ] && exit 0
 [ -n "${RESOURCE_GROUP:-}" ] || { echo "set RESOURCE_GROUP=<resource group>" >&2; exit 2; }
 az group create --name "$RESOURCE_GROUP" --location "$LOCATION" >/dev/null
-app=$(az deployment group create --resource-group "$RESOURCE_GROUP" --template-file main.bicep \
-  --parameters name="$NAME" --query properties.outputs.functionAppName.value --output tsv)
-vault=$(az deployment group show --resource-group "$RESOURCE_GROUP" --name main \
-  --query properties.outputs.keyVaultName.value --output tsv)
-echo "infrastructure ready: function app $app, key vault $vault"
-(cd build/app && func azure functionapp publish "$app" --python)
-echo "deployed; store the key once: az keyvault secret set --vault-name $vault --name anthropic-api-key --value \"\$ANTHROPIC_API_KEY\""
+# the vault uses RBAC: whoever deploys is granted Key Vault Secrets Officer on it, to store the model's key
+deployer=$(az ad signed-in-user show --query id --output tsv 2>/dev/null || true)
+# shellcheck disable=SC2086  # BICEP_ARGS is a list of arguments
+az deployment group create --resource-group "$RESOURCE_GROUP" --name altostratus --template-file main.bicep \
+  --parameters name="$NAME" apiKeyHashes="${API_KEY_HASHES:-}" deployerPrincipalId="$deployer" ${BICEP_ARGS:-} >/dev/null
+out() { az deployment group show --resource-group "$RESOURCE_GROUP" --name altostratus --query "properties.outputs.$1.value" --output tsv; }
+vault=$(out keyVaultName); secret=$(out secretName); api=$(out apiAppName); worker=$(out workerAppName)
+if [ -n "${ANTHROPIC_API_KEY:-}" ]; then  # before the code starts: the reference resolves at the first start
+  az keyvault secret set --vault-name "$vault" --name "$secret" --value "$ANTHROPIC_API_KEY" --output none
+elif ! az keyvault secret show --vault-name "$vault" --name "$secret" --output none 2>/dev/null; then
+  echo "the model's API key is not stored yet; until it is, jobs fail saying so. Store it, then restart the worker:" >&2
+  echo "  az keyvault secret set --vault-name $vault --name $secret --value \"\$ANTHROPIC_API_KEY\"" >&2
+  echo "  az functionapp restart --resource-group $RESOURCE_GROUP --name $worker" >&2
+fi
+for app in "$api" "$worker"; do  # one package; each app runs only its own functions (AzureWebJobs.NAME.Disabled)
+  (cd build/app && func azure functionapp publish "$app" --python)
+done
+[ -n "${API_KEY_HASHES:-}" ] || echo "no API key given: every request answers 401 until API_KEY_HASHES is set and deploy.sh rerun" >&2
+echo "deployed: https://$(az functionapp show --resource-group "$RESOURCE_GROUP" --name "$api" --query defaultHostName --output tsv)"
