@@ -94,6 +94,51 @@ def test_internal_targets_and_credentials_are_refused_at_submit(live, url):
     assert "s3cret" not in r.text
 
 
+INTERNAL_V4 = ["127.0.0.1", "10.0.0.7", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0"]
+CONFIGURED_NAT64 = "2001:db8:64::/96"
+
+
+def v6_spellings(v4: str) -> list[str]:
+    """Every IPv6 form an IPv4 address can hide in: mapped, compatible, 6to4, Teredo (client, obfuscated,
+    and server), NAT64 under the well-known prefix, the local-use range and a configured prefix."""
+    import ipaddress
+
+    n = int(ipaddress.IPv4Address(v4))
+    hexed = f"{n >> 16:x}:{n & 0xffff:x}"
+    teredo_client = ipaddress.IPv6Address((0x20010000 << 96) | (int(ipaddress.IPv4Address("8.8.8.8")) << 64)
+                                          | ((~n) & 0xffffffff))
+    teredo_server = ipaddress.IPv6Address((0x20010000 << 96) | (n << 64) | int(ipaddress.IPv4Address("1.1.1.1")) ^ 0xffffffff)
+    return [f"::ffff:{v4}", f"::{v4}", f"::{hexed}", f"2002:{hexed}::1", str(teredo_client), str(teredo_server),
+            f"64:ff9b::{v4}", f"64:ff9b::{hexed}", f"64:ff9b:1:{hexed}::", f"2001:db8:64::{hexed}"]
+
+
+@pytest.mark.parametrize("v4", INTERNAL_V4)
+def test_every_ipv6_embedding_of_an_internal_address_is_refused_at_submit_and_at_send(live, v4):
+    from core.webhooks.sender import post
+    from core.webhooks.targets import Policy
+
+    app, base = live({"callbacks": {"nat64_prefixes": [CONFIGURED_NAT64]}})
+    with httpx.Client(base_url=base) as c:
+        for v6 in v6_spellings(v4):
+            r = submit(c, f"http://[{v6}]/hook")
+            assert r.status_code == 422 and r.json()["error"]["field"] == "callback_url", (v6, r.text)
+            dns = FakeDns({"hooks.example.com": v6})
+            refused = post("http://hooks.example.com/hook", b"{}", {}, timeout_s=2,
+                           policy=Policy(nat64_prefixes=[CONFIGURED_NAT64], resolver=lambda h, p, **kw: [
+                               (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (dns.answers[h], p, 0, 0))]))
+            assert refused.error and refused.error.startswith("refused:"), (v6, refused)
+        assert c.get("/v1/jobs", headers=AUTH).json()["jobs"] == []  # nothing stored for any of them
+
+
+def test_a_public_address_embedded_in_ipv6_is_still_public():
+    import ipaddress
+
+    from core.webhooks.targets import is_public
+
+    for v6 in ("64:ff9b::8.8.8.8", "2002:808:808::1", "::ffff:1.1.1.1", "2606:4700::1111"):
+        assert is_public(ipaddress.IPv6Address(v6)), v6
+
+
 def test_a_public_target_is_accepted_and_an_allowed_internal_one_too(live):
     app, base = live({"callbacks": {"allow": ["10.1.0.0/16", "hooks.internal"]}})
     with httpx.Client(base_url=base) as c:

@@ -92,10 +92,29 @@ class CallbackConfig(_Strict):
     allow: list[str] = Field(
         default_factory=list,
         description="Host names or CIDR ranges callbacks may reach although they are internal (e.g. 10.1.0.0/16).")
+    nat64_prefixes: list[str] = Field(
+        default_factory=list, description="NAT64 prefixes of the network the service runs in (e.g. 2001:db8:64::/96), "
+        "besides the well-known 64:ff9b::/96: an IPv4 address embedded in one is judged as that address.")
     max_tries: int = Field(default=5, ge=1, description="Deliveries of one callback before it is given up.")
     backoff_base_s: float = Field(default=5.0, ge=0, description="First retry delay; doubles per try.")
     backoff_max_s: float = Field(default=600.0, ge=0)
     timeout_s: float = Field(default=10.0, gt=0, description="Whole-request timeout of one delivery.")
+
+
+    @field_validator("nat64_prefixes")
+    @classmethod
+    def _nat64(cls, prefixes: list[str]) -> list[str]:
+        import ipaddress
+
+        for i, p in enumerate(prefixes):
+            try:
+                net = ipaddress.IPv6Network(p)
+            except ValueError:
+                raise ValueError(f"nat64_prefixes[{i}]: {p!r} is not an IPv6 network such as 2001:db8:64::/96") from None
+            if net.prefixlen not in (32, 40, 48, 56, 64, 96):
+                raise ValueError(f"nat64_prefixes[{i}]: a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052), "
+                                 f"not /{net.prefixlen}")
+        return prefixes
 
 
 class QueueConfig(_Strict):

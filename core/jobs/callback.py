@@ -34,7 +34,7 @@ class Callbacks:
         self.ledger = ledger
         self.queue = queue
         self.secrets = secrets
-        self.policy = Policy(settings.callbacks.allow)
+        self.policy = Policy(settings.callbacks.allow, nat64_prefixes=settings.callbacks.nat64_prefixes)
         self.store_io = store_io
         self.clock = clock
 

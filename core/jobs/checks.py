@@ -48,7 +48,7 @@ def check_request(request: JobRequest, tenant: str, settings: ApiSettings, retri
         from core.webhooks.targets import Policy  # ipaddress and socket: only for jobs with a callback
 
         try:
-            Policy(settings.callbacks.allow).check_url(request.callback_url)
+            Policy(settings.callbacks.allow, nat64_prefixes=settings.callbacks.nat64_prefixes).check_url(request.callback_url)
         except CallbackRefused as e:
             raise InputError(str(e), field="callback_url") from None
     if request.collection and (missing := missing_collection(retriever, tenant, request.collection)):

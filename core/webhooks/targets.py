@@ -2,7 +2,9 @@
 
 Refused at submit, from the URL alone: credentials in the URL, loopback / private / link-local /
 unique-local / reserved / multicast addresses in any spelling (`0x7f000001`, `2130706433`,
-`[::ffff:169.254.169.254]`), and names that only mean something inside a network (`localhost`,
+`[::ffff:169.254.169.254]`), an IPv4 address embedded in any IPv6 form (IPv4-mapped, IPv4-compatible,
+6to4, Teredo, NAT64 under the well-known prefix, the local-use prefix or one `callbacks.nat64_prefixes`
+names) judged as that IPv4 address, and names that only mean something inside a network (`localhost`,
 `*.internal`, `*.local`, the cloud metadata services). Refused again at send time, on every address
 the name resolves to, and the connection then goes to the address that was checked, so DNS
 rebinding cannot slip a private address in between. `callbacks.allow` names hosts or CIDR ranges that
@@ -25,11 +27,17 @@ INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain")
 
 
 Resolver = Callable[..., list[tuple[Any, ...]]]
+# NAT64 (RFC 6052): the well-known prefix; RFC 8215's local-use range is a network's own translator, so an
+# address in it is internal whatever it embeds
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 class Policy:
-    def __init__(self, allow: Iterable[str] = (), *, resolver: Resolver = socket.getaddrinfo) -> None:
+    def __init__(self, allow: Iterable[str] = (), *, nat64_prefixes: Iterable[str] = (),
+                 resolver: Resolver = socket.getaddrinfo) -> None:
         self.resolver = resolver  # socket.getaddrinfo; tests give names their own answers
+        self.nat64 = [ipaddress.IPv6Network(p) for p in nat64_prefixes]
         self.hosts: set[str] = set()
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for entry in allow:
@@ -64,7 +72,7 @@ class Policy:
     def check_address(self, ip: IpAddress, host: str) -> None:
         if any(ip in net for net in self.networks):
             return
-        if not is_public(ip):
+        if not is_public(ip, self.nat64):
             raise CallbackRefused(f"callback_url {host!r} is (or resolves to) {ip}, a loopback, private, link-local or "
                           "reserved address; list it (or its network) under callbacks.allow if that is deliberate")
 
@@ -100,9 +108,38 @@ def literal_address(host: str) -> IpAddress | None:
     return None
 
 
-def is_public(ip: IpAddress) -> bool:
+def is_public(ip: IpAddress, nat64: Iterable[ipaddress.IPv6Network] = ()) -> bool:
+    """A public unicast address, and for IPv6 every IPv4 address it may carry public too."""
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is not None:
-            return is_public(embedded)
+        if ip in NAT64_LOCAL_USE:
+            return False
+        embedded = embedded_ipv4(ip, nat64)
+        if embedded and not all(is_public(v4) for v4 in embedded):
+            return False
+        if embedded and ip.ipv4_mapped is not None:
+            return True  # a mapped address is its IPv4 address, nothing more
     return ip.is_global and not ip.is_multicast
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address, nat64: Iterable[ipaddress.IPv6Network] = ()) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address `ip` may stand for: IPv4-mapped, IPv4-compatible (deprecated, ::a.b.c.d), 6to4,
+    Teredo (server and client), and NAT64 under the well-known prefix and the configured ones."""
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
+    if ip.packed[:12] == bytes(12) and int(ip) > 1:
+        found.append(ipaddress.IPv4Address(ip.packed[12:]))
+    if ip in NAT64_WELL_KNOWN:
+        found.append(ipaddress.IPv4Address(ip.packed[12:]))
+    for net in nat64:
+        if ip in net:
+            found.append(_rfc6052(ip, net.prefixlen))
+    return found
+
+
+def _rfc6052(ip: ipaddress.IPv6Address, prefix_len: int) -> ipaddress.IPv4Address:
+    """The IPv4 address a NAT64 prefix of this length embeds (RFC 6052 section 2.2: bits 64-71 are skipped)."""
+    octets = ip.packed[prefix_len // 8:]
+    if prefix_len < 64:
+        octets = octets[:8 - prefix_len // 8] + octets[9 - prefix_len // 8:]
+    else:
+        octets = octets[1:] if prefix_len == 64 else octets
+    return ipaddress.IPv4Address(octets[:4])
