@@ -202,6 +202,71 @@ def test_redirects_are_not_followed(live, receiver):
     assert len(bouncer.got) == 1 and target.got == []
 
 
+class Dripper:
+    """A receiver that reads the request, then sends its status line one byte every `every_s` seconds, and
+    records when each connection opened and closed."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.connections: list[list[float]] = []  # [opened, closed]
+        self.ids: list[str] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        span = [time.monotonic(), 0.0]
+        self.connections.append(span)
+        head = conn.recv(65536).decode(errors="replace")
+        self.ids += [line.split(":", 1)[1].strip() for line in head.splitlines() if line.lower().startswith("webhook-id:")]
+        import select
+
+        try:
+            for ch in b"HTTP/1.1 204 No Content\r\n\r\n":
+                conn.sendall(bytes([ch]))
+                readable, _, _ = select.select([conn], [], [], self.every_s)
+                if readable and not conn.recv(1):  # the caller hung up
+                    break
+        except OSError:
+            pass
+        finally:
+            span[1] = time.monotonic()
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_slow_receiver_is_cut_at_the_deadline_inside_the_message_lease(live):
+    """A receiver that drips its answer a byte at a time held a delivery for 40 s against a 10 s timeout, past
+    the queue's visibility timeout, and the same event was POSTed again meanwhile. Now the whole delivery is
+    bounded, by the callback timeout and by the message's lease: no two deliveries of the event overlap."""
+    drip = Dripper(every_s=0.5)  # the full answer would take 13 s
+    cfg = {"callbacks": {**FAST, "timeout_s": 10, "max_tries": 2, "backoff_base_s": 0.1},
+           "queue": {"visibility_timeout_s": 4}}
+    try:
+        app, base = live(cfg)
+        with httpx.Client(base_url=base) as c:
+            job = settle(app, submit(c, drip.url).json()["job_id"], timeout=30)
+        assert job.callback.state == "failed" and "no complete answer within" in job.callback.error
+        assert len(drip.connections) == 2 and len(set(drip.ids)) == 1  # two tries of one event
+        (a_open, a_close), (b_open, b_close) = sorted(drip.connections)
+        assert a_close <= b_open  # the second try started after the first was cut
+        assert a_close - a_open < 4 and b_close - b_open < 4  # each inside the 4 s lease, not 13 s
+    finally:
+        drip.close()
+
+
 class FakeDns:
     """Answers for names this test owns; counts the look-ups, as rebinding would need a second one."""
 

@@ -25,6 +25,8 @@ from core.webhooks import signing
 from core.webhooks.sender import post
 from core.webhooks.targets import Policy
 
+LEASE_MARGIN_S = 2.0  # the outcome is written and the message settled after the POST, inside the lease
+
 
 class Callbacks:
     def __init__(self, settings: ApiSettings, ledger: Ledger, queue: SendQueue, secrets: Secrets, *,
@@ -48,7 +50,14 @@ class Callbacks:
         except Exception as e:
             log_event("callback.enqueue_failed", logging.ERROR, job_id=job.id, error=repr(e)[:300])
 
-    async def deliver(self, msg: QueueMessage) -> Outcome:
+    async def deliver(self, msg: QueueMessage, *, deadline: float | None = None) -> Outcome:
+        """POST the job's view once, within `callbacks.timeout_s` and inside the delivery's own `deadline` (the
+        message's lease or the invocation's end), so the queue never hands the same event to a second worker
+        while this one is still sending it."""
+        left = self.config.timeout_s if deadline is None else min(self.config.timeout_s,
+                                                                  deadline - self.clock() - LEASE_MARGIN_S)
+        if left < 1.0:
+            return Outcome("defer", delay_s=1.0, detail="too little of the delivery's lease left to call back")
         job = await self.store_io(self.ledger.load, msg.job_id)
         if job is None or job.callback is None or job.callback.state != "pending":
             return Outcome("ack", detail="no pending callback")
@@ -56,7 +65,7 @@ class Callbacks:
         body = JobView.of(job).model_dump_json().encode()
         headers = {"content-type": "application/json", "x-alto-job-id": job.id, "x-alto-trace-id": job.trace_id,
                    **signing.headers(self._secret(job.tenant), cb.id, int(self.clock()), body)}
-        sent = await asyncio.to_thread(post, cb.url, body, headers, policy=self.policy, timeout_s=self.config.timeout_s)
+        sent = await asyncio.to_thread(post, cb.url, body, headers, policy=self.policy, timeout_s=left)
         refused = sent.error is not None and sent.error.startswith("refused")
         updated = await self.store_io(self.ledger.callback_tried, job.id, status_code=sent.status_code,
                                       error=sent.error, max_tries=self.config.max_tries, give_up=refused)

@@ -83,7 +83,7 @@ class Pipeline:
         trace_token, job_token = trace_id_var.set(msg.trace_id), job_id_var.set(msg.job_id)
         try:
             if msg.kind == "callback":
-                return await self.callbacks.deliver(msg)
+                return await self.callbacks.deliver(msg, deadline=deadline)
             return await self._process(msg, delivery, deadline or (self.clock() + self.settings.governance.lease_s))
         finally:
             trace_id_var.reset(trace_token)

@@ -1,7 +1,10 @@
-"""One webhook POST, to the address the policy checked, with no redirects followed.
+"""One webhook POST, to the address the policy checked, with no redirects followed, within one deadline.
 
 The connection is opened to the resolved, checked IP address; TLS still verifies the certificate for
-the URL's host name (SNI and hostname check), and the Host header names it. Blocking: call it in a thread.
+the URL's host name (SNI and hostname check), and the Host header names it. `timeout_s` bounds the whole
+delivery (connecting, sending, the response's headers and body): a socket timeout alone bounds each read,
+so a receiver that drips a byte at a time could hold a delivery for ever; a timer shuts the socket down at
+the deadline instead. Blocking: call it in a thread.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import threading
+import time
 from typing import NamedTuple
 
 from core.errors import CallbackRefused
@@ -37,6 +42,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
 
 def post(url: str, body: bytes, headers: dict[str, str], *, policy: Policy, timeout_s: float) -> Sent:
+    started = time.monotonic()
     try:
         parts = policy.check_url(url)
         host = parts.hostname or ""
@@ -49,15 +55,34 @@ def post(url: str, body: bytes, headers: dict[str, str], *, policy: Policy, time
         else http.client.HTTPConnection(ip, port, timeout=timeout_s)
     )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    expired = threading.Event()
+
+    def cut() -> None:  # the deadline: whatever is blocked on the socket returns with an error
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(max(0.0, timeout_s - (time.monotonic() - started)), cut)
+    timer.daemon = True
+    timer.start()
     try:
         conn.request("POST", target, body=body, headers={**headers, "host": parts.netloc})
         resp = conn.getresponse()
         resp.read(MAX_READ)
+        if expired.is_set():
+            raise TimeoutError
         if 300 <= resp.status < 400:
             return Sent(resp.status, f"answered {resp.status} (a redirect): redirects are not followed; "
                                      "point callback_url at the final address")
         return Sent(resp.status, None if 200 <= resp.status < 300 else f"answered {resp.status}")
     except (OSError, http.client.HTTPException) as e:
+        if expired.is_set():
+            return Sent(None, f"no complete answer within {timeout_s:g} s")
         return Sent(None, f"{type(e).__name__}: {e}"[:500])
     finally:
+        timer.cancel()
         conn.close()
