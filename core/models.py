@@ -259,6 +259,8 @@ class CallbackState(_Model):
     error: str | None = Field(default=None, description="Why the last try failed.")
     last_at: float | None = None
     delivered_at: float | None = None
+    view: str | None = Field(default=None, description="The job's view at the terminal state this callback reports, "
+                             "kept when the job moved on (a replay) before the callback was delivered.")
 
 
 class ChunkUse(_Model):
@@ -367,6 +369,8 @@ class Job(_Model):
     error: JobError | None = None
     finished_at: float | None = None
     callback: CallbackState | None = None
+    earlier_callbacks: list[CallbackState] = Field(default_factory=list)  # still pending when the job ended again
+    call_in_flight_until: float | None = None  # cancelled while a provider call was in flight: its lease's end
     cached_from: str | None = None  # id of the job whose reply this cache hit reused
     assembly: PromptAssembly | None = None
     parent: ChildOf | None = None  # a workflow's child
@@ -382,7 +386,10 @@ class QueueMessage(_Model):
     tenant: str
     trace_id: str
     kind: Literal["job", "callback"] = "job"
+    callback_id: str | None = None  # which of the job's callbacks (one per terminal state) a callback message sends
 
     @classmethod
     def for_job(cls, job: Job, kind: Literal["job", "callback"] = "job") -> "QueueMessage":
+        if kind == "callback" and job.callback is not None:
+            return cls(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id, kind=kind, callback_id=job.callback.id)
         return cls(job_id=job.id, tenant=job.tenant, trace_id=job.trace_id, kind=kind)

@@ -304,3 +304,42 @@ def test_the_connection_goes_to_the_address_that_was_checked_naming_the_host(rec
     assert sent.ok and dns.lookups == ["hooks.example.com"]  # one look-up: nothing to rebind between
     headers, _ = hook.got[0]
     assert headers["host"] == f"hooks.example.com:{port}" and headers["x-test"] == "1"
+
+
+def test_cancel_during_a_call_bills_it_on_the_job_and_a_replay_waits_for_it(live, receiver):
+    """With a 2 s provider: DELETE the job while its call is in flight, then replay it at once. Before, the
+    replay was accepted, the provider billed two calls, the job recorded one and was marked succeeded twice,
+    and the receiver got two callbacks, the first saying `running`. Now the replay is refused until the call
+    ends, the call is billed on the cancelled job, and each terminal state sends one callback, of itself."""
+    hook = receiver(204)
+    fake = FakeAnthropic(FaultPlan(latency_s=2.0))
+    with ServerThread(fake) as srv:
+        app, base = live({**anthropic_config(srv.url), "callbacks": FAST})
+        with httpx.Client(base_url=base, headers=AUTH) as c:
+            job_id = submit(c, hook.url).json()["job_id"]
+            deadline = time.monotonic() + 10
+            while fake.inflight == 0 and time.monotonic() < deadline:  # the call is in flight
+                time.sleep(0.02)
+            time.sleep(0.3)
+            cancelled = c.delete(f"/v1/jobs/{job_id}")
+            assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+            early = c.post(f"/v1/jobs/{job_id}/replay")
+            assert early.status_code == 409 and "in flight" in early.json()["error"]["message"]
+            deadline = time.monotonic() + 10
+            while app.store.get(job_id).call_in_flight_until is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            view = c.get(f"/v1/jobs/{job_id}").json()
+            assert view["status"] == "cancelled" and view["usage"]["cost_usd"] > 0 and len(view["attempts"]) == 1
+            assert view["result"] is None  # billed, never served
+            assert fake.stats["calls"] == 1
+            replayed = c.post(f"/v1/jobs/{job_id}/replay")
+            assert replayed.status_code == 200, replayed.text
+            done = settle(app, job_id)
+            deadline = time.monotonic() + 10
+            while len(hook.got) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert done.status.value == "succeeded" and fake.stats["calls"] == 2
+    assert len(done.attempts) == 2 and all(a.usage is not None and a.usage.cost_usd > 0 for a in done.attempts)
+    posted = [json.loads(body) for _, body in hook.got]
+    assert [p["status"] for p in posted] == ["cancelled", "succeeded"]  # one per terminal state, never `running`
+    assert len({h["webhook-id"] for h, _ in hook.got}) == 2

@@ -13,12 +13,12 @@ import time
 from typing import Callable
 
 from core.config.api import ApiSettings
-from core.jobs.ledger import Ledger
+from core.jobs.ledger import Ledger, pending_callback
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome
-from core.jobs.submit import send_job
+from core.jobs.submit import queue_callback
 from core.logs import log_event
-from core.models import Job, QueueMessage
+from core.models import CallbackState, Job, QueueMessage
 from core.ports import Secrets, SendQueue
 from core.views import JobView
 from core.webhooks import signing
@@ -41,14 +41,8 @@ class Callbacks:
         self.clock = clock
 
     def enqueue(self, job: Job, delay_s: float = 0.0) -> None:
-        """Queue the delivery of an armed callback (a job that just became terminal). A send that fails is
-        logged: the result is stored either way, and the job view shows the callback still pending."""
-        if job.callback is None or job.callback.state != "pending":
-            return
-        try:
-            send_job(self.queue, job, delay_s, kind="callback")
-        except Exception as e:
-            log_event("callback.enqueue_failed", logging.ERROR, job_id=job.id, error=repr(e)[:300])
+        """Queue the delivery of an armed callback (a job that just became terminal)."""
+        queue_callback(self.queue, job, delay_s)
 
     async def deliver(self, msg: QueueMessage, *, deadline: float | None = None) -> Outcome:
         """POST the job's view once, within `callbacks.timeout_s` and inside the delivery's own `deadline` (the
@@ -59,17 +53,20 @@ class Callbacks:
         if left < 1.0:
             return Outcome("defer", delay_s=1.0, detail="too little of the delivery's lease left to call back")
         job = await self.store_io(self.ledger.load, msg.job_id)
-        if job is None or job.callback is None or job.callback.state != "pending":
+        cb = pending_callback(job, msg.callback_id) if job is not None else None
+        if job is None or cb is None:
             return Outcome("ack", detail="no pending callback")
-        cb = job.callback
-        body = JobView.of(job).model_dump_json().encode()
+        if cb.view is None and job.status.value != cb.event:  # moved on since (a replay): nothing true to send
+            return Outcome("ack", detail="the job moved on from the state this callback reports")
+        body = (cb.view or JobView.of(job).model_dump_json()).encode()
         headers = {"content-type": "application/json", "x-alto-job-id": job.id, "x-alto-trace-id": job.trace_id,
                    **signing.headers(self._secret(job.tenant), cb.id, int(self.clock()), body)}
         sent = await asyncio.to_thread(post, cb.url, body, headers, policy=self.policy, timeout_s=left)
         refused = sent.error is not None and sent.error.startswith("refused")
         updated = await self.store_io(self.ledger.callback_tried, job.id, status_code=sent.status_code,
-                                      error=sent.error, max_tries=self.config.max_tries, give_up=refused)
-        state = updated.callback if updated is not None and updated.callback is not None else None
+                                      error=sent.error, max_tries=self.config.max_tries, give_up=refused,
+                                      callback_id=cb.id)
+        state = _same(updated, cb.id)
         if state is None or state.state != "pending":
             level = logging.INFO if sent.ok else logging.WARNING
             log_event("job.callback_" + (state.state if state else "settled"), level, status_code=sent.status_code,
@@ -82,3 +79,13 @@ class Callbacks:
     def _secret(self, tenant: str) -> str | None:
         cfg = self.settings.tenants.get(tenant)
         return self.secrets.resolve(cfg.webhook_secret) if cfg is not None and cfg.webhook_secret else None
+
+
+def _same(job: Job | None, callback_id: str) -> CallbackState | None:
+    """The callback `callback_id` after its try was recorded (an earlier one that settled has left the job,
+    so it reads as settled)."""
+    if job is None:
+        return None
+    if job.callback is not None and job.callback.id == callback_id:
+        return job.callback
+    return next((cb for cb in job.earlier_callbacks if cb.id == callback_id), None)

@@ -112,14 +112,19 @@ class Ledger:
         elif self.write(job, job.status, change):
             return True
         attempts = job.attempts
+        kept: list[bool] = []
 
         def reapply(current: Job | None) -> bool | None:
+            if current is not None and _cancelled_in_flight(current, attempts):
+                kept.append(True)  # paid for: billed on the cancelled job, never served
+                current.attempts = attempts
+                return self.write(current, current.status, _bill_on_cancelled(reply))
             if current is None or current.status.terminal or current.reply is not None:
                 return None
             current.attempts = attempts
             return self.write(current, current.status, change)
 
-        return self.retrying(job.id, reapply) is not None
+        return self.retrying(job.id, reapply) is not None and not kept
 
     def finish(self, job: Job, verdict: Verdict) -> bool:
         """The result of a saved reply: succeeded, or failed by an output check (keeping citations, usage)."""
@@ -203,16 +208,26 @@ class Ledger:
             return None
 
     def replay(self, job_id: str) -> Job:
-        """A failed, dead-lettered or cancelled job back to `queued` with a fresh attempt budget."""
+        """A failed, dead-lettered or cancelled job back to `queued` with a fresh attempt budget; never while a
+        call it was cancelled during is still in flight (that would pay twice for the same question). A
+        callback of the ending still pending keeps the view of that ending, to be delivered as it was."""
         def step(job: Job | None) -> bool:
             if job is None:
                 raise NotFound(f"job {job_id} not found")
             if job.status not in REPLAYABLE:
                 raise InputError(f"job {job_id} is {job.status.value}; only dead_lettered, failed or cancelled jobs "
                                  "can be replayed", status=409)
+            if job.call_in_flight_until is not None and job.call_in_flight_until > self.clock():
+                wait = job.call_in_flight_until - self.clock()
+                raise InputError(f"job {job_id} was cancelled while a provider call was in flight; that call ends "
+                                 f"within {wait:.0f} s (its reply is billed on the job): replay it after", status=409)
 
             def change(j: Job) -> None:
-                j.provider_calls, j.reply, j.finished_at = 0, None, None
+                if j.callback is not None and j.callback.state == "pending" and j.callback.view is None:
+                    from core.views import JobView
+
+                    j.callback = j.callback.model_copy(update={"view": JobView.of(j).model_dump_json()})
+                j.provider_calls, j.reply, j.finished_at, j.call_in_flight_until = 0, None, None, None
 
             return self.write(job, JobStatus.queued, change)
 
@@ -222,7 +237,8 @@ class Ledger:
 
     def cancel(self, job_id: str) -> Job:
         """A user's DELETE: a job not terminal yet ends `cancelled`. A call in flight is not stopped: its
-        reply, when it comes, is dropped (the job is terminal) and its attempt stays `started`."""
+        reply, when it comes, is billed on the cancelled job (never served), and until then the job can't be
+        replayed (`call_in_flight_until`)."""
         def step(job: Job | None) -> bool:
             if job is None:
                 raise NotFound(f"job {job_id} not found")
@@ -234,6 +250,8 @@ class Ledger:
                 j.error = JobError(error_class=ErrorClass.permanent, message="cancelled by request")
                 j.usage = j.usage if j.workflow is not None else job_usage(j)
                 j.finished_at = self.clock()
+                if self._leased(j):  # a call may be in flight: its reply is billed here when it lands
+                    j.call_in_flight_until = j.lease_expires_at
 
             return self.write(job, JobStatus.cancelled, change)
 
@@ -242,20 +260,26 @@ class Ledger:
         return job
 
     def callback_tried(self, job_id: str, *, status_code: int | None, error: str | None, max_tries: int,
-                       give_up: bool = False) -> Job | None:
-        """Record one delivery of a pending callback: delivered, pending (tries left) or failed."""
+                       give_up: bool = False, callback_id: str | None = None) -> Job | None:
+        """Record one delivery of a pending callback (the current one, or the earlier one `callback_id` names):
+        delivered, pending (tries left) or failed. An earlier callback leaves the job once settled."""
         now = self.clock()
 
-        def change(j: Job) -> None:
-            assert j.callback is not None
-            tries = j.callback.tries + 1
+        def tried(cb: CallbackState) -> CallbackState:
+            tries = cb.tries + 1
             state = "delivered" if error is None else ("failed" if give_up or tries >= max_tries else "pending")
-            j.callback = j.callback.model_copy(update={
-                "tries": tries, "status_code": status_code, "error": error, "last_at": now, "state": state,
-                "delivered_at": now if error is None else None})
+            return cb.model_copy(update={"tries": tries, "status_code": status_code, "error": error, "last_at": now,
+                                         "state": state, "delivered_at": now if error is None else None})
+
+        def change(j: Job) -> None:
+            if j.callback is not None and j.callback.id == (callback_id or j.callback.id):
+                j.callback = tried(j.callback)
+                return
+            earlier = [tried(cb) if cb.id == callback_id else cb for cb in j.earlier_callbacks]
+            j.earlier_callbacks = [cb for cb in earlier if cb.state == "pending"]
 
         def step(job: Job | None) -> bool | None:
-            if job is None or job.callback is None or job.callback.state != "pending":
+            if job is None or (pending_callback(job, callback_id)) is None:
                 return None
             return self.write(job, job.status, change)
 
@@ -273,6 +297,8 @@ class Ledger:
         if job.status is JobStatus.running and to is not JobStatus.running:
             job.lease_expires_at = None  # leaving `running` ends the lease
         if to.terminal and to is not job.status and job.request.callback_url:
+            if job.callback is not None and job.callback.state == "pending":  # one callback per terminal state
+                job.earlier_callbacks = [*job.earlier_callbacks, job.callback]
             job.callback = CallbackState(id=f"msg_{uuid.uuid4().hex}", url=job.request.callback_url, event=to.value)
         entering = to.terminal and not job.status.terminal
         job.status = to
@@ -296,6 +322,28 @@ class Ledger:
 
     def _leased(self, job: Job) -> bool:
         return job.status is JobStatus.running and bool(job.lease_expires_at) and job.lease_expires_at > self.clock()
+
+
+def pending_callback(job: Job, callback_id: str | None = None) -> CallbackState | None:
+    """The pending callback a callback message names (the current one when it names none)."""
+    for cb in ([job.callback] if job.callback is not None else []) + job.earlier_callbacks:
+        if cb.state == "pending" and (callback_id is None and cb is job.callback or cb.id == callback_id):
+            return cb
+    return None
+
+
+def _cancelled_in_flight(job: Job, attempts: list[Attempt]) -> bool:
+    """The job was cancelled while this delivery's call was in flight, and nothing has billed that call yet."""
+    return (job.status is JobStatus.cancelled and job.call_in_flight_until is not None and job.reply is None
+            and bool(attempts) and len(attempts) >= len(job.attempts))
+
+
+def _bill_on_cancelled(reply: ProviderResult) -> Change:
+    def change(j: Job) -> None:
+        j.reply, j.call_in_flight_until = reply, None
+        j.usage = job_usage(j)
+
+    return change
 
 
 def _set_error(error: JobError) -> Change:

@@ -12,7 +12,7 @@ from core.governance.ledger import UsageLedger
 from core.jobs.ledger import Ledger
 from core.jobs.offload import offload
 from core.jobs.queries import Queries
-from core.jobs.submit import Submitter
+from core.jobs.submit import Submitter, queue_callback
 from core.models import Job, JobRequest, JobStatus
 from core.observability.metrics import Fanout, Metrics, job_record
 from core.ports import BlobStore, Grouped, JobStore, Retriever, SendQueue, StateStore
@@ -92,6 +92,9 @@ class ApiService:
         return job
 
     def cancel(self, tenant: str, job_id: str) -> Job:
-        """`DELETE /v1/jobs/{id}`: the job ends `cancelled`; a workflow's children not started never start."""
+        """`DELETE /v1/jobs/{id}`: the job ends `cancelled`, and its callback (if it has one) is queued; a
+        workflow's children not started never start."""
         self.queries.get(tenant, job_id)  # NotFound for another tenant's
-        return self.ledger.cancel(job_id)
+        job = self.ledger.cancel(job_id)
+        queue_callback(self.submitter.queue, job)
+        return job

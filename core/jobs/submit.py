@@ -29,6 +29,17 @@ def send_job(queue: SendQueue, job: Job, delay_s: float = 0.0, *, kind: Literal[
     queue.send(QueueMessage.for_job(job, kind).model_dump_json(), delay_s=delay_s)
 
 
+def queue_callback(queue: SendQueue, job: Job, delay_s: float = 0.0) -> None:
+    """Queue the delivery of a job's armed callback (it just became terminal). A send that fails is logged:
+    the result is stored either way, and the job view shows the callback still pending."""
+    if job.callback is None or job.callback.state != "pending":
+        return
+    try:
+        send_job(queue, job, delay_s, kind="callback")
+    except Exception as e:
+        log_event("callback.enqueue_failed", logging.ERROR, job_id=job.id, error=repr(e)[:300])
+
+
 class Submitter:
     def __init__(self, settings: ApiSettings, ledger: Ledger, state: StateStore, queue: SendQueue, *,
                  blobs: BlobStore | None = None, retriever: Retriever | None = None,
