@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from core.prompt_record import ChunkDropped, ChunkUse, PromptAssembly  # noqa: F401  (part of a job; re-exported)
 from core.validation import checked, json_depth
 
 
@@ -259,44 +260,13 @@ class CallbackState(_Model):
     error: str | None = Field(default=None, description="Why the last try failed.")
     last_at: float | None = None
     delivered_at: float | None = None
-    view: str | None = Field(default=None, description="The job's view at the terminal state this callback reports, "
-                             "kept when the job moved on (a replay) before the callback was delivered.")
 
 
-class ChunkUse(_Model):
-    id: str
-    tokens: int
-    score: float = 0.0
+class Waiting(_Model):
+    """Why a queued job is not running yet, and when it is next tried: no attempt spent, nothing failed."""
 
-
-class ChunkDropped(_Model):
-    id: str
-    reason: str = Field(description="near-duplicate of X, per-source cap, over budget, beyond top_k.")
-
-
-class PromptAssembly(_Model):
-    """How the prompt was built: enough to explain it, audit it and replay it.
-
-    budget = window - system - template - question - reserved_output - margin; the context never
-    exceeds it, and `input_tokens` is the exact count of the prompt as sent (system + user turn).
-    """
-
-    template: str
-    model: str
-    tokenizer: str
-    window: int
-    system_tokens: int
-    template_tokens: int
-    question_tokens: int
-    reserved_output_tokens: int
-    margin_tokens: int
-    context_budget: int
-    context_tokens: int
-    input_tokens: int
-    provider_input_tokens: int | None = Field(default=None, description="The provider's own count, when asked.")
-    ordering: str = "relevance"
-    chunks: list[ChunkUse] = Field(default_factory=list)
-    dropped: list[ChunkDropped] = Field(default_factory=list)
+    reason: str = Field(description="What it waits for: a rate limit, an open circuit, a budget, a busy state key.")
+    until: float = Field(description="When its deferred message comes back (epoch seconds).")
 
 
 class ChildOf(_Model):
@@ -370,7 +340,10 @@ class Job(_Model):
     finished_at: float | None = None
     callback: CallbackState | None = None
     earlier_callbacks: list[CallbackState] = Field(default_factory=list)  # still pending when the job ended again
+    callback_views: dict[str, str] = Field(default_factory=dict)  # a pending callback's view of the ending it reports,
+    # kept (by callback id) when the job moved on before it was delivered (a replay)
     call_in_flight_until: float | None = None  # cancelled while a provider call was in flight: its lease's end
+    waiting: Waiting | None = None  # deferred (a rate limit, an open circuit, a budget): what for, and until when
     cached_from: str | None = None  # id of the job whose reply this cache hit reused
     assembly: PromptAssembly | None = None
     parent: ChildOf | None = None  # a workflow's child

@@ -17,6 +17,7 @@ from core.models import (
     RouteDecision,
     StepState,
     Usage,
+    Waiting,
 )
 
 
@@ -79,6 +80,8 @@ class JobView(_Model):
     steps: list[StepView] | None = Field(default=None, description="A workflow's steps, in order.")
     parent_id: str | None = Field(default=None, description="The workflow job this child job belongs to.")
     partial: Partial | None = Field(default=None, description="A streaming job's text so far, while it runs.")
+    waiting: Waiting | None = Field(default=None, description="A queued job deferred without spending an attempt: "
+                                    "what it waits for (a rate limit, an open circuit, a budget) and until when.")
     lane: str = Field(default="online", description="online, or batch (the provider's batch API).")
     batch_id: str | None = Field(default=None, description="The provider's batch this job was sent in.")
     trace_id: str
@@ -107,6 +110,7 @@ class JobView(_Model):
             steps=[StepView.of(s) for s in job.workflow.steps] if job.workflow else None,
             parent_id=job.parent.parent_id if job.parent else None,
             partial=partial,
+            waiting=job.waiting if job.status is JobStatus.queued else None,
             lane="batch" if job.batch is not None and job.batch.state != "returned" else "online",
             batch_id=job.batch.id if job.batch is not None else None,
             trace_id=job.trace_id,

@@ -8,6 +8,7 @@ two store connections standing in for two workers.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -236,6 +237,29 @@ def test_open_circuit_defers_jobs_without_spending_attempts_then_recovers(make_a
     assert [j.status for j in jobs] == [JobStatus.succeeded] * 3
     assert calls == 3 and [j.provider_calls for j in jobs] == [1, 1, 1]
     assert sum("half-open probe" in j.route.reason for j in jobs) == 1
+
+
+def test_a_deferred_job_says_what_it_waits_for_and_the_reconciler_does_not_multiply_its_messages(make_app):
+    """Held by an open circuit, a job showed `queued` with no reason, and every reconcile sweep re-sent its
+    message (12 live copies of one job after 230 s). Its deferral is now on the record: the view says what it
+    waits for and until when, and a sweep leaves it alone while its deferred message is due."""
+    from core.entrypoints.consumer import run_delivery
+
+    with ServerThread(FakeAnthropic(FaultPlan(script=["529"]))) as srv:
+        app = make_app(anthropic_config(srv.url, max_attempts=1, in_process_wait_s=0,
+                                        breaker={"failure_threshold": 1, "cooldown_s": 60, "cache_s": 0}))
+        run(app, JobRequest(prompt="opens the circuit"))
+        job, _ = app.service.submit("acme", JobRequest(prompt="held by it"))
+        (delivery,) = app.queue.receive()
+        outcome = asyncio.run(run_delivery(app.service, app.queue, delivery, deadline=time.time() + 30))
+        assert outcome.action == "defer"
+        view = app.service.view("acme", job.id)
+        assert view.status is JobStatus.queued and "circuit" in view.waiting.reason
+        assert view.waiting.until > time.time() + 30 and view.attempts == []
+        for _ in range(3):  # sweeps that would each have re-sent it
+            assert app.service.reconcile(older_than_s=0.0)["requeued"] == 0
+        assert app.queue.depth()["queued"] == 1  # the one deferred copy, not due yet; no other was sent
+    assert app.store.get(job.id).waiting is not None
 
 
 def test_open_circuit_takes_the_circuit_open_fallback(make_app):

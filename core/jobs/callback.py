@@ -56,9 +56,10 @@ class Callbacks:
         cb = pending_callback(job, msg.callback_id) if job is not None else None
         if job is None or cb is None:
             return Outcome("ack", detail="no pending callback")
-        if cb.view is None and job.status.value != cb.event:  # moved on since (a replay): nothing true to send
+        view = job.callback_views.get(cb.id)
+        if view is None and job.status.value != cb.event:  # moved on since, unrecorded: nothing true to send
             return Outcome("ack", detail="the job moved on from the state this callback reports")
-        body = (cb.view or JobView.of(job).model_dump_json()).encode()
+        body = (view or JobView.of(job).model_dump_json()).encode()
         headers = {"content-type": "application/json", "x-alto-job-id": job.id, "x-alto-trace-id": job.trace_id,
                    **signing.headers(self._secret(job.tenant), cb.id, int(self.clock()), body)}
         sent = await asyncio.to_thread(post, cb.url, body, headers, policy=self.policy, timeout_s=left)

@@ -28,6 +28,7 @@ from core.models import (
     ProviderResult,
     RouteDecision,
     Usage,
+    Waiting,
 )
 from core.ports import JobStore
 
@@ -78,6 +79,7 @@ class Ledger:
         def change(j: Job) -> None:
             j.provider_calls += 1
             j.lease_expires_at = lease_until
+            j.waiting = None
             j.route = decision
             j.context_chunks = chunk_ids
             j.prompt_template = template
@@ -145,6 +147,14 @@ class Ledger:
             j.reply, j.cached_from = reply, source_job
 
         return self.write(job, job.status, change)
+
+    def defer(self, job: Job, *, until: float, reason: str) -> bool:
+        """Back to the queue to wait (a rate limit, an open circuit, a budget), no attempt spent: the view says
+        what for and until when, and the reconciler leaves the job alone while its deferred message is due."""
+        def change(j: Job) -> None:
+            j.waiting = Waiting(reason=reason, until=until)
+
+        return self.write(job, JobStatus.queued, change)
 
     def hand_back(self, job: Job, error: JobError | None = None) -> bool:
         """Give the job back to the queue (a retry later, a deferral); the lease ends."""
@@ -223,10 +233,10 @@ class Ledger:
                                  f"within {wait:.0f} s (its reply is billed on the job): replay it after", status=409)
 
             def change(j: Job) -> None:
-                if j.callback is not None and j.callback.state == "pending" and j.callback.view is None:
+                if j.callback is not None and j.callback.state == "pending" and j.callback.id not in j.callback_views:
                     from core.views import JobView
 
-                    j.callback = j.callback.model_copy(update={"view": JobView.of(j).model_dump_json()})
+                    j.callback_views = {**j.callback_views, j.callback.id: JobView.of(j).model_dump_json()}
                 j.provider_calls, j.reply, j.finished_at, j.call_in_flight_until = 0, None, None, None
 
             return self.write(job, JobStatus.queued, change)
@@ -274,9 +284,13 @@ class Ledger:
         def change(j: Job) -> None:
             if j.callback is not None and j.callback.id == (callback_id or j.callback.id):
                 j.callback = tried(j.callback)
-                return
-            earlier = [tried(cb) if cb.id == callback_id else cb for cb in j.earlier_callbacks]
-            j.earlier_callbacks = [cb for cb in earlier if cb.state == "pending"]
+                settled = j.callback.id if j.callback.state != "pending" else None
+            else:
+                earlier = [tried(cb) if cb.id == callback_id else cb for cb in j.earlier_callbacks]
+                j.earlier_callbacks = [cb for cb in earlier if cb.state == "pending"]
+                settled = callback_id if len(j.earlier_callbacks) < len(earlier) else None
+            if settled in j.callback_views:
+                j.callback_views = {k: v for k, v in j.callback_views.items() if k != settled}
 
         def step(job: Job | None) -> bool | None:
             if job is None or (pending_callback(job, callback_id)) is None:
@@ -296,6 +310,8 @@ class Ledger:
         change(job)
         if job.status is JobStatus.running and to is not JobStatus.running:
             job.lease_expires_at = None  # leaving `running` ends the lease
+        if to.terminal:
+            job.waiting = None
         if to.terminal and to is not job.status and job.request.callback_url:
             if job.callback is not None and job.callback.state == "pending":  # one callback per terminal state
                 job.earlier_callbacks = [*job.earlier_callbacks, job.callback]

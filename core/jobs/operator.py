@@ -45,6 +45,8 @@ class Operator:
                 counts["checked"] += 1
                 if status is JobStatus.running and job.lease_expires_at and job.lease_expires_at > now - older:
                     continue  # a live (or recently expired) lease: its worker or the queue still owns it
+                if job.waiting is not None and job.waiting.until > now - older:
+                    continue  # deferred, not lost: its delayed message is still due (re-sending multiplies it)
                 try:
                     requeued = self._requeue(job)
                 except Exception as e:  # one job the store or queue refuses must not stop the sweep

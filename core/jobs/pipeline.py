@@ -283,11 +283,9 @@ class Pipeline:
         return Outcome("retry", delay_s=delay_s, status=JobStatus.queued, detail=detail)
 
     async def _defer(self, job: Job, delay_s: float, reason: str) -> Outcome:
-        """Come back later without spending an attempt. A job we were running is handed back first."""
-        if job.status is JobStatus.running:
-            handed = await self._hand_back(job, delay_s, reason)
-            if handed.status is not JobStatus.queued:
-                return handed
+        """Come back later without spending an attempt; the job records what it waits for, and until when."""
+        if not await self.store_io(self.ledger.defer, job, until=self.clock() + delay_s, reason=reason):
+            return raced(delay_s=max(1.0, delay_s))
         log_event("job.deferred", reason=reason, delay_s=round(delay_s, 3))
         self.metrics.deferred(job.tenant, task_of(job), job.route.model if job.route else "-")
         return Outcome("defer", delay_s=delay_s, status=JobStatus.queued, detail=reason)
