@@ -95,6 +95,7 @@ class JobRequest(_Model):
         description="Run a configured multi-step workflow instead of one call: `name@version`, or `name` for its "
                     "newest version. Give its inputs in `inputs`, and no `prompt`.")
     prompt: str = Field(default="", max_length=1_000_000, validate_default=True,
+                        json_schema_extra={"minLength": 1, "pattern": r"\S"},  # what the validator below enforces
                         description="The question or instruction (required unless `workflow` is given).")
     inputs: dict[str, str] = Field(
         default_factory=dict, description="A workflow's inputs by name: the text itself, or `blob:KEY` for a document "

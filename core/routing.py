@@ -27,6 +27,7 @@ class RoutePlan:
     primary: RouteDecision
     fallbacks: dict[str, list[RouteDecision]]
     notes: list[str] = field(default_factory=list)  # rules skipped and why, fallbacks dropped by policy
+    siblings: list[RouteDecision] = field(default_factory=list)  # the route's other weighted targets the tenant may use
 
 
 class Router:
@@ -92,7 +93,9 @@ class Router:
             route = rule.route
             if request.max_tokens is not None and request.max_tokens < route.max_tokens:  # a request may only lower it
                 route = route.model_copy(update={"max_tokens": request.max_tokens})
-            return RoutePlan(rule=rule.name, route=route, primary=primary, fallbacks=fallbacks, notes=notes)
+            siblings = [self.decision(m, f"{reason}: an equivalent deployment", rule.name) for m in allowed if m != name]
+            return RoutePlan(rule=rule.name, route=route, primary=primary, fallbacks=fallbacks, notes=notes,
+                             siblings=siblings)
         raise NoRoute("no route may serve this request: " + "; ".join(notes or ["no rule matched"]))
 
     def fit(self, plan: RoutePlan, need: Callable[[str], int]) -> RouteDecision:

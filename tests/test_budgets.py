@@ -136,19 +136,46 @@ def test_retries_and_fallbacks_are_counted_and_spent_equals_what_the_jobs_cost(m
     assert spent(app) == pytest.approx(retried.usage.cost_usd + fell_back.usage.cost_usd, abs=1e-9)
 
 
-def test_a_call_that_does_not_fit_fails_naming_the_budget_or_waits_for_the_next_period(make_app, fake_anthropic):
+def test_a_call_that_does_not_fit_fails_naming_the_budget_or_waits_for_the_next_period(make_app, fake_anthropic,
+                                                                                       tmp_path):
+    """Spend that lands between the submit (which could pay) and the call (which now can't)."""
+    import time
+
     fake, url = fake_anthropic
+
+    def spend_all_but(app, left: float) -> None:
+        key = scopes("acme", None, app.settings.tenants["acme"].budgets, time.time())[0].key
+        assert app.state.put_if_absent(key, {"spent": 0.01 - left, "holds": {}})
+
     # the worst case of one call: ~80 input tokens x $3 + 256 max_tokens x $15 per million = ~$0.004
-    app = make_app(budget_config(url, daily_usd=0.001), env={"ACME_KEY": KEYS["acme"]})
-    job, = run(app, JobRequest(prompt="too dear"))
+    app = make_app(budget_config(url, daily_usd=0.01), env={"ACME_KEY": KEYS["acme"]})
+    job, _ = app.service.submit("acme", JobRequest(prompt="too dear"))
+    spend_all_but(app, 0.001)
+    asyncio.run(run_until_done(app, [job.id], timeout_s=10))
+    job = app.store.get(job.id)
     assert job.status is JobStatus.failed and fake.stats["calls"] == 0 and job.provider_calls == 0
-    assert job.error.message.startswith("budget_exhausted: the tenant 'acme' daily budget of $0.001 has $0 spent")
+    assert job.error.message.startswith("budget_exhausted: the tenant 'acme' daily budget of $0.01 has $0.009 spent")
     assert "resets at" in job.error.message
-    app = make_app(budget_config(url, daily_usd=0.001, on_exhausted="defer"), env={"ACME_KEY": KEYS["acme"]})
+    app = make_app(budget_config(url, daily_usd=0.01, on_exhausted="defer"),
+                   env={"ACME_KEY": KEYS["acme"], "ALTO_DATA_DIR": str(tmp_path / "second")})
     queued, _ = app.service.submit("acme", JobRequest(prompt="later"))
+    spend_all_but(app, 0.001)
     asyncio.run(run_until_done(app, [queued.id], timeout_s=1.5))
     later = app.store.get(queued.id)
     assert later.status is JobStatus.queued and later.provider_calls == 0 and fake.stats["calls"] == 0
+
+
+def test_a_remainder_too_small_for_the_cheapest_call_gets_429_at_submit(live, fake_anthropic):
+    """$0.001 left can't hold the ~$0.004 worst case of any call the route allows: the job could only fail
+    budget_exhausted, so the submit says so now, with when the budget resets, and stores nothing."""
+    fake, url = fake_anthropic
+    app, base = live(budget_config(url, daily_usd=0.001), env={"ACME_KEY": KEYS["acme"]})
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['acme']}"}) as c:
+        r = c.post("/v1/jobs", json={"prompt": "too dear"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exhausted", r.text
+        assert "the cheapest call this request may make is held at up to $0.00" in r.json()["error"]["message"]
+        assert int(r.headers["retry-after"]) > 0 and c.get("/v1/jobs").json()["jobs"] == []
+    assert fake.stats["calls"] == 0
 
 
 def test_a_tenant_over_its_budget_gets_429_at_submit_with_retry_after(live, fake_anthropic):

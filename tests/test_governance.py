@@ -274,6 +274,31 @@ def test_open_circuit_takes_the_circuit_open_fallback(make_app):
     assert job.route.model == "offline" and "fallback circuit_open" in job.route.reason
 
 
+def test_a_broken_deployment_holds_up_no_job_that_has_an_equivalent_one(make_app):
+    """Two weighted deployments of one route; one refuses every connection. Its breaker opens on the first
+    failure, and every job the route would have sent there goes to the healthy one instead of waiting out
+    the cooldown (which held every job of the model for minutes)."""
+    from core.testing.servers import free_port
+
+    with ServerThread(FakeAnthropic(FaultPlan())) as srv:
+        cfg = anthropic_config(srv.url, max_attempts=3, in_process_wait_s=0,
+                               breaker={"failure_threshold": 1, "cooldown_s": 300, "cache_s": 0})
+        cfg["providers"]["down"] = {"type": "anthropic", "api_key": "env:FAKE_ANTHROPIC_KEY",
+                                    "base_url": f"http://127.0.0.1:{free_port()}", "timeout_s": 2}
+        cfg["models"]["east"] = {**cfg["models"]["fake-sonnet"], "provider": "down"}
+        cfg["models"]["west"] = dict(cfg["models"]["fake-sonnet"])
+        cfg["routing"]["default"] = {"targets": [{"model": "east"}, {"model": "west"}], "max_tokens": 64}
+        app = make_app(cfg)
+        jobs = run(app, *[JobRequest(prompt=f"question {i}") for i in range(12)])
+    assert [j.status for j in jobs] == [JobStatus.succeeded] * 12
+    east = [a for j in jobs for a in j.attempts if a.model == "east"]
+    opened = min(a.finished_at for a in east)
+    assert all(a.started_at <= opened for a in east)  # no call went east once its circuit was open
+    assert all(sum(a.model == "east" for a in j.attempts) <= 1 for j in jobs)
+    moved = [j for j in jobs if "east has an open circuit" in j.route.reason]
+    assert moved and all(j.route.model == "west" for j in jobs)
+
+
 def test_unknown_fallback_model_is_a_config_error(make_app):
     from core.errors import ConfigError
 

@@ -127,12 +127,41 @@ def test_query_errors_name_their_parameter_and_strict_json_is_enforced(live):
         for raw in (b'{"prompt": "hi", "metadata": {"x": NaN}}', b'{"prompt": "hi", "metadata": {"x": Infinity}}'):
             r = c.post("/v1/jobs", content=raw, headers={**AUTH, "content-type": "application/json"})
             assert r.status_code == 400 and "not a JSON number" in r.json()["error"]["message"]
+        for number in (b"1e999", b"-1e999", b"1" + b"0" * 400 + b".0"):  # overflow to infinity: stored as null before
+            raw = b'{"prompt": "hi", "metadata": {"x": ' + number + b'}}'
+            r = c.post("/v1/jobs", content=raw, headers={**AUTH, "content-type": "application/json"})
+            assert r.status_code == 400 and "too large to represent" in r.json()["error"]["message"], r.text
+        assert c.get("/v1/jobs", headers=AUTH).json()["jobs"] == []  # none of them stored
         r = c.post("/v1/jobs", json={"prompt": "hi", "cache": "no"}, headers=AUTH)
         assert r.status_code == 422 and r.json()["error"]["field"] == "cache"
         r = c.post("/v1/jobs", content=b"[1]", headers={**AUTH, "content-type": "application/json"})
         assert r.status_code == 422 and r.json()["error"]["field"] == "(body)"
         r = c.post("/v1/jobs", content=b"hi", headers={**AUTH, "content-type": "text/plain"})
         assert r.status_code == 415 and r.json()["error"]["field"] == "Content-Type"
+
+
+def test_the_schema_and_the_server_agree_on_an_empty_prompt_and_on_since(live):
+    """schemathesis found the schema accepting `{"prompt": ""}` and `since=0000-00-00`, which the server
+    refuses; and a well-formed day the schema allows (over a year back) was refused too."""
+    import jsonschema
+
+    app, url = live()
+    with httpx.Client(base_url=url) as c:
+        spec = c.get("/openapi.json").json()
+        prompt = spec["components"]["schemas"]["JobRequest"]["properties"]["prompt"]
+        for bad in ("", "   "):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(bad, prompt)
+            assert c.post("/v1/jobs", json={"prompt": bad}, headers=AUTH).status_code == 422
+        since = next(p for p in spec["paths"]["/v1/usage"]["get"]["parameters"] if p["name"] == "since")["schema"]
+        checker = jsonschema.FormatChecker()
+        for bad in ("0000-00-00", "2026-02-30", "yesterday"):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(bad, since, format_checker=checker)
+            assert c.get(f"/v1/usage?since={bad}", headers=AUTH).status_code == 422
+        for good in ("1999-01-01", "2030-12-31"):  # a valid day: the report starts where the ledger does
+            jsonschema.validate(good, since, format_checker=checker)
+            assert c.get(f"/v1/usage?since={good}", headers=AUTH).status_code == 200
 
 
 def test_405_says_what_is_allowed_and_trace_is_not_served(live):

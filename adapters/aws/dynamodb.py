@@ -6,9 +6,9 @@ and a listing never shows a stale one:
 
 - `by_tenant` (tenant, created_at): a tenant's listing, newest first;
 - `by_tenant_status` (`tenant#status`, created_at): a tenant's listing by status;
-- `by_sweep` (`status#shard`, updated_at): queued and running jobs only (a terminal job drops the
-  attribute, so the index stays small), spread over `SWEEP_SHARDS` keys so one status is never a hot
-  partition; the reconciler queries every shard.
+- `by_sweep` (`status#shard`, updated_at): queued and running jobs, and cancelled ones whose call in
+  flight is still to be settled (every other job drops the attribute, so the index stays small), spread
+  over `SWEEP_SHARDS` keys so one status is never a hot partition; the reconciler queries every shard.
 
 A terminal job gets `expires_at` (the table's TTL attribute) after the retention period. State table:
 partition key `k`; `expires_at` is the TTL attribute, and because DynamoDB deletes expired items lazily
@@ -30,7 +30,7 @@ from core.records import listed_jobs, stored_job
 
 JOB_RETENTION_S = 30 * 86400
 SWEEP_SHARDS = 8
-SWEPT = (JobStatus.queued, JobStatus.running)
+SWEPT = (JobStatus.queued, JobStatus.running, JobStatus.cancelled)  # cancelled: only with a call to settle
 BATCH_GET_MAX = 100  # BatchGetItem's limit per call
 
 
@@ -62,8 +62,8 @@ class DynamoJobStore:
             "version": _n(job.version), "created_at": _n(job.created_at), "updated_at": _n(job.updated_at),
             "data": {"S": job.model_dump_json()},
         }
-        if job.status in SWEPT:
-            item["sweep"] = {"S": sweep_key(job.id, job.status)}
+        if job.status in (JobStatus.queued, JobStatus.running) or job.call_in_flight_until is not None:
+            item["sweep"] = {"S": sweep_key(job.id, job.status)}  # the reconciler's: stuck, or a call to settle
         if job.status.terminal:
             item["expires_at"] = _n(int((job.finished_at or job.updated_at) + self.retention_s))
         return item

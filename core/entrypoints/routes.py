@@ -71,8 +71,9 @@ ROUTES: tuple[Route, ...] = (
           media_type="text/event-stream"),
     Route("GET", "/v1/usage", "usage", "This tenant's spend and savings, summed by task, model, lane or day",
           response=UsageReport, errors={401: "Missing or invalid API key", 422: "Invalid since or group_by"},
-          params=(Param("since", "query", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
-                                           "description": "First UTC day (default: 30 days back)."}),
+          params=(Param("since", "query", {"type": "string", "format": "date",
+                                           "description": "First UTC day, YYYY-MM-DD (default: 30 days back; the "
+                                                          "ledger keeps 366)."}),
                   Param("group_by", "query", {"type": "string", "pattern": "^((task|model|lane|day),?)*$",
                                               "description": "Comma-separated: task, model, lane, day (default day)."}))),
     Route("DELETE", "/v1/jobs/{job_id}", "cancel_job", "Cancel a job (a workflow: children not started never start)",

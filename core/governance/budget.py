@@ -19,8 +19,9 @@ from core.config.budgets import BudgetConfig, SpendLimits
 from core.governance.state import mutate
 from core.ports import StateRecord, StateStore
 
-if TYPE_CHECKING:  # the API's submit check reads budgets with no model catalog; only workers price calls
-    from core.config.worker import ModelConfig
+if TYPE_CHECKING:  # the model catalog is loaded only where calls are priced (and a budgeted submit)
+    from core.config.worker import ModelConfig, Settings
+    from core.models import JobRequest
 
 TRIES = 20
 KEEP_S = 40 * 86400  # a period's record outlives it, for reports
@@ -88,6 +89,22 @@ def worst_case(model: ModelConfig, counted_input: int, max_output: int) -> float
     return model.cost(worst_in, max_output)
 
 
+def cheapest_call(settings: "Settings", tenant: str, request: "JobRequest") -> float | None:
+    """The least any call this request may make can be held for: the cheapest worst case among the models its
+    route allows (the chosen target, its equivalent deployments and every fallback), with the prompt's length
+    as a lower bound on its input. None when nothing routes it (the worker says why)."""
+    from core.routing import NoRoute, Router
+
+    estimate = len(request.prompt) // 4  # fewer tokens than any tokenizer counts: never refuses a payable call
+    try:
+        plan = Router(settings).plan(tenant, request, input_tokens=estimate)
+    except NoRoute:
+        return None
+    candidates = [plan.primary, *plan.siblings, *(d for chain in plan.fallbacks.values() for d in chain)]
+    return min(worst_case(settings.models[d.model], estimate,
+                          min(plan.route.max_tokens, settings.models[d.model].max_output_tokens)) for d in candidates)
+
+
 class Budgets:
     def __init__(self, state: StateStore, *, clock: Callable[[], float] = time.time) -> None:
         self.state = state
@@ -112,6 +129,16 @@ class Budgets:
 
     def release(self, within: list[Scope], hold: str) -> None:
         self.settle(within, hold, 0.0)
+
+    def cannot_pay(self, within: list[Scope], amount: float) -> Refusal | None:
+        """The first budget whose unspent remainder is less than `amount` (reservations in flight left out:
+        they settle to what the calls really cost)."""
+        for scope in within:
+            rec = self.state.get(scope.key)
+            spent = float(rec.value["spent"]) if rec is not None else 0.0
+            if spent + amount > scope.limit + 1e-12:
+                return Refusal(scope, spent, 0.0)
+        return None
 
     def exhausted(self, within: list[Scope]) -> Refusal | None:
         """The first budget already spent to its limit (a submit gets 429 then)."""

@@ -133,9 +133,10 @@ class Admission:
                 await self.state_io(self.breaker.abandon, gate)
 
     async def _gate(self, plan: RoutePlan, current: RouteDecision) -> tuple[RouteDecision, ModelConfig, Gate] | Deferral:
-        """The first deployment of [current, circuit_open fallbacks...] whose circuit is not open."""
+        """The first deployment of [current, the route's equivalent deployments, circuit_open fallbacks...] whose
+        circuit is not open: a broken deployment holds up only the jobs that have nowhere else to go."""
         gov = self.settings.governance
-        chain = [current] + [d for d in plan.fallbacks.get("circuit_open", []) if d.model != current.model]
+        chain = [current] + [d for d in plan.siblings + plan.fallbacks.get("circuit_open", []) if d.model != current.model]
         retry_in: float | None = None
         for decision in chain:
             model = self.settings.models[decision.model]

@@ -25,7 +25,7 @@ from core.webhooks import signing
 from core.webhooks.sender import post
 from core.webhooks.targets import Policy
 
-LEASE_MARGIN_S = 2.0  # the outcome is written and the message settled after the POST, inside the lease
+LEASE_MARGIN_S = 2.0  # the outcome is written and the message settled after the POST (at most a quarter of it)
 
 
 class Callbacks:
@@ -48,9 +48,11 @@ class Callbacks:
         """POST the job's view once, within `callbacks.timeout_s` and inside the delivery's own `deadline` (the
         message's lease or the invocation's end), so the queue never hands the same event to a second worker
         while this one is still sending it."""
-        left = self.config.timeout_s if deadline is None else min(self.config.timeout_s,
-                                                                  deadline - self.clock() - LEASE_MARGIN_S)
-        if left < 1.0:
+        left = self.config.timeout_s
+        if deadline is not None:
+            window = deadline - self.clock()
+            left = min(left, window - min(LEASE_MARGIN_S, window * 0.25))
+        if left < 0.2:
             return Outcome("defer", delay_s=1.0, detail="too little of the delivery's lease left to call back")
         job = await self.store_io(self.ledger.load, msg.job_id)
         cb = pending_callback(job, msg.callback_id) if job is not None else None

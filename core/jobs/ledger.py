@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from core.errors import ConflictError, IllegalTransition, InputError, NotFound
-from core.jobs.usage import job_usage
+from core.jobs.usage import job_usage, mark_lost
 from core.models import (
     TRANSITIONS,
     Attempt,
@@ -31,6 +31,9 @@ from core.models import (
     Waiting,
 )
 from core.ports import JobStore
+
+if TYPE_CHECKING:
+    from core.config.worker import ModelConfig
 
 Change = Callable[[Job], None]
 TRIES = 5
@@ -199,6 +202,15 @@ class Ledger:
         return self.write(job, JobStatus.dead_lettered, change)
 
     # ------------------------------------------------------------------ the operator's transitions
+
+    def settle_cancelled_call(self, job: Job, models: dict[str, ModelConfig]) -> bool:
+        """A call in flight when its job was cancelled, whose reply never landed (its worker died): the attempt
+        becomes `lost` at its estimated cost, billed on the job, and the job may be replayed."""
+        def change(j: Job) -> None:
+            mark_lost(j, models, self.clock())
+            j.usage, j.call_in_flight_until = job_usage(j), None
+
+        return self.write(job, job.status, change)
 
     def touch(self, job: Job) -> bool:
         """Mark a stranded job as seen, so the next reconcile sweep leaves it alone for a while."""

@@ -40,6 +40,8 @@ class Operator:
         older = self.settings.governance.reconcile_after_s if older_than_s is None else older_than_s
         now = self.clock()
         counts = {"requeued": 0, "checked": 0}
+        if settled := self._settle_cancelled_calls(now, limit):
+            counts["settled"] = settled
         for status in (JobStatus.queued, JobStatus.running):
             for job in self.ledger.store.list(status=status, updated_before=now - older, limit=limit):
                 counts["checked"] += 1
@@ -55,6 +57,19 @@ class Operator:
                     continue
                 counts["requeued"] += requeued
         return counts
+
+    def _settle_cancelled_calls(self, now: float, limit: int) -> int:
+        """Cancelled jobs whose call in flight never reported back (its worker died): the attempt is `lost`,
+        at its estimated cost, so every call the provider may have billed is on its job."""
+        settled = 0
+        for job in self.ledger.store.list(status=JobStatus.cancelled, updated_before=now, limit=limit):
+            if job.call_in_flight_until is None or job.call_in_flight_until > now:
+                continue
+            try:
+                settled += self.ledger.settle_cancelled_call(job, getattr(self.settings, "models", {}))
+            except Exception as e:  # one job the store refuses must not stop the sweep
+                log_event("reconcile.job_failed", logging.ERROR, job_id=job.id, error=repr(e)[:500])
+        return settled
 
     def _requeue(self, job: Job) -> int:
         if not self.ledger.touch(job):  # so the next sweep leaves it alone for `older` seconds

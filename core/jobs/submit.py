@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from core.config.api import ApiSettings
 from core.errors import BudgetExhausted, IdempotencyConflict, InputError, QueueUnavailable
@@ -20,6 +20,9 @@ from core.logs import log_event
 from core.models import Job, JobRequest, JobStatus, QueueMessage
 from core.ports import BlobStore, OrderedKeys, Retriever, SendQueue, StateStore
 from core.workflows.inputs import stash
+
+if TYPE_CHECKING:
+    from core.config.worker import Settings
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 
@@ -45,6 +48,7 @@ class Submitter:
                  blobs: BlobStore | None = None, retriever: Retriever | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self._settings_priced: Settings | None = None
         self.blobs = blobs
         self.ledger = ledger
         self.state = state
@@ -82,15 +86,33 @@ class Submitter:
         return job, True
 
     def _check_budget(self, tenant: str, request: JobRequest) -> None:
-        """A tenant already at a spend limit gets 429 with the reset time, and nothing is stored."""
+        """A tenant at a spend limit, or whose remainder can't pay for the cheapest call this request may make,
+        gets 429 with the reset time, and nothing is stored (the job would only fail budget_exhausted)."""
         cfg = self.settings.tenants.get(tenant)
         if cfg is None or cfg.budgets is None:
             return
-        from core.governance.budget import Budgets, scopes
+        from core.governance.budget import Budgets, cheapest_call, scopes, usd
 
-        refused = Budgets(self.state, clock=self.clock).exhausted(scopes(tenant, request.task, cfg.budgets, self.clock()))
+        within = scopes(tenant, request.task, cfg.budgets, self.clock())
+        budgets = Budgets(self.state, clock=self.clock)
+        refused, detail = budgets.exhausted(within), ""
+        if refused is None and request.workflow is None and (cheapest := cheapest_call(self._priced(), tenant, request)):
+            refused = budgets.cannot_pay(within, cheapest)
+            detail = f"; the cheapest call this request may make is held at up to {usd(cheapest)}"
         if refused is not None:
-            raise BudgetExhausted(refused.message(), retry_after_s=max(1.0, refused.scope.resets_at - self.clock()))
+            raise BudgetExhausted(refused.message() + detail,
+                                  retry_after_s=max(1.0, refused.scope.resets_at - self.clock()))
+
+    def _priced(self) -> Settings:
+        """The full settings (the model catalog, routing) for pricing a call: built once, and only here (an API
+        function's cold start never defines them; a budgeted tenant's first submit does)."""
+        from core.config.worker import Settings
+
+        if isinstance(self.settings, Settings):
+            return self.settings
+        if self._settings_priced is None:
+            self._settings_priced = Settings.model_validate(self.settings.model_dump())
+        return self._settings_priced
 
     def _reserve_key(self, tenant: str, idempotency_key: str, fingerprint: str, job_id: str) -> Job | str:
         """The job an Idempotency-Key already names, or the id the new job must take."""

@@ -2,12 +2,15 @@
 
 An attempt is billed when the provider answered 200 (served or not: a cut or empty reply was still
 generated). An attempt whose worker died mid-call is `lost`: nobody knows whether the provider
-replied, so it is counted at the most it can have cost (its counted input, its full output allowance)
-and flagged as estimated. Errors (4xx, 5xx, timeouts) are not billed.
+replied, so it is counted at the most it can have cost and flagged as estimated: its input exactly as the
+provider counted it when an earlier attempt of the same prompt on the same model was billed (cache reads
+and writes included), else our count raised by the model's `token_margin`; and its full output allowance,
+the one thing nobody can know. Errors (4xx, 5xx, timeouts) are not billed.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from core.models import Attempt, Job, ProviderResult, Usage
@@ -36,10 +39,17 @@ def mark_lost(job: Job, models: dict[str, ModelConfig], now: float) -> int:
 
 def _estimate(job: Job, attempt: Attempt, model: ModelConfig | None) -> Usage:
     assembly = job.assembly
-    input_tokens = assembly.input_tokens if assembly else 0
     output_tokens = assembly.reserved_output_tokens if assembly else 0
-    cost = model.cost(input_tokens, output_tokens) if model else 0.0
-    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, estimated_cost_usd=cost)
+    seen = next((a.usage for a in job.attempts if a is not attempt and a.model == attempt.model and a.usage is not None
+                 and a.outcome == "succeeded" and a.usage.estimated_cost_usd == 0), None)
+    if seen is not None:  # the same prompt, billed before: its input as the provider counted it
+        inputs = (seen.input_tokens, seen.cache_read_tokens, seen.cache_write_tokens)
+    else:
+        counted = assembly.input_tokens if assembly else 0
+        inputs = (math.ceil(counted * (1 + (model.token_margin if model else 0.0))), 0, 0)
+    cost = model.cost(inputs[0], output_tokens, inputs[1], inputs[2]) if model else 0.0
+    return Usage(input_tokens=inputs[0], output_tokens=output_tokens, cache_read_tokens=inputs[1],
+                 cache_write_tokens=inputs[2], cost_usd=cost, estimated_cost_usd=cost)
 
 
 def job_usage(job: Job, reply_model: ModelConfig | None = None) -> Usage:
