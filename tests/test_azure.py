@@ -236,6 +236,29 @@ def test_table_stores_conditional_writes_reject_the_second_claim(azure):
         lambda: table_service().get_table_client(azure.env["ALTO_STATE_TABLE"]), clock=clock))
 
 
+def test_expired_jobs_and_state_are_purged_from_the_tables(azure):
+    """Table Storage has no TTL: the reconcile timer deletes ended jobs past their retention and expired state."""
+    import time
+
+    from core.models import Job, JobRequest
+
+    app = azure.app
+    now = time.time()
+    old = Job(id="old", tenant="acme", request=JobRequest(prompt="p"), request_hash="h", trace_id="t",
+              created_at=now - 100, updated_at=now - 100, status=JobStatus.succeeded, finished_at=now - 100)
+    fresh = old.model_copy(update={"id": "fresh"})
+    app.store.retention_s, app.state.clock = 50, (lambda: now - 100)
+    app.store.create(old)
+    app.state.put_if_absent("idem:acme:k", {"job_id": "old"}, ttl_s=10)
+    app.store.retention_s, app.state.clock = 3600, time.time
+    app.store.create(fresh)
+    app.state.put_if_absent("idem:acme:live", {"job_id": "fresh"}, ttl_s=3600)
+    azure.loop.run_until_complete(azure.functions["reconcile"](None))
+    assert app.store.get("old") is None and app.store.get("fresh") is not None
+    assert app.state.get("idem:acme:live") is not None
+    assert app.state.purge_expired(time.time()) == 0  # the expired key went with the timer's run
+
+
 def test_claim_check_round_trip_through_blob_storage(azure):
     queue = azure.app.queue
     big = json.dumps({"job_id": "x", "tenant": "acme", "trace_id": "t", "pad": "z" * 300_000})

@@ -81,6 +81,12 @@ def dead_letter(msg: func.ServiceBusMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
 async def reconcile(timer: func.TimerRequest) -> None:
     # async: the batch tick calls the provider, whose client lives on the host's loop with the worker's jobs
+    import asyncio
+
     from core.entrypoints.consumer import ascheduled
 
-    await ascheduled(get_app().service)
+    alto = get_app()
+    await ascheduled(alto.service)
+    now = time.time()  # Table Storage keeps rows for ever: what has expired goes here, a batch a run
+    for store in (alto.store, alto.state):
+        await asyncio.to_thread(store.purge_expired, now)  # type: ignore[attr-defined]

@@ -5,7 +5,8 @@ writes spread over 64 partitions instead of queueing on one (a partition serves 
 second), and the reconciler's and listings' filters run server-side over the `job-` partition range. The
 job's JSON is split over 30,000-character properties, the most a Table string holds. State: PartitionKey
 `state-NN` (the same sharding of the key), RowKey the key encoded (Table keys can't hold '/', '\\', '#' or
-'?'). Expired state rows count as absent.
+'?'). Expired state rows count as absent. Table Storage has no TTL of its own: `purge_expired` deletes what
+has expired (ended jobs past their retention, expired state), a batch per reconcile run.
 """
 
 from __future__ import annotations
@@ -43,6 +44,27 @@ def _join(entity: dict[str, Any]) -> str:
     return "".join(entity[f"data{i}"] for i in range(int(entity["parts"])))
 
 
+def purge_expired(client: Any, now: float, limit: int) -> int:
+    """Delete up to `limit` entities whose `expires_at` has passed; how many. A racing writer's newer entity
+    (its ETag changed) is left alone."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError
+
+    gone = 0
+    for e in client.query_entities("expires_at lt @now", parameters={"now": now}, results_per_page=limit,
+                                   select=["PartitionKey", "RowKey", "expires_at"]):
+        try:
+            client.delete_entity(e["PartitionKey"], e["RowKey"], etag=e.metadata["etag"],
+                                 match_condition=MatchConditions.IfNotModified)
+            gone += 1
+        except HttpResponseError as err:
+            if err.status_code not in (404, 412):
+                raise
+        if gone >= limit:
+            break
+    return gone
+
+
 class TableJobStore:
     remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
 
@@ -59,6 +81,9 @@ class TableJobStore:
         if job.status.terminal:
             e["expires_at"] = (job.finished_at or job.updated_at) + self.retention_s
         return e
+
+    def purge_expired(self, now: float, limit: int = 1000) -> int:
+        return purge_expired(self._client(), now, limit)
 
     def create(self, job: Job) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -127,6 +152,9 @@ class TableStateStore:
     def __init__(self, client: Callable[[], Any], *, clock: Callable[[], float] = time.time) -> None:
         self._client = client  # a TableClient for the state table
         self.clock = clock
+
+    def purge_expired(self, now: float, limit: int = 1000) -> int:
+        return purge_expired(self._client(), now, limit)
 
     def _read(self, key: str) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
