@@ -80,7 +80,7 @@ def _ports(
 ) -> tuple[JobStore, StateStore, JobQueue, BlobStore, Secrets]:
     """The ports passed in, the embedded default under the data dir for each one that wasn't."""
     configure_logging(settings.logging.level, redact_pii=settings.guardrails.redact_pii_in_logs)
-    data = settings.resolved_data_dir()
+    data = _usable_folder(settings.resolved_data_dir())
     if store is None or state is None:
         from core.embedded.stores import SqliteJobStore, SqliteStateStore
 
@@ -107,6 +107,21 @@ def _ports(
 
         blobs = FileBlobStore(data / "blobs")
     return store, state, queue, blobs, secrets or EnvSecrets()
+
+
+def _usable_folder(data: Path) -> Path:
+    """The data folder, created if need be; ConfigError naming ALTO_DATA_DIR when it can't be one."""
+    from core.errors import ConfigError
+
+    if data.exists() and not data.is_dir():
+        raise ConfigError(f"the data folder {data} is a file, not a folder: point ALTO_DATA_DIR (or data_dir) at a "
+                          "folder, or remove the file")
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the data folder {data}: {e.strerror}; point ALTO_DATA_DIR (or data_dir) "
+                          "at a folder you can write") from None
+    return data
 
 
 def bootstrap(

@@ -51,6 +51,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at emit time: a host (or a test runner) that swaps stderr after
+    start-up still gets the lines, and a closed earlier stream never turns an event into a logging error."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", stream: Any = None, *, redact_pii: bool = False) -> None:
     """Idempotent: cloud runtimes call it once per process at handler build time."""
     JsonFormatter.redact_pii = redact_pii
@@ -58,7 +74,7 @@ def configure_logging(level: str = "INFO", stream: Any = None, *, redact_pii: bo
     root.setLevel(level)
     root.propagate = False
     if not any(getattr(h, "_alto", False) for h in root.handlers):
-        handler = logging.StreamHandler(stream or sys.stderr)
+        handler = logging.StreamHandler(stream) if stream else _CurrentStderr()
         handler.setFormatter(JsonFormatter())
         handler._alto = True  # type: ignore[attr-defined]
         root.addHandler(handler)

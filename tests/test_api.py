@@ -120,7 +120,7 @@ def test_unsupported_media_type_and_unknown_routes(live):
         assert c.post("/v1/jobs", content=b"prompt=x", headers={**ACME, "content-type": "text/plain"}).status_code == 415
         assert c.get("/v2/nothing", headers=ACME).status_code == 404
         assert c.delete("/v1/jobs", headers=ACME).status_code == 405
-        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/healthz").json() == {"status": "ok", "workers": 1}
 
 
 def test_openapi_documents_the_routes(live):

@@ -41,6 +41,8 @@ def _describe(err: ValidationError, source: str, model: type[BaseModel]) -> str:
 def _known_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     model: Any = root
     for part in loc:
+        if isinstance(part, int) and hasattr(model, "model_fields"):
+            continue  # a list's index: the list's element model was taken already
         field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
         if field is None:
             # inside a dict of sub-models (providers.NAME, tenants.NAME ...)

@@ -9,6 +9,7 @@ from core.config.api import SECRET_REF
 from core.config.worker import Settings
 from core.errors import ConfigError
 from core.ports import Secrets
+from core.providers.sdks import missing_sdk
 
 LOCAL_SCHEMES = ("env", "file")
 
@@ -28,6 +29,12 @@ def secret_refs(settings: Settings) -> list[tuple[str, str]]:
     if settings.retrieval.backend == "pgvector" and settings.retrieval.pgvector is not None:
         refs.append(("retrieval.pgvector.dsn", settings.retrieval.pgvector.dsn))
     return [(where, ref) for where, ref in refs if ref]
+
+
+def missing_sdks(settings: Settings) -> list[str]:
+    """Routed providers whose SDK is not installed here, each with the pip command that installs it."""
+    return [f"  providers.{name} (type {settings.providers[name].type}) {missing}"
+            for name in routed_providers(settings) if (missing := missing_sdk(settings.providers[name].type))]
 
 
 def unresolved_secrets(settings: Settings, secrets: Secrets) -> list[str]:

@@ -1,5 +1,5 @@
-"""The local runtime: async worker loops over a pull queue (the embedded one), the API as an ASGI app
-for uvicorn (`alto serve` runs both in one process), and one job run inline (`alto ask`)."""
+"""The local runtime: async worker loops over a pull queue (the embedded one), supervised next to the API
+(`alto serve` runs both in one process), and one job run inline (`alto ask`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import socket
 import threading
 import time
 from typing import Any, Callable, Coroutine
-from urllib.parse import parse_qsl
 
 from core.bootstrap import App
-from core.console import asset as console_asset
+from core.entrypoints.asgi import asgi_app
 from core.entrypoints.consumer import run_delivery
-from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, ApiResponse, error, respond
 from core.errors import ConfigError
 from core.jobs.offload import offload
 from core.jobs.outcome import Outcome
@@ -25,6 +23,7 @@ from core.process_tuning import settle
 
 DEADLINE_MARGIN_S = 5.0
 DEAD_LETTER_CHECK_S = 0.5
+CRASHES_TOLERATED = 5  # a worker loop that crashes this often in a minute stops the service (a supervisor sees it)
 
 
 def _pull_queue(app: App) -> PullQueue:
@@ -122,107 +121,8 @@ class WorkerPool:
         await asyncio.to_thread(self.app.service.metrics.flush)
 
 
-def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None,
-             metrics_text: Callable[[], str] | None = None) -> Any:
-    """`metrics_text`: what `GET /metrics` serves (Prometheus text), unauthenticated like a scrape target;
-    None when `observability.prometheus` is off."""
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    if on_startup:
-                        await on_startup()
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    if on_shutdown:
-                        await on_shutdown()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        if scope["path"] == "/metrics" and scope["method"] == "GET" and metrics_text is not None:
-            return await _plain(send, 200, metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
-        if scope["method"] == "GET" and (page := console_asset(scope["path"])) is not None:
-            return await _plain(send, 200, page[0], page[1])  # the console: static, public, no data in it
-        body = await _read_body(receive)
-        if body is None:
-            return  # the client went away before its body was complete: nothing is processed
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        req = ApiRequest(
-            method=scope["method"], path=scope["path"], headers=headers, body=body, base_url=_own_url(scope),
-            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)),
-            streaming=True,
-        )
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) != len(body) and len(body) <= MAX_BODY_BYTES:
-            resp = error(400, "incomplete_body", f"the body has {len(body)} bytes but Content-Length says {declared}; "
-                         "nothing was stored: send the whole body", "(body)")
-        else:  # in a thread: a submit's SQLite write may wait for another process's lock, never on the loop
-            resp = await asyncio.to_thread(respond, api, req)
-        if resp.frames is not None and resp.media_type == "text/event-stream":
-            return await _stream(resp, send)
-        payload = resp.json_bytes() if resp.frames is None else await _gathered(resp)
-        await _plain(send, resp.status, payload, resp.media_type, resp.headers)
-
-    return app
-
-
-async def _plain(send: Any, status: int, text: str | bytes, media_type: str, headers: Any = None) -> None:
-    """A whole (not streamed) response: its length, its type and any other headers."""
-    body = text.encode() if isinstance(text, str) else text
-    raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _gathered(resp: ApiResponse) -> bytes:
-    """A long-poll's frames: waits on the event loop, never in a thread, so thousands can wait at once."""
-    assert resp.frames is not None
-    out = bytearray()
-    for frame in resp.frames:
-        if isinstance(frame, bytes):
-            out += frame
-        else:
-            await asyncio.sleep(frame)
-    return bytes(out)
-
-
-async def _stream(resp: ApiResponse, send: Any) -> None:
-    """Server-Sent Events as they come; a client that goes away ends the loop at the next send."""
-    assert resp.frames is not None
-    headers = [(b"content-type", b"text/event-stream")] + [(k.encode(), v.encode()) for k, v in resp.headers.items()]
-    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-    try:
-        for frame in resp.frames:
-            if isinstance(frame, bytes):
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            else:
-                await asyncio.sleep(frame)
-        await send({"type": "http.response.body", "body": b""})
-    except OSError:  # the client disconnected
-        return
-
-
-async def _read_body(receive: Any) -> bytes | None:
-    """The request body, or None if the client disconnected first (an aborted upload must not become a job)."""
-    body = bytearray()
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            return None
-        body.extend(msg.get("body", b""))
-        if len(body) > MAX_BODY_BYTES or not msg.get("more_body"):
-            return bytes(body)
-
-
-def _own_url(scope: dict[str, Any]) -> str:
-    """The address this server listens on, for status URLs: never the client's Host header (set
-    `server.public_url` when clients reach it through another name)."""
-    host, port = scope.get("server") or ("localhost", None)
-    host = "localhost" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
-    return f"{scope.get('scheme', 'http')}://{host}" + (f":{port}" if port else "")
+class WorkersFailed(RuntimeError):
+    """The worker loops kept crashing and the service stopped: the process must exit non-zero."""
 
 
 class LocalService:
@@ -232,18 +132,57 @@ class LocalService:
         self.app = app
         self.stop = asyncio.Event()
         self.pools = [WorkerPool(app, concurrency=app.settings.server.concurrency) for _ in range(workers)]
+        self.running: set[WorkerPool] = set()
+        self.failed: str | None = None  # why the workers stopped for good: the process then exits non-zero
+        self.on_failed: Callable[[], None] = lambda: None
+        self.backoff_s: Callable[[int], float] = lambda crashes: min(2.0 ** crashes, 30.0)
         self.tasks: list[asyncio.Task[Any]] = []
         metrics_text = None
         if app.settings.observability.prometheus:
             from core.observability.wiring import prometheus_registry
 
             metrics_text = prometheus_registry().text
-        self.asgi = asgi_app(app.api, on_startup=self.start, on_shutdown=self.shutdown, metrics_text=metrics_text)
+        self.asgi = asgi_app(app.api, on_startup=self.start, on_shutdown=self.shutdown, metrics_text=metrics_text,
+                             health=self.health if self.pools else None)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """ok while at least one worker loop runs; 503, saying why, while none does."""
+        if self.running:
+            return 200, {"status": "ok", "workers": len(self.running)}
+        return 503, {"status": "unavailable", "workers": 0,
+                     "error": self.failed or "no worker loop is running (starting, or restarting after a crash)"}
+
+    async def _supervise(self, pool: WorkerPool) -> None:
+        """Run one worker loop for good: a crash is logged and the loop restarted with backoff; crashing
+        `CRASHES_TOLERATED` times in a minute stops the service, so that its supervisor sees the exit."""
+        crashes: list[float] = []
+        while not self.stop.is_set():
+            self.running.add(pool)
+            try:
+                await pool.run(self.stop)
+                return
+            except Exception as e:
+                self.running.discard(pool)
+                now = time.monotonic()
+                crashes = [t for t in crashes if now - t < 60] + [now]
+                log_event("worker.crashed", logging.CRITICAL, error=repr(e)[:500], crashes_in_a_minute=len(crashes))
+                if len(crashes) >= CRASHES_TOLERATED:
+                    self.failed = f"a worker loop crashed {len(crashes)} times in a minute, last with {e!r}"[:500]
+                    log_event("worker.gave_up", logging.CRITICAL, error=self.failed)
+                    self.stop.set()
+                    self.on_failed()
+                    return
+                try:
+                    await asyncio.wait_for(self.stop.wait(), timeout=self.backoff_s(len(crashes)))
+                except asyncio.TimeoutError:
+                    pass
+            finally:
+                self.running.discard(pool)
 
     async def start(self) -> None:
         self.stop = asyncio.Event()
         wire_wakeups(self.app, self.pools)
-        self.tasks = [asyncio.create_task(p.run(self.stop)) for p in self.pools]
+        self.tasks = [asyncio.create_task(self._supervise(p)) for p in self.pools]
         if self.pools:
             self.tasks.append(asyncio.create_task(self._reconcile_loop()))
             self.tasks.append(asyncio.create_task(self._batch_loop()))
@@ -315,11 +254,15 @@ async def serve(app: App, *, sock: socket.socket | None, workers: int) -> None:
             loop.add_signal_handler(sig, local.stop.set)
         await local.stop.wait()
         await local.shutdown()
-        return
-    import uvicorn
+    else:
+        import uvicorn
 
-    config = uvicorn.Config(local.asgi, log_level="warning", lifespan="on", access_log=False)
-    await uvicorn.Server(config).serve(sockets=[sock])
+        config = uvicorn.Config(local.asgi, log_level="warning", lifespan="on", access_log=False)
+        server = uvicorn.Server(config)
+        local.on_failed = lambda: setattr(server, "should_exit", True)  # no workers left: the API stops too
+        await server.serve(sockets=[sock])
+    if local.failed:
+        raise WorkersFailed(local.failed)
 
 
 def wire_wakeups(app: App, pools: list[WorkerPool]) -> None:

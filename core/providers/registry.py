@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from core.config.worker import Settings
 from core.errors import ConfigError
+from core.logs import log_event
 from core.ports import Secrets
 from core.providers.base import Provider
-
+from core.providers.sdks import NEEDS, missing_sdk
 
 class ProviderRegistry:
     def __init__(self, settings: Settings, secrets: Secrets) -> None:
@@ -15,9 +18,19 @@ class ProviderRegistry:
         self._built: dict[str, Provider] = {}
 
     def get(self, name: str) -> Provider:
+        """The provider `name`, built on first use; ConfigError (naming the fix) when it can't be built, which
+        fails the job permanently rather than ending the worker that tried."""
         provider = self._built.get(name)
         if provider is None:
-            provider = self._built[name] = self._build(name)
+            cfg = self.settings.providers.get(name)
+            if cfg is not None and (missing := missing_sdk(cfg.type)):
+                raise ConfigError(f"provider '{name}' (type {cfg.type}) {missing}")
+            try:
+                provider = self._built[name] = self._build(name)
+            except ImportError as e:  # an SDK broken or half-installed: the same fix
+                extra = NEEDS.get(cfg.type, ((), cfg.type))[1] if cfg is not None else "anthropic"
+                raise ConfigError(f"provider '{name}' could not import {e.name or 'its SDK'} ({e}); reinstall it: "
+                                  f"pip install --force-reinstall 'altostratus[{extra}]'") from None
         return provider
 
     def _build(self, name: str) -> Provider:
@@ -68,7 +81,8 @@ class ProviderRegistry:
         for name in routed_providers(self.settings):
             try:
                 self.get(name)
-            except ConfigError:
+            except ConfigError as e:  # its jobs fail saying this; the worker goes on with the others
+                log_event("provider.unavailable", logging.ERROR, provider=name, error=str(e))
                 continue
             built.append(name)
         return built

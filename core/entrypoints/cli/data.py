@@ -10,7 +10,7 @@ from typing import Any
 
 from core.config.api import hash_api_key
 from core.config.load import load_settings
-from core.config.secrets_check import unresolved_secrets
+from core.config.secrets_check import missing_sdks, unresolved_secrets
 from core.embedded.secrets import EnvSecrets
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
 
@@ -38,6 +38,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(hash_api_key(args.key))
         return 0
     settings = load_settings(args.config)
+    if not args.skip_secrets and (missing := missing_sdks(settings)):  # a build machine installs the bundle's own
+        print("alto: the configuration is valid, but providers it routes to can't be built here (their jobs would "
+              "fail):\n" + "\n".join(missing), file=sys.stderr)
+        return 2
     if not args.skip_secrets and (problems := unresolved_secrets(settings, EnvSecrets())):
         print("alto: the configuration is valid, but secrets it uses do not resolve here (jobs would fail):\n"
               + "\n".join(problems) + "\n(on a build machine without the service's secrets, pass --skip-secrets)",

@@ -27,6 +27,10 @@ class RemoteError(AltoError):
 
 class Remote:
     def __init__(self, url: str, key_ref: str, *, timeout_s: float = 30.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise AltoError(f"{url!r} is not an http(s) URL: give the deployment's API base URL, e.g. "
+                            "https://api.example.com, with --url or in ALTO_URL")
         if not key_ref.startswith(("env:", "file:")):
             raise AltoError("--api-key takes a reference, env:NAME or file:PATH, so the key stays off the command line "
                             "and out of shell history")

@@ -34,7 +34,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the previous handler: make that
     # handler a no-op so a graceful stop exits 0, as service managers expect.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    event_loops.run(serve(app, sock=sock, workers=workers), app.settings.process.event_loop)
+    from core.entrypoints.local import WorkersFailed
+
+    try:
+        event_loops.run(serve(app, sock=sock, workers=workers), app.settings.process.event_loop)
+    except WorkersFailed as e:  # the log has each crash; this is the exit a supervisor restarts on
+        print(f"alto serve: stopped: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

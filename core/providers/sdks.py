@@ -1,0 +1,26 @@
+"""Which Python packages each provider type needs, and the install command that brings a missing one."""
+
+from __future__ import annotations
+
+import importlib.util
+
+# the packages each provider type imports, and the extra that installs them
+NEEDS = {"anthropic": (("anthropic", "httpx2"), "anthropic"), "openai_compatible": (("httpx2",), "openai"),
+         "bedrock": (("boto3",), "aws")}
+
+
+def _importable(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a package whose import is broken, or blocked in sys.modules
+        return False
+
+
+def missing_sdk(provider_type: str) -> str | None:
+    """What to install for a provider type whose SDK is missing here, or None when it can be built."""
+    packages, extra = NEEDS.get(provider_type, ((), ""))
+    missing = [p for p in packages if not _importable(p)]
+    if not missing:
+        return None
+    return (f"needs the Python package {missing[0]!r}, which is not installed: pip install 'altostratus[{extra}]' "
+            "(into the environment the service runs in)")

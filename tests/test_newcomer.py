@@ -1,0 +1,155 @@
+"""The first steps past the demo, as a new user takes them: a real model configured where its SDK is not
+installed (the state `make demo` leaves), mistakes in the environment, and a worker loop that crashes.
+Real processes through the `alto` entry point, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from core.testing.fake_anthropic import free_port
+from tests.conftest import wait_terminal
+
+ALTO = str(Path(sys.executable).with_name("alto"))
+NO_ANTHROPIC = "import sys\nsys.modules['anthropic'] = None  # as in a venv with the core alone (make demo)\n"
+
+
+def env_without_anthropic(tmp_path: Path) -> dict[str, str]:
+    """The user's environment, with the anthropic SDK not importable (a sitecustomize hides it)."""
+    shim = tmp_path / "shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(NO_ANTHROPIC)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
+    env.update(PYTHONPATH=str(shim), ALTO_DATA_DIR=str(tmp_path / "data"), ALTO_API_KEYS="acme=k1",
+               ANTHROPIC_API_KEY="sk-ant-not-used", ALTO_CONFIG=str(tmp_path / "altostratus.yaml"))
+    (tmp_path / "altostratus.yaml").write_text(yaml.safe_dump({
+        "routing": {"default": {"model": "claude-haiku-4-5", "max_tokens": 256},
+                    "rules": [{"name": "offline", "match": {"tasks": ["offline"]}, "route": {"model": "offline"}}]},
+        "models": {"claude-haiku-4-5": {"provider": "anthropic", "model_id": "claude-haiku-4-5"}},
+    }))
+    return env
+
+
+def test_config_check_names_the_missing_extra_and_the_pip_command(tmp_path):
+    env = env_without_anthropic(tmp_path)
+    r = subprocess.run([ALTO, "config", "check"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "providers.anthropic (type anthropic) needs the Python package 'anthropic'" in r.stderr
+    assert "pip install 'altostratus[anthropic]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_provider_that_cannot_be_built_fails_its_jobs_and_the_worker_goes_on(tmp_path):
+    """Before: the worker tasks died on ModuleNotFoundError with nothing logged, /healthz said ok, and every
+    job (offline ones too) stayed queued for ever."""
+    env = env_without_anthropic(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen([ALTO, "serve", "--port", str(port), "--workers", "1"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = httpx.get(f"{url}/healthz", timeout=0.5)
+                if health.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "alto serve did not start"
+            time.sleep(0.1)
+        assert health.json() == {"status": "ok", "workers": 1}
+        h = {"Authorization": "Bearer k1"}
+        with httpx.Client(base_url=url, headers=h) as c:
+            real = c.post("/v1/jobs", json={"prompt": "What is a visibility timeout?"}).json()
+            offline = c.post("/v1/jobs", json={"prompt": "What is a visibility timeout?", "task": "offline"}).json()
+            failed = wait_terminal(c, real["status_url"], h)
+            done = wait_terminal(c, offline["status_url"], h)
+        assert failed["status"] == "failed" and "pip install 'altostratus[anthropic]'" in failed["error"]["message"]
+        assert failed["attempts"] == []  # nothing was paid for
+        assert done["status"] == "succeeded"  # the worker kept going
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    assert '"event": "provider.unavailable"' in err  # said once, at start, not only per job
+
+
+def test_a_worker_loop_that_crashes_is_logged_restarted_and_a_persistent_one_stops_the_service(make_app, capfd):
+    from core.entrypoints.local import CRASHES_TOLERATED, LocalService, WorkerPool
+
+    app = make_app()
+    runs: list[float] = []
+    original = WorkerPool.run
+
+    async def crashing(self, stop):
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise RuntimeError("the queue file was corrupted")
+        return await original(self, stop) if len(runs) == 2 else _raise()
+
+    def _raise():
+        raise RuntimeError("still corrupted")
+
+    async def scenario() -> tuple[list, list]:
+        service = LocalService(app, workers=1)
+        service.backoff_s = lambda crashes: 0.05
+        stopped: list[bool] = []
+        service.on_failed = lambda: stopped.append(True)
+        WorkerPool.run = crashing  # type: ignore[method-assign]
+        try:
+            await service.start()
+            await asyncio.sleep(0.3)
+            health = [service.health()]  # restarted after the first crash: running again
+            service.pools[0].notify()
+            service.stop.set()  # the second run returns normally: the service stops cleanly
+            await asyncio.gather(*service.tasks)
+            again = LocalService(app, workers=1)
+            again.backoff_s = lambda crashes: 0.01
+            again.on_failed = lambda: stopped.append(True)
+            runs.append(0.0)  # every run from here crashes
+            await again.start()
+            await asyncio.wait_for(asyncio.gather(*again.tasks), timeout=10)
+            health.append(again.health())
+            return health, stopped
+        finally:
+            WorkerPool.run = original  # type: ignore[method-assign]
+
+    health, stopped = asyncio.run(scenario())
+    assert health[0] == (200, {"status": "ok", "workers": 1})
+    status, body = health[1]
+    assert status == 503 and f"crashed {CRASHES_TOLERATED} times in a minute" in body["error"] and stopped == [True]
+    assert len(runs) == 3 + CRASHES_TOLERATED  # restarted after each crash, until it gave up
+    logged = capfd.readouterr()
+    assert (logged.out + logged.err).count('"event": "worker.crashed"') == 1 + CRASHES_TOLERATED
+    assert '"event": "worker.gave_up"' in logged.out + logged.err
+
+
+@pytest.mark.parametrize(("variable", "value", "words"), [
+    ("ALTO_DATA_DIR", "FILE", "is a file, not a folder"),
+    ("ALTO_URL", "not-a-url", "ALTO_URL"),
+])
+def test_environment_mistakes_are_named_without_a_traceback(tmp_path, variable, value, words):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
+    if value == "FILE":
+        (tmp_path / "a-file").write_text("x")
+        value = str(tmp_path / "a-file")
+    env[variable] = value
+    r = subprocess.run([ALTO, "jobs", "list"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert words in r.stderr
+
+
+def test_a_mistyped_key_inside_a_list_gets_a_did_you_mean(tmp_path):
+    """Before: `routing.rules.0.mtach: unknown key; valid keys here:` and an empty list."""
+    (tmp_path / "altostratus.yaml").write_text(yaml.safe_dump({"routing": {"default": {"model": "offline"}, "rules": [
+        {"name": "x", "mtach": {"tasks": ["a"]}, "route": {"model": "offline"}}]}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
+    r = subprocess.run([ALTO, "config", "check"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "routing.rules.0.mtach: unknown key; did you mean 'match'?" in r.stderr, r.stderr
