@@ -153,3 +153,35 @@ def test_a_mistyped_key_inside_a_list_gets_a_did_you_mean(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
     r = subprocess.run([ALTO, "config", "check"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "routing.rules.0.mtach: unknown key; did you mean 'match'?" in r.stderr, r.stderr
+
+
+def test_ask_returns_as_soon_as_the_worker_that_won_its_claim_finishes(make_app, fake_anthropic):
+    """`alto ask` next to `alto serve` on one data folder: the server's worker claimed the job first. Before,
+    ask slept out the whole lease ("lost the claim race ... trying again in 89 s") after a 6 s answer."""
+    from core.entrypoints.local import WorkerPool, run_inline
+    from core.models import JobRequest
+    from tests.conftest import anthropic_config
+
+    fake, url = fake_anthropic
+    fake.plan.latency_s = 2.0
+    server, asker = make_app(anthropic_config(url)), make_app(anthropic_config(url))
+    job, _ = asker.service.submit("acme", JobRequest(prompt="What is a visibility timeout?"))
+
+    async def scenario() -> tuple[object, float, list[str]]:
+        stop = asyncio.Event()
+        pool = WorkerPool(server, concurrency=1)
+        running = asyncio.create_task(pool.run(stop))
+        while not server.store.get(job.id).attempts:  # the server's worker holds the claim
+            await asyncio.sleep(0.02)
+        started, said = time.monotonic(), []
+        done = await run_inline(asker, job.id, timeout_s=60, say=said.append)
+        took = time.monotonic() - started
+        stop.set()
+        pool.notify()
+        await running
+        return done, took, said
+
+    done, took, said = asyncio.run(scenario())
+    assert done.status.value == "succeeded" and len(done.attempts) == 1, done
+    assert took < 2.0 + 1.5, f"ask took {took:.1f} s to see a 2 s answer (lease {asker.settings.governance.lease_s} s)"
+    assert fake.stats["ok"] == 1 and any("following it" in s for s in said), said

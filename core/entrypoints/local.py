@@ -292,7 +292,7 @@ def unwire_wakeups(app: App) -> None:
 async def run_inline(app: App, job_id: str, *, timeout_s: float, say: Any = None) -> Job | None:
     """Process one job in this process until it is terminal or `timeout_s` passes (`alto ask`): only that
     job, never other tenants' queued work. Its queue message stays for a worker, which finds it done;
-    a worker that got there first holds the lease, and this waits for it."""
+    a worker that got there first holds the lease, and this follows the job to its end (or the lease's)."""
     job = app.store.get(job_id)
     if job is None:
         return None
@@ -306,11 +306,25 @@ async def run_inline(app: App, job_id: str, *, timeout_s: float, say: Any = None
                 return job
             wait = min(max(0.05, outcome.delay_s), max(0.0, give_up - time.monotonic()))
             if say is not None and wait >= 1:
-                say(f"{outcome.detail or job.status.value}; trying again in {wait:.0f} s")
-            await asyncio.sleep(wait)
+                say(f"{outcome.detail or job.status.value}; following it, and trying again in {wait:.0f} s "
+                    "if it has not ended by then")
+            if (ended := await _follow(app, job_id, wait)) is not None:
+                return ended  # another worker (`alto serve` on this data folder) finished it meanwhile
         return app.store.get(job_id)
     finally:
         await app.providers.aclose()
+
+
+async def _follow(app: App, job_id: str, wait_s: float, *, every_s: float = 0.2) -> Job | None:
+    """Watch a job another worker holds for up to `wait_s`: the job once it ends, None if it has not. Without
+    this, `alto ask` next to `alto serve` slept out the whole lease after the server's worker won the claim."""
+    until = time.monotonic() + wait_s
+    while (left := until - time.monotonic()) > 0:
+        await asyncio.sleep(min(every_s, left))
+        job = app.store.get(job_id)
+        if job is None or job.status.terminal:
+            return job
+    return None
 
 
 async def run_until_done(
