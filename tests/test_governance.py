@@ -8,6 +8,7 @@ two store connections standing in for two workers.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -239,7 +240,8 @@ def test_open_circuit_defers_jobs_without_spending_attempts_then_recovers(make_a
     assert sum("half-open probe" in j.route.reason for j in jobs) == 1
 
 
-def test_a_deferred_job_says_what_it_waits_for_and_the_reconciler_does_not_multiply_its_messages(make_app):
+def test_a_deferred_job_says_what_it_waits_for_and_the_reconciler_does_not_multiply_its_messages(
+        make_app, tmp_path, monkeypatch, capsys):
     """Held by an open circuit, a job showed `queued` with no reason, and every reconcile sweep re-sent its
     message (12 live copies of one job after 230 s). Its deferral is now on the record: the view says what it
     waits for and until when, and a sweep leaves it alone while its deferred message is due."""
@@ -260,6 +262,19 @@ def test_a_deferred_job_says_what_it_waits_for_and_the_reconciler_does_not_multi
             assert app.service.reconcile(older_than_s=0.0)["requeued"] == 0
         assert app.queue.depth()["queued"] == 1  # the one deferred copy, not due yet; no other was sent
     assert app.store.get(job.id).waiting is not None
+    # the CLI says it too: in the list's status column, and once while `jobs wait` waits
+    from core.entrypoints import cli
+
+    monkeypatch.setenv("ALTO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ALTO_API_KEYS", "acme=k1")
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", "test-key")
+    capsys.readouterr()
+    assert cli.main(["--config", str(tmp_path / "altostratus.yaml"), "jobs", "list", "--tenant", "acme",
+                     "--status", "queued"]) == 0
+    assert re.search(r"queued \(waiting: .*circuit.*; next try in \d+ s\)", capsys.readouterr().out)
+    assert cli.main(["--config", str(tmp_path / "altostratus.yaml"), "jobs", "wait", job.id, "--timeout", "0.6"]) == 3
+    err = capsys.readouterr().err
+    assert err.count(f"job {job.id} is queued, waiting: ") == 1 and "circuit" in err
 
 
 def test_open_circuit_takes_the_circuit_open_fallback(make_app):

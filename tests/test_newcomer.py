@@ -179,9 +179,10 @@ def test_ask_returns_as_soon_as_the_worker_that_won_its_claim_finishes(make_app,
         stop.set()
         pool.notify()
         await running
+        await server.providers.aclose()
         return done, took, said
 
     done, took, said = asyncio.run(scenario())
     assert done.status.value == "succeeded" and len(done.attempts) == 1, done
     assert took < 2.0 + 1.5, f"ask took {took:.1f} s to see a 2 s answer (lease {asker.settings.governance.lease_s} s)"
-    assert fake.stats["ok"] == 1 and any("following it" in s for s in said), said
+    assert fake.stats["ok"] == 1 and any("leased by another worker; watching it" in s for s in said), said

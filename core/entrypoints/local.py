@@ -306,8 +306,9 @@ async def run_inline(app: App, job_id: str, *, timeout_s: float, say: Any = None
                 return job
             wait = min(max(0.05, outcome.delay_s), max(0.0, give_up - time.monotonic()))
             if say is not None and wait >= 1:
-                say(f"{outcome.detail or job.status.value}; following it, and trying again in {wait:.0f} s "
-                    "if it has not ended by then")
+                held = "waiting: " if outcome.action == "defer" else ""
+                say(f"{held}{outcome.detail or job.status.value}; watching it, and trying again in {wait:.0f} s "
+                    "unless it ends sooner")
             if (ended := await _follow(app, job_id, wait)) is not None:
                 return ended  # another worker (`alto serve` on this data folder) finished it meanwhile
         return app.store.get(job_id)

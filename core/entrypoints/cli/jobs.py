@@ -9,7 +9,7 @@ from typing import Any
 
 from core.bootstrap import App
 from core.entrypoints.cli.common import app_from, valid_name
-from core.entrypoints.cli.output import dead_letter_rows, job_rows
+from core.entrypoints.cli.output import dead_letter_rows, job_rows, say_waiting
 from core.errors import AltoError, ConflictError
 from core.jobs.queries import dead_letter_state, job_json
 from core.models import JobStatus, QueueMessage
@@ -57,8 +57,9 @@ def _wait(app: App, job_id: str, timeout_s: float, *, as_json: bool) -> int:
 
     from core.entrypoints.cli.run import finish
 
-    deadline = time.monotonic() + timeout_s
+    deadline, said = time.monotonic() + timeout_s, None
     while (job := app.store.get(job_id)) is not None and not job.status.terminal:
+        said = say_waiting(JobView.of(job), said)
         if time.monotonic() > deadline:
             print(f"alto: job {job_id} still {job.status.value} after {timeout_s:.0f} s", file=sys.stderr)
             return 3

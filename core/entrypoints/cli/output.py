@@ -3,6 +3,7 @@ whether the jobs came from the local data folder or from a deployment's API."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Sequence
 
@@ -22,6 +23,34 @@ def ago(t: float | None, now: float | None = None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
 
 
+def until(t: float, now: float | None = None) -> str:
+    s = t - (now or time.time())
+    if s <= 0:
+        return "now"
+    return f"in {s:.0f} s" if s < 90 else f"in {s / 60:.0f} min" if s < 5400 else f"at {time.strftime('%H:%M', time.gmtime(t))} UTC"
+
+
+def waiting_note(v: JobView) -> str | None:
+    """What a queued job waits for and when it is next tried, or None when it is not held."""
+    if v.waiting is None:
+        return None
+    reason = v.waiting.reason if len(v.waiting.reason) <= 80 else v.waiting.reason[:79] + "…"
+    return f"waiting: {reason}; next try {until(v.waiting.until)}"
+
+
+def say_waiting(v: JobView, said: str | None) -> str | None:
+    """While waiting for a job: print what holds it whenever that changes (to stderr); returns what was said."""
+    note = waiting_note(v)
+    if note is not None and (v.waiting.reason if v.waiting else None) != said:
+        print(f"alto: job {v.job_id} is {v.status.value}, {note}", file=sys.stderr)
+    return v.waiting.reason if v.waiting else None
+
+
+def status_cell(v: JobView) -> str:
+    note = waiting_note(v)
+    return f"{v.status.value} ({note})" if note else v.status.value
+
+
 def table(heads: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[int] = ()) -> str:
     """Columns as wide as their widest cell; the columns in `right` (numbers) aligned right."""
     cells = [[str(c) for c in row] for row in rows]
@@ -37,7 +66,7 @@ def job_rows(views: Sequence[JobView]) -> str:
     rows = []
     for v in views:
         what = f"workflow {v.workflow}" if v.workflow else "-"
-        rows.append([v.job_id, v.status.value, v.tenant, v.task or "-", v.route.model if v.route else "-",
+        rows.append([v.job_id, status_cell(v), v.tenant, v.task or "-", v.route.model if v.route else "-",
                      len(v.attempts), f"{v.usage.cost_usd:.6f}", ago(v.created_at), what])
     return table(["JOB", "STATUS", "TENANT", "TASK", "MODEL", "CALLS", "COST $", "CREATED", "WORKFLOW"], rows,
                  right=(5, 6))

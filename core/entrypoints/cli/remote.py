@@ -13,7 +13,7 @@ import urllib.request
 from typing import Any
 
 from core.embedded.secrets import EnvSecrets
-from core.entrypoints.cli.output import dead_letter_rows, job_rows
+from core.entrypoints.cli.output import dead_letter_rows, job_rows, say_waiting
 from core.errors import AltoError
 from core.views import JobView
 
@@ -103,9 +103,10 @@ def _print_jobs(views: list[JobView], as_json: bool, rows: Any) -> None:
 
 def _wait(remote: Remote, job_id: str, timeout_s: float, *, as_json: bool) -> int:
     """Until the job is terminal (long-polls the API), then its view; 3 when the time runs out."""
-    deadline = time.monotonic() + timeout_s
+    deadline, said = time.monotonic() + timeout_s, None
     view = remote.view(job_id)
     while view.status.value not in TERMINAL:
+        said = say_waiting(view, said)
         left = deadline - time.monotonic()
         if left <= 0:
             print(f"alto: job {job_id} still {view.status.value} after {timeout_s:.0f} s", file=sys.stderr)
