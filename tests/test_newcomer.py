@@ -5,7 +5,10 @@ Real processes through the `alto` entry point, real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -186,3 +189,72 @@ def test_ask_returns_as_soon_as_the_worker_that_won_its_claim_finishes(make_app,
     assert done.status.value == "succeeded" and len(done.attempts) == 1, done
     assert took < 2.0 + 1.5, f"ask took {took:.1f} s to see a 2 s answer (lease {asker.settings.governance.lease_s} s)"
     assert fake.stats["ok"] == 1 and any("leased by another worker; watching it" in s for s in said), said
+
+
+def _alto(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
+    r = subprocess.run([ALTO, *args], env={**base, "ALTO_DATA_DIR": str(tmp_path / "data"), **env},
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+@pytest.mark.parametrize(("args", "env", "status", "words"), [
+    (["jobs", "list", "--limt", "3"], {}, 2, "alto jobs list: error: unrecognized arguments: --limt 3; did you mean --limit?"),
+    (["config", "chek"], {}, 2, "did you mean check?"),
+    (["jobs", "list", "--limit", "-5"], {}, 2, "'-5' is not a count"),
+    (["ask", "hi", "--timeout", "-1"], {}, 2, "'-1' is not a number of seconds"),
+    (["jobs", "wait", "job_x", "--timeout", "nan"], {}, 2, "'nan' is not a number of seconds"),
+    (["ingest", "x"], {"ALTO_URL": "http://127.0.0.1:9"}, 2,
+     "alto: ingest works on the local data folder and configuration, not over ALTO_URL; unset ALTO_URL"),
+    (["jobs", "list"], {"ALTO_API_KEYS": "change-me"}, 2, "ALTO_API_KEYS: entry 1 (value not shown: it may be a key)"),
+    (["dlq", "replay"], {}, 2, "give the job ids to replay, or --all"),
+])
+def test_cli_mistakes_are_named_with_the_fix(tmp_path, args, env, status, words):
+    r = _alto(tmp_path, *args, **env)
+    assert r.returncode == status and words in r.stderr, r.stderr
+    assert "alto: alto" not in r.stderr and "change-me" not in r.stderr
+
+
+def test_global_options_work_after_the_command(tmp_path):
+    (tmp_path / "elsewhere.yaml").write_text(yaml.safe_dump({"routing": {"default": {"model": "offline"}}}))
+    r = _alto(tmp_path, "config", "check", "--config", str(tmp_path / "elsewhere.yaml"))
+    assert r.returncode == 0 and r.stdout.startswith("config OK"), r.stderr
+
+
+def test_ingest_of_a_broken_pdf_says_why_and_fails(tmp_path):
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not a PDF body")
+    r = _alto(tmp_path, "ingest", str(tmp_path / "broken.pdf"))
+    assert r.returncode == 1 and "broken.pdf: not a readable PDF" in r.stderr and "1 document(s) not ingested" in r.stderr
+    assert "EOF marker" not in r.stderr  # pypdf's own logging no longer leaks
+
+
+def test_ask_json_stream_prints_only_json_on_stdout(tmp_path):
+    r = _alto(tmp_path, "ask", "What is a visibility timeout?", "--json", "--stream")
+    assert r.returncode == 0, r.stderr
+    view = json.loads(r.stdout)  # the streamed text went to stderr
+    assert view["status"] == "succeeded" and view["result"].strip() and view["result"][:40] in r.stderr
+
+
+def test_ctrl_c_in_ask_says_the_job_stays_and_how_to_follow_or_stop_it(tmp_path, fake_anthropic):
+    fake, url = fake_anthropic
+    fake.plan.latency_s = 30.0
+    (tmp_path / "altostratus.yaml").write_text(yaml.safe_dump({
+        "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url, "timeout_s": 60}},
+        "models": {"slow": {"provider": "fake", "model_id": "claude-haiku-4-5"}},
+        "routing": {"default": {"model": "slow", "max_tokens": 64}}}))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
+    proc = subprocess.Popen([ALTO, "ask", "What is a visibility timeout?"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**base, "ALTO_DATA_DIR": str(tmp_path / "data"), "FAKE_KEY": "test-key",
+                                 "ALTO_CONFIG": str(tmp_path / "altostratus.yaml")})
+    deadline = time.monotonic() + 30
+    while fake.stats["calls"] == 0:  # the call is in flight
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    m = re.search(r"alto: job (job_\w+): interrupted; the job stays (\w+) for `alto serve` workers: follow it with "
+                  r"`alto jobs wait \1`, or stop it with `alto jobs cancel \1`", err)
+    assert m is not None, err

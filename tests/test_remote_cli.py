@@ -60,7 +60,7 @@ def test_every_remote_command_against_the_service(live):
         rows = json.loads(alto(url, "costs", "--by", "model", "--json").stdout)
         assert [r["model"] for r in rows] == ["fake-sonnet"] and rows[0]["calls"] == 2  # the first ask and the replay
         cancel = alto(url, "jobs", "cancel", first[0], check=False)
-        assert cancel.returncode == 2 and "already succeeded" in cancel.stderr
+        assert cancel.returncode == 1 and "already succeeded" in cancel.stderr
 
 
 def test_remote_ask_streams_the_answer(live):
@@ -84,7 +84,34 @@ def test_remote_mistakes_are_explained_without_a_traceback(live):
     local_only = alto(url, "ingest", "samples/docs", check=False)
     assert local_only.returncode == 2 and "drop --url" in local_only.stderr
     missing = alto(url, "jobs", "show", "job_nope", check=False)
-    assert missing.returncode == 2 and "404" in missing.stderr
+    assert missing.returncode == 1 and missing.stderr == "alto: job job_nope not found\n"
+
+
+def test_local_and_remote_agree_on_exit_status_and_words(live, tmp_path):
+    """Before: a missing job was exit 1 locally and 2 over --url, cancelling a finished job 1 and 2, and an
+    empty DLQ printed nothing locally and "no jobs" remotely."""
+    app, url = live()
+    h = {"Authorization": f"Bearer {KEYS['acme']}"}
+    with httpx.Client(base_url=url, headers=h) as c:
+        done = c.post("/v1/jobs", json={"prompt": "What is a visibility timeout?"}).json()["job_id"]
+        assert wait_terminal(c, f"/v1/jobs/{done}", h)["status"] == "succeeded"
+    local_env = {"ALTO_DATA_DIR": str(tmp_path / "data"), "ALTO_CONFIG": str(tmp_path / "altostratus.yaml")}
+    cases = {
+        ("jobs", "show", "job_nope"): (1, "", "alto: job job_nope not found\n"),
+        ("jobs", "wait", "job_nope"): (1, "", "alto: job job_nope not found\n"),
+        ("jobs", "cancel", done): (1, "", f"alto: job {done} is already succeeded; only queued or running jobs can be "
+                                          "cancelled\n"),
+        ("jobs", "list", "--status", "failed"): (0, "", "no jobs\n"),
+        ("dlq", "list"): (0, "", "no dead-lettered jobs\n"),
+        ("dlq", "list", "--json"): (0, "[]\n", ""),
+        ("dlq", "replay", "--all"): (0, "", "no dead-lettered jobs: nothing to replay\n"),
+    }
+    for args, expected in cases.items():
+        local = subprocess.run([ALTO, *args], capture_output=True, text=True, timeout=60, env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, **local_env})
+        remote = alto(url, *args, check=False)
+        assert (local.returncode, local.stdout, local.stderr) == expected, args
+        assert (remote.returncode, remote.stdout, remote.stderr) == expected, args
 
 
 def test_version_help_and_completion():

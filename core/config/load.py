@@ -83,16 +83,22 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _which(n: int, item: str) -> str:
+    """An entry of a key list, named without its value: an entry with no '=' may be a bare key."""
+    tenant, sep, _ = item.partition("=")
+    if sep and tenant.strip():
+        return f"entry {n} (tenant '{tenant.strip()}')"
+    return f"entry {n} (value not shown: it may be a key)"
+
+
 def parse_api_keys_env(value: str) -> dict[str, list[str]]:
     """`tenant1=key1,tenant2=key2` → hashed keys per tenant."""
     out: dict[str, list[str]] = {}
-    for item in filter(None, (p.strip() for p in value.split(","))):
+    for n, item in enumerate(filter(None, (p.strip() for p in value.split(","))), 1):
         tenant, sep, key = item.partition("=")
         if not sep or not tenant.strip() or not key.strip():
-            raise ConfigError(
-                f"ALTO_API_KEYS: entry '{tenant.strip() or item}=…' is not of the form tenant=key; "
-                "use e.g. ALTO_API_KEYS=acme=s3cret,beta=0ther"
-            )
+            raise ConfigError(f"ALTO_API_KEYS: {_which(n, item)} is not of the form tenant=key; use e.g. "
+                              "ALTO_API_KEYS=acme=s3cret,beta=0ther")
         out.setdefault(tenant.strip(), []).append(hash_api_key(key.strip()))
     return out
 
@@ -104,13 +110,11 @@ def parse_api_key_hashes_env(value: str) -> dict[str, list[str]]:
     from core.config.api import KEY_HASH
 
     out: dict[str, list[str]] = {}
-    for item in filter(None, (p.strip() for p in value.split(","))):
+    for n, item in enumerate(filter(None, (p.strip() for p in value.split(","))), 1):
         tenant, sep, digest = item.partition("=")
         if not sep or not tenant.strip() or not KEY_HASH.match(digest.strip()):
-            raise ConfigError(
-                f"ALTO_API_KEY_HASHES: entry '{tenant.strip() or item}=…' is not of the form tenant=sha256:<64 hex>; "
-                "make each hash with `alto config hash-key KEY` and give e.g. acme=sha256:9f86…"
-            )
+            raise ConfigError(f"ALTO_API_KEY_HASHES: {_which(n, item)} is not of the form tenant=sha256:<64 hex>; "
+                              "make each hash with `alto config hash-key KEY` and give e.g. acme=sha256:9f86…")
         out.setdefault(tenant.strip(), []).append(digest.strip())
     return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html.parser
 import io
+import logging
 import re
 from typing import NamedTuple
 
@@ -65,6 +66,7 @@ def _pdf_text(data: bytes, source: str) -> tuple[str, str | None]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings ("EOF marker not found") are ours to word
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and reader.decrypt("") == 0:
@@ -72,7 +74,8 @@ def _pdf_text(data: bytes, source: str) -> tuple[str, str | None]:
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
         meta_title = reader.metadata.title if reader.metadata else None
     except PdfReadError as e:
-        raise InputError(f"{source}: not a readable PDF ({e})", field="path") from None
+        raise InputError(f"{source}: not a readable PDF ({e}); open it in a viewer and save or print it as a new PDF",
+                         field="path") from None
     if not any(pages):
         raise InputError(
             f"{source}: the PDF has no text layer (a scan?); run OCR first (e.g. `ocrmypdf`) and ingest the result",

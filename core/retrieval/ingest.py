@@ -31,7 +31,8 @@ class IngestStats:
     removed: int = 0
     chunks: int = 0
     tokens: int = 0
-    skipped: list[str] = field(default_factory=list)  # documents not ingested, each with its reason
+    skipped: list[str] = field(default_factory=list)  # files passed over (not a document type), each with why
+    failed: list[str] = field(default_factory=list)  # documents that could not be read, each with its reason
     notes: list[str] = field(default_factory=list)  # ingested, with something worth knowing
 
 
@@ -218,7 +219,7 @@ def ingest_documents(
         try:
             data = doc.load()
         except (OSError, KeyError) as e:
-            stats.skipped.append(f"{doc.source}: {getattr(e, 'strerror', None) or e}")
+            stats.failed.append(f"{doc.source}: {getattr(e, 'strerror', None) or e}")
             continue
         finally:
             if bar:
@@ -231,7 +232,7 @@ def ingest_documents(
         read = read_text(doc.source, doc.suffix, data)
         stats.notes += read.notes
         if read.skipped:
-            stats.skipped.append(read.skipped)
+            stats.failed.append(read.skipped)
             continue
         text, title = read.text, read.title
         doc_id = doc_id_for(doc.source)

@@ -27,6 +27,38 @@ def port(value: str) -> int:
     return int(value)
 
 
+def seconds(value: str) -> float:
+    """An argparse type for a wait: a positive, finite number of seconds."""
+    try:
+        s = float(value)
+    except ValueError:
+        s = float("nan")
+    if not 0 < s < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds: give a positive number, e.g. 30")
+    return s
+
+
+def age(value: str) -> float:
+    """An argparse type for how old something must be: 0 or more seconds."""
+    if value.strip() in ("0", "0.0"):
+        return 0.0
+    return seconds(value)
+
+
+def positive(value: str) -> int:
+    """An argparse type for a count (--limit): a whole number of at least 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a count: give a whole number of at least 1")
+    return int(value)
+
+
+def natural(value: str) -> int:
+    """An argparse type for a number of things that may be none (--workers 0)."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a count: give a whole number, 0 or more")
+    return int(value)
+
+
 def readable_file(value: str) -> Path:
     path = Path(value).expanduser()
     if not path.is_file():

@@ -25,11 +25,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
           f"{stats.unchanged} unchanged, {stats.removed} removed, {stats.chunks} chunks ({stats.tokens:,} tokens) written")
     for s in stats.skipped:
         print(f"  skipped {s}", file=sys.stderr)
+    for s in stats.failed:
+        print(f"  not ingested: {s}", file=sys.stderr)
     for note in stats.notes:
         print(f"  note: {note}", file=sys.stderr)
     if args.publish:
         m = app.library.publish(args.tenant, args.collection)
         print(f"published snapshot {m.version}: {m.chunks} chunks, {m.vectors} vectors, {m.bytes:,} bytes -> {m.key}")
+    if stats.failed:  # a script must see that a document it gave is not searchable
+        print(f"alto ingest: {len(stats.failed)} document(s) not ingested (listed above); fix or remove them and "
+              "run it again", file=sys.stderr)
+        return 1
     return 0
 
 

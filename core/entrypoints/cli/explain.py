@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
+from core.entrypoints.cli.common import DEFAULT_TENANT, age, app_from, valid_name
 from core.errors import NoRoute
 from core.governance.ratelimit import deployment_key
 from core.jobs.prepare import Prepared
@@ -121,7 +121,7 @@ def register(sub: Any) -> None:
     rt.set_defaults(fn=cmd_route)
 
     r = sub.add_parser("reconcile", help="re-queue jobs whose queue message was lost (also run by `alto serve`)")
-    r.add_argument("--older-than", type=float, help="seconds a job must be untouched (default governance.reconcile_after_s)")
+    r.add_argument("--older-than", type=age, help="seconds a job must be untouched (default governance.reconcile_after_s)")
     r.set_defaults(fn=cmd_reconcile)
 
     g = sub.add_parser("governance", help="show circuit breaker and rate-limit state per model deployment")

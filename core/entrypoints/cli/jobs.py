@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 from core.bootstrap import App
-from core.entrypoints.cli.common import app_from, valid_name
-from core.entrypoints.cli.output import dead_letter_rows, job_rows, say_waiting
-from core.errors import AltoError, ConflictError
+from core.entrypoints.cli.common import app_from, positive, seconds, valid_name
+from core.entrypoints.cli.output import NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, say_waiting
+from core.errors import AltoError, ConflictError, NotFound
 from core.jobs.queries import dead_letter_state, job_json
 from core.models import JobStatus, QueueMessage
 from core.ports import DeadLetterBrowser
@@ -24,8 +24,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.jobs_cmd == "show":
         job = app.store.get(args.job_id)
         if job is None:
-            print(f"job {args.job_id} not found", file=sys.stderr)
-            return 1
+            raise NotFound(f"job {args.job_id} not found")
         print(job_json(job))
         return 0
     if args.jobs_cmd == "cancel":
@@ -36,8 +35,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.parent:
         parent = app.store.get(args.parent)
         if parent is None:
-            print(f"job {args.parent} not found", file=sys.stderr)
-            return 1
+            raise NotFound(f"job {args.parent} not found")
         jobs = app.service.children(parent.tenant, parent.id, status=status, limit=args.limit)
     else:
         jobs = app.service.list(args.tenant, status=status, limit=args.limit)
@@ -65,21 +63,15 @@ def _wait(app: App, job_id: str, timeout_s: float, *, as_json: bool) -> int:
             return 3
         time.sleep(0.25)
     if job is None:
-        print(f"job {job_id} not found", file=sys.stderr)
-        return 1
+        raise NotFound(f"job {job_id} not found")
     return finish(JobView.of(job), as_json=as_json)
 
 
 def _cancel(app: App, job_id: str) -> int:
     job = app.store.get(job_id)
     if job is None:
-        print(f"job {job_id} not found", file=sys.stderr)
-        return 1
-    try:
-        app.service.cancel(job.tenant, job_id)
-    except AltoError as e:
-        print(f"alto jobs cancel: {e}", file=sys.stderr)
-        return 1
+        raise NotFound(f"job {job_id} not found")
+    app.service.cancel(job.tenant, job_id)  # a finished job: InputError (409), exit 1 as over --url
     print(f"job {job_id} cancelled" + ("; its children not started never start" if job.request.workflow else ""))
     return 0
 
@@ -104,23 +96,22 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if args.dlq_cmd == "show":
         job = app.store.get(args.job_id)
         if job is None:
-            print(f"job {args.job_id} not found", file=sys.stderr)
-            return 1
+            raise NotFound(f"job {args.job_id} not found")
         print(json.dumps(dead_letter_state(job), indent=2))
         return 0
     return _dlq_replay(app, args)
 
 
 def _dlq_list(app: App, args: argparse.Namespace) -> int:
-    jobs = app.service.list(None, status=JobStatus.dead_lettered, limit=args.limit)
+    views = [JobView.of(j) for j in app.service.list(None, status=JobStatus.dead_lettered, limit=args.limit)]
     messages = _dlq_messages(app)
     if args.json:
-        print(json.dumps([{"job_id": j.id, "tenant": j.tenant, "provider_calls": j.provider_calls,
-                           "error": j.error.model_dump(mode="json") if j.error else None,
-                           "message_id": messages.get(j.id)} for j in jobs], indent=2))
+        print(json.dumps([dead_letter_json(v, messages.get(v.job_id)) for v in views], indent=2))
         return 0
-    if jobs:
-        print(dead_letter_rows([JobView.of(j) for j in jobs]))
+    if views:
+        print(dead_letter_rows(views))
+    else:
+        print(NO_DEAD_LETTERS, file=sys.stderr)
     for key, message_id in messages.items():
         if key.startswith("unparseable:"):
             print(f"(message {message_id} in the DLQ has an unreadable body; inspect it with the queue tools)")
@@ -130,8 +121,11 @@ def _dlq_list(app: App, args: argparse.Namespace) -> int:
 def _dlq_replay(app: App, args: argparse.Namespace) -> int:
     ids = ([j.id for j in app.service.list(None, status=JobStatus.dead_lettered, limit=10_000)] if args.all
            else args.job_ids)
+    if not ids and args.all:
+        print(NO_DEAD_LETTERS + ": nothing to replay", file=sys.stderr)
+        return 0
     if not ids:
-        print("nothing to replay: give job ids or --all", file=sys.stderr)
+        print("alto dlq replay: give the job ids to replay, or --all", file=sys.stderr)
         return 2
     messages = _dlq_messages(app)
     failed = 0
@@ -161,14 +155,14 @@ def register(sub: Any) -> None:
     jl = jsub.add_parser("list", help="newest first, as a table (or --json)")
     jl.add_argument("--tenant", type=valid_name, help="one tenant's jobs (local only; over --url: the key's tenant)")
     jl.add_argument("--status", choices=STATUSES, help="only jobs in this status")
-    jl.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    jl.add_argument("--limit", type=positive, default=50, help="at most this many (default 50)")
     jl.add_argument("--parent", help="list this workflow job's children, step by step")
     jl.add_argument("--json", action="store_true", help="the job views as JSON")
     js = jsub.add_parser("show", help="one job's full record as JSON")
     js.add_argument("job_id", help="the job's id")
     jw = jsub.add_parser("wait", help="wait until a job is finished, then print its answer (exit 3 on timeout)")
     jw.add_argument("job_id", help="the job's id")
-    jw.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    jw.add_argument("--timeout", type=seconds, default=120.0, help="seconds to wait (default 120)")
     jw.add_argument("--json", action="store_true", help="print the job view as JSON")
     jc = jsub.add_parser("cancel", help="cancel a queued or running job (a workflow: children not started never start)")
     jc.add_argument("job_id", help="the job's id")
@@ -177,7 +171,7 @@ def register(sub: Any) -> None:
     d = sub.add_parser("dlq", help="inspect and replay dead-lettered jobs")
     dsub = d.add_subparsers(dest="dlq_cmd", required=True)
     dl = dsub.add_parser("list", help="dead-lettered jobs, as a table (or --json)")
-    dl.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    dl.add_argument("--limit", type=positive, default=100, help="at most this many (default 100)")
     dl.add_argument("--json", action="store_true", help="as JSON")
     ds = dsub.add_parser("show", help="print a job's full dead-letter state")
     ds.add_argument("job_id", help="the job's id")

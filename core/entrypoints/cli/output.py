@@ -10,6 +10,9 @@ from typing import Any, Sequence
 from core.views import JobView
 
 
+NO_DEAD_LETTERS = "no dead-lettered jobs"
+
+
 def ago(t: float | None, now: float | None = None) -> str:
     if not t:
         return "-"
@@ -70,6 +73,12 @@ def job_rows(views: Sequence[JobView]) -> str:
                      len(v.attempts), f"{v.usage.cost_usd:.6f}", ago(v.created_at), what])
     return table(["JOB", "STATUS", "TENANT", "TASK", "MODEL", "CALLS", "COST $", "CREATED", "WORKFLOW"], rows,
                  right=(5, 6))
+
+
+def dead_letter_json(v: JobView, message_id: str | None = None) -> dict[str, Any]:
+    """A dead letter as `alto dlq list --json` prints it, locally and over --url (the message id: local only)."""
+    return {"job_id": v.job_id, "tenant": v.tenant, "provider_calls": len(v.attempts),
+            "error": v.error.model_dump(mode="json") if v.error else None, "message_id": message_id}
 
 
 def dead_letter_rows(views: Sequence[JobView]) -> str:

@@ -13,8 +13,8 @@ import urllib.request
 from typing import Any
 
 from core.embedded.secrets import EnvSecrets
-from core.entrypoints.cli.output import dead_letter_rows, job_rows, say_waiting
-from core.errors import AltoError
+from core.entrypoints.cli.output import NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, say_waiting
+from core.errors import AltoError, InputError, NotFound
 from core.views import JobView
 
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
@@ -47,7 +47,12 @@ class Remote:
             with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as r:
                 return json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
-            raise RemoteError(_message(e)) from None
+            code, message = _error(e)
+            if e.code == 404 and code == "not_found":  # the words and exit status the local command has
+                raise NotFound(message) from None
+            if e.code == 409:
+                raise InputError(message, status=409) from None
+            raise RemoteError(f"{e.code} {code}: {message}" if code else f"{e.code} {message}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
             reason = getattr(e, "reason", e)
             raise RemoteError(f"cannot reach {self.base}: {reason}; check --url (and that the service is up)") from None
@@ -56,12 +61,13 @@ class Remote:
         return JobView.model_validate(self.call("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}{query}"))
 
 
-def _message(e: urllib.error.HTTPError) -> str:
+def _error(e: urllib.error.HTTPError) -> tuple[str, str]:
+    """The API's error code and message, or ("", the HTTP reason) when the body is not the API's."""
     try:
         err = json.loads(e.read())["error"]
-        return f"{e.code} {err.get('code', '')}: {err['message']}"
+        return str(err.get("code", "")), str(err["message"])
     except (ValueError, KeyError, TypeError):
-        return f"{e.code} {e.reason}"
+        return "", str(e.reason)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +127,13 @@ def _wait(remote: Remote, job_id: str, timeout_s: float, *, as_json: bool) -> in
 def _dlq(remote: Remote, args: argparse.Namespace) -> int:
     if args.dlq_cmd == "list":
         jobs = remote.call("GET", f"/v1/jobs?status=dead_lettered&limit={min(args.limit, 200)}")["jobs"]
-        _print_jobs([JobView.model_validate(j) for j in jobs], args.json, dead_letter_rows)
+        views = [JobView.model_validate(j) for j in jobs]
+        if args.json:
+            print(json.dumps([dead_letter_json(v) for v in views], indent=2))
+        elif views:
+            print(dead_letter_rows(views))
+        else:
+            print(NO_DEAD_LETTERS, file=sys.stderr)
         return 0
     if args.dlq_cmd == "show":
         v = remote.call("GET", f"/v1/jobs/{args.job_id}")
@@ -130,8 +142,11 @@ def _dlq(remote: Remote, args: argparse.Namespace) -> int:
         return 0
     ids = args.job_ids or ([j["job_id"] for j in remote.call("GET", "/v1/jobs?status=dead_lettered&limit=200")["jobs"]]
                            if args.all else [])
+    if not ids and args.all:
+        print(NO_DEAD_LETTERS + ": nothing to replay", file=sys.stderr)
+        return 0
     if not ids:
-        print("nothing to replay: give job ids or --all", file=sys.stderr)
+        print("alto dlq replay: give the job ids to replay, or --all", file=sys.stderr)
         return 2
     failed = 0
     for job_id in ids:
@@ -171,9 +186,14 @@ def _ask(remote: Remote, args: argparse.Namespace) -> int:
     body = {"prompt": args.prompt, "stream": bool(args.stream), **({"collection": args.collection} if args.collection else {}),
             **({"task": args.task} if args.task else {})}
     job_id = remote.call("POST", "/v1/jobs", body)["job_id"]
-    if not args.stream:
-        return _wait(remote, job_id, args.timeout, as_json=args.json)
-    _stream(remote, job_id, args.timeout)
+    try:
+        if not args.stream:
+            return _wait(remote, job_id, args.timeout, as_json=args.json)
+        _stream(remote, job_id, args.timeout, sys.stderr if args.json else sys.stdout)
+    except KeyboardInterrupt:
+        print(f"alto: job {job_id}: interrupted; the job goes on at {remote.base}: follow it with `alto jobs wait "
+              f"{job_id}`, or stop it with `alto jobs cancel {job_id}`", file=sys.stderr)
+        return 130
     view = remote.view(job_id)
     if view.status.value not in TERMINAL:
         print(f"alto: job {job_id} still {view.status.value} after {args.timeout:.0f} s", file=sys.stderr)
@@ -183,7 +203,7 @@ def _ask(remote: Remote, args: argparse.Namespace) -> int:
     return finish(view, as_json=args.json, text=False)
 
 
-def _stream(remote: Remote, job_id: str, timeout_s: float) -> None:
+def _stream(remote: Remote, job_id: str, timeout_s: float, out: Any) -> None:
     """The answer as the model writes it, by long-polling the job (`?after=`): works through every proxy."""
     deadline, after, attempt, text = time.monotonic() + timeout_s, "0", 0, ""
     while time.monotonic() < deadline:
@@ -193,10 +213,10 @@ def _stream(remote: Remote, job_id: str, timeout_s: float) -> None:
                 if text:
                     print("\n[the provider call was retried; its text starts over]", file=sys.stderr)
                 attempt, text = v.partial.attempt, ""
-            print(v.partial.text[len(text):], end="", flush=True)
+            print(v.partial.text[len(text):], end="", flush=True, file=out)
             text, after = v.partial.text, f"{v.partial.attempt}:{v.partial.seq}"
         if v.status.value in TERMINAL:
             if v.result is not None:  # what was written after the last partial seen (or all of it)
-                print(v.result[len(text):] if v.result.startswith(text) else "\n" + v.result, end="")
-            print()
+                print(v.result[len(text):] if v.result.startswith(text) else "\n" + v.result, end="", file=out)
+            print(file=out)
             return

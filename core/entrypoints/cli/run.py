@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core import event_loops
-from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, port, readable_file, valid_name
+from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, natural, port, readable_file, seconds, valid_name
 from core.models import JobRequest, JobStatus
 from core.views import JobView
 
@@ -59,14 +59,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"alto: job {job.id}: {line}", file=sys.stderr)
 
-    if request.workflow is not None:  # its children are queued jobs too: run worker loops until it ends
-        event_loops.run(run_until_done(app, [job.id], timeout_s=args.timeout, concurrency=app.settings.server.concurrency),
-                        loop)
-        done = app.store.get(job.id)
-    elif args.stream:
-        done = event_loops.run(_streamed(app, job.id, run_inline(app, job.id, timeout_s=args.timeout, say=say)), loop)
-    else:
-        done = event_loops.run(run_inline(app, job.id, timeout_s=args.timeout, say=say), loop)
+    try:
+        if request.workflow is not None:  # its children are queued jobs too: run worker loops until it ends
+            event_loops.run(run_until_done(app, [job.id], timeout_s=args.timeout,
+                                           concurrency=app.settings.server.concurrency), loop)
+            done = app.store.get(job.id)
+        elif args.stream:  # with --json, stdout is the JSON alone: the text as it comes goes to stderr
+            out = sys.stderr if args.json else sys.stdout
+            done = event_loops.run(_streamed(app, job.id, run_inline(app, job.id, timeout_s=args.timeout, say=say),
+                                             out), loop)
+        else:
+            done = event_loops.run(run_inline(app, job.id, timeout_s=args.timeout, say=say), loop)
+    except KeyboardInterrupt:
+        say(_left_behind(app, job.id))
+        return 130
     assert done is not None
     if args.stream and done.status is JobStatus.succeeded and not args.json:
         print_answer(JobView.of(done), text=False)
@@ -106,7 +112,19 @@ def _upload(app: Any, path: Path) -> str:
     return "blob:" + key
 
 
-async def _streamed(app: Any, job_id: str, running: Any) -> Any:
+def _left_behind(app: Any, job_id: str) -> str:
+    """What an interrupted `alto ask` leaves: the job (and a workflow's children) stay for `alto serve`."""
+    job = app.store.get(job_id)
+    status = job.status.value if job is not None else "queued"
+    said = (f"interrupted; the job stays {status} for `alto serve` workers: follow it with `alto jobs wait {job_id}`, "
+            f"or stop it with `alto jobs cancel {job_id}`")
+    if job is not None and job.request.workflow is not None:
+        open_children = sum(1 for c in app.service.children(job.tenant, job_id, limit=10_000) if not c.status.terminal)
+        said += f" (which also stops its {open_children} unfinished child job(s))"
+    return said
+
+
+async def _streamed(app: Any, job_id: str, running: Any, out: Any) -> Any:
     """Run the job while printing its text as the worker writes it (a retry's new attempt starts a new line)."""
     task = asyncio.ensure_future(running)
     attempt, shown = 0, 0
@@ -117,10 +135,10 @@ async def _streamed(app: Any, job_id: str, running: Any) -> Any:
                 if shown:
                     print("\n[the provider call was retried; its text starts over]", file=sys.stderr)
                 attempt, shown = snap.attempt, 0
-            print(snap.text[shown:], end="", flush=True)
+            print(snap.text[shown:], end="", flush=True, file=out)
             shown = len(snap.text)
         if task.done():
-            print()
+            print(file=out)
             return task.result()
         await asyncio.sleep(0.05)
 
@@ -161,7 +179,7 @@ def register(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the HTTP API and worker loops")
     s.add_argument("--host", help="address to listen on (default server.host, 127.0.0.1)")
     s.add_argument("--port", type=port, help="0 picks a free port (printed once bound)")
-    s.add_argument("--workers", type=int, help="worker loops in this process (default from config)")
+    s.add_argument("--workers", type=natural, help="worker loops in this process (default from config)")
     s.add_argument("--workers-only", action="store_true", help="process the queue without serving HTTP")
     s.set_defaults(fn=cmd_serve)
 
@@ -173,7 +191,7 @@ def register(sub: Any) -> None:
     a.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name,
                    help=f"the tenant to ask as (default {DEFAULT_TENANT}; over --url: the key's tenant)")
     a.add_argument("--task", help="the job's task, for routing rules and spend reports")
-    a.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")
+    a.add_argument("--timeout", type=seconds, default=120.0, help="seconds to wait for the job")
     a.add_argument("--json", action="store_true", help="print the job view exactly as the API returns it")
     a.add_argument("--stream", action="store_true", help="print the answer as the model writes it")
     a.set_defaults(fn=cmd_ask)
