@@ -258,3 +258,12 @@ def test_ctrl_c_in_ask_says_the_job_stays_and_how_to_follow_or_stop_it(tmp_path,
     m = re.search(r"alto: job (job_\w+): interrupted; the job stays (\w+) for `alto serve` workers: follow it with "
                   r"`alto jobs wait \1`, or stop it with `alto jobs cancel \1`", err)
     assert m is not None, err
+
+
+def test_the_package_declares_its_licence_the_current_way():
+    """A TOML-table `license` made setuptools warn on every install that it is deprecated (PEP 639)."""
+    from importlib.metadata import metadata
+
+    meta = metadata("altostratus")
+    assert meta["License-Expression"] == "Apache-2.0" and meta.get_all("License-File") == ["LICENSE"]
+    assert (Path(__file__).parents[1] / "LICENSE").read_text().lstrip().startswith("Apache License")
