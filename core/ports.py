@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from core.models import Job, JobStatus
+from core.paging import Position
 
 if TYPE_CHECKING:
     from core.chunks import ContextChunk
@@ -138,9 +139,11 @@ class JobStore(Protocol):
 
     def list(
         self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None,
+        updated_before: float | None = None, after: Position | None = None,
     ) -> list[Job]:
-        """Newest first; with `updated_before`, only jobs last written before that time (oldest first)."""
+        """Newest first, by (created_at, id) descending; with `after` (the last job of the previous page), only
+        jobs strictly after it in that order. With `updated_before`, only jobs last written before that time,
+        oldest update first (the reconciler's sweep; `after` does not apply)."""
 
 
 class StateRecord(NamedTuple):

@@ -121,9 +121,11 @@ class JobView(_Model):
 
 
 class JobList(_Model):
-    """What `GET /v1/jobs` returns: the tenant's jobs, newest first."""
+    """What `GET /v1/jobs` returns: a page of the tenant's jobs, newest first (or of a workflow's children)."""
 
     jobs: list[JobView]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null on the "
+                                    "last. Stable while jobs are created: a later page never repeats or skips one.")
 
 
 class SubmitResponse(_Model):

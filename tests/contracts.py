@@ -47,6 +47,37 @@ def check_job_store(store: JobStore, *, prompt: str = "p", corrupt: Callable[[st
         corrupt("j2")
         assert [j.id for j in store.list(tenant="acme")] == ["j1"]
         assert [j.id for j in store.list(status=JobStatus.running, updated_before=now)] == ["j1"]
+    check_job_paging(store)
+
+
+def check_job_paging(store: JobStore) -> None:
+    """Cursor pages, newest first, stable while jobs are created between pages: every job that existed when
+    the first page was read comes exactly once, in order, ties on created_at broken by id (descending)."""
+    from core.paging import Position
+
+    t0 = time.time() - 1000
+    stamps = [t0 + 5, t0 + 4, t0 + 4, t0 + 4, t0 + 3, t0 + 2, t0 + 1]  # a three-way tie across a page boundary
+    for n, t in enumerate(stamps):
+        store.create(Job(id=f"page-{n}", tenant="paged", request=JobRequest(prompt="p"), request_hash="h",
+                         trace_id="t", created_at=t, updated_at=t, status=JobStatus.failed if n % 2 else JobStatus.queued))
+    expected = [j.id for j in sorted((store.get(f"page-{n}") for n in range(len(stamps))),  # type: ignore[misc]
+                                     key=lambda j: (j.created_at, j.id), reverse=True)]
+    for status in (None, JobStatus.failed):
+        for tenant in ("paged", None):
+            want = [i for i in expected if status is None or store.get(i).status is status]  # type: ignore[union-attr]
+            seen: list[str] = []
+            after = None
+            for page_no in range(20):
+                page = store.list(tenant=tenant, status=status, limit=3, after=after)
+                if not page:
+                    break
+                seen += [j.id for j in page if j.id.startswith("page-")]  # every tenant's: others' too
+                after = Position(page[-1].created_at, page[-1].id)
+                late = f"late-{status}-{tenant}-{page_no}"  # created between pages: newer, so never on a later page
+                store.create(Job(id=late, tenant="paged", request=JobRequest(prompt="p"), request_hash="h",
+                                 trace_id="t", created_at=time.time(), updated_at=time.time(),
+                                 status=status or JobStatus.queued))
+            assert seen == want, (status, tenant, seen, want)
 
 
 def check_state_store(make: Callable[[Callable[[], float]], StateStore]) -> None:

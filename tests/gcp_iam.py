@@ -166,6 +166,8 @@ def needed_index(shape: tuple[str, list[str], list[tuple[str, str]]]) -> tuple[s
     """The composite index a query needs, or None when Firestore's automatic single-field indexes serve it
     (one equality and nothing else, or only an order or range on one field)."""
     collection, equal, orders = shape
+    if len(orders) > 1 and tuple(orders[-1]) == ("__name__", orders[-2][1]):
+        orders = orders[:-1]  # every index ends with the document name, in its last field's direction
     if len(equal) + len({f for f, _ in orders}) <= 1:
         return None
     return collection, frozenset(equal), tuple((f, d) for f, d in orders)

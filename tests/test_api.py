@@ -178,3 +178,45 @@ def test_callback_url_receives_the_job_view(live):
         hook.shutdown()
     assert got and got[0]["job_id"] == job_id and got[0]["status"] == "succeeded"
     assert app.store.get(job_id).callback.status_code == 204
+
+
+def test_listing_pages_with_a_cursor_stable_under_concurrent_submits(live):
+    """Before: `GET /v1/jobs` stopped at 200 with no way to see the rest."""
+    _, url = live()
+    with httpx.Client(base_url=url, headers=ACME) as c:
+        first = [c.post("/v1/jobs", json={"prompt": f"question {n}"}).json()["job_id"] for n in range(7)]
+        seen, cursor, pages = [], None, 0
+        while True:
+            r = c.get("/v1/jobs", params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            seen += [j["job_id"] for j in body["jobs"]]
+            pages += 1
+            c.post("/v1/jobs", json={"prompt": f"submitted while paging {pages}"})  # newer: never on a later page
+            if (cursor := body["next_cursor"]) is None:
+                break
+        assert seen == first[::-1] and pages == 3
+        bad = c.get("/v1/jobs", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "cursor"
+        assert "next_cursor" in bad.json()["error"]["message"]
+
+
+def test_a_workflows_children_page_in_step_order(live):
+    from tests.test_workflows import document
+
+    app, url = live()
+    with httpx.Client(base_url=url, headers=ACME) as c:
+        parent = c.post("/v1/jobs", json={"workflow": "summarize", "inputs": {"document": document(5, 2500)}}).json()
+        assert wait_terminal(c, parent["status_url"], ACME)["status"] == "succeeded"
+        everything = [j["job_id"] for j in c.get("/v1/jobs", params={"parent": parent["job_id"], "limit": 200}).json()["jobs"]]
+        seen, cursor = [], None
+        while True:
+            body = c.get("/v1/jobs", params={"parent": parent["job_id"], "limit": 2,
+                                             **({"cursor": cursor} if cursor else {})}).json()
+            seen += [j["job_id"] for j in body["jobs"]]
+            if (cursor := body["next_cursor"]) is None:
+                break
+        assert len(everything) == 6 and seen == everything  # five parts and the summary, in step order
+        listing = c.get("/v1/jobs", params={"limit": 1}).json()["next_cursor"]
+        wrong = c.get("/v1/jobs", params={"parent": parent["job_id"], "cursor": listing})
+        assert wrong.status_code == 422 and "children" in wrong.json()["error"]["message"]

@@ -166,3 +166,29 @@ def test_every_option_and_argument_has_help_text():
 
     walk(build_parser(), "alto")
     assert missing == []
+
+
+def test_listings_page_with_a_cursor_locally_and_over_url(live, tmp_path):
+    import re
+
+    app, url = live()
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEYS['acme']}"}) as c:
+        ids = [c.post("/v1/jobs", json={"prompt": f"q{n}"}).json()["job_id"] for n in range(5)][::-1]
+    local_env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")},
+                 "ALTO_DATA_DIR": str(tmp_path / "data"), "ALTO_CONFIG": str(tmp_path / "altostratus.yaml")}
+
+    def local(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ALTO, *args], capture_output=True, text=True, timeout=60, env=local_env)
+
+    for run in (local, lambda *a: alto(url, *a)):
+        seen, cursor = [], None
+        while True:
+            p = run("jobs", "list", "--limit", "2", "--json", *(["--cursor", cursor] if cursor else []))
+            seen += [v["job_id"] for v in json.loads(p.stdout)]
+            m = re.search(r"with --cursor (\S+)", p.stderr)
+            if m is None:
+                break
+            cursor = m.group(1)
+        assert seen == ids
+    remote_many = alto(url, "jobs", "list", "--limit", "4").stdout.splitlines()
+    assert len(remote_many) == 5  # the header and four rows

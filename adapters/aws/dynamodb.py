@@ -18,6 +18,7 @@ partition key `k`; `expires_at` is the TTL attribute, and because DynamoDB delet
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import time
 import zlib
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 from core.errors import ConflictError
 from core.models import Job, JobStatus
+from core.paging import Position
 from core.ports import StateRecord
 from core.records import listed_jobs, stored_job
 
@@ -100,15 +102,16 @@ class DynamoJobStore:
 
     def list(
         self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None,
+        updated_before: float | None = None, after: Position | None = None,
     ) -> list[Job]:
-        if status in SWEPT and (updated_before is not None or tenant is None):
-            ids: Iterator[str] | Iterator[tuple[float, str]] = self._swept(status, updated_before)  # type: ignore[arg-type]
-        elif tenant is not None:
-            key = ("tenant_status", f"{tenant}#{status.value}") if status is not None else ("tenant", tenant)
-            ids = self._keys(f"by_{key[0]}", key[0], key[1], newest_first=True)
+        if updated_before is not None and status in SWEPT:
+            ids: Iterator[str] = self._swept(status, updated_before)  # type: ignore[arg-type]
+        elif tenant is not None and updated_before is None:
+            attr, value = ("tenant_status", f"{tenant}#{status.value}") if status is not None else ("tenant", tenant)
+            ids = _newest_first(self._keys(f"by_{attr}", attr, value, newest_first=True,
+                                           bound=("<=", after.created_at) if after else None), after)
         else:
-            return self._scan(limit, status, updated_before)
+            return self._scan(limit, tenant, status, updated_before, after)
         out: list[Job] = []
         for page in _pages(ids, BATCH_GET_MAX if limit > BATCH_GET_MAX else limit):
             out.extend(j for j in self._read(page) if _wanted(j, tenant, status, updated_before))
@@ -118,14 +121,15 @@ class DynamoJobStore:
             out.sort(key=lambda j: j.updated_at)
         return out[:limit]
 
-    def _keys(self, index: str, attr: str, value: str, *, newest_first: bool, before: float | None = None,
-              sort: str = "created_at") -> Iterator[tuple[float, str]]:
-        """(sort key, id) from one index partition, page by page, in its order."""
+    def _keys(self, index: str, attr: str, value: str, *, newest_first: bool,
+              bound: tuple[str, float] | None = None, sort: str = "created_at") -> Iterator[tuple[float, str]]:
+        """(sort key, id) from one index partition, page by page, in its order; `bound` limits the sort key
+        ("<" or "<=" a value) in the key condition, so DynamoDB reads only from there on."""
         names, values = {"#k": attr}, {":k": {"S": value}}
         condition = "#k = :k"
-        if before is not None:
-            names["#s"], values[":before"] = sort, _n(before)
-            condition += " AND #s < :before"
+        if bound is not None:
+            names["#s"], values[":bound"] = sort, _n(bound[1])
+            condition += f" AND #s {bound[0]} :bound"
         for page in self._client().get_paginator("query").paginate(
                 TableName=self.table, IndexName=index, KeyConditionExpression=condition,
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values, ScanIndexForward=not newest_first):
@@ -134,8 +138,9 @@ class DynamoJobStore:
 
     def _swept(self, status: JobStatus, before: float | None) -> Iterator[str]:
         """Every shard's queued (or running) jobs, oldest update first, merged."""
-        shards = [self._keys("by_sweep", "sweep", sweep_key("", status, shard), newest_first=False, before=before,
-                             sort="updated_at") for shard in range(SWEEP_SHARDS)]
+        shards = [self._keys("by_sweep", "sweep", sweep_key("", status, shard), newest_first=False,
+                             bound=("<", before) if before is not None else None, sort="updated_at")
+                  for shard in range(SWEEP_SHARDS)]
         return (job_id for _, job_id in heapq.merge(*shards))
 
     def _read(self, ids: list[str]) -> list[Job]:
@@ -153,12 +158,17 @@ class DynamoJobStore:
             time.sleep(min(1.0, 0.05 * 2 ** attempt))  # throttled: back off, then ask for the rest
         return listed_jobs([found[i] for i in ids if i in found])
 
-    def _scan(self, limit: int, status: JobStatus | None, updated_before: float | None) -> list[Job]:
+    def _scan(self, limit: int, tenant: str | None, status: JobStatus | None, updated_before: float | None,
+              after: Position | None) -> list[Job]:
         """Every tenant's jobs (the operator's CLI, never an HTTP request)."""
         jobs = listed_jobs([i["data"]["S"] for page in self._client().get_paginator("scan").paginate(TableName=self.table)
                             for i in page.get("Items", [])])
-        jobs = [j for j in jobs if _wanted(j, None, status, updated_before)]
-        jobs.sort(key=lambda j: j.updated_at if updated_before is not None else -j.created_at)
+        jobs = [j for j in jobs if _wanted(j, tenant, status, updated_before)]
+        if updated_before is not None:
+            jobs.sort(key=lambda j: j.updated_at)
+        else:
+            jobs = [j for j in jobs if after is None or after.after(j.created_at, j.id)]
+            jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
 
 
@@ -166,6 +176,15 @@ def _wanted(job: Job, tenant: str | None, status: JobStatus | None, updated_befo
     """The index gave a candidate; its record, read consistently, decides (an index lags its table)."""
     return ((tenant is None or job.tenant == tenant) and (status is None or job.status is status)
             and (updated_before is None or job.updated_at < updated_before))
+
+
+def _newest_first(keys: Iterator[tuple[float, str]], after: Position | None) -> Iterator[str]:
+    """Ids from an index read newest first, ties on created_at in descending id order (an index leaves their
+    order open), only those strictly after `after`: the port's page order, on every page alike."""
+    for _, group in itertools.groupby(keys, key=lambda k: k[0]):
+        for created_at, job_id in sorted(group, key=lambda k: k[1], reverse=True):
+            if after is None or after.after(created_at, job_id):
+                yield job_id
 
 
 def _pages(ids: Iterator[str] | Iterator[tuple[float, str]], size: int) -> Iterator[list[str]]:

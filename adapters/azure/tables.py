@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from core.errors import ConflictError
 from core.models import Job, JobStatus
+from core.paging import Position
 from core.ports import StateRecord
 from core.records import listed_jobs, stored_job
 
@@ -126,7 +127,7 @@ class TableJobStore:
 
     def list(
         self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None,
+        updated_before: float | None = None, after: Position | None = None,
     ) -> list[Job]:
         clauses, params = ["PartitionKey ge 'job-' and PartitionKey lt 'job.'"], {}  # every shard
         if tenant is not None:
@@ -138,11 +139,15 @@ class TableJobStore:
         if updated_before is not None:
             clauses.append("updated_at lt @before")
             params["before"] = updated_before
+        elif after is not None:  # the next page: the filter reads from the position on, ties settled below
+            clauses.append("created_at le @at")
+            params["at"] = after.created_at
         jobs = listed_jobs([_join(e) for e in self._client().query_entities(" and ".join(clauses), parameters=params)])
         if updated_before is not None:
             jobs.sort(key=lambda j: j.updated_at)
         else:
-            jobs.sort(key=lambda j: j.created_at, reverse=True)
+            jobs = [j for j in jobs if after is None or after.after(j.created_at, j.id)]
+            jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
 
 

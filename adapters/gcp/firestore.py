@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from core.errors import ConflictError
 from core.models import Job, JobStatus
+from core.paging import Position
 from core.ports import StateRecord
 from core.records import listed_jobs, stored_job
 
@@ -82,7 +83,7 @@ class FirestoreJobStore:
 
     def list(
         self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None,
+        updated_before: float | None = None, after: Position | None = None,
     ) -> list[Job]:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -93,8 +94,10 @@ class FirestoreJobStore:
             q = q.where(filter=FieldFilter("status", "==", status.value))
         if updated_before is not None:  # composite indexes for these live in infra/gcp (firestore.tf)
             q = q.where(filter=FieldFilter("updated_at", "<", updated_before)).order_by("updated_at")
-        else:
-            q = q.order_by("created_at", direction="DESCENDING")
+        else:  # ties on created_at by document id, descending: the index's implicit last field, so no new index
+            q = q.order_by("created_at", direction="DESCENDING").order_by("__name__", direction="DESCENDING")
+            if after is not None:
+                q = q.start_after({"created_at": after.created_at, "__name__": after.id})
         return listed_jobs([s.get("data") for s in q.limit(limit).stream()])
 
 

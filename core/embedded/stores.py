@@ -14,6 +14,7 @@ from core.embedded.storage_thread import storage_thread as shared_storage_thread
 from core.errors import ConflictError
 from core.governance.state import add_counts, nonzero
 from core.models import Job, JobStatus
+from core.paging import Position
 from core.ports import StateRecord
 from core.records import listed_jobs, stored_job
 
@@ -78,7 +79,7 @@ class SqliteJobStore:
 
     def list(
         self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None,
+        updated_before: float | None = None, after: Position | None = None,
     ) -> list[Job]:
         sql, args = "SELECT data FROM jobs WHERE 1=1", []
         if tenant is not None:
@@ -90,7 +91,11 @@ class SqliteJobStore:
         if updated_before is not None:
             sql += " AND json_extract(data, '$.updated_at') < ?"
             args.append(updated_before)
-        sql += " ORDER BY created_at " + ("ASC" if updated_before is not None else "DESC") + " LIMIT ?"
+        if updated_before is None and after is not None:  # the next page: strictly older than its last job
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args += [after.created_at, after.created_at, after.id]
+        sql += (" ORDER BY created_at ASC" if updated_before is not None else " ORDER BY created_at DESC, id DESC")
+        sql += " LIMIT ?"
         args.append(limit)
         return listed_jobs([data for (data,) in self.db.conn().execute(sql, args).fetchall()])
 

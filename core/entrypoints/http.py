@@ -208,9 +208,11 @@ class Api:
         parent = req.query.get("parent")
         if parent is not None and not re.fullmatch(PATH_PARAM, parent):
             return error(422, "invalid_request", "parent must be a job id", "parent")
-        jobs = (self.service.children(tenant, parent, status=st, limit=limit) if parent is not None
-                else self.service.list(tenant, status=st, limit=limit))
-        return ApiResponse(200, JobList(jobs=[JobView.of(j) for j in jobs]).model_dump(mode="json"))
+        cursor = req.query.get("cursor") or None
+        page = (self.service.children_page(tenant, parent, status=st, limit=limit, cursor=cursor) if parent is not None
+                else self.service.page(tenant, status=st, limit=limit, cursor=cursor))
+        return ApiResponse(200, JobList(jobs=[JobView.of(j) for j in page.jobs],
+                                        next_cursor=page.next_cursor).model_dump(mode="json"))
 
     def get_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
         if "wait_s" not in req.query and "after" not in req.query:

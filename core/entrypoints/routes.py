@@ -52,7 +52,10 @@ ROUTES: tuple[Route, ...] = (
           params=(Param("status", "query", {"type": "string", "enum": [s.value for s in JobStatus]}),
                   Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT}),
                   Param("parent", "query", {"type": "string", "pattern": f"^{PATH_PARAM}$",
-                                            "description": "List this workflow job's children, step by step."}))),
+                                            "description": "List this workflow job's children, step by step."}),
+                  Param("cursor", "query", {"type": "string", "maxLength": 512,
+                                            "description": "The next page: `next_cursor` of the previous page, "
+                                                           "with the same status and parent."}))),
     Route("GET", "/v1/jobs/{job_id}", "get_job", "Get a job (with `after` or `wait_s`: long-poll for new text)",
           response=JobView,
           errors={401: "Missing or invalid API key", 404: "Not found (or another tenant's)",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator, NamedTuple
 
 from core.errors import NotFound
 from core.models import Job, JobStatus
+from core.paging import Position, offset_cursor, position_cursor, read_offset, read_position
 from core.ports import JobStore
 from core.streaming.log import StreamLog, source
 from core.views import JobView, Partial
@@ -34,26 +35,47 @@ class Queries:
         snap = self.streams.read(source(job))
         return Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt) if snap is not None else None
 
-    def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
-        """Newest first; `tenant=None` lists every tenant's (the operator's CLI, never the HTTP API)."""
-        return self.store.list(tenant=tenant, status=status, limit=limit)
+    def page(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50,
+             cursor: str | None = None) -> JobPage:
+        """Newest first, `limit` at a time; `cursor` (a page's `next_cursor`) continues after that page.
+        `tenant=None` lists every tenant's (the operator's CLI, never the HTTP API)."""
+        after = read_position(cursor) if cursor else None
+        jobs = self.store.list(tenant=tenant, status=status, limit=limit + 1, after=after)  # one more: is there a next?
+        if len(jobs) <= limit:
+            return JobPage(jobs, None)
+        last = jobs[limit - 1]
+        return JobPage(jobs[:limit], position_cursor(Position(last.created_at, last.id)))
 
-
-    def children(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
-        """Read by their deterministic ids from the parent's steps: no store needs an index on `parent`."""
-        from core.workflows.plan import round_ids
-
+    def children_page(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50,
+                      cursor: str | None = None) -> JobPage:
+        """A workflow's children, step by step and in order, read by their deterministic ids from the parent's
+        steps (no store needs an index on `parent`); the cursor is an offset into that fixed order."""
         parent = self.get(tenant, parent_id)
+        start = read_offset(cursor) if cursor else 0
         found: list[Job] = []
-        for k, step in enumerate(parent.workflow.steps if parent.workflow else []):
-            for round_, nodes in enumerate(step.rounds):
-                for cid in round_ids(parent.id, k, round_, nodes):
-                    child = self.store.get(cid)
-                    if child is not None and (status is None or child.status is status):
-                        found.append(child)
-                        if len(found) >= limit:
-                            return found
-        return found
+        for n, cid in enumerate(_child_ids(parent)):
+            if n < start:
+                continue
+            child = self.store.get(cid)
+            if child is None or (status is not None and child.status is not status):
+                continue
+            if len(found) == limit:  # one more exists: the next page starts here
+                return JobPage(found, offset_cursor(n))
+            found.append(child)
+        return JobPage(found, None)
+
+
+class JobPage(NamedTuple):
+    jobs: list[Job]
+    next_cursor: str | None  # None on the last page
+
+
+def _child_ids(parent: Job) -> Iterator[str]:
+    from core.workflows.plan import round_ids
+
+    for k, step in enumerate(parent.workflow.steps if parent.workflow else []):
+        for round_, nodes in enumerate(step.rounds):
+            yield from round_ids(parent.id, k, round_, nodes)
 
 
 def job_json(job: Job) -> str:

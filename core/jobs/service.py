@@ -11,7 +11,7 @@ from core.errors import InputError
 from core.governance.ledger import UsageLedger
 from core.jobs.ledger import Ledger
 from core.jobs.offload import offload
-from core.jobs.queries import Queries
+from core.jobs.queries import JobPage, Queries
 from core.jobs.submit import Submitter, queue_callback
 from core.models import Job, JobRequest, JobStatus
 from core.observability.metrics import Fanout, Metrics, job_record
@@ -62,12 +62,21 @@ class ApiService:
     def view(self, tenant: str, job_id: str) -> JobView:
         return self.queries.view(tenant, job_id)
 
+    def page(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50,
+             cursor: str | None = None) -> JobPage:
+        """`GET /v1/jobs`: newest first, a page at a time."""
+        return self.queries.page(tenant, status=status, limit=limit, cursor=cursor)
+
+    def children_page(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50,
+                      cursor: str | None = None) -> JobPage:
+        """`GET /v1/jobs?parent=ID`: a workflow's child jobs, step by step and in order, a page at a time."""
+        return self.queries.children_page(tenant, parent_id, status=status, limit=limit, cursor=cursor)
+
     def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
-        return self.queries.list(tenant, status=status, limit=limit)
+        return self.page(tenant, status=status, limit=limit).jobs
 
     def children(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
-        """A workflow's child jobs, step by step and in order (`GET /v1/jobs?parent=ID`)."""
-        return self.queries.children(tenant, parent_id, status=status, limit=limit)
+        return self.children_page(tenant, parent_id, status=status, limit=limit).jobs
 
     def _report_terminal(self, job: Job) -> None:
         """A job's terminal metrics, once its write is durable (after the storage thread's group commits)."""

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from core.errors import ConflictError
 from core.models import Job, JobStatus
+from core.paging import Position
 from core.ports import StateRecord
 from core.records import listed_jobs, stored_job
 
@@ -39,12 +40,13 @@ class MemoryJobStore:
         return True
 
     def list(self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-             updated_before: float | None = None) -> list[Job]:
+             updated_before: float | None = None, after: Position | None = None) -> list[Job]:
         jobs = [j for j in listed_jobs(list(self._rows.values()))
                 if (tenant is None or j.tenant == tenant) and (status is None or j.status is status)]
         if updated_before is not None:
             return sorted((j for j in jobs if j.updated_at < updated_before), key=lambda j: j.updated_at)[:limit]
-        return sorted(jobs, key=lambda j: -j.created_at)[:limit]
+        jobs = [j for j in jobs if after is None or after.after(j.created_at, j.id)]
+        return sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)[:limit]
 
 
 class MemoryStateStore:

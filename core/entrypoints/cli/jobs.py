@@ -9,7 +9,8 @@ from typing import Any
 
 from core.bootstrap import App
 from core.entrypoints.cli.common import app_from, positive, seconds, valid_name
-from core.entrypoints.cli.output import NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, say_waiting
+from core.entrypoints.cli.output import (NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, print_page,
+                                         say_waiting)
 from core.errors import AltoError, ConflictError, NotFound
 from core.jobs.queries import dead_letter_state, job_json
 from core.models import JobStatus, QueueMessage
@@ -36,16 +37,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         parent = app.store.get(args.parent)
         if parent is None:
             raise NotFound(f"job {args.parent} not found")
-        jobs = app.service.children(parent.tenant, parent.id, status=status, limit=args.limit)
+        page = app.service.children_page(parent.tenant, parent.id, status=status, limit=args.limit, cursor=args.cursor)
     else:
-        jobs = app.service.list(args.tenant, status=status, limit=args.limit)
-    views = [JobView.of(j) for j in jobs]
-    if args.json:
-        print(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
-    elif views:
-        print(job_rows(views))
-    else:
-        print("no jobs", file=sys.stderr)
+        page = app.service.page(args.tenant, status=status, limit=args.limit, cursor=args.cursor)
+    print_page([JobView.of(j) for j in page.jobs], page.next_cursor, as_json=args.json, rows=job_rows, empty="no jobs")
     return 0
 
 
@@ -103,24 +98,29 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def _dlq_list(app: App, args: argparse.Namespace) -> int:
-    views = [JobView.of(j) for j in app.service.list(None, status=JobStatus.dead_lettered, limit=args.limit)]
+    page = app.service.page(None, status=JobStatus.dead_lettered, limit=args.limit, cursor=args.cursor)
     messages = _dlq_messages(app)
-    if args.json:
-        print(json.dumps([dead_letter_json(v, messages.get(v.job_id)) for v in views], indent=2))
-        return 0
-    if views:
-        print(dead_letter_rows(views))
-    else:
-        print(NO_DEAD_LETTERS, file=sys.stderr)
+    print_page([JobView.of(j) for j in page.jobs], page.next_cursor, as_json=args.json, rows=dead_letter_rows,
+               empty=NO_DEAD_LETTERS, shape=lambda v: dead_letter_json(v, messages.get(v.job_id)))
     for key, message_id in messages.items():
-        if key.startswith("unparseable:"):
+        if key.startswith("unparseable:") and not args.json:
             print(f"(message {message_id} in the DLQ has an unreadable body; inspect it with the queue tools)")
     return 0
 
 
+def _every_dead_letter(app: App) -> list[str]:
+    """Every dead-lettered job's id, page by page."""
+    ids: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = app.service.page(None, status=JobStatus.dead_lettered, limit=200, cursor=cursor)
+        ids += [j.id for j in page.jobs]
+        if (cursor := page.next_cursor) is None:
+            return ids
+
+
 def _dlq_replay(app: App, args: argparse.Namespace) -> int:
-    ids = ([j.id for j in app.service.list(None, status=JobStatus.dead_lettered, limit=10_000)] if args.all
-           else args.job_ids)
+    ids = _every_dead_letter(app) if args.all else args.job_ids
     if not ids and args.all:
         print(NO_DEAD_LETTERS + ": nothing to replay", file=sys.stderr)
         return 0
@@ -158,6 +158,7 @@ def register(sub: Any) -> None:
     jl.add_argument("--limit", type=positive, default=50, help="at most this many (default 50)")
     jl.add_argument("--parent", help="list this workflow job's children, step by step")
     jl.add_argument("--json", action="store_true", help="the job views as JSON")
+    jl.add_argument("--cursor", help="the next page: the cursor a previous listing printed")
     js = jsub.add_parser("show", help="one job's full record as JSON")
     js.add_argument("job_id", help="the job's id")
     jw = jsub.add_parser("wait", help="wait until a job is finished, then print its answer (exit 3 on timeout)")
@@ -173,6 +174,7 @@ def register(sub: Any) -> None:
     dl = dsub.add_parser("list", help="dead-lettered jobs, as a table (or --json)")
     dl.add_argument("--limit", type=positive, default=100, help="at most this many (default 100)")
     dl.add_argument("--json", action="store_true", help="as JSON")
+    dl.add_argument("--cursor", help="the next page: the cursor a previous listing printed")
     ds = dsub.add_parser("show", help="print a job's full dead-letter state")
     ds.add_argument("job_id", help="the job's id")
     dr = dsub.add_parser("replay", help="re-queue jobs with a fresh attempt budget")

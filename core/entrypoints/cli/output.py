@@ -3,6 +3,7 @@ whether the jobs came from the local data folder or from a deployment's API."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, Sequence
@@ -73,6 +74,19 @@ def job_rows(views: Sequence[JobView]) -> str:
                      len(v.attempts), f"{v.usage.cost_usd:.6f}", ago(v.created_at), what])
     return table(["JOB", "STATUS", "TENANT", "TASK", "MODEL", "CALLS", "COST $", "CREATED", "WORKFLOW"], rows,
                  right=(5, 6))
+
+
+def print_page(views: Sequence[JobView], next_cursor: str | None, *, as_json: bool, rows: Any, empty: str,
+               shape: Any = None) -> None:
+    """A page of jobs as a table (or JSON), the same locally and over --url; where more follow, how to see them."""
+    if as_json:
+        print(json.dumps([(shape or (lambda v: v.model_dump(mode="json")))(v) for v in views], indent=2))
+    elif views:
+        print(rows(views))
+    else:
+        print(empty, file=sys.stderr)
+    if next_cursor:
+        print(f"alto: more follow; the next page: the same command with --cursor {next_cursor}", file=sys.stderr)
 
 
 def dead_letter_json(v: JobView, message_id: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import urllib.request
 from typing import Any
 
 from core.embedded.secrets import EnvSecrets
-from core.entrypoints.cli.output import NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, say_waiting
+from core.entrypoints.cli.output import NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, print_page, say_waiting
+from core.entrypoints.routes import LIST_LIMIT
 from core.errors import AltoError, InputError, NotFound
 from core.views import JobView
 
@@ -91,20 +92,22 @@ def _jobs(remote: Remote, args: argparse.Namespace) -> int:
         return 0
     if args.jobs_cmd == "wait":
         return _wait(remote, args.job_id, args.timeout, as_json=args.json)
-    query = {"limit": str(args.limit), **({"status": args.status} if args.status else {}),
-             **({"parent": args.parent} if args.parent else {})}
-    jobs = [JobView.model_validate(j) for j in remote.call("GET", "/v1/jobs?" + urllib.parse.urlencode(query))["jobs"]]
-    _print_jobs(jobs, args.json, job_rows)
+    query = {**({"status": args.status} if args.status else {}), **({"parent": args.parent} if args.parent else {})}
+    views, cursor = _listing(remote, query, args.limit, args.cursor)
+    print_page(views, cursor, as_json=args.json, rows=job_rows, empty="no jobs")
     return 0
 
 
-def _print_jobs(views: list[JobView], as_json: bool, rows: Any) -> None:
-    if as_json:
-        print(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
-    elif views:
-        print(rows(views))
-    else:
-        print("no jobs", file=sys.stderr)
+def _listing(remote: Remote, query: dict[str, str], limit: int, cursor: str | None) -> tuple[list[JobView], str | None]:
+    """Up to `limit` jobs, page by page (the API gives at most LIST_LIMIT at a time), and the cursor after them."""
+    views: list[JobView] = []
+    while len(views) < limit:
+        page_query = {**query, "limit": str(min(limit - len(views), LIST_LIMIT)), **({"cursor": cursor} if cursor else {})}
+        page = remote.call("GET", "/v1/jobs?" + urllib.parse.urlencode(page_query))
+        views += [JobView.model_validate(j) for j in page["jobs"]]
+        if (cursor := page.get("next_cursor")) is None:
+            break
+    return views, cursor
 
 
 def _wait(remote: Remote, job_id: str, timeout_s: float, *, as_json: bool) -> int:
@@ -126,21 +129,15 @@ def _wait(remote: Remote, job_id: str, timeout_s: float, *, as_json: bool) -> in
 
 def _dlq(remote: Remote, args: argparse.Namespace) -> int:
     if args.dlq_cmd == "list":
-        jobs = remote.call("GET", f"/v1/jobs?status=dead_lettered&limit={min(args.limit, 200)}")["jobs"]
-        views = [JobView.model_validate(j) for j in jobs]
-        if args.json:
-            print(json.dumps([dead_letter_json(v) for v in views], indent=2))
-        elif views:
-            print(dead_letter_rows(views))
-        else:
-            print(NO_DEAD_LETTERS, file=sys.stderr)
+        views, cursor = _listing(remote, {"status": "dead_lettered"}, args.limit, args.cursor)
+        print_page(views, cursor, as_json=args.json, rows=dead_letter_rows, empty=NO_DEAD_LETTERS, shape=dead_letter_json)
         return 0
     if args.dlq_cmd == "show":
         v = remote.call("GET", f"/v1/jobs/{args.job_id}")
         print(json.dumps({k: v.get(k) for k in ("job_id", "status", "tenant", "task", "error", "attempts", "route",
                                                  "prompt", "usage", "trace_id")}, indent=2))
         return 0
-    ids = args.job_ids or ([j["job_id"] for j in remote.call("GET", "/v1/jobs?status=dead_lettered&limit=200")["jobs"]]
+    ids = args.job_ids or ([v.job_id for v in _listing(remote, {"status": "dead_lettered"}, 10**9, None)[0]]
                            if args.all else [])
     if not ids and args.all:
         print(NO_DEAD_LETTERS + ": nothing to replay", file=sys.stderr)
