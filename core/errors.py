@@ -43,6 +43,11 @@ class NotFound(AltoError):
     """The object does not exist or belongs to another tenant (the two are indistinguishable on purpose)."""
 
 
+class Forbidden(AltoError):
+    """The key is valid but may not do this (an operator's key submits nothing; a tenant's key reads only its
+    own tenant's)."""
+
+
 class CallbackRefused(AltoError):
     """A callback target the SSRF policy does not allow; the message says why and how to allow it."""
 

@@ -151,11 +151,40 @@ class UsageRow(_Model):
 
 
 class UsageReport(_Model):
-    """What `GET /v1/usage` returns: the caller's tenant's spend since a UTC day, biggest first."""
+    """What `GET /v1/usage` returns: spend since a UTC day, biggest first (a tenant's key: its own; an
+    operator's: every tenant's, or `?tenant=`'s)."""
 
     since: str
     group_by: list[str]
     rows: list[UsageRow]
+
+
+class OutcomeRow(_Model):
+    """Job endings summed over one group (the dimensions asked for are set; the rest absent)."""
+
+    model_config = ConfigDict(defer_build=True, extra="allow")  # tenant, task, status, model, day as grouped
+
+    jobs: int = Field(description="Jobs that ended (a replayed job that ends again counts again).")
+    mean_latency_s: float | None = Field(description="Submit to end, averaged.")
+    p50_latency_s: float | None = Field(description="Median submit-to-end time, from a histogram (bucket-interpolated).")
+    p90_latency_s: float | None
+    p99_latency_s: float | None
+
+
+class OutcomeReport(_Model):
+    """What `GET /v1/outcomes` returns: how jobs ended since a UTC day, most first."""
+
+    since: str
+    group_by: list[str]
+    rows: list[OutcomeRow]
+
+
+class Me(_Model):
+    """What `GET /v1/me` returns: whose key this is, and whose data it reads."""
+
+    tenant: str | None = Field(description="The key's tenant; null for an operator's key.")
+    operator: bool = Field(description="An operator's key: reads and acts on every tenant's jobs, submits none.")
+    tenants: list[str] = Field(description="The tenants this key reads.")
 
 
 class ModelState(_Model):

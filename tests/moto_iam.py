@@ -60,6 +60,16 @@ def _params(response: Any) -> dict[str, Any]:
         return {}
 
 
+def _leading_keys(response: Any, action: str) -> list[str] | None:
+    """The partition key values a single-item DynamoDB call names, which `dynamodb:LeadingKeys` conditions test
+    and moto's evaluator does not: recorded so the proof checks them itself."""
+    if action not in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+        return None
+    params = _params(response)
+    key = params.get("Key") or params.get("Item") or {}
+    return [next(iter(v.values())) for v in key.values() if isinstance(v, dict) and v][:1]
+
+
 def _resource(response: Any, resource: str) -> str:
     """The ARN a DynamoDB or Secrets Manager call acts on (moto passes `*` for both)."""
     service = getattr(response, "service_name", "")
@@ -102,7 +112,7 @@ def install(record_path: str) -> None:
 
     def record(response: Any, action: str, resource: str, allowed: bool) -> None:
         line = json.dumps({"key": _access_key(response.headers), "action": action, "resource": resource,
-                           "allowed": allowed})
+                           "allowed": allowed, "leading_keys": _leading_keys(response, action)})
         with RECORD_LOCK, open(record_path, "a") as f:
             f.write(line + "\n")
 

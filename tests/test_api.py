@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.conftest import KEYS, SAMPLES, anthropic_config, wait_terminal
 
 ACME = {"Authorization": f"Bearer {KEYS['acme']}"}
@@ -220,3 +221,82 @@ def test_a_workflows_children_page_in_step_order(live):
         listing = c.get("/v1/jobs", params={"limit": 1}).json()["next_cursor"]
         wrong = c.get("/v1/jobs", params={"parent": parent["job_id"], "cursor": listing})
         assert wrong.status_code == 422 and "children" in wrong.json()["error"]["message"]
+
+
+def test_an_operator_key_reads_and_acts_on_every_tenant_and_submits_nothing(live):
+    _, url = live(env={"ALTO_OPERATOR_KEYS": "ops-key"})
+    ops = {"Authorization": "Bearer ops-key"}
+    with httpx.Client(base_url=url) as c:
+        mine = c.post("/v1/jobs", json={"prompt": "acme's"}, headers=ACME).json()["job_id"]
+        theirs = c.post("/v1/jobs", json={"prompt": "beta's"}, headers=BETA).json()["job_id"]
+        assert wait_terminal(c, f"/v1/jobs/{theirs}", BETA)["status"] == "succeeded"
+        assert {j["job_id"] for j in c.get("/v1/jobs", headers=ops).json()["jobs"]} == {mine, theirs}
+        assert [j["job_id"] for j in c.get("/v1/jobs", params={"tenant": "beta"}, headers=ops).json()["jobs"]] == [theirs]
+        assert c.get(f"/v1/jobs/{theirs}", headers=ops).json()["tenant"] == "beta"
+        assert c.get("/v1/me", headers=ops).json() == {"tenant": None, "operator": True, "tenants": ["acme", "beta"]}
+        assert c.get("/v1/me", headers=ACME).json() == {"tenant": "acme", "operator": False, "tenants": ["acme"]}
+        refused = c.post("/v1/jobs", json={"prompt": "x"}, headers=ops)
+        assert refused.status_code == 403 and "tenant's key" in refused.json()["error"]["message"]
+        peek = c.get("/v1/jobs", params={"tenant": "beta"}, headers=ACME)
+        assert peek.status_code == 403 and peek.json()["error"]["code"] == "forbidden"
+        by_tenant = c.get("/v1/usage", params={"group_by": "tenant"}, headers=ops).json()["rows"]
+        assert {r["tenant"] for r in by_tenant} >= {"beta"}
+        assert c.get("/v1/usage", params={"group_by": "tenant"}, headers=ACME).status_code == 422
+
+
+def test_listing_filters_narrow_while_paging(live):
+    _, url = live()
+    with httpx.Client(base_url=url, headers=ACME) as c:
+        ids = {}
+        for n in range(6):
+            task = "billing" if n % 2 else "support"
+            ids[n] = c.post("/v1/jobs", json={"prompt": f"question {n} about refunds" if n % 3 == 0 else f"question {n}",
+                                              "task": task}).json()["job_id"]
+
+        def every(**params) -> list[str]:
+            seen, cursor = [], None
+            while True:
+                body = c.get("/v1/jobs", params={"limit": 1, **params, **({"cursor": cursor} if cursor else {})}).json()
+                seen += [j["job_id"] for j in body["jobs"]]
+                if (cursor := body["next_cursor"]) is None:
+                    return seen
+
+        assert every(task="billing") == [ids[5], ids[3], ids[1]]
+        assert every(q="REFUNDS") == [ids[3], ids[0]]
+        middle = c.get(f"/v1/jobs/{ids[2]}").json()["created_at"]
+        assert every(since=str(middle)) == [ids[5], ids[4], ids[3], ids[2]]
+        assert every(until=str(middle)) == [ids[1], ids[0]]
+        assert every(task="billing", since=str(middle)) == [ids[5], ids[3]]
+        for bad in ({"since": "yesterday"}, {"top_level": "maybe"}, {"q": "x" * 201}, {"until": "nan"}):
+            r = c.get("/v1/jobs", params=bad)
+            assert r.status_code == 422 and r.json()["error"]["field"] == next(iter(bad)), bad
+
+
+def test_top_level_leaves_workflow_steps_out(live):
+    from tests.test_workflows import document
+
+    _, url = live()
+    with httpx.Client(base_url=url, headers=ACME) as c:
+        parent = c.post("/v1/jobs", json={"workflow": "summarize", "inputs": {"document": document(3, 2500)}}).json()
+        assert wait_terminal(c, parent["status_url"], ACME)["status"] == "succeeded"
+        plain = c.post("/v1/jobs", json={"prompt": "a plain question"}).json()["job_id"]
+        everything = c.get("/v1/jobs", params={"limit": 200}).json()["jobs"]
+        top = c.get("/v1/jobs", params={"limit": 200, "top_level": "true"}).json()["jobs"]
+    assert len(everything) == 6 and [j["job_id"] for j in top] == [plain, parent["job_id"]]
+
+
+def test_outcomes_count_endings_with_latency_percentiles(live):
+    fake = FakeAnthropic(FaultPlan(script=["ok", "400", "ok"], latency_s=0.2))
+    with ServerThread(fake) as srv:
+        _, url = live(anthropic_config(srv.url, max_attempts=1))
+        with httpx.Client(base_url=url, headers=ACME) as c:
+            for n in range(3):
+                job = c.post("/v1/jobs", json={"prompt": f"question {n}", "task": "support"}).json()
+                wait_terminal(c, job["status_url"], ACME)
+            report = c.get("/v1/outcomes", params={"group_by": "status,task"}).json()
+            by_day = c.get("/v1/outcomes").json()
+    rows = {(r["status"], r["task"]): r for r in report["rows"]}
+    assert rows[("succeeded", "support")]["jobs"] == 2 and rows[("failed", "support")]["jobs"] == 1
+    ok = rows[("succeeded", "support")]
+    assert 0.2 <= ok["mean_latency_s"] < 5 and 0 < ok["p50_latency_s"] <= ok["p90_latency_s"] <= ok["p99_latency_s"] <= 0.5
+    assert [r["jobs"] for r in by_day["rows"]] == [3] and by_day["group_by"] == ["day"]

@@ -268,8 +268,20 @@ def _statements(stack: Deployment, fn: str) -> list[dict[str, Any]]:
         for st in iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]["Statement"]:
             actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
             resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-            out.append({"actions": actions, "resources": resources})
+            leading = (st.get("Condition") or {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+            out.append({"actions": actions, "resources": resources, "leading_keys": leading})
     return out
+
+
+def _outside_leading_keys(statements: list[dict[str, Any]], call: dict[str, Any]) -> list[str]:
+    """The call's partition keys that no statement allowing it admits: a statement without a LeadingKeys
+    condition admits any, one with it only keys matching its patterns."""
+    allowing = [st for st in statements if any(_matches(a, call["action"]) for a in st["actions"])
+                and any(_matches(r, call["resource"]) for r in st["resources"])]
+    if not allowing or any(st["leading_keys"] is None for st in allowing):
+        return []
+    return [k for k in call.get("leading_keys") or []
+            if not any(_matches(p, k) for st in allowing for p in st["leading_keys"])]
 
 
 def _matches(pattern: str, value: str) -> bool:
@@ -298,5 +310,9 @@ def test_every_call_was_granted_and_every_grant_was_used(stack):
         unneeded += [(fn, *g) for g in grants if g not in needed]
     assert not unneeded, "grants no call needed (remove them, or add the scenario that uses them):\n" + "\n".join(
         map(str, unneeded))
+    outside = [(fn, c["action"], key) for fn in stack.roles() for c in calls if c["function"] == fn
+               for key in _outside_leading_keys(_statements(stack, fn), c)]
+    assert not outside, "calls outside their grant's dynamodb:LeadingKeys (moto does not judge conditions):\n" + \
+        "\n".join(map(str, outside))
     summary = {fn: len(used[fn]) for fn in stack.roles()}
     print(f"\ncalls judged: {len(calls)}; distinct (action, resource) per function: {summary}")

@@ -299,6 +299,9 @@ def test_ask_runs_a_workflow_over_a_pdf_then_lists_and_cancels(tmp_path):
     assert view["usage"]["calls"] == parts["children"]["total"] + 1
     listed = run(["jobs", "list", "--parent", view["job_id"]], data).stdout.splitlines()[1:]  # under the header row
     assert len(listed) == view["usage"]["calls"] and all(line.startswith(view["job_id"] + "-s") for line in listed)
+    top = run(["jobs", "list"], data).stdout.splitlines()[1:]  # the workflow's steps stay under it
+    assert len(top) == 1 and top[0].startswith(view["job_id"] + " ")
+    assert len(run(["jobs", "list", "--with-steps"], data).stdout.splitlines()[1:]) == 1 + len(listed)
     p = run(["jobs", "cancel", view["job_id"]], data, check=False)
     assert p.returncode == 1 and "already succeeded" in p.stderr and "Traceback" not in p.stderr
     for bad, says in ((["ask", "--workflow", "nope", "x"], "not configured"),

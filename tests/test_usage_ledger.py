@@ -128,3 +128,14 @@ def test_counts_added_in_one_group_are_summed_and_written_once_yet_read_back_wit
     assert store.get("usage:a").value == {"groups": {"-|m|online": {"calls": 4, "input_tokens": 34, "cost_usd": 0.75}}}
     assert store.get("usage:b").value == {"groups": {"-|m|online": {"calls": 3}}}
     assert len(upserts) == 3  # usage:a before the read and at the commit, usage:b at the commit (not 7)
+
+
+def test_outcome_percentiles_interpolate_inside_their_bucket():
+    from core.governance.outcomes import BOUNDS, quantile
+
+    counts = [0.0] * len(BOUNDS)
+    counts[BOUNDS.index(2)] = 10  # ten jobs between 1 s and 2 s
+    assert quantile(0.5, counts) == 1.5 and quantile(0.9, counts) == 1.9
+    counts[-1] = 90  # and ninety past the last bound: the open bucket answers with its lower bound
+    assert quantile(0.99, counts) == 3600.0 and quantile(0.05, counts) == 1.5
+    assert quantile(0.5, [0.0] * len(BOUNDS)) is None

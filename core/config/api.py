@@ -79,13 +79,29 @@ class TenantConfig(_Strict):
     @field_validator("api_keys")
     @classmethod
     def _keys(cls, keys: list[str]) -> list[str]:
-        for k in keys:
-            if not (KEY_HASH.match(k) or SECRET_REF.match(k)):
-                raise ValueError(
-                    "each api key must be stored hashed ('sha256:<64 hex>', from `alto config hash-key KEY`) "
-                    "or referenced ('env:NAME'); never write a raw key in the config file"
-                )
-        return keys
+        return _stored_keys(keys)
+
+
+def _stored_keys(keys: list[str]) -> list[str]:
+    for k in keys:
+        if not (KEY_HASH.match(k) or SECRET_REF.match(k)):
+            raise ValueError(
+                "each api key must be stored hashed ('sha256:<64 hex>', from `alto config hash-key KEY`) "
+                "or referenced ('env:NAME'); never write a raw key in the config file"
+            )
+    return keys
+
+
+class OperatorsConfig(_Strict):
+    """Keys for the people who run the service: they list, read, cancel and replay every tenant's jobs and
+    read every tenant's spend (the console's tenant filter), and submit nothing."""
+
+    api_keys: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes or secret references.")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        return _stored_keys(keys)
 
 
 class CallbackConfig(_Strict):
@@ -267,6 +283,7 @@ class ApiSettings(_Strict):
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"tenant name {name!r} is not valid: use {NAME_RULE}")
         return tenants
+    operators: OperatorsConfig = Field(default_factory=OperatorsConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
     process: ProcessConfig = Field(default_factory=ProcessConfig, description="Worker process tuning (garbage collector).")

@@ -178,7 +178,26 @@ def _read(path: str | Path | None, env: Mapping[str, str] | None) -> tuple[dict[
     for name, parse in (("ALTO_API_KEYS", parse_api_keys_env), ("ALTO_API_KEY_HASHES", parse_api_key_hashes_env)):
         if env.get(name):
             _add_keys(data, parse(env[name]))
+    for name, parse_one in (("ALTO_OPERATOR_KEYS", _operator_key), ("ALTO_OPERATOR_KEY_HASHES", _operator_hash)):
+        if env.get(name):
+            operators = data.setdefault("operators", {}) or {}
+            data["operators"] = operators
+            operators["api_keys"] = list(operators.get("api_keys") or []) + [
+                parse_one(n, item) for n, item in enumerate(filter(None, (p.strip() for p in env[name].split(","))), 1)]
     return data, source
+
+
+def _operator_key(n: int, key: str) -> str:
+    return hash_api_key(key)
+
+
+def _operator_hash(n: int, digest: str) -> str:
+    from core.config.api import KEY_HASH
+
+    if not KEY_HASH.match(digest):
+        raise ConfigError(f"ALTO_OPERATOR_KEY_HASHES: entry {n} is not a sha256:<64 hex> hash; make it with "
+                          "`alto config hash-key KEY`")
+    return digest
 
 
 def _add_keys(data: dict[str, Any], hashed: dict[str, list[str]]) -> None:

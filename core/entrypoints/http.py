@@ -17,14 +17,16 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 from pydantic import ValidationError
 
-from core.entrypoints.auth import ApiKeys
-from core.entrypoints.routes import LIST_LIMIT, PATH_PARAM, ROUTES
-from core.errors import AltoError, BudgetExhausted, ConfigError, IdempotencyConflict, InputError, NotFound, QueueUnavailable
-from core.governance.ledger import DIMENSIONS, day_of, day_start, default_since
+from core.entrypoints import reads
+from core.entrypoints.auth import ApiKeys, Caller
+from core.entrypoints.routes import PATH_PARAM, ROUTES
+from core.errors import (AltoError, BudgetExhausted, ConfigError, Forbidden, IdempotencyConflict, InputError, NotFound,
+                         QueueUnavailable)
+from core.governance.ledger import DIMENSIONS, day_of
 from core.jobs.service import ApiService
 from core.logs import log_event
-from core.models import JobRequest, JobStatus
-from core.views import JobList, JobView, SubmitResponse, UsageReport
+from core.models import JobRequest
+from core.views import JobList, JobView, Me, OutcomeReport, SubmitResponse, UsageReport
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -86,6 +88,7 @@ ERRORS: tuple[tuple[type[AltoError], int, str], ...] = (
     (IdempotencyConflict, 422, "idempotency_key_reused"),
     (InputError, 422, "invalid_request"),
     (NotFound, 404, "not_found"),
+    (Forbidden, 403, "forbidden"),
     (BudgetExhausted, 429, "budget_exhausted"),
     (QueueUnavailable, 503, "queue_unavailable"),
     (ConfigError, 500, "config_error"),
@@ -159,11 +162,11 @@ class Api:
             resp = error(405, "method_not_allowed", f"{method} is not allowed on {path}; use {allowed}")
             resp.headers["allow"] = allowed
             return resp
-        tenant = None
-        if route.auth and (tenant := self.keys.tenant_for(req.headers.get("authorization"))) is None:
+        caller = None
+        if route.auth and (caller := self.keys.caller(req.headers.get("authorization"))) is None:
             return self._unauthorized()
         handler: Callable[..., ApiResponse] = getattr(self, route.handler)
-        return handler(req, tenant, **args)
+        return handler(req, caller, **args)
 
     def _unauthorized(self) -> ApiResponse:
         if not self.keys.by_hash:
@@ -174,21 +177,23 @@ class Api:
 
     # ------------------------------------------------------------------ handlers (named in ROUTES)
 
-    def health(self, req: ApiRequest, tenant: None) -> ApiResponse:
+    def health(self, req: ApiRequest, caller: None) -> ApiResponse:
         return ApiResponse(200, {"status": "ok"})
 
-    def openapi(self, req: ApiRequest, tenant: None) -> ApiResponse:
+    def openapi(self, req: ApiRequest, caller: None) -> ApiResponse:
         from core.entrypoints.openapi import openapi_spec
 
         workflows = self.service.settings.workflows
         return ApiResponse(200, openapi_spec(tuple(sorted((k, w.input) for k, w in workflows.items()))))
 
-    def submit(self, req: ApiRequest, tenant: str) -> ApiResponse:
+    def submit(self, req: ApiRequest, caller: Caller) -> ApiResponse:
+        if caller.tenant is None:
+            raise Forbidden("an operator's key reads and acts on jobs but submits none: submit with a tenant's key")
         request = _job_request(req)
         if isinstance(request, ApiResponse):
             return request
         trace_id, parent_span = _trace_from(req.headers.get("traceparent"))
-        job, created = self.service.submit(tenant, request, idempotency_key=req.headers.get("idempotency-key"),
+        job, created = self.service.submit(caller.tenant, request, idempotency_key=req.headers.get("idempotency-key"),
                                            trace_id=trace_id, parent_span_id=parent_span)
         base = self.public_url or req.base_url.rstrip("/")
         status_url = f"{base}/v1/jobs/{job.id}"
@@ -198,23 +203,16 @@ class Api:
             headers["idempotent-replayed"] = "true"
         return ApiResponse(202, body, headers)
 
-    def list_jobs(self, req: ApiRequest, tenant: str) -> ApiResponse:
-        status, raw_limit = req.query.get("status"), req.query.get("limit", "50")
-        if status is not None and status not in JobStatus.__members__:
-            return error(422, "invalid_request", f"status must be one of {', '.join(JobStatus.__members__)}", "status")
-        if not (raw_limit.isdigit() and 1 <= int(raw_limit) <= LIST_LIMIT):
-            return error(422, "invalid_request", f"limit must be an integer from 1 to {LIST_LIMIT}", "limit")
-        st, limit = (JobStatus(status) if status else None), int(raw_limit)
-        parent = req.query.get("parent")
-        if parent is not None and not re.fullmatch(PATH_PARAM, parent):
-            return error(422, "invalid_request", "parent must be a job id", "parent")
-        cursor = req.query.get("cursor") or None
-        page = (self.service.children_page(tenant, parent, status=st, limit=limit, cursor=cursor) if parent is not None
-                else self.service.page(tenant, status=st, limit=limit, cursor=cursor))
+    def list_jobs(self, req: ApiRequest, caller: Caller) -> ApiResponse:
+        q = reads.listing(req.query, caller)
+        page = (self.service.children_page(caller.tenant, q.parent, status=q.status, limit=q.limit, cursor=q.cursor,
+                                           where=q.where) if q.parent is not None
+                else self.service.page(q.tenant, status=q.status, limit=q.limit, cursor=q.cursor, where=q.where))
         return ApiResponse(200, JobList(jobs=[JobView.of(j) for j in page.jobs],
                                         next_cursor=page.next_cursor).model_dump(mode="json"))
 
-    def get_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
+    def get_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
+        tenant = caller.tenant
         if "wait_s" not in req.query and "after" not in req.query:
             return ApiResponse(200, self.service.view(tenant, job_id).model_dump(mode="json"))
         wait = _wait_s(req.query.get("wait_s", "0"))
@@ -228,7 +226,8 @@ class Api:
             return error(422, "invalid_request", str(e), "after")
         return ApiResponse(200, None, frames=frames)
 
-    def job_events(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
+    def job_events(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
+        tenant = caller.tenant
         last = req.headers.get("last-event-id") or req.query.get("last_event_id")
         wait = _wait_s(req.query.get("wait_s", str(self.service.settings.stream.max_wait_s)))
         if isinstance(wait, ApiResponse):
@@ -240,41 +239,38 @@ class Api:
         return ApiResponse(200, None, {"cache-control": "no-cache", "x-accel-buffering": "no"}, frames=frames,
                            media_type="text/event-stream")
 
-    def usage(self, req: ApiRequest, tenant: str) -> ApiResponse:
-        since = _since(req.query.get("since"))
-        if isinstance(since, ApiResponse):
-            return since
-        by = [d for d in req.query.get("group_by", "day").split(",") if d]
-        if bad := [d for d in by if d not in DIMENSIONS or d == "tenant"]:
-            return error(422, "invalid_request", f"group_by: '{bad[0]}' is not one of task, model, lane, day", "group_by")
-        rows = self.service.spend.report([tenant], since=since, by=by)
+    def usage(self, req: ApiRequest, caller: Caller) -> ApiResponse:
+        since, by = reads.report_days(req.query), reads.group_by(req.query, DIMENSIONS, caller)
+        rows = self.service.spend.report(self._tenants(req, caller), since=since, by=by)
         return ApiResponse(200, UsageReport(since=day_of(since), group_by=by, rows=rows).model_dump(mode="json"))
 
-    def cancel_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
-        return ApiResponse(200, JobView.of(self.service.cancel(tenant, job_id)).model_dump(mode="json"))
+    def outcomes(self, req: ApiRequest, caller: Caller) -> ApiResponse:
+        from core.governance.outcomes import DIMENSIONS as OUTCOME_DIMENSIONS
 
-    def replay_job(self, req: ApiRequest, tenant: str, job_id: str) -> ApiResponse:
-        return ApiResponse(200, JobView.of(self.service.replay_for(tenant, job_id)).model_dump(mode="json"))
+        since, by = reads.report_days(req.query), reads.group_by(req.query, OUTCOME_DIMENSIONS, caller)
+        rows = self.service.outcomes.report(self._tenants(req, caller), since=since, by=by)
+        return ApiResponse(200, OutcomeReport(since=day_of(since), group_by=by, rows=rows).model_dump(mode="json"))
 
-    def providers(self, req: ApiRequest, tenant: str) -> ApiResponse:
+    def _tenants(self, req: ApiRequest, caller: Caller) -> list[str]:
+        one = reads.scope(req.query, caller)
+        return [one] if one is not None else self.keys.tenants
+
+    def me(self, req: ApiRequest, caller: Caller) -> ApiResponse:
+        return ApiResponse(200, Me(tenant=caller.tenant, operator=caller.operator,
+                                   tenants=self.keys.tenants if caller.operator else [caller.tenant]).model_dump())
+
+    def cancel_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
+        return ApiResponse(200, JobView.of(self.service.cancel(caller.tenant, job_id)).model_dump(mode="json"))
+
+    def replay_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
+        return ApiResponse(200, JobView.of(self.service.replay_for(caller.tenant, job_id)).model_dump(mode="json"))
+
+    def providers(self, req: ApiRequest, caller: Caller) -> ApiResponse:
         state = getattr(self.service, "provider_state", None)
         if state is None:
             return error(501, "not_available", "this api function loads no model catalog; read the circuits where "
                          "workers run (alto serve, or the worker's logs)", "(path)")
         return ApiResponse(200, {"models": state()})
-
-
-def _since(raw: str | None) -> float | ApiResponse:
-    """A UTC day (YYYY-MM-DD, any valid date, as the schema says); default: the last 30 days. The ledger keeps a
-    year, so an older day reports from 366 days back, and a day to come reports nothing yet."""
-    now = time.time()
-    if raw is None:
-        return default_since(now)
-    try:
-        t = day_start(raw)
-    except ValueError:
-        return error(422, "invalid_request", "since must be a UTC day, YYYY-MM-DD", "since")
-    return max(t, day_start(time.strftime("%Y-%m-%d", time.gmtime(now - 366 * 86400))))
 
 
 def _wait_s(raw: str) -> float | ApiResponse:

@@ -81,24 +81,36 @@ class UsageLedger:
 
     def report(self, tenants: Iterable[str], *, since: float, by: list[str]) -> list[dict[str, Any]]:
         """Rows summed by the `by` dimensions, biggest cost first (days from `since` to today, UTC)."""
-        days, t = [], since
-        while day_of(t) <= day_of(self.clock()):
-            days.append(day_of(t))
-            t += 86400
-        sums: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: dict.fromkeys(FIELDS, 0.0))
-        for tenant in tenants:
-            for day in days:
-                for shard in range(SHARDS):
-                    rec = self.state.get(f"usage:{tenant}:{day}:{shard}")
-                    for group, row in (rec.value["groups"].items() if rec is not None else ()):
-                        task, model, lane = group.split("|")
-                        dims = {"tenant": tenant, "task": task, "model": model, "lane": lane, "day": day}
-                        acc = sums[tuple(dims[d] for d in by)]
-                        for f in FIELDS:
-                            acc[f] = round(acc[f] + row.get(f, 0), 10)
+        sums = sum_days(self.state, "usage", tenants, days_from(since, self.clock()), by, ("task", "model", "lane"), FIELDS)
         rows = [{**dict(zip(by, k)), **{f: (int(v) if f.endswith("tokens") or f == "calls" else v)
                                         for f, v in vals.items()}} for k, vals in sums.items()]
         return sorted(rows, key=lambda r: -r["cost_usd"])
+
+
+def days_from(since: float, now: float) -> list[str]:
+    """The UTC days from `since`'s to `now`'s."""
+    days, t = [], since
+    while day_of(t) <= day_of(now):
+        days.append(day_of(t))
+        t += 86400
+    return days
+
+
+def sum_days(state: StateStore, kind: str, tenants: Iterable[str], days: list[str], by: list[str],
+             group_dims: tuple[str, ...], fields: Iterable[str]) -> dict[tuple[str, ...], dict[str, float]]:
+    """The `kind:TENANT:DAY:SHARD` records' groups (named by `group_dims`, joined with '|') summed by `by`."""
+    fields = tuple(fields)
+    sums: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: dict.fromkeys(fields, 0.0))
+    for tenant in tenants:
+        for day in days:
+            for shard in range(SHARDS):
+                rec = state.get(f"{kind}:{tenant}:{day}:{shard}")
+                for group, row in (rec.value["groups"].items() if rec is not None else ()):
+                    dims = {"tenant": tenant, "day": day, **dict(zip(group_dims, group.split("|")))}
+                    acc = sums[tuple(dims[d] for d in by)]
+                    for f in fields:
+                        acc[f] = round(acc[f] + row.get(f, 0), 10)
+    return sums
 
 
 def prompt_cache_saving(usage: Usage, input_per_mtok: float, read_per_mtok: float | None,

@@ -6,6 +6,7 @@ import json
 from typing import Any, Iterator, NamedTuple
 
 from core.errors import NotFound
+from core.jobs.filters import EVERY, SCAN_CAP, JobFilter
 from core.models import Job, JobStatus
 from core.paging import Position, offset_cursor, position_cursor, read_offset, read_position
 from core.ports import JobStore
@@ -18,13 +19,14 @@ class Queries:
         self.store = store
         self.streams = streams
 
-    def get(self, tenant: str, job_id: str) -> Job:
+    def get(self, tenant: str | None, job_id: str) -> Job:
+        """The job, if it is `tenant`'s (`None`: an operator's read, any tenant's)."""
         job = self.store.get(job_id)
-        if job is None or job.tenant != tenant:
+        if job is None or (tenant is not None and job.tenant != tenant):
             raise NotFound(f"job {job_id} not found")
         return job
 
-    def view(self, tenant: str, job_id: str) -> JobView:
+    def view(self, tenant: str | None, job_id: str) -> JobView:
         job = self.get(tenant, job_id)
         return JobView.of(job, self.partial(job))
 
@@ -36,28 +38,43 @@ class Queries:
         return Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt) if snap is not None else None
 
     def page(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50,
-             cursor: str | None = None) -> JobPage:
+             cursor: str | None = None, where: JobFilter = EVERY) -> JobPage:
         """Newest first, `limit` at a time; `cursor` (a page's `next_cursor`) continues after that page.
-        `tenant=None` lists every tenant's (the operator's CLI, never the HTTP API)."""
-        after = read_position(cursor) if cursor else None
-        jobs = self.store.list(tenant=tenant, status=status, limit=limit + 1, after=after)  # one more: is there a next?
-        if len(jobs) <= limit:
-            return JobPage(jobs, None)
-        last = jobs[limit - 1]
-        return JobPage(jobs[:limit], position_cursor(Position(last.created_at, last.id)))
+        `tenant=None` lists every tenant's (an operator). Filters the stores don't index (`where`) are applied
+        while reading; after `SCAN_CAP` jobs read the page ends short, its cursor where the reading stopped."""
+        after = read_position(cursor) if cursor else where.start()
+        batch = max(limit + 1, 200) if where.narrows else limit + 1  # one more: is there a next page?
+        found: list[Job] = []
+        scanned = 0
+        while True:
+            jobs = self.store.list(tenant=tenant, status=status, limit=batch, after=after)
+            for job in jobs:
+                if where.past(job):
+                    return _page(found, limit)
+                scanned += 1
+                if where.matches(job):
+                    found.append(job)
+                    if len(found) > limit:
+                        return _page(found, limit)
+                if scanned >= SCAN_CAP:
+                    return JobPage(found, position_cursor(Position(job.created_at, job.id)))
+            if len(jobs) < batch:
+                return _page(found, limit)
+            after = Position(jobs[-1].created_at, jobs[-1].id)
 
-    def children_page(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50,
-                      cursor: str | None = None) -> JobPage:
+    def children_page(self, tenant: str | None, parent_id: str, *, status: JobStatus | None = None, limit: int = 50,
+                      cursor: str | None = None, where: JobFilter = EVERY) -> JobPage:
         """A workflow's children, step by step and in order, read by their deterministic ids from the parent's
         steps (no store needs an index on `parent`); the cursor is an offset into that fixed order."""
         parent = self.get(tenant, parent_id)
         start = read_offset(cursor) if cursor else 0
+        where = where._replace(top_level=False)  # children are steps by definition
         found: list[Job] = []
         for n, cid in enumerate(_child_ids(parent)):
             if n < start:
                 continue
             child = self.store.get(cid)
-            if child is None or (status is not None and child.status is not status):
+            if child is None or (status is not None and child.status is not status) or not where.matches(child):
                 continue
             if len(found) == limit:  # one more exists: the next page starts here
                 return JobPage(found, offset_cursor(n))
@@ -68,6 +85,14 @@ class Queries:
 class JobPage(NamedTuple):
     jobs: list[Job]
     next_cursor: str | None  # None on the last page
+
+
+def _page(found: list[Job], limit: int) -> JobPage:
+    """The page of the first `limit` jobs found; a cursor when one more was found."""
+    if len(found) <= limit:
+        return JobPage(found, None)
+    last = found[limit - 1]
+    return JobPage(found[:limit], position_cursor(Position(last.created_at, last.id)))
 
 
 def _child_ids(parent: Job) -> Iterator[str]:

@@ -3,16 +3,20 @@ processes jobs, so its cold start loads no routing, retrieval, governance or pro
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
 from core.config.api import ApiSettings
 from core.errors import InputError
 from core.governance.ledger import UsageLedger
+from core.governance.outcomes import OutcomeLedger
+from core.jobs.filters import EVERY, JobFilter
 from core.jobs.ledger import Ledger
 from core.jobs.offload import offload
 from core.jobs.queries import JobPage, Queries
 from core.jobs.submit import Submitter, queue_callback
+from core.logs import log_event
 from core.models import Job, JobRequest, JobStatus
 from core.observability.metrics import Fanout, Metrics, job_record
 from core.ports import BlobStore, Grouped, JobStore, Retriever, SendQueue, StateStore
@@ -33,6 +37,7 @@ class ApiService:
         self.queries = Queries(store, self.streams)
         self.feed = Feed(self.queries, self.streams, settings.stream)
         self.spend = UsageLedger(state, clock=clock)
+        self.outcomes = OutcomeLedger(state, clock=clock)
         # stores that commit in groups (the embedded ones): the job, its idempotency key and its message
         # are written in one transaction, visible together
         self.unit = store.storage.at_once if isinstance(store, Grouped) and isinstance(queue, Grouped) else None
@@ -56,21 +61,21 @@ class ApiService:
         return await self.io(self.submitter.submit, tenant, request, idempotency_key=idempotency_key,
                              trace_id=trace_id, parent_span_id=parent_span_id)
 
-    def get(self, tenant: str, job_id: str) -> Job:
+    def get(self, tenant: str | None, job_id: str) -> Job:
         return self.queries.get(tenant, job_id)
 
-    def view(self, tenant: str, job_id: str) -> JobView:
+    def view(self, tenant: str | None, job_id: str) -> JobView:
         return self.queries.view(tenant, job_id)
 
     def page(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50,
-             cursor: str | None = None) -> JobPage:
-        """`GET /v1/jobs`: newest first, a page at a time."""
-        return self.queries.page(tenant, status=status, limit=limit, cursor=cursor)
+             cursor: str | None = None, where: JobFilter = EVERY) -> JobPage:
+        """`GET /v1/jobs`: newest first, a page at a time (`tenant=None`: every tenant's, for an operator)."""
+        return self.queries.page(tenant, status=status, limit=limit, cursor=cursor, where=where)
 
-    def children_page(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50,
-                      cursor: str | None = None) -> JobPage:
+    def children_page(self, tenant: str | None, parent_id: str, *, status: JobStatus | None = None, limit: int = 50,
+                      cursor: str | None = None, where: JobFilter = EVERY) -> JobPage:
         """`GET /v1/jobs?parent=ID`: a workflow's child jobs, step by step and in order, a page at a time."""
-        return self.queries.children_page(tenant, parent_id, status=status, limit=limit, cursor=cursor)
+        return self.queries.children_page(tenant, parent_id, status=status, limit=limit, cursor=cursor, where=where)
 
     def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         return self.page(tenant, status=status, limit=limit).jobs
@@ -79,12 +84,17 @@ class ApiService:
         return self.children_page(tenant, parent_id, status=status, limit=limit).jobs
 
     def _report_terminal(self, job: Job) -> None:
-        """A job's terminal metrics, once its write is durable (after the storage thread's group commits)."""
+        """A job's ending: counted on the outcome ledger (in the same storage group as the write that ended it,
+        where stores group writes), and its metrics once that write is durable."""
         from core.embedded.storage_thread import after_commit
 
+        try:
+            self.outcomes.add(job)
+        except Exception as e:  # a dashboard's count is never worth a job's ending: said, and the job goes on
+            log_event("outcomes.unrecorded", logging.WARNING, job_id=job.id, error=repr(e)[:300])
         after_commit(lambda: self.metrics.job(job_record(job), job))
 
-    def replay_for(self, tenant: str, job_id: str) -> Job:
+    def replay_for(self, tenant: str | None, job_id: str) -> Job:
         """`POST /v1/jobs/{id}/replay`: a failed, dead-lettered or cancelled job of this tenant, queued again."""
         self.queries.get(tenant, job_id)  # NotFound for another tenant's
         return self.replay(job_id)
@@ -100,7 +110,7 @@ class ApiService:
             self.submitter.enqueue_or_raise(job)
         return job
 
-    def cancel(self, tenant: str, job_id: str) -> Job:
+    def cancel(self, tenant: str | None, job_id: str) -> Job:
         """`DELETE /v1/jobs/{id}`: the job ends `cancelled`, and its callback (if it has one) is queued; a
         workflow's children not started never start."""
         self.queries.get(tenant, job_id)  # NotFound for another tenant's

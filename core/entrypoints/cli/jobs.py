@@ -12,6 +12,7 @@ from core.entrypoints.cli.common import app_from, positive, seconds, valid_name
 from core.entrypoints.cli.output import (NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, print_page,
                                          say_waiting)
 from core.errors import AltoError, ConflictError, NotFound
+from core.jobs.filters import JobFilter
 from core.jobs.queries import dead_letter_state, job_json
 from core.models import JobStatus, QueueMessage
 from core.ports import DeadLetterBrowser
@@ -37,11 +38,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         parent = app.store.get(args.parent)
         if parent is None:
             raise NotFound(f"job {args.parent} not found")
-        page = app.service.children_page(parent.tenant, parent.id, status=status, limit=args.limit, cursor=args.cursor)
+        page = app.service.children_page(parent.tenant, parent.id, status=status, limit=args.limit, cursor=args.cursor,
+                                         where=listing_filter(args))
     else:
-        page = app.service.page(args.tenant, status=status, limit=args.limit, cursor=args.cursor)
+        page = app.service.page(args.tenant, status=status, limit=args.limit, cursor=args.cursor,
+                                where=listing_filter(args))
     print_page([JobView.of(j) for j in page.jobs], page.next_cursor, as_json=args.json, rows=job_rows, empty="no jobs")
     return 0
+
+
+def listing_filter(args: argparse.Namespace) -> JobFilter:
+    return JobFilter(top_level=not args.with_steps, task=args.task, text=args.search)
 
 
 def _wait(app: App, job_id: str, timeout_s: float, *, as_json: bool) -> int:
@@ -159,6 +166,9 @@ def register(sub: Any) -> None:
     jl.add_argument("--parent", help="list this workflow job's children, step by step")
     jl.add_argument("--json", action="store_true", help="the job views as JSON")
     jl.add_argument("--cursor", help="the next page: the cursor a previous listing printed")
+    jl.add_argument("--task", help="only jobs of this task")
+    jl.add_argument("--search", help="only jobs with this text in the id, prompt, task, model or error (any case)")
+    jl.add_argument("--with-steps", action="store_true", help="list workflows' child steps too (see them with --parent)")
     js = jsub.add_parser("show", help="one job's full record as JSON")
     js.add_argument("job_id", help="the job's id")
     jw = jsub.add_parser("wait", help="wait until a job is finished, then print its answer (exit 3 on timeout)")

@@ -92,7 +92,9 @@ def _jobs(remote: Remote, args: argparse.Namespace) -> int:
         return 0
     if args.jobs_cmd == "wait":
         return _wait(remote, args.job_id, args.timeout, as_json=args.json)
-    query = {**({"status": args.status} if args.status else {}), **({"parent": args.parent} if args.parent else {})}
+    query = {**({"status": args.status} if args.status else {}), **({"parent": args.parent} if args.parent else {}),
+             **({"task": args.task} if args.task else {}), **({"q": args.search} if args.search else {}),
+             **({} if args.with_steps else {"top_level": "true"})}
     views, cursor = _listing(remote, query, args.limit, args.cursor)
     print_page(views, cursor, as_json=args.json, rows=job_rows, empty="no jobs")
     return 0
