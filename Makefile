@@ -11,7 +11,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # the Lambda runtime's Python, for the bundle's bytecode (packaging tests skip, saying so, without it)
 export ALTO_LAMBDA_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && echo $$p && break; done)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean console-vendor screenshots
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
@@ -58,6 +58,15 @@ demo: $(DEMO_STAMP)
 # ALTO_REQUIRE_TOOLS: a proof whose tool is missing fails instead of skipping
 test: $(STAMP) $(NODE_STAMP) $(CHROME_STAMP) $(TOOLS_STAMP)
 	ALTO_REQUIRE_TOOLS=1 $(VENV)/bin/python -m pytest
+
+# the console's charting library, copied from the version package.json pins (with its licence) into the package
+console-vendor: $(NODE_STAMP)
+	cp node_modules/chart.js/dist/chart.umd.min.js core/console/vendor/chart.umd.min.js
+	cp node_modules/chart.js/LICENSE.md core/console/vendor/chart.js.LICENSE.md
+
+# the console's screenshots in docs/console, taken by its browser test (never by hand)
+screenshots: $(STAMP) $(CHROME_STAMP)
+	ALTO_SCREENSHOTS_TO_DOCS=1 $(VENV)/bin/python -m pytest -q tests/test_console.py
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/throughput.py

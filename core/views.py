@@ -32,6 +32,12 @@ class ChildCounts(_Model):
     running: int = Field(description="Started and not finished yet.")
 
 
+class StepPosition(_Model):
+    step: int = Field(description="The step's index in the workflow (0 first).")
+    round: int = Field(description="The reduce level (0 for a map or a chain step).")
+    node: int = Field(description="This child's index in its round.")
+
+
 class StepView(_Model):
     id: str
     status: str = Field(description="pending | running | settling (its last child finished) | succeeded | failed "
@@ -79,6 +85,7 @@ class JobView(_Model):
     workflow: str | None = Field(default=None, description="The workflow run, `name@version`.")
     steps: list[StepView] | None = Field(default=None, description="A workflow's steps, in order.")
     parent_id: str | None = Field(default=None, description="The workflow job this child job belongs to.")
+    position: StepPosition | None = Field(default=None, description="Where this child job sits in its workflow.")
     partial: Partial | None = Field(default=None, description="A streaming job's text so far, while it runs.")
     waiting: Waiting | None = Field(default=None, description="A queued job deferred without spending an attempt: "
                                     "what it waits for (a rate limit, an open circuit, a budget) and until when.")
@@ -109,6 +116,7 @@ class JobView(_Model):
             workflow=job.workflow.name if job.workflow else None,
             steps=[StepView.of(s) for s in job.workflow.steps] if job.workflow else None,
             parent_id=job.parent.parent_id if job.parent else None,
+            position=StepPosition(step=job.parent.step, round=job.parent.round, node=job.parent.node) if job.parent else None,
             partial=partial,
             waiting=job.waiting if job.status is JobStatus.queued else None,
             lane="batch" if job.batch is not None and job.batch.state != "returned" else "online",

@@ -20,6 +20,17 @@ KEYS = {"acme": "acme-key", "beta": "beta-key"}
 DEPLOY_KEY = "deploy-proof-key"
 
 
+def pytest_sessionstart(session: Any) -> None:
+    """Every test starts its own service on its own data folder, and the shared threads (the storage thread,
+    the loops' pools) keep a connection to each folder they touched: a whole run holds a few thousand files,
+    past a soft limit of 1,024. Raised to the hard limit, as a long-running test process should."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+
 def require_tool(name: str, how: str) -> Any:
     """A tool a test needs is missing: skip saying how to get it, or fail where `make test` promised it
     (ALTO_REQUIRE_TOOLS=1), so CI can never pass by skipping a proof."""
