@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from core.providers.sdks import install_command
 from core.testing.fake_anthropic import free_port
 from tests.conftest import wait_terminal
 
@@ -46,7 +47,7 @@ def test_config_check_names_the_missing_extra_and_the_pip_command(tmp_path):
     r = subprocess.run([ALTO, "config", "check"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "providers.anthropic (type anthropic) needs the Python package 'anthropic'" in r.stderr
-    assert "pip install 'altostratus[anthropic]'" in r.stderr and "Traceback" not in r.stderr
+    assert install_command("anthropic") in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_provider_that_cannot_be_built_fails_its_jobs_and_the_worker_goes_on(tmp_path):
@@ -75,7 +76,7 @@ def test_a_provider_that_cannot_be_built_fails_its_jobs_and_the_worker_goes_on(t
             offline = c.post("/v1/jobs", json={"prompt": "What is a visibility timeout?", "task": "offline"}).json()
             failed = wait_terminal(c, real["status_url"], h)
             done = wait_terminal(c, offline["status_url"], h)
-        assert failed["status"] == "failed" and "pip install 'altostratus[anthropic]'" in failed["error"]["message"]
+        assert failed["status"] == "failed" and install_command("anthropic") in failed["error"]["message"]
         assert failed["attempts"] == []  # nothing was paid for
         assert done["status"] == "succeeded"  # the worker kept going
     finally:

@@ -22,5 +22,17 @@ def missing_sdk(provider_type: str) -> str | None:
     missing = [p for p in packages if not _importable(p)]
     if not missing:
         return None
-    return (f"needs the Python package {missing[0]!r}, which is not installed: pip install 'altostratus[{extra}]' "
+    return (f"needs the Python package {missing[0]!r}, which is not installed: {install_command(extra)} "
             "(into the environment the service runs in)")
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds an extra here: from the source checkout for an editable install (as `make`
+    makes one), else from the package index."""
+    import json
+    from importlib.metadata import distributions
+
+    # every copy of the metadata: a source tree on the path has its own egg-info, without direct_url.json
+    urls = [d.read_text("direct_url.json") for d in distributions(name="altostratus")]
+    editable = any(json.loads(raw).get("dir_info", {}).get("editable", False) for raw in urls if raw)
+    return f"pip install -e '.[{extra}]' (from the source checkout)" if editable else f"pip install 'altostratus[{extra}]'"
