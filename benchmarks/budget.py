@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from core.bootstrap import bootstrap  # noqa: E402
 from core.config import load_settings  # noqa: E402
-from core.embedded.secrets import EnvSecrets  # noqa: E402
 from core.governance.budget import scopes  # noqa: E402
 from core.models import JobRequest  # noqa: E402
+from core.secrets import EnvSecrets  # noqa: E402
 from core.testing.fake_anthropic import spawn  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -32,9 +32,9 @@ import budget as budget_run  # noqa: E402
 
 from core.bootstrap import bootstrap  # noqa: E402
 from core.config.worker import Settings  # noqa: E402
-from core.embedded.secrets import EnvSecrets  # noqa: E402
 from core.entrypoints.local import run_until_done  # noqa: E402
 from core.models import JobRequest  # noqa: E402
+from core.secrets import EnvSecrets  # noqa: E402
 from core.testing.fake_anthropic import FakeAnthropic, ServerThread  # noqa: E402
 
 TOPICS = ("leases", "retries", "budgets", "routing", "streaming")

@@ -54,7 +54,7 @@ FIRST_REPLY = """
 import asyncio, sys, tempfile
 from core.bootstrap import bootstrap
 from core.config.worker import Settings
-from core.embedded.secrets import EnvSecrets
+from core.secrets import EnvSecrets
 from core.entrypoints.local import run_inline
 from core.models import JobRequest
 settings = Settings.model_validate({"data_dir": tempfile.mkdtemp(), "logging": {"level": "ERROR"},

@@ -33,9 +33,9 @@ from core.bootstrap import bootstrap  # noqa: E402
 from core.config.worker import Settings  # noqa: E402
 from core.config.workflows import SUMMARIZE  # noqa: E402
 from core.embedded.queue import SqliteQueue  # noqa: E402
-from core.embedded.secrets import EnvSecrets  # noqa: E402
 from core.entrypoints.local import run_until_done  # noqa: E402
 from core.models import JobRequest  # noqa: E402
+from core.secrets import EnvSecrets  # noqa: E402
 from core.testing.chaos import ChaosQueue  # noqa: E402
 from core.testing.fake_anthropic import spawn  # noqa: E402
 from core.tokenizers import counter  # noqa: E402

@@ -32,9 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.chunks import ChunkRow  # noqa: E402
 from core.retrieval.evaluation import BeirDataset, evaluate, load_beir  # noqa: E402
 from core.retrieval.hybrid import rrf  # noqa: E402
-from core.retrieval.index import ChunkRow, KeywordIndex  # noqa: E402
+from core.retrieval.index import KeywordIndex  # noqa: E402
 from core.text import STOP_WORDS, words  # noqa: E402
 
 T, C = "bench", "c"

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.bootstrap import bootstrap  # noqa: E402
 from core.config.worker import Settings  # noqa: E402
 from core.embedded.queue import SqliteQueue  # noqa: E402
-from core.embedded.secrets import EnvSecrets  # noqa: E402
 from core.entrypoints.local import WorkerPool, unwire_wakeups, wire_wakeups  # noqa: E402
 from core.models import JobRequest  # noqa: E402
+from core.secrets import EnvSecrets  # noqa: E402
 from core.testing.chaos import ChaosQueue  # noqa: E402
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread  # noqa: E402
 

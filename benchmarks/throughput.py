@@ -92,9 +92,9 @@ async def bare_provider(url: str, n: int, inflight: int) -> dict[str, float]:
     # tuned as a worker process is once its providers are built (process: gc_freeze, gc_young_threshold):
     # untuned, the collector alone cost this side ~0.12 ms a call that the pipeline never pays
     from core.config.api import ProcessConfig
-    from core.process_tuning import settle
+    from core.process_tuning import apply_once
 
-    settle(ProcessConfig())
+    apply_once(ProcessConfig())
     sem = asyncio.Semaphore(inflight)
 
     async def one(i: int) -> None:
@@ -126,9 +126,9 @@ async def _receiver(scope, receive, send) -> None:  # noqa: ANN001  an OTLP/HTTP
 async def pipeline(url: str, n: int, inflight: int, data_dir: str, obs: str = "default") -> dict[str, float]:
     from core.bootstrap import bootstrap
     from core.config.worker import Settings
-    from core.embedded.secrets import EnvSecrets
     from core.entrypoints.local import WorkerPool, wire_wakeups
     from core.models import JobRequest
+    from core.secrets import EnvSecrets
 
     otlp = os.environ.get("ALTO_BENCH_OTLP") if obs == "on" else None  # the receiver, in its own process
     app = bootstrap(Settings.model_validate(_settings(url, data_dir, inflight, obs, otlp)),

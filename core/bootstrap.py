@@ -7,20 +7,18 @@ passed gets the embedded default under the data dir.
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from core.config.api import ApiSettings
 from core.config.load import load_api_settings, load_settings
-from core.embedded.secrets import EnvSecrets
 from core.jobs.service import ApiService
 from core.logs import configure_logging, log_event
 from core.ports import BlobStore, DocumentIndex, JobQueue, JobStore, Retriever, Secrets, StateStore
+from core.secrets import EnvSecrets
 
 if TYPE_CHECKING:
     from core.config.worker import Settings
-    from core.entrypoints.http import Api
     from core.jobs.worker_service import WorkerService
     from core.providers.registry import ProviderRegistry
     from core.retrieval.embedding import Embedder
@@ -46,13 +44,6 @@ class ApiApp:
         self.blobs = blobs
         self.secrets = secrets
         self.service = service
-
-    @cached_property
-    def api(self) -> "Api":
-        """The HTTP API over this app (API keys resolved once): what every runtime's HTTP entry serves."""
-        from core.entrypoints.http import build_api
-
-        return build_api(self)
 
     @property
     def data_dir(self) -> Path:
@@ -247,9 +238,9 @@ class LazyApp:
             with self._lock:
                 if self._app is None:
                     self._app = self.factory()
-                    from core.process_tuning import settle
+                    from core.process_tuning import apply_once
 
-                    settle(self._app.settings.process)  # the end of the instance's cold start
+                    apply_once(self._app.settings.process)  # the end of the instance's cold start
         return self._app
 
     def reset(self) -> None:

@@ -1,6 +1,7 @@
-"""`ContextChunk`: one retrieved passage, as retrieval returns it and prompting and citations use it.
+"""The chunk types of the domain: `ChunkRow`, one passage as ingestion writes it to an index, and
+`ContextChunk`, one retrieved passage as retrieval returns it and prompting and citations use it.
 
-Its own module so retrieval, assembly and prompting share it without importing providers.
+Their own module so the ports, retrieval, assembly and prompting share them without importing an engine.
 """
 
 from __future__ import annotations
@@ -16,3 +17,17 @@ class ContextChunk:
     text: str
     score: float = 0.0
     section: str | None = None
+
+
+@dataclass
+class ChunkRow:
+    """One chunk as ingestion writes it."""
+
+    chunk_id: str
+    section: str | None
+    text: str
+    start: int
+    end: int
+    tokens: int
+    chunk_hash: str
+    vector: bytes | None = None

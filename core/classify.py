@@ -11,8 +11,8 @@ import email.utils
 import time
 from dataclasses import dataclass
 
+from core.errors import ProviderError
 from core.models import ErrorClass
-from core.providers.base import ProviderError
 
 PERMANENT_STATUSES = frozenset({400, 401, 402, 403, 404, 405, 409, 413, 422})
 

@@ -1,5 +1,5 @@
 """Guardrails: policy checks before the model (input size, blocked patterns) and after it (answer
-length, citations only to supplied chunks), plus PII masking for what is logged.
+length, citations only to supplied chunks). PII masking for what is logged is `core.redaction`.
 
 A violation is permanent and explained: retrying the same input would fail the same way.
 """
@@ -12,12 +12,6 @@ from functools import lru_cache
 from core.config.api import GuardrailsConfig
 from core.errors import GuardrailViolation
 from core.models import Citation
-
-_PII = [
-    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "[email]"),
-    (r"\b(?:\d[ -]?){13,19}\b", "[card]"),
-    (r"(?<!\w)\+?\d[\d ()-]{7,}\d\b", "[phone]"),
-]
 
 
 @lru_cache(maxsize=64)
@@ -52,15 +46,3 @@ def check_output(text: str, citations: list[Citation], cfg: GuardrailsConfig) ->
             f"guardrail require_valid_citations: the answer cites {', '.join(bad)}, which were not in its context",
             rule="require_valid_citations",
         )
-
-
-@lru_cache(maxsize=1)
-def _pii() -> list[tuple[re.Pattern[str], str]]:
-    """Compiled on first use: only deployments that turn on `redact_pii_in_logs` pay for it."""
-    return [(re.compile(p), repl) for p, repl in _PII]
-
-
-def redact(text: str) -> str:
-    for pat, repl in _pii():
-        text = pat.sub(repl, text)
-    return text

@@ -29,7 +29,7 @@ def ms_hex(now_s: float) -> str:
 
 def new_job_id(*, ordered: bool = False) -> str:
     """`ordered`: the creation time in milliseconds (11 hex digits) before the random part, so ids sort
-    by age (for a B-tree store, `core.ports.OrderedKeys`); still 128 random bits after it."""
+    by age (for a B-tree store, a store that declares `ordered_ids`, see `core.ports.JobStore`); still 128 random bits after it."""
     if ordered:
         return f"job_{ms_hex(time.time())}{random_hex()}"
     return "job_" + random_hex()

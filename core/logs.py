@@ -41,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         if fields:
             out.update(fields)
             if self.redact_pii:
-                from core.guardrails import redact
+                from core.redaction import redact
 
                 for k in REDACTED_FIELDS:
                     if isinstance(out.get(k), str):

@@ -1,8 +1,8 @@
 """Ports: the small interfaces every runtime implements once (embedded, AWS, GCP, Azure).
 
 Store and queue ports are synchronous on purpose: every cloud SDK is synchronous and the embedded
-SQLite calls take well under a millisecond; remote stores declare `Remote` and the processing path
-runs them in a thread. Only the provider port is async, because the provider call is the slow,
+SQLite calls take well under a millisecond; each port declares how it is called (its `Access`: remote
+stores in a thread, the embedded ones in grouped commits) and the service layer never asks which it is. Only the provider port is async, because the provider call is the slow,
 network-bound step that workers overlap. Queues come in three widths (send-only, consumer, pull) so no
 platform implements a method only to raise; optional capabilities are protocols checked with isinstance.
 """
@@ -10,14 +10,13 @@ platform implements a method only to raise; optional capabilities are protocols 
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Mapping, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from core.models import Job, JobStatus
 from core.paging import Position
 
 if TYPE_CHECKING:
-    from core.chunks import ContextChunk
-    from core.retrieval.index import ChunkRow
+    from core.chunks import ChunkRow, ContextChunk
 
 
 class Delivery(NamedTuple):
@@ -85,15 +84,6 @@ class SendNotifier(Protocol):
 
 
 @runtime_checkable
-class OrderedKeys(Protocol):
-    """A store whose index is a B-tree (SQLite): ids that sort by creation time are appended to its last
-    page instead of landing on a random one, so a commit writes fewer pages. Stores that hash or split by
-    key (Firestore, which hotspots on ordered ids) leave it out and get purely random ids."""
-
-    ordered_ids: bool
-
-
-@runtime_checkable
 class CountingState(Protocol):
     """A state store that adds to counters inside a record in one statement, with no read and no retry
     (the embedded store); other stores get the same sums through a read and a compare-and-set."""
@@ -103,32 +93,28 @@ class CountingState(Protocol):
         10 places; a zero delta adds nothing); an absent or expired record starts from nothing."""
 
 
-@runtime_checkable
-class Remote(Protocol):
-    """A store whose calls cross the network (DynamoDB, Firestore, Table Storage): milliseconds each,
-    so the processing path runs them off the event loop (see `core.jobs.offload`)."""
+class Access(Protocol):
+    """How a port's calls are made, declared by the port as its `access` attribute (none: inline; see
+    `core.access`). The embedded stores share one storage group, committed once per turn of the loop; remote
+    stores run each call in a thread."""
 
-    remote: Literal[True]
-
-
-class StorageRunner(Protocol):
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Awaitable[Any]:
-        """`fn` in the loop's group of this turn; awaiting it gives its result once the group committed."""
+        """`fn` called from an event loop; awaiting gives its result once its writes are durable."""
 
     def at_once(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`fn` now, on this thread, its writes committed together when it returns or raises."""
+        """`fn` now, on this thread, its writes (on every port of this access) committed together."""
 
-
-@runtime_checkable
-class Grouped(Protocol):
-    """An embedded store whose calls from the event loop are committed in groups, one per turn of the loop
-    (`core.embedded.storage_thread`): the loop only tries the file locks and never waits on one."""
-
-    storage: StorageRunner
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """`fn` once what this thread wrote so far is durable (now, where every call commits alone)."""
 
 
 @runtime_checkable
 class JobStore(Protocol):
+    """Jobs by id, written with a compare-and-set on their version. A store may also declare
+    `ordered_ids = True` (the embedded one, a B-tree): ids that sort by creation time are then appended to its
+    index's last page instead of landing on a random one, so a commit writes fewer pages. Stores that hash or
+    split by key (Firestore, which hotspots on ordered ids) leave it out and get purely random ids."""
+
     def create(self, job: Job) -> None:
         """Insert a new job; raises core.errors.ConflictError if the id exists."""
 

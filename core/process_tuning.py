@@ -13,15 +13,15 @@ import gc
 
 from core.config.api import ProcessConfig
 
-_settled = False
+_applied = False
 
 
-def settle(cfg: ProcessConfig) -> None:
+def apply_once(cfg: ProcessConfig) -> None:
     """Apply `cfg` to this process, once (later calls, with any settings, change nothing)."""
-    global _settled
-    if _settled:
+    global _applied
+    if _applied:
         return
-    _settled = True
+    _applied = True
     if cfg.gc_young_threshold:
         _, older, oldest = gc.get_threshold()
         gc.set_threshold(cfg.gc_young_threshold, older, oldest)

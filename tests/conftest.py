@@ -153,7 +153,7 @@ def make_app(tmp_path: Path) -> Callable[..., App]:
             "FAKE_ANTHROPIC_KEY": "test-key",
         }
         settings = load_settings(cfg, env={**base_env, **(env or {})})
-        from core.embedded.secrets import EnvSecrets
+        from core.secrets import EnvSecrets
 
         return bootstrap(settings, secrets=EnvSecrets({**base_env, **(env or {})}), **ports)
 

@@ -109,3 +109,61 @@ def test_core_modules_classes_and_functions_stay_small():
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and size > MAX_FUNCTION_LINES:
                 too_big.append(f"function {name}.{node.name}: {size} lines")
     assert too_big == [], "split these (module ≤ 400 lines, class ≤ 300, function ≤ 60):\n" + "\n".join(too_big)
+
+
+# (importing modules, imported modules, why): arrows that run the wrong way. A prefix ending in "." names a
+# package's modules; one without names that module and its submodules.
+WRONG_WAY = [
+    ("core.ports", "core.retrieval", "the ports define what engines implement; the types they share live in the domain"),
+    ("core.models", "core.retrieval", "the domain leans on no engine"),
+    ("core.chunks", "core.retrieval", "the domain leans on no engine"),
+    ("core.logs", "core.guardrails", "logging masks PII with the neutral core.redaction, not the policy checks"),
+    ("core.classify", "core.providers", "error classification needs ProviderError from core.errors, not a provider"),
+    ("core.jobs", "core.embedded", "the service layer reaches a store through its port and its declared access"),
+    ("core.workflows", "core.embedded", "the service layer reaches a store through its port and its declared access"),
+    ("core.governance", "core.embedded", "governance reaches state through its port"),
+    ("core.bootstrap", "core.entrypoints", "the composition root is called by entry points, never the reverse"),
+]
+ADAPTERS = CORE.parent / "adapters"
+
+
+def _all_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def test_arrows_run_one_way():
+    wrong = []
+    for name, path in sorted(_modules().items()):
+        for imported in sorted(_all_imports(path)):
+            for src, dst, why in WRONG_WAY:
+                if _under(name, src) and _under(imported, dst):
+                    wrong.append(f"{name} imports {imported}: {why}")
+    for path in sorted(ADAPTERS.rglob("*.py")):
+        wrong += [f"{path.relative_to(CORE.parent)} imports {m}: what every runtime shares lives in a neutral core "
+                  "module (core.secrets, core.access), not in the embedded runtime"
+                  for m in sorted(_all_imports(path)) if _under(m, "core.embedded")]
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_the_service_layer_never_asks_which_store_it_holds():
+    """The embedded stores' grouped commits stay behind their port (`core.ports.Access`): no isinstance check on
+    a store's kind, and no embedded type named, anywhere in the service layer."""
+    embedded = {"SqliteJobStore", "SqliteStateStore", "SqliteQueue", "StorageThread", "Grouped", "Remote"}
+    found = []
+    for name, path in sorted(_modules().items()):
+        if not (_under(name, "core.jobs") or _under(name, "core.workflows")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Name) and node.id in embedded:
+                found.append(f"{name}:{node.lineno} names {node.id}")
+    assert found == [], "\n".join(found)

@@ -38,7 +38,7 @@ def test_a_hold_settles_to_the_real_cost_and_releases_the_rest():
     assert budgets.reserve(within, "j1:1", 0.6, hold_s=60) is None
     refused = budgets.reserve(within, "j2:1", 0.5, hold_s=60)  # 0.6 held + 0.5 > 1.0
     assert refused is not None and refused.held == pytest.approx(0.6) and "resets at 2026-12-02 00:00 UTC" in refused.message()
-    budgets.settle(within, "j1:1", 0.1)  # the reply cost 0.1: the other 0.5 goes back
+    budgets.charge(within, "j1:1", 0.1)  # the reply cost 0.1: the other 0.5 goes back
     assert budgets.reserve(within, "j2:1", 0.5, hold_s=60) is None
     budgets.release(within, "j2:1")  # a call that billed nothing
     rec = budgets.state.get(within[0].key)
@@ -53,7 +53,7 @@ def test_a_dead_workers_hold_expires_with_its_lease_and_the_period_resets_at_mid
     assert budgets.reserve(scopes("acme", None, cfg, clock()), "j:1", 0.5, hold_s=90) is not None
     clock.t += 91  # the worker died mid-call: its hold lapses with its lease
     assert budgets.reserve(scopes("acme", None, cfg, clock()), "j:1", 0.5, hold_s=90) is None
-    budgets.settle(scopes("acme", None, cfg, clock()), "j:1", 1.0)
+    budgets.charge(scopes("acme", None, cfg, clock()), "j:1", 1.0)
     assert budgets.exhausted(scopes("acme", None, cfg, clock())).scope.name == "tenant 'acme' daily"
     clock.t = periods(NOON)["daily"][1] + 1  # the next UTC day: a new daily record, the month's spend carried
     today = scopes("acme", None, cfg, clock())

@@ -280,8 +280,8 @@ def test_secret_manager_references_resolve_once_per_instance():
     from types import SimpleNamespace
 
     from adapters.gcp.secrets import SecretManagerSecrets
-    from core.embedded.secrets import EnvSecrets
     from core.errors import ConfigError
+    from core.secrets import EnvSecrets
 
     calls: list[str] = []
 

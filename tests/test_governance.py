@@ -110,7 +110,7 @@ def test_output_tokens_are_charged_after_the_reply(tmp_path):
     limiter = RateLimiter(SqliteStateStore(tmp_path / "s.db"), clock=clock)
     r = limiter.reserve(model, input_tokens=100, max_wait_s=0)
     assert isinstance(r, Reservation) and r.wait_s == 0
-    limiter.settle(model, r, input_tokens=90, output_tokens=900)  # 300 tokens of debt at 10 tokens/s
+    limiter.correct(model, r, input_tokens=90, output_tokens=900)  # 300 tokens of debt at 10 tokens/s
     nxt = limiter.reserve(model, input_tokens=1, max_wait_s=60)
     assert isinstance(nxt, Reservation) and nxt.wait_s == pytest.approx(30.0)
 

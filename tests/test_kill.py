@@ -18,8 +18,8 @@ import yaml
 
 from core.bootstrap import bootstrap
 from core.config import load_settings
-from core.embedded.secrets import EnvSecrets
 from core.models import ErrorClass, JobRequest, JobStatus
+from core.secrets import EnvSecrets
 from core.testing.fake_anthropic import spawn
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,19 +9,20 @@ import pytest
 
 from core.classify import classify
 from core.config.worker import Settings
-from core.embedded.secrets import EnvSecrets
 from core.errors import ConflictError, IllegalTransition, InputError, ProviderError
 from core.governance.breaker import CircuitBreaker
 from core.governance.budget import Budgets
 from core.governance.ratelimit import Deferral, RateLimiter
 from core.jobs import attempt as a
-from core.jobs.admission import Admission, Ticket
+from core.jobs.admission import Admission, Governors, Ticket
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
 from core.models import ErrorClass, Job, JobError, JobRequest, JobStatus, PromptAssembly, ProviderResult
 from core.providers.registry import ProviderRegistry
 from core.routing import Router
+from core.secrets import EnvSecrets
 from core.testing.memory import MemoryJobStore, MemoryStateStore
+from core.workflows.max_calls import MaxCalls
 from tests.contracts import check_job_store, check_state_store
 
 
@@ -217,8 +218,8 @@ def admission() -> tuple[Settings, object, Clock, MemoryStateStore, Admission]:
     state = MemoryStateStore(clock=clock)
     breaker = CircuitBreaker(state, s.governance.breaker, clock=clock)
     limiter = RateLimiter(state, clock=clock)
-    adm = Admission(s, breaker, limiter, ProviderRegistry(s, EnvSecrets({})), Budgets(state, clock=clock),
-                    state_io=Offload(state), clock=clock)
+    governors = Governors(breaker, limiter, Budgets(state, clock=clock), Offload(state))
+    adm = Admission(s, governors, MaxCalls(state), ProviderRegistry(s, EnvSecrets({})), clock=clock)
     return s, p, clock, state, adm
 
 
@@ -248,7 +249,7 @@ def test_an_open_circuit_sends_the_call_to_the_circuit_open_fallback_or_defers()
     async def go() -> None:
         async with adm.admit(p, p.primary, 10, deadline=clock() + 60, job=JOB) as ticket:
             assert isinstance(ticket, Ticket) and ticket.decision.model == "b" and "open circuit" in ticket.decision.reason
-            await ticket.settle(None)
+            await ticket.report(None)
         adm.breaker.record(adm.breaker.check(s.models["b"], probe_timeout_s=5), ErrorClass.transient)
         async with adm.admit(p, p.primary, 10, deadline=clock() + 60, job=JOB) as ticket:
             assert isinstance(ticket, Deferral) and "circuit open" in ticket.reason

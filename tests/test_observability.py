@@ -169,7 +169,7 @@ def test_audit_log_is_opt_in_redacted_and_never_in_the_ordinary_logs(make_app, f
 
     _, url = fake_anthropic
     plain = make_app(anthropic_config(url))
-    assert plain.service.pipeline.audit is None  # off unless configured
+    assert plain.service.aftermath.audit_log is None  # off unless configured
     app = make_app({**anthropic_config(url), "observability": {"audit": {"enabled": True, "retention_days": 30}}})
     prompt = "Refund for bob@example.com, card 4111 1111 1111 1111?"
     caplog.set_level(logging.DEBUG, logger="altostratus")

@@ -281,7 +281,7 @@ def test_guardrails_before_and_after_the_model(make_app, servers, caplog):
     (job,) = run(app, JobRequest(prompt="A question whose answer will be too long"))
     assert job.status is JobStatus.failed and job.provider_calls == 1 and job.result_text is None
     assert "max_output_chars" in job.error.message and job.usage.cost_usd > 0  # paid for, not served
-    from core.guardrails import redact
+    from core.redaction import redact
 
     assert redact("mail bob@example.com or call +1 415 555 0100") == "mail [email] or call [phone]"
 

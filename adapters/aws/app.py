@@ -21,7 +21,7 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False) -> Ap
     from adapters.aws.s3 import S3BlobStore
     from adapters.aws.secrets import SecretsManagerSecrets
     from adapters.aws.sqs import SqsQueue
-    from core.embedded.secrets import EnvSecrets
+    from core.secrets import EnvSecrets
 
     env = os.environ if env is None else env
     settings = cloud_settings(env, required=REQUIRED, adapter="AWS", source="serverless.yml",

@@ -24,6 +24,7 @@ import time
 import zlib
 from typing import Any, Callable, Iterator
 
+from core.access import THREADED
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.paging import Position
@@ -50,7 +51,7 @@ def sweep_key(job_id: str, status: JobStatus, shard: int | None = None) -> str:
 
 
 class DynamoJobStore:
-    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+    access = THREADED  # network calls: the processing path runs them in a thread, off the event loop
 
     def __init__(self, client: Callable[[], Any], table: str, *, retention_s: float = JOB_RETENTION_S) -> None:
         self._client = client
@@ -199,7 +200,7 @@ def _pages(ids: Iterator[str] | Iterator[tuple[float, str]], size: int) -> Itera
 
 
 class DynamoStateStore:
-    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+    access = THREADED  # network calls: the processing path runs them in a thread, off the event loop
 
     def __init__(self, client: Callable[[], Any], table: str, *, clock: Callable[[], float] = time.time) -> None:
         self._client = client

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters.aws.app import get_api_app, get_app
-from core.entrypoints.http import ApiRequest, error, respond
+from core.entrypoints.http import ApiRequest, api_for, error, respond
 
 DEADLINE_MARGIN_S = 5.0  # leave time to report the batch before Lambda's timeout
 
@@ -31,7 +31,7 @@ def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
                      f"payload format {event.get('version') or '1.0'} (a REST API or an ALB): route it from an HTTP "
                      "API (serverless.yml `httpApi` events) or set the integration's payloadFormatVersion to 2.0")
     else:
-        resp = respond(get_api_app().api, _request(event))
+        resp = respond(api_for(get_api_app()), _request(event))
     # API Gateway buffers a response: SSE answers with the events ready now, and EventSource reconnects
     return {
         "statusCode": resp.status, "headers": {"content-type": resp.media_type, **resp.headers},

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from core.embedded.secrets import CachedSecrets, EnvSecrets
 from core.errors import ConfigError
+from core.secrets import CachedSecrets, EnvSecrets
 
 
 class SecretsManagerSecrets(CachedSecrets):

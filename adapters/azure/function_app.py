@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from adapters.azure.app import get_api_app, get_app
-from core.entrypoints.http import ApiRequest, respond
+from core.entrypoints.http import ApiRequest, api_for, respond
 
 QUEUE = "%ALTO_QUEUE_NAME%"
 CONNECTION = "ServiceBusConnection"
@@ -43,7 +43,7 @@ def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
     base = f"https://{own}" if own else ""  # never the client's Host header
     token = alto.queue.collect()  # type: ignore[attr-defined]
     try:
-        resp = respond(alto.api, ApiRequest(method=req.method, path=path, headers=headers, body=req.get_body() or b"",
+        resp = respond(api_for(alto), ApiRequest(method=req.method, path=path, headers=headers, body=req.get_body() or b"",
                                         base_url=base, query=dict(req.params)))
     finally:
         messages = alto.queue.collected(token)  # type: ignore[attr-defined]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from core.embedded.secrets import EnvSecrets
 from core.errors import ConfigError
+from core.secrets import EnvSecrets
 
 UNRESOLVED = "@Microsoft.KeyVault("
 

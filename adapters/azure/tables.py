@@ -17,6 +17,7 @@ import zlib
 from typing import Any, Callable
 from urllib.parse import quote
 
+from core.access import THREADED
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.paging import Position
@@ -67,7 +68,7 @@ def purge_expired(client: Any, now: float, limit: int) -> int:
 
 
 class TableJobStore:
-    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+    access = THREADED  # network calls: the processing path runs them in a thread, off the event loop
 
     def __init__(self, client: Callable[[], Any], *, retention_s: float = JOB_RETENTION_S) -> None:
         self._client = client  # a TableClient for the jobs table
@@ -152,7 +153,7 @@ class TableJobStore:
 
 
 class TableStateStore:
-    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+    access = THREADED  # network calls: the processing path runs them in a thread, off the event loop
 
     def __init__(self, client: Callable[[], Any], *, clock: Callable[[], float] = time.time) -> None:
         self._client = client  # a TableClient for the state table

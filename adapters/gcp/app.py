@@ -21,7 +21,7 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False) -> Ap
     from adapters.gcp.gcs import GcsBlobStore
     from adapters.gcp.pubsub import PUBSUB_MAX_BYTES, PubSubQueue
     from adapters.gcp.secrets import SecretManagerSecrets
-    from core.embedded.secrets import EnvSecrets
+    from core.secrets import EnvSecrets
 
     env = os.environ if env is None else env
     settings = cloud_settings(env, required=REQUIRED, adapter="GCP", source="infra/gcp",

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote
 
+from core.access import THREADED
 from core.errors import ConflictError
 from core.models import Job, JobStatus
 from core.paging import Position
@@ -33,7 +34,7 @@ def _transactional(client: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 class FirestoreJobStore:
-    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+    access = THREADED  # network calls: the processing path runs them in a thread, off the event loop
 
     def __init__(self, client: Callable[[], Any], collection: str = "jobs", *,
                  retention_s: float = JOB_RETENTION_S) -> None:
@@ -102,7 +103,7 @@ class FirestoreJobStore:
 
 
 class FirestoreStateStore:
-    remote = True  # network calls: the processing path runs them off the event loop (core.jobs.offload)
+    access = THREADED  # network calls: the processing path runs them in a thread, off the event loop
 
     def __init__(self, client: Callable[[], Any], collection: str = "state", *,
                  clock: Callable[[], float] = time.time) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import functions_framework
 
 from adapters.gcp.app import get_api_app, get_app
-from core.entrypoints.http import ApiRequest, respond
+from core.entrypoints.http import ApiRequest, api_for, respond
 
 DEADLINE_MARGIN_S = 10.0
 MAX_EARLY_SLEEP_S = 60.0  # a deferred message that arrives early waits this long at most, then hops
@@ -39,7 +39,7 @@ def api(request: Any) -> Any:
         method=request.method, path=request.path, headers=headers, body=request.get_data(cache=False),
         base_url="", query=request.args.to_dict(), streaming=True,
     )
-    resp = respond(get_api_app().api, req)
+    resp = respond(api_for(get_api_app()), req)
     if resp.frames is not None and resp.media_type == "text/event-stream":  # gen2 (Cloud Run) streams responses
         import flask
 

@@ -41,8 +41,8 @@ class SqliteQueue:
         # bootstrap puts it in jobs.db with the job store, so a job and its message are one transaction
         # (`adopt_queue_file` moves in the queue.db of earlier releases)
         self.db = SqliteDb(path, SCHEMA, grouped=storage_thread)
-        if storage_thread:  # the worker loop's calls go to the storage thread (core.ports.Grouped)
-            self.storage = shared()
+        if storage_thread:  # the worker loop's calls join the storage thread's groups (core.ports.Access)
+            self.access = shared()
         self.visibility_timeout_s = visibility_timeout_s
         self.max_receives = max_receives
         self.listeners: list[Callable[[], None]] = []  # called after each immediate send (wakes idle workers)

@@ -118,6 +118,10 @@ class StorageThread:
         pending.append((fn, args, kwargs, loop, future))
         return future
 
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """`core.ports.Access.after_commit`: `fn` after the running group's commit (now outside a group)."""
+        after_commit(fn)
+
     def at_once(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn` now, on the calling thread, as one group: what it writes, on every file, commits in one
         transaction per file when it returns or raises. Its calls keep their own atomicity (a statement, or
@@ -131,9 +135,9 @@ class StorageThread:
             return fn(*args, **kwargs)
         finally:
             _local.group = None
-            self._settle(group)
+            self._commit_group(group)
 
-    def _settle(self, group: Group) -> None:
+    def _commit_group(self, group: Group) -> None:
         """Commit a group (or undo it all and raise), then run its after-commit hooks; a commit made off
         this thread counts towards the next checkpoint."""
         try:
@@ -235,7 +239,7 @@ class StorageThread:
         finally:
             _local.group = None
         try:
-            self._settle(group)
+            self._commit_group(group)
         except BaseException as e:  # noqa: BLE001  the commit failed: nothing of this group is durable
             results = [(False, e)] * len(batch)
         self.groups += 1

@@ -39,12 +39,12 @@ CREATE TABLE IF NOT EXISTS state (
 
 
 class SqliteJobStore:
-    ordered_ids = True  # core.ports.OrderedKeys: new jobs append to the id index's last page
+    ordered_ids = True  # core.ports.JobStore's ordered_ids: new jobs append to the id index's last page
 
     def __init__(self, path: Path | str, *, storage_thread: bool = True) -> None:
         self.db = SqliteDb(path, JOBS_SCHEMA, grouped=storage_thread)
-        if storage_thread:  # the worker's calls go to the storage thread (core.ports.Grouped)
-            self.storage = shared_storage_thread()
+        if storage_thread:  # the worker's calls join the storage thread's groups
+            self.access = shared_storage_thread()  # core.ports.Access: one storage group
 
     def create(self, job: Job) -> None:
         import sqlite3
@@ -110,7 +110,7 @@ class SqliteStateStore:
         self.db = SqliteDb(path, JOBS_SCHEMA, grouped=storage_thread)
         self.clock = clock
         if storage_thread:
-            self.storage = shared_storage_thread()
+            self.access = shared_storage_thread()  # core.ports.Access: one storage group
 
     def get(self, key: str) -> StateRecord | None:
         self._flush_counts(key)

@@ -31,11 +31,11 @@ async def run_delivery(
     except Exception as e:  # a bug or a store outage: never lose the message, let it be redelivered
         log_event("worker.crash", logging.ERROR, error=repr(e)[:500], message_id=delivery.message_id)
         outcome = Outcome("retry", delay_s=retry_delay_s, detail="worker error")
-    await offload(queue)(_settle, queue, delivery, outcome)
+    await offload(queue)(_apply, queue, delivery, outcome)
     return outcome
 
 
-def _settle(queue: JobQueue, delivery: Delivery, outcome: Outcome) -> None:
+def _apply(queue: JobQueue, delivery: Delivery, outcome: Outcome) -> None:
     """The outcome applied to the message (one call, so an embedded queue does it in one group)."""
     if outcome.action == "ack":
         queue.ack(delivery)

@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import time
+import weakref
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
@@ -20,9 +21,17 @@ from pydantic import ValidationError
 from core.entrypoints import reads
 from core.entrypoints.auth import ApiKeys, Caller
 from core.entrypoints.routes import PATH_PARAM, ROUTES
-from core.errors import (AltoError, BudgetExhausted, ConfigError, Forbidden, IdempotencyConflict, InputError, NotFound,
-                         QueueUnavailable)
-from core.governance.ledger import DIMENSIONS, day_of
+from core.errors import (
+    AltoError,
+    BudgetExhausted,
+    ConfigError,
+    Forbidden,
+    IdempotencyConflict,
+    InputError,
+    NotFound,
+    QueueUnavailable,
+)
+from core.governance.spend import DIMENSIONS, day_of
 from core.jobs.service import ApiService
 from core.logs import log_event
 from core.models import JobRequest
@@ -290,10 +299,6 @@ def _job_request(req: ApiRequest) -> JobRequest | ApiResponse:
     if ctype not in ("application/json", ""):
         return error(415, "unsupported_media_type", f"content-type {ctype!r} is not supported; send application/json",
                      "Content-Type")
-    if len(req.body) > MAX_BODY_BYTES:
-        return error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes; put large documents "
-                     "in a collection with `alto ingest` and reference it by `collection`, or in the blob store and "
-                     "pass a workflow `inputs: {NAME: \"blob:KEY\"}`", "(body)")
     try:
         data = json.loads(req.body or b"null", parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
@@ -334,12 +339,28 @@ def _trace_from(traceparent: str | None) -> tuple[str | None, str | None]:
 
 
 def respond(api: Api, req: ApiRequest) -> ApiResponse:
-    """What every runtime's HTTP entry point calls: the body limit, then the routes."""
+    """What every runtime's HTTP entry point calls: the body limit (the one check, for every route), then the
+    routes."""
     if len(req.body) > MAX_BODY_BYTES:
-        return error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes", "(body)")
+        return error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes; put large documents "
+                     "in a collection with `alto ingest` and reference it by `collection`, or in the blob store and "
+                     "pass a workflow `inputs: {NAME: \"blob:KEY\"}`", "(body)")
     return api.handle(req)
 
 
 def build_api(app: Any) -> Api:
     """Wire the API from a bootstrapped App (keeps the adapters one line)."""
     return Api(app.service, ApiKeys(app.settings, app.secrets), public_url=app.settings.server.public_url)
+
+
+_apis: weakref.WeakKeyDictionary[Any, Api] = weakref.WeakKeyDictionary()
+
+
+def api_for(app: Any) -> Api:
+    """The HTTP API over a bootstrapped app, built once per app (its API keys resolved once): what every
+    runtime's HTTP entry serves. The entry point asks for it; the composition root knows nothing of HTTP."""
+    try:
+        return _apis[app]
+    except KeyError:
+        made = _apis[app] = build_api(app)
+        return made

@@ -13,13 +13,14 @@ from typing import Any, Callable, Coroutine
 from core.bootstrap import App
 from core.entrypoints.asgi import asgi_app
 from core.entrypoints.consumer import run_delivery
+from core.entrypoints.http import api_for
 from core.errors import ConfigError
 from core.jobs.offload import offload
 from core.jobs.outcome import Outcome
 from core.logs import log_event
 from core.models import Job, QueueMessage
 from core.ports import DeadLetterFeed, Delivery, PullQueue, SendNotifier
-from core.process_tuning import settle
+from core.process_tuning import apply_once
 
 DEADLINE_MARGIN_S = 5.0
 DEAD_LETTER_CHECK_S = 0.5
@@ -59,7 +60,7 @@ class WorkerPool:
         from core.tokenizers import warm as warm_tokenizers  # here: an API-only process never loads the BPE
 
         warm_tokenizers({m.tokenizer for m in self.app.settings.models.values()})  # a server lives long: build it now
-        settle(self.app.settings.process)  # after the warm-up: the provider clients are frozen with the rest
+        apply_once(self.app.settings.process)  # after the warm-up: the provider clients are frozen with the rest
         while not stop.is_set():
             now = time.monotonic()
             if dead_letters is not None and now - last_dead_check > DEAD_LETTER_CHECK_S:
@@ -142,7 +143,7 @@ class LocalService:
             from core.observability.wiring import prometheus_registry
 
             metrics_text = prometheus_registry().text
-        self.asgi = asgi_app(app.api, on_startup=self.start, on_shutdown=self.shutdown, metrics_text=metrics_text,
+        self.asgi = asgi_app(api_for(app), on_startup=self.start, on_shutdown=self.shutdown, metrics_text=metrics_text,
                              health=self.health if self.pools else None)
 
     def health(self) -> tuple[int, dict[str, Any]]:

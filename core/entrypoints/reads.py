@@ -11,7 +11,7 @@ from typing import Mapping, NamedTuple
 from core.entrypoints.auth import Caller
 from core.entrypoints.routes import LIST_LIMIT, PATH_PARAM
 from core.errors import Forbidden, InputError
-from core.governance.ledger import day_start, default_since
+from core.governance.spend import day_start, default_since
 from core.jobs.filters import JobFilter
 from core.models import NAME_PATTERN, JobStatus
 

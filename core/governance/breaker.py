@@ -65,7 +65,7 @@ class CircuitBreaker:
         if not self.config.enabled:
             return Gate("closed", key)
         hit = self._fresh(key)
-        return None if hit is None else self._settled(key, hit[1])
+        return None if hit is None else self._implied_gate(key, hit[1])
 
     def records(self, gate: Gate, error_class: ErrorClass | None) -> bool:
         """Whether `record` may write: a failure, a probe's result, or a success that clears failures."""
@@ -80,7 +80,7 @@ class CircuitBreaker:
         key = "cb:" + deployment_key(model)
         if not self.config.enabled:
             return Gate("closed", key)
-        settled = self._settled(key, self._read(key))
+        settled = self._implied_gate(key, self._read(key))
         if settled is not None:
             return settled
         # cooldown over (or the last probe's worker vanished): try to become the single probe
@@ -88,7 +88,7 @@ class CircuitBreaker:
 
         def change(rec: StateRecord | None) -> tuple[dict[str, Any] | None, Gate]:
             cur = rec.value if rec else None
-            settled = self._settled(key, cur)
+            settled = self._implied_gate(key, cur)
             if settled is not None:
                 return None, settled
             assert cur is not None  # a missing record settles as closed
@@ -102,7 +102,7 @@ class CircuitBreaker:
             log_event("breaker.half_open", deployment=key[3:])
         return gate
 
-    def _settled(self, key: str, value: dict[str, Any] | None) -> Gate | None:
+    def _implied_gate(self, key: str, value: dict[str, Any] | None) -> Gate | None:
         """The gate a state implies on its own, or None when the caller may try to become the probe."""
         if value is None or value.get("state") == "closed":
             return Gate("closed", key)

@@ -122,13 +122,13 @@ class Budgets:
             taken.append(scope)
         return None
 
-    def settle(self, within: list[Scope], hold: str, cost: float) -> None:
+    def charge(self, within: list[Scope], hold: str, cost: float) -> None:
         """The call's real cost replaces its hold (a call that billed nothing: cost 0 releases it)."""
         for scope in within:
-            self._update(scope, lambda v: _settle(v, hold, cost))
+            self._update(scope, lambda v: _charged(v, hold, cost))
 
     def release(self, within: list[Scope], hold: str) -> None:
-        self.settle(within, hold, 0.0)
+        self.charge(within, hold, 0.0)
 
     def cannot_pay(self, within: list[Scope], amount: float) -> Refusal | None:
         """The first budget whose unspent remainder is less than `amount` (reservations in flight left out:
@@ -173,7 +173,7 @@ def _hold(value: dict[str, Any], scope: Scope, hold: str, amount: float, expires
     return {"spent": spent, "holds": holds}
 
 
-def _settle(value: dict[str, Any], hold: str, cost: float) -> dict[str, Any]:
+def _charged(value: dict[str, Any], hold: str, cost: float) -> dict[str, Any]:
     holds = dict(value.get("holds", {}))
     holds.pop(hold, None)
     return {"spent": round(float(value.get("spent", 0.0)) + cost, 10), "holds": holds}

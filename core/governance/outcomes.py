@@ -14,10 +14,10 @@ import math
 import time
 from typing import Any, Callable, Iterable
 
-from core.governance.ledger import KEEP_S, SHARDS, TRIES, day_of, days_from, sum_days
+from core.governance.spend import KEEP_S, SHARDS, TRIES, day_of, days_from, sum_days
 from core.governance.state import add_counts
-from core.observability.metrics import task_of
 from core.models import Job
+from core.observability.metrics import task_of
 from core.ports import CountingState, StateStore
 
 BOUNDS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, math.inf)  # seconds, each bucket's upper bound

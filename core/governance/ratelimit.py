@@ -67,7 +67,7 @@ class RateLimiter:
 
     @staticmethod
     def rated(model: ModelConfig) -> bool:
-        """Whether `model` has token-bucket rates: without, `reserve` and `settle` touch no state."""
+        """Whether `model` has token-bucket rates: without, `reserve` and `correct` touch no state."""
         return model.limits is not None and bool(model.limits.rates_per_s())
 
     @staticmethod
@@ -99,7 +99,7 @@ class RateLimiter:
 
         return mutate(self.state, key, change, ttl_s=BUCKET_TTL_S)
 
-    def settle(self, model: ModelConfig, reservation: Reservation, *, input_tokens: int, output_tokens: int) -> None:
+    def correct(self, model: ModelConfig, reservation: Reservation, *, input_tokens: int, output_tokens: int) -> None:
         """Charge what the reply really used: output tokens, and the input estimate's error either way."""
         limits = model.limits
         if limits is None:

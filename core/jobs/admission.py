@@ -25,6 +25,7 @@ from core.logs import log_event
 from core.models import ErrorClass, Job, ProviderResult, RouteDecision
 from core.providers.registry import ProviderRegistry
 from core.routing import RoutePlan
+from core.workflows.max_calls import MaxCalls
 
 MIN_CALL_S = 1.0  # don't start a provider call with less than this left before the deadline
 SLOT_POLL_S = 0.1  # how often a full concurrency cap is re-checked while the job may still wait in process
@@ -41,55 +42,66 @@ class Held(NamedTuple):
     hold: str
 
 
+class Governors(NamedTuple):
+    """The shared state an admitted call is governed by, reached through `state_io`."""
+
+    breaker: CircuitBreaker
+    limiter: RateLimiter
+    budgets: Budgets
+    state_io: Offload
+
+
 class Ticket:
     """What an admitted call holds: the deployment it may call and the governance it must settle."""
 
     def __init__(self, decision: RouteDecision, model: ModelConfig, gate: Gate, reservation: Reservation,
-                 admission: Admission, held: Held | None = None) -> None:
+                 governors: Governors, held: Held | None = None) -> None:
         self.decision = decision
         self.model = model
         self.gate = gate
         self.reservation = reservation
-        self.settled = False
+        self.reported = False  # whether the breaker was told how the call went
         self.held = held  # the budget hold, until the call's cost settles it
-        self._admission = admission
+        self.governors = governors
 
-    async def settle_cost(self, cost_usd: float) -> None:
+    async def charge(self, cost_usd: float) -> None:
         """Replace the budget hold by what the call was billed (0 for a call that billed nothing)."""
         held, self.held = self.held, None
         if held is not None:
-            await self._admission.state_io(self._admission.budgets.settle, held.scopes, held.hold, cost_usd)
+            g = self.governors
+            await g.state_io(g.budgets.charge, held.scopes, held.hold, cost_usd)
 
-    async def settle(self, error_class: ErrorClass | None) -> None:
+    async def report(self, error_class: ErrorClass | None) -> None:
         """Tell the breaker how the call went (None: it succeeded). Advisory: a lost write skews it briefly."""
-        self.settled = True
-        if not self._admission.breaker.records(self.gate, error_class):
+        self.reported = True
+        g = self.governors
+        if not g.breaker.records(self.gate, error_class):
             return  # a success on a circuit this worker just saw closed and clean: nothing to write
         try:
-            await self._admission.state_io(self._admission.breaker.record, self.gate, error_class)
+            await g.state_io(g.breaker.record, self.gate, error_class)
         except Contended as e:
             log_event("breaker.record_skipped", logging.WARNING, error=str(e))
 
-    async def settle_tokens(self, result: ProviderResult) -> None:
+    async def correct_tokens(self, result: ProviderResult) -> None:
         """Charge the reply's real token counts in place of the reservation's estimate."""
-        if not self._admission.limiter.rated(self.model):
+        g = self.governors
+        if not g.limiter.rated(self.model):
             return
         try:
-            await self._admission.state_io(self._admission.limiter.settle, self.model, self.reservation,
-                                           input_tokens=result.input_tokens, output_tokens=result.output_tokens)
+            await g.state_io(g.limiter.correct, self.model, self.reservation, input_tokens=result.input_tokens,
+                             output_tokens=result.output_tokens)
         except Contended as e:  # the reply is safe; a missed correction only skews the bucket briefly
             log_event("ratelimit.settle_skipped", logging.WARNING, error=str(e))
 
 
 class Admission:
-    def __init__(self, settings: Settings, breaker: CircuitBreaker, limiter: RateLimiter, providers: ProviderRegistry,
-                 budgets: Budgets, *, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, governors: Governors, calls: MaxCalls, providers: ProviderRegistry, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.breaker = breaker
-        self.limiter = limiter
-        self.budgets = budgets
-        self.providers = providers
-        self.state_io = state_io
+        self.governors = governors
+        self.breaker, self.limiter, self.budgets, self.state_io = governors
+        self.calls = calls  # a workflow's max_calls, taken once the call is otherwise admitted
+        self.providers = providers  # the provider's client is built before a rate slot is taken
         self.clock = clock
 
     @asynccontextmanager
@@ -120,16 +132,21 @@ class Admission:
             if isinstance(reserved, Deferral):
                 yield reserved
                 return
+            if (ref := job.parent) and ref.max_calls and not await self.state_io(self.calls.take, ref.parent_id,
+                                                                                 ref.max_calls):
+                yield OverBudget(f"workflow {ref.parent_id} used up its max_calls ({ref.max_calls}); raise it or "
+                                 "shorten the input")
+                return
             if reserved.wait_s > 0:
                 await asyncio.sleep(reserved.wait_s)
-            ticket = Ticket(decision, model, gate, reserved, self, held)
+            ticket = Ticket(decision, model, gate, reserved, self.governors, held)
             yield ticket
         finally:
             if held is not None and (ticket is None or ticket.held is not None):  # no call, or one never settled
                 await self.state_io(self.budgets.release, held.scopes, held.hold)
             if slot is not None and self.limiter.capped(model):
                 await self.state_io(self.limiter.release_slot, model, slot)
-            if (ticket is None or not ticket.settled) and gate.kind == "probe":  # abandon only gives back probes
+            if (ticket is None or not ticket.reported) and gate.kind == "probe":  # abandon only gives back probes
                 await self.state_io(self.breaker.abandon, gate)
 
     async def _gate(self, plan: RoutePlan, current: RouteDecision) -> tuple[RouteDecision, ModelConfig, Gate] | Deferral:

@@ -1,4 +1,4 @@
-"""One attempt: claim, one provider call, and a typed decision about what follows.
+"""One attempt: claim, one provider call, and a typed result that says what follows.
 
 The claim (attempt count and lease, persisted) comes before the call; the reply is persisted before
 anything after it. A failed call is classified and becomes exactly one decision: `Fallback` (a typed
@@ -19,11 +19,13 @@ from core.chunks import ContextChunk
 from core.classify import Classification, classify
 from core.config.api import GovernanceConfig
 from core.config.worker import ModelConfig, Settings
-from core.errors import Contended, ProviderError
-from core.governance.ledger import UsageLedger, prompt_cache_saving
+from core.errors import ProviderError
 from core.jobs.admission import MIN_CALL_S, Ticket
 from core.jobs.heartbeat import Heartbeat
-from core.jobs.ledger import Ledger, Verdict
+from core.jobs.aftermath import Aftermath
+from core.jobs.bills import Bills
+from core.jobs.ledger import Ledger
+from core.jobs.verdict import Verdict, Verdicts
 from core.jobs.offload import Offload
 from core.jobs.replies import check_reply, usage_is_sane
 from core.jobs.usage import billed
@@ -72,7 +74,7 @@ class Lost(NamedTuple):
     detail: str
 
 
-Decision = Replied | Fallback | RetryNow | RetryLater | Failed | Exhausted | Lost
+AttemptResult = Replied | Fallback | RetryNow | RetryLater | Failed | Exhausted | Lost
 
 
 def typed_fallback(exc: BaseException, error_class: ErrorClass, plan: RoutePlan, tried: set[str],
@@ -99,7 +101,7 @@ def typed_fallback(exc: BaseException, error_class: ErrorClass, plan: RoutePlan,
 
 
 def decide(c: Classification, error: JobError, *, calls: int, gov: GovernanceConfig,
-           fallback: RouteDecision | None, time_left_s: float) -> Decision:
+           fallback: RouteDecision | None, time_left_s: float) -> AttemptResult:
     """What follows a failed call, given the persisted call count and the time left in this invocation."""
     if fallback is not None and calls < gov.max_attempts:
         return Fallback(fallback, error)
@@ -114,25 +116,37 @@ def decide(c: Classification, error: JobError, *, calls: int, gov: GovernanceCon
     return RetryLater(delay, error)
 
 
+def chat_request(decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int,
+                 model: ModelConfig) -> ChatRequest:
+    """What the provider is sent for this job and model (online, or as one request of a batch)."""
+    prompt, r = assembled.prompt, assembled.record
+    stable = r.system_tokens + r.template_tokens + r.context_tokens  # what stays the same across questions
+    cache = prompt.stable_chars if model.cache_min_tokens and stable >= model.cache_min_tokens else 0
+    return ChatRequest(model_id=decision.model_id, system=prompt.system, user=prompt.user,
+                       question=job.request.prompt, max_tokens=max_tokens, context=assembled.chunks,
+                       cache_prefix_chars=cache)
+
+
 class Attempter:
     def __init__(self, settings: Settings, ledger: Ledger, providers: ProviderRegistry, router_fits: Callable[..., bool],
-                 *, store_io: Offload, streams: StreamLog, state_io: Offload, spend: UsageLedger,
-                 verdict: Callable[[Job, str, list[ContextChunk]], Verdict], metrics: Metrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 verdicts: Verdicts, bills: Bills, aftermath: Aftermath, *, store_io: Offload, state_io: Offload,
+                 streams: StreamLog, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.providers = providers
         self.fits = router_fits
+        self.verdicts = verdicts  # so a reply and its job's result are saved in one write
+        self.bills = bills  # every billed call's usage, for spend reports
+        self.aftermath = aftermath  # when that write ends the job
         self.store_io = store_io
-        self.streams = streams  # a streaming job's partial output
         self.state_io = state_io
-        self.spend = spend  # every billed call's usage, for spend reports
-        self.verdict = verdict  # the finalizer's, so a reply and its result are saved in one write
+        self.both_io = store_io.with_(state_io)  # a call that writes to the job store and the state store
+        self.streams = streams  # a streaming job's partial output
         self.metrics = metrics
         self.clock = clock
 
     async def run(self, job: Job, ticket: Ticket, plan: RoutePlan, assembled: Assembled, deadline: float,
-                  tried: set[str]) -> Decision:
+                  tried: set[str]) -> AttemptResult:
         decision = ticket.decision
         lease_until = min(self.clock() + self.settings.governance.lease_s, deadline)
         attempt = await self.store_io(
@@ -150,7 +164,7 @@ class Attempter:
                               store_io=self.store_io, clock=self.clock)
         writer = self._writer(job, attempt.number)
         try:
-            call = self._call(decision, self.request_for(decision, assembled, job, max_tokens, ticket.model),
+            call = self._call(decision, chat_request(decision, assembled, job, max_tokens, ticket.model),
                               max(0.1, call_deadline - self.clock()), writer)
             result = await heartbeat.run(call, call_deadline=call_deadline)
         except asyncio.CancelledError:
@@ -171,14 +185,14 @@ class Attempter:
             check_reply(result, max_tokens=max_tokens, model=ticket.model, route=plan.route)
         except ProviderError as exc:  # empty, impossible usage, or cut where the route refuses cut replies
             return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer, writer)
-        await ticket.settle(None)
+        await ticket.report(None)
         _finished(attempt, self.clock(), timer, "succeeded")
         self._observe(job, attempt, ticket.model, writer)
         # the call is billed whether or not its reply lands: budget and usage ledger first, so a job seen
         # terminal has its cost counted already (and a reply that loses its write is still counted once)
-        await ticket.settle_tokens(result)
-        await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)
-        verdict = self.verdict(job, result.text, assembled.chunks)
+        await ticket.correct_tokens(result)
+        await ticket.charge(attempt.usage.cost_usd if attempt.usage else 0.0)
+        verdict = self.verdicts.of(job, result.text, assembled.chunks)
         if not await self._bill_and_save(job, ticket, attempt.usage, result, verdict):
             return Lost("could not persist the provider reply")
         written = verdict if job.status.terminal else None  # else only the reply landed (a race): finalize writes
@@ -188,39 +202,16 @@ class Attempter:
         )
         return Replied(result, assembled.chunks, written)
 
-    async def account(self, job: Job, model_name: str, model: ModelConfig | None, usage: Usage | None, *,
-                      saved_response_cache_usd: float = 0.0, saved_batch_usd: float = 0.0, lane: str = "online") -> None:
-        """Add a billed call (or a response-cache hit) to the usage ledger."""
-        if usage is not None:
-            await self.state_io(self._add_usage, job, model_name, model, usage, saved_response_cache_usd=saved_response_cache_usd,
-                                saved_batch_usd=saved_batch_usd, lane=lane)
-
     async def _bill_and_save(self, job: Job, ticket: Ticket, usage: Usage | None, result: ProviderResult,
                              verdict: Verdict) -> bool:
-        """The call's usage, then its reply (with the job's result): one store call where the two stores are
-        reached alike (the embedded ones: one group, so they commit together)."""
-        if not self.store_io.same_way(self.state_io):
-            await self.account(job, ticket.decision.model, ticket.model, usage)
-            return await self.store_io(self.ledger.save_reply, job, result, verdict)
-
+        """The call's usage, then its reply with the job's result and, if that ends the job, its aftermath: one
+        offloaded call (the embedded stores: one group, so they commit together)."""
         def both() -> bool:
             if usage is not None:
-                self._add_usage(job, ticket.decision.model, ticket.model, usage)
-            return self.ledger.save_reply(job, result, verdict)
+                self.bills.add(job, ticket.decision.model, ticket.model, usage)
+            return self.aftermath.ended(self.ledger.save_reply(job, result, verdict), job)
 
-        return await self.store_io(both)
-
-    def _add_usage(self, job: Job, model_name: str, model: ModelConfig | None, usage: Usage, *,
-                   saved_response_cache_usd: float = 0.0, saved_batch_usd: float = 0.0, lane: str = "online") -> None:
-        """Reporting only: a write that keeps losing races is logged and skipped, never a reason to fail the job."""
-        saving = prompt_cache_saving(usage, model.input_per_mtok, model.cache_read_per_mtok,
-                                     model.cache_write_per_mtok) if model is not None else 0.0
-        try:
-            self.spend.add(tenant=job.tenant, task=job.request.task, model=model_name, lane=lane, job_id=job.id,
-                           usage=usage, saved_prompt_cache_usd=saving, saved_response_cache_usd=saved_response_cache_usd,
-                           saved_batch_usd=saved_batch_usd)
-        except Contended as e:
-            log_event("usage.record_skipped", logging.WARNING, error=str(e))
+        return await self.both_io(both)
 
     def _writer(self, job: Job, attempt: int) -> StreamWriter | None:
         if not job.request.stream:
@@ -234,16 +225,6 @@ class Attempter:
             return provider.stream(request, timeout_s=timeout_s, on_delta=writer.add)
         return provider.generate(request, timeout_s=timeout_s)
 
-    def request_for(self, decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int,
-                    model: ModelConfig) -> ChatRequest:
-        """What the provider is sent for this job and model (online, or as one request of a batch)."""
-        prompt, r = assembled.prompt, assembled.record
-        stable = r.system_tokens + r.template_tokens + r.context_tokens  # what stays the same across questions
-        cache = prompt.stable_chars if model.cache_min_tokens and stable >= model.cache_min_tokens else 0
-        return ChatRequest(model_id=decision.model_id, system=prompt.system, user=prompt.user,
-                           question=job.request.prompt, max_tokens=max_tokens, context=assembled.chunks,
-                           cache_prefix_chars=cache)
-
     def _observe(self, job: Job, attempt: Attempt, model: ModelConfig, writer: StreamWriter | None) -> None:
         first = writer.first_at if writer is not None else None
         ttft = max(0.0, first - attempt.started_at) if first is not None else None
@@ -251,11 +232,11 @@ class Attempter:
 
     async def _failed(self, exc: Exception, job: Job, attempt: Attempt, ticket: Ticket, plan: RoutePlan,
                       assembled: Assembled, deadline: float, tried: set[str], timer: Timer,
-                      writer: StreamWriter | None = None) -> Decision:
+                      writer: StreamWriter | None = None) -> AttemptResult:
         c = classify(exc)
-        await ticket.settle(c.error_class)
-        await ticket.settle_cost(attempt.usage.cost_usd if attempt.usage else 0.0)  # a cut stream was billed
-        await self.account(job, ticket.decision.model, ticket.model, attempt.usage)
+        await ticket.report(c.error_class)
+        await ticket.charge(attempt.usage.cost_usd if attempt.usage else 0.0)  # a cut stream was billed
+        await self.bills.account(job, ticket.decision.model, ticket.model, attempt.usage)
         _finished(attempt, self.clock(), timer, "error")
         attempt.error_class = c.error_class
         attempt.status_code = exc.status_code if isinstance(exc, ProviderError) else None

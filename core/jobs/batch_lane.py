@@ -13,6 +13,7 @@ online lane, its attempt spent, within the job's budget.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Callable
@@ -20,7 +21,8 @@ from typing import Any, Callable
 from core.config.worker import Settings
 from core.governance.budget import Budgets, scopes, worst_case
 from core.governance.state import mutate
-from core.jobs.attempt import Attempter
+from core.jobs.attempt import chat_request
+from core.jobs.bills import Bills
 from core.jobs.finalize import Finalizer
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
@@ -41,17 +43,17 @@ TRIES = 20
 
 class BatchLane:
     def __init__(self, settings: Settings, ledger: Ledger, state: StateStore, queue: SendQueue,
-                 providers: ProviderRegistry, preparer: Preparer, attempter: Attempter, finalizer: Finalizer, *,
-                 store_io: Offload, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
+                 providers: ProviderRegistry, preparer: Preparer, finalizer: Finalizer, bills: Bills, budgets: Budgets,
+                 *, store_io: Offload, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
-        self.state = state
+        self.state = state  # the lane's own records: the pending and open batches
         self.queue = queue
         self.providers = providers
         self.preparer = preparer
-        self.attempter = attempter
         self.finalizer = finalizer
-        self.budgets = Budgets(state, clock=clock)
+        self.bills = bills
+        self.budgets = budgets
         self.store_io = store_io
         self.state_io = state_io
         self.clock = clock
@@ -122,7 +124,9 @@ class BatchLane:
         provider = self.providers.get(model.provider)
         assert isinstance(provider, Batcher)
         try:
-            bid = await provider.submit_batch([(j.id, self._request(j, name)) for j in jobs])
+            # retrieval and assembly in a thread: a pgvector query or a snapshot download must not stall the loop
+            requests = await asyncio.to_thread(lambda: [(j.id, self._request(j, name)) for j in jobs])
+            bid = await provider.submit_batch(requests)
         except Exception as e:  # the batch API refused it: these jobs run online instead
             log_event("batch.submit_failed", logging.WARNING, model=name, error=str(e)[:300])
             for j in jobs:
@@ -144,8 +148,7 @@ class BatchLane:
         assembled = prepared.assembled if prepared.assembled.record.model == model_name else \
             self.preparer.assemble_for(model_name, job.request.prompt, candidates, route)  # prepare() built the first
         decision = job.route or prepared.decision
-        return self.attempter.request_for(decision, assembled, job, min(route.max_tokens, model.max_output_tokens),
-                                          model)
+        return chat_request(decision, assembled, job, min(route.max_tokens, model.max_output_tokens), model)
 
     async def _poll(self, b: dict[str, Any]) -> tuple[int, int]:
         model = self.settings.models[b["model"]]
@@ -181,9 +184,9 @@ class BatchLane:
         attempt.outcome, attempt.finished_at, attempt.usage = "succeeded", self.clock(), usage
         if not await self.store_io(self.ledger.save_reply, job, result):
             return 0
-        await self.state_io(self.budgets.settle, self._scopes(job), f"{job.id}:{attempt.number}", usage.cost_usd)
-        await self.attempter.account(job, model_name, model, usage, lane="batch",
-                                     saved_batch_usd=round(full.cost_usd - usage.cost_usd, 10))
+        await self.state_io(self.budgets.charge, self._scopes(job), f"{job.id}:{attempt.number}", usage.cost_usd)
+        await self.bills.account(job, model_name, model, usage, lane="batch",
+                                 saved_batch_usd=round(full.cost_usd - usage.cost_usd, 10))
         await self.finalizer.finalize(job)
         return 1
 

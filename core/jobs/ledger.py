@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from enum import IntEnum
+from typing import TYPE_CHECKING, Callable
 
 from core.errors import ConflictError, IllegalTransition, InputError, NotFound
 from core.jobs.usage import job_usage, mark_lost
@@ -34,28 +35,26 @@ from core.ports import JobStore
 
 if TYPE_CHECKING:
     from core.config.worker import ModelConfig
+    from core.jobs.verdict import Verdict  # type only: the API's cold start never judges a reply
 
 Change = Callable[[Job], None]
 TRIES = 5
 REPLAYABLE = (JobStatus.dead_lettered, JobStatus.failed, JobStatus.cancelled)
 
 
-class Verdict(NamedTuple):
-    """What a saved reply makes of its job: served (error None) or refused by an output check."""
+class Wrote(IntEnum):
+    """What one compare-and-set did: `lost` to another write (falsy), `written`, or `ended`: written, and the
+    write that made the job terminal, so its aftermath (`core.jobs.aftermath`) follows, once."""
 
-    text: str
-    citations: list[Citation]
-    usage: Usage
-    error: JobError | None = None
-    rule: str | None = None
+    lost = 0
+    written = 1
+    ended = 2
 
 
 class Ledger:
-    def __init__(self, store: JobStore, *, clock: Callable[[], float] = time.time,
-                 on_terminal: Callable[[Job], None] | None = None) -> None:
+    def __init__(self, store: JobStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self.on_terminal = on_terminal  # metrics: told once per job, by the write that made it terminal
 
     # ------------------------------------------------------------------ reads and creation
 
@@ -91,18 +90,18 @@ class Ledger:
 
         return attempt if self.write(job, JobStatus.running, change) else None
 
-    def renew(self, job: Job, lease_until: float) -> bool:
+    def renew(self, job: Job, lease_until: float) -> Wrote:
         """Extend the lease of a job whose call is in flight (the heartbeat)."""
         def change(j: Job) -> None:
             j.lease_expires_at = lease_until
 
         return self.write(job, JobStatus.running, change)
 
-    def record(self, job: Job, error: JobError) -> bool:
+    def record(self, job: Job, error: JobError) -> Wrote:
         """Keep a failed attempt's record while the job goes on (a fallback, an in-process retry)."""
         return self.write(job, job.status, _set_error(error))
 
-    def save_reply(self, job: Job, reply: ProviderResult, verdict: Verdict | None = None) -> bool:
+    def save_reply(self, job: Job, reply: ProviderResult, verdict: Verdict | None = None) -> Wrote:
         """Persist a paid reply before anything else, re-applying it if another delivery wrote meanwhile
         (unless that one finished the job or saved a reply of its own). With its `verdict` the same write
         also finishes the job (nothing else has to happen between the two); if that write loses a race,
@@ -112,10 +111,10 @@ class Ledger:
 
         if verdict is not None:
             to, finish = self._finishing(verdict)
-            if self.write(job, to, lambda j: (change(j), finish(j))):
-                return True
-        elif self.write(job, job.status, change):
-            return True
+            if wrote := self.write(job, to, lambda j: (change(j), finish(j))):
+                return wrote
+        elif wrote := self.write(job, job.status, change):
+            return wrote
         attempts = job.attempts
         kept: list[bool] = []
 
@@ -129,9 +128,9 @@ class Ledger:
             current.attempts = attempts
             return self.write(current, current.status, change)
 
-        return self.retrying(job.id, reapply) is not None and not kept
+        return Wrote.written if self.retrying(job.id, reapply) is not None and not kept else Wrote.lost
 
-    def finish(self, job: Job, verdict: Verdict) -> bool:
+    def finish(self, job: Job, verdict: Verdict) -> Wrote:
         """The result of a saved reply: succeeded, or failed by an output check (keeping citations, usage)."""
         to, change = self._finishing(verdict)
         return self.write(job, to, change)
@@ -142,7 +141,7 @@ class Ledger:
         return JobStatus.failed, self._failed(v.error, v.citations, v.usage)
 
     def serve_cached(self, job: Job, decision: RouteDecision, reply: ProviderResult, source_job: str, *,
-                     template: str, chunk_ids: list[str], assembly: PromptAssembly) -> bool:
+                     template: str, chunk_ids: list[str], assembly: PromptAssembly) -> Wrote:
         """A response-cache hit: the reply another job paid for, with no call and no attempt."""
         def change(j: Job) -> None:
             j.route = decision.model_copy(update={"reason": decision.reason + " (response cache hit)"})
@@ -151,7 +150,7 @@ class Ledger:
 
         return self.write(job, job.status, change)
 
-    def defer(self, job: Job, *, until: float, reason: str) -> bool:
+    def defer(self, job: Job, *, until: float, reason: str) -> Wrote:
         """Back to the queue to wait (a rate limit, an open circuit, a budget), no attempt spent: the view says
         what for and until when, and the reconciler leaves the job alone while its deferred message is due."""
         def change(j: Job) -> None:
@@ -159,7 +158,7 @@ class Ledger:
 
         return self.write(job, JobStatus.queued, change)
 
-    def hand_back(self, job: Job, error: JobError | None = None) -> bool:
+    def hand_back(self, job: Job, error: JobError | None = None) -> Wrote:
         """Give the job back to the queue (a retry later, a deferral); the lease ends."""
         def change(j: Job) -> None:
             if error is not None:
@@ -167,11 +166,11 @@ class Ledger:
 
         return self.write(job, JobStatus.queued, change)
 
-    def succeed(self, job: Job, *, text: str, citations: list[Citation], usage: Usage) -> bool:
+    def succeed(self, job: Job, *, text: str, citations: list[Citation], usage: Usage) -> Wrote:
         return self.write(job, JobStatus.succeeded, self._succeeded(text, citations, usage))
 
     def fail(self, job: Job, error: JobError, *, citations: list[Citation] | None = None,
-             usage: Usage | None = None) -> bool:
+             usage: Usage | None = None) -> Wrote:
         """Permanently failed; a reply that was paid for but refused keeps its usage, not its text."""
         return self.write(job, JobStatus.failed, self._failed(error, citations, usage))
 
@@ -192,7 +191,7 @@ class Ledger:
 
         return change
 
-    def dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> bool:
+    def dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> Wrote:
         """Out of budget or given up by the queue; the last provider error stays, prefixed by why."""
         def change(j: Job) -> None:
             j.error = with_reason(error or j.error, reason)
@@ -203,7 +202,7 @@ class Ledger:
 
     # ------------------------------------------------------------------ the operator's transitions
 
-    def settle_cancelled_call(self, job: Job, models: dict[str, ModelConfig]) -> bool:
+    def bill_lost_call(self, job: Job, models: dict[str, ModelConfig]) -> Wrote:
         """A call in flight when its job was cancelled, whose reply never landed (its worker died): the attempt
         becomes `lost` at its estimated cost, billed on the job, and the job may be replayed."""
         def change(j: Job) -> None:
@@ -212,7 +211,7 @@ class Ledger:
 
         return self.write(job, job.status, change)
 
-    def touch(self, job: Job) -> bool:
+    def touch(self, job: Job) -> Wrote:
         """Mark a stranded job as seen, so the next reconcile sweep leaves it alone for a while."""
         return self.write(job, job.status, lambda j: None)
 
@@ -313,9 +312,10 @@ class Ledger:
 
     # ------------------------------------------------------------------ the one compare-and-set
 
-    def write(self, job: Job, to: JobStatus, change: Change) -> bool:
+    def write(self, job: Job, to: JobStatus, change: Change) -> Wrote:
         """The one compare-and-set under every named transition (here, and the workflow's in
-        `core.workflows.ledger`): check the edge, apply `change`, write if the version still holds."""
+        `core.workflows.steps`): check the edge, apply `change`, write if the version still holds, and say
+        whether this write ended the job."""
         if to is not job.status and to not in TRANSITIONS[job.status]:
             raise IllegalTransition(f"job {job.id}: {job.status.value} -> {to.value} is not an allowed transition")
         expected = job.version
@@ -331,10 +331,9 @@ class Ledger:
         entering = to.terminal and not job.status.terminal
         job.status = to
         job.updated_at = self.clock()
-        written = self.store.update(job, expected_version=expected)
-        if written and entering and self.on_terminal is not None:
-            self.on_terminal(job)
-        return written
+        if not self.store.update(job, expected_version=expected):
+            return Wrote.lost
+        return Wrote.ended if entering else Wrote.written
 
     def retrying(self, job_id: str, step: Callable[[Job | None], bool | None], *, tries: int = TRIES) -> Job | None:
         """Re-read the job and re-apply `step` while its write loses races. `step` returns True once

@@ -1,8 +1,9 @@
-"""The operator's verbs: reconcile stranded jobs, mark what the platform dead-lettered, replay.
+"""The operator's verbs: reconcile stranded jobs, mark what the platform dead-lettered (replay is
+`core.jobs.replay`, shared with the API).
 
 Each is safe to run from any entry point at any time: reconcile errs on the side of sending (a second
 message is harmless, processing is idempotent), dead-lettering leaves terminal and leased jobs
-alone, and a replay is one checked transition back to `queued` with a fresh attempt budget.
+alone.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import time
 from typing import Callable
 
 from core.config.api import ApiSettings
-from core.errors import InputError
-from core.jobs.ledger import REPLAYABLE, Ledger
+from core.jobs.aftermath import Aftermath
+from core.jobs.ledger import Ledger
 from core.jobs.submit import send_job
 from core.logs import log_event
 from core.models import Job, JobStatus, QueueMessage
@@ -22,13 +23,11 @@ from core.ports import Delivery, SendQueue
 
 class Operator:
     def __init__(self, settings: ApiSettings, ledger: Ledger, queue: SendQueue, *,
-                 on_terminal: Callable[[Job], None] = lambda job: None,
-                 replay_workflow: Callable[[Job], Job] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 aftermath: Aftermath, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.queue = queue
-        self.on_terminal = on_terminal  # queues the job's callback (and counts a workflow child in)
-        self.replay_workflow = replay_workflow
+        self.aftermath = aftermath  # a dead-lettered job's callback, a workflow child's fan-in
         self.clock = clock
 
     def reconcile(self, *, older_than_s: float | None = None, limit: int = 500) -> dict[str, int]:
@@ -40,7 +39,7 @@ class Operator:
         older = self.settings.governance.reconcile_after_s if older_than_s is None else older_than_s
         now = self.clock()
         counts = {"requeued": 0, "checked": 0}
-        if settled := self._settle_cancelled_calls(now, limit):
+        if settled := self._bill_lost_calls(now, limit):
             counts["settled"] = settled
         for status in (JobStatus.queued, JobStatus.running):
             for job in self.ledger.store.list(status=status, updated_before=now - older, limit=limit):
@@ -58,7 +57,7 @@ class Operator:
                 counts["requeued"] += requeued
         return counts
 
-    def _settle_cancelled_calls(self, now: float, limit: int) -> int:
+    def _bill_lost_calls(self, now: float, limit: int) -> int:
         """Cancelled jobs whose call in flight never reported back (its worker died): the attempt is `lost`,
         at its estimated cost, so every call the provider may have billed is on its job."""
         settled = 0
@@ -66,7 +65,7 @@ class Operator:
             if job.call_in_flight_until is None or job.call_in_flight_until > now:
                 continue
             try:
-                settled += self.ledger.settle_cancelled_call(job, getattr(self.settings, "models", {}))
+                settled += self.ledger.bill_lost_call(job, getattr(self.settings, "models", {}))
             except Exception as e:  # one job the store refuses must not stop the sweep
                 log_event("reconcile.job_failed", logging.ERROR, job_id=job.id, error=repr(e)[:500])
         return settled
@@ -93,21 +92,5 @@ class Operator:
         if marked is None:  # missing, terminal, or leased by a live worker: left alone
             return self.ledger.load(msg.job_id)
         log_event("job.dead_lettered", logging.ERROR, job_id=marked.id, trace_id=marked.trace_id, reason=reason)
-        self.on_terminal(marked)
+        self.aftermath.after(marked)  # marked: this write ended it
         return marked
-
-    def replay(self, job_id: str, *, enqueue: bool = True) -> Job:
-        """Re-queue a dead-lettered or failed job with a fresh attempt budget (after an operator fix).
-        Raises NotFound, InputError (not replayable), or ConflictError (it kept changing: try again).
-        A workflow resumes at the step it stopped in, its failed children replayed with it."""
-        current = self.ledger.load(job_id)
-        if current is not None and current.workflow is not None and self.replay_workflow is not None:
-            if current.status not in REPLAYABLE:  # the ledger refuses these too; a workflow never reaches it
-                raise InputError(f"job {job_id} is {current.status.value}; only dead_lettered, failed or cancelled "
-                                 "jobs can be replayed", status=409)
-            return self.replay_workflow(current)
-        job = self.ledger.replay(job_id)
-        if enqueue:
-            send_job(self.queue, job)
-        log_event("job.replayed", job_id=job.id, trace_id=job.trace_id)
-        return job

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-from core.models import Job, JobStatus
+from core.models import JobStatus
 
 
 # NamedTuples rather than dataclasses on the paths every cold start loads: generating a dataclass
@@ -26,8 +26,3 @@ class Outcome(NamedTuple):
 def raced(detail: str = "job changed under us", delay_s: float = 1.0) -> Outcome:
     """A compare-and-set lost to another delivery: come back shortly and look again."""
     return Outcome("retry", delay_s=delay_s, detail=detail)
-
-
-def has_follow_up(job: Job) -> bool:
-    """A terminal job with work after it: an armed callback to queue, or a workflow parent to tell."""
-    return job.parent is not None or (job.callback is not None and job.callback.state == "pending")

@@ -13,64 +13,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, NamedTuple
+from typing import Any, Callable
 
-from core.assembly import Assembled
 from core.config.worker import Settings
 from core.errors import ConfigError, Contended, GuardrailViolation, NoRoute
-from core.governance.cache import ResponseCache, cache_key
 from core.governance.ratelimit import Deferral
 from core.guardrails import check_input
-from core.jobs import attempt as a
+from core.jobs import attempt
 from core.jobs.admission import MIN_CALL_S, Admission, OverBudget
 from core.jobs.batch_lane import BatchLane
 from core.jobs.callback import Callbacks
-from core.jobs.checks import missing_collection
 from core.jobs.finalize import Finalizer
-from core.jobs.ledger import Ledger
+from core.jobs.aftermath import Aftermath
+from core.jobs.cached import CachedReplies
+from core.jobs.ledger import Ledger, Wrote
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
-from core.jobs.prepare import Assemblies, Prepared, Preparer
+from core.jobs.prepare import Preparer, Run
 from core.jobs.usage import mark_lost
 from core.logs import job_id_var, log_event, trace_id_var
-from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage, RouteDecision, Usage
-from core.observability.audit import AuditLog
+from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage
 from core.observability.metrics import Metrics, task_of
 from core.ports import Delivery
 from core.retry import jittered
-from core.workflows.budget import CallBudget
 from core.workflows.engine import Workflows
 
 
-class Run(NamedTuple):
-    """What one delivery carries from stage to stage."""
-
-    job: Job
-    prepared: Prepared
-    assemblies: Assemblies
-    deadline: float
-
-
 class Pipeline:
-    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, admission: Admission,
-                 attempter: a.Attempter, finalizer: Finalizer, callbacks: Callbacks, cache: ResponseCache | None,
-                 workflows: Workflows, calls: CallBudget, lane: BatchLane, *, store_io: Offload, state_io: Offload,
-                 metrics: Metrics, audit: AuditLog | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, replies: CachedReplies | None,
+                 admission: Admission, attempter: attempt.Attempter, finalizer: Finalizer, aftermath: Aftermath,
+                 workflows: Workflows, lane: BatchLane, callbacks: Callbacks, *, store_io: Offload, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
         self.preparer = preparer
+        self.replies = replies  # the response cache, when it is on
         self.admission = admission
         self.attempter = attempter
         self.finalizer = finalizer
-        self.callbacks = callbacks
-        self.cache = cache
+        self.aftermath = aftermath  # what follows a terminal write this stage makes (a refusal, a dead letter)
         self.workflows = workflows
-        self.calls = calls
         self.lane = lane
+        self.callbacks = callbacks  # a `kind: callback` message is delivered, not processed
         self.store_io = store_io
-        self.state_io = state_io
         self.metrics = metrics
-        self.audit = audit  # opt-in: what each answered job was sent, and why
         self.clock = clock
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
@@ -112,7 +98,7 @@ class Pipeline:
             return await self._refuse(job, str(e))
         except ConfigError as e:  # e.g. the provider's secret is not set, a grant is missing: fix it, then replay
             return await self._refuse(job, f"the service is not configured for this job: {e}")
-        if (hit := await self._cached(run)) is not None:
+        if self.replies is not None and (hit := await self.replies.serve(run)) is not None:
             return hit
         decision = run.prepared.decision
         if self.lane.wanted(job, run.prepared.plan, decision):
@@ -137,10 +123,7 @@ class Pipeline:
         return None
 
     async def _prepare(self, job: Job, deadline: float) -> Run:
-        candidates = self.preparer.retrieve(job.tenant, job.request)
-        collection = job.request.collection
-        if not candidates and collection and (missing := missing_collection(self.preparer.retriever, job.tenant, collection)):
-            raise NoRoute(missing)  # an API-only app accepted it without looking
+        candidates = await self.preparer.candidates(job.tenant, job.request)
         check_input(job.request.prompt, self.settings.guardrails)
         prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id)
         for note in prepared.plan.notes:
@@ -148,27 +131,6 @@ class Pipeline:
         assemblies = self.preparer.assemblies(job.request.prompt, candidates, prepared)
         await assemblies.get(prepared.decision)
         return Run(job, prepared, assemblies, deadline)
-
-    async def _cached(self, run: Run) -> Outcome | None:
-        if self.cache is None or not run.job.request.cache:
-            return None
-        decision = run.prepared.decision
-        assembled = await run.assemblies.get(decision)
-        hit = await self.state_io(self.cache.get, self._cache_key(run, decision, assembled))
-        if hit is None:
-            return None
-        reply, source = hit
-        if not await self.store_io(self.ledger.serve_cached, run.job, decision, reply, source,
-                                   template=assembled.prompt.template, chunk_ids=[c.id for c in assembled.chunks],
-                                   assembly=assembled.record):
-            return raced()
-        log_event("cache.hit", source_job=source, model=decision.model)
-        paid = await self.store_io(self.ledger.load, source)
-        await self.attempter.account(run.job, decision.model, None, Usage(cached=True),
-                                     saved_response_cache_usd=paid.usage.cost_usd if paid is not None else 0.0)
-        outcome = await self.finalizer.finalize(run.job, assembled.chunks)
-        await self._audit(run, run.job, decision)
-        return outcome
 
     async def _attempts(self, run: Run) -> Outcome:
         job, plan = run.job, run.prepared.plan
@@ -188,72 +150,48 @@ class Pipeline:
                         return await self._defer(job, jittered(ticket.delay_s), ticket.reason)
                     if isinstance(ticket, OverBudget):
                         return await self._fail(job, JobError(error_class=ErrorClass.permanent, message=ticket.message))
-                    if (ref := job.parent) and ref.max_calls and not await self.state_io(
-                            self.calls.take, ref.parent_id, ref.max_calls):
-                        return await self._fail(job, JobError(error_class=ErrorClass.permanent, message=(
-                            f"workflow {ref.parent_id} used up its max_calls ({ref.max_calls}); raise it or shorten "
-                            "the input")))
                     if ticket.decision.model != current.model:  # the breaker sent us to a circuit_open fallback
                         assembled = await run.assemblies.get(ticket.decision)
-                    decision = await self.attempter.run(job, ticket, plan, assembled, run.deadline, tried)
+                    result = await self.attempter.run(job, ticket, plan, assembled, run.deadline, tried)
             except Contended as e:
                 return await self._defer(job, jittered(1.0), str(e))
             except NoRoute as e:
                 return await self._refuse(job, str(e))
             except ConfigError as e:  # the provider can't be built: permanent and explained, never "transient"
                 return await self._refuse(job, f"the service cannot call its provider: {e}")
-            outcome = await self._apply(run, decision)
+            outcome = await self._apply(run, result)
             if outcome is not None:
                 return outcome
-            if isinstance(decision, a.Fallback):
-                current = decision.decision  # a typed fallback: the next attempt goes to another model
+            if isinstance(result, attempt.Fallback):
+                current = result.decision  # a typed fallback: the next attempt goes to another model
                 tried.add(current.model)
 
-    async def _apply(self, run: Run, d: a.Decision) -> Outcome | None:
-        """Carry out an attempt's decision; None means "attempt again"."""
+    async def _apply(self, run: Run, d: attempt.AttemptResult) -> Outcome | None:
+        """Carry out what an attempt's result calls for; None means "attempt again"."""
         job = run.job
-        if isinstance(d, a.Replied):
+        if isinstance(d, attempt.Replied):
             outcome = await self.finalizer.finalize(job, d.chunks, d.verdict)
-            if outcome.status is JobStatus.succeeded and job.cached_from is None:
-                await self._cache_put(run, job)
+            if outcome.status is JobStatus.succeeded and self.replies is not None:
+                await self.replies.keep(run, job)
             if job.route is not None:
-                await self._audit(run, job, job.route)
+                prompt = (await run.assemblies.get(job.route)).prompt
+                await self.aftermath.audit(job, system=prompt.system, user=prompt.user)
             return outcome
-        if isinstance(d, a.Lost):
+        if isinstance(d, attempt.Lost):
             return raced(d.detail)
-        if isinstance(d, a.Failed):
+        if isinstance(d, attempt.Failed):
             return await self._fail(job, d.error)
-        if isinstance(d, a.Exhausted):
+        if isinstance(d, attempt.Exhausted):
             return await self._dead_letter(job, d.reason, d.error)
-        if isinstance(d, a.RetryLater):
+        if isinstance(d, attempt.RetryLater):
             return await self._hand_back(job, d.delay_s, f"{d.error.error_class.value} error, retrying later", d.error)
         if not await self.store_io(self.ledger.record, job, d.error):  # Fallback or RetryNow: keep the attempt
             return raced()
-        if isinstance(d, a.Fallback):
+        if isinstance(d, attempt.Fallback):
             log_event("route.fallback", model=d.decision.model, reason=d.decision.reason)
         else:
             await asyncio.sleep(d.delay_s)
         return None
-
-    async def _audit(self, run: Run, job: Job, decision: RouteDecision) -> None:
-        """The audit record of an answered job (opt-in). A blob store that fails is logged, never fatal."""
-        if self.audit is None or not job.status.terminal:
-            return
-        prompt = (await run.assemblies.get(decision)).prompt
-        try:
-            await asyncio.to_thread(self.audit.write, job, system=prompt.system, user=prompt.user)
-        except Exception as e:  # noqa: BLE001  the answer stands; the gap is logged
-            log_event("audit.write_failed", logging.ERROR, error=repr(e)[:500])
-
-    async def _cache_put(self, run: Run, job: Job) -> None:
-        if self.cache is None or not job.request.cache or job.route is None or job.reply is None:
-            return
-        assembled = await run.assemblies.get(job.route)
-        await self.state_io(self.cache.put, self._cache_key(run, job.route, assembled), job.reply, job.id)
-
-    def _cache_key(self, run: Run, decision: RouteDecision, assembled: Assembled) -> str:
-        return cache_key(run.job.tenant, run.job.request, decision, run.prepared.plan.route.max_tokens,
-                         assembled.prompt.template, assembled.chunks)
 
     # ------------------------------------------------------------------ transitions as outcomes
 
@@ -263,18 +201,20 @@ class Pipeline:
         return await self._fail(job, JobError(error_class=ErrorClass.permanent, message=message))
 
     async def _fail(self, job: Job, error: JobError) -> Outcome:
-        if not await self.store_io(self.ledger.fail, job, error):
+        if not await self.store_io(self._ending, self.ledger.fail, job, error):
             return raced()
         log_event("job.failed", logging.WARNING, error_class=error.error_class.value)
-        await self.workflows.follow_up(job)
         return Outcome("ack", status=JobStatus.failed, detail=error.message)
 
     async def _dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> Outcome:
-        if not await self.store_io(self.ledger.dead_letter, job, reason, error):
+        if not await self.store_io(self._ending, self.ledger.dead_letter, job, reason, error):
             return raced()
         log_event("job.dead_lettered", logging.ERROR, reason=reason, provider_calls=job.provider_calls)
-        await self.workflows.follow_up(job)
         return Outcome("ack", status=JobStatus.dead_lettered, detail=reason)
+
+    def _ending(self, transition: Callable[..., Wrote], job: Job, *args: Any) -> bool:
+        """A terminal transition and, when it ended the job, its aftermath: one call on the storage side."""
+        return self.aftermath.ended(transition(job, *args), job)
 
     async def _hand_back(self, job: Job, delay_s: float, detail: str, error: JobError | None = None) -> Outcome:
         if not await self.store_io(self.ledger.hand_back, job, error):

@@ -1,4 +1,4 @@
-"""Preparing a job's call: retrieve, route and fit the window, assemble the prompt per model.
+"""Preparing a job's call: retrieve (off the event loop), route and fit the window, assemble the prompt per model.
 
 `Preparer.prepare` is also what `alto route explain` shows, so the explanation is the decision.
 `Assemblies` keeps one assembly per model a job is sent to (a fallback may have another window or
@@ -7,6 +7,7 @@ tokenizer), checked against the provider's own count where the model is configur
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import NamedTuple
 
@@ -14,8 +15,9 @@ from core.assembly import Assembled, assemble, required_tokens, trim_to
 from core.chunks import ContextChunk
 from core.config.worker import ModelConfig, RouteConfig, Settings
 from core.errors import NoRoute, PromptTooLong
+from core.jobs.checks import missing_collection
 from core.logs import log_event
-from core.models import JobRequest, RouteDecision
+from core.models import Job, JobRequest, RouteDecision
 from core.ports import Retriever
 from core.providers.base import TokenCounter
 from core.providers.registry import ProviderRegistry
@@ -45,11 +47,30 @@ class Preparer:
         query = request.context_query or request.prompt
         return self.retriever.search(tenant, request.collection, query, k=self.settings.retrieval.candidates)
 
+    async def candidates(self, tenant: str, request: JobRequest) -> list[ContextChunk]:
+        """`retrieve` for a worker, in a thread: a pgvector query, a first snapshot download or a query
+        embedding must not stall the other jobs on the loop. NoRoute when the named collection has nothing."""
+        if not request.collection or self.retriever is None:
+            return []  # most jobs: no trip to a thread
+        return await asyncio.to_thread(self._candidates, tenant, request, request.collection)
+
+    def _candidates(self, tenant: str, request: JobRequest, collection: str) -> list[ContextChunk]:
+        found = self.retrieve(tenant, request)
+        if not found and (missing := missing_collection(self.retriever, tenant, collection)):
+            raise NoRoute(missing)  # an API-only app accepted it without looking
+        return found
+
     def refetch(self, tenant: str, request: JobRequest, chunk_ids: list[str]) -> list[ContextChunk]:
         """The chunks a saved reply was given, by id (a redelivery after the reply was saved)."""
         if not (request.collection and self.retriever is not None and chunk_ids):
             return []
         return self.retriever.fetch(tenant, request.collection, chunk_ids)
+
+    async def arefetch(self, tenant: str, request: JobRequest, chunk_ids: list[str]) -> list[ContextChunk]:
+        """`refetch` for a worker, in a thread (as `candidates`)."""
+        if not (request.collection and self.retriever is not None and chunk_ids):
+            return []
+        return await asyncio.to_thread(self.refetch, tenant, request, chunk_ids)
 
     def prepare(self, tenant: str, request: JobRequest, candidates: list[ContextChunk], *, job_id: str = "") -> Prepared:
         """Route, fit the window and assemble the prompt. Raises NoRoute when no allowed model can take it."""
@@ -146,3 +167,12 @@ class Assemblies:
                 raise NoRoute(f"the provider counts {counted} input tokens, over the {limit} '{decision.model}' allows")
             assembled = trimmed
         return assembled
+
+
+class Run(NamedTuple):
+    """What one delivery carries from stage to stage once its job is prepared."""
+
+    job: Job
+    prepared: Prepared
+    assemblies: Assemblies
+    deadline: float

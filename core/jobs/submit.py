@@ -18,7 +18,7 @@ from core.jobs.checks import check_request, check_workflow
 from core.jobs.ledger import Ledger
 from core.logs import log_event
 from core.models import Job, JobRequest, JobStatus, QueueMessage
-from core.ports import BlobStore, OrderedKeys, Retriever, SendQueue, StateStore
+from core.ports import BlobStore, Retriever, SendQueue, StateStore
 from core.workflows.inputs import stash
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class Submitter:
         self.queue = queue
         self.retriever = retriever
         self.clock = clock
-        self.ordered_ids = isinstance(ledger.store, OrderedKeys) and ledger.store.ordered_ids
+        self.ordered_ids = bool(getattr(ledger.store, "ordered_ids", False))  # declared by the store (JobStore)
 
     def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
                trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:

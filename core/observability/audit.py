@@ -59,6 +59,6 @@ class AuditLog:
     def _clean(self, text: str) -> str:
         if not self.config.redact_pii:
             return text
-        from core.guardrails import redact
+        from core.redaction import redact
 
         return redact(text)

@@ -20,11 +20,10 @@ import hashlib
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from core.chunks import ContextChunk
+from core.chunks import ChunkRow, ContextChunk
 from core.embedded.sqlite import SqliteDb
 from core.text import STOP_WORDS, words
 
@@ -84,20 +83,6 @@ CREATE TABLE IF NOT EXISTS keyword_models (
 def scope_token(tenant: str, collection: str) -> str:
     """A single FTS token naming (tenant, collection); digits only, so no stemmer can alter it."""
     return "s" + str(int(hashlib.sha256(f"{tenant}\x1f{collection}".encode()).hexdigest()[:15], 16))
-
-
-@dataclass
-class ChunkRow:
-    """One chunk as ingestion writes it."""
-
-    chunk_id: str
-    section: str | None
-    text: str
-    start: int
-    end: int
-    tokens: int
-    chunk_hash: str
-    vector: bytes | None = None
 
 
 class KeywordIndex:

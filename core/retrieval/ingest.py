@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
+from core.chunks import ChunkRow
 from core.errors import InputError
 from core.ports import BlobStore, DocumentIndex
 from core.retrieval.documents import CODE_SUFFIXES, HEADING, SUFFIXES, read_text
-from core.retrieval.index import ChunkRow
 from core.tokenizers import counter
 
 

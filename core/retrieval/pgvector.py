@@ -14,10 +14,9 @@ import threading
 import time
 from typing import Any
 
-from core.chunks import ContextChunk
+from core.chunks import ChunkRow, ContextChunk
 from core.retrieval.embedding import Embedder
 from core.retrieval.hybrid import Mode, search_by_mode
-from core.retrieval.index import ChunkRow
 
 
 def _schema(p: str, dim: int, hnsw: bool) -> list[str]:

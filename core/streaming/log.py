@@ -41,7 +41,7 @@ def source(job: Job) -> str:
     wf = job.workflow
     if wf is None or wf.current != len(wf.steps) - 1 or wf.steps[-1].nodes != 1:
         return job.id
-    from core.workflows.ledger import child_id
+    from core.workflows.steps import child_id
 
     return child_id(job.id, wf.current, wf.steps[-1].round, 0)
 

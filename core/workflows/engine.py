@@ -4,8 +4,8 @@ A parent's delivery runs `advance`: begin (queued -> running with its steps), th
 open a round (create its children with deterministic ids, one compare-and-set on the parent, one queue
 message per child), heal a running round (children a crash left uncreated or uncounted), or settle it
 (the next reduce level, the next step, or the result). Children are ordinary jobs on the same queue under
-the same governance; each one that ends is counted into its parent by `child_finished`, and the write that
-completes a round wakes the parent with one message. Every step is safe to repeat: a redelivered parent
+the same governance; each one that ends is counted into its parent by its aftermath (`core.jobs.aftermath`),
+and the write that completes a round wakes the parent with one message. Every step is safe to repeat: a redelivered parent
 message re-runs `advance`, which finds the round already open and changes nothing.
 """
 
@@ -20,62 +20,42 @@ from pydantic import ValidationError
 from core.config.worker import Settings
 from core.config.workflows import WorkflowConfig, resolve
 from core.errors import InputError, NoRoute
+from core.jobs.aftermath import Aftermath
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
-from core.jobs.outcome import Outcome, has_follow_up, raced
+from core.jobs.outcome import Outcome, raced
 from core.jobs.submit import send_job
 from core.logs import log_event
 from core.models import ChildOf, Job, JobRequest, JobStatus
 from core.ports import BlobStore, SendQueue
 from core.routing import Router
-from core.workflows.ledger import WorkflowLedger, child_id
+from core.workflows.max_calls import MaxCalls
 from core.workflows.plan import Planner, round_ids
+from core.workflows.steps import WorkflowSteps, child_id
 
 REPLAYABLE = (JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled)
 
 
 class Workflows:
-    def __init__(self, settings: Settings, ledger: Ledger, queue: SendQueue, blobs: BlobStore, router: Router, *,
-                 store_io: Offload, on_terminal: Callable[[Job], None], calls_reset: Callable[[str], None],
+    def __init__(self, settings: Settings, ledger: Ledger, steps: WorkflowSteps, queue: SendQueue, blobs: BlobStore,
+                 router: Router, aftermath: Aftermath, calls: MaxCalls, *, store_io: Offload,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.ledger = ledger
-        self.steps = WorkflowLedger(ledger, settings.workflows)
+        self.steps = steps
         self.planner = Planner(settings, router, blobs, ledger.load)
         self.queue = queue
+        self.aftermath = aftermath  # a parent's ending (its callback), a child's fan-in
+        self.calls = calls  # a replay gives the workflow its max_calls again
         self.store_io = store_io
-        self.on_terminal = on_terminal  # the parent's own callback, when it ends
-        self.calls_reset = calls_reset  # a replay gives the workflow its max_calls again
         self.clock = clock
 
     async def advance(self, parent: Job) -> Outcome:
         return await self.store_io(self._advance, parent)
 
-    async def follow_up(self, job: Job) -> None:
-        """`settled`, on the storage side, for a job that has a follow-up (most have none: no trip there)."""
-        if has_follow_up(job):
-            await self.store_io(self.settled, job)
-
-    def settled(self, job: Job) -> None:
-        """What follows any job's terminal transition: its callback, and for a child the fan-in."""
-        if not has_follow_up(job):
-            return
-        self.on_terminal(job)
-        if job.parent is not None:
-            self.child_finished(job)
-
     def child_finished(self, child: Job) -> None:
-        """Count a terminal child into its parent; wake the parent if that completed a round."""
-        if child.parent is None:
-            return
-        counted = self.steps.count_child(child)
-        if counted.parent is None:
-            return
-        if counted.ended:
-            log_event("workflow.failed", logging.WARNING, job_id=counted.parent.id, child=child.id)
-            self.on_terminal(counted.parent)
-        elif counted.wake:
-            send_job(self.queue, counted.parent)
+        """Count a terminal child into its parent (a crash may have cut its fan-in off): `Aftermath.fan_in`."""
+        self.aftermath.fan_in(child)
 
     def orphaned(self, child: Job) -> bool:
         """A child not started yet whose workflow ended (cancelled, failed): it never starts."""
@@ -88,7 +68,7 @@ class Workflows:
             cancelled = self.ledger.cancel(child.id)
         except InputError:  # it ended meanwhile
             return True
-        self.child_finished(cancelled)
+        self.aftermath.after(cancelled)
         return True
 
     def replay(self, parent: Job) -> Job:
@@ -98,7 +78,7 @@ class Workflows:
         s = parent.workflow.steps[parent.workflow.current]
         redo = {c for c in round_ids(parent.id, parent.workflow.current, s.round, s.nodes)
                 if (child := self.ledger.load(c)) is not None and child.status in REPLAYABLE}
-        self.calls_reset(parent.id)
+        self.calls.reset(parent.id)
         reopened = self.steps.reopen(parent.id, redo)
         for cid in sorted(redo):
             send_job(self.queue, self.ledger.replay(cid))
@@ -141,21 +121,20 @@ class Workflows:
                                       f"{s.gaps[0] if s.gaps else 'none'})", k)
         if sc.reduce is not None and len(ok) > 1:
             return self._open(parent, config, k, s.round + 1, ok)
-        return self._settle(parent, config, k, ok)
+        return self._close_step(parent, config, k, ok)
 
-    def _settle(self, parent: Job, config: WorkflowConfig, k: int, outputs: list[str]) -> Outcome | None:
-        if not self.steps.settle_step(parent, k, outputs):
+    def _close_step(self, parent: Job, config: WorkflowConfig, k: int, outputs: list[str]) -> Outcome | None:
+        if not self.steps.close_step(parent, k, outputs):
             return raced()
         log_event("workflow.step_succeeded", step=config.steps[k].id, outputs=len(outputs))
         if k + 1 < len(config.steps):
             return None
         text = self.planner.output(parent, config, config.steps[k].id)
-        if not self.steps.succeed(parent, text):
+        if not self.aftermath.ended(self.steps.succeed(parent, text), parent):
             return raced()
         log_event("job.succeeded", workflow=parent.workflow.name if parent.workflow else None,
                   calls=parent.usage.calls, cost_usd=parent.usage.cost_usd,
                   latency_ms=round(((parent.finished_at or self.clock()) - parent.created_at) * 1000, 1))
-        self.on_terminal(parent)
         return Outcome("ack", status=JobStatus.succeeded)
 
     def _open(self, parent: Job, config: WorkflowConfig, k: int, round_: int, over: list[str]) -> Outcome | None:
@@ -163,7 +142,7 @@ class Workflows:
         if sc.reduce is not None:
             over = self.planner.reduce_inputs(parent, config, k, round_, over)
             if len(over) == 1:  # nothing to combine: the one input is the step's output, with no call
-                return self._settle(parent, config, k, over)
+                return self._close_step(parent, config, k, over)
         prompts = self.planner.prompts(parent, config, k, over)
         stream = _streams(parent, config, k, prompts)
         children = [self._child(parent, config, k, round_, n, p, stream=stream) for n, p in enumerate(prompts)]
@@ -211,11 +190,10 @@ class Workflows:
                    parent=ChildOf(parent_id=parent.id, step=k, round=round_, node=node, max_calls=config.max_calls))
 
     def _fail(self, parent: Job, message: str, step: int | None = None) -> Outcome:
-        if not self.steps.fail(parent, message, step):
+        if not self.aftermath.ended(self.steps.fail(parent, message, step), parent):
             return raced()
         log_event("job.failed", logging.WARNING, workflow=parent.workflow.name if parent.workflow else None,
                   reason=message[:300])
-        self.on_terminal(parent)
         return Outcome("ack", status=JobStatus.failed, detail=message)
 
 

@@ -14,7 +14,7 @@ from core.ports import BlobStore
 from core.routing import Router
 from core.tokenizers import counter
 from core.workflows import inputs
-from core.workflows.ledger import child_id
+from core.workflows.steps import child_id
 from core.workflows.text import SEPARATOR, group_inputs, render, split_document
 
 MIN_FIT = 64

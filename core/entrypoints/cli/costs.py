@@ -10,7 +10,7 @@ from typing import Any
 
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
 from core.entrypoints.cli.output import table
-from core.governance.ledger import DIMENSIONS, day_start, default_since
+from core.governance.spend import DIMENSIONS, day_start, default_since
 
 
 def dimensions(value: str) -> list[str]:

@@ -11,8 +11,8 @@ from typing import Any
 from core.config.api import hash_api_key
 from core.config.load import load_settings
 from core.config.secrets_check import missing_sdks, unresolved_secrets
-from core.embedded.secrets import EnvSecrets
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
+from core.secrets import EnvSecrets
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

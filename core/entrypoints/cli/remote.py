@@ -12,10 +12,17 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from core.embedded.secrets import EnvSecrets
-from core.entrypoints.cli.output import NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, print_page, say_waiting
+from core.entrypoints.cli.output import (
+    NO_DEAD_LETTERS,
+    dead_letter_json,
+    dead_letter_rows,
+    job_rows,
+    print_page,
+    say_waiting,
+)
 from core.entrypoints.routes import LIST_LIMIT
 from core.errors import AltoError, InputError, NotFound
+from core.secrets import EnvSecrets
 from core.views import JobView
 
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}

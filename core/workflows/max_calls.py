@@ -16,7 +16,7 @@ TTL_S = 7 * 86400
 TRIES = 20
 
 
-class CallBudget:
+class MaxCalls:
     def __init__(self, state: StateStore) -> None:
         self.state = state
 

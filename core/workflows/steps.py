@@ -27,7 +27,7 @@ def child_id(parent_id: str, step: int, round_: int, node: int) -> str:
     return f"{parent_id}-s{step}r{round_}n{node}"
 
 
-class WorkflowLedger:
+class WorkflowSteps:
     def __init__(self, ledger: Ledger, workflows: dict[str, WorkflowConfig]) -> None:
         self.ledger = ledger
         self.workflows = workflows
@@ -50,7 +50,7 @@ class WorkflowLedger:
 
         return self.ledger.write(parent, JobStatus.running, change)
 
-    def settle_step(self, parent: Job, step: int, outputs: list[str]) -> bool:
+    def close_step(self, parent: Job, step: int, outputs: list[str]) -> bool:
         """The step is done; its output is the results of `outputs` (child ids); the next one is current."""
         def change(j: Job) -> None:
             assert j.workflow is not None
