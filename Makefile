@@ -11,7 +11,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # the Lambda runtime's Python, for the bundle's bytecode (packaging tests skip, saying so, without it)
 export ALTO_LAMBDA_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && echo $$p && break; done)
 
-.PHONY: demo test docs bench clean console-vendor screenshots
+.PHONY: demo test lint format docs bench clean console-vendor screenshots
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
@@ -56,9 +56,19 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/python scripts/demo.py
 
 # ALTO_REQUIRE_TOOLS: a proof whose tool is missing fails instead of skipping
-test: $(STAMP) $(NODE_STAMP) $(CHROME_STAMP) $(TOOLS_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(CHROME_STAMP) $(TOOLS_STAMP) lint
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
 	ALTO_REQUIRE_TOOLS=1 $(VENV)/bin/python -m pytest
+
+# the rules in pyproject.toml ([tool.ruff], [tool.mypy]); CONTRIBUTING.md says why each left-out rule is left out
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # the documentation site (docs/, mkdocs.yml) into .site/; the configuration and API references are generated
 docs: $(STAMP)

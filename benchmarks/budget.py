@@ -50,22 +50,40 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         with tempfile.TemporaryDirectory() as d:
             cfg = Path(d) / "altostratus.yaml"
-            cfg.write_text(yaml.safe_dump({
-                "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url}},
-                # token_margin as the built-in Claude entries have it: the provider's count of the input may
-                # run above ours, and the reservation must cover it
-                "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": PRICE_IN,
-                                 "output_per_mtok": PRICE_OUT, "token_margin": 0.25}},
-                "routing": {"default": {"model": "m", "max_tokens": a.max_tokens}},
-                "tenants": {"bench": {"budgets": {"daily_usd": budget}}},
-                "server": {"concurrency": 50},
-                "queue": {"poll_interval_s": 0.05},
-                "logging": {"level": "ERROR"},
-            }))
-            env = {**os.environ, "ALTO_CONFIG": str(cfg), "ALTO_DATA_DIR": str(Path(d) / "data"), "FAKE_KEY": "test-key"}
+            cfg.write_text(
+                yaml.safe_dump(
+                    {
+                        "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url}},
+                        # token_margin as the built-in Claude entries have it: the provider's count of the input may
+                        # run above ours, and the reservation must cover it
+                        "models": {
+                            "m": {
+                                "provider": "fake",
+                                "model_id": "claude-haiku-4-5",
+                                "input_per_mtok": PRICE_IN,
+                                "output_per_mtok": PRICE_OUT,
+                                "token_margin": 0.25,
+                            }
+                        },
+                        "routing": {"default": {"model": "m", "max_tokens": a.max_tokens}},
+                        "tenants": {"bench": {"budgets": {"daily_usd": budget}}},
+                        "server": {"concurrency": 50},
+                        "queue": {"poll_interval_s": 0.05},
+                        "logging": {"level": "ERROR"},
+                    }
+                )
+            )
+            env = {
+                **os.environ,
+                "ALTO_CONFIG": str(cfg),
+                "ALTO_DATA_DIR": str(Path(d) / "data"),
+                "FAKE_KEY": "test-key",
+            }
             app = bootstrap(load_settings(cfg, env=env), secrets=EnvSecrets(env))
-            ids = [app.service.submit("bench", JobRequest(prompt=f"Summarise the lease rules, variant {i}."))[0].id
-                   for i in range(a.jobs)]
+            ids = [
+                app.service.submit("bench", JobRequest(prompt=f"Summarise the lease rules, variant {i}."))[0].id
+                for i in range(a.jobs)
+            ]
             with worker_processes(env, a.processes, loops=2):
                 elapsed = wait_terminal(app, ids, 300)
             jobs = [app.store.get(j) for j in ids]
@@ -76,16 +94,29 @@ def main(argv: list[str] | None = None) -> dict:
     errors = sorted({j.error.message[:160] for j in jobs if j.error})[:2]
     billed = sum(j.usage.cost_usd for j in jobs)
     out = {
-        "benchmark": "budget", "jobs": a.jobs, "processes": a.processes, "budget_usd": budget,
-        "spent_usd": round(spent, 8), "billed_usd": round(billed, 8), "overshoot_usd": round(max(0.0, spent - budget), 8),
-        "utilisation": round(spent / budget, 4), "held_at_end": len(rec.value["holds"]) if rec is not None else 0,
+        "benchmark": "budget",
+        "jobs": a.jobs,
+        "processes": a.processes,
+        "budget_usd": budget,
+        "spent_usd": round(spent, 8),
+        "billed_usd": round(billed, 8),
+        "overshoot_usd": round(max(0.0, spent - budget), 8),
+        "utilisation": round(spent / budget, 4),
+        "held_at_end": len(rec.value["holds"]) if rec is not None else 0,
         "succeeded": sum(j.status.value == "succeeded" for j in jobs),
-        "budget_exhausted": sum(j.status.value == "failed" and "budget_exhausted" in (j.error.message if j.error else "")
-                                for j in jobs),
-        "elapsed_s": round(elapsed, 2), "sample_errors": errors,
+        "budget_exhausted": sum(
+            j.status.value == "failed" and "budget_exhausted" in (j.error.message if j.error else "") for j in jobs
+        ),
+        "elapsed_s": round(elapsed, 2),
+        "sample_errors": errors,
     }
-    out["ok"] = (out["overshoot_usd"] == 0 and out["utilisation"] >= 0.9 and abs(spent - billed) < 1e-9
-                 and out["succeeded"] + out["budget_exhausted"] == a.jobs and out["held_at_end"] == 0)
+    out["ok"] = (
+        out["overshoot_usd"] == 0
+        and out["utilisation"] >= 0.9
+        and abs(spent - billed) < 1e-9
+        and out["succeeded"] + out["budget_exhausted"] == a.jobs
+        and out["held_at_end"] == 0
+    )
     print(json.dumps(out))
     return out
 

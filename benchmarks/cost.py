@@ -38,16 +38,26 @@ from core.secrets import EnvSecrets  # noqa: E402
 from core.testing.fake_anthropic import FakeAnthropic, ServerThread  # noqa: E402
 
 TOPICS = ("leases", "retries", "budgets", "routing", "streaming")
-PRICES = {"input_per_mtok": 1.0, "output_per_mtok": 5.0, "cache_read_per_mtok": 0.1, "cache_write_per_mtok": 1.25,
-          "batch_discount": 0.5}
+PRICES = {
+    "input_per_mtok": 1.0,
+    "output_per_mtok": 5.0,
+    "cache_read_per_mtok": 0.1,
+    "cache_write_per_mtok": 1.25,
+    "batch_discount": 0.5,
+}
 
 
 def handbook(folder: Path, topic: str) -> None:
     folder.mkdir(parents=True)
     for d in range(6):
-        sections = "\n\n".join(f"## {topic} rule {d}.{s}\n\n" + " ".join(
-            f"Rule {d}.{s}.{i} says {topic} in tenant workloads follow policy {i % 7} for queue {s}." for i in range(40))
-            for s in range(4))
+        sections = "\n\n".join(
+            f"## {topic} rule {d}.{s}\n\n"
+            + " ".join(
+                f"Rule {d}.{s}.{i} says {topic} in tenant workloads follow policy {i % 7} for queue {s}."
+                for i in range(40)
+            )
+            for s in range(4)
+        )
         (folder / f"{topic}-{d}.md").write_text(f"# {topic} handbook part {d}\n\n{sections}\n")
 
 
@@ -66,16 +76,31 @@ def workload(n: int, seed: int = 7) -> list[tuple[str, str, str, bool]]:
 
 
 async def run(mode: str, url: str, docs: Path, jobs: list[tuple[str, str, str, bool]], d: str) -> float:
-    model = {"provider": "fake", "model_id": "claude-haiku-4-5", **PRICES,
-             "cache_min_tokens": 4096 if mode != "plain" else None}
-    settings = Settings.model_validate({
-        "data_dir": d, "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url}},
-        "models": {"haiku": model}, "routing": {"default": {"model": "haiku", "max_tokens": 256}},
-        "retrieval": {"mode": "keyword", "top_k": 12, "candidates": 30, "max_chunks_per_source": 0,
-                      "near_duplicate_threshold": 0.99, "chunk_tokens": 500},
-        "governance": {"cache": {"enabled": mode == "all"}},
-        "batch": {"flush_s": 0.01, "poll_s": 0.05}, "logging": {"level": "ERROR"},
-    })
+    model = {
+        "provider": "fake",
+        "model_id": "claude-haiku-4-5",
+        **PRICES,
+        "cache_min_tokens": 4096 if mode != "plain" else None,
+    }
+    settings = Settings.model_validate(
+        {
+            "data_dir": d,
+            "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url}},
+            "models": {"haiku": model},
+            "routing": {"default": {"model": "haiku", "max_tokens": 256}},
+            "retrieval": {
+                "mode": "keyword",
+                "top_k": 12,
+                "candidates": 30,
+                "max_chunks_per_source": 0,
+                "near_duplicate_threshold": 0.99,
+                "chunk_tokens": 500,
+            },
+            "governance": {"cache": {"enabled": mode == "all"}},
+            "batch": {"flush_s": 0.01, "poll_s": 0.05},
+            "logging": {"level": "ERROR"},
+        }
+    )
     app = bootstrap(settings, secrets=EnvSecrets({"K": "test-key"}))
     for topic in TOPICS:
         app.library.ingest(docs / topic, tenant="bench", collection=topic)
@@ -113,9 +138,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with ServerThread(fake) as srv, tempfile.TemporaryDirectory() as d:
                 costs[mode] = asyncio.run(run(mode, srv.url, docs, jobs, d))
     line: dict[str, Any] = {
-        "jobs": a.jobs, "cost_plain_usd": round(costs["plain"], 6), "cost_caching_usd": round(costs["caching"], 6),
-        "cost_all_usd": round(costs["all"], 6), "ratio_caching": round(costs["caching"] / costs["plain"], 4),
-        "ratio_all": round(costs["all"] / costs["plain"], 4), "workload_s": round(time.perf_counter() - t0, 1),
+        "jobs": a.jobs,
+        "cost_plain_usd": round(costs["plain"], 6),
+        "cost_caching_usd": round(costs["caching"], 6),
+        "cost_all_usd": round(costs["all"], 6),
+        "ratio_caching": round(costs["caching"] / costs["plain"], 4),
+        "ratio_all": round(costs["all"] / costs["plain"], 4),
+        "workload_s": round(time.perf_counter() - t0, 1),
     }
     b = budget_run.main(["--jobs", str(a.budget_jobs)])
     line.update({k: b[k] for k in ("budget_usd", "spent_usd", "overshoot_usd", "utilisation")})

@@ -45,9 +45,11 @@ SUBMIT_BASE = "import boto3; from pydantic import BaseModel"
 SUBMIT_SDK_BASE = "import botocore.session, botocore.config; from pydantic import BaseModel"  # same SDK layer as ours
 # the worker function by the end of its first batch: the job-processing side (full settings, routing,
 # assembly, governance), the Anthropic provider and SDK, the tokenizer
-WORKER = ("import botocore.session, botocore.config, adapters.aws.handlers, adapters.aws.sqs, core.entrypoints.consumer, "
-          "core.config.worker, core.routing, core.assembly, core.governance.ratelimit, core.governance.breaker, "
-          "core.governance.cache, core.providers.anthropic, anthropic; from core.tokenizers import counter")
+WORKER = (
+    "import botocore.session, botocore.config, adapters.aws.handlers, adapters.aws.sqs, core.entrypoints.consumer, "
+    "core.config.worker, core.routing, core.assembly, core.governance.ratelimit, core.governance.breaker, "
+    "core.governance.cache, core.providers.anthropic, anthropic; from core.tokenizers import counter"
+)
 WORKER_BASE = "import anthropic, boto3"
 # from process start to the first job's reply saved (embedded stores in a temporary dir, fake provider)
 FIRST_REPLY = """
@@ -70,11 +72,19 @@ assert done is not None and done.status.value == "succeeded", done
 
 def python312() -> str | None:
     """The Lambda runtime's Python: $ALTO_LAMBDA_PYTHON, python3.12 on PATH, or a pyenv install."""
-    candidates = [os.environ.get("ALTO_LAMBDA_PYTHON"), shutil.which("python3.12"),
-                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))]
+    candidates = [
+        os.environ.get("ALTO_LAMBDA_PYTHON"),
+        shutil.which("python3.12"),
+        *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12"))),
+    ]
     for c in candidates:
-        if c and subprocess.run([c, "-c", "import sys; assert sys.version_info[:2] == (3, 12)"],
-                                capture_output=True).returncode == 0:
+        if (
+            c
+            and subprocess.run(
+                [c, "-c", "import sys; assert sys.version_info[:2] == (3, 12)"], capture_output=True
+            ).returncode
+            == 0
+        ):
             return c
     return None
 
@@ -82,8 +92,13 @@ def python312() -> str | None:
 def package(py: str) -> Path:
     env = {**os.environ, "ALTO_LAMBDA_PYTHON": py, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake"}
     env.pop("AWS_PROFILE", None)
-    subprocess.run(["npx", "--no-install", "osls", "package", "--stage", "bench"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["npx", "--no-install", "osls", "package", "--stage", "bench"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return ROOT / ".serverless" / "altostratus.zip"
 
 
@@ -93,8 +108,9 @@ def _once(py: str, code: str, path: list[Path], *args: str) -> float:
     env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(map(str, path)), PYTHONNOUSERSITE="1")
     flags = ["-S"] if path else []  # from a folder: no site-packages at all, as on Lambda
     probe = f"import time; t = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)"
-    r = subprocess.run([py, *flags, "-c", probe, *args], env=env, capture_output=True, text=True,
-                       cwd=tempfile.gettempdir())
+    r = subprocess.run(
+        [py, *flags, "-c", probe, *args], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir()
+    )
     if r.returncode != 0:
         raise RuntimeError(f"import failed: {code}\n{r.stderr[-2000:]}")
     return float(r.stdout.strip().splitlines()[-1])
@@ -119,7 +135,7 @@ def compare(*cases: tuple[str, str, list[Path]], runs: int) -> list[float]:
     """Medians of interleaved runs (ours, base, ours, base...): drift on a shared machine hits all alike."""
     times: list[list[float]] = [[] for _ in cases]
     for _ in range(runs):
-        for case, t in zip(cases, times):
+        for case, t in zip(cases, times, strict=True):
             t.append(_once(*case))
     return [statistics.median(t) for t in times]
 
@@ -143,21 +159,36 @@ def main(argv: list[str] | None = None) -> dict:
         subprocess.run([*pip, "--target", str(runtime), *RUNTIME_PACKAGES], check=True)  # with bytecode, as Lambda's
         subprocess.run([py, "-m", "venv", str(venv)], check=True)
         vpy = str(venv / "bin" / "python")
-        subprocess.run([vpy, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "anthropic==2.12.0",
-                        *RUNTIME_PACKAGES], check=True)
+        subprocess.run(
+            [
+                vpy,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "anthropic==2.12.0",
+                *RUNTIME_PACKAGES,
+            ],
+            check=True,
+        )
         subprocess.run([vpy, "-c", WORKER_BASE], check=True)  # an ordinary venv: bytecode cached by now
         path = [code, runtime]
-        submit, submit_base, sdk_base = compare((py, SUBMIT, path), (py, SUBMIT_BASE, path),
-                                                (py, SUBMIT_SDK_BASE, path), runs=args.runs)
+        submit, submit_base, sdk_base = compare(
+            (py, SUBMIT, path), (py, SUBMIT_BASE, path), (py, SUBMIT_SDK_BASE, path), runs=args.runs
+        )
         worker, worker_base = compare((py, WORKER, path), (vpy, WORKER_BASE, []), runs=args.runs)
         first_reply = _first_reply(py, path, args.runs)
     line = {
-        "zip_bytes": artifact.stat().st_size, "files": len(names),
+        "zip_bytes": artifact.stat().st_size,
+        "files": len(names),
         "boto3_inside": any(n.startswith(("boto3/", "botocore/")) for n in names),
-        "submit_import_s": round(submit, 3), "submit_baseline_s": round(submit_base, 3),
+        "submit_import_s": round(submit, 3),
+        "submit_baseline_s": round(submit_base, 3),
         "submit_ratio": round(submit / submit_base, 3),
         "submit_vs_botocore_base_ratio": round(submit / sdk_base, 3),
-        "worker_import_s": round(worker, 3), "worker_baseline_s": round(worker_base, 3),
+        "worker_import_s": round(worker, 3),
+        "worker_baseline_s": round(worker_base, 3),
         "worker_ratio": round(worker / worker_base, 3),
         "worker_to_first_reply_s": round(first_reply, 3),
     }

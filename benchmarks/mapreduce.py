@@ -29,19 +29,29 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.bootstrap import bootstrap  # noqa: E402
-from core.config.worker import Settings  # noqa: E402
-from core.config.workflows import SUMMARIZE  # noqa: E402
-from core.embedded.queue import SqliteQueue  # noqa: E402
-from core.entrypoints.local import run_until_done  # noqa: E402
-from core.models import JobRequest  # noqa: E402
-from core.secrets import EnvSecrets  # noqa: E402
-from core.testing.chaos import ChaosQueue  # noqa: E402
-from core.testing.fake_anthropic import spawn  # noqa: E402
-from core.tokenizers import counter  # noqa: E402
+from core.bootstrap import bootstrap
+from core.config.worker import Settings
+from core.config.workflows import SUMMARIZE
+from core.embedded.queue import SqliteQueue
+from core.entrypoints.local import run_until_done
+from core.models import JobRequest
+from core.secrets import EnvSecrets
+from core.testing.chaos import ChaosQueue
+from core.testing.fake_anthropic import spawn
+from core.tokenizers import counter
 
-TOPICS = ("queue leases", "retry budgets", "token windows", "tenant policy", "circuit breakers", "rate buckets",
-          "dead letters", "claim checks", "prompt templates", "citations")
+TOPICS = (
+    "queue leases",
+    "retry budgets",
+    "token windows",
+    "tenant policy",
+    "circuit breakers",
+    "rate buckets",
+    "dead letters",
+    "claim checks",
+    "prompt templates",
+    "citations",
+)
 TRANSIENT = {"429": 0.06, "529": 0.05, "500": 0.05, "reset": 0.04, "malformed": 0.03, "timeout": 0.02}
 
 
@@ -49,8 +59,11 @@ def document(pages: int) -> str:
     """Pages of ~500 tokens, each sentence unique (page and line numbers), under `# Page N` headings."""
     out = []
     for p in range(1, pages + 1):
-        lines = [f"Line {i} of page {p} explains how {TOPICS[(p + i) % len(TOPICS)]} keep serverless LLM jobs "
-                 f"governed when deliveries repeat and providers fail." for i in range(20)]
+        lines = [
+            f"Line {i} of page {p} explains how {TOPICS[(p + i) % len(TOPICS)]} keep serverless LLM jobs "
+            f"governed when deliveries repeat and providers fail."
+            for i in range(20)
+        ]
         out.append(f"# Page {p}\n\n" + " ".join(lines))
     return "\n\n".join(out)
 
@@ -64,19 +77,41 @@ def expected_reduce(chunks: int, max_inputs: int) -> list[int]:
 
 
 def settings(url: str, data_dir: str, chaos: bool) -> Settings:
-    return Settings.model_validate({
-        "data_dir": data_dir,
-        "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url, "timeout_s": 5.0,
-                               "max_connections": 128}},
-        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "context_window": 8192,
-                         "input_per_mtok": 1, "output_per_mtok": 5}},
-        "routing": {"default": {"model": "m", "max_tokens": 512}},
-        "governance": {"max_attempts": 6 if chaos else 3, "backoff_base_s": 0.05, "backoff_max_s": 0.3,
-                       "retry_after_cap_s": 0.3, "lease_s": 30, "in_process_wait_s": 0.5,
-                       "breaker": {"failure_threshold": 1000}},
-        "queue": {"visibility_timeout_s": 60, "max_receives": 12, "poll_interval_s": 0.05},
-        "logging": {"level": os.environ.get("MAPREDUCE_LOG", "ERROR")},
-    })
+    return Settings.model_validate(
+        {
+            "data_dir": data_dir,
+            "providers": {
+                "fake": {
+                    "type": "anthropic",
+                    "api_key": "env:K",
+                    "base_url": url,
+                    "timeout_s": 5.0,
+                    "max_connections": 128,
+                }
+            },
+            "models": {
+                "m": {
+                    "provider": "fake",
+                    "model_id": "claude-haiku-4-5",
+                    "context_window": 8192,
+                    "input_per_mtok": 1,
+                    "output_per_mtok": 5,
+                }
+            },
+            "routing": {"default": {"model": "m", "max_tokens": 512}},
+            "governance": {
+                "max_attempts": 6 if chaos else 3,
+                "backoff_base_s": 0.05,
+                "backoff_max_s": 0.3,
+                "retry_after_cap_s": 0.3,
+                "lease_s": 30,
+                "in_process_wait_s": 0.5,
+                "breaker": {"failure_threshold": 1000},
+            },
+            "queue": {"visibility_timeout_s": 60, "max_receives": 12, "poll_interval_s": 0.05},
+            "logging": {"level": os.environ.get("MAPREDUCE_LOG", "ERROR")},
+        }
+    )
 
 
 def stats(url: str) -> dict:
@@ -92,8 +127,9 @@ async def warm_up(app: Any) -> None:
 
 async def run(url: str, a: argparse.Namespace, data_dir: str) -> dict:
     s = settings(url, data_dir, a.chaos)
-    inner = SqliteQueue(Path(data_dir) / "jobs.db", visibility_timeout_s=s.queue.visibility_timeout_s,
-                        max_receives=s.queue.max_receives)
+    inner = SqliteQueue(
+        Path(data_dir) / "jobs.db", visibility_timeout_s=s.queue.visibility_timeout_s, max_receives=s.queue.max_receives
+    )
     queue = ChaosQueue(inner, duplicate_rate=0.3 if a.chaos else 0.0, redeliver_rate=0.05 if a.chaos else 0.0)
     app = bootstrap(s, secrets=EnvSecrets({"K": "test-key"}), queue=queue)
     await warm_up(app)
@@ -105,8 +141,15 @@ async def run(url: str, a: argparse.Namespace, data_dir: str) -> dict:
     wall = time.perf_counter() - t0
     current = app.store.get(job.id)
     kids = app.service.children("bench", job.id, limit=10_000)
-    return {"job": current, "wall": wall, "kids": kids, "doc_tokens": counter().count(doc), "queue": queue,
-            "before": before, "after": stats(url)}
+    return {
+        "job": current,
+        "wall": wall,
+        "kids": kids,
+        "doc_tokens": counter().count(doc),
+        "queue": queue,
+        "before": before,
+        "after": stats(url),
+    }
 
 
 def report(out: dict, a: argparse.Namespace) -> dict:
@@ -119,23 +162,37 @@ def report(out: dict, a: argparse.Namespace) -> dict:
     combine = SUMMARIZE["steps"][1]["prompt"].split("\n")[0]
     reduce_runs = sum(n for key, n in billed.items() if combine in after["billed_heads"][key])
     line = {
-        "status": job.status.value, "pages": a.pages, "document_tokens": out["doc_tokens"], "chaos": a.chaos,
-        "chunks": parts.total, "calls": sum(billed.values()), "expected_calls": parts.total + sum(levels),
-        "levels": 1 + len(summary.rounds), "expected_levels": 1 + len(levels), "reduce_nodes": summary.total,
-        "reduce_runs": reduce_runs, "double_billed": sum(1 for n in billed.values() if n > 1),
+        "status": job.status.value,
+        "pages": a.pages,
+        "document_tokens": out["doc_tokens"],
+        "chaos": a.chaos,
+        "chunks": parts.total,
+        "calls": sum(billed.values()),
+        "expected_calls": parts.total + sum(levels),
+        "levels": 1 + len(summary.rounds),
+        "expected_levels": 1 + len(levels),
+        "reduce_nodes": summary.total,
+        "reduce_runs": reduce_runs,
+        "double_billed": sum(1 for n in billed.values() if n > 1),
         "workflow_calls": job.usage.calls,
         "provider_requests": after["stats"].get("calls", 0) - before["stats"].get("calls", 0),
         "max_calls_per_child": max((k.provider_calls for k in kids), default=0),
-        "budget": 6 if a.chaos else 3, "duplicate_deliveries": out["queue"].duplicates_sent,
+        "budget": 6 if a.chaos else 3,
+        "duplicate_deliveries": out["queue"].duplicates_sent,
         "early_redeliveries": out["queue"].early_redeliveries,
-        "wall_s": round(out["wall"], 3), "ideal_s": round((1 + len(levels)) * a.latency, 3),
+        "wall_s": round(out["wall"], 3),
+        "ideal_s": round((1 + len(levels)) * a.latency, 3),
         "serial_s": round((parts.total + sum(levels)) * a.latency, 3),
     }
     line["wall_over_ideal"] = round(out["wall"] / line["ideal_s"], 3)
-    line["ok"] = (line["status"] == "succeeded" and line["calls"] == line["expected_calls"] == line["workflow_calls"]
-                  and line["double_billed"] == 0 and line["reduce_runs"] == line["reduce_nodes"]
-                  and line["max_calls_per_child"] <= line["budget"]
-                  and (a.chaos or line["wall_s"] <= 1.5 * line["ideal_s"]))
+    line["ok"] = (
+        line["status"] == "succeeded"
+        and line["calls"] == line["expected_calls"] == line["workflow_calls"]
+        and line["double_billed"] == 0
+        and line["reduce_runs"] == line["reduce_nodes"]
+        and line["max_calls_per_child"] <= line["budget"]
+        and (a.chaos or line["wall_s"] <= 1.5 * line["ideal_s"])
+    )
     return line
 
 
@@ -148,8 +205,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--timeout", type=float, default=300.0)
     a = p.parse_args(argv)
     # the fake in its own process: its CPU must not compete with the workers under test for one GIL
-    proc, url = spawn("--latency", str(a.latency), "--rates", json.dumps(TRANSIENT if a.chaos else {}),
-                      "--timeout-s", "1.0", "--seed", "11")
+    proc, url = spawn(
+        "--latency",
+        str(a.latency),
+        "--rates",
+        json.dumps(TRANSIENT if a.chaos else {}),
+        "--timeout-s",
+        "1.0",
+        "--seed",
+        "11",
+    )
     try:
         with tempfile.TemporaryDirectory() as d:
             line = report(asyncio.run(run(url, a, d)), a)

@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seconds", type=float, default=30.0, help="how long the backlog should last at the limit")
     p.add_argument("--processes", type=int, default=2, help="worker processes sharing the bucket")
     p.add_argument("--latency", type=float, default=0.05, help="fake provider latency, seconds")
-    p.add_argument("--headroom", type=float, default=2.0,
-                   help="requests of the provider's burst we leave unused to absorb network jitter")
+    p.add_argument(
+        "--headroom",
+        type=float,
+        default=2.0,
+        help="requests of the provider's burst we leave unused to absorb network jitter",
+    )
     p.add_argument("--rate-share", type=float, default=1.0, help="fraction of the provider's rate we configure")
     a = p.parse_args(argv)
 
@@ -52,17 +56,33 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         with tempfile.TemporaryDirectory() as d:
             cfg = Path(d) / "altostratus.yaml"
-            cfg.write_text(yaml.safe_dump({
-                "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url}},
-                "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "limits": {
-                    "requests_per_minute": a.rpm * a.rate_share,
-                    "burst_s": max(1.0, a.burst - a.headroom) / (a.rpm * a.rate_share) * 60.0}}},
-                "routing": {"default": {"model": "m", "max_tokens": 64}},
-                "server": {"concurrency": 32},
-                "queue": {"poll_interval_s": 0.05},
-                "logging": {"level": "WARNING"},
-            }))
-            env = {**os.environ, "ALTO_CONFIG": str(cfg), "ALTO_DATA_DIR": str(Path(d) / "data"), "FAKE_KEY": "test-key"}
+            cfg.write_text(
+                yaml.safe_dump(
+                    {
+                        "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url}},
+                        "models": {
+                            "m": {
+                                "provider": "fake",
+                                "model_id": "claude-haiku-4-5",
+                                "limits": {
+                                    "requests_per_minute": a.rpm * a.rate_share,
+                                    "burst_s": max(1.0, a.burst - a.headroom) / (a.rpm * a.rate_share) * 60.0,
+                                },
+                            }
+                        },
+                        "routing": {"default": {"model": "m", "max_tokens": 64}},
+                        "server": {"concurrency": 32},
+                        "queue": {"poll_interval_s": 0.05},
+                        "logging": {"level": "WARNING"},
+                    }
+                )
+            )
+            env = {
+                **os.environ,
+                "ALTO_CONFIG": str(cfg),
+                "ALTO_DATA_DIR": str(Path(d) / "data"),
+                "FAKE_KEY": "test-key",
+            }
             app = bootstrap(load_settings(cfg, env=env), secrets=EnvSecrets(env))
             ids = [app.service.submit("bench", JobRequest(prompt=f"question {i}"))[0].id for i in range(jobs)]
             with worker_processes(env, a.processes):

@@ -44,7 +44,9 @@ K = 20  # candidates per query, as `retrieval.candidates` defaults
 
 
 def _slug(doc_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", doc_id).strip("-").lower() + "-" + hashlib.sha256(doc_id.encode()).hexdigest()[:6]
+    return (
+        re.sub(r"[^A-Za-z0-9]+", "-", doc_id).strip("-").lower() + "-" + hashlib.sha256(doc_id.encode()).hexdigest()[:6]
+    )
 
 
 def build_index(ds: BeirDataset, path: Path, vectors: dict[str, bytes] | None) -> dict[str, str]:
@@ -55,8 +57,15 @@ def build_index(ds: BeirDataset, path: Path, vectors: dict[str, bytes] | None) -
         cid = f"{_slug(doc_id)}#0"
         back[cid] = doc_id
         text = d["text"]
-        index.replace_document(T, C, doc_id, _slug(doc_id), d["title"], hashlib.sha256(text.encode()).hexdigest(), [
-            ChunkRow(cid, None, text, 0, len(text), 0, "", vectors.get(doc_id) if vectors else None)])
+        index.replace_document(
+            T,
+            C,
+            doc_id,
+            _slug(doc_id),
+            d["title"],
+            hashlib.sha256(text.encode()).hexdigest(),
+            [ChunkRow(cid, None, text, 0, len(text), 0, "", vectors.get(doc_id) if vectors else None)],
+        )
     return back
 
 
@@ -103,8 +112,9 @@ def _docs(back: dict[str, str], chunks: list) -> list[str]:
 
 
 def synthetic_chunks(ds: BeirDataset, n: int, seed: int = 7) -> list[str]:
-    sentences = [s.strip() for d in ds.corpus.values() for s in re.split(r"(?<=[.!?])\s+|\n\n", d["text"])
-                 if len(s.split()) >= 4]
+    sentences = [
+        s.strip() for d in ds.corpus.values() for s in re.split(r"(?<=[.!?])\s+|\n\n", d["text"]) if len(s.split()) >= 4
+    ]
     rng = random.Random(seed)
     return [" ".join(rng.choice(sentences) for _ in range(rng.randint(3, 6))) for _ in range(n)]
 
@@ -120,8 +130,10 @@ def latency(ds: BeirDataset, n: int, tmp: Path, embedder) -> dict[str, object]:
     t0 = time.perf_counter()
     per_doc = 100
     for start in range(0, n, per_doc):
-        rows = [ChunkRow(f"s{start // per_doc}#{i}", None, text, 0, len(text), 0, "")
-                for i, text in enumerate(chunks[start:start + per_doc])]
+        rows = [
+            ChunkRow(f"s{start // per_doc}#{i}", None, text, 0, len(text), 0, "")
+            for i, text in enumerate(chunks[start : start + per_doc])
+        ]
         index.replace_document(T, C, f"s{start // per_doc}", f"s{start // per_doc}", None, str(start), rows)
     index.db.conn().execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
     build_s = time.perf_counter() - t0
@@ -132,7 +144,7 @@ def latency(ds: BeirDataset, n: int, tmp: Path, embedder) -> dict[str, object]:
             if w not in STOP_WORDS and len(w) > 2:
                 df[w] = df.get(w, 0) + 1
     common = [w for w, _ in sorted(df.items(), key=lambda kv: -kv[1])[:12]]
-    common_queries = [" ".join(common[i:i + k]) for k in (1, 2, 3, 4) for i in range(0, 8, k)]
+    common_queries = [" ".join(common[i : i + k]) for k in (1, 2, 3, 4) for i in range(0, 8, k)]
     queries = list(ds.queries.values())
 
     def timed(fn, qs: list[str], reps: int = 3) -> list[float]:
@@ -159,11 +171,19 @@ def latency(ds: BeirDataset, n: int, tmp: Path, embedder) -> dict[str, object]:
     bm_common = timed(lambda q: engine.search(T, C, q, k=K), common_queries)
     after_update_ms, refreshed_s = _after_update(index, engine, queries[0])
     result: dict[str, object] = {
-        "chunks": n, "k": K, "fts5_build_s": round(build_s, 1),
-        "bm25s_build_s": round(bm25_build_s, 1), "bm25s_cold_load_s": round(bm25_load_s, 2),
-        "first_query_after_update_ms": round(after_update_ms, 3), "background_refresh_s": round(refreshed_s, 1),
-        "keyword_p50_ms": pct(bm, 50), "keyword_p99_ms": pct(bm, 99), "keyword_common_worst_ms": round(max(bm_common), 3),
-        "fts5_p50_ms": pct(fts, 50), "fts5_p99_ms": pct(fts, 99), "fts5_common_worst_ms": round(max(fts_common), 3),
+        "chunks": n,
+        "k": K,
+        "fts5_build_s": round(build_s, 1),
+        "bm25s_build_s": round(bm25_build_s, 1),
+        "bm25s_cold_load_s": round(bm25_load_s, 2),
+        "first_query_after_update_ms": round(after_update_ms, 3),
+        "background_refresh_s": round(refreshed_s, 1),
+        "keyword_p50_ms": pct(bm, 50),
+        "keyword_p99_ms": pct(bm, 99),
+        "keyword_common_worst_ms": round(max(bm_common), 3),
+        "fts5_p50_ms": pct(fts, 50),
+        "fts5_p99_ms": pct(fts, 99),
+        "fts5_common_worst_ms": round(max(fts_common), 3),
         "common_words": common[:8],
     }
     if embedder is not None:
@@ -181,8 +201,13 @@ def latency(ds: BeirDataset, n: int, tmp: Path, embedder) -> dict[str, object]:
             top[np.argsort(-sims[top])]
 
         vec = timed(vec_search, queries[:20])
-        result.update({"query_embedding_p50_ms": pct(emb, 50), "vector_search_p50_ms": pct(vec, 50),
-                       "hybrid_p50_ms_estimate": round(pct(bm, 50) + pct(emb, 50) + pct(vec, 50), 3)})
+        result.update(
+            {
+                "query_embedding_p50_ms": pct(emb, 50),
+                "vector_search_p50_ms": pct(vec, 50),
+                "hybrid_p50_ms_estimate": round(pct(bm, 50) + pct(emb, 50) + pct(vec, 50), 3),
+            }
+        )
     return result
 
 
@@ -190,7 +215,9 @@ def _after_update(index: KeywordIndex, engine, query: str) -> tuple[float, float
     """One document added to the collection, then the first query (served by the previous model while
     the new generation builds in the background) and the time until the new model serves."""
     text = "zyxwvut quokka marsupial habitat notes for the retrieval benchmark"
-    index.replace_document(T, C, "update", "update", None, "u1", [ChunkRow("update#0", None, text, 0, len(text), 0, "")])
+    index.replace_document(
+        T, C, "update", "update", None, "u1", [ChunkRow("update#0", None, text, 0, len(text), 0, "")]
+    )
     t0 = time.perf_counter()
     first = _time(lambda q: engine.search(T, C, q, k=K), query)
     assert engine.wait_current(T, C, timeout_s=600)
@@ -229,8 +256,13 @@ def main(argv: list[str] | None = None) -> dict:
             vector = VectorSearch(index, embedder)
         q = quality(ds, index, back, vector)
         lat = latency(ds, args.chunks, Path(tmp), embedder)
-    line = {"dataset": ds.name, "documents": len(ds.corpus), "queries": len(ds.queries), **{
-        f"{name}_{metric}": value for name, ms in q.items() for metric, value in ms.items()}, **lat}
+    line = {
+        "dataset": ds.name,
+        "documents": len(ds.corpus),
+        "queries": len(ds.queries),
+        **{f"{name}_{metric}": value for name, ms in q.items() for metric, value in ms.items()},
+        **lat,
+    }
     if "hybrid_ndcg@10" in line:
         line["hybrid_minus_keyword_ndcg@10"] = round(line["hybrid_ndcg@10"] - line["bm25s_ndcg@10"], 4)
     print(json.dumps(line))

@@ -18,8 +18,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -73,7 +73,8 @@ def main() -> None:
         owned = OtelSink(provider_types={}, model_ids={}, endpoint=os.environ["ALTO_BENCH_OTLP"])
         exporter.clear()
         line = {
-            "benchmark": "sinks", "n": a.n,
+            "benchmark": "sinks",
+            "n": a.n,
             "prometheus_attempt_us": _mean_us(a.n, lambda: prom.attempt(ar, attempt, job)),
             "prometheus_job_us": _mean_us(a.n, lambda: prom.job(jr, job)),
             "prometheus_picked_us": _mean_us(a.n, lambda: prom.picked("bench", "-", 0.1)),

@@ -22,34 +22,45 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.bootstrap import bootstrap  # noqa: E402
-from core.config.worker import Settings  # noqa: E402
-from core.embedded.queue import SqliteQueue  # noqa: E402
-from core.entrypoints.local import WorkerPool, unwire_wakeups, wire_wakeups  # noqa: E402
-from core.models import JobRequest  # noqa: E402
-from core.secrets import EnvSecrets  # noqa: E402
-from core.testing.chaos import ChaosQueue  # noqa: E402
-from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread  # noqa: E402
+from core.bootstrap import bootstrap
+from core.config.worker import Settings
+from core.embedded.queue import SqliteQueue
+from core.entrypoints.local import WorkerPool, unwire_wakeups, wire_wakeups
+from core.models import JobRequest
+from core.secrets import EnvSecrets
+from core.testing.chaos import ChaosQueue
+from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 
 # how the transient share is split across fault kinds (sums to 1)
 TRANSIENT_MIX = {"429": 0.24, "529": 0.2, "500": 0.2, "reset": 0.16, "malformed": 0.12, "timeout": 0.08}
 
 
 async def soak(url: str, fake: FakeAnthropic, a: argparse.Namespace, data_dir: str) -> dict:
-    settings = Settings.model_validate({
-        "data_dir": data_dir,
-        "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url, "timeout_s": 1.0}},
-        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
-        "routing": {"default": {"model": "m", "max_tokens": 64}},
-        "governance": {"max_attempts": a.budget, "backoff_base_s": 0.02, "backoff_max_s": 0.2,
-                       "retry_after_cap_s": 0.2, "lease_s": 5, "in_process_wait_s": 0.1,
-                       "breaker": {"cooldown_s": 0.5, "max_cooldown_s": 2}},
-        "queue": {"visibility_timeout_s": 10, "max_receives": 6, "poll_interval_s": 0.05},
-        "logging": {"level": os.environ.get("SOAK_LOG", "ERROR")},
-    })
+    settings = Settings.model_validate(
+        {
+            "data_dir": data_dir,
+            "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url, "timeout_s": 1.0}},
+            "models": {
+                "m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}
+            },
+            "routing": {"default": {"model": "m", "max_tokens": 64}},
+            "governance": {
+                "max_attempts": a.budget,
+                "backoff_base_s": 0.02,
+                "backoff_max_s": 0.2,
+                "retry_after_cap_s": 0.2,
+                "lease_s": 5,
+                "in_process_wait_s": 0.1,
+                "breaker": {"cooldown_s": 0.5, "max_cooldown_s": 2},
+            },
+            "queue": {"visibility_timeout_s": 10, "max_receives": 6, "poll_interval_s": 0.05},
+            "logging": {"level": os.environ.get("SOAK_LOG", "ERROR")},
+        }
+    )
     q = settings.queue
-    inner = SqliteQueue(Path(data_dir) / "jobs.db", visibility_timeout_s=q.visibility_timeout_s,
-                        max_receives=q.max_receives)
+    inner = SqliteQueue(
+        Path(data_dir) / "jobs.db", visibility_timeout_s=q.visibility_timeout_s, max_receives=q.max_receives
+    )
     chaos = ChaosQueue(inner, duplicate_rate=a.duplicates, redeliver_rate=a.redeliveries, seed=a.seed)
     app = bootstrap(settings, secrets=EnvSecrets({"K": "test-key"}), queue=chaos)
     stop = asyncio.Event()
@@ -81,22 +92,34 @@ async def soak(url: str, fake: FakeAnthropic, a: argparse.Namespace, data_dir: s
     histories = [fake.history_by_marker.get(f"s{i}", []) for i in range(a.jobs)]
     terminal = sum(by_status.values())
     out = {
-        "benchmark": "soak", "jobs": a.jobs, "terminal": terminal, "lost": a.jobs - terminal, **by_status,
+        "benchmark": "soak",
+        "jobs": a.jobs,
+        "terminal": terminal,
+        "lost": a.jobs - terminal,
+        **by_status,
         "provider_calls": sum(len(h) for h in histories),
         "max_calls_per_job": max((len(h) for h in histories), default=0),
         "budget": a.budget,
-        "double_billed": sum(1 for j, h in zip(jobs, histories) if j.status.value == "succeeded" and h.count("ok") > 1),
+        "double_billed": sum(
+            1 for j, h in zip(jobs, histories, strict=True) if j.status.value == "succeeded" and h.count("ok") > 1
+        ),
         "paid_twice_any_status": sum(1 for h in histories if h.count("ok") > 1),
         "permanent_retried": sum(1 for h in histories if "400" in h[:-1]),
         "budget_exceeded": sum(1 for h in histories if len(h) > a.budget),
         # attempts that started and never finished (no process dies here, so 0; tests/test_kill.py kills)
         "lost_attempts": sum(1 for j in jobs for at in j.attempts if at.outcome == "lost"),
-        "duplicate_deliveries": chaos.duplicates_sent, "early_redeliveries": chaos.early_redeliveries,
+        "duplicate_deliveries": chaos.duplicates_sent,
+        "early_redeliveries": chaos.early_redeliveries,
         "faults": {k: v for k, v in fake.stats.items() if k != "calls"},
         "elapsed_s": round(elapsed, 2),
     }
-    out["ok"] = (out["terminal"] == a.jobs and out["lost"] == 0 and out["max_calls_per_job"] <= a.budget
-                 and out["double_billed"] == 0 and out["permanent_retried"] == 0)
+    out["ok"] = (
+        out["terminal"] == a.jobs
+        and out["lost"] == 0
+        and out["max_calls_per_job"] <= a.budget
+        and out["double_billed"] == 0
+        and out["permanent_retried"] == 0
+    )
     return out
 
 

@@ -34,9 +34,13 @@ TARGET_TWO_PROCESSES = 3000.0
 
 
 def _settings(data_dir: str, mode: str) -> dict:
-    return {"data_dir": data_dir, "embedded": {"storage_thread": mode != "inline", "group_on_loop": mode == "loop"},
-            "logging": {"level": "ERROR"},
-            "queue": {"poll_interval_s": 0.02}, "governance": {"breaker": {"enabled": True}}}
+    return {
+        "data_dir": data_dir,
+        "embedded": {"storage_thread": mode != "inline", "group_on_loop": mode == "loop"},
+        "logging": {"level": "ERROR"},
+        "queue": {"poll_interval_s": 0.02},
+        "governance": {"breaker": {"enabled": True}},
+    }
 
 
 async def _ticker(lags: list[float], stop: asyncio.Event) -> None:
@@ -68,11 +72,17 @@ async def _work(data_dir: str, mode: str, concurrency: int) -> dict:
     wall = time.perf_counter() - t0
     st = storage_thread()
     lags.sort()
-    return {"deliveries": done[0], "wall_s": wall, "cpu_s": time.process_time() - cpu0,
-            "loop_blocked": sqlite.LOCK_WAIT_S["other"] / wall, "thread_waiting": sqlite.LOCK_WAIT_S["storage_thread"] / wall,
-            "calls_per_commit": st.calls / st.groups if st.groups else 1.0,  # inline: each call its own commit
-            "on_loop": st.loop_groups / st.groups if st.groups else 0.0,
-            "lag_p99_ms": lags[int(len(lags) * 0.99)] * 1000 if lags else 0.0, "lag_max_ms": lags[-1] * 1000 if lags else 0.0}
+    return {
+        "deliveries": done[0],
+        "wall_s": wall,
+        "cpu_s": time.process_time() - cpu0,
+        "loop_blocked": sqlite.LOCK_WAIT_S["other"] / wall,
+        "thread_waiting": sqlite.LOCK_WAIT_S["storage_thread"] / wall,
+        "calls_per_commit": st.calls / st.groups if st.groups else 1.0,  # inline: each call its own commit
+        "on_loop": st.loop_groups / st.groups if st.groups else 0.0,
+        "lag_p99_ms": lags[int(len(lags) * 0.99)] * 1000 if lags else 0.0,
+        "lag_max_ms": lags[-1] * 1000 if lags else 0.0,
+    }
 
 
 def run(n: int, processes: int, mode: str, concurrency: int) -> dict:
@@ -83,9 +93,16 @@ def run(n: int, processes: int, mode: str, concurrency: int) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         app = bootstrap(Settings.model_validate(_settings(d, mode)))
-        ids = [app.service.submit("bench", JobRequest(prompt=f"question {i} about storage")) [0].id for i in range(n)]
-        workers = [subprocess.Popen([sys.executable, __file__, "--child", d, "--mode", mode, "--concurrency", str(concurrency)],
-                                    cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+        ids = [app.service.submit("bench", JobRequest(prompt=f"question {i} about storage"))[0].id for i in range(n)]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--child", d, "--mode", mode, "--concurrency", str(concurrency)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(processes)
+        ]
         try:
             for w in workers:
                 assert w.stdout is not None and w.stdout.readline().strip() == "ready"
@@ -98,14 +115,20 @@ def run(n: int, processes: int, mode: str, concurrency: int) -> dict:
     ok = sum(1 for j in jobs if j.status.value == "succeeded")
     start = min(j.attempts[0].started_at for j in jobs if j.attempts)
     end = max(j.finished_at for j in jobs if j.finished_at)
-    return {"mode": mode, "processes": processes, "jobs": n, "succeeded": ok, "jobs_per_s": round(n / (end - start), 1),
-            "cpu_ms_per_job": round(sum(r["cpu_s"] for r in reports) * 1000 / n, 3),
-            "loop_blocked": round(statistics.mean(r["loop_blocked"] for r in reports), 4),
-            "thread_waiting": round(statistics.mean(r["thread_waiting"] for r in reports), 4),
-            "calls_per_commit": round(statistics.mean(r["calls_per_commit"] for r in reports), 1),
-            "on_loop": round(statistics.mean(r["on_loop"] for r in reports), 3),
-            "lag_p99_ms": round(max(r["lag_p99_ms"] for r in reports), 1),
-            "lag_max_ms": round(max(r["lag_max_ms"] for r in reports), 1)}
+    return {
+        "mode": mode,
+        "processes": processes,
+        "jobs": n,
+        "succeeded": ok,
+        "jobs_per_s": round(n / (end - start), 1),
+        "cpu_ms_per_job": round(sum(r["cpu_s"] for r in reports) * 1000 / n, 3),
+        "loop_blocked": round(statistics.mean(r["loop_blocked"] for r in reports), 4),
+        "thread_waiting": round(statistics.mean(r["thread_waiting"] for r in reports), 4),
+        "calls_per_commit": round(statistics.mean(r["calls_per_commit"] for r in reports), 1),
+        "on_loop": round(statistics.mean(r["on_loop"] for r in reports), 3),
+        "lag_p99_ms": round(max(r["lag_p99_ms"] for r in reports), 1),
+        "lag_max_ms": round(max(r["lag_max_ms"] for r in reports), 1),
+    }
 
 
 def main() -> None:
@@ -124,8 +147,16 @@ def main() -> None:
     for row in rows:
         print(json.dumps({"benchmark": "storage", **row}))
     two = [r["jobs_per_s"] for r in rows if r["processes"] == 2 and r["mode"] == "loop"]
-    print(json.dumps({"benchmark": "storage", "summary": True, "two_processes_jobs_per_s": two[0] if two else None,
-                      "target": TARGET_TWO_PROCESSES}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "storage",
+                "summary": True,
+                "two_processes_jobs_per_s": two[0] if two else None,
+                "target": TARGET_TWO_PROCESSES,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 def start_service(fake_url: str, data: Path, flush_ms: float) -> tuple[subprocess.Popen[str], str]:
     cfg = {
         "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": fake_url, "timeout_s": 60}},
-        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
+        "models": {
+            "m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}
+        },
         "routing": {"default": {"model": "m", "max_tokens": 1024}},
         "server": {"workers": 2, "concurrency": 64},
         "governance": {"lease_s": 120},
@@ -48,8 +50,13 @@ def start_service(fake_url: str, data: Path, flush_ms: float) -> tuple[subproces
     }
     path = data / "altostratus.yaml"
     path.write_text(json.dumps(cfg))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, "ALTO_CONFIG": str(path),
-           "ALTO_DATA_DIR": str(data / "d"), "ALTO_API_KEYS": f"bench={KEY}", "FAKE_KEY": "test-key"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")},
+        "ALTO_CONFIG": str(path),
+        "ALTO_DATA_DIR": str(data / "d"),
+        "ALTO_API_KEYS": f"bench={KEY}",
+        "FAKE_KEY": "test-key",
+    }
     alto = str(Path(sys.executable).with_name("alto"))
     proc = subprocess.Popen([alto, "serve", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -62,9 +69,13 @@ def start_service(fake_url: str, data: Path, flush_ms: float) -> tuple[subproces
 async def submit(client: Any, n: int, tag: str, stream: bool) -> list[tuple[str, str]]:
     async def one(i: int) -> tuple[str, str]:
         marker = f"{tag}{i}"
-        r = await client.post("/v1/jobs", json={"prompt": f"Write about leases marker:{marker}", "stream": stream,
-                                                "cache": False}, headers=HEADERS)
+        r = await client.post(
+            "/v1/jobs",
+            json={"prompt": f"Write about leases marker:{marker}", "stream": stream, "cache": False},
+            headers=HEADERS,
+        )
         return r.json()["job_id"], marker
+
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
@@ -107,8 +118,11 @@ async def phase(base: str, n: int, tag: str, mode: str) -> dict[str, Any]:
 
 
 def latencies(out: dict[str, Any], first_token_at: dict[str, float]) -> list[float]:
-    return sorted((got - first_token_at[marker]) * 1000 for (_, marker), got in zip(out["jobs"], out["firsts"])
-                  if got and marker in first_token_at)
+    return sorted(
+        (got - first_token_at[marker]) * 1000
+        for (_, marker), got in zip(out["jobs"], out["firsts"], strict=True)
+        if got and marker in first_token_at
+    )
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -121,8 +135,7 @@ def writes(data: Path, jobs: list[tuple[str, str]]) -> tuple[float, float]:
     stream = [db.execute("SELECT version FROM state WHERE key = ?", (f"stream:{j}",)).fetchone() for j, _ in jobs]
     job = [db.execute("SELECT version FROM jobs WHERE id = ?", (j,)).fetchone() for j, _ in jobs]
     db.close()
-    return (statistics.mean(r[0] for r in stream if r) if any(stream) else 0.0,
-            statistics.mean(r[0] for r in job if r))
+    return (statistics.mean(r[0] for r in stream if r) if any(stream) else 0.0, statistics.mean(r[0] for r in job if r))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -151,19 +164,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fake.terminate()
     s, lp = latencies(sse, first_token_at), latencies(poll, first_token_at)
     line = {
-        "jobs": a.jobs, "tokens": a.tokens, "tokens_per_s": a.tps, "flush_ms": a.flush_ms,
-        "sse_first_delta_ms_p50": pct(s, 0.5), "sse_first_delta_ms_p99": pct(s, 0.99),
-        "long_poll_first_delta_ms_p50": pct(lp, 0.5), "long_poll_first_delta_ms_p99": pct(lp, 0.99),
-        "stream_writes_per_job": round(stream_w, 1), "job_writes_per_job": round(job_w, 1),
-        "store_writes_per_job": round(stream_w + job_w, 1), "unstreamed_job_writes_per_job": round(plain_job_w, 1),
-        "jobs_per_s_sse": round(a.jobs / sse["elapsed"], 2), "jobs_per_s_long_poll": round(a.jobs / poll["elapsed"], 2),
+        "jobs": a.jobs,
+        "tokens": a.tokens,
+        "tokens_per_s": a.tps,
+        "flush_ms": a.flush_ms,
+        "sse_first_delta_ms_p50": pct(s, 0.5),
+        "sse_first_delta_ms_p99": pct(s, 0.99),
+        "long_poll_first_delta_ms_p50": pct(lp, 0.5),
+        "long_poll_first_delta_ms_p99": pct(lp, 0.99),
+        "stream_writes_per_job": round(stream_w, 1),
+        "job_writes_per_job": round(job_w, 1),
+        "store_writes_per_job": round(stream_w + job_w, 1),
+        "unstreamed_job_writes_per_job": round(plain_job_w, 1),
+        "jobs_per_s_sse": round(a.jobs / sse["elapsed"], 2),
+        "jobs_per_s_long_poll": round(a.jobs / poll["elapsed"], 2),
         "jobs_per_s_unstreamed": round(a.jobs / plain["elapsed"], 2),
     }
     line["streaming_over_unstreamed"] = round(line["jobs_per_s_sse"] / line["jobs_per_s_unstreamed"], 3)
-    line["ok"] = (len(s) == len(lp) == a.jobs and line["sse_first_delta_ms_p50"] <= a.flush_ms + 100
-                  and line["sse_first_delta_ms_p99"] <= a.flush_ms + 400
-                  and line["long_poll_first_delta_ms_p50"] <= a.flush_ms + 300
-                  and line["streaming_over_unstreamed"] >= 0.85)
+    line["ok"] = (
+        len(s) == len(lp) == a.jobs
+        and line["sse_first_delta_ms_p50"] <= a.flush_ms + 100
+        and line["sse_first_delta_ms_p99"] <= a.flush_ms + 400
+        and line["long_poll_first_delta_ms_p50"] <= a.flush_ms + 300
+        and line["streaming_over_unstreamed"] >= 0.85
+    )
     print(json.dumps(line))
     return line
 

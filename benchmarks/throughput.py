@@ -40,8 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import event_loops  # noqa: E402
-from core.testing.fake_anthropic import spawn  # noqa: E402
+from core import event_loops
+from core.testing.fake_anthropic import spawn
 
 LOOP = os.environ.get("ALTO_BENCH_LOOP", "auto")  # process.event_loop of the pipeline (and its like-for-like sides)
 TARGETS = {"vs_raw_default": 1.0, "vs_raw_same": 0.8, "own_cpu_ms": 0.6}
@@ -49,13 +49,22 @@ TARGETS = {"vs_raw_default": 1.0, "vs_raw_same": 0.8, "own_cpu_ms": 0.6}
 
 def _settings(url: str, data_dir: str, inflight: int, obs: str = "default", otlp: str | None = None) -> dict:
     return {
-        "data_dir": data_dir, "process": {"event_loop": LOOP},
+        "data_dir": data_dir,
+        "process": {"event_loop": LOOP},
         "embedded": {"storage_thread": os.environ.get("ALTO_BENCH_STORAGE", "thread") == "thread"},
         # default: Prometheus counters on (as shipped); bare: no sink; on: Prometheus and OpenTelemetry
-        "observability": {"prometheus": obs != "bare", "otel": {
-            "enabled": obs == "on", "endpoint": otlp, "sample_ratio": float(os.environ.get("ALTO_BENCH_SAMPLE", "1"))}},
+        "observability": {
+            "prometheus": obs != "bare",
+            "otel": {
+                "enabled": obs == "on",
+                "endpoint": otlp,
+                "sample_ratio": float(os.environ.get("ALTO_BENCH_SAMPLE", "1")),
+            },
+        },
         "providers": {"fake": {"type": "anthropic", "api_key": "env:K", "base_url": url, "max_connections": inflight}},
-        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
+        "models": {
+            "m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}
+        },
         "routing": {"default": {"model": "m", "max_tokens": 64}},
         "logging": {"level": "WARNING"},
     }
@@ -77,8 +86,9 @@ async def raw_sdk(url: str, n: int, inflight: int, same: bool) -> dict[str, floa
 
     async def one(i: int) -> None:
         async with sem:
-            await client.messages.create(model="claude-haiku-4-5", max_tokens=64,
-                                         messages=[{"role": "user", "content": f"question {i}"}])
+            await client.messages.create(
+                model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": f"question {i}"}]
+            )
 
     return await _timed(one, n, inflight, client.close)
 
@@ -99,13 +109,21 @@ async def bare_provider(url: str, n: int, inflight: int) -> dict[str, float]:
 
     async def one(i: int) -> None:
         async with sem:
-            await provider.generate(ChatRequest(model_id="claude-haiku-4-5", system="", user=f"question {i}",
-                                                question=f"question {i}", max_tokens=64), timeout_s=60.0)
+            await provider.generate(
+                ChatRequest(
+                    model_id="claude-haiku-4-5",
+                    system="",
+                    user=f"question {i}",
+                    question=f"question {i}",
+                    max_tokens=64,
+                ),
+                timeout_s=60.0,
+            )
 
     return await _timed(one, n, inflight, provider.aclose)
 
 
-async def _timed(one, n: int, inflight: int, close) -> dict[str, float]:  # noqa: ANN001
+async def _timed(one, n: int, inflight: int, close) -> dict[str, float]:
     await asyncio.gather(*(one(-1 - i) for i in range(inflight)))  # warm the pool to its size
     t, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -114,12 +132,14 @@ async def _timed(one, n: int, inflight: int, close) -> dict[str, float]:  # noqa
     return {"per_s": n / elapsed, "cpu_ms": cpu * 1000 / n}
 
 
-async def _receiver(scope, receive, send) -> None:  # noqa: ANN001  an OTLP/HTTP endpoint that accepts all
+async def _receiver(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
     while (await receive()).get("more_body"):
         pass
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]}
+    )
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -131,15 +151,18 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str, obs: str = "d
     from core.secrets import EnvSecrets
 
     otlp = os.environ.get("ALTO_BENCH_OTLP") if obs == "on" else None  # the receiver, in its own process
-    app = bootstrap(Settings.model_validate(_settings(url, data_dir, inflight, obs, otlp)),
-                    secrets=EnvSecrets({"K": "test-key"}))
+    app = bootstrap(
+        Settings.model_validate(_settings(url, data_dir, inflight, obs, otlp)), secrets=EnvSecrets({"K": "test-key"})
+    )
     stop, all_done = asyncio.Event(), asyncio.Event()
     finished: set[str] = set()
     done: list[str] = []
     state = {"submitted": 0, "measuring": False}
 
     def submit_next() -> None:  # as an async app submits: in the loop turn's group commit (ApiService.asubmit)
-        submitted = asyncio.ensure_future(app.service.asubmit("bench", JobRequest(prompt=f"question {state['submitted']}")))
+        submitted = asyncio.ensure_future(
+            app.service.asubmit("bench", JobRequest(prompt=f"question {state['submitted']}"))
+        )
         submitted.add_done_callback(lambda f: done.append(f.result()[0].id))
         state["submitted"] += 1
 
@@ -175,7 +198,8 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str, obs: str = "d
     latencies = sorted((j.finished_at - j.created_at) * 1000 for j in jobs)
     await app.providers.aclose()
     return {
-        "per_s": n / elapsed, "cpu_ms": cpu * 1000 / n,
+        "per_s": n / elapsed,
+        "cpu_ms": cpu * 1000 / n,
         "p50_ms": statistics.median(latencies),
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "succeeded": sum(1 for j in jobs if j.status.value == "succeeded"),
@@ -184,8 +208,13 @@ async def pipeline(url: str, n: int, inflight: int, data_dir: str, obs: str = "d
 
 def run_side(side: str, url: str, n: int, inflight: int) -> dict[str, float]:
     """One side in a fresh child process; returns its JSON figures."""
-    out = subprocess.run([sys.executable, __file__, "--side", side, "--url", url, "--jobs", str(n),
-                          "--inflight", str(inflight)], capture_output=True, text=True, check=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, __file__, "--side", side, "--url", url, "--jobs", str(n), "--inflight", str(inflight)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -194,11 +223,14 @@ def _start_receiver() -> subprocess.Popen:
     from core.testing.servers import free_port
 
     port = free_port()
-    code = ("import sys, uvicorn; sys.path.insert(0, sys.argv[2]); from benchmarks.throughput import _receiver; "
-            "uvicorn.run(_receiver, host='127.0.0.1', port=int(sys.argv[1]), log_level='critical')")
+    code = (
+        "import sys, uvicorn; sys.path.insert(0, sys.argv[2]); from benchmarks.throughput import _receiver; "
+        "uvicorn.run(_receiver, host='127.0.0.1', port=int(sys.argv[1]), log_level='critical')"
+    )
     root = str(Path(__file__).resolve().parent.parent)
-    proc = subprocess.Popen([sys.executable, "-c", code, str(port), root], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(port), root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     os.environ["ALTO_BENCH_OTLP"] = f"http://127.0.0.1:{port}"
     import socket
 
@@ -241,7 +273,7 @@ def _median(rows: list[dict[str, float]], key: str) -> float:
 def _paired(a: list[dict[str, float]], b: list[dict[str, float]], key: str = "per_s") -> float:
     """The median over rounds of a/b, each round's two sides run back to back: the machine's load drifts
     between rounds far more than between two neighbouring sides, so pairs are what a ratio should compare."""
-    return statistics.median(x[key] / y[key] for x, y in zip(a, b))
+    return statistics.median(x[key] / y[key] for x, y in zip(a, b, strict=True))
 
 
 def main() -> None:
@@ -253,9 +285,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are the medians")
     p.add_argument("--obs", action="store_true", help="also the pipeline with no metrics and with Prometheus + OTel")
     p.add_argument("--obs-only", action="store_true", help="only those two sides (the observability cost)")
-    p.add_argument("--side", choices=["pipeline", "pipeline_bare", "pipeline_obs", "raw_default", "raw_same",
-                            "provider"],
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--side",
+        choices=["pipeline", "pipeline_bare", "pipeline_obs", "raw_default", "raw_same", "provider"],
+        help=argparse.SUPPRESS,
+    )
     p.add_argument("--url", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.side:
@@ -263,12 +297,19 @@ def main() -> None:
     proc, url = spawn("--latency", str(a.latency))
     a.obs = a.obs or a.obs_only
     receiver = _start_receiver() if a.obs else None
-    rows: dict[str, list[dict[str, float]]] = {"pipeline": [], "raw_default": [], "raw_same": [], "provider": [],
-                                               "high": [], "pipeline_bare": [], "pipeline_obs": []}
+    rows: dict[str, list[dict[str, float]]] = {
+        "pipeline": [],
+        "raw_default": [],
+        "raw_same": [],
+        "provider": [],
+        "high": [],
+        "pipeline_bare": [],
+        "pipeline_obs": [],
+    }
     main_sides = () if a.obs_only else ("raw_default", "raw_same", "provider", "pipeline")
     try:
         for i in range(a.rounds):
-            obs_pair = ("pipeline_bare", "pipeline_obs")[::-1 if i % 2 else 1]  # alternate which runs first
+            obs_pair = ("pipeline_bare", "pipeline_obs")[:: -1 if i % 2 else 1]  # alternate which runs first
             for side in main_sides + (obs_pair if a.obs else ()):
                 rows[side].append(run_side(side, url, a.jobs, a.inflight))
             if a.high_inflight and not a.obs_only:
@@ -278,17 +319,28 @@ def main() -> None:
             if p is not None:
                 p.terminate()
                 p.wait(timeout=10)
-    line = {"benchmark": "throughput", "jobs": a.jobs, "inflight": a.inflight, "provider_latency_s": a.latency,
-            "rounds": a.rounds, "transport": _transport(),
-            "event_loop": event_loops.chosen(LOOP)}
+    line = {
+        "benchmark": "throughput",
+        "jobs": a.jobs,
+        "inflight": a.inflight,
+        "provider_latency_s": a.latency,
+        "rounds": a.rounds,
+        "transport": _transport(),
+        "event_loop": event_loops.chosen(LOOP),
+    }
     if not a.obs_only:
         line.update(_main_figures(rows))
     if a.obs:
         line.update(_obs_figures(rows))
     if rows["high"]:
         high = _median(rows["high"], "per_s")
-        line.update({"high_inflight": a.high_inflight, "high_jobs_per_s": round(high, 1),
-                     "high_vs_inflight": round(_paired(rows["high"], rows["pipeline"]), 3)})
+        line.update(
+            {
+                "high_inflight": a.high_inflight,
+                "high_jobs_per_s": round(high, 1),
+                "high_vs_inflight": round(_paired(rows["high"], rows["pipeline"]), 3),
+            }
+        )
     print(json.dumps(line))
 
 
@@ -296,11 +348,15 @@ def _main_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
     pipe, raw, same = (_median(rows[s], "per_s") for s in ("pipeline", "raw_default", "raw_same"))
     pipe_cpu, raw_cpu, same_cpu = (_median(rows[s], "cpu_ms") for s in ("pipeline", "raw_default", "raw_same"))
     return {
-        "jobs_per_s": round(pipe, 1), "p50_job_ms": round(_median(rows["pipeline"], "p50_ms"), 1),
+        "jobs_per_s": round(pipe, 1),
+        "p50_job_ms": round(_median(rows["pipeline"], "p50_ms"), 1),
         "p99_job_ms": round(_median(rows["pipeline"], "p99_ms"), 1),
         "succeeded": min(r["succeeded"] for r in rows["pipeline"]),
-        "raw_default_calls_per_s": round(raw, 1), "raw_same_calls_per_s": round(same, 1),
-        "cpu_ms_per_job": round(pipe_cpu, 3), "raw_default_cpu_ms": round(raw_cpu, 3), "raw_same_cpu_ms": round(same_cpu, 3),
+        "raw_default_calls_per_s": round(raw, 1),
+        "raw_same_calls_per_s": round(same, 1),
+        "cpu_ms_per_job": round(pipe_cpu, 3),
+        "raw_default_cpu_ms": round(raw_cpu, 3),
+        "raw_same_cpu_ms": round(same_cpu, 3),
         "provider_calls_per_s": round(_median(rows["provider"], "per_s"), 1),
         "provider_cpu_ms": round(_median(rows["provider"], "cpu_ms"), 3),
         # each round's pipeline minus its bare provider calls (run back to back), the median of those
@@ -316,7 +372,7 @@ def _main_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
 
 def _cpu_gaps(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[float]:
     """Each round's CPU per job of side a minus side b (run back to back)."""
-    return [x["cpu_ms"] - y["cpu_ms"] for x, y in zip(a, b)]
+    return [x["cpu_ms"] - y["cpu_ms"] for x, y in zip(a, b, strict=True)]
 
 
 def _cpu_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
@@ -325,11 +381,14 @@ def _cpu_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
 
 def _obs_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, object]:
     bare, obs = rows["pipeline_bare"], rows["pipeline_obs"]
-    return {"no_metrics_jobs_per_s": round(_median(bare, "per_s"), 1),
-            "prometheus_otel_jobs_per_s": round(_median(obs, "per_s"), 1),
-            "observability_cost": round(1 - _paired(obs, bare), 3), "observability_cost_target": 0.05,
-            "observability_pairs": [round(o["per_s"] / b["per_s"], 3) for o, b in zip(obs, bare)],
-            "otel_cpu_ms_per_job": round(_median(obs, "cpu_ms") - _median(bare, "cpu_ms"), 3)}
+    return {
+        "no_metrics_jobs_per_s": round(_median(bare, "per_s"), 1),
+        "prometheus_otel_jobs_per_s": round(_median(obs, "per_s"), 1),
+        "observability_cost": round(1 - _paired(obs, bare), 3),
+        "observability_cost_target": 0.05,
+        "observability_pairs": [round(o["per_s"] / b["per_s"], 3) for o, b in zip(obs, bare, strict=True)],
+        "otel_cpu_ms_per_job": round(_median(obs, "cpu_ms") - _median(bare, "cpu_ms"), 3),
+    }
 
 
 if __name__ == "__main__":

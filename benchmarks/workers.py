@@ -6,18 +6,26 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
 def worker_processes(env: dict[str, str], processes: int, loops: int = 1) -> Iterator[list[subprocess.Popen]]:
-    workers = [subprocess.Popen([sys.executable, "-m", "core.entrypoints.cli", "serve", "--workers-only",
-                                 "--workers", str(loops)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for _ in range(processes)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "core.entrypoints.cli", "serve", "--workers-only", "--workers", str(loops)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(processes)
+    ]
     try:
         yield workers
     finally:

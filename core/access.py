@@ -9,7 +9,8 @@ threads, and a test fake with no `access` is called inline.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from core.ports import Access
 

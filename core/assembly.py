@@ -45,7 +45,7 @@ class Assembled:
 
 def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
     w = re.findall(r"\w+", text.lower())
-    return {tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+    return {tuple(w[i : i + n]) for i in range(max(1, len(w) - n + 1))}
 
 
 def _lost_in_middle(chunks: list[ContextChunk]) -> list[ContextChunk]:
@@ -89,12 +89,7 @@ def assemble(
     margin = margin_tokens(model, reserved_output)
     budget = model.context_window - system_tokens - template_tokens - question_tokens - reserved_output - margin
     if budget < 0:
-        raise PromptTooLong(
-            f"the prompt needs {system_tokens + template_tokens + question_tokens} tokens before any context, plus "
-            f"{reserved_output} reserved for the answer and a {margin}-token margin, but '{model_name}' has a "
-            f"{model.context_window}-token window; shorten the question, lower max_tokens, or route to a model "
-            "with a larger window"
-        )
+        raise _no_room(system_tokens + template_tokens + question_tokens, reserved_output, margin, model_name, model)
 
     dropped: list[ChunkDropped] = []
     kept = _distinct(candidates, settings, dropped)
@@ -114,17 +109,36 @@ def assemble(
     if exact > limit:
         raise PromptTooLong(f"the prompt counts {exact} tokens, over the {limit} available on '{model_name}'")
     record = PromptAssembly(
-        template=template_id, model=model_name, tokenizer=model.tokenizer, window=model.context_window,
-        system_tokens=system_tokens, template_tokens=template_tokens, question_tokens=question_tokens,
-        reserved_output_tokens=reserved_output, margin_tokens=margin, context_budget=budget, context_tokens=used,
-        input_tokens=exact, ordering=settings.ordering,
+        template=template_id,
+        model=model_name,
+        tokenizer=model.tokenizer,
+        window=model.context_window,
+        system_tokens=system_tokens,
+        template_tokens=template_tokens,
+        question_tokens=question_tokens,
+        reserved_output_tokens=reserved_output,
+        margin_tokens=margin,
+        context_budget=budget,
+        context_tokens=used,
+        input_tokens=exact,
+        ordering=settings.ordering,
         chunks=[ChunkUse(id=c.id, tokens=cost[c.id], score=round(c.score, 6)) for c in ordered],
         dropped=dropped,
     )
     return Assembled(prompt, ordered, record)
 
 
-def _distinct(candidates: list[ContextChunk], settings: RetrievalConfig, dropped: list[ChunkDropped]) -> list[ContextChunk]:
+def _no_room(fixed: int, reserved_output: int, margin: int, model_name: str, model: ModelConfig) -> PromptTooLong:
+    return PromptTooLong(
+        f"the prompt needs {fixed} tokens before any context, plus {reserved_output} reserved for the answer and a "
+        f"{margin}-token margin, but '{model_name}' has a {model.context_window}-token window; shorten the question, "
+        "lower max_tokens, or route to a model with a larger window"
+    )
+
+
+def _distinct(
+    candidates: list[ContextChunk], settings: RetrievalConfig, dropped: list[ChunkDropped]
+) -> list[ContextChunk]:
     """Candidates minus near-duplicates and past the per-source cap, in relevance order (which decides
     who is the "copy"); what is left out is recorded in `dropped`."""
     kept: list[ContextChunk] = []
@@ -133,8 +147,14 @@ def _distinct(candidates: list[ContextChunk], settings: RetrievalConfig, dropped
     cap = settings.max_chunks_per_source
     for c in sorted(candidates, key=lambda c: -c.score):
         sh = _shingles(c.text)
-        twin = next((cid for cid, other in kept_shingles
-                     if len(sh & other) / max(1, len(sh | other)) >= settings.near_duplicate_threshold), None)
+        twin = next(
+            (
+                cid
+                for cid, other in kept_shingles
+                if len(sh & other) / max(1, len(sh | other)) >= settings.near_duplicate_threshold
+            ),
+            None,
+        )
         if twin is not None:
             dropped.append(ChunkDropped(id=c.id, reason=f"near-duplicate of {twin}"))
             continue
@@ -147,8 +167,9 @@ def _distinct(candidates: list[ContextChunk], settings: RetrievalConfig, dropped
     return kept
 
 
-def _within_budget(kept: list[ContextChunk], cost: dict[str, int], budget: int, top_k: int,
-                   dropped: list[ChunkDropped]) -> tuple[list[ContextChunk], int]:
+def _within_budget(
+    kept: list[ContextChunk], cost: dict[str, int], budget: int, top_k: int, dropped: list[ChunkDropped]
+) -> tuple[list[ContextChunk], int]:
     """Greedy by relevance per token within `budget` and `top_k`: (chosen, best first; tokens used)."""
     chosen: list[ContextChunk] = []
     used = 0
@@ -177,6 +198,7 @@ def trim_to(assembled: Assembled, tokens: int, **kwargs: Any) -> Assembled | Non
     again = assemble(candidates=chunks, **kwargs)
     again.record.dropped = assembled.record.dropped + [
         ChunkDropped(id=c.id, reason="over budget by the provider's count")
-        for c in assembled.chunks if c.id not in {x.id for x in chunks}
+        for c in assembled.chunks
+        if c.id not in {x.id for x in chunks}
     ]
     return again

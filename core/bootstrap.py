@@ -7,8 +7,10 @@ passed gets the embedded default under the data dir.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from core.config.api import ApiSettings
 from core.config.load import load_api_settings, load_settings
@@ -34,8 +36,14 @@ class ApiApp:
     """
 
     def __init__(
-        self, settings: ApiSettings, store: JobStore, state: StateStore, queue: JobQueue, blobs: BlobStore,
-        secrets: Secrets, service: ApiService,
+        self,
+        settings: ApiSettings,
+        store: JobStore,
+        state: StateStore,
+        queue: JobQueue,
+        blobs: BlobStore,
+        secrets: Secrets,
+        service: ApiService,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -51,13 +59,22 @@ class ApiApp:
 
 
 class App(ApiApp):
-    settings: "Settings"
-    service: "WorkerService"
+    settings: Settings
+    service: WorkerService
 
     def __init__(
-        self, settings: "Settings", store: JobStore, state: StateStore, queue: JobQueue, blobs: BlobStore,
-        secrets: Secrets, service: "WorkerService", *, providers: "ProviderRegistry", retriever: Retriever | None,
-        library: "Library",
+        self,
+        settings: Settings,
+        store: JobStore,
+        state: StateStore,
+        queue: JobQueue,
+        blobs: BlobStore,
+        secrets: Secrets,
+        service: WorkerService,
+        *,
+        providers: ProviderRegistry,
+        retriever: Retriever | None,
+        library: Library,
     ) -> None:
         super().__init__(settings, store, state, queue, blobs, secrets, service)
         self.providers = providers
@@ -66,8 +83,12 @@ class App(ApiApp):
 
 
 def _ports(
-    settings: ApiSettings, store: JobStore | None, state: StateStore | None, queue: JobQueue | None,
-    blobs: BlobStore | None, secrets: Secrets | None,
+    settings: ApiSettings,
+    store: JobStore | None,
+    state: StateStore | None,
+    queue: JobQueue | None,
+    blobs: BlobStore | None,
+    secrets: Secrets | None,
 ) -> tuple[JobStore, StateStore, JobQueue, BlobStore, Secrets]:
     """The ports passed in, the embedded default under the data dir for each one that wasn't."""
     configure_logging(settings.logging.level, redact_pii=settings.guardrails.redact_pii_in_logs)
@@ -91,7 +112,7 @@ def _ports(
             max_receives=settings.queue.max_receives,
             storage_thread=settings.embedded.storage_thread,
         )
-        if (moved := adopt_queue_file(data / "queue.db", queue)):
+        if moved := adopt_queue_file(data / "queue.db", queue):
             log_event("queue.file_adopted", moved=moved, detail="queue.db's messages now live in jobs.db")
     if blobs is None:
         from core.embedded.blobs import FileBlobStore
@@ -105,18 +126,22 @@ def _usable_folder(data: Path) -> Path:
     from core.errors import ConfigError
 
     if data.exists() and not data.is_dir():
-        raise ConfigError(f"the data folder {data} is a file, not a folder: point ALTO_DATA_DIR (or data_dir) at a "
-                          "folder, or remove the file")
+        raise ConfigError(
+            f"the data folder {data} is a file, not a folder: point ALTO_DATA_DIR (or data_dir) at a "
+            "folder, or remove the file"
+        )
     try:
         data.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"cannot create the data folder {data}: {e.strerror}; point ALTO_DATA_DIR (or data_dir) "
-                          "at a folder you can write") from None
+        raise ConfigError(
+            f"cannot create the data folder {data}: {e.strerror}; point ALTO_DATA_DIR (or data_dir) "
+            "at a folder you can write"
+        ) from None
     return data
 
 
 def bootstrap(
-    settings: "Settings | None" = None,
+    settings: Settings | None = None,
     *,
     config_path: str | Path | None = None,
     store: JobStore | None = None,
@@ -125,8 +150,11 @@ def bootstrap(
     blobs: BlobStore | None = None,
     secrets: Secrets | None = None,
     retriever: Retriever | None = None,
-    providers: "ProviderRegistry | None" = None,
+    providers: ProviderRegistry | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> App:
+    """The app for `settings`. `clock`: the processing stages' time (leases, deferrals, the batch lane's
+    flush), injectable so a test moves time instead of sleeping; the wall clock by default."""
     from core.jobs.worker_service import WorkerService
     from core.retrieval.library import Library
 
@@ -140,13 +168,35 @@ def bootstrap(
         providers = ProviderRegistry(settings, secrets)
     from core.observability.wiring import build_audit, build_metrics
 
-    service = WorkerService(settings, store=store, state=state, queue=queue, providers=providers, secrets=secrets, blobs=blobs,
-                            retriever=retriever, metrics=build_metrics(settings), audit=build_audit(settings, blobs))
+    service = WorkerService(
+        settings,
+        store=store,
+        state=state,
+        queue=queue,
+        providers=providers,
+        secrets=secrets,
+        blobs=blobs,
+        retriever=retriever,
+        metrics=build_metrics(settings),
+        audit=build_audit(settings, blobs),
+        clock=clock or time.time,
+    )
     keyword = getattr(retriever, "keyword", None)
-    library = Library(settings.retrieval, writer, blobs, embedder,
-                      after_ingest=getattr(keyword, "wait_current", None))  # bm25s: built here, loaded by workers
-    return App(settings, store, state, queue, blobs, secrets, service,
-               providers=providers, retriever=retriever, library=library)
+    library = Library(
+        settings.retrieval, writer, blobs, embedder, after_ingest=getattr(keyword, "wait_current", None)
+    )  # bm25s: built here, loaded by workers
+    return App(
+        settings,
+        store,
+        state,
+        queue,
+        blobs,
+        secrets,
+        service,
+        providers=providers,
+        retriever=retriever,
+        library=library,
+    )
 
 
 def bootstrap_api(
@@ -168,19 +218,23 @@ def bootstrap_api(
 
 
 def compose(
-    settings: ApiSettings, *, store: JobStore, state: StateStore, queue: JobQueue, blobs: BlobStore, secrets: Secrets,
+    settings: ApiSettings, *, store: JobStore, state: StateStore, queue: JobQueue, blobs: BlobStore, secrets: Secrets
 ) -> ApiApp:
     """A cloud entry point's app from its ports: the API alone for `ApiSettings`, everything for `Settings`."""
     if type(settings) is ApiSettings:
         return bootstrap_api(settings, store=store, state=state, queue=queue, blobs=blobs, secrets=secrets)
     return bootstrap(
         settings,  # type: ignore[arg-type]  # not ApiSettings itself: the Settings load_settings made
-        store=store, state=state, queue=queue, blobs=blobs, secrets=secrets,
+        store=store,
+        state=state,
+        queue=queue,
+        blobs=blobs,
+        secrets=secrets,
     )
 
 
 def build_retrieval(
-    settings: Settings, blobs: BlobStore, secrets: Secrets,
+    settings: Settings, blobs: BlobStore, secrets: Secrets
 ) -> tuple[Retriever, DocumentIndex, Embedder | None]:
     """(retriever, what ingestion writes to, embedder) for `retrieval.backend` and `retrieval.mode`.
 
@@ -201,8 +255,12 @@ def build_retrieval(
 
         assert r.pgvector is not None
         pg = PgVectorIndex(
-            secrets.resolve(r.pgvector.dsn), mode=r.mode, embedder=embedder, rrf_k=r.rrf_k,
-            table_prefix=r.pgvector.table_prefix, hnsw=r.pgvector.hnsw,
+            secrets.resolve(r.pgvector.dsn),
+            mode=r.mode,
+            embedder=embedder,
+            rrf_k=r.rrf_k,
+            table_prefix=r.pgvector.table_prefix,
+            hnsw=r.pgvector.hnsw,
         )
         return pg, pg, embedder
     from core.retrieval.hybrid import IndexRetriever
@@ -213,27 +271,37 @@ def build_retrieval(
         from core.retrieval.snapshot import SnapshotRetriever
 
         snap = SnapshotRetriever(
-            blobs, scratch_dir=r.snapshot.scratch_dir, refresh_s=r.snapshot.refresh_s, mode=r.mode,
-            embedder=embedder, rrf_k=r.rrf_k, keyword_engine=r.keyword_engine,
+            blobs,
+            scratch_dir=r.snapshot.scratch_dir,
+            refresh_s=r.snapshot.refresh_s,
+            mode=r.mode,
+            embedder=embedder,
+            rrf_k=r.rrf_k,
+            keyword_engine=r.keyword_engine,
         )
         return snap, local, embedder
-    return IndexRetriever(
-        local, mode=r.mode, embedder=embedder, rrf_k=r.rrf_k, keyword_engine=r.keyword_engine,
-    ), local, embedder
+    return (
+        IndexRetriever(local, mode=r.mode, embedder=embedder, rrf_k=r.rrf_k, keyword_engine=r.keyword_engine),
+        local,
+        embedder,
+    )
 
 
-class LazyApp:
+A = TypeVar("A", bound=ApiApp)
+
+
+class LazyApp(Generic[A]):
     """A cloud entry point's app: built by `factory` on the first invocation, then kept for the
     instance's life (import stays cheap and network-free; `reset()` is for tests)."""
 
-    def __init__(self, factory: "Callable[[], ApiApp]") -> None:
+    def __init__(self, factory: Callable[[], A]) -> None:
         import threading
 
         self.factory = factory
-        self._app: ApiApp | None = None
+        self._app: A | None = None
         self._lock = threading.Lock()
 
-    def __call__(self) -> ApiApp:
+    def __call__(self) -> A:
         if self._app is None:
             with self._lock:
                 if self._app is None:
@@ -247,22 +315,35 @@ class LazyApp:
         self._app = None
 
 
+def as_worker(app: ApiApp) -> App:
+    """The app of an entry point that processes jobs: one built from the full settings, not the API's alone."""
+    if not isinstance(app, App):
+        from core.errors import ConfigError
+
+        raise ConfigError(
+            "this entry point processes jobs, but its app was built for the HTTP API alone (api_only=True); "
+            "build it from the full settings"
+        )
+    return app
+
+
 def cloud_settings(
-    env: "Mapping[str, str]", *, required: tuple[str, ...], adapter: str, source: str, api_only: bool = False,
+    env: Mapping[str, str], *, required: tuple[str, ...], adapter: str, source: str, api_only: bool = False
 ) -> ApiSettings:
     """Settings for a cloud entry point: its required environment checked (naming what is missing
     and what sets it), the deployed config loaded (as `ApiSettings` for an HTTP API function, else
     in full), and data kept in the instance's writable temp dir."""
-    import os
     import tempfile
 
     from core.errors import ConfigError
 
     missing = [k for k in required if not env.get(k)]
     if missing:
-        raise ConfigError(f"the {adapter} adapter needs {', '.join(missing)} in its environment "
-                          f"({source} sets them; for a local run export them)")
+        raise ConfigError(
+            f"the {adapter} adapter needs {', '.join(missing)} in its environment "
+            f"({source} sets them; for a local run export them)"
+        )
     settings = (load_api_settings if api_only else load_settings)(env.get("ALTO_CONFIG") or None, env=env)
     if "ALTO_DATA_DIR" not in env:  # the only writable folder on Lambda / Cloud Functions / Azure Functions
-        settings.data_dir = os.path.join(tempfile.gettempdir(), "altostratus")
+        settings.data_dir = Path(tempfile.gettempdir()) / "altostratus"
     return settings

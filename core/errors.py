@@ -7,7 +7,8 @@ as they are; the rest name what happened so an operator can act on it. Entry poi
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class AltoError(Exception):

@@ -9,7 +9,8 @@ made once per loop, never at import.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Coroutine, Literal, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Literal, TypeVar
 
 from core.errors import ConfigError
 
@@ -25,8 +26,10 @@ def loop_factory(wanted: EventLoop = "auto") -> Callable[[], asyncio.AbstractEve
         import uvloop
     except ImportError:
         if wanted == "uvloop":
-            raise ConfigError("process.event_loop is uvloop, but uvloop is not installed: "
-                              "pip install 'altostratus[uvloop]', or set process.event_loop: auto") from None
+            raise ConfigError(
+                "process.event_loop is uvloop, but uvloop is not installed: "
+                "pip install 'altostratus[uvloop]', or set process.event_loop: auto"
+            ) from None
         return asyncio.new_event_loop
     return uvloop.new_event_loop
 

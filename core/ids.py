@@ -19,7 +19,7 @@ def random_hex() -> str:
             return _pool.pop()
         except IndexError:  # empty: refill (two threads refilling at once only read the source twice)
             raw = os.urandom(16 * _BATCH).hex()
-            _pool.extend([raw[i:i + 32] for i in range(0, len(raw), 32)])
+            _pool.extend([raw[i : i + 32] for i in range(0, len(raw), 32)])
 
 
 def ms_hex(now_s: float) -> str:

@@ -51,14 +51,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _CurrentStderr(logging.StreamHandler):
     """Writes to whatever sys.stderr is at emit time: a host (or a test runner) that swaps stderr after
     start-up still gets the lines, and a closed earlier stream never turns an event into a logging error."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -39,13 +39,8 @@ TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lett
 # `failed | dead_lettered | cancelled -> queued` is an operator replay with a fresh budget; `cancelled`
 # is a user's `DELETE`, from any state that is not terminal yet.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.queued: frozenset(
-        {JobStatus.running, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled}
-    ),
-    JobStatus.running: frozenset(
-        {JobStatus.running, JobStatus.queued, JobStatus.succeeded, JobStatus.failed, JobStatus.dead_lettered,
-         JobStatus.cancelled}
-    ),
+    JobStatus.queued: frozenset({JobStatus.running, *TERMINAL}),
+    JobStatus.running: frozenset({JobStatus.running, JobStatus.queued, *TERMINAL}),
     JobStatus.succeeded: frozenset(),
     JobStatus.failed: frozenset({JobStatus.queued}),
     JobStatus.dead_lettered: frozenset({JobStatus.queued}),
@@ -84,46 +79,76 @@ class JobRequest(_Model):
     """The body of `POST /v1/jobs`. Unknown fields are rejected so typos don't pass silently."""
 
     # strict: `"cache": "no"` is an error, not False; extra="forbid": a typo is an error, not ignored
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False, defer_build=True,
-                              json_schema_extra={"oneOf": [  # one call, or a workflow: what the validators below check
-                                  {"required": ["prompt"], "not": {"anyOf": [{"required": ["workflow"]},
-                                                                             {"required": ["inputs"]}]}},
-                                  {"required": ["workflow", "inputs"], "not": {"required": ["prompt"]}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        str_strip_whitespace=False,
+        defer_build=True,
+        json_schema_extra={
+            "oneOf": [  # one call, or a workflow: what the validators below check
+                {"required": ["prompt"], "not": {"anyOf": [{"required": ["workflow"]}, {"required": ["inputs"]}]}},
+                {"required": ["workflow", "inputs"], "not": {"required": ["prompt"]}},
+            ]
+        },
+    )
 
     workflow: str | None = Field(
-        default=None, pattern=WORKFLOW_PATTERN,
+        default=None,
+        pattern=WORKFLOW_PATTERN,
         description="Run a configured multi-step workflow instead of one call: `name@version`, or `name` for its "
-                    "newest version. Give its inputs in `inputs`, and no `prompt`.")
-    prompt: str = Field(default="", max_length=1_000_000, validate_default=True,
-                        json_schema_extra={"minLength": 1, "pattern": r"\S"},  # what the validator below enforces
-                        description="The question or instruction (required unless `workflow` is given).")
+        "newest version. Give its inputs in `inputs`, and no `prompt`.",
+    )
+    prompt: str = Field(
+        default="",
+        max_length=1_000_000,
+        validate_default=True,
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},  # what the validator below enforces
+        description="The question or instruction (required unless `workflow` is given).",
+    )
     inputs: dict[str, str] = Field(
-        default_factory=dict, description="A workflow's inputs by name: the text itself, or `blob:KEY` for a document "
-                                          "in the blob store (PDF, HTML, Markdown and text are extracted).")
-    max_tokens: int | None = Field(default=None, gt=0, le=1_000_000,
-                                   description="Output tokens at most; lowers (never raises) the route's max_tokens.")
+        default_factory=dict,
+        description="A workflow's inputs by name: the text itself, or `blob:KEY` for a document "
+        "in the blob store (PDF, HTML, Markdown and text are extracted).",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="Output tokens at most; lowers (never raises) the route's max_tokens.",
+    )
     task: str | None = Field(default=None, max_length=128, description="Task name used by routing rules.")
     context_query: str | None = Field(
-        default=None, max_length=10_000, description="Retrieval query; defaults to the prompt when a collection is used."
+        default=None,
+        max_length=10_000,
+        description="Retrieval query; defaults to the prompt when a collection is used.",
     )
     collection: str | None = Field(
-        default=None, pattern=NAME_PATTERN, description=f"Collection to retrieve context from ({NAME_RULE}); "
-                                                        "defaults to the tenant's."
+        default=None,
+        pattern=NAME_PATTERN,
+        description=f"Collection to retrieve context from ({NAME_RULE}); defaults to the tenant's.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,
         description=f"Free-form tags, stored with the job: at most {MAX_METADATA_DEPTH} levels deep and "
-                    f"{MAX_METADATA_BYTES:,} bytes as JSON.",
+        f"{MAX_METADATA_BYTES:,} bytes as JSON.",
     )
     callback_url: str | None = Field(
-        default=None, max_length=2048, json_schema_extra={"format": "uri", "pattern": "^https?://"},  # checked below
-        description="A public http(s) URL POSTed the job view, signed, once the job is terminal.")
-    cache: bool = Field(default=True, description="Set false to bypass the response cache (read and write) for this job.")
+        default=None,
+        max_length=2048,
+        json_schema_extra={"format": "uri", "pattern": "^https?://"},  # checked below
+        description="A public http(s) URL POSTed the job view, signed, once the job is terminal.",
+    )
+    cache: bool = Field(default=True, description="false: bypass the response cache (read and write) for this job.")
     lane: Literal["online", "batch"] = Field(
-        default="online", description="batch: not urgent; sent through the provider's batch API at its discount "
-                                      "(results within the provider's 24 h).")
-    stream: bool = Field(default=False, description="Persist the output as it is generated: read it with "
-                                                    "`GET /v1/jobs/{id}/events` (SSE) or `?after=SEQ&wait_s=N`.")
+        default="online",
+        description="batch: not urgent; sent through the provider's batch API at its discount "
+        "(results within the provider's 24 h).",
+    )
+    stream: bool = Field(
+        default=False,
+        description="Persist the output as it is generated: read it with "
+        "`GET /v1/jobs/{id}/events` (SSE) or `?after=SEQ&wait_s=N`.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -154,8 +179,10 @@ class JobRequest(_Model):
             if not text.strip():
                 raise ValueError(f"input {name!r} is empty; give its text or a `blob:KEY`")
         if (size := sum(len(t) for t in v.values())) > MAX_INPUT_CHARS:
-            raise ValueError(f"inputs total {size:,} characters; at most {MAX_INPUT_CHARS:,} are taken inline: upload "
-                             "the document to the blob store and pass `blob:KEY`")
+            raise ValueError(
+                f"inputs total {size:,} characters; at most {MAX_INPUT_CHARS:,} are taken inline: upload "
+                "the document to the blob store and pass `blob:KEY`"
+            )
         return v
 
     @field_validator("metadata", mode="before")
@@ -167,8 +194,10 @@ class JobRequest(_Model):
             if (depth := json_depth(v)) > MAX_METADATA_DEPTH:
                 raise ValueError(f"metadata is nested {depth} levels deep; at most {MAX_METADATA_DEPTH} are allowed")
             if (size := len(json.dumps(v, separators=(",", ":"), default=str))) > MAX_METADATA_BYTES:
-                raise ValueError(f"metadata is {size:,} bytes as JSON; at most {MAX_METADATA_BYTES:,} are allowed "
-                                 "(store large data in a collection or the blob store and reference it)")
+                raise ValueError(
+                    f"metadata is {size:,} bytes as JSON; at most {MAX_METADATA_BYTES:,} are allowed "
+                    "(store large data in a collection or the blob store and reference it)"
+                )
         return v
 
     @field_validator("callback_url")
@@ -201,8 +230,10 @@ class Usage(_Model):
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     estimated_cost_usd: float = Field(
-        default=0.0, description="The part of cost_usd estimated (an upper bound) for attempts whose reply was lost "
-                                 "with a worker that died mid-call: the provider may have billed them.")
+        default=0.0,
+        description="The part of cost_usd estimated (an upper bound) for attempts whose reply was lost "
+        "with a worker that died mid-call: the provider may have billed them.",
+    )
     cached: bool = False
     calls: int = Field(default=0, description="Billed provider calls summed here (a workflow: over every step).")
 
@@ -277,7 +308,7 @@ class ChildOf(_Model):
     step: int
     round: int = 0
     node: int = 0
-    max_calls: int | None = Field(default=None, description="The workflow's provider-call bound, shared by its children.")
+    max_calls: int | None = Field(default=None, description="The workflow's call bound, shared by its children.")
 
 
 class StepState(_Model):

@@ -40,8 +40,9 @@ def _decode(cursor: str) -> dict[str, object]:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         obj = None
     if not isinstance(obj, dict):
-        raise InputError("cursor is not one this API gave out: pass next_cursor from the previous page as it is",
-                         field="cursor")
+        raise InputError(
+            "cursor is not one this API gave out: pass next_cursor from the previous page as it is", field="cursor"
+        )
     return obj
 
 
@@ -64,6 +65,7 @@ def offset_cursor(n: int) -> str:
 def read_offset(cursor: str) -> int:
     n = _decode(cursor).get("o")
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise InputError("cursor is not a workflow's children listing's: pass next_cursor from the same listing",
-                         field="cursor")
+        raise InputError(
+            "cursor is not a workflow's children listing's: pass next_cursor from the same listing", field="cursor"
+        )
     return n

@@ -9,8 +9,9 @@ platform implements a method only to raise; optional capabilities are protocols 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from core.models import Job, JobStatus
 from core.paging import Position
@@ -124,8 +125,13 @@ class JobStore(Protocol):
         """Write `job` only if the stored version is `expected_version`. Returns False on a lost race."""
 
     def list(
-        self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None, after: Position | None = None,
+        self,
+        *,
+        tenant: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
+        after: Position | None = None,
     ) -> list[Job]:
         """Newest first, by (created_at, id) descending; with `after` (the last job of the previous page), only
         jobs strictly after it in that order. With `updated_before`, only jobs last written before that time,
@@ -196,7 +202,13 @@ class DocumentIndex(Protocol):
     def document_hash(self, tenant: str, collection: str, source: str) -> str | None: ...
 
     def replace_document(
-        self, tenant: str, collection: str, source: str, doc_id: str, title: str | None, content_hash: str,
+        self,
+        tenant: str,
+        collection: str,
+        source: str,
+        doc_id: str,
+        title: str | None,
+        content_hash: str,
         chunks: list[ChunkRow],
     ) -> None: ...
 

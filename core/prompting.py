@@ -54,7 +54,11 @@ def user_parts(question: str, context: str | None, template: Any, max_tokens: in
 
 
 def render(
-    question: str, chunks: list[ContextChunk], *, template_id: str = TEMPLATE_ID, template: Any = None,
+    question: str,
+    chunks: list[ContextChunk],
+    *,
+    template_id: str = TEMPLATE_ID,
+    template: Any = None,
     max_tokens: int = 1024,
 ) -> RenderedPrompt:
     """Fill the template's slots. With no context and no extra slots the user turn is the question itself."""
@@ -62,8 +66,12 @@ def render(
     context = "\n".join(document_block(c) for c in chunks) if chunks else None
     parts = user_parts(question, context, template, max_tokens)
     stable = parts[: next(i for i, p in enumerate(parts) if p.startswith("Question: ") or p == question)]
-    return RenderedPrompt(template=template_id, system=system, user="\n\n".join(parts),
-                          stable_chars=len("\n\n".join(stable) + "\n\n") if stable else 0)
+    return RenderedPrompt(
+        template=template_id,
+        system=system,
+        user="\n\n".join(parts),
+        stable_chars=len("\n\n".join(stable) + "\n\n") if stable else 0,
+    )
 
 
 CITATION = re.compile(r"\[([A-Za-z0-9._-]+#\d+)\]")

@@ -12,7 +12,12 @@ def full_jitter(attempt: int, *, base_s: float, cap_s: float, rng: random.Random
 
 
 def retry_delay(
-    attempt: int, *, retry_after_s: float | None, base_s: float, cap_s: float, retry_after_cap_s: float,
+    attempt: int,
+    *,
+    retry_after_s: float | None,
+    base_s: float,
+    cap_s: float,
+    retry_after_cap_s: float,
     rng: random.Random | None = None,
 ) -> float:
     """A provider's retry-after wins (capped by config); otherwise full-jitter backoff."""

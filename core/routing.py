@@ -10,8 +10,8 @@ fallback chains. Fallbacks the tenant may not use are dropped. Nothing here call
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from core.config.worker import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
 from core.errors import NoRoute
@@ -39,8 +39,11 @@ class Router:
         """The configured rules, then the default route as a rule (validated once, not once per job)."""
         routing = self.settings.routing
         if self._rules[0] is not routing.rules or self._rules[1] is not routing.default:
-            self._rules = (routing.rules, routing.default,
-                           list(routing.rules) + [RuleConfig(name="default", route=routing.default)])
+            self._rules = (
+                routing.rules,
+                routing.default,
+                [*list(routing.rules), RuleConfig(name="default", route=routing.default)],
+            )
         return self._rules[2]
 
     # ------------------------------------------------------------------ policy
@@ -93,9 +96,12 @@ class Router:
             route = rule.route
             if request.max_tokens is not None and request.max_tokens < route.max_tokens:  # a request may only lower it
                 route = route.model_copy(update={"max_tokens": request.max_tokens})
-            siblings = [self.decision(m, f"{reason}: an equivalent deployment", rule.name) for m in allowed if m != name]
-            return RoutePlan(rule=rule.name, route=route, primary=primary, fallbacks=fallbacks, notes=notes,
-                             siblings=siblings)
+            siblings = [
+                self.decision(m, f"{reason}: an equivalent deployment", rule.name) for m in allowed if m != name
+            ]
+            return RoutePlan(
+                rule=rule.name, route=route, primary=primary, fallbacks=fallbacks, notes=notes, siblings=siblings
+            )
         raise NoRoute("no route may serve this request: " + "; ".join(notes or ["no rule matched"]))
 
     def fit(self, plan: RoutePlan, need: Callable[[str], int]) -> RouteDecision:
@@ -111,8 +117,12 @@ class Router:
         total = input_tokens + plan.route.max_tokens
         for d in plan.fallbacks.get("context_overflow", []):
             if self.fits(d.model, need(d.model), plan.route):
-                return d.model_copy(update={"reason": d.reason + (
-                    f": ~{total} tokens exceed {plan.primary.model}'s window of {primary_model.context_window}")})
+                return d.model_copy(
+                    update={
+                        "reason": d.reason
+                        + (f": ~{total} tokens exceed {plan.primary.model}'s window of {primary_model.context_window}")
+                    }
+                )
         raise NoRoute(
             f"the request needs ~{total} tokens (input ~{input_tokens} + max_tokens {plan.route.max_tokens}) but "
             f"model '{plan.primary.model}' has a context window of {primary_model.context_window}; add a "

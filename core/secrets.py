@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from core.errors import ConfigError
 
@@ -18,13 +18,17 @@ class EnvSecrets:
         if scheme == "env":
             value = self.env.get(name)
             if not value:
-                raise ConfigError(f"secret {ref}: environment variable {name} is not set; export it or change the reference")
+                raise ConfigError(
+                    f"secret {ref}: environment variable {name} is not set; export it or change the reference"
+                )
             return value
         if scheme == "file":
             try:
                 return Path(name).read_text().strip()
             except OSError as e:
-                raise ConfigError(f"secret {ref}: cannot read {name} ({e.strerror}); fix the path or permissions") from None
+                raise ConfigError(
+                    f"secret {ref}: cannot read {name} ({e.strerror}); fix the path or permissions"
+                ) from None
         raise ConfigError(
             f"secret {ref}: the '{scheme}' scheme needs its cloud adapter's secret store; "
             "locally use env:NAME or file:/path"

@@ -40,8 +40,9 @@ class StepPosition(_Model):
 
 class StepView(_Model):
     id: str
-    status: str = Field(description="pending | running | settling (its last child finished) | succeeded | failed "
-                                    "| cancelled")
+    status: str = Field(
+        description="pending | running | settling (its last child finished) | succeeded | failed | cancelled"
+    )
     round: int = Field(description="The reduce level being combined (0 for a map or a chain step).")
     children: ChildCounts
     gaps: list[str] = Field(default_factory=list, description="Children skipped under `on_child_failure: skip`.")
@@ -50,8 +51,14 @@ class StepView(_Model):
     @classmethod
     def of(cls, s: StepState) -> "StepView":
         running = max(0, s.nodes - len(s.done)) if s.status == "running" else 0
-        return cls(id=s.id, status=s.status, round=s.round, gaps=s.gaps, usage=s.usage,
-                   children=ChildCounts(total=s.total, succeeded=s.succeeded, failed=s.failed, running=running))
+        return cls(
+            id=s.id,
+            status=s.status,
+            round=s.round,
+            gaps=s.gaps,
+            usage=s.usage,
+            children=ChildCounts(total=s.total, succeeded=s.succeeded, failed=s.failed, running=running),
+        )
 
 
 class Partial(_Model):
@@ -76,7 +83,8 @@ class JobView(_Model):
     )
     usage: Usage
     stop_reason: str | None = Field(
-        default=None, description="Why the model stopped: end_turn, max_tokens (the answer is cut), refusal, other.")
+        default=None, description="Why the model stopped: end_turn, max_tokens (the answer is cut), refusal, other."
+    )
     route: RouteDecision | None
     prompt: PromptAssembly | None = Field(default=None, description="Template, chunk ids and token counts per part.")
     attempts: list[Attempt]
@@ -87,8 +95,11 @@ class JobView(_Model):
     parent_id: str | None = Field(default=None, description="The workflow job this child job belongs to.")
     position: StepPosition | None = Field(default=None, description="Where this child job sits in its workflow.")
     partial: Partial | None = Field(default=None, description="A streaming job's text so far, while it runs.")
-    waiting: Waiting | None = Field(default=None, description="A queued job deferred without spending an attempt: "
-                                    "what it waits for (a rate limit, an open circuit, a budget) and until when.")
+    waiting: Waiting | None = Field(
+        default=None,
+        description="A queued job deferred without spending an attempt: "
+        "what it waits for (a rate limit, an open circuit, a budget) and until when.",
+    )
     lane: str = Field(default="online", description="online, or batch (the provider's batch API).")
     batch_id: str | None = Field(default=None, description="The provider's batch this job was sent in.")
     trace_id: str
@@ -116,7 +127,9 @@ class JobView(_Model):
             workflow=job.workflow.name if job.workflow else None,
             steps=[StepView.of(s) for s in job.workflow.steps] if job.workflow else None,
             parent_id=job.parent.parent_id if job.parent else None,
-            position=StepPosition(step=job.parent.step, round=job.parent.round, node=job.parent.node) if job.parent else None,
+            position=StepPosition(step=job.parent.step, round=job.parent.round, node=job.parent.node)
+            if job.parent
+            else None,
             partial=partial,
             waiting=job.waiting if job.status is JobStatus.queued else None,
             lane="batch" if job.batch is not None and job.batch.state != "returned" else "online",
@@ -132,8 +145,11 @@ class JobList(_Model):
     """What `GET /v1/jobs` returns: a page of the tenant's jobs, newest first (or of a workflow's children)."""
 
     jobs: list[JobView]
-    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null on the "
-                                    "last. Stable while jobs are created: a later page never repeats or skips one.")
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page; null on the "
+        "last. Stable while jobs are created: a later page never repeats or skips one.",
+    )
 
 
 class SubmitResponse(_Model):
@@ -155,7 +171,9 @@ class UsageRow(_Model):
     cost_usd: float
     saved_prompt_cache_usd: float = Field(description="Cache reads at the input price, less cache writes' premium.")
     saved_response_cache_usd: float = Field(description="What the jobs a response-cache hit reused had cost.")
-    saved_batch_usd: float = Field(default=0.0, description="The batch lane's discount on what its calls would have cost.")
+    saved_batch_usd: float = Field(
+        default=0.0, description="The batch lane's discount on what its calls would have cost."
+    )
 
 
 class UsageReport(_Model):
@@ -174,7 +192,9 @@ class OutcomeRow(_Model):
 
     jobs: int = Field(description="Jobs that ended (a replayed job that ends again counts again).")
     mean_latency_s: float | None = Field(description="Submit to end, averaged.")
-    p50_latency_s: float | None = Field(description="Median submit-to-end time, from a histogram (bucket-interpolated).")
+    p50_latency_s: float | None = Field(
+        description="Median submit-to-end time, from a histogram (bucket-interpolated)."
+    )
     p90_latency_s: float | None
     p99_latency_s: float | None
 

@@ -30,8 +30,9 @@ QUESTIONS = [
 
 def call(method: str, url: str, body: dict | None = None) -> tuple[int, dict, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "authorization": f"Bearer {KEY}", "content-type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read()), dict(r.headers)
@@ -47,8 +48,11 @@ def main() -> int:
     index = data_dir / "index.db"
     if index.exists() and b"keyword_models" not in index.read_bytes()[:200_000]:
         index.unlink()  # written by an older version: the index holds only derived data, so rebuild it
-    subprocess.run([ALTO, "ingest", str(ROOT / "samples" / "docs"), "--collection", "docs", "--tenant", "demo",
-                    "--quiet"], env=env, check=True)
+    subprocess.run(
+        [ALTO, "ingest", str(ROOT / "samples" / "docs"), "--collection", "docs", "--tenant", "demo", "--quiet"],
+        env=env,
+        check=True,
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -69,7 +73,7 @@ def main() -> int:
                 time.sleep(0.1)
         jobs = []
         for q in QUESTIONS:
-            status, body, headers = call("POST", f"{base}/v1/jobs", {"prompt": q, "collection": "docs"})
+            status, body, _headers = call("POST", f"{base}/v1/jobs", {"prompt": q, "collection": "docs"})
             print(f"== POST /v1/jobs -> {status} {body['job_id']}  ({q})")
             jobs.append((q, body["status_url"]))
         for q, url in jobs:
@@ -83,12 +87,16 @@ def main() -> int:
             for c in view.get("citations", []):
                 print(f"   [{c['id']}] {c['source']}")
             u = view["usage"]
-            print(f"   ({view['status']}; {u['input_tokens']} in / {u['output_tokens']} out tokens; "
-                  f"trace {view['trace_id']})")
+            print(
+                f"   ({view['status']}; {u['input_tokens']} in / {u['output_tokens']} out tokens; "
+                f"trace {view['trace_id']})"
+            )
             if p := view.get("prompt"):
-                print(f"   prompt {p['template']}: {p['input_tokens']} tokens = system {p['system_tokens']} + template "
-                      f"{p['template_tokens']} + question {p['question_tokens']} + context {p['context_tokens']} "
-                      f"(budget {p['context_budget']:,}); chunks {', '.join(c['id'] for c in p['chunks']) or 'none'}")
+                print(
+                    f"   prompt {p['template']}: {p['input_tokens']} tokens = system {p['system_tokens']} + template "
+                    f"{p['template_tokens']} + question {p['question_tokens']} + context {p['context_tokens']} "
+                    f"(budget {p['context_budget']:,}); chunks {', '.join(c['id'] for c in p['chunks']) or 'none'}"
+                )
         return 0
     finally:
         server.send_signal(signal.SIGTERM)

@@ -21,7 +21,9 @@ def on_files(files: Any, config: Any) -> Any:
     from mkdocs.structure.files import File
 
     for path, kind in PAGES.items():
-        files.append(File.generated(config, path, content=configuration_page() if kind == "configuration" else api_page()))
+        files.append(
+            File.generated(config, path, content=configuration_page() if kind == "configuration" else api_page())
+        )
     files.append(File.generated(config, "reference/openapi.json", content=json.dumps(_spec(), indent=2)))
     return files
 
@@ -32,11 +34,15 @@ def on_files(files: Any, config: Any) -> Any:
 def configuration_page() -> str:
     from core.config.worker import Settings
 
-    out = ["# Configuration reference", "",
-           "Every key of `altostratus.yaml`, generated from the models `alto config check` validates (so this page "
-           "and the validation never disagree). A key may also be set from the environment as "
-           "`ALTO_<SECTION>__<KEY>` (for example `ALTO_GOVERNANCE__MAX_ATTEMPTS=4`). Secrets are references "
-           "(`env:NAME`, `file:/path`, `aws-sm:`, `gcp-sm:`, `azure-kv:`), never values.", ""]
+    out = [
+        "# Configuration reference",
+        "",
+        "Every key of `altostratus.yaml`, generated from the models `alto config check` validates (so this page "
+        "and the validation never disagree). A key may also be set from the environment as "
+        "`ALTO_<SECTION>__<KEY>` (for example `ALTO_GOVERNANCE__MAX_ATTEMPTS=4`). Secrets are references "
+        "(`env:NAME`, `file:/path`, `aws-sm:`, `gcp-sm:`, `azure-kv:`), never values.",
+        "",
+    ]
     sections: list[tuple[str, type[BaseModel], str]] = []
     out += _fields_table(Settings, "", sections)
     seen: set[str] = set()
@@ -60,7 +66,11 @@ def _fields_table(model: type[BaseModel], prefix: str, sections: list[tuple[str,
         if nested is not None:
             path = f"{key}.<name>" if keyed else key
             sections.append((path, nested, nested.__doc__ or ""))
-            kind = f"map of [`{nested.__name__}`](#{_anchor(path)})" if keyed else f"[`{nested.__name__}`](#{_anchor(path)})"
+            kind = (
+                f"map of [`{nested.__name__}`](#{_anchor(path)})"
+                if keyed
+                else f"[`{nested.__name__}`](#{_anchor(path)})"
+            )
         else:
             kind = f"`{_type_name(field.annotation)}`"
         rows.append(f"| `{name}` | {kind} | {_default(field)} | {_clean(field.description or '')} |")
@@ -130,11 +140,15 @@ def _spec() -> dict[str, Any]:
 
 def api_page() -> str:
     spec = _spec()
-    out = ["# HTTP API reference", "",
-           f"Generated from the OpenAPI {spec['openapi']} document every deployment serves at `GET /openapi.json` "
-           "([this version](openapi.json)). Every route but `/healthz` and `/openapi.json` takes "
-           "`Authorization: Bearer <key>`: a tenant's key acts on its tenant's jobs, an operator's key on every "
-           "tenant's. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.", ""]
+    out = [
+        "# HTTP API reference",
+        "",
+        f"Generated from the OpenAPI {spec['openapi']} document every deployment serves at `GET /openapi.json` "
+        "([this version](openapi.json)). Every route but `/healthz` and `/openapi.json` takes "
+        "`Authorization: Bearer <key>`: a tenant's key acts on its tenant's jobs, an operator's key on every "
+        'tenant\'s. Errors are `{"error": {"code", "message", "field"}}`.',
+        "",
+    ]
     for path, methods in spec["paths"].items():
         for method, op in methods.items():
             out += [f"## `{method.upper()} {path}`", "", _clean(op.get("summary", "")), ""]
@@ -142,8 +156,10 @@ def api_page() -> str:
             if params:
                 out += ["| Parameter | In | Schema | Meaning |", "|---|---|---|---|"]
                 for p in params:
-                    out.append(f"| `{p['name']}` | {p['in']} | `{_schema(p.get('schema', {}))}` | "
-                               f"{_clean(p.get('description') or p.get('schema', {}).get('description', ''))} |")
+                    out.append(
+                        f"| `{p['name']}` | {p['in']} | `{_schema(p.get('schema', {}))}` | "
+                        f"{_clean(p.get('description') or p.get('schema', {}).get('description', ''))} |"
+                    )
                 out.append("")
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
             if body:
@@ -161,8 +177,10 @@ def api_page() -> str:
             required = set(schema.get("required", []))
             out += ["| Field | Schema | Required | Meaning |", "|---|---|---|---|"]
             for field, sub in props.items():
-                out.append(f"| `{field}` | {_ref(sub)} | {'yes' if field in required else ''} | "
-                           f"{_clean(sub.get('description', ''))} |")
+                out.append(
+                    f"| `{field}` | {_ref(sub)} | {'yes' if field in required else ''} | "
+                    f"{_clean(sub.get('description', ''))} |"
+                )
             out.append("")
     return "\n".join(out) + "\n"
 

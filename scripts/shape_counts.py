@@ -17,14 +17,41 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("Pipeline", "WorkerService", "ApiService", "Preparer", "Admission", "Attempter", "Finalizer",
-          "Callbacks", "Workflows", "BatchLane", "Operator", "Submitter", "Aftermath")
-EMBEDDED_TYPES = {"Grouped", "Remote", "OrderedKeys", "StorageRunner", "SqliteJobStore", "SqliteQueue",
-                  "SqliteStateStore"}
+STAGES = (
+    "Pipeline",
+    "WorkerService",
+    "ApiService",
+    "Preparer",
+    "Admission",
+    "Attempter",
+    "Finalizer",
+    "Callbacks",
+    "Workflows",
+    "BatchLane",
+    "Operator",
+    "Submitter",
+    "Aftermath",
+)
+EMBEDDED_TYPES = {
+    "Grouped",
+    "Remote",
+    "OrderedKeys",
+    "StorageRunner",
+    "SqliteJobStore",
+    "SqliteQueue",
+    "SqliteStateStore",
+}
 # (importing module prefix, imported module prefix): an arrow that runs the wrong way
-WRONG_WAY = [("core.ports", "core.retrieval"), ("core.logs", "core.guardrails"), ("core.classify", "core.providers"),
-             ("adapters.", "core.embedded"), ("core.jobs", "core.embedded"), ("core.bootstrap", "core.entrypoints"),
-             ("core.workflows", "core.embedded"), ("core.models", "core.retrieval")]
+WRONG_WAY = [
+    ("core.ports", "core.retrieval"),
+    ("core.logs", "core.guardrails"),
+    ("core.classify", "core.providers"),
+    ("adapters.", "core.embedded"),
+    ("core.jobs", "core.embedded"),
+    ("core.bootstrap", "core.entrypoints"),
+    ("core.workflows", "core.embedded"),
+    ("core.models", "core.retrieval"),
+]
 
 
 def modules() -> dict[str, ast.Module]:
@@ -61,13 +88,25 @@ def imports(mod: ast.Module) -> list[str]:
 def counts() -> dict[str, object]:
     tree = modules()
     names = [n for mod in tree.values() for n in ast.walk(mod)]
-    settle = sorted({f"{n.name}" for n in names if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     and n.name.lstrip("_").startswith("settle")})
-    settle_defs = sum(1 for n in names if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                      and n.name.lstrip("_").startswith("settle"))
-    on_terminal = sum(1 for n in names if (isinstance(n, ast.Attribute) and n.attr == "on_terminal")
-                      or (isinstance(n, ast.arg) and n.arg == "on_terminal")
-                      or (isinstance(n, ast.keyword) and n.arg == "on_terminal"))
+    settle = sorted(
+        {
+            f"{n.name}"
+            for n in names
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name.lstrip("_").startswith("settle")
+        }
+    )
+    settle_defs = sum(
+        1
+        for n in names
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name.lstrip("_").startswith("settle")
+    )
+    on_terminal = sum(
+        1
+        for n in names
+        if (isinstance(n, ast.Attribute) and n.attr == "on_terminal")
+        or (isinstance(n, ast.arg) and n.arg == "on_terminal")
+        or (isinstance(n, ast.keyword) and n.arg == "on_terminal")
+    )
     embedded_checks = 0
     for name, mod in tree.items():
         if not name.startswith("core.jobs"):
@@ -78,8 +117,15 @@ def counts() -> dict[str, object]:
                 elts = kinds.elts if isinstance(kinds, ast.Tuple) else [kinds]
                 if any(isinstance(e, ast.Name) and e.id in EMBEDDED_TYPES for e in elts):
                     embedded_checks += 1
-    wrong = sorted({f"{name} -> {imp}" for name, mod in tree.items() for imp in imports(mod)
-                    for src, dst in WRONG_WAY if name.startswith(src) and imp.startswith(dst)})
+    wrong = sorted(
+        {
+            f"{name} -> {imp}"
+            for name, mod in tree.items()
+            for imp in imports(mod)
+            for src, dst in WRONG_WAY
+            if name.startswith(src) and imp.startswith(dst)
+        }
+    )
     files = [p.relative_to(ROOT).as_posix() for f in ("core", "adapters") for p in (ROOT / f).rglob("*.py")]
     return {
         "constructor_params": constructor_params(tree),

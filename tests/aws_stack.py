@@ -24,8 +24,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -48,11 +49,17 @@ class Function:
         self.log_path = log
         self._log = open(log, "ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.lambda_host", self.handler, str(self.timeout_s)], cwd=ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
+            [sys.executable, "-m", "tests.lambda_host", self.handler, str(self.timeout_s)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
         self._proc.stdin.write((json.dumps(event) + "\n").encode())
         self._proc.stdin.flush()
         ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout_s + 30)
@@ -95,15 +102,30 @@ class EventSource:
 
     def receive(self) -> list[dict[str, Any]]:
         return self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=min(10, self.mapping["BatchSize"]), WaitTimeSeconds=0,
-            MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=min(10, self.mapping["BatchSize"]),
+            WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
 
     def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"Records": [{
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m.get("Attributes", {}), "messageAttributes": m.get("MessageAttributes", {}),
-            "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs", "eventSourceARN": self.arn, "awsRegion": REGION,
-        } for m in messages]}
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": m.get("MessageAttributes", {}),
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+        }
 
     def poll_once(self) -> int:
         """One batch through the function; the number of records it got."""
@@ -118,8 +140,10 @@ class EventSource:
         failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])} if reports else set()
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
-            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
         return len(messages)
 
 
@@ -133,8 +157,12 @@ class Deployment:
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = subprocess.Popen(
             [sys.executable, "-m", "tests.moto_iam", "--port", str(self.port), "--record", str(self.record)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=open(workdir / "moto.log", "ab"))
-        assert self._server.stdout is not None and self._server.stdout.readline().strip() == b"ready"
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=open(workdir / "moto.log", "ab"),
+        )
+        assert self._server.stdout is not None
+        assert self._server.stdout.readline().strip() == b"ready"
         self.template = json.loads((packaged / "cloudformation-template-update-stack.json").read_text())
         self.functions: dict[str, Function] = {}
         try:
@@ -160,11 +188,17 @@ class Deployment:
     def _deploy(self, packaged: Path) -> None:
         """As `osls deploy`: the create-stack template (the deployment bucket), the bundle, the full template."""
         cfn = self.client("cloudformation")
-        cfn.create_stack(StackName=STACK, TemplateBody=(packaged / "cloudformation-template-create-stack.json").read_text(),
-                         Capabilities=CAPABILITIES)
+        cfn.create_stack(
+            StackName=STACK,
+            TemplateBody=(packaged / "cloudformation-template-create-stack.json").read_text(),
+            Capabilities=CAPABILITIES,
+        )
         bucket = self._stack_resource(cfn, "ServerlessDeploymentBucket")
-        keys = {fn["Properties"]["Code"]["S3Key"] for fn in self.template["Resources"].values()
-                if fn["Type"] == "AWS::Lambda::Function"}
+        keys = {
+            fn["Properties"]["Code"]["S3Key"]
+            for fn in self.template["Resources"].values()
+            if fn["Type"] == "AWS::Lambda::Function"
+        }
         for key in keys:
             self.client("s3").put_object(Bucket=bucket, Key=key, Body=(packaged / "altostratus.zip").read_bytes())
         cfn.update_stack(StackName=STACK, TemplateBody=json.dumps(self.template), Capabilities=CAPABILITIES)
@@ -175,8 +209,9 @@ class Deployment:
             for name in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
                 doc = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)["PolicyDocument"]
                 if isinstance(doc, str):
-                    iam.put_role_policy(RoleName=role["RoleName"], PolicyName=name,
-                                        PolicyDocument=json.dumps(ast.literal_eval(doc)))
+                    iam.put_role_policy(
+                        RoleName=role["RoleName"], PolicyName=name, PolicyDocument=json.dumps(ast.literal_eval(doc))
+                    )
 
     @staticmethod
     def _stack_resource(cfn: Any, logical: str) -> str:
@@ -187,17 +222,23 @@ class Deployment:
 
     def _physical_ids(self) -> dict[str, str]:
         cfn = self.client("cloudformation")
-        return {r["LogicalResourceId"]: str(r["PhysicalResourceId"])
-                for r in cfn.describe_stack_resources(StackName=STACK)["StackResources"]
-                if r.get("LogicalResourceId") and r.get("PhysicalResourceId")}
+        return {
+            r["LogicalResourceId"]: str(r["PhysicalResourceId"])
+            for r in cfn.describe_stack_resources(StackName=STACK)["StackResources"]
+            if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
+        }
 
     def _mappings(self) -> dict[str, dict[str, Any]]:
         """The deployed event source mappings by queue logical id, read and then disabled (see the module doc)."""
         lam = self.client("lambda")
         out = {}
         for m in lam.list_event_source_mappings()["EventSourceMappings"]:
-            queue = next(k for k, v in self.template["Resources"].items()
-                         if v["Type"] == "AWS::SQS::Queue" and m["EventSourceArn"].endswith(":" + self.resources[k].rsplit("/", 1)[-1]))
+            queue = next(
+                k
+                for k, v in self.template["Resources"].items()
+                if v["Type"] == "AWS::SQS::Queue"
+                and m["EventSourceArn"].endswith(":" + self.resources[k].rsplit("/", 1)[-1])
+            )
             out[queue] = m
             lam.update_event_source_mapping(UUID=m["UUID"], Enabled=False)
         return out
@@ -206,15 +247,23 @@ class Deployment:
         """An operator's own credentials (the test's hands: publishing a snapshot, reading the queues)."""
         iam = self.client("iam")
         iam.create_user(UserName="operator")
-        iam.put_user_policy(UserName="operator", PolicyName="all", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="operator",
+            PolicyName="all",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
         key = iam.create_access_key(UserName="operator")["AccessKey"]
         return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
 
     def roles(self) -> dict[str, str]:
         """Function logical name (Api, Worker, ...) -> its role's logical id, as the template wires them."""
-        return {name.removesuffix("LambdaFunction"): fn["Properties"]["Role"]["Fn::GetAtt"][0]
-                for name, fn in self.template["Resources"].items() if fn["Type"] == "AWS::Lambda::Function"}
+        return {
+            name.removesuffix("LambdaFunction"): fn["Properties"]["Role"]["Fn::GetAtt"][0]
+            for name, fn in self.template["Resources"].items()
+            if fn["Type"] == "AWS::Lambda::Function"
+        }
 
     def _assume_roles(self) -> dict[str, dict[str, str]]:
         sts = self.client("sts")
@@ -222,14 +271,18 @@ class Deployment:
         for fn, role in self.roles().items():
             arn = self.client("iam").get_role(RoleName=self.resources[role])["Role"]["Arn"]
             c = sts.assume_role(RoleArn=arn, RoleSessionName=fn)["Credentials"]
-            out[fn] = {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"],
-                       "aws_session_token": c["SessionToken"]}
+            out[fn] = {
+                "aws_access_key_id": c["AccessKeyId"],
+                "aws_secret_access_key": c["SecretAccessKey"],
+                "aws_session_token": c["SessionToken"],
+            }
         return out
 
     def _authorize(self) -> None:
         """Authorization on for every call from here: moto's reset-auth with no free calls left."""
-        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0", method="POST",
-                                     headers={"Content-Type": "text/plain"})  # a form body would be parsed away
+        req = urllib.request.Request(
+            f"{self.url}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+        )  # a form body would be parsed away
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200
 
@@ -247,11 +300,20 @@ class Deployment:
         env = {k: self._resolve(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()}
         tmp = self.workdir / fn / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        return {**env, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": self.url,
-                "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"], "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
-                "AWS_SESSION_TOKEN": creds["aws_session_token"], "AWS_LAMBDA_FUNCTION_NAME": props["FunctionName"],
-                "TMPDIR": str(tmp), "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
-                "PYTHONDONTWRITEBYTECODE": "1"}
+        return {
+            **env,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
+            "AWS_SESSION_TOKEN": creds["aws_session_token"],
+            "AWS_LAMBDA_FUNCTION_NAME": props["FunctionName"],
+            "TMPDIR": str(tmp),
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(ROOT),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
 
     def _start_functions(self, extra_env: dict[str, str]) -> None:
         for fn in self.roles():
@@ -260,10 +322,12 @@ class Deployment:
 
     def event_source(self, queue: str) -> EventSource:
         mapping = self.mappings[queue]
-        fn = next(f for f, function in self.functions.items()
-                  if mapping["FunctionArn"].endswith(":" + function.env["AWS_LAMBDA_FUNCTION_NAME"]))
-        return EventSource(mapping, self.resources[queue], self.functions[fn],
-                           self.client("sqs", self.credentials[fn]))
+        fn = next(
+            f
+            for f, function in self.functions.items()
+            if mapping["FunctionArn"].endswith(":" + function.env["AWS_LAMBDA_FUNCTION_NAME"])
+        )
+        return EventSource(mapping, self.resources[queue], self.functions[fn], self.client("sqs", self.credentials[fn]))
 
     def calls(self) -> list[dict[str, Any]]:
         """Every judged call so far, with the function whose role made it (None: the operator)."""
@@ -280,8 +344,10 @@ class Deployment:
         deadline = time.monotonic() + timeout_s
         while not done():
             if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting; logs:\n" + "\n".join(
-                    f"--- {f.name}\n{f.log()[-2000:]}" for f in self.functions.values()))
+                raise AssertionError(
+                    "timed out waiting; logs:\n"
+                    + "\n".join(f"--- {f.name}\n{f.log()[-2000:]}" for f in self.functions.values())
+                )
             if not sum(s.poll_once() for s in sources):
                 time.sleep(0.1)
 

@@ -36,7 +36,7 @@ class RecordingSender:
 
     def schedule_messages(self, msg: Any, when: dt.datetime) -> list[int]:
         self.recorder.write(transport="servicebus", method="send", entity=self.queue)
-        delay = max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        delay = max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
         props = {k.decode() if isinstance(k, bytes) else k: v for k, v in (msg.application_properties or {}).items()}
         self.sent.append([str(msg), props, delay])
         return [len(self.sent)]
@@ -74,7 +74,9 @@ def main() -> None:
         protocol.flush()
 
 
-def invoke(fn: Any, request: dict[str, Any], recorder: Any, queue: str, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+def invoke(
+    fn: Any, request: dict[str, Any], recorder: Any, queue: str, loop: asyncio.AbstractEventLoop
+) -> dict[str, Any]:
     import azure.functions as func
     from azure.functions.servicebus import ServiceBusMessage
 
@@ -92,21 +94,41 @@ def invoke(fn: Any, request: dict[str, Any], recorder: Any, queue: str, loop: as
                 return self.value
 
         out = Out()
-        resp = fn(func.HttpRequest(h["method"], f"https://app.example{h['path']}", headers=h.get("headers", {}),
-                                   body=(h.get("body") or "").encode(), params=h.get("params") or {}), out)
+        resp = fn(
+            func.HttpRequest(
+                h["method"],
+                f"https://app.example{h['path']}",
+                headers=h.get("headers", {}),
+                body=(h.get("body") or "").encode(),
+                params=h.get("params") or {},
+            ),
+            out,
+        )
         messages = [] if out.value is None else out.value if isinstance(out.value, list) else [out.value]
         for _ in messages:  # the output binding sends as the app
             recorder.write(transport="servicebus", method="send", entity=queue)
-        return {"completed": True, "out": messages, "http": {
-            "status": resp.status_code, "body": resp.get_body().decode(), "headers": dict(resp.headers),
-            "mimetype": resp.mimetype}}
+        return {
+            "completed": True,
+            "out": messages,
+            "http": {
+                "status": resp.status_code,
+                "body": resp.get_body().decode(),
+                "headers": dict(resp.headers),
+                "mimetype": resp.mimetype,
+            },
+        }
     if "message" in request:
         m = request["message"]
         entity = queue + ("/$DeadLetterQueue" if name == "dead_letter" else "")
         recorder.write(transport="servicebus", method="receive", entity=entity)  # the trigger, as the app
-        msg = ServiceBusMessage(body=m["body"].encode(), message_id=m["id"], delivery_count=m["delivery_count"],
-                                application_properties=m.get("properties") or {}, user_properties={},
-                                content_type="application/json")
+        msg = ServiceBusMessage(
+            body=m["body"].encode(),
+            message_id=m["id"],
+            delivery_count=m["delivery_count"],
+            application_properties=m.get("properties") or {},
+            user_properties={},
+            content_type="application/json",
+        )
         try:
             result = fn(msg)
             if asyncio.iscoroutine(result):

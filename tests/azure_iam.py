@@ -20,12 +20,21 @@ ROLE_ACTIONS = {
     "blobDataContributor": {f"{BLOBS}/{a}" for a in ("read", "write", "delete", "add/action", "move/action")},
     "blobDataReader": {f"{BLOBS}/read"},
     "blobDataOwner": {f"{BLOBS}/{a}" for a in ("read", "write", "delete", "add/action", "move/action", "tags/write")},
-    "keyVaultSecretsUser": {"Microsoft.KeyVault/vaults/secrets/getSecret/action",
-                            "Microsoft.KeyVault/vaults/secrets/readMetadata/action"},
+    "keyVaultSecretsUser": {
+        "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+        "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+    },
 }
 SERVICE_BUS = {"send": "Microsoft.ServiceBus/*/send/action", "receive": "Microsoft.ServiceBus/*/receive/action"}
-TABLE_METHOD = {"GET": "read", "HEAD": "read", "POST": "add/action", "PUT": "write", "MERGE": "update/action",
-                "PATCH": "update/action", "DELETE": "delete"}
+TABLE_METHOD = {
+    "GET": "read",
+    "HEAD": "read",
+    "POST": "add/action",
+    "PUT": "write",
+    "MERGE": "update/action",
+    "PATCH": "update/action",
+    "DELETE": "delete",
+}
 BLOB_METHOD = {"GET": "read", "HEAD": "read", "PUT": "write", "DELETE": "delete"}
 # The Functions host's own needs, which no line of ours makes: AzureWebJobsStorage with a managed identity
 # (leases, timer locks, the Flex Consumption deployment package) takes Storage Blob Data Owner on that account
@@ -47,9 +56,11 @@ class Assignment:
 
     def grants(self, need: Need) -> bool:
         return need.resource == self.resource and any(
-            need.action == a or (a.endswith("/*/send/action") and need.action.endswith("/send/action"))
+            need.action == a
+            or (a.endswith("/*/send/action") and need.action.endswith("/send/action"))
             or (a.endswith("/*/receive/action") and need.action.endswith("/receive/action"))
-            for a in ROLE_ACTIONS[self.role])
+            for a in ROLE_ACTIONS[self.role]
+        )
 
 
 def _find(node: Any, key: str) -> Any:
@@ -79,7 +90,7 @@ def assignments(bicep: Bicep) -> list[Assignment]:
         "secret": f"secret:{bicep.var('secretName')}",
     }
     out = []
-    for name, res in bicep.tree["resources"].items():
+    for _name, res in bicep.tree["resources"].items():
         if res["type"] != "Microsoft.Authorization/roleAssignments" or "loop_type" not in res["config"]:
             continue  # the deployer's assignment is not an app's
         loop, body = res["config"]["loop_type"]["detail"]["array_name"], res["config"]["config"]

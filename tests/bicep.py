@@ -15,10 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-OPERATORS = {"add": lambda a, b: a + b, "substract": lambda a, b: a - b, "subtract": lambda a, b: a - b,
-             "multiply": lambda a, b: a * b, "divide": lambda a, b: a // b, "modulo": lambda a, b: a % b}
-FUNCTIONS = {"string": lambda v: str(v).lower() if isinstance(v, bool) else str(v), "min": min, "max": max,
-             "padLeft": lambda v, n, c=" ": str(v).rjust(int(n), c)}
+OPERATORS = {
+    "add": lambda a, b: a + b,
+    "substract": lambda a, b: a - b,
+    "subtract": lambda a, b: a - b,
+    "multiply": lambda a, b: a * b,
+    "divide": lambda a, b: a // b,
+    "modulo": lambda a, b: a % b,
+}
+FUNCTIONS = {
+    "string": lambda v: str(v).lower() if isinstance(v, bool) else str(v),
+    "min": min,
+    "max": max,
+    "padLeft": lambda v, n, c=" ": str(v).rjust(int(n), c),
+}
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,9 @@ class Bicep:
         if isinstance(node, str):
             if "${" in node:
                 return re.sub(r"\$\{(.+?)\}", lambda m: str(self.expression(m.group(1))), node)
-            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", node) and (node in self.params or node in self.tree["variables"]):
+            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", node) and (
+                node in self.params or node in self.tree["variables"]
+            ):
                 return self._name(node)
             return node
         if not isinstance(node, dict):
@@ -104,8 +116,11 @@ class Bicep:
                 raise ValueError(f"an expression tests/bicep.py does not evaluate: {text}")
         if len(unresolved) == 1 and text.strip() in unresolved:
             return unresolved[text.strip()]
-        return eval(compile(tree, "<bicep>", "eval"), {"__builtins__": {}},  # noqa: S307
-                    {**FUNCTIONS, **unresolved, **{n: self._name(n) for n in names}})
+        return eval(
+            compile(tree, "<bicep>", "eval"),
+            {"__builtins__": {}},
+            {**FUNCTIONS, **unresolved, **{n: self._name(n) for n in names}},
+        )
 
     def settings(self, extra: list[Any] | None = None) -> dict[str, Any]:
         """`commonSettings` (plus an app's own) as name -> value."""

@@ -44,8 +44,12 @@ def _message_dict(message: Any) -> dict[str, Any]:
 def _grpc_interceptor(recorder: Recorder) -> Any:
     import grpc
 
-    class Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                      grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    class Interceptor(
+        grpc.UnaryUnaryClientInterceptor,
+        grpc.UnaryStreamClientInterceptor,
+        grpc.StreamUnaryClientInterceptor,
+        grpc.StreamStreamClientInterceptor,
+    ):
         def _record(self, details: Any, request: Any) -> None:
             recorder.write(transport="grpc", method=details.method, request=_message_dict(request))
 
@@ -97,8 +101,14 @@ def install(path: str, function: str) -> None:
             found = re.search(rb'"name":\s*"([^"]+)"', request.body[:4096])
             if found:
                 query["name"] = found.group(1).decode()
-        recorder.write(transport="http", method=request.method, host=url.netloc, path=unquote(url.path),
-                       query=query, status=response.status_code)
+        recorder.write(
+            transport="http",
+            method=request.method,
+            host=url.netloc,
+            path=unquote(url.path),
+            query=query,
+            status=response.status_code,
+        )
         return response
 
     requests.Session.send = recorded_send  # type: ignore[method-assign]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -58,18 +59,33 @@ def emulators(tmp_path_factory):
     pubsub = GCLOUD_SDK / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
     firestore = GCLOUD_SDK / "platform" / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
     if not pubsub.exists() or not firestore.exists():
-        require_tool("the Google Cloud CLI's emulators", f"not under {GCLOUD_SDK}: install google-cloud-sdk with the "
-                     "pubsub and firestore emulator components, or set CLOUDSDK_ROOT")
+        require_tool(
+            "the Google Cloud CLI's emulators",
+            f"not under {GCLOUD_SDK}: install google-cloud-sdk with the "
+            "pubsub and firestore emulator components, or set CLOUDSDK_ROOT",
+        )
     if shutil.which("java") is None:
         require_tool("java", "the Pub/Sub and Firestore emulators need Java 11+ on PATH")
     logs = tmp_path_factory.mktemp("emulators")
     ps_port, fs_port = free_port(), free_port()
-    ps = subprocess.Popen([str(pubsub), "--host=127.0.0.1", f"--port={ps_port}"],
-                          stdout=open(logs / "pubsub.log", "w"), stderr=subprocess.STDOUT)
-    fs = subprocess.Popen(["java", "-Duser.language=en", "-cp", str(firestore),
-                           "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-                           "--host=127.0.0.1", f"--port={fs_port}"],
-                          stdout=open(logs / "firestore.log", "w"), stderr=subprocess.STDOUT)
+    ps = subprocess.Popen(
+        [str(pubsub), "--host=127.0.0.1", f"--port={ps_port}"],
+        stdout=open(logs / "pubsub.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    fs = subprocess.Popen(
+        [
+            "java",
+            "-Duser.language=en",
+            "-cp",
+            str(firestore),
+            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
+            "--host=127.0.0.1",
+            f"--port={fs_port}",
+        ],
+        stdout=open(logs / "firestore.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_port(ps_port, ps)
         wait_port(fs_port, fs)
@@ -96,17 +112,37 @@ def azurite(tmp_path_factory):
     blob, table = free_port(), free_port()
     folder = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen(
-        [str(azurite), "--silent", "--skipApiVersionCheck", "--loose", "--location", str(folder),
-         "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1", "--queuePort", str(free_port()),
-         "--tableHost", "127.0.0.1", "--tablePort", str(table)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(azurite),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--location",
+            str(folder),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(blob),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(free_port()),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(table),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     for port in (blob, table):
         wait_port(port, proc, timeout=30)
     try:
-        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
-               f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
-               f"TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1;")
+        yield (
+            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
+            f"TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1;"
+        )
     finally:
         stop(proc)
 
@@ -134,12 +170,46 @@ def aws_packaged(tmp_path_factory) -> dict[str, Any]:
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake", "ALTO_LAMBDA_PYTHON": py312}
     for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         env.pop(k, None)
-    r = subprocess.run(["npx", "--no-install", "osls", "package", "--stage", "ci", "--package", str(out),
-                        f"--param=apiKeyHashes=acme={hash_api_key(DEPLOY_KEY)}"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            "npx",
+            "--no-install",
+            "osls",
+            "package",
+            "--stage",
+            "ci",
+            "--package",
+            str(out),
+            f"--param=apiKeyHashes=acme={hash_api_key(DEPLOY_KEY)}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     template = json.loads((out / "cloudformation-template-update-stack.json").read_text())
     return {"dir": out, "template": template, "zip": out / "altostratus.zip", "log": r.stdout, "python312": py312}
+
+
+class ManualClock:
+    """Time a test moves by hand (`advance`), from the wall clock's now: a timeout or a delay passes without
+    a sleep. Pass it where the core takes a clock (`bootstrap(clock=...)`, `SqliteQueue(clock=...)`)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -169,10 +239,17 @@ def fake_anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
 
 def anthropic_config(base_url: str, **governance: Any) -> dict[str, Any]:
     return {
-        "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_ANTHROPIC_KEY", "base_url": base_url,
-                               "timeout_s": 5}},
-        "models": {"fake-sonnet": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 3.0,
-                                   "output_per_mtok": 15.0}},
+        "providers": {
+            "fake": {"type": "anthropic", "api_key": "env:FAKE_ANTHROPIC_KEY", "base_url": base_url, "timeout_s": 5}
+        },
+        "models": {
+            "fake-sonnet": {
+                "provider": "fake",
+                "model_id": "claude-haiku-4-5",
+                "input_per_mtok": 3.0,
+                "output_per_mtok": 15.0,
+            }
+        },
         "routing": {"default": {"model": "fake-sonnet", "max_tokens": 256}},
         "governance": {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "retry_after_cap_s": 0.05, **governance},
     }
@@ -185,8 +262,9 @@ def live(make_app: Callable[..., App]) -> Callable[..., tuple[App, str]]:
 
     servers: list[ServerThread] = []
 
-    def start(config: dict[str, Any] | None = None, workers: int = 1, env: dict[str, str] | None = None,
-              **ports: Any) -> tuple[App, str]:
+    def start(
+        config: dict[str, Any] | None = None, workers: int = 1, env: dict[str, str] | None = None, **ports: Any
+    ) -> tuple[App, str]:
         app = make_app(config, env, **ports)
         srv = ServerThread(LocalService(app, workers=workers).asgi).__enter__()
         servers.append(srv)
@@ -216,7 +294,7 @@ class Collector:
         self.bodies: dict[str, list[bytes]] = {}
         self.headers: list[dict[str, str]] = []
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001  ASGI
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
         body = b""

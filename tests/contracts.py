@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from core.errors import ConflictError
 from core.models import Job, JobRequest, JobStatus
@@ -20,15 +20,25 @@ def check_job_store(store: JobStore, *, prompt: str = "p", corrupt: Callable[[st
     import pytest
 
     now = time.time()
-    job = Job(id="j1", tenant="acme", request=JobRequest(prompt=prompt), request_hash="h", trace_id="t",
-              created_at=now, updated_at=now - 100)
+    job = Job(
+        id="j1",
+        tenant="acme",
+        request=JobRequest(prompt=prompt),
+        request_hash="h",
+        trace_id="t",
+        created_at=now,
+        updated_at=now - 100,
+    )
     store.create(job)
     with pytest.raises(ConflictError):
         store.create(job)
     first, second = store.get("j1"), store.get("j1")
-    assert first is not None and second is not None and first.request.prompt == prompt
+    assert first is not None
+    assert second is not None
+    assert first.request.prompt == prompt
     first.status = JobStatus.running
-    assert store.update(first, expected_version=0) and first.version == 1
+    assert store.update(first, expected_version=0)
+    assert first.version == 1
     second.status = JobStatus.failed
     assert not store.update(second, expected_version=0)  # the second claim loses and writes nothing
     assert store.get("j1").status is JobStatus.running  # type: ignore[union-attr]
@@ -41,8 +51,16 @@ def check_job_store(store: JobStore, *, prompt: str = "p", corrupt: Callable[[st
     assert store.list(tenant="beta", status=JobStatus.running) == []
     assert [j.id for j in store.list(status=JobStatus.running)] == ["j1"]  # the operator's view of every tenant
     if corrupt is not None:
-        bad = Job(id="j2", tenant="acme", request=JobRequest(prompt=prompt), request_hash="h", trace_id="t",
-                  created_at=now + 1, updated_at=now - 100, status=JobStatus.running)
+        bad = Job(
+            id="j2",
+            tenant="acme",
+            request=JobRequest(prompt=prompt),
+            request_hash="h",
+            trace_id="t",
+            created_at=now + 1,
+            updated_at=now - 100,
+            status=JobStatus.running,
+        )
         store.create(bad)
         corrupt("j2")
         assert [j.id for j in store.list(tenant="acme")] == ["j1"]
@@ -58,10 +76,26 @@ def check_job_paging(store: JobStore) -> None:
     t0 = time.time() - 1000
     stamps = [t0 + 5, t0 + 4, t0 + 4, t0 + 4, t0 + 3, t0 + 2, t0 + 1]  # a three-way tie across a page boundary
     for n, t in enumerate(stamps):
-        store.create(Job(id=f"page-{n}", tenant="paged", request=JobRequest(prompt="p"), request_hash="h",
-                         trace_id="t", created_at=t, updated_at=t, status=JobStatus.failed if n % 2 else JobStatus.queued))
-    expected = [j.id for j in sorted((store.get(f"page-{n}") for n in range(len(stamps))),  # type: ignore[misc]
-                                     key=lambda j: (j.created_at, j.id), reverse=True)]
+        store.create(
+            Job(
+                id=f"page-{n}",
+                tenant="paged",
+                request=JobRequest(prompt="p"),
+                request_hash="h",
+                trace_id="t",
+                created_at=t,
+                updated_at=t,
+                status=JobStatus.failed if n % 2 else JobStatus.queued,
+            )
+        )
+    expected = [
+        j.id
+        for j in sorted(
+            (store.get(f"page-{n}") for n in range(len(stamps))),  # type: ignore[misc]
+            key=lambda j: (j.created_at, j.id),
+            reverse=True,
+        )
+    ]
     for status in (None, JobStatus.failed):
         for tenant in ("paged", None):
             want = [i for i in expected if status is None or store.get(i).status is status]  # type: ignore[union-attr]
@@ -74,9 +108,18 @@ def check_job_paging(store: JobStore) -> None:
                 seen += [j.id for j in page if j.id.startswith("page-")]  # every tenant's: others' too
                 after = Position(page[-1].created_at, page[-1].id)
                 late = f"late-{status}-{tenant}-{page_no}"  # created between pages: newer, so never on a later page
-                store.create(Job(id=late, tenant="paged", request=JobRequest(prompt="p"), request_hash="h",
-                                 trace_id="t", created_at=time.time(), updated_at=time.time(),
-                                 status=status or JobStatus.queued))
+                store.create(
+                    Job(
+                        id=late,
+                        tenant="paged",
+                        request=JobRequest(prompt="p"),
+                        request_hash="h",
+                        trace_id="t",
+                        created_at=time.time(),
+                        updated_at=time.time(),
+                        status=status or JobStatus.queued,
+                    )
+                )
             assert seen == want, (status, tenant, seen, want)
 
 
@@ -89,7 +132,9 @@ def check_state_store(make: Callable[[Callable[[], float]], StateStore]) -> None
     assert state.put_if_absent(key, {"a": 1}, ttl_s=10)
     assert not state.put_if_absent(key, {"a": 2})
     rec = state.get(key)
-    assert rec is not None and rec.value == {"a": 1} and rec.version == 1
+    assert rec is not None
+    assert rec.value == {"a": 1}
+    assert rec.version == 1
     assert state.compare_and_set(key, {"a": 3}, expected_version=1, ttl_s=10)
     assert not state.compare_and_set(key, {"a": 4}, expected_version=1)
     clock[0] += 11
@@ -97,7 +142,10 @@ def check_state_store(make: Callable[[Callable[[], float]], StateStore]) -> None
     assert not state.compare_and_set(key, {"a": 5}, expected_version=2)
     assert state.put_if_absent(key, {"a": 6})
     rec = state.get(key)
-    assert rec is not None and rec.version == 3 and rec.expires_at is None and rec.value == {"a": 6}
+    assert rec is not None
+    assert rec.version == 3
+    assert rec.expires_at is None
+    assert rec.value == {"a": 6}
     state.delete(key)
     assert state.get(key) is None
 

@@ -15,14 +15,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLE_PERMISSIONS = {
-    "roles/datastore.user": {"datastore.entities.allocateIds", "datastore.entities.create", "datastore.entities.delete",
-                             "datastore.entities.get", "datastore.entities.list", "datastore.entities.update",
-                             "datastore.databases.get", "datastore.databases.getMetadata", "datastore.indexes.list",
-                             "datastore.namespaces.get", "datastore.namespaces.list"},
+    "roles/datastore.user": {
+        "datastore.entities.allocateIds",
+        "datastore.entities.create",
+        "datastore.entities.delete",
+        "datastore.entities.get",
+        "datastore.entities.list",
+        "datastore.entities.update",
+        "datastore.databases.get",
+        "datastore.databases.getMetadata",
+        "datastore.indexes.list",
+        "datastore.namespaces.get",
+        "datastore.namespaces.list",
+    },
     "roles/pubsub.publisher": {"pubsub.topics.publish"},
     "roles/storage.objectViewer": {"storage.objects.get", "storage.objects.list"},
-    "roles/storage.objectUser": {"storage.objects.create", "storage.objects.delete", "storage.objects.get",
-                                 "storage.objects.list", "storage.objects.restore", "storage.objects.update"},
+    "roles/storage.objectUser": {
+        "storage.objects.create",
+        "storage.objects.delete",
+        "storage.objects.get",
+        "storage.objects.list",
+        "storage.objects.restore",
+        "storage.objects.update",
+    },
     "roles/storage.objectCreator": {"storage.objects.create"},
     "roles/secretmanager.secretAccessor": {"secretmanager.versions.access"},
 }
@@ -77,7 +92,9 @@ def _database(request: dict[str, Any]) -> str:
     for key in ("database", "parent", "name"):
         if isinstance(request.get(key), str):
             return "/".join(request[key].split("/")[:4])
-    names = request.get("documents") or [w.get("update", {}).get("name") or w.get("delete") for w in request.get("writes", [])]
+    names = request.get("documents") or [
+        w.get("update", {}).get("name") or w.get("delete") for w in request.get("writes", [])
+    ]
     return "/".join(str(names[0]).split("/")[:4])
 
 
@@ -179,5 +196,5 @@ def serves(index: list[tuple[str, str]], collection: str, need: tuple[str, froze
     coll, equal, orders = need
     if coll != collection or len(index) != len(equal) + len(orders):
         return False
-    head, tail = index[:len(equal)], index[len(equal):]
+    head, tail = index[: len(equal)], index[len(equal) :]
     return {f for f, _ in head} == set(equal) and tuple(tuple(x) for x in tail) == tuple(orders)

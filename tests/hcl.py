@@ -15,11 +15,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-REF = re.compile(r"\b(var|local)\.([A-Za-z_][A-Za-z0-9_]*)((?:\[\"[^\"]+\"\]|\.[A-Za-z_][A-Za-z0-9_]*)*)"
-                 r"|\b(google_[a-z0-9_]+)\.([A-Za-z_][A-Za-z0-9_-]*)(?:\[\"([^\"]+)\"\])?\.([A-Za-z_][A-Za-z0-9_]*)")
+REF = re.compile(
+    r"\b(var|local)\.([A-Za-z_][A-Za-z0-9_]*)((?:\[\"[^\"]+\"\]|\.[A-Za-z_][A-Za-z0-9_]*)*)"
+    r"|\b(google_[a-z0-9_]+)\.([A-Za-z_][A-Za-z0-9_-]*)(?:\[\"([^\"]+)\"\])?\.([A-Za-z_][A-Za-z0-9_]*)"
+)
 STEP = re.compile(r'\["([^"]+)"\]|\.([A-Za-z_][A-Za-z0-9_]*)')
-FUNCTIONS = {"min": min, "max": max, "tostring": lambda v: str(v), "ceil": math.ceil, "floor": math.floor,
-             "toset": list}
+FUNCTIONS = {
+    "min": min,
+    "max": max,
+    "tostring": lambda v: str(v),
+    "ceil": math.ceil,
+    "floor": math.floor,
+    "toset": list,
+}
 
 
 def plain(v: Any) -> Any:
@@ -49,8 +57,13 @@ class Terraform:
         self._locals: dict[str, Any] = {}
 
     def resources(self, kind: str) -> dict[str, dict[str, Any]]:
-        return {name: body for r in self.blocks.get("resource", []) for k, named in r.items() if k == kind
-                for name, body in named.items()}
+        return {
+            name: body
+            for r in self.blocks.get("resource", [])
+            for k, named in r.items()
+            if k == kind
+            for name, body in named.items()
+        }
 
     def local(self, name: str) -> Any:
         if name not in self._locals:
@@ -94,4 +107,4 @@ class Terraform:
                 raise ValueError(f"an expression tests/hcl.py does not evaluate: {expr}")
             if isinstance(node, (ast.Attribute, ast.Subscript, ast.Lambda)):
                 raise ValueError(f"an expression tests/hcl.py does not evaluate: {expr}")
-        return eval(compile(tree, "<hcl>", "eval"), {"__builtins__": {}}, {**FUNCTIONS, **names})  # noqa: S307
+        return eval(compile(tree, "<hcl>", "eval"), {"__builtins__": {}}, {**FUNCTIONS, **names})

@@ -35,10 +35,14 @@ from typing import Any
 RECORD_LOCK = threading.Lock()
 # operations whose IAM action has another name (the services' "actions defined by" reference pages)
 IAM_ACTION = {
-    ("sqs", "SendMessageBatch"): "SendMessage", ("sqs", "DeleteMessageBatch"): "DeleteMessage",
+    ("sqs", "SendMessageBatch"): "SendMessage",
+    ("sqs", "DeleteMessageBatch"): "DeleteMessage",
     ("sqs", "ChangeMessageVisibilityBatch"): "ChangeMessageVisibility",
-    ("s3", "ListObjectsV2"): "ListBucket", ("s3", "ListObjects"): "ListBucket", ("s3", "HeadObject"): "GetObject",
-    ("s3", "HeadBucket"): "ListBucket", ("s3", "DeleteObjects"): "DeleteObject",
+    ("s3", "ListObjectsV2"): "ListBucket",
+    ("s3", "ListObjects"): "ListBucket",
+    ("s3", "HeadObject"): "GetObject",
+    ("s3", "HeadBucket"): "ListBucket",
+    ("s3", "DeleteObjects"): "DeleteObject",
 }
 
 
@@ -84,7 +88,11 @@ def _resource(response: Any, resource: str) -> str:
         from moto.secretsmanager.models import secretsmanager_backends
 
         secret = secretsmanager_backends[account][region].secrets.get(params["SecretId"])
-        return secret.arn if secret is not None else f"arn:aws:secretsmanager:{region}:{account}:secret:{params['SecretId']}"
+        return (
+            secret.arn
+            if secret is not None
+            else f"arn:aws:secretsmanager:{region}:{account}:secret:{params['SecretId']}"
+        )
     return resource
 
 
@@ -111,8 +119,15 @@ def install(record_path: str) -> None:
     original = ActionAuthenticatorMixin._authenticate_and_authorize_action
 
     def record(response: Any, action: str, resource: str, allowed: bool) -> None:
-        line = json.dumps({"key": _access_key(response.headers), "action": action, "resource": resource,
-                           "allowed": allowed, "leading_keys": _leading_keys(response, action)})
+        line = json.dumps(
+            {
+                "key": _access_key(response.headers),
+                "action": action,
+                "resource": resource,
+                "allowed": allowed,
+                "leading_keys": _leading_keys(response, action),
+            }
+        )
         with RECORD_LOCK, open(record_path, "a") as f:
             f.write(line + "\n")
 
@@ -134,8 +149,14 @@ def install(record_path: str) -> None:
             missing = _missing_s3_key(self, resource)
             if missing is not None:  # S3 says 403 here unless the caller may list the bucket
                 listing = iam_request_cls(
-                    account_id=self.current_account, method=self.method, path=self.raw_path, data=self.data,
-                    body=self.raw_body, headers=self.headers, action="ListBucket")
+                    account_id=self.current_account,
+                    method=self.method,
+                    path=self.raw_path,
+                    data=self.data,
+                    body=self.raw_body,
+                    headers=self.headers,
+                    action="ListBucket",
+                )
                 bucket = f"arn:aws:s3:::{missing[0]}"
                 try:
                     listing.check_action_permitted(bucket)

@@ -114,7 +114,11 @@ def test_core_modules_classes_and_functions_stay_small():
 # (importing modules, imported modules, why): arrows that run the wrong way. A prefix ending in "." names a
 # package's modules; one without names that module and its submodules.
 WRONG_WAY = [
-    ("core.ports", "core.retrieval", "the ports define what engines implement; the types they share live in the domain"),
+    (
+        "core.ports",
+        "core.retrieval",
+        "the ports define what engines implement; the types they share live in the domain",
+    ),
     ("core.models", "core.retrieval", "the domain leans on no engine"),
     ("core.chunks", "core.retrieval", "the domain leans on no engine"),
     ("core.logs", "core.guardrails", "logging masks PII with the neutral core.redaction, not the policy checks"),
@@ -149,9 +153,12 @@ def test_arrows_run_one_way():
                 if _under(name, src) and _under(imported, dst):
                     wrong.append(f"{name} imports {imported}: {why}")
     for path in sorted(ADAPTERS.rglob("*.py")):
-        wrong += [f"{path.relative_to(CORE.parent)} imports {m}: what every runtime shares lives in a neutral core "
-                  "module (core.secrets, core.access), not in the embedded runtime"
-                  for m in sorted(_all_imports(path)) if _under(m, "core.embedded")]
+        wrong += [
+            f"{path.relative_to(CORE.parent)} imports {m}: what every runtime shares lives in a neutral core "
+            "module (core.secrets, core.access), not in the embedded runtime"
+            for m in sorted(_all_imports(path))
+            if _under(m, "core.embedded")
+        ]
     assert wrong == [], "\n".join(wrong)
 
 

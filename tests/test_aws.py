@@ -30,9 +30,18 @@ class CfnLoader(yaml.SafeLoader):
     """Reads serverless.yml: CloudFormation short tags become {"!Tag": value}."""
 
 
-CfnLoader.add_multi_constructor("!", lambda loader, tag, node: {tag: (
-    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else
-    loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node))})
+CfnLoader.add_multi_constructor(
+    "!",
+    lambda loader, tag, node: {
+        tag: (
+            loader.construct_scalar(node)
+            if isinstance(node, yaml.ScalarNode)
+            else loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+        )
+    },
+)
 
 
 def serverless_resources() -> dict[str, Any]:
@@ -67,21 +76,32 @@ class Aws:
     def __init__(self, url: str, monkeypatch, tmp_path: Path, max_receive: int) -> None:
         import boto3
 
-        for k, v in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
+        for k, v in {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }.items():
             monkeypatch.setenv(k, v)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
         self.sqs, self.ddb, self.s3 = (boto3.client(s, endpoint_url=url) for s in ("sqs", "dynamodb", "s3"))
         run = uuid.uuid4().hex[:8]
         res = serverless_resources()
         self.dlq_url = self.sqs.create_queue(QueueName=f"dlq-{run}")["QueueUrl"]
-        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.queue_url = self.sqs.create_queue(QueueName=f"jobs-{run}", Attributes={
-            "VisibilityTimeout": "30",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}),
-        })["QueueUrl"]
-        self.queue_arn = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.queue_url = self.sqs.create_queue(
+            QueueName=f"jobs-{run}",
+            Attributes={
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}),
+            },
+        )["QueueUrl"]
+        self.queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         for logical in ("JobsTable", "StateTable"):
             p = res[logical]["Properties"]
             kwargs = {k: p[k] for k in ("AttributeDefinitions", "KeySchema", "BillingMode")}
@@ -92,9 +112,15 @@ class Aws:
         self.bucket = f"bucket-{run}"
         self.s3.create_bucket(Bucket=self.bucket)
         self.config = tmp_path / "altostratus.yaml"
-        self.env = {"ALTO_JOBS_TABLE": self.jobs_table, "ALTO_STATE_TABLE": self.state_table,
-                    "ALTO_QUEUE_URL": self.queue_url, "ALTO_BUCKET": self.bucket, "ALTO_CONFIG": str(self.config),
-                    "ALTO_DATA_DIR": str(tmp_path / "lambda-tmp"), "ALTO_API_KEYS": f"acme={KEY}"}
+        self.env = {
+            "ALTO_JOBS_TABLE": self.jobs_table,
+            "ALTO_STATE_TABLE": self.state_table,
+            "ALTO_QUEUE_URL": self.queue_url,
+            "ALTO_BUCKET": self.bucket,
+            "ALTO_CONFIG": str(self.config),
+            "ALTO_DATA_DIR": str(tmp_path / "lambda-tmp"),
+            "ALTO_API_KEYS": f"acme={KEY}",
+        }
         for k, v in self.env.items():
             monkeypatch.setenv(k, v)
         self.configure({})
@@ -117,15 +143,21 @@ class Aws:
 
         return get_app()
 
-    def http(self, method: str, path: str, body: Any = None, key: str | None = KEY, query: str = "",
-             raw: bool = False) -> tuple[int, Any]:
+    def http(
+        self, method: str, path: str, body: Any = None, key: str | None = KEY, query: str = "", raw: bool = False
+    ) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         event = {
-            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query, "headers": headers,
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": path,
+            "rawQueryString": query,
+            "headers": headers,
             "requestContext": {"http": {"method": method, "path": path}, "domainName": "api.example.com"},
-            "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
+            "body": json.dumps(body) if body is not None else None,
+            "isBase64Encoded": False,
         }
         r = self.handlers.api(event, Context())
         return r["statusCode"], (r if raw else json.loads(r["body"]))
@@ -136,16 +168,32 @@ class Aws:
         return body["job_id"]
 
     def receive(self, url: str | None = None, visibility: int = 30) -> list[dict[str, Any]]:
-        r = self.sqs.receive_message(QueueUrl=url or self.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=visibility,
-                                     MessageSystemAttributeNames=["All"], WaitTimeSeconds=0)
+        r = self.sqs.receive_message(
+            QueueUrl=url or self.queue_url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=visibility,
+            MessageSystemAttributeNames=["All"],
+            WaitTimeSeconds=0,
+        )
         return r.get("Messages", [])
 
     def event(self, messages: list[dict[str, Any]], arn: str | None = None) -> dict[str, Any]:
-        return {"Records": [{
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
-            "eventSource": "aws:sqs", "eventSourceARN": arn or self.queue_arn, "awsRegion": "us-east-1",
-        } for m in messages]}
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn or self.queue_arn,
+                    "awsRegion": "us-east-1",
+                }
+                for m in messages
+            ]
+        }
 
     def lambda_batch(self, messages: list[dict[str, Any]], url: str | None = None, fn: str = "worker") -> set[str]:
         """One Lambda invocation: call the handler, then delete what it did not report as failed."""
@@ -165,8 +213,14 @@ class Aws:
                 self.lambda_batch(messages)
                 continue
             attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["All"])["Attributes"]
-            if all(attrs[a] == "0" for a in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                                               "ApproximateNumberOfMessagesDelayed")):
+            if all(
+                attrs[a] == "0"
+                for a in (
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                )
+            ):
                 return
             time.sleep(0.2)
         raise AssertionError("queue did not drain")
@@ -180,7 +234,9 @@ def aws(moto_url, monkeypatch, tmp_path) -> Aws:
 def anthropic_cfg(url: str, **governance: Any) -> dict[str, Any]:
     return {
         "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url, "timeout_s": 10}},
-        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}},
+        "models": {
+            "m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1, "output_per_mtok": 5}
+        },
         "routing": {"default": {"model": "m", "max_tokens": 64}},
         "governance": {"backoff_base_s": 0.5, "backoff_max_s": 1, "in_process_wait_s": 0, **governance},
     }
@@ -200,15 +256,20 @@ def fake(monkeypatch):
 def test_api_to_sqs_to_worker_to_dynamodb_to_api_get(aws):
     assert aws.http("POST", "/v1/jobs", {"prompt": "hi"}, key=None)[0] == 401
     status, spec = aws.http("GET", "/openapi.json")
-    assert status == 200 and "/v1/jobs" in spec["paths"]
+    assert status == 200
+    assert "/v1/jobs" in spec["paths"]
     job_id = aws.submit("What is a visibility timeout?")
     status, view = aws.http("GET", f"/v1/jobs/{job_id}")
-    assert status == 200 and view["status"] == "queued"
+    assert status == 200
+    assert view["status"] == "queued"
     item = aws.ddb.get_item(TableName=aws.jobs_table, Key={"id": {"S": job_id}})["Item"]
-    assert item["status"]["S"] == "queued" and item["tenant"]["S"] == "acme"
+    assert item["status"]["S"] == "queued"
+    assert item["tenant"]["S"] == "acme"
     aws.drain()
     status, view = aws.http("GET", f"/v1/jobs/{job_id}")
-    assert view["status"] == "succeeded" and view["result"] and view["trace_id"]
+    assert view["status"] == "succeeded"
+    assert view["result"]
+    assert view["trace_id"]
     item = aws.ddb.get_item(TableName=aws.jobs_table, Key={"id": {"S": job_id}})["Item"]
     assert int(item["expires_at"]["N"]) > time.time() + 29 * 86400  # terminal jobs get the TTL attribute
 
@@ -218,13 +279,30 @@ def http_api_event(method: str, raw_path: str, stage: str, body: Any = None) -> 
     stage while requestContext.http.path and routeKey do not (cf. the AWS Lambda developer guide's
     nodejs-apig sample and Powertools' apiGatewayProxyV2Event)."""
     return {
-        "version": "2.0", "routeKey": "$default", "rawPath": raw_path, "rawQueryString": "",
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": "",
         "headers": {"content-type": "application/json", "authorization": f"Bearer {KEY}", "host": "evil.example"},
-        "requestContext": {"accountId": "123456789012", "apiId": "r3pmxmplak", "stage": stage,
-                           "domainName": "r3pmxmplak.execute-api.us-east-2.amazonaws.com", "domainPrefix": "r3pmxmplak",
-                           "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4",
-                                    "userAgent": "curl"}, "requestId": "id", "routeKey": "$default", "timeEpoch": 0},
-        "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "r3pmxmplak",
+            "stage": stage,
+            "domainName": "r3pmxmplak.execute-api.us-east-2.amazonaws.com",
+            "domainPrefix": "r3pmxmplak",
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "1.2.3.4",
+                "userAgent": "curl",
+            },
+            "requestId": "id",
+            "routeKey": "$default",
+            "timeEpoch": 0,
+        },
+        "body": json.dumps(body) if body is not None else None,
+        "isBase64Encoded": False,
     }
 
 
@@ -240,15 +318,21 @@ def test_an_http_api_on_a_named_stage_routes_without_the_stage_and_names_its_own
 
 def test_a_rest_api_payload_1_event_is_refused_naming_the_payload_format(aws):
     event = {  # payload format 1.0 (REST API, ALB): path and httpMethod, no rawPath
-        "version": "1.0", "resource": "/v1/jobs", "path": "/v1/jobs", "httpMethod": "POST",
+        "version": "1.0",
+        "resource": "/v1/jobs",
+        "path": "/v1/jobs",
+        "httpMethod": "POST",
         "headers": {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
         "requestContext": {"stage": "prod", "httpMethod": "POST", "path": "/prod/v1/jobs"},
-        "body": json.dumps({"prompt": "hi"}), "isBase64Encoded": False,
+        "body": json.dumps({"prompt": "hi"}),
+        "isBase64Encoded": False,
     }
     for e in (event, {k: v for k, v in event.items() if k != "version"}):
         r = aws.handlers.api(e, Context())
         err = json.loads(r["body"])["error"]
-        assert r["statusCode"] == 400 and err["code"] == "unsupported_event" and "payload format 1.0" in err["message"]
+        assert r["statusCode"] == 400
+        assert err["code"] == "unsupported_event"
+        assert "payload format 1.0" in err["message"]
     assert aws.app.store.list(limit=5) == []
 
 
@@ -256,8 +340,9 @@ def test_a_collection_with_no_documents_is_failed_by_the_worker_saying_why(aws):
     """The api function (ApiSettings, no retriever) accepts the job; the worker, which can look, fails it."""
     job_id = aws.submit("What does the manual say?", collection="manuals")
     aws.drain()
-    status, view = aws.http("GET", f"/v1/jobs/{job_id}")
-    assert view["status"] == "failed" and not view["attempts"]
+    _status, view = aws.http("GET", f"/v1/jobs/{job_id}")
+    assert view["status"] == "failed"
+    assert not view["attempts"]
     assert "collection 'manuals' has no documents" in view["error"]["message"]
     assert "alto ingest PATH --collection manuals" in view["error"]["message"]
 
@@ -265,10 +350,16 @@ def test_a_collection_with_no_documents_is_failed_by_the_worker_saying_why(aws):
 def test_poison_record_fails_alone_then_reaches_the_dlq_and_is_marked(aws):
     dead_port = free_port()  # nothing listens: every call is a transient connection error
     cfg = anthropic_cfg("http://127.0.0.1:1", max_attempts=10)
-    cfg["providers"]["dead"] = {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": f"http://127.0.0.1:{dead_port}"}
+    cfg["providers"]["dead"] = {
+        "type": "anthropic",
+        "api_key": "env:FAKE_KEY",
+        "base_url": f"http://127.0.0.1:{dead_port}",
+    }
     cfg["models"]["broken"] = {"provider": "dead", "model_id": "claude-haiku-4-5"}
-    cfg["routing"] = {"default": {"model": "offline", "max_tokens": 64},
-                      "rules": [{"name": "poison", "match": {"tags": {"poison": "yes"}}, "route": {"model": "broken"}}]}
+    cfg["routing"] = {
+        "default": {"model": "offline", "max_tokens": 64},
+        "rules": [{"name": "poison", "match": {"tags": {"poison": "yes"}}, "route": {"model": "broken"}}],
+    }
     aws.configure(cfg)
     import os
 
@@ -291,12 +382,15 @@ def test_poison_record_fails_alone_then_reaches_the_dlq_and_is_marked(aws):
         if dead:
             break
         time.sleep(0.3)
-    assert dead and json.loads(dead[0]["Body"])["job_id"] == bad
+    assert dead
+    assert json.loads(dead[0]["Body"])["job_id"] == bad
     result = aws.handlers.dead_letter(aws.event(dead), Context())
     assert result == {"batchItemFailures": []}
     job = aws.app.store.get(bad)
-    assert job.status is JobStatus.dead_lettered and job.provider_calls == 2
-    assert "dead-lettered by the queue" in job.error.message and job.attempts[-1].error_class.value == "transient"
+    assert job.status is JobStatus.dead_lettered
+    assert job.provider_calls == 2
+    assert "dead-lettered by the queue" in job.error.message
+    assert job.attempts[-1].error_class.value == "transient"
 
 
 def test_duplicate_delivery_bills_once(aws, fake):
@@ -312,7 +406,9 @@ def test_duplicate_delivery_bills_once(aws, fake):
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=body)  # a late duplicate, after the result
     aws.drain()
     job = aws.app.store.get(job_id)
-    assert job.status is JobStatus.succeeded and job.provider_calls == 1 and f.stats["calls"] == 1
+    assert job.status is JobStatus.succeeded
+    assert job.provider_calls == 1
+    assert f.stats["calls"] == 1
 
 
 def test_batch_of_ten_runs_its_records_concurrently(aws, fake):
@@ -329,7 +425,8 @@ def test_batch_of_ten_runs_its_records_concurrently(aws, fake):
     failed = aws.lambda_batch(messages)
     elapsed = time.perf_counter() - t
     print(f"\nbatch of 10, provider latency 1 s: {elapsed:.2f} s")
-    assert failed == set() and f.max_inflight == 10  # all ten calls were in flight at once
+    assert failed == set()
+    assert f.max_inflight == 10  # all ten calls were in flight at once
     assert all(aws.app.store.get(i).status is JobStatus.succeeded for i in ids)
 
 
@@ -338,10 +435,12 @@ def test_message_over_256_kb_travels_via_s3(aws):
     big = json.dumps({"job_id": "x", "tenant": "acme", "trace_id": "t", "pad": "z" * 300_000})
     queue.send(big)
     raw = aws.receive()[0]
-    assert len(raw["Body"]) < 1000 and json.loads(raw["Body"])["claim_check"].startswith("claim-check/")
+    assert len(raw["Body"]) < 1000
+    assert json.loads(raw["Body"])["claim_check"].startswith("claim-check/")
     assert aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix="claim-check/")["KeyCount"] == 1
     d = queue.delivery(raw["MessageId"], raw["Body"], raw["ReceiptHandle"], raw["Attributes"])
-    assert d.body == big and d.receive_count == 1
+    assert d.body == big
+    assert d.receive_count == 1
     queue.send("small")
     assert aws.receive()[0]["Body"] == "small"
 
@@ -389,9 +488,13 @@ def test_dynamodb_stores_keep_the_port_contracts(aws):
     from adapters.aws.dynamodb import DynamoJobStore, DynamoStateStore
 
     def corrupt(job_id: str) -> None:
-        client("dynamodb").update_item(TableName=aws.jobs_table, Key={"id": {"S": job_id}}, UpdateExpression="SET #d = :d",
-                                       ExpressionAttributeNames={"#d": "data"},
-                                       ExpressionAttributeValues={":d": {"S": '{"id": "not a job"}'}})
+        client("dynamodb").update_item(
+            TableName=aws.jobs_table,
+            Key={"id": {"S": job_id}},
+            UpdateExpression="SET #d = :d",
+            ExpressionAttributeNames={"#d": "data"},
+            ExpressionAttributeValues={":d": {"S": '{"id": "not a job"}'}},
+        )
 
     check_job_store(DynamoJobStore(lambda: client("dynamodb"), aws.jobs_table), corrupt=corrupt)
     check_state_store(lambda clock: DynamoStateStore(lambda: client("dynamodb"), aws.state_table, clock=clock))
@@ -402,7 +505,8 @@ def test_s3_blobs_and_secrets_manager(aws):
 
     blobs = aws.app.blobs
     blobs.put("docs/a.md", b"# A")
-    assert blobs.get("docs/a.md") == b"# A" and blobs.list("docs/") == ["docs/a.md"]
+    assert blobs.get("docs/a.md") == b"# A"
+    assert blobs.list("docs/") == ["docs/a.md"]
     with pytest.raises(KeyError):
         blobs.get("docs/missing.md")
     sm = boto3.client("secretsmanager")
@@ -423,7 +527,7 @@ def test_the_submit_path_loads_neither_the_llm_sdk_nor_the_worker_side(aws):
     """A real submit through the api handler, in a fresh process: no LLM SDK, tokenizer or NumPy, no
     boto3 layer (botocore is enough), no asyncio (a synchronous handler; ~9 ms of import), and none of
     the job-processing config, routing or retrieval."""
-    code = (
+    code = (  # noqa: UP031  a code template full of braces
         "import sys, json; import adapters.aws.handlers as h\n"
         "class C:\n    def get_remaining_time_in_millis(self): return 10000\n"
         "e = {'rawPath': '/v1/jobs', 'headers': {'authorization': 'Bearer %s'}, 'requestContext': "
@@ -434,8 +538,9 @@ def test_the_submit_path_loads_neither_the_llm_sdk_nor_the_worker_side(aws):
     ) % KEY
     import os
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=os.environ,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=60
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
@@ -449,15 +554,19 @@ def test_a_map_over_three_then_reduce_workflow_runs_end_to_end_on_sqs_and_dynamo
     assert status == 202, body
     aws.drain(timeout_s=60)
     status, view = aws.http("GET", f"/v1/jobs/{body['job_id']}")
-    assert view["status"] == "succeeded" and view["result"], view
-    assert [s["children"]["total"] for s in view["steps"]] == [3, 1] and view["usage"]["calls"] == 4 == f.stats["calls"]
+    assert view["status"] == "succeeded", view
+    assert view["result"], view
+    assert [s["children"]["total"] for s in view["steps"]] == [3, 1]
+    assert view["usage"]["calls"] == 4 == f.stats["calls"]
     stored = aws.app.store.get(body["job_id"]).request.inputs["document"]
     assert stored.startswith("blob:")  # the 30 KB document went to S3, the item stays small
     aws.s3.head_object(Bucket=aws.bucket, Key=stored[5:])
     kids = aws.app.service.children("acme", body["job_id"])
-    assert len(kids) == 4 and all(k.provider_calls == 1 and k.status is JobStatus.succeeded for k in kids)
+    assert len(kids) == 4
+    assert all(k.provider_calls == 1 and k.status is JobStatus.succeeded for k in kids)
     status, cancelled = aws.http("DELETE", f"/v1/jobs/{body['job_id']}")
-    assert status == 409 and "already succeeded" in cancelled["error"]["message"]
+    assert status == 409
+    assert "already succeeded" in cancelled["error"]["message"]
 
 
 def test_a_streaming_job_long_polls_and_serves_buffered_sse_through_the_lambda_api(aws, fake):
@@ -466,14 +575,20 @@ def test_a_streaming_job_long_polls_and_serves_buffered_sse_through_the_lambda_a
     aws.configure(anthropic_cfg(url))
     job_id = aws.submit("stream through lambda", stream=True)
     status, view = aws.http("GET", f"/v1/jobs/{job_id}", query="after=0&wait_s=0.2")
-    assert status == 200 and view["status"] == "queued" and view["partial"] is None  # waited, then answered
+    assert status == 200
+    assert view["status"] == "queued"
+    assert view["partial"] is None  # waited, then answered
     aws.drain()
     status, view = aws.http("GET", f"/v1/jobs/{job_id}", query="after=0&wait_s=5")
-    assert view["status"] == "succeeded" and "tok29" in view["result"]
+    assert view["status"] == "succeeded"
+    assert "tok29" in view["result"]
     status, r = aws.http("GET", f"/v1/jobs/{job_id}/events", raw=True)  # API Gateway buffers: one batch, then EOF
-    assert status == 200 and r["headers"]["content-type"] == "text/event-stream"
+    assert status == 200
+    assert r["headers"]["content-type"] == "text/event-stream"
     body = r["body"]
-    assert body.startswith("retry: 1000") and "id: 1:1\nevent: delta" in body and "event: done" in body
+    assert body.startswith("retry: 1000")
+    assert "id: 1:1\nevent: delta" in body
+    assert "event: done" in body
 
 
 def test_the_batch_lane_is_sent_and_applied_by_the_scheduled_reconcile(aws, fake):
@@ -481,20 +596,26 @@ def test_the_batch_lane_is_sent_and_applied_by_the_scheduled_reconcile(aws, fake
     aws.configure({**anthropic_cfg(url), "batch": {"flush_s": 0.01}})
     job_id = aws.submit("a report nobody waits for", lane="batch")
     aws.drain()  # the worker claims it for the batch lane and acknowledges its message
-    assert aws.app.store.get(job_id).batch.state == "pending" and f.stats["calls"] == 0
+    assert aws.app.store.get(job_id).batch.state == "pending"
+    assert f.stats["calls"] == 0
     time.sleep(0.05)
     counts = aws.handlers.reconcile({}, Context())  # EventBridge's schedule: send the batch, it ends, apply it
-    assert counts["batch_submitted"] == 1 and counts["batch_applied"] == 1
-    status, view = aws.http("GET", f"/v1/jobs/{job_id}")
-    assert view["status"] == "succeeded" and view["lane"] == "batch" and view["batch_id"].startswith("msgbatch_")
-    assert f.stats["calls"] == 0 and f.batches.items == 1
+    assert counts["batch_submitted"] == 1
+    assert counts["batch_applied"] == 1
+    _status, view = aws.http("GET", f"/v1/jobs/{job_id}")
+    assert view["status"] == "succeeded"
+    assert view["lane"] == "batch"
+    assert view["batch_id"].startswith("msgbatch_")
+    assert f.stats["calls"] == 0
+    assert f.batches.items == 1
 
 
 def test_the_worker_writes_emf_lines_that_cloudwatch_reads(aws, capsys):
     from tests.test_observability import emf_records
 
     shipped = yaml.safe_load((ROOT / "infra" / "aws" / "altostratus.yaml").read_text())["observability"]
-    assert shipped["emf"]["enabled"] is True and shipped["prometheus"] is False  # as deployed
+    assert shipped["emf"]["enabled"] is True
+    assert shipped["prometheus"] is False  # as deployed
     aws.configure({"observability": shipped})
     capsys.readouterr()
     job_id = aws.submit("What is a visibility timeout?")
@@ -502,7 +623,10 @@ def test_the_worker_writes_emf_lines_that_cloudwatch_reads(aws, capsys):
     records = emf_records(capsys.readouterr().out)
     [job] = [r for r in records if r["Event"] == "job"]
     [attempt] = [r for r in records if r["Event"] == "attempt"]
-    assert job["Status"] == "succeeded" and job["Jobs"] == 1 and job["Tenant"] == "acme"
-    assert attempt["Outcome"] == "succeeded" and attempt["InputTokens"] == aws.app.store.get(job_id).usage.input_tokens
+    assert job["Status"] == "succeeded"
+    assert job["Jobs"] == 1
+    assert job["Tenant"] == "acme"
+    assert attempt["Outcome"] == "succeeded"
+    assert attempt["InputTokens"] == aws.app.store.get(job_id).usage.input_tokens
     namespaces = {d["Namespace"] for r in records for d in r["_aws"]["CloudWatchMetrics"]}
     assert namespaces == {shipped["emf"]["namespace"]}

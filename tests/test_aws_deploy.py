@@ -52,17 +52,24 @@ def fake():
 
 @pytest.fixture(scope="module")
 def stack(aws_packaged, fake, tmp_path_factory):
-    f, url = fake
-    d = Deployment(aws_packaged["dir"], tmp_path_factory.mktemp("aws-deploy"), extra_env={
-        # the operator's own choices for this run, as an `alto` user would set them: the model's address
-        # (the fake), quick retries handed back to the queue, a small inline stream, a quick batch window,
-        # the audit log on, and callbacks allowed to loopback (where the test's receiver listens)
-        "ALTO_PROVIDERS__ANTHROPIC__BASE_URL": url,
-        "ALTO_GOVERNANCE__IN_PROCESS_WAIT_S": "0", "ALTO_GOVERNANCE__BACKOFF_BASE_S": "0.5",
-        "ALTO_GOVERNANCE__BACKOFF_MAX_S": "1",
-        "ALTO_STREAM__INLINE_CHARS": "1000", "ALTO_BATCH__FLUSH_S": "0.01",
-        "ALTO_OBSERVABILITY__AUDIT__ENABLED": "true", "ALTO_CALLBACKS__ALLOW": '["127.0.0.1"]',
-    })
+    _f, url = fake
+    d = Deployment(
+        aws_packaged["dir"],
+        tmp_path_factory.mktemp("aws-deploy"),
+        extra_env={
+            # the operator's own choices for this run, as an `alto` user would set them: the model's address
+            # (the fake), quick retries handed back to the queue, a small inline stream, a quick batch window,
+            # the audit log on, and callbacks allowed to loopback (where the test's receiver listens)
+            "ALTO_PROVIDERS__ANTHROPIC__BASE_URL": url,
+            "ALTO_GOVERNANCE__IN_PROCESS_WAIT_S": "0",
+            "ALTO_GOVERNANCE__BACKOFF_BASE_S": "0.5",
+            "ALTO_GOVERNANCE__BACKOFF_MAX_S": "1",
+            "ALTO_STREAM__INLINE_CHARS": "1000",
+            "ALTO_BATCH__FLUSH_S": "0.01",
+            "ALTO_OBSERVABILITY__AUDIT__ENABLED": "true",
+            "ALTO_CALLBACKS__ALLOW": '["127.0.0.1"]',
+        },
+    )
     d.client("secretsmanager", d.admin).create_secret(Name=SECRET_NAME, SecretString="deployed-anthropic-key")
     d.jobs = d.event_source("JobsQueue")
     d.dead = d.event_source("DeadLetterQueue")
@@ -70,16 +77,25 @@ def stack(aws_packaged, fake, tmp_path_factory):
     d.stop()
 
 
-def api(stack: Deployment, method: str, path: str, body: Any = None, query: str = "",
-        headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def api(
+    stack: Deployment, method: str, path: str, body: Any = None, query: str = "", headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """One request through the HTTP API, as API Gateway hands it to the api function (payload 2.0)."""
     event = {
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
         "headers": {"content-type": "application/json", "authorization": f"Bearer {DEPLOY_KEY}", **(headers or {})},
-        "requestContext": {"accountId": "123456789012", "apiId": "abc123", "stage": "$default",
-                           "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
-                           "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"}},
-        "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "stage": "$default",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"},
+        },
+        "body": json.dumps(body) if body is not None else None,
+        "isBase64Encoded": False,
     }
     r = stack.functions["Api"].invoke(event)
     ctype = r["headers"].get("content-type", "")
@@ -98,8 +114,9 @@ def view(stack: Deployment, job_id: str) -> dict[str, Any]:
     return out
 
 
-def until_terminal(stack: Deployment, job_id: str, sources: list[EventSource] | None = None,
-                   timeout_s: float = 60) -> dict[str, Any]:
+def until_terminal(
+    stack: Deployment, job_id: str, sources: list[EventSource] | None = None, timeout_s: float = 60
+) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def done() -> bool:
@@ -117,15 +134,22 @@ def test_the_first_key_is_a_hash_parameter_and_nothing_answers_without_it(stack)
     template_env = stack.functions["Api"].env
     assert template_env["ALTO_API_KEY_HASHES"] == f"{TENANT}={hash_api_key(DEPLOY_KEY)}"
     assert DEPLOY_KEY not in json.dumps(stack.template)  # the key itself is nowhere in the stack
-    event = {"version": "2.0", "rawPath": "/v1/jobs", "rawQueryString": "", "headers": {},
-             "requestContext": {"http": {"method": "GET"}}, "body": None}
+    event = {
+        "version": "2.0",
+        "rawPath": "/v1/jobs",
+        "rawQueryString": "",
+        "headers": {},
+        "requestContext": {"http": {"method": "GET"}},
+        "body": None,
+    }
     assert stack.functions["Api"].invoke(event)["statusCode"] == 401
 
 
 def test_submit_then_the_worker_answers(stack, fake):
     job_id = submit(stack, prompt="What is a visibility timeout?")
     done = until_terminal(stack, job_id)
-    assert done["status"] == "succeeded" and done["result"], done
+    assert done["status"] == "succeeded", done
+    assert done["result"], done
     assert done["usage"]["input_tokens"] > 0
 
 
@@ -133,12 +157,15 @@ def test_an_idempotency_key_returns_the_first_job_and_listings_find_it(stack):
     body = {"prompt": "exactly once, please"}
     first = api(stack, "POST", "/v1/jobs", body, headers={"idempotency-key": "order-17"})
     again = api(stack, "POST", "/v1/jobs", body, headers={"idempotency-key": "order-17"})
-    assert first[0] == 202 and again[1]["job_id"] == first[1]["job_id"], (first, again)
+    assert first[0] == 202, (first, again)
+    assert again[1]["job_id"] == first[1]["job_id"], (first, again)
     until_terminal(stack, first[1]["job_id"])
     status, listed = api(stack, "GET", "/v1/jobs")
-    assert status == 200 and first[1]["job_id"] in [j["job_id"] for j in listed["jobs"]]
+    assert status == 200
+    assert first[1]["job_id"] in [j["job_id"] for j in listed["jobs"]]
     status, listed = api(stack, "GET", "/v1/jobs", query="status=succeeded")
-    assert status == 200 and first[1]["job_id"] in [j["job_id"] for j in listed["jobs"]]
+    assert status == 200
+    assert first[1]["job_id"] in [j["job_id"] for j in listed["jobs"]]
     assert all(j["status"] == "succeeded" for j in listed["jobs"])
 
 
@@ -147,7 +174,8 @@ def test_a_retry_is_handed_back_to_the_queue_and_answered(stack, fake):
     f.plan.script = ["529"]  # overloaded once: with no in-process wait, the worker hands the message back
     job_id = submit(stack, prompt="retry me through the queue")
     done = until_terminal(stack, job_id)
-    assert done["status"] == "succeeded" and len(done["attempts"]) == 2, done
+    assert done["status"] == "succeeded", done
+    assert len(done["attempts"]) == 2, done
     assert done["attempts"][0]["error_class"] == "transient"
 
 
@@ -158,22 +186,30 @@ def test_a_big_workflow_input_is_stashed_by_the_api_and_read_by_the_worker(stack
     assert status == 202, out
     done = until_terminal(stack, out["job_id"], timeout_s=120)
     assert done["status"] == "succeeded", done
-    assert done["steps"] and all(s["children"]["succeeded"] == s["children"]["total"] > 0 for s in done["steps"])
+    assert done["steps"]
+    assert all(s["children"]["succeeded"] == s["children"]["total"] > 0 for s in done["steps"])
     keys = stack.client("s3", stack.admin).list_objects_v2(Bucket=stack.resources["Bucket"], Prefix="workflow-inputs/")
     assert keys["KeyCount"] == 1
 
 
 def test_a_document_uploaded_by_the_operator_is_a_workflow_input_and_a_missing_one_is_refused(stack):
     s3 = stack.client("s3", stack.admin)
-    s3.put_object(Bucket=stack.resources["Bucket"], Key="workflow-inputs/handbook.md",
-                  Body=(SAMPLES / "retries.md").read_bytes())
-    status, out = api(stack, "POST", "/v1/jobs", {"workflow": "summarize",
-                                                  "inputs": {"document": "blob:workflow-inputs/handbook.md"}})
+    s3.put_object(
+        Bucket=stack.resources["Bucket"], Key="workflow-inputs/handbook.md", Body=(SAMPLES / "retries.md").read_bytes()
+    )
+    status, out = api(
+        stack, "POST", "/v1/jobs", {"workflow": "summarize", "inputs": {"document": "blob:workflow-inputs/handbook.md"}}
+    )
     assert status == 202, out
     assert until_terminal(stack, out["job_id"])["status"] == "succeeded"
-    status, out = api(stack, "POST", "/v1/jobs", {"workflow": "summarize",
-                                                  "inputs": {"document": "blob:workflow-inputs/nothing-here.md"}})
-    assert status == 422 and "no blob" in out["error"]["message"], out  # S3's 404 (a 403 without s3:ListBucket)
+    status, out = api(
+        stack,
+        "POST",
+        "/v1/jobs",
+        {"workflow": "summarize", "inputs": {"document": "blob:workflow-inputs/nothing-here.md"}},
+    )
+    assert status == 422, out
+    assert "no blob" in out["error"]["message"], out  # S3's 404 (a 403 without s3:ListBucket)
 
 
 def test_a_spilled_stream_is_replayed_over_sse_by_the_api(stack, fake):
@@ -184,11 +220,13 @@ def test_a_spilled_stream_is_replayed_over_sse_by_the_api(stack, fake):
         done = until_terminal(stack, job_id)
     finally:
         f.plan.stream_tokens = 0
-    assert done["status"] == "succeeded" and "tok599" in done["result"]
+    assert done["status"] == "succeeded"
+    assert "tok599" in done["result"]
     spilled = stack.client("s3", stack.admin).list_objects_v2(Bucket=stack.resources["Bucket"], Prefix="streams/")
     assert spilled["KeyCount"] >= 1
     status, body = api(stack, "GET", f"/v1/jobs/{job_id}/events")
-    assert status == 200 and "event: done" in body
+    assert status == 200
+    assert "event: done" in body
     replayed = "".join(json.loads(m)["text"] for m in re.findall(r"event: delta\ndata: (.*)", body))
     assert "tok599" in replayed
 
@@ -196,7 +234,8 @@ def test_a_spilled_stream_is_replayed_over_sse_by_the_api(stack, fake):
 def test_rag_without_a_snapshot_fails_the_job_saying_why(stack):
     job_id = submit(stack, prompt="What does the manual say?", collection="manuals")
     done = until_terminal(stack, job_id)
-    assert done["status"] == "failed" and not done["attempts"], done
+    assert done["status"] == "failed", done
+    assert not done["attempts"], done
     assert "collection 'manuals' has no documents" in done["error"]["message"]
 
 
@@ -209,21 +248,28 @@ def test_rag_with_a_published_snapshot_answers_with_citations(stack, make_app, t
     operator.library.publish(TENANT, "docs")
     job_id = submit(stack, prompt="Which errors are never retried?", collection="docs")
     done = until_terminal(stack, job_id)
-    assert done["status"] == "succeeded" and done["citations"], done
+    assert done["status"] == "succeeded", done
+    assert done["citations"], done
 
 
 def test_the_reconcile_tick_sends_a_due_batch_and_applies_it(stack, fake):
     f, _ = fake
     job_id = submit(stack, prompt="a report nobody waits for", lane="batch")
-    stack.wait(lambda: view(stack, job_id).get("batch_id") is not None or view(stack, job_id)["status"] != "queued",
-               [stack.jobs])
+    stack.wait(
+        lambda: view(stack, job_id).get("batch_id") is not None or view(stack, job_id)["status"] != "queued",
+        [stack.jobs],
+    )
     before = f.batches.items
     time.sleep(0.05)  # past batch.flush_s
-    counts = stack.functions["Reconcile"].invoke({"version": "0", "detail-type": "Scheduled Event",
-                                                  "source": "aws.events", "detail": {}})
-    assert counts["batch_submitted"] == 1 and counts["batch_applied"] == 1, counts
+    counts = stack.functions["Reconcile"].invoke(
+        {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
+    )
+    assert counts["batch_submitted"] == 1, counts
+    assert counts["batch_applied"] == 1, counts
     done = view(stack, job_id)
-    assert done["status"] == "succeeded" and done["lane"] == "batch" and f.batches.items == before + 1
+    assert done["status"] == "succeeded"
+    assert done["lane"] == "batch"
+    assert f.batches.items == before + 1
 
 
 def test_the_reconcile_sweep_resends_a_job_whose_message_was_lost(stack):
@@ -251,7 +297,8 @@ def test_a_dead_lettered_job_is_marked_and_its_callback_delivered(stack):
         stack.wait(lambda: view(stack, job_id)["status"] == "dead_lettered", [stack.dead])
         stack.wait(lambda: bool(receiver.got), [stack.jobs])  # the callback travels as its own message
         posted = json.loads(receiver.got[0][1])
-        assert posted["job_id"] == job_id and posted["status"] == "dead_lettered"
+        assert posted["job_id"] == job_id
+        assert posted["status"] == "dead_lettered"
     finally:
         receiver.close()
 
@@ -276,12 +323,19 @@ def _statements(stack: Deployment, fn: str) -> list[dict[str, Any]]:
 def _outside_leading_keys(statements: list[dict[str, Any]], call: dict[str, Any]) -> list[str]:
     """The call's partition keys that no statement allowing it admits: a statement without a LeadingKeys
     condition admits any, one with it only keys matching its patterns."""
-    allowing = [st for st in statements if any(_matches(a, call["action"]) for a in st["actions"])
-                and any(_matches(r, call["resource"]) for r in st["resources"])]
+    allowing = [
+        st
+        for st in statements
+        if any(_matches(a, call["action"]) for a in st["actions"])
+        and any(_matches(r, call["resource"]) for r in st["resources"])
+    ]
     if not allowing or any(st["leading_keys"] is None for st in allowing):
         return []
-    return [k for k in call.get("leading_keys") or []
-            if not any(_matches(p, k) for st in allowing for p in st["leading_keys"])]
+    return [
+        k
+        for k in call.get("leading_keys") or []
+        if not any(_matches(p, k) for st in allowing for p in st["leading_keys"])
+    ]
 
 
 def _matches(pattern: str, value: str) -> bool:
@@ -309,10 +363,18 @@ def test_every_call_was_granted_and_every_grant_was_used(stack):
                 needed.add(allowing[0])
         unneeded += [(fn, *g) for g in grants if g not in needed]
     assert not unneeded, "grants no call needed (remove them, or add the scenario that uses them):\n" + "\n".join(
-        map(str, unneeded))
-    outside = [(fn, c["action"], key) for fn in stack.roles() for c in calls if c["function"] == fn
-               for key in _outside_leading_keys(_statements(stack, fn), c)]
-    assert not outside, "calls outside their grant's dynamodb:LeadingKeys (moto does not judge conditions):\n" + \
-        "\n".join(map(str, outside))
+        map(str, unneeded)
+    )
+    outside = [
+        (fn, c["action"], key)
+        for fn in stack.roles()
+        for c in calls
+        if c["function"] == fn
+        for key in _outside_leading_keys(_statements(stack, fn), c)
+    ]
+    assert not outside, (
+        "calls outside their grant's dynamodb:LeadingKeys (moto does not judge conditions):\n"
+        + "\n".join(map(str, outside))
+    )
     summary = {fn: len(used[fn]) for fn in stack.roles()}
     print(f"\ncalls judged: {len(calls)}; distinct (action, resource) per function: {summary}")

@@ -50,16 +50,20 @@ def test_packaging_validates_every_config_section_the_api_does_not(packaged, tmp
         "custom: {bytecode: {python: process.argv[2]}}}, config: {servicePath: process.cwd()}, classes: {Error}};"
         "try { new P(sls).check(); } catch (e) { console.log(e.message); process.exit(3); }"
     )
-    r = subprocess.run(["node", "-e", script, str(bad), PY312], cwd=tmp_path / "task", capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        ["node", "-e", script, str(bad), PY312], cwd=tmp_path / "task", capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 3, r.stdout + r.stderr
     assert "is not a valid Altostratus configuration" in r.stdout
     assert "routing.default.model: 'claude-haiku-4.5' is not defined under `models`" in r.stdout
 
 
 def test_cfn_lint_reports_no_errors(packaged):
-    r = subprocess.run([sys.executable, "-m", "cfnlint", str(packaged["dir"] / "cloudformation-template-update-stack.json")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "cfnlint", str(packaged["dir"] / "cloudformation-template-update-stack.json")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode & 2 == 0, r.stdout  # bit 2: errors (4 is warnings: osls's redundant DependsOn)
 
 
@@ -68,21 +72,30 @@ def test_template_queue_batching_concurrency_and_runtime(packaged):
     functions = resources(packaged, "AWS::Lambda::Function")
     assert {p["Properties"]["Runtime"] for p in functions.values()} == {"python3.12"}
     worker = res["WorkerLambdaFunction"]["Properties"]
-    assert worker["Handler"] == "adapters/aws/handlers.worker" and worker["ReservedConcurrentExecutions"] == 10
+    assert worker["Handler"] == "adapters/aws/handlers.worker"
+    assert worker["ReservedConcurrentExecutions"] == 10
     queue = res["JobsQueue"]["Properties"]
-    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
-                                      "maxReceiveCount": 5}
-    mappings = {json.dumps(m["Properties"]["EventSourceArn"]): m["Properties"]
-                for m in resources(packaged, "AWS::Lambda::EventSourceMapping").values()}
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    mappings = {
+        json.dumps(m["Properties"]["EventSourceArn"]): m["Properties"]
+        for m in resources(packaged, "AWS::Lambda::EventSourceMapping").values()
+    }
     jobs = mappings[json.dumps({"Fn::GetAtt": ["JobsQueue", "Arn"]})]
-    assert jobs["BatchSize"] == 10 and jobs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert jobs["BatchSize"] == 10
+    assert jobs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     dlq = mappings[json.dumps({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})]
     assert dlq["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     for table in ("JobsTable", "StateTable"):
         assert res[table]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     alarms = resources(packaged, "AWS::CloudWatch::Alarm")
     assert {a["Properties"].get("MetricName") for a in alarms.values()} == {
-        "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible", None}
+        "ApproximateAgeOfOldestMessage",
+        "ApproximateNumberOfMessagesVisible",
+        None,
+    }
     assert len(alarms) == 4  # age, depth, DLQ depth, and the provider error rate (metric math over EMF)
     rate = alarms["ProviderErrorRateAlarm"]["Properties"]["Metrics"]
     assert {q["MetricStat"]["Metric"]["MetricName"] for q in rate if "MetricStat" in q} == {"Attempts"}
@@ -102,20 +115,40 @@ def test_the_dashboard_is_valid_json_and_charts_metrics_the_workers_emit(package
     template, names = dash["Properties"]["DashboardBody"]["Fn::Sub"]
     body = json.loads(re.sub(r"\$\{[^}]+\}", "x", template))  # every ${...} is a plain string value
     titles = [w["properties"]["title"] for w in body["widgets"]]
-    assert titles == ["Jobs by status", "Job latency, submit to result (ms)", "Tokens by model", "Cost by model (USD)",
-                      "Provider errors by class", "Queue age (s) and dead letters"]
+    assert titles == [
+        "Jobs by status",
+        "Job latency, submit to result (ms)",
+        "Tokens by model",
+        "Cost by model (USD)",
+        "Provider errors by class",
+        "Queue age (s) and dead letters",
+    ]
     assert set(names) == {"Namespace", "JobsQueueName", "DeadLetterQueueName"}
     out = io.StringIO()
     sink = EmfSink("Altostratus", out)
-    job = Job(id="j", tenant="t", request=JobRequest(prompt="q"), request_hash="h", trace_id="0" * 32, created_at=1.0,
-              updated_at=2.0)
+    job = Job(
+        id="j",
+        tenant="t",
+        request=JobRequest(prompt="q"),
+        request_hash="h",
+        trace_id="0" * 32,
+        created_at=1.0,
+        updated_at=2.0,
+    )
     attempt = Attempt(number=1, started_at=1.0, outcome="succeeded", model="m", provider="p")
     sink.attempt(attempt_record(job, attempt, model_id="m"), attempt, job)
     sink.job(job_record(job), job)
-    emitted = {m["Name"] for line in out.getvalue().splitlines()
-               for d in json.loads(line)["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
-    charted = set(re.findall(r'MetricName=\\?"(\w+)\\?"', template)) | set(re.findall(r'"\$\{Namespace\}", "(\w+)"', template))
-    assert charted and charted <= emitted, charted - emitted
+    emitted = {
+        m["Name"]
+        for line in out.getvalue().splitlines()
+        for d in json.loads(line)["_aws"]["CloudWatchMetrics"]
+        for m in d["Metrics"]
+    }
+    charted = set(re.findall(r'MetricName=\\?"(\w+)\\?"', template)) | set(
+        re.findall(r'"\$\{Namespace\}", "(\w+)"', template)
+    )
+    assert charted, charted - emitted
+    assert charted <= emitted, charted - emitted
 
 
 def _actions(role: dict[str, Any]) -> set[str]:
@@ -132,8 +165,12 @@ def test_each_function_has_its_own_role_and_no_wildcard_grant(packaged):
     """Which grants each role needs is proven by running the functions under them (test_aws_deploy.py); here,
     the shape: one role per function, no `*` action, every statement naming its resources."""
     res = packaged["template"]["Resources"]
-    for fn, role in (("Api", "ApiRole"), ("Worker", "WorkerRole"), ("DeadLetter", "DeadLetterRole"),
-                     ("Reconcile", "ReconcileRole")):
+    for fn, role in (
+        ("Api", "ApiRole"),
+        ("Worker", "WorkerRole"),
+        ("DeadLetter", "DeadLetterRole"),
+        ("Reconcile", "ReconcileRole"),
+    ):
         assert res[f"{fn}LambdaFunction"]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
         assert all("*" not in a for a in _actions(res[role]))
 
@@ -145,15 +182,21 @@ def test_timeouts_leases_and_limits_agree_as_packaged(packaged):
     from core.config import load_settings
 
     res = packaged["template"]["Resources"]
-    fn = {name.removesuffix("LambdaFunction"): r["Properties"] for name, r in res.items()
-          if r["Type"] == "AWS::Lambda::Function"}
+    fn = {
+        name.removesuffix("LambdaFunction"): r["Properties"]
+        for name, r in res.items()
+        if r["Type"] == "AWS::Lambda::Function"
+    }
     env = {k: v for k, v in fn["Worker"]["Environment"]["Variables"].items() if isinstance(v, str)}
     assert all(f["Environment"]["Variables"] == fn["Worker"]["Environment"]["Variables"] for f in fn.values())
     settings = load_settings(ROOT / "infra" / "aws" / "altostratus.yaml", env=env)  # what every function loads
     worker, api, dead = fn["Worker"]["Timeout"], fn["Api"]["Timeout"], fn["DeadLetter"]["Timeout"]
     jobs, dlq = res["JobsQueue"]["Properties"], res["DeadLetterQueue"]["Properties"]
-    mappings = {m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
-                for m in res.values() if m["Type"] == "AWS::Lambda::EventSourceMapping"}
+    mappings = {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
+        for m in res.values()
+        if m["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
     esm = mappings["JobsQueue"]
     # AWS: a queue's visibility timeout at least 6x its function's timeout plus the batching window
     assert jobs["VisibilityTimeout"] >= 6 * worker + esm["MaximumBatchingWindowInSeconds"]
@@ -172,18 +215,36 @@ def test_timeouts_leases_and_limits_agree_as_packaged(packaged):
     assert settings.stream.max_wait_s < api < 30
     # the event source never invokes more workers than are reserved: a throttled batch counts a receive
     assert esm["ScalingConfig"]["MaximumConcurrency"] <= fn["Worker"]["ReservedConcurrentExecutions"]
-    assert mappings["DeadLetterQueue"]["ScalingConfig"]["MaximumConcurrency"] <= fn["DeadLetter"][
-        "ReservedConcurrentExecutions"]
+    assert (
+        mappings["DeadLetterQueue"]["ScalingConfig"]["MaximumConcurrency"]
+        <= fn["DeadLetter"]["ReservedConcurrentExecutions"]
+    )
     rule = next(r["Properties"] for r in res.values() if r["Type"] == "AWS::Events::Rule")
-    assert rule["ScheduleExpression"] == "rate(5 minutes)" and fn["Reconcile"]["Timeout"] < 300
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    assert fn["Reconcile"]["Timeout"] < 300
     assert fn["Reconcile"]["ReservedConcurrentExecutions"] == 1  # one sweep at a time
 
 
 def _printed(*params: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake"}
-    return subprocess.run(["npx", "--no-install", "osls", "print", "--stage", "ci", "--format", "json",
-                           *(f"--param={p}" for p in params)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [
+            "npx",
+            "--no-install",
+            "osls",
+            "print",
+            "--stage",
+            "ci",
+            "--format",
+            "json",
+            *(f"--param={p}" for p in params),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_one_parameter_moves_every_timing_that_depends_on_it_and_a_bad_one_stops_the_deploy():
@@ -193,9 +254,11 @@ def test_one_parameter_moves_every_timing_that_depends_on_it_and_a_bad_one_stops
     env = cfg["provider"]["environment"]
     assert cfg["functions"]["worker"]["timeout"] == 300
     assert cfg["resources"]["Resources"]["JobsQueue"]["Properties"]["VisibilityTimeout"] == 6 * 300 + 1
-    assert env["ALTO_QUEUE__VISIBILITY_TIMEOUT_S"] == "1801" and env["ALTO_GOVERNANCE__LEASE_S"] == "290"
+    assert env["ALTO_QUEUE__VISIBILITY_TIMEOUT_S"] == "1801"
+    assert env["ALTO_GOVERNANCE__LEASE_S"] == "290"
     r = _printed("apiTimeout=30")
-    assert r.returncode != 0 and "apiTimeout must be 5..29 s (an HTTP API gives up at 30 s)" in r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "apiTimeout must be 5..29 s (an HTTP API gives up at 30 s)" in r.stdout + r.stderr
 
 
 def test_zip_is_small_has_no_boto3_ships_bytecode_and_imports_cleanly(packaged, tmp_path):
@@ -206,9 +269,12 @@ def test_zip_is_small_has_no_boto3_ships_bytecode_and_imports_cleanly(packaged, 
         zf.extractall(tmp_path / "task")
     assert not any(n.startswith(("boto3/", "botocore/", "tiktoken/")) for n in names)  # tiktoken: Python BPE here
     assert any(n.startswith("anthropic-") and n.endswith(".dist-info/METADATA") for n in names)  # kept: read at import
-    assert "anthropic/_client.pyc" in names and "anthropic/_client.py" not in names  # sourceless bytecode
-    assert "core/jobs/__pycache__/pipeline.cpython-312.pyc" in names and "core/jobs/pipeline.py" in names
-    assert "core/tokenizers/cl100k_base.tokens.zlib" in names and not any(n.startswith("core/testing/") for n in names)
+    assert "anthropic/_client.pyc" in names
+    assert "anthropic/_client.py" not in names  # sourceless bytecode
+    assert "core/jobs/__pycache__/pipeline.cpython-312.pyc" in names
+    assert "core/jobs/pipeline.py" in names
+    assert "core/tokenizers/cl100k_base.tokens.zlib" in names
+    assert not any(n.startswith("core/testing/") for n in names)
     code = (
         "import adapters.aws.handlers, anthropic, core.providers.anthropic\n"
         "from core.tokenizers import counter\n"
@@ -228,12 +294,38 @@ def test_zip_is_small_has_no_boto3_ships_bytecode_and_imports_cleanly(packaged, 
     shutil.rmtree(tmp_path / "task")
 
 
+def test_packaging_leaves_no_unchecked_bytecode_in_the_source_tree(packaged):
+    """The bundle ships unchecked bytecode of our code; the source tree must not keep it, or a later python3.12
+    run there would import it instead of the sources edited since (the config check before the next package
+    did, and failed on a module that no longer existed)."""
+    stale = [
+        pyc
+        for name in ("core", "adapters")
+        for pyc in (ROOT / name).rglob("__pycache__/*.cpython-312.pyc")
+        if int.from_bytes(pyc.read_bytes()[4:8], "little") == 1
+    ]
+    assert stale == []
+
+
 def test_cold_start_benchmark_prints_its_figures(packaged):
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lambda_cold_start.py"), "--zip", str(packaged["zip"]),
-                        "--runs", "3"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "lambda_cold_start.py"),
+            "--zip",
+            str(packaged["zip"]),
+            "--runs",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     line = json.loads(r.stdout.strip().splitlines()[-1])
     print("\n" + json.dumps(line))
-    assert line["zip_bytes"] == packaged["zip"].stat().st_size and line["boto3_inside"] is False
-    assert line["submit_ratio"] > 0 and line["worker_ratio"] > 0
+    assert line["zip_bytes"] == packaged["zip"].stat().st_size
+    assert line["boto3_inside"] is False
+    assert line["submit_ratio"] > 0
+    assert line["worker_ratio"] > 0
     assert line["worker_to_first_reply_s"] > line["worker_import_s"] * 0.5  # a real job ran, not just imports

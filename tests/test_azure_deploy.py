@@ -42,11 +42,18 @@ class AppHost:
 
     def __init__(self, app: str, env: dict[str, str], source: Path, record: Path, log: Path) -> None:
         self.app, self.log = app, log
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.azure_host", app, str(record)], cwd=source, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log, "ab"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.azure_host", app, str(record)],
+            cwd=source,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(log, "ab"),
+        )
 
     def invoke(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
         ready, _, _ = select.select([self.proc.stdout], [], [], 120)
@@ -73,8 +80,15 @@ class ServiceBus:
         self.dead: deque[dict[str, Any]] = deque()
 
     def send(self, body: str, properties: dict[str, Any] | None = None, delay_s: float = 0.0) -> None:
-        self.active.append({"body": body, "id": uuid.uuid4().hex, "delivery_count": 0, "properties": properties or {},
-                            "visible_at": time.time() + delay_s})
+        self.active.append(
+            {
+                "body": body,
+                "id": uuid.uuid4().hex,
+                "delivery_count": 0,
+                "properties": properties or {},
+                "visible_at": time.time() + delay_s,
+            }
+        )
 
     def take(self) -> dict[str, Any] | None:
         now = time.time()
@@ -104,8 +118,10 @@ class AzureDeployment:
         self.record = workdir / "calls.jsonl"
         self.conn = azurite
         settings = self.bicep.settings()
-        self.names = {k: settings[k] if not isinstance(settings[k], Unresolved) else self._deployed(k)
-                      for k in ("ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_CONTAINER")}
+        self.names = {
+            k: settings[k] if not isinstance(settings[k], Unresolved) else self._deployed(k)
+            for k in ("ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_CONTAINER")
+        }
         tables = TableServiceClient.from_connection_string(azurite)
         tables.create_table_if_not_exists(self.names["ALTO_JOBS_TABLE"])
         tables.create_table_if_not_exists(self.names["ALTO_STATE_TABLE"])
@@ -125,16 +141,28 @@ class AzureDeployment:
 
     def _deployed(self, setting: str) -> str:
         """A resource's name, as the deployment would give it: main.bicep names tables and the container itself."""
-        resource = {"ALTO_JOBS_TABLE": "jobsTable", "ALTO_STATE_TABLE": "stateTable",
-                    "ALTO_CONTAINER": "dataContainer"}[setting]
+        resource = {
+            "ALTO_JOBS_TABLE": "jobsTable",
+            "ALTO_STATE_TABLE": "stateTable",
+            "ALTO_CONTAINER": "dataContainer",
+        }[setting]
         return str(self.bicep.resource(resource)["config"]["name"])
 
     def _stage(self, dest: Path) -> Path:
         """The app folder exactly as deploy.sh publishes it (infra/stage.sh, function_app.py, host.json)."""
         script = f'source infra/stage.sh && stage "{dest}" azure'
-        r = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, env={
-            "ROOT": str(ROOT), "CONFIG": str(ROOT / "infra" / "azure" / "altostratus.yaml"), "PYTHON": sys.executable,
-            "PATH": "/usr/bin:/bin"})
+        r = subprocess.run(
+            ["bash", "-c", script],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={
+                "ROOT": str(ROOT),
+                "CONFIG": str(ROOT / "infra" / "azure" / "altostratus.yaml"),
+                "PYTHON": sys.executable,
+                "PATH": "/usr/bin:/bin",
+            },
+        )
         assert r.returncode == 0, r.stderr
         (dest / "function_app.py").write_text("from adapters.azure.function_app import app  # noqa: F401\n")
         for f in ("host.json", "requirements.txt"):
@@ -151,11 +179,20 @@ class AzureDeployment:
             env[k] = str(self.names.get(k, v))  # a resource name the deployment gives, or the value itself
         holds_reference = app in self.bicep.var("grants")["secret"]  # main.bicep sets the reference on these apps
         if holds_reference:
-            Recorder(str(self.record), app).write(transport="keyvault", method="getSecret",
-                                                  secret=self.bicep.var("secretName"))
-        env.update({"ANTHROPIC_API_KEY": MODEL_KEY if holds_reference else "", "ALTO_STORAGE_CONNECTION": self.conn,
-                    "WEBSITE_HOSTNAME": f"{app}.azurewebsites.net", "WEBSITE_SITE_NAME": app,
-                    "PATH": "/usr/bin:/bin", "PYTHONPATH": f"{self.source}:{ROOT}", "PYTHONDONTWRITEBYTECODE": "1"})
+            Recorder(str(self.record), app).write(
+                transport="keyvault", method="getSecret", secret=self.bicep.var("secretName")
+            )
+        env.update(
+            {
+                "ANTHROPIC_API_KEY": MODEL_KEY if holds_reference else "",
+                "ALTO_STORAGE_CONNECTION": self.conn,
+                "WEBSITE_HOSTNAME": f"{app}.azurewebsites.net",
+                "WEBSITE_SITE_NAME": app,
+                "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": f"{self.source}:{ROOT}",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
         return {k: v for k, v in env.items() if not v.startswith("<")}
 
     # ---------------------------------------------------------------- driving the apps
@@ -167,11 +204,32 @@ class AzureDeployment:
             self.bus.send(body, props, delay)
         return out
 
-    def http(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-             params: dict[str, str] | None = None) -> tuple[int, Any]:
-        out = self._enqueue(self.hosts["api"].invoke({"function": "api", "http": {
-            "method": method, "path": path, "params": params or {}, "body": json.dumps(body) if body is not None else "",
-            "headers": {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **(headers or {})}}}))
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        out = self._enqueue(
+            self.hosts["api"].invoke(
+                {
+                    "function": "api",
+                    "http": {
+                        "method": method,
+                        "path": path,
+                        "params": params or {},
+                        "body": json.dumps(body) if body is not None else "",
+                        "headers": {
+                            "Authorization": f"Bearer {KEY}",
+                            "Content-Type": "application/json",
+                            **(headers or {}),
+                        },
+                    },
+                }
+            )
+        )
         assert "error" not in out, out
         h = out["http"]
         return h["status"], (json.loads(h["body"]) if h["mimetype"] == "application/json" else h["body"])
@@ -181,7 +239,8 @@ class AzureDeployment:
         deadline = time.monotonic() + timeout_s
         while not done():
             assert time.monotonic() < deadline, "timed out; logs:\n" + "\n".join(
-                h.log.read_text()[-2500:] for h in self.hosts.values())
+                h.log.read_text()[-2500:] for h in self.hosts.values()
+            )
             if (m := self.bus.take()) is not None:
                 out = self._enqueue(self.hosts["worker"].invoke({"function": "worker", "message": m}))
                 self.bus.settle(m, out["completed"])
@@ -215,14 +274,24 @@ def fake():
 @pytest.fixture(scope="module")
 def az(azurite, fake, tmp_path_factory):
     _, url = fake
-    d = AzureDeployment(azurite, tmp_path_factory.mktemp("azure-deploy"), {
-        # the operator's choices for this run, as for the other proofs (and a sweep age of 1 s, since the timer
-        # takes no argument to sweep sooner)
-        "ALTO_GOVERNANCE__RECONCILE_AFTER_S": "1", "ALTO_PROVIDERS__ANTHROPIC__BASE_URL": url, "ALTO_GOVERNANCE__IN_PROCESS_WAIT_S": "0",
-        "ALTO_GOVERNANCE__MAX_ATTEMPTS": "10", "ALTO_GOVERNANCE__BACKOFF_BASE_S": "0.2",
-        "ALTO_GOVERNANCE__BACKOFF_MAX_S": "0.5", "ALTO_STREAM__INLINE_CHARS": "1000", "ALTO_BATCH__FLUSH_S": "0.01",
-        "ALTO_OBSERVABILITY__AUDIT__ENABLED": "true", "ALTO_CALLBACKS__ALLOW": '["127.0.0.1"]',
-    })
+    d = AzureDeployment(
+        azurite,
+        tmp_path_factory.mktemp("azure-deploy"),
+        {
+            # the operator's choices for this run, as for the other proofs (and a sweep age of 1 s, since the timer
+            # takes no argument to sweep sooner)
+            "ALTO_GOVERNANCE__RECONCILE_AFTER_S": "1",
+            "ALTO_PROVIDERS__ANTHROPIC__BASE_URL": url,
+            "ALTO_GOVERNANCE__IN_PROCESS_WAIT_S": "0",
+            "ALTO_GOVERNANCE__MAX_ATTEMPTS": "10",
+            "ALTO_GOVERNANCE__BACKOFF_BASE_S": "0.2",
+            "ALTO_GOVERNANCE__BACKOFF_MAX_S": "0.5",
+            "ALTO_STREAM__INLINE_CHARS": "1000",
+            "ALTO_BATCH__FLUSH_S": "0.01",
+            "ALTO_OBSERVABILITY__AUDIT__ENABLED": "true",
+            "ALTO_CALLBACKS__ALLOW": '["127.0.0.1"]',
+        },
+    )
     yield d
     d.stop()
 
@@ -239,8 +308,12 @@ def view(az: AzureDeployment, job_id: str) -> dict[str, Any]:
     return out
 
 
-def until(az: AzureDeployment, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed", "dead_lettered"),
-          timeout_s: float = 60) -> dict[str, Any]:
+def until(
+    az: AzureDeployment,
+    job_id: str,
+    statuses: tuple[str, ...] = ("succeeded", "failed", "dead_lettered"),
+    timeout_s: float = 60,
+) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def done() -> bool:
@@ -255,10 +328,16 @@ def until(az: AzureDeployment, job_id: str, statuses: tuple[str, ...] = ("succee
 
 
 def test_each_app_runs_only_its_own_functions_and_the_first_key_is_a_hash(az):
-    assert az.hosts["api"].invoke({"function": "worker", "message": {
-        "body": "{}", "id": "x", "delivery_count": 1}})["error"] == "worker is disabled in app api"
-    assert "is disabled in app worker" in az.hosts["worker"].invoke({"function": "api", "http": {
-        "method": "GET", "path": "/healthz"}})["error"]
+    assert (
+        az.hosts["api"].invoke({"function": "worker", "message": {"body": "{}", "id": "x", "delivery_count": 1}})[
+            "error"
+        ]
+        == "worker is disabled in app api"
+    )
+    assert (
+        "is disabled in app worker"
+        in az.hosts["worker"].invoke({"function": "api", "http": {"method": "GET", "path": "/healthz"}})["error"]
+    )
     assert az.settings["ALTO_API_KEY_HASHES"] == f"{TENANT}={hash_api_key(KEY)}"
     out = az.hosts["api"].invoke({"function": "api", "http": {"method": "GET", "path": "/v1/jobs"}})
     assert out["http"]["status"] == 401
@@ -266,7 +345,8 @@ def test_each_app_runs_only_its_own_functions_and_the_first_key_is_a_hash(az):
 
 def test_submit_through_the_output_binding_then_the_worker_answers(az):
     done = until(az, submit(az, prompt="What is a visibility timeout?"))
-    assert done["status"] == "succeeded" and done["result"], done
+    assert done["status"] == "succeeded", done
+    assert done["result"], done
 
 
 def test_an_idempotency_key_returns_the_first_job_and_listings_find_it(az):
@@ -276,14 +356,16 @@ def test_an_idempotency_key_returns_the_first_job_and_listings_find_it(az):
     until(az, first["job_id"])
     assert first["job_id"] in [j["job_id"] for j in az.http("GET", "/v1/jobs")[1]["jobs"]]
     listed = az.http("GET", "/v1/jobs", params={"status": "succeeded"})[1]["jobs"]
-    assert first["job_id"] in [j["job_id"] for j in listed] and {j["status"] for j in listed} == {"succeeded"}
+    assert first["job_id"] in [j["job_id"] for j in listed]
+    assert {j["status"] for j in listed} == {"succeeded"}
 
 
 def test_a_retry_is_abandoned_and_redelivered_then_answered(az, fake):
     f, _ = fake
     f.plan.script = ["529"]
     done = until(az, submit(az, prompt="retry me through the queue"))
-    assert done["status"] == "succeeded" and len(done["attempts"]) == 2, done
+    assert done["status"] == "succeeded", done
+    assert len(done["attempts"]) == 2, done
 
 
 def test_a_big_workflow_input_is_stashed_by_the_api_and_read_by_the_worker(az):
@@ -299,12 +381,16 @@ def test_a_document_uploaded_by_the_operator_is_a_workflow_input_and_a_missing_o
 
     container = BlobServiceClient.from_connection_string(az.conn).get_container_client(az.names["ALTO_CONTAINER"])
     container.upload_blob("workflow-inputs/handbook.md", (SAMPLES / "retries.md").read_bytes(), overwrite=True)
-    status, out = az.http("POST", "/v1/jobs", {"workflow": "summarize",
-                                               "inputs": {"document": "blob:workflow-inputs/handbook.md"}})
-    assert status == 202 and until(az, out["job_id"])["status"] == "succeeded"
-    status, out = az.http("POST", "/v1/jobs", {"workflow": "summarize",
-                                               "inputs": {"document": "blob:workflow-inputs/none.md"}})
-    assert status == 422 and "no blob" in out["error"]["message"]
+    status, out = az.http(
+        "POST", "/v1/jobs", {"workflow": "summarize", "inputs": {"document": "blob:workflow-inputs/handbook.md"}}
+    )
+    assert status == 202
+    assert until(az, out["job_id"])["status"] == "succeeded"
+    status, out = az.http(
+        "POST", "/v1/jobs", {"workflow": "summarize", "inputs": {"document": "blob:workflow-inputs/none.md"}}
+    )
+    assert status == 422
+    assert "no blob" in out["error"]["message"]
 
 
 def test_a_spilled_stream_is_replayed_over_sse_by_the_api(az, fake):
@@ -315,14 +401,18 @@ def test_a_spilled_stream_is_replayed_over_sse_by_the_api(az, fake):
         done = until(az, job_id)
     finally:
         f.plan.stream_tokens = 0
-    assert done["status"] == "succeeded" and "tok599" in done["result"]
+    assert done["status"] == "succeeded"
+    assert "tok599" in done["result"]
     status, body = az.http("GET", f"/v1/jobs/{job_id}/events")
-    assert status == 200 and "event: done" in body and "tok599" in body
+    assert status == 200
+    assert "event: done" in body
+    assert "tok599" in body
 
 
 def test_rag_without_a_snapshot_fails_the_job_saying_why(az):
     done = until(az, submit(az, prompt="What does the manual say?", collection="manuals"))
-    assert done["status"] == "failed" and "collection 'manuals' has no documents" in done["error"]["message"]
+    assert done["status"] == "failed"
+    assert "collection 'manuals' has no documents" in done["error"]["message"]
 
 
 def test_rag_with_a_published_snapshot_answers_with_citations(az, make_app):
@@ -330,13 +420,15 @@ def test_rag_with_a_published_snapshot_answers_with_citations(az, make_app):
 
     from adapters.azure.blobs import AzureBlobStore
 
-    blobs = AzureBlobStore(lambda: BlobServiceClient.from_connection_string(az.conn).get_container_client(
-        az.names["ALTO_CONTAINER"]))
+    blobs = AzureBlobStore(
+        lambda: BlobServiceClient.from_connection_string(az.conn).get_container_client(az.names["ALTO_CONTAINER"])
+    )
     operator = make_app(blobs=blobs)  # `alto ingest --publish`
     operator.library.ingest(SAMPLES, tenant=TENANT, collection="docs")
     operator.library.publish(TENANT, "docs")
     done = until(az, submit(az, prompt="Which errors are never retried?", collection="docs"))
-    assert done["status"] == "succeeded" and done["citations"], done
+    assert done["status"] == "succeeded", done
+    assert done["citations"], done
 
 
 def test_the_reconcile_timer_sends_a_due_batch_and_applies_it(az):
@@ -364,7 +456,8 @@ def test_a_dead_lettered_job_is_marked_and_its_callback_delivered(az, fake):
     try:
         job_id = submit(az, prompt="this one always fails", callback_url=receiver.url)
         done = until(az, job_id, ("dead_lettered",), timeout_s=90)
-        assert len(done["attempts"]) == az.bus.max and "dead-lettered by the queue" in done["error"]["message"]
+        assert len(done["attempts"]) == az.bus.max
+        assert "dead-lettered by the queue" in done["error"]["message"]
         az.pump(lambda: bool(receiver.got))
         assert json.loads(receiver.got[0][1])["status"] == "dead_lettered"
     finally:

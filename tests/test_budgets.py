@@ -20,7 +20,7 @@ from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from core.testing.memory import MemoryStateStore
 from tests.conftest import KEYS, anthropic_config
 
-NOON = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+NOON = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC).timestamp()
 
 
 class Clock:
@@ -37,7 +37,9 @@ def test_a_hold_settles_to_the_real_cost_and_releases_the_rest():
     within = scopes("acme", None, BudgetConfig(daily_usd=1.0), clock())
     assert budgets.reserve(within, "j1:1", 0.6, hold_s=60) is None
     refused = budgets.reserve(within, "j2:1", 0.5, hold_s=60)  # 0.6 held + 0.5 > 1.0
-    assert refused is not None and refused.held == pytest.approx(0.6) and "resets at 2026-12-02 00:00 UTC" in refused.message()
+    assert refused is not None
+    assert refused.held == pytest.approx(0.6)
+    assert "resets at 2026-12-02 00:00 UTC" in refused.message()
     budgets.charge(within, "j1:1", 0.1)  # the reply cost 0.1: the other 0.5 goes back
     assert budgets.reserve(within, "j2:1", 0.5, hold_s=60) is None
     budgets.release(within, "j2:1")  # a call that billed nothing
@@ -57,19 +59,25 @@ def test_a_dead_workers_hold_expires_with_its_lease_and_the_period_resets_at_mid
     assert budgets.exhausted(scopes("acme", None, cfg, clock())).scope.name == "tenant 'acme' daily"
     clock.t = periods(NOON)["daily"][1] + 1  # the next UTC day: a new daily record, the month's spend carried
     today = scopes("acme", None, cfg, clock())
-    assert budgets.exhausted(today) is None and budgets.reserve(today, "k:1", 0.9, hold_s=90) is None
+    assert budgets.exhausted(today) is None
+    assert budgets.reserve(today, "k:1", 0.9, hold_s=90) is None
     month = budgets.state.get(today[1].key)
-    assert month.value["spent"] == 1.0 and today[1].key.endswith("m2026-12")
+    assert month.value["spent"] == 1.0
+    assert today[1].key.endswith("m2026-12")
 
 
 def test_a_task_budget_counts_on_top_of_the_tenants():
     clock = Clock(NOON)
     budgets = Budgets(MemoryStateStore(clock=clock), clock=clock)
     cfg = BudgetConfig(daily_usd=10.0, tasks={"summarize": {"daily_usd": 0.2}})
-    assert len(scopes("acme", "summarize", cfg, clock())) == 2 and len(scopes("acme", "other", cfg, clock())) == 1
+    assert len(scopes("acme", "summarize", cfg, clock())) == 2
+    assert len(scopes("acme", "other", cfg, clock())) == 1
     refused = budgets.reserve(scopes("acme", "summarize", cfg, clock()), "j:1", 0.3, hold_s=60)
-    assert refused is not None and "task 'summarize' daily" in refused.message()
-    assert budgets.state.get(scopes("acme", None, cfg, clock())[0].key).value["holds"] == {}  # none taken: all or nothing
+    assert refused is not None
+    assert "task 'summarize' daily" in refused.message()
+    assert (
+        budgets.state.get(scopes("acme", None, cfg, clock())[0].key).value["holds"] == {}
+    )  # none taken: all or nothing
 
 
 def _reserve_many(path: str, worker: int, n: int, start: object) -> None:
@@ -118,7 +126,8 @@ def spent(app) -> float:
 
     cfg = app.settings.tenants["acme"].budgets
     rec = app.state.get(scopes("acme", None, cfg, time.time())[0].key)
-    assert rec is not None and rec.value["holds"] == {}  # nothing left held once the jobs are done
+    assert rec is not None
+    assert rec.value["holds"] == {}  # nothing left held once the jobs are done
     return rec.value["spent"]
 
 
@@ -126,18 +135,24 @@ def test_retries_and_fallbacks_are_counted_and_spent_equals_what_the_jobs_cost(m
     fake = FakeAnthropic(FaultPlan(script=["500", "ok", "429", "ok"]))
     with ServerThread(fake) as srv:
         cfg = budget_config(srv.url, daily_usd=5.0)
-        cfg["models"]["backup"] = {**cfg["models"]["fake-sonnet"], "model_id": "claude-sonnet-4-5", "output_per_mtok": 30}
+        cfg["models"]["backup"] = {
+            **cfg["models"]["fake-sonnet"],
+            "model_id": "claude-sonnet-4-5",
+            "output_per_mtok": 30,
+        }
         cfg["routing"]["default"]["fallbacks"] = {"rate_limited": ["backup"]}
         app = make_app(cfg, env={"ACME_KEY": KEYS["acme"]})
-        retried, = run(app, JobRequest(prompt="first"))
-        fell_back, = run(app, JobRequest(prompt="second"))
+        (retried,) = run(app, JobRequest(prompt="first"))
+        (fell_back,) = run(app, JobRequest(prompt="second"))
     assert [a.outcome for a in retried.attempts] == ["error", "succeeded"]
-    assert fell_back.route.model == "backup" and len(fell_back.attempts) == 2
+    assert fell_back.route.model == "backup"
+    assert len(fell_back.attempts) == 2
     assert spent(app) == pytest.approx(retried.usage.cost_usd + fell_back.usage.cost_usd, abs=1e-9)
 
 
-def test_a_call_that_does_not_fit_fails_naming_the_budget_or_waits_for_the_next_period(make_app, fake_anthropic,
-                                                                                       tmp_path):
+def test_a_call_that_does_not_fit_fails_naming_the_budget_or_waits_for_the_next_period(
+    make_app, fake_anthropic, tmp_path
+):
     """Spend that lands between the submit (which could pay) and the call (which now can't)."""
     import time
 
@@ -153,33 +168,41 @@ def test_a_call_that_does_not_fit_fails_naming_the_budget_or_waits_for_the_next_
     spend_all_but(app, 0.001)
     asyncio.run(run_until_done(app, [job.id], timeout_s=10))
     job = app.store.get(job.id)
-    assert job.status is JobStatus.failed and fake.stats["calls"] == 0 and job.provider_calls == 0
+    assert job.status is JobStatus.failed
+    assert fake.stats["calls"] == 0
+    assert job.provider_calls == 0
     assert job.error.message.startswith("budget_exhausted: the tenant 'acme' daily budget of $0.01 has $0.009 spent")
     assert "resets at" in job.error.message
-    app = make_app(budget_config(url, daily_usd=0.01, on_exhausted="defer"),
-                   env={"ACME_KEY": KEYS["acme"], "ALTO_DATA_DIR": str(tmp_path / "second")})
+    app = make_app(
+        budget_config(url, daily_usd=0.01, on_exhausted="defer"),
+        env={"ACME_KEY": KEYS["acme"], "ALTO_DATA_DIR": str(tmp_path / "second")},
+    )
     queued, _ = app.service.submit("acme", JobRequest(prompt="later"))
     spend_all_but(app, 0.001)
     asyncio.run(run_until_done(app, [queued.id], timeout_s=1.5))
     later = app.store.get(queued.id)
-    assert later.status is JobStatus.queued and later.provider_calls == 0 and fake.stats["calls"] == 0
+    assert later.status is JobStatus.queued
+    assert later.provider_calls == 0
+    assert fake.stats["calls"] == 0
 
 
 def test_a_remainder_too_small_for_the_cheapest_call_gets_429_at_submit(live, fake_anthropic):
     """$0.001 left can't hold the ~$0.004 worst case of any call the route allows: the job could only fail
     budget_exhausted, so the submit says so now, with when the budget resets, and stores nothing."""
     fake, url = fake_anthropic
-    app, base = live(budget_config(url, daily_usd=0.001), env={"ACME_KEY": KEYS["acme"]})
+    _app, base = live(budget_config(url, daily_usd=0.001), env={"ACME_KEY": KEYS["acme"]})
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['acme']}"}) as c:
         r = c.post("/v1/jobs", json={"prompt": "too dear"})
-        assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exhausted", r.text
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "budget_exhausted", r.text
         assert "the cheapest call this request may make is held at up to $0.00" in r.json()["error"]["message"]
-        assert int(r.headers["retry-after"]) > 0 and c.get("/v1/jobs").json()["jobs"] == []
+        assert int(r.headers["retry-after"]) > 0
+        assert c.get("/v1/jobs").json()["jobs"] == []
     assert fake.stats["calls"] == 0
 
 
 def test_a_tenant_over_its_budget_gets_429_at_submit_with_retry_after(live, fake_anthropic):
-    fake, url = fake_anthropic
+    _fake, url = fake_anthropic
     app, base = live(budget_config(url, daily_usd=0.01), env={"ACME_KEY": KEYS["acme"]})
     import time
 
@@ -187,6 +210,8 @@ def test_a_tenant_over_its_budget_gets_429_at_submit_with_retry_after(live, fake
     assert app.state.put_if_absent(key, {"spent": 0.01, "holds": {}})
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['acme']}"}) as c:
         r = c.post("/v1/jobs", json={"prompt": "one more"})
-        assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exhausted"
-        assert 0 < int(r.headers["retry-after"]) <= 86401 and "resets at" in r.json()["error"]["message"]
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "budget_exhausted"
+        assert 0 < int(r.headers["retry-after"]) <= 86401
+        assert "resets at" in r.json()["error"]["message"]
         assert c.get("/v1/jobs").json()["jobs"] == []  # nothing stored

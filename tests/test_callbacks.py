@@ -32,7 +32,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 status = outer.statuses.pop(0) if len(outer.statuses) > 1 else outer.statuses[0]
@@ -79,17 +79,32 @@ def submit(c: httpx.Client, callback_url: str, **extra: Any) -> httpx.Response:
     return c.post("/v1/jobs", json={"prompt": "x", "callback_url": callback_url, **extra}, headers=AUTH)
 
 
-@pytest.mark.parametrize("url", [
-    "http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/", "http://10.0.0.7/hook",
-    "http://192.168.1.1/", "http://metadata.google.internal/computeMetadata/v1/", "http://127.0.0.1:6379/",
-    "http://[::1]/", "http://0x7f000001/", "http://2130706433/", "http://0177.0.0.1/", "http://localhost:8080/",
-    "http://[fd00::1]/", "http://100.64.0.1/", "http://intranet/", "https://user:s3cret@hooks.example.com/done",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.1/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://127.0.0.1:6379/",
+        "http://[::1]/",
+        "http://0x7f000001/",
+        "http://2130706433/",
+        "http://0177.0.0.1/",
+        "http://localhost:8080/",
+        "http://[fd00::1]/",
+        "http://100.64.0.1/",
+        "http://intranet/",
+        "https://user:s3cret@hooks.example.com/done",
+    ],
+)
 def test_internal_targets_and_credentials_are_refused_at_submit(live, url):
-    app, base = live()
+    _app, base = live()
     with httpx.Client(base_url=base) as c:
         r = submit(c, url)
-        assert r.status_code == 422 and r.json()["error"]["field"] == "callback_url", r.text
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["field"] == "callback_url", r.text
         assert c.get("/v1/jobs", headers=AUTH).json()["jobs"] == []
     assert "s3cret" not in r.text
 
@@ -104,12 +119,25 @@ def v6_spellings(v4: str) -> list[str]:
     import ipaddress
 
     n = int(ipaddress.IPv4Address(v4))
-    hexed = f"{n >> 16:x}:{n & 0xffff:x}"
-    teredo_client = ipaddress.IPv6Address((0x20010000 << 96) | (int(ipaddress.IPv4Address("8.8.8.8")) << 64)
-                                          | ((~n) & 0xffffffff))
-    teredo_server = ipaddress.IPv6Address((0x20010000 << 96) | (n << 64) | int(ipaddress.IPv4Address("1.1.1.1")) ^ 0xffffffff)
-    return [f"::ffff:{v4}", f"::{v4}", f"::{hexed}", f"2002:{hexed}::1", str(teredo_client), str(teredo_server),
-            f"64:ff9b::{v4}", f"64:ff9b::{hexed}", f"64:ff9b:1:{hexed}::", f"2001:db8:64::{hexed}"]
+    hexed = f"{n >> 16:x}:{n & 0xFFFF:x}"
+    teredo_client = ipaddress.IPv6Address(
+        (0x20010000 << 96) | (int(ipaddress.IPv4Address("8.8.8.8")) << 64) | ((~n) & 0xFFFFFFFF)
+    )
+    teredo_server = ipaddress.IPv6Address(
+        (0x20010000 << 96) | (n << 64) | int(ipaddress.IPv4Address("1.1.1.1")) ^ 0xFFFFFFFF
+    )
+    return [
+        f"::ffff:{v4}",
+        f"::{v4}",
+        f"::{hexed}",
+        f"2002:{hexed}::1",
+        str(teredo_client),
+        str(teredo_server),
+        f"64:ff9b::{v4}",
+        f"64:ff9b::{hexed}",
+        f"64:ff9b:1:{hexed}::",
+        f"2001:db8:64::{hexed}",
+    ]
 
 
 @pytest.mark.parametrize("v4", INTERNAL_V4)
@@ -117,16 +145,27 @@ def test_every_ipv6_embedding_of_an_internal_address_is_refused_at_submit_and_at
     from core.webhooks.sender import post
     from core.webhooks.targets import Policy
 
-    app, base = live({"callbacks": {"nat64_prefixes": [CONFIGURED_NAT64]}})
+    _app, base = live({"callbacks": {"nat64_prefixes": [CONFIGURED_NAT64]}})
     with httpx.Client(base_url=base) as c:
         for v6 in v6_spellings(v4):
             r = submit(c, f"http://[{v6}]/hook")
-            assert r.status_code == 422 and r.json()["error"]["field"] == "callback_url", (v6, r.text)
+            assert r.status_code == 422, (v6, r.text)
+            assert r.json()["error"]["field"] == "callback_url", (v6, r.text)
             dns = FakeDns({"hooks.example.com": v6})
-            refused = post("http://hooks.example.com/hook", b"{}", {}, timeout_s=2,
-                           policy=Policy(nat64_prefixes=[CONFIGURED_NAT64], resolver=lambda h, p, **kw: [
-                               (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (dns.answers[h], p, 0, 0))]))
-            assert refused.error and refused.error.startswith("refused:"), (v6, refused)
+            refused = post(
+                "http://hooks.example.com/hook",
+                b"{}",
+                {},
+                timeout_s=2,
+                policy=Policy(
+                    nat64_prefixes=[CONFIGURED_NAT64],
+                    resolver=lambda h, p, dns=dns, **kw: [
+                        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (dns.answers[h], p, 0, 0))
+                    ],
+                ),
+            )
+            assert refused.error, (v6, refused)
+            assert refused.error.startswith("refused:"), (v6, refused)
         assert c.get("/v1/jobs", headers=AUTH).json()["jobs"] == []  # nothing stored for any of them
 
 
@@ -140,7 +179,7 @@ def test_a_public_address_embedded_in_ipv6_is_still_public():
 
 
 def test_a_public_target_is_accepted_and_an_allowed_internal_one_too(live):
-    app, base = live({"callbacks": {"allow": ["10.1.0.0/16", "hooks.internal"]}})
+    _app, base = live({"callbacks": {"allow": ["10.1.0.0/16", "hooks.internal"]}})
     with httpx.Client(base_url=base) as c:
         assert submit(c, "https://hooks.example.com/done?x=1").status_code == 202
         assert submit(c, "http://10.1.2.3/hook").status_code == 202
@@ -149,23 +188,28 @@ def test_a_public_target_is_accepted_and_an_allowed_internal_one_too(live):
 
 
 def test_a_succeeded_job_posts_its_view_signed_as_standard_webhooks(live, receiver):
-    from standardwebhooks.webhooks import Webhook
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
     hook = receiver(204)
-    app, base = live({"callbacks": FAST, "tenants": {"acme": {"webhook_secret": "env:HOOK_SECRET"}}},
-                     env={"HOOK_SECRET": SECRET})
+    app, base = live(
+        {"callbacks": FAST, "tenants": {"acme": {"webhook_secret": "env:HOOK_SECRET"}}}, env={"HOOK_SECRET": SECRET}
+    )
     with httpx.Client(base_url=base) as c:
         r = submit(c, hook.url)
         job = settle(app, r.json()["job_id"])
         view = c.get(f"/v1/jobs/{job.id}", headers=AUTH).json()
-    assert job.status.value == "succeeded" and len(hook.got) == 1
+    assert job.status.value == "succeeded"
+    assert len(hook.got) == 1
     headers, body = hook.got[0]
-    assert json.loads(body)["job_id"] == job.id and json.loads(body)["status"] == "succeeded"
+    assert json.loads(body)["job_id"] == job.id
+    assert json.loads(body)["status"] == "succeeded"
     Webhook(SECRET).verify(body, headers)  # raises unless the signature is valid and the timestamp recent
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(body.replace(b"succeeded", b"failed"), headers)
-    assert view["callback"]["state"] == "delivered" and view["callback"]["tries"] == 1
-    assert view["callback"]["status_code"] == 204 and view["callback"]["id"] == headers["webhook-id"]
+    assert view["callback"]["state"] == "delivered"
+    assert view["callback"]["tries"] == 1
+    assert view["callback"]["status_code"] == 204
+    assert view["callback"]["id"] == headers["webhook-id"]
 
 
 def test_a_failing_receiver_is_retried_with_backoff_then_given_up(live, receiver):
@@ -175,10 +219,14 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(live, receiver
     with httpx.Client(base_url=base) as c:
         ok = settle(app, submit(c, flaky.url).json()["job_id"])
         dead = settle(app, submit(c, down.url).json()["job_id"])
-    assert ok.callback.state == "delivered" and ok.callback.tries == 3 and len(flaky.got) == 3
+    assert ok.callback.state == "delivered"
+    assert ok.callback.tries == 3
+    assert len(flaky.got) == 3
     assert len({h["webhook-id"] for h, _ in flaky.got}) == 1  # one event, one id, on every try
-    assert dead.callback.state == "failed" and dead.callback.tries == 3 == len(down.got)
-    assert dead.callback.error == "answered 500" and dead.status.value == "succeeded"  # the result is not at risk
+    assert dead.callback.state == "failed"
+    assert dead.callback.tries == 3 == len(down.got)
+    assert dead.callback.error == "answered 500"
+    assert dead.status.value == "succeeded"  # the result is not at risk
 
 
 def test_failed_and_dead_lettered_jobs_call_back_too(live, receiver):
@@ -188,7 +236,9 @@ def test_failed_and_dead_lettered_jobs_call_back_too(live, receiver):
             app, base = live({**anthropic_config(srv.url, max_attempts=1), "callbacks": FAST})
             with httpx.Client(base_url=base) as c:
                 job = settle(app, submit(c, hook.url).json()["job_id"])
-        assert job.status.value == status and job.callback.state == "delivered" and job.callback.event == status
+        assert job.status.value == status
+        assert job.callback.state == "delivered"
+        assert job.callback.event == status
     assert [json.loads(b)["status"] for _, b in hook.got] == ["failed", "dead_lettered"]
 
 
@@ -198,8 +248,10 @@ def test_redirects_are_not_followed(live, receiver):
     app, base = live({"callbacks": {**FAST, "max_tries": 1}})
     with httpx.Client(base_url=base) as c:
         job = settle(app, submit(c, bouncer.url).json()["job_id"])
-    assert job.callback.state == "failed" and "redirects are not followed" in job.callback.error
-    assert len(bouncer.got) == 1 and target.got == []
+    assert job.callback.state == "failed"
+    assert "redirects are not followed" in job.callback.error
+    assert len(bouncer.got) == 1
+    assert target.got == []
 
 
 class Dripper:
@@ -260,17 +312,22 @@ def test_a_slow_receiver_is_cut_at_the_deadline_inside_the_message_lease(live):
     the queue's visibility timeout, and the same event was POSTed again meanwhile. Now the whole delivery is
     bounded, by the callback timeout and by the message's lease: no two deliveries of the event overlap."""
     drip = Dripper(every_s=0.5)  # the full answer would take 13 s
-    cfg = {"callbacks": {**FAST, "timeout_s": 10, "max_tries": 2, "backoff_base_s": 0.1},
-           "queue": {"visibility_timeout_s": 4}}
+    cfg = {
+        "callbacks": {**FAST, "timeout_s": 10, "max_tries": 2, "backoff_base_s": 0.1},
+        "queue": {"visibility_timeout_s": 4},
+    }
     try:
         app, base = live(cfg)
         with httpx.Client(base_url=base) as c:
             job = settle(app, submit(c, drip.url).json()["job_id"], timeout=30)
-        assert job.callback.state == "failed" and job.callback.status_code is None, job.callback  # never answered
-        assert len(drip.connections) == 2 and len(set(drip.ids)) == 1  # two tries of one event
+        assert job.callback.state == "failed", job.callback
+        assert job.callback.status_code is None, job.callback  # never answered
+        assert len(drip.connections) == 2
+        assert len(set(drip.ids)) == 1  # two tries of one event
         (a_open, a_close), (b_open, b_close) = sorted(drip.connections)
         assert a_close <= b_open  # the second try started after the first was cut
-        assert a_close - a_open < 4 and b_close - b_open < 4  # each inside the 4 s lease, not 13 s
+        assert a_close - a_open < 4
+        assert b_close - b_open < 4  # each inside the 4 s lease, not 13 s
     finally:
         drip.close()
 
@@ -296,7 +353,9 @@ def test_a_name_that_resolves_to_an_internal_address_is_refused_at_send_time(rec
     dns = FakeDns({"hooks.example.com": "127.0.0.1"})
     Policy(resolver=dns).check_url(url)  # nothing in the URL itself says it is internal
     sent = post(url, b"{}", {}, policy=Policy(resolver=dns), timeout_s=5)
-    assert sent.status_code is None and sent.error.startswith("refused:") and "127.0.0.1" in sent.error
+    assert sent.status_code is None
+    assert sent.error.startswith("refused:")
+    assert "127.0.0.1" in sent.error
     assert hook.got == []
 
 
@@ -307,11 +366,18 @@ def test_the_connection_goes_to_the_address_that_was_checked_naming_the_host(rec
     hook = receiver(204)
     port = hook.server.server_port
     dns = FakeDns({"hooks.example.com": "127.0.0.1"})
-    sent = post(f"http://hooks.example.com:{port}/hook?a=1", b"{}", {"x-test": "1"},
-                policy=Policy(["127.0.0.0/8"], resolver=dns), timeout_s=5)
-    assert sent.ok and dns.lookups == ["hooks.example.com"]  # one look-up: nothing to rebind between
+    sent = post(
+        f"http://hooks.example.com:{port}/hook?a=1",
+        b"{}",
+        {"x-test": "1"},
+        policy=Policy(["127.0.0.0/8"], resolver=dns),
+        timeout_s=5,
+    )
+    assert sent.ok
+    assert dns.lookups == ["hooks.example.com"]  # one look-up: nothing to rebind between
     headers, _ = hook.got[0]
-    assert headers["host"] == f"hooks.example.com:{port}" and headers["x-test"] == "1"
+    assert headers["host"] == f"hooks.example.com:{port}"
+    assert headers["x-test"] == "1"
 
 
 def test_cancel_during_a_call_bills_it_on_the_job_and_a_replay_waits_for_it(live, receiver):
@@ -330,14 +396,18 @@ def test_cancel_during_a_call_bills_it_on_the_job_and_a_replay_waits_for_it(live
                 time.sleep(0.02)
             time.sleep(0.3)
             cancelled = c.delete(f"/v1/jobs/{job_id}")
-            assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+            assert cancelled.status_code == 200
+            assert cancelled.json()["status"] == "cancelled"
             early = c.post(f"/v1/jobs/{job_id}/replay")
-            assert early.status_code == 409 and "in flight" in early.json()["error"]["message"]
+            assert early.status_code == 409
+            assert "in flight" in early.json()["error"]["message"]
             deadline = time.monotonic() + 10
             while app.store.get(job_id).call_in_flight_until is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
             view = c.get(f"/v1/jobs/{job_id}").json()
-            assert view["status"] == "cancelled" and view["usage"]["cost_usd"] > 0 and len(view["attempts"]) == 1
+            assert view["status"] == "cancelled"
+            assert view["usage"]["cost_usd"] > 0
+            assert len(view["attempts"]) == 1
             assert view["result"] is None  # billed, never served
             assert fake.stats["calls"] == 1
             replayed = c.post(f"/v1/jobs/{job_id}/replay")
@@ -346,8 +416,10 @@ def test_cancel_during_a_call_bills_it_on_the_job_and_a_replay_waits_for_it(live
             deadline = time.monotonic() + 10
             while len(hook.got) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
-    assert done.status.value == "succeeded" and fake.stats["calls"] == 2
-    assert len(done.attempts) == 2 and all(a.usage is not None and a.usage.cost_usd > 0 for a in done.attempts)
+    assert done.status.value == "succeeded"
+    assert fake.stats["calls"] == 2
+    assert len(done.attempts) == 2
+    assert all(a.usage is not None and a.usage.cost_usd > 0 for a in done.attempts)
     posted = [json.loads(body) for _, body in hook.got]
     assert [p["status"] for p in posted] == ["cancelled", "succeeded"]  # one per terminal state, never `running`
     assert len({h["webhook-id"] for h, _ in hook.got}) == 2

@@ -15,7 +15,9 @@ from tests.conftest import SAMPLES
 ALTO = str(Path(sys.executable).with_name("alto"))
 
 
-def run(args: list[str], data: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], data: Path, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
     e.update({"ALTO_DATA_DIR": str(data), **(env or {})})
     p = subprocess.run([ALTO, *args], env=e, capture_output=True, text=True, timeout=60, cwd=data.parent)
@@ -32,7 +34,8 @@ def test_ingest_then_ask_prints_answer_and_sources(tmp_path):
     assert "0 added, 0 updated, 4 unchanged" in again
     out = run(["ask", "Which errors are never retried?", "--collection", "docs"], data).stdout
     assert "never retried. [retries-md#1]" in out
-    assert "Sources:" in out and "[retries-md#1] retries.md" in out
+    assert "Sources:" in out
+    assert "[retries-md#1] retries.md" in out
 
 
 def test_ask_json_is_exactly_the_api_job_view(tmp_path):
@@ -42,7 +45,8 @@ def test_ask_json_is_exactly_the_api_job_view(tmp_path):
     from core.views import JobView
 
     assert set(view) == set(JobView.model_fields)
-    assert view["status"] == "succeeded" and "256 KB" in view["result"]
+    assert view["status"] == "succeeded"
+    assert "256 KB" in view["result"]
     listed = run(["jobs", "list", "--json"], data).stdout
     assert json.loads(listed)[0] == view
 
@@ -58,13 +62,18 @@ def test_config_check_reports_key_and_fix(tmp_path):
     p = run(["--config", str(cfg), "config", "check"], tmp_path / "data", check=False)
     assert p.returncode == 2
     assert "server.prot: unknown key; did you mean 'port'?" in p.stderr
-    assert "providers.c.api_key" in p.stderr and "env:" in p.stderr and "sk-ant-secret" not in p.stderr
+    assert "providers.c.api_key" in p.stderr
+    assert "env:" in p.stderr
+    assert "sk-ant-secret" not in p.stderr
     missing = run(["config", "check"], tmp_path / "data", env={"ALTO_CONFIG": str(tmp_path / "nope.yaml")}, check=False)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr
     ok = run(["config", "check"], tmp_path / "data", env={"ALTO_API_KEYS": "a=b"})
-    assert "config OK" in ok.stdout and "1 tenants" in ok.stdout
+    assert "config OK" in ok.stdout
+    assert "1 tenants" in ok.stdout
     bad_keys = run(["config", "check"], tmp_path / "data", env={"ALTO_API_KEYS": "justakey"}, check=False)
-    assert bad_keys.returncode == 2 and "tenant=key" in bad_keys.stderr
+    assert bad_keys.returncode == 2
+    assert "tenant=key" in bad_keys.stderr
 
 
 def test_hash_key_matches_what_the_api_accepts(tmp_path):
@@ -84,7 +93,9 @@ def test_a_deployment_is_given_its_first_key_as_a_hash(tmp_path):
     assert settings.tenants["acme"].api_keys == [digest]
     assert ApiKeys(settings, None).tenant_for("Bearer first-key") == "acme"  # type: ignore[arg-type]
     bad = run(["config", "check"], tmp_path / "d", env={"ALTO_API_KEY_HASHES": "acme=first-key"}, check=False)
-    assert bad.returncode == 2 and "tenant=sha256:<64 hex>" in bad.stderr and "first-key" not in bad.stderr
+    assert bad.returncode == 2
+    assert "tenant=sha256:<64 hex>" in bad.stderr
+    assert "first-key" not in bad.stderr
 
 
 def test_help_lists_commands(tmp_path):
@@ -104,7 +115,9 @@ def test_governance_shows_an_open_circuit_and_reconcile_requeues_a_stranded_job(
     for _ in range(app.settings.governance.breaker.failure_threshold):
         app.service.breaker.record(app.service.breaker.check(model, probe_timeout_s=5), ErrorClass.transient)
     out = run(["governance"], data).stdout
-    assert "anthropic:claude-haiku-4-5" in out and "circuit open" in out and "reopens in" in out
+    assert "anthropic:claude-haiku-4-5" in out
+    assert "circuit open" in out
+    assert "reopens in" in out
     rows = {r["deployment"]: r for r in json.loads(run(["governance", "--json"], data).stdout)}
     assert rows["anthropic:claude-haiku-4-5"]["circuit"]["state"] == "open"
     assert rows["offline:offline-extractive"]["circuit"]["state"] == "closed"
@@ -112,7 +125,8 @@ def test_governance_shows_an_open_circuit_and_reconcile_requeues_a_stranded_job(
     job, _ = app.service.submit("local", JobRequest(prompt="stranded"))
     for d in app.queue.receive():
         app.queue.ack(d)  # the message is gone but the job never ran: as if the platform had lost it
-    assert app.queue.depth()["queued"] == 0 and app.store.get(job.id).status.value == "queued"
+    assert app.queue.depth()["queued"] == 0
+    assert app.store.get(job.id).status.value == "queued"
     assert json.loads(run(["reconcile", "--older-than", "0"], data).stdout) == {"requeued": 1, "checked": 1}
     assert app.queue.depth()["queued"] == 1
 
@@ -145,44 +159,61 @@ def test_dlq_replay_of_a_job_that_changed_meanwhile_says_so_without_a_traceback(
             assert self.inner.update(other, expected_version=other.version)
             return self.inner.update(j, expected_version=expected_version)
 
-    monkeypatch.setattr(common, "bootstrap",
-                        lambda settings: bootstrap(settings, store=AnotherWriterFirst(SqliteJobStore(data / "jobs.db"))))
+    monkeypatch.setattr(
+        common,
+        "bootstrap",
+        lambda settings: bootstrap(settings, store=AnotherWriterFirst(SqliteJobStore(data / "jobs.db"))),
+    )
     assert cli.main(["dlq", "replay", job.id]) == 1
     err = capsys.readouterr().err
-    assert f"job {job.id} changed while it was being replayed" in err and "run the replay again" in err
+    assert f"job {job.id} changed while it was being replayed" in err
+    assert "run the replay again" in err
     assert "Traceback" not in err
-    assert app.store.get(job.id).status is JobStatus.dead_lettered and app.queue.depth()["queued"] == 1
+    assert app.store.get(job.id).status is JobStatus.dead_lettered
+    assert app.queue.depth()["queued"] == 1
 
 
 # ---------------------------------------------------------------- what a new user runs into
 
 
 def no_traceback(p: subprocess.CompletedProcess) -> None:
-    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stdout, p.stderr[-2000:]
 
 
 def test_an_unset_provider_secret_fails_config_check_and_explains_the_failed_job(tmp_path):
     cfg = tmp_path / "alto.yaml"
-    cfg.write_text("providers: {c: {type: anthropic, api_key: env:NOT_SET_ANYWHERE}}\n"
-                   "models: {m: {provider: c, model_id: claude-haiku-4-5}}\nrouting: {default: {model: m}}\n")
+    cfg.write_text(
+        "providers: {c: {type: anthropic, api_key: env:NOT_SET_ANYWHERE}}\n"
+        "models: {m: {provider: c, model_id: claude-haiku-4-5}}\nrouting: {default: {model: m}}\n"
+    )
     data = tmp_path / "data"
     p = run(["--config", str(cfg), "config", "check"], data, check=False)
-    assert p.returncode == 2 and "providers.c.api_key" in p.stderr and "NOT_SET_ANYWHERE is not set" in p.stderr
+    assert p.returncode == 2
+    assert "providers.c.api_key" in p.stderr
+    assert "NOT_SET_ANYWHERE is not set" in p.stderr
     assert run(["--config", str(cfg), "config", "check", "--skip-secrets"], data).returncode == 0
     out = run(["--config", str(cfg), "ask", "hello", "--json"], data, check=False)
     view = json.loads(out.stdout)
-    assert out.returncode == 1 and view["status"] == "failed" and view["error"]["error_class"] == "permanent"
-    assert "NOT_SET_ANYWHERE is not set" in view["error"]["message"] and view["attempts"] == []
+    assert out.returncode == 1
+    assert view["status"] == "failed"
+    assert view["error"]["error_class"] == "permanent"
+    assert "NOT_SET_ANYWHERE is not set" in view["error"]["message"]
+    assert view["attempts"] == []
 
 
 def test_mistakes_on_the_command_line_get_a_message_not_a_traceback(tmp_path):
     data = tmp_path / "data"
-    for args, words in ((["ask", "  "], "prompt"), (["route", "explain", "--prompt-file", "nope.txt"], "cannot read"),
-                        (["serve", "--port", "99999"], "not a TCP port"),
-                        (["ingest", str(SAMPLES), "--collection", "../../x", "--publish"], "not a valid name"),
-                        (["ask", "hi", "--tenant", "a/b"], "not a valid name")):
+    for args, words in (
+        (["ask", "  "], "prompt"),
+        (["route", "explain", "--prompt-file", "nope.txt"], "cannot read"),
+        (["serve", "--port", "99999"], "not a TCP port"),
+        (["ingest", str(SAMPLES), "--collection", "../../x", "--publish"], "not a valid name"),
+        (["ask", "hi", "--tenant", "a/b"], "not a valid name"),
+    ):
         p = run(args, data, check=False)
-        assert p.returncode == 2 and words in p.stderr, (args, p.stderr)
+        assert p.returncode == 2, (args, p.stderr)
+        assert words in p.stderr, (args, p.stderr)
         no_traceback(p)
 
 
@@ -191,9 +222,16 @@ def test_piping_a_listing_into_head_is_quiet(tmp_path):
     for i in range(3):
         run(["ask", f"question {i}"], data)
     e = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
-    p = subprocess.run(f"'{ALTO}' jobs list | head -c 10", shell=True, env={**e, "ALTO_DATA_DIR": str(data)},
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0 and len(p.stdout) == 10
+    p = subprocess.run(
+        f"'{ALTO}' jobs list | head -c 10",
+        shell=True,
+        env={**e, "ALTO_DATA_DIR": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0
+    assert len(p.stdout) == 10
     no_traceback(p)
 
 
@@ -205,18 +243,22 @@ def test_ask_runs_only_its_own_job_and_says_when_it_stops_waiting(tmp_path):
     from core.config import load_settings
 
     other = bootstrap(load_settings(env={"ALTO_DATA_DIR": str(data)})).service.submit(
-        "other-tenant", __import__("core.models", fromlist=["JobRequest"]).JobRequest(prompt="not yours"))[0]
+        "other-tenant", __import__("core.models", fromlist=["JobRequest"]).JobRequest(prompt="not yours")
+    )[0]
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts connections, never answers
     cfg = tmp_path / "alto.yaml"
-    cfg.write_text(f"providers: {{s: {{type: anthropic, api_key: env:K, base_url: 'http://127.0.0.1:{silent.getsockname()[1]}',"
-                   " timeout_s: 30}}\nmodels: {m: {provider: s, model_id: claude-haiku-4-5}}\nrouting: {default: {model: m}}\n")
+    cfg.write_text(
+        f"providers: {{s: {{type: anthropic, api_key: env:K, base_url: 'http://127.0.0.1:{silent.getsockname()[1]}',"
+        " timeout_s: 30}}\nmodels: {m: {provider: s, model_id: claude-haiku-4-5}}\nrouting: {default: {model: m}}\n"
+    )
     try:
         p = run(["--config", str(cfg), "ask", "hello", "--timeout", "2"], data, env={"K": "x"}, check=False)
     finally:
         silent.close()
-    assert p.returncode == 3 and ("still running after 2 s" in p.stderr or "still queued after 2 s" in p.stderr)
+    assert p.returncode == 3
+    assert "still running after 2 s" in p.stderr or "still queued after 2 s" in p.stderr
     assert "alto jobs show" in p.stderr
     no_traceback(p)
     from core.embedded.stores import SqliteJobStore
@@ -227,11 +269,15 @@ def test_ask_runs_only_its_own_job_and_says_when_it_stops_waiting(tmp_path):
 def test_config_show_prints_json_alone_and_env_errors_name_the_variable(tmp_path):
     data = tmp_path / "data"
     shown = run(["config", "check", "--show"], data)
-    assert json.loads(shown.stdout)["server"]["port"] == 8080 and "config OK" in shown.stderr
+    assert json.loads(shown.stdout)["server"]["port"] == 8080
+    assert "config OK" in shown.stderr
     bad = run(["config", "check"], data, env={"ALTO_SERVER__PORT": "eighty"}, check=False)
-    assert bad.returncode == 2 and "ALTO_SERVER__PORT" in bad.stderr and "built-in defaults" not in bad.stderr
+    assert bad.returncode == 2
+    assert "ALTO_SERVER__PORT" in bad.stderr
+    assert "built-in defaults" not in bad.stderr
     bad_tenant = run(["config", "check"], data, env={"ALTO_API_KEYS": "../x=k"}, check=False)
-    assert bad_tenant.returncode == 2 and "tenant name '../x' is not valid" in bad_tenant.stderr
+    assert bad_tenant.returncode == 2
+    assert "tenant name '../x' is not valid" in bad_tenant.stderr
 
 
 def test_serve_reports_a_port_in_use_and_the_port_it_really_bound(tmp_path):
@@ -245,7 +291,9 @@ def test_serve_reports_a_port_in_use_and_the_port_it_really_bound(tmp_path):
         p = run(["serve", "--port", str(taken.getsockname()[1]), "--workers", "0"], data, check=False)
     finally:
         taken.close()
-    assert p.returncode == 2 and "cannot listen on" in p.stderr and "serving on" not in p.stderr
+    assert p.returncode == 2
+    assert "cannot listen on" in p.stderr
+    assert "serving on" not in p.stderr
     no_traceback(p)
     e = {**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, "ALTO_DATA_DIR": str(data)}
     proc = subprocess.Popen([ALTO, "serve", "--port", "0", "--workers", "0"], env=e, stderr=subprocess.PIPE, text=True)
@@ -274,14 +322,17 @@ def test_ingest_says_what_it_passed_over(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     p = run(["ingest", str(empty)], data, check=False)
-    assert p.returncode == 2 and "no documents under" in p.stderr
+    assert p.returncode == 2
+    assert "no documents under" in p.stderr
     (docs / "notes.md").write_bytes("# Notes\n\nCaf\xe9 latin-1 here.".encode("latin-1"))
     (docs / "image.png").write_bytes(b"\x89PNG")
     (docs / "blob.txt").write_bytes(bytes(range(256)) * 4)
     p = run(["ingest", str(docs)], data, check=False)
-    assert "1 added" in p.stdout and p.returncode == 1  # a document given could not be read: a script sees it
+    assert "1 added" in p.stdout
+    assert p.returncode == 1  # a document given could not be read: a script sees it
     assert "skipped image.png: .png is not a document type" in p.stderr
-    assert "not ingested: blob.txt: not UTF-8 text" in p.stderr and "1 document(s) not ingested" in p.stderr
+    assert "not ingested: blob.txt: not UTF-8 text" in p.stderr
+    assert "1 document(s) not ingested" in p.stderr
     assert "notes.md: 1 bytes are not UTF-8" in p.stderr
 
 
@@ -293,19 +344,30 @@ def test_ask_runs_a_workflow_over_a_pdf_then_lists_and_cancels(tmp_path):
     make_pdf(pdf, pages=20)
     p = run(["ask", "--workflow", "summarize", "--file", str(pdf), "--json"], data)
     view = json.loads(p.stdout)
-    assert view["status"] == "succeeded" and view["workflow"] == "summarize@1" and view["result"].startswith("- Page")
+    assert view["status"] == "succeeded"
+    assert view["workflow"] == "summarize@1"
+    assert view["result"].startswith("- Page")
     parts, summary = view["steps"]
-    assert parts["children"]["total"] >= 2 and summary["children"]["total"] == 1
+    assert parts["children"]["total"] >= 2
+    assert summary["children"]["total"] == 1
     assert view["usage"]["calls"] == parts["children"]["total"] + 1
     listed = run(["jobs", "list", "--parent", view["job_id"]], data).stdout.splitlines()[1:]  # under the header row
-    assert len(listed) == view["usage"]["calls"] and all(line.startswith(view["job_id"] + "-s") for line in listed)
+    assert len(listed) == view["usage"]["calls"]
+    assert all(line.startswith(view["job_id"] + "-s") for line in listed)
     top = run(["jobs", "list"], data).stdout.splitlines()[1:]  # the workflow's steps stay under it
-    assert len(top) == 1 and top[0].startswith(view["job_id"] + " ")
+    assert len(top) == 1
+    assert top[0].startswith(view["job_id"] + " ")
     assert len(run(["jobs", "list", "--with-steps"], data).stdout.splitlines()[1:]) == 1 + len(listed)
     p = run(["jobs", "cancel", view["job_id"]], data, check=False)
-    assert p.returncode == 1 and "already succeeded" in p.stderr and "Traceback" not in p.stderr
-    for bad, says in ((["ask", "--workflow", "nope", "x"], "not configured"),
-                      (["ask", "--workflow", "summarize"], "--file PATH or as the text"),
-                      (["ask", "--file", str(pdf)], "--workflow NAME")):
+    assert p.returncode == 1
+    assert "already succeeded" in p.stderr
+    assert "Traceback" not in p.stderr
+    for bad, says in (
+        (["ask", "--workflow", "nope", "x"], "not configured"),
+        (["ask", "--workflow", "summarize"], "--file PATH or as the text"),
+        (["ask", "--file", str(pdf)], "--workflow NAME"),
+    ):
         p = run(bad, data, check=False)
-        assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr
+        assert p.returncode == 2
+        assert says in p.stderr
+        assert "Traceback" not in p.stderr

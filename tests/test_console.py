@@ -110,7 +110,8 @@ def test_signed_out_shows_no_navigation_and_a_wrong_key_is_explained(live, brows
     b.find_element(By.ID, "api-key").send_keys(KEYS["acme"])
     b.find_element(By.ID, "signin").click()
     until(b, "Overview")
-    assert b.find_element(By.ID, "nav").is_displayed() and "tenant acme" in text(b)
+    assert b.find_element(By.ID, "nav").is_displayed()
+    assert "tenant acme" in text(b)
     b.find_element(By.ID, "signout").click()
     until(b, "Sign in")
     assert not b.find_element(By.ID, "nav").is_displayed()
@@ -127,16 +128,23 @@ def test_the_overview_charts_spend_tokens_outcomes_latency_and_savings(live, bro
         b = browser
         sign_in(b, url, KEYS["acme"])
         until(b, "jobs ended")
-        drawn = until_true(b, """const c = ['c-spend', 'c-tokens', 'c-status', 'c-latency', 'c-savings']
+        drawn = until_true(
+            b,
+            """const c = ['c-spend', 'c-tokens', 'c-status', 'c-latency', 'c-savings']
             .map((id) => Chart.getChart(id)); return c.every(Boolean) && c.map((x) => x.data.datasets.map((d) =>
-            [d.label, d.data.reduce((a, v) => a + (v || 0), 0)]));""")
+            [d.label, d.data.reduce((a, v) => a + (v || 0), 0)]));""",
+        )
     spend, tokens, status, latency, savings = ({label: total for label, total in chart} for chart in drawn)
-    assert set(spend) == {"fake-sonnet"} and spend["fake-sonnet"] > 0
-    assert set(tokens) == {"support", "billing"} and all(v > 0 for v in tokens.values())
+    assert set(spend) == {"fake-sonnet"}
+    assert spend["fake-sonnet"] > 0
+    assert set(tokens) == {"support", "billing"}
+    assert all(v > 0 for v in tokens.values())
     assert status == {"failed": 1, "succeeded": 3}
-    assert set(latency) == {"p50", "p90", "p99"} and 0 < latency["p50"] <= latency["p99"]
+    assert set(latency) == {"p50", "p90", "p99"}
+    assert 0 < latency["p50"] <= latency["p99"]
     assert set(savings) == {"prompt cache", "response cache", "batch lane"}
-    assert b.find_element("id", "t-jobs").text == "4" and b.find_element("id", "t-ok").text == "75.0%"
+    assert b.find_element("id", "t-jobs").text == "4"
+    assert b.find_element("id", "t-ok").text == "75.0%"
     shot(b, "overview")
 
 
@@ -149,20 +157,29 @@ def test_the_jobs_list_filters_pages_and_folds_a_workflows_steps(live, browser):
     with httpx.Client(base_url=url, headers=ACME) as c:
         flow = c.post("/v1/jobs", json={"workflow": "summarize", "inputs": {"document": document(3, 2500)}}).json()
         assert wait_terminal(c, flow["status_url"], ACME)["status"] == "succeeded"
-        plain = [c.post("/v1/jobs", json={"prompt": f"question {n}" + (" about refunds" if n == 7 else ""),
-                                          "task": "billing" if n % 3 == 0 else "support"}).json()["job_id"]
-                 for n in range(30)]
+        plain = [
+            c.post(
+                "/v1/jobs",
+                json={
+                    "prompt": f"question {n}" + (" about refunds" if n == 7 else ""),
+                    "task": "billing" if n % 3 == 0 else "support",
+                },
+            ).json()["job_id"]
+            for n in range(30)
+        ]
         wait_terminal(c, f"/v1/jobs/{plain[-1]}", ACME)
     b = browser
     sign_in(b, url, KEYS["acme"])
     b.get(url + "/#/jobs?size=25")
     until(b, plain[-1])
-    assert len(rows(b, "jobs")) == 25 and "-s0r0n" not in text(b)  # a workflow's steps are folded under it
+    assert len(rows(b, "jobs")) == 25
+    assert "-s0r0n" not in text(b)  # a workflow's steps are folded under it
     b.find_element(By.ID, "f-live").click()  # hold the first page still while paging
     b.find_element(By.ID, "older").click()
     until(b, "page 2")
     second = rows(b, "jobs")
-    assert len(second) == 6 and any(flow["job_id"] in r for r in second)  # 31 top-level jobs: 25, then 6
+    assert len(second) == 6
+    assert any(flow["job_id"] in r for r in second)  # 31 top-level jobs: 25, then 6
     b.find_element(By.CSS_SELECTOR, f"button.expand[data-parent='{flow['job_id']}']").click()
     until(b, f"{flow['job_id']}-s0r0n2")
     assert len(rows(b, "jobs")) == 6 + 4  # three parts and the summary, under their parent
@@ -172,14 +189,16 @@ def test_the_jobs_list_filters_pages_and_folds_a_workflows_steps(live, browser):
     assert rows(b, "jobs")[0].startswith(plain[-1])
     b.find_element(By.ID, "f-task").send_keys("billing")
     until_true(b, "return document.querySelectorAll('#jobs tbody tr').length === 10")
-    assert all("billing" in r for r in rows(b, "jobs")) and "task=billing" in b.current_url
+    assert all("billing" in r for r in rows(b, "jobs"))
+    assert "task=billing" in b.current_url
     b.find_element(By.ID, "f-task").clear()
     b.find_element(By.ID, "f-q").send_keys("REFUNDS")
     until_true(b, "return document.querySelectorAll('#jobs tbody tr').length === 1")
     assert rows(b, "jobs")[0].startswith(plain[7])
     b.get(url + "/#/jobs?steps=1&size=100")  # the filters live in the URL: a shared link opens the same view
     until(b, f"{flow['job_id']}-s1r0n0")
-    assert b.find_element(By.ID, "f-steps").is_selected() and len(rows(b, "jobs")) == 31 + 4
+    assert b.find_element(By.ID, "f-steps").is_selected()
+    assert len(rows(b, "jobs")) == 31 + 4
 
 
 def test_a_workflows_page_shows_its_steps_and_children_on_a_timeline(live, browser):
@@ -196,13 +215,19 @@ def test_a_workflows_page_shows_its_steps_and_children_on_a_timeline(live, brows
     b.get(url + f"/#/jobs/{flow['job_id']}")
     until(b, "Children (5)")
     steps = b.find_element(By.ID, "steps").text
-    assert "parts" in steps and "4 children: 4 succeeded" in steps and "summary" in steps
+    assert "parts" in steps
+    assert "4 children: 4 succeeded" in steps
+    assert "summary" in steps
     children = rows(b, "children")
-    assert len(children) == 5 and all("succeeded" in r for r in children)
-    assert "parts · #3" in children[3] and "summary · #0" in children[4]
+    assert len(children) == 5
+    assert all("succeeded" in r for r in children)
+    assert "parts · #3" in children[3]
+    assert "summary · #0" in children[4]
     spans = b.execute_script("return [...document.querySelectorAll('#children .span')].map((s) => s.style.width)")
-    assert len(spans) == 5 and all(s for s in spans)
-    assert "Not assembled yet" not in text(b) and view["result"][:30] in text(b)
+    assert len(spans) == 5
+    assert all(s for s in spans)
+    assert "Not assembled yet" not in text(b)
+    assert view["result"][:30] in text(b)
     shot(b, "workflow")
     b.find_element(By.LINK_TEXT, f"{flow['job_id']}-s0r0n1").click()
     until(b, "A step of workflow")
@@ -226,11 +251,13 @@ def test_submit_from_the_form_and_watch_the_answer(live, browser):
         b.find_element(By.ID, "s-submit").click()
         until(b, "Waiting for the model")  # the job page, while it runs
         until(b, "Fake answer")
-        assert "succeeded" in text(b) and "answer-with-citations@1" in text(b)
+        assert "succeeded" in text(b)
+        assert "answer-with-citations@1" in text(b)
         shot(b, "job")
         b.get(url + "/#/costs")
         until(b, "Spend since")
-        assert "fake-sonnet" in text(b) and "TOTAL" in text(b)  # th is upper-cased by the stylesheet
+        assert "fake-sonnet" in text(b)
+        assert "TOTAL" in text(b)  # th is upper-cased by the stylesheet
         shot(b, "spend")
         b.get(url + "/#/providers")
         until(b, "closed")
@@ -277,7 +304,8 @@ def test_an_operator_sees_every_tenant_and_narrows_to_one(live, browser):
     assert "operator" in b.find_element(By.ID, "who").text
     b.get(url + "/#/jobs")
     until(b, theirs)
-    assert mine in text(b) and "TENANT" in b.find_element(By.CSS_SELECTOR, "#jobs thead").text.upper()
+    assert mine in text(b)
+    assert "TENANT" in b.find_element(By.CSS_SELECTOR, "#jobs thead").text.upper()
     Select(b.find_element(By.ID, "f-tenant")).select_by_value("beta")
     until_true(b, f"return !document.body.innerText.includes('{mine}')")
     assert theirs in text(b)
@@ -289,8 +317,14 @@ def test_an_operator_sees_every_tenant_and_narrows_to_one(live, browser):
 def test_a_deferred_job_says_what_it_waits_for(live, browser):
     fake = FakeAnthropic(FaultPlan(script=["529"]))
     with ServerThread(fake) as srv:
-        _, url = live(anthropic_config(srv.url, max_attempts=1, in_process_wait_s=0,
-                                       breaker={"failure_threshold": 1, "cooldown_s": 120, "cache_s": 0}))
+        _, url = live(
+            anthropic_config(
+                srv.url,
+                max_attempts=1,
+                in_process_wait_s=0,
+                breaker={"failure_threshold": 1, "cooldown_s": 120, "cache_s": 0},
+            )
+        )
         with httpx.Client(base_url=url, headers=ACME) as c:
             opener = c.post("/v1/jobs", json={"prompt": "opens the circuit"}).json()
             wait_terminal(c, opener["status_url"], ACME)
@@ -303,7 +337,8 @@ def test_a_deferred_job_says_what_it_waits_for(live, browser):
         sign_in(b, url, KEYS["acme"])
         b.get(url + f"/#/jobs/{held['job_id']}")
         until(b, "waiting: ")
-        assert "circuit" in text(b) and "next try in" in text(b)
+        assert "circuit" in text(b)
+        assert "next try in" in text(b)
         b.get(url + "/#/jobs")
         until(b, "waiting: ")
 

@@ -14,8 +14,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -23,7 +24,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
-NOT_RUN = ("needs a", "installs packages", "the two commands", "runs the demo", "runs the test suite", "runs a benchmark")
+NOT_RUN = (
+    "needs a",
+    "installs packages",
+    "the two commands",
+    "runs the demo",
+    "runs the test suite",
+    "runs a benchmark",
+)
 HISTORY = re.compile(r"\b(this stop|previous stop|the stop before|earlier stops?|last stop|stop's)\b", re.I)
 
 
@@ -39,7 +47,7 @@ def blocks(page: Path) -> Iterator[Block]:
     text = page.read_text()
     for m in FENCE.finditer(text):
         title = re.search(r'title="([^"]*)"', m.group(2))
-        yield Block(page, text[:m.start()].count("\n") + 1, m.group(1), title.group(1) if title else "", m.group(3))
+        yield Block(page, text[: m.start()].count("\n") + 1, m.group(1), title.group(1) if title else "", m.group(3))
 
 
 def runnable(b: Block) -> bool:
@@ -55,14 +63,22 @@ def _name(page: Path) -> str:
 
 def test_the_site_builds_strictly(tmp_path):
     mkdocs = Path(sys.executable).with_name("mkdocs")
-    r = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     site = tmp_path / "site"
     config = (site / "reference" / "configuration" / "index.html").read_text()
-    assert "max_attempts" in config and "operators" in config  # generated from the models
+    assert "max_attempts" in config
+    assert "operators" in config  # generated from the models
     api = (site / "reference" / "api" / "index.html").read_text()
-    assert "/v1/jobs" in api and "next_cursor" in api and (site / "reference" / "openapi.json").exists()
+    assert "/v1/jobs" in api
+    assert "next_cursor" in api
+    assert (site / "reference" / "openapi.json").exists()
 
 
 # ---------------------------------------------------------------- shell examples
@@ -79,12 +95,18 @@ def test_shell_examples_run_as_written(page, tmp_path):
         if runnable(b):
             script += [f"echo '>>> {_name(page)}:{b.line}' >&2", b.body]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALTO_", "ANTHROPIC_", "OPENAI_"))}
-    env.update(HOME=str(tmp_path / "home"), PATH=f"{ROOT / '.venv' / 'bin'}:{env['PATH']}",
-               ALTO_DATA_DIR=str(tmp_path / "data"))
-    r = subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, env=env, capture_output=True, text=True,
-                       timeout=240)
+    env.update(
+        HOME=str(tmp_path / "home"),
+        PATH=f"{ROOT / '.venv' / 'bin'}:{env['PATH']}",
+        ALTO_DATA_DIR=str(tmp_path / "data"),
+    )
+    r = subprocess.run(
+        ["bash", "-c", "\n".join(script)], cwd=work, env=env, capture_output=True, text=True, timeout=240
+    )
     where = re.findall(r">>> (\S+)", r.stderr)
-    assert r.returncode == 0, f"the example at {where[-1] if where else '?'} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    assert r.returncode == 0, (
+        f"the example at {where[-1] if where else '?'} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    )
     assert "Traceback" not in r.stderr, r.stderr[-4000:]
 
 
@@ -137,8 +159,12 @@ def test_configuration_examples_are_valid(block, tmp_path):
 
 def test_pages_are_written_for_users():
     """No development-history vocabulary: a figure says the command and machine it came from, not when."""
-    found = [f"{_name(p)}:{n}: {line.strip()}" for p in PAGES for n, line in enumerate(p.read_text().splitlines(), 1)
-             if HISTORY.search(line)]
+    found = [
+        f"{_name(p)}:{n}: {line.strip()}"
+        for p in PAGES
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if HISTORY.search(line)
+    ]
     assert not found, "\n".join(found)
 
 
@@ -146,8 +172,10 @@ def test_the_readme_is_a_front_page():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 300
     first = next(b for b in blocks(ROOT / "README.md"))
-    assert first.body.split("\n")[0].startswith("make demo") and first.body.split("\n")[1].startswith("make test")
-    assert "## Use a real model" in lines and any(line.startswith("## A five-minute tour") for line in lines)
+    assert first.body.split("\n")[0].startswith("make demo")
+    assert first.body.split("\n")[1].startswith("make test")
+    assert "## Use a real model" in lines
+    assert any(line.startswith("## A five-minute tour") for line in lines)
 
 
 def test_the_docs_command_is_documented():

@@ -28,7 +28,8 @@ def test_a_job_runs_end_to_end_on_the_loop_it_is_given(make_app, wanted):
     kind, done = event_loops.run(main(), app.settings.process.event_loop)
     assert kind == ("asyncio" if wanted == "asyncio" else "uvloop")  # `make test` installs the uvloop extra
     assert event_loops.chosen(wanted) == kind
-    assert done.status.value == "succeeded" and done.provider_calls == 1
+    assert done.status.value == "succeeded"
+    assert done.provider_calls == 1
 
 
 CLI = "import sys; sys.modules['uvloop'] = None; from core.entrypoints.cli import main; sys.exit(main())"
@@ -37,8 +38,14 @@ CLI = "import sys; sys.modules['uvloop'] = None; from core.entrypoints.cli impor
 def _alto_without_uvloop(args: list[str], tmp_path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
     env["ALTO_DATA_DIR"] = str(tmp_path / "data")
-    return subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True, text=True, timeout=60,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
 
 
 def test_uvloop_asked_for_but_missing_is_named_with_its_fix_and_auto_falls_back(tmp_path):
@@ -46,9 +53,12 @@ def test_uvloop_asked_for_but_missing_is_named_with_its_fix_and_auto_falls_back(
     strict.write_text("process: {event_loop: uvloop}\n")
     auto.write_text("process: {event_loop: auto}\n")
     p = _alto_without_uvloop(["--config", str(strict), "ask", "hello", "--json"], tmp_path)
-    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
-    assert "process.event_loop is uvloop" in p.stderr and "pip install 'altostratus[uvloop]'" in p.stderr
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "process.event_loop is uvloop" in p.stderr
+    assert "pip install 'altostratus[uvloop]'" in p.stderr
     listed = _alto_without_uvloop(["--config", str(auto), "jobs", "list", "--json"], tmp_path)
     assert json.loads(listed.stdout) == []  # refused before the submit: nothing stored
     ran = _alto_without_uvloop(["--config", str(auto), "ask", "hello", "--json"], tmp_path)
-    assert ran.returncode == 0 and json.loads(ran.stdout)["status"] == "succeeded", ran.stderr[-2000:]
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert json.loads(ran.stdout)["status"] == "succeeded", ran.stderr[-2000:]

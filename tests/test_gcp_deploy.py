@@ -47,9 +47,14 @@ class Host:
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.gcp_host", entry, str(self.port), str(record), name], cwd=source, env=env,
-            stdout=subprocess.PIPE, stderr=open(log, "ab"))
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == b"ready", log.read_text()[-3000:]
+            [sys.executable, "-m", "tests.gcp_host", entry, str(self.port), str(record), name],
+            cwd=source,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(log, "ab"),
+        )
+        assert self.proc.stdout is not None, log.read_text()[-3000:]
+        assert self.proc.stdout.readline().strip() == b"ready", log.read_text()[-3000:]
         self.log = log
 
     def stop(self) -> None:
@@ -73,30 +78,53 @@ class Blackhole:
 
 
 class GcpDeployment:
-    def __init__(self, emulators: dict[str, str], workdir: Path, gcs_url: str, secrets: FakeSecretManager,
-                 extra_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        emulators: dict[str, str],
+        workdir: Path,
+        gcs_url: str,
+        secrets: FakeSecretManager,
+        extra_env: dict[str, str],
+    ) -> None:
         from google.cloud import pubsub_v1
 
         self.workdir = workdir
         self.project = f"alto-proof-{uuid.uuid4().hex[:6]}"
-        self.tf = Terraform(ROOT / "infra" / "gcp", {"project": self.project,
-                                                      "api_key_hashes": f"{TENANT}={hash_api_key(KEY)}"})
+        self.tf = Terraform(
+            ROOT / "infra" / "gcp", {"project": self.project, "api_key_hashes": f"{TENANT}={hash_api_key(KEY)}"}
+        )
         self.source = self._stage(workdir / "source")
         self.record = workdir / "calls.jsonl"
-        env = {**self.tf.local("env"), **emulators, "STORAGE_EMULATOR_HOST": gcs_url,
-               "SECRET_MANAGER_EMULATOR_HOST": secrets.address, "PATH": "/usr/bin:/bin",
-               "PYTHONPATH": f"{self.source}:{ROOT}", "PYTHONDONTWRITEBYTECODE": "1", **extra_env}
+        env = {
+            **self.tf.local("env"),
+            **emulators,
+            "STORAGE_EMULATOR_HOST": gcs_url,
+            "SECRET_MANAGER_EMULATOR_HOST": secrets.address,
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": f"{self.source}:{ROOT}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **extra_env,
+        }
         self.env = env
-        secrets.add_version(self.project, self.tf.value(self.tf.resources("google_secret_manager_secret")["anthropic"]
-                                                        ["secret_id"]), b"deployed-anthropic-key")
+        secrets.add_version(
+            self.project,
+            self.tf.value(self.tf.resources("google_secret_manager_secret")["anthropic"]["secret_id"]),
+            b"deployed-anthropic-key",
+        )
         functions = self.tf.local("functions")
         self.hosts: dict[str, Host] = {}
         try:
             for name in FUNCTIONS:
                 tmp = workdir / name / "tmp"
                 tmp.mkdir(parents=True)
-                self.hosts[name] = Host(name, functions[name]["entry"], {**env, "TMPDIR": str(tmp)}, self.source,
-                                        self.record, workdir / f"{name}.log")
+                self.hosts[name] = Host(
+                    name,
+                    functions[name]["entry"],
+                    {**env, "TMPDIR": str(tmp)},
+                    self.source,
+                    self.record,
+                    workdir / f"{name}.log",
+                )
             self.publisher, self.subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
             self._messaging()
         except BaseException:
@@ -106,11 +134,22 @@ class GcpDeployment:
     def _stage(self, dest: Path) -> Path:
         """The function source exactly as deploy.sh zips it (infra/stage.sh, then main.py and the requirements)."""
         script = f'source infra/stage.sh && stage "{dest}" gcp'
-        r = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, env={
-            "ROOT": str(ROOT), "CONFIG": str(ROOT / "infra" / "gcp" / "altostratus.yaml"), "PYTHON": sys.executable,
-            "PATH": "/usr/bin:/bin"})
+        r = subprocess.run(
+            ["bash", "-c", script],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={
+                "ROOT": str(ROOT),
+                "CONFIG": str(ROOT / "infra" / "gcp" / "altostratus.yaml"),
+                "PYTHON": sys.executable,
+                "PATH": "/usr/bin:/bin",
+            },
+        )
         assert r.returncode == 0, r.stderr
-        (dest / "main.py").write_text("from adapters.gcp.main import api, dead_letter, reconcile, worker  # noqa: F401\n")
+        (dest / "main.py").write_text(
+            "from adapters.gcp.main import api, dead_letter, reconcile, worker  # noqa: F401\n"
+        )
         return dest
 
     def _messaging(self) -> None:
@@ -125,20 +164,35 @@ class GcpDeployment:
         for key, sub in subs.items():
             request: dict[str, Any] = {
                 "name": f"projects/{self.project}/subscriptions/{self.tf.value(sub['name'])}",
-                "topic": self.topics[key], "ack_deadline_seconds": self.tf.value(sub["ack_deadline_seconds"]),
+                "topic": self.topics[key],
+                "ack_deadline_seconds": self.tf.value(sub["ack_deadline_seconds"]),
                 "push_config": {"push_endpoint": self.hosts[target[key]].url},
                 "retry_policy": {"minimum_backoff": {"seconds": 0}, "maximum_backoff": {"seconds": 1}},
             }
             if "dead_letter_policy" in sub:
                 policy = sub["dead_letter_policy"][0]
-                request["dead_letter_policy"] = {"dead_letter_topic": self.topics["dead"],
-                                                 "max_delivery_attempts": self.tf.value(policy["max_delivery_attempts"])}
+                request["dead_letter_policy"] = {
+                    "dead_letter_topic": self.topics["dead"],
+                    "max_delivery_attempts": self.tf.value(policy["max_delivery_attempts"]),
+                }
             self.subscriptions[key] = self.subscriber.create_subscription(request=request).name
 
-    def http(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-             params: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.request(method, self.hosts["api"].url.rstrip("/") + path, json=body, params=params, timeout=60,
-                             headers={"authorization": f"Bearer {KEY}", **(headers or {})})
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return httpx.request(
+            method,
+            self.hosts["api"].url.rstrip("/") + path,
+            json=body,
+            params=params,
+            timeout=60,
+            headers={"authorization": f"Bearer {KEY}", **(headers or {})},
+        )
 
     def calls(self) -> list[dict[str, Any]]:
         return read(str(self.record))
@@ -172,15 +226,26 @@ def gcp(emulators, gcs, fake, tmp_path_factory):
         for k, v in emulators.items():  # the test's own clients (the operator's hands) reach the emulators too
             mp.setenv(k, v)
         mp.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-        d = GcpDeployment(emulators, tmp_path_factory.mktemp("gcp-deploy"), gcs[1], secrets, {
-            # the operator's choices for this run, as for the AWS proof: the model's address (the fake), retries
-            # back to Pub/Sub at once, deliveries enough to reach the dead-letter policy, a small inline stream,
-            # a quick batch window, the audit log on, callbacks allowed to loopback
-            "ALTO_PROVIDERS__ANTHROPIC__BASE_URL": url, "ALTO_GOVERNANCE__IN_PROCESS_WAIT_S": "0",
-            "ALTO_GOVERNANCE__MAX_ATTEMPTS": "10", "ALTO_GOVERNANCE__BACKOFF_BASE_S": "0.2",
-            "ALTO_GOVERNANCE__BACKOFF_MAX_S": "0.5", "ALTO_STREAM__INLINE_CHARS": "1000", "ALTO_BATCH__FLUSH_S": "0.01",
-            "ALTO_OBSERVABILITY__AUDIT__ENABLED": "true", "ALTO_CALLBACKS__ALLOW": '["127.0.0.1"]',
-        })
+        d = GcpDeployment(
+            emulators,
+            tmp_path_factory.mktemp("gcp-deploy"),
+            gcs[1],
+            secrets,
+            {
+                # the operator's choices for this run, as for the AWS proof: the model's address (the fake), retries
+                # back to Pub/Sub at once, deliveries enough to reach the dead-letter policy, a small inline stream,
+                # a quick batch window, the audit log on, callbacks allowed to loopback
+                "ALTO_PROVIDERS__ANTHROPIC__BASE_URL": url,
+                "ALTO_GOVERNANCE__IN_PROCESS_WAIT_S": "0",
+                "ALTO_GOVERNANCE__MAX_ATTEMPTS": "10",
+                "ALTO_GOVERNANCE__BACKOFF_BASE_S": "0.2",
+                "ALTO_GOVERNANCE__BACKOFF_MAX_S": "0.5",
+                "ALTO_STREAM__INLINE_CHARS": "1000",
+                "ALTO_BATCH__FLUSH_S": "0.01",
+                "ALTO_OBSERVABILITY__AUDIT__ENABLED": "true",
+                "ALTO_CALLBACKS__ALLOW": '["127.0.0.1"]',
+            },
+        )
         d.gcs_host = gcs[1].removeprefix("http://")
         d.secrets = secrets
         yield d
@@ -199,8 +264,12 @@ def view(gcp: GcpDeployment, job_id: str) -> dict[str, Any]:
     return r.json()
 
 
-def until(gcp: GcpDeployment, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed", "dead_lettered"),
-          timeout_s: float = 60) -> dict[str, Any]:
+def until(
+    gcp: GcpDeployment,
+    job_id: str,
+    statuses: tuple[str, ...] = ("succeeded", "failed", "dead_lettered"),
+    timeout_s: float = 60,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         v = view(gcp, job_id)
@@ -222,7 +291,8 @@ def test_the_first_key_is_a_hash_variable_and_nothing_answers_without_it(gcp):
 
 def test_submit_then_the_pushed_worker_answers(gcp):
     done = until(gcp, submit(gcp, prompt="What is a visibility timeout?"))
-    assert done["status"] == "succeeded" and done["result"], done
+    assert done["status"] == "succeeded", done
+    assert done["result"], done
 
 
 def test_an_idempotency_key_returns_the_first_job_and_listings_find_it(gcp):
@@ -232,14 +302,16 @@ def test_an_idempotency_key_returns_the_first_job_and_listings_find_it(gcp):
     until(gcp, first["job_id"])
     assert first["job_id"] in [j["job_id"] for j in gcp.http("GET", "/v1/jobs").json()["jobs"]]
     listed = gcp.http("GET", "/v1/jobs", params={"status": "succeeded"}).json()["jobs"]
-    assert first["job_id"] in [j["job_id"] for j in listed] and {j["status"] for j in listed} == {"succeeded"}
+    assert first["job_id"] in [j["job_id"] for j in listed]
+    assert {j["status"] for j in listed} == {"succeeded"}
 
 
 def test_a_retry_is_redelivered_by_pubsub_and_answered(gcp, fake):
     f, _ = fake
     f.plan.script = ["529"]
     done = until(gcp, submit(gcp, prompt="retry me through the subscription"))
-    assert done["status"] == "succeeded" and len(done["attempts"]) == 2, done
+    assert done["status"] == "succeeded", done
+    assert len(done["attempts"]) == 2, done
 
 
 def test_a_big_workflow_input_is_stashed_by_the_api_and_read_by_the_worker(gcp, gcs):
@@ -255,11 +327,14 @@ def test_a_big_workflow_input_is_stashed_by_the_api_and_read_by_the_worker(gcp, 
 def test_a_document_uploaded_by_the_operator_is_a_workflow_input_and_a_missing_one_is_refused(gcp, gcs):
     store, _ = gcs
     store.objects[(gcp.env["ALTO_BUCKET"], "workflow-inputs/handbook.md")] = (SAMPLES / "retries.md").read_bytes()
-    r = gcp.http("POST", "/v1/jobs", {"workflow": "summarize", "inputs": {"document": "blob:workflow-inputs/handbook.md"}})
+    r = gcp.http(
+        "POST", "/v1/jobs", {"workflow": "summarize", "inputs": {"document": "blob:workflow-inputs/handbook.md"}}
+    )
     assert r.status_code == 202, r.text
     assert until(gcp, r.json()["job_id"])["status"] == "succeeded"
     r = gcp.http("POST", "/v1/jobs", {"workflow": "summarize", "inputs": {"document": "blob:workflow-inputs/none.md"}})
-    assert r.status_code == 422 and "no blob" in r.json()["error"]["message"]
+    assert r.status_code == 422
+    assert "no blob" in r.json()["error"]["message"]
 
 
 def test_a_spilled_stream_is_replayed_over_sse_by_the_api(gcp, fake, gcs):
@@ -270,15 +345,18 @@ def test_a_spilled_stream_is_replayed_over_sse_by_the_api(gcp, fake, gcs):
         done = until(gcp, job_id)
     finally:
         f.plan.stream_tokens = 0
-    assert done["status"] == "succeeded" and "tok599" in done["result"]
+    assert done["status"] == "succeeded"
+    assert "tok599" in done["result"]
     assert any(n.startswith("streams/") for _, n in gcs[0].objects)
     body = gcp.http("GET", f"/v1/jobs/{job_id}/events").text
-    assert "event: done" in body and "tok599" in body
+    assert "event: done" in body
+    assert "tok599" in body
 
 
 def test_rag_without_a_snapshot_fails_the_job_saying_why(gcp):
     done = until(gcp, submit(gcp, prompt="What does the manual say?", collection="manuals"))
-    assert done["status"] == "failed" and "collection 'manuals' has no documents" in done["error"]["message"]
+    assert done["status"] == "failed"
+    assert "collection 'manuals' has no documents" in done["error"]["message"]
 
 
 def test_rag_with_a_published_snapshot_answers_with_citations(gcp, gcs, make_app, monkeypatch):
@@ -296,11 +374,12 @@ def test_rag_with_a_published_snapshot_answers_with_citations(gcp, gcs, make_app
     operator.library.ingest(SAMPLES, tenant=TENANT, collection="docs")
     operator.library.publish(TENANT, "docs")
     done = until(gcp, submit(gcp, prompt="Which errors are never retried?", collection="docs"))
-    assert done["status"] == "succeeded" and done["citations"], done
+    assert done["status"] == "succeeded", done
+    assert done["citations"], done
 
 
 def test_the_scheduled_reconcile_sends_a_due_batch_and_applies_it(gcp, fake):
-    f, _ = fake
+    _f, _ = fake
     job_id = submit(gcp, prompt="a report nobody waits for", lane="batch")
     deadline = time.monotonic() + 30
     while view(gcp, job_id)["status"] == "queued" and time.monotonic() < deadline:
@@ -309,23 +388,27 @@ def test_the_scheduled_reconcile_sends_a_due_batch_and_applies_it(gcp, fake):
     r = httpx.post(gcp.hosts["reconcile"].url, json={}, timeout=60)  # what Cloud Scheduler sends
     assert r.status_code == 200, r.text
     counts = r.json()
-    assert counts["batch_submitted"] == 1 and counts["batch_applied"] == 1, counts
+    assert counts["batch_submitted"] == 1, counts
+    assert counts["batch_applied"] == 1, counts
     assert until(gcp, job_id)["lane"] == "batch"
 
 
 def test_the_reconcile_sweep_resends_a_job_whose_message_was_lost(gcp):
     with ServerThread(Blackhole()) as hole:
-        gcp.subscriber.modify_push_config(subscription=gcp.subscriptions["jobs"],
-                                          push_config={"push_endpoint": hole.url + "/"})
+        gcp.subscriber.modify_push_config(
+            subscription=gcp.subscriptions["jobs"], push_config={"push_endpoint": hole.url + "/"}
+        )
         try:
             job_id = submit(gcp, prompt="my message will be lost")
             time.sleep(1.0)
         finally:
-            gcp.subscriber.modify_push_config(subscription=gcp.subscriptions["jobs"],
-                                              push_config={"push_endpoint": gcp.hosts["worker"].url})
+            gcp.subscriber.modify_push_config(
+                subscription=gcp.subscriptions["jobs"], push_config={"push_endpoint": gcp.hosts["worker"].url}
+            )
     assert view(gcp, job_id)["status"] == "queued"
     r = httpx.post(gcp.hosts["reconcile"].url, json={"older_than_s": 0.01}, timeout=60)
-    assert r.status_code == 200 and r.json()["requeued"] >= 1, r.text
+    assert r.status_code == 200, r.text
+    assert r.json()["requeued"] >= 1, r.text
     assert until(gcp, job_id)["status"] == "succeeded"
 
 
@@ -339,11 +422,13 @@ def test_a_dead_lettered_job_is_marked_and_its_callback_delivered(gcp, fake):
     try:
         job_id = submit(gcp, prompt="this one always fails", callback_url=receiver.url)
         done = until(gcp, job_id, ("dead_lettered",), timeout_s=90)
-        assert len(done["attempts"]) == attempts and "dead-lettered by the queue" in done["error"]["message"]
+        assert len(done["attempts"]) == attempts
+        assert "dead-lettered by the queue" in done["error"]["message"]
         deadline = time.monotonic() + 30
         while not receiver.got and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert receiver.got and json.loads(receiver.got[0][1])["status"] == "dead_lettered"
+        assert receiver.got
+        assert json.loads(receiver.got[0][1])["status"] == "dead_lettered"
     finally:
         receiver.close()
         f.plan.script = []
@@ -365,12 +450,14 @@ def _bindings(gcp: GcpDeployment) -> list[gcp_iam.Binding]:
             out.append(gcp_iam.Binding(fn, "roles/pubsub.publisher", gcp.topics["jobs"]))
         if g["secret"]:
             secret = tf.value(tf.resources("google_secret_manager_secret")["anthropic"]["secret_id"])
-            out.append(gcp_iam.Binding(fn, "roles/secretmanager.secretAccessor",
-                                       f"projects/{gcp.project}/secrets/{secret}"))
+            out.append(
+                gcp_iam.Binding(fn, "roles/secretmanager.secretAccessor", f"projects/{gcp.project}/secrets/{secret}")
+            )
         for role, prefixes in g["objects"].items():
             base = f"projects/_/buckets/{gcp.env['ALTO_BUCKET']}/objects/"
             expression = " || ".join(
-                f'resource.name.startsWith("{base}{p}") || {gcp_iam.LIST_PREFIX}.startsWith("{p}")' for p in prefixes)
+                f'resource.name.startsWith("{base}{p}") || {gcp_iam.LIST_PREFIX}.startsWith("{p}")' for p in prefixes
+            )
             out.append(gcp_iam.Binding(fn, role, f"projects/_/buckets/{gcp.env['ALTO_BUCKET']}", expression))
     return out
 
@@ -390,7 +477,8 @@ def test_every_call_was_granted_and_every_binding_was_needed(gcp):
     assert not denied, "calls no binding of the function grants:\n" + "\n".join(map(str, sorted(set(denied))))
     unneeded = [(b.function, b.role, b.condition) for b in bindings if not b.used]
     assert not unneeded, "bindings no call needed (remove them, or add the scenario that uses them):\n" + "\n".join(
-        map(str, unneeded))
+        map(str, unneeded)
+    )
     per_function = defaultdict(int)
     for c in calls:
         per_function[c["function"]] += 1
@@ -401,9 +489,15 @@ def test_every_firestore_query_has_its_composite_index(gcp):
     tf = gcp.tf
     index = tf.resources("google_firestore_index")["jobs"]  # one index per entry of local.job_indexes
     assert index["for_each"] == "${local.job_indexes}"
-    declared = [(tf.value(index["collection"]), [(f, d) for f, d in fields]) for fields in tf.local("job_indexes").values()]
-    shapes = {json.dumps(shape) for c in gcp.calls() if c["method"].endswith("/RunQuery")
-              if (shape := gcp_iam.query_shape(c["request"])) is not None}
+    declared = [
+        (tf.value(index["collection"]), [(f, d) for f, d in fields]) for fields in tf.local("job_indexes").values()
+    ]
+    shapes = {
+        json.dumps(shape)
+        for c in gcp.calls()
+        if c["method"].endswith("/RunQuery")
+        if (shape := gcp_iam.query_shape(c["request"])) is not None
+    }
     assert shapes, "no query was recorded"
     needed = {n for s in shapes if (n := gcp_iam.needed_index(json.loads(s))) is not None}
     missing = [n for n in needed if not any(gcp_iam.serves(fields, coll, n) for coll, fields in declared)]

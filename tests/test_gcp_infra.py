@@ -27,7 +27,11 @@ def entry_points() -> dict[str, str]:
     for node in ast.parse(MAIN.read_text()).body:
         if isinstance(node, ast.FunctionDef):
             for d in node.decorator_list:
-                if isinstance(d, ast.Attribute) and isinstance(d.value, ast.Name) and d.value.id == "functions_framework":
+                if (
+                    isinstance(d, ast.Attribute)
+                    and isinstance(d.value, ast.Name)
+                    and d.value.id == "functions_framework"
+                ):
                     out[node.name] = d.attr
     return out
 
@@ -54,7 +58,8 @@ def test_every_function_matches_main_py_and_event_functions_are_pushed_by_a_subs
         assert f["ingress"] == ("ALLOW_ALL" if name == "api" else "ALLOW_INTERNAL_ONLY")
     from adapters.gcp.app import REQUIRED
 
-    assert set(REQUIRED) <= set(tf.local("env")) and tf.local("env")["ALTO_TOPIC"] == "alto-jobs"
+    assert set(REQUIRED) <= set(tf.local("env"))
+    assert tf.local("env")["ALTO_TOPIC"] == "alto-jobs"
 
 
 @pytest.mark.parametrize("variables", [{}, {"worker_timeout_s": 300, "api_timeout_s": 20, "max_delivery_attempts": 7}])
@@ -97,20 +102,34 @@ def test_timeouts_deadlines_leases_and_limits_agree(variables):
 def test_a_fresh_project_gets_every_api_it_uses():
     tf = Terraform(INFRA, {"project": "p"})
     enabled = set(tf.value(tf.resources("google_project_service")["api"]["for_each"]))
-    assert {"cloudfunctions.googleapis.com", "run.googleapis.com", "cloudbuild.googleapis.com", "pubsub.googleapis.com",
-            "firestore.googleapis.com", "secretmanager.googleapis.com", "cloudscheduler.googleapis.com",
-            "storage.googleapis.com", "artifactregistry.googleapis.com"} <= enabled
+    assert {
+        "cloudfunctions.googleapis.com",
+        "run.googleapis.com",
+        "cloudbuild.googleapis.com",
+        "pubsub.googleapis.com",
+        "firestore.googleapis.com",
+        "secretmanager.googleapis.com",
+        "cloudscheduler.googleapis.com",
+        "storage.googleapis.com",
+        "artifactregistry.googleapis.com",
+    } <= enabled
 
 
 def test_the_only_deploy_path_is_terraform_and_it_checks_the_config_then_builds(tmp_path):
     script = (INFRA / "deploy.sh").read_text()
-    assert "terraform apply" in script and "gcloud functions deploy" not in script  # one source of truth
+    assert "terraform apply" in script
+    assert "gcloud functions deploy" not in script  # one source of truth
     env = {**os.environ, "PYTHON": sys.executable}
     bad = tmp_path / "bad.yaml"
     bad.write_text("models:\n  m: {provider: nowhere, model_id: x}\n")
-    r = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--build-only"], capture_output=True, text=True,
-                       env={**env, "CONFIG": str(bad)})
-    assert r.returncode == 1 and "models.m.provider: 'nowhere' is not defined under `providers`" in r.stderr
+    r = subprocess.run(
+        ["bash", str(INFRA / "deploy.sh"), "--build-only"],
+        capture_output=True,
+        text=True,
+        env={**env, "CONFIG": str(bad)},
+    )
+    assert r.returncode == 1
+    assert "models.m.provider: 'nowhere' is not defined under `providers`" in r.stderr
     assert not (INFRA / "build").exists()
     r = subprocess.run(["bash", str(INFRA / "deploy.sh"), "--build-only"], capture_output=True, text=True, env=env)
     try:

@@ -21,32 +21,46 @@ from tests.conftest import ROOT, require_tool
 
 def checkov() -> str:
     found = ROOT / ".venv-tools" / "bin" / "checkov"
-    return str(found) if found.exists() else (shutil.which("checkov") or require_tool("checkov", "make test installs it"))
+    return (
+        str(found) if found.exists() else (shutil.which("checkov") or require_tool("checkov", "make test installs it"))
+    )
 
 
 def scan(*args: str) -> dict[str, Any]:
-    r = subprocess.run([checkov(), *args, "-o", "json", "--quiet", "--compact"], capture_output=True, text=True,
-                       timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [checkov(), *args, "-o", "json", "--quiet", "--compact"], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert r.stdout.strip(), r.stderr[-3000:]
     out = json.loads(r.stdout)
     reports = out if isinstance(out, list) else [out]
-    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for rep in reports
-              for c in rep.get("results", {}).get("failed_checks", [])]
-    summary = {k: sum(rep.get("summary", {}).get(k, 0) for rep in reports) for k in ("passed", "failed", "skipped",
-                                                                                     "parsing_errors")}
+    failed = [
+        f"{c['check_id']} {c['resource']}: {c['check_name']}"
+        for rep in reports
+        for c in rep.get("results", {}).get("failed_checks", [])
+    ]
+    summary = {
+        k: sum(rep.get("summary", {}).get(k, 0) for rep in reports)
+        for k in ("passed", "failed", "skipped", "parsing_errors")
+    }
     assert summary["parsing_errors"] == 0, summary
     assert not failed, "checkov findings (fix them, or skip beside the resource with the reason):\n" + "\n".join(failed)
     for rep in reports:
         for c in rep.get("results", {}).get("skipped_checks", []):
-            assert (c.get("suppress_comment") or "").strip(), f"{c['check_id']} on {c['resource']} is skipped with no reason"
+            assert (c.get("suppress_comment") or "").strip(), (
+                f"{c['check_id']} on {c['resource']} is skipped with no reason"
+            )
     print(f"\ncheckov {' '.join(args)}: {summary}")
     return summary
 
 
 def test_the_packaged_cloudformation_template(aws_packaged):
     """The full stack as osls deploys it (the create-stack template is its deployment bucket alone)."""
-    summary = scan("-f", str(Path(aws_packaged["dir"]) / "cloudformation-template-update-stack.json"),
-                   "--framework", "cloudformation")
+    summary = scan(
+        "-f",
+        str(Path(aws_packaged["dir"]) / "cloudformation-template-update-stack.json"),
+        "--framework",
+        "cloudformation",
+    )
     assert summary["passed"] > 50
 
 
@@ -64,4 +78,5 @@ def test_skips_in_source_say_why(path):
         if "checkov:skip=" in line:
             _, _, rest = line.partition("checkov:skip=")
             check, _, reason = rest.partition(":")
-            assert check.strip() and len(reason.strip()) > 20, f"{path}: a skip needs its reason: {line.strip()}"
+            assert check.strip(), f"{path}: a skip needs its reason: {line.strip()}"
+            assert len(reason.strip()) > 20, f"{path}: a skip needs its reason: {line.strip()}"

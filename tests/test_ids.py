@@ -15,7 +15,8 @@ def test_ids_have_their_shapes_and_never_repeat():
     assert all(re.fullmatch(r"job_[0-9a-f]{43}", i) for i in ids[2000:])
     traces = [new_trace_id() for _ in range(2000)]
     assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in traces)
-    assert len(set(ids)) == len(ids) and len(set(traces)) == len(traces)
+    assert len(set(ids)) == len(ids)
+    assert len(set(traces)) == len(traces)
     assert len(set(i[-32:] for i in ids) | set(traces)) == len(ids) + len(traces)
 
 
@@ -46,4 +47,5 @@ def test_a_forked_child_never_hands_out_its_parents_next_ids():
     child = set(os.read(read, 4096).decode().split())
     os.close(read)
     parent = {random_hex() for _ in range(8)}
-    assert len(child) == 8 and not child & parent
+    assert len(child) == 8
+    assert not child & parent

@@ -28,8 +28,13 @@ TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
 
 
 def worker(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "core.entrypoints.cli", "serve", "--workers-only", "--workers", "1"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core.entrypoints.cli", "serve", "--workers-only", "--workers", "1"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def calls_so_far(url: str) -> int:
@@ -80,24 +85,49 @@ def test_kill_9_loses_no_job_keeps_budgets_and_reports_lost_replies(tmp_path):
     hook = Receiver(204)
     fake, url = spawn("--latency", "1.0", "--rates", json.dumps({"400": 0.05, "500": 0.05}), "--seed", "7")
     cfg = tmp_path / "altostratus.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url, "timeout_s": 10}},
-        "models": {"m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1.0,
-                         "output_per_mtok": 5.0}},
-        "routing": {"default": {"model": "m", "max_tokens": 64}},
-        "governance": {"max_attempts": BUDGET, "lease_s": 2, "backoff_base_s": 0.05, "backoff_max_s": 0.2,
-                       "in_process_wait_s": 0.2, "reconcile_after_s": 5, "reconcile_interval_s": 2},
-        "queue": {"visibility_timeout_s": 3, "max_receives": 10, "poll_interval_s": 0.05},
-        "server": {"concurrency": 16},
-        "logging": {"level": "ERROR"},
-        "callbacks": {"allow": ["127.0.0.1"], "backoff_base_s": 0.2, "backoff_max_s": 1, "max_tries": 10},
-    }))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, "ALTO_CONFIG": str(cfg),
-           "ALTO_DATA_DIR": str(tmp_path / "data"), "FAKE_KEY": "test-key"}
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {
+                    "fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url, "timeout_s": 10}
+                },
+                "models": {
+                    "m": {
+                        "provider": "fake",
+                        "model_id": "claude-haiku-4-5",
+                        "input_per_mtok": 1.0,
+                        "output_per_mtok": 5.0,
+                    }
+                },
+                "routing": {"default": {"model": "m", "max_tokens": 64}},
+                "governance": {
+                    "max_attempts": BUDGET,
+                    "lease_s": 2,
+                    "backoff_base_s": 0.05,
+                    "backoff_max_s": 0.2,
+                    "in_process_wait_s": 0.2,
+                    "reconcile_after_s": 5,
+                    "reconcile_interval_s": 2,
+                },
+                "queue": {"visibility_timeout_s": 3, "max_receives": 10, "poll_interval_s": 0.05},
+                "server": {"concurrency": 16},
+                "logging": {"level": "ERROR"},
+                "callbacks": {"allow": ["127.0.0.1"], "backoff_base_s": 0.2, "backoff_max_s": 1, "max_tries": 10},
+            }
+        )
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")},
+        "ALTO_CONFIG": str(cfg),
+        "ALTO_DATA_DIR": str(tmp_path / "data"),
+        "FAKE_KEY": "test-key",
+    }
     try:
         app = bootstrap(load_settings(cfg, env=env), secrets=EnvSecrets(env))
-        ids = [app.service.submit("t", JobRequest(prompt=f"question {i} marker:k{i}", callback_url=hook.url))[0].id
-               for i in range(JOBS)]
+        ids = [
+            app.service.submit("t", JobRequest(prompt=f"question {i} marker:k{i}", callback_url=hook.url))[0].id
+            for i in range(JOBS)
+        ]
         cancelled: set[str] = set()
         for _ in range(KILLS):
             w = worker(env)
@@ -114,8 +144,11 @@ def test_kill_9_loses_no_job_keeps_budgets_and_reports_lost_replies(tmp_path):
             to_replay = {j for j in to_replay if not replay_when_allowed(app, j)}
             pending = {j for j in ids if not app.store.get(j).status.terminal}
         while time.monotonic() < deadline and any(
-                (j := app.store.get(i)).callback is not None and j.callback.state == "pending" or j.earlier_callbacks
-                or j.call_in_flight_until is not None for i in ids):
+            ((j := app.store.get(i)).callback is not None and j.callback.state == "pending")
+            or j.earlier_callbacks
+            or j.call_in_flight_until is not None
+            for i in ids
+        ):
             time.sleep(0.25)  # the last callbacks in flight, and the reconciler settling calls cut by a kill
         w.terminate()
         w.wait(timeout=30)
@@ -126,7 +159,8 @@ def test_kill_9_loses_no_job_keeps_budgets_and_reports_lost_replies(tmp_path):
         fake.wait(timeout=10)
         hook.close()
 
-    assert not pending and not to_replay, f"{len(pending)} jobs never finished, {len(to_replay)} never replayed"
+    assert not pending, f"{len(pending)} jobs never finished, {len(to_replay)} never replayed"
+    assert not to_replay, f"{len(pending)} jobs never finished, {len(to_replay)} never replayed"
     assert cancelled, "no cancel caught a running job: the test proved nothing about cancels"
     jobs = {j: app.store.get(j) for j in ids}
     lost_total = double_paid = 0
@@ -136,11 +170,13 @@ def test_kill_9_loses_no_job_keeps_budgets_and_reports_lost_replies(tmp_path):
         lost_total += len(lost)
         assert len(calls) <= len(job.attempts), (job_id, calls, job.attempts)  # every call is on its job
         runs = 2 if job_id in cancelled and job.status.value != "cancelled" else 1
-        assert job.provider_calls <= BUDGET and len(job.attempts) <= BUDGET * runs, (job_id, job.attempts)
+        assert job.provider_calls <= BUDGET, (job_id, job.attempts)
+        assert len(job.attempts) <= BUDGET * runs, (job_id, job.attempts)
         seen = [n for n, a in enumerate(job.attempts) if a.error_class is ErrorClass.permanent]
         if seen:  # a permanent error the worker saw is the last attempt and fails the job (a 400 lost with a
             # killed worker was never seen: that attempt is `lost`, and the job rightly tries again)
-            assert seen == [len(job.attempts) - 1] and job.status is JobStatus.failed, (job_id, calls)
+            assert seen == [len(job.attempts) - 1], (job_id, calls)
+            assert job.status is JobStatus.failed, (job_id, calls)
         unserved = calls.count("ok") - (1 if job.status is JobStatus.succeeded else 0)
         double_paid += max(0, unserved)
         # a reply the provider began but nobody received is either lost with its worker (recorded as
@@ -148,7 +184,8 @@ def test_kill_9_loses_no_job_keeps_budgets_and_reports_lost_replies(tmp_path):
         gave_up = [a for a in job.attempts if a.error_class is ErrorClass.transient and a.status_code is None]
         assert unserved <= len(lost) + len(gave_up), (job_id, calls, [a.outcome for a in job.attempts])
         if lost:
-            assert job.usage.estimated_cost_usd > 0 and job.usage.cost_usd >= job.usage.estimated_cost_usd
+            assert job.usage.estimated_cost_usd > 0
+            assert job.usage.cost_usd >= job.usage.estimated_cost_usd
         if job_id in cancelled and job.status.value == "cancelled":  # a call in flight when cancelled is billed
             assert calls.count("ok") <= len([a for a in job.attempts if a.usage is not None]), (job_id, calls)
     # callbacks: every delivery names a terminal state, and each ending (webhook-id) reports one status
@@ -165,5 +202,7 @@ def test_kill_9_loses_no_job_keeps_budgets_and_reports_lost_replies(tmp_path):
         endings = 2 if job_id in cancelled and jobs[job_id].status.value != "cancelled" else 1
         assert len(per_job.get(job_id, ())) == endings, (job_id, per_job.get(job_id), jobs[job_id].callback)
     assert lost_total > 0, "the kills hit no call in flight: the test proved nothing"
-    print(f"kill -9: {JOBS} jobs, {KILLS} kills, {len(cancelled)} cancels in flight ({CANCELS // 2} replayed), "
-          f"{lost_total} lost attempts, {double_paid} replies paid twice, {len(hook.got)} callbacks")
+    print(
+        f"kill -9: {JOBS} jobs, {KILLS} kills, {len(cancelled)} cancels in flight ({CANCELS // 2} replayed), "
+        f"{lost_total} lost attempts, {double_paid} replies paid twice, {len(hook.got)} callbacks"
+    )

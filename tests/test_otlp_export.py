@@ -14,10 +14,26 @@ from tests.conftest import Collector
 
 
 def _span(error: str | None = None) -> bytes:
-    attrs = {"gen_ai.request.model": "claude-haiku-4-5", "alto.attempt": 2, "neg": -7, "ok": True, "cost": 0.25,
-             "big": 1 << 40}
-    return otlp_wire.span(bytes(range(16)), b"\x01" * 8, b"\x02" * 8, "chat m", otlp_wire.KIND_CLIENT, 10, 20, attrs,
-                          error, otlp_wire.FLAGS_LOCAL_PARENT)
+    attrs = {
+        "gen_ai.request.model": "claude-haiku-4-5",
+        "alto.attempt": 2,
+        "neg": -7,
+        "ok": True,
+        "cost": 0.25,
+        "big": 1 << 40,
+    }
+    return otlp_wire.span(
+        bytes(range(16)),
+        b"\x01" * 8,
+        b"\x02" * 8,
+        "chat m",
+        otlp_wire.KIND_CLIENT,
+        10,
+        20,
+        attrs,
+        error,
+        otlp_wire.FLAGS_LOCAL_PARENT,
+    )
 
 
 def test_spans_arrive_gzipped_with_env_headers_after_a_retried_503(monkeypatch):
@@ -34,28 +50,45 @@ def test_spans_arrive_gzipped_with_env_headers_after_a_retried_503(monkeypatch):
         exporter.close()
     assert len(receiver.headers) == 2  # the 503, then the same batch again
     headers, body = receiver.headers[-1], receiver.bodies["/v1/traces"][-1]
-    assert headers["authorization"] == "Bearer s3cret" and headers["x-team"] == "llm"
-    assert headers["content-encoding"] == "gzip" and headers["content-type"] == "application/x-protobuf"
+    assert headers["authorization"] == "Bearer s3cret"
+    assert headers["x-team"] == "llm"
+    assert headers["content-encoding"] == "gzip"
+    assert headers["content-type"] == "application/x-protobuf"
     [rs] = ExportTraceServiceRequest.FromString(gzip.decompress(body)).resource_spans
-    assert {a.key: a.value.WhichOneof("value") for a in rs.resource.attributes} == {"service.name": "string_value",
-                                                                                    "n": "int_value"}
+    assert {a.key: a.value.WhichOneof("value") for a in rs.resource.attributes} == {
+        "service.name": "string_value",
+        "n": "int_value",
+    }
     [ss] = rs.scope_spans
     assert ss.scope.name == "altostratus"
     ok, failed = ss.spans
-    assert ok.trace_id == bytes(range(16)) and ok.span_id == b"\x01" * 8 and ok.parent_span_id == b"\x02" * 8
-    assert ok.name == "chat m" and ok.kind == Span.SPAN_KIND_CLIENT and (ok.start_time_unix_nano, ok.end_time_unix_nano) == (10, 20)
+    assert ok.trace_id == bytes(range(16))
+    assert ok.span_id == b"\x01" * 8
+    assert ok.parent_span_id == b"\x02" * 8
+    assert ok.name == "chat m"
+    assert ok.kind == Span.SPAN_KIND_CLIENT
+    assert (ok.start_time_unix_nano, ok.end_time_unix_nano) == (10, 20)
     values = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in ok.attributes}
-    assert values == {"gen_ai.request.model": "claude-haiku-4-5", "alto.attempt": 2, "neg": -7, "ok": True,
-                      "cost": 0.25, "big": 1 << 40}
-    assert ok.status.code == Status.STATUS_CODE_UNSET and ok.flags == 0x100
-    assert failed.status.code == Status.STATUS_CODE_ERROR and failed.status.message == "timed out"
+    assert values == {
+        "gen_ai.request.model": "claude-haiku-4-5",
+        "alto.attempt": 2,
+        "neg": -7,
+        "ok": True,
+        "cost": 0.25,
+        "big": 1 << 40,
+    }
+    assert ok.status.code == Status.STATUS_CODE_UNSET
+    assert ok.flags == 0x100
+    assert failed.status.code == Status.STATUS_CODE_ERROR
+    assert failed.status.message == "timed out"
 
 
 def test_a_full_queue_drops_and_counts_rather_than_blocking():
     exporter = SpanExporter("http://127.0.0.1:9/v1/traces", {}, "s", max_queue=3, interval_s=60)
     for _ in range(5):
         exporter.add(_span())
-    assert exporter.dropped == 2 and len(exporter._queue) == 3
+    assert exporter.dropped == 2
+    assert len(exporter._queue) == 3
     exporter._queue.clear()
     exporter.close()
 
@@ -77,8 +110,13 @@ def _points(body: bytes) -> dict:
             assert sm.scope.name == "altostratus"
             for m in sm.metrics:
                 assert m.WhichOneof("data") == "histogram"
-                out[m.name] = (m, [(({a.key: getattr(a.value, a.value.WhichOneof("value")) for a in p.attributes}), p)
-                                   for p in m.histogram.data_points])
+                out[m.name] = (
+                    m,
+                    [
+                        (({a.key: getattr(a.value, a.value.WhichOneof("value")) for a in p.attributes}), p)
+                        for p in m.histogram.data_points
+                    ],
+                )
     return out
 
 
@@ -95,8 +133,9 @@ def test_histograms_are_aggregated_here_and_decode_as_otlp_with_exact_buckets(mo
     duration.record(0.3, failed)
     receiver = Collector()
     with ServerThread(receiver) as srv:
-        exporter = MetricExporter(f"{srv.url}/v1/metrics", {"service.name": "svc"}, "altostratus", [duration],
-                                  interval_s=60)
+        exporter = MetricExporter(
+            f"{srv.url}/v1/metrics", {"service.name": "svc"}, "altostratus", [duration], interval_s=60
+        )
         exporter.flush()
         duration.record(0.02, dict(ok))
         exporter.close()
@@ -105,14 +144,22 @@ def test_histograms_are_aggregated_here_and_decode_as_otlp_with_exact_buckets(mo
     assert (metric.unit, metric.description) == ("s", "GenAI call duration.")
     assert metric.histogram.aggregation_temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
     (ok_attrs, p), (failed_attrs, q) = points
-    assert ok_attrs == ok and failed_attrs == failed and receiver.headers[0]["x-tenant"] == "ops"
-    assert list(p.explicit_bounds) == list(DURATION_BOUNDS) and len(p.bucket_counts) == len(DURATION_BOUNDS) + 1
-    assert p.bucket_counts[0] == 2 and p.bucket_counts[1] == 1 and p.bucket_counts[-1] == 1 and sum(p.bucket_counts) == 4
+    assert ok_attrs == ok
+    assert failed_attrs == failed
+    assert receiver.headers[0]["x-tenant"] == "ops"
+    assert list(p.explicit_bounds) == list(DURATION_BOUNDS)
+    assert len(p.bucket_counts) == len(DURATION_BOUNDS) + 1
+    assert p.bucket_counts[0] == 2
+    assert p.bucket_counts[1] == 1
+    assert p.bucket_counts[-1] == 1
+    assert sum(p.bucket_counts) == 4
     assert (p.count, p.sum, p.min, p.max) == (4, 0.005 + 0.01 + 0.015 + 100.0, 0.005, 100.0)
     assert (q.count, q.min, q.max, q.bucket_counts[5]) == (1, 0.3, 0.3, 1)  # 0.16 < 0.3 <= 0.32
     assert 0 < p.start_time_unix_nano < p.time_unix_nano
     [(_, p2), _] = second["gen_ai.client.operation.duration"][1]
-    assert p2.count == 5 and p2.bucket_counts[1] == 2 and p2.start_time_unix_nano == p.start_time_unix_nano
+    assert p2.count == 5
+    assert p2.bucket_counts[1] == 2
+    assert p2.start_time_unix_nano == p.start_time_unix_nano
 
 
 def test_delta_temporality_sends_only_what_is_new(monkeypatch):
@@ -133,7 +180,8 @@ def test_delta_temporality_sends_only_what_is_new(monkeypatch):
     first, second = (_points(b)["gen_ai.client.token.usage"] for b in receiver.bodies["/v1/metrics"])
     assert first[0].histogram.aggregation_temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
     [(_, p)], [(_, q)] = first[1], second[1]
-    assert (p.count, p.sum, p.bucket_counts[4]) == (1, 100.0, 1) and (q.count, q.sum, q.bucket_counts[2]) == (1, 5.0, 1)
+    assert (p.count, p.sum, p.bucket_counts[4]) == (1, 100.0, 1)
+    assert (q.count, q.sum, q.bucket_counts[2]) == (1, 5.0, 1)
     # each delta starts where the last collection (here the empty one) ended: the intervals tile time
     assert p.time_unix_nano <= q.start_time_unix_nano < q.time_unix_nano
 
@@ -144,8 +192,13 @@ def test_cached_attributes_keep_their_type():
 
     encoded = [otlp_wire.attribute("k", v) for v in (True, 1, "1", 1, True)]
     decoded = [KeyValue.FromString(e[2:]) for e in encoded]  # strip field 9's tag and one-byte length
-    assert [kv.value.WhichOneof("value") for kv in decoded] == ["bool_value", "int_value", "string_value",
-                                                               "int_value", "bool_value"]
+    assert [kv.value.WhichOneof("value") for kv in decoded] == [
+        "bool_value",
+        "int_value",
+        "string_value",
+        "int_value",
+        "bool_value",
+    ]
 
 
 def test_job_ids_never_fill_the_attribute_cache():

@@ -45,8 +45,10 @@ def test_permanent_error_fails_once_without_retry(make_app):
         app = make_app(anthropic_config(srv.url))
         job = submit_and_run(app)
         calls = srv.server.config.app.stats["calls"]
-    assert job.status is JobStatus.failed and calls == 1
-    assert job.error.error_class is ErrorClass.permanent and job.error.status_code == 400
+    assert job.status is JobStatus.failed
+    assert calls == 1
+    assert job.error.error_class is ErrorClass.permanent
+    assert job.error.status_code == 400
 
 
 @pytest.mark.parametrize("fault", ["429", "529", "reset", "malformed"])
@@ -56,12 +58,18 @@ def test_retryable_fault_then_success(make_app, fault):
         job = submit_and_run(app)
         calls = srv.server.config.app.stats["calls"]
     assert job.status is JobStatus.succeeded, job.error
-    assert calls == 2 and [a.outcome for a in job.attempts] == ["error", "succeeded"]
-    expected = {"429": ErrorClass.rate_limited, "529": ErrorClass.transient, "reset": ErrorClass.transient,
-                "malformed": ErrorClass.malformed}[fault]
+    assert calls == 2
+    assert [a.outcome for a in job.attempts] == ["error", "succeeded"]
+    expected = {
+        "429": ErrorClass.rate_limited,
+        "529": ErrorClass.transient,
+        "reset": ErrorClass.transient,
+        "malformed": ErrorClass.malformed,
+    }[fault]
     assert job.attempts[0].error_class is expected
     if fault == "reset":
-        assert job.attempts[0].status_code is None and "connection" in job.attempts[0].error
+        assert job.attempts[0].status_code is None
+        assert "connection" in job.attempts[0].error
 
 
 def test_duplicate_delivery_while_running_is_deferred_and_bills_once(make_app):
@@ -75,7 +83,8 @@ def test_duplicate_delivery_while_running_is_deferred_and_bills_once(make_app):
         fa = srv.server.config.app
     job = app.store.get(job.id)
     assert job.status is JobStatus.succeeded
-    assert fa.stats["calls"] == 1 and fa.replies_by_marker["dup"] == 1
+    assert fa.stats["calls"] == 1
+    assert fa.replies_by_marker["dup"] == 1
 
 
 class CrashOnResultWrite:
@@ -104,30 +113,38 @@ def test_crash_after_reply_never_calls_the_provider_again(make_app, tmp_path):
         job = submit_and_run(app)
         calls = srv.server.config.app.stats["calls"]
     assert crashing.crashed
-    assert job.status is JobStatus.succeeded and calls == 1 and job.provider_calls == 1
+    assert job.status is JobStatus.succeeded
+    assert calls == 1
+    assert job.provider_calls == 1
     assert job.result_text.startswith("Fake answer")
 
 
 def test_queue_dead_letter_then_cli_replay_brings_it_back(make_app, tmp_path):
     fa = FakeAnthropic(FaultPlan(rates={"500": 1.0}))
     with ServerThread(fa) as srv:
-        cfg = {**anthropic_config(srv.url, max_attempts=10, in_process_wait_s=0),
-               "queue": {"max_receives": 2, "visibility_timeout_s": 30}}
+        cfg = {
+            **anthropic_config(srv.url, max_attempts=10, in_process_wait_s=0),
+            "queue": {"max_receives": 2, "visibility_timeout_s": 30},
+        }
         app = make_app(cfg)
         job = submit_and_run(app)
         assert job.status is JobStatus.dead_lettered
         assert "dead-lettered by the queue after 2 deliveries" in job.error.message
-        assert job.provider_calls == 2 and app.queue.depth()["dead_lettered"] == 1
+        assert job.provider_calls == 2
+        assert app.queue.depth()["dead_lettered"] == 1
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}
         env.update(ALTO_DATA_DIR=str(tmp_path / "data"), FAKE_ANTHROPIC_KEY="test-key")
         alto = [str(Path(sys.executable).with_name("alto")), "--config", str(tmp_path / "altostratus.yaml")]
         listed = subprocess.run([*alto, "dlq", "list", "--json"], env=env, capture_output=True, text=True, check=True)
         entry = json.loads(listed.stdout)[0]
-        assert entry["job_id"] == job.id and entry["message_id"]
-        shown = json.loads(subprocess.run([*alto, "dlq", "show", job.id], env=env, capture_output=True, text=True,
-                                          check=True).stdout)
-        assert shown["input_hash"] == job.request_hash and shown["prompt_template"] == "answer-with-citations@1"
+        assert entry["job_id"] == job.id
+        assert entry["message_id"]
+        shown = json.loads(
+            subprocess.run([*alto, "dlq", "show", job.id], env=env, capture_output=True, text=True, check=True).stdout
+        )
+        assert shown["input_hash"] == job.request_hash
+        assert shown["prompt_template"] == "answer-with-citations@1"
         assert [a["error_class"] for a in shown["attempts"]] == ["transient", "transient"]
         fa.plan.rates = {}  # the operator fixed the cause
         out = subprocess.run([*alto, "dlq", "replay", job.id], env=env, capture_output=True, text=True, check=True)
@@ -135,7 +152,8 @@ def test_queue_dead_letter_then_cli_replay_brings_it_back(make_app, tmp_path):
         assert app.queue.depth() == {"queued": 1, "dead_lettered": 0}
         asyncio.run(run_until_done(app, [job.id]))
     job = app.store.get(job.id)
-    assert job.status is JobStatus.succeeded and job.provider_calls == 1  # fresh budget
+    assert job.status is JobStatus.succeeded
+    assert job.provider_calls == 1  # fresh budget
     assert len(job.attempts) == 3  # history kept
 
 

@@ -27,14 +27,21 @@ print(json.dumps({"status": app.store.get(job.id).status.value, "at_import": at_
 
 
 def worker_gc(tmp_path: Path, config: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), json.dumps(config)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), json.dumps(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def interpreter_default() -> int:
-    out = subprocess.run([sys.executable, "-c", "import gc; print(gc.get_threshold()[0])"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import gc; print(gc.get_threshold()[0])"], capture_output=True, text=True, check=True
+    )
     return int(out.stdout)
 
 
@@ -42,9 +49,14 @@ def test_a_worker_freezes_its_start_up_heap_and_collects_young_objects_less_ofte
     got = worker_gc(tmp_path, {"logging": {"level": "WARNING"}})
     assert got["status"] == "succeeded"
     assert got["at_import"] == [interpreter_default(), 0]  # importing the framework changes nothing
-    assert got["threshold"] == 10_000 and got["frozen"] > 10_000  # the SDKs and schemas, out of every scan
+    assert got["threshold"] == 10_000
+    assert got["frozen"] > 10_000  # the SDKs and schemas, out of every scan
 
 
 def test_the_settings_turn_it_off(tmp_path):
-    got = worker_gc(tmp_path, {"logging": {"level": "WARNING"}, "process": {"gc_freeze": False, "gc_young_threshold": 0}})
-    assert got["status"] == "succeeded" and got["threshold"] == interpreter_default() and got["frozen"] == 0
+    got = worker_gc(
+        tmp_path, {"logging": {"level": "WARNING"}, "process": {"gc_freeze": False, "gc_young_threshold": 0}}
+    )
+    assert got["status"] == "succeeded"
+    assert got["threshold"] == interpreter_default()
+    assert got["frozen"] == 0

@@ -7,13 +7,16 @@ import time
 from core.embedded.queue import SqliteQueue
 
 
-def test_visibility_timeout_hides_then_redelivers(tmp_path):
-    q = SqliteQueue(tmp_path / "q.db", visibility_timeout_s=0.2, max_receives=5)
+def test_visibility_timeout_hides_then_redelivers(tmp_path, clock):
+    q = SqliteQueue(tmp_path / "q.db", visibility_timeout_s=30, max_receives=5, clock=clock)
     q.send("a")
     first = q.receive()
-    assert [d.body for d in first] == ["a"] and first[0].receive_count == 1
+    assert [d.body for d in first] == ["a"]
+    assert first[0].receive_count == 1
     assert q.receive() == []  # hidden
-    time.sleep(0.25)
+    clock.advance(29.9)
+    assert q.receive() == []  # still hidden just before its timeout
+    clock.advance(0.2)
     second = q.receive()
     assert second[0].receive_count == 2
     q.ack(first[0])  # a stale receipt does not delete the redelivered message
@@ -22,11 +25,11 @@ def test_visibility_timeout_hides_then_redelivers(tmp_path):
     assert q.depth() == {"queued": 0, "dead_lettered": 0}
 
 
-def test_release_with_delay_and_delayed_send(tmp_path):
-    q = SqliteQueue(tmp_path / "q.db", visibility_timeout_s=30)
-    q.send("later", delay_s=0.2)
+def test_release_with_delay_and_delayed_send(tmp_path, clock):
+    q = SqliteQueue(tmp_path / "q.db", visibility_timeout_s=30, clock=clock)
+    q.send("later", delay_s=60)
     assert q.receive() == []
-    time.sleep(0.25)
+    clock.advance(60.1)
     d = q.receive()[0]
     q.release(d, delay_s=0)
     assert q.receive()[0].receive_count == 2
@@ -39,11 +42,14 @@ def test_redrive_after_max_receives_and_replay(tmp_path):
         q.release(q.receive()[0])
     assert q.receive() == []  # third receive moves it to the DLQ
     dead = q.take_dead_letters()
-    assert [d.message_id for d in dead] == [mid] and q.take_dead_letters() == []
+    assert [d.message_id for d in dead] == [mid]
+    assert q.take_dead_letters() == []
     assert [d.body for d in q.dead_letters()] == ["poison"]
-    assert q.replay(mid) and not q.replay(mid)
+    assert q.replay(mid)
+    assert not q.replay(mid)
     back = q.receive()
-    assert back[0].body == "poison" and back[0].receive_count == 1
+    assert back[0].body == "poison"
+    assert back[0].receive_count == 1
 
 
 def test_concurrent_receivers_never_share_a_message(tmp_path):
@@ -95,8 +101,15 @@ def test_a_data_dir_with_the_old_queue_file_keeps_its_messages(make_app, tmp_pat
 
     data = tmp_path / "data"
     old = SqliteQueue(data / "queue.db", storage_thread=False)
-    job = Job(id="job_old", tenant="acme", request=JobRequest(prompt="from before the upgrade"), request_hash="h",
-              trace_id="0" * 32, created_at=time.time(), updated_at=time.time())
+    job = Job(
+        id="job_old",
+        tenant="acme",
+        request=JobRequest(prompt="from before the upgrade"),
+        request_hash="h",
+        trace_id="0" * 32,
+        created_at=time.time(),
+        updated_at=time.time(),
+    )
     SqliteJobStore(data / "jobs.db", storage_thread=False).create(job)
     send_job(old, job)
     dead = old.send('{"job_id": "job_gone", "trace_id": "' + "0" * 32 + '"}')

@@ -31,15 +31,29 @@ def alto(url: str | None, *args: str, key_env: str = "ACME_KEY", check: bool = T
 def test_every_remote_command_against_the_service(live):
     fake = FakeAnthropic(FaultPlan(script=["ok", "500", "ok"]))
     with ServerThread(fake) as srv:
-        app, url = live(anthropic_config(srv.url, max_attempts=1, in_process_wait_s=0))
+        _app, url = live(anthropic_config(srv.url, max_attempts=1, in_process_wait_s=0))
         asked = alto(url, "ask", "What is a visibility timeout?", "--task", "support")
-        assert asked.stdout.startswith("Fake answer") and "fake/fake-sonnet" in asked.stdout
+        assert asked.stdout.startswith("Fake answer")
+        assert "fake/fake-sonnet" in asked.stdout
         listed = alto(url, "jobs", "list").stdout.splitlines()
-        assert listed[0].split() == ["JOB", "STATUS", "TENANT", "TASK", "MODEL", "CALLS", "COST", "$", "CREATED", "WORKFLOW"]
+        assert listed[0].split() == [
+            "JOB",
+            "STATUS",
+            "TENANT",
+            "TASK",
+            "MODEL",
+            "CALLS",
+            "COST",
+            "$",
+            "CREATED",
+            "WORKFLOW",
+        ]
         first = listed[1].split()
-        assert first[1:5] == ["succeeded", "acme", "support", "fake-sonnet"] and "ago" in listed[1]
+        assert first[1:5] == ["succeeded", "acme", "support", "fake-sonnet"]
+        assert "ago" in listed[1]
         [view] = json.loads(alto(url, "jobs", "list", "--json").stdout)
-        assert view["job_id"] == first[0] and view["status"] == "succeeded"
+        assert view["job_id"] == first[0]
+        assert view["status"] == "succeeded"
         assert json.loads(alto(url, "jobs", "show", first[0]).stdout)["result"].startswith("Fake answer")
 
         h = {"Authorization": f"Bearer {KEYS['acme']}"}
@@ -47,20 +61,25 @@ def test_every_remote_command_against_the_service(live):
             dead_id = c.post("/v1/jobs", json={"prompt": "meets a 500"}).json()["job_id"]
             assert wait_terminal(c, f"/v1/jobs/{dead_id}", h)["status"] == "dead_lettered"
         waited = alto(url, "jobs", "wait", dead_id, check=False)
-        assert waited.returncode == 1 and f"job {dead_id} is dead_lettered" in waited.stdout
+        assert waited.returncode == 1
+        assert f"job {dead_id} is dead_lettered" in waited.stdout
         dlq = alto(url, "dlq", "list").stdout
-        assert dlq.splitlines()[0].split()[:3] == ["JOB", "TENANT", "CALLS"] and dead_id in dlq
+        assert dlq.splitlines()[0].split()[:3] == ["JOB", "TENANT", "CALLS"]
+        assert dead_id in dlq
         assert "attempt budget exhausted" in dlq
         assert json.loads(alto(url, "dlq", "show", dead_id).stdout)["error"]["error_class"] == "transient"
         assert f"replayed {dead_id}" in alto(url, "dlq", "replay", dead_id).stdout
         assert alto(url, "jobs", "wait", dead_id, "--json").returncode == 0
 
         costs = alto(url, "costs", "--by", "model").stdout.splitlines()
-        assert costs[0].split()[:2] == ["model", "calls"] and costs[-1].startswith("total")
+        assert costs[0].split()[:2] == ["model", "calls"]
+        assert costs[-1].startswith("total")
         rows = json.loads(alto(url, "costs", "--by", "model", "--json").stdout)
-        assert [r["model"] for r in rows] == ["fake-sonnet"] and rows[0]["calls"] == 2  # the first ask and the replay
+        assert [r["model"] for r in rows] == ["fake-sonnet"]
+        assert rows[0]["calls"] == 2  # the first ask and the replay
         cancel = alto(url, "jobs", "cancel", first[0], check=False)
-        assert cancel.returncode == 1 and "already succeeded" in cancel.stderr
+        assert cancel.returncode == 1
+        assert "already succeeded" in cancel.stderr
 
 
 def test_remote_ask_streams_the_answer(live):
@@ -69,28 +88,36 @@ def test_remote_ask_streams_the_answer(live):
         _, url = live(anthropic_config(srv.url))
         p = alto(url, "ask", "Tell me about retries", "--stream")
         lines = p.stdout.splitlines()
-        assert lines[0].startswith("Fake answer") and "job_" in p.stdout
+        assert lines[0].startswith("Fake answer")
+        assert "job_" in p.stdout
 
 
 def test_remote_mistakes_are_explained_without_a_traceback(live):
     _, url = live()
     wrong = alto(url, "jobs", "list", key_env="WRONG_KEY", check=False)
-    assert wrong.returncode == 2 and "401" in wrong.stderr and "API key" in wrong.stderr
+    assert wrong.returncode == 2
+    assert "401" in wrong.stderr
+    assert "API key" in wrong.stderr
     gone = alto(f"http://127.0.0.1:{free_port()}", "jobs", "list", check=False)
-    assert gone.returncode == 2 and "cannot reach" in gone.stderr
-    plain = subprocess.run([ALTO, "--url", url, "--api-key", "secret-in-the-clear", "jobs", "list"],
-                           capture_output=True, text=True)
-    assert plain.returncode == 2 and "env:NAME or file:PATH" in plain.stderr
+    assert gone.returncode == 2
+    assert "cannot reach" in gone.stderr
+    plain = subprocess.run(
+        [ALTO, "--url", url, "--api-key", "secret-in-the-clear", "jobs", "list"], capture_output=True, text=True
+    )
+    assert plain.returncode == 2
+    assert "env:NAME or file:PATH" in plain.stderr
     local_only = alto(url, "ingest", "samples/docs", check=False)
-    assert local_only.returncode == 2 and "drop --url" in local_only.stderr
+    assert local_only.returncode == 2
+    assert "drop --url" in local_only.stderr
     missing = alto(url, "jobs", "show", "job_nope", check=False)
-    assert missing.returncode == 1 and missing.stderr == "alto: job job_nope not found\n"
+    assert missing.returncode == 1
+    assert missing.stderr == "alto: job job_nope not found\n"
 
 
 def test_local_and_remote_agree_on_exit_status_and_words(live, tmp_path):
     """Before: a missing job was exit 1 locally and 2 over --url, cancelling a finished job 1 and 2, and an
     empty DLQ printed nothing locally and "no jobs" remotely."""
-    app, url = live()
+    _app, url = live()
     h = {"Authorization": f"Bearer {KEYS['acme']}"}
     with httpx.Client(base_url=url, headers=h) as c:
         done = c.post("/v1/jobs", json={"prompt": "What is a visibility timeout?"}).json()["job_id"]
@@ -99,16 +126,24 @@ def test_local_and_remote_agree_on_exit_status_and_words(live, tmp_path):
     cases = {
         ("jobs", "show", "job_nope"): (1, "", "alto: job job_nope not found\n"),
         ("jobs", "wait", "job_nope"): (1, "", "alto: job job_nope not found\n"),
-        ("jobs", "cancel", done): (1, "", f"alto: job {done} is already succeeded; only queued or running jobs can be "
-                                          "cancelled\n"),
+        ("jobs", "cancel", done): (
+            1,
+            "",
+            f"alto: job {done} is already succeeded; only queued or running jobs can be cancelled\n",
+        ),
         ("jobs", "list", "--status", "failed"): (0, "", "no jobs\n"),
         ("dlq", "list"): (0, "", "no dead-lettered jobs\n"),
         ("dlq", "list", "--json"): (0, "[]\n", ""),
         ("dlq", "replay", "--all"): (0, "", "no dead-lettered jobs: nothing to replay\n"),
     }
     for args, expected in cases.items():
-        local = subprocess.run([ALTO, *args], capture_output=True, text=True, timeout=60, env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, **local_env})
+        local = subprocess.run(
+            [ALTO, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, **local_env},
+        )
         remote = alto(url, *args, check=False)
         assert (local.returncode, local.stdout, local.stderr) == expected, args
         assert (remote.returncode, remote.stdout, remote.stderr) == expected, args
@@ -117,11 +152,15 @@ def test_local_and_remote_agree_on_exit_status_and_words(live, tmp_path):
 def test_version_help_and_completion():
     assert alto(None, "--version").stdout.strip().startswith("alto ")
     helped = alto(None, "jobs", "wait", "--help").stdout
-    assert "--timeout" in helped and "seconds to wait" in helped
+    assert "--timeout" in helped
+    assert "seconds to wait" in helped
     script = alto(None, "completion", "bash").stdout
     assert "complete -F _alto alto" in script
-    done = subprocess.run(["bash", "-c", script + '\nCOMP_WORDS=(alto dlq r); COMP_CWORD=2; _alto; echo "${COMPREPLY[*]}"'],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", "-c", script + '\nCOMP_WORDS=(alto dlq r); COMP_CWORD=2; _alto; echo "${COMPREPLY[*]}"'],
+        capture_output=True,
+        text=True,
+    )
     assert done.stdout.split() == ["replay"]
 
 
@@ -137,15 +176,20 @@ def test_replay_and_provider_state_endpoints_are_tenant_scoped_and_explained(liv
             assert wait_terminal(c, f"/v1/jobs/{failed}", acme)["status"] == "failed"
             assert c.post(f"/v1/jobs/{failed}/replay", headers=beta).status_code == 404  # another tenant's
             replayed = c.post(f"/v1/jobs/{failed}/replay", headers=acme)
-            assert replayed.status_code == 200 and replayed.json()["status"] == "queued"
+            assert replayed.status_code == 200
+            assert replayed.json()["status"] == "queued"
             assert wait_terminal(c, f"/v1/jobs/{failed}", acme)["status"] == "succeeded"
             again = c.post(f"/v1/jobs/{failed}/replay", headers=acme)
-            assert again.status_code == 409 and "only dead_lettered, failed or cancelled" in again.json()["error"]["message"]
+            assert again.status_code == 409
+            assert "only dead_lettered, failed or cancelled" in again.json()["error"]["message"]
             models = {m["model"]: m for m in c.get("/v1/providers", headers=acme).json()["models"]}
         fake_model = models["fake-sonnet"]
-        assert fake_model["circuit"]["state"] == "closed" and fake_model["provider"] == "fake"
+        assert fake_model["circuit"]["state"] == "closed"
+        assert fake_model["provider"] == "fake"
         assert fake_model["rate"]["capacity"]["requests"] > 0
-        assert fake_model["rate"]["available"]["requests"] < fake_model["rate"]["capacity"]["requests"]  # two calls taken
+        assert (
+            fake_model["rate"]["available"]["requests"] < fake_model["rate"]["capacity"]["requests"]
+        )  # two calls taken
         assert models["offline"]["rate"]["limits"] == {}
 
 
@@ -171,11 +215,14 @@ def test_every_option_and_argument_has_help_text():
 def test_listings_page_with_a_cursor_locally_and_over_url(live, tmp_path):
     import re
 
-    app, url = live()
+    _app, url = live()
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEYS['acme']}"}) as c:
         ids = [c.post("/v1/jobs", json={"prompt": f"q{n}"}).json()["job_id"] for n in range(5)][::-1]
-    local_env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")},
-                 "ALTO_DATA_DIR": str(tmp_path / "data"), "ALTO_CONFIG": str(tmp_path / "altostratus.yaml")}
+    local_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")},
+        "ALTO_DATA_DIR": str(tmp_path / "data"),
+        "ALTO_CONFIG": str(tmp_path / "altostratus.yaml"),
+    }
 
     def local(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([ALTO, *args], capture_output=True, text=True, timeout=60, env=local_env)

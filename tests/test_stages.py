@@ -89,10 +89,12 @@ def both(make_app, tmp_path):
 
     queue = BreakableQueue(SqliteQueue(tmp_path / "data" / "jobs.db"))
     worker = make_app(queue=queue)
-    settings = load_api_settings(env={"ALTO_DATA_DIR": str(tmp_path / "data"),
-                                      "ALTO_API_KEYS": ",".join(f"{t}={k}" for t, k in KEYS.items())})
-    api = bootstrap_api(settings, store=worker.store, state=worker.state, queue=queue, blobs=worker.blobs,
-                        secrets=worker.secrets)
+    settings = load_api_settings(
+        env={"ALTO_DATA_DIR": str(tmp_path / "data"), "ALTO_API_KEYS": ",".join(f"{t}={k}" for t, k in KEYS.items())}
+    )
+    api = bootstrap_api(
+        settings, store=worker.store, state=worker.state, queue=queue, blobs=worker.blobs, secrets=worker.secrets
+    )
     return worker, api, queue
 
 
@@ -116,8 +118,16 @@ def test_a_replay_whose_message_is_lost_answers_503_on_both_saying_what_happens_
         queue.broken = False
         job_id = _cancelled_job(app.service)
         queue.broken = True
-        resp = respond(api_for(app), ApiRequest(method="POST", path=f"/v1/jobs/{job_id}/replay", base_url="",
-                                                headers={"authorization": f"Bearer {KEYS['acme']}"}, body=b""))
+        resp = respond(
+            api_for(app),
+            ApiRequest(
+                method="POST",
+                path=f"/v1/jobs/{job_id}/replay",
+                base_url="",
+                headers={"authorization": f"Bearer {KEYS['acme']}"},
+                body=b"",
+            ),
+        )
         assert resp.status == 503
         assert "reconciler will send it" in json.loads(resp.payload())["error"]["message"]
 
@@ -161,4 +171,3 @@ def test_the_http_api_is_built_once_per_app_by_the_entry_point(make_app):
     app = make_app()
     assert api_for(app) is api_for(app)
     assert not hasattr(app, "api")  # the composition root knows nothing of HTTP
-

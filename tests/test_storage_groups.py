@@ -22,8 +22,15 @@ from core.models import Job, JobRequest
 
 
 def _job(i: int | str) -> Job:
-    return Job(id=f"job-{i}", tenant="acme", request=JobRequest(prompt=f"question {i}"), request_hash="h",
-               trace_id="0" * 32, created_at=1.0, updated_at=1.0)
+    return Job(
+        id=f"job-{i}",
+        tenant="acme",
+        request=JobRequest(prompt=f"question {i}"),
+        request_hash="h",
+        trace_id="0" * 32,
+        created_at=1.0,
+        updated_at=1.0,
+    )
 
 
 def _counts() -> tuple[int, int, int]:
@@ -55,11 +62,12 @@ def test_the_calls_of_one_turn_commit_as_one_group_on_the_loop(tmp_path):
     async def main() -> None:
         before = _counts()
         await asyncio.gather(*(io(store.create, _job(i)) for i in range(10)), qio(queue.send, "body"))
-        groups, on_loop, calls = (a - b for a, b in zip(_counts(), before))
+        groups, on_loop, calls = (a - b for a, b in zip(_counts(), before, strict=True))
         assert (groups, on_loop, calls) == (1, 1, 11)  # both files, one group, committed on the loop
 
     asyncio.run(main())
-    assert _stored(tmp_path / "jobs.db") == 10 and _stored(tmp_path / "queue.db", "messages") == 1
+    assert _stored(tmp_path / "jobs.db") == 10
+    assert _stored(tmp_path / "queue.db", "messages") == 1
 
 
 def test_a_failing_call_is_undone_alone(tmp_path):
@@ -67,11 +75,17 @@ def test_a_failing_call_is_undone_alone(tmp_path):
     io = offload(store)
 
     async def main() -> list[object]:
-        return await asyncio.gather(io(store.create, _job("a")), io(store.create, _job("a")),
-                                    io(store.create, _job("b")), return_exceptions=True)
+        return await asyncio.gather(
+            io(store.create, _job("a")),
+            io(store.create, _job("a")),
+            io(store.create, _job("b")),
+            return_exceptions=True,
+        )
 
     first, duplicate, other = asyncio.run(main())
-    assert first is None and other is None and isinstance(duplicate, ConflictError)
+    assert first is None
+    assert other is None
+    assert isinstance(duplicate, ConflictError)
     assert _stored(tmp_path / "jobs.db") == 2
 
 
@@ -90,7 +104,8 @@ def test_another_process_lock_is_waited_for_on_the_thread_while_the_loop_runs(tm
     store = SqliteJobStore(path)
     io = offload(store)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), "1.0"], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
     loop_waits = embedded_sqlite.LOCK_WAIT_S["other"]
 
     async def main() -> tuple[float, float]:
@@ -108,8 +123,9 @@ def test_another_process_lock_is_waited_for_on_the_thread_while_the_loop_runs(tm
         before = _counts()
         await io(store.create, _job("waited"))
         waited = time.perf_counter() - t
-        groups, on_loop, _ = (a - b for a, b in zip(_counts(), before))
-        assert groups == 1 and on_loop == 0  # it ran on the thread
+        groups, on_loop, _ = (a - b for a, b in zip(_counts(), before, strict=True))
+        assert groups == 1
+        assert on_loop == 0  # it ran on the thread
         done.set()
         await tick
         return waited, max(lags)
@@ -161,8 +177,10 @@ def test_both_modes_give_the_same_results(tmp_path, on_loop):
             return out, _counts()[1] - before[1]
 
         (created, got, missing), loop_groups = asyncio.run(main())
-        assert created is None and missing is None
-        assert got is not None and got.id == "job-1"  # a later call of the group sees an earlier one's write
+        assert created is None
+        assert missing is None
+        assert got is not None
+        assert got.id == "job-1"  # a later call of the group sees an earlier one's write
         assert loop_groups == (1 if on_loop else 0)
     finally:
         st.on_loop = saved
@@ -186,9 +204,14 @@ def test_a_submit_writes_its_job_and_message_in_one_transaction(make_app, tmp_pa
     queue = _Watching(SqliteQueue(tmp_path / "data" / "jobs.db"))
     app = make_app(queue=queue)
     job, created = app.service.submit("acme", JobRequest(prompt="hello"), idempotency_key="k-1")
-    assert created and queue.seen == [(0, 0)]  # mid-submit, another connection sees neither
-    assert _stored(tmp_path / "data" / "jobs.db") == 1 and _stored(tmp_path / "data" / "jobs.db", "messages") == 1
-    assert app.service.submit("acme", JobRequest(prompt="hello"), idempotency_key="k-1") == (app.store.get(job.id), False)
+    assert created
+    assert queue.seen == [(0, 0)]  # mid-submit, another connection sees neither
+    assert _stored(tmp_path / "data" / "jobs.db") == 1
+    assert _stored(tmp_path / "data" / "jobs.db", "messages") == 1
+    assert app.service.submit("acme", JobRequest(prompt="hello"), idempotency_key="k-1") == (
+        app.store.get(job.id),
+        False,
+    )
 
 
 def test_at_once_keeps_what_ran_before_an_exception_and_joins_a_running_group(tmp_path):
@@ -207,7 +230,7 @@ def test_at_once_keeps_what_ran_before_an_exception_and_joins_a_running_group(tm
     async def main() -> None:  # inside the loop's group, at_once is just a call of that group
         before = _counts()
         await offload(store)(lambda: st.at_once(store.create, _job("nested")))
-        assert tuple(a - b for a, b in zip(_counts(), before)) == (1, 1, 1)
+        assert tuple(a - b for a, b in zip(_counts(), before, strict=True)) == (1, 1, 1)
 
     asyncio.run(main())
     assert _stored(tmp_path / "jobs.db") == 2
@@ -224,6 +247,7 @@ def test_asubmit_joins_the_loop_turns_group_and_a_refused_submit_stores_nothing(
 
     async def main() -> tuple[list[tuple[Job, bool]], tuple[int, ...]]:
         before = _counts()
+
         async def worker_read() -> None:  # a worker's store call, made in the same turn
             await offload(app.store)(app.store.get, "job-none")
 
@@ -231,20 +255,23 @@ def test_asubmit_joins_the_loop_turns_group_and_a_refused_submit_stores_nothing(
             return await app.service.asubmit("acme", JobRequest(prompt=f"q {i}"))
 
         made = await asyncio.gather(*(client(i) for i in range(5)), worker_read())
-        return made[:5], tuple(a - b for a, b in zip(_counts(), before))
+        return made[:5], tuple(a - b for a, b in zip(_counts(), before, strict=True))
 
     made, (groups, on_loop, calls) = asyncio.run(main())
     assert (groups, on_loop, calls) == (1, 1, 6)
     assert all(created for _, created in made)
-    assert _stored(db) == 5 and _stored(db, "messages") == 5
+    assert _stored(db) == 5
+    assert _stored(db, "messages") == 5
     ids = [job.id for job, _ in made]
     assert [app.store.get(i).request.prompt for i in ids] == [f"q {i}" for i in range(5)]
     # embedded ids sort by creation time (one B-tree page for a commit's inserts), 128 random bits after it
-    assert all(len(i) == len("job_") + 11 + 32 for i in ids) and sorted(ids)[0][:10] == ids[-1][:10]
+    assert all(len(i) == len("job_") + 11 + 32 for i in ids)
+    assert sorted(ids)[0][:10] == ids[-1][:10]
 
     with pytest.raises(InputError):
         asyncio.run(app.service.asubmit("acme", JobRequest(workflow="no-such-workflow", inputs={"document": "d"})))
-    assert _stored(db) == 5 and _stored(db, "messages") == 5
+    assert _stored(db) == 5
+    assert _stored(db, "messages") == 5
 
 
 def test_a_stored_job_leaves_unset_fields_out_and_reads_back_equal(tmp_path):
@@ -255,5 +282,7 @@ def test_a_stored_job_leaves_unset_fields_out_and_reads_back_equal(tmp_path):
     job.request = JobRequest(prompt="q", metadata={"kept": None, "tag": "x"})
     store.create(job)
     row = sqlite3.connect(tmp_path / "jobs.db").execute("SELECT data FROM jobs").fetchone()[0]
-    assert '"kept":null' in row and '"finished_at"' not in row and len(row) < len(job.model_dump_json())
+    assert '"kept":null' in row
+    assert '"finished_at"' not in row
+    assert len(row) < len(job.model_dump_json())
     assert store.get(job.id) == job

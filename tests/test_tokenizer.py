@@ -17,7 +17,11 @@ MIXED = [
     "Hello world's 12345  \n\n  résumé 你好!! x <|endoftext|> tab\t\tend   ",
     "I'LL say it: we'Ve, they'RE, don't... 3.14159 1,000,000 0x1F",
     "🙂🙂 emoji and ZWJ 👩‍👩‍👧 sequences, Ωmega, ﬁligature, Ünïcödé",
-    "  \n  \r\n\t x\n\n\n    indented\r\n", "", " ", "a", "'S",
+    "  \n  \r\n\t x\n\n\n    indented\r\n",
+    "",
+    " ",
+    "a",
+    "'S",
     "lone surrogate \ud800 in text",
     "def f(x):\n    return {'k': [1, 2, 3]}  # comment\n",
 ]
@@ -42,7 +46,7 @@ def test_a_corrupt_file_is_refused_with_what_to_do(tmp_path):
     with bad.open("r+b") as f:
         f.seek(1000)
         f.write(b"\x00\x01\x02")
-    with pytest.raises(RuntimeError, match="corrupt.*reinstall altostratus"):
+    with pytest.raises(RuntimeError, match=r"corrupt.*reinstall altostratus"):
         load_tokens(bad, sha256)
 
 
@@ -61,8 +65,14 @@ def test_long_pieces_merge_in_n_log_n_with_the_same_tokens(bpe):
 
     rng = random.Random(7)
     rust = bpe.rust()
-    long = ["x" * 5000, base64.b64encode(rng.randbytes(6000)).decode(), "".join(rng.choice("!@#$%^&*<>") for _ in range(3000)),
-            "ab" * 2000, "\u00e9" * 700 + "z" * 300, "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(900))]
+    long = [
+        "x" * 5000,
+        base64.b64encode(rng.randbytes(6000)).decode(),
+        "".join(rng.choice("!@#$%^&*<>") for _ in range(3000)),
+        "ab" * 2000,
+        "\u00e9" * 700 + "z" * 300,
+        "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(900)),
+    ]
     for text in long:
         assert bpe._py.encode(text) == rust.encode_ordinary(text), text[:40]
 
@@ -135,6 +145,12 @@ def test_a_worker_pool_builds_the_rust_core_before_its_first_job(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", WORKER_FIRST_JOB, str(tmp_path)], capture_output=True, text=True,
-                         timeout=120, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER_FIRST_JOB, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
     assert out.stdout.strip().splitlines()[-1] == "[True]"

@@ -22,13 +22,14 @@ BETA = {"Authorization": f"Bearer {KEYS['beta']}"}
 def test_usage_sums_every_billed_call_and_the_response_cache_saving(live, fake_anthropic):
     fake, url = fake_anthropic
     fake.plan.script = ["500"]  # the first call fails unbilled, its retry is billed
-    app, base = live(anthropic_config(url, cache={"enabled": True}, in_process_wait_s=0.05))
+    _app, base = live(anthropic_config(url, cache={"enabled": True}, in_process_wait_s=0.05))
     with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
         views = []
         for prompt in ("what is a lease?", "what is a lease?", "what is a queue?"):
             job_id = c.post("/v1/jobs", json={"prompt": prompt, "task": "faq"}).json()["job_id"]
             views.append(wait_terminal(c, f"/v1/jobs/{job_id}", ACME))
-        assert all(v["status"] == "succeeded" for v in views) and views[1]["usage"]["cached"]
+        assert all(v["status"] == "succeeded" for v in views)
+        assert views[1]["usage"]["cached"]
         rows = c.get("/v1/usage", params={"group_by": "task,model"}).json()["rows"]
         assert c.get("/v1/usage", headers=BETA).json()["rows"] == []  # another tenant sees none of it
         assert c.get("/v1/usage", params={"group_by": "tenant"}).status_code == 422
@@ -42,22 +43,36 @@ def test_usage_sums_every_billed_call_and_the_response_cache_saving(live, fake_a
 
 
 def test_alto_costs_reports_the_same_rows(tmp_path: Path, fake_anthropic):
-    fake, url = fake_anthropic
+    _fake, url = fake_anthropic
     cfg = tmp_path / "altostratus.yaml"
     cfg.write_text(yaml.safe_dump(anthropic_config(url)))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")}, "ALTO_DATA_DIR": str(tmp_path / "d"),
-           "ALTO_CONFIG": str(cfg), "FAKE_ANTHROPIC_KEY": "test-key", "ALTO_API_KEYS": "acme=k1,beta=k2"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")},
+        "ALTO_DATA_DIR": str(tmp_path / "d"),
+        "ALTO_CONFIG": str(cfg),
+        "FAKE_ANTHROPIC_KEY": "test-key",
+        "ALTO_API_KEYS": "acme=k1,beta=k2",
+    }
     alto = str(Path(sys.executable).with_name("alto"))
     for tenant in ("acme", "beta", "acme"):
-        p = subprocess.run([alto, "ask", f"question for {tenant}", "--tenant", tenant, "--json"], env=env,
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [alto, "ask", f"question for {tenant}", "--tenant", tenant, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode == 0, p.stderr
     p = subprocess.run([alto, "costs", "--by", "tenant", "--json"], env=env, capture_output=True, text=True, timeout=60)
     rows = {r["tenant"]: r for r in json.loads(p.stdout)}
-    assert rows["acme"]["calls"] == 2 and rows["beta"]["calls"] == 1 and rows["acme"]["cost_usd"] > rows["beta"]["cost_usd"]
+    assert rows["acme"]["calls"] == 2
+    assert rows["beta"]["calls"] == 1
+    assert rows["acme"]["cost_usd"] > rows["beta"]["cost_usd"]
     p = subprocess.run([alto, "costs", "--by", "tenant,day"], env=env, capture_output=True, text=True, timeout=60)
     lines = p.stdout.splitlines()
-    assert lines[0].split()[:3] == ["tenant", "day", "calls"] and lines[-1].startswith("total") and " 3 " in lines[-1]
+    assert lines[0].split()[:3] == ["tenant", "day", "calls"]
+    assert lines[-1].startswith("total")
+    assert " 3 " in lines[-1]
 
 
 def test_the_embedded_store_sums_in_one_statement_exactly_as_the_generic_path(tmp_path):
@@ -73,16 +88,23 @@ def test_the_embedded_store_sums_in_one_statement_exactly_as_the_generic_path(tm
     store = SqliteStateStore(tmp_path / "jobs.db", storage_thread=False, clock=lambda: now[0])
     assert isinstance(store, CountingState)
     rng = random.Random(7)
-    for i in range(200):
+    for _i in range(200):
         group = rng.choice(["-|m|online", "summary|m|batch", 'odd"name|m|online'])  # the last: the generic way
-        deltas = {"calls": 1, "input_tokens": rng.randint(0, 5000), "cost_usd": rng.random() / 1000,
-                  "saved_batch_usd": 0.0}
+        deltas = {
+            "calls": 1,
+            "input_tokens": rng.randint(0, 5000),
+            "cost_usd": rng.random() / 1000,
+            "saved_batch_usd": 0.0,
+        }
         store.add_counts("native", group, deltas, ttl_s=60)
         add_counts(store, "generic", group, deltas, ttl_s=60)
     native, generic = store.get("native"), store.get("generic")
-    assert native.value == generic.value and len(native.value["groups"]) == 3
+    assert native.value == generic.value
+    assert len(native.value["groups"]) == 3
     row = native.value["groups"]["-|m|online"]
-    assert isinstance(row["calls"], int) and isinstance(row["input_tokens"], int) and isinstance(row["cost_usd"], float)
+    assert isinstance(row["calls"], int)
+    assert isinstance(row["input_tokens"], int)
+    assert isinstance(row["cost_usd"], float)
     assert native.version == generic.version == 200  # one version per add, whichever way it was made
     now[0] += 61  # expired: the next add starts from nothing, as on every store
     store.add_counts("native", "-|m|online", {"calls": 1, "cost_usd": 0.5}, ttl_s=60)
@@ -110,7 +132,8 @@ def test_counts_added_in_one_group_are_summed_and_written_once_yet_read_back_wit
     store = SqliteStateStore(path)
     upserts: list[str] = []
     SqliteDb.connect(str(path)).set_trace_callback(
-        lambda sql: upserts.append(sql) if sql.startswith("INSERT INTO state") else None)
+        lambda sql: upserts.append(sql) if sql.startswith("INSERT INTO state") else None
+    )
     seen: dict[str, object] = {}
 
     def turn() -> None:
@@ -135,7 +158,9 @@ def test_outcome_percentiles_interpolate_inside_their_bucket():
 
     counts = [0.0] * len(BOUNDS)
     counts[BOUNDS.index(2)] = 10  # ten jobs between 1 s and 2 s
-    assert quantile(0.5, counts) == 1.5 and quantile(0.9, counts) == 1.9
+    assert quantile(0.5, counts) == 1.5
+    assert quantile(0.9, counts) == 1.9
     counts[-1] = 90  # and ninety past the last bound: the open bucket answers with its lower bound
-    assert quantile(0.99, counts) == 3600.0 and quantile(0.05, counts) == 1.5
+    assert quantile(0.99, counts) == 3600.0
+    assert quantile(0.05, counts) == 1.5
     assert quantile(0.5, [0.0] * len(BOUNDS)) is None

@@ -8,9 +8,9 @@ invocation builds the app (clients are created even later, on first use).
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
-from core.bootstrap import ApiApp, LazyApp, cloud_settings, compose
+from core.bootstrap import ApiApp, LazyApp, as_worker, cloud_settings, compose
 
 REQUIRED = ("ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_QUEUE_URL", "ALTO_BUCKET")
 
@@ -24,20 +24,23 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False) -> Ap
     from core.secrets import EnvSecrets
 
     env = os.environ if env is None else env
-    settings = cloud_settings(env, required=REQUIRED, adapter="AWS", source="serverless.yml",
-                              api_only=api_only)
+    settings = cloud_settings(env, required=REQUIRED, adapter="AWS", source="serverless.yml", api_only=api_only)
 
     blobs = S3BlobStore(lambda: client("s3"), env["ALTO_BUCKET"])
     return compose(
         settings,
         store=DynamoJobStore(lambda: client("dynamodb"), env["ALTO_JOBS_TABLE"]),
         state=DynamoStateStore(lambda: client("dynamodb"), env["ALTO_STATE_TABLE"]),
-        queue=SqsQueue(lambda: client("sqs"), env["ALTO_QUEUE_URL"], blobs,
-                       visibility_timeout_s=settings.queue.visibility_timeout_s),
+        queue=SqsQueue(
+            lambda: client("sqs"),
+            env["ALTO_QUEUE_URL"],
+            blobs,
+            visibility_timeout_s=settings.queue.visibility_timeout_s,
+        ),
         blobs=blobs,
         secrets=SecretsManagerSecrets(lambda: client("secretsmanager"), EnvSecrets(env)),
     )
 
 
-get_app = LazyApp(lambda: build())
+get_app = LazyApp(lambda: as_worker(build()))  # the functions that process jobs
 get_api_app = LazyApp(lambda: build(api_only=True))  # the `api` function: see core.bootstrap.bootstrap_api

@@ -6,11 +6,11 @@ S3 transfer injections) costs ~20 ms of every cold start for nothing these ports
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     """One client per service per container, each from its own session (sessions aren't thread-safe).
     Region and endpoint come from the Lambda environment (`AWS_DEFAULT_REGION`; `AWS_ENDPOINT_URL`
@@ -18,7 +18,12 @@ def client(service: str) -> Any:
     from botocore.config import Config
     from botocore.session import Session
 
-    return Session().create_client(service, config=Config(
-        retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=20,
-        max_pool_connections=64,  # a worker batch runs its records concurrently
-    ))
+    return Session().create_client(
+        service,
+        config=Config(
+            retries={"mode": "standard", "max_attempts": 4},
+            connect_timeout=3,
+            read_timeout=20,
+            max_pool_connections=64,  # a worker batch runs its records concurrently
+        ),
+    )

@@ -17,12 +17,14 @@ partition key `k`; `expires_at` is the TTL attribute, and because DynamoDB delet
 
 from __future__ import annotations
 
+import builtins
 import heapq
 import itertools
 import json
 import time
 import zlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from core.access import THREADED
 from core.errors import ConflictError
@@ -60,9 +62,13 @@ class DynamoJobStore:
 
     def _item(self, job: Job) -> dict[str, Any]:
         item = {
-            "id": {"S": job.id}, "tenant": {"S": job.tenant}, "status": {"S": job.status.value},
+            "id": {"S": job.id},
+            "tenant": {"S": job.tenant},
+            "status": {"S": job.status.value},
             "tenant_status": {"S": f"{job.tenant}#{job.status.value}"},
-            "version": _n(job.version), "created_at": _n(job.created_at), "updated_at": _n(job.updated_at),
+            "version": _n(job.version),
+            "created_at": _n(job.created_at),
+            "updated_at": _n(job.updated_at),
             "data": {"S": job.model_dump_json()},
         }
         if job.status in (JobStatus.queued, JobStatus.running) or job.call_in_flight_until is not None:
@@ -74,8 +80,12 @@ class DynamoJobStore:
     def create(self, job: Job) -> None:
         c = self._client()
         try:
-            c.put_item(TableName=self.table, Item=self._item(job), ConditionExpression="attribute_not_exists(#id)",
-                       ExpressionAttributeNames={"#id": "id"})
+            c.put_item(
+                TableName=self.table,
+                Item=self._item(job),
+                ConditionExpression="attribute_not_exists(#id)",
+                ExpressionAttributeNames={"#id": "id"},
+            )
         except Exception as e:
             if _conditional_failed(c, e):
                 raise ConflictError(f"job {job.id} already exists") from None
@@ -91,8 +101,11 @@ class DynamoJobStore:
         c = self._client()
         try:
             c.put_item(
-                TableName=self.table, Item=self._item(new), ConditionExpression="#ver = :expected",
-                ExpressionAttributeNames={"#ver": "version"}, ExpressionAttributeValues={":expected": _n(expected_version)},
+                TableName=self.table,
+                Item=self._item(new),
+                ConditionExpression="#ver = :expected",
+                ExpressionAttributeNames={"#ver": "version"},
+                ExpressionAttributeValues={":expected": _n(expected_version)},
             )
         except Exception as e:
             if _conditional_failed(c, e):
@@ -102,18 +115,27 @@ class DynamoJobStore:
         return True
 
     def list(
-        self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None, after: Position | None = None,
+        self,
+        *,
+        tenant: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
+        after: Position | None = None,
     ) -> list[Job]:
         if updated_before is not None and status in SWEPT:
-            ids: Iterator[str] = self._swept(status, updated_before)  # type: ignore[arg-type]
+            ids: Iterator[str] = self._swept(status, updated_before)
         elif tenant is not None and updated_before is None:
             attr, value = ("tenant_status", f"{tenant}#{status.value}") if status is not None else ("tenant", tenant)
-            ids = _newest_first(self._keys(f"by_{attr}", attr, value, newest_first=True,
-                                           bound=("<=", after.created_at) if after else None), after)
+            ids = _newest_first(
+                self._keys(
+                    f"by_{attr}", attr, value, newest_first=True, bound=("<=", after.created_at) if after else None
+                ),
+                after,
+            )
         else:
             return self._scan(limit, tenant, status, updated_before, after)
-        out: list[Job] = []
+        out: builtins.list[Job] = []
         for page in _pages(ids, BATCH_GET_MAX if limit > BATCH_GET_MAX else limit):
             out.extend(j for j in self._read(page) if _wanted(j, tenant, status, updated_before))
             if len(out) >= limit:
@@ -122,8 +144,16 @@ class DynamoJobStore:
             out.sort(key=lambda j: j.updated_at)
         return out[:limit]
 
-    def _keys(self, index: str, attr: str, value: str, *, newest_first: bool,
-              bound: tuple[str, float] | None = None, sort: str = "created_at") -> Iterator[tuple[float, str]]:
+    def _keys(
+        self,
+        index: str,
+        attr: str,
+        value: str,
+        *,
+        newest_first: bool,
+        bound: tuple[str, float] | None = None,
+        sort: str = "created_at",
+    ) -> Iterator[tuple[float, str]]:
         """(sort key, id) from one index partition, page by page, in its order; `bound` limits the sort key
         ("<" or "<=" a value) in the key condition, so DynamoDB reads only from there on."""
         names, values = {"#k": attr}, {":k": {"S": value}}
@@ -131,39 +161,73 @@ class DynamoJobStore:
         if bound is not None:
             names["#s"], values[":bound"] = sort, _n(bound[1])
             condition += f" AND #s {bound[0]} :bound"
-        for page in self._client().get_paginator("query").paginate(
-                TableName=self.table, IndexName=index, KeyConditionExpression=condition,
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values, ScanIndexForward=not newest_first):
+        for page in (
+            self._client()
+            .get_paginator("query")
+            .paginate(
+                TableName=self.table,
+                IndexName=index,
+                KeyConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ScanIndexForward=not newest_first,
+            )
+        ):
             for item in page.get("Items", []):
                 yield float(item[sort]["N"]), item["id"]["S"]
 
     def _swept(self, status: JobStatus, before: float | None) -> Iterator[str]:
         """Every shard's queued (or running) jobs, oldest update first, merged."""
-        shards = [self._keys("by_sweep", "sweep", sweep_key("", status, shard), newest_first=False,
-                             bound=("<", before) if before is not None else None, sort="updated_at")
-                  for shard in range(SWEEP_SHARDS)]
+        shards = [
+            self._keys(
+                "by_sweep",
+                "sweep",
+                sweep_key("", status, shard),
+                newest_first=False,
+                bound=("<", before) if before is not None else None,
+                sort="updated_at",
+            )
+            for shard in range(SWEEP_SHARDS)
+        ]
         return (job_id for _, job_id in heapq.merge(*shards))
 
-    def _read(self, ids: list[str]) -> list[Job]:
+    def _read(self, ids: builtins.list[str]) -> builtins.list[Job]:
         """The records of `ids`, consistently and in the order given (missing ones left out)."""
         c = self._client()
         found: dict[str, str] = {}
-        request = {self.table: {"Keys": [{"id": {"S": i}} for i in dict.fromkeys(ids)], "ConsistentRead": True,
-                                "ProjectionExpression": "#id, #d", "ExpressionAttributeNames": {"#id": "id", "#d": "data"}}}
+        request = {
+            self.table: {
+                "Keys": [{"id": {"S": i}} for i in dict.fromkeys(ids)],
+                "ConsistentRead": True,
+                "ProjectionExpression": "#id, #d",
+                "ExpressionAttributeNames": {"#id": "id", "#d": "data"},
+            }
+        }
         for attempt in range(8):
             r = c.batch_get_item(RequestItems=request)
             found.update((i["id"]["S"], i["data"]["S"]) for i in r.get("Responses", {}).get(self.table, []))
             request = r.get("UnprocessedKeys") or {}
             if not request:
                 break
-            time.sleep(min(1.0, 0.05 * 2 ** attempt))  # throttled: back off, then ask for the rest
+            time.sleep(min(1.0, 0.05 * 2**attempt))  # throttled: back off, then ask for the rest
         return listed_jobs([found[i] for i in ids if i in found])
 
-    def _scan(self, limit: int, tenant: str | None, status: JobStatus | None, updated_before: float | None,
-              after: Position | None) -> list[Job]:
+    def _scan(
+        self,
+        limit: int,
+        tenant: str | None,
+        status: JobStatus | None,
+        updated_before: float | None,
+        after: Position | None,
+    ) -> builtins.list[Job]:
         """Every tenant's jobs (the operator's CLI, never an HTTP request)."""
-        jobs = listed_jobs([i["data"]["S"] for page in self._client().get_paginator("scan").paginate(TableName=self.table)
-                            for i in page.get("Items", [])])
+        jobs = listed_jobs(
+            [
+                i["data"]["S"]
+                for page in self._client().get_paginator("scan").paginate(TableName=self.table)
+                for i in page.get("Items", [])
+            ]
+        )
         jobs = [j for j in jobs if _wanted(j, tenant, status, updated_before)]
         if updated_before is not None:
             jobs.sort(key=lambda j: j.updated_at)
@@ -175,8 +239,11 @@ class DynamoJobStore:
 
 def _wanted(job: Job, tenant: str | None, status: JobStatus | None, updated_before: float | None) -> bool:
     """The index gave a candidate; its record, read consistently, decides (an index lags its table)."""
-    return ((tenant is None or job.tenant == tenant) and (status is None or job.status is status)
-            and (updated_before is None or job.updated_at < updated_before))
+    return (
+        (tenant is None or job.tenant == tenant)
+        and (status is None or job.status is status)
+        and (updated_before is None or job.updated_at < updated_before)
+    )
 
 
 def _newest_first(keys: Iterator[tuple[float, str]], after: Position | None) -> Iterator[str]:
@@ -217,8 +284,9 @@ class DynamoStateStore:
             return None
         return StateRecord(value=json.loads(item["v"]["S"]), version=int(item["version"]["N"]), expires_at=expires)
 
-    def _write(self, key: str, value: dict[str, Any], ttl_s: float | None, condition: str,
-               extra: dict[str, Any]) -> bool:
+    def _write(
+        self, key: str, value: dict[str, Any], ttl_s: float | None, condition: str, extra: dict[str, Any]
+    ) -> bool:
         now = self.clock()
         values = {":v": {"S": json.dumps(value)}, ":one": _n(1), ":zero": _n(0), ":now": _n(now), **extra}
         update = "SET #v = :v, #ver = if_not_exists(#ver, :zero) + :one"
@@ -230,9 +298,13 @@ class DynamoStateStore:
         c = self._client()
         try:
             c.update_item(
-                TableName=self.table, Key={"k": {"S": key}}, UpdateExpression=update, ConditionExpression=condition,
+                TableName=self.table,
+                Key={"k": {"S": key}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
                 ExpressionAttributeNames={  # DynamoDB rejects names an expression doesn't use
-                    n: a for n, a in (("#k", "k"), ("#v", "v"), ("#ver", "version"), ("#exp", "expires_at"))
+                    n: a
+                    for n, a in (("#k", "k"), ("#v", "v"), ("#ver", "version"), ("#exp", "expires_at"))
                     if n in update or n in condition
                 },
                 ExpressionAttributeValues=values,
@@ -250,7 +322,10 @@ class DynamoStateStore:
         self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
     ) -> bool:
         return self._write(
-            key, value, ttl_s, "#ver = :expected AND (attribute_not_exists(#exp) OR #exp > :now)",
+            key,
+            value,
+            ttl_s,
+            "#ver = :expected AND (attribute_not_exists(#exp) OR #exp > :now)",
             {":expected": _n(expected_version)},
         )
 

@@ -27,15 +27,21 @@ def _deadline(context: Any) -> float:
 
 def api(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if "rawPath" not in event or event.get("version") not in (None, "2.0"):
-        resp = error(400, "unsupported_event", "this function takes HTTP API events in payload format 2.0, and got "
-                     f"payload format {event.get('version') or '1.0'} (a REST API or an ALB): route it from an HTTP "
-                     "API (serverless.yml `httpApi` events) or set the integration's payloadFormatVersion to 2.0")
+        resp = error(
+            400,
+            "unsupported_event",
+            "this function takes HTTP API events in payload format 2.0, and got "
+            f"payload format {event.get('version') or '1.0'} (a REST API or an ALB): route it from an HTTP "
+            "API (serverless.yml `httpApi` events) or set the integration's payloadFormatVersion to 2.0",
+        )
     else:
         resp = respond(api_for(get_api_app()), _request(event))
     # API Gateway buffers a response: SSE answers with the events ready now, and EventSource reconnects
     return {
-        "statusCode": resp.status, "headers": {"content-type": resp.media_type, **resp.headers},
-        "body": resp.payload().decode(), "isBase64Encoded": False,
+        "statusCode": resp.status,
+        "headers": {"content-type": resp.media_type, **resp.headers},
+        "body": resp.payload().decode(),
+        "isBase64Encoded": False,
     }
 
 
@@ -46,11 +52,16 @@ def _request(event: dict[str, Any]) -> ApiRequest:
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     path, stage = event.get("rawPath") or "/", ctx.get("stage")
     if stage and stage != "$default" and (path == f"/{stage}" or path.startswith(f"/{stage}/")):
-        path = path[len(stage) + 1:] or "/"  # a named stage is part of rawPath, not of our routes
+        path = path[len(stage) + 1 :] or "/"  # a named stage is part of rawPath, not of our routes
     domain = ctx.get("domainName")  # API Gateway's own name for itself, never the client's Host header
-    return ApiRequest(method=(ctx.get("http") or {}).get("method", "GET"), path=path, headers=headers, body=raw,
-                      base_url=f"https://{domain}" if domain else "",
-                      query=dict(parse_qsl(event.get("rawQueryString") or "", keep_blank_values=True)))
+    return ApiRequest(
+        method=(ctx.get("http") or {}).get("method", "GET"),
+        path=path,
+        headers=headers,
+        body=raw,
+        base_url=f"https://{domain}" if domain else "",
+        query=dict(parse_qsl(event.get("rawQueryString") or "", keep_blank_values=True)),
+    )
 
 
 def _decoded(app: Any, records: list[dict[str, Any]]) -> tuple[list[Any], list[str]]:
@@ -63,7 +74,9 @@ def _decoded(app: Any, records: list[dict[str, Any]]) -> tuple[list[Any], list[s
     deliveries, failed = [], []
     for r in records:
         try:
-            deliveries.append(app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {})))
+            deliveries.append(
+                app.queue.delivery(r["messageId"], r["body"], r["receiptHandle"], r.get("attributes", {}))
+            )
         except Exception as e:  # S3 unavailable or denied: this record alone is retried
             log_event("queue.claim_check_failed", logging.ERROR, message_id=r["messageId"], error=repr(e)[:300])
             failed.append(r["messageId"])
@@ -77,8 +90,13 @@ def worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     app = get_app()
     batch = LambdaBatch(app.queue)  # type: ignore[arg-type]
     deliveries, failed = _decoded(app, event.get("Records", []))
-    run_batch(app.service, batch, deliveries, deadline=_deadline(context),
-              retry_delay_s=app.settings.governance.backoff_base_s)
+    run_batch(
+        app.service,
+        batch,
+        deliveries,
+        deadline=_deadline(context),
+        retry_delay_s=app.settings.governance.backoff_base_s,
+    )
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failed + batch.failures]}
 
 

@@ -8,7 +8,8 @@ crash that is retried until the message dead-letters.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.errors import AccessDenied
 
@@ -19,7 +20,9 @@ def _error(e: Exception) -> tuple[str, int] | None:
     response = getattr(e, "response", None)
     if not isinstance(response, dict):
         return None
-    return str(response.get("Error", {}).get("Code", "")), int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return str(response.get("Error", {}).get("Code", "")), int(
+        response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    )
 
 
 class S3BlobStore:
@@ -31,7 +34,8 @@ class S3BlobStore:
         return AccessDenied(
             f"s3:{action} on s3://{self.bucket}/{key} was denied: grant the function's role s3:{action} on "
             f"'{key.split('/', 1)[0]}/*' (and s3:ListBucket on the bucket, without which S3 answers 403 for a missing "
-            "key) in serverless.yml")
+            "key) in serverless.yml"
+        )
 
     def put(self, key: str, data: bytes) -> None:
         try:
@@ -62,7 +66,9 @@ class S3BlobStore:
                 keys.extend(o["Key"] for o in page.get("Contents", []))
         except Exception as e:
             if (err := _error(e)) is not None and err[1] == 403:
-                raise AccessDenied(f"s3:ListBucket on s3://{self.bucket} (prefix '{prefix}') was denied: grant the "
-                                   "function's role s3:ListBucket on the bucket in serverless.yml") from None
+                raise AccessDenied(
+                    f"s3:ListBucket on s3://{self.bucket} (prefix '{prefix}') was denied: grant the "
+                    "function's role s3:ListBucket on the bucket in serverless.yml"
+                ) from None
             raise
         return keys

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.claimcheck import check_in, check_out
 from core.ports import BlobStore, Delivery
@@ -15,7 +16,12 @@ MAX_VISIBILITY_S = 43_200
 
 class SqsQueue:
     def __init__(
-        self, client: Callable[[], Any], queue_url: str, blobs: BlobStore, *, visibility_timeout_s: float = 900,
+        self,
+        client: Callable[[], Any],
+        queue_url: str,
+        blobs: BlobStore,
+        *,
+        visibility_timeout_s: float = 900,
         limit_bytes: int = SQS_MAX_BYTES,
     ) -> None:
         self._client = client
@@ -27,24 +33,31 @@ class SqsQueue:
     def send(self, body: str, *, delay_s: float = 0.0) -> str:
         body = check_in(body, self.blobs, limit_bytes=self.limit_bytes)
         r = self._client().send_message(
-            QueueUrl=self.url, MessageBody=body, DelaySeconds=min(MAX_DELAY_S, max(0, math.ceil(delay_s))),
+            QueueUrl=self.url, MessageBody=body, DelaySeconds=min(MAX_DELAY_S, max(0, math.ceil(delay_s)))
         )
         return str(r["MessageId"])
 
     def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
         r = self._client().receive_message(
-            QueueUrl=self.url, MaxNumberOfMessages=max(1, min(10, max_messages)), WaitTimeSeconds=0,
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max(1, min(10, max_messages)),
+            WaitTimeSeconds=0,
             VisibilityTimeout=int(visibility_timeout_s or self.visibility_timeout_s),
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
-        return [self.delivery(m["MessageId"], m["Body"], m["ReceiptHandle"], m.get("Attributes", {}))
-                for m in r.get("Messages", [])]
+        return [
+            self.delivery(m["MessageId"], m["Body"], m["ReceiptHandle"], m.get("Attributes", {}))
+            for m in r.get("Messages", [])
+        ]
 
     def delivery(self, message_id: str, body: str, receipt: str, attributes: dict[str, Any]) -> Delivery:
         """A Delivery from an SQS message (also how Lambda's event records are read)."""
         return Delivery(
-            message_id=message_id, body=check_out(body, self.blobs), receipt=receipt,
-            receive_count=int(attributes.get("ApproximateReceiveCount", 1)), attributes=attributes,
+            message_id=message_id,
+            body=check_out(body, self.blobs),
+            receipt=receipt,
+            receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+            attributes=attributes,
         )
 
     def ack(self, delivery: Delivery) -> None:
@@ -52,7 +65,8 @@ class SqsQueue:
 
     def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
         self._client().change_message_visibility(
-            QueueUrl=self.url, ReceiptHandle=delivery.receipt,
+            QueueUrl=self.url,
+            ReceiptHandle=delivery.receipt,
             VisibilityTimeout=min(MAX_VISIBILITY_S, max(0, math.ceil(delay_s))),
         )
 

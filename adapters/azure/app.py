@@ -14,10 +14,11 @@ settings:
 from __future__ import annotations
 
 import os
-from functools import lru_cache
-from typing import Any, Mapping
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
 
-from core.bootstrap import ApiApp, LazyApp, cloud_settings, compose
+from core.bootstrap import ApiApp, LazyApp, as_worker, cloud_settings, compose
 
 
 def _credential() -> Any:
@@ -26,33 +27,38 @@ def _credential() -> Any:
     return DefaultAzureCredential()
 
 
+# the Functions host's identity-based connection settings: the platform names them, in its own case
+STORAGE_ACCOUNT_SETTING = "AzureWebJobsStorage__accountName"
+NAMESPACE_SETTING = "ServiceBusConnection__fullyQualifiedNamespace"
+
+
 def _storage(client_cls: Any, service: str) -> Any:
     """A Storage service client: Azurite's connection string locally, the managed identity deployed."""
     if os.environ.get("ALTO_STORAGE_CONNECTION"):
         return client_cls.from_connection_string(os.environ["ALTO_STORAGE_CONNECTION"])
-    account = os.environ.get("ALTO_STORAGE_ACCOUNT") or os.environ["AzureWebJobsStorage__accountName"]
+    account = os.environ.get("ALTO_STORAGE_ACCOUNT") or os.environ[STORAGE_ACCOUNT_SETTING]
     return client_cls(f"https://{account}.{service}.core.windows.net", credential=_credential())
 
 
-@lru_cache(maxsize=None)
+@cache
 def table_service() -> Any:
     from azure.data.tables import TableServiceClient
 
     return _storage(TableServiceClient, "table")
 
 
-@lru_cache(maxsize=None)
+@cache
 def blob_service() -> Any:
     from azure.storage.blob import BlobServiceClient
 
     return _storage(BlobServiceClient, "blob")
 
 
-@lru_cache(maxsize=None)
+@cache
 def sender() -> Any:
     from azure.servicebus import ServiceBusClient
 
-    client = ServiceBusClient(os.environ["ServiceBusConnection__fullyQualifiedNamespace"], credential=_credential())
+    client = ServiceBusClient(os.environ[NAMESPACE_SETTING], credential=_credential())
     return client.get_queue_sender(os.environ["ALTO_QUEUE_NAME"])
 
 
@@ -63,8 +69,9 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False, sende
     from adapters.azure.tables import TableJobStore, TableStateStore
 
     env = os.environ if env is None else env
-    settings = cloud_settings(env, required=("ALTO_QUEUE_NAME",), adapter="Azure", source="infra/azure",
-                              api_only=api_only)
+    settings = cloud_settings(
+        env, required=("ALTO_QUEUE_NAME",), adapter="Azure", source="infra/azure", api_only=api_only
+    )
     jobs, state = env.get("ALTO_JOBS_TABLE", "altojobs"), env.get("ALTO_STATE_TABLE", "altostate")
     container = env.get("ALTO_CONTAINER", "alto")
     blobs = AzureBlobStore(lambda: blob_service().get_container_client(container))
@@ -78,7 +85,7 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False, sende
     )
 
 
-get_app = LazyApp(lambda: build())
+get_app = LazyApp(lambda: as_worker(build()))  # the functions that process jobs
 get_api_app = LazyApp(lambda: build(api_only=True))  # the `api` function: see core.bootstrap.bootstrap_api
 
 

@@ -6,7 +6,8 @@ permanent and explained failure rather than a crash retried until the message de
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.errors import AccessDenied
 
@@ -16,8 +17,10 @@ class AzureBlobStore:
         self._client = client  # a ContainerClient
 
     def _denied(self, action: str, key: str) -> AccessDenied:
-        return AccessDenied(f"{action} of '{key}' in the blob container was denied: give the app's identity Storage Blob "
-                            "Data Contributor on the data container (infra/azure/main.bicep, `grants.blobs`)")
+        return AccessDenied(
+            f"{action} of '{key}' in the blob container was denied: give the app's identity Storage Blob "
+            "Data Contributor on the data container (infra/azure/main.bicep, `grants.blobs`)"
+        )
 
     def _call(self, action: str, key: str, fn: Callable[[], Any]) -> Any:
         from azure.core.exceptions import HttpResponseError
@@ -49,5 +52,6 @@ class AzureBlobStore:
             pass
 
     def list(self, prefix: str = "") -> list[str]:
-        return self._call("listing", prefix, lambda: [b.name for b in self._client().list_blobs(
-            name_starts_with=prefix or None)])
+        return self._call(
+            "listing", prefix, lambda: [b.name for b in self._client().list_blobs(name_starts_with=prefix or None)]
+        )

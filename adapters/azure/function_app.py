@@ -29,6 +29,7 @@ def _deadline_s() -> float:
     functionTimeout, which the same parameter overrides), less the margin."""
     return float(os.environ.get("ALTO_FUNCTION_TIMEOUT_S", "600")) - DEADLINE_MARGIN_S
 
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # our own API keys authenticate
 
 
@@ -43,12 +44,21 @@ def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
     base = f"https://{own}" if own else ""  # never the client's Host header
     token = alto.queue.collect()  # type: ignore[attr-defined]
     try:
-        resp = respond(api_for(alto), ApiRequest(method=req.method, path=path, headers=headers, body=req.get_body() or b"",
-                                        base_url=base, query=dict(req.params)))
+        resp = respond(
+            api_for(alto),
+            ApiRequest(
+                method=req.method,
+                path=path,
+                headers=headers,
+                body=req.get_body() or b"",
+                base_url=base,
+                query=dict(req.params),
+            ),
+        )
     finally:
         messages = alto.queue.collected(token)  # type: ignore[attr-defined]
     if messages:
-        out.set(messages[0] if len(messages) == 1 else messages)  # type: ignore[arg-type]
+        out.set(messages[0] if len(messages) == 1 else messages)
     # buffered (streaming needs the azurefunctions-extensions-http-fastapi worker extension): SSE answers
     # with the events ready now, and EventSource reconnects with Last-Event-ID
     return func.HttpResponse(resp.payload(), status_code=resp.status, mimetype=resp.media_type, headers=resp.headers)
@@ -56,7 +66,7 @@ def api(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
 
 def _delivery(msg: func.ServiceBusMessage) -> Any:
     return get_app().queue.delivery(  # type: ignore[attr-defined]
-        msg.message_id or "", msg.get_body(), int(msg.delivery_count or 1), dict(msg.application_properties or {}),
+        msg.message_id or "", msg.get_body(), int(msg.delivery_count or 1), dict(msg.application_properties or {})
     )
 
 
@@ -67,8 +77,13 @@ async def worker(msg: func.ServiceBusMessage) -> None:
     from core.entrypoints.consumer import run_delivery
 
     alto = get_app()
-    await run_delivery(alto.service, alto.queue, _delivery(msg), deadline=time.time() + _deadline_s(),
-                       retry_delay_s=alto.settings.governance.backoff_base_s)
+    await run_delivery(
+        alto.service,
+        alto.queue,
+        _delivery(msg),
+        deadline=time.time() + _deadline_s(),
+        retry_delay_s=alto.settings.governance.backoff_base_s,
+    )
 
 
 @app.function_name(name="dead_letter")
@@ -89,4 +104,4 @@ async def reconcile(timer: func.TimerRequest) -> None:
     await ascheduled(alto.service)
     now = time.time()  # Table Storage keeps rows for ever: what has expired goes here, a batch a run
     for store in (alto.store, alto.state):
-        await asyncio.to_thread(store.purge_expired, now)  # type: ignore[attr-defined]
+        await asyncio.to_thread(store.purge_expired, now)  # type: ignore[union-attr]  # Table Storage's own: no TTL

@@ -4,7 +4,7 @@ granted) reaches the app as its own literal text; that must never be sent to a p
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from core.errors import ConfigError
 from core.secrets import EnvSecrets
@@ -23,5 +23,6 @@ class AppSettingSecrets(EnvSecrets):
             raise ConfigError(
                 f"secret {ref}: the Key Vault reference in app setting {ref.partition(':')[2]} did not resolve (the "
                 f"secret is missing, or the app's identity cannot read it yet): store it with `az keyvault secret set`, "
-                f"then `az functionapp restart` {self.app}; the Function App's Environment variables blade shows why")
+                f"then `az functionapp restart` {self.app}; the Function App's Environment variables blade shows why"
+            )
         return value

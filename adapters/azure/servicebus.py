@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.claimcheck import check_in, check_out
 from core.errors import Redeliver
@@ -26,7 +27,11 @@ _outbox: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("alto
 
 class ServiceBusQueue:
     def __init__(
-        self, sender: Callable[[], Any], blobs: BlobStore, *, max_delivery_count: int,
+        self,
+        sender: Callable[[], Any],
+        blobs: BlobStore,
+        *,
+        max_delivery_count: int,
         limit_bytes: int = SERVICE_BUS_MAX_BYTES,
     ) -> None:
         self._sender = sender  # azure.servicebus ServiceBusSender (or anything with send_/schedule_messages)
@@ -55,9 +60,10 @@ class ServiceBusQueue:
             return f"binding:{len(outbox)}"
         from azure.servicebus import ServiceBusMessage
 
-        msg = ServiceBusMessage(body, application_properties=properties or None)
+        # the SDK types keys and values as a union ours (str to str) fits but mypy can't see
+        msg = ServiceBusMessage(body, application_properties=properties or None)  # type: ignore[arg-type]
         if delay_s > 0:
-            when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay_s)
+            when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
             return str(self._sender().schedule_messages(msg, when)[0])
         self._sender().send_messages(msg)
         return "sent"
@@ -65,8 +71,12 @@ class ServiceBusQueue:
     def delivery(self, message_id: str, body: bytes | str, delivery_count: int, properties: dict[str, Any]) -> Delivery:
         text = check_out(body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body, self.blobs)
         earlier = int(properties.get(CARRIED, 0) or 0)
-        return Delivery(message_id=message_id, body=text, receive_count=earlier + max(1, delivery_count),
-                        attributes=dict(properties))
+        return Delivery(
+            message_id=message_id,
+            body=text,
+            receive_count=earlier + max(1, delivery_count),
+            attributes=dict(properties),
+        )
 
     def ack(self, delivery: Delivery) -> None:
         pass  # the function returns and the host completes the message
@@ -76,5 +86,4 @@ class ServiceBusQueue:
             self.send(delivery.body, delay_s=delay_s, properties={CARRIED: delivery.receive_count})
             return  # this delivery completes; the scheduled copy carries the count on
         # raised out of the worker function: Service Bus abandons the message and redelivers it
-        raise Redeliver(f"redeliver message {delivery.message_id} (delivery {delivery.receive_count})",
-                        delay_s=delay_s)
+        raise Redeliver(f"redeliver message {delivery.message_id} (delivery {delivery.receive_count})", delay_s=delay_s)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from core.access import THREADED
@@ -37,9 +38,9 @@ def _key(key: str) -> str:
     return quote(key, safe="").replace("%", "~")  # '%' is allowed but '/' etc. aren't; keep it reversible
 
 
-def _split(text: str) -> dict[str, str]:
-    parts = [text[i:i + 30_000] for i in range(0, len(text), 30_000)] or [""]
-    return {f"data{i}": p for i, p in enumerate(parts)} | {"parts": len(parts)}  # type: ignore[dict-item]
+def _split(text: str) -> dict[str, str | int]:
+    parts = [text[i : i + 30_000] for i in range(0, len(text), 30_000)] or [""]
+    return {f"data{i}": p for i, p in enumerate(parts)} | {"parts": len(parts)}
 
 
 def _join(entity: dict[str, Any]) -> str:
@@ -53,11 +54,16 @@ def purge_expired(client: Any, now: float, limit: int) -> int:
     from azure.core.exceptions import HttpResponseError
 
     gone = 0
-    for e in client.query_entities("expires_at lt @now", parameters={"now": now}, results_per_page=limit,
-                                   select=["PartitionKey", "RowKey", "expires_at"]):
+    for e in client.query_entities(
+        "expires_at lt @now",
+        parameters={"now": now},
+        results_per_page=limit,
+        select=["PartitionKey", "RowKey", "expires_at"],
+    ):
         try:
-            client.delete_entity(e["PartitionKey"], e["RowKey"], etag=e.metadata["etag"],
-                                 match_condition=MatchConditions.IfNotModified)
+            client.delete_entity(
+                e["PartitionKey"], e["RowKey"], etag=e.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )
             gone += 1
         except HttpResponseError as err:
             if err.status_code not in (404, 412):
@@ -76,8 +82,13 @@ class TableJobStore:
 
     def _entity(self, job: Job) -> dict[str, Any]:
         e: dict[str, Any] = {
-            "PartitionKey": partition("job", job.id), "RowKey": job.id, "tenant": job.tenant, "status": job.status.value,
-            "version": job.version, "created_at": job.created_at, "updated_at": job.updated_at,
+            "PartitionKey": partition("job", job.id),
+            "RowKey": job.id,
+            "tenant": job.tenant,
+            "status": job.status.value,
+            "version": job.version,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
             **_split(job.model_dump_json()),
         }
         if job.status.terminal:
@@ -117,8 +128,12 @@ class TableJobStore:
             return False
         new = job.model_copy(update={"version": expected_version + 1})
         try:  # the ETag makes read-check-write one conditional write: a racing writer changes it
-            self._client().update_entity(self._entity(new), mode=UpdateMode.REPLACE,
-                                         etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            self._client().update_entity(
+                self._entity(new),
+                mode=UpdateMode.REPLACE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
         except HttpResponseError as e:
             if e.status_code == 412:
                 return False
@@ -127,10 +142,15 @@ class TableJobStore:
         return True
 
     def list(
-        self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None, after: Position | None = None,
+        self,
+        *,
+        tenant: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
+        after: Position | None = None,
     ) -> list[Job]:
-        clauses, params = ["PartitionKey ge 'job-' and PartitionKey lt 'job.'"], {}  # every shard
+        clauses, params = ["PartitionKey ge 'job-' and PartitionKey lt 'job.'"], dict[str, Any]()  # every shard
         if tenant is not None:
             clauses.append("tenant eq @tenant")
             params["tenant"] = tenant
@@ -180,8 +200,12 @@ class TableStateStore:
         return StateRecord(value=json.loads(e["v"]), version=int(e["version"]), expires_at=e.get("expires_at"))
 
     def _entity(self, key: str, value: dict[str, Any], version: int, ttl_s: float | None) -> dict[str, Any]:
-        e: dict[str, Any] = {"PartitionKey": partition("state", key), "RowKey": _key(key), "v": json.dumps(value),
-                             "version": version}
+        e: dict[str, Any] = {
+            "PartitionKey": partition("state", key),
+            "RowKey": _key(key),
+            "v": json.dumps(value),
+            "version": version,
+        }
         if ttl_s is not None:
             e["expires_at"] = self.clock() + ttl_s
         return e
@@ -192,8 +216,12 @@ class TableStateStore:
         from azure.data.tables import UpdateMode
 
         try:
-            self._client().update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
-                                         match_condition=MatchConditions.IfNotModified)
+            self._client().update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
         except HttpResponseError as e:
             if e.status_code == 412:
                 return False

@@ -8,9 +8,9 @@ Environment (set by infra/gcp): `ALTO_GCP_PROJECT`, `ALTO_TOPIC` (the jobs topic
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
-from core.bootstrap import ApiApp, LazyApp, cloud_settings, compose
+from core.bootstrap import ApiApp, LazyApp, as_worker, cloud_settings, compose
 
 REQUIRED = ("ALTO_TOPIC", "ALTO_BUCKET")
 
@@ -24,20 +24,23 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False) -> Ap
     from core.secrets import EnvSecrets
 
     env = os.environ if env is None else env
-    settings = cloud_settings(env, required=REQUIRED, adapter="GCP", source="infra/gcp",
-                              api_only=api_only)
+    settings = cloud_settings(env, required=REQUIRED, adapter="GCP", source="infra/gcp", api_only=api_only)
     project = clients.project()
     blobs = GcsBlobStore(clients.storage, env["ALTO_BUCKET"])
     return compose(
         settings,
         store=FirestoreJobStore(clients.firestore),
         state=FirestoreStateStore(clients.firestore),
-        queue=PubSubQueue(clients.publisher, f"projects/{project}/topics/{env['ALTO_TOPIC']}", blobs,
-                          limit_bytes=int(env.get("ALTO_CLAIM_CHECK_BYTES", PUBSUB_MAX_BYTES))),
+        queue=PubSubQueue(
+            clients.publisher,
+            f"projects/{project}/topics/{env['ALTO_TOPIC']}",
+            blobs,
+            limit_bytes=int(env.get("ALTO_CLAIM_CHECK_BYTES", PUBSUB_MAX_BYTES)),
+        ),
         blobs=blobs,
         secrets=SecretManagerSecrets(clients.secret_manager, clients.project, EnvSecrets(env)),
     )
 
 
-get_app = LazyApp(lambda: build())
+get_app = LazyApp(lambda: as_worker(build()))  # the functions that process jobs
 get_api_app = LazyApp(lambda: build(api_only=True))  # the `api` function: see core.bootstrap.bootstrap_api

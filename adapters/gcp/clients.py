@@ -9,7 +9,7 @@ the tests serve its gRPC API from tests/fakes/secret_manager.py).
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 
@@ -30,24 +30,27 @@ def _anonymous_if_emulated(var: str) -> dict[str, Any]:
     return {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def publisher() -> Any:
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # a namespace package mypy can't follow
 
     return pubsub_v1.PublisherClient(**_anonymous_if_emulated("PUBSUB_EMULATOR_HOST"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def firestore() -> Any:
     from google.cloud import firestore as fs
 
-    return fs.Client(project=project(), database=os.environ.get("ALTO_FIRESTORE_DATABASE", "(default)"),
-                     **_anonymous_if_emulated("FIRESTORE_EMULATOR_HOST"))
+    return fs.Client(
+        project=project(),
+        database=os.environ.get("ALTO_FIRESTORE_DATABASE", "(default)"),
+        **_anonymous_if_emulated("FIRESTORE_EMULATOR_HOST"),
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def storage() -> Any:
-    from google.cloud import storage as gcs
+    from google.cloud import storage as gcs  # type: ignore[attr-defined]  # a namespace package mypy can't follow
 
     # google-cloud-storage 3.17+ fetches each bucket's metadata in the background on first use, only to label
     # trace spans: a storage.buckets.get no function is granted (a 403 per instance), for spans we don't make
@@ -55,7 +58,7 @@ def storage() -> Any:
     return gcs.Client(project=project(), **_anonymous_if_emulated("STORAGE_EMULATOR_HOST"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def secret_manager() -> Any:
     from google.cloud import secretmanager
 
@@ -67,5 +70,6 @@ def secret_manager() -> Any:
         )
 
         return secretmanager.SecretManagerServiceClient(
-            transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(emulator)))
+            transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(emulator))
+        )
     return secretmanager.SecretManagerServiceClient()

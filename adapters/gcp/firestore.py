@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from core.access import THREADED
@@ -24,7 +25,7 @@ JOB_RETENTION_S = 30 * 86400
 
 
 def _ts(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
 
 
 def _transactional(client: Any, fn: Callable[[Any], Any]) -> Any:
@@ -36,8 +37,9 @@ def _transactional(client: Any, fn: Callable[[Any], Any]) -> Any:
 class FirestoreJobStore:
     access = THREADED  # network calls: the processing path runs them in a thread, off the event loop
 
-    def __init__(self, client: Callable[[], Any], collection: str = "jobs", *,
-                 retention_s: float = JOB_RETENTION_S) -> None:
+    def __init__(
+        self, client: Callable[[], Any], collection: str = "jobs", *, retention_s: float = JOB_RETENTION_S
+    ) -> None:
         self._client = client
         self.collection = collection
         self.retention_s = retention_s
@@ -47,8 +49,12 @@ class FirestoreJobStore:
 
     def _doc(self, job: Job) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "tenant": job.tenant, "status": job.status.value, "version": job.version,
-            "created_at": job.created_at, "updated_at": job.updated_at, "data": job.model_dump_json(),
+            "tenant": job.tenant,
+            "status": job.status.value,
+            "version": job.version,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
+            "data": job.model_dump_json(),
         }
         if job.status.terminal:
             d["expires_at"] = _ts((job.finished_at or job.updated_at) + self.retention_s)
@@ -83,8 +89,13 @@ class FirestoreJobStore:
         return False
 
     def list(
-        self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None, after: Position | None = None,
+        self,
+        *,
+        tenant: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
+        after: Position | None = None,
     ) -> list[Job]:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -105,8 +116,9 @@ class FirestoreJobStore:
 class FirestoreStateStore:
     access = THREADED  # network calls: the processing path runs them in a thread, off the event loop
 
-    def __init__(self, client: Callable[[], Any], collection: str = "state", *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: Callable[[], Any], collection: str = "state", *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._client = client
         self.collection = collection
         self.clock = clock
@@ -127,7 +139,9 @@ class FirestoreStateStore:
             return None
         return StateRecord(value=json.loads(data["v"]), version=int(data["version"]), expires_at=data.get("expires_at"))
 
-    def _write(self, key: str, value: dict[str, Any], ttl_s: float | None, ok: Callable[[dict | None, dict | None], bool]) -> bool:
+    def _write(
+        self, key: str, value: dict[str, Any], ttl_s: float | None, ok: Callable[[dict | None, dict | None], bool]
+    ) -> bool:
         ref = self._ref(key)
 
         def write(tx: Any) -> bool:
@@ -138,7 +152,7 @@ class FirestoreStateStore:
             doc: dict[str, Any] = {"v": json.dumps(value), "version": int((raw or {}).get("version", 0)) + 1}
             if ttl_s is not None:
                 doc["expires_at"] = self.clock() + ttl_s  # epoch seconds: compared by us on every read
-                doc["ttl"] = _ts(self.clock() + ttl_s)   # the TTL policy's Timestamp field
+                doc["ttl"] = _ts(self.clock() + ttl_s)  # the TTL policy's Timestamp field
             tx.set(ref, doc)
             return True
 
@@ -150,8 +164,9 @@ class FirestoreStateStore:
     def compare_and_set(
         self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
     ) -> bool:
-        return self._write(key, value, ttl_s,
-                           lambda raw, live: live is not None and int(live["version"]) == expected_version)
+        return self._write(
+            key, value, ttl_s, lambda raw, live: live is not None and int(live["version"]) == expected_version
+        )
 
     def delete(self, key: str) -> None:
         self._ref(key).delete()

@@ -6,7 +6,8 @@ permanent and explained failure rather than a crash retried until the message de
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.errors import AccessDenied
 
@@ -22,7 +23,8 @@ class GcsBlobStore:
     def _denied(self, permission: str, key: str) -> AccessDenied:
         return AccessDenied(
             f"{permission} on gs://{self.bucket_name}/{key} was denied: give the function's service account a storage "
-            f"role on the '{key.split('/', 1)[0]}/' prefix in infra/gcp/functions.tf (local.grants)")
+            f"role on the '{key.split('/', 1)[0]}/' prefix in infra/gcp/functions.tf (local.grants)"
+        )
 
     def put(self, key: str, data: bytes) -> None:
         from google.api_core.exceptions import Forbidden

@@ -36,8 +36,13 @@ def api(request: Any) -> Any:
     # no base URL from the request (its Host header is the client's to choose): status URLs are relative
     # unless server.public_url names the function's URL
     req = ApiRequest(
-        method=request.method, path=request.path, headers=headers, body=request.get_data(cache=False),
-        base_url="", query=request.args.to_dict(), streaming=True,
+        method=request.method,
+        path=request.path,
+        headers=headers,
+        body=request.get_data(cache=False),
+        base_url="",
+        query=request.args.to_dict(),
+        streaming=True,
     )
     resp = respond(api_for(get_api_app()), req)
     if resp.frames is not None and resp.media_type == "text/event-stream":  # gen2 (Cloud Run) streams responses
@@ -54,7 +59,7 @@ def _delivery(cloud_event: Any) -> Any:
     attempt = data.get("deliveryAttempt") or msg.get("deliveryAttempt") or 1
     raw = base64.b64decode(msg.get("data") or b"")
     return get_app().queue.delivery(  # type: ignore[attr-defined]
-        str(msg.get("messageId") or cloud_event["id"]), raw, dict(msg.get("attributes") or {}), int(attempt),
+        str(msg.get("messageId") or cloud_event["id"]), raw, dict(msg.get("attributes") or {}), int(attempt)
     )
 
 

@@ -9,7 +9,8 @@ if that fits its invocation, or republishes it unchanged (no delivery attempt sp
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.claimcheck import check_in, check_out
 from core.errors import Redeliver
@@ -20,7 +21,12 @@ PUBSUB_MAX_BYTES = 10 * 1000 * 1000
 
 class PubSubQueue:
     def __init__(
-        self, publisher: Callable[[], Any], topic_path: str, blobs: BlobStore, *, limit_bytes: int = PUBSUB_MAX_BYTES,
+        self,
+        publisher: Callable[[], Any],
+        topic_path: str,
+        blobs: BlobStore,
+        *,
+        limit_bytes: int = PUBSUB_MAX_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._publisher = publisher
@@ -49,5 +55,8 @@ class PubSubQueue:
 
     def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
         # raised out of the worker function: Pub/Sub redelivers after the subscription's backoff
-        raise Redeliver(f"redeliver message {delivery.message_id} (wanted a {delay_s:.1f} s delay; the "
-                        "subscription's retry policy decides)", delay_s=delay_s)
+        raise Redeliver(
+            f"redeliver message {delivery.message_id} (wanted a {delay_s:.1f} s delay; the "
+            "subscription's retry policy decides)",
+            delay_s=delay_s,
+        )

@@ -3,7 +3,8 @@ per instance."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.errors import ConfigError
 from core.secrets import CachedSecrets, EnvSecrets
@@ -12,7 +13,9 @@ from core.secrets import CachedSecrets, EnvSecrets
 class SecretManagerSecrets(CachedSecrets):
     scheme = "gcp-sm"
 
-    def __init__(self, client: Callable[[], Any], project: Callable[[], str], fallback: EnvSecrets | None = None) -> None:
+    def __init__(
+        self, client: Callable[[], Any], project: Callable[[], str], fallback: EnvSecrets | None = None
+    ) -> None:
         super().__init__(fallback)
         self._client = client
         self._project = project

@@ -17,10 +17,55 @@ import json
 import sys
 from pathlib import Path
 
-MODULES = """abc argparse asyncio base64 bisect collections concurrent.futures configparser contextlib copy csv
-dataclasses datetime difflib enum fnmatch functools glob gzip hashlib heapq hmac html itertools json
-logging logging.handlers math os os.path pickle pprint random secrets shlex shutil statistics subprocess
-tempfile textwrap threading time timeit traceback urllib.parse uuid zipfile""".split()
+MODULES = [
+    "abc",
+    "argparse",
+    "asyncio",
+    "base64",
+    "bisect",
+    "collections",
+    "concurrent.futures",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "difflib",
+    "enum",
+    "fnmatch",
+    "functools",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "itertools",
+    "json",
+    "logging",
+    "logging.handlers",
+    "math",
+    "os",
+    "os.path",
+    "pickle",
+    "pprint",
+    "random",
+    "secrets",
+    "shlex",
+    "shutil",
+    "statistics",
+    "subprocess",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "time",
+    "timeit",
+    "traceback",
+    "urllib.parse",
+    "uuid",
+    "zipfile",
+]
 
 # (query, [relevant ids]) — the first id is the best answer (grade 2), the others also answer it (grade 1)
 QUERIES: list[tuple[str, list[str]]] = [
@@ -36,7 +81,10 @@ QUERIES: list[tuple[str, list[str]]] = [
     ("group adjacent elements that share the same key", ["itertools.groupby"]),
     ("remove the common indentation from a block of text", ["textwrap.dedent"]),
     ("break a long paragraph into lines no wider than 70 characters", ["textwrap.wrap", "textwrap.fill"]),
-    ("show the differences between two lists of lines in patch format", ["difflib.unified_diff", "difflib.context_diff"]),
+    (
+        "show the differences between two lists of lines in patch format",
+        ["difflib.unified_diff", "difflib.context_diff"],
+    ),
     ("suggest the closest valid words for a typo", ["difflib.get_close_matches"]),
     ("a directory that is cleaned up automatically when I'm done with it", ["tempfile.TemporaryDirectory"]),
     ("run another program and capture what it prints", ["subprocess.run", "subprocess.check_output"]),
@@ -47,7 +95,10 @@ QUERIES: list[tuple[str, list[str]]] = [
     ("split a web address into scheme, host, path and query", ["urllib.parse.urlsplit", "urllib.parse.urlparse"]),
     ("derive a key from a password with many iterations and a salt", ["hashlib.pbkdf2_hmac"]),
     ("compare two secrets without leaking timing information", ["hmac.compare_digest", "secrets.compare_digest"]),
-    ("memoize a function so repeated calls with the same arguments are fast", ["functools.lru_cache", "functools.cache"]),
+    (
+        "memoize a function so repeated calls with the same arguments are fast",
+        ["functools.lru_cache", "functools.cache"],
+    ),
     ("freeze some arguments of a function to make a new callable", ["functools.partial"]),
     ("tally how many times each element appears", ["collections.Counter"]),
     ("a dict subclass that supplies a default for missing keys", ["collections.defaultdict"]),
@@ -84,7 +135,10 @@ QUERIES: list[tuple[str, list[str]]] = [
     ("give up on an awaitable if it takes longer than a number of seconds", ["asyncio.wait_for", "asyncio.timeout"]),
     ("log file that starts a new file when it gets too big", ["logging.handlers.RotatingFileHandler"]),
     ("get the current exception's stack trace as a string", ["traceback.format_exc"]),
-    ("convert a string like 2024-01-31 into a date object", ["datetime.datetime.strptime", "datetime.date.fromisoformat"]),
+    (
+        "convert a string like 2024-01-31 into a date object",
+        ["datetime.datetime.strptime", "datetime.date.fromisoformat"],
+    ),
     ("check whether a path points to an existing file or directory", ["os.path.exists"]),
 ]
 
@@ -98,7 +152,7 @@ def build(out: Path) -> None:
     corpus: dict[str, tuple[str, str]] = {}
     for name in MODULES:
         mod = importlib.import_module(name)
-        if (d := _doc(mod)):
+        if d := _doc(mod):
             corpus[name] = (name, d[:1500])
         for attr in sorted(getattr(mod, "__all__", None) or dir(mod)):
             if attr.startswith("_"):
@@ -108,10 +162,13 @@ def build(out: Path) -> None:
                 continue
             owner = getattr(obj, "__module__", None) or ""
             # keep the module's own objects and what it re-exports from private or C modules
-            if (owner != name and not owner.startswith((name + ".", "_"))
-                    and owner not in ("genericpath", "posixpath", "posix")):
+            if (
+                owner != name
+                and not owner.startswith((name + ".", "_"))
+                and owner not in ("genericpath", "posixpath", "posix")
+            ):
                 continue
-            if (d := _doc(obj)):
+            if d := _doc(obj):
                 corpus.setdefault(f"{name}.{attr}", (f"{name}.{attr}", d[:1500]))
             if inspect.isclass(obj) and name in ("datetime",):
                 for meth in ("strptime", "fromisoformat"):

@@ -64,16 +64,19 @@ class TenantConfig(_Strict):
     default_collection: str | None = Field(default=None, pattern=NAME_PATTERN)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     webhook_secret: str | None = Field(
-        default=None, description="Secret reference (env:NAME) to a `whsec_<base64>` key: callbacks are signed with it "
-                                  "in the Standard Webhooks form.")
+        default=None,
+        description="Secret reference (env:NAME) to a `whsec_<base64>` key: callbacks are signed with it "
+        "in the Standard Webhooks form.",
+    )
     budgets: BudgetConfig | None = Field(default=None, description="Spend limits, reserved before each call.")
 
     @field_validator("webhook_secret")
     @classmethod
     def _secret_ref(cls, v: str | None) -> str | None:
         if v is not None and not SECRET_REF.match(v):
-            raise ValueError("webhook_secret must be a secret reference such as 'env:ALTO_WEBHOOK_SECRET', not the "
-                             "secret itself")
+            raise ValueError(
+                "webhook_secret must be a secret reference such as 'env:ALTO_WEBHOOK_SECRET', not the secret itself"
+            )
         return v
 
     @field_validator("api_keys")
@@ -107,15 +110,17 @@ class OperatorsConfig(_Strict):
 class CallbackConfig(_Strict):
     allow: list[str] = Field(
         default_factory=list,
-        description="Host names or CIDR ranges callbacks may reach although they are internal (e.g. 10.1.0.0/16).")
+        description="Host names or CIDR ranges callbacks may reach although they are internal (e.g. 10.1.0.0/16).",
+    )
     nat64_prefixes: list[str] = Field(
-        default_factory=list, description="NAT64 prefixes of the network the service runs in (e.g. 2001:db8:64::/96), "
-        "besides the well-known 64:ff9b::/96: an IPv4 address embedded in one is judged as that address.")
+        default_factory=list,
+        description="NAT64 prefixes of the network the service runs in (e.g. 2001:db8:64::/96), "
+        "besides the well-known 64:ff9b::/96: an IPv4 address embedded in one is judged as that address.",
+    )
     max_tries: int = Field(default=5, ge=1, description="Deliveries of one callback before it is given up.")
     backoff_base_s: float = Field(default=5.0, ge=0, description="First retry delay; doubles per try.")
     backoff_max_s: float = Field(default=600.0, ge=0)
     timeout_s: float = Field(default=10.0, gt=0, description="Whole-request timeout of one delivery.")
-
 
     @field_validator("nat64_prefixes")
     @classmethod
@@ -126,10 +131,14 @@ class CallbackConfig(_Strict):
             try:
                 net = ipaddress.IPv6Network(p)
             except ValueError:
-                raise ValueError(f"nat64_prefixes[{i}]: {p!r} is not an IPv6 network such as 2001:db8:64::/96") from None
+                raise ValueError(
+                    f"nat64_prefixes[{i}]: {p!r} is not an IPv6 network such as 2001:db8:64::/96"
+                ) from None
             if net.prefixlen not in (32, 40, 48, 56, 64, 96):
-                raise ValueError(f"nat64_prefixes[{i}]: a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052), "
-                                 f"not /{net.prefixlen}")
+                raise ValueError(
+                    f"nat64_prefixes[{i}]: a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052), "
+                    f"not /{net.prefixlen}"
+                )
         return prefixes
 
 
@@ -140,27 +149,48 @@ class QueueConfig(_Strict):
 
 
 class ProcessConfig(_Strict):
-    gc_freeze: bool = Field(default=True, description=(
-        "Once a worker process is ready (config loaded, SDKs imported, providers built), move every object "
-        "alive then out of the garbage collector's scans (gc.freeze): a full collection no longer walks the "
-        "imported SDKs (~184,000 objects, 110-145 ms a collection here)."))
-    gc_young_threshold: int = Field(default=10_000, ge=0, description=(
-        "Allocations between young-generation collections (Python's default is 700; 0 leaves it alone). A job "
-        "allocates thousands of short-lived objects, so the default collects several times per job."))
-    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(default="auto", description=(
-        "The event loop jobs run on: `auto` takes uvloop when the `uvloop` extra is installed (its scheduler runs "
-        "in C: ~0.1 ms less CPU a job, measured in benchmarks/throughput.py), else asyncio's; `asyncio` keeps the "
-        "standard loop."))
+    gc_freeze: bool = Field(
+        default=True,
+        description=(
+            "Once a worker process is ready (config loaded, SDKs imported, providers built), move every object "
+            "alive then out of the garbage collector's scans (gc.freeze): a full collection no longer walks the "
+            "imported SDKs (~184,000 objects, 110-145 ms a collection here)."
+        ),
+    )
+    gc_young_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description=(
+            "Allocations between young-generation collections (Python's default is 700; 0 leaves it alone). A job "
+            "allocates thousands of short-lived objects, so the default collects several times per job."
+        ),
+    )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description=(
+            "The event loop jobs run on: `auto` takes uvloop when the `uvloop` extra is installed (its scheduler runs "
+            "in C: ~0.1 ms less CPU a job, measured in benchmarks/throughput.py), else asyncio's; `asyncio` keeps the "
+            "standard loop."
+        ),
+    )
 
 
 class EmbeddedConfig(_Strict):
-    storage_thread: bool = Field(default=True, description=(
-        "Run the embedded SQLite stores' calls from the event loop on one storage thread per process, "
-        "committed in groups; false runs them inline on the loop (the behaviour before 0.2, kept for comparison)."))
-    group_on_loop: bool = Field(default=True, description=(
-        "Commit a group on the event loop itself when the database locks are free (one try, no waiting), and "
-        "hand it to the storage thread only while another connection holds one; false always uses the thread "
-        "(its hand-offs between threads cost 0.10-0.16 ms more CPU per job, measured in-process)."))
+    storage_thread: bool = Field(
+        default=True,
+        description=(
+            "Run the embedded SQLite stores' calls from the event loop on one storage thread per process, "
+            "committed in groups; false runs them inline on the loop (the behaviour before 0.2, kept for comparison)."
+        ),
+    )
+    group_on_loop: bool = Field(
+        default=True,
+        description=(
+            "Commit a group on the event loop itself when the database locks are free (one try, no waiting), and "
+            "hand it to the storage thread only while another connection holds one; false always uses the thread "
+            "(its hand-offs between threads cost 0.10-0.16 ms more CPU per job, measured in-process)."
+        ),
+    )
 
 
 class CacheConfig(_Strict):
@@ -208,10 +238,17 @@ class StreamConfig(_Strict):
 
     flush_ms: float = Field(default=250.0, ge=10, description="The worker writes new text at most this often.")
     poll_ms: float = Field(default=100.0, ge=10, description="How often an SSE or long-poll request looks again.")
-    max_wait_s: float = Field(default=25.0, gt=0, le=900,
-                              description="Longest long-poll or buffered SSE response (under the platform's timeout).")
-    inline_chars: int = Field(default=32_000, ge=1000,
-                              description="Longer partial text is kept in the blob store, its pointer in the state store.")
+    max_wait_s: float = Field(
+        default=25.0,
+        gt=0,
+        le=900,
+        description="Longest long-poll or buffered SSE response (under the platform's timeout).",
+    )
+    inline_chars: int = Field(
+        default=32_000,
+        ge=1000,
+        description="Longer partial text is kept in the blob store, its pointer in the state store.",
+    )
 
 
 class BatchConfig(_Strict):
@@ -219,8 +256,12 @@ class BatchConfig(_Strict):
 
     flush_s: float = Field(default=60.0, gt=0, description="A pending batch is sent at most this long after it opened.")
     max_requests: int = Field(default=1000, ge=1, le=100_000, description="...or as soon as it holds this many.")
-    poll_s: float = Field(default=30.0, gt=0, description="How often `alto serve` flushes and polls (`alto batch tick`).")
-    wait_s: float = Field(default=86_400.0, gt=0, description="A batched job's lease: the provider's own expiry (24 h).")
+    poll_s: float = Field(
+        default=30.0, gt=0, description="How often `alto serve` flushes and polls (`alto batch tick`)."
+    )
+    wait_s: float = Field(
+        default=86_400.0, gt=0, description="A batched job's lease: the provider's own expiry (24 h)."
+    )
 
 
 class LoggingConfig(_Strict):
@@ -233,22 +274,39 @@ class EmfConfig(_Strict):
 
 
 class OtelConfig(_Strict):
-    enabled: bool = Field(default=False, description="OpenTelemetry spans (GenAI conventions) and metrics; "
-                          "needs `pip install 'altostratus[otel]'`.")
-    endpoint: str | None = Field(default=None, description=(
-        "OTLP/HTTP base URL (e.g. http://localhost:4318). Unset: the process's global providers are used, "
-        "as configured by the platform's distro or opentelemetry-instrument."))
+    enabled: bool = Field(
+        default=False,
+        description="OpenTelemetry spans (GenAI conventions) and metrics; needs `pip install 'altostratus[otel]'`.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description=(
+            "OTLP/HTTP base URL (e.g. http://localhost:4318). Unset: the process's global providers are used, "
+            "as configured by the platform's distro or opentelemetry-instrument."
+        ),
+    )
     service_name: str = "altostratus"
-    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0, description=(
-        "Share of jobs whose spans are exported, decided by trace id (the same in every process, like "
-        "TraceIdRatioBased); metrics count every job."))
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of jobs whose spans are exported, decided by trace id (the same in every process, like "
+            "TraceIdRatioBased); metrics count every job."
+        ),
+    )
 
 
 class AuditConfig(_Strict):
-    enabled: bool = Field(default=False, description="Per job: the prompt as sent, the output and the decision "
-                          "trail, as JSON lines in the blob store. Never in the ordinary logs.")
+    enabled: bool = Field(
+        default=False,
+        description="Per job: the prompt as sent, the output and the decision "
+        "trail, as JSON lines in the blob store. Never in the ordinary logs.",
+    )
     prefix: str = Field(default="audit", pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    retention_days: int = Field(default=90, ge=1, description="Names the key prefix; set the bucket's lifecycle rule on it.")
+    retention_days: int = Field(
+        default=90, ge=1, description="Names the key prefix; set the bucket's lifecycle rule on it."
+    )
     redact_pii: bool = Field(default=True, description="E-mail addresses, phone and card numbers masked.")
 
 
@@ -283,14 +341,19 @@ class ApiSettings(_Strict):
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"tenant name {name!r} is not valid: use {NAME_RULE}")
         return tenants
+
     operators: OperatorsConfig = Field(default_factory=OperatorsConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
-    process: ProcessConfig = Field(default_factory=ProcessConfig, description="Worker process tuning (garbage collector).")
+    process: ProcessConfig = Field(
+        default_factory=ProcessConfig, description="Worker process tuning (garbage collector)."
+    )
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     callbacks: CallbackConfig = Field(default_factory=CallbackConfig)
     workflows: dict[str, WorkflowConfig] = Field(
-        default_factory=builtin_workflows, description="Multi-step jobs keyed by `name@version` (summarize@1 is built in).")
+        default_factory=builtin_workflows,
+        description="Multi-step jobs keyed by `name@version` (summarize@1 is built in).",
+    )
 
     @field_validator("workflows")
     @classmethod

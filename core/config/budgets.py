@@ -18,6 +18,7 @@ class SpendLimits(_Strict):
 
 class BudgetConfig(SpendLimits):
     on_exhausted: Literal["fail", "defer"] = Field(
-        default="fail", description="A call that does not fit: fail the job `budget_exhausted`, or defer it to the "
-                                    "next period.")
+        default="fail",
+        description="A call that does not fit: fail the job `budget_exhausted`, or defer it to the next period.",
+    )
     tasks: dict[str, SpendLimits] = Field(default_factory=dict, description="Limits of one task's jobs, on top.")

@@ -7,8 +7,9 @@ validates only what the HTTP API reads, for its cold start. Every error names th
 # no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -68,7 +69,7 @@ def _env_overrides(env: Mapping[str, str], names: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
         raw = env[name]
-        path = [p.lower() for p in name[len("ALTO_"):].split("__")]
+        path = [p.lower() for p in name[len("ALTO_") :].split("__")]
         node = out
         for p in path[:-1]:
             node = node.setdefault(p, {})
@@ -97,8 +98,10 @@ def parse_api_keys_env(value: str) -> dict[str, list[str]]:
     for n, item in enumerate(filter(None, (p.strip() for p in value.split(","))), 1):
         tenant, sep, key = item.partition("=")
         if not sep or not tenant.strip() or not key.strip():
-            raise ConfigError(f"ALTO_API_KEYS: {_which(n, item)} is not of the form tenant=key; use e.g. "
-                              "ALTO_API_KEYS=acme=s3cret,beta=0ther")
+            raise ConfigError(
+                f"ALTO_API_KEYS: {_which(n, item)} is not of the form tenant=key; use e.g. "
+                "ALTO_API_KEYS=acme=s3cret,beta=0ther"
+            )
         out.setdefault(tenant.strip(), []).append(hash_api_key(key.strip()))
     return out
 
@@ -113,8 +116,10 @@ def parse_api_key_hashes_env(value: str) -> dict[str, list[str]]:
     for n, item in enumerate(filter(None, (p.strip() for p in value.split(","))), 1):
         tenant, sep, digest = item.partition("=")
         if not sep or not tenant.strip() or not KEY_HASH.match(digest.strip()):
-            raise ConfigError(f"ALTO_API_KEY_HASHES: {_which(n, item)} is not of the form tenant=sha256:<64 hex>; "
-                              "make each hash with `alto config hash-key KEY` and give e.g. acme=sha256:9f86…")
+            raise ConfigError(
+                f"ALTO_API_KEY_HASHES: {_which(n, item)} is not of the form tenant=sha256:<64 hex>; "
+                "make each hash with `alto config hash-key KEY` and give e.g. acme=sha256:9f86…"
+            )
         out.setdefault(tenant.strip(), []).append(digest.strip())
     return out
 
@@ -183,7 +188,8 @@ def _read(path: str | Path | None, env: Mapping[str, str] | None) -> tuple[dict[
             operators = data.setdefault("operators", {}) or {}
             data["operators"] = operators
             operators["api_keys"] = list(operators.get("api_keys") or []) + [
-                parse_one(n, item) for n, item in enumerate(filter(None, (p.strip() for p in env[name].split(","))), 1)]
+                parse_one(n, item) for n, item in enumerate(filter(None, (p.strip() for p in env[name].split(","))), 1)
+            ]
     return data, source
 
 
@@ -195,8 +201,10 @@ def _operator_hash(n: int, digest: str) -> str:
     from core.config.api import KEY_HASH
 
     if not KEY_HASH.match(digest):
-        raise ConfigError(f"ALTO_OPERATOR_KEY_HASHES: entry {n} is not a sha256:<64 hex> hash; make it with "
-                          "`alto config hash-key KEY`")
+        raise ConfigError(
+            f"ALTO_OPERATOR_KEY_HASHES: entry {n} is not a sha256:<64 hex> hash; make it with "
+            "`alto config hash-key KEY`"
+        )
     return digest
 
 

@@ -33,8 +33,11 @@ def secret_refs(settings: Settings) -> list[tuple[str, str]]:
 
 def missing_sdks(settings: Settings) -> list[str]:
     """Routed providers whose SDK is not installed here, each with the pip command that installs it."""
-    return [f"  providers.{name} (type {settings.providers[name].type}) {missing}"
-            for name in routed_providers(settings) if (missing := missing_sdk(settings.providers[name].type))]
+    return [
+        f"  providers.{name} (type {settings.providers[name].type}) {missing}"
+        for name in routed_providers(settings)
+        if (missing := missing_sdk(settings.providers[name].type))
+    ]
 
 
 def unresolved_secrets(settings: Settings, secrets: Secrets) -> list[str]:

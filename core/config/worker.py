@@ -29,21 +29,28 @@ def _check_secret_ref(value: str | None, what: str) -> str | None:
 
 
 class ProviderConfig(_Strict):
-    type: Literal["offline", "anthropic", "openai_compatible", "bedrock"] = Field(description="Provider implementation.")
+    type: Literal["offline", "anthropic", "openai_compatible", "bedrock"] = Field(
+        description="Provider implementation."
+    )
     api_key: str | None = Field(default=None, description="Secret reference, e.g. env:ANTHROPIC_API_KEY.")
     base_url: str | None = Field(default=None, description="API base URL (openai_compatible: up to /v1).")
     timeout_s: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=200, gt=0)
     http: Literal["auto", "aiohttp", "httpx"] = Field(
-        default="auto", description="anthropic: the SDK's HTTP transport; `auto` takes aiohttp when the `aiohttp` extra "
-        "is installed (faster per call), else the SDK's default httpx2.")
+        default="auto",
+        description="anthropic: the SDK's HTTP transport; `auto` takes aiohttp when the `aiohttp` extra "
+        "is installed (faster per call), else the SDK's default httpx2.",
+    )
     calls: Literal["direct", "sdk"] = Field(
-        default="direct", description="anthropic: how a plain (non-streaming) call is sent. `direct` posts the same "
+        default="direct",
+        description="anthropic: how a plain (non-streaming) call is sent. `direct` posts the same "
         "request with the SDK client's own headers on its own HTTP client, skipping the SDK's request and reply models "
         "(more than half a call's CPU); `sdk` sends it through `messages.create`, for SDK-level hooks and spans. Streams, "
-        "batches and clients with per-request auth always use the SDK.")
+        "batches and clients with per-request auth always use the SDK.",
+    )
     api_style: Literal["openai", "azure"] = Field(
-        default="openai", description="openai_compatible: `azure` uses deployment URLs, api-version and the api-key header."
+        default="openai",
+        description="openai_compatible: `azure` uses deployment URLs, api-version and the api-key header.",
     )
     api_version: str | None = Field(default=None, description="Azure OpenAI api-version, e.g. 2024-10-21.")
     region: str | None = Field(default=None, description="bedrock: AWS region of the runtime endpoint.")
@@ -76,8 +83,10 @@ class LimitsConfig(_Strict):
 
     def rates_per_s(self) -> dict[str, float]:
         named = {
-            "requests": self.requests_per_minute, "input_tokens": self.input_tokens_per_minute,
-            "output_tokens": self.output_tokens_per_minute, "tokens": self.tokens_per_minute,
+            "requests": self.requests_per_minute,
+            "input_tokens": self.input_tokens_per_minute,
+            "output_tokens": self.output_tokens_per_minute,
+            "tokens": self.tokens_per_minute,
         }
         return {k: v / 60.0 for k, v in named.items() if v is not None}
 
@@ -93,34 +102,49 @@ class ModelConfig(_Strict):
         default=None, ge=0, description="USD per million prompt-cache-read tokens, where the provider has them."
     )
     cache_write_per_mtok: float | None = Field(
-        default=None, ge=0, description="USD per million tokens written to the prompt cache (Anthropic: 1.25x input "
-                                        "for the 5-minute cache); unset: the input price.")
-    batch_discount: float = Field(default=0.5, ge=0, lt=1, description="Off the price through the batch API "
-                                                                       "(Anthropic and OpenAI: 50%).")
+        default=None,
+        ge=0,
+        description="USD per million tokens written to the prompt cache (Anthropic: 1.25x input "
+        "for the 5-minute cache); unset: the input price.",
+    )
+    batch_discount: float = Field(
+        default=0.5, ge=0, lt=1, description="Off the price through the batch API (Anthropic and OpenAI: 50%)."
+    )
     cache_min_tokens: int | None = Field(
-        default=None, gt=0, description="Mark the stable prompt prefix (system, instructions, context) for the "
-                                        "provider's prompt cache once it is this long (Anthropic's minimum for the "
-                                        "model); unset: never mark it.")
+        default=None,
+        gt=0,
+        description="Mark the stable prompt prefix (system, instructions, context) for the "
+        "provider's prompt cache once it is this long (Anthropic's minimum for the "
+        "model); unset: never mark it.",
+    )
     region: str | None = Field(default=None, description="Where the model is served (for tenant policies).")
     limits: LimitsConfig | None = Field(default=None, description="Rate limits and concurrency cap.")
     tokenizer: Literal["cl100k_base", "estimate"] = Field(
         default="cl100k_base", description="How prompts are counted for budgets (a real BPE shipped offline)."
     )
     token_margin: float = Field(
-        default=0.0, ge=0.0, le=0.5,
+        default=0.0,
+        ge=0.0,
+        le=0.5,
         description="Share of the input space held back because `tokenizer` only approximates the model's own "
         "(Claude's tokenizer is not public: its counts run up to ~25% above cl100k_base).",
     )
     count_tokens: Literal["local", "provider"] = Field(
-        default="local", description="`provider`: check the assembled prompt with the provider's count-tokens endpoint.",
+        default="local", description="`provider`: check the assembled prompt with the provider's count-tokens endpoint."
     )
 
-    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0) -> float:
+    def cost(
+        self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> float:
         """USD for one call; `input_tokens` excludes cache reads and writes, each billed at its own price."""
         read = self.cache_read_per_mtok if self.cache_read_per_mtok is not None else self.input_per_mtok
         write = self.cache_write_per_mtok if self.cache_write_per_mtok is not None else self.input_per_mtok
-        micro = (input_tokens * self.input_per_mtok + cache_read_tokens * read + cache_write_tokens * write
-                 + output_tokens * self.output_per_mtok)
+        micro = (
+            input_tokens * self.input_per_mtok
+            + cache_read_tokens * read
+            + cache_write_tokens * write
+            + output_tokens * self.output_per_mtok
+        )
         return round(micro / 1_000_000, 10)
 
 
@@ -135,11 +159,10 @@ class FallbackConfig(_Strict):
         default_factory=list, description="When the request can't fit the model's context window."
     )
     content_policy: list[str] = Field(default_factory=list, description="When the model refuses on policy grounds.")
-    circuit_open: list[str] = Field(
-        default_factory=list, description="While the route's model has an open circuit."
-    )
+    circuit_open: list[str] = Field(default_factory=list, description="While the route's model has an open circuit.")
     max_tokens: list[str] = Field(
-        default_factory=list, description="When a reply is cut at max_tokens and the route says on_max_tokens: fallback."
+        default_factory=list,
+        description="When a reply is cut at max_tokens and the route says on_max_tokens: fallback.",
     )
 
 
@@ -156,11 +179,12 @@ class RouteConfig(_Strict):
     max_tokens: int = Field(default=1024, gt=0, description="Maximum output tokens for this route.")
     template: str = Field(default="answer-with-citations@1", description="Prompt template id@version.")
     lane: Literal["online", "batch"] = Field(
-        default="online", description="batch: this route's calls go through the provider's batch API (cheaper, slower).")
+        default="online", description="batch: this route's calls go through the provider's batch API (cheaper, slower)."
+    )
     on_max_tokens: Literal["accept", "fail", "fallback"] = Field(
         default="accept",
         description="A reply cut at max_tokens: serve it (its stop_reason says so), fail the job, or try "
-                    "`fallbacks.max_tokens` (then fail). A cut reply is billed either way.",
+        "`fallbacks.max_tokens` (then fail). A cut reply is billed either way.",
     )
     fallbacks: FallbackConfig = Field(default_factory=FallbackConfig)
 
@@ -175,9 +199,11 @@ class RouteConfig(_Strict):
 
     def model_refs(self, where: str) -> list[tuple[str, str]]:
         """(key path, model name) for every model this route may call: its targets and every fallback."""
-        refs = [(f"{where}.model", self.model)] if self.model else [
-            (f"{where}.targets[{i}].model", t.model) for i, t in enumerate(self.targets)
-        ]
+        refs = (
+            [(f"{where}.model", self.model)]
+            if self.model
+            else [(f"{where}.targets[{i}].model", t.model) for i, t in enumerate(self.targets)]
+        )
         for kind in FALLBACK_KINDS:
             refs += [(f"{where}.fallbacks.{kind}[{i}]", m) for i, m in enumerate(getattr(self.fallbacks, kind))]
         return refs
@@ -219,7 +245,9 @@ class TemplateConfig(_Strict):
 
 
 class SnapshotConfig(_Strict):
-    refresh_s: float = Field(default=60.0, ge=0, description="How often a worker re-reads a collection's LATEST pointer.")
+    refresh_s: float = Field(
+        default=60.0, ge=0, description="How often a worker re-reads a collection's LATEST pointer."
+    )
     scratch_dir: Path | None = Field(default=None, description="Where snapshots are downloaded; default: the temp dir.")
 
 
@@ -233,19 +261,23 @@ class PgVectorConfig(_Strict):
 
 class RetrievalConfig(_Strict):
     backend: Literal["embedded", "snapshot", "pgvector"] = Field(
-        default="embedded", description="embedded: the SQLite index under data_dir; snapshot: published copies "
+        default="embedded",
+        description="embedded: the SQLite index under data_dir; snapshot: published copies "
         "in the blob store (serverless); pgvector: Postgres.",
     )
     mode: Literal["keyword", "vector", "hybrid"] = Field(
-        default="keyword", description="vector and hybrid need the embedding model package (see README).",
+        default="keyword", description="vector and hybrid need the embedding model package (see README)."
     )
     keyword_engine: Literal["auto", "fts5", "bm25s"] = Field(
-        default="auto", description="auto: bm25s when installed (p50 < 1 ms at 100k chunks), else SQLite FTS5.",
+        default="auto", description="auto: bm25s when installed (p50 < 1 ms at 100k chunks), else SQLite FTS5."
     )
     embedding_model: str = "all-minilm-l6-v2"
     blas_threads: int = Field(
-        default=1, ge=1, description="BLAS threads for vector search and bm25s (NumPy); one per worker process "
-        "serves concurrent jobs best. An OPENBLAS_NUM_THREADS / OMP_NUM_THREADS already set wins.")
+        default=1,
+        ge=1,
+        description="BLAS threads for vector search and bm25s (NumPy); one per worker process "
+        "serves concurrent jobs best. An OPENBLAS_NUM_THREADS / OMP_NUM_THREADS already set wins.",
+    )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank fusion constant.")
     top_k: int = Field(default=5, ge=1, le=100, description="Most chunks put into one prompt.")
     candidates: int = Field(default=20, ge=1, le=500, description="Chunks retrieved before assembly picks.")
@@ -254,7 +286,7 @@ class RetrievalConfig(_Strict):
         default=0.8, gt=0, le=1.0, description="Word-shingle Jaccard similarity at which a chunk counts as a copy."
     )
     ordering: Literal["relevance", "lost_in_middle"] = Field(
-        default="relevance", description="lost_in_middle puts the strongest chunks first and last.",
+        default="relevance", description="lost_in_middle puts the strongest chunks first and last."
     )
     chunk_tokens: int = Field(default=200, ge=20)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
@@ -277,14 +309,28 @@ def _builtin_models() -> dict[str, ModelConfig]:
     return {
         "offline": ModelConfig(provider="offline", model_id="offline-extractive", context_window=32_000),
         "claude-opus-4-5": ModelConfig(
-            provider="anthropic", model_id="claude-opus-4-5", context_window=200_000,
-            max_output_tokens=64_000, input_per_mtok=5.0, output_per_mtok=25.0, token_margin=0.25,
-            cache_read_per_mtok=0.5, cache_write_per_mtok=6.25, cache_min_tokens=4096,
+            provider="anthropic",
+            model_id="claude-opus-4-5",
+            context_window=200_000,
+            max_output_tokens=64_000,
+            input_per_mtok=5.0,
+            output_per_mtok=25.0,
+            token_margin=0.25,
+            cache_read_per_mtok=0.5,
+            cache_write_per_mtok=6.25,
+            cache_min_tokens=4096,
         ),
         "claude-haiku-4-5": ModelConfig(
-            provider="anthropic", model_id="claude-haiku-4-5", context_window=200_000,
-            max_output_tokens=64_000, input_per_mtok=1.0, output_per_mtok=5.0, token_margin=0.25,
-            cache_read_per_mtok=0.1, cache_write_per_mtok=1.25, cache_min_tokens=4096,
+            provider="anthropic",
+            model_id="claude-haiku-4-5",
+            context_window=200_000,
+            max_output_tokens=64_000,
+            input_per_mtok=1.0,
+            output_per_mtok=5.0,
+            token_margin=0.25,
+            cache_read_per_mtok=0.1,
+            cache_write_per_mtok=1.25,
+            cache_min_tokens=4096,
         ),
     }
 

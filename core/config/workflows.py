@@ -42,7 +42,8 @@ class StepConfig(_Strict):
     map: MapConfig | None = Field(default=None, description="One child job per chunk or earlier output, concurrently.")
     reduce: ReduceConfig | None = Field(default=None, description="Combine an earlier step's outputs, level by level.")
     on_child_failure: Literal["fail", "skip"] = Field(
-        default="fail", description="fail: the workflow fails naming the child; skip: the gap is recorded and shown.")
+        default="fail", description="fail: the workflow fails naming the child; skip: the gap is recorded and shown."
+    )
 
     @property
     def kind(self) -> str:
@@ -64,7 +65,9 @@ class WorkflowConfig(_Strict):
         for n, step in enumerate(self.steps):
             where = f"steps[{n}] ({step.id})"
             if step.id in known:
-                raise ValueError(f"{where}: the id '{step.id}' is already used (step ids and the input name are unique)")
+                raise ValueError(
+                    f"{where}: the id '{step.id}' is already used (step ids and the input name are unique)"
+                )
             if step.map and step.reduce:
                 raise ValueError(f"{where}: give `map` or `reduce`, not both")
             over = step.map.over if step.map else step.reduce.over if step.reduce else None
@@ -74,8 +77,10 @@ class WorkflowConfig(_Strict):
                 raise ValueError(f"{where}: a reduce combines an earlier step's outputs; map over the input first")
             allowed = known | ({"item"} if step.map else {"items"} if step.reduce else set())
             if unknown := sorted(step.names() - allowed):
-                raise ValueError(f"{where}.prompt: {{{{ {unknown[0]} }}}} names nothing it can read "
-                                 f"(it can read: {', '.join(sorted(allowed))})")
+                raise ValueError(
+                    f"{where}.prompt: {{{{ {unknown[0]} }}}} names nothing it can read "
+                    f"(it can read: {', '.join(sorted(allowed))})"
+                )
             need = "item" if step.map else "items" if step.reduce else None
             if need and need not in step.names():
                 raise ValueError(f"{where}.prompt: a {step.kind} step's prompt must contain {{{{ {need} }}}}")
@@ -87,10 +92,18 @@ SUMMARIZE = {
     "description": "Long-document summary: summarise each part, then combine the summaries level by level.",
     "input": "document",
     "steps": [
-        {"id": "parts", "map": {"over": "document", "chunk_tokens": 3000}, "task": "summarize",
-         "prompt": "Summarise this part of a longer document in at most 5 bullet points:\n\n{{ item }}"},
-        {"id": "summary", "reduce": {"over": "parts", "max_inputs": 8}, "task": "summarize",
-         "prompt": "Combine these partial summaries into one summary:\n\n{{ items }}"},
+        {
+            "id": "parts",
+            "map": {"over": "document", "chunk_tokens": 3000},
+            "task": "summarize",
+            "prompt": "Summarise this part of a longer document in at most 5 bullet points:\n\n{{ item }}",
+        },
+        {
+            "id": "summary",
+            "reduce": {"over": "parts", "max_inputs": 8},
+            "task": "summarize",
+            "prompt": "Combine these partial summaries into one summary:\n\n{{ items }}",
+        },
     ],
 }
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-MEDIA = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-         ".css": "text/css; charset=utf-8", ".md": "text/markdown; charset=utf-8"}
+MEDIA = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+}
 PAGES = ("app.js", "jobs.js", "job.js", "dlq.js", "overview.js", "more.js", "style.css")
 VENDORED = ("chart.umd.min.js", "chart.js.LICENSE.md")
 

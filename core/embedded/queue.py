@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from core.embedded.storage_thread import after_commit
 from core.ids import ms_hex
@@ -33,8 +33,15 @@ CREATE INDEX IF NOT EXISTS messages_ready ON messages (dead, visible_at);
 
 
 class SqliteQueue:
-    def __init__(self, path: Path | str, *, visibility_timeout_s: float = 120.0, max_receives: int = 5,
-                 storage_thread: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        visibility_timeout_s: float = 120.0,
+        max_receives: int = 5,
+        storage_thread: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         from core.embedded.sqlite import SqliteDb
         from core.embedded.storage_thread import storage_thread as shared
 
@@ -45,13 +52,14 @@ class SqliteQueue:
             self.access = shared()
         self.visibility_timeout_s = visibility_timeout_s
         self.max_receives = max_receives
+        self.clock = clock  # visibility and delays; injectable, so a test moves time instead of sleeping
         self.listeners: list[Callable[[], None]] = []  # called after each immediate send (wakes idle workers)
 
     def send(self, body: str, *, delay_s: float = 0.0) -> str:
         # ids and receipts need to be unique, not secret (this machine's own file): the random module's
         # generator, reseeded in every forked child, spares each send and receive a getrandom call; the
         # time first, so a commit's new ids share the id index's last page instead of one random page each
-        now = time.time()
+        now = self.clock()
         message_id = f"msg_{ms_hex(now)}{random.getrandbits(64):016x}"
         self.db.write(
             "INSERT INTO messages (id, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
@@ -64,7 +72,7 @@ class SqliteQueue:
 
     def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
         vt = self.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
-        now = time.time()
+        now = self.clock()
         out: list[Delivery] = []
         with self.db.tx() as c:
             rows = c.execute(
@@ -90,7 +98,7 @@ class SqliteQueue:
     def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
         self.db.write(
             "UPDATE messages SET visible_at = ? WHERE id = ? AND receipt = ? AND dead = 0",
-            (time.time() + delay_s, delivery.message_id, delivery.receipt),
+            (self.clock() + delay_s, delivery.message_id, delivery.receipt),
         )
 
     # -- dead-letter side -------------------------------------------------------------------------
@@ -105,9 +113,14 @@ class SqliteQueue:
         return [Delivery(message_id=r[0], body=r[1], receive_count=r[2]) for r in rows]
 
     def dead_letters(self, *, limit: int = 100) -> list[Delivery]:
-        rows = self.db.conn().execute(
-            "SELECT id, body, receive_count, dead_at FROM messages WHERE dead = 1 ORDER BY dead_at LIMIT ?", (limit,)
-        ).fetchall()
+        rows = (
+            self.db.conn()
+            .execute(
+                "SELECT id, body, receive_count, dead_at FROM messages WHERE dead = 1 ORDER BY dead_at LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
         return [Delivery(message_id=r[0], body=r[1], receive_count=r[2], attributes={"dead_at": r[3]}) for r in rows]
 
     def replay(self, message_id: str) -> bool:
@@ -115,7 +128,7 @@ class SqliteQueue:
         cur = self.db.write(
             "UPDATE messages SET dead = 0, dead_handled = 0, dead_at = NULL, receive_count = 0, "
             "visible_at = ?, receipt = NULL WHERE id = ? AND dead = 1",
-            (time.time(), message_id),
+            (self.clock(), message_id),
         )
         return cur.rowcount == 1
 
@@ -138,8 +151,11 @@ def adopt_queue_file(old: Path, queue: SqliteQueue) -> int:
         with queue.db.tx() as t:
             cols = [r[1] for r in t.execute("PRAGMA old.table_info(messages)")]  # none: an empty file
             kept = ", ".join(col for col in cols if col in _COLUMNS)
-            moved = t.execute(f"INSERT OR IGNORE INTO main.messages ({kept}) SELECT {kept} FROM old.messages").rowcount \
-                if kept else 0
+            moved = (
+                t.execute(f"INSERT OR IGNORE INTO main.messages ({kept}) SELECT {kept} FROM old.messages").rowcount
+                if kept
+                else 0
+            )
     finally:
         c.execute("DETACH DATABASE old")
     for suffix in ("", "-wal", "-shm"):

@@ -13,9 +13,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from core.embedded import storage_thread as grouping
 from core.embedded.storage_thread import Group, active_group, on_storage_thread

@@ -19,7 +19,8 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 GROUP_MAX = 64  # calls per commit: bounds how long one group holds the write lock (~a few ms)
@@ -50,7 +51,7 @@ class Group:
         for conn in self.open.values():
             try:
                 conn.execute("ROLLBACK")
-            except Exception:  # noqa: BLE001  nothing open on it any more: nothing to undo
+            except Exception:
                 pass
 
 
@@ -152,7 +153,7 @@ class StorageThread:
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._pending.pop(loop, [])
         for i in range(0, len(batch), self.group_max):
-            group = batch[i:i + self.group_max]
+            group = batch[i : i + self.group_max]
             # while the thread holds or waits for the locks (a group, a checkpoint), the loop's try would fail
             # too, or win the lock from under a checkpoint waiting for it: join the thread
             tried = self.on_loop and self.idle()
@@ -164,7 +165,9 @@ class StorageThread:
                 for call in group:
                     self._calls.put(call)
             else:
-                _resolve([(future, ok, value) for (_, _, _, _, future), (ok, value) in zip(group, results)])
+                _resolve(
+                    [(future, ok, value) for (_, _, _, _, future), (ok, value) in zip(group, results, strict=True)]
+                )
 
     def request_checkpoint(self) -> None:
         """Count a commit made off this thread (whose connections never checkpoint); every so many of
@@ -186,7 +189,7 @@ class StorageThread:
         try:
             Files.checkpoint()
             self.checkpoints += 1
-        except Exception as e:  # noqa: BLE001  the next request tries again; the log only grows meanwhile
+        except Exception as e:
             from core.logs import log_event
 
             log_event("storage.checkpoint_failed", logging.WARNING, error=repr(e)[:300])
@@ -212,7 +215,8 @@ class StorageThread:
                 self._checkpoint()
                 self._thread_ran += 1
             if batch:
-                results = self._run_group(batch)
+                results = self._run_group(batch)  # off the loop it waits for the locks, so it always runs
+                assert results is not None
                 self._thread_ran += len(batch)
                 self._deliver(batch, results)
 
@@ -223,7 +227,7 @@ class StorageThread:
         if on_loop:
             try:
                 opened = Files.try_begin()
-            except Exception as e:  # noqa: BLE001  e.g. the disk is gone: each caller gets the error
+            except Exception as e:
                 return [(False, e)] * len(batch)
             if opened is None:
                 return None
@@ -234,13 +238,13 @@ class StorageThread:
             for fn, args, kwargs, _, _ in batch:
                 try:
                     results.append((True, fn(*args, **kwargs)))
-                except BaseException as e:  # noqa: BLE001  the caller's exception, raised in its own task
+                except BaseException as e:
                     results.append((False, e))
         finally:
             _local.group = None
         try:
             self._commit_group(group)
-        except BaseException as e:  # noqa: BLE001  the commit failed: nothing of this group is durable
+        except BaseException as e:
             results = [(False, e)] * len(batch)
         self.groups += 1
         self.loop_groups += on_loop
@@ -252,7 +256,7 @@ class StorageThread:
         for fn in group.after:
             try:
                 fn()
-            except Exception as e:  # noqa: BLE001  a reporting hook never fails the writes it follows
+            except Exception as e:
                 from core.logs import log_event
 
                 log_event("storage.after_commit_failed", logging.ERROR, error=repr(e)[:300])
@@ -260,7 +264,7 @@ class StorageThread:
     @staticmethod
     def _deliver(batch: list[tuple[Any, ...]], results: list[tuple[bool, Any]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, _, _, loop, future), (ok, value) in zip(batch, results):
+        for (_, _, _, loop, future), (ok, value) in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
         for loop, items in by_loop.items():
             try:

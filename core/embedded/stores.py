@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.embedded.sqlite import SqliteDb
 from core.embedded.storage_thread import Group, active_group
@@ -78,10 +79,15 @@ class SqliteJobStore:
         return written
 
     def list(
-        self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-        updated_before: float | None = None, after: Position | None = None,
+        self,
+        *,
+        tenant: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
+        after: Position | None = None,
     ) -> list[Job]:
-        sql, args = "SELECT data FROM jobs WHERE 1=1", []
+        sql, args = "SELECT data FROM jobs WHERE 1=1", list[Any]()
         if tenant is not None:
             sql += " AND tenant = ?"
             args.append(tenant)
@@ -94,7 +100,7 @@ class SqliteJobStore:
         if updated_before is None and after is not None:  # the next page: strictly older than its last job
             sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
             args += [after.created_at, after.created_at, after.id]
-        sql += (" ORDER BY created_at ASC" if updated_before is not None else " ORDER BY created_at DESC, id DESC")
+        sql += " ORDER BY created_at ASC" if updated_before is not None else " ORDER BY created_at DESC, id DESC"
         sql += " LIMIT ?"
         args.append(limit)
         return listed_jobs([data for (data,) in self.db.conn().execute(sql, args).fetchall()])
@@ -106,7 +112,9 @@ def _record(job: Job) -> str:
 
 
 class SqliteStateStore:
-    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time, storage_thread: bool = True) -> None:
+    def __init__(
+        self, path: Path | str, *, clock: Callable[[], float] = time.time, storage_thread: bool = True
+    ) -> None:
         self.db = SqliteDb(path, JOBS_SCHEMA, grouped=storage_thread)
         self.clock = clock
         if storage_thread:
@@ -114,9 +122,7 @@ class SqliteStateStore:
 
     def get(self, key: str) -> StateRecord | None:
         self._flush_counts(key)
-        row = self.db.conn().execute(
-            "SELECT value, version, expires_at FROM state WHERE key = ?", (key,)
-        ).fetchone()
+        row = self.db.conn().execute("SELECT value, version, expires_at FROM state WHERE key = ?", (key,)).fetchone()
         if row is None or (row[2] is not None and row[2] <= self.clock()):
             return None
         return StateRecord(value=json.loads(row[0]), version=row[1], expires_at=row[2])
@@ -193,16 +199,21 @@ class SqliteStateStore:
         if any(k == key for k, _ in pending):
             self._write_counts(g.open[self.db.path], pending)
 
-    def _write_counts(self, conn: Any, pending: dict[tuple[str, str], tuple[dict[str, int | float], float | None]]) -> None:
+    def _write_counts(
+        self, conn: Any, pending: dict[tuple[str, str], tuple[dict[str, int | float], float | None]]
+    ) -> None:
         for (key, group), (sums, ttl_s) in pending.items():
             conn.execute(*self._upsert(key, group, sums, ttl_s))
         pending.clear()
 
-    def _upsert(self, key: str, group: str, deltas: dict[str, int | float], ttl_s: float | None) -> tuple[str, tuple[Any, ...]]:
+    def _upsert(
+        self, key: str, group: str, deltas: dict[str, int | float], ttl_s: float | None
+    ) -> tuple[str, tuple[Any, ...]]:
         """The statement adding `deltas` to the record's group, and its arguments."""
         now = self.clock()
-        fresh = json.dumps({"groups": {group: {f: (round(v, 10) if isinstance(v, float) else v)
-                                                for f, v in deltas.items()}}})
+        fresh = json.dumps(
+            {"groups": {group: {f: (round(v, 10) if isinstance(v, float) else v) for f, v in deltas.items()}}}
+        )
         args: list[Any] = [key, fresh, now + ttl_s if ttl_s is not None else None, now]
         for f, d in deltas.items():
             path = f'$.groups."{group}".{f}'
@@ -216,7 +227,9 @@ def _add_counts_sql(floats: tuple[bool, ...]) -> str:
     follow the first four arguments: integers summed as integers, floats rounded as the generic path does."""
     total = "coalesce(json_extract(state.value, ?), 0) + ?"
     sets = [f"?, {'round(' + total + ', 10)' if f else total}" for f in floats]
-    return ("INSERT INTO state (key, value, version, expires_at) VALUES (?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
-            "value = CASE WHEN state.expires_at IS NOT NULL AND state.expires_at <= ?4 THEN excluded.value "
-            f"ELSE json_set(state.value, {', '.join(sets)}) END, "
-            "version = state.version + 1, expires_at = excluded.expires_at")
+    return (
+        "INSERT INTO state (key, value, version, expires_at) VALUES (?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
+        "value = CASE WHEN state.expires_at IS NOT NULL AND state.expires_at <= ?4 THEN excluded.value "
+        f"ELSE json_set(state.value, {', '.join(sets)}) END, "
+        "version = state.version + 1, expires_at = excluded.expires_at"
+    )

@@ -5,54 +5,62 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from core.console import asset as console_asset
 from core.entrypoints.http import MAX_BODY_BYTES, Api, ApiRequest, ApiResponse, error, respond
+from core.logs import log_event
 
 
-def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None,
-             metrics_text: Callable[[], str] | None = None,
-             health: Callable[[], tuple[int, dict[str, Any]]] | None = None) -> Any:
+def asgi_app(
+    api: Api,
+    *,
+    on_startup: Any = None,
+    on_shutdown: Any = None,
+    metrics_text: Callable[[], str] | None = None,
+    health: Callable[[], tuple[int, dict[str, Any]]] | None = None,
+) -> Any:
     """`metrics_text`: what `GET /metrics` serves (Prometheus text), unauthenticated like a scrape target;
     None when `observability.prometheus` is off. `health`: what `GET /healthz` answers when the process also
     runs workers (503 while none runs)."""
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    if on_startup:
-                        await on_startup()
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    if on_shutdown:
-                        await on_shutdown()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await _lifespan(receive, send, on_startup, on_shutdown)
         if scope["type"] != "http":
             return
         if scope["path"] == "/metrics" and scope["method"] == "GET" and metrics_text is not None:
             return await _plain(send, 200, metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
         if scope["path"] == "/healthz" and scope["method"] == "GET" and health is not None:
-            status, body = health()
-            return await _plain(send, status, json.dumps(body), "application/json")
+            status, health_body = health()
+            return await _plain(send, status, json.dumps(health_body), "application/json")
         if scope["method"] == "GET" and (page := console_asset(scope["path"])) is not None:
             return await _plain(send, 200, page[0], page[1])  # the console: static, public, no data in it
         body = await _read_body(receive)
-        if body is None:
-            return  # the client went away before its body was complete: nothing is processed
+        if body is None:  # the client went away before its body was complete: nothing is processed
+            log_event("request.aborted", method=scope["method"], path=scope["path"])
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         req = ApiRequest(
-            method=scope["method"], path=scope["path"], headers=headers, body=body, base_url=_own_url(scope),
+            method=scope["method"],
+            path=scope["path"],
+            headers=headers,
+            body=body,
+            base_url=_own_url(scope),
             query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)),
             streaming=True,
         )
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) != len(body) and len(body) <= MAX_BODY_BYTES:
-            resp = error(400, "incomplete_body", f"the body has {len(body)} bytes but Content-Length says {declared}; "
-                         "nothing was stored: send the whole body", "(body)")
+            resp = error(
+                400,
+                "incomplete_body",
+                f"the body has {len(body)} bytes but Content-Length says {declared}; "
+                "nothing was stored: send the whole body",
+                "(body)",
+            )
         else:  # in a thread: a submit's SQLite write may wait for another process's lock, never on the loop
             resp = await asyncio.to_thread(respond, api, req)
         if resp.frames is not None and resp.media_type == "text/event-stream":
@@ -61,6 +69,20 @@ def asgi_app(api: Api, *, on_startup: Any = None, on_shutdown: Any = None,
         await _plain(send, resp.status, payload, resp.media_type, resp.headers)
 
     return app
+
+
+async def _lifespan(receive: Any, send: Any, on_startup: Any, on_shutdown: Any) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            if on_startup:
+                await on_startup()
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            if on_shutdown:
+                await on_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def _plain(send: Any, status: int, text: str | bytes, media_type: str, headers: Any = None) -> None:

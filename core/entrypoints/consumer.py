@@ -23,7 +23,7 @@ from core.ports import Delivery, JobQueue
 
 
 async def run_delivery(
-    service: WorkerService, queue: JobQueue, delivery: Delivery, *, deadline: float, retry_delay_s: float = 1.0,
+    service: WorkerService, queue: JobQueue, delivery: Delivery, *, deadline: float, retry_delay_s: float = 1.0
 ) -> Outcome:
     """Process one delivery and apply the outcome to `queue`. Never raises for a job-level problem."""
     try:
@@ -68,7 +68,7 @@ def event_loop(wanted: EventLoop = "auto") -> asyncio.AbstractEventLoop:
 
 
 def run_batch(
-    service: WorkerService, queue: JobQueue, deliveries: list[Delivery], *, deadline: float, retry_delay_s: float = 1.0,
+    service: WorkerService, queue: JobQueue, deliveries: list[Delivery], *, deadline: float, retry_delay_s: float = 1.0
 ) -> list[Outcome]:
     """Process deliveries concurrently on the process's loop and wait for them; two copies of one
     message run once (the first carries the job and is redelivered if it fails, so the copy is done).
@@ -79,9 +79,14 @@ def run_batch(
 
     async def run_all() -> list[Outcome]:
         try:
-            return list(await asyncio.gather(*(
-                run_delivery(service, queue, d, deadline=deadline, retry_delay_s=retry_delay_s) for d in first.values()
-            )))
+            return list(
+                await asyncio.gather(
+                    *(
+                        run_delivery(service, queue, d, deadline=deadline, retry_delay_s=retry_delay_s)
+                        for d in first.values()
+                    )
+                )
+            )
         finally:  # the platform may freeze the process once the invocation returns
             await asyncio.to_thread(service.metrics.flush)
 

@@ -7,19 +7,16 @@ generate the spec from the same pydantic models; errors map to statuses through 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
-import time
 import weakref
-from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
-
-from pydantic import ValidationError
+from collections.abc import Callable
+from typing import Any
 
 from core.entrypoints import reads
 from core.entrypoints.auth import ApiKeys, Caller
+from core.entrypoints.messages import MAX_BODY_BYTES, ApiRequest, ApiResponse, error
+from core.entrypoints.parsing import job_request, trace_from, wait_s
 from core.entrypoints.routes import PATH_PARAM, ROUTES
 from core.errors import (
     AltoError,
@@ -34,63 +31,7 @@ from core.errors import (
 from core.governance.spend import DIMENSIONS, day_of
 from core.jobs.service import ApiService
 from core.logs import log_event
-from core.models import JobRequest
 from core.views import JobList, JobView, Me, OutcomeReport, SubmitResponse, UsageReport
-
-MAX_BODY_BYTES = 2 * 1024 * 1024
-
-
-class ApiRequest(NamedTuple):  # not a dataclass: see core.jobs.outcome
-    method: str
-    path: str
-    headers: Mapping[str, str]  # keys lower-cased by the adapter
-    body: bytes = b""
-    base_url: str = ""  # a base the platform vouches for (never the client's Host header); "" for relative URLs
-    query: Mapping[str, str] = MappingProxyType({})
-    streaming: bool = False  # the runtime can send a response as it is produced (SSE follows the job)
-
-
-class ApiResponse:
-    """A JSON body, or `frames` (bytes to send, floats to wait) for SSE and long-poll: a runtime that streams
-    sends them as they come; one that buffers takes `payload()`, which waits where the frames say."""
-
-    __slots__ = ("status", "body", "headers", "frames", "media_type")
-
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None, *,
-                 frames: Iterator[bytes | float] | None = None, media_type: str = "application/json") -> None:
-        self.status = status
-        self.body = body
-        self.headers = {} if headers is None else headers
-        self.frames = frames
-        self.media_type = media_type
-
-    def payload(self, sleep: Callable[[float], None] = time.sleep) -> bytes:
-        return self.json_bytes() if self.frames is None else b"".join(self.chunks(sleep))
-
-    def chunks(self, sleep: Callable[[float], None] = time.sleep) -> Iterator[bytes]:
-        """The frames' bytes in order, waiting (in this thread) where they say: a synchronous runtime's stream."""
-        for frame in self.frames or ():
-            if isinstance(frame, bytes):
-                yield frame
-            else:
-                sleep(frame)
-
-    def __repr__(self) -> str:
-        return f"ApiResponse({self.status}, {self.body!r}, {self.headers!r})"
-
-    def json_bytes(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":")).encode()
-
-
-def error(status: int, code: str, message: str, field_name: str | None = None, **extra: Any) -> ApiResponse:
-    """The one error body: `{"error": {"code", "message", "field"?, ...}}` (schema: openapi.ErrorResponse)."""
-    err: dict[str, Any] = {"code": code, "message": message}
-    if field_name:
-        err["field"] = field_name
-    err.update(extra)
-    headers = {"www-authenticate": 'Bearer realm="altostratus"'} if status == 401 else {}
-    return ApiResponse(status, {"error": err}, headers)
-
 
 # exception → (status, code); InputError carries its own status. Most specific first.
 ERRORS: tuple[tuple[type[AltoError], int, str], ...] = (
@@ -105,11 +46,10 @@ ERRORS: tuple[tuple[type[AltoError], int, str], ...] = (
 
 
 def error_for(e: AltoError) -> ApiResponse | None:
-    for cls, status, code in ERRORS:
-        if isinstance(e, cls):
-            break
-    else:
+    found = next(((status, code) for cls, status, code in ERRORS if isinstance(e, cls)), None)
+    if found is None:
         return None
+    status, code = found
     if isinstance(e, InputError):
         return error(e.status, code, str(e), e.field)
     if isinstance(e, IdempotencyConflict):
@@ -130,8 +70,9 @@ def error_for(e: AltoError) -> ApiResponse | None:
 def _pattern(template: str) -> re.Pattern[str]:
     """`/v1/jobs/{job_id}` as a regex: literal parts escaped (`/openapi.json` matches only itself)."""
     parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, ...
-    return re.compile("^" + "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{PATH_PARAM})"
-                                    for i, p in enumerate(parts)) + "$")
+    return re.compile(
+        "^" + "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{PATH_PARAM})" for i, p in enumerate(parts)) + "$"
+    )
 
 
 _MATCHERS = tuple((_pattern(r.path), r) for r in ROUTES)
@@ -163,14 +104,13 @@ class Api:
         matched = [(m.groupdict(), r) for pattern, r in _MATCHERS if (m := pattern.match(path))]
         if not matched:
             return error(404, "not_found", f"no route for {method} {path}; see /openapi.json")
-        for args, route in matched:
-            if route.method == method:
-                break
-        else:
+        chosen = next(((args, route) for args, route in matched if route.method == method), None)
+        if chosen is None:
             allowed = ", ".join(r.method for _, r in matched)
             resp = error(405, "method_not_allowed", f"{method} is not allowed on {path}; use {allowed}")
             resp.headers["allow"] = allowed
             return resp
+        args, route = chosen
         caller = None
         if route.auth and (caller := self.keys.caller(req.headers.get("authorization"))) is None:
             return self._unauthorized()
@@ -179,9 +119,13 @@ class Api:
 
     def _unauthorized(self) -> ApiResponse:
         if not self.keys.by_hash:
-            return error(401, "unauthorized", "no API keys are configured; give the service a key's hash "
-                         "(`alto config hash-key KEY`) in ALTO_API_KEY_HASHES=tenant=sha256:... or under "
-                         "tenants.<name>.api_keys (locally, ALTO_API_KEYS=tenant=key also works)")
+            return error(
+                401,
+                "unauthorized",
+                "no API keys are configured; give the service a key's hash "
+                "(`alto config hash-key KEY`) in ALTO_API_KEY_HASHES=tenant=sha256:... or under "
+                "tenants.<name>.api_keys (locally, ALTO_API_KEYS=tenant=key also works)",
+            )
         return error(401, "unauthorized", "missing or invalid API key; send 'Authorization: Bearer <key>'")
 
     # ------------------------------------------------------------------ handlers (named in ROUTES)
@@ -198,12 +142,17 @@ class Api:
     def submit(self, req: ApiRequest, caller: Caller) -> ApiResponse:
         if caller.tenant is None:
             raise Forbidden("an operator's key reads and acts on jobs but submits none: submit with a tenant's key")
-        request = _job_request(req)
+        request = job_request(req)
         if isinstance(request, ApiResponse):
             return request
-        trace_id, parent_span = _trace_from(req.headers.get("traceparent"))
-        job, created = self.service.submit(caller.tenant, request, idempotency_key=req.headers.get("idempotency-key"),
-                                           trace_id=trace_id, parent_span_id=parent_span)
+        trace_id, parent_span = trace_from(req.headers.get("traceparent"))
+        job, created = self.service.submit(
+            caller.tenant,
+            request,
+            idempotency_key=req.headers.get("idempotency-key"),
+            trace_id=trace_id,
+            parent_span_id=parent_span,
+        )
         base = self.public_url or req.base_url.rstrip("/")
         status_url = f"{base}/v1/jobs/{job.id}"
         body = SubmitResponse(job_id=job.id, status=job.status, status_url=status_url).model_dump(mode="json")
@@ -214,17 +163,22 @@ class Api:
 
     def list_jobs(self, req: ApiRequest, caller: Caller) -> ApiResponse:
         q = reads.listing(req.query, caller)
-        page = (self.service.children_page(caller.tenant, q.parent, status=q.status, limit=q.limit, cursor=q.cursor,
-                                           where=q.where) if q.parent is not None
-                else self.service.page(q.tenant, status=q.status, limit=q.limit, cursor=q.cursor, where=q.where))
-        return ApiResponse(200, JobList(jobs=[JobView.of(j) for j in page.jobs],
-                                        next_cursor=page.next_cursor).model_dump(mode="json"))
+        page = (
+            self.service.children_page(
+                caller.tenant, q.parent, status=q.status, limit=q.limit, cursor=q.cursor, where=q.where
+            )
+            if q.parent is not None
+            else self.service.page(q.tenant, status=q.status, limit=q.limit, cursor=q.cursor, where=q.where)
+        )
+        return ApiResponse(
+            200, JobList(jobs=[JobView.of(j) for j in page.jobs], next_cursor=page.next_cursor).model_dump(mode="json")
+        )
 
     def get_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
         tenant = caller.tenant
         if "wait_s" not in req.query and "after" not in req.query:
             return ApiResponse(200, self.service.view(tenant, job_id).model_dump(mode="json"))
-        wait = _wait_s(req.query.get("wait_s", "0"))
+        wait = wait_s(req.query.get("wait_s", "0"))
         if isinstance(wait, ApiResponse):
             return wait
         if req.query.get("after", "0") == "":
@@ -238,35 +192,48 @@ class Api:
     def job_events(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
         tenant = caller.tenant
         last = req.headers.get("last-event-id") or req.query.get("last_event_id")
-        wait = _wait_s(req.query.get("wait_s", str(self.service.settings.stream.max_wait_s)))
+        wait = wait_s(req.query.get("wait_s", str(self.service.settings.stream.max_wait_s)))
         if isinstance(wait, ApiResponse):
             return wait
         try:
             frames = self.service.feed.sse(self.service.get(tenant, job_id), last, follow=req.streaming, wait_s=wait)
         except ValueError as e:
             return error(422, "invalid_request", str(e), "Last-Event-ID")
-        return ApiResponse(200, None, {"cache-control": "no-cache", "x-accel-buffering": "no"}, frames=frames,
-                           media_type="text/event-stream")
+        return ApiResponse(
+            200,
+            None,
+            {"cache-control": "no-cache", "x-accel-buffering": "no"},
+            frames=frames,
+            media_type="text/event-stream",
+        )
 
     def usage(self, req: ApiRequest, caller: Caller) -> ApiResponse:
         since, by = reads.report_days(req.query), reads.group_by(req.query, DIMENSIONS, caller)
         rows = self.service.spend.report(self._tenants(req, caller), since=since, by=by)
-        return ApiResponse(200, UsageReport(since=day_of(since), group_by=by, rows=rows).model_dump(mode="json"))
+        report = UsageReport.model_validate({"since": day_of(since), "group_by": by, "rows": rows})
+        return ApiResponse(200, report.model_dump(mode="json"))
 
     def outcomes(self, req: ApiRequest, caller: Caller) -> ApiResponse:
         from core.governance.outcomes import DIMENSIONS as OUTCOME_DIMENSIONS
 
         since, by = reads.report_days(req.query), reads.group_by(req.query, OUTCOME_DIMENSIONS, caller)
         rows = self.service.outcomes.report(self._tenants(req, caller), since=since, by=by)
-        return ApiResponse(200, OutcomeReport(since=day_of(since), group_by=by, rows=rows).model_dump(mode="json"))
+        report = OutcomeReport.model_validate({"since": day_of(since), "group_by": by, "rows": rows})
+        return ApiResponse(200, report.model_dump(mode="json"))
 
     def _tenants(self, req: ApiRequest, caller: Caller) -> list[str]:
         one = reads.scope(req.query, caller)
         return [one] if one is not None else self.keys.tenants
 
     def me(self, req: ApiRequest, caller: Caller) -> ApiResponse:
-        return ApiResponse(200, Me(tenant=caller.tenant, operator=caller.operator,
-                                   tenants=self.keys.tenants if caller.operator else [caller.tenant]).model_dump())
+        return ApiResponse(
+            200,
+            Me(
+                tenant=caller.tenant,
+                operator=caller.operator,
+                tenants=self.keys.tenants if caller.tenant is None else [caller.tenant],
+            ).model_dump(),
+        )
 
     def cancel_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
         return ApiResponse(200, JobView.of(self.service.cancel(caller.tenant, job_id)).model_dump(mode="json"))
@@ -277,74 +244,28 @@ class Api:
     def providers(self, req: ApiRequest, caller: Caller) -> ApiResponse:
         state = getattr(self.service, "provider_state", None)
         if state is None:
-            return error(501, "not_available", "this api function loads no model catalog; read the circuits where "
-                         "workers run (alto serve, or the worker's logs)", "(path)")
+            return error(
+                501,
+                "not_available",
+                "this api function loads no model catalog; read the circuits where "
+                "workers run (alto serve, or the worker's logs)",
+                "(path)",
+            )
         return ApiResponse(200, {"models": state()})
-
-
-def _wait_s(raw: str) -> float | ApiResponse:
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= 900:
-        return error(422, "invalid_request", "wait_s must be a number of seconds from 0 to 900 (answers come "
-                     "sooner: at most stream.max_wait_s)", "wait_s")
-    return wait
-
-
-def _job_request(req: ApiRequest) -> JobRequest | ApiResponse:
-    """The body as a JobRequest, or the response that says what is wrong with it."""
-    ctype = req.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ctype not in ("application/json", ""):
-        return error(415, "unsupported_media_type", f"content-type {ctype!r} is not supported; send application/json",
-                     "Content-Type")
-    try:
-        data = json.loads(req.body or b"null", parse_constant=_no_constant, parse_float=_finite)
-    except RecursionError:
-        return error(400, "invalid_json", "request body is nested too deeply to be a job request", "(body)")
-    except (ValueError, UnicodeDecodeError) as e:
-        return error(400, "invalid_json", f"request body is not valid JSON: {e}", "(body)")
-    if not isinstance(data, dict):
-        return error(422, "invalid_request", "request body must be a JSON object like {\"prompt\": \"...\"}", "(body)")
-    try:
-        return JobRequest.model_validate(data)
-    except ValidationError as e:
-        errors = [{"field": ".".join(str(p) for p in err["loc"]) or "(body)",
-                   "message": err["msg"].removeprefix("Value error, ")} for err in e.errors()]
-        first = errors[0]
-        return error(422, "invalid_request", f"{first['field']}: {first['message']}", first["field"], errors=errors)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (RFC 8259); send a finite number or a string")
-
-
-def _finite(text: str) -> float:
-    """A JSON number as a float, refused when it overflows to infinity (1e999 would be stored as null)."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is too large to represent; send a finite number or a string")
-    return value
-
-
-def _trace_from(traceparent: str | None) -> tuple[str | None, str | None]:
-    """Continue a W3C trace when the caller sends one: (trace id, the caller's span id)."""
-    if traceparent:
-        parts = traceparent.split("-")
-        if len(parts) == 4 and re.fullmatch(r"[0-9a-f]{32}", parts[1]) and parts[1] != "0" * 32:
-            span = parts[2] if re.fullmatch(r"[0-9a-f]{16}", parts[2]) and parts[2] != "0" * 16 else None
-            return parts[1], span
-    return None, None
 
 
 def respond(api: Api, req: ApiRequest) -> ApiResponse:
     """What every runtime's HTTP entry point calls: the body limit (the one check, for every route), then the
     routes."""
     if len(req.body) > MAX_BODY_BYTES:
-        return error(413, "payload_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes; put large documents "
-                     "in a collection with `alto ingest` and reference it by `collection`, or in the blob store and "
-                     "pass a workflow `inputs: {NAME: \"blob:KEY\"}`", "(body)")
+        return error(
+            413,
+            "payload_too_large",
+            f"request body exceeds {MAX_BODY_BYTES} bytes; put large documents "
+            "in a collection with `alto ingest` and reference it by `collection`, or in the blob store and "
+            'pass a workflow `inputs: {NAME: "blob:KEY"}`',
+            "(body)",
+        )
     return api.handle(req)
 
 

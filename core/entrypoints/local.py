@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from core.bootstrap import App
 from core.entrypoints.asgi import asgi_app
@@ -29,8 +31,10 @@ CRASHES_TOLERATED = 5  # a worker loop that crashes this often in a minute stops
 
 def _pull_queue(app: App) -> PullQueue:
     if not isinstance(app.queue, PullQueue):
-        raise ConfigError(f"the local worker loop polls its queue, and {type(app.queue).__name__} is push-only; "
-                          "run workers on the platform's trigger instead")
+        raise ConfigError(
+            f"the local worker loop polls its queue, and {type(app.queue).__name__} is push-only; "
+            "run workers on the platform's trigger instead"
+        )
     return app.queue
 
 
@@ -81,13 +85,15 @@ class WorkerPool:
                 self.wakeup.clear()
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), timeout=poll)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             # leave time to report before the message becomes visible again: 5 s, or a fifth of a short timeout
             deadline = time.time() + vt - min(DEADLINE_MARGIN_S, vt * 0.2)
             for d in deliveries:
-                t = asyncio.create_task(self._run(d, deadline) if self.on_outcome is not None else self._deliver(d, deadline))
+                t = asyncio.create_task(
+                    self._run(d, deadline) if self.on_outcome is not None else self._deliver(d, deadline)
+                )
                 self._tasks.add(t)
                 t.add_done_callback(self._ended)
         await self.drain()
@@ -106,8 +112,13 @@ class WorkerPool:
 
     def _deliver(self, delivery: Delivery, deadline: float) -> Coroutine[Any, Any, Outcome]:
         """The delivery's own coroutine as the task (no wrapper: each of the job's awaits resumes one frame fewer)."""
-        return run_delivery(self.app.service, self.app.queue, delivery, deadline=deadline,
-                            retry_delay_s=self.app.settings.governance.backoff_base_s)
+        return run_delivery(
+            self.app.service,
+            self.app.queue,
+            delivery,
+            deadline=deadline,
+            retry_delay_s=self.app.settings.governance.backoff_base_s,
+        )
 
     async def _run(self, delivery: Delivery, deadline: float) -> None:
         outcome = await self._deliver(delivery, deadline)
@@ -116,7 +127,7 @@ class WorkerPool:
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Let in-flight jobs finish; whatever doesn't is redelivered after its visibility timeout."""
         if self._tasks:
-            done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
             for t in pending:
                 t.cancel()
         await asyncio.to_thread(self.app.service.metrics.flush)
@@ -136,22 +147,30 @@ class LocalService:
         self.running: set[WorkerPool] = set()
         self.failed: str | None = None  # why the workers stopped for good: the process then exits non-zero
         self.on_failed: Callable[[], None] = lambda: None
-        self.backoff_s: Callable[[int], float] = lambda crashes: min(2.0 ** crashes, 30.0)
+        self.backoff_s: Callable[[int], float] = lambda crashes: min(2.0**crashes, 30.0)
         self.tasks: list[asyncio.Task[Any]] = []
         metrics_text = None
         if app.settings.observability.prometheus:
             from core.observability.wiring import prometheus_registry
 
             metrics_text = prometheus_registry().text
-        self.asgi = asgi_app(api_for(app), on_startup=self.start, on_shutdown=self.shutdown, metrics_text=metrics_text,
-                             health=self.health if self.pools else None)
+        self.asgi = asgi_app(
+            api_for(app),
+            on_startup=self.start,
+            on_shutdown=self.shutdown,
+            metrics_text=metrics_text,
+            health=self.health if self.pools else None,
+        )
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """ok while at least one worker loop runs; 503, saying why, while none does."""
         if self.running:
             return 200, {"status": "ok", "workers": len(self.running)}
-        return 503, {"status": "unavailable", "workers": 0,
-                     "error": self.failed or "no worker loop is running (starting, or restarting after a crash)"}
+        return 503, {
+            "status": "unavailable",
+            "workers": 0,
+            "error": self.failed or "no worker loop is running (starting, or restarting after a crash)",
+        }
 
     async def _supervise(self, pool: WorkerPool) -> None:
         """Run one worker loop for good: a crash is logged and the loop restarted with backoff; crashing
@@ -175,7 +194,7 @@ class LocalService:
                     return
                 try:
                     await asyncio.wait_for(self.stop.wait(), timeout=self.backoff_s(len(crashes)))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             finally:
                 self.running.discard(pool)
@@ -200,7 +219,7 @@ class LocalService:
                 log_event("reconcile.failed", logging.ERROR, error=repr(e)[:500])
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _batch_loop(self) -> None:
@@ -212,7 +231,7 @@ class LocalService:
                 log_event("batch.tick_failed", logging.ERROR, error=repr(e)[:500])
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=self.app.settings.batch.poll_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def shutdown(self) -> None:
@@ -235,8 +254,10 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}; stop what uses it, or pick another "
-                          "port with --port (0 for any free one)") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {e.strerror}; stop what uses it, or pick another "
+            "port with --port (0 for any free one)"
+        ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -261,6 +282,7 @@ async def serve(app: App, *, sock: socket.socket | None, workers: int) -> None:
         config = uvicorn.Config(local.asgi, log_level="warning", lifespan="on", access_log=False)
         server = uvicorn.Server(config)
         local.on_failed = lambda: setattr(server, "should_exit", True)  # no workers left: the API stops too
+        assert sock is not None  # an API to serve: it was given its socket
         await server.serve(sockets=[sock])
     if local.failed:
         raise WorkersFailed(local.failed)
@@ -282,7 +304,7 @@ def wire_wakeups(app: App, pools: list[WorkerPool]) -> None:
             loop.call_soon_threadsafe(p.notify)
 
     for p in pools:
-        app.queue.listeners.append(lambda p=p: wake(p))
+        app.queue.listeners.append(functools.partial(wake, p))
 
 
 def unwire_wakeups(app: App) -> None:
@@ -301,15 +323,19 @@ async def run_inline(app: App, job_id: str, *, timeout_s: float, say: Any = None
     give_up = time.monotonic() + timeout_s
     try:
         while (left := give_up - time.monotonic()) > 0:
-            outcome = await app.service.process(delivery, deadline=time.time() + min(left, app.settings.governance.lease_s))
+            outcome = await app.service.process(
+                delivery, deadline=time.time() + min(left, app.settings.governance.lease_s)
+            )
             job = app.store.get(job_id)
             if job is None or job.status.terminal:
                 return job
             wait = min(max(0.05, outcome.delay_s), max(0.0, give_up - time.monotonic()))
             if say is not None and wait >= 1:
                 held = "waiting: " if outcome.action == "defer" else ""
-                say(f"{held}{outcome.detail or job.status.value}; watching it, and trying again in {wait:.0f} s "
-                    "unless it ends sooner")
+                say(
+                    f"{held}{outcome.detail or job.status.value}; watching it, and trying again in {wait:.0f} s "
+                    "unless it ends sooner"
+                )
             if (ended := await _follow(app, job_id, wait)) is not None:
                 return ended  # another worker (`alto serve` on this data folder) finished it meanwhile
         return app.store.get(job_id)
@@ -330,7 +356,7 @@ async def _follow(app: App, job_id: str, wait_s: float, *, every_s: float = 0.2)
 
 
 async def run_until_done(
-    app: App, job_ids: list[str], *, timeout_s: float = 120.0, concurrency: int = 16, pools: int = 1,
+    app: App, job_ids: list[str], *, timeout_s: float = 120.0, concurrency: int = 16, pools: int = 1
 ) -> None:
     """Run worker pools in this process until the given jobs are terminal (used by `alto ask`)."""
     stop = asyncio.Event()

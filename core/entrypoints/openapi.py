@@ -29,11 +29,14 @@ class ErrorResponse(BaseModel):
 
 
 SSE_EVENT = {
-    "type": "object", "required": ["event", "data"],
-    "properties": {"event": {"enum": ["delta", "reset", "status", "done"]},
-                   "id": {"type": "string", "description": "ATTEMPT:SEQ, on deltas: send it back as Last-Event-ID"},
-                   "data": {"type": "string", "description": "JSON: {text, attempt, seq} | {attempt} | {status} | the job view"},
-                   "retry": {"type": "integer"}},
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["delta", "reset", "status", "done"]},
+        "id": {"type": "string", "description": "ATTEMPT:SEQ, on deltas: send it back as Last-Event-ID"},
+        "data": {"type": "string", "description": "JSON: {text, attempt, seq} | {attempt} | {status} | the job view"},
+        "retry": {"type": "integer"},
+    },
 }
 
 
@@ -50,14 +53,21 @@ def _operation(route: Route) -> dict[str, Any]:
         ok["content"] = {route.media_type: {"schema": SSE_EVENT}}
     if route.status == 202:
         ok["headers"] = {"Location": {"schema": {"type": "string"}}}
-        ok["links"] = {r.handler: {"operationId": r.handler, "parameters": {"job_id": "$response.body#/job_id"}}
-                       for r in ROUTES if "{job_id}" in r.path}
-    op: dict[str, Any] = {"summary": route.summary, "operationId": route.handler,
-                          "responses": {str(route.status): ok, **{str(s): {"description": d, **err}
-                                                                   for s, d in route.errors.items()}}}
+        ok["links"] = {
+            r.handler: {"operationId": r.handler, "parameters": {"job_id": "$response.body#/job_id"}}
+            for r in ROUTES
+            if "{job_id}" in r.path
+        }
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": route.handler,
+        "responses": {str(route.status): ok, **{str(s): {"description": d, **err} for s, d in route.errors.items()}},
+    }
     if route.params:
-        op["parameters"] = [{"name": p.name, "in": p.where, "required": p.where == "path", "schema": dict(p.schema)}
-                            for p in route.params]
+        op["parameters"] = [
+            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": dict(p.schema)}
+            for p in route.params
+        ]
     if route.body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(route.body.__name__)}}}
     if not route.auth:
@@ -71,9 +81,19 @@ def _workflow_fields(request: dict[str, Any], workflows: tuple[tuple[str, str], 
     request["properties"]["workflow"]["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
     text = {"type": "string", "minLength": 1, "pattern": "\\S"}
     request["allOf"] = [
-        {"if": {"required": ["workflow"], "properties": {"workflow": {"enum": [w, w.split("@")[0]]}}},
-         "then": {"properties": {"inputs": {"type": "object", "required": [name], "properties": {name: text},
-                                            "additionalProperties": False}}}}
+        {
+            "if": {"required": ["workflow"], "properties": {"workflow": {"enum": [w, w.split("@")[0]]}}},
+            "then": {
+                "properties": {
+                    "inputs": {
+                        "type": "object",
+                        "required": [name],
+                        "properties": {name: text},
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        }
         for w, name in workflows
     ]
 
@@ -93,10 +113,15 @@ def openapi_spec(workflows: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Altostratus", "version": __version__,
-                 "description": "Asynchronous, governed LLM jobs. Submit, then poll the status URL."},
-        "components": {"schemas": defs.get("$defs", {}),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "info": {
+            "title": "Altostratus",
+            "version": __version__,
+            "description": "Asynchronous, governed LLM jobs. Submit, then poll the status URL.",
+        },
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "security": [{"bearer": []}],
         "paths": paths,
     }

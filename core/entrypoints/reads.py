@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from core.entrypoints.auth import Caller
 from core.entrypoints.routes import LIST_LIMIT, PATH_PARAM
@@ -40,10 +41,21 @@ def listing(query: Mapping[str, str], caller: Caller) -> Listing:
     text = query.get("q") or None
     if text is not None and len(text) > MAX_TEXT:
         raise InputError(f"q is {len(text)} characters; search with at most {MAX_TEXT}", field="q")
-    where = JobFilter(top_level=_flag(query, "top_level"), task=query.get("task") or None, text=text,
-                      since=_time(query, "since"), until=_time(query, "until"))
-    return Listing(scope(query, caller), JobStatus(status) if status else None, int(raw_limit), parent,
-                   query.get("cursor") or None, where)
+    where = JobFilter(
+        top_level=_flag(query, "top_level"),
+        task=query.get("task") or None,
+        text=text,
+        since=_time(query, "since"),
+        until=_time(query, "until"),
+    )
+    return Listing(
+        scope(query, caller),
+        JobStatus(status) if status else None,
+        int(raw_limit),
+        parent,
+        query.get("cursor") or None,
+        where,
+    )
 
 
 def scope(query: Mapping[str, str], caller: Caller) -> str | None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from core.config.api import BreakerConfig
 from core.config.worker import ModelConfig
@@ -161,7 +162,10 @@ class CircuitBreaker:
                 return {"state": "closed", "failures": 0, "window_start": t}, "closed"
             cooldown = min(self.config.max_cooldown_s, float(cur.get("cooldown_s", self.config.cooldown_s)) * 2)
             return {
-                "state": "open", "open_until": t + cooldown, "cooldown_s": cooldown, "opened_at": t,
+                "state": "open",
+                "open_until": t + cooldown,
+                "cooldown_s": cooldown,
+                "opened_at": t,
                 "failures": cur.get("failures", 0),
             }, "reopened"
 
@@ -174,7 +178,7 @@ class CircuitBreaker:
         cfg = self.config
 
         def change(rec: StateRecord | None) -> tuple[dict[str, Any] | None, bool]:
-            cur = rec.value if rec else {"state": "closed", "failures": 0, "window_start": self.clock()}
+            cur: dict[str, Any] = rec.value if rec else {"state": "closed", "failures": 0, "window_start": self.clock()}
             if cur.get("state") != "closed":
                 return None, False  # already open or probing: in-flight stragglers don't extend it
             t = self.clock()
@@ -184,8 +188,11 @@ class CircuitBreaker:
             failures += 1
             if failures >= cfg.failure_threshold:
                 return {
-                    "state": "open", "open_until": t + cfg.cooldown_s, "cooldown_s": cfg.cooldown_s,
-                    "opened_at": t, "failures": failures,
+                    "state": "open",
+                    "open_until": t + cfg.cooldown_s,
+                    "cooldown_s": cfg.cooldown_s,
+                    "opened_at": t,
+                    "failures": failures,
                 }, True
             return {"state": "closed", "failures": failures, "window_start": start}, False
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core.config.budgets import BudgetConfig, SpendLimits
 from core.governance.state import mutate
@@ -42,9 +43,11 @@ class Refusal(NamedTuple):
     held: float
 
     def message(self) -> str:
-        reset = dt.datetime.fromtimestamp(self.scope.resets_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        return (f"budget_exhausted: the {self.scope.name} budget of {usd(self.scope.limit)} has {usd(self.spent)} spent "
-                f"and {usd(self.held)} reserved by calls in flight; it resets at {reset}")
+        reset = dt.datetime.fromtimestamp(self.scope.resets_at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return (
+            f"budget_exhausted: the {self.scope.name} budget of {usd(self.scope.limit)} has {usd(self.spent)} spent "
+            f"and {usd(self.held)} reserved by calls in flight; it resets at {reset}"
+        )
 
 
 def usd(x: float) -> str:
@@ -54,11 +57,13 @@ def usd(x: float) -> str:
 
 def periods(now: float) -> dict[str, tuple[str, float]]:
     """The current UTC day and month: their record suffix and when each ends."""
-    t = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    day_end = dt.datetime(t.year, t.month, t.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
-    month_end = dt.datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=dt.timezone.utc)
-    return {"daily": (t.strftime("d%Y-%m-%d"), day_end.timestamp()),
-            "monthly": (t.strftime("m%Y-%m"), month_end.timestamp())}
+    t = dt.datetime.fromtimestamp(now, dt.UTC)
+    day_end = dt.datetime(t.year, t.month, t.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
+    month_end = dt.datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=dt.UTC)
+    return {
+        "daily": (t.strftime("d%Y-%m-%d"), day_end.timestamp()),
+        "monthly": (t.strftime("m%Y-%m"), month_end.timestamp()),
+    }
 
 
 def scopes(tenant: str, task: str | None, config: BudgetConfig | None, now: float) -> list[Scope]:
@@ -89,7 +94,7 @@ def worst_case(model: ModelConfig, counted_input: int, max_output: int) -> float
     return model.cost(worst_in, max_output)
 
 
-def cheapest_call(settings: "Settings", tenant: str, request: "JobRequest") -> float | None:
+def cheapest_call(settings: Settings, tenant: str, request: JobRequest) -> float | None:
     """The least any call this request may make can be held for: the cheapest worst case among the models its
     route allows (the chosen target, its equivalent deployments and every fallback), with the prompt's length
     as a lower bound on its input. None when nothing routes it (the worker says why)."""
@@ -101,8 +106,12 @@ def cheapest_call(settings: "Settings", tenant: str, request: "JobRequest") -> f
     except NoRoute:
         return None
     candidates = [plan.primary, *plan.siblings, *(d for chain in plan.fallbacks.values() for d in chain)]
-    return min(worst_case(settings.models[d.model], estimate,
-                          min(plan.route.max_tokens, settings.models[d.model].max_output_tokens)) for d in candidates)
+    return min(
+        worst_case(
+            settings.models[d.model], estimate, min(plan.route.max_tokens, settings.models[d.model].max_output_tokens)
+        )
+        for d in candidates
+    )
 
 
 class Budgets:
@@ -114,8 +123,11 @@ class Budgets:
         """Hold `amount` in every scope, or in none (the first that can't take it is the refusal)."""
         taken: list[Scope] = []
         for scope in within:
-            refused = self._update(scope, lambda v, s=scope: _hold(v, s, hold, amount, self.clock() + hold_s,
-                                                                   self.clock()))
+
+            def held(v: dict[str, Any], s: Scope = scope) -> Any:
+                return _hold(v, s, hold, amount, self.clock() + hold_s, self.clock())
+
+            refused = self._update(scope, held)
             if refused is not None:
                 self.release(taken, hold)
                 return refused
@@ -154,16 +166,16 @@ class Budgets:
             new = change(rec.value if rec is not None else {"spent": 0.0, "holds": {}})
             return (None, new) if isinstance(new, Refusal) else (new, None)
 
-        return mutate(self.state, scope.key, step, ttl_s=max(1.0, scope.resets_at - self.clock()) + KEEP_S,
-                      tries=TRIES)
+        return mutate(self.state, scope.key, step, ttl_s=max(1.0, scope.resets_at - self.clock()) + KEEP_S, tries=TRIES)
 
 
 def _live(value: dict[str, Any], now: float) -> dict[str, list[float]]:
     return {h: v for h, v in value.get("holds", {}).items() if v[1] > now}
 
 
-def _hold(value: dict[str, Any], scope: Scope, hold: str, amount: float, expires: float,
-          now: float) -> Refusal | dict[str, Any]:
+def _hold(
+    value: dict[str, Any], scope: Scope, hold: str, amount: float, expires: float, now: float
+) -> Refusal | dict[str, Any]:
     holds = _live(value, now)
     held = sum(a for h, (a, _) in holds.items() if h != hold)
     spent = float(value.get("spent", 0.0))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from core.chunks import ContextChunk
 from core.config.api import CacheConfig
@@ -25,7 +25,11 @@ def _norm(text: str | None) -> str | None:
 
 
 def cache_key(
-    tenant: str, request: JobRequest, decision: RouteDecision, max_tokens: int, template: str,
+    tenant: str,
+    request: JobRequest,
+    decision: RouteDecision,
+    max_tokens: int,
+    template: str,
     chunks: Sequence[ContextChunk],
 ) -> str:
     material = {

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from core.governance.spend import KEEP_S, SHARDS, TRIES, day_of, days_from, sum_days
 from core.governance.state import add_counts
@@ -22,7 +23,7 @@ from core.ports import CountingState, StateStore
 
 BOUNDS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, math.inf)  # seconds, each bucket's upper bound
 BUCKETS = tuple(f"le_{b:g}" for b in BOUNDS)
-FIELDS = ("jobs", "latency_s") + BUCKETS
+FIELDS = ("jobs", "latency_s", *BUCKETS)
 DIMENSIONS = ("tenant", "task", "status", "model", "day")
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -35,7 +36,7 @@ class OutcomeLedger:
 
     def add(self, job: Job) -> None:
         latency = max(0.0, (job.finished_at or job.updated_at) - job.created_at)
-        bucket = next(name for name, bound in zip(BUCKETS, BOUNDS) if latency <= bound)
+        bucket = next(name for name, bound in zip(BUCKETS, BOUNDS, strict=True) if latency <= bound)
         shard = 0 if self.counting is not None else int(hashlib.sha256(job.id.encode()).hexdigest(), 16) % SHARDS
         key = f"outcomes:{job.tenant}:{day_of(self.clock())}:{shard}"
         group = f"{task_of(job)}|{job.status.value}|{job.route.model if job.route else '-'}"
@@ -47,15 +48,21 @@ class OutcomeLedger:
 
     def report(self, tenants: Iterable[str], *, since: float, by: list[str]) -> list[dict[str, Any]]:
         """Rows by the `by` dimensions: jobs, mean latency and its p50, p90 and p99 (seconds), most jobs first."""
-        sums = sum_days(self.state, "outcomes", tenants, days_from(since, self.clock()), by,
-                        ("task", "status", "model"), FIELDS)
+        sums = sum_days(
+            self.state, "outcomes", tenants, days_from(since, self.clock()), by, ("task", "status", "model"), FIELDS
+        )
         rows = []
         for k, vals in sums.items():
             jobs = int(vals["jobs"])
             counts = [vals[b] for b in BUCKETS]
-            rows.append({**dict(zip(by, k)), "jobs": jobs,
-                         "mean_latency_s": round(vals["latency_s"] / jobs, 3) if jobs else None,
-                         **{f"p{round(q * 100)}_latency_s": quantile(q, counts) for q in QUANTILES}})
+            rows.append(
+                {
+                    **dict(zip(by, k, strict=True)),
+                    "jobs": jobs,
+                    "mean_latency_s": round(vals["latency_s"] / jobs, 3) if jobs else None,
+                    **{f"p{round(q * 100)}_latency_s": quantile(q, counts) for q in QUANTILES},
+                }
+            )
         return sorted(rows, key=lambda r: -r["jobs"])
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from core.config.worker import LimitsConfig, ModelConfig
 from core.governance.state import mutate
@@ -178,4 +179,3 @@ def _refill(rec: StateRecord | None, limits: LimitsConfig, now: float) -> dict[s
     levels = rec.value.get("levels", {})
     elapsed = max(0.0, now - float(rec.value.get("ts", now)))
     return {k: min(caps[k], float(levels.get(k, caps[k])) + rates[k] * elapsed) for k in rates}
-

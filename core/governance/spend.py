@@ -15,7 +15,8 @@ import datetime as dt
 import hashlib
 import time
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from core.governance.state import add_counts
 from core.models import Usage
@@ -24,8 +25,17 @@ from core.ports import CountingState, StateStore
 SHARDS = 4
 TRIES = 20
 KEEP_S = 400 * 86400
-FIELDS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
-          "saved_prompt_cache_usd", "saved_response_cache_usd", "saved_batch_usd")
+FIELDS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "saved_prompt_cache_usd",
+    "saved_response_cache_usd",
+    "saved_batch_usd",
+)
 DIMENSIONS = ("tenant", "task", "model", "lane", "day")
 
 
@@ -43,13 +53,13 @@ _day_names: dict[int, str] = {}
 def _name_day(day: int) -> str:
     if len(_day_names) > 1024:
         _day_names.clear()
-    name = _day_names[day] = dt.datetime.fromtimestamp(day * 86400, dt.timezone.utc).strftime("%Y-%m-%d")
+    name = _day_names[day] = dt.datetime.fromtimestamp(day * 86400, dt.UTC).strftime("%Y-%m-%d")
     return name
 
 
 def day_start(value: str) -> float:
     """The start of a UTC day given as YYYY-MM-DD; ValueError otherwise."""
-    return dt.datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp()
 
 
 def default_since(now: float) -> float:
@@ -62,18 +72,34 @@ class UsageLedger:
         self.counting = state if isinstance(state, CountingState) else None  # one statement, no read
         self.clock = clock
 
-    def add(self, *, tenant: str, task: str | None, model: str, lane: str, job_id: str, usage: Usage,
-            saved_prompt_cache_usd: float = 0.0, saved_response_cache_usd: float = 0.0,
-            saved_batch_usd: float = 0.0) -> None:
+    def add(
+        self,
+        *,
+        tenant: str,
+        task: str | None,
+        model: str,
+        lane: str,
+        job_id: str,
+        usage: Usage,
+        saved_prompt_cache_usd: float = 0.0,
+        saved_response_cache_usd: float = 0.0,
+        saved_batch_usd: float = 0.0,
+    ) -> None:
         # shards spread read-and-compare-and-set writers; a counting store adds in place, under its one lock
         shard = 0 if self.counting is not None else int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % SHARDS
         key = f"usage:{tenant}:{day_of(self.clock())}:{shard}"
         group = f"{task or '-'}|{model}|{lane}"
-        delta = {"calls": 0 if usage.cached else 1, "input_tokens": usage.input_tokens,
-                 "output_tokens": usage.output_tokens, "cache_read_tokens": usage.cache_read_tokens,
-                 "cache_write_tokens": usage.cache_write_tokens, "cost_usd": usage.cost_usd,
-                 "saved_prompt_cache_usd": saved_prompt_cache_usd, "saved_response_cache_usd": saved_response_cache_usd,
-                 "saved_batch_usd": saved_batch_usd}
+        delta = {
+            "calls": 0 if usage.cached else 1,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "cost_usd": usage.cost_usd,
+            "saved_prompt_cache_usd": saved_prompt_cache_usd,
+            "saved_response_cache_usd": saved_response_cache_usd,
+            "saved_batch_usd": saved_batch_usd,
+        }
         if self.counting is not None:
             self.counting.add_counts(key, group, delta, ttl_s=KEEP_S)
         else:
@@ -81,9 +107,16 @@ class UsageLedger:
 
     def report(self, tenants: Iterable[str], *, since: float, by: list[str]) -> list[dict[str, Any]]:
         """Rows summed by the `by` dimensions, biggest cost first (days from `since` to today, UTC)."""
-        sums = sum_days(self.state, "usage", tenants, days_from(since, self.clock()), by, ("task", "model", "lane"), FIELDS)
-        rows = [{**dict(zip(by, k)), **{f: (int(v) if f.endswith("tokens") or f == "calls" else v)
-                                        for f, v in vals.items()}} for k, vals in sums.items()]
+        sums = sum_days(
+            self.state, "usage", tenants, days_from(since, self.clock()), by, ("task", "model", "lane"), FIELDS
+        )
+        rows = [
+            {
+                **dict(zip(by, k, strict=True)),
+                **{f: (int(v) if f.endswith("tokens") or f == "calls" else v) for f, v in vals.items()},
+            }
+            for k, vals in sums.items()
+        ]
         return sorted(rows, key=lambda r: -r["cost_usd"])
 
 
@@ -96,8 +129,15 @@ def days_from(since: float, now: float) -> list[str]:
     return days
 
 
-def sum_days(state: StateStore, kind: str, tenants: Iterable[str], days: list[str], by: list[str],
-             group_dims: tuple[str, ...], fields: Iterable[str]) -> dict[tuple[str, ...], dict[str, float]]:
+def sum_days(
+    state: StateStore,
+    kind: str,
+    tenants: Iterable[str],
+    days: list[str],
+    by: list[str],
+    group_dims: tuple[str, ...],
+    fields: Iterable[str],
+) -> dict[tuple[str, ...], dict[str, float]]:
     """The `kind:TENANT:DAY:SHARD` records' groups (named by `group_dims`, joined with '|') summed by `by`."""
     fields = tuple(fields)
     sums: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: dict.fromkeys(fields, 0.0))
@@ -105,16 +145,17 @@ def sum_days(state: StateStore, kind: str, tenants: Iterable[str], days: list[st
         for day in days:
             for shard in range(SHARDS):
                 rec = state.get(f"{kind}:{tenant}:{day}:{shard}")
-                for group, row in (rec.value["groups"].items() if rec is not None else ()):
-                    dims = {"tenant": tenant, "day": day, **dict(zip(group_dims, group.split("|")))}
+                for group, row in rec.value["groups"].items() if rec is not None else ():
+                    dims = {"tenant": tenant, "day": day, **dict(zip(group_dims, group.split("|"), strict=False))}
                     acc = sums[tuple(dims[d] for d in by)]
                     for f in fields:
                         acc[f] = round(acc[f] + row.get(f, 0), 10)
     return sums
 
 
-def prompt_cache_saving(usage: Usage, input_per_mtok: float, read_per_mtok: float | None,
-                        write_per_mtok: float | None) -> float:
+def prompt_cache_saving(
+    usage: Usage, input_per_mtok: float, read_per_mtok: float | None, write_per_mtok: float | None
+) -> float:
     """What reading the cache saved against plain input, less what writing it cost above plain input."""
     read = read_per_mtok if read_per_mtok is not None else input_per_mtok
     write = write_per_mtok if write_per_mtok is not None else input_per_mtok

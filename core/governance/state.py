@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from core.errors import Contended
 from core.ports import StateRecord, StateStore
@@ -33,8 +34,15 @@ def mutate(
     raise Contended(f"state key {key!r} kept changing under {tries} conditional writes")
 
 
-def add_counts(state: StateStore, key: str, group: str, deltas: dict[str, int | float], *, ttl_s: float | None = None,
-               tries: int = MAX_TRIES) -> None:
+def add_counts(
+    state: StateStore,
+    key: str,
+    group: str,
+    deltas: dict[str, int | float],
+    *,
+    ttl_s: float | None = None,
+    tries: int = MAX_TRIES,
+) -> None:
     """`value["groups"][group][field] += delta` by read and compare-and-set, on any store (what a
     `core.ports.CountingState` does in one statement). A zero delta adds nothing, and the group's other
     counts stay as they are."""

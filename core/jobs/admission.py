@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, NamedTuple
+from typing import NamedTuple
 
 from core.config.worker import ModelConfig, Settings
 from core.errors import Contended
@@ -54,8 +55,15 @@ class Governors(NamedTuple):
 class Ticket:
     """What an admitted call holds: the deployment it may call and the governance it must settle."""
 
-    def __init__(self, decision: RouteDecision, model: ModelConfig, gate: Gate, reservation: Reservation,
-                 governors: Governors, held: Held | None = None) -> None:
+    def __init__(
+        self,
+        decision: RouteDecision,
+        model: ModelConfig,
+        gate: Gate,
+        reservation: Reservation,
+        governors: Governors,
+        held: Held | None = None,
+    ) -> None:
         self.decision = decision
         self.model = model
         self.gate = gate
@@ -88,15 +96,27 @@ class Ticket:
         if not g.limiter.rated(self.model):
             return
         try:
-            await g.state_io(g.limiter.correct, self.model, self.reservation, input_tokens=result.input_tokens,
-                             output_tokens=result.output_tokens)
+            await g.state_io(
+                g.limiter.correct,
+                self.model,
+                self.reservation,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+            )
         except Contended as e:  # the reply is safe; a missed correction only skews the bucket briefly
             log_event("ratelimit.settle_skipped", logging.WARNING, error=str(e))
 
 
 class Admission:
-    def __init__(self, settings: Settings, governors: Governors, calls: MaxCalls, providers: ProviderRegistry, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        governors: Governors,
+        calls: MaxCalls,
+        providers: ProviderRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.governors = governors
         self.breaker, self.limiter, self.budgets, self.state_io = governors
@@ -105,8 +125,15 @@ class Admission:
         self.clock = clock
 
     @asynccontextmanager
-    async def admit(self, plan: RoutePlan, current: RouteDecision, est_input: int, deadline: float,
-                    job: Job, counted_input: int | None = None) -> AsyncIterator[Ticket | Deferral | OverBudget]:
+    async def admit(
+        self,
+        plan: RoutePlan,
+        current: RouteDecision,
+        est_input: int,
+        deadline: float,
+        job: Job,
+        counted_input: int | None = None,
+    ) -> AsyncIterator[Ticket | Deferral | OverBudget]:
         """Yield a Ticket, or the Deferral that says why the job must wait. Raises Contended when the
         shared state is too busy to decide (the caller defers)."""
         gated = await self._gate(plan, current)
@@ -123,7 +150,9 @@ class Admission:
             if waited is None:
                 yield Deferral(delay_s=max(1.0, SLOT_POLL_S * 10), reason=f"concurrency cap on {decision.model}")
                 return
-            budget = await self._hold(job, model, est_input if counted_input is None else counted_input, plan)  # before rate tokens: a refusal spends none
+            budget = await self._hold(
+                job, model, est_input if counted_input is None else counted_input, plan
+            )  # before rate tokens: a refusal spends none
             if isinstance(budget, (Deferral, OverBudget)):
                 yield budget
                 return
@@ -132,10 +161,14 @@ class Admission:
             if isinstance(reserved, Deferral):
                 yield reserved
                 return
-            if (ref := job.parent) and ref.max_calls and not await self.state_io(self.calls.take, ref.parent_id,
-                                                                                 ref.max_calls):
-                yield OverBudget(f"workflow {ref.parent_id} used up its max_calls ({ref.max_calls}); raise it or "
-                                 "shorten the input")
+            if (
+                (ref := job.parent)
+                and ref.max_calls
+                and not await self.state_io(self.calls.take, ref.parent_id, ref.max_calls)
+            ):
+                yield OverBudget(
+                    f"workflow {ref.parent_id} used up its max_calls ({ref.max_calls}); raise it or shorten the input"
+                )
                 return
             if reserved.wait_s > 0:
                 await asyncio.sleep(reserved.wait_s)
@@ -149,16 +182,24 @@ class Admission:
             if (ticket is None or not ticket.reported) and gate.kind == "probe":  # abandon only gives back probes
                 await self.state_io(self.breaker.abandon, gate)
 
-    async def _gate(self, plan: RoutePlan, current: RouteDecision) -> tuple[RouteDecision, ModelConfig, Gate] | Deferral:
+    async def _gate(
+        self, plan: RoutePlan, current: RouteDecision
+    ) -> tuple[RouteDecision, ModelConfig, Gate] | Deferral:
         """The first deployment of [current, the route's equivalent deployments, circuit_open fallbacks...] whose
         circuit is not open: a broken deployment holds up only the jobs that have nowhere else to go."""
         gov = self.settings.governance
-        chain = [current] + [d for d in plan.siblings + plan.fallbacks.get("circuit_open", []) if d.model != current.model]
+        chain = [current] + [
+            d for d in plan.siblings + plan.fallbacks.get("circuit_open", []) if d.model != current.model
+        ]
         retry_in: float | None = None
         for decision in chain:
             model = self.settings.models[decision.model]
-            gate = self.breaker.cached_gate(model) or await self.state_io(self.breaker.check, model,
-                                                                          probe_timeout_s=gov.lease_s)
+            cached = self.breaker.cached_gate(model)
+            gate = (
+                cached
+                if cached is not None
+                else await self.state_io(self.breaker.check, model, probe_timeout_s=gov.lease_s)
+            )
             if gate.kind != "open":
                 break
             retry_in = gate.retry_in_s if retry_in is None else min(retry_in, gate.retry_in_s)
@@ -177,8 +218,9 @@ class Admission:
             raise
         return decision, model, gate
 
-    async def _hold(self, job: Job, model: ModelConfig, counted: int,
-                    plan: RoutePlan) -> Held | Deferral | OverBudget | None:
+    async def _hold(
+        self, job: Job, model: ModelConfig, counted: int, plan: RoutePlan
+    ) -> Held | Deferral | OverBudget | None:
         """The call's worst case held in every budget of the tenant (and task); None when it has none."""
         tenant = self.settings.tenants.get(job.tenant)
         config = tenant.budgets if tenant is not None else None
@@ -187,11 +229,20 @@ class Admission:
             return None
         worst = worst_case(model, counted, min(plan.route.max_tokens, model.max_output_tokens))
         hold = f"{job.id}:{job.provider_calls + 1}"
-        refused = await self.state_io(self.budgets.reserve, within, hold, worst, hold_s=self.settings.governance.lease_s)
+        refused = await self.state_io(
+            self.budgets.reserve, within, hold, worst, hold_s=self.settings.governance.lease_s
+        )
         if refused is None:
             return Held(within, hold)
-        log_event("budget.exhausted", logging.WARNING, budget=refused.scope.name, limit_usd=refused.scope.limit,
-                  spent_usd=round(refused.spent, 6), call_usd=round(worst, 6), policy=config.on_exhausted)
+        log_event(
+            "budget.exhausted",
+            logging.WARNING,
+            budget=refused.scope.name,
+            limit_usd=refused.scope.limit,
+            spent_usd=round(refused.spent, 6),
+            call_usd=round(worst, 6),
+            policy=config.on_exhausted,
+        )
         if config.on_exhausted == "defer":
             return Deferral(delay_s=max(1.0, refused.scope.resets_at - self.clock()), reason=refused.message())
         return OverBudget(refused.message())

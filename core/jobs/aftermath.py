@@ -25,8 +25,16 @@ if TYPE_CHECKING:
 
 
 class Aftermath:
-    def __init__(self, outcomes: OutcomeLedger, metrics: Metrics, queue: SendQueue, store_access: Access, *,
-                 steps: WorkflowSteps | None = None, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        outcomes: OutcomeLedger,
+        metrics: Metrics,
+        queue: SendQueue,
+        store_access: Access,
+        *,
+        steps: WorkflowSteps | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.outcomes = outcomes
         self.metrics = metrics
         self.queue = queue  # the callback's message, a parent's wake-up
@@ -69,7 +77,7 @@ class Aftermath:
 
         try:
             await asyncio.to_thread(self.audit_log.write, job, system=system, user=user)
-        except Exception as e:  # noqa: BLE001  the answer stands; the gap is logged
+        except Exception as e:
             log_event("audit.write_failed", logging.ERROR, error=repr(e)[:500])
 
     def _count(self, job: Job) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from core.assembly import Assembled
 from core.chunks import ContextChunk
@@ -21,14 +22,14 @@ from core.config.api import GovernanceConfig
 from core.config.worker import ModelConfig, Settings
 from core.errors import ProviderError
 from core.jobs.admission import MIN_CALL_S, Ticket
-from core.jobs.heartbeat import Heartbeat
 from core.jobs.aftermath import Aftermath
 from core.jobs.bills import Bills
+from core.jobs.heartbeat import Heartbeat
 from core.jobs.ledger import Ledger
-from core.jobs.verdict import Verdict, Verdicts
 from core.jobs.offload import Offload
 from core.jobs.replies import check_reply, usage_is_sane
 from core.jobs.usage import billed
+from core.jobs.verdict import Verdict, Verdicts
 from core.logs import Timer, log_event
 from core.models import Attempt, ErrorClass, Job, JobError, ProviderResult, RouteDecision, Usage
 from core.observability.metrics import Metrics, attempt_record
@@ -77,8 +78,9 @@ class Lost(NamedTuple):
 AttemptResult = Replied | Fallback | RetryNow | RetryLater | Failed | Exhausted | Lost
 
 
-def typed_fallback(exc: BaseException, error_class: ErrorClass, plan: RoutePlan, tried: set[str],
-                   fits: Callable[[str], bool]) -> RouteDecision | None:
+def typed_fallback(
+    exc: BaseException, error_class: ErrorClass, plan: RoutePlan, tried: set[str], fits: Callable[[str], bool]
+) -> RouteDecision | None:
     """The next untried model of the chain this error calls for (429/529, refusal, context overflow, a
     reply cut at max_tokens on a route with on_max_tokens: fallback)."""
     status = exc.status_code if isinstance(exc, ProviderError) else None
@@ -100,8 +102,15 @@ def typed_fallback(exc: BaseException, error_class: ErrorClass, plan: RoutePlan,
     return None
 
 
-def decide(c: Classification, error: JobError, *, calls: int, gov: GovernanceConfig,
-           fallback: RouteDecision | None, time_left_s: float) -> AttemptResult:
+def decide(
+    c: Classification,
+    error: JobError,
+    *,
+    calls: int,
+    gov: GovernanceConfig,
+    fallback: RouteDecision | None,
+    time_left_s: float,
+) -> AttemptResult:
     """What follows a failed call, given the persisted call count and the time left in this invocation."""
     if fallback is not None and calls < gov.max_attempts:
         return Fallback(fallback, error)
@@ -109,28 +118,53 @@ def decide(c: Classification, error: JobError, *, calls: int, gov: GovernanceCon
         return Failed(error)
     if calls >= gov.max_attempts:
         return Exhausted(error)
-    delay = retry_delay(calls, retry_after_s=c.retry_after_s, base_s=gov.backoff_base_s, cap_s=gov.backoff_max_s,
-                        retry_after_cap_s=gov.retry_after_cap_s)
+    delay = retry_delay(
+        calls,
+        retry_after_s=c.retry_after_s,
+        base_s=gov.backoff_base_s,
+        cap_s=gov.backoff_max_s,
+        retry_after_cap_s=gov.retry_after_cap_s,
+    )
     if delay + MIN_CALL_S < time_left_s and delay <= gov.in_process_wait_s:
         return RetryNow(delay, error)
     return RetryLater(delay, error)
 
 
-def chat_request(decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int,
-                 model: ModelConfig) -> ChatRequest:
+def chat_request(
+    decision: RouteDecision, assembled: Assembled, job: Job, max_tokens: int, model: ModelConfig
+) -> ChatRequest:
     """What the provider is sent for this job and model (online, or as one request of a batch)."""
     prompt, r = assembled.prompt, assembled.record
     stable = r.system_tokens + r.template_tokens + r.context_tokens  # what stays the same across questions
     cache = prompt.stable_chars if model.cache_min_tokens and stable >= model.cache_min_tokens else 0
-    return ChatRequest(model_id=decision.model_id, system=prompt.system, user=prompt.user,
-                       question=job.request.prompt, max_tokens=max_tokens, context=assembled.chunks,
-                       cache_prefix_chars=cache)
+    return ChatRequest(
+        model_id=decision.model_id,
+        system=prompt.system,
+        user=prompt.user,
+        question=job.request.prompt,
+        max_tokens=max_tokens,
+        context=assembled.chunks,
+        cache_prefix_chars=cache,
+    )
 
 
 class Attempter:
-    def __init__(self, settings: Settings, ledger: Ledger, providers: ProviderRegistry, router_fits: Callable[..., bool],
-                 verdicts: Verdicts, bills: Bills, aftermath: Aftermath, *, store_io: Offload, state_io: Offload,
-                 streams: StreamLog, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        providers: ProviderRegistry,
+        router_fits: Callable[..., bool],
+        verdicts: Verdicts,
+        bills: Bills,
+        aftermath: Aftermath,
+        *,
+        store_io: Offload,
+        state_io: Offload,
+        streams: StreamLog,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.providers = providers
@@ -145,27 +179,32 @@ class Attempter:
         self.metrics = metrics
         self.clock = clock
 
-    async def run(self, job: Job, ticket: Ticket, plan: RoutePlan, assembled: Assembled, deadline: float,
-                  tried: set[str]) -> AttemptResult:
+    async def run(
+        self, job: Job, ticket: Ticket, plan: RoutePlan, assembled: Assembled, deadline: float, tried: set[str]
+    ) -> AttemptResult:
         decision = ticket.decision
-        lease_until = min(self.clock() + self.settings.governance.lease_s, deadline)
-        attempt = await self.store_io(
-            self.ledger.claim, job, decision, lease_until=lease_until, template=assembled.prompt.template,
-            chunk_ids=[c.id for c in assembled.chunks], assembly=assembled.record,
-        )
+        attempt = await self._claim(job, ticket, assembled, deadline)
         if attempt is None:
             return Lost("lost the claim race to another delivery")
-        if len(job.attempts) == 1 or job.attempts[-2].model != decision.model or ticket.gate.kind == "probe":
-            log_event("route.decided", provider=decision.provider, model=decision.model, reason=decision.reason)
         timer = Timer()
         max_tokens = min(plan.route.max_tokens, ticket.model.max_output_tokens)
         call_deadline = min(self.clock() + self.settings.providers[decision.provider].timeout_s, deadline)
-        heartbeat = Heartbeat(self.ledger, job, lease_s=self.settings.governance.lease_s, deadline=deadline,
-                              store_io=self.store_io, clock=self.clock)
+        heartbeat = Heartbeat(
+            self.ledger,
+            job,
+            lease_s=self.settings.governance.lease_s,
+            deadline=deadline,
+            store_io=self.store_io,
+            clock=self.clock,
+        )
         writer = self._writer(job, attempt.number)
         try:
-            call = self._call(decision, chat_request(decision, assembled, job, max_tokens, ticket.model),
-                              max(0.1, call_deadline - self.clock()), writer)
+            call = self._call(
+                decision,
+                chat_request(decision, assembled, job, max_tokens, ticket.model),
+                max(0.1, call_deadline - self.clock()),
+                writer,
+            )
             result = await heartbeat.run(call, call_deadline=call_deadline)
         except asyncio.CancelledError:
             raise  # the admission's exit abandons the unsettled gate
@@ -185,6 +224,38 @@ class Attempter:
             check_reply(result, max_tokens=max_tokens, model=ticket.model, route=plan.route)
         except ProviderError as exc:  # empty, impossible usage, or cut where the route refuses cut replies
             return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer, writer)
+        return await self._replied(job, attempt, ticket, result, assembled, timer, writer)
+
+    async def _claim(self, job: Job, ticket: Ticket, assembled: Assembled, deadline: float) -> Attempt | None:
+        """Spend one attempt of the persisted budget and take the lease, before paying for the call."""
+        decision = ticket.decision
+        attempt = await self.store_io(
+            self.ledger.claim,
+            job,
+            decision,
+            lease_until=min(self.clock() + self.settings.governance.lease_s, deadline),
+            template=assembled.prompt.template,
+            chunk_ids=[c.id for c in assembled.chunks],
+            assembly=assembled.record,
+        )
+        if attempt is not None and (
+            len(job.attempts) == 1 or job.attempts[-2].model != decision.model or ticket.gate.kind == "probe"
+        ):
+            log_event("route.decided", provider=decision.provider, model=decision.model, reason=decision.reason)
+        return attempt
+
+    async def _replied(
+        self,
+        job: Job,
+        attempt: Attempt,
+        ticket: Ticket,
+        result: ProviderResult,
+        assembled: Assembled,
+        timer: Timer,
+        writer: StreamWriter | None,
+    ) -> AttemptResult:
+        """A usable reply: governance settled, then the reply (and, in the same write, the job's result) saved."""
+        decision = ticket.decision
         await ticket.report(None)
         _finished(attempt, self.clock(), timer, "succeeded")
         self._observe(job, attempt, ticket.model, writer)
@@ -197,15 +268,22 @@ class Attempter:
             return Lost("could not persist the provider reply")
         written = verdict if job.status.terminal else None  # else only the reply landed (a race): finalize writes
         log_event(
-            "provider.reply", provider=decision.provider, model=decision.model, latency_ms=attempt.latency_ms,
-            input_tokens=result.input_tokens, output_tokens=result.output_tokens, attempt=attempt.number,
+            "provider.reply",
+            provider=decision.provider,
+            model=decision.model,
+            latency_ms=attempt.latency_ms,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            attempt=attempt.number,
         )
         return Replied(result, assembled.chunks, written)
 
-    async def _bill_and_save(self, job: Job, ticket: Ticket, usage: Usage | None, result: ProviderResult,
-                             verdict: Verdict) -> bool:
+    async def _bill_and_save(
+        self, job: Job, ticket: Ticket, usage: Usage | None, result: ProviderResult, verdict: Verdict
+    ) -> bool:
         """The call's usage, then its reply with the job's result and, if that ends the job, its aftermath: one
         offloaded call (the embedded stores: one group, so they commit together)."""
+
         def both() -> bool:
             if usage is not None:
                 self.bills.add(job, ticket.decision.model, ticket.model, usage)
@@ -216,10 +294,13 @@ class Attempter:
     def _writer(self, job: Job, attempt: int) -> StreamWriter | None:
         if not job.request.stream:
             return None
-        return StreamWriter(self.streams, job.id, attempt, flush_s=self.settings.stream.flush_ms / 1000, io=self.state_io)
+        return StreamWriter(
+            self.streams, job.id, attempt, flush_s=self.settings.stream.flush_ms / 1000, io=self.state_io
+        )
 
-    def _call(self, decision: RouteDecision, request: ChatRequest, timeout_s: float,
-              writer: StreamWriter | None) -> Awaitable[ProviderResult]:
+    def _call(
+        self, decision: RouteDecision, request: ChatRequest, timeout_s: float, writer: StreamWriter | None
+    ) -> Awaitable[ProviderResult]:
         provider = self.providers.get(decision.provider)
         if writer is not None and isinstance(provider, Streamer):
             return provider.stream(request, timeout_s=timeout_s, on_delta=writer.add)
@@ -230,9 +311,19 @@ class Attempter:
         ttft = max(0.0, first - attempt.started_at) if first is not None else None
         self.metrics.attempt(attempt_record(job, attempt, model_id=model.model_id, ttft_s=ttft), attempt, job)
 
-    async def _failed(self, exc: Exception, job: Job, attempt: Attempt, ticket: Ticket, plan: RoutePlan,
-                      assembled: Assembled, deadline: float, tried: set[str], timer: Timer,
-                      writer: StreamWriter | None = None) -> AttemptResult:
+    async def _failed(
+        self,
+        exc: Exception,
+        job: Job,
+        attempt: Attempt,
+        ticket: Ticket,
+        plan: RoutePlan,
+        assembled: Assembled,
+        deadline: float,
+        tried: set[str],
+        timer: Timer,
+        writer: StreamWriter | None = None,
+    ) -> AttemptResult:
         c = classify(exc)
         await ticket.report(c.error_class)
         await ticket.charge(attempt.usage.cost_usd if attempt.usage else 0.0)  # a cut stream was billed
@@ -244,15 +335,28 @@ class Attempter:
         self._observe(job, attempt, ticket.model, writer)
         body = (exc.body if isinstance(exc, ProviderError) else None) or ""
         log_event(
-            "provider.error", logging.WARNING, provider=ticket.decision.provider, model=ticket.decision.model,
-            error_class=c.error_class.value, status_code=attempt.status_code, latency_ms=attempt.latency_ms,
-            attempt=attempt.number, body=body[:2000] if c.error_class is ErrorClass.malformed else None,
+            "provider.error",
+            logging.WARNING,
+            provider=ticket.decision.provider,
+            model=ticket.decision.model,
+            error_class=c.error_class.value,
+            status_code=attempt.status_code,
+            latency_ms=attempt.latency_ms,
+            attempt=attempt.number,
+            body=body[:2000] if c.error_class is ErrorClass.malformed else None,
         )
         error = JobError(error_class=c.error_class, message=attempt.error, status_code=attempt.status_code)
-        fallback = typed_fallback(exc, c.error_class, plan, tried,
-                                  lambda name: self.fits(name, assembled.input_tokens, plan.route))
-        return decide(c, error, calls=job.provider_calls, gov=self.settings.governance, fallback=fallback,
-                      time_left_s=deadline - self.clock())
+        fallback = typed_fallback(
+            exc, c.error_class, plan, tried, lambda name: self.fits(name, assembled.input_tokens, plan.route)
+        )
+        return decide(
+            c,
+            error,
+            calls=job.provider_calls,
+            gov=self.settings.governance,
+            fallback=fallback,
+            time_left_s=deadline - self.clock(),
+        )
 
 
 def _finished(attempt: Attempt, now: float, timer: Timer, outcome: str) -> None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.config.worker import Settings
 from core.governance.budget import Budgets, scopes, worst_case
@@ -42,9 +43,22 @@ TRIES = 20
 
 
 class BatchLane:
-    def __init__(self, settings: Settings, ledger: Ledger, state: StateStore, queue: SendQueue,
-                 providers: ProviderRegistry, preparer: Preparer, finalizer: Finalizer, bills: Bills, budgets: Budgets,
-                 *, store_io: Offload, state_io: Offload, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        state: StateStore,
+        queue: SendQueue,
+        providers: ProviderRegistry,
+        preparer: Preparer,
+        finalizer: Finalizer,
+        bills: Bills,
+        budgets: Budgets,
+        *,
+        store_io: Offload,
+        state_io: Offload,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.state = state  # the lane's own records: the pending and open batches
@@ -76,18 +90,31 @@ class BatchLane:
         worst = worst_case(model, assembled.record.input_tokens, min(plan.route.max_tokens, model.max_output_tokens))
         within = self._scopes(job)
         wait = self.settings.batch.wait_s + self.settings.batch.flush_s
-        if within and await self.state_io(self.budgets.reserve, within, hold, worst * (1 - model.batch_discount),
-                                          hold_s=wait) is not None:
+        if (
+            within
+            and await self.state_io(self.budgets.reserve, within, hold, worst * (1 - model.batch_discount), hold_s=wait)
+            is not None
+        ):
             return None
-        attempt = await self.store_io(self.ledger.claim, job, decision, lease_until=self.clock() + wait,
-                                      template=assembled.prompt.template, chunk_ids=[c.id for c in assembled.chunks],
-                                      assembly=assembled.record)
-        if attempt is None or not await self.store_io(self.ledger.write, job, JobStatus.running,
-                                                      lambda j: setattr(j, "batch", BatchRef(model=decision.model))):
+        attempt = await self.store_io(
+            self.ledger.claim,
+            job,
+            decision,
+            lease_until=self.clock() + wait,
+            template=assembled.prompt.template,
+            chunk_ids=[c.id for c in assembled.chunks],
+            assembly=assembled.record,
+        )
+        if attempt is None or not await self.store_io(
+            self.ledger.write, job, JobStatus.running, lambda j: setattr(j, "batch", BatchRef(model=decision.model))
+        ):
             await self.state_io(self.budgets.release, within, hold)
             return Outcome("retry", delay_s=1.0, detail="job changed under us")
-        await self.state_io(self._update, f"batchq:{decision.model}",
-                            lambda v: {"since": v.get("since") or self.clock(), "items": v.get("items", []) + [job.id]})
+        await self.state_io(
+            self._update,
+            f"batchq:{decision.model}",
+            lambda v: {"since": v.get("since") or self.clock(), "items": [*v.get("items", []), job.id]},
+        )
         log_event("batch.joined", model=decision.model)
         return Outcome("ack", status=JobStatus.running, detail="joined the batch lane")
 
@@ -97,12 +124,18 @@ class BatchLane:
         for name in self.settings.models:
             rec = await self.state_io(self.state.get, f"batchq:{name}")
             items = rec.value.get("items", []) if rec is not None else []
-            due = rec is not None and items and (len(items) >= self.settings.batch.max_requests or
-                                                 self.clock() - rec.value["since"] >= self.settings.batch.flush_s)
+            due = (
+                rec is not None
+                and items
+                and (
+                    len(items) >= self.settings.batch.max_requests
+                    or self.clock() - rec.value["since"] >= self.settings.batch.flush_s
+                )
+            )
             if due:
                 counts["submitted"] += await self._flush(name)
         opened = await self.state_io(self.state.get, OPEN)
-        for b in (opened.value.get("batches", []) if opened is not None else []):
+        for b in opened.value.get("batches", []) if opened is not None else []:
             applied, returned = await self._poll(b)
             counts["applied"] += applied
             counts["returned"] += returned
@@ -116,8 +149,11 @@ class BatchLane:
             return {"since": None, "items": []}
 
         await self.state_io(self._update, f"batchq:{name}", take)
-        jobs = [j for j in [await self.store_io(self.ledger.load, i) for i in taken]
-                if j is not None and j.batch is not None and j.batch.state == "pending" and not j.status.terminal]
+        jobs = [
+            j
+            for j in [await self.store_io(self.ledger.load, i) for i in taken]
+            if j is not None and j.batch is not None and j.batch.state == "pending" and not j.status.terminal
+        ]
         if not jobs:
             return 0
         model = self.settings.models[name]
@@ -132,11 +168,18 @@ class BatchLane:
             for j in jobs:
                 await self._return(j, f"the batch API refused the batch: {e}")
             return 0
-        await self.state_io(self._update, OPEN, lambda v: {"batches": v.get("batches", []) + [
-            {"id": bid, "model": name, "items": [j.id for j in jobs]}]})
+        await self.state_io(
+            self._update,
+            OPEN,
+            lambda v: {"batches": [*v.get("batches", []), {"id": bid, "model": name, "items": [j.id for j in jobs]}]},
+        )
         for j in jobs:
-            await self.store_io(self.ledger.write, j, j.status, lambda x: setattr(x, "batch", BatchRef(
-                model=name, state="submitted", id=bid)))
+            await self.store_io(
+                self.ledger.write,
+                j,
+                j.status,
+                lambda x: setattr(x, "batch", BatchRef(model=name, state="submitted", id=bid)),
+            )
         log_event("batch.submitted", model=name, batch_id=bid, requests=len(jobs))
         return len(jobs)
 
@@ -145,8 +188,11 @@ class BatchLane:
         candidates = self.preparer.retrieve(job.tenant, job.request)
         prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id)
         route, model = prepared.plan.route, self.settings.models[model_name]
-        assembled = prepared.assembled if prepared.assembled.record.model == model_name else \
-            self.preparer.assemble_for(model_name, job.request.prompt, candidates, route)  # prepare() built the first
+        assembled = (
+            prepared.assembled
+            if prepared.assembled.record.model == model_name
+            else self.preparer.assemble_for(model_name, job.request.prompt, candidates, route)
+        )  # prepare() built the first
         decision = job.route or prepared.decision
         return chat_request(decision, assembled, job, min(route.max_tokens, model.max_output_tokens), model)
 
@@ -171,8 +217,9 @@ class BatchLane:
                 applied += await self._apply(job, r, b["model"])
             else:
                 returned += await self._return(job, str(r) if r is not None else "missing from the batch results")
-        await self.state_io(self._update, OPEN, lambda v: {"batches": [x for x in v.get("batches", [])
-                                                                       if x["id"] != b["id"]]})
+        await self.state_io(
+            self._update, OPEN, lambda v: {"batches": [x for x in v.get("batches", []) if x["id"] != b["id"]]}
+        )
         log_event("batch.ended", batch_id=b["id"], applied=applied, returned=returned)
         return applied, returned
 
@@ -185,8 +232,9 @@ class BatchLane:
         if not await self.store_io(self.ledger.save_reply, job, result):
             return 0
         await self.state_io(self.budgets.charge, self._scopes(job), f"{job.id}:{attempt.number}", usage.cost_usd)
-        await self.bills.account(job, model_name, model, usage, lane="batch",
-                                 saved_batch_usd=round(full.cost_usd - usage.cost_usd, 10))
+        await self.bills.account(
+            job, model_name, model, usage, lane="batch", saved_batch_usd=round(full.cost_usd - usage.cost_usd, 10)
+        )
         await self.finalizer.finalize(job)
         return 1
 
@@ -202,8 +250,9 @@ class BatchLane:
                 j.batch = j.batch.model_copy(update={"state": "returned"})
 
         back(job)
-        if not await self.store_io(self.ledger.hand_back, job, JobError(error_class=ErrorClass.transient,
-                                                                          message=reason[:1000])):
+        if not await self.store_io(
+            self.ledger.hand_back, job, JobError(error_class=ErrorClass.transient, message=reason[:1000])
+        ):
             return 0
         send_job(self.queue, job)
         return 1

@@ -17,8 +17,17 @@ from core.models import Job, RouteDecision, Usage
 
 
 class CachedReplies:
-    def __init__(self, cache: ResponseCache, ledger: Ledger, bills: Bills, finalizer: Finalizer, aftermath: Aftermath,
-                 *, store_io: Offload, state_io: Offload) -> None:
+    def __init__(
+        self,
+        cache: ResponseCache,
+        ledger: Ledger,
+        bills: Bills,
+        finalizer: Finalizer,
+        aftermath: Aftermath,
+        *,
+        store_io: Offload,
+        state_io: Offload,
+    ) -> None:
         self.cache = cache
         self.ledger = ledger
         self.bills = bills  # a hit is on the usage ledger at $0, with what it saved
@@ -37,14 +46,26 @@ class CachedReplies:
         if hit is None:
             return None
         reply, source = hit
-        if not await self.store_io(self.ledger.serve_cached, run.job, decision, reply, source,
-                                   template=assembled.prompt.template, chunk_ids=[c.id for c in assembled.chunks],
-                                   assembly=assembled.record):
+        if not await self.store_io(
+            self.ledger.serve_cached,
+            run.job,
+            decision,
+            reply,
+            source,
+            template=assembled.prompt.template,
+            chunk_ids=[c.id for c in assembled.chunks],
+            assembly=assembled.record,
+        ):
             return raced()
         log_event("cache.hit", source_job=source, model=decision.model)
         paid = await self.store_io(self.ledger.load, source)
-        await self.bills.account(run.job, decision.model, None, Usage(cached=True),
-                                 saved_response_cache_usd=paid.usage.cost_usd if paid is not None else 0.0)
+        await self.bills.account(
+            run.job,
+            decision.model,
+            None,
+            Usage(cached=True),
+            saved_response_cache_usd=paid.usage.cost_usd if paid is not None else 0.0,
+        )
         outcome = await self.finalizer.finalize(run.job, assembled.chunks)
         await self.aftermath.audit(run.job, system=assembled.prompt.system, user=assembled.prompt.user)
         return outcome
@@ -58,5 +79,11 @@ class CachedReplies:
 
 
 def key(run: Run, decision: RouteDecision, assembled: Assembled) -> str:
-    return cache_key(run.job.tenant, run.job.request, decision, run.prepared.plan.route.max_tokens,
-                     assembled.prompt.template, assembled.chunks)
+    return cache_key(
+        run.job.tenant,
+        run.job.request,
+        decision,
+        run.prepared.plan.route.max_tokens,
+        assembled.prompt.template,
+        assembled.chunks,
+    )

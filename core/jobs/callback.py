@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from core.config.api import ApiSettings
-from core.jobs.ledger import Ledger, pending_callback
+from core.jobs.callback_record import pending_callback, record_try
+from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome
 from core.jobs.submit import queue_callback
@@ -29,8 +30,16 @@ LEASE_MARGIN_S = 2.0  # the outcome is written and the message settled after the
 
 
 class Callbacks:
-    def __init__(self, settings: ApiSettings, ledger: Ledger, queue: SendQueue, secrets: Secrets, *,
-                 store_io: Offload, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        ledger: Ledger,
+        queue: SendQueue,
+        secrets: Secrets,
+        *,
+        store_io: Offload,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.config = settings.callbacks
         self.ledger = ledger
@@ -62,18 +71,34 @@ class Callbacks:
         if view is None and job.status.value != cb.event:  # moved on since, unrecorded: nothing true to send
             return Outcome("ack", detail="the job moved on from the state this callback reports")
         body = (view or JobView.of(job).model_dump_json()).encode()
-        headers = {"content-type": "application/json", "x-alto-job-id": job.id, "x-alto-trace-id": job.trace_id,
-                   **signing.headers(self._secret(job.tenant), cb.id, int(self.clock()), body)}
+        headers = {
+            "content-type": "application/json",
+            "x-alto-job-id": job.id,
+            "x-alto-trace-id": job.trace_id,
+            **signing.headers(self._secret(job.tenant), cb.id, int(self.clock()), body),
+        }
         sent = await asyncio.to_thread(post, cb.url, body, headers, policy=self.policy, timeout_s=left)
         refused = sent.error is not None and sent.error.startswith("refused")
-        updated = await self.store_io(self.ledger.callback_tried, job.id, status_code=sent.status_code,
-                                      error=sent.error, max_tries=self.config.max_tries, give_up=refused,
-                                      callback_id=cb.id)
+        updated = await self.store_io(
+            record_try,
+            self.ledger,
+            job.id,
+            status_code=sent.status_code,
+            error=sent.error,
+            max_tries=self.config.max_tries,
+            give_up=refused,
+            callback_id=cb.id,
+        )
         state = _same(updated, cb.id)
         if state is None or state.state != "pending":
             level = logging.INFO if sent.ok else logging.WARNING
-            log_event("job.callback_" + (state.state if state else "settled"), level, status_code=sent.status_code,
-                      error=sent.error, tries=state.tries if state else None)
+            log_event(
+                "job.callback_" + (state.state if state else "settled"),
+                level,
+                status_code=sent.status_code,
+                error=sent.error,
+                tries=state.tries if state else None,
+            )
             return Outcome("ack", detail=f"callback {state.state if state else 'settled'}")
         delay = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (state.tries - 1))
         log_event("job.callback_retry", logging.WARNING, error=sent.error, tries=state.tries, delay_s=delay)

@@ -14,8 +14,10 @@ def missing_collection(retriever: Retriever | None, tenant: str, collection: str
     """Why `collection` can't be used, if it has no documents for `tenant` (None: fine, or no way to tell)."""
     if retriever is None or collection in retriever.collections(tenant):
         return None
-    return (f"collection '{collection}' has no documents for this tenant; ingest some with "
-            f"`alto ingest PATH --collection {collection} --tenant {tenant}` or omit the field")
+    return (
+        f"collection '{collection}' has no documents for this tenant; ingest some with "
+        f"`alto ingest PATH --collection {collection} --tenant {tenant}` or omit the field"
+    )
 
 
 def check_workflow(request: JobRequest, settings: ApiSettings) -> str:
@@ -24,15 +26,22 @@ def check_workflow(request: JobRequest, settings: ApiSettings) -> str:
 
     found = resolve(settings.workflows, str(request.workflow))
     if found is None:
-        raise InputError(f"workflow '{request.workflow}' is not configured (known: {', '.join(sorted(settings.workflows))}); "
-                         "add it under `workflows` or fix the name", field="workflow")
+        raise InputError(
+            f"workflow '{request.workflow}' is not configured (known: {', '.join(sorted(settings.workflows))}); "
+            "add it under `workflows` or fix the name",
+            field="workflow",
+        )
     name, config = found
     if config.input not in request.inputs:
-        raise InputError(f"workflow {name} needs the input '{config.input}': give `inputs: {{\"{config.input}\": "
-                         "TEXT or \"blob:KEY\"}}`", field=f"inputs.{config.input}")
+        raise InputError(
+            f"workflow {name} needs the input '{config.input}': give `inputs: {{\"{config.input}\": "
+            'TEXT or "blob:KEY"}}`',
+            field=f"inputs.{config.input}",
+        )
     if extra := sorted(set(request.inputs) - {config.input}):
-        raise InputError(f"workflow {name} takes only the input '{config.input}', not '{extra[0]}'",
-                         field=f"inputs.{extra[0]}")
+        raise InputError(
+            f"workflow {name} takes only the input '{config.input}', not '{extra[0]}'", field=f"inputs.{extra[0]}"
+        )
     return name
 
 
@@ -48,7 +57,9 @@ def check_request(request: JobRequest, tenant: str, settings: ApiSettings, retri
         from core.webhooks.targets import Policy  # ipaddress and socket: only for jobs with a callback
 
         try:
-            Policy(settings.callbacks.allow, nat64_prefixes=settings.callbacks.nat64_prefixes).check_url(request.callback_url)
+            Policy(settings.callbacks.allow, nat64_prefixes=settings.callbacks.nat64_prefixes).check_url(
+                request.callback_url
+            )
         except CallbackRefused as e:
             raise InputError(str(e), field="callback_url") from None
     if request.collection and (missing := missing_collection(retriever, tenant, request.collection)):

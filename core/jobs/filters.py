@@ -45,6 +45,12 @@ EVERY = JobFilter()
 
 
 def _searchable(job: Job) -> str:
-    parts = [job.id, job.request.prompt or "", job.request.task or "", job.request.workflow or "",
-             job.route.model if job.route else "", job.error.message if job.error else ""]
+    parts = [
+        job.id,
+        job.request.prompt or "",
+        job.request.task or "",
+        job.request.workflow or "",
+        job.route.model if job.route else "",
+        job.error.message if job.error else "",
+    ]
     return "\n".join(parts).casefold()

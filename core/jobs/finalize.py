@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from core.chunks import ContextChunk
 from core.jobs.aftermath import Aftermath
@@ -20,8 +20,16 @@ from core.models import Job
 
 
 class Finalizer:
-    def __init__(self, ledger: Ledger, verdicts: Verdicts, preparer: Preparer, aftermath: Aftermath, *,
-                 store_io: Offload, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        verdicts: Verdicts,
+        preparer: Preparer,
+        aftermath: Aftermath,
+        *,
+        store_io: Offload,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.ledger = ledger
         self.verdicts = verdicts
         self.preparer = preparer  # a redelivery's chunks, by id
@@ -29,8 +37,9 @@ class Finalizer:
         self.store_io = store_io
         self.clock = clock
 
-    async def finalize(self, job: Job, chunks: list[ContextChunk] | None = None,
-                       written: Verdict | None = None) -> Outcome:
+    async def finalize(
+        self, job: Job, chunks: list[ContextChunk] | None = None, written: Verdict | None = None
+    ) -> Outcome:
         """The result write for a job whose reply is saved, or (`written`) what follows the one write that
         saved the reply and its result together (its aftermath ran with that write)."""
         assert job.reply is not None
@@ -56,7 +65,12 @@ class Finalizer:
 
     def _log(self, job: Job) -> None:
         log_event(
-            "job." + job.status.value, model=job.route.model if job.route else None, input_tokens=job.usage.input_tokens,
-            output_tokens=job.usage.output_tokens, cost_usd=job.usage.cost_usd, attempts=len(job.attempts),
-            citations=len(job.citations), latency_ms=round(((job.finished_at or self.clock()) - job.created_at) * 1000, 1),
+            "job." + job.status.value,
+            model=job.route.model if job.route else None,
+            input_tokens=job.usage.input_tokens,
+            output_tokens=job.usage.output_tokens,
+            cost_usd=job.usage.cost_usd,
+            attempts=len(job.attempts),
+            citations=len(job.citations),
+            latency_ms=round(((job.finished_at or self.clock()) - job.created_at) * 1000, 1),
         )

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from core.errors import ProviderError
 from core.jobs.ledger import Ledger
@@ -30,7 +31,7 @@ class _Cut:
     """One timer that cancels the running task at a loop time, as `asyncio.timeout_at` does, without its
     context manager and state machine: every provider call arms one, so it stays a single timer handle."""
 
-    __slots__ = ("loop", "task", "cancelling", "handle", "fired")
+    __slots__ = ("cancelling", "fired", "handle", "loop", "task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         task = asyncio.current_task()
@@ -57,8 +58,16 @@ class _Cut:
 
 
 class Heartbeat:
-    def __init__(self, ledger: Ledger, job: Job, *, lease_s: float, deadline: float, store_io: Offload,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        job: Job,
+        *,
+        lease_s: float,
+        deadline: float,
+        store_io: Offload,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.ledger = ledger
         self.job = job
         self.lease_s = lease_s
@@ -96,9 +105,11 @@ class Heartbeat:
         except asyncio.CancelledError:
             if not cut.stop():
                 raise  # not the cut: the caller's cancellation goes on
-            raise ProviderError(f"the provider call was cut after {self.clock() - start:.1f} s: it passed its "
-                                "deadline (the provider's timeout_s, the job's lease or the invocation's time)",
-                                transport="timeout") from None
+            raise ProviderError(
+                f"the provider call was cut after {self.clock() - start:.1f} s: it passed its "
+                "deadline (the provider's timeout_s, the job's lease or the invocation's time)",
+                transport="timeout",
+            ) from None
         finally:
             cut.stop()
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from core.errors import ConflictError, IllegalTransition, InputError, NotFound
+from core.jobs.changes import Change, bill_on_cancelled, cancelled_in_flight, failed, set_error, succeeded, with_reason
 from core.jobs.usage import job_usage, mark_lost
 from core.models import (
     TRANSITIONS,
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from core.config.worker import ModelConfig
     from core.jobs.verdict import Verdict  # type only: the API's cold start never judges a reply
 
-Change = Callable[[Job], None]
 TRIES = 5
 REPLAYABLE = (JobStatus.dead_lettered, JobStatus.failed, JobStatus.cancelled)
 
@@ -71,12 +72,25 @@ class Ledger:
 
     # ------------------------------------------------------------------ the worker's transitions
 
-    def claim(self, job: Job, decision: RouteDecision, *, lease_until: float, template: str,
-              chunk_ids: list[str], assembly: PromptAssembly) -> Attempt | None:
+    def claim(
+        self,
+        job: Job,
+        decision: RouteDecision,
+        *,
+        lease_until: float,
+        template: str,
+        chunk_ids: list[str],
+        assembly: PromptAssembly,
+    ) -> Attempt | None:
         """Spend one attempt of the persisted budget and take the lease, *before* paying for the call."""
         now = self.clock()
-        attempt = Attempt(number=job.provider_calls + 1, started_at=now, trace_id=job.trace_id,
-                          provider=decision.provider, model=decision.model)
+        attempt = Attempt(
+            number=job.provider_calls + 1,
+            started_at=now,
+            trace_id=job.trace_id,
+            provider=decision.provider,
+            model=decision.model,
+        )
 
         def change(j: Job) -> None:
             j.provider_calls += 1
@@ -92,6 +106,7 @@ class Ledger:
 
     def renew(self, job: Job, lease_until: float) -> Wrote:
         """Extend the lease of a job whose call is in flight (the heartbeat)."""
+
         def change(j: Job) -> None:
             j.lease_expires_at = lease_until
 
@@ -99,30 +114,36 @@ class Ledger:
 
     def record(self, job: Job, error: JobError) -> Wrote:
         """Keep a failed attempt's record while the job goes on (a fallback, an in-process retry)."""
-        return self.write(job, job.status, _set_error(error))
+        return self.write(job, job.status, set_error(error))
 
     def save_reply(self, job: Job, reply: ProviderResult, verdict: Verdict | None = None) -> Wrote:
         """Persist a paid reply before anything else, re-applying it if another delivery wrote meanwhile
         (unless that one finished the job or saved a reply of its own). With its `verdict` the same write
         also finishes the job (nothing else has to happen between the two); if that write loses a race,
         only the reply is re-applied and the result is written after it, as without a verdict."""
+
         def change(j: Job) -> None:
             j.reply, j.error = reply, None
 
         if verdict is not None:
             to, finish = self._finishing(verdict)
-            if wrote := self.write(job, to, lambda j: (change(j), finish(j))):
+
+            def change_and_finish(j: Job) -> None:
+                change(j)
+                finish(j)
+
+            if wrote := self.write(job, to, change_and_finish):
                 return wrote
         elif wrote := self.write(job, job.status, change):
             return wrote
         attempts = job.attempts
         kept: list[bool] = []
 
-        def reapply(current: Job | None) -> bool | None:
-            if current is not None and _cancelled_in_flight(current, attempts):
+        def reapply(current: Job | None) -> Wrote | None:
+            if current is not None and cancelled_in_flight(current, attempts):
                 kept.append(True)  # paid for: billed on the cancelled job, never served
                 current.attempts = attempts
-                return self.write(current, current.status, _bill_on_cancelled(reply))
+                return self.write(current, current.status, bill_on_cancelled(reply))
             if current is None or current.status.terminal or current.reply is not None:
                 return None
             current.attempts = attempts
@@ -137,12 +158,22 @@ class Ledger:
 
     def _finishing(self, v: Verdict) -> tuple[JobStatus, Change]:
         if v.error is None:
-            return JobStatus.succeeded, self._succeeded(v.text, v.citations, v.usage)
-        return JobStatus.failed, self._failed(v.error, v.citations, v.usage)
+            return JobStatus.succeeded, succeeded(v.text, v.citations, v.usage, self.clock())
+        return JobStatus.failed, failed(v.error, v.citations, v.usage, self.clock())
 
-    def serve_cached(self, job: Job, decision: RouteDecision, reply: ProviderResult, source_job: str, *,
-                     template: str, chunk_ids: list[str], assembly: PromptAssembly) -> Wrote:
+    def serve_cached(
+        self,
+        job: Job,
+        decision: RouteDecision,
+        reply: ProviderResult,
+        source_job: str,
+        *,
+        template: str,
+        chunk_ids: list[str],
+        assembly: PromptAssembly,
+    ) -> Wrote:
         """A response-cache hit: the reply another job paid for, with no call and no attempt."""
+
         def change(j: Job) -> None:
             j.route = decision.model_copy(update={"reason": decision.reason + " (response cache hit)"})
             j.prompt_template, j.context_chunks, j.assembly = template, chunk_ids, assembly
@@ -153,6 +184,7 @@ class Ledger:
     def defer(self, job: Job, *, until: float, reason: str) -> Wrote:
         """Back to the queue to wait (a rate limit, an open circuit, a budget), no attempt spent: the view says
         what for and until when, and the reconciler leaves the job alone while its deferred message is due."""
+
         def change(j: Job) -> None:
             j.waiting = Waiting(reason=reason, until=until)
 
@@ -160,6 +192,7 @@ class Ledger:
 
     def hand_back(self, job: Job, error: JobError | None = None) -> Wrote:
         """Give the job back to the queue (a retry later, a deferral); the lease ends."""
+
         def change(j: Job) -> None:
             if error is not None:
                 j.error = error
@@ -167,32 +200,17 @@ class Ledger:
         return self.write(job, JobStatus.queued, change)
 
     def succeed(self, job: Job, *, text: str, citations: list[Citation], usage: Usage) -> Wrote:
-        return self.write(job, JobStatus.succeeded, self._succeeded(text, citations, usage))
+        return self.write(job, JobStatus.succeeded, succeeded(text, citations, usage, self.clock()))
 
-    def fail(self, job: Job, error: JobError, *, citations: list[Citation] | None = None,
-             usage: Usage | None = None) -> Wrote:
+    def fail(
+        self, job: Job, error: JobError, *, citations: list[Citation] | None = None, usage: Usage | None = None
+    ) -> Wrote:
         """Permanently failed; a reply that was paid for but refused keeps its usage, not its text."""
-        return self.write(job, JobStatus.failed, self._failed(error, citations, usage))
-
-    def _succeeded(self, text: str, citations: list[Citation], usage: Usage) -> Change:
-        def change(j: Job) -> None:
-            j.result_text, j.citations, j.usage = text, citations, usage
-            j.finished_at = self.clock()
-
-        return change
-
-    def _failed(self, error: JobError, citations: list[Citation] | None, usage: Usage | None) -> Change:
-        def change(j: Job) -> None:
-            j.error, j.result_text = error, None
-            if citations is not None:
-                j.citations = citations
-            j.usage = usage if usage is not None else job_usage(j)
-            j.finished_at = self.clock()
-
-        return change
+        return self.write(job, JobStatus.failed, failed(error, citations, usage, self.clock()))
 
     def dead_letter(self, job: Job, reason: str, error: JobError | None = None) -> Wrote:
         """Out of budget or given up by the queue; the last provider error stays, prefixed by why."""
+
         def change(j: Job) -> None:
             j.error = with_reason(error or j.error, reason)
             j.usage = job_usage(j)
@@ -205,6 +223,7 @@ class Ledger:
     def bill_lost_call(self, job: Job, models: dict[str, ModelConfig]) -> Wrote:
         """A call in flight when its job was cancelled, whose reply never landed (its worker died): the attempt
         becomes `lost` at its estimated cost, billed on the job, and the job may be replayed."""
+
         def change(j: Job) -> None:
             mark_lost(j, models, self.clock())
             j.usage, j.call_in_flight_until = job_usage(j), None
@@ -218,7 +237,8 @@ class Ledger:
     def dead_letter_by_queue(self, job_id: str, reason: str) -> Job | None:
         """The platform dead-lettered the job's message: mark it, unless it is missing, terminal or still
         leased. Returns the job if this marked it, None if it was left alone."""
-        def step(job: Job | None) -> bool | None:
+
+        def step(job: Job | None) -> Wrote | None:
             if job is None or job.status.terminal or self._leased(job):
                 return None
             return self.dead_letter(job, reason)
@@ -232,16 +252,22 @@ class Ledger:
         """A failed, dead-lettered or cancelled job back to `queued` with a fresh attempt budget; never while a
         call it was cancelled during is still in flight (that would pay twice for the same question). A
         callback of the ending still pending keeps the view of that ending, to be delivered as it was."""
-        def step(job: Job | None) -> bool:
+
+        def step(job: Job | None) -> Wrote:
             if job is None:
                 raise NotFound(f"job {job_id} not found")
             if job.status not in REPLAYABLE:
-                raise InputError(f"job {job_id} is {job.status.value}; only dead_lettered, failed or cancelled jobs "
-                                 "can be replayed", status=409)
+                raise InputError(
+                    f"job {job_id} is {job.status.value}; only dead_lettered, failed or cancelled jobs can be replayed",
+                    status=409,
+                )
             if job.call_in_flight_until is not None and job.call_in_flight_until > self.clock():
                 wait = job.call_in_flight_until - self.clock()
-                raise InputError(f"job {job_id} was cancelled while a provider call was in flight; that call ends "
-                                 f"within {wait:.0f} s (its reply is billed on the job): replay it after", status=409)
+                raise InputError(
+                    f"job {job_id} was cancelled while a provider call was in flight; that call ends "
+                    f"within {wait:.0f} s (its reply is billed on the job): replay it after",
+                    status=409,
+                )
 
             def change(j: Job) -> None:
                 if j.callback is not None and j.callback.state == "pending" and j.callback.id not in j.callback_views:
@@ -260,12 +286,15 @@ class Ledger:
         """A user's DELETE: a job not terminal yet ends `cancelled`. A call in flight is not stopped: its
         reply, when it comes, is billed on the cancelled job (never served), and until then the job can't be
         replayed (`call_in_flight_until`)."""
-        def step(job: Job | None) -> bool:
+
+        def step(job: Job | None) -> Wrote:
             if job is None:
                 raise NotFound(f"job {job_id} not found")
             if job.status.terminal:
-                raise InputError(f"job {job_id} is already {job.status.value}; only queued or running jobs can be "
-                                 "cancelled", status=409)
+                raise InputError(
+                    f"job {job_id} is already {job.status.value}; only queued or running jobs can be cancelled",
+                    status=409,
+                )
 
             def change(j: Job) -> None:
                 j.error = JobError(error_class=ErrorClass.permanent, message="cancelled by request")
@@ -279,36 +308,6 @@ class Ledger:
         job = self.retrying(job_id, step)
         assert job is not None
         return job
-
-    def callback_tried(self, job_id: str, *, status_code: int | None, error: str | None, max_tries: int,
-                       give_up: bool = False, callback_id: str | None = None) -> Job | None:
-        """Record one delivery of a pending callback (the current one, or the earlier one `callback_id` names):
-        delivered, pending (tries left) or failed. An earlier callback leaves the job once settled."""
-        now = self.clock()
-
-        def tried(cb: CallbackState) -> CallbackState:
-            tries = cb.tries + 1
-            state = "delivered" if error is None else ("failed" if give_up or tries >= max_tries else "pending")
-            return cb.model_copy(update={"tries": tries, "status_code": status_code, "error": error, "last_at": now,
-                                         "state": state, "delivered_at": now if error is None else None})
-
-        def change(j: Job) -> None:
-            if j.callback is not None and j.callback.id == (callback_id or j.callback.id):
-                j.callback = tried(j.callback)
-                settled = j.callback.id if j.callback.state != "pending" else None
-            else:
-                earlier = [tried(cb) if cb.id == callback_id else cb for cb in j.earlier_callbacks]
-                j.earlier_callbacks = [cb for cb in earlier if cb.state == "pending"]
-                settled = callback_id if len(j.earlier_callbacks) < len(earlier) else None
-            if settled in j.callback_views:
-                j.callback_views = {k: v for k, v in j.callback_views.items() if k != settled}
-
-        def step(job: Job | None) -> bool | None:
-            if job is None or (pending_callback(job, callback_id)) is None:
-                return None
-            return self.write(job, job.status, change)
-
-        return self.retrying(job_id, step, tries=3)
 
     # ------------------------------------------------------------------ the one compare-and-set
 
@@ -335,7 +334,9 @@ class Ledger:
             return Wrote.lost
         return Wrote.ended if entering else Wrote.written
 
-    def retrying(self, job_id: str, step: Callable[[Job | None], bool | None], *, tries: int = TRIES) -> Job | None:
+    def retrying(
+        self, job_id: str, step: Callable[[Job | None], Wrote | bool | None], *, tries: int = TRIES
+    ) -> Job | None:
         """Re-read the job and re-apply `step` while its write loses races. `step` returns True once
         written, None to stop without writing (this returns None then), False after a lost write."""
         for _ in range(tries):
@@ -348,40 +349,5 @@ class Ledger:
         raise ConflictError(f"job {job_id} kept changing under {tries} tries; try again")
 
     def _leased(self, job: Job) -> bool:
-        return job.status is JobStatus.running and bool(job.lease_expires_at) and job.lease_expires_at > self.clock()
-
-
-def pending_callback(job: Job, callback_id: str | None = None) -> CallbackState | None:
-    """The pending callback a callback message names (the current one when it names none)."""
-    for cb in ([job.callback] if job.callback is not None else []) + job.earlier_callbacks:
-        if cb.state == "pending" and (callback_id is None and cb is job.callback or cb.id == callback_id):
-            return cb
-    return None
-
-
-def _cancelled_in_flight(job: Job, attempts: list[Attempt]) -> bool:
-    """The job was cancelled while this delivery's call was in flight, and nothing has billed that call yet."""
-    return (job.status is JobStatus.cancelled and job.call_in_flight_until is not None and job.reply is None
-            and bool(attempts) and len(attempts) >= len(job.attempts))
-
-
-def _bill_on_cancelled(reply: ProviderResult) -> Change:
-    def change(j: Job) -> None:
-        j.reply, j.call_in_flight_until = reply, None
-        j.usage = job_usage(j)
-
-    return change
-
-
-def _set_error(error: JobError) -> Change:
-    def change(j: Job) -> None:
-        j.error = error
-
-    return change
-
-
-def with_reason(error: JobError | None, reason: str) -> JobError:
-    """Keep the last provider error (the state worth reviewing) and say why the job was dead-lettered."""
-    if error is None:
-        return JobError(error_class=ErrorClass.transient, message=reason)
-    return error.model_copy(update={"message": f"{reason}: {error.message}"})
+        lease = job.lease_expires_at
+        return job.status is JobStatus.running and bool(lease) and lease is not None and lease > self.clock()

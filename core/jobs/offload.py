@@ -11,7 +11,8 @@ state-store and queue call the worker makes goes through one.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from core.access import access_of, joint
 from core.ports import Access
@@ -23,7 +24,7 @@ class Offload:
     def __init__(self, port: object, *, access: Access | None = None) -> None:
         self.access = access if access is not None else access_of(port)
 
-    def with_(self, other: "Offload") -> "Offload":
+    def with_(self, other: Offload) -> Offload:
         """One offload for calls that touch both ports together (one group for the embedded stores)."""
         return Offload(None, access=joint(self, other))  # each offload declares its port's access
 
@@ -33,7 +34,7 @@ class Offload:
         return self.access.run(fn, *args, **kwargs)
 
 
-_offloads: "weakref.WeakKeyDictionary[object, Offload]" = weakref.WeakKeyDictionary()
+_offloads: weakref.WeakKeyDictionary[object, Offload] = weakref.WeakKeyDictionary()
 
 
 def offload(port: object) -> Offload:

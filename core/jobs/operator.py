@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from core.config.api import ApiSettings
 from core.jobs.aftermath import Aftermath
@@ -22,8 +22,15 @@ from core.ports import Delivery, SendQueue
 
 
 class Operator:
-    def __init__(self, settings: ApiSettings, ledger: Ledger, queue: SendQueue, *,
-                 aftermath: Aftermath, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        ledger: Ledger,
+        queue: SendQueue,
+        *,
+        aftermath: Aftermath,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.queue = queue

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.config.worker import Settings
 from core.errors import ConfigError, Contended, GuardrailViolation, NoRoute
@@ -21,11 +22,11 @@ from core.governance.ratelimit import Deferral
 from core.guardrails import check_input
 from core.jobs import attempt
 from core.jobs.admission import MIN_CALL_S, Admission, OverBudget
+from core.jobs.aftermath import Aftermath
 from core.jobs.batch_lane import BatchLane
+from core.jobs.cached import CachedReplies
 from core.jobs.callback import Callbacks
 from core.jobs.finalize import Finalizer
-from core.jobs.aftermath import Aftermath
-from core.jobs.cached import CachedReplies
 from core.jobs.ledger import Ledger, Wrote
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
@@ -40,10 +41,24 @@ from core.workflows.engine import Workflows
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, ledger: Ledger, preparer: Preparer, replies: CachedReplies | None,
-                 admission: Admission, attempter: attempt.Attempter, finalizer: Finalizer, aftermath: Aftermath,
-                 workflows: Workflows, lane: BatchLane, callbacks: Callbacks, *, store_io: Offload, metrics: Metrics,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        preparer: Preparer,
+        replies: CachedReplies | None,
+        admission: Admission,
+        attempter: attempt.Attempter,
+        finalizer: Finalizer,
+        aftermath: Aftermath,
+        workflows: Workflows,
+        lane: BatchLane,
+        callbacks: Callbacks,
+        *,
+        store_io: Offload,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.preparer = preparer
@@ -144,8 +159,9 @@ class Pipeline:
             try:
                 assembled = await run.assemblies.get(current)
                 rate_tokens = assembled.rate_tokens(self.settings.models[current.model])
-                async with self.admission.admit(plan, current, rate_tokens, run.deadline, job,
-                                                counted_input=assembled.record.input_tokens) as ticket:
+                async with self.admission.admit(
+                    plan, current, rate_tokens, run.deadline, job, counted_input=assembled.record.input_tokens
+                ) as ticket:
                     if isinstance(ticket, Deferral):
                         return await self._defer(job, jittered(ticket.delay_s), ticket.reason)
                     if isinstance(ticket, OverBudget):

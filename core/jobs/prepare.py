@@ -34,8 +34,9 @@ class Prepared(NamedTuple):
 
 
 class Preparer:
-    def __init__(self, settings: Settings, router: Router, providers: ProviderRegistry,
-                 retriever: Retriever | None) -> None:
+    def __init__(
+        self, settings: Settings, router: Router, providers: ProviderRegistry, retriever: Retriever | None
+    ) -> None:
         self.settings = settings
         self.router = router
         self.providers = providers
@@ -72,7 +73,9 @@ class Preparer:
             return []
         return await asyncio.to_thread(self.refetch, tenant, request, chunk_ids)
 
-    def prepare(self, tenant: str, request: JobRequest, candidates: list[ContextChunk], *, job_id: str = "") -> Prepared:
+    def prepare(
+        self, tenant: str, request: JobRequest, candidates: list[ContextChunk], *, job_id: str = ""
+    ) -> Prepared:
         """Route, fit the window and assemble the prompt. Raises NoRoute when no allowed model can take it."""
         count = counter().count
         best = sorted(candidates, key=lambda c: -c.score)[: self.settings.retrieval.top_k]
@@ -90,19 +93,30 @@ class Preparer:
                 except PromptTooLong:
                     pass  # fit decides what happens to a prompt this model cannot take
             model = self.settings.models[name]
-            return required_tokens(request.prompt, template=template, model=model,
-                                   reserved_output=min(route.max_tokens, model.max_output_tokens))
+            return required_tokens(
+                request.prompt,
+                template=template,
+                model=model,
+                reserved_output=min(route.max_tokens, model.max_output_tokens),
+            )
 
         decision = self.router.fit(plan, need)
         assembled = bare.get(decision.model) or self.assemble_for(decision.model, request.prompt, candidates, route)
         return Prepared(plan, decision, assembled)
 
-    def assemble_for(self, model_name: str, question: str, candidates: list[ContextChunk], route: RouteConfig) -> Assembled:
+    def assemble_for(
+        self, model_name: str, question: str, candidates: list[ContextChunk], route: RouteConfig
+    ) -> Assembled:
         """The prompt for one model: its window, its tokenizer, its output allowance (PromptTooLong is a NoRoute)."""
         model = self.settings.models[model_name]
         return assemble(
-            question, candidates, template_id=route.template, template=self.settings.templates[route.template],
-            model_name=model_name, model=model, reserved_output=min(route.max_tokens, model.max_output_tokens),
+            question,
+            candidates,
+            template_id=route.template,
+            template=self.settings.templates[route.template],
+            model_name=model_name,
+            model=model,
+            reserved_output=min(route.max_tokens, model.max_output_tokens),
             settings=self.settings.retrieval,
         )
 
@@ -134,13 +148,20 @@ class Assemblies:
         self._by_model[decision.model] = assembled
         r = assembled.record
         log_event(
-            "prompt.assembled", model=decision.model, template=r.template, input_tokens=r.input_tokens,
-            context_tokens=r.context_tokens, context_budget=r.context_budget, chunks=len(r.chunks), dropped=len(r.dropped),
+            "prompt.assembled",
+            model=decision.model,
+            template=r.template,
+            input_tokens=r.input_tokens,
+            context_tokens=r.context_tokens,
+            context_budget=r.context_budget,
+            chunks=len(r.chunks),
+            dropped=len(r.dropped),
         )
         return assembled
 
-    async def _provider_checked(self, decision: RouteDecision, model: ModelConfig, assembled: Assembled,
-                                route: RouteConfig) -> Assembled:
+    async def _provider_checked(
+        self, decision: RouteDecision, model: ModelConfig, assembled: Assembled, route: RouteConfig
+    ) -> Assembled:
         """Trim further while the provider counts more than the window allows (our count plus margin
         still holds when the provider can't count, or counting fails)."""
         provider = self.preparer.providers.get(decision.provider)
@@ -159,9 +180,15 @@ class Assemblies:
             if counted <= limit:
                 return assembled
             trimmed = trim_to(
-                assembled, counted - limit, question=self.question, template_id=route.template,
-                template=settings.templates[route.template], model_name=decision.model, model=model,
-                reserved_output=assembled.record.reserved_output_tokens, settings=settings.retrieval,
+                assembled,
+                counted - limit,
+                question=self.question,
+                template_id=route.template,
+                template=settings.templates[route.template],
+                model_name=decision.model,
+                model=model,
+                reserved_output=assembled.record.reserved_output_tokens,
+                settings=settings.retrieval,
             )
             if trimmed is None:
                 raise NoRoute(f"the provider counts {counted} input tokens, over the {limit} '{decision.model}' allows")

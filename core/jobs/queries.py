@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from core.errors import NotFound
 from core.jobs.filters import EVERY, SCAN_CAP, JobFilter
@@ -37,8 +38,15 @@ class Queries:
         snap = self.streams.read(source(job))
         return Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt) if snap is not None else None
 
-    def page(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50,
-             cursor: str | None = None, where: JobFilter = EVERY) -> JobPage:
+    def page(
+        self,
+        tenant: str | None,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        where: JobFilter = EVERY,
+    ) -> JobPage:
         """Newest first, `limit` at a time; `cursor` (a page's `next_cursor`) continues after that page.
         `tenant=None` lists every tenant's (an operator). Filters the stores don't index (`where`) are applied
         while reading; after `SCAN_CAP` jobs read the page ends short, its cursor where the reading stopped."""
@@ -62,8 +70,16 @@ class Queries:
                 return _page(found, limit)
             after = Position(jobs[-1].created_at, jobs[-1].id)
 
-    def children_page(self, tenant: str | None, parent_id: str, *, status: JobStatus | None = None, limit: int = 50,
-                      cursor: str | None = None, where: JobFilter = EVERY) -> JobPage:
+    def children_page(
+        self,
+        tenant: str | None,
+        parent_id: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        where: JobFilter = EVERY,
+    ) -> JobPage:
         """A workflow's children, step by step and in order, read by their deterministic ids from the parent's
         steps (no store needs an index on `parent`); the cursor is an offset into that fixed order."""
         parent = self.get(tenant, parent_id)

@@ -8,7 +8,7 @@ where no workflow engine runs), 503 when the job was queued again but its messag
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from core.config.api import ApiSettings
 from core.errors import InputError, QueueUnavailable
@@ -20,8 +20,14 @@ from core.ports import SendQueue
 
 
 class Replays:
-    def __init__(self, settings: ApiSettings, ledger: Ledger, queue: SendQueue, *,
-                 resume_workflow: Callable[[Job], Job] | None = None) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        ledger: Ledger,
+        queue: SendQueue,
+        *,
+        resume_workflow: Callable[[Job], Job] | None = None,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.queue = queue
@@ -34,12 +40,18 @@ class Replays:
         current = self.ledger.load(job_id)
         if current is not None and current.request.workflow is not None:
             if self.resume_workflow is None:
-                raise InputError(f"job {job_id} is a workflow: replay it where workers run (alto dlq replay), which "
-                                 "resumes it at the step it stopped in", status=409)
+                raise InputError(
+                    f"job {job_id} is a workflow: replay it where workers run (alto dlq replay), which "
+                    "resumes it at the step it stopped in",
+                    status=409,
+                )
             if current.workflow is not None:  # begun: resume it step by step
                 if current.status not in REPLAYABLE:  # the ledger refuses these too; a workflow never reaches it
-                    raise InputError(f"job {job_id} is {current.status.value}; only dead_lettered, failed or "
-                                     "cancelled jobs can be replayed", status=409)
+                    raise InputError(
+                        f"job {job_id} is {current.status.value}; only dead_lettered, failed or "
+                        "cancelled jobs can be replayed",
+                        status=409,
+                    )
                 return self.resume_workflow(current)
         job = self.ledger.replay(job_id)
         if enqueue:

@@ -23,17 +23,23 @@ def check_reply(result: ProviderResult, *, max_tokens: int, model: ModelConfig, 
         raise ProviderError(
             f"the reply reports impossible usage ({result.input_tokens} input, {result.cache_read_tokens} cache-read, "
             f"{result.output_tokens} output tokens for a {model.context_window}-token window and {max_tokens} "
-            "max_tokens); not served, not billed at that price", malformed=True)
+            "max_tokens); not served, not billed at that price",
+            malformed=True,
+        )
     if result.stop_reason == "max_tokens" and route.on_max_tokens != "accept":
-        raise ProviderError(f"the reply was cut at max_tokens ({max_tokens}) and the route sets on_max_tokens: "
-                            f"{route.on_max_tokens}; raise the route's max_tokens or shorten the request",
-                            truncated=True)
+        raise ProviderError(
+            f"the reply was cut at max_tokens ({max_tokens}) and the route sets on_max_tokens: "
+            f"{route.on_max_tokens}; raise the route's max_tokens or shorten the request",
+            truncated=True,
+        )
 
 
 def usage_is_sane(result: ProviderResult, *, max_tokens: int, model: ModelConfig) -> bool:
     counts = (result.input_tokens, result.output_tokens, result.cache_read_tokens, result.cache_write_tokens)
     if min(counts) < 0:
         return False
-    return (result.output_tokens <= max_tokens
-            and result.input_tokens + result.cache_read_tokens + result.cache_write_tokens
-            <= model.context_window * WINDOW_SLACK)
+    return (
+        result.output_tokens <= max_tokens
+        and result.input_tokens + result.cache_read_tokens + result.cache_write_tokens
+        <= model.context_window * WINDOW_SLACK
+    )

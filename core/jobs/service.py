@@ -3,8 +3,9 @@ processes jobs, so its cold start loads no routing, retrieval, governance or pro
 
 from __future__ import annotations
 
+import builtins
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from core.access import access_of, joint
 from core.config.api import ApiSettings
@@ -26,9 +27,18 @@ from core.views import JobView
 
 
 class ApiService:
-    def __init__(self, settings: ApiSettings, *, store: JobStore, state: StateStore, queue: SendQueue,
-                 blobs: BlobStore | None = None, retriever: Retriever | None = None,
-                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        store: JobStore,
+        state: StateStore,
+        queue: SendQueue,
+        blobs: BlobStore | None = None,
+        retriever: Retriever | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Fanout([])
         self.ledger = Ledger(store, clock=clock)
@@ -46,20 +56,46 @@ class ApiService:
         self.unit = joint(store, queue)
         self.io = offload(store)  # how `asubmit` reaches the store from an event loop
 
-    def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
-               trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
+    def submit(
+        self,
+        tenant: str,
+        request: JobRequest,
+        *,
+        idempotency_key: str | None = None,
+        trace_id: str | None = None,
+        parent_span_id: str | None = None,
+    ) -> tuple[Job, bool]:
         """Store and enqueue a job: (job, created); a repeated Idempotency-Key returns the first job."""
-        return self.unit.at_once(self.submitter.submit, tenant, request, idempotency_key=idempotency_key,
-                                 trace_id=trace_id, parent_span_id=parent_span_id)
+        return self.unit.at_once(
+            self.submitter.submit,
+            tenant,
+            request,
+            idempotency_key=idempotency_key,
+            trace_id=trace_id,
+            parent_span_id=parent_span_id,
+        )
 
-    async def asubmit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
-                      trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
+    async def asubmit(
+        self,
+        tenant: str,
+        request: JobRequest,
+        *,
+        idempotency_key: str | None = None,
+        trace_id: str | None = None,
+        parent_span_id: str | None = None,
+    ) -> tuple[Job, bool]:
         """`submit` for code on an event loop (an embedding async app). With the embedded stores it joins the
         loop turn's group: its job, key and message commit with the workers' writes of that turn, one commit
         instead of one per submit, and a lock held by another process is waited for on the storage thread,
         not on the loop. Remote stores are called in a thread."""
-        return await self.io(self.submitter.submit, tenant, request, idempotency_key=idempotency_key,
-                             trace_id=trace_id, parent_span_id=parent_span_id)
+        return await self.io(
+            self.submitter.submit,
+            tenant,
+            request,
+            idempotency_key=idempotency_key,
+            trace_id=trace_id,
+            parent_span_id=parent_span_id,
+        )
 
     def get(self, tenant: str | None, job_id: str) -> Job:
         return self.queries.get(tenant, job_id)
@@ -67,20 +103,37 @@ class ApiService:
     def view(self, tenant: str | None, job_id: str) -> JobView:
         return self.queries.view(tenant, job_id)
 
-    def page(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50,
-             cursor: str | None = None, where: JobFilter = EVERY) -> JobPage:
+    def page(
+        self,
+        tenant: str | None,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        where: JobFilter = EVERY,
+    ) -> JobPage:
         """`GET /v1/jobs`: newest first, a page at a time (`tenant=None`: every tenant's, for an operator)."""
         return self.queries.page(tenant, status=status, limit=limit, cursor=cursor, where=where)
 
-    def children_page(self, tenant: str | None, parent_id: str, *, status: JobStatus | None = None, limit: int = 50,
-                      cursor: str | None = None, where: JobFilter = EVERY) -> JobPage:
+    def children_page(
+        self,
+        tenant: str | None,
+        parent_id: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        where: JobFilter = EVERY,
+    ) -> JobPage:
         """`GET /v1/jobs?parent=ID`: a workflow's child jobs, step by step and in order, a page at a time."""
         return self.queries.children_page(tenant, parent_id, status=status, limit=limit, cursor=cursor, where=where)
 
     def list(self, tenant: str | None, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         return self.page(tenant, status=status, limit=limit).jobs
 
-    def children(self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+    def children(
+        self, tenant: str, parent_id: str, *, status: JobStatus | None = None, limit: int = 50
+    ) -> builtins.list[Job]:
         return self.children_page(tenant, parent_id, status=status, limit=limit).jobs
 
     def replay_for(self, tenant: str | None, job_id: str) -> Job:

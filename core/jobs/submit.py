@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from core.config.api import ApiSettings
 from core.errors import BudgetExhausted, IdempotencyConflict, InputError, QueueUnavailable
@@ -44,9 +45,17 @@ def queue_callback(queue: SendQueue, job: Job, delay_s: float = 0.0) -> None:
 
 
 class Submitter:
-    def __init__(self, settings: ApiSettings, ledger: Ledger, state: StateStore, queue: SendQueue, *,
-                 blobs: BlobStore | None = None, retriever: Retriever | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        ledger: Ledger,
+        state: StateStore,
+        queue: SendQueue,
+        *,
+        blobs: BlobStore | None = None,
+        retriever: Retriever | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self._settings_priced: Settings | None = None
         self.blobs = blobs
@@ -57,8 +66,15 @@ class Submitter:
         self.clock = clock
         self.ordered_ids = bool(getattr(ledger.store, "ordered_ids", False))  # declared by the store (JobStore)
 
-    def submit(self, tenant: str, request: JobRequest, *, idempotency_key: str | None = None,
-               trace_id: str | None = None, parent_span_id: str | None = None) -> tuple[Job, bool]:
+    def submit(
+        self,
+        tenant: str,
+        request: JobRequest,
+        *,
+        idempotency_key: str | None = None,
+        trace_id: str | None = None,
+        parent_span_id: str | None = None,
+    ) -> tuple[Job, bool]:
         """Store and enqueue a job. Returns (job, created); a repeated idempotency key returns the first job."""
         check_request(request, tenant, self.settings, self.retriever)
         self._check_budget(tenant, request)
@@ -70,8 +86,9 @@ class Submitter:
                 return found, False
             job_id = found
         if request.workflow is not None:  # the version pinned at submit, large inputs to the blob store
-            request = request.model_copy(update={"workflow": check_workflow(request, self.settings),
-                                                 "inputs": stash(request.inputs, self.blobs)})
+            request = request.model_copy(
+                update={"workflow": check_workflow(request, self.settings), "inputs": stash(request.inputs, self.blobs)}
+            )
         job = self._new_job(job_id, tenant, request, fingerprint, idempotency_key, trace_id)
         job.parent_span_id = parent_span_id
         if not self.ledger.create(job):
@@ -80,8 +97,14 @@ class Submitter:
             return existing, False
         self.enqueue_or_raise(job)
         log_event(
-            "job.submitted", job_id=job.id, trace_id=job.trace_id, tenant=tenant, task=request.task,
-            input_hash=fingerprint[:16], prompt_chars=len(request.prompt), workflow=request.workflow,
+            "job.submitted",
+            job_id=job.id,
+            trace_id=job.trace_id,
+            tenant=tenant,
+            task=request.task,
+            input_hash=fingerprint[:16],
+            prompt_chars=len(request.prompt),
+            workflow=request.workflow,
         )
         return job, True
 
@@ -96,12 +119,17 @@ class Submitter:
         within = scopes(tenant, request.task, cfg.budgets, self.clock())
         budgets = Budgets(self.state, clock=self.clock)
         refused, detail = budgets.exhausted(within), ""
-        if refused is None and request.workflow is None and (cheapest := cheapest_call(self._priced(), tenant, request)):
+        if (
+            refused is None
+            and request.workflow is None
+            and (cheapest := cheapest_call(self._priced(), tenant, request))
+        ):
             refused = budgets.cannot_pay(within, cheapest)
             detail = f"; the cheapest call this request may make is held at up to {usd(cheapest)}"
         if refused is not None:
-            raise BudgetExhausted(refused.message() + detail,
-                                  retry_after_s=max(1.0, refused.scope.resets_at - self.clock()))
+            raise BudgetExhausted(
+                refused.message() + detail, retry_after_s=max(1.0, refused.scope.resets_at - self.clock())
+            )
 
     def _priced(self) -> Settings:
         """The full settings (the model catalog, routing) for pricing a call: built once, and only here (an API
@@ -125,8 +153,9 @@ class Submitter:
         if rec is None:  # expired between the two calls: the key is free again
             return job_id
         if rec.value["hash"] != fingerprint:
-            raise IdempotencyConflict("this Idempotency-Key was already used with a different request body; "
-                                      "use a new key for a new request")
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with a different request body; use a new key for a new request"
+            )
         existing = self.ledger.load(rec.value["job_id"])
         if existing is None:
             return str(rec.value["job_id"])  # the first submit crashed before storing: finish it
@@ -136,15 +165,33 @@ class Submitter:
             self.enqueue_or_raise(existing)
         return existing
 
-    def _new_job(self, job_id: str, tenant: str, request: JobRequest, fingerprint: str,
-                 idempotency_key: str | None, trace_id: str | None) -> Job:
-        if (not request.collection and request.workflow is None and (t := self.settings.tenants.get(tenant))
-                and t.default_collection):
+    def _new_job(
+        self,
+        job_id: str,
+        tenant: str,
+        request: JobRequest,
+        fingerprint: str,
+        idempotency_key: str | None,
+        trace_id: str | None,
+    ) -> Job:
+        if (
+            not request.collection
+            and request.workflow is None
+            and (t := self.settings.tenants.get(tenant))
+            and t.default_collection
+        ):
             request = request.model_copy(update={"collection": t.default_collection})
         now = self.clock()
-        return Job(id=job_id, tenant=tenant, request=request, request_hash=fingerprint,
-                   idempotency_key=idempotency_key, trace_id=trace_id or new_trace_id(), created_at=now,
-                   updated_at=now)
+        return Job(
+            id=job_id,
+            tenant=tenant,
+            request=request,
+            request_hash=fingerprint,
+            idempotency_key=idempotency_key,
+            trace_id=trace_id or new_trace_id(),
+            created_at=now,
+            updated_at=now,
+        )
 
     def enqueue_or_raise(self, job: Job) -> None:
         try:

@@ -22,10 +22,18 @@ LOST = "the worker stopped during this call (crash or kill); the provider may ha
 
 
 def billed(result: ProviderResult, model: ModelConfig | None) -> Usage:
-    cost = (model.cost(result.input_tokens, result.output_tokens, result.cache_read_tokens, result.cache_write_tokens)
-            if model else 0.0)
-    return Usage(input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-                 cache_read_tokens=result.cache_read_tokens, cache_write_tokens=result.cache_write_tokens, cost_usd=cost)
+    cost = (
+        model.cost(result.input_tokens, result.output_tokens, result.cache_read_tokens, result.cache_write_tokens)
+        if model
+        else 0.0
+    )
+    return Usage(
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        cache_read_tokens=result.cache_read_tokens,
+        cache_write_tokens=result.cache_write_tokens,
+        cost_usd=cost,
+    )
 
 
 def mark_lost(job: Job, models: dict[str, ModelConfig], now: float) -> int:
@@ -40,16 +48,32 @@ def mark_lost(job: Job, models: dict[str, ModelConfig], now: float) -> int:
 def _estimate(job: Job, attempt: Attempt, model: ModelConfig | None) -> Usage:
     assembly = job.assembly
     output_tokens = assembly.reserved_output_tokens if assembly else 0
-    seen = next((a.usage for a in job.attempts if a is not attempt and a.model == attempt.model and a.usage is not None
-                 and a.outcome == "succeeded" and a.usage.estimated_cost_usd == 0), None)
+    seen = next(
+        (
+            a.usage
+            for a in job.attempts
+            if a is not attempt
+            and a.model == attempt.model
+            and a.usage is not None
+            and a.outcome == "succeeded"
+            and a.usage.estimated_cost_usd == 0
+        ),
+        None,
+    )
     if seen is not None:  # the same prompt, billed before: its input as the provider counted it
         inputs = (seen.input_tokens, seen.cache_read_tokens, seen.cache_write_tokens)
     else:
         counted = assembly.input_tokens if assembly else 0
         inputs = (math.ceil(counted * (1 + (model.token_margin if model else 0.0))), 0, 0)
     cost = model.cost(inputs[0], output_tokens, inputs[1], inputs[2]) if model else 0.0
-    return Usage(input_tokens=inputs[0], output_tokens=output_tokens, cache_read_tokens=inputs[1],
-                 cache_write_tokens=inputs[2], cost_usd=cost, estimated_cost_usd=cost)
+    return Usage(
+        input_tokens=inputs[0],
+        output_tokens=output_tokens,
+        cache_read_tokens=inputs[1],
+        cache_write_tokens=inputs[2],
+        cost_usd=cost,
+        estimated_cost_usd=cost,
+    )
 
 
 def job_usage(job: Job, reply_model: ModelConfig | None = None) -> Usage:
@@ -66,7 +90,8 @@ def job_usage(job: Job, reply_model: ModelConfig | None = None) -> Usage:
 def total(parts: list[Usage], *, calls: int | None = None) -> Usage:
     """Usages summed; `calls` counts billed calls (an attempt's own usage is one call)."""
     return Usage(
-        input_tokens=sum(u.input_tokens for u in parts), output_tokens=sum(u.output_tokens for u in parts),
+        input_tokens=sum(u.input_tokens for u in parts),
+        output_tokens=sum(u.output_tokens for u in parts),
         cache_read_tokens=sum(u.cache_read_tokens for u in parts),
         cache_write_tokens=sum(u.cache_write_tokens for u in parts),
         cost_usd=round(sum(u.cost_usd for u in parts), 10),

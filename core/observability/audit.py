@@ -26,24 +26,39 @@ class AuditLog:
         self.model_ids = model_ids
 
     def key(self, job: Job) -> str:
-        day = dt.datetime.fromtimestamp(job.finished_at or job.updated_at, dt.timezone.utc).strftime("%Y-%m-%d")
+        day = dt.datetime.fromtimestamp(job.finished_at or job.updated_at, dt.UTC).strftime("%Y-%m-%d")
         return f"{self.config.prefix}/retention={self.config.retention_days}d/{job.tenant}/{day}/{job.id}.jsonl"
 
     def record(self, job: Job, *, system: str, user: str) -> dict[str, Any]:
         route = job.route
         entry = {
-            "job_id": job.id, "tenant": job.tenant, "task": job.request.task, "trace_id": job.trace_id,
-            "status": job.status.value, "finished_at": job.finished_at,
-            "model": route.model if route else None, "model_id": self.model_ids.get(route.model) if route else None,
-            "provider": route.provider if route else None, "template": job.prompt_template,
+            "job_id": job.id,
+            "tenant": job.tenant,
+            "task": job.request.task,
+            "trace_id": job.trace_id,
+            "status": job.status.value,
+            "finished_at": job.finished_at,
+            "model": route.model if route else None,
+            "model_id": self.model_ids.get(route.model) if route else None,
+            "provider": route.provider if route else None,
+            "template": job.prompt_template,
             "prompt": {"system": self._clean(system), "user": self._clean(user)},
             "output": self._clean(job.reply.text) if job.reply else None,
             "context_chunk_ids": job.context_chunks,
             "decisions": {
                 "route_reason": route.reason if route else None,
-                "attempts": [{"number": a.number, "model": a.model, "outcome": a.outcome,
-                              "error_class": a.error_class.value if a.error_class else None} for a in job.attempts],
-                "guardrail": "passed" if job.status.value == "succeeded" else (job.error.message if job.error else None),
+                "attempts": [
+                    {
+                        "number": a.number,
+                        "model": a.model,
+                        "outcome": a.outcome,
+                        "error_class": a.error_class.value if a.error_class else None,
+                    }
+                    for a in job.attempts
+                ],
+                "guardrail": "passed"
+                if job.status.value == "succeeded"
+                else (job.error.message if job.error else None),
                 "cached_from": job.cached_from,
             },
             "usage": job.usage.model_dump(mode="json"),

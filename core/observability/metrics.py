@@ -65,21 +65,37 @@ def attempt_record(job: Job, attempt: Attempt, *, model_id: str, ttft_s: float |
     usage = attempt.usage
     first = job.attempts[0].model if job.attempts else attempt.model
     return AttemptRecord(
-        tenant=job.tenant, task=task_of(job), model=attempt.model or "-", provider=attempt.provider or "-",
+        tenant=job.tenant,
+        task=task_of(job),
+        model=attempt.model or "-",
+        provider=attempt.provider or "-",
         model_id=model_id,
-        outcome=attempt.outcome or "started", error_class=attempt.error_class.value if attempt.error_class else "none",
-        fallback=attempt.model != first, latency_s=(attempt.latency_ms or 0.0) / 1000, ttft_s=ttft_s,
-        input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
+        outcome=attempt.outcome or "started",
+        error_class=attempt.error_class.value if attempt.error_class else "none",
+        fallback=attempt.model != first,
+        latency_s=(attempt.latency_ms or 0.0) / 1000,
+        ttft_s=ttft_s,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
         cache_read_tokens=usage.cache_read_tokens if usage else 0,
-        cache_write_tokens=usage.cache_write_tokens if usage else 0, cost_usd=usage.cost_usd if usage else 0.0)
+        cache_write_tokens=usage.cache_write_tokens if usage else 0,
+        cost_usd=usage.cost_usd if usage else 0.0,
+    )
 
 
 def job_record(job: Job) -> JobRecord:
     model = job.route.model if job.route else "-"
     end = job.finished_at or job.updated_at
-    return JobRecord(tenant=job.tenant, task=task_of(job), model=model, status=job.status.value,
-                     latency_s=max(0.0, end - job.created_at), attempts=len(job.attempts),
-                     cache_hit=job.cached_from is not None, cost_usd=job.usage.cost_usd)
+    return JobRecord(
+        tenant=job.tenant,
+        task=task_of(job),
+        model=model,
+        status=job.status.value,
+        latency_s=max(0.0, end - job.created_at),
+        attempts=len(job.attempts),
+        cache_hit=job.cached_from is not None,
+        cost_usd=job.usage.cost_usd,
+    )
 
 
 class Fanout:
@@ -93,7 +109,7 @@ class Fanout:
         for sink in self.sinks:
             try:
                 getattr(sink, method)(*args)
-            except Exception as e:  # noqa: BLE001  observability must never take a job down
+            except Exception as e:
                 name = f"{type(sink).__name__}.{method}"
                 if name not in self._failed:
                     self._failed.add(name)

@@ -40,14 +40,20 @@ OPERATION_DURATION = "gen_ai.client.operation.duration"
 JOB_ID = "alto.job.id"
 otlp_wire.never_cache(JOB_ID)
 # our provider types → the conventions' well-known gen_ai.provider.name values
-PROVIDER_NAMES = {"anthropic": "anthropic", "openai_compatible": "openai", "bedrock": "aws.bedrock",
-                  "offline": "altostratus.offline"}
+PROVIDER_NAMES = {
+    "anthropic": "anthropic",
+    "openai_compatible": "openai",
+    "bedrock": "aws.bedrock",
+    "offline": "altostratus.offline",
+}
 
 
 # the sink's histograms (token usage, call duration, queue age): name, unit, description, bucket bounds
-_HISTOGRAMS = ((TOKEN_USAGE, "{token}", "Tokens per call.", TOKEN_BOUNDS),
-               (OPERATION_DURATION, "s", "GenAI call duration.", DURATION_BOUNDS),
-               ("alto.queue.age", "s", "Queued job's wait for a worker.", QUEUE_AGE_BOUNDS))
+_HISTOGRAMS = (
+    (TOKEN_USAGE, "{token}", "Tokens per call.", TOKEN_BOUNDS),
+    (OPERATION_DURATION, "s", "GenAI call duration.", DURATION_BOUNDS),
+    ("alto.queue.age", "s", "Queued job's wait for a worker.", QUEUE_AGE_BOUNDS),
+)
 
 
 class _Span(NamedTuple):
@@ -76,9 +82,17 @@ def _span_id() -> bytes:
 
 
 class OtelSink:
-    def __init__(self, *, provider_types: dict[str, str], model_ids: dict[str, str], endpoint: str | None = None,
-                 service_name: str = "altostratus", sample_ratio: float = 1.0, tracer_provider: Any = None,
-                 meter_provider: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        provider_types: dict[str, str],
+        model_ids: dict[str, str],
+        endpoint: str | None = None,
+        service_name: str = "altostratus",
+        sample_ratio: float = 1.0,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+    ) -> None:
         from opentelemetry import metrics, trace
 
         self._trace = trace
@@ -96,7 +110,8 @@ class OtelSink:
             meter = (meter_provider or metrics.get_meter_provider()).get_meter("altostratus")
             self.token_usage, self.duration, self.queue_age = (
                 meter.create_histogram(name, unit=unit, description=text, explicit_bucket_boundaries_advisory=bounds)
-                for name, unit, text, bounds in _HISTOGRAMS)
+                for name, unit, text, bounds in _HISTOGRAMS
+            )
 
     def _own_exporters(self, endpoint: str, service_name: str) -> None:
         """Spans and metrics encoded here and posted by exporters this sink owns (see otlp_wire)."""
@@ -108,8 +123,9 @@ class OtelSink:
         resource = dict(Resource.create({"service.name": service_name}).attributes)  # OTEL_RESOURCE_ATTRIBUTES apply
         self.token_usage, self.duration, self.queue_age = (Histogram(*spec) for spec in _HISTOGRAMS)
         self._spans = SpanExporter(f"{endpoint}/v1/traces", resource, "altostratus")
-        self._metrics = MetricExporter(f"{endpoint}/v1/metrics", resource, "altostratus",
-                                       [self.duration, self.token_usage, self.queue_age])
+        self._metrics = MetricExporter(
+            f"{endpoint}/v1/metrics", resource, "altostratus", [self.duration, self.token_usage, self.queue_age]
+        )
 
     def _provider(self, name: str) -> str:
         return PROVIDER_NAMES.get(self.provider_types.get(name, ""), name)
@@ -127,10 +143,22 @@ class OtelSink:
         if int(job.trace_id[-14:], 16) >= self.sample_below:
             return  # not sampled: the same decision for this trace in every process
         end = job.finished_at or job.updated_at
-        root = _Span("alto.job", False, job.created_at, end, {
-            JOB_ID: job.id, "alto.tenant": j.tenant, "alto.task": j.task, "alto.job.status": j.status,
-            "alto.job.attempts": j.attempts, "alto.cache_hit": j.cache_hit, REQUEST_MODEL: self.model_ids.get(j.model, j.model),
-        }, None if j.status == "succeeded" else j.status)
+        root = _Span(
+            "alto.job",
+            False,
+            job.created_at,
+            end,
+            {
+                JOB_ID: job.id,
+                "alto.tenant": j.tenant,
+                "alto.task": j.task,
+                "alto.job.status": j.status,
+                "alto.job.attempts": j.attempts,
+                "alto.cache_hit": j.cache_hit,
+                REQUEST_MODEL: self.model_ids.get(j.model, j.model),
+            },
+            None if j.status == "succeeded" else j.status,
+        )
         if root.error is not None:
             root.attrs[ERROR_TYPE] = job.error.error_class.value if job.error else j.status
         children = [self._attempt_span(a, end) for a in job.attempts]
@@ -141,12 +169,23 @@ class OtelSink:
 
     def _attempt_span(self, attempt: Attempt, job_end: float) -> _Span:
         model_id = self.model_ids.get(attempt.model or "", attempt.model or "")
-        attrs: dict[str, Any] = {OPERATION: "chat", PROVIDER: self._provider(attempt.provider or ""),
-                                 REQUEST_MODEL: model_id, "alto.attempt": attempt.number}
+        attrs: dict[str, Any] = {
+            OPERATION: "chat",
+            PROVIDER: self._provider(attempt.provider or ""),
+            REQUEST_MODEL: model_id,
+            "alto.attempt": attempt.number,
+        }
         if attempt.usage is not None:
-            attrs.update({RESPONSE_MODEL: model_id, INPUT_TOKENS: attempt.usage.input_tokens,
-                          OUTPUT_TOKENS: attempt.usage.output_tokens, CACHE_READ: attempt.usage.cache_read_tokens,
-                          CACHE_WRITE: attempt.usage.cache_write_tokens, "alto.cost_usd": attempt.usage.cost_usd})
+            attrs.update(
+                {
+                    RESPONSE_MODEL: model_id,
+                    INPUT_TOKENS: attempt.usage.input_tokens,
+                    OUTPUT_TOKENS: attempt.usage.output_tokens,
+                    CACHE_READ: attempt.usage.cache_read_tokens,
+                    CACHE_WRITE: attempt.usage.cache_write_tokens,
+                    "alto.cost_usd": attempt.usage.cost_usd,
+                }
+            )
         error = None
         if attempt.outcome != "succeeded":
             attrs[ERROR_TYPE] = attempt.error_class.value if attempt.error_class else attempt.outcome
@@ -158,8 +197,13 @@ class OtelSink:
         trace = self._trace
         parent = trace.set_span_in_context(trace.NonRecordingSpan(self._parent(job)))
         for spec in [root, *children]:
-            span = self.tracer.start_span(spec.name, context=parent, start_time=_ns(spec.start), attributes=spec.attrs,
-                                          kind=trace.SpanKind.CLIENT if spec.client else trace.SpanKind.INTERNAL)
+            span = self.tracer.start_span(
+                spec.name,
+                context=parent,
+                start_time=_ns(spec.start),
+                attributes=spec.attrs,
+                kind=trace.SpanKind.CLIENT if spec.client else trace.SpanKind.INTERNAL,
+            )
             if spec.error is not None:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, spec.error))
             span.end(end_time=_ns(spec.end))
@@ -173,17 +217,45 @@ class OtelSink:
         trace_id = bytes.fromhex(job.trace_id)
         parent = _parent_span_id(job).to_bytes(8, "big")
         root_id = _span_id()
-        self._spans.add(otlp_wire.span(trace_id, root_id, parent, root.name, otlp_wire.KIND_INTERNAL, _ns(root.start),
-                                       _ns(root.end), root.attrs, root.error, otlp_wire.FLAGS_REMOTE_PARENT))
+        self._spans.add(
+            otlp_wire.span(
+                trace_id,
+                root_id,
+                parent,
+                root.name,
+                otlp_wire.KIND_INTERNAL,
+                _ns(root.start),
+                _ns(root.end),
+                root.attrs,
+                root.error,
+                otlp_wire.FLAGS_REMOTE_PARENT,
+            )
+        )
         for c in children:
-            self._spans.add(otlp_wire.span(trace_id, _span_id(), root_id, c.name, otlp_wire.KIND_CLIENT, _ns(c.start),
-                                           _ns(c.end), c.attrs, c.error, otlp_wire.FLAGS_LOCAL_PARENT))
+            self._spans.add(
+                otlp_wire.span(
+                    trace_id,
+                    _span_id(),
+                    root_id,
+                    c.name,
+                    otlp_wire.KIND_CLIENT,
+                    _ns(c.start),
+                    _ns(c.end),
+                    c.attrs,
+                    c.error,
+                    otlp_wire.FLAGS_LOCAL_PARENT,
+                )
+            )
 
     def _parent(self, job: Job) -> Any:
         """The submit's trace as a remote parent, for the tracer path."""
         trace = self._trace
-        return trace.SpanContext(int(job.trace_id, 16), _parent_span_id(job), is_remote=True,
-                                 trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+        return trace.SpanContext(
+            int(job.trace_id, 16),
+            _parent_span_id(job),
+            is_remote=True,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        )
 
     def picked(self, tenant: str, task: str, queue_age_s: float) -> None:
         self.queue_age.record(queue_age_s, {"alto.tenant": tenant, "alto.task": task})

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from typing import Any
 from urllib.parse import unquote
 
 from core.logs import log_event
@@ -66,9 +67,16 @@ class Poster:
                 return True
             retryable = status is None or status in RETRYABLE  # None: refused, reset or timed out
             if not retryable or time.monotonic() + delay > deadline:
-                log_event("otel.export_failed", logging.WARNING, url=self.url, status=status, items=count,
-                          signal=self.signal.lower(), error=detail[:300],
-                          hint="check observability.otel.endpoint and the collector's logs")
+                log_event(
+                    "otel.export_failed",
+                    logging.WARNING,
+                    url=self.url,
+                    status=status,
+                    items=count,
+                    signal=self.signal.lower(),
+                    error=detail[:300],
+                    hint="check observability.otel.endpoint and the collector's logs",
+                )
                 return False
             time.sleep(delay)
             delay *= 2
@@ -88,8 +96,16 @@ class Poster:
 
 
 class SpanExporter:
-    def __init__(self, url: str, resource: dict[str, str], scope: str, *, batch: int = 512, max_queue: int = 2048,
-                 interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        resource: dict[str, Any],
+        scope: str,
+        *,
+        batch: int = 512,
+        max_queue: int = 2048,
+        interval_s: float = 1.0,
+    ) -> None:
         self.poster = Poster(url, "TRACES")
         self._resource = otlp_wire.resource(resource)
         self._scope = scope

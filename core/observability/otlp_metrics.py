@@ -17,7 +17,8 @@ import os
 import threading
 import time
 from bisect import bisect_left
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from core.observability import otlp_wire
 from core.observability.otlp_export import Poster
@@ -65,8 +66,12 @@ class Histogram:
 
     def encoded(self, series: dict[Attributes, list[Any]], start_ns: int, now_ns: int, temporality: int) -> bytes:
         n = len(self.bounds) + 1
-        points = [otlp_wire.histogram_point(attrs, start_ns, now_ns, row[:n], row[-4], row[-3], row[-2], row[-1],
-                                            self._packed_bounds) for attrs, row in series.items()]
+        points = [
+            otlp_wire.histogram_point(
+                attrs, start_ns, now_ns, row[:n], row[-4], row[-3], row[-2], row[-1], self._packed_bounds
+            )
+            for attrs, row in series.items()
+        ]
         return otlp_wire.histogram(self.name, self.description, self.unit, temporality, points)
 
 
@@ -81,8 +86,15 @@ def _temporality() -> int:
 
 
 class MetricExporter:
-    def __init__(self, url: str, resource: dict[str, Any], scope: str, histograms: Iterable[Histogram], *,
-                 interval_s: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        resource: dict[str, Any],
+        scope: str,
+        histograms: Iterable[Histogram],
+        *,
+        interval_s: float | None = None,
+    ) -> None:
         self.poster = Poster(url, "METRICS")
         self._resource = otlp_wire.resource(resource)
         self._scope = scope

@@ -22,7 +22,8 @@ min=11 double, max=12 double}.
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 KIND_INTERNAL, KIND_CLIENT = 1, 3
 STATUS_ERROR = 2
@@ -93,11 +94,34 @@ def attribute(key: str, v: Any, number: int = 9) -> bytes:
     return out
 
 
-def span(trace_id: bytes, span_id: bytes, parent_id: bytes, name: str, kind: int, start_ns: int, end_ns: int,
-         attrs: dict[str, Any], error: str | None, flags: int) -> bytes:
+def span(
+    trace_id: bytes,
+    span_id: bytes,
+    parent_id: bytes,
+    name: str,
+    kind: int,
+    start_ns: int,
+    end_ns: int,
+    attrs: dict[str, Any],
+    error: str | None,
+    flags: int,
+) -> bytes:
     """One finished span, encoded as an entry of ScopeSpans.spans (field 2)."""
-    parts = [b"\x0a\x10", trace_id, b"\x12\x08", span_id, b"\x22\x08", parent_id, field(5, name.encode()),
-             b"\x30", varint(kind), b"\x39", _fixed64(start_ns), b"\x41", _fixed64(end_ns)]
+    parts = [
+        b"\x0a\x10",
+        trace_id,
+        b"\x12\x08",
+        span_id,
+        b"\x22\x08",
+        parent_id,
+        field(5, name.encode()),
+        b"\x30",
+        varint(kind),
+        b"\x39",
+        _fixed64(start_ns),
+        b"\x41",
+        _fixed64(end_ns),
+    ]
     parts += [attribute(k, v) for k, v in attrs.items()]
     if error is not None:
         parts.append(field(15, field(2, error.encode()) + b"\x18" + varint(STATUS_ERROR)))
@@ -125,11 +149,30 @@ def packed_bounds(bounds: Iterable[float]) -> bytes:
     return field(7, b"".join(_double(float(b)) for b in bounds))
 
 
-def histogram_point(attrs: Iterable[tuple[str, Any]], start_ns: int, time_ns: int, buckets: Iterable[int], count: int,
-                    total: float, low: float, high: float, bounds: bytes) -> bytes:
+def histogram_point(
+    attrs: Iterable[tuple[str, Any]],
+    start_ns: int,
+    time_ns: int,
+    buckets: Iterable[int],
+    count: int,
+    total: float,
+    low: float,
+    high: float,
+    bounds: bytes,
+) -> bytes:
     """One HistogramDataPoint as Histogram.data_points (field 1); `bounds` from `packed_bounds`."""
-    parts = [b"\x11", _fixed64(start_ns), b"\x19", _fixed64(time_ns), b"\x21", _fixed64(count), b"\x29",
-             _double(total), field(6, b"".join(_fixed64(n) for n in buckets)), bounds]
+    parts = [
+        b"\x11",
+        _fixed64(start_ns),
+        b"\x19",
+        _fixed64(time_ns),
+        b"\x21",
+        _fixed64(count),
+        b"\x29",
+        _double(total),
+        field(6, b"".join(_fixed64(n) for n in buckets)),
+        bounds,
+    ]
     parts += [attribute(k, v) for k, v in attrs]
     parts += [b"\x59", _double(low), b"\x61", _double(high)]
     return field(1, b"".join(parts))

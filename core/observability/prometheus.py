@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from typing import Iterable
+from collections.abc import Iterable
 
 from core.models import Attempt, Job
 from core.observability.metrics import AttemptRecord, JobRecord
@@ -71,10 +71,10 @@ class Registry:
                 out.append(f"{name}{_labels(labels)} {_num(value)}")
             for labels, row in sorted(histograms.get(name, {}).items()):
                 below = 0.0
-                for bound, n in zip(SECONDS, row):
+                for bound, n in zip(SECONDS, row, strict=False):
                     below += n
-                    out.append(f"{name}_bucket{_labels(labels + (('le', _num(bound)),))} {_num(below)}")
-                out.append(f"{name}_bucket{_labels(labels + (('le', '+Inf'),))} {_num(row[-2])}")
+                    out.append(f"{name}_bucket{_labels((*labels, ('le', _num(bound))))} {_num(below)}")
+                out.append(f"{name}_bucket{_labels((*labels, ('le', '+Inf')))} {_num(row[-2])}")
                 out.append(f"{name}_count{_labels(labels)} {_num(row[-2])}")
                 out.append(f"{name}_sum{_labels(labels)} {_num(row[-1])}")
         return "\n".join(out) + "\n"
@@ -114,16 +114,23 @@ SERIES = (
 class _AttemptKeys:
     """The label tuples of one attempt's series, in name order, for one set of its dimensions."""
 
-    __slots__ = ("attempts", "duration", "ttft", "tokens", "base")
+    __slots__ = ("attempts", "base", "duration", "tokens", "ttft")
 
     def __init__(self, a: AttemptRecord) -> None:
         self.base: Labels = (("model", a.model), ("task", a.task), ("tenant", a.tenant))
-        self.attempts: Labels = (("error_class", a.error_class), ("model", a.model), ("outcome", a.outcome),
-                                 ("provider", a.provider), ("task", a.task), ("tenant", a.tenant))
+        self.attempts: Labels = (
+            ("error_class", a.error_class),
+            ("model", a.model),
+            ("outcome", a.outcome),
+            ("provider", a.provider),
+            ("task", a.task),
+            ("tenant", a.tenant),
+        )
         self.duration: Labels = (("model", a.model), ("outcome", a.outcome), ("provider", a.provider))
         self.ttft: Labels = (("model", a.model), ("provider", a.provider))
-        self.tokens: tuple[Labels, ...] = tuple((*self.base, ("type", kind))
-                                                for kind in ("input", "output", "cache_read", "cache_write"))
+        self.tokens: tuple[Labels, ...] = tuple(
+            (*self.base, ("type", kind)) for kind in ("input", "output", "cache_read", "cache_write")
+        )
 
 
 class PrometheusSink:
@@ -146,7 +153,9 @@ class PrometheusSink:
         samples = [("alto_attempt_duration_seconds", k.duration, a.latency_s)]
         if a.ttft_s is not None:
             samples.append(("alto_time_to_first_token_seconds", k.ttft, a.ttft_s))
-        for key, n in zip(k.tokens, (a.input_tokens, a.output_tokens, a.cache_read_tokens, a.cache_write_tokens)):
+        for key, n in zip(
+            k.tokens, (a.input_tokens, a.output_tokens, a.cache_read_tokens, a.cache_write_tokens), strict=True
+        ):
             if n:
                 counts.append(("alto_tokens_total", key, n))
         if a.cost_usd:
@@ -157,9 +166,13 @@ class PrometheusSink:
 
     def job(self, j: JobRecord, job: Job) -> None:
         dims = (j.tenant, j.task, j.model, j.status)
-        labels, hit = self._job_keys.get(dims) or self._job_keys.setdefault(dims, (
-            (("model", j.model), ("status", j.status), ("task", j.task), ("tenant", j.tenant)),
-            (("model", j.model), ("task", j.task), ("tenant", j.tenant))))
+        labels, hit = self._job_keys.get(dims) or self._job_keys.setdefault(
+            dims,
+            (
+                (("model", j.model), ("status", j.status), ("task", j.task), ("tenant", j.tenant)),
+                (("model", j.model), ("task", j.task), ("tenant", j.tenant)),
+            ),
+        )
         counts = [("alto_jobs_total", labels, 1.0), ("alto_job_attempts_total", labels, j.attempts)]
         if j.cache_hit:
             counts.append(("alto_cache_hits_total", hit, 1.0))

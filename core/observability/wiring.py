@@ -42,12 +42,23 @@ def _otel_sink(settings: ApiSettings) -> Any:
     from core.observability.otel import OtelSink
 
     providers = {name: getattr(p, "type", "") for name, p in dict(settings.providers).items()}
-    models = {name: getattr(m, "model_id", name) for name, m in dict(settings.models).items()}
+    models = {name: str(getattr(m, "model_id", None) or name) for name, m in dict(settings.models).items()}
     cfg = settings.observability.otel
-    key = (cfg.endpoint, cfg.service_name, cfg.sample_ratio, tuple(sorted(providers.items())), tuple(sorted(models.items())))
+    key = (
+        cfg.endpoint,
+        cfg.service_name,
+        cfg.sample_ratio,
+        tuple(sorted(providers.items())),
+        tuple(sorted(models.items())),
+    )
     if key not in _otel:
-        _otel[key] = OtelSink(provider_types=providers, model_ids=models, endpoint=cfg.endpoint,
-                              service_name=cfg.service_name, sample_ratio=cfg.sample_ratio)
+        _otel[key] = OtelSink(
+            provider_types=providers,
+            model_ids=models,
+            endpoint=cfg.endpoint,
+            service_name=cfg.service_name,
+            sample_ratio=cfg.sample_ratio,
+        )
     return _otel[key]
 
 
@@ -63,4 +74,6 @@ def build_audit(settings: ApiSettings, blobs: BlobStore) -> Any:
         return None
     from core.observability.audit import AuditLog
 
-    return AuditLog(audit, blobs, {name: getattr(m, "model_id", name) for name, m in dict(settings.models).items()})
+    return AuditLog(
+        audit, blobs, {name: str(getattr(m, "model_id", None) or name) for name, m in dict(settings.models).items()}
+    )

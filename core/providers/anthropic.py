@@ -7,7 +7,8 @@ every SDK failure becomes a `ProviderError` with the wire status, headers and bo
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.models import ProviderResult
 from core.providers.anthropic_direct import DirectMessages, http_error
@@ -34,8 +35,10 @@ def http_transport(wanted: str = "auto") -> str:
         if wanted == "aiohttp":
             from core.errors import ConfigError
 
-            raise ConfigError("providers.*.http is aiohttp, but aiohttp is not installed: "
-                              "pip install 'altostratus[aiohttp]', or set http: auto") from None
+            raise ConfigError(
+                "providers.*.http is aiohttp, but aiohttp is not installed: "
+                "pip install 'altostratus[aiohttp]', or set http: auto"
+            ) from None
         return "httpx"
     return "aiohttp"
 
@@ -65,14 +68,28 @@ def _http_client(transport: str, timeout_s: float, max_connections: int) -> Any:
 class AnthropicProvider:
     name = "anthropic"
 
-    def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0,
-                 max_connections: int = 200, http: str = "auto", sdk_spans: bool = True, calls: str = "direct") -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_connections: int = 200,
+        http: str = "auto",
+        sdk_spans: bool = True,
+        calls: str = "direct",
+    ) -> None:
         import anthropic  # imported here: the submit path and offline jobs never pay for it
 
         self._anthropic = anthropic
         self.transport = http_transport(http)
         http_client = _http_client(self.transport, timeout_s, max_connections)
-        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout_s, "http_client": http_client}
+        kwargs: dict[str, Any] = {
+            "api_key": api_key,
+            "max_retries": 0,
+            "timeout": timeout_s,
+            "http_client": http_client,
+        }
         sdk_spans = sdk_spans and _tracer_configured()
         if not sdk_spans:
             # with ours on, our GenAI span per attempt covers the call and the SDK's would be a second one;
@@ -94,9 +111,15 @@ class AnthropicProvider:
             "messages": [{"role": "user", "content": request.user}],
         }
         if n := request.cache_prefix_chars:  # system + the stable part of the user turn, the question after it
-            body["messages"] = [{"role": "user", "content": [
-                {"type": "text", "text": request.user[:n], "cache_control": {"type": "ephemeral"}},
-                {"type": "text", "text": request.user[n:]}]}]
+            body["messages"] = [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": request.user[:n], "cache_control": {"type": "ephemeral"}},
+                        {"type": "text", "text": request.user[n:]},
+                    ],
+                }
+            ]
         if request.temperature is not None:
             body["temperature"] = request.temperature
         return body
@@ -106,18 +129,22 @@ class AnthropicProvider:
             if self._direct is not None:
                 response = await self._direct.create(self._body(request), timeout_s)
             else:
-                response = (await self.client.messages.with_raw_response.create(
-                    **_sdk_args(self._body(request)), timeout=timeout_s)).http_response
+                response = (
+                    await self.client.messages.with_raw_response.create(
+                        **_sdk_args(self._body(request)), timeout=timeout_s
+                    )
+                ).http_response
         except Exception as e:
             raise self._error(e) from None
         return _refused(_reply(response))
 
-    async def stream(self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]) -> ProviderResult:
+    async def stream(
+        self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]
+    ) -> ProviderResult:
         """The Messages API's server-sent events; done only at `message_stop`."""
         s = _StreamState()
         try:
-            events = await self.client.messages.create(**_sdk_args(self._body(request)), timeout=timeout_s,
-                                                     stream=True)
+            events = await self.client.messages.create(**_sdk_args(self._body(request)), timeout=timeout_s, stream=True)
             async for ev in events:
                 if (piece := s.take(ev)) is not None:
                     on_delta(piece)
@@ -126,8 +153,12 @@ class AnthropicProvider:
             err.partial = s.result() if s.started else None
             raise err from None
         if not s.stopped:
-            raise ProviderError(f"anthropic: the stream ended before message_stop ({len(''.join(s.text))} characters "
-                                "in); not a complete reply", transport="connection", partial=s.result())
+            raise ProviderError(
+                f"anthropic: the stream ended before message_stop ({len(''.join(s.text))} characters "
+                "in); not a complete reply",
+                transport="connection",
+                partial=s.result(),
+            )
         return _refused(s.result())
 
     async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
@@ -166,8 +197,11 @@ class AnthropicProvider:
         if isinstance(e, a.APIStatusError):
             body = _body(e) if not mid_stream else str(getattr(e, "body", "") or e)[:4000]
             if mid_stream or e.status_code == 200:  # an `error` event inside a 200 stream: overloaded and the like
-                return ProviderError(f"anthropic: error event mid-stream: {getattr(e, 'message', e)}",
-                                     status_code=_stream_status(body), body=body)
+                return ProviderError(
+                    f"anthropic: error event mid-stream: {getattr(e, 'message', e)}",
+                    status_code=_stream_status(body or ""),
+                    body=body,
+                )
             return http_error(e.status_code, e.response.headers, body, str(getattr(e, "message", e)))
         if isinstance(e, ValueError):  # a 2xx whose body isn't JSON
             return ProviderError(f"anthropic: malformed reply: {e}", malformed=True)
@@ -176,7 +210,7 @@ class AnthropicProvider:
     async def count_tokens(self, model_id: str, system: str, user: str) -> int:
         """The model's own input-token count (Anthropic's free count-tokens endpoint)."""
         r = await self.client.messages.count_tokens(
-            model=model_id, system=system, messages=[{"role": "user", "content": user}],
+            model=model_id, system=system, messages=[{"role": "user", "content": user}]
         )
         return int(r.input_tokens)
 
@@ -220,12 +254,19 @@ class _StreamState:
         return _result("".join(self.text), self.input_tokens, output, self.cache_read, self.raw_stop, self.cache_write)
 
 
-def _result(text: str, input_tokens: Any, output_tokens: Any, cache_read: Any, raw_stop: str | None,
-            cache_write: Any = 0) -> ProviderResult:
+def _result(
+    text: str, input_tokens: Any, output_tokens: Any, cache_read: Any, raw_stop: str | None, cache_write: Any = 0
+) -> ProviderResult:
     """Anthropic's `input_tokens` already excludes cache reads and writes: each is billed at its own price."""
-    return ProviderResult(text=text, input_tokens=int(input_tokens), output_tokens=int(output_tokens),
-                          cache_read_tokens=int(cache_read or 0), cache_write_tokens=int(cache_write or 0),
-                          stop_reason=STOP_REASONS.get(raw_stop or "", "other"), raw_stop_reason=raw_stop)
+    return ProviderResult(
+        text=text,
+        input_tokens=int(input_tokens),
+        output_tokens=int(output_tokens),
+        cache_read_tokens=int(cache_read or 0),
+        cache_write_tokens=int(cache_write or 0),
+        stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
+        raw_stop_reason=raw_stop,
+    )
 
 
 def _sdk_args(body: dict[str, Any]) -> dict[str, Any]:
@@ -245,32 +286,50 @@ def _reply(http: Any) -> ProviderResult:
         msg = json.loads(http.content)
         text = "".join(b.get("text") or "" for b in msg["content"] if b.get("type") == "text")
         u = msg["usage"]
-        return _result(text, u["input_tokens"], u["output_tokens"], u.get("cache_read_input_tokens"),
-                       msg.get("stop_reason"), u.get("cache_creation_input_tokens"))
+        return _result(
+            text,
+            u["input_tokens"],
+            u["output_tokens"],
+            u.get("cache_read_input_tokens"),
+            msg.get("stop_reason"),
+            u.get("cache_creation_input_tokens"),
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
-        raise ProviderError(f"anthropic: malformed reply: {type(e).__name__}: {e}", malformed=True,
-                            body=http.text[:2000]) from None
+        raise ProviderError(
+            f"anthropic: malformed reply: {type(e).__name__}: {e}", malformed=True, body=http.text[:2000]
+        ) from None
 
 
 def _batch_item(result: Any) -> ProviderResult | ProviderError:
     """One batch request's outcome: its reply, or why it must be sent again online."""
     if result.type != "succeeded":
         detail = getattr(getattr(getattr(result, "error", None), "error", None), "message", None)
-        return ProviderError(f"anthropic: batch request {result.type}" + (f": {detail}" if detail else ""),
-                             transport="connection")
+        return ProviderError(
+            f"anthropic: batch request {result.type}" + (f": {detail}" if detail else ""), transport="connection"
+        )
     m = result.message
     text = "".join(getattr(b, "text", "") for b in m.content if getattr(b, "type", None) == "text")
     u = m.usage
     try:
-        return _refused(_result(text, u.input_tokens, u.output_tokens, getattr(u, "cache_read_input_tokens", None),
-                                m.stop_reason, getattr(u, "cache_creation_input_tokens", None)))
+        return _refused(
+            _result(
+                text,
+                u.input_tokens,
+                u.output_tokens,
+                getattr(u, "cache_read_input_tokens", None),
+                m.stop_reason,
+                getattr(u, "cache_creation_input_tokens", None),
+            )
+        )
     except ProviderError as e:
         return e
 
 
 def _refused(result: ProviderResult) -> ProviderResult:
     if result.stop_reason == "refusal":
-        raise ProviderError("anthropic: the model refused on content policy grounds", content_policy=True, status_code=200)
+        raise ProviderError(
+            "anthropic: the model refused on content policy grounds", content_policy=True, status_code=200
+        )
     return result
 
 

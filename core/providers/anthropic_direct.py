@@ -37,8 +37,9 @@ class DirectMessages:
     async def create(self, body: dict[str, Any], timeout_s: float) -> Any:
         """The 2xx response; a non-2xx one as `ProviderError`. Transport failures raise httpx2's own exceptions,
         which `AnthropicProvider._error` maps with the SDK's."""
-        request = self._http.build_request("POST", self._url, content=_ENCODE(body).encode(), headers=self._headers,
-                                           timeout=timeout_s)
+        request = self._http.build_request(
+            "POST", self._url, content=_ENCODE(body).encode(), headers=self._headers, timeout=timeout_s
+        )
         response = await self._http.send(request)
         if response.status_code >= 300:
             body_text = response.text[:4000]
@@ -48,8 +49,13 @@ class DirectMessages:
 
 def http_error(status: int, headers: Any, body: str | None, message: str) -> ProviderError:
     """A non-2xx reply as either path reports it: status, headers, body, the API's message."""
-    return ProviderError(f"anthropic: HTTP {status}: {message}", status_code=status, headers=dict(headers), body=body,
-                         context_overflow=looks_like_context_overflow(status, body))
+    return ProviderError(
+        f"anthropic: HTTP {status}: {message}",
+        status_code=status,
+        headers=dict(headers),
+        body=body,
+        context_overflow=looks_like_context_overflow(status, body),
+    )
 
 
 def _message(body: str) -> str:

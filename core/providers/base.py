@@ -7,15 +7,24 @@ exception class. Counting tokens is an optional capability (`TokenCounter`), che
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from core.chunks import ContextChunk
 from core.errors import ProviderError
 from core.models import ProviderResult
 
-__all__ = ["Batcher", "ChatRequest", "ContextChunk", "Provider", "ProviderError", "Streamer", "TokenCounter",
-           "looks_like_context_overflow"]
+__all__ = [
+    "Batcher",
+    "ChatRequest",
+    "ContextChunk",
+    "Provider",
+    "ProviderError",
+    "Streamer",
+    "TokenCounter",
+    "looks_like_context_overflow",
+]
 
 
 @dataclass
@@ -31,14 +40,18 @@ class ChatRequest:
 
 
 CONTEXT_OVERFLOW_HINTS = (
-    "prompt is too long", "context_length_exceeded", "maximum context length", "input is too long",
-    "too many tokens", "exceeds the context window",
+    "prompt is too long",
+    "context_length_exceeded",
+    "maximum context length",
+    "input is too long",
+    "too many tokens",
+    "exceeds the context window",
 )
 
 
 def looks_like_context_overflow(status: int | None, body: str | None) -> bool:
     """Providers report an over-long input as a plain 400; its wording is the only signal."""
-    return status in (400, 413) and bool(body) and any(h in body.lower() for h in CONTEXT_OVERFLOW_HINTS)
+    return status in (400, 413) and body is not None and any(h in body.lower() for h in CONTEXT_OVERFLOW_HINTS)
 
 
 @runtime_checkable
@@ -63,8 +76,9 @@ class Streamer(Protocol):
     result is the whole reply with the stream's own usage. A stream that ends without its terminal event,
     or carries an error event, raises a transient `ProviderError` whose `partial` holds the usage so far."""
 
-    async def stream(self, request: ChatRequest, *, timeout_s: float,
-                     on_delta: Callable[[str], None]) -> ProviderResult: ...
+    async def stream(
+        self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]
+    ) -> ProviderResult: ...
 
 
 @runtime_checkable

@@ -7,16 +7,26 @@ is sized to the provider's `max_connections`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
 
-STREAM_ERRORS = {"throttlingException": 429, "serviceUnavailableException": 503, "modelStreamErrorException": 500,
-                 "internalServerException": 500, "validationException": 400}
+STREAM_ERRORS = {
+    "throttlingException": 429,
+    "serviceUnavailableException": 503,
+    "modelStreamErrorException": 500,
+    "internalServerException": 500,
+    "validationException": 400,
+}
 STOP_REASONS = {
-    "end_turn": "end_turn", "stop_sequence": "end_turn", "max_tokens": "max_tokens",
-    "guardrail_intervened": "refusal", "content_filtered": "refusal", "tool_use": "tool_use",
+    "end_turn": "end_turn",
+    "stop_sequence": "end_turn",
+    "max_tokens": "max_tokens",
+    "guardrail_intervened": "refusal",
+    "content_filtered": "refusal",
+    "tool_use": "tool_use",
 }
 
 
@@ -29,9 +39,13 @@ class BedrockProvider:
 
         self._botocore_exceptions = __import__("botocore.exceptions", fromlist=["x"])
         self.client = boto3.client(
-            "bedrock-runtime", region_name=region, endpoint_url=endpoint_url,
+            "bedrock-runtime",
+            region_name=region,
+            endpoint_url=endpoint_url,
             config=Config(
-                retries={"total_max_attempts": 1}, read_timeout=timeout_s, connect_timeout=min(10.0, timeout_s),
+                retries={"total_max_attempts": 1},
+                read_timeout=timeout_s,
+                connect_timeout=min(10.0, timeout_s),
                 max_pool_connections=max_connections,
             ),
         )
@@ -49,7 +63,9 @@ class BedrockProvider:
 
     async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
         try:
-            resp = await asyncio.wait_for(asyncio.to_thread(self.client.converse, **self._kwargs(request)), timeout=timeout_s)
+            resp = await asyncio.wait_for(
+                asyncio.to_thread(self.client.converse, **self._kwargs(request)), timeout=timeout_s
+            )
         except Exception as e:
             raise self._error(e) from None
         try:
@@ -59,7 +75,9 @@ class BedrockProvider:
             raise ProviderError(f"bedrock: malformed reply: {e!r}", malformed=True, body=repr(resp)[:2000]) from None
         return _refused(result)
 
-    async def stream(self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]) -> ProviderResult:
+    async def stream(
+        self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]
+    ) -> ProviderResult:
         """ConverseStream, read in a thread; each text delta handed to the event loop as it arrives. Done
         only at `messageStop` (usage comes in the `metadata` event after it)."""
         loop = asyncio.get_running_loop()
@@ -86,8 +104,11 @@ class BedrockProvider:
             err.partial = partial() if text else None
             raise err from None
         if not seen["stopped"]:
-            raise ProviderError(f"bedrock: the stream ended before messageStop ({len(''.join(text))} characters in)",
-                                transport="connection", partial=partial())
+            raise ProviderError(
+                f"bedrock: the stream ended before messageStop ({len(''.join(text))} characters in)",
+                transport="connection",
+                partial=partial(),
+            )
         return _refused(partial())
 
     def _error(self, e: Exception) -> ProviderError:
@@ -97,15 +118,23 @@ class BedrockProvider:
         if isinstance(e, exc.EventStreamError):  # an exception event mid-stream (throttling, unavailable)
             code = e.response.get("Error", {}).get("Code", "")
             status = STREAM_ERRORS.get(code[:1].lower() + code[1:], 500)
-            return ProviderError(f"bedrock: {code} mid-stream: {e.response.get('Error', {}).get('Message')}",
-                                 status_code=status, body=code)
+            return ProviderError(
+                f"bedrock: {code} mid-stream: {e.response.get('Error', {}).get('Message')}",
+                status_code=status,
+                body=code,
+            )
         if isinstance(e, exc.ClientError):
             meta = e.response.get("ResponseMetadata", {})
             status = meta.get("HTTPStatusCode")
             err = e.response.get("Error", {})
             body = f"{err.get('Code')}: {err.get('Message')}"
-            return ProviderError(f"bedrock: HTTP {status}: {body}", status_code=status, headers=meta.get("HTTPHeaders", {}),
-                                 body=body, context_overflow=looks_like_context_overflow(status, body))
+            return ProviderError(
+                f"bedrock: HTTP {status}: {body}",
+                status_code=status,
+                headers=meta.get("HTTPHeaders", {}),
+                body=body,
+                context_overflow=looks_like_context_overflow(status, body),
+            )
         if isinstance(e, (exc.EndpointConnectionError, exc.ConnectionClosedError, ConnectionError)):
             return ProviderError(f"bedrock: connection failed: {e!r}", transport="connection")
         if isinstance(e, (exc.ResponseParserError, ValueError)):
@@ -118,15 +147,19 @@ class BedrockProvider:
 
 def _result(text: str, usage: dict[str, Any], raw_stop: str | None) -> ProviderResult:
     return ProviderResult(
-        text=text, input_tokens=int(usage.get("inputTokens", 0)), output_tokens=int(usage.get("outputTokens", 0)),
+        text=text,
+        input_tokens=int(usage.get("inputTokens", 0)),
+        output_tokens=int(usage.get("outputTokens", 0)),
         cache_read_tokens=int(usage.get("cacheReadInputTokens", 0) or 0),
         cache_write_tokens=int(usage.get("cacheWriteInputTokens", 0) or 0),
-        stop_reason=STOP_REASONS.get(raw_stop or "", "other"), raw_stop_reason=raw_stop,
+        stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
+        raw_stop_reason=raw_stop,
     )
 
 
 def _refused(result: ProviderResult) -> ProviderResult:
     if result.stop_reason == "refusal":
-        raise ProviderError("bedrock: the reply was stopped by a guardrail or content filter",
-                            content_policy=True, status_code=200)
+        raise ProviderError(
+            "bedrock: the reply was stopped by a guardrail or content filter", content_policy=True, status_code=200
+        )
     return result

@@ -9,7 +9,8 @@ One client per process; no retries here (governance owns them).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
@@ -21,8 +22,14 @@ class OpenAICompatibleProvider:
     name = "openai_compatible"
 
     def __init__(
-        self, *, base_url: str, api_key: str | None, timeout_s: float = 60.0, max_connections: int = 200,
-        api_style: str = "openai", api_version: str | None = None,
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        timeout_s: float = 60.0,
+        max_connections: int = 200,
+        api_style: str = "openai",
+        api_version: str | None = None,
     ) -> None:
         import httpx2
 
@@ -33,7 +40,9 @@ class OpenAICompatibleProvider:
         if api_key:
             headers.update({"api-key": api_key} if api_style == "azure" else {"authorization": f"Bearer {api_key}"})
         self.client = httpx2.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s,
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout_s,
             limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
@@ -68,12 +77,18 @@ class OpenAICompatibleProvider:
         try:
             data = json.loads(text)
             choice = data["choices"][0]
-            result = _result(choice["message"].get("content") or "", data.get("usage") or {}, choice.get("finish_reason"))
+            result = _result(
+                choice["message"].get("content") or "", data.get("usage") or {}, choice.get("finish_reason")
+            )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            raise ProviderError(f"openai_compatible: malformed reply: {e!r}", malformed=True, body=text[:4000]) from None
+            raise ProviderError(
+                f"openai_compatible: malformed reply: {e!r}", malformed=True, body=text[:4000]
+            ) from None
         return _refused(result)
 
-    async def stream(self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]) -> ProviderResult:
+    async def stream(
+        self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]
+    ) -> ProviderResult:
         """`stream: true` with usage in the final chunk; done only at a finish_reason and `[DONE]`."""
         h = self._httpx
         url, params = self._url(request.model_id)
@@ -82,21 +97,30 @@ class OpenAICompatibleProvider:
         try:
             async with self.client.stream("POST", url, params=params, json=body, timeout=timeout_s) as resp:
                 if resp.status_code >= 400:
-                    raise _status_error(resp.status_code, dict(resp.headers), (await resp.aread()).decode("utf-8", "replace"))
+                    raise _status_error(
+                        resp.status_code, dict(resp.headers), (await resp.aread()).decode("utf-8", "replace")
+                    )
                 async for line in resp.aiter_lines():
                     if piece := s.take(line):
                         on_delta(piece)
         except h.TimeoutException as e:
-            raise ProviderError(f"openai_compatible: stream timed out: {e!r}", transport="timeout", partial=s.result()) from None
+            raise ProviderError(
+                f"openai_compatible: stream timed out: {e!r}", transport="timeout", partial=s.result()
+            ) from None
         except h.TransportError as e:
-            raise ProviderError(f"openai_compatible: connection failed: {e!r}", transport="connection",
-                                partial=s.result()) from None
+            raise ProviderError(
+                f"openai_compatible: connection failed: {e!r}", transport="connection", partial=s.result()
+            ) from None
         except ProviderError as e:
             e.partial = e.partial or (s.result() if s.text else None)
             raise
         if not (s.done and s.finish is not None):
-            raise ProviderError(f"openai_compatible: the stream ended before its finish_reason and [DONE] "
-                                f"({len(''.join(s.text))} characters in)", transport="connection", partial=s.result())
+            raise ProviderError(
+                f"openai_compatible: the stream ended before its finish_reason and [DONE] "
+                f"({len(''.join(s.text))} characters in)",
+                transport="connection",
+                partial=s.result(),
+            )
         return _refused(s.result())
 
     @property
@@ -106,12 +130,21 @@ class OpenAICompatibleProvider:
 
     async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
         """The Batch API: the requests as a JSONL file (`custom_id` = the job id), then a batch over it."""
-        lines = "\n".join(json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
-                                      "body": self._body(r)}) for cid, r in items)
-        uploaded = await self._call("POST", "/files", files={"file": ("batch.jsonl", lines.encode(), "application/jsonl")},
-                                    data={"purpose": "batch"})
-        batch = await self._call("POST", "/batches", json={"input_file_id": uploaded["id"], "completion_window": "24h",
-                                                           "endpoint": "/v1/chat/completions"})
+        lines = "\n".join(
+            json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": self._body(r)})
+            for cid, r in items
+        )
+        uploaded = await self._call(
+            "POST",
+            "/files",
+            files={"file": ("batch.jsonl", lines.encode(), "application/jsonl")},
+            data={"purpose": "batch"},
+        )
+        batch = await self._call(
+            "POST",
+            "/batches",
+            json={"input_file_id": uploaded["id"], "completion_window": "24h", "endpoint": "/v1/chat/completions"},
+        )
         return str(batch["id"])
 
     async def batch_results(self, batch_id: str) -> dict[str, ProviderResult | ProviderError] | None:
@@ -163,8 +196,11 @@ class _Chunks:
             raise ProviderError(f"openai_compatible: malformed stream chunk: {data[:200]}", malformed=True) from None
         if "error" in chunk:  # an error mid-stream: classified like the status its type stands for
             err = json.dumps(chunk["error"])[:2000]
-            raise ProviderError(f"openai_compatible: error mid-stream: {err}", body=err,
-                                status_code=429 if "rate_limit" in err else 503 if "overloaded" in err else 500)
+            raise ProviderError(
+                f"openai_compatible: error mid-stream: {err}",
+                body=err,
+                status_code=429 if "rate_limit" in err else 503 if "overloaded" in err else 500,
+            )
         self.usage = chunk.get("usage") or self.usage
         for choice in chunk.get("choices") or []:
             self.finish = choice.get("finish_reason") or self.finish
@@ -199,8 +235,11 @@ def _batch_item(item: dict[str, Any]) -> ProviderResult | ProviderError:
         return ProviderError(f"openai_compatible: batch request failed: {detail}", transport="connection")
     try:
         choice = resp["body"]["choices"][0]
-        return _refused(_result(choice["message"].get("content") or "", resp["body"].get("usage") or {},
-                                choice.get("finish_reason")))
+        return _refused(
+            _result(
+                choice["message"].get("content") or "", resp["body"].get("usage") or {}, choice.get("finish_reason")
+            )
+        )
     except ProviderError as e:
         return e
     except (KeyError, IndexError, TypeError) as e:
@@ -209,14 +248,18 @@ def _batch_item(item: dict[str, Any]) -> ProviderResult | ProviderError:
 
 def _refused(result: ProviderResult) -> ProviderResult:
     if result.stop_reason == "refusal":
-        raise ProviderError("openai_compatible: the reply was stopped by the content filter",
-                            content_policy=True, status_code=200)
+        raise ProviderError(
+            "openai_compatible: the reply was stopped by the content filter", content_policy=True, status_code=200
+        )
     return result
 
 
 def _status_error(status: int, headers: dict[str, str], text: str) -> ProviderError:
     return ProviderError(
-        f"openai_compatible: HTTP {status}: {text[:300]}", status_code=status, headers=headers, body=text[:4000],
+        f"openai_compatible: HTTP {status}: {text[:300]}",
+        status_code=status,
+        headers=headers,
+        body=text[:4000],
         context_overflow=looks_like_context_overflow(status, text),
         content_policy=status == 400 and "content_filter" in text,
     )

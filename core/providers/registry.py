@@ -11,6 +11,7 @@ from core.ports import Secrets
 from core.providers.base import Provider
 from core.providers.sdks import NEEDS, missing_sdk
 
+
 class ProviderRegistry:
     def __init__(self, settings: Settings, secrets: Secrets) -> None:
         self.settings = settings
@@ -29,8 +30,10 @@ class ProviderRegistry:
                 provider = self._built[name] = self._build(name)
             except ImportError as e:  # an SDK broken or half-installed: the same fix
                 extra = NEEDS.get(cfg.type, ((), cfg.type))[1] if cfg is not None else "anthropic"
-                raise ConfigError(f"provider '{name}' could not import {e.name or 'its SDK'} ({e}); reinstall it: "
-                                  f"pip install --force-reinstall 'altostratus[{extra}]'") from None
+                raise ConfigError(
+                    f"provider '{name}' could not import {e.name or 'its SDK'} ({e}); reinstall it: "
+                    f"pip install --force-reinstall 'altostratus[{extra}]'"
+                ) from None
         return provider
 
     def _build(self, name: str) -> Provider:
@@ -47,8 +50,12 @@ class ProviderRegistry:
             if not cfg.api_key:
                 raise ConfigError(f"providers.{name}.api_key: set a secret reference such as env:ANTHROPIC_API_KEY")
             return AnthropicProvider(
-                api_key=self.secrets.resolve(cfg.api_key), base_url=cfg.base_url,
-                timeout_s=cfg.timeout_s, max_connections=cfg.max_connections, http=cfg.http, calls=cfg.calls,
+                api_key=self.secrets.resolve(cfg.api_key),
+                base_url=cfg.base_url,
+                timeout_s=cfg.timeout_s,
+                max_connections=cfg.max_connections,
+                http=cfg.http,
+                calls=cfg.calls,
                 sdk_spans=not self.settings.observability.otel.enabled,
             )
         if cfg.type == "openai_compatible":
@@ -60,15 +67,22 @@ class ProviderRegistry:
                     "http://localhost:11434/v1 (Ollama) or https://RESOURCE.openai.azure.com (api_style: azure)"
                 )
             return OpenAICompatibleProvider(
-                base_url=cfg.base_url, api_key=self.secrets.resolve(cfg.api_key) if cfg.api_key else None,
-                timeout_s=cfg.timeout_s, max_connections=cfg.max_connections, api_style=cfg.api_style,
+                base_url=cfg.base_url,
+                api_key=self.secrets.resolve(cfg.api_key) if cfg.api_key else None,
+                timeout_s=cfg.timeout_s,
+                max_connections=cfg.max_connections,
+                api_style=cfg.api_style,
                 api_version=cfg.api_version,
             )
         if cfg.type == "bedrock":
             from core.providers.bedrock import BedrockProvider
 
-            return BedrockProvider(region=cfg.region, endpoint_url=cfg.endpoint_url or cfg.base_url,
-                                   timeout_s=cfg.timeout_s, max_connections=cfg.max_connections)
+            return BedrockProvider(
+                region=cfg.region,
+                endpoint_url=cfg.endpoint_url or cfg.base_url,
+                timeout_s=cfg.timeout_s,
+                max_connections=cfg.max_connections,
+            )
         raise ConfigError(f"providers.{name}.type: unknown provider type {cfg.type!r}")
 
     def warm(self) -> list[str]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import importlib.util
 
 # the packages each provider type imports, and the extra that installs them
-NEEDS = {"anthropic": (("anthropic", "httpx2"), "anthropic"), "openai_compatible": (("httpx2",), "openai"),
-         "bedrock": (("boto3",), "aws")}
+NEEDS = {
+    "anthropic": (("anthropic", "httpx2"), "anthropic"),
+    "openai_compatible": (("httpx2",), "openai"),
+    "bedrock": (("boto3",), "aws"),
+}
 
 
 def _importable(package: str) -> bool:
@@ -22,8 +25,10 @@ def missing_sdk(provider_type: str) -> str | None:
     missing = [p for p in packages if not _importable(p)]
     if not missing:
         return None
-    return (f"needs the Python package {missing[0]!r}, which is not installed: {install_command(extra)} "
-            "(into the environment the service runs in)")
+    return (
+        f"needs the Python package {missing[0]!r}, which is not installed: {install_command(extra)} "
+        "(into the environment the service runs in)"
+    )
 
 
 def install_command(extra: str) -> str:
@@ -35,4 +40,6 @@ def install_command(extra: str) -> str:
     # every copy of the metadata: a source tree on the path has its own egg-info, without direct_url.json
     urls = [d.read_text("direct_url.json") for d in distributions(name="altostratus")]
     editable = any(json.loads(raw).get("dir_info", {}).get("editable", False) for raw in urls if raw)
-    return f"pip install -e '.[{extra}]' (from the source checkout)" if editable else f"pip install 'altostratus[{extra}]'"
+    return (
+        f"pip install -e '.[{extra}]' (from the source checkout)" if editable else f"pip install 'altostratus[{extra}]'"
+    )

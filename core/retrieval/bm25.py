@@ -19,8 +19,9 @@ import re
 import tarfile
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from core.chunks import ContextChunk
 from core.logs import log_event
@@ -97,8 +98,9 @@ class Bm25Engine:
         ids, texts = self.index.texts(tenant, collection)
         model = self._bm25s.BM25()
         if texts:
-            tokens = self._bm25s.tokenize(texts, stopwords=list(self.stopwords), stemmer=self.stemmer,
-                                          show_progress=False)
+            tokens = self._bm25s.tokenize(
+                texts, stopwords=list(self.stopwords), stemmer=self.stemmer, show_progress=False
+            )
             model.index(tokens, show_progress=False)
         return _Model(model, ids), self._pack(model, ids)
 
@@ -203,12 +205,17 @@ class Bm25Engine:
         # k × terms postings hold the best k chunks
         csc = m.bm25.scores
         indptr, indices = csc["indptr"], csc["indices"]
-        cand = np.concatenate([indices[indptr[i]:indptr[i + 1]] for i in ids])
+        cand = np.concatenate([indices[indptr[i] : indptr[i + 1]] for i in ids])
         need = k * len(ids)
         if len(cand) > need:
-            cand = cand[np.argpartition(scores[cand], len(cand) - need)[len(cand) - need:]]
+            cand = cand[np.argpartition(scores[cand], len(cand) - need)[len(cand) - need :]]
         cand = np.unique(cand)
         top = [int(i) for i in cand[np.argsort(-scores[cand], kind="stable")][:k] if scores[i] > 0]
         found = {c.id: c for c in self.index.fetch(tenant, collection, [m.chunk_ids[i] for i in top])}
-        return [ContextChunk(id=c.id, source=c.source, title=c.title, text=c.text, section=c.section,
-                             score=float(scores[i])) for i in top if (c := found.get(m.chunk_ids[i]))]
+        return [
+            ContextChunk(
+                id=c.id, source=c.source, title=c.title, text=c.text, section=c.section, score=float(scores[i])
+            )
+            for i in top
+            if (c := found.get(m.chunk_ids[i]))
+        ]

@@ -15,14 +15,30 @@ from typing import NamedTuple
 from core.errors import InputError
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf"}
-CODE_SUFFIXES = {".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".h", ".cpp", ".rb", ".sh", ".sql", ".yaml", ".yml", ".toml"}
+CODE_SUFFIXES = {
+    ".py",
+    ".js",
+    ".ts",
+    ".go",
+    ".rs",
+    ".java",
+    ".c",
+    ".h",
+    ".cpp",
+    ".rb",
+    ".sh",
+    ".sql",
+    ".yaml",
+    ".yml",
+    ".toml",
+}
 SUFFIXES = TEXT_SUFFIXES | CODE_SUFFIXES
 HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
 
 
 class _HtmlText(html.parser.HTMLParser):
-    BLOCK = {"p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "br", "section", "article"}
+    BLOCK = frozenset({"p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "br", "section", "article"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -32,7 +48,7 @@ class _HtmlText(html.parser.HTMLParser):
         self._in_title = False
         self._heading: int | None = None
 
-    def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[override]
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._skip += 1
         elif tag == "title":
@@ -74,8 +90,9 @@ def _pdf_text(data: bytes, source: str) -> tuple[str, str | None]:
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
         meta_title = reader.metadata.title if reader.metadata else None
     except PdfReadError as e:
-        raise InputError(f"{source}: not a readable PDF ({e}); open it in a viewer and save or print it as a new PDF",
-                         field="path") from None
+        raise InputError(
+            f"{source}: not a readable PDF ({e}); open it in a viewer and save or print it as a new PDF", field="path"
+        ) from None
     if not any(pages):
         raise InputError(
             f"{source}: the PDF has no text layer (a scan?); run OCR first (e.g. `ocrmypdf`) and ingest the result",
@@ -99,7 +116,7 @@ def read_document(source: str, suffix: str, data: bytes) -> tuple[str, str | Non
     if suffix == ".rst":  # underlined titles → Markdown headings so chunking sees the structure
         lines = raw.splitlines()
         out: list[str] = []
-        for i, line in enumerate(lines):
+        for _i, line in enumerate(lines):
             if RST_UNDERLINE.match(line) and out and out[-1].strip() and not out[-1].startswith("#"):
                 out[-1] = "## " + out[-1].strip()
                 continue
@@ -128,8 +145,10 @@ def read_text(source: str, suffix: str, data: bytes) -> Read:
     if suffix.lower() != ".pdf":
         bad = data.decode("utf-8", errors="replace").count("\ufffd") if not _is_utf8(data) else 0
         if bad > max(16, len(data) // 10):
-            return Read(skipped=f"{source}: not UTF-8 text ({bad} of {len(data)} bytes undecodable); convert it to "
-                                "UTF-8 or leave it out")
+            return Read(
+                skipped=f"{source}: not UTF-8 text ({bad} of {len(data)} bytes undecodable); convert it to "
+                "UTF-8 or leave it out"
+            )
         if bad:
             notes.append(f"{source}: {bad} bytes are not UTF-8 and were replaced with U+FFFD")
     try:

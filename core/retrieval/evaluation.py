@@ -38,10 +38,13 @@ def load_beir(folder: Path | str, split: str = "test") -> BeirDataset:
     folder = Path(folder)
     for need in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / need).exists():
-            raise FileNotFoundError(f"{folder / need} is missing: a BEIR data set has corpus.jsonl, queries.jsonl "
-                                    f"and qrels/{split}.tsv")
-    corpus = {str(d["_id"]): {"title": d.get("title") or "", "text": d.get("text") or ""}
-              for d in _jsonl(folder / "corpus.jsonl")}
+            raise FileNotFoundError(
+                f"{folder / need} is missing: a BEIR data set has corpus.jsonl, queries.jsonl and qrels/{split}.tsv"
+            )
+    corpus = {
+        str(d["_id"]): {"title": d.get("title") or "", "text": d.get("text") or ""}
+        for d in _jsonl(folder / "corpus.jsonl")
+    }
     queries = {str(q["_id"]): q["text"] for q in _jsonl(folder / "queries.jsonl")}
     qrels: dict[str, dict[str, int]] = {}
     with open(folder / "qrels" / f"{split}.tsv", newline="", encoding="utf-8") as f:
@@ -69,8 +72,13 @@ def recall_at_k(ranked: list[str], judged: dict[str, int], k: int = 10) -> float
     return len(set(ranked[:k]) & relevant) / len(relevant) if relevant else 0.0
 
 
-def evaluate(run: dict[str, list[str]], qrels: dict[str, dict[str, int]], *, ks: tuple[int, ...] = (10, 100),
-             ignore_identical_ids: bool = True) -> dict[str, float]:
+def evaluate(
+    run: dict[str, list[str]],
+    qrels: dict[str, dict[str, int]],
+    *,
+    ks: tuple[int, ...] = (10, 100),
+    ignore_identical_ids: bool = True,
+) -> dict[str, float]:
     """Mean nDCG@k and recall@k over every judged query (a query the run has no answer for scores 0)."""
     out: dict[str, float] = {}
     ranked = {q: [d for d in run.get(q, []) if not (ignore_identical_ids and d == q)] for q in qrels}

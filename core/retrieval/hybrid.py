@@ -8,8 +8,9 @@ dimensions, below what an approximate index would save at this scale, with perfe
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.chunks import ContextChunk
 from core.retrieval.index import KeywordIndex
@@ -37,8 +38,11 @@ def rrf(rankings: list[list[ContextChunk]], *, k: int = 60, limit: int = 20) -> 
 
 
 def search_by_mode(
-    mode: Mode, keyword: Callable[[int], list[ContextChunk]], vector: Callable[[int], list[ContextChunk]] | None,
-    k: int, rrf_k: int,
+    mode: Mode,
+    keyword: Callable[[int], list[ContextChunk]],
+    vector: Callable[[int], list[ContextChunk]] | None,
+    k: int,
+    rrf_k: int,
 ) -> list[ContextChunk]:
     """One retrieval policy for every backend: each search function takes the depth to return."""
     if mode == "keyword" or vector is None:
@@ -67,8 +71,11 @@ class VectorSearch:
             if hit is not None and hit[0] == gen:
                 return hit[1], hit[2]
         ids, blobs = self.index.vectors(tenant, collection)
-        matrix = (np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), self.embedder.dim)
-                  if ids else np.zeros((0, self.embedder.dim), dtype=np.float32))
+        matrix = (
+            np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), self.embedder.dim)
+            if ids
+            else np.zeros((0, self.embedder.dim), dtype=np.float32)
+        )
         with self._lock:
             self._cache[(tenant, collection)] = (gen, ids, matrix)
         return ids, matrix
@@ -93,7 +100,12 @@ class IndexRetriever:
     """The `Retriever` over an embedded index: keyword, vector, or both fused."""
 
     def __init__(
-        self, index: KeywordIndex, *, mode: Mode = "keyword", embedder: Embedder | None = None, rrf_k: int = 60,
+        self,
+        index: KeywordIndex,
+        *,
+        mode: Mode = "keyword",
+        embedder: Embedder | None = None,
+        rrf_k: int = 60,
         keyword_engine: KeywordEngine = "auto",
     ) -> None:
         if mode != "keyword" and embedder is None:
@@ -114,9 +126,11 @@ class IndexRetriever:
     def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]:
         vector = self.vector
         return search_by_mode(
-            self.mode, lambda n: self.keyword.search(tenant, collection, query, n),
+            self.mode,
+            lambda n: self.keyword.search(tenant, collection, query, n),
             (lambda n: vector.search(tenant, collection, query, n)) if vector is not None else None,
-            k, self.rrf_k,
+            k,
+            self.rrf_k,
         )
 
     def collections(self, tenant: str) -> list[str]:

@@ -20,8 +20,9 @@ import hashlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from core.chunks import ChunkRow, ContextChunk
 from core.embedded.sqlite import SqliteDb
@@ -92,7 +93,7 @@ class KeywordIndex:
         self.path = Path(path)
         self.read_only = read_only
         if read_only:
-            self.db = _ReadOnlyDb(self.path)
+            self.db: SqliteDb | _ReadOnlyDb = _ReadOnlyDb(self.path)
         else:
             self.db = SqliteDb(path, SCHEMA)
             self._check_schema()
@@ -115,25 +116,53 @@ class KeywordIndex:
     # ------------------------------------------------------------------ writes
 
     def document_hash(self, tenant: str, collection: str, source: str) -> str | None:
-        row = self.db.conn().execute(
-            "SELECT content_hash FROM documents WHERE tenant = ? AND collection = ? AND source = ?",
-            (tenant, collection, source),
-        ).fetchone()
+        row = (
+            self.db.conn()
+            .execute(
+                "SELECT content_hash FROM documents WHERE tenant = ? AND collection = ? AND source = ?",
+                (tenant, collection, source),
+            )
+            .fetchone()
+        )
         return row[0] if row else None
 
     def replace_document(
-        self, tenant: str, collection: str, source: str, doc_id: str, title: str | None, content_hash: str,
+        self,
+        tenant: str,
+        collection: str,
+        source: str,
+        doc_id: str,
+        title: str | None,
+        content_hash: str,
         chunks: list[ChunkRow],
     ) -> None:
         """Atomically swap a document's chunks: readers see the old set or the new, never a mix."""
         scope = scope_token(tenant, collection)
         with self.db.tx() as c:
-            c.execute("DELETE FROM chunks WHERE tenant = ? AND collection = ? AND source = ?", (tenant, collection, source))
+            c.execute(
+                "DELETE FROM chunks WHERE tenant = ? AND collection = ? AND source = ?", (tenant, collection, source)
+            )
             c.executemany(
                 "INSERT INTO chunks (tenant, collection, source, chunk_id, title, section, text, start_offset, "
                 "end_offset, chunk_hash, tokens, scope, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(tenant, collection, source, r.chunk_id, title, r.section, r.text, r.start, r.end, r.chunk_hash,
-                  r.tokens, scope, r.vector) for r in chunks],
+                [
+                    (
+                        tenant,
+                        collection,
+                        source,
+                        r.chunk_id,
+                        title,
+                        r.section,
+                        r.text,
+                        r.start,
+                        r.end,
+                        r.chunk_hash,
+                        r.tokens,
+                        scope,
+                        r.vector,
+                    )
+                    for r in chunks
+                ],
             )
             c.execute(
                 "INSERT OR REPLACE INTO documents (tenant, collection, source, doc_id, title, content_hash, ingested_at) "
@@ -144,8 +173,12 @@ class KeywordIndex:
 
     def remove_document(self, tenant: str, collection: str, source: str) -> None:
         with self.db.tx() as c:
-            c.execute("DELETE FROM chunks WHERE tenant = ? AND collection = ? AND source = ?", (tenant, collection, source))
-            c.execute("DELETE FROM documents WHERE tenant = ? AND collection = ? AND source = ?", (tenant, collection, source))
+            c.execute(
+                "DELETE FROM chunks WHERE tenant = ? AND collection = ? AND source = ?", (tenant, collection, source)
+            )
+            c.execute(
+                "DELETE FROM documents WHERE tenant = ? AND collection = ? AND source = ?", (tenant, collection, source)
+            )
             self._bump(c, tenant, collection)
 
     @staticmethod
@@ -154,28 +187,39 @@ class KeywordIndex:
         key = f"gen:{tenant}\x1f{collection}"
         c.execute(
             "INSERT INTO meta (key, value) VALUES (?, '1') "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,),
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            (key,),
         )
 
     def generation(self, tenant: str, collection: str) -> int:
-        row = self.db.conn().execute("SELECT value FROM meta WHERE key = ?", (f"gen:{tenant}\x1f{collection}",)).fetchone()
+        row = (
+            self.db.conn()
+            .execute("SELECT value FROM meta WHERE key = ?", (f"gen:{tenant}\x1f{collection}",))
+            .fetchone()
+        )
         return int(row[0]) if row else 0
 
     # ------------------------------------------------------------------ reads
 
     def sources(self, tenant: str, collection: str) -> list[str]:
-        rows = self.db.conn().execute(
-            "SELECT source FROM documents WHERE tenant = ? AND collection = ?", (tenant, collection)
-        ).fetchall()
+        rows = (
+            self.db.conn()
+            .execute("SELECT source FROM documents WHERE tenant = ? AND collection = ?", (tenant, collection))
+            .fetchall()
+        )
         return [r[0] for r in rows]
 
     def collections(self, tenant: str) -> list[str]:
-        rows = self.db.conn().execute("SELECT DISTINCT collection FROM documents WHERE tenant = ?", (tenant,)).fetchall()
+        rows = (
+            self.db.conn().execute("SELECT DISTINCT collection FROM documents WHERE tenant = ?", (tenant,)).fetchall()
+        )
         return [r[0] for r in rows]
 
     def stats(self, tenant: str, collection: str) -> dict[str, Any]:
         c = self.db.conn()
-        docs = c.execute("SELECT count(*) FROM documents WHERE tenant = ? AND collection = ?", (tenant, collection)).fetchone()[0]
+        docs = c.execute(
+            "SELECT count(*) FROM documents WHERE tenant = ? AND collection = ?", (tenant, collection)
+        ).fetchone()[0]
         chunks, vectors, tokens = c.execute(
             "SELECT count(*), count(vector), coalesce(sum(tokens), 0) FROM chunks WHERE tenant = ? AND collection = ?",
             (tenant, collection),
@@ -188,39 +232,60 @@ class KeywordIndex:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        rows = self.db.conn().execute(
-            f"SELECT chunk_id, source, title, text, section FROM chunks WHERE tenant = ? AND collection = ? "
-            f"AND chunk_id IN ({marks})", (tenant, collection, *ids),
-        ).fetchall()
+        rows = (
+            self.db.conn()
+            .execute(
+                f"SELECT chunk_id, source, title, text, section FROM chunks WHERE tenant = ? AND collection = ? "
+                f"AND chunk_id IN ({marks})",
+                (tenant, collection, *ids),
+            )
+            .fetchall()
+        )
         by_id = {r[0]: ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4]) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
     def vectors(self, tenant: str, collection: str) -> tuple[list[str], list[bytes]]:
-        rows = self.db.conn().execute(
-            "SELECT chunk_id, vector FROM chunks WHERE tenant = ? AND collection = ? AND vector IS NOT NULL "
-            "ORDER BY rowid", (tenant, collection),
-        ).fetchall()
+        rows = (
+            self.db.conn()
+            .execute(
+                "SELECT chunk_id, vector FROM chunks WHERE tenant = ? AND collection = ? AND vector IS NOT NULL "
+                "ORDER BY rowid",
+                (tenant, collection),
+            )
+            .fetchall()
+        )
         return [r[0] for r in rows], [r[1] for r in rows]
 
     def texts(self, tenant: str, collection: str) -> tuple[list[str], list[str]]:
         """(chunk ids, searchable text) in index order: what a derived keyword model is built from."""
-        rows = self.db.conn().execute(
-            "SELECT chunk_id, coalesce(title, ''), coalesce(section, ''), text FROM chunks "
-            "WHERE tenant = ? AND collection = ? ORDER BY rowid", (tenant, collection),
-        ).fetchall()
+        rows = (
+            self.db.conn()
+            .execute(
+                "SELECT chunk_id, coalesce(title, ''), coalesce(section, ''), text FROM chunks "
+                "WHERE tenant = ? AND collection = ? ORDER BY rowid",
+                (tenant, collection),
+            )
+            .fetchall()
+        )
         return [r[0] for r in rows], [f"{r[1]} {r[2]} {r[3]}" for r in rows]
 
     def keyword_blob(self, tenant: str, collection: str, generation: int) -> bytes | None:
-        row = self.db.conn().execute(
-            "SELECT data FROM keyword_models WHERE tenant = ? AND collection = ? AND generation = ?",
-            (tenant, collection, generation),
-        ).fetchone()
+        row = (
+            self.db.conn()
+            .execute(
+                "SELECT data FROM keyword_models WHERE tenant = ? AND collection = ? AND generation = ?",
+                (tenant, collection, generation),
+            )
+            .fetchone()
+        )
         return row[0] if row else None
 
     def put_keyword_blob(self, tenant: str, collection: str, generation: int, data: bytes) -> None:
         with self.db.tx() as c:
             if self.generation(tenant, collection) == generation:  # not if an ingest raced past us
-                c.execute("INSERT OR REPLACE INTO keyword_models VALUES (?, ?, ?, ?)", (tenant, collection, generation, data))
+                c.execute(
+                    "INSERT OR REPLACE INTO keyword_models VALUES (?, ?, ?, ?)", (tenant, collection, generation, data)
+                )
 
     def _doc_freqs(self, tenant: str, collection: str, terms: list[str]) -> tuple[dict[str, int], int]:
         """Chunk counts per stemmed term within the collection (cached per index generation)."""
@@ -271,12 +336,16 @@ class KeywordIndex:
         return [ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4], score=-r[5]) for r in rows]
 
     def _ranked(self, scope: str, expr: str, k: int) -> list[tuple]:
-        return self.db.conn().execute(
-            "SELECT c.chunk_id, c.source, c.title, c.text, c.section, bm25(chunks_fts, 1.0, 0.5, 0.5, 0.0) AS score "
-            "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
-            "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
-            (f"scope:{scope} AND ({expr})", k),
-        ).fetchall()
+        return (
+            self.db.conn()
+            .execute(
+                "SELECT c.chunk_id, c.source, c.title, c.text, c.section, bm25(chunks_fts, 1.0, 0.5, 0.5, 0.0) AS score "
+                "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+                "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
+                (f"scope:{scope} AND ({expr})", k),
+            )
+            .fetchall()
+        )
 
     def export(self, tenant: str, collection: str, dest: Path) -> None:
         """Write one collection into a fresh index file (the snapshot `alto ingest --publish` uploads)."""
@@ -286,7 +355,8 @@ class KeywordIndex:
         with out.db.tx() as c:
             for row in src.execute(
                 "SELECT tenant, collection, source, doc_id, title, content_hash, ingested_at FROM documents "
-                "WHERE tenant = ? AND collection = ?", (tenant, collection),
+                "WHERE tenant = ? AND collection = ?",
+                (tenant, collection),
             ):
                 c.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             for row in src.execute(
@@ -308,6 +378,7 @@ class KeywordIndex:
         oc.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
         oc.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         oc.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
+        assert isinstance(out.db, SqliteDb)  # written just now: never a snapshot
         out.db.close()
 
 

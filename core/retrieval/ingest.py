@@ -9,12 +9,14 @@ changed ones have their chunks replaced atomically, and `prune=True` removes doc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from core.chunks import ChunkRow
 from core.errors import InputError
@@ -94,9 +96,9 @@ def _split_oversized(block: str, max_tokens: int, count: Callable[[str], int]) -
         if count(unit) <= max_tokens:
             units.append(unit)
             continue
-        words_, cur = unit.split(), []
+        words_, cur = unit.split(), list[str]()
         for w in words_:
-            if cur and count(" ".join(cur + [w])) > max_tokens:
+            if cur and count(" ".join([*cur, w])) > max_tokens:
                 units.append(" ".join(cur))
                 cur = []
             cur.append(w)
@@ -114,8 +116,7 @@ def _split_oversized(block: str, max_tokens: int, count: Callable[[str], int]) -
 
 
 def chunk_text(
-    text: str, *, max_tokens: int, overlap_tokens: int, is_code: bool = False,
-    count: Callable[[str], int] | None = None,
+    text: str, *, max_tokens: int, overlap_tokens: int, is_code: bool = False, count: Callable[[str], int] | None = None
 ) -> list[tuple[str | None, str, int, int]]:
     """Greedy packing of structural blocks into chunks of at most `max_tokens`, with tail overlap.
 
@@ -176,24 +177,33 @@ def folder_documents(root: Path) -> tuple[list[Document], bool, list[str]]:
     supported = ", ".join(sorted(SUFFIXES))
     if root.is_file():
         if root.suffix.lower() not in SUFFIXES:
-            raise InputError(f"{root.name}: {root.suffix or 'no extension'} is not a document type ingest reads "
-                             f"({supported})", field="path")
+            raise InputError(
+                f"{root.name}: {root.suffix or 'no extension'} is not a document type ingest reads ({supported})",
+                field="path",
+            )
         return [Document(root.name, root.suffix, root.read_bytes)], False, []
-    files = sorted(p for p in root.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     docs = [p for p in files if p.suffix.lower() in SUFFIXES]
-    passed = [f"{p.relative_to(root).as_posix()}: {p.suffix or 'no extension'} is not a document type ingest reads"
-              for p in files if p.suffix.lower() not in SUFFIXES]
+    passed = [
+        f"{p.relative_to(root).as_posix()}: {p.suffix or 'no extension'} is not a document type ingest reads"
+        for p in files
+        if p.suffix.lower() not in SUFFIXES
+    ]
     if not docs:
-        raise InputError(f"no documents under {root} ({len(files)} other files); ingest reads {supported}",
-                         field="path")
+        raise InputError(
+            f"no documents under {root} ({len(files)} other files); ingest reads {supported}", field="path"
+        )
     return [Document(p.relative_to(root).as_posix(), p.suffix, p.read_bytes) for p in docs], True, passed
 
 
 def blob_documents(blobs: BlobStore, prefix: str) -> list[Document]:
     """Documents in the blob store under `prefix` (S3 / GCS / Blob Storage through the adapters)."""
     keys = [k for k in sorted(blobs.list(prefix)) if PurePosixPath(k).suffix.lower() in SUFFIXES]
-    return [Document(f"blob:{k}", PurePosixPath(k).suffix, lambda k=k: blobs.get(k)) for k in keys]
+    return [Document(f"blob:{k}", PurePosixPath(k).suffix, functools.partial(blobs.get, k)) for k in keys]
 
 
 def ingest_documents(
@@ -268,22 +278,33 @@ def _prune(index: DocumentIndex, tenant: str, collection: str, present: set[str]
     return len(gone)
 
 
-def _rows(doc: Document, text: str, title: str, doc_id: str, chunk_tokens: int, overlap_tokens: int,
-          embedder: object | None) -> list[ChunkRow]:
+def _rows(
+    doc: Document, text: str, title: str, doc_id: str, chunk_tokens: int, overlap_tokens: int, embedder: object | None
+) -> list[ChunkRow]:
     """One document's chunks as index rows, with their vectors when an embedder is configured."""
     count = counter().count
-    pieces = chunk_text(text, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
-                        is_code=doc.suffix.lower() in CODE_SUFFIXES, count=count)
+    pieces = chunk_text(
+        text,
+        max_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens,
+        is_code=doc.suffix.lower() in CODE_SUFFIXES,
+        count=count,
+    )
     rows = [
         ChunkRow(
-            chunk_id=f"{doc_id}#{i}", section=sec, text=body, start=s, end=e, tokens=count(body),
+            chunk_id=f"{doc_id}#{i}",
+            section=sec,
+            text=body,
+            start=s,
+            end=e,
+            tokens=count(body),
             chunk_hash=hashlib.sha256(body.encode()).hexdigest()[:16],
         )
         for i, (sec, body, s, e) in enumerate(pieces)
     ]
     if embedder is not None and rows:
         vecs = embedder.embed([_embedding_text(title, r) for r in rows])  # type: ignore[attr-defined]
-        for r, v in zip(rows, vecs):
+        for r, v in zip(rows, vecs, strict=True):
             r.vector = v.tobytes()
     return rows
 

@@ -6,8 +6,9 @@ prefix are ingested the same way into SQLite or Postgres, with or without vector
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from core.config.worker import RetrievalConfig
 from core.errors import ConfigError
@@ -23,8 +24,13 @@ BLOB_SCHEME = "blob:"
 
 class Library:
     def __init__(
-        self, settings: RetrievalConfig, index: DocumentIndex, blobs: BlobStore, embedder: "Embedder | None" = None,
-        *, after_ingest: Callable[[str, str], object] | None = None,
+        self,
+        settings: RetrievalConfig,
+        index: DocumentIndex,
+        blobs: BlobStore,
+        embedder: Embedder | None = None,
+        *,
+        after_ingest: Callable[[str, str], object] | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
@@ -35,22 +41,27 @@ class Library:
         self.after_ingest = after_ingest
 
     def ingest(
-        self, target: str | Path, *, tenant: str, collection: str, prune: bool = False, progress: bool = False,
-    ) -> "IngestStats":
+        self, target: str | Path, *, tenant: str, collection: str, prune: bool = False, progress: bool = False
+    ) -> IngestStats:
         """Ingest a file, a folder, or every document under `blob:PREFIX` in the blob store."""
         from core.retrieval.ingest import blob_documents, folder_documents, ingest_documents
 
         target = str(target)
         passed: list[str] = []
         if target.startswith(BLOB_SCHEME):
-            documents = blob_documents(self.blobs, target[len(BLOB_SCHEME):])
+            documents = blob_documents(self.blobs, target[len(BLOB_SCHEME) :])
             is_set = True
         else:
             documents, is_set, passed = folder_documents(Path(target))
         stats = ingest_documents(
-            self.index, documents, tenant=tenant, collection=collection,
-            chunk_tokens=self.settings.chunk_tokens, overlap_tokens=self.settings.chunk_overlap_tokens,
-            prune=prune and is_set, progress=progress,
+            self.index,
+            documents,
+            tenant=tenant,
+            collection=collection,
+            chunk_tokens=self.settings.chunk_tokens,
+            overlap_tokens=self.settings.chunk_overlap_tokens,
+            prune=prune and is_set,
+            progress=progress,
             embedder=self.embedder if self.settings.mode != "keyword" else None,
         )
         stats.skipped[:0] = passed
@@ -58,7 +69,7 @@ class Library:
             self.after_ingest(tenant, collection)
         return stats
 
-    def publish(self, tenant: str, collection: str) -> "Manifest":
+    def publish(self, tenant: str, collection: str) -> Manifest:
         """Upload the collection as a read-only snapshot for serverless workers (`backend: snapshot`)."""
         from core.retrieval.index import KeywordIndex
         from core.retrieval.snapshot import publish

@@ -50,8 +50,14 @@ class PgVectorIndex:
     """`DocumentIndex` and `Retriever` on Postgres; one connection per process, created lazily."""
 
     def __init__(
-        self, dsn: str, *, mode: Mode = "hybrid", embedder: Embedder | None = None, rrf_k: int = 60,
-        table_prefix: str = "alto", hnsw: bool = False,
+        self,
+        dsn: str,
+        *,
+        mode: Mode = "hybrid",
+        embedder: Embedder | None = None,
+        rrf_k: int = 60,
+        table_prefix: str = "alto",
+        hnsw: bool = False,
     ) -> None:
         if mode != "keyword" and embedder is None:
             raise ValueError(f"retrieval mode '{mode}' needs an embedding model")
@@ -95,7 +101,13 @@ class PgVectorIndex:
         return rows[0][0] if rows else None
 
     def replace_document(
-        self, tenant: str, collection: str, source: str, doc_id: str, title: str | None, content_hash: str,
+        self,
+        tenant: str,
+        collection: str,
+        source: str,
+        doc_id: str,
+        title: str | None,
+        content_hash: str,
         chunks: list[ChunkRow],
     ) -> None:
         import numpy as np
@@ -103,16 +115,32 @@ class PgVectorIndex:
         with self._lock:
             c = self.conn()
             with c.transaction():
-                c.execute(f"DELETE FROM {self.p}_chunks WHERE tenant = %s AND collection = %s AND source = %s",
-                          (tenant, collection, source))
+                c.execute(
+                    f"DELETE FROM {self.p}_chunks WHERE tenant = %s AND collection = %s AND source = %s",
+                    (tenant, collection, source),
+                )
                 with c.cursor() as cur:
                     cur.executemany(
                         f"INSERT INTO {self.p}_chunks (tenant, collection, source, chunk_id, title, section, text, "
                         "start_offset, end_offset, chunk_hash, tokens, embedding) "
                         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector)",
-                        [(tenant, collection, source, r.chunk_id, title, r.section, r.text, r.start, r.end,
-                          r.chunk_hash, r.tokens,
-                          _vec(np.frombuffer(r.vector, dtype=np.float32)) if r.vector else None) for r in chunks],
+                        [
+                            (
+                                tenant,
+                                collection,
+                                source,
+                                r.chunk_id,
+                                title,
+                                r.section,
+                                r.text,
+                                r.start,
+                                r.end,
+                                r.chunk_hash,
+                                r.tokens,
+                                _vec(np.frombuffer(r.vector, dtype=np.float32)) if r.vector else None,
+                            )
+                            for r in chunks
+                        ],
                     )
                 c.execute(
                     f"INSERT INTO {self.p}_documents (tenant, collection, source, doc_id, title, content_hash, "
@@ -127,25 +155,36 @@ class PgVectorIndex:
             c = self.conn()
             with c.transaction():
                 for table in ("chunks", "documents"):
-                    c.execute(f"DELETE FROM {self.p}_{table} WHERE tenant = %s AND collection = %s AND source = %s",
-                              (tenant, collection, source))
+                    c.execute(
+                        f"DELETE FROM {self.p}_{table} WHERE tenant = %s AND collection = %s AND source = %s",
+                        (tenant, collection, source),
+                    )
 
     def sources(self, tenant: str, collection: str) -> list[str]:
-        return [r[0] for r in self._rows(
-            f"SELECT source FROM {self.p}_documents WHERE tenant = %s AND collection = %s", (tenant, collection))]
+        return [
+            r[0]
+            for r in self._rows(
+                f"SELECT source FROM {self.p}_documents WHERE tenant = %s AND collection = %s", (tenant, collection)
+            )
+        ]
 
     # ------------------------------------------------------------------ Retriever
 
     def collections(self, tenant: str) -> list[str]:
-        return [r[0] for r in self._rows(
-            f"SELECT DISTINCT collection FROM {self.p}_documents WHERE tenant = %s ORDER BY 1", (tenant,))]
+        return [
+            r[0]
+            for r in self._rows(
+                f"SELECT DISTINCT collection FROM {self.p}_documents WHERE tenant = %s ORDER BY 1", (tenant,)
+            )
+        ]
 
     def fetch(self, tenant: str, collection: str, chunk_ids: list[str]) -> list[ContextChunk]:
         if not chunk_ids:
             return []
         rows = self._rows(
             f"SELECT chunk_id, source, title, text, section FROM {self.p}_chunks "
-            "WHERE tenant = %s AND collection = %s AND chunk_id = ANY(%s)", (tenant, collection, list(chunk_ids)),
+            "WHERE tenant = %s AND collection = %s AND chunk_id = ANY(%s)",
+            (tenant, collection, list(chunk_ids)),
         )
         by_id = {r[0]: ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4]) for r in rows}
         return [by_id[i] for i in chunk_ids if i in by_id]
@@ -159,7 +198,9 @@ class PgVectorIndex:
             "ORDER BY score DESC, chunk_id LIMIT %s",
             (query, tenant, collection, k),
         )
-        return [ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4], score=float(r[5])) for r in rows]
+        return [
+            ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4], score=float(r[5])) for r in rows
+        ]
 
     def vector_search(self, tenant: str, collection: str, query: str, k: int) -> list[ContextChunk]:
         assert self.embedder is not None
@@ -170,13 +211,17 @@ class PgVectorIndex:
             "ORDER BY embedding <=> %s::vector, chunk_id LIMIT %s",
             (q, tenant, collection, q, k),
         )
-        return [ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4], score=float(r[5])) for r in rows]
+        return [
+            ContextChunk(id=r[0], source=r[1], title=r[2], text=r[3], section=r[4], score=float(r[5])) for r in rows
+        ]
 
     def search(self, tenant: str, collection: str, query: str, k: int = 5) -> list[ContextChunk]:
         if not query.strip():
             return []
         return search_by_mode(
-            self.mode, lambda n: self.keyword_search(tenant, collection, query, n),
+            self.mode,
+            lambda n: self.keyword_search(tenant, collection, query, n),
             (lambda n: self.vector_search(tenant, collection, query, n)) if self.embedder is not None else None,
-            k, self.rrf_k,
+            k,
+            self.rrf_k,
         )

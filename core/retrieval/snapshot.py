@@ -13,6 +13,7 @@ Layout: `indexes/{tenant}/{collection}/LATEST.json` and `indexes/{tenant}/{colle
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -20,9 +21,9 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from core.chunks import ContextChunk
 from core.errors import ConfigError
@@ -52,12 +53,17 @@ class Manifest:
     created_at: float
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Manifest":
+    def parse(cls, raw: builtins.bytes) -> Manifest:  # builtins: a field of this class is named `bytes`
         return cls(**json.loads(raw))
 
 
 def publish(
-    index: KeywordIndex, blobs: BlobStore, tenant: str, collection: str, *, embedding_model: str | None = None,
+    index: KeywordIndex,
+    blobs: BlobStore,
+    tenant: str,
+    collection: str,
+    *,
+    embedding_model: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Manifest:
     """Export one collection, upload it as a new version, then point LATEST at it; prune old versions.
@@ -79,8 +85,14 @@ def publish(
     key = f"{_base(tenant, collection)}/{version}.db"
     blobs.put(key, data)
     manifest = Manifest(
-        version=version, key=key, sha256=digest, bytes=len(data), chunks=stats["chunks"], vectors=stats["vectors"],
-        embedding_model=embedding_model if stats["vectors"] else None, created_at=clock(),
+        version=version,
+        key=key,
+        sha256=digest,
+        bytes=len(data),
+        chunks=stats["chunks"],
+        vectors=stats["vectors"],
+        embedding_model=embedding_model if stats["vectors"] else None,
+        created_at=clock(),
     )
     blobs.put(f"{_base(tenant, collection)}/LATEST.json", json.dumps(manifest.__dict__).encode())
     versions = sorted(k for k in blobs.list(_base(tenant, collection) + "/") if k.endswith(".db"))
@@ -102,8 +114,15 @@ class SnapshotRetriever:
     """The `Retriever` over published snapshots: download once per process, swap on a new version."""
 
     def __init__(
-        self, blobs: BlobStore, *, scratch_dir: Path | None = None, refresh_s: float = 60.0, mode: Mode = "keyword",
-        embedder: Embedder | None = None, rrf_k: int = 60, keyword_engine: KeywordEngine = "auto",
+        self,
+        blobs: BlobStore,
+        *,
+        scratch_dir: Path | None = None,
+        refresh_s: float = 60.0,
+        mode: Mode = "keyword",
+        embedder: Embedder | None = None,
+        rrf_k: int = 60,
+        keyword_engine: KeywordEngine = "auto",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.keyword_engine: KeywordEngine = keyword_engine
@@ -142,13 +161,21 @@ class SnapshotRetriever:
             fresh = self._download(tenant, collection, manifest)
             self._loaded[key] = fresh
             if loaded is not None:
-                log.info("index snapshot swapped", extra={"fields": {
-                    "collection": collection, "old": loaded.manifest.version, "new": manifest.version}})
+                log.info(
+                    "index snapshot swapped",
+                    extra={
+                        "fields": {"collection": collection, "old": loaded.manifest.version, "new": manifest.version}
+                    },
+                )
                 loaded.path.unlink(missing_ok=True)  # open readers keep their file handle
             return fresh
 
     def _download(self, tenant: str, collection: str, manifest: Manifest) -> _Loaded:
-        if manifest.vectors and self.mode != "keyword" and manifest.embedding_model != getattr(self.embedder, "name", None):
+        if (
+            manifest.vectors
+            and self.mode != "keyword"
+            and manifest.embedding_model != getattr(self.embedder, "name", None)
+        ):
             raise ConfigError(
                 f"snapshot {manifest.version} of '{collection}' holds {manifest.embedding_model} vectors but this "
                 f"worker embeds queries with {getattr(self.embedder, 'name', None)}; set retrieval.embedding_model "
@@ -164,12 +191,17 @@ class SnapshotRetriever:
         tmp.write_bytes(data)
         os.replace(tmp, path)
         self.downloads += 1
-        log.info("index snapshot loaded", extra={"fields": {
-            "collection": collection, "version": manifest.version, "bytes": manifest.bytes}})
+        log.info(
+            "index snapshot loaded",
+            extra={"fields": {"collection": collection, "version": manifest.version, "bytes": manifest.bytes}},
+        )
         mode: Mode = self.mode if manifest.vectors else "keyword"
         retriever = IndexRetriever(
-            KeywordIndex(path, read_only=True), mode=mode, embedder=self.embedder if mode != "keyword" else None,
-            rrf_k=self.rrf_k, keyword_engine=self.keyword_engine,
+            KeywordIndex(path, read_only=True),
+            mode=mode,
+            embedder=self.embedder if mode != "keyword" else None,
+            rrf_k=self.rrf_k,
+            keyword_engine=self.keyword_engine,
         )
         return _Loaded(manifest, path, retriever, self.clock())
 
@@ -183,4 +215,6 @@ class SnapshotRetriever:
 
     def collections(self, tenant: str) -> list[str]:
         prefix = f"{PREFIX}/{tenant}/"
-        return sorted({k[len(prefix):].rsplit("/", 1)[0] for k in self.blobs.list(prefix) if k.endswith("/LATEST.json")})
+        return sorted(
+            {k[len(prefix) :].rsplit("/", 1)[0] for k in self.blobs.list(prefix) if k.endswith("/LATEST.json")}
+        )

@@ -27,7 +27,11 @@ def limit_blas(threads: int) -> None:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        log_event("blas.threads_unset", logging.WARNING, threads=threads,
-                  reason="NumPy was imported before the worker started and threadpoolctl is not installed")
+        log_event(
+            "blas.threads_unset",
+            logging.WARNING,
+            threads=threads,
+            reason="NumPy was imported before the worker started and threadpoolctl is not installed",
+        )
         return
     threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from core.config.api import StreamConfig
 from core.jobs.queries import Queries
@@ -51,8 +52,9 @@ def _event(name: str, data: object, event_id: str | None = None) -> bytes:
 
 
 class Feed:
-    def __init__(self, queries: Queries, streams: StreamLog, config: StreamConfig,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, queries: Queries, streams: StreamLog, config: StreamConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.queries = queries
         self.streams = streams
         self.config = config
@@ -109,12 +111,16 @@ class Feed:
         deadline = self.clock() + wait_s
         while True:
             snap = self.streams.read(source(job)) if job.request.stream else None
-            fresh = snap is not None and (snap.attempt != cursor.attempt and cursor.attempt != -1 or snap.seq > cursor.seq)
+            fresh = snap is not None and (
+                (snap.attempt != cursor.attempt and cursor.attempt != -1) or snap.seq > cursor.seq
+            )
             if fresh or job.status.terminal or self.clock() >= deadline:
-                partial = Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt) if (
-                    snap is not None and not job.status.terminal) else None
+                partial = (
+                    Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt)
+                    if (snap is not None and not job.status.terminal)
+                    else None
+                )
                 yield json.dumps(JobView.of(job, partial).model_dump(mode="json"), separators=(",", ":")).encode()
                 return
             yield self.config.poll_ms / 1000
             job = self.queries.store.get(job.id) or job
-

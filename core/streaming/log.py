@@ -28,7 +28,7 @@ class Snapshot(NamedTuple):
         out = []
         for s in range(max(0, seq), self.seq):
             start = self.ends[s - 1] if s else 0
-            out.append((s + 1, self.text[start:self.ends[s]]))
+            out.append((s + 1, self.text[start : self.ends[s]]))
         return out
 
 

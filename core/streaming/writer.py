@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from core.jobs.offload import Offload
 from core.streaming.log import StreamLog
 
 
 class StreamWriter:
-    def __init__(self, log: StreamLog, job_id: str, attempt: int, *, flush_s: float, io: Offload,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        log: StreamLog,
+        job_id: str,
+        attempt: int,
+        *,
+        flush_s: float,
+        io: Offload,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.log = log
         self.job_id = job_id
         self.attempt = attempt

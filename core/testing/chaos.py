@@ -10,11 +10,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from core.ports import Delivery, JobQueue
+from core.ports import Delivery, PullQueue
 
 
 class ChaosQueue:
-    def __init__(self, inner: JobQueue, *, duplicate_rate: float = 0.0, redeliver_rate: float = 0.0, seed: int = 7) -> None:
+    def __init__(
+        self, inner: PullQueue, *, duplicate_rate: float = 0.0, redeliver_rate: float = 0.0, seed: int = 7
+    ) -> None:
         self.inner = inner
         self.duplicate_rate = duplicate_rate
         self.redeliver_rate = redeliver_rate

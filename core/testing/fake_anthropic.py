@@ -12,13 +12,14 @@ import json
 import math
 import random
 import re
-import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from core.testing.fake_asgi import read_request, reset
 from core.testing.fake_batches import FakeBatches
 from core.testing.fake_cache import PromptCache
 from core.testing.fake_stream import Replier, padded, stream_reply
@@ -29,8 +30,27 @@ if TYPE_CHECKING:
 
 DOC_ID = re.compile(r'<document id="([^"]+)"')
 _MARKER = re.compile(r"\bmarker:([A-Za-z0-9_-]+)")
-FAULTS = ("429", "429_no_retry_after", "529", "500", "timeout", "reset", "malformed", "400", "400_context", "refusal",
-          "stall", "trickle", "empty", "max_tokens", "no_usage", "absurd_usage", "negative_usage", "cut", "stream_error")
+FAULTS = (
+    "429",
+    "429_no_retry_after",
+    "529",
+    "500",
+    "timeout",
+    "reset",
+    "malformed",
+    "400",
+    "400_context",
+    "refusal",
+    "stall",
+    "trickle",
+    "empty",
+    "max_tokens",
+    "no_usage",
+    "absurd_usage",
+    "negative_usage",
+    "cut",
+    "stream_error",
+)
 
 
 @dataclass
@@ -118,8 +138,9 @@ class FakeAnthropic:
         if scope["path"] == "/_stats" and scope["method"] == "GET":  # for benchmarks running us in another process
             return await reply(200, self._stats_body())
         batches = scope["path"].startswith("/v1/messages/batches")
-        if not batches and (scope["path"] not in ("/v1/messages", "/v1/messages/count_tokens")
-                            or scope["method"] != "POST"):
+        if not batches and (
+            scope["path"] not in ("/v1/messages", "/v1/messages/count_tokens") or scope["method"] != "POST"
+        ):
             return await reply(404, _error("not_found_error", "no such route"))
         bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
         if self.api_key not in (headers.get("x-api-key"), bearer):
@@ -146,20 +167,29 @@ class FakeAnthropic:
             with self.lock:
                 self.stats["calls"] += 1
                 self.stats["429_rate_limit"] += 1
-            return await reply(429, _error("rate_limit_error", "request rate limit exceeded"), {
-                "retry-after": str(max(1, math.ceil(wait))), "anthropic-ratelimit-requests-limit": str(int(self.plan.rpm or 0)),
-            })
+            return await reply(
+                429,
+                _error("rate_limit_error", "request rate limit exceeded"),
+                {
+                    "retry-after": str(max(1, math.ceil(wait))),
+                    "anthropic-ratelimit-requests-limit": str(int(self.plan.rpm or 0)),
+                },
+            )
         marker = _MARKER.search(body.decode("utf-8", "replace"))
         outcome = await self._drawn_after_latency(marker.group(1) if marker else None)
         if outcome == "timeout":
             await asyncio.sleep(self.plan.timeout_s)
             return await reply(500, _error("api_error", "too late"))
         if outcome == "reset":
-            return _reset(receive)
+            return reset(receive)
         if outcome in ("stall", "trickle"):  # a 200 whose body is slow: every read is within a read timeout
             answer = json.dumps(self._answer(model, max_tokens, messages, None)).encode()
-            return await reply.slowly(answer, self.plan.timeout_s if outcome == "stall" else self.plan.trickle_s,
-                                      whole=outcome == "stall", give_up_s=self.plan.timeout_s)
+            return await reply.slowly(
+                answer,
+                self.plan.timeout_s if outcome == "stall" else self.plan.trickle_s,
+                whole=outcome == "stall",
+                give_up_s=self.plan.timeout_s,
+            )
         if outcome in FAULT_REPLIES:
             status, payload, extra, raw = FAULT_REPLIES[outcome](self.plan, model)
             return await reply(status, payload, extra, raw)
@@ -174,9 +204,14 @@ class FakeAnthropic:
         answer["usage"]["input_tokens"] += len(system_text) // 4  # the system prompt is input too, as the API counts
         answer["usage"] = self.prompt_cache.apply(req, answer["usage"])
         if req.get("stream") and outcome in ("ok", "cut", "stream_error"):
-            complete = await stream_reply(send, answer, tps=self.plan.stream_tps, pad_to=self.plan.stream_tokens,
-                                          fault=outcome if outcome != "ok" else None,
-                                          first=lambda: self.first_token_at.setdefault(tag or "", time.time()))
+            complete = await stream_reply(
+                send,
+                answer,
+                tps=self.plan.stream_tps,
+                pad_to=self.plan.stream_tokens,
+                fault=outcome if outcome != "ok" else None,
+                first=lambda: self.first_token_at.setdefault(tag or "", time.time()),
+            )
             if complete:
                 self._billed(messages)
             return None
@@ -196,16 +231,21 @@ class FakeAnthropic:
     def _stats_body(self) -> dict[str, Any]:
         with self.lock:
             acc = self.accepted_at
-            return {"stats": dict(self.stats), "accepted": len(acc), "history": self.history_by_marker,
-                    "billed_by_prompt": dict(self.billed_by_prompt),
-                    "billed_heads": {k: t[:2000] for k, t in self.billed_text.items()},
-                    "first_token_at": dict(self.first_token_at),
-                    "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
-                    "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else []}
+            return {
+                "stats": dict(self.stats),
+                "accepted": len(acc),
+                "history": self.history_by_marker,
+                "billed_by_prompt": dict(self.billed_by_prompt),
+                "billed_heads": {k: t[:2000] for k, t in self.billed_text.items()},
+                "first_token_at": dict(self.first_token_at),
+                "accepted_span_s": (acc[-1] - acc[0]) if len(acc) > 1 else 0.0,
+                "rejected_after_s": [round(t - acc[0], 3) for t in self.rejected_at] if acc else [],
+            }
 
     def _count_tokens(self, req: dict[str, Any]) -> dict[str, Any]:
         text = str(req.get("system", "")) + "".join(
-            m["content"] if isinstance(m.get("content"), str) else "" for m in req.get("messages", []))
+            m["content"] if isinstance(m.get("content"), str) else "" for m in req.get("messages", [])
+        )
         with self.lock:
             self.stats["count_tokens"] += 1
         return {"input_tokens": math.ceil(len(text) / 4 * self.plan.count_factor)}
@@ -230,7 +270,8 @@ class FakeAnthropic:
 
     def _answer(self, model: str, max_tokens: int, messages: list[Any], marker: str | None) -> dict[str, Any]:
         text_in = "".join(
-            m["content"] if isinstance(m.get("content"), str)
+            m["content"]
+            if isinstance(m.get("content"), str)
             else "".join(b.get("text", "") for b in m.get("content", []))
             for m in messages
         )
@@ -243,8 +284,13 @@ class FakeAnthropic:
         in_tokens = max(1, len(text_in) // 4)
         out_tokens = max(1, min(max_tokens, len(answer) // 4))
         return {
-            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "stop_sequence": None,
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": answer}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
             "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
         }
 
@@ -258,8 +304,11 @@ Fault = tuple[int, Any, "dict[str, str] | None", "bytes | None"]  # status, body
 # a 200 that is not a usable reply: outcome → the answer made wrong
 BAD_REPLIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "empty": lambda a: {**a, "content": []},
-    "max_tokens": lambda a: {**a, "stop_reason": "max_tokens",
-                             "content": [{"type": "text", "text": a["content"][0]["text"][:12]}]},
+    "max_tokens": lambda a: {
+        **a,
+        "stop_reason": "max_tokens",
+        "content": [{"type": "text", "text": a["content"][0]["text"][:12]}],
+    },
     "no_usage": lambda a: {k: v for k, v in a.items() if k != "usage"},
     "absurd_usage": lambda a: {**a, "usage": {"input_tokens": 10**12, "output_tokens": 10**12}},
     "negative_usage": lambda a: {**a, "usage": {"input_tokens": -500, "output_tokens": -20}},
@@ -267,51 +316,39 @@ BAD_REPLIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 # outcome → (status, body, extra headers, raw body) for every drawn fault that answers at once
 FAULT_REPLIES: dict[str, Callable[[Any, str], Fault]] = {
-    "429": lambda plan, model: (429, _error("rate_limit_error", "rate limited"), {"retry-after": str(plan.retry_after_s)}, None),
+    "429": lambda plan, model: (
+        429,
+        _error("rate_limit_error", "rate limited"),
+        {"retry-after": str(plan.retry_after_s)},
+        None,
+    ),
     "429_no_retry_after": lambda plan, model: (429, _error("rate_limit_error", "rate limited"), None, None),
     "529": lambda plan, model: (529, _error("overloaded_error", "overloaded"), None, None),
     "500": lambda plan, model: (500, _error("api_error", "internal error"), None, None),
     "400": lambda plan, model: (400, _error("invalid_request_error", "prompt is not acceptable"), None, None),
     "400_context": lambda plan, model: (
-        400, _error("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"), None, None),
-    "refusal": lambda plan, model: (200, {
-        "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": "refusal", "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 0},
-    }, None, None),
+        400,
+        _error("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"),
+        None,
+        None,
+    ),
+    "refusal": lambda plan, model: (
+        200,
+        {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": "refusal",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 0},
+        },
+        None,
+        None,
+    ),
     "malformed": lambda plan, model: (200, None, None, b'{"id": "msg_x", "type": "message", "content": ['),
 }
-
-
-async def read_request(scope: dict[str, Any], receive: Any, send: Any) -> tuple[bytes, dict[str, str]] | None:
-    """The ASGI plumbing every fake shares: answer lifespan (returns None), else read body and headers."""
-    if scope["type"] == "lifespan":
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return None
-    body = bytearray()
-    while True:
-        msg = await receive()
-        body.extend(msg.get("body", b""))
-        if not msg.get("more_body"):
-            break
-    return bytes(body), {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-
-
-def _reset(receive: Any) -> None:
-    """Abort the TCP connection with an RST (SO_LINGER 0), as a peer resetting mid-request would."""
-    import struct
-
-    transport = getattr(getattr(receive, "__self__", None), "transport", None)
-    if transport is None:
-        raise ConnectionResetError("fault injected: connection reset")
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
 
 
 def main() -> None:
@@ -334,10 +371,24 @@ def main() -> None:
     a = p.parse_args()
     import json as _json
 
-    plan = FaultPlan(latency_s=a.latency, rpm=a.rpm, burst=a.burst, rates=_json.loads(a.rates), seed=a.seed,
-                     timeout_s=a.timeout_s, stream_tps=a.stream_tps, stream_tokens=a.stream_tokens)
-    uvicorn.run(FakeAnthropic(plan, api_key=a.api_key), host="127.0.0.1",
-                port=a.port, log_level="warning", access_log=False, backlog=4096)
+    plan = FaultPlan(
+        latency_s=a.latency,
+        rpm=a.rpm,
+        burst=a.burst,
+        rates=_json.loads(a.rates),
+        seed=a.seed,
+        timeout_s=a.timeout_s,
+        stream_tps=a.stream_tps,
+        stream_tokens=a.stream_tokens,
+    )
+    uvicorn.run(
+        FakeAnthropic(plan, api_key=a.api_key),
+        host="127.0.0.1",
+        port=a.port,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+    )
 
 
 if __name__ == "__main__":

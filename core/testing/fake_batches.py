@@ -13,11 +13,12 @@ import datetime as dt
 import json
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 class FakeBatches:
@@ -54,8 +55,18 @@ class FakeBatches:
             if fault == "expired":
                 results.append({"custom_id": cid, "result": {"type": "expired"}})
             elif fault == "errored":
-                results.append({"custom_id": cid, "result": {"type": "errored", "error": {
-                    "type": "error", "error": {"type": "api_error", "message": "Internal server error"}}}})
+                results.append(
+                    {
+                        "custom_id": cid,
+                        "result": {
+                            "type": "errored",
+                            "error": {
+                                "type": "error",
+                                "error": {"type": "api_error", "message": "Internal server error"},
+                            },
+                        },
+                    }
+                )
             else:
                 p = item["params"]
                 msg = self.answer(p["model"], int(p["max_tokens"]), p["messages"], None)
@@ -73,8 +84,15 @@ class FakeBatches:
         counts = {k: 0 for k in ("processing", "succeeded", "errored", "canceled", "expired")}
         for r in b["results"]:
             counts[r["result"]["type"] if ended else "processing"] += 1
-        return {"id": b["id"], "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
-                "request_counts": counts, "created_at": _iso(b["created"]), "expires_at": _iso(b["created"] + 86400),
-                "ended_at": _iso(b["created"] + self.delay_s) if ended else None, "archived_at": None,
-                "cancel_initiated_at": None,
-                "results_url": f"/v1/messages/batches/{b['id']}/results" if ended else None}
+        return {
+            "id": b["id"],
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": counts,
+            "created_at": _iso(b["created"]),
+            "expires_at": _iso(b["created"] + 86400),
+            "ended_at": _iso(b["created"] + self.delay_s) if ended else None,
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": f"/v1/messages/batches/{b['id']}/results" if ended else None,
+        }

@@ -13,7 +13,8 @@ import re
 from collections import Counter
 from typing import Any
 
-from core.testing.fake_anthropic import DOC_ID, read_request
+from core.testing.fake_anthropic import DOC_ID
+from core.testing.fake_asgi import read_request
 
 _BEDROCK_PATH = re.compile(r"^/model/(?P<model>.+)/converse(?P<stream>-stream)?$")
 
@@ -51,8 +52,9 @@ class _Fake:
         if request is None:
             return
         body, headers = request
-        status, payload, extra = self.handle(scope["method"], scope["path"], scope.get("query_string", b"").decode(),
-                                             headers, body)
+        status, payload, extra = self.handle(
+            scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body
+        )
         if isinstance(payload, Streamed):
             hs = [(b"content-type", payload.media_type.encode())]
             await send({"type": "http.response.start", "status": status, "headers": hs})
@@ -65,8 +67,9 @@ class _Fake:
         await send({"type": "http.response.start", "status": status, "headers": hs})
         await send({"type": "http.response.body", "body": data})
 
-    def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
-               ) -> tuple[int, Any, dict[str, str]]:
+    def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
 
 
@@ -83,12 +86,19 @@ class FakeOpenAI(_Fake):
         text_in = " ".join(m["content"] for m in body["messages"] if m["role"] == "user")
         answer = _answer(text_in)
         prompt_tokens, completion = max(1, len(text_in) // 4), max(1, len(answer) // 4)
-        return {"id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                          "total_tokens": prompt_tokens + completion}}
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            },
+        }
 
-    def handle(self, method, path, query, headers, body):  # type: ignore[override]
+    def handle(self, method, path, query, headers, body):
         if path.startswith(("/v1/files", "/v1/batches")):
             key = headers.get("authorization", "").removeprefix("Bearer ")
             if key != self.api_key:
@@ -108,32 +118,56 @@ class FakeOpenAI(_Fake):
         self.models.append(model)
         outcome = self._next()
         self.calls[outcome] += 1
-        if outcome == "429":
-            return 429, {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}}, {"retry-after": "1"}
-        if outcome == "529":
-            return 503, {"error": {"message": "The server is overloaded", "type": "server_error"}}, {}
-        if outcome == "400_context":
-            return 400, {"error": {"message": "This model's maximum context length is 8192 tokens.",
-                                   "code": "context_length_exceeded"}}, {}
+        if (fault := _openai_fault(outcome)) is not None:
+            return fault
         text_in = " ".join(m["content"] for m in req["messages"] if m["role"] == "user")
         finish = "content_filter" if outcome == "refusal" else "stop"
         answer = "" if outcome == "refusal" else _answer(text_in)
         prompt_tokens = max(1, len(text_in) // 4)
         if req.get("stream"):
             return 200, _openai_stream(answer, finish, prompt_tokens, outcome), {}
-        return 200, {
-            "id": "chatcmpl-fake", "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(answer) // 4),
-                      "total_tokens": prompt_tokens + len(answer) // 4,
-                      "prompt_tokens_details": {"cached_tokens": 0}},
-        }, {}
+        return (
+            200,
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": max(1, len(answer) // 4),
+                    "total_tokens": prompt_tokens + len(answer) // 4,
+                    "prompt_tokens_details": {"cached_tokens": 0},
+                },
+            },
+            {},
+        )
+
+
+def _openai_fault(outcome: str) -> tuple[int, Any, dict[str, str]] | None:
+    """The error response a scripted fault answers with, or None for an answer."""
+    if outcome == "429":
+        return (429, {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}}, {"retry-after": "1"})
+    if outcome == "529":
+        return 503, {"error": {"message": "The server is overloaded", "type": "server_error"}}, {}
+    if outcome == "400_context":
+        return (
+            400,
+            {
+                "error": {
+                    "message": "This model's maximum context length is 8192 tokens.",
+                    "code": "context_length_exceeded",
+                }
+            },
+            {},
+        )
+    return None
 
 
 class FakeBedrock(_Fake):
     """`POST /model/{modelId}/converse`, the Bedrock runtime's Converse API (SigV4 is not checked)."""
 
-    def handle(self, method, path, query, headers, body):  # type: ignore[override]
+    def handle(self, method, path, query, headers, body):
         from urllib.parse import unquote
 
         m = _BEDROCK_PATH.match(path)
@@ -161,22 +195,29 @@ class FakeBedrock(_Fake):
         in_tokens, out_tokens = max(1, len(text_in) // 4), max(1, len(answer) // 4)
         if m.group("stream"):
             return 200, _bedrock_stream(answer, in_tokens, outcome), {}
-        return 200, {
-            "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
-            "stopReason": "guardrail_intervened" if outcome == "refusal" else "end_turn",
-            "usage": {"inputTokens": in_tokens, "outputTokens": out_tokens, "totalTokens": in_tokens + out_tokens},
-            "metrics": {"latencyMs": 1},
-        }, {}
+        return (
+            200,
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
+                "stopReason": "guardrail_intervened" if outcome == "refusal" else "end_turn",
+                "usage": {"inputTokens": in_tokens, "outputTokens": out_tokens, "totalTokens": in_tokens + out_tokens},
+                "metrics": {"latencyMs": 1},
+            },
+            {},
+        )
 
 
 def _openai_stream(answer: str, finish: str, prompt_tokens: int, outcome: str) -> Streamed:
     words = [w + " " for w in answer.split(" ")] or [""]
     cut = _halves(outcome, len(words))
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None, usage: Any = None) -> bytes:
-        c: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if delta is not None
-                             else [], "usage": usage}
+    def chunk(delta: dict[str, Any] | None, finish_reason: str | None = None, usage: Any = None) -> bytes:
+        c: dict[str, Any] = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if delta is not None else [],
+            "usage": usage,
+        }
         return f"data: {json.dumps(c)}\n\n".encode()
 
     pieces = [chunk({"role": "assistant", "content": ""})]
@@ -187,8 +228,16 @@ def _openai_stream(answer: str, finish: str, prompt_tokens: int, outcome: str) -
             return Streamed(pieces)
         pieces.append(chunk({"content": w}))
     pieces.append(chunk({}, finish))
-    pieces.append(chunk(None, usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                                     "total_tokens": prompt_tokens + len(words)}))
+    pieces.append(
+        chunk(
+            None,
+            usage={
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(words),
+                "total_tokens": prompt_tokens + len(words),
+            },
+        )
+    )
     pieces.append(b"data: [DONE]\n\n")
     return Streamed(pieces)
 
@@ -201,13 +250,22 @@ def _bedrock_stream(answer: str, in_tokens: int, outcome: str) -> Streamed:
     for i, w in enumerate(words):
         if i == cut:
             if outcome == "stream_error":
-                frames.append(_frame("serviceUnavailableException", {"message": "The service is overloaded."},
-                                     kind="exception"))
+                frames.append(
+                    _frame("serviceUnavailableException", {"message": "The service is overloaded."}, kind="exception")
+                )
             return Streamed(frames, "application/vnd.amazon.eventstream")
         frames.append(_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}}))
-    frames += [_frame("contentBlockStop", {"contentBlockIndex": 0}), _frame("messageStop", {"stopReason": "end_turn"}),
-               _frame("metadata", {"usage": {"inputTokens": in_tokens, "outputTokens": len(words),
-                                             "totalTokens": in_tokens + len(words)}, "metrics": {"latencyMs": 1}})]
+    frames += [
+        _frame("contentBlockStop", {"contentBlockIndex": 0}),
+        _frame("messageStop", {"stopReason": "end_turn"}),
+        _frame(
+            "metadata",
+            {
+                "usage": {"inputTokens": in_tokens, "outputTokens": len(words), "totalTokens": in_tokens + len(words)},
+                "metrics": {"latencyMs": 1},
+            },
+        ),
+    ]
     return Streamed(frames, "application/vnd.amazon.eventstream")
 
 
@@ -217,8 +275,10 @@ def _frame(name: str, payload: dict[str, Any], kind: str = "event") -> bytes:
     import zlib
 
     type_header = ":exception-type" if kind == "exception" else ":event-type"
-    headers = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
-                       for k, v in ((type_header, name), (":content-type", "application/json"), (":message-type", kind)))
+    headers = b"".join(
+        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+        for k, v in ((type_header, name), (":content-type", "application/json"), (":message-type", kind))
+    )
     body = json.dumps(payload).encode()
     total = 12 + len(headers) + len(body) + 4
     prelude = struct.pack(">II", total, len(headers))
@@ -257,23 +317,47 @@ class FakeOpenAIBatches:
         for line in filter(None, self.files[req["input_file_id"]].decode().splitlines()):
             item = json.loads(line)
             if self.expire:
-                failed.append({"custom_id": item["custom_id"], "response": None,
-                               "error": {"code": "batch_expired", "message": "This request could not be executed "
-                                                                            "before the completion window expired."}})
+                failed.append(
+                    {
+                        "custom_id": item["custom_id"],
+                        "response": None,
+                        "error": {
+                            "code": "batch_expired",
+                            "message": "This request could not be executed before the completion window expired.",
+                        },
+                    }
+                )
             elif item["custom_id"] in self.errors:
-                failed.append({"custom_id": item["custom_id"], "response": {"status_code": 500, "body": {
-                    "error": {"message": "The server had an error", "type": "server_error"}}}, "error": None})
+                failed.append(
+                    {
+                        "custom_id": item["custom_id"],
+                        "response": {
+                            "status_code": 500,
+                            "body": {"error": {"message": "The server had an error", "type": "server_error"}},
+                        },
+                        "error": None,
+                    }
+                )
             else:
-                done.append({"custom_id": item["custom_id"], "response": {"status_code": 200,
-                                                                          "body": self.complete(item["body"])},
-                             "error": None})
+                done.append(
+                    {
+                        "custom_id": item["custom_id"],
+                        "response": {"status_code": 200, "body": self.complete(item["body"])},
+                        "error": None,
+                    }
+                )
         out, err = self._file(done), self._file(failed)
         bid = f"batch_{len(self.batches) + 1}"
-        self.batches[bid] = {"id": bid, "object": "batch", "endpoint": req["endpoint"],
-                             "status": "expired" if self.expire else "completed", "input_file_id": req["input_file_id"],
-                             "output_file_id": out, "error_file_id": err,
-                             "request_counts": {"total": len(done) + len(failed), "completed": len(done),
-                                                "failed": len(failed)}}
+        self.batches[bid] = {
+            "id": bid,
+            "object": "batch",
+            "endpoint": req["endpoint"],
+            "status": "expired" if self.expire else "completed",
+            "input_file_id": req["input_file_id"],
+            "output_file_id": out,
+            "error_file_id": err,
+            "request_counts": {"total": len(done) + len(failed), "completed": len(done), "failed": len(failed)},
+        }
         return {**self.batches[bid], "status": "validating"}
 
     def _file(self, lines: list[dict[str, Any]]) -> str | None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.errors import ConflictError
 from core.models import Job, JobStatus
@@ -39,10 +40,20 @@ class MemoryJobStore:
         job.version = expected_version + 1
         return True
 
-    def list(self, *, tenant: str | None = None, status: JobStatus | None = None, limit: int = 50,
-             updated_before: float | None = None, after: Position | None = None) -> list[Job]:
-        jobs = [j for j in listed_jobs(list(self._rows.values()))
-                if (tenant is None or j.tenant == tenant) and (status is None or j.status is status)]
+    def list(
+        self,
+        *,
+        tenant: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
+        after: Position | None = None,
+    ) -> list[Job]:
+        jobs = [
+            j
+            for j in listed_jobs(list(self._rows.values()))
+            if (tenant is None or j.tenant == tenant) and (status is None or j.status is status)
+        ]
         if updated_before is not None:
             return sorted((j for j in jobs if j.updated_at < updated_before), key=lambda j: j.updated_at)[:limit]
         jobs = [j for j in jobs if after is None or after.after(j.created_at, j.id)]
@@ -72,8 +83,9 @@ class MemoryStateStore:
             self._rows[key] = StateRecord(dict(value), (old.version + 1) if old else 1, self._expiry(ttl_s))
             return True
 
-    def compare_and_set(self, key: str, value: dict[str, Any], *, expected_version: int,
-                        ttl_s: float | None = None) -> bool:
+    def compare_and_set(
+        self, key: str, value: dict[str, Any], *, expected_version: int, ttl_s: float | None = None
+    ) -> bool:
         with self._lock:
             current = self.get(key)
             if current is None or current.version != expected_version:

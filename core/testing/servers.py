@@ -25,17 +25,25 @@ class ServerThread:
         import uvicorn
 
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="on", access_log=False,
-            timeout_keep_alive=30, backlog=2048,
-        ))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="critical",
+                lifespan="on",
+                access_log=False,
+                timeout_keep_alive=30,
+                backlog=2048,
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
@@ -49,7 +57,7 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
-def spawn(*args: str) -> tuple["subprocess.Popen[bytes]", str]:
+def spawn(*args: str) -> tuple[subprocess.Popen[bytes], str]:
     """Start the fake in its own process (so its CPU doesn't compete with the code under test)."""
     import subprocess
     import sys
@@ -57,8 +65,11 @@ def spawn(*args: str) -> tuple["subprocess.Popen[bytes]", str]:
     import urllib.request
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "core.testing.fake_anthropic", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.testing.fake_anthropic", "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

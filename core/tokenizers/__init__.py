@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from functools import lru_cache
-from itertools import accumulate
+from functools import cache
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,9 +33,14 @@ ENCODINGS = {
         "cl100k_base.tokens.zlib",
         "361486d95ef56257109fcf28e783a73e6bc9943c2a44296fb6cea1b386e2739a",  # of the shipped file
         r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
-        {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-         "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276},
-    ),
+        {
+            "<|endoftext|>": 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            "<|endofprompt|>": 100276,
+        },
+    )
 }
 UPSTREAM_SHA256 = {"cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"}
 TOKENIZERS = ("cl100k_base", "estimate")
@@ -57,7 +62,7 @@ class BpeCounter:
         filename, sha256, pattern, special = ENCODINGS[name]
         self.name = name
         self.tokens = load_tokens(Path(__file__).parent / filename, sha256)
-        self.ranks = dict(zip(self.tokens, range(len(self.tokens))))
+        self.ranks = dict(zip(self.tokens, range(len(self.tokens)), strict=True))
         self._pattern, self._special = pattern, special
         self._py = PyBpe(self.ranks, pattern)
         self._rust: Any = None
@@ -102,8 +107,9 @@ class BpeCounter:
         if self._rust is None:
             import tiktoken
 
-            self._rust = tiktoken.Encoding(name=self.name, pat_str=self._pattern, mergeable_ranks=self.ranks,
-                                           special_tokens=self._special)
+            self._rust = tiktoken.Encoding(
+                name=self.name, pat_str=self._pattern, mergeable_ranks=self.ranks, special_tokens=self._special
+            )
         return self._rust
 
 
@@ -120,9 +126,9 @@ def load_tokens(path: Path, sha256: str) -> list[bytes]:
         raise RuntimeError(f"{path.name} is corrupt (not the shipped encoding); reinstall altostratus")
     raw = zlib.decompress(data)
     (n,) = struct.unpack_from("<I", raw)
-    offsets = list(accumulate(raw[4:4 + n], initial=0))
-    blob = raw[4 + n:]
-    return [blob[a:b] for a, b in zip(offsets, offsets[1:])]
+    offsets = list(accumulate(raw[4 : 4 + n], initial=0))
+    blob = raw[4 + n :]
+    return [blob[a:b] for a, b in pairwise(offsets)]
 
 
 def upstream_text(tokens: list[bytes]) -> bytes:
@@ -144,7 +150,7 @@ def counter(name: str = "cl100k_base") -> TokenCounter:
     return _counter(name)  # the cache keys on the name, however it was passed (counter() is counter(NAME))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _counter(name: str) -> TokenCounter:
     if name == "estimate":
         return EstimateCounter()

@@ -57,7 +57,7 @@ def merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
     """The tokens `piece` becomes under byte-pair merging."""
     if len(piece) > SHORT_PIECE:
         return _merge_long(piece, ranks)
-    parts = [piece[i:i + 1] for i in range(len(piece))]
+    parts = [piece[i : i + 1] for i in range(len(piece))]
     while len(parts) > 1:
         best, at = None, -1
         for i in range(len(parts) - 1):
@@ -66,7 +66,7 @@ def merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
                 best, at = r, i
         if best is None:
             break
-        parts[at:at + 2] = [parts[at] + parts[at + 1]]
+        parts[at : at + 2] = [parts[at] + parts[at + 1]]
     return parts
 
 
@@ -82,14 +82,14 @@ def _merge_long(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
     def push(i: int) -> None:
         j = nxt[i]
         if j < n:
-            r = ranks.get(piece[i:nxt[j]])
+            r = ranks.get(piece[i : nxt[j]])
             if r is not None:
                 heapq.heappush(heap, (r, i, nxt[j]))
 
     for i in range(n - 1):
         push(i)
     while heap:
-        r, i, end = heapq.heappop(heap)
+        _r, i, end = heapq.heappop(heap)
         if not alive[i] or nxt[i] >= n or nxt[nxt[i]] != end:
             continue  # one of its parts merged since: stale
         j = nxt[i]
@@ -102,6 +102,6 @@ def _merge_long(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
             push(prv[i])
     out, i = [], 0
     while i < n:
-        out.append(piece[i:nxt[i]])
+        out.append(piece[i : nxt[i]])
         i = nxt[i]
     return out

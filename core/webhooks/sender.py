@@ -51,7 +51,8 @@ def post(url: str, body: bytes, headers: dict[str, str], *, policy: Policy, time
     except CallbackRefused as e:
         return Sent(None, f"refused: {e}")
     conn: http.client.HTTPConnection = (
-        _PinnedHTTPS(ip, port, server_hostname=host, timeout=timeout_s) if parts.scheme == "https"
+        _PinnedHTTPS(ip, port, server_hostname=host, timeout=timeout_s)
+        if parts.scheme == "https"
         else http.client.HTTPConnection(ip, port, timeout=timeout_s)
     )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -76,8 +77,11 @@ def post(url: str, body: bytes, headers: dict[str, str], *, policy: Policy, time
         if expired.is_set():
             raise TimeoutError
         if 300 <= resp.status < 400:
-            return Sent(resp.status, f"answered {resp.status} (a redirect): redirects are not followed; "
-                                     "point callback_url at the final address")
+            return Sent(
+                resp.status,
+                f"answered {resp.status} (a redirect): redirects are not followed; "
+                "point callback_url at the final address",
+            )
         return Sent(resp.status, None if 200 <= resp.status < 300 else f"answered {resp.status}")
     except (OSError, http.client.HTTPException) as e:
         if expired.is_set():

@@ -15,14 +15,23 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from core.errors import CallbackRefused
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-INTERNAL_NAMES = frozenset({"localhost", "metadata", "metadata.google.internal", "metadata.goog", "instance-data",
-                            "instance-data.ec2.internal"})
+INTERNAL_NAMES = frozenset(
+    {
+        "localhost",
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
 INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain")
 
 
@@ -34,8 +43,9 @@ NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 class Policy:
-    def __init__(self, allow: Iterable[str] = (), *, nat64_prefixes: Iterable[str] = (),
-                 resolver: Resolver = socket.getaddrinfo) -> None:
+    def __init__(
+        self, allow: Iterable[str] = (), *, nat64_prefixes: Iterable[str] = (), resolver: Resolver = socket.getaddrinfo
+    ) -> None:
         self.resolver = resolver  # socket.getaddrinfo; tests give names their own answers
         self.nat64 = [ipaddress.IPv6Network(p) for p in nat64_prefixes]
         self.hosts: set[str] = set()
@@ -52,10 +62,12 @@ class Policy:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CallbackRefused("callback_url must be an absolute http:// or https:// URL")
         if parts.username is not None or parts.password is not None:
-            raise CallbackRefused("callback_url must not carry credentials (user:password@): they would be stored in clear; "
-                          "authenticate the callback with its webhook-signature header instead")
+            raise CallbackRefused(
+                "callback_url must not carry credentials (user:password@): they would be stored in clear; "
+                "authenticate the callback with its webhook-signature header instead"
+            )
         try:
-            parts.port
+            _ = parts.port  # reading it validates it
         except ValueError:
             raise CallbackRefused("callback_url has an invalid port") from None
         host = parts.hostname.lower().rstrip(".")
@@ -65,16 +77,20 @@ class Policy:
         if ip is not None:
             self.check_address(ip, host)
         elif host in INTERNAL_NAMES or host.endswith(INTERNAL_SUFFIXES) or "." not in host:
-            raise CallbackRefused(f"callback_url names {host!r}, which only resolves inside a network; "
-                          f"list it under callbacks.allow if that target is deliberate")
+            raise CallbackRefused(
+                f"callback_url names {host!r}, which only resolves inside a network; "
+                f"list it under callbacks.allow if that target is deliberate"
+            )
         return parts
 
     def check_address(self, ip: IpAddress, host: str) -> None:
         if any(ip in net for net in self.networks):
             return
         if not is_public(ip, self.nat64):
-            raise CallbackRefused(f"callback_url {host!r} is (or resolves to) {ip}, a loopback, private, link-local or "
-                          "reserved address; list it (or its network) under callbacks.allow if that is deliberate")
+            raise CallbackRefused(
+                f"callback_url {host!r} is (or resolves to) {ip}, a loopback, private, link-local or "
+                "reserved address; list it (or its network) under callbacks.allow if that is deliberate"
+            )
 
     def resolve(self, host: str, port: int) -> IpAddress:
         """The address to connect to: every address the name resolves to must pass (an allowed name passes)."""
@@ -121,7 +137,9 @@ def is_public(ip: IpAddress, nat64: Iterable[ipaddress.IPv6Network] = ()) -> boo
     return ip.is_global and not ip.is_multicast
 
 
-def embedded_ipv4(ip: ipaddress.IPv6Address, nat64: Iterable[ipaddress.IPv6Network] = ()) -> list[ipaddress.IPv4Address]:
+def embedded_ipv4(
+    ip: ipaddress.IPv6Address, nat64: Iterable[ipaddress.IPv6Network] = ()
+) -> list[ipaddress.IPv4Address]:
     """Every IPv4 address `ip` may stand for: IPv4-mapped, IPv4-compatible (deprecated, ::a.b.c.d), 6to4,
     Teredo (server and client), and NAT64 under the well-known prefix and the configured ones."""
     found = [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
@@ -137,9 +155,9 @@ def embedded_ipv4(ip: ipaddress.IPv6Address, nat64: Iterable[ipaddress.IPv6Netwo
 
 def _rfc6052(ip: ipaddress.IPv6Address, prefix_len: int) -> ipaddress.IPv4Address:
     """The IPv4 address a NAT64 prefix of this length embeds (RFC 6052 section 2.2: bits 64-71 are skipped)."""
-    octets = ip.packed[prefix_len // 8:]
+    octets = ip.packed[prefix_len // 8 :]
     if prefix_len < 64:
-        octets = octets[:8 - prefix_len // 8] + octets[9 - prefix_len // 8:]
+        octets = octets[: 8 - prefix_len // 8] + octets[9 - prefix_len // 8 :]
     else:
         octets = octets[1:] if prefix_len == 64 else octets
     return ipaddress.IPv4Address(octets[:4])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -37,9 +37,20 @@ REPLAYABLE = (JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled)
 
 
 class Workflows:
-    def __init__(self, settings: Settings, ledger: Ledger, steps: WorkflowSteps, queue: SendQueue, blobs: BlobStore,
-                 router: Router, aftermath: Aftermath, calls: MaxCalls, *, store_io: Offload,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        steps: WorkflowSteps,
+        queue: SendQueue,
+        blobs: BlobStore,
+        router: Router,
+        aftermath: Aftermath,
+        calls: MaxCalls,
+        *,
+        store_io: Offload,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.steps = steps
@@ -76,8 +87,11 @@ class Workflows:
         (the succeeded ones are kept, never paid again), the call budget starts over, the parent is queued."""
         assert parent.workflow is not None
         s = parent.workflow.steps[parent.workflow.current]
-        redo = {c for c in round_ids(parent.id, parent.workflow.current, s.round, s.nodes)
-                if (child := self.ledger.load(c)) is not None and child.status in REPLAYABLE}
+        redo = {
+            c
+            for c in round_ids(parent.id, parent.workflow.current, s.round, s.nodes)
+            if (child := self.ledger.load(c)) is not None and child.status in REPLAYABLE
+        }
         self.calls.reset(parent.id)
         reopened = self.steps.reopen(parent.id, redo)
         for cid in sorted(redo):
@@ -89,10 +103,15 @@ class Workflows:
     # ------------------------------------------------------------------ advancing the parent
 
     def _advance(self, parent: Job) -> Outcome:
-        found = resolve(self.settings.workflows, parent.workflow.name if parent.workflow else str(parent.request.workflow))
+        found = resolve(
+            self.settings.workflows, parent.workflow.name if parent.workflow else str(parent.request.workflow)
+        )
         if found is None:
-            return self._fail(parent, f"workflow '{parent.request.workflow}' is not configured on this worker; deploy "
-                                      "the same config to the API and the workers, then `alto dlq replay` it")
+            return self._fail(
+                parent,
+                f"workflow '{parent.request.workflow}' is not configured on this worker; deploy "
+                "the same config to the API and the workers, then `alto dlq replay` it",
+            )
         name, config = found
         if parent.workflow is None and not self.steps.begin(parent, name, config):
             return raced()
@@ -117,8 +136,11 @@ class Workflows:
             return self._heal(parent, config, k)
         ok = [c for c in round_ids(parent.id, k, s.round, s.nodes) if s.done.get(c) == JobStatus.succeeded.value]
         if not ok:
-            return self._fail(parent, f"step '{s.id}': no child succeeded ({len(s.gaps)} skipped: "
-                                      f"{s.gaps[0] if s.gaps else 'none'})", k)
+            return self._fail(
+                parent,
+                f"step '{s.id}': no child succeeded ({len(s.gaps)} skipped: {s.gaps[0] if s.gaps else 'none'})",
+                k,
+            )
         if sc.reduce is not None and len(ok) > 1:
             return self._open(parent, config, k, s.round + 1, ok)
         return self._close_step(parent, config, k, ok)
@@ -132,9 +154,13 @@ class Workflows:
         text = self.planner.output(parent, config, config.steps[k].id)
         if not self.aftermath.ended(self.steps.succeed(parent, text), parent):
             return raced()
-        log_event("job.succeeded", workflow=parent.workflow.name if parent.workflow else None,
-                  calls=parent.usage.calls, cost_usd=parent.usage.cost_usd,
-                  latency_ms=round(((parent.finished_at or self.clock()) - parent.created_at) * 1000, 1))
+        log_event(
+            "job.succeeded",
+            workflow=parent.workflow.name if parent.workflow else None,
+            calls=parent.usage.calls,
+            cost_usd=parent.usage.cost_usd,
+            latency_ms=round(((parent.finished_at or self.clock()) - parent.created_at) * 1000, 1),
+        )
         return Outcome("ack", status=JobStatus.succeeded)
 
     def _open(self, parent: Job, config: WorkflowConfig, k: int, round_: int, over: list[str]) -> Outcome | None:
@@ -175,25 +201,45 @@ class Workflows:
                 child = self._child(parent, config, k, s.round, n, prompts[n], stream=stream)
                 if self.ledger.create(child):
                     send_job(self.queue, child)
-        return Outcome("ack", status=JobStatus.running, detail=f"step {s.id}: waiting for {s.nodes - len(s.done)} child(ren)")
+        return Outcome(
+            "ack", status=JobStatus.running, detail=f"step {s.id}: waiting for {s.nodes - len(s.done)} child(ren)"
+        )
 
-    def _child(self, parent: Job, config: WorkflowConfig, k: int, round_: int, node: int, prompt: str, *,
-               stream: bool = False) -> Job:
+    def _child(
+        self, parent: Job, config: WorkflowConfig, k: int, round_: int, node: int, prompt: str, *, stream: bool = False
+    ) -> Job:
         sc = config.steps[k]
         assert parent.workflow is not None
-        request = JobRequest(prompt=prompt, task=sc.task or parent.request.task, collection=sc.collection,
-                             max_tokens=sc.max_tokens, cache=parent.request.cache, stream=stream,
-                             metadata={"workflow": parent.workflow.name, "step": sc.id})
+        request = JobRequest(
+            prompt=prompt,
+            task=sc.task or parent.request.task,
+            collection=sc.collection,
+            max_tokens=sc.max_tokens,
+            cache=parent.request.cache,
+            stream=stream,
+            metadata={"workflow": parent.workflow.name, "step": sc.id},
+        )
         now = self.clock()
-        return Job(id=child_id(parent.id, k, round_, node), tenant=parent.tenant, request=request,
-                   request_hash=request.fingerprint(), trace_id=parent.trace_id, created_at=now, updated_at=now,
-                   parent=ChildOf(parent_id=parent.id, step=k, round=round_, node=node, max_calls=config.max_calls))
+        return Job(
+            id=child_id(parent.id, k, round_, node),
+            tenant=parent.tenant,
+            request=request,
+            request_hash=request.fingerprint(),
+            trace_id=parent.trace_id,
+            created_at=now,
+            updated_at=now,
+            parent=ChildOf(parent_id=parent.id, step=k, round=round_, node=node, max_calls=config.max_calls),
+        )
 
     def _fail(self, parent: Job, message: str, step: int | None = None) -> Outcome:
         if not self.aftermath.ended(self.steps.fail(parent, message, step), parent):
             return raced()
-        log_event("job.failed", logging.WARNING, workflow=parent.workflow.name if parent.workflow else None,
-                  reason=message[:300])
+        log_event(
+            "job.failed",
+            logging.WARNING,
+            workflow=parent.workflow.name if parent.workflow else None,
+            reason=message[:300],
+        )
         return Outcome("ack", status=JobStatus.failed, detail=message)
 
 

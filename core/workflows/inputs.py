@@ -26,13 +26,19 @@ def stash(inputs: dict[str, str], blobs: BlobStore | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in inputs.items():
         if value.startswith(BLOB):
-            key = value[len(BLOB):]
+            key = value[len(BLOB) :]
             if not key.startswith(PREFIX) or ".." in key.split("/"):
-                raise InputError(f"inputs.{name}: a document must be uploaded under '{PREFIX}' (got '{key}'); put it at "
-                                 f"{PREFIX}NAME in the blob store and give blob:{PREFIX}NAME", field=f"inputs.{name}")
+                raise InputError(
+                    f"inputs.{name}: a document must be uploaded under '{PREFIX}' (got '{key}'); put it at "
+                    f"{PREFIX}NAME in the blob store and give blob:{PREFIX}NAME",
+                    field=f"inputs.{name}",
+                )
             if blobs is not None and not _exists(blobs, key):
-                raise InputError(f"inputs.{name}: no blob '{key}' in the blob store; upload the document first "
-                                 "(`alto ask --workflow NAME --file PATH` does)", field=f"inputs.{name}")
+                raise InputError(
+                    f"inputs.{name}: no blob '{key}' in the blob store; upload the document first "
+                    "(`alto ask --workflow NAME --file PATH` does)",
+                    field=f"inputs.{name}",
+                )
             out[name] = value
         elif len(value) > INLINE_CHARS and blobs is not None:
             data = value.encode()
@@ -50,7 +56,7 @@ def load(value: str, blobs: BlobStore) -> str:
         return value
     from core.retrieval.documents import read_text
 
-    key = value[len(BLOB):]
+    key = value[len(BLOB) :]
     try:
         data = blobs.get(key)
     except KeyError:

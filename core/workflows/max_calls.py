@@ -26,6 +26,7 @@ class MaxCalls:
 
     def take(self, parent_id: str, limit: int) -> bool:
         """One call of the workflow's budget; False once `limit` calls were taken."""
+
         def step(rec: StateRecord | None) -> tuple[dict[str, Any] | None, bool]:
             taken = int(rec.value["n"]) if rec is not None else 0
             return (None, False) if taken >= limit else ({"n": taken + 1}, True)

@@ -3,7 +3,7 @@ and earlier outputs, chunks sized to the step's model window. Reads only; the en
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from core.assembly import required_tokens
 from core.config.worker import Settings
@@ -65,9 +65,11 @@ class Planner:
         used = required_tokens(empty_prompt, template=template, model=model, reserved_output=reserved)
         fit = model.context_window - reserved - used
         if fit < MIN_FIT:
-            raise InputError(f"step '{sc.id}': model '{plan.primary.model}' ({model.context_window}-token window, "
-                             f"{reserved} reserved for output) leaves {fit} tokens for its input; lower the step's "
-                             "max_tokens or route its task to a model with a larger window")
+            raise InputError(
+                f"step '{sc.id}': model '{plan.primary.model}' ({model.context_window}-token window, "
+                f"{reserved} reserved for output) leaves {fit} tokens for its input; lower the step's "
+                "max_tokens or route its task to a model with a larger window"
+            )
         return fit, counter(model.tokenizer).count
 
     def output(self, parent: Job, config: WorkflowConfig, step_id: str) -> str:

@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 from core.config.workflows import WorkflowConfig
 from core.errors import InputError, NotFound
-from core.jobs.ledger import Change, Ledger
+from core.jobs.changes import Change
+from core.jobs.ledger import Ledger, Wrote
 from core.jobs.usage import total
 from core.models import ErrorClass, Job, JobError, JobStatus, StepState, Usage, WorkflowState
 
@@ -32,7 +33,7 @@ class WorkflowSteps:
         self.ledger = ledger
         self.workflows = workflows
 
-    def begin(self, parent: Job, name: str, config: WorkflowConfig) -> bool:
+    def begin(self, parent: Job, name: str, config: WorkflowConfig) -> Wrote:
         state = WorkflowState(name=name, steps=[StepState(id=s.id) for s in config.steps])
 
         def change(j: Job) -> None:
@@ -40,18 +41,19 @@ class WorkflowSteps:
 
         return self.ledger.write(parent, JobStatus.running, change)
 
-    def open_round(self, parent: Job, step: int, round_: int, nodes: int, inputs: list[str]) -> bool:
+    def open_round(self, parent: Job, step: int, round_: int, nodes: int, inputs: list[str]) -> Wrote:
         def change(j: Job) -> None:
             assert j.workflow is not None
             s = j.workflow.steps[step]
             s.status, s.round, s.nodes, s.done, s.inputs = "running", round_, nodes, {}, inputs
-            s.rounds = s.rounds[:round_] + [nodes]
+            s.rounds = [*s.rounds[:round_], nodes]
             s.total = sum(s.rounds)
 
         return self.ledger.write(parent, JobStatus.running, change)
 
-    def close_step(self, parent: Job, step: int, outputs: list[str]) -> bool:
+    def close_step(self, parent: Job, step: int, outputs: list[str]) -> Wrote:
         """The step is done; its output is the results of `outputs` (child ids); the next one is current."""
+
         def change(j: Job) -> None:
             assert j.workflow is not None
             s = j.workflow.steps[step]
@@ -60,25 +62,28 @@ class WorkflowSteps:
 
         return self.ledger.write(parent, JobStatus.running, change)
 
-    def succeed(self, parent: Job, text: str) -> bool:
+    def succeed(self, parent: Job, text: str) -> Wrote:
         def change(j: Job) -> None:
             j.result_text, j.error, j.finished_at = text, None, self.ledger.clock()
             j.usage = workflow_usage(j)
 
         return self.ledger.write(parent, JobStatus.succeeded, change)
 
-    def fail(self, parent: Job, message: str, step: int | None = None) -> bool:
+    def fail(self, parent: Job, message: str, step: int | None = None) -> Wrote:
         return self.ledger.write(parent, JobStatus.failed, _failing(message, step, self.ledger.clock()))
 
     def reopen(self, parent_id: str, redo: set[str]) -> Job:
         """An operator's replay of a failed or dead-lettered workflow: back to running at the step it stopped
         in, with the children in `redo` (its failed ones, replayed by the caller) taken out of the fan-in set."""
-        def step(parent: Job | None) -> bool:
+
+        def step(parent: Job | None) -> Wrote:
             if parent is None or parent.workflow is None:
                 raise NotFound(f"workflow job {parent_id} not found")
             if parent.status not in (JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled):
-                raise InputError(f"job {parent_id} is {parent.status.value}; only dead_lettered, failed or cancelled "
-                                 "jobs can be replayed")
+                raise InputError(
+                    f"job {parent_id} is {parent.status.value}; only dead_lettered, failed or cancelled "
+                    "jobs can be replayed"
+                )
 
             def change(j: Job) -> None:
                 assert j.workflow is not None
@@ -103,7 +108,7 @@ class WorkflowSteps:
         assert ref is not None and child.status.terminal
         outcome = {"wake": False, "ended": False}
 
-        def step(parent: Job | None) -> bool | None:
+        def step(parent: Job | None) -> Wrote | bool | None:
             if parent is None or parent.workflow is None or ref.step >= len(parent.workflow.steps):
                 return None
             s = parent.workflow.steps[ref.step]
@@ -118,10 +123,16 @@ class WorkflowSteps:
                 outcome["wake"] = s.status == "settling" and not parent.status.terminal
                 return True
             message = f"step '{s.id}': child {child.id} {child.status.value}: " + (
-                child.error.message if child.error else "no error recorded")
+                child.error.message if child.error else "no error recorded"
+            )
             counting, failing = _counting(child, ref.step), _failing(message, ref.step, self.ledger.clock())
-            written = self.ledger.write(parent, JobStatus.failed, lambda j: (counting(j), failing(j)) and None)
-            outcome["ended"] = written
+
+            def count_and_fail(j: Job) -> None:
+                counting(j)
+                failing(j)
+
+            written = self.ledger.write(parent, JobStatus.failed, count_and_fail)
+            outcome["ended"] = bool(written)
             return written
 
         parent = self.ledger.retrying(ref.parent_id, step)

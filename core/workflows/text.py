@@ -4,7 +4,7 @@ grouping outputs for one combining call. No I/O, so every rule here is tested on
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from core.config.workflows import PLACEHOLDER
 from core.retrieval.ingest import chunk_text

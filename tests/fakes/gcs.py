@@ -8,7 +8,7 @@ import threading
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from core.testing.fake_anthropic import read_request
+from core.testing.fake_asgi import read_request
 
 
 class FakeGcs:
@@ -43,8 +43,10 @@ class FakeGcs:
                 name, data = query["name"], body
             with self.lock:
                 self.objects[(bucket, name)] = data
-            return await reply(200, {"kind": "storage#object", "bucket": bucket, "name": name, "size": str(len(data)),
-                                     "generation": "1"})
+            return await reply(
+                200,
+                {"kind": "storage#object", "bucket": bucket, "name": name, "size": str(len(data)), "generation": "1"},
+            )
         if path.startswith("/download/storage/v1/b/") and method == "GET":
             bucket, name = parts[4], unquote("/".join(parts[6:]))
             data = self.objects.get((bucket, name))
@@ -55,8 +57,11 @@ class FakeGcs:
             bucket = parts[3]
             if len(parts) == 5 and method == "GET":
                 prefix = query.get("prefix", "")
-                items = [{"kind": "storage#object", "bucket": bucket, "name": n} for (b, n) in sorted(self.objects)
-                         if b == bucket and n.startswith(prefix)]
+                items = [
+                    {"kind": "storage#object", "bucket": bucket, "name": n}
+                    for (b, n) in sorted(self.objects)
+                    if b == bucket and n.startswith(prefix)
+                ]
                 return await reply(200, {"kind": "storage#objects", "items": items})
             name = unquote("/".join(parts[5:]))
             if method == "DELETE":

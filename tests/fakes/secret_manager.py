@@ -31,17 +31,23 @@ class FakeSecretManager:
         if not payloads or not 1 <= index <= len(payloads):
             context.abort(grpc.StatusCode.NOT_FOUND, f"Secret Version [{request.name}] not found.")
         return service.AccessSecretVersionResponse(
-            name=f"{secret}/versions/{index}", payload=resources.SecretPayload(data=payloads[index - 1]))
+            name=f"{secret}/versions/{index}", payload=resources.SecretPayload(data=payloads[index - 1])
+        )
 
-    def __enter__(self) -> "FakeSecretManager":
+    def __enter__(self) -> FakeSecretManager:
         import grpc
         from google.cloud.secretmanager_v1.types import service
 
-        handler = grpc.method_handlers_generic_handler(SERVICE, {
-            "AccessSecretVersion": grpc.unary_unary_rpc_method_handler(
-                self._access, request_deserializer=service.AccessSecretVersionRequest.deserialize,
-                response_serializer=service.AccessSecretVersionResponse.serialize),
-        })
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "AccessSecretVersion": grpc.unary_unary_rpc_method_handler(
+                    self._access,
+                    request_deserializer=service.AccessSecretVersionRequest.deserialize,
+                    response_serializer=service.AccessSecretVersionResponse.serialize,
+                )
+            },
+        )
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         self._server.add_generic_rpc_handlers((handler,))
         port = self._server.add_insecure_port("127.0.0.1:0")

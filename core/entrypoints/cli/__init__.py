@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from core.entrypoints.cli import batch, completion, costs, data, explain, jobs, remote, run
 from core.errors import AltoError, InputError, NotFound
 
-
 GLOBAL_OPTIONS = ("--config", "--url", "--api-key")
 
 
@@ -38,10 +37,13 @@ def _suggest(word: str, known: list[str]) -> str:
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="alto", description="Altostratus: governed asynchronous LLM jobs on any cloud.",
-               epilog="--config, --url and --api-key may also come after the command. Exit status: 0 done; "
-                      "1 the job failed, or what was asked can't be done (not found, already finished); 2 a usage "
-                      "or configuration mistake; 3 still not finished at --timeout; 130 interrupted.")
+    p = Parser(
+        prog="alto",
+        description="Altostratus: governed asynchronous LLM jobs on any cloud.",
+        epilog="--config, --url and --api-key may also come after the command. Exit status: 0 done; "
+        "1 the job failed, or what was asked can't be done (not found, already finished); 2 a usage "
+        "or configuration mistake; 3 still not finished at --timeout; 130 interrupted.",
+    )
     p.add_argument("--version", action="version", version=f"alto {_version()}")
     _global_options(p, default=None)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -54,13 +56,20 @@ def build_parser() -> Parser:
 
 
 def _global_options(p: argparse.ArgumentParser, *, default: Any) -> None:
-    p.add_argument("--config", default=default,
-                   help="path to altostratus.yaml (default: $ALTO_CONFIG or ./altostratus.yaml)")
-    p.add_argument("--url", default=os.environ.get("ALTO_URL") if default is None else default,
-                   help="a deployment's API base URL (default $ALTO_URL): jobs, dlq, costs and ask then go there "
-                        "over HTTP instead of the local data folder")
-    p.add_argument("--api-key", default=default, help="with --url: the API key as a reference, env:NAME or file:PATH "
-                                                      "(default env:ALTO_API_KEY)")
+    p.add_argument(
+        "--config", default=default, help="path to altostratus.yaml (default: $ALTO_CONFIG or ./altostratus.yaml)"
+    )
+    p.add_argument(
+        "--url",
+        default=os.environ.get("ALTO_URL") if default is None else default,
+        help="a deployment's API base URL (default $ALTO_URL): jobs, dlq, costs and ask then go there "
+        "over HTTP instead of the local data folder",
+    )
+    p.add_argument(
+        "--api-key",
+        default=default,
+        help="with --url: the API key as a reference, env:NAME or file:PATH (default env:ALTO_API_KEY)",
+    )
 
 
 def _leaves(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -108,8 +117,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return remote.run(args)
     if args.url and args.cmd not in ("completion",):
         fix = "drop --url" if args.url_from == "--url" else "unset ALTO_URL (or run it where ALTO_URL is not set)"
-        raise AltoError(f"{args.cmd} works on the local data folder and configuration, not over {args.url_from}; {fix} "
-                        f"(over HTTP: {', '.join(sorted(remote.REMOTE_COMMANDS))})")
+        raise AltoError(
+            f"{args.cmd} works on the local data folder and configuration, not over {args.url_from}; {fix} "
+            f"(over HTTP: {', '.join(sorted(remote.REMOTE_COMMANDS))})"
+        )
     return int(args.fn(args) or 0)
 
 

@@ -18,11 +18,16 @@ from core.secrets import EnvSecrets
 def cmd_ingest(args: argparse.Namespace) -> int:
     app = app_from(args)
     stats = app.library.ingest(
-        args.path, tenant=args.tenant, collection=args.collection, prune=args.prune,
-        progress=not args.quiet and sys.stderr.isatty() or args.progress,
+        args.path,
+        tenant=args.tenant,
+        collection=args.collection,
+        prune=args.prune,
+        progress=(not args.quiet and sys.stderr.isatty()) or args.progress,
     )
-    print(f"collection '{args.collection}' (tenant {args.tenant}): {stats.added} added, {stats.updated} updated, "
-          f"{stats.unchanged} unchanged, {stats.removed} removed, {stats.chunks} chunks ({stats.tokens:,} tokens) written")
+    print(
+        f"collection '{args.collection}' (tenant {args.tenant}): {stats.added} added, {stats.updated} updated, "
+        f"{stats.unchanged} unchanged, {stats.removed} removed, {stats.chunks} chunks ({stats.tokens:,} tokens) written"
+    )
     for s in stats.skipped:
         print(f"  skipped {s}", file=sys.stderr)
     for s in stats.failed:
@@ -33,8 +38,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         m = app.library.publish(args.tenant, args.collection)
         print(f"published snapshot {m.version}: {m.chunks} chunks, {m.vectors} vectors, {m.bytes:,} bytes -> {m.key}")
     if stats.failed:  # a script must see that a document it gave is not searchable
-        print(f"alto ingest: {len(stats.failed)} document(s) not ingested (listed above); fix or remove them and "
-              "run it again", file=sys.stderr)
+        print(
+            f"alto ingest: {len(stats.failed)} document(s) not ingested (listed above); fix or remove them and "
+            "run it again",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -45,19 +53,27 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     settings = load_settings(args.config)
     if not args.skip_secrets and (missing := missing_sdks(settings)):  # a build machine installs the bundle's own
-        print("alto: the configuration is valid, but providers it routes to can't be built here (their jobs would "
-              "fail):\n" + "\n".join(missing), file=sys.stderr)
+        print(
+            "alto: the configuration is valid, but providers it routes to can't be built here (their jobs would "
+            "fail):\n" + "\n".join(missing),
+            file=sys.stderr,
+        )
         return 2
     if not args.skip_secrets and (problems := unresolved_secrets(settings, EnvSecrets())):
-        print("alto: the configuration is valid, but secrets it uses do not resolve here (jobs would fail):\n"
-              + "\n".join(problems) + "\n(on a build machine without the service's secrets, pass --skip-secrets)",
-              file=sys.stderr)
+        print(
+            "alto: the configuration is valid, but secrets it uses do not resolve here (jobs would fail):\n"
+            + "\n".join(problems)
+            + "\n(on a build machine without the service's secrets, pass --skip-secrets)",
+            file=sys.stderr,
+        )
         return 2
     if args.show:
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
-    summary = (f"config OK: {len(settings.providers)} providers, {len(settings.models)} models, "
-               f"default route → {settings.routing.default.model}, {len(settings.tenants)} tenants, "
-               f"data in {settings.resolved_data_dir()}")
+    summary = (
+        f"config OK: {len(settings.providers)} providers, {len(settings.models)} models, "
+        f"default route → {settings.routing.default.model}, {len(settings.tenants)} tenants, "
+        f"data in {settings.resolved_data_dir()}"
+    )
     print(summary, file=sys.stderr if args.show else sys.stdout)  # --show prints JSON alone on stdout
     return 0
 
@@ -70,16 +86,22 @@ def register(sub: Any) -> None:
     i.add_argument("--prune", action="store_true", help="remove documents no longer under PATH")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.add_argument("--progress", action="store_true", help="show the progress bar even when not a terminal")
-    i.add_argument("--publish", action="store_true",
-                   help="then upload the collection as a versioned snapshot to the blob store (serverless workers)")
+    i.add_argument(
+        "--publish",
+        action="store_true",
+        help="then upload the collection as a versioned snapshot to the blob store (serverless workers)",
+    )
     i.set_defaults(fn=cmd_ingest)
 
     c = sub.add_parser("config", help="validate configuration or hash an API key")
     csub = c.add_subparsers(dest="config_cmd", required=True)
     cc = csub.add_parser("check")
     cc.add_argument("--show", action="store_true", help="print the effective configuration as JSON")
-    cc.add_argument("--skip-secrets", action="store_true",
-                    help="don't resolve env:/file: secret references (a build machine without the service's secrets)")
+    cc.add_argument(
+        "--skip-secrets",
+        action="store_true",
+        help="don't resolve env:/file: secret references (a build machine without the service's secrets)",
+    )
     ch = csub.add_parser("hash-key", help="print the sha256: form of an API key for the config file")
     ch.add_argument("key", help="the API key to hash for tenants.X.api_keys")
     c.set_defaults(fn=cmd_config)

@@ -50,11 +50,21 @@ def _explanation(app: Any, prepared: Prepared) -> dict[str, Any]:
     model = app.settings.models[chosen.model]
     max_out = min(route.max_tokens, model.max_output_tokens)
     return {
-        "rule": plan.rule, "reason": chosen.reason, "provider": chosen.provider, "model": chosen.model,
-        "model_id": chosen.model_id, "context_window": model.context_window, "template": route.template,
-        "max_tokens": max_out, "estimated_input_tokens": est, "prompt": assembly.model_dump(mode="json"),
-        "estimated_cost_usd": {"input": model.cost(est, 0), "max_output": model.cost(0, max_out),
-                               "max_total": model.cost(est, max_out)},
+        "rule": plan.rule,
+        "reason": chosen.reason,
+        "provider": chosen.provider,
+        "model": chosen.model,
+        "model_id": chosen.model_id,
+        "context_window": model.context_window,
+        "template": route.template,
+        "max_tokens": max_out,
+        "estimated_input_tokens": est,
+        "prompt": assembly.model_dump(mode="json"),
+        "estimated_cost_usd": {
+            "input": model.cost(est, 0),
+            "max_output": model.cost(0, max_out),
+            "max_total": model.cost(est, max_out),
+        },
         "fallbacks": {k: [d.model for d in v] for k, v in plan.fallbacks.items() if v},
         "notes": plan.notes,
     }
@@ -65,10 +75,14 @@ def _print_route(out: dict[str, Any], prepared: Prepared) -> None:
     print(f"rule:      {out['rule']}  ({out['reason']})")
     print(f"model:     {out['model']} = {out['provider']}/{out['model_id']}, window {out['context_window']:,}")
     print(f"template:  {out['template']}, max_tokens {out['max_tokens']}")
-    print(f"input:     {a.input_tokens:,} tokens counted with {a.tokenizer} (+{a.margin_tokens:,} margin): system "
-          f"{a.system_tokens}, template {a.template_tokens}, question {a.question_tokens}, context "
-          f"{a.context_tokens} of {a.context_budget:,} budget")
-    print(f"context:   {', '.join(u.id for u in a.chunks) or 'none'}{f' ({len(a.dropped)} dropped)' if a.dropped else ''}")
+    print(
+        f"input:     {a.input_tokens:,} tokens counted with {a.tokenizer} (+{a.margin_tokens:,} margin): system "
+        f"{a.system_tokens}, template {a.template_tokens}, question {a.question_tokens}, context "
+        f"{a.context_tokens} of {a.context_budget:,} budget"
+    )
+    print(
+        f"context:   {', '.join(u.id for u in a.chunks) or 'none'}{f' ({len(a.dropped)} dropped)' if a.dropped else ''}"
+    )
     c = out["estimated_cost_usd"]
     print(f"cost:      ~${c['input']:.6f} input + up to ${c['max_output']:.6f} output = up to ${c['max_total']:.6f}")
     for kind, models in out["fallbacks"].items():
@@ -121,7 +135,9 @@ def register(sub: Any) -> None:
     rt.set_defaults(fn=cmd_route)
 
     r = sub.add_parser("reconcile", help="re-queue jobs whose queue message was lost (also run by `alto serve`)")
-    r.add_argument("--older-than", type=age, help="seconds a job must be untouched (default governance.reconcile_after_s)")
+    r.add_argument(
+        "--older-than", type=age, help="seconds a job must be untouched (default governance.reconcile_after_s)"
+    )
     r.set_defaults(fn=cmd_reconcile)
 
     g = sub.add_parser("governance", help="show circuit breaker and rate-limit state per model deployment")

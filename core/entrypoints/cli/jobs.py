@@ -9,8 +9,14 @@ from typing import Any
 
 from core.bootstrap import App
 from core.entrypoints.cli.common import app_from, positive, seconds, valid_name
-from core.entrypoints.cli.output import (NO_DEAD_LETTERS, dead_letter_json, dead_letter_rows, job_rows, print_page,
-                                         say_waiting)
+from core.entrypoints.cli.output import (
+    NO_DEAD_LETTERS,
+    dead_letter_json,
+    dead_letter_rows,
+    job_rows,
+    print_page,
+    say_waiting,
+)
 from core.errors import AltoError, ConflictError, NotFound
 from core.jobs.filters import JobFilter
 from core.jobs.queries import dead_letter_state, job_json
@@ -38,11 +44,13 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         parent = app.store.get(args.parent)
         if parent is None:
             raise NotFound(f"job {args.parent} not found")
-        page = app.service.children_page(parent.tenant, parent.id, status=status, limit=args.limit, cursor=args.cursor,
-                                         where=listing_filter(args))
+        page = app.service.children_page(
+            parent.tenant, parent.id, status=status, limit=args.limit, cursor=args.cursor, where=listing_filter(args)
+        )
     else:
-        page = app.service.page(args.tenant, status=status, limit=args.limit, cursor=args.cursor,
-                                where=listing_filter(args))
+        page = app.service.page(
+            args.tenant, status=status, limit=args.limit, cursor=args.cursor, where=listing_filter(args)
+        )
     print_page([JobView.of(j) for j in page.jobs], page.next_cursor, as_json=args.json, rows=job_rows, empty="no jobs")
     return 0
 
@@ -107,8 +115,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 def _dlq_list(app: App, args: argparse.Namespace) -> int:
     page = app.service.page(None, status=JobStatus.dead_lettered, limit=args.limit, cursor=args.cursor)
     messages = _dlq_messages(app)
-    print_page([JobView.of(j) for j in page.jobs], page.next_cursor, as_json=args.json, rows=dead_letter_rows,
-               empty=NO_DEAD_LETTERS, shape=lambda v: dead_letter_json(v, messages.get(v.job_id)))
+    print_page(
+        [JobView.of(j) for j in page.jobs],
+        page.next_cursor,
+        as_json=args.json,
+        rows=dead_letter_rows,
+        empty=NO_DEAD_LETTERS,
+        shape=lambda v: dead_letter_json(v, messages.get(v.job_id)),
+    )
     for key, message_id in messages.items():
         if key.startswith("unparseable:") and not args.json:
             print(f"(message {message_id} in the DLQ has an unreadable body; inspect it with the queue tools)")
@@ -141,9 +155,11 @@ def _dlq_replay(app: App, args: argparse.Namespace) -> int:
         try:
             job = app.service.replay(job_id, enqueue=message_id is None)
         except ConflictError:
-            print(f"alto: job {job_id} changed while it was being replayed (a worker or another operator wrote "
-                  "it meanwhile); nothing was replayed: check it with `alto dlq show` and run the replay again",
-                  file=sys.stderr)
+            print(
+                f"alto: job {job_id} changed while it was being replayed (a worker or another operator wrote "
+                "it meanwhile); nothing was replayed: check it with `alto dlq show` and run the replay again",
+                file=sys.stderr,
+            )
             failed += 1
             continue
         except AltoError as e:
@@ -168,7 +184,9 @@ def register(sub: Any) -> None:
     jl.add_argument("--cursor", help="the next page: the cursor a previous listing printed")
     jl.add_argument("--task", help="only jobs of this task")
     jl.add_argument("--search", help="only jobs with this text in the id, prompt, task, model or error (any case)")
-    jl.add_argument("--with-steps", action="store_true", help="list workflows' child steps too (see them with --parent)")
+    jl.add_argument(
+        "--with-steps", action="store_true", help="list workflows' child steps too (see them with --parent)"
+    )
     js = jsub.add_parser("show", help="one job's full record as JSON")
     js.add_argument("job_id", help="the job's id")
     jw = jsub.add_parser("wait", help="wait until a job is finished, then print its answer (exit 3 on timeout)")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from core.views import JobView
-
 
 NO_DEAD_LETTERS = "no dead-lettered jobs"
 
@@ -31,7 +31,13 @@ def until(t: float, now: float | None = None) -> str:
     s = t - (now or time.time())
     if s <= 0:
         return "now"
-    return f"in {s:.0f} s" if s < 90 else f"in {s / 60:.0f} min" if s < 5400 else f"at {time.strftime('%H:%M', time.gmtime(t))} UTC"
+    return (
+        f"in {s:.0f} s"
+        if s < 90
+        else f"in {s / 60:.0f} min"
+        if s < 5400
+        else f"at {time.strftime('%H:%M', time.gmtime(t))} UTC"
+    )
 
 
 def waiting_note(v: JobView) -> str | None:
@@ -61,7 +67,9 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequenc
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
 
     def line(row: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip()
+        return "  ".join(
+            v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
 
     return "\n".join([line(list(heads))] + [line(r) for r in cells])
 
@@ -70,14 +78,27 @@ def job_rows(views: Sequence[JobView]) -> str:
     rows = []
     for v in views:
         what = f"workflow {v.workflow}" if v.workflow else "-"
-        rows.append([v.job_id, status_cell(v), v.tenant, v.task or "-", v.route.model if v.route else "-",
-                     len(v.attempts), f"{v.usage.cost_usd:.6f}", ago(v.created_at), what])
-    return table(["JOB", "STATUS", "TENANT", "TASK", "MODEL", "CALLS", "COST $", "CREATED", "WORKFLOW"], rows,
-                 right=(5, 6))
+        rows.append(
+            [
+                v.job_id,
+                status_cell(v),
+                v.tenant,
+                v.task or "-",
+                v.route.model if v.route else "-",
+                len(v.attempts),
+                f"{v.usage.cost_usd:.6f}",
+                ago(v.created_at),
+                what,
+            ]
+        )
+    return table(
+        ["JOB", "STATUS", "TENANT", "TASK", "MODEL", "CALLS", "COST $", "CREATED", "WORKFLOW"], rows, right=(5, 6)
+    )
 
 
-def print_page(views: Sequence[JobView], next_cursor: str | None, *, as_json: bool, rows: Any, empty: str,
-               shape: Any = None) -> None:
+def print_page(
+    views: Sequence[JobView], next_cursor: str | None, *, as_json: bool, rows: Any, empty: str, shape: Any = None
+) -> None:
     """A page of jobs as a table (or JSON), the same locally and over --url; where more follow, how to see them."""
     if as_json:
         print(json.dumps([(shape or (lambda v: v.model_dump(mode="json")))(v) for v in views], indent=2))
@@ -91,11 +112,24 @@ def print_page(views: Sequence[JobView], next_cursor: str | None, *, as_json: bo
 
 def dead_letter_json(v: JobView, message_id: str | None = None) -> dict[str, Any]:
     """A dead letter as `alto dlq list --json` prints it, locally and over --url (the message id: local only)."""
-    return {"job_id": v.job_id, "tenant": v.tenant, "provider_calls": len(v.attempts),
-            "error": v.error.model_dump(mode="json") if v.error else None, "message_id": message_id}
+    return {
+        "job_id": v.job_id,
+        "tenant": v.tenant,
+        "provider_calls": len(v.attempts),
+        "error": v.error.model_dump(mode="json") if v.error else None,
+        "message_id": message_id,
+    }
 
 
 def dead_letter_rows(views: Sequence[JobView]) -> str:
-    rows = [[v.job_id, v.tenant, len(v.attempts), ago(v.updated_at),
-             f"{v.error.error_class.value}: {v.error.message[:80]}" if v.error else "-"] for v in views]
+    rows = [
+        [
+            v.job_id,
+            v.tenant,
+            len(v.attempts),
+            ago(v.updated_at),
+            f"{v.error.error_class.value}: {v.error.message[:80]}" if v.error else "-",
+        ]
+        for v in views
+    ]
     return table(["JOB", "TENANT", "CALLS", "WHEN", "LAST ERROR"], rows, right=(2,))

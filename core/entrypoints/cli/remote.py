@@ -37,20 +37,31 @@ class Remote:
     def __init__(self, url: str, key_ref: str, *, timeout_s: float = 30.0) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise AltoError(f"{url!r} is not an http(s) URL: give the deployment's API base URL, e.g. "
-                            "https://api.example.com, with --url or in ALTO_URL")
+            raise AltoError(
+                f"{url!r} is not an http(s) URL: give the deployment's API base URL, e.g. "
+                "https://api.example.com, with --url or in ALTO_URL"
+            )
         if not key_ref.startswith(("env:", "file:")):
-            raise AltoError("--api-key takes a reference, env:NAME or file:PATH, so the key stays off the command line "
-                            "and out of shell history")
+            raise AltoError(
+                "--api-key takes a reference, env:NAME or file:PATH, so the key stays off the command line "
+                "and out of shell history"
+            )
         self.base = url.rstrip("/")
         self.key = EnvSecrets().resolve(key_ref)
         self.timeout_s = timeout_s
 
     def call(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.key}", "Accept": "application/json",
-            **({"Content-Type": "application/json"} if data is not None else {})})
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.key}",
+                "Accept": "application/json",
+                **({"Content-Type": "application/json"} if data is not None else {}),
+            },
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as r:
                 return json.loads(r.read() or b"null")
@@ -99,9 +110,13 @@ def _jobs(remote: Remote, args: argparse.Namespace) -> int:
         return 0
     if args.jobs_cmd == "wait":
         return _wait(remote, args.job_id, args.timeout, as_json=args.json)
-    query = {**({"status": args.status} if args.status else {}), **({"parent": args.parent} if args.parent else {}),
-             **({"task": args.task} if args.task else {}), **({"q": args.search} if args.search else {}),
-             **({} if args.with_steps else {"top_level": "true"})}
+    query = {
+        **({"status": args.status} if args.status else {}),
+        **({"parent": args.parent} if args.parent else {}),
+        **({"task": args.task} if args.task else {}),
+        **({"q": args.search} if args.search else {}),
+        **({} if args.with_steps else {"top_level": "true"}),
+    }
     views, cursor = _listing(remote, query, args.limit, args.cursor)
     print_page(views, cursor, as_json=args.json, rows=job_rows, empty="no jobs")
     return 0
@@ -111,7 +126,11 @@ def _listing(remote: Remote, query: dict[str, str], limit: int, cursor: str | No
     """Up to `limit` jobs, page by page (the API gives at most LIST_LIMIT at a time), and the cursor after them."""
     views: list[JobView] = []
     while len(views) < limit:
-        page_query = {**query, "limit": str(min(limit - len(views), LIST_LIMIT)), **({"cursor": cursor} if cursor else {})}
+        page_query = {
+            **query,
+            "limit": str(min(limit - len(views), LIST_LIMIT)),
+            **({"cursor": cursor} if cursor else {}),
+        }
         page = remote.call("GET", "/v1/jobs?" + urllib.parse.urlencode(page_query))
         views += [JobView.model_validate(j) for j in page["jobs"]]
         if (cursor := page.get("next_cursor")) is None:
@@ -139,15 +158,36 @@ def _wait(remote: Remote, job_id: str, timeout_s: float, *, as_json: bool) -> in
 def _dlq(remote: Remote, args: argparse.Namespace) -> int:
     if args.dlq_cmd == "list":
         views, cursor = _listing(remote, {"status": "dead_lettered"}, args.limit, args.cursor)
-        print_page(views, cursor, as_json=args.json, rows=dead_letter_rows, empty=NO_DEAD_LETTERS, shape=dead_letter_json)
+        print_page(
+            views, cursor, as_json=args.json, rows=dead_letter_rows, empty=NO_DEAD_LETTERS, shape=dead_letter_json
+        )
         return 0
     if args.dlq_cmd == "show":
         v = remote.call("GET", f"/v1/jobs/{args.job_id}")
-        print(json.dumps({k: v.get(k) for k in ("job_id", "status", "tenant", "task", "error", "attempts", "route",
-                                                 "prompt", "usage", "trace_id")}, indent=2))
+        print(
+            json.dumps(
+                {
+                    k: v.get(k)
+                    for k in (
+                        "job_id",
+                        "status",
+                        "tenant",
+                        "task",
+                        "error",
+                        "attempts",
+                        "route",
+                        "prompt",
+                        "usage",
+                        "trace_id",
+                    )
+                },
+                indent=2,
+            )
+        )
         return 0
-    ids = args.job_ids or ([v.job_id for v in _listing(remote, {"status": "dead_lettered"}, 10**9, None)[0]]
-                           if args.all else [])
+    ids = args.job_ids or (
+        [v.job_id for v in _listing(remote, {"status": "dead_lettered"}, 10**9, None)[0]] if args.all else []
+    )
     if not ids and args.all:
         print(NO_DEAD_LETTERS + ": nothing to replay", file=sys.stderr)
         return 0
@@ -170,8 +210,10 @@ def _costs(remote: Remote, args: argparse.Namespace) -> int:
     from core.entrypoints.cli.costs import spend_table
 
     by = [d for d in args.by if d != "tenant"] or ["day"]  # the API reports the caller's own tenant only
-    query = {"group_by": ",".join(by), **({"since": time.strftime("%Y-%m-%d", time.gmtime(args.since))}
-                                          if args.since is not None else {})}
+    query = {
+        "group_by": ",".join(by),
+        **({"since": time.strftime("%Y-%m-%d", time.gmtime(args.since))} if args.since is not None else {}),
+    }
     rows = remote.call("GET", "/v1/usage?" + urllib.parse.urlencode(query))["rows"]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -189,16 +231,23 @@ def _ask(remote: Remote, args: argparse.Namespace) -> int:
     if not args.prompt:
         print("alto ask: give a PROMPT", file=sys.stderr)
         return 2
-    body = {"prompt": args.prompt, "stream": bool(args.stream), **({"collection": args.collection} if args.collection else {}),
-            **({"task": args.task} if args.task else {})}
+    body = {
+        "prompt": args.prompt,
+        "stream": bool(args.stream),
+        **({"collection": args.collection} if args.collection else {}),
+        **({"task": args.task} if args.task else {}),
+    }
     job_id = remote.call("POST", "/v1/jobs", body)["job_id"]
     try:
         if not args.stream:
             return _wait(remote, job_id, args.timeout, as_json=args.json)
         _stream(remote, job_id, args.timeout, sys.stderr if args.json else sys.stdout)
     except KeyboardInterrupt:
-        print(f"alto: job {job_id}: interrupted; the job goes on at {remote.base}: follow it with `alto jobs wait "
-              f"{job_id}`, or stop it with `alto jobs cancel {job_id}`", file=sys.stderr)
+        print(
+            f"alto: job {job_id}: interrupted; the job goes on at {remote.base}: follow it with `alto jobs wait "
+            f"{job_id}`, or stop it with `alto jobs cancel {job_id}`",
+            file=sys.stderr,
+        )
         return 130
     view = remote.view(job_id)
     if view.status.value not in TERMINAL:
@@ -219,10 +268,10 @@ def _stream(remote: Remote, job_id: str, timeout_s: float, out: Any) -> None:
                 if text:
                     print("\n[the provider call was retried; its text starts over]", file=sys.stderr)
                 attempt, text = v.partial.attempt, ""
-            print(v.partial.text[len(text):], end="", flush=True, file=out)
+            print(v.partial.text[len(text) :], end="", flush=True, file=out)
             text, after = v.partial.text, f"{v.partial.attempt}:{v.partial.seq}"
         if v.status.value in TERMINAL:
             if v.result is not None:  # what was written after the last partial seen (or all of it)
-                print(v.result[len(text):] if v.result.startswith(text) else "\n" + v.result, end="", file=out)
+                print(v.result[len(text) :] if v.result.startswith(text) else "\n" + v.result, end="", file=out)
             print(file=out)
             return

@@ -28,9 +28,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = None if args.workers_only else bind(host, args.port if args.port is not None else s.port)
     if sock is not None:
         bound = sock.getsockname()[1]
-        print(f"altostratus: serving on http://{host}:{bound} with {workers} worker loop(s) on "
-              f"{event_loops.chosen(app.settings.process.event_loop)}; data in {app.data_dir}",
-              file=sys.stderr)
+        print(
+            f"altostratus: serving on http://{host}:{bound} with {workers} worker loop(s) on "
+            f"{event_loops.chosen(app.settings.process.event_loop)}; data in {app.data_dir}",
+            file=sys.stderr,
+        )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the previous handler: make that
     # handler a no-op so a graceful stop exits 0, as service managers expect.
     signal.signal(signal.SIGTERM, lambda *_: None)
@@ -61,13 +63,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     try:
         if request.workflow is not None:  # its children are queued jobs too: run worker loops until it ends
-            event_loops.run(run_until_done(app, [job.id], timeout_s=args.timeout,
-                                           concurrency=app.settings.server.concurrency), loop)
+            event_loops.run(
+                run_until_done(app, [job.id], timeout_s=args.timeout, concurrency=app.settings.server.concurrency), loop
+            )
             done = app.store.get(job.id)
         elif args.stream:  # with --json, stdout is the JSON alone: the text as it comes goes to stderr
             out = sys.stderr if args.json else sys.stdout
-            done = event_loops.run(_streamed(app, job.id, run_inline(app, job.id, timeout_s=args.timeout, say=say),
-                                             out), loop)
+            done = event_loops.run(
+                _streamed(app, job.id, run_inline(app, job.id, timeout_s=args.timeout, say=say), out), loop
+            )
         else:
             done = event_loops.run(run_inline(app, job.id, timeout_s=args.timeout, say=say), loop)
     except KeyboardInterrupt:
@@ -78,8 +82,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print_answer(JobView.of(done), text=False)
         return 0
     if not done.status.terminal:
-        say(f"still {done.status.value} after {args.timeout:.0f} s; it stays queued for `alto serve` workers: "
-            f"check it with `alto jobs show {job.id}`, or wait longer with --timeout")
+        say(
+            f"still {done.status.value} after {args.timeout:.0f} s; it stays queued for `alto serve` workers: "
+            f"check it with `alto jobs show {job.id}`, or wait longer with --timeout"
+        )
         return 3
     return finish(JobView.of(done), as_json=args.json)
 
@@ -98,8 +104,11 @@ def _request(app: Any, args: argparse.Namespace) -> JobRequest | str:
     name, config = found
     if (args.file is None) == (args.prompt is None):
         return f"give the input of {name} as --file PATH or as the text PROMPT (one of them)"
-    return JobRequest(workflow=name, inputs={config.input: args.prompt if args.file is None else _upload(app, args.file)},
-                      task=args.task)
+    return JobRequest(
+        workflow=name,
+        inputs={config.input: args.prompt if args.file is None else _upload(app, args.file)},
+        task=args.task,
+    )
 
 
 def _upload(app: Any, path: Path) -> str:
@@ -116,8 +125,10 @@ def _left_behind(app: Any, job_id: str) -> str:
     """What an interrupted `alto ask` leaves: the job (and a workflow's children) stay for `alto serve`."""
     job = app.store.get(job_id)
     status = job.status.value if job is not None else "queued"
-    said = (f"interrupted; the job stays {status} for `alto serve` workers: follow it with `alto jobs wait {job_id}`, "
-            f"or stop it with `alto jobs cancel {job_id}`")
+    said = (
+        f"interrupted; the job stays {status} for `alto serve` workers: follow it with `alto jobs wait {job_id}`, "
+        f"or stop it with `alto jobs cancel {job_id}`"
+    )
     if job is not None and job.request.workflow is not None:
         open_children = sum(1 for c in app.service.children(job.tenant, job_id, limit=10_000) if not c.status.terminal)
         said += f" (which also stops its {open_children} unfinished child job(s))"
@@ -169,8 +180,10 @@ def print_answer(view: Any, *, text: bool = True) -> None:
     route = f"{view.route.provider}/{view.route.model}" if view.route else "?"
     if view.steps:
         steps = ", ".join(f"{s.id}: {s.children.total} call(s)" for s in view.steps)
-        print(f"\n({view.workflow}: {steps}; {u.calls} calls; {u.input_tokens} in / {u.output_tokens} out tokens; "
-              f"${u.cost_usd:.6f}; job {view.job_id})")
+        print(
+            f"\n({view.workflow}: {steps}; {u.calls} calls; {u.input_tokens} in / {u.output_tokens} out tokens; "
+            f"${u.cost_usd:.6f}; job {view.job_id})"
+        )
         return
     print(f"\n({route}; {u.input_tokens} in / {u.output_tokens} out tokens; ${u.cost_usd:.6f}; job {view.job_id})")
 
@@ -186,10 +199,16 @@ def register(sub: Any) -> None:
     a = sub.add_parser("ask", help="submit a job (or a workflow) and wait for its answer, in-process")
     a.add_argument("prompt", nargs="?", help="the question; with --workflow, the input text (or use --file)")
     a.add_argument("--workflow", help="run a multi-step workflow, e.g. summarize (newest version) or summarize@1")
-    a.add_argument("--file", type=readable_file, help="with --workflow: a document (PDF, HTML, Markdown, text) as its input")
+    a.add_argument(
+        "--file", type=readable_file, help="with --workflow: a document (PDF, HTML, Markdown, text) as its input"
+    )
     a.add_argument("--collection", type=valid_name, help="collection to retrieve context from")
-    a.add_argument("--tenant", default=DEFAULT_TENANT, type=valid_name,
-                   help=f"the tenant to ask as (default {DEFAULT_TENANT}; over --url: the key's tenant)")
+    a.add_argument(
+        "--tenant",
+        default=DEFAULT_TENANT,
+        type=valid_name,
+        help=f"the tenant to ask as (default {DEFAULT_TENANT}; over --url: the key's tenant)",
+    )
     a.add_argument("--task", help="the job's task, for routing rules and spend reports")
     a.add_argument("--timeout", type=seconds, default=120.0, help="seconds to wait for the job")
     a.add_argument("--json", action="store_true", help="print the job view exactly as the API returns it")
