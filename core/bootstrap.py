@@ -155,6 +155,7 @@ def bootstrap(
 ) -> App:
     """The app for `settings`. `clock`: the processing stages' time (leases, deferrals, the batch lane's
     flush), injectable so a test moves time instead of sleeping; the wall clock by default."""
+    from core.jobs.wiring import Ports
     from core.jobs.worker_service import WorkerService
     from core.retrieval.library import Library
 
@@ -170,13 +171,7 @@ def bootstrap(
 
     service = WorkerService(
         settings,
-        store=store,
-        state=state,
-        queue=queue,
-        providers=providers,
-        secrets=secrets,
-        blobs=blobs,
-        retriever=retriever,
+        Ports(store, state, queue, blobs, secrets, providers, retriever),
         metrics=build_metrics(settings),
         audit=build_audit(settings, blobs),
         clock=clock or time.time,

@@ -17,8 +17,7 @@ from core.jobs.wiring import Ports, Shared, wire
 from core.models import Job, JobRequest
 from core.observability.audit import AuditLog
 from core.observability.metrics import Metrics
-from core.ports import BlobStore, Delivery, JobStore, Retriever, Secrets, SendQueue, StateStore
-from core.providers.registry import ProviderRegistry
+from core.ports import Delivery
 from core.routing import Router
 
 
@@ -26,31 +25,19 @@ class WorkerService(ApiService):
     def __init__(
         self,
         settings: Settings,
+        ports: Ports,
         *,
-        store: JobStore,
-        state: StateStore,
-        queue: SendQueue,
-        providers: ProviderRegistry,
-        secrets: Secrets,
-        blobs: BlobStore,
-        retriever: Retriever | None = None,
         router: Router | None = None,
         metrics: Metrics | None = None,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        p = ports
         super().__init__(
-            settings,
-            store=store,
-            state=state,
-            queue=queue,
-            blobs=blobs,
-            retriever=retriever,
-            metrics=metrics,
-            clock=clock,
-        )
+            settings, store=p.store, state=p.state, queue=p.queue, blobs=p.blobs, retriever=p.retriever,
+            metrics=metrics, clock=clock,
+        )  # fmt: skip
         self.settings: Settings = settings
-        ports = Ports(store, state, queue, blobs, secrets, providers, retriever)
         shared = Shared(self.ledger, self.outcomes, self.spend, self.metrics, self.streams)
         stages = wire(settings, ports, shared, router=router, audit=audit, clock=clock)
         self.router, self.preparer, self.cache = stages.router, stages.preparer, stages.cache
