@@ -1,8 +1,8 @@
 """`process`: one delivery through the job lifecycle, each stage a call you can read in order.
 
 load and guard → prepare (retrieve, guardrails, route and fit, assemble) → cache lookup → per attempt:
-admit (breaker, slot, rate tokens) → attempt (claim, call, typed decision) → apply the decision →
-finalize. It never raises for a job-level failure: the Outcome tells the runtime what to do with the
+admit (breaker, slot, budget hold, rate tokens) → attempt (claim, call, typed result) → apply it →
+finalize → the aftermath of the write that ended the job (`core.jobs.aftermath`). It never raises for a job-level failure: the Outcome tells the runtime what to do with the
 message. Guarantees, whatever the runtime: provider calls per job never exceed `governance.max_attempts`
 (counted with a compare-and-set before each call); a delivery for a job leased by another worker waits;
 a saved reply is never paid for again.
