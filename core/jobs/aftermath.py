@@ -42,6 +42,11 @@ class Aftermath:
         self.steps = steps  # where workflows run: a child's fan-in into its parent
         self.audit_log = audit  # opt-in: what each answered job was sent, and why
 
+    @property
+    def audits(self) -> bool:
+        """Whether answered jobs get an audit record here (opt-in: `observability.audit`)."""
+        return self.audit_log is not None
+
     def ended(self, wrote: Wrote, job: Job) -> bool:
         """Whether the write landed; if it ended the job, its aftermath has run."""
         if wrote is Wrote.ended:

@@ -189,7 +189,7 @@ class Pipeline:
             outcome = await self.finalizer.finalize(job, d.chunks, d.verdict)
             if outcome.status is JobStatus.succeeded and self.replies is not None:
                 await self.replies.keep(run, job)
-            if job.route is not None:
+            if job.route is not None and self.aftermath.audits:  # most deployments don't: no prompt looked up
                 prompt = (await run.assemblies.get(job.route)).prompt
                 await self.aftermath.audit(job, system=prompt.system, user=prompt.user)
             return outcome
