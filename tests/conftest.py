@@ -194,17 +194,18 @@ def aws_packaged(tmp_path_factory) -> dict[str, Any]:
 
 
 class ManualClock:
-    """Time a test moves by hand (`advance`), from the wall clock's now: a timeout or a delay passes without
-    a sleep. Pass it where the core takes a clock (`bootstrap(clock=...)`, `SqliteQueue(clock=...)`)."""
+    """Time a test moves by hand (`advance`, or set `t`), from `start` (the wall clock's now by default): a
+    timeout or a delay passes without a sleep. Pass it where the core takes a clock (`bootstrap(clock=...)`,
+    `SqliteQueue(clock=...)`, a governance component's `clock=`)."""
 
-    def __init__(self) -> None:
-        self.now = time.time()
+    def __init__(self, start: float | None = None) -> None:
+        self.t = time.time() if start is None else start
 
     def __call__(self) -> float:
-        return self.now
+        return self.t
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        self.t += seconds
 
 
 @pytest.fixture

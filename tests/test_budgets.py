@@ -18,21 +18,13 @@ from core.governance.budget import Budgets, periods, scopes
 from core.models import JobRequest, JobStatus
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from core.testing.memory import MemoryStateStore
-from tests.conftest import KEYS, anthropic_config
+from tests.conftest import KEYS, ManualClock, anthropic_config
 
 NOON = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC).timestamp()
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_a_hold_settles_to_the_real_cost_and_releases_the_rest():
-    clock = Clock(NOON)
+    clock = ManualClock(NOON)
     budgets = Budgets(MemoryStateStore(clock=clock), clock=clock)
     within = scopes("acme", None, BudgetConfig(daily_usd=1.0), clock())
     assert budgets.reserve(within, "j1:1", 0.6, hold_s=60) is None
@@ -48,7 +40,7 @@ def test_a_hold_settles_to_the_real_cost_and_releases_the_rest():
 
 
 def test_a_dead_workers_hold_expires_with_its_lease_and_the_period_resets_at_midnight_utc():
-    clock = Clock(NOON)
+    clock = ManualClock(NOON)
     budgets = Budgets(MemoryStateStore(clock=clock), clock=clock)
     cfg = BudgetConfig(daily_usd=1.0, monthly_usd=10.0)
     assert budgets.reserve(scopes("acme", None, cfg, clock()), "lost:1", 1.0, hold_s=90) is None
@@ -67,7 +59,7 @@ def test_a_dead_workers_hold_expires_with_its_lease_and_the_period_resets_at_mid
 
 
 def test_a_task_budget_counts_on_top_of_the_tenants():
-    clock = Clock(NOON)
+    clock = ManualClock(NOON)
     budgets = Budgets(MemoryStateStore(clock=clock), clock=clock)
     cfg = BudgetConfig(daily_usd=10.0, tasks={"summarize": {"daily_usd": 0.2}})
     assert len(scopes("acme", "summarize", cfg, clock())) == 2

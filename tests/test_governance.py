@@ -24,7 +24,7 @@ from core.governance.breaker import CircuitBreaker
 from core.governance.ratelimit import Deferral, RateLimiter, Reservation
 from core.models import ErrorClass, JobRequest, JobStatus
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
-from tests.conftest import KEYS, anthropic_config, wait_terminal
+from tests.conftest import KEYS, ManualClock, anthropic_config, wait_terminal
 
 
 def run(app, *requests: JobRequest, tenant: str = "acme", timeout: float = 30.0):
@@ -36,14 +36,6 @@ def run(app, *requests: JobRequest, tenant: str = "acme", timeout: float = 30.0)
 def with_model(cfg: dict[str, Any], **model: Any) -> dict[str, Any]:
     cfg["models"]["fake-sonnet"].update(model)
     return cfg
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 # ---------------------------------------------------------------- response cache
@@ -97,7 +89,7 @@ def test_cache_key_changes_with_the_route():
 
 
 def test_bucket_reservations_are_spaced_and_shared_between_workers(tmp_path):
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     model = ModelConfig(provider="p", model_id="m", limits=LimitsConfig(requests_per_minute=60, burst_s=2))
     worker_a = RateLimiter(SqliteStateStore(tmp_path / "s.db"), clock=clock)
     worker_b = RateLimiter(SqliteStateStore(tmp_path / "s.db"), clock=clock)
@@ -112,7 +104,7 @@ def test_bucket_reservations_are_spaced_and_shared_between_workers(tmp_path):
 
 
 def test_output_tokens_are_charged_after_the_reply(tmp_path):
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     model = ModelConfig(provider="p", model_id="m", limits=LimitsConfig(output_tokens_per_minute=600, burst_s=60))
     limiter = RateLimiter(SqliteStateStore(tmp_path / "s.db"), clock=clock)
     r = limiter.reserve(model, input_tokens=100, max_wait_s=0)
@@ -187,7 +179,7 @@ def test_concurrency_cap_holds_across_worker_loops(make_app):
 
 
 def test_breaker_opens_then_one_probe_among_workers_closes_it(tmp_path):
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     cfg = BreakerConfig(failure_threshold=3, window_s=30, cooldown_s=10, cache_s=0)
     model = ModelConfig(provider="p", model_id="m")
     a = CircuitBreaker(SqliteStateStore(tmp_path / "s.db"), cfg, clock=clock)
@@ -216,7 +208,7 @@ def test_breaker_opens_then_one_probe_among_workers_closes_it(tmp_path):
 
 
 def test_a_vanished_probe_is_replaced_after_its_timeout(tmp_path):
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     cfg = BreakerConfig(failure_threshold=1, cooldown_s=1, cache_s=0)
     model = ModelConfig(provider="p", model_id="m")
     a = CircuitBreaker(SqliteStateStore(tmp_path / "s.db"), cfg, clock=clock)

@@ -23,15 +23,8 @@ from core.routing import Router
 from core.secrets import EnvSecrets
 from core.testing.memory import MemoryJobStore, MemoryStateStore
 from core.workflows.max_calls import MaxCalls
+from tests.conftest import ManualClock
 from tests.contracts import check_job_store, check_state_store
-
-
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def settings(**over: object) -> Settings:
@@ -53,12 +46,12 @@ def settings(**over: object) -> Settings:
     return Settings.model_validate(cfg)
 
 
-def fresh_ledger() -> tuple[Clock, Ledger]:
-    clock = Clock()
+def fresh_ledger() -> tuple[ManualClock, Ledger]:
+    clock = ManualClock(1000.0)
     return clock, Ledger(MemoryJobStore(), clock=clock)
 
 
-def new_job(ledger: Ledger, clock: Clock, job_id: str = "j1") -> Job:
+def new_job(ledger: Ledger, clock: ManualClock, job_id: str = "j1") -> Job:
     job = Job(
         id=job_id,
         tenant="acme",
@@ -72,7 +65,7 @@ def new_job(ledger: Ledger, clock: Clock, job_id: str = "j1") -> Job:
     return job
 
 
-def claim(ledger: Ledger, job: Job, clock: Clock) -> object:
+def claim(ledger: Ledger, job: Job, clock: ManualClock) -> object:
     decision = Router(settings()).decision("a", "test")
     return ledger.claim(
         job,
@@ -252,10 +245,10 @@ JOB = Job(
 )
 
 
-def admission() -> tuple[Settings, object, Clock, MemoryStateStore, Admission]:
+def admission() -> tuple[Settings, object, ManualClock, MemoryStateStore, Admission]:
     """(settings, route plan, clock, state store, admission) over in-memory state."""
     s, p = plan()
-    clock = Clock()
+    clock = ManualClock(1000.0)
     state = MemoryStateStore(clock=clock)
     breaker = CircuitBreaker(state, s.governance.breaker, clock=clock)
     limiter = RateLimiter(state, clock=clock)
