@@ -9,17 +9,15 @@ scans jobs. A replayed job that ends again counts again: these are endings, not 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from core.governance.spend import KEEP_S, SHARDS, TRIES, day_of, days_from, sum_days
-from core.governance.state import add_counts
+from core.governance.spend import DailyCounts, days_from, sum_days
 from core.models import Job
 from core.observability.metrics import task_of
-from core.ports import CountingState, StateStore
+from core.ports import StateStore
 
 BOUNDS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, math.inf)  # seconds, each bucket's upper bound
 BUCKETS = tuple(f"le_{b:g}" for b in BOUNDS)
@@ -31,20 +29,14 @@ QUANTILES = (0.5, 0.9, 0.99)
 class OutcomeLedger:
     def __init__(self, state: StateStore, *, clock: Callable[[], float] = time.time) -> None:
         self.state = state
-        self.counting = state if isinstance(state, CountingState) else None
+        self.counts = DailyCounts(state, "outcomes", clock)
         self.clock = clock
 
     def add(self, job: Job) -> None:
         latency = max(0.0, (job.finished_at or job.updated_at) - job.created_at)
         bucket = next(name for name, bound in zip(BUCKETS, BOUNDS, strict=True) if latency <= bound)
-        shard = 0 if self.counting is not None else int(hashlib.sha256(job.id.encode()).hexdigest(), 16) % SHARDS
-        key = f"outcomes:{job.tenant}:{day_of(self.clock())}:{shard}"
         group = f"{task_of(job)}|{job.status.value}|{job.route.model if job.route else '-'}"
-        delta = {"jobs": 1, "latency_s": round(latency, 3), bucket: 1}
-        if self.counting is not None:
-            self.counting.add_counts(key, group, delta, ttl_s=KEEP_S)
-        else:
-            add_counts(self.state, key, group, delta, ttl_s=KEEP_S, tries=TRIES)
+        self.counts.add(job.tenant, job.id, group, {"jobs": 1, "latency_s": round(latency, 3), bucket: 1})
 
     def report(self, tenants: Iterable[str], *, since: float, by: list[str]) -> list[dict[str, Any]]:
         """Rows by the `by` dimensions: jobs, mean latency and its p50, p90 and p99 (seconds), most jobs first."""

@@ -66,10 +66,31 @@ def default_since(now: float) -> float:
     return now - (REPORT_DAYS - 1) * 86400
 
 
+class DailyCounts:
+    """Counters per tenant and UTC day under `PREFIX:TENANT:DAY:SHARD`, grouped, kept `KEEP_S`: the write both
+    the usage and the outcome ledgers make. One upsert on a store that sums in place (`CountingState`: always
+    shard 0), else a read and a compare-and-set on the shard the job's id picks, so a busy tenant's writers
+    spread over `SHARDS` records. `sum_days` reads them back."""
+
+    def __init__(self, state: StateStore, prefix: str, clock: Callable[[], float]) -> None:
+        self.state = state
+        self.prefix = prefix
+        self.counting = state if isinstance(state, CountingState) else None  # checked once: a Protocol check costs
+        self.clock = clock
+
+    def add(self, tenant: str, job_id: str, group: str, delta: dict[str, int | float]) -> None:
+        shard = 0 if self.counting is not None else int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % SHARDS
+        key = f"{self.prefix}:{tenant}:{day_of(self.clock())}:{shard}"
+        if self.counting is not None:
+            self.counting.add_counts(key, group, delta, ttl_s=KEEP_S)
+        else:
+            add_counts(self.state, key, group, delta, ttl_s=KEEP_S, tries=TRIES)
+
+
 class UsageLedger:
     def __init__(self, state: StateStore, *, clock: Callable[[], float] = time.time) -> None:
         self.state = state
-        self.counting = state if isinstance(state, CountingState) else None  # one statement, no read
+        self.counts = DailyCounts(state, "usage", clock)
         self.clock = clock
 
     def add(
@@ -85,9 +106,6 @@ class UsageLedger:
         saved_response_cache_usd: float = 0.0,
         saved_batch_usd: float = 0.0,
     ) -> None:
-        # shards spread read-and-compare-and-set writers; a counting store adds in place, under its one lock
-        shard = 0 if self.counting is not None else int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % SHARDS
-        key = f"usage:{tenant}:{day_of(self.clock())}:{shard}"
         group = f"{task or '-'}|{model}|{lane}"
         delta = {
             "calls": 0 if usage.cached else 1,
@@ -100,10 +118,7 @@ class UsageLedger:
             "saved_response_cache_usd": saved_response_cache_usd,
             "saved_batch_usd": saved_batch_usd,
         }
-        if self.counting is not None:
-            self.counting.add_counts(key, group, delta, ttl_s=KEEP_S)
-        else:
-            add_counts(self.state, key, group, delta, ttl_s=KEEP_S, tries=TRIES)
+        self.counts.add(tenant, job_id, group, delta)
 
     def report(self, tenants: Iterable[str], *, since: float, by: list[str]) -> list[dict[str, Any]]:
         """Rows summed by the `by` dimensions, biggest cost first (days from `since` to today, UTC)."""
