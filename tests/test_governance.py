@@ -25,6 +25,7 @@ from core.governance.ratelimit import Deferral, RateLimiter, Reservation
 from core.models import ErrorClass, JobRequest, JobStatus
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.conftest import KEYS, ManualClock, anthropic_config, wait_terminal
+from tests.fakes.queues import RefusingQueue
 
 
 def run(app, *requests: JobRequest, tenant: str = "acme", timeout: float = 30.0):
@@ -362,22 +363,6 @@ def test_unknown_fallback_model_is_a_config_error(make_app):
 
 
 # ---------------------------------------------------------------- enqueue failures and the reconciler
-
-
-class RefusingQueue:
-    """The embedded queue with its send refused while `down` is set: a queue outage at submit time."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.down = True
-
-    def send(self, body: str, *, delay_s: float = 0.0) -> str:
-        if self.down:
-            raise ConnectionError("queue endpoint unreachable")
-        return self.inner.send(body, delay_s=delay_s)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def test_enqueue_failure_returns_503_and_the_job_is_not_lost(live, tmp_path):

@@ -18,6 +18,7 @@ from core.entrypoints.local import run_until_done
 from core.errors import InputError, QueueUnavailable
 from core.models import JobRequest, JobStatus
 from tests.conftest import KEYS
+from tests.fakes.queues import RefusingQueue
 
 
 class BlockingRetriever:
@@ -60,22 +61,6 @@ def test_a_slow_retrieval_runs_off_the_loop_and_stalls_no_other_job(make_app):
     assert app.store.get(retriever.other).status is JobStatus.succeeded
 
 
-class BreakableQueue:
-    """The embedded queue, with sends that can be made to fail (a queue outage)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.broken = False
-
-    def send(self, body: str, *, delay_s: float = 0.0) -> str:
-        if self.broken:
-            raise ConnectionError("queue unreachable")
-        return self.inner.send(body, delay_s=delay_s)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 def _cancelled_job(service: Any) -> str:
     job, _ = service.submit("acme", JobRequest(prompt="anything"))
     service.cancel("acme", job.id)
@@ -87,7 +72,7 @@ def both(make_app, tmp_path):
     """A worker app and an API-only app on one data dir, each with a queue that can break."""
     from core.embedded.queue import SqliteQueue
 
-    queue = BreakableQueue(SqliteQueue(tmp_path / "data" / "jobs.db"))
+    queue = RefusingQueue(SqliteQueue(tmp_path / "data" / "jobs.db"), down=False)
     worker = make_app(queue=queue)
     settings = load_api_settings(
         env={"ALTO_DATA_DIR": str(tmp_path / "data"), "ALTO_API_KEYS": ",".join(f"{t}={k}" for t, k in KEYS.items())}
@@ -102,10 +87,10 @@ def test_replay_gives_the_same_answers_on_an_api_only_app_and_a_worker_app(both)
     worker, api, queue = both
     for app in (worker, api):
         job_id = _cancelled_job(app.service)
-        queue.broken = True
+        queue.down = True
         with pytest.raises(QueueUnavailable, match="reconciler will send it"):
             app.service.replay(job_id)
-        queue.broken = False
+        queue.down = False
         assert app.store.get(job_id).status is JobStatus.queued  # queued again; the reconciler sends its message
         with pytest.raises(InputError, match="only dead_lettered, failed or cancelled") as refused:
             app.service.replay(job_id)
@@ -115,9 +100,9 @@ def test_replay_gives_the_same_answers_on_an_api_only_app_and_a_worker_app(both)
 def test_a_replay_whose_message_is_lost_answers_503_on_both_saying_what_happens_next(both):
     worker, api, queue = both
     for app in (worker, api):
-        queue.broken = False
+        queue.down = False
         job_id = _cancelled_job(app.service)
-        queue.broken = True
+        queue.down = True
         resp = respond(
             api_for(app),
             ApiRequest(
