@@ -276,6 +276,42 @@ def live(make_app: Callable[..., App]) -> Callable[..., tuple[App, str]]:
         s.__exit__(None, None, None)
 
 
+def serve_until_healthy(
+    alto: str, env: dict[str, str], cwd: Path, *, workers: int, timeout: float = 20.0
+) -> tuple[Any, str, Any]:
+    """`alto serve` in a process of its own on a free port, once `/healthz` answers 200: (process, base url, that
+    health response). Fails the test if it exits or stays unhealthy past `timeout`."""
+    import subprocess
+
+    import httpx
+
+    from core.testing.servers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [alto, "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            health = httpx.get(f"{url}/healthz", timeout=0.5)
+            if health.status_code == 200:
+                return proc, url, health
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _out, err = proc.communicate(timeout=20)
+            raise AssertionError(f"alto serve did not start: {err[-2000:]}")
+        time.sleep(0.1)
+
+
 def wait_terminal(client: Any, url: str, headers: dict[str, str], timeout: float = 15.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

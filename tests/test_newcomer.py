@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from core.providers.sdks import install_command
-from core.testing.fake_anthropic import free_port
-from tests.conftest import wait_terminal
+from tests.conftest import serve_until_healthy, wait_terminal
 
 ALTO = str(Path(sys.executable).with_name("alto"))
 NO_ANTHROPIC = "import sys\nsys.modules['anthropic'] = None  # as in a venv with the core alone (make demo)\n"
@@ -66,28 +65,8 @@ def test_a_provider_that_cannot_be_built_fails_its_jobs_and_the_worker_goes_on(t
     """Before: the worker tasks died on ModuleNotFoundError with nothing logged, /healthz said ok, and every
     job (offline ones too) stayed queued for ever."""
     env = env_without_anthropic(tmp_path)
-    port = free_port()
-    proc = subprocess.Popen(
-        [ALTO, "serve", "--port", str(port), "--workers", "1"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url, health = serve_until_healthy(ALTO, env, tmp_path, workers=1)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                health = httpx.get(f"{url}/healthz", timeout=0.5)
-                if health.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "alto serve did not start"
-            assert proc.poll() is None, "alto serve did not start"
-            time.sleep(0.1)
         assert health.json() == {"status": "ok", "workers": 1}
         h = {"Authorization": "Bearer k1"}
         with httpx.Client(base_url=url, headers=h) as c:

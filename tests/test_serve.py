@@ -6,13 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from core.testing.fake_anthropic import free_port
-from tests.conftest import SAMPLES, wait_terminal
+from tests.conftest import SAMPLES, serve_until_healthy, wait_terminal
 
 
 def test_serve_answers_jobs_and_stops_cleanly(tmp_path):
@@ -26,26 +24,8 @@ def test_serve_answers_jobs_and_stops_cleanly(tmp_path):
         capture_output=True,
         cwd=tmp_path,
     )
-    port = free_port()
-    proc = subprocess.Popen(
-        [alto, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url, _health = serve_until_healthy(alto, env, tmp_path, workers=2)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=0.5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "alto serve did not start"
-                assert proc.poll() is None, "alto serve did not start"
-                time.sleep(0.1)
         h = {"Authorization": "Bearer k1"}
         with httpx.Client(base_url=url) as c:
             r = c.post("/v1/jobs", json={"prompt": "Which errors are never retried?", "collection": "docs"}, headers=h)
