@@ -256,11 +256,7 @@ class Ledger:
         def step(job: Job | None) -> Wrote:
             if job is None:
                 raise NotFound(f"job {job_id} not found")
-            if job.status not in REPLAYABLE:
-                raise InputError(
-                    f"job {job_id} is {job.status.value}; only dead_lettered, failed or cancelled jobs can be replayed",
-                    status=409,
-                )
+            check_replayable(job)
             if job.call_in_flight_until is not None and job.call_in_flight_until > self.clock():
                 wait = job.call_in_flight_until - self.clock()
                 raise InputError(
@@ -351,3 +347,12 @@ class Ledger:
     def _leased(self, job: Job) -> bool:
         lease = job.lease_expires_at
         return job.status is JobStatus.running and bool(lease) and lease is not None and lease > self.clock()
+
+
+def check_replayable(job: Job) -> None:
+    """InputError (409) unless the job ended in a state a replay starts from again."""
+    if job.status not in REPLAYABLE:
+        raise InputError(
+            f"job {job.id} is {job.status.value}; only dead_lettered, failed or cancelled jobs can be replayed",
+            status=409,
+        )

@@ -93,7 +93,7 @@ class Pipeline:
     async def _process(self, msg: QueueMessage, delivery: Delivery, deadline: float) -> Outcome:
         job = await self.store_io(self.ledger.load, msg.job_id)
         if job is not None and job.status.terminal and job.parent is not None:
-            await self.store_io(self.workflows.child_finished, job)  # a crash may have cut off its fan-in
+            await self.store_io(self.aftermath.fan_in, job)  # a crash may have cut off its fan-in
         if (guarded := self._guard(job, delivery)) is not None:
             return guarded
         assert job is not None

@@ -7,13 +7,12 @@ where no workflow engine runs), 503 when the job was queued again but its messag
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from core.config.api import ApiSettings
-from core.errors import InputError, QueueUnavailable
-from core.jobs.ledger import REPLAYABLE, Ledger
-from core.jobs.submit import send_job
+from core.errors import InputError
+from core.jobs.ledger import Ledger, check_replayable
+from core.jobs.submit import send_or_raise
 from core.logs import log_event
 from core.models import Job
 from core.ports import SendQueue
@@ -46,12 +45,7 @@ class Replays:
                     status=409,
                 )
             if current.workflow is not None:  # begun: resume it step by step
-                if current.status not in REPLAYABLE:  # the ledger refuses these too; a workflow never reaches it
-                    raise InputError(
-                        f"job {job_id} is {current.status.value}; only dead_lettered, failed or "
-                        "cancelled jobs can be replayed",
-                        status=409,
-                    )
+                check_replayable(current)  # before its children are touched
                 return self.resume_workflow(current)
         job = self.ledger.replay(job_id)
         if enqueue:
@@ -60,13 +54,12 @@ class Replays:
         return job
 
     def _send(self, job: Job) -> None:
-        try:
-            send_job(self.queue, job)
-        except Exception as e:  # the job is queued in the store: the reconciler sends its message
-            log_event("queue.send_failed", logging.ERROR, job_id=job.id, trace_id=job.trace_id, error=repr(e)[:500])
-            after = int(self.settings.governance.reconcile_after_s)
-            raise QueueUnavailable(
-                f"job {job.id} is queued again but the queue rejected its message ({type(e).__name__}); the "
-                f"reconciler will send it within {after} s (replaying it again answers 409 meanwhile)",
-                job_id=job.id,
-            ) from e
+        after = int(self.settings.governance.reconcile_after_s)
+        send_or_raise(
+            self.queue,
+            job,
+            lambda error: (
+                f"job {job.id} is queued again but the queue rejected its message ({error}); the "
+                f"reconciler will send it within {after} s (replaying it again answers 409 meanwhile)"
+            ),
+        )

@@ -33,6 +33,16 @@ def send_job(queue: SendQueue, job: Job, delay_s: float = 0.0, *, kind: Literal[
     queue.send(QueueMessage.for_job(job, kind).model_dump_json(), delay_s=delay_s)
 
 
+def send_or_raise(queue: SendQueue, job: Job, explain: Callable[[str], str]) -> None:
+    """Send the message of a job already stored; if the queue refuses it, log that and raise QueueUnavailable
+    with `explain(the error's type)`: the job is kept, and the reconciler sends its message later."""
+    try:
+        send_job(queue, job)
+    except Exception as e:
+        log_event("queue.send_failed", logging.ERROR, job_id=job.id, trace_id=job.trace_id, error=repr(e)[:500])
+        raise QueueUnavailable(explain(type(e).__name__), job_id=job.id) from e
+
+
 def queue_callback(queue: SendQueue, job: Job, delay_s: float = 0.0) -> None:
     """Queue the delivery of a job's armed callback (it just became terminal). A send that fails is logged:
     the result is stored either way, and the job view shows the callback still pending."""
@@ -194,14 +204,13 @@ class Submitter:
         )
 
     def enqueue_or_raise(self, job: Job) -> None:
-        try:
-            send_job(self.queue, job)
-        except Exception as e:
-            log_event("queue.send_failed", logging.ERROR, job_id=job.id, trace_id=job.trace_id, error=repr(e)[:500])
-            after = int(self.settings.governance.reconcile_after_s)
-            raise QueueUnavailable(
-                f"job {job.id} was stored but the queue rejected it ({type(e).__name__}); retry with the same "
+        after = int(self.settings.governance.reconcile_after_s)
+        send_or_raise(
+            self.queue,
+            job,
+            lambda error: (
+                f"job {job.id} was stored but the queue rejected it ({error}); retry with the same "
                 f"Idempotency-Key to queue it now, or the reconciler will queue it within {after} s. "
-                "Without an Idempotency-Key, do not resubmit: the job would run twice",
-                job_id=job.id,
-            ) from e
+                "Without an Idempotency-Key, do not resubmit: the job would run twice"
+            ),
+        )

@@ -21,7 +21,7 @@ from core.config.worker import Settings
 from core.config.workflows import WorkflowConfig, resolve
 from core.errors import InputError, NoRoute
 from core.jobs.aftermath import Aftermath
-from core.jobs.ledger import Ledger
+from core.jobs.ledger import REPLAYABLE, Ledger
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
 from core.jobs.submit import send_job
@@ -32,8 +32,6 @@ from core.routing import Router
 from core.workflows.max_calls import MaxCalls
 from core.workflows.plan import Planner, round_ids
 from core.workflows.steps import WorkflowSteps, child_id
-
-REPLAYABLE = (JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled)
 
 
 class Workflows:
@@ -63,10 +61,6 @@ class Workflows:
 
     async def advance(self, parent: Job) -> Outcome:
         return await self.store_io(self._advance, parent)
-
-    def child_finished(self, child: Job) -> None:
-        """Count a terminal child into its parent (a crash may have cut its fan-in off): `Aftermath.fan_in`."""
-        self.aftermath.fan_in(child)
 
     def orphaned(self, child: Job) -> bool:
         """A child not started yet whose workflow ended (cancelled, failed): it never starts."""
@@ -193,7 +187,7 @@ class Workflows:
             if child is None:
                 missing.append(n)
             elif child.status.terminal and cid not in s.done:
-                self.child_finished(child)
+                self.aftermath.fan_in(child)
         if missing:
             prompts = self.planner.prompts(parent, config, k, s.inputs)
             stream = _streams(parent, config, k, prompts)

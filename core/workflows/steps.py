@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from core.config.workflows import WorkflowConfig
-from core.errors import InputError, NotFound
+from core.errors import NotFound
 from core.jobs.changes import Change
-from core.jobs.ledger import Ledger, Wrote
+from core.jobs.ledger import Ledger, Wrote, check_replayable
 from core.jobs.usage import total
 from core.models import ErrorClass, Job, JobError, JobStatus, StepState, Usage, WorkflowState
 
@@ -79,11 +79,7 @@ class WorkflowSteps:
         def step(parent: Job | None) -> Wrote:
             if parent is None or parent.workflow is None:
                 raise NotFound(f"workflow job {parent_id} not found")
-            if parent.status not in (JobStatus.failed, JobStatus.dead_lettered, JobStatus.cancelled):
-                raise InputError(
-                    f"job {parent_id} is {parent.status.value}; only dead_lettered, failed or cancelled "
-                    "jobs can be replayed"
-                )
+            check_replayable(parent)
 
             def change(j: Job) -> None:
                 assert j.workflow is not None
