@@ -276,6 +276,22 @@ def live(make_app: Callable[..., App]) -> Callable[..., tuple[App, str]]:
         s.__exit__(None, None, None)
 
 
+def stage_source(dest: Path, cloud: str) -> None:
+    """The function source as the cloud's deploy.sh stages it (`infra/stage.sh`), with its deployed config."""
+    import subprocess
+    import sys
+
+    script = f'source infra/stage.sh && stage "{dest}" {cloud}'
+    env = {
+        "ROOT": str(ROOT),
+        "CONFIG": str(ROOT / "infra" / cloud / "altostratus.yaml"),
+        "PYTHON": sys.executable,
+        "PATH": "/usr/bin:/bin",
+    }
+    r = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+
+
 def serve_until_healthy(
     alto: str, env: dict[str, str], cwd: Path, *, workers: int, timeout: float = 20.0
 ) -> tuple[Any, str, Any]:

@@ -30,7 +30,7 @@ from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests import azure_iam
 from tests.bicep import Bicep, Unresolved
 from tests.cloud_calls import Recorder, read
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES, stage_source
 
 KEY = "azure-deploy-proof-key"
 TENANT = "acme"
@@ -150,20 +150,7 @@ class AzureDeployment:
 
     def _stage(self, dest: Path) -> Path:
         """The app folder exactly as deploy.sh publishes it (infra/stage.sh, function_app.py, host.json)."""
-        script = f'source infra/stage.sh && stage "{dest}" azure'
-        r = subprocess.run(
-            ["bash", "-c", script],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={
-                "ROOT": str(ROOT),
-                "CONFIG": str(ROOT / "infra" / "azure" / "altostratus.yaml"),
-                "PYTHON": sys.executable,
-                "PATH": "/usr/bin:/bin",
-            },
-        )
-        assert r.returncode == 0, r.stderr
+        stage_source(dest, "azure")
         (dest / "function_app.py").write_text("from adapters.azure.function_app import app  # noqa: F401\n")
         for f in ("host.json", "requirements.txt"):
             (dest / f).write_bytes((ROOT / "adapters" / "azure" / f).read_bytes())

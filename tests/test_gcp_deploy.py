@@ -32,7 +32,7 @@ from core.config.api import hash_api_key
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
 from tests import gcp_iam
 from tests.cloud_calls import read
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES, stage_source
 from tests.fakes.gcs import FakeGcs
 from tests.fakes.secret_manager import FakeSecretManager
 from tests.hcl import Terraform
@@ -133,20 +133,7 @@ class GcpDeployment:
 
     def _stage(self, dest: Path) -> Path:
         """The function source exactly as deploy.sh zips it (infra/stage.sh, then main.py and the requirements)."""
-        script = f'source infra/stage.sh && stage "{dest}" gcp'
-        r = subprocess.run(
-            ["bash", "-c", script],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={
-                "ROOT": str(ROOT),
-                "CONFIG": str(ROOT / "infra" / "gcp" / "altostratus.yaml"),
-                "PYTHON": sys.executable,
-                "PATH": "/usr/bin:/bin",
-            },
-        )
-        assert r.returncode == 0, r.stderr
+        stage_source(dest, "gcp")
         (dest / "main.py").write_text(
             "from adapters.gcp.main import api, dead_letter, reconcile, worker  # noqa: F401\n"
         )
