@@ -52,13 +52,33 @@ class JobQueue(SendQueue, Protocol):
 
 @runtime_checkable
 class PullQueue(JobQueue, Protocol):
-    """A queue a worker loop polls (the embedded SQLite queue, SQS)."""
+    """A queue a worker loop polls (the embedded SQLite queue; SQS, a Pub/Sub pull subscription and a Service
+    Bus receiver under `alto worker`)."""
 
     def receive(self, *, max_messages: int = 10, visibility_timeout_s: float | None = None) -> list[Delivery]:
-        """Take up to `max_messages` visible messages, hiding each for the visibility timeout."""
+        """Take up to `max_messages` visible messages, hiding each for the visibility timeout (a cloud queue may
+        long-poll: wait up to its configured time for the first message)."""
 
 
 # Optional capabilities, checked with isinstance where they are used.
+
+
+@runtime_checkable
+class LeasedQueue(Protocol):
+    """A pull queue whose deliveries stay hidden only while their consumer renews them (SQS visibility, a
+    Service Bus lock); a long-running worker renews each one while its job runs (core.entrypoints.pull)."""
+
+    def extend(self, deliveries: list[Delivery], seconds: float) -> list[Delivery]:
+        """Keep `deliveries` hidden `seconds` from now; returns those whose lease could not be renewed."""
+
+
+@runtime_checkable
+class ClosingQueue(Protocol):
+    """A pull queue holding something to settle when its worker stops (batched acknowledgements, a streaming
+    pull, a receiver link)."""
+
+    def close(self) -> None:
+        """Settle what is pending and stop receiving; deliveries received and not yet run are handed back."""
 
 
 @runtime_checkable

@@ -15,7 +15,8 @@ from core.bootstrap import ApiApp, LazyApp, as_worker, cloud_settings, compose
 REQUIRED = ("ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_QUEUE_URL", "ALTO_BUCKET")
 
 
-def build(env: Mapping[str, str] | None = None, *, api_only: bool = False) -> ApiApp:
+def build(env: Mapping[str, str] | None = None, *, api_only: bool = False, pull: bool = False) -> ApiApp:
+    """The app on the Lambda environment; `pull`: for `alto worker --cloud aws`, long-polling its receives."""
     from adapters.aws.clients import client
     from adapters.aws.dynamodb import DynamoJobStore, DynamoStateStore
     from adapters.aws.s3 import S3BlobStore
@@ -36,6 +37,7 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False) -> Ap
             env["ALTO_QUEUE_URL"],
             blobs,
             visibility_timeout_s=settings.queue.visibility_timeout_s,
+            receive_wait_s=settings.pull.wait_s if pull else 0,  # type: ignore[attr-defined]  # full settings
         ),
         blobs=blobs,
         secrets=SecretsManagerSecrets(lambda: client("secretsmanager"), EnvSecrets(env)),

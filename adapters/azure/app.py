@@ -55,15 +55,34 @@ def blob_service() -> Any:
 
 
 @cache
-def sender() -> Any:
+def _service_bus() -> Any:
     from azure.servicebus import ServiceBusClient
 
-    client = ServiceBusClient(os.environ[NAMESPACE_SETTING], credential=_credential())
-    return client.get_queue_sender(os.environ["ALTO_QUEUE_NAME"])
+    return ServiceBusClient(os.environ[NAMESPACE_SETTING], credential=_credential())
 
 
-def build(env: Mapping[str, str] | None = None, *, api_only: bool = False, sender_factory: Any = None) -> ApiApp:
+@cache
+def sender() -> Any:
+    return _service_bus().get_queue_sender(os.environ["ALTO_QUEUE_NAME"])
+
+
+@cache
+def receiver() -> Any:
+    """The pull worker's receiver (`alto worker --cloud azure`): peek-lock, no prefetch (a prefetched message's lock
+    runs out while it waits in the buffer)."""
+    from azure.servicebus import ServiceBusReceiveMode
+
+    return _service_bus().get_queue_receiver(
+        os.environ["ALTO_QUEUE_NAME"], receive_mode=ServiceBusReceiveMode.PEEK_LOCK, prefetch_count=0
+    )
+
+
+def build(
+    env: Mapping[str, str] | None = None, *, api_only: bool = False, sender_factory: Any = None, pull: bool = False
+) -> ApiApp:
+    """The app on the Function App's settings; `pull`: for `alto worker --cloud azure`, on a peek-lock receiver."""
     from adapters.azure.blobs import AzureBlobStore
+    from adapters.azure.pull import ServiceBusPull
     from adapters.azure.secrets import AppSettingSecrets
     from adapters.azure.servicebus import ServiceBusQueue
     from adapters.azure.tables import TableJobStore, TableStateStore
@@ -75,11 +94,14 @@ def build(env: Mapping[str, str] | None = None, *, api_only: bool = False, sende
     jobs, state = env.get("ALTO_JOBS_TABLE", "altojobs"), env.get("ALTO_STATE_TABLE", "altostate")
     container = env.get("ALTO_CONTAINER", "alto")
     blobs = AzureBlobStore(lambda: blob_service().get_container_client(container))
+    queue: Any = ServiceBusQueue(sender_factory or sender, blobs, max_delivery_count=settings.queue.max_receives)
+    if pull:
+        queue = ServiceBusPull(queue, receiver, wait_s=settings.pull.wait_s)  # type: ignore[attr-defined]
     return compose(
         settings,
         store=TableJobStore(lambda: table_service().get_table_client(jobs)),
         state=TableStateStore(lambda: table_service().get_table_client(state)),
-        queue=ServiceBusQueue(sender_factory or sender, blobs, max_delivery_count=settings.queue.max_receives),
+        queue=queue,
         blobs=blobs,
         secrets=AppSettingSecrets(env, app=env.get("WEBSITE_SITE_NAME", "the function app")),
     )
@@ -90,7 +112,7 @@ get_api_app = LazyApp(lambda: build(api_only=True))  # the `api` function: see c
 
 
 def reset() -> None:
-    for f in (table_service, blob_service, sender):
+    for f in (table_service, blob_service, _service_bus, sender, receiver):
         f.cache_clear()
     get_app.reset()
     get_api_app.reset()

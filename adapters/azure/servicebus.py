@@ -81,9 +81,16 @@ class ServiceBusQueue:
     def ack(self, delivery: Delivery) -> None:
         pass  # the function returns and the host completes the message
 
-    def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
+    def scheduled_copy(self, delivery: Delivery, delay_s: float) -> bool:
+        """Hand `delivery` back after `delay_s` as a scheduled copy that carries its delivery count (Service Bus
+        can't abandon with a delay); False when there is no delay to keep or no delivery left to spend."""
         if delay_s >= 1 and delivery.receive_count < self.max_delivery_count:
             self.send(delivery.body, delay_s=delay_s, properties={CARRIED: delivery.receive_count})
+            return True
+        return False
+
+    def release(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
+        if self.scheduled_copy(delivery, delay_s):
             return  # this delivery completes; the scheduled copy carries the count on
         # raised out of the worker function: Service Bus abandons the message and redelivers it
         raise Redeliver(f"redeliver message {delivery.message_id} (delivery {delivery.receive_count})", delay_s=delay_s)

@@ -73,3 +73,11 @@ def secret_manager() -> Any:
             transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(emulator))
         )
     return secretmanager.SecretManagerServiceClient()
+
+
+@cache
+def subscriber() -> Any:
+    """The pull worker's client (`alto worker --cloud gcp`): a streaming pull on the jobs subscription."""
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # a namespace package mypy can't follow
+
+    return pubsub_v1.SubscriberClient(**_anonymous_if_emulated("PUBSUB_EMULATOR_HOST"))

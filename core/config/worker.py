@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from core.config.api import SECRET_REF, ApiSettings, _Strict
+from core.config.pull import PullConfig
 
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$")
 
@@ -350,6 +351,7 @@ class Settings(ApiSettings):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     templates: dict[str, TemplateConfig] = Field(default_factory=dict, description="Keyed by `id@version`.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    pull: PullConfig = Field(default_factory=PullConfig)
 
     @model_validator(mode="after")
     def _merge_builtins_and_check_refs(self) -> "Settings":
