@@ -38,6 +38,15 @@ def _pull_queue(app: App) -> PullQueue:
     return app.queue
 
 
+def warm(app: App) -> None:
+    """Ready a long-lived worker process: provider clients and tokenizers built now, then the process tuned."""
+    app.providers.warm()
+    from core.tokenizers import warm as warm_tokenizers  # here: an API-only process never loads the BPE
+
+    warm_tokenizers({m.tokenizer for m in app.settings.models.values()})  # a server lives long: build it now
+    apply_once(app.settings.process)  # after the warm-up: the provider clients are frozen with the rest
+
+
 class WorkerPool:
     """N jobs in flight from the embedded queue; also hands dead-lettered messages to the service."""
 
@@ -60,11 +69,7 @@ class WorkerPool:
         poll = self.app.settings.queue.poll_interval_s
         last_dead_check = 0.0
         dead_letters = queue if isinstance(queue, DeadLetterFeed) else None  # a Protocol check: ~10 us, once
-        self.app.providers.warm()
-        from core.tokenizers import warm as warm_tokenizers  # here: an API-only process never loads the BPE
-
-        warm_tokenizers({m.tokenizer for m in self.app.settings.models.values()})  # a server lives long: build it now
-        apply_once(self.app.settings.process)  # after the warm-up: the provider clients are frozen with the rest
+        warm(self.app)
         while not stop.is_set():
             now = time.monotonic()
             if dead_letters is not None and now - last_dead_check > DEAD_LETTER_CHECK_S:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from core.entrypoints.cli import batch, completion, costs, data, explain, jobs, remote, run
+from core.entrypoints.cli import batch, completion, costs, data, explain, jobs, remote, run, worker
 from core.errors import AltoError, InputError, NotFound
 
 GLOBAL_OPTIONS = ("--config", "--url", "--api-key")
@@ -47,7 +47,7 @@ def build_parser() -> Parser:
     p.add_argument("--version", action="version", version=f"alto {_version()}")
     _global_options(p, default=None)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for area in (run, jobs, explain, data, costs, batch):
+    for area in (run, worker, jobs, explain, data, costs, batch):
         area.register(sub)
     completion.register(sub, p)
     for leaf in _leaves(p):  # `alto config check --config x.yaml` works as users type it
