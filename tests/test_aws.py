@@ -58,20 +58,6 @@ class Context:
         return int((self.deadline - time.monotonic()) * 1000)
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 class Aws:
     def __init__(self, url: str, monkeypatch, tmp_path: Path, max_receive: int) -> None:
         import boto3
