@@ -48,17 +48,15 @@ GCLOUD_SDK = Path(os.environ.get("CLOUDSDK_ROOT", "/usr/lib/google-cloud-sdk"))
 
 @pytest.fixture(scope="session")
 def emulators(tmp_path_factory):
-    """The Pub/Sub and Firestore emulators that ship with the Google Cloud CLI, started directly (the `gcloud
-    ... start` wrapper leaves its java child running) and stopped by pid: their *_EMULATOR_HOST values."""
+    """The Pub/Sub and Firestore emulators that ship with the Google Cloud CLI: their *_EMULATOR_HOST values."""
     import shutil
-    import subprocess
 
-    from core.testing.servers import free_port
-    from tests.contracts import stop, wait_port
+    from tests.pull_rigs import gcp_emulators
 
-    pubsub = GCLOUD_SDK / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
-    firestore = GCLOUD_SDK / "platform" / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
-    if not pubsub.exists() or not firestore.exists():
+    if (
+        not (GCLOUD_SDK / "platform" / "pubsub-emulator").exists()
+        or not (GCLOUD_SDK / "platform" / "cloud-firestore-emulator").exists()
+    ):
         require_tool(
             "the Google Cloud CLI's emulators",
             f"not under {GCLOUD_SDK}: install google-cloud-sdk with the "
@@ -66,50 +64,8 @@ def emulators(tmp_path_factory):
         )
     if shutil.which("java") is None:
         require_tool("java", "the Pub/Sub and Firestore emulators need Java 11+ on PATH")
-    logs = tmp_path_factory.mktemp("emulators")
-    ps_port, fs_port = free_port(), free_port()
-    ps = subprocess.Popen(
-        [str(pubsub), "--host=127.0.0.1", f"--port={ps_port}"],
-        stdout=open(logs / "pubsub.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    fs = subprocess.Popen(
-        [
-            "java",
-            "-Duser.language=en",
-            "-cp",
-            str(firestore),
-            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-            "--host=127.0.0.1",
-            f"--port={fs_port}",
-        ],
-        stdout=open(logs / "firestore.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_port(ps_port, ps)
-        wait_port(fs_port, fs)
-        yield {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps_port}", "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{fs_port}"}
-    finally:
-        stop(ps)
-        stop(fs)
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    """moto's server on loopback (one per test module): SQS, DynamoDB, S3 and the rest over real HTTP."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    from core.testing.servers import free_port
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with gcp_emulators(tmp_path_factory.mktemp("emulators"), GCLOUD_SDK) as hosts:
+        yield hosts
 
 
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # its dev key

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,35 @@ from core.testing.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("ALTO_", "AWS_", "PUBSUB_", "FIRESTORE_"))}
+
+
+@contextmanager
+def gcp_emulators(logs: Path, sdk: Path) -> Iterator[dict[str, str]]:
+    """The Pub/Sub and Firestore emulators of the Google Cloud CLI at `sdk`, started directly (the `gcloud ... start`
+    wrapper leaves its java child running) and stopped by pid: their *_EMULATOR_HOST values."""
+    from tests.contracts import stop, wait_port
+
+    pubsub = sdk / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    firestore = sdk / "platform" / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
+    ps_port, fs_port = free_port(), free_port()
+    ps = subprocess.Popen(
+        [str(pubsub), "--host=127.0.0.1", f"--port={ps_port}"],
+        stdout=open(logs / "pubsub.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    fs = subprocess.Popen(
+        ["java", "-Duser.language=en", "-cp", str(firestore),
+         "com.google.cloud.datastore.emulator.firestore.CloudFirestore", "--host=127.0.0.1", f"--port={fs_port}"],
+        stdout=open(logs / "firestore.log", "w"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_port(ps_port, ps)
+        wait_port(fs_port, fs)
+        yield {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps_port}", "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{fs_port}"}
+    finally:
+        stop(ps)
+        stop(fs)
 
 
 def pull_config(provider_url: str, *, visibility_s: float, concurrency: int, **pull: Any) -> dict[str, Any]:

@@ -236,3 +236,22 @@ def test_cost_benchmark_prices_the_workload_three_ways_and_caching_and_batching_
     assert "cost_plain_usd" in line, out.stderr[-2000:]
     assert 0 < line["cost_all_usd"] < line["cost_caching_usd"] < line["cost_plain_usd"]
     assert line["overshoot_usd"] == 0
+
+
+def test_pull_worker_benchmark_drains_both_queues_both_ways():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pull_workers.py"), "--jobs", "8", "--procs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    )
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    for cloud in ("aws", "gcp"):
+        r = line[cloud]
+        for mode in ("pull", "function"):
+            assert set(r[mode]) == {"1"} and all(v > 0 for v in r[mode].values())
+            assert all(v > 0 for v in r[f"{mode}_cpu_ms_per_job"].values())
+        assert r["pull_scaling"]["1"] == 1.0
+        assert r["pull_vs_function"]["1"] == pytest.approx(r["pull"]["1"] / r["function"]["1"], abs=0.02)

@@ -153,7 +153,7 @@ def test_kill_9_mid_job_loses_nothing_and_never_pays_for_a_reply_twice(rig, prov
 
 
 def test_a_job_slower_than_the_queue_lease_keeps_its_message_hidden_and_is_received_once(rig, provider):
-    url = provider(rig.visibility_s * 1.5 + 3)  # past the lease, twice over on the shortest one
+    url = provider(rig.visibility_s + 3)  # past the lease: at least one renewal needed, more on the shorter ones
     rig.configure(pull_config(url, visibility_s=rig.visibility_s, concurrency=4))
     [job_id] = rig.submit(["slow marker:s0"])
     worker, port = rig.start_worker()
@@ -163,7 +163,7 @@ def test_a_job_slower_than_the_queue_lease_keeps_its_message_hidden_and_is_recei
         time.sleep(rig.visibility_s)  # had the lease lapsed, the message would be visible again by now
         assert metric(port, "alto_worker_received_total") == 1
         if rig.cloud != "gcp":  # Pub/Sub's lease manager is the client library's, not the worker's keeper
-            assert metric(port, "alto_worker_leases_renewed_total") >= 2
+            assert metric(port, "alto_worker_leases_renewed_total") >= 1
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
