@@ -22,7 +22,7 @@ import pytest
 
 from core.config.api import hash_api_key
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
-from tests.aws_stack import Deployment, EventSource
+from tests.aws_stack import ROOT, Deployment, EventSource
 from tests.conftest import DEPLOY_KEY, SAMPLES
 
 TENANT = "acme"
@@ -301,6 +301,44 @@ def test_a_dead_lettered_job_is_marked_and_its_callback_delivered(stack):
         assert posted["status"] == "dead_lettered"
     finally:
         receiver.close()
+
+
+def test_a_container_worker_under_the_worker_role_pulls_renews_and_drains(stack, fake):
+    """`alto worker --cloud aws` as a container runs it, with the worker's role (an ECS task role or an IRSA role
+    holding the same policy): its long polls, batch deletes and visibility renewals are judged and recorded with
+    the functions' calls, so the least-privilege test below proves it needs no grant the Worker role lacks."""
+    import signal
+    import subprocess
+    import sys
+
+    f, _ = fake
+    env = {k: v for k, v in stack.functions["Worker"].env.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
+    env.update(
+        ALTO_QUEUE__VISIBILITY_TIMEOUT_S="3",  # renewed every second: a 4 s call needs renewals
+        ALTO_PULL__WAIT_S="1",
+        ALTO_PULL__JOB_DEADLINE_S="30",
+    )
+    f.plan.latency_s = 4.0
+    log = open(stack.workdir / "pull-worker.log", "ab")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "core.entrypoints.cli", "worker", "--cloud", "aws", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        ids = [submit(stack, prompt=f"pulled by a container {i}") for i in range(3)]
+        for job_id in ids:
+            done = until_terminal(stack, job_id, sources=[], timeout_s=90)  # no event source: the worker alone
+            assert done["status"] == "succeeded", done
+            assert len(done["attempts"]) == 1, done  # the message stayed hidden past its 3 s visibility
+    finally:
+        f.plan.latency_s = 0.0
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    actions = {c["action"] for c in stack.calls() if c["function"] == "Worker"}
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= actions, actions
 
 
 # ---------------------------------------------------------------- least privilege, both directions
