@@ -6,6 +6,7 @@ checkov. The image itself is never built here: docker build needs a daemon (see 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -129,3 +130,80 @@ def test_the_image_runs_as_a_user_with_one_clouds_extra_and_that_clouds_config()
         assert (ROOT / "infra" / cloud / "altostratus.yaml").exists()
         assert f"!infra/{cloud}/altostratus.yaml" in (ROOT / ".dockerignore").read_text()
     assert 'ENTRYPOINT ["alto", "worker"]' in text  # exec form: SIGTERM reaches the worker, which drains
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags, kept as {"Fn::...": value} (what the template means)."""
+
+
+for _tag in ("Ref", "Sub", "GetAtt", "Select", "Split", "FindInMap", "Join", "If", "Equals"):
+    CfnLoader.add_multi_constructor(
+        f"!{_tag}",
+        lambda loader, suffix, node, tag=_tag: {
+            ("Ref" if tag == "Ref" else f"Fn::{tag}"): (
+                loader.construct_scalar(node)
+                if isinstance(node, yaml.ScalarNode)
+                else loader.construct_sequence(node, deep=True)
+                if isinstance(node, yaml.SequenceNode)
+                else loader.construct_mapping(node, deep=True)
+            )
+        },
+    )
+
+
+def ecs_template() -> dict[str, Any]:
+    return yaml.load((ROOT / "infra" / "aws" / "ecs-worker.yaml").read_text(), Loader=CfnLoader)
+
+
+def test_the_fargate_service_drains_within_its_stop_timeout_and_scales_on_backlog_per_task():
+    from tests.test_aws_package import cfn_lint
+
+    cfn_lint(ROOT / "infra" / "aws" / "ecs-worker.yaml")
+    t = ecs_template()
+    timing, size = t["Mappings"]["Worker"]["Timing"], t["Mappings"]["Worker"]["Size"]
+    assert timing["StopTimeout"] <= 120  # Fargate's ceiling between SIGTERM and SIGKILL
+    assert timing["StopTimeout"] >= timing["JobDeadline"] + timing["DrainMargin"]
+    [container] = t["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["ALTO_PULL__JOB_DEADLINE_S"] == {"Fn::FindInMap": ["Worker", "Timing", "JobDeadline"]}
+    assert container["StopTimeout"] == {"Fn::FindInMap": ["Worker", "Timing", "StopTimeout"]}
+    assert REQUIRED_ENV["aws"] <= set(env)
+    tracking = t["Resources"]["BacklogPerTask"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == size["Concurrency"]
+    [expression] = [m for m in tracking["CustomizedMetricSpecification"]["Metrics"] if m.get("ReturnData")]
+    assert expression["Expression"] == "visible / tasks"
+    assert t["Resources"]["ScalableTarget"]["Properties"]["MinCapacity"] >= 1  # never divides by zero tasks
+    assert scan("-f", "infra/aws/ecs-worker.yaml", "--framework", "cloudformation")["passed"] > 10
+
+
+def test_the_fargate_task_role_holds_exactly_the_lambda_worker_roles_grants():
+    """The AWS deploy proof shows a pull worker under the Worker role needs every grant it has and no other: the
+    task role must say the same actions on the same kinds of resource, or one of them drifted."""
+    import re
+
+    from tests.test_aws import serverless_resources
+
+    def shape(statements: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+        def kind(resource: Any) -> str:  # the resource's service and path, names and ids left out
+            text = json.dumps(resource)
+            if "StateTable" in text or "table/${StateTable}" in text:
+                return "dynamodb:state"
+            if "JobsTable" in text:
+                return "dynamodb:jobs"
+            if "JobsQueue" in text or "QueueUrl" in text:
+                return "sqs:jobs"
+            if "secretsmanager" in text:
+                return "secretsmanager:altostratus/*"
+            assert "Bucket" in text, text
+            return ":".join(["s3", *re.findall(r"/(workflow-inputs|indexes|streams|audit)/", text)])
+
+        out = []
+        for st in statements:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            out.append((tuple(sorted(actions)), tuple(sorted(kind(r) for r in resources))))
+        return sorted(out)
+
+    lam = serverless_resources()["WorkerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    ecs = ecs_template()["Resources"]["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert shape(ecs) == shape(lam)
