@@ -1,8 +1,8 @@
 """Drain a queue of N jobs through 1, 2 and 4 `alto worker` processes, on moto's SQS (with DynamoDB and S3) and on
 the Pub/Sub emulator (with Firestore and a fake Cloud Storage), against the fake provider (50 ms a call), next to the
 function-style handler on the same queue and the same number of processes: a Lambda SQS event source (batches of
-ten, one invocation at a time per process, deletes after the batch) and a Pub/Sub push function (one message per
-invocation, the gen2 default concurrency of 1). Prints jobs/s, the scaling ratio to 1 process and pull/function.
+ten, one invocation at a time per process, deletes after the batch) and a Pub/Sub push function instance
+(infra/gcp's worker concurrency, 16 deliveries at once). Prints jobs/s, the scaling ratio to 1 process and pull/function.
 
     python benchmarks/pull_workers.py --jobs 400
 Stores and queues are local stand-ins: their speed is not the cloud's, so read the ratios, not the rates.
@@ -74,25 +74,34 @@ def _lambda_batch() -> None:
         client.delete_message_batch(QueueUrl=queue.url, Entries=done)
 
 
+PUSH_CONCURRENCY = 16  # infra/gcp/variables.tf worker_concurrency
+
+
 def _push_one() -> None:
-    """What a push subscription does for a gen2 function at concurrency 1: one message, one invocation, ack or nack."""
+    """What a push subscription does for a gen2 function instance at infra/gcp's concurrency: up to 16 deliveries
+    at once through the worker function's own path (run_batch), each acked or nacked."""
     from adapters.gcp import clients
     from adapters.gcp.app import get_app
     from core.entrypoints.consumer import run_batch
 
     app = get_app()
     sub = f"projects/{os.environ['ALTO_GCP_PROJECT']}/subscriptions/{os.environ['ALTO_SUBSCRIPTION']}"
-    got = clients.subscriber().pull(request={"subscription": sub, "max_messages": 1}, timeout=5).received_messages
-    for r in got:
-        m = r.message
-        d = app.queue.delivery(m.message_id, m.data, dict(m.attributes), r.delivery_attempt)  # type: ignore[attr-defined]
-        try:
-            run_batch(app.service, app.queue, [d], deadline=time.time() + 60)
-            clients.subscriber().acknowledge(request={"subscription": sub, "ack_ids": [r.ack_id]})
-        except Exception:
-            clients.subscriber().modify_ack_deadline(
-                request={"subscription": sub, "ack_ids": [r.ack_id], "ack_deadline_seconds": 0}
-            )
+    request = {"subscription": sub, "max_messages": PUSH_CONCURRENCY}
+    got = clients.subscriber().pull(request=request, timeout=5).received_messages
+    if not got:
+        return
+    deliveries = [
+        app.queue.delivery(r.message.message_id, r.message.data, dict(r.message.attributes), r.delivery_attempt)  # type: ignore[attr-defined]
+        for r in got
+    ]
+    ack_ids = [r.ack_id for r in got]
+    try:
+        run_batch(app.service, app.queue, deliveries, deadline=time.time() + 60)
+        clients.subscriber().acknowledge(request={"subscription": sub, "ack_ids": ack_ids})
+    except Exception:  # a retry: the push subscription would redeliver these
+        clients.subscriber().modify_ack_deadline(
+            request={"subscription": sub, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
+        )
 
 
 class _Context:
@@ -179,6 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pull, function = results[cloud]["pull"], results[cloud]["function"]
             results[cloud]["pull_scaling"] = {n: round(pull[n] / pull[args.procs[0]], 2) for n in args.procs}
             results[cloud]["pull_vs_function"] = {n: round(pull[n] / function[n], 2) for n in args.procs}
+            report(cloud, results[cloud])  # as each cloud ends: a long run shows what it has
     return results
 
 
@@ -209,17 +219,17 @@ def main() -> None:
     args = p.parse_args()
     if args.function_style:
         return function_style(args.function_style)
-    results = run(args)
-    for cloud in args.clouds:
-        r = results[cloud]
-        print(f"{cloud}: jobs/s by processes  pull {r['pull']}  function-style {r['function']}", file=sys.stderr)
-        print(f"{cloud}: pull scaling {r['pull_scaling']}  pull/function {r['pull_vs_function']}", file=sys.stderr)
-        print(
-            f"{cloud}: worker CPU ms a job  pull {r['pull_cpu_ms_per_job']}  function-style "
-            f"{r['function_cpu_ms_per_job']}",
-            file=sys.stderr,
-        )
-    print(json.dumps(results))
+    print(json.dumps(run(args)))
+
+
+def report(cloud: str, r: dict[str, Any]) -> None:
+    print(f"{cloud}: jobs/s by processes  pull {r['pull']}  function-style {r['function']}", file=sys.stderr)
+    print(f"{cloud}: pull scaling {r['pull_scaling']}  pull/function {r['pull_vs_function']}", file=sys.stderr)
+    print(
+        f"{cloud}: worker CPU ms a job  pull {r['pull_cpu_ms_per_job']}  function-style {r['function_cpu_ms_per_job']}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ class Rig:
             "FAKE_KEY": "test-key",
         }
         self._app: App | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []  # every worker started, killed at close if still running
 
     def configure(self, config: dict[str, Any]) -> None:
         Path(self.env["ALTO_CONFIG"]).write_text(yaml.safe_dump(config))
@@ -105,6 +106,7 @@ class Rig:
         port = probe_port or free_port()
         log = open(self.tmp / f"worker-{port}.log", "wb")
         proc = subprocess.Popen([*self.argv(), "--port", str(port)], env=self.env, cwd=ROOT, stdout=log, stderr=log)
+        self.procs.append(proc)
         return proc, port
 
     @property
@@ -120,7 +122,11 @@ class Rig:
         return [self.app.service.submit("acme", JobRequest(prompt=p))[0].id for p in prompts]
 
     def close(self) -> None:
-        pass
+        """Kill any worker a failed test left running (a passing one has stopped them all)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 class AwsRig(Rig):
@@ -267,4 +273,5 @@ class AzureRig(Rig):
         return int(stats(self.broker.url)["active"])
 
     def close(self) -> None:
+        super().close()
         self.broker.close()

@@ -207,3 +207,30 @@ def test_the_fargate_task_role_holds_exactly_the_lambda_worker_roles_grants():
     lam = serverless_resources()["WorkerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     ecs = ecs_template()["Resources"]["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert shape(ecs) == shape(lam)
+
+
+def test_the_container_app_runs_as_the_functions_worker_identity_and_drains_within_its_grace():
+    from tests.bicep import Bicep
+
+    app = Bicep(ROOT / "infra" / "azure" / "container-app.bicep")  # parsed strictly, as checkov's parser does
+    main = Bicep(ROOT / "infra" / "azure" / "main.bicep")
+    grace, deadline, margin = (app.var(v) for v in ("graceSeconds", "jobDeadlineSeconds", "drainMarginSeconds"))
+    assert deadline + margin <= grace <= 600  # Container Apps' ceiling between SIGTERM and SIGKILL
+    lock = main.resource("jobsQueue")["config"]["properties"]["lockDuration"]
+    assert lock == f"PT{app.var('lockSeconds') // 60}M"  # the lease the worker renews is the queue's lock
+    worker = app.resource("worker")["config"]
+    assert app.value(worker["properties"]["template"]["terminationGracePeriodSeconds"]) == grace
+    [rule] = worker["properties"]["template"]["scale"]["rules"]
+    metadata = rule["custom"]["metadata"]
+    assert rule["custom"]["type"] == "azure-servicebus"
+    assert set(metadata) <= SCALER_KEYS["azure-servicebus"]
+    assert str(app.value(rule["custom"]["identity"])) == "<scalerIdentity.id>"  # KEDA's own, never the worker's
+    assert app.value(metadata["messageCount"]) == str(app.var("concurrency"))
+    [container] = worker["properties"]["template"]["containers"]
+    env = {e["name"] for e in container["env"]}
+    assert REQUIRED_ENV["azure"] | {"ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_CONTAINER", "AZURE_CLIENT_ID"} <= env
+    # the worker's grants are the Functions worker's: its identity, by name, and no role assigned to it here
+    assigned = [r for r in app.tree["resources"].values() if r["type"] == "Microsoft.Authorization/roleAssignments"]
+    principals = [str(app.value(a["config"]["properties"]["principalId"])) for a in assigned]
+    assert len(principals) == 1 and principals[0].startswith("<scalerIdentity.") and "principalId" in principals[0]
+    assert str(app.value(worker["identity"]["type"])) == "UserAssigned"

@@ -104,15 +104,20 @@ def served_twice(rig: Rig, ids: list[str], prompts: list[str], history: dict[str
     return bad
 
 
-def test_sigterm_drains_the_jobs_in_flight_exits_0_and_leaves_the_rest_on_the_queue(rig, provider):
-    url = provider(1.5)
-    rig.configure(pull_config(url, visibility_s=rig.visibility_s, concurrency=3))
-    prompts = [f"drain {i} marker:d{i}" for i in range(9)]
+def busy_worker(rig: Rig, url: str, tag: str, jobs: int, concurrency: int) -> tuple[list[str], list[str], Any, int]:
+    """`jobs` queued, one worker started with `concurrency`, returned once that many calls are in flight."""
+    rig.configure(pull_config(url, visibility_s=rig.visibility_s, concurrency=concurrency))
+    prompts = [f"{tag} {i} marker:{tag}{i}" for i in range(jobs)]
     ids = rig.submit(prompts)
     worker, port = rig.start_worker()
-    wait_until("the worker is ready", lambda: probe(port, "/readyz")[0] == 200, 60)
-    assert probe(port, "/healthz")[0] == 200
-    wait_until("three calls in flight", lambda: stats(url)["stats"].get("calls", 0) >= 3, 30)
+    wait_until("calls in flight", lambda: stats(url)["stats"].get("calls", 0) >= concurrency, 60)
+    return prompts, ids, worker, port
+
+
+def test_sigterm_drains_the_jobs_in_flight_exits_0_and_leaves_the_rest_on_the_queue(rig, provider):
+    url = provider(1.5)
+    _, ids, worker, port = busy_worker(rig, url, "d", jobs=9, concurrency=3)
+    assert probe(port, "/readyz")[0] == 200 and probe(port, "/healthz")[0] == 200
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0  # the jobs in flight took 1.5 s: well inside the grace
     done = [s for s in statuses(rig, ids) if s is JobStatus.succeeded]
@@ -132,11 +137,7 @@ def test_sigterm_drains_the_jobs_in_flight_exits_0_and_leaves_the_rest_on_the_qu
 
 def test_kill_9_mid_job_loses_nothing_and_never_pays_for_a_reply_twice(rig, provider):
     url = provider(1.0)
-    rig.configure(pull_config(url, visibility_s=rig.visibility_s, concurrency=6))
-    prompts = [f"kill {i} marker:k{i}" for i in range(12)]
-    ids = rig.submit(prompts)
-    worker, _ = rig.start_worker()
-    wait_until("six calls in flight", lambda: stats(url)["stats"].get("calls", 0) >= 6, 60)
+    prompts, ids, worker, _ = busy_worker(rig, url, "k", jobs=12, concurrency=6)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     again, _ = rig.start_worker()
