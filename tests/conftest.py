@@ -68,6 +68,23 @@ def emulators(tmp_path_factory):
         yield hosts
 
 
+@pytest.fixture(scope="module")
+def moto_url():
+    """moto's server on loopback (one per test module): SQS, DynamoDB, S3 and the rest over real HTTP."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    from core.testing.servers import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # its dev key
 
 

@@ -64,9 +64,11 @@ def pull_config(provider_url: str, *, visibility_s: float, concurrency: int, **p
             "m": {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1.0, "output_per_mtok": 5.0}
         },
         "routing": {"default": {"model": "m", "max_tokens": 64}},
+        # a job's lease renewed every lease/3 s: 4 s leaves the Firestore emulator's contended transactions room
+        # (at 2 s a renewal lost to contention let a redelivery take the job, recording its call `lost`)
         "governance": {
-            "max_attempts": 3,
-            "lease_s": 2,
+            "max_attempts": 4,
+            "lease_s": 4,
             "backoff_base_s": 0.05,
             "backoff_max_s": 0.2,
             "in_process_wait_s": 0.2,
