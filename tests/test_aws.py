@@ -616,3 +616,34 @@ def test_the_worker_writes_emf_lines_that_cloudwatch_reads(aws, capsys):
     assert attempt["InputTokens"] == aws.app.store.get(job_id).usage.input_tokens
     namespaces = {d["Namespace"] for r in records for d in r["_aws"]["CloudWatchMetrics"]}
     assert namespaces == {shipped["emf"]["namespace"]}
+
+
+def test_acknowledgements_a_failed_batch_delete_could_not_delete_wait_for_the_next_flush(aws):
+    """The pull worker's acks are deleted ten to a call; a DeleteMessageBatch that fails (SQS unreachable) keeps
+    them, and the next flush deletes them: no ack is dropped on the floor to come back as a redelivery."""
+    import boto3
+    from botocore.config import Config
+
+    from adapters.aws.sqs import SqsQueue
+
+    unreachable = boto3.client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    clients = [aws.sqs]
+    queue = SqsQueue(lambda: clients[-1], aws.queue_url, aws.app.blobs, visibility_timeout_s=30)
+    for i in range(3):
+        queue.send(f"message {i}")
+    got = queue.receive(max_messages=10)
+    assert len(got) == 3
+    for d in got:
+        queue.ack(d)  # fewer than ten: waiting for the next receive or close
+    clients.append(unreachable)
+    with pytest.raises(Exception, match="Could not connect"):
+        queue.flush()
+    clients.pop()
+    queue.close()
+    attrs = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == attrs["ApproximateNumberOfMessagesNotVisible"] == "0"

@@ -89,7 +89,12 @@ class SqsQueue:
         for i in range(0, len(pending), 10):
             chunk = pending[i : i + 10]
             entries = [{"Id": str(n), "ReceiptHandle": d.receipt} for n, d in enumerate(chunk)]
-            r = self._client().delete_message_batch(QueueUrl=self.url, Entries=entries)
+            try:
+                r = self._client().delete_message_batch(QueueUrl=self.url, Entries=entries)
+            except Exception:  # SQS unreachable: what is not deleted yet waits for the next flush
+                with self._acks_lock:
+                    self._acks[:0] = pending[i:]
+                raise
             for failed in r.get("Failed", []):  # an expired receipt: the message comes back and ends at once
                 log_event("sqs.delete_failed", logging.WARNING, code=failed.get("Code"), id=failed.get("Id"))
 
