@@ -31,9 +31,16 @@ def build_pull_app(cloud: str, config: str | None = None) -> Any:
         ) from None
 
 
+def _stop_before_start(*_: Any) -> None:
+    raise SystemExit(0)  # nothing received yet: stopping now loses nothing (the loop's own handler drains later)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+
     from core.entrypoints.pull import serve_worker
 
+    signal.signal(signal.SIGTERM, _stop_before_start)  # an orchestrator may stop a pod that is still starting
     app = build_pull_app(args.cloud, args.config)
     config = app.settings.pull
     if args.concurrency is not None:
