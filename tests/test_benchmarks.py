@@ -252,6 +252,7 @@ def test_pull_worker_benchmark_drains_both_queues_both_ways():
         r = line[cloud]
         for mode in ("pull", "function"):
             assert set(r[mode]) == {"1"} and all(v > 0 for v in r[mode].values())
-            assert all(v > 0 for v in r[f"{mode}_cpu_ms_per_job"].values())
+            # the workers' CPU from /proc in clock ticks (10 ms): over 8 jobs it may round to nothing, never below
+            assert all(v >= 0 for v in r[f"{mode}_cpu_ms_per_job"].values())
         assert r["pull_scaling"]["1"] == 1.0
         assert r["pull_vs_function"]["1"] == pytest.approx(r["pull"]["1"] / r["function"]["1"], abs=0.02)
