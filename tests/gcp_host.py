@@ -4,6 +4,8 @@ the staged function source, in its own process with its own environment, every c
     python -m tests.gcp_host TARGET PORT RECORD_FILE FUNCTION_NAME      (cwd: the staged source)
 
 Prints `ready` once it listens. Pub/Sub's emulator pushes to it, the tests call its HTTP functions.
+TARGET `alto-worker` runs the container's entry point instead (`alto worker --cloud gcp`, probes on PORT), recorded
+the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ def main() -> None:
     from tests.cloud_calls import install
 
     install(record, function)  # before any client exists, so every channel and session is recorded
+    if target == "alto-worker":
+        from core.entrypoints.cli import main as cli
+
+        sys.exit(cli(["worker", "--cloud", "gcp", "--port", str(port)]))
     import functions_framework
     from werkzeug.serving import make_server
 

@@ -29,6 +29,11 @@ ROLE_PERMISSIONS = {
         "datastore.namespaces.list",
     },
     "roles/pubsub.publisher": {"pubsub.topics.publish"},
+    "roles/pubsub.subscriber": {
+        "pubsub.subscriptions.consume",
+        "pubsub.topics.attachSubscription",
+        "pubsub.snapshots.seek",
+    },
     "roles/storage.objectViewer": {"storage.objects.get", "storage.objects.list"},
     "roles/storage.objectUser": {
         "storage.objects.create",
@@ -145,6 +150,14 @@ def needs(call: dict[str, Any], *, storage_host: str, written: set[str]) -> list
     request = call["request"]
     if service == "google.pubsub.v1.Publisher" and method == "Publish":
         return [Need("pubsub.topics.publish", request["topic"])]
+    if service == "google.pubsub.v1.Subscriber" and method in (
+        "StreamingPull",
+        "Pull",
+        "Acknowledge",
+        "ModifyAckDeadline",
+    ):
+        # a streaming pull names its subscription in its first request: the rest of the stream rides on it
+        return [Need("pubsub.subscriptions.consume", request["subscription"])] if request.get("subscription") else []
     if service == "google.firestore.v1.Firestore":
         return _firestore(method, request)
     if service == "google.cloud.secretmanager.v1.SecretManagerService" and method == "AccessSecretVersion":

@@ -2,7 +2,7 @@
 rendered with `kubectl kustomize`, validated against the Kubernetes schemas (kubernetes-validate) and its KEDA objects
 against KEDA's published CRD schemas; the relations between its numbers (termination grace, job deadline, scaler
 target, probe port) and the environment the adapter requires; the Dockerfile linted with hadolint; both scanned by
-checkov. The image itself is never built here: docker build needs a daemon (see infra/k8s/README.md)."""
+checkov. The image itself is never built here: docker build needs a daemon (see docs/clouds/containers.md)."""
 
 from __future__ import annotations
 
@@ -234,3 +234,47 @@ def test_the_container_app_runs_as_the_functions_worker_identity_and_drains_with
     principals = [str(app.value(a["config"]["properties"]["principalId"])) for a in assigned]
     assert len(principals) == 1 and principals[0].startswith("<scalerIdentity.") and "principalId" in principals[0]
     assert str(app.value(worker["identity"]["type"])) == "UserAssigned"
+
+
+SECONDS_PER_CALL = 5.0  # the cost table's assumption (docs/clouds/containers.md)
+
+
+def test_every_replica_cap_is_the_one_the_deployed_limits_admit(capsys):
+    """More replicas than the provider limits keep busy only hold messages while they wait for tokens: each
+    deployment's cap is `alto config replicas` on that cloud's deployed configuration, and moves with it."""
+    from core.entrypoints.cli import main
+    from tests.bicep import Bicep
+
+    caps = {}
+    for cloud in CLOUDS:
+        assert main(["--config", f"infra/{cloud}/altostratus.yaml", "config", "replicas", "--json"]) == 0
+        caps[cloud] = json.loads(capsys.readouterr().out)["replicas"]
+        assert caps[cloud] is not None, f"infra/{cloud}/altostratus.yaml routes to a model with no limits"
+        kubectl = shutil.which("kubectl") or require_tool("kubectl", "apt-get install kubernetes-client")
+        r = subprocess.run(
+            [kubectl, "kustomize", f"infra/k8s/overlays/{cloud}"], capture_output=True, text=True, cwd=ROOT
+        )
+        scaled = one([d for d in yaml.safe_load_all(r.stdout) if d], "ScaledObject")
+        assert scaled["spec"]["maxReplicaCount"] == caps[cloud], cloud
+    assert ecs_template()["Parameters"]["MaxTasks"]["Default"] == caps["aws"]
+    assert Bicep(ROOT / "infra" / "azure" / "container-app.bicep").params["maxReplicas"] == caps["azure"]
+
+
+def test_the_replica_cap_follows_requests_per_minute_and_max_concurrency():
+    from core.config import load_settings
+    from core.config.capacity import replica_cap
+
+    settings = load_settings(ROOT / "infra" / "aws" / "altostratus.yaml")
+    [model] = settings.routing.routed_models()
+    limits = settings.models[model].limits
+    assert limits is not None and limits.requests_per_minute == 50
+    assert replica_cap({model: settings.models[model]}, 32, 5).replicas == 1  # 4.2 calls in flight
+    faster = settings.models[model].model_copy(
+        update={"limits": limits.model_copy(update={"requests_per_minute": 4000})}
+    )
+    assert replica_cap({model: faster}, 32, 5).total == pytest.approx(4000 * 5 / 60)
+    assert replica_cap({model: faster}, 32, 5).replicas == 11  # 333 calls in flight, 32 a replica
+    capped = faster.model_copy(update={"limits": faster.limits.model_copy(update={"max_concurrency": 64})})
+    assert replica_cap({model: capped}, 32, 5).replicas == 2
+    unlimited = faster.model_copy(update={"limits": None})
+    assert replica_cap({model: capped, "other": unlimited}, 32, 5).replicas is None

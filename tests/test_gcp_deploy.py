@@ -5,13 +5,15 @@ Secret Manager fake), and every cloud call each one makes is recorded at the SDK
 
 The scenarios are the AWS proof's: submit, idempotency and listings, a retry redelivered by Pub/Sub, big and
 uploaded workflow documents, a spilled stream replayed over SSE, RAG with and without a snapshot, the
-batch tick, a lost message re-sent, a dead-lettered job's callback. Then three checks over the recordings:
-every call granted by the function's own bindings in infra/gcp/functions.tf (predefined roles expanded,
-IAM conditions evaluated: tests/gcp_iam.py), every binding needed by some call, and every Firestore query
-served by a composite index infra/gcp/main.tf declares.
+batch tick, a lost message re-sent, a dead-lettered job's callback, and the container worker (`alto worker
+--cloud gcp`, as GKE runs it under the worker's identity) on infra/gcp/pull.tf's pull subscription. Then three
+checks over the recordings: every call granted by the identity's own bindings in infra/gcp/functions.tf and
+pull.tf (predefined roles expanded, IAM conditions evaluated: tests/gcp_iam.py), every binding needed by some
+call, and every Firestore query served by a composite index infra/gcp/main.tf declares.
 
-One setting is not Terraform's: the push subscriptions' retry backoff is 0-1 s here instead of 10-600 s,
-so that redeliveries take seconds.
+Two settings are not Terraform's: the subscriptions' retry backoff is 0-1 s here instead of 10-600 s, so that
+redeliveries take seconds, and the pull subscription's ack deadline is the emulator's least (10 s), so that a job
+of 12 s needs its lease extended.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ class GcpDeployment:
         self.workdir = workdir
         self.project = f"alto-proof-{uuid.uuid4().hex[:6]}"
         self.tf = Terraform(
-            ROOT / "infra" / "gcp", {"project": self.project, "api_key_hashes": f"{TENANT}={hash_api_key(KEY)}"}
+            ROOT / "infra" / "gcp",
+            {"project": self.project, "api_key_hashes": f"{TENANT}={hash_api_key(KEY)}", "pull_workers": True},
         )
         self.source = self._stage(workdir / "source")
         self.record = workdir / "calls.jsonl"
@@ -149,6 +152,8 @@ class GcpDeployment:
         target = {"jobs": "worker", "dead": "dead-letter"}
         self.subscriptions: dict[str, str] = {}
         for key, sub in subs.items():
+            if key == "pull":  # the container workers' own: made when they first run (their test, below)
+                continue
             request: dict[str, Any] = {
                 "name": f"projects/{self.project}/subscriptions/{self.tf.value(sub['name'])}",
                 "topic": self.topics[key],
@@ -421,7 +426,77 @@ def test_a_dead_lettered_job_is_marked_and_its_callback_delivered(gcp, fake):
         f.plan.script = []
 
 
+def test_a_container_worker_as_the_worker_identity_pulls_extends_and_drains(gcp, fake):
+    """The move of docs/clouds/containers.md: the push subscription points elsewhere and `alto worker --cloud gcp`
+    answers from the pull subscription infra/gcp/pull.tf declares, as the worker function's service account (GKE
+    Workload Identity, pull.tf's gke_worker binding), recorded with the functions' calls for the grant check."""
+    import signal
+
+    f, _ = fake
+    sub = gcp.tf.resources("google_pubsub_subscription")["pull"]
+    name = f"projects/{gcp.project}/subscriptions/{gcp.tf.value(sub['name'])}"
+    gcp.subscriber.create_subscription(
+        request={
+            "name": name,
+            "topic": gcp.topics["jobs"],
+            "ack_deadline_seconds": 10,
+            "retry_policy": {"minimum_backoff": {"seconds": 0}, "maximum_backoff": {"seconds": 1}},
+            "dead_letter_policy": {
+                "dead_letter_topic": gcp.topics["dead"],
+                "max_delivery_attempts": gcp.tf.value(sub["dead_letter_policy"][0]["max_delivery_attempts"]),
+            },
+        }
+    )
+    tmp = gcp.workdir / "container" / "tmp"
+    tmp.mkdir(parents=True)
+    env = {
+        **gcp.env,
+        "TMPDIR": str(tmp),
+        "ALTO_SUBSCRIPTION": gcp.tf.value(sub["name"]),
+        "ALTO_QUEUE__VISIBILITY_TIMEOUT_S": "10",  # each lease extension: the subscription's ack deadline here
+        "ALTO_PULL__JOB_DEADLINE_S": "60",
+    }
+    port, log = free_port(), gcp.workdir / "container.log"
+    with ServerThread(Blackhole()) as hole:
+        gcp.subscriber.modify_push_config(
+            subscription=gcp.subscriptions["jobs"], push_config={"push_endpoint": hole.url + "/"}
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.gcp_host", "alto-worker", str(port), str(gcp.record), "container"],
+            cwd=gcp.source,
+            env=env,
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        f.plan.latency_s = 12.0  # longer than the ack deadline: the lease manager extends it
+        try:
+            ids = [submit(gcp, prompt=f"pulled by a GKE worker {i}") for i in range(2)]
+            for job_id in ids:
+                done = until(gcp, job_id, timeout_s=90)
+                assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
+                assert len(done["attempts"]) == 1, done  # held past its 10 s deadline, never redelivered
+        finally:
+            f.plan.latency_s = 0.0
+            worker.send_signal(signal.SIGTERM)
+            code = worker.wait(timeout=60)
+            gcp.subscriber.modify_push_config(
+                subscription=gcp.subscriptions["jobs"], push_config={"push_endpoint": gcp.hosts["worker"].url}
+            )
+    assert code == 0, log.read_text()[-3000:]
+    methods = {c["method"].rsplit("/", 1)[-1] for c in gcp.calls() if c["function"] == "container"}
+    assert {"StreamingPull", "ModifyAckDeadline", "Acknowledge", "Commit"} <= methods, methods
+
+
 # ---------------------------------------------------------------- grants and indexes, from the recordings
+
+
+def _identity(gcp: GcpDeployment) -> dict[str, str]:
+    """Which service account each recorded process runs as: a function as its own, the GKE worker as the one
+    pull.tf's Workload Identity binding lets it act as."""
+    binding = gcp.tf.resources("google_service_account_iam_member")["gke_worker"]
+    assert binding["service_account_id"] == '${google_service_account.fn["worker"].name}'
+    assert gcp.tf.value(binding["role"]) == "roles/iam.workloadIdentityUser"
+    return {**{fn: fn for fn in FUNCTIONS}, "container": "worker"}
 
 
 def _bindings(gcp: GcpDeployment) -> list[gcp_iam.Binding]:
@@ -446,17 +521,23 @@ def _bindings(gcp: GcpDeployment) -> list[gcp_iam.Binding]:
                 f'resource.name.startsWith("{base}{p}") || {gcp_iam.LIST_PREFIX}.startsWith("{p}")' for p in prefixes
             )
             out.append(gcp_iam.Binding(fn, role, f"projects/_/buckets/{gcp.env['ALTO_BUCKET']}", expression))
+    pull = tf.resources("google_pubsub_subscription_iam_member")["pull_worker"]
+    assert pull["member"] == '"serviceAccount:${google_service_account.fn["worker"].email}"'
+    subscription = tf.value(tf.resources("google_pubsub_subscription")["pull"]["name"])
+    out.append(
+        gcp_iam.Binding("worker", tf.value(pull["role"]), f"projects/{gcp.project}/subscriptions/{subscription}")
+    )
     return out
 
 
 def test_every_call_was_granted_and_every_binding_was_needed(gcp):
-    calls = gcp.calls()
-    assert {c["function"] for c in calls} == set(FUNCTIONS), "a function made no cloud call: is recording on?"
+    calls, identity = gcp.calls(), _identity(gcp)
+    assert {c["function"] for c in calls} == set(identity), "a process made no cloud call: is recording on?"
     bindings = _bindings(gcp)
     denied, written = [], set()
     for call in calls:
         for need in gcp_iam.needs(call, storage_host=gcp.gcs_host, written=written):
-            allowing = [b for b in bindings if b.function == call["function"] and b.grants(need)]
+            allowing = [b for b in bindings if b.function == identity[call["function"]] and b.grants(need)]
             if not allowing:
                 denied.append((call["function"], need.permission, need.resource))
             elif len(allowing) == 1:

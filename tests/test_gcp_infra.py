@@ -50,7 +50,9 @@ def test_every_function_matches_main_py_and_event_functions_are_pushed_by_a_subs
     kinds = entry_points()
     assert {f["entry"] for f in functions.values()} == set(kinds) == {"api", "worker", "dead_letter", "reconcile"}
     assert tf.resources("google_cloudfunctions2_function")["fn"]["for_each"] == "${local.functions}"
-    pushed = {sub["push_config"][0]["push_endpoint"] for sub in tf.resources("google_pubsub_subscription").values()}
+    subs = tf.resources("google_pubsub_subscription")
+    pushed = {sub["push_config"][0]["push_endpoint"] for sub in subs.values() if "push_config" in sub}
+    assert {k for k, sub in subs.items() if "push_config" not in sub} == {"pull"}  # the container workers' own
     for name, f in functions.items():
         endpoint = f'${{google_cloudfunctions2_function.fn["{name}"].service_config[0].uri}}'
         # a CloudEvent function receives Pub/Sub's push body (functions-framework converts it); the others are plain HTTP
@@ -97,6 +99,42 @@ def test_timeouts_deadlines_leases_and_limits_agree(variables):
     assert fn["reconcile"]["timeout"] < int(tf.value(job["attempt_deadline"]).removesuffix("s")) <= 300
     # more than one request per instance needs a whole CPU (Cloud Run's rule)
     assert all(float(f["cpu"]) >= 1 for f in fn.values() if f["concurrency"] > 1)
+
+
+def test_the_pull_subscription_has_the_push_subscriptions_policies_and_the_gke_overlay_its_names():
+    """Containers on GCP (infra/gcp/pull.tf, infra/k8s/overlays/gcp): the same retry and dead-letter policies as the
+    functions' push subscription, and the overlay's environment the one Terraform gives the worker function, but
+    for the pull subscription's name and lease."""
+    import yaml
+
+    tf = Terraform(INFRA, {"project": "my-project"})  # the overlay's placeholder project
+    subs = tf.resources("google_pubsub_subscription")
+    push, pull = subs["jobs"], subs["pull"]
+    assert pull["count"] == "${var.pull_workers ? 1 : 0}" and tf.variables["pull_workers"] is False
+    for key in ("topic", "retry_policy", "dead_letter_policy", "message_retention_duration", "expiration_policy"):
+        assert pull[key] == push[key], key  # the same expressions, so the same values for any variables
+    overlay = ROOT / "infra" / "k8s" / "overlays" / "gcp"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    [generator] = kustomization["configMapGenerator"]
+    config = dict(item.split("=", 1) for item in generator["literals"])
+    env = tf.local("env")
+    functions_only = {  # read by the api, the reconciler or the function runtime, not by a pull worker
+        "ALTO_API_KEY_HASHES", "ALTO_FUNCTION_TIMEOUT_S", "ALTO_STREAM__MAX_WAIT_S", "ALTO_GOVERNANCE__LEASE_S",
+        "ALTO_GOVERNANCE__RECONCILE_AFTER_S", "ALTO_CONFIG",
+    }  # fmt: skip
+    for key in set(env) - functions_only - {"ALTO_QUEUE__VISIBILITY_TIMEOUT_S"}:
+        assert config.get(key) == str(env[key]), (key, config.get(key), env[key])
+    assert config["ALTO_SUBSCRIPTION"] == tf.value(pull["name"])
+    assert int(config["ALTO_QUEUE__VISIBILITY_TIMEOUT_S"]) == tf.value(pull["ack_deadline_seconds"])
+    identity = yaml.safe_load((overlay / "identity.yaml").read_text())
+    email = identity["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert tf.resources("google_service_account")["fn"]["account_id"] == '"${var.name}-${each.key}"'
+    assert email == f"{tf.variables['name']}-worker@my-project.iam.gserviceaccount.com", email
+    namespace, name = tf.variables["gke_worker_service_account"].split("/")
+    assert (kustomization["namespace"], identity["metadata"]["name"]) == (namespace, name)
+    keda = [d for d in yaml.safe_load_all((overlay / "keda.yaml").read_text()) if d["kind"] == "ScaledObject"]
+    [trigger] = keda[0]["spec"]["triggers"]
+    assert trigger["metadata"]["subscriptionName"] == f"projects/my-project/subscriptions/{tf.value(pull['name'])}"
 
 
 def test_a_fresh_project_gets_every_api_it_uses():

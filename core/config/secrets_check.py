@@ -16,8 +16,7 @@ LOCAL_SCHEMES = ("env", "file")
 
 def routed_providers(settings: Settings) -> list[str]:
     """Providers some route may call (validation has checked that every routed model exists)."""
-    models = {m for where, route in settings.routing.routes() for _, m in route.model_refs(where)}
-    return sorted({settings.models[m].provider for m in models})
+    return sorted({settings.models[m].provider for m in settings.routing.routed_models()})
 
 
 def secret_refs(settings: Settings) -> list[tuple[str, str]]:

@@ -236,6 +236,10 @@ class RoutingConfig(_Strict):
             (f"routing.rules[{i}] ({r.name}).route", r.route) for i, r in enumerate(self.rules)
         ]
 
+    def routed_models(self) -> list[str]:
+        """Every model some route may call, targets and fallbacks, in order of first mention."""
+        return list(dict.fromkeys(m for where, route in self.routes() for _, m in route.model_refs(where)))
+
 
 class TemplateConfig(_Strict):
     """A versioned prompt template. `{max_tokens}` may appear in `output_instruction`."""

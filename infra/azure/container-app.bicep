@@ -27,9 +27,9 @@ param stateTable string
 param container string
 @description('The Key Vault secret holding the provider key (main.bicep\'s anthropic-api-key), versionless')
 param secretUri string
-@description('Follows the provider\'s rate limit: replicas x 32 calls in flight within requests_per_minute x seconds per call / 60')
+@description('Follows the provider\'s rate limit: replicas x 32 calls in flight within requests_per_minute x seconds per call / 60 (`alto config replicas`)')
 @minValue(1)
-param maxReplicas int = 8
+param maxReplicas int = 1
 
 var concurrency = 32
 var jobDeadlineSeconds = 570

@@ -74,3 +74,17 @@ variable "worker_concurrency" {
     error_message = "worker_concurrency must be 1..1000."
   }
 }
+
+# ---- container workers (`alto worker --cloud gcp` on GKE: infra/k8s/overlays/gcp, docs/clouds/containers.md)
+
+variable "pull_workers" {
+  description = "Create the pull subscription GKE workers read, and let their Kubernetes service account act as the worker's service account. Off until you run them: with nothing pulling it, every job's copy waits in it."
+  type        = bool
+  default     = false
+}
+
+variable "gke_worker_service_account" {
+  description = "The Kubernetes service account the GKE workers run as, NAMESPACE/NAME (infra/k8s's base)."
+  type        = string
+  default     = "altostratus/altostratus-worker"
+}

@@ -1,5 +1,5 @@
 """`alto ingest` (documents into a collection, optionally published as a snapshot) and `alto config`
-(validate the configuration, hash an API key)."""
+(validate the configuration, hash an API key, size a container deployment's replica cap)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from core.config.api import hash_api_key
+from core.config.capacity import replica_cap
 from core.config.load import load_settings
 from core.config.secrets_check import missing_sdks, unresolved_secrets
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
@@ -47,10 +48,36 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replicas(args: argparse.Namespace) -> int:
+    """The replica cap for `alto worker` deployments, from the configured limits (docs/clouds/containers.md)."""
+    settings = load_settings(args.config)
+    routed = {
+        name: settings.models[name] for name in settings.routing.routed_models()
+    }  # a model never routed to waits on no call
+    cap = replica_cap(routed, settings.pull.concurrency, args.seconds_per_call)
+    if args.json:
+        print(json.dumps({"replicas": cap.replicas, "in_flight": cap.total, "per_model": cap.in_flight}))
+        return 0
+    for name, n in cap.in_flight.items():
+        print(
+            f"  {name}: " + ("no requests_per_minute or max_concurrency" if n is None else f"{n:.1f} calls in flight")
+        )
+    if cap.replicas is None:
+        print("no cap: a model above has no limit, so only the provider's 429s bound the replicas (set its limits)")
+    else:
+        print(
+            f"{cap.total:.1f} calls in flight at {args.seconds_per_call:g} s a call, {cap.concurrency} per replica "
+            f"(pull.concurrency): at most {cap.replicas} replica(s) keep busy"
+        )
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.config_cmd == "hash-key":
         print(hash_api_key(args.key))
         return 0
+    if args.config_cmd == "replicas":
+        return cmd_replicas(args)
     settings = load_settings(args.config)
     if not args.skip_secrets and (missing := missing_sdks(settings)):  # a build machine installs the bundle's own
         print(
@@ -104,4 +131,7 @@ def register(sub: Any) -> None:
     )
     ch = csub.add_parser("hash-key", help="print the sha256: form of an API key for the config file")
     ch.add_argument("key", help="the API key to hash for tenants.X.api_keys")
+    cr = csub.add_parser("replicas", help="the most `alto worker` replicas the provider limits keep busy")
+    cr.add_argument("--seconds-per-call", type=float, default=5.0, help="a provider call's mean duration (5)")
+    cr.add_argument("--json", action="store_true")
     c.set_defaults(fn=cmd_config)
