@@ -1,6 +1,6 @@
 """Prompt assembly: the most relevant context that fits an exact token budget, never more.
 
-    budget = window - system - template - question - reserved output - margin
+    budget = window - system - earlier turns - template - question - reserved output - margin
 
 Every figure is counted with the model's tokenizer (a real BPE), the margin covers tokenizers that
 only approximate the model's own, and after packing the whole prompt is counted again exactly as
@@ -19,6 +19,7 @@ from typing import Any
 
 from core.chunks import ContextChunk
 from core.config.worker import ModelConfig, RetrievalConfig
+from core.conversation import Ask
 from core.errors import PromptTooLong
 from core.models import ChunkDropped, ChunkUse, PromptAssembly
 from core.prompting import RenderedPrompt, document_block, render, user_parts
@@ -62,15 +63,23 @@ def margin_tokens(model: ModelConfig, reserved_output: int) -> int:
     return math.ceil(model.token_margin * max(0, model.context_window - reserved_output))
 
 
-def required_tokens(question: str, *, template: Any, model: ModelConfig, reserved_output: int) -> int:
+def history_tokens(ask: Ask, count: Any) -> int:
+    """A conversation's earlier turns as the model's tokenizer counts them (each turn's text; the few tokens an
+    API spends on each turn's role are inside the margin)."""
+    return sum(count(t.text) for t in ask.history)
+
+
+def required_tokens(ask: Ask, *, template: Any, model: ModelConfig, reserved_output: int) -> int:
     """Input tokens the prompt needs with no context at all (plus the margin): for window checks."""
     count = counter(model.tokenizer).count
-    prompt = render(question, [], template=template, max_tokens=reserved_output)
-    return count(prompt.system) + count(prompt.user) + margin_tokens(model, reserved_output)
+    prompt = render(ask, [], template=template, max_tokens=reserved_output)
+    return (
+        count(prompt.system) + history_tokens(ask, count) + count(prompt.user) + margin_tokens(model, reserved_output)
+    )
 
 
 def assemble(
-    question: str,
+    ask: Ask,
     candidates: list[ContextChunk],
     *,
     template_id: str,
@@ -82,14 +91,15 @@ def assemble(
 ) -> Assembled:
     """Pick and order context for `model`; raises PromptTooLong when not even the question fits."""
     count = counter(model.tokenizer).count
-    system = template.system
-    system_tokens = count(system)
+    system_tokens = count(ask.system or template.system)
+    earlier = history_tokens(ask, count)
     template_tokens = count("\n\n".join(user_parts("", "", template, reserved_output)))
-    question_tokens = count(question)
+    question_tokens = count(ask.question)
     margin = margin_tokens(model, reserved_output)
-    budget = model.context_window - system_tokens - template_tokens - question_tokens - reserved_output - margin
+    fixed = system_tokens + earlier + template_tokens + question_tokens
+    budget = model.context_window - fixed - reserved_output - margin
     if budget < 0:
-        raise _no_room(system_tokens + template_tokens + question_tokens, reserved_output, margin, model_name, model)
+        raise _no_room(fixed, reserved_output, margin, model_name, model)
 
     dropped: list[ChunkDropped] = []
     kept = _distinct(candidates, settings, dropped)
@@ -99,8 +109,8 @@ def assemble(
     limit = model.context_window - reserved_output - margin
     while True:
         ordered = _lost_in_middle(chosen) if settings.ordering == "lost_in_middle" else chosen
-        prompt = render(question, ordered, template_id=template_id, template=template, max_tokens=reserved_output)
-        exact = count(prompt.system) + count(prompt.user)
+        prompt = render(ask, ordered, template_id=template_id, template=template, max_tokens=reserved_output)
+        exact = count(prompt.system) + earlier + count(prompt.user)
         if exact <= limit or not chosen:
             break
         weakest = chosen.pop()  # joining cost more than the parts: drop the weakest and count again
@@ -116,6 +126,8 @@ def assemble(
         system_tokens=system_tokens,
         template_tokens=template_tokens,
         question_tokens=question_tokens,
+        history_tokens=earlier,
+        history_turns=len(ask.history),
         reserved_output_tokens=reserved_output,
         margin_tokens=margin,
         context_budget=budget,
@@ -131,8 +143,8 @@ def assemble(
 def _no_room(fixed: int, reserved_output: int, margin: int, model_name: str, model: ModelConfig) -> PromptTooLong:
     return PromptTooLong(
         f"the prompt needs {fixed} tokens before any context, plus {reserved_output} reserved for the answer and a "
-        f"{margin}-token margin, but '{model_name}' has a {model.context_window}-token window; shorten the question, "
-        "lower max_tokens, or route to a model with a larger window"
+        f"{margin}-token margin, but '{model_name}' has a {model.context_window}-token window; shorten the question "
+        "(or send fewer turns), lower max_tokens, or route to a model with a larger window"
     )
 
 

@@ -6,16 +6,24 @@ Pydantic models because jobs cross every boundary (HTTP, queue, store) as JSON.
 # no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
 
 import enum
-import hashlib
-import json
-import re
 import time
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from core.prompt_record import ChunkDropped, ChunkUse, PromptAssembly  # noqa: F401  (part of a job; re-exported)
-from core.validation import checked, json_depth
+# the request and the prompt record are parts of a job; re-exported, where the rest of the code has found them
+from core.job_request import (  # noqa: F401
+    CANONICAL_JSON,
+    MAX_INPUT_CHARS,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_PROMPT_CHARS,
+    NAME_PATTERN,
+    NAME_RULE,
+    WORKFLOW_PATTERN,
+    JobRequest,
+)
+from core.prompt_record import ChunkDropped, ChunkUse, PromptAssembly  # noqa: F401
 
 
 class JobStatus(str, enum.Enum):
@@ -48,16 +56,6 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-# tenant and collection names: they become parts of keys and paths (snapshots, blob prefixes), so no
-# separators, no dot-dot, no spaces
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-NAME_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
-WORKFLOW_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(@[0-9]{1,6})?$"
-MAX_INPUT_CHARS = 8_000_000
-MAX_METADATA_DEPTH = 8
-MAX_METADATA_BYTES = 16_384
-
-
 class ErrorClass(str, enum.Enum):
     transient = "transient"
     rate_limited = "rate_limited"
@@ -65,152 +63,10 @@ class ErrorClass(str, enum.Enum):
     malformed = "malformed"
 
 
-# the canonical form hashed for fingerprints, made once (json.dumps with arguments builds an encoder a call)
-CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-
-
 class _Model(BaseModel):
     # schemas are built on first use, not at import: a cold start that only submits never builds
     # the worker's models (and import stays cheap on every path)
     model_config = ConfigDict(defer_build=True)
-
-
-class JobRequest(_Model):
-    """The body of `POST /v1/jobs`. Unknown fields are rejected so typos don't pass silently."""
-
-    # strict: `"cache": "no"` is an error, not False; extra="forbid": a typo is an error, not ignored
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        str_strip_whitespace=False,
-        defer_build=True,
-        json_schema_extra={
-            "oneOf": [  # one call, or a workflow: what the validators below check
-                {"required": ["prompt"], "not": {"anyOf": [{"required": ["workflow"]}, {"required": ["inputs"]}]}},
-                {"required": ["workflow", "inputs"], "not": {"required": ["prompt"]}},
-            ]
-        },
-    )
-
-    workflow: str | None = Field(
-        default=None,
-        pattern=WORKFLOW_PATTERN,
-        description="Run a configured multi-step workflow instead of one call: `name@version`, or `name` for its "
-        "newest version. Give its inputs in `inputs`, and no `prompt`.",
-    )
-    prompt: str = Field(
-        default="",
-        max_length=1_000_000,
-        validate_default=True,
-        json_schema_extra={"minLength": 1, "pattern": r"\S"},  # what the validator below enforces
-        description="The question or instruction (required unless `workflow` is given).",
-    )
-    inputs: dict[str, str] = Field(
-        default_factory=dict,
-        description="A workflow's inputs by name: the text itself, or `blob:KEY` for a document "
-        "in the blob store (PDF, HTML, Markdown and text are extracted).",
-    )
-    max_tokens: int | None = Field(
-        default=None,
-        gt=0,
-        le=1_000_000,
-        description="Output tokens at most; lowers (never raises) the route's max_tokens.",
-    )
-    task: str | None = Field(default=None, max_length=128, description="Task name used by routing rules.")
-    context_query: str | None = Field(
-        default=None,
-        max_length=10_000,
-        description="Retrieval query; defaults to the prompt when a collection is used.",
-    )
-    collection: str | None = Field(
-        default=None,
-        pattern=NAME_PATTERN,
-        description=f"Collection to retrieve context from ({NAME_RULE}); defaults to the tenant's.",
-    )
-    metadata: dict[str, Any] = Field(
-        default_factory=dict,
-        description=f"Free-form tags, stored with the job: at most {MAX_METADATA_DEPTH} levels deep and "
-        f"{MAX_METADATA_BYTES:,} bytes as JSON.",
-    )
-    callback_url: str | None = Field(
-        default=None,
-        max_length=2048,
-        json_schema_extra={"format": "uri", "pattern": "^https?://"},  # checked below
-        description="A public http(s) URL POSTed the job view, signed, once the job is terminal.",
-    )
-    cache: bool = Field(default=True, description="false: bypass the response cache (read and write) for this job.")
-    lane: Literal["online", "batch"] = Field(
-        default="online",
-        description="batch: not urgent; sent through the provider's batch API at its discount "
-        "(results within the provider's 24 h).",
-    )
-    stream: bool = Field(
-        default=False,
-        description="Persist the output as it is generated: read it with "
-        "`GET /v1/jobs/{id}/events` (SSE) or `?after=SEQ&wait_s=N`.",
-    )
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_or_workflow(cls, v: str, info: ValidationInfo) -> str:
-        if not checked(info):
-            return v
-        # `workflow` is declared first, so it is validated (and in info.data) by now
-        workflow = info.data.get("workflow")
-        if workflow is None and "workflow" in info.data:
-            if not v:
-                raise ValueError("prompt is required (or give `workflow` and its `inputs` for a multi-step job)")
-            if not v.strip():
-                raise ValueError("prompt must contain non-whitespace text")
-        elif workflow is not None and v:
-            raise ValueError("give either prompt (one call) or `workflow` (its steps have their own prompts), not both")
-        return v
-
-    @field_validator("inputs")
-    @classmethod
-    def _inputs_bounded(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        if not checked(info):
-            return v
-        if v and info.data.get("workflow") is None:
-            raise ValueError("inputs are for workflows; give `workflow` too, or put the text in `prompt`")
-        for name, text in v.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", name):
-                raise ValueError(f"input name {name!r} must be a letter or '_' followed by letters, digits or '_'")
-            if not text.strip():
-                raise ValueError(f"input {name!r} is empty; give its text or a `blob:KEY`")
-        if (size := sum(len(t) for t in v.values())) > MAX_INPUT_CHARS:
-            raise ValueError(
-                f"inputs total {size:,} characters; at most {MAX_INPUT_CHARS:,} are taken inline: upload "
-                "the document to the blob store and pass `blob:KEY`"
-            )
-        return v
-
-    @field_validator("metadata", mode="before")
-    @classmethod
-    def _metadata_shape(cls, v: Any, info: ValidationInfo) -> Any:
-        # bounded before anything recurses into it: a deeply nested value would be stored and then
-        # fail to serialize or parse everywhere it is read (listings, sweeps, workers)
-        if isinstance(v, dict) and checked(info):
-            if (depth := json_depth(v)) > MAX_METADATA_DEPTH:
-                raise ValueError(f"metadata is nested {depth} levels deep; at most {MAX_METADATA_DEPTH} are allowed")
-            if (size := len(json.dumps(v, separators=(",", ":"), default=str))) > MAX_METADATA_BYTES:
-                raise ValueError(
-                    f"metadata is {size:,} bytes as JSON; at most {MAX_METADATA_BYTES:,} are allowed "
-                    "(store large data in a collection or the blob store and reference it)"
-                )
-        return v
-
-    @field_validator("callback_url")
-    @classmethod
-    def _callback_scheme(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("callback_url must be an http:// or https:// URL")
-        return v
-
-    def fingerprint(self) -> str:
-        """Stable hash of the request, for idempotency-key conflicts and logs (never the raw prompt)."""
-        canonical = CANONICAL_JSON.encode(self.model_dump(mode="json"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class Citation(_Model):

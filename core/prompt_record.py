@@ -24,8 +24,8 @@ class ChunkDropped(_Model):
 class PromptAssembly(_Model):
     """How the prompt was built: enough to explain it, audit it and replay it.
 
-    budget = window - system - template - question - reserved_output - margin; the context never
-    exceeds it, and `input_tokens` is the exact count of the prompt as sent (system + user turn).
+    budget = window - system - history - template - question - reserved_output - margin; the context never
+    exceeds it, and `input_tokens` is the exact count of the prompt as sent (system, earlier turns, user turn).
     """
 
     template: str
@@ -35,6 +35,8 @@ class PromptAssembly(_Model):
     system_tokens: int
     template_tokens: int
     question_tokens: int
+    history_tokens: int = Field(default=0, description="A conversation's earlier turns, as sent.")
+    history_turns: int = 0
     reserved_output_tokens: int
     margin_tokens: int
     context_budget: int

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.chunks import ContextChunk
+from core.conversation import Ask, Turn
 from core.models import Citation
 
 TEMPLATE_ID = "answer-with-citations@1"
@@ -31,6 +32,7 @@ class RenderedPrompt:
     system: str
     user: str
     stable_chars: int = 0  # the user turn's stable prefix (instructions, context): what a prompt cache may keep
+    history: tuple[Turn, ...] = ()  # a conversation's earlier turns, sent before the user turn
 
 
 def document_block(chunk: ContextChunk) -> str:
@@ -54,15 +56,17 @@ def user_parts(question: str, context: str | None, template: Any, max_tokens: in
 
 
 def render(
-    question: str,
+    ask: Ask,
     chunks: list[ContextChunk],
     *,
     template_id: str = TEMPLATE_ID,
     template: Any = None,
     max_tokens: int = 1024,
 ) -> RenderedPrompt:
-    """Fill the template's slots. With no context and no extra slots the user turn is the question itself."""
-    system = template.system if template is not None else SYSTEM
+    """Fill the template's slots around the question (a conversation's last user turn; the turns before it go
+    before it as they are). With no context and no extra slots the user turn is the question itself."""
+    question = ask.question
+    system = ask.system or (template.system if template is not None else SYSTEM)
     context = "\n".join(document_block(c) for c in chunks) if chunks else None
     parts = user_parts(question, context, template, max_tokens)
     stable = parts[: next(i for i, p in enumerate(parts) if p.startswith("Question: ") or p == question)]
@@ -71,6 +75,7 @@ def render(
         system=system,
         user="\n\n".join(parts),
         stable_chars=len("\n\n".join(stable) + "\n\n") if stable else 0,
+        history=ask.history,
     )
 
 

@@ -126,7 +126,7 @@ class Router:
         raise NoRoute(
             f"the request needs ~{total} tokens (input ~{input_tokens} + max_tokens {plan.route.max_tokens}) but "
             f"model '{plan.primary.model}' has a context window of {primary_model.context_window}; add a "
-            "context_overflow fallback with a larger window, lower max_tokens, or send a shorter question"
+            "context_overflow fallback with a larger window, lower max_tokens, or send a shorter question (or fewer turns)"
         )
 
     def fits(self, name: str, input_tokens: int, route: RouteConfig) -> bool:

@@ -164,9 +164,12 @@ def test_openapi_documents_the_routes(live):
         "max_tokens",
         "stream",
         "lane",
+        "messages",
+        "system",
     }
     assert "required" not in req
-    assert "workflow" in req["properties"]  # prompt, or workflow and inputs
+    assert "workflow" in req["properties"]  # prompt, messages, or workflow and inputs
+    assert [alt["required"] for alt in req["oneOf"]] == [["prompt"], ["messages"], ["workflow", "inputs"]]
     assert "202" in spec["paths"]["/v1/jobs"]["post"]["responses"]
 
 

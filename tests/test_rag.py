@@ -16,6 +16,7 @@ import pytest
 from core.assembly import assemble
 from core.chunks import ContextChunk
 from core.config.worker import ModelConfig, RetrievalConfig, TemplateConfig
+from core.conversation import Ask
 from core.entrypoints.local import run_until_done
 from core.models import JobRequest, JobStatus
 from core.prompting import SYSTEM
@@ -261,7 +262,7 @@ def _chunks(n: int, words: int = 40, source: str | None = None) -> list[ContextC
 def _assemble(chunks: list[ContextChunk], window: int = 1200, **retrieval: Any):
     model = ModelConfig(provider="p", model_id="m", context_window=window, token_margin=0.1)
     return assemble(
-        "How is the retry budget kept across redeliveries?",
+        Ask("How is the retry budget kept across redeliveries?"),
         chunks,
         template_id="t@1",
         template=TemplateConfig(

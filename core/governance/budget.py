@@ -100,7 +100,8 @@ def cheapest_call(settings: Settings, tenant: str, request: JobRequest) -> float
     as a lower bound on its input. None when nothing routes it (the worker says why)."""
     from core.routing import NoRoute, Router
 
-    estimate = len(request.prompt) // 4  # fewer tokens than any tokenizer counts: never refuses a payable call
+    # fewer tokens than any tokenizer counts: never refuses a payable call
+    estimate = sum(len(t) for t in request.ask().texts()) // 4
     try:
         plan = Router(settings).plan(tenant, request, input_tokens=estimate)
     except NoRoute:

@@ -32,7 +32,7 @@ def cache_key(
     template: str,
     chunks: Sequence[ContextChunk],
 ) -> str:
-    material = {
+    material: dict[str, object] = {
         "tenant": tenant,
         "prompt": _norm(request.prompt),
         "task": request.task,
@@ -44,6 +44,9 @@ def cache_key(
         "template": template,
         "context": [[c.id, hashlib.sha256(c.text.encode()).hexdigest()] for c in chunks],
     }
+    if request.messages is not None or request.system is not None:  # a prompt-only job's key is as it always was
+        material["system"] = _norm(request.system)
+        material["messages"] = [[m.role, _WS.sub(" ", m.text()).strip()] for m in request.messages or []]
     digest = hashlib.sha256(CANONICAL_JSON.encode(material).encode()).hexdigest()
     return f"cache:{tenant}:{digest}"
 

@@ -135,16 +135,21 @@ def chat_request(
 ) -> ChatRequest:
     """What the provider is sent for this job and model (online, or as one request of a batch)."""
     prompt, r = assembled.prompt, assembled.record
-    stable = r.system_tokens + r.template_tokens + r.context_tokens  # what stays the same across questions
+    # what stays the same across questions: the system text, the earlier turns, the template and the context
+    stable = r.system_tokens + r.history_tokens + r.template_tokens + r.context_tokens
     cache = prompt.stable_chars if model.cache_min_tokens and stable >= model.cache_min_tokens else 0
+    # a conversation's next turn starts with this one's system text and earlier turns: worth a breakpoint of its own
+    turns = model.cache_min_tokens and prompt.history and r.system_tokens + r.history_tokens >= model.cache_min_tokens
     return ChatRequest(
         model_id=decision.model_id,
         system=prompt.system,
         user=prompt.user,
-        question=job.request.prompt,
+        question=job.request.ask().question,
         max_tokens=max_tokens,
         context=assembled.chunks,
         cache_prefix_chars=cache,
+        history=prompt.history,
+        cache_history=bool(turns),
     )
 
 

@@ -191,7 +191,7 @@ class BatchLane:
         assembled = (
             prepared.assembled
             if prepared.assembled.record.model == model_name
-            else self.preparer.assemble_for(model_name, job.request.prompt, candidates, route)
+            else self.preparer.assemble_for(model_name, job.request.ask(), candidates, route)
         )  # prepare() built the first
         decision = job.route or prepared.decision
         return chat_request(decision, assembled, job, min(route.max_tokens, model.max_output_tokens), model)

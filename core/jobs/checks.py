@@ -49,10 +49,15 @@ def check_request(request: JobRequest, tenant: str, settings: ApiSettings, retri
     """Raise InputError naming the field a submitted request fails on."""
     if request.workflow is not None:
         check_workflow(request, settings)
-    try:
-        check_input(request.prompt, settings.guardrails)
-    except GuardrailViolation as e:
-        raise InputError(str(e), field="prompt") from None
+    texts = [("prompt", request.prompt), ("system", request.system or "")]
+    texts += [(f"messages[{i}].content", m.text()) for i, m in enumerate(request.messages or [])]
+    if request.messages:  # the limits hold for the whole input, however it is split into turns
+        texts.append(("messages", "\n\n".join(request.ask().texts())))
+    for field, text in texts:
+        try:
+            check_input(text, settings.guardrails)
+        except GuardrailViolation as e:
+            raise InputError(str(e), field=field) from None
     if request.callback_url:
         from core.webhooks.targets import Policy  # ipaddress and socket: only for jobs with a callback
 

@@ -47,7 +47,7 @@ EVERY = JobFilter()
 def _searchable(job: Job) -> str:
     parts = [
         job.id,
-        job.request.prompt or "",
+        job.request.ask().question,
         job.request.task or "",
         job.request.workflow or "",
         job.route.model if job.route else "",

@@ -139,11 +139,11 @@ class Pipeline:
 
     async def _prepare(self, job: Job, deadline: float) -> Run:
         candidates = await self.preparer.candidates(job.tenant, job.request)
-        check_input(job.request.prompt, self.settings.guardrails)
+        check_input("\n\n".join(job.request.ask().texts()), self.settings.guardrails)
         prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id)
         for note in prepared.plan.notes:
             log_event("route.note", note=note)
-        assemblies = self.preparer.assemblies(job.request.prompt, candidates, prepared)
+        assemblies = self.preparer.assemblies(job.request.ask(), candidates, prepared)
         await assemblies.get(prepared.decision)
         return Run(job, prepared, assemblies, deadline)
 

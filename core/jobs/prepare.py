@@ -14,6 +14,7 @@ from typing import NamedTuple
 from core.assembly import Assembled, assemble, required_tokens, trim_to
 from core.chunks import ContextChunk
 from core.config.worker import ModelConfig, RouteConfig, Settings
+from core.conversation import Ask
 from core.errors import NoRoute, PromptTooLong
 from core.jobs.checks import missing_collection
 from core.logs import log_event
@@ -45,7 +46,7 @@ class Preparer:
     def retrieve(self, tenant: str, request: JobRequest) -> list[ContextChunk]:
         if not request.collection or self.retriever is None:
             return []
-        query = request.context_query or request.prompt
+        query = request.context_query or request.ask().question  # a conversation: its last user turn
         return self.retriever.search(tenant, request.collection, query, k=self.settings.retrieval.candidates)
 
     async def candidates(self, tenant: str, request: JobRequest) -> list[ContextChunk]:
@@ -77,9 +78,9 @@ class Preparer:
         self, tenant: str, request: JobRequest, candidates: list[ContextChunk], *, job_id: str = ""
     ) -> Prepared:
         """Route, fit the window and assemble the prompt. Raises NoRoute when no allowed model can take it."""
-        count = counter().count
+        count, ask = counter().count, request.ask()
         best = sorted(candidates, key=lambda c: -c.score)[: self.settings.retrieval.top_k]
-        size = count(request.prompt) + sum(count(c.text) for c in best)  # what routing rules on size see
+        size = sum(map(count, ask.texts())) + sum(count(c.text) for c in best)  # what routing rules on size see
         plan = self.router.plan(tenant, request, input_tokens=size, job_id=job_id)
         route = plan.route
         template = self.settings.templates[route.template]
@@ -88,29 +89,24 @@ class Preparer:
         def need(name: str) -> int:
             if not candidates:
                 try:
-                    bare[name] = self.assemble_for(name, request.prompt, candidates, route)
+                    bare[name] = self.assemble_for(name, ask, candidates, route)
                     return bare[name].input_tokens  # the count plus margin, as required_tokens gives
                 except PromptTooLong:
                     pass  # fit decides what happens to a prompt this model cannot take
             model = self.settings.models[name]
             return required_tokens(
-                request.prompt,
-                template=template,
-                model=model,
-                reserved_output=min(route.max_tokens, model.max_output_tokens),
+                ask, template=template, model=model, reserved_output=min(route.max_tokens, model.max_output_tokens)
             )
 
         decision = self.router.fit(plan, need)
-        assembled = bare.get(decision.model) or self.assemble_for(decision.model, request.prompt, candidates, route)
+        assembled = bare.get(decision.model) or self.assemble_for(decision.model, ask, candidates, route)
         return Prepared(plan, decision, assembled)
 
-    def assemble_for(
-        self, model_name: str, question: str, candidates: list[ContextChunk], route: RouteConfig
-    ) -> Assembled:
+    def assemble_for(self, model_name: str, ask: Ask, candidates: list[ContextChunk], route: RouteConfig) -> Assembled:
         """The prompt for one model: its window, its tokenizer, its output allowance (PromptTooLong is a NoRoute)."""
         model = self.settings.models[model_name]
         return assemble(
-            question,
+            ask,
             candidates,
             template_id=route.template,
             template=self.settings.templates[route.template],
@@ -120,16 +116,16 @@ class Preparer:
             settings=self.settings.retrieval,
         )
 
-    def assemblies(self, question: str, candidates: list[ContextChunk], prepared: Prepared) -> Assemblies:
-        return Assemblies(self, question, candidates, prepared)
+    def assemblies(self, ask: Ask, candidates: list[ContextChunk], prepared: Prepared) -> Assemblies:
+        return Assemblies(self, ask, candidates, prepared)
 
 
 class Assemblies:
     """One job's assembly per model, built on first use."""
 
-    def __init__(self, preparer: Preparer, question: str, candidates: list[ContextChunk], prepared: Prepared) -> None:
+    def __init__(self, preparer: Preparer, ask: Ask, candidates: list[ContextChunk], prepared: Prepared) -> None:
         self.preparer = preparer
-        self.question = question
+        self.ask = ask
         self.candidates = candidates
         self.prepared = prepared
         self._by_model: dict[str, Assembled] = {}
@@ -141,7 +137,7 @@ class Assemblies:
         if self.prepared.assembled.record.model == decision.model:
             assembled = self.prepared.assembled
         else:
-            assembled = self.preparer.assemble_for(decision.model, self.question, self.candidates, route)
+            assembled = self.preparer.assemble_for(decision.model, self.ask, self.candidates, route)
         model = self.preparer.settings.models[decision.model]
         if model.count_tokens == "provider":
             assembled = await self._provider_checked(decision, model, assembled, route)
@@ -172,7 +168,8 @@ class Assemblies:
         settings = self.preparer.settings
         for _ in range(COUNT_TRIES):
             try:
-                counted = await provider.count_tokens(decision.model_id, assembled.prompt.system, assembled.prompt.user)
+                prompt = assembled.prompt
+                counted = await provider.count_tokens(decision.model_id, prompt.system, prompt.user, prompt.history)
             except Exception as e:  # counting is advisory
                 log_event("tokens.count_failed", logging.WARNING, provider=decision.provider, error=str(e)[:300])
                 return assembled
@@ -182,7 +179,7 @@ class Assemblies:
             trimmed = trim_to(
                 assembled,
                 counted - limit,
-                question=self.question,
+                ask=self.ask,
                 template_id=route.template,
                 template=settings.templates[route.template],
                 model_name=decision.model,

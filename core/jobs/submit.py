@@ -113,7 +113,8 @@ class Submitter:
             tenant=tenant,
             task=request.task,
             input_hash=fingerprint[:16],
-            prompt_chars=len(request.prompt),
+            prompt_chars=sum(len(t) for t in request.ask().texts()),
+            turns=len(request.messages or ()),
             workflow=request.workflow,
         )
         return job, True

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from core.conversation import Turn, merged
 from core.models import ProviderResult
 from core.providers.anthropic_direct import DirectMessages, http_error
 from core.providers.base import ChatRequest, ProviderError
@@ -108,18 +109,8 @@ class AnthropicProvider:
             "model": request.model_id,
             "max_tokens": request.max_tokens,
             "system": request.system,
-            "messages": [{"role": "user", "content": request.user}],
+            "messages": messages(request.history, request.user, request.cache_prefix_chars, request.cache_history),
         }
-        if n := request.cache_prefix_chars:  # system + the stable part of the user turn, the question after it
-            body["messages"] = [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": request.user[:n], "cache_control": {"type": "ephemeral"}},
-                        {"type": "text", "text": request.user[n:]},
-                    ],
-                }
-            ]
         if request.temperature is not None:
             body["temperature"] = request.temperature
         return body
@@ -207,11 +198,9 @@ class AnthropicProvider:
             return ProviderError(f"anthropic: malformed reply: {e}", malformed=True)
         return ProviderError(f"anthropic: {type(e).__name__}: {e}", transport="connection")
 
-    async def count_tokens(self, model_id: str, system: str, user: str) -> int:
+    async def count_tokens(self, model_id: str, system: str, user: str, history: tuple[Turn, ...] = ()) -> int:
         """The model's own input-token count (Anthropic's free count-tokens endpoint)."""
-        r = await self.client.messages.count_tokens(
-            model=model_id, system=system, messages=[{"role": "user", "content": user}]
-        )
+        r = await self.client.messages.count_tokens(model=model_id, system=system, messages=messages(history, user))
         return int(r.input_tokens)
 
     async def aclose(self) -> None:
@@ -347,3 +336,30 @@ def _body(e: Exception) -> str | None:
         return resp.text[:4000] if resp is not None else None
     except Exception:
         return None
+
+
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def messages(history: tuple[Turn, ...], user: str, prefix_chars: int = 0, mark_history: bool = False) -> list[Any]:
+    """The Messages API's turns: the earlier ones (the last of them marked for the prompt cache, the next turn's
+    prefix), then the user turn (its stable prefix marked, the question after it). Plain strings where nothing is
+    marked, as the SDK's own examples send them."""
+    out: list[dict[str, Any]] = [{"role": t.role, "content": t.text} for t in merged(history)]
+    if mark_history and out:
+        out[-1]["content"] = [{"type": "text", "text": out[-1]["content"], "cache_control": EPHEMERAL}]
+    n = prefix_chars
+    content: Any = (
+        [{"type": "text", "text": user[:n], "cache_control": EPHEMERAL}, {"type": "text", "text": user[n:]}]
+        if n
+        else user
+    )
+    if out and out[-1]["role"] == "user":  # a user turn right before: one turn of both, in order
+        out[-1]["content"] = _blocks(out[-1]["content"]) + _blocks(content)
+    else:
+        out.append({"role": "user", "content": content})
+    return out
+
+
+def _blocks(content: Any) -> list[Any]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)

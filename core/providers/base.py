@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from core.chunks import ContextChunk
+from core.conversation import Turn
 from core.errors import ProviderError
 from core.models import ProviderResult
 
@@ -37,6 +38,8 @@ class ChatRequest:
     context: list[ContextChunk] = field(default_factory=list)
     temperature: float | None = None
     cache_prefix_chars: int = 0  # mark system + user[:this] for the provider's prompt cache (0: don't)
+    history: tuple[Turn, ...] = ()  # a conversation's earlier turns, oldest first, sent before `user`
+    cache_history: bool = False  # mark the end of `history` for the prompt cache: the next turn's prefix
 
 
 CONTEXT_OVERFLOW_HINTS = (
@@ -67,7 +70,7 @@ class Provider(Protocol):
 class TokenCounter(Protocol):
     """A provider that can count a prompt's input tokens exactly as its model will (Anthropic's count endpoint)."""
 
-    async def count_tokens(self, model_id: str, system: str, user: str) -> int: ...
+    async def count_tokens(self, model_id: str, system: str, user: str, history: tuple[Turn, ...] = ()) -> int: ...
 
 
 @runtime_checkable

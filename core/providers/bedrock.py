@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from core.conversation import turns
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
 
@@ -54,7 +55,7 @@ class BedrockProvider:
         kwargs: dict[str, Any] = {
             "modelId": request.model_id,
             "system": [{"text": request.system}],
-            "messages": [{"role": "user", "content": [{"text": request.user}]}],
+            "messages": [{"role": t.role, "content": [{"text": t.text}]} for t in turns(request.history, request.user)],
             "inferenceConfig": {"maxTokens": request.max_tokens},
         }
         if request.temperature is not None:

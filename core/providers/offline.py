@@ -40,7 +40,9 @@ class OfflineProvider:
             text, stop, output = enc.truncate(text, request.max_tokens), "max_tokens", request.max_tokens
         return ProviderResult(
             text=text,
-            input_tokens=enc.count(request.system) + enc.count(request.user),
+            input_tokens=enc.count(request.system)
+            + sum(enc.count(t.text) for t in request.history)
+            + enc.count(request.user),
             output_tokens=output,
             stop_reason=stop,
             raw_stop_reason=stop,

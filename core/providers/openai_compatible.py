@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from core.conversation import turns
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
 
@@ -53,7 +54,10 @@ class OpenAICompatibleProvider:
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "messages": [{"role": "system", "content": request.system}, {"role": "user", "content": request.user}],
+            "messages": [
+                {"role": "system", "content": request.system},
+                *({"role": t.role, "content": t.text} for t in turns(request.history, request.user)),
+            ],
             "max_tokens": request.max_tokens,
         }
         if self.api_style != "azure":

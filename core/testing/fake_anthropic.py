@@ -244,7 +244,10 @@ class FakeAnthropic:
 
     def _count_tokens(self, req: dict[str, Any]) -> dict[str, Any]:
         text = str(req.get("system", "")) + "".join(
-            m["content"] if isinstance(m.get("content"), str) else "" for m in req.get("messages", [])
+            m["content"]
+            if isinstance(m.get("content"), str)
+            else "".join(b.get("text", "") for b in m.get("content", []))
+            for m in req.get("messages", [])
         )
         with self.lock:
             self.stats["count_tokens"] += 1
@@ -269,14 +272,15 @@ class FakeAnthropic:
         return outcome
 
     def _answer(self, model: str, max_tokens: int, messages: list[Any], marker: str | None) -> dict[str, Any]:
-        text_in = "".join(
+        texts = [
             m["content"]
             if isinstance(m.get("content"), str)
             else "".join(b.get("text", "") for b in m.get("content", []))
             for m in messages
-        )
+        ]
+        text_in = "".join(texts)
         cites = DOC_ID.findall(text_in)[:2] + ([self.plan.extra_citation] if self.plan.extra_citation else [])
-        question = text_in.rsplit("Question:", 1)[-1].strip()[:80]
+        question = texts[-1].rsplit("Question:", 1)[-1].strip()[:80]  # the last user turn
         answer = f"Fake answer about: {question}" + "".join(f" [{c}]" for c in cites)
         if marker:
             with self.lock:

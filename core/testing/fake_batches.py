@@ -30,6 +30,7 @@ class FakeBatches:
         self.outcomes: dict[str, str] = {}  # custom_id -> "errored" | "expired"
         self.created = 0
         self.items = 0
+        self.params: list[dict[str, Any]] = []  # each batch request's params, as sent
         self.results_served = 0
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any, str | None]:
@@ -69,6 +70,7 @@ class FakeBatches:
                 )
             else:
                 p = item["params"]
+                self.params.append(p)
                 msg = self.answer(p["model"], int(p["max_tokens"]), p["messages"], None)
                 msg["usage"]["input_tokens"] += len(str(p.get("system", ""))) // 4  # as the online fake counts
                 if self.cache is not None:

@@ -8,6 +8,7 @@ streamed requests "cut" (the stream stops half-way) and "stream_error" (an error
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -19,9 +20,10 @@ from core.testing.fake_asgi import read_request
 _BEDROCK_PATH = re.compile(r"^/model/(?P<model>.+)/converse(?P<stream>-stream)?$")
 
 
-def _answer(text_in: str) -> str:
+def _answer(text_in: str, last: str | None = None) -> str:
+    """A reply about the last user turn (`last`; the whole input when not given), citing ids found anywhere."""
     cites = DOC_ID.findall(text_in)[:2]
-    question = text_in.rsplit("Question:", 1)[-1].strip()[:80]
+    question = (text_in if last is None else last).rsplit("Question:", 1)[-1].strip()[:80]
     return f"Fake answer about: {question}" + "".join(f" [{c}]" for c in cites)
 
 
@@ -43,6 +45,7 @@ class _Fake:
         self.calls: Counter[str] = Counter()
         self.models: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[dict[str, Any]] = []  # each request body, as sent
 
     def _next(self) -> str:
         return self.script.pop(0) if self.script else "ok"
@@ -114,15 +117,17 @@ class FakeOpenAI(_Fake):
             return 401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}}, {}
         self.headers.append(headers)
         req = json.loads(body)
+        self.bodies.append(req)
         model = azure.group("dep") if azure else req["model"]
         self.models.append(model)
         outcome = self._next()
         self.calls[outcome] += 1
         if (fault := _openai_fault(outcome)) is not None:
             return fault
-        text_in = " ".join(m["content"] for m in req["messages"] if m["role"] == "user")
+        users = [m["content"] for m in req["messages"] if m["role"] == "user"]
+        text_in = " ".join(users)
         finish = "content_filter" if outcome == "refusal" else "stop"
-        answer = "" if outcome == "refusal" else _answer(text_in)
+        answer = "" if outcome == "refusal" else _answer(text_in, users[-1])
         prompt_tokens = max(1, len(text_in) // 4)
         if req.get("stream"):
             return 200, _openai_stream(answer, finish, prompt_tokens, outcome), {}
@@ -178,11 +183,16 @@ class FakeBedrock(_Fake):
         self.headers.append(headers)
         self.models.append(unquote(m.group("model")))
         req = json.loads(body)
+        self.bodies.append(req)
         outcome = self._next()
         self.calls[outcome] += 1
 
         def err(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str]]:
             return status, {"message": message}, {"x-amzn-errortype": f"{code}:http://internal.amazon.com/"}
+
+        roles = [msg["role"] for msg in req["messages"]]
+        if roles[0] != "user" or any(a == b for a, b in itertools.pairwise(roles)):  # Converse's rules
+            return err(400, "ValidationException", "A conversation must start with a user message and alternate.")
 
         if outcome == "429":
             return err(429, "ThrottlingException", "Too many requests, please wait before trying again.")
@@ -191,7 +201,8 @@ class FakeBedrock(_Fake):
         if outcome == "400_context":
             return err(400, "ValidationException", "Input is too long for requested model.")
         text_in = " ".join(b.get("text", "") for msg in req["messages"] for b in msg["content"])
-        answer = "" if outcome == "refusal" else _answer(text_in)
+        last = " ".join(b.get("text", "") for b in req["messages"][-1]["content"])
+        answer = "" if outcome == "refusal" else _answer(text_in, last)
         in_tokens, out_tokens = max(1, len(text_in) // 4), max(1, len(answer) // 4)
         if m.group("stream"):
             return 200, _bedrock_stream(answer, in_tokens, outcome), {}

@@ -62,7 +62,7 @@ class Planner:
         model = self.settings.models[plan.primary.model]
         reserved = min(plan.route.max_tokens, model.max_output_tokens)
         template = self.settings.templates[plan.route.template]
-        used = required_tokens(empty_prompt, template=template, model=model, reserved_output=reserved)
+        used = required_tokens(probe.ask(), template=template, model=model, reserved_output=reserved)
         fit = model.context_window - reserved - used
         if fit < MIN_FIT:
             raise InputError(

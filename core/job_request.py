@@ -1,0 +1,232 @@
+"""The body of `POST /v1/jobs`: one call (a prompt, or a conversation) or a workflow, validated at the boundary.
+
+Pydantic, strict and closed: a typo or a wrong type is an error naming the field, never ignored.
+"""
+
+# no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from core.conversation import MAX_TURNS, Ask, Message, Turn
+from core.validation import checked, json_depth
+
+# tenant and collection names: they become parts of keys and paths (snapshots, blob prefixes), so no
+# separators, no dot-dot, no spaces
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+WORKFLOW_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(@[0-9]{1,6})?$"
+MAX_INPUT_CHARS = 8_000_000
+MAX_PROMPT_CHARS = 1_000_000  # a prompt, or a conversation's turns and system text together
+MAX_METADATA_DEPTH = 8
+MAX_METADATA_BYTES = 16_384
+
+# the canonical form hashed for fingerprints, made once (json.dumps with arguments builds an encoder a call)
+CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+class JobRequest(BaseModel):
+    """The body of `POST /v1/jobs`. Unknown fields are rejected so typos don't pass silently."""
+
+    # strict: `"cache": "no"` is an error, not False; extra="forbid": a typo is an error, not ignored
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        str_strip_whitespace=False,
+        defer_build=True,
+        json_schema_extra={
+            "oneOf": [  # one call (a prompt or a conversation), or a workflow: what the validators below check
+                {
+                    "required": ["prompt"],
+                    "not": {
+                        "anyOf": [{"required": ["workflow"]}, {"required": ["inputs"]}, {"required": ["messages"]}]
+                    },
+                },
+                {
+                    "required": ["messages"],
+                    "not": {"anyOf": [{"required": ["workflow"]}, {"required": ["inputs"]}, {"required": ["prompt"]}]},
+                },
+                {
+                    "required": ["workflow", "inputs"],
+                    "not": {"anyOf": [{"required": ["prompt"]}, {"required": ["messages"]}, {"required": ["system"]}]},
+                },
+            ]
+        },
+    )
+
+    workflow: str | None = Field(
+        default=None,
+        pattern=WORKFLOW_PATTERN,
+        description="Run a configured multi-step workflow instead of one call: `name@version`, or `name` for its "
+        "newest version. Give its inputs in `inputs`, and no `prompt`.",
+    )
+    system: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="The system text for this job, in place of the route's template's.",
+    )
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TURNS,
+        description="A conversation instead of `prompt`: user and assistant turns, oldest first, ending with the "
+        "user turn to answer. Retrieval (with `collection`) grounds that last turn.",
+    )
+    prompt: str = Field(
+        default="",
+        max_length=MAX_PROMPT_CHARS,
+        validate_default=True,
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},  # what the validator below enforces
+        description="The question or instruction (required unless `messages` or `workflow` is given).",
+    )
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="A workflow's inputs by name: the text itself, or `blob:KEY` for a document "
+        "in the blob store (PDF, HTML, Markdown and text are extracted).",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="Output tokens at most; lowers (never raises) the route's max_tokens.",
+    )
+    task: str | None = Field(default=None, max_length=128, description="Task name used by routing rules.")
+    context_query: str | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Retrieval query; defaults to the prompt when a collection is used.",
+    )
+    collection: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description=f"Collection to retrieve context from ({NAME_RULE}); defaults to the tenant's.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Free-form tags, stored with the job: at most {MAX_METADATA_DEPTH} levels deep and "
+        f"{MAX_METADATA_BYTES:,} bytes as JSON.",
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        json_schema_extra={"format": "uri", "pattern": "^https?://"},  # checked below
+        description="A public http(s) URL POSTed the job view, signed, once the job is terminal.",
+    )
+    cache: bool = Field(default=True, description="false: bypass the response cache (read and write) for this job.")
+    lane: Literal["online", "batch"] = Field(
+        default="online",
+        description="batch: not urgent; sent through the provider's batch API at its discount "
+        "(results within the provider's 24 h).",
+    )
+    stream: bool = Field(
+        default=False,
+        description="Persist the output as it is generated: read it with "
+        "`GET /v1/jobs/{id}/events` (SSE) or `?after=SEQ&wait_s=N`.",
+    )
+
+    @field_validator("system")
+    @classmethod
+    def _system_for_one_call(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and checked(info) and info.data.get("workflow") is not None:
+            raise ValueError("system is for one call; a workflow's steps use their templates' system texts")
+        return v
+
+    @field_validator("messages")
+    @classmethod
+    def _conversation(cls, v: list[Message] | None, info: ValidationInfo) -> list[Message] | None:
+        if v is None or not checked(info):
+            return v
+        if info.data.get("workflow") is not None:
+            raise ValueError("messages are one call's conversation; a workflow's steps have their own prompts")
+        if v[0].role != "user" or v[-1].role != "user":
+            raise ValueError(
+                "a conversation starts with a user turn and ends with the user turn to answer "
+                f"(it {'starts' if v[0].role != 'user' else 'ends'} with an assistant turn)"
+            )
+        for i, m in enumerate(v):
+            if not m.text().strip():
+                raise ValueError(f"messages[{i}] has no text")
+        size = sum(len(m.text()) for m in v) + len(info.data.get("system") or "")
+        if size > MAX_PROMPT_CHARS:
+            raise ValueError(
+                f"the conversation is {size:,} characters; at most {MAX_PROMPT_CHARS:,} are taken: send fewer turns"
+            )
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_or_workflow(cls, v: str, info: ValidationInfo) -> str:
+        if not checked(info):
+            return v
+        # `workflow` and `messages` are declared first, so they are validated (and in info.data) by now
+        workflow, messages = info.data.get("workflow"), info.data.get("messages")
+        if messages is not None and v:
+            raise ValueError("give either prompt (one turn) or `messages` (a conversation), not both")
+        if workflow is None and messages is None and "workflow" in info.data and "messages" in info.data:
+            if not v:
+                raise ValueError(
+                    "prompt is required (or give `messages` for a conversation, or `workflow` and its `inputs`)"
+                )
+            if not v.strip():
+                raise ValueError("prompt must contain non-whitespace text")
+        elif workflow is not None and v:
+            raise ValueError("give either prompt (one call) or `workflow` (its steps have their own prompts), not both")
+        return v
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_bounded(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if not checked(info):
+            return v
+        if v and info.data.get("workflow") is None:
+            raise ValueError("inputs are for workflows; give `workflow` too, or put the text in `prompt`")
+        for name, text in v.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", name):
+                raise ValueError(f"input name {name!r} must be a letter or '_' followed by letters, digits or '_'")
+            if not text.strip():
+                raise ValueError(f"input {name!r} is empty; give its text or a `blob:KEY`")
+        if (size := sum(len(t) for t in v.values())) > MAX_INPUT_CHARS:
+            raise ValueError(
+                f"inputs total {size:,} characters; at most {MAX_INPUT_CHARS:,} are taken inline: upload "
+                "the document to the blob store and pass `blob:KEY`"
+            )
+        return v
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_shape(cls, v: Any, info: ValidationInfo) -> Any:
+        # bounded before anything recurses into it: a deeply nested value would be stored and then
+        # fail to serialize or parse everywhere it is read (listings, sweeps, workers)
+        if isinstance(v, dict) and checked(info):
+            if (depth := json_depth(v)) > MAX_METADATA_DEPTH:
+                raise ValueError(f"metadata is nested {depth} levels deep; at most {MAX_METADATA_DEPTH} are allowed")
+            if (size := len(json.dumps(v, separators=(",", ":"), default=str))) > MAX_METADATA_BYTES:
+                raise ValueError(
+                    f"metadata is {size:,} bytes as JSON; at most {MAX_METADATA_BYTES:,} are allowed "
+                    "(store large data in a collection or the blob store and reference it)"
+                )
+        return v
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("callback_url must be an http:// or https:// URL")
+        return v
+
+    def ask(self) -> Ask:
+        """What the job asks of a model: the prompt, or the conversation's last user turn and the turns before it."""
+        if not self.messages:
+            return Ask(self.prompt, (), self.system)
+        *earlier, last = self.messages
+        return Ask(last.text(), tuple(Turn(m.role, m.text()) for m in earlier), self.system)
+
+    def fingerprint(self) -> str:
+        """Stable hash of the request, for idempotency-key conflicts and logs (never the raw prompt)."""
+        canonical = CANONICAL_JSON.encode(self.model_dump(mode="json"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
