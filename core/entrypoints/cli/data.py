@@ -133,5 +133,5 @@ def register(sub: Any) -> None:
     ch.add_argument("key", help="the API key to hash for tenants.X.api_keys")
     cr = csub.add_parser("replicas", help="the most `alto worker` replicas the provider limits keep busy")
     cr.add_argument("--seconds-per-call", type=float, default=5.0, help="a provider call's mean duration (5)")
-    cr.add_argument("--json", action="store_true")
+    cr.add_argument("--json", action="store_true", help="print the cap and the calls in flight per model as JSON")
     c.set_defaults(fn=cmd_config)

@@ -1,5 +1,6 @@
 """`alto --url URL --api-key env:NAME ...`: the job, dead-letter, cost and ask commands against a deployed
-API over HTTP, printing what the same commands print locally (stdlib HTTP: the CLI installs no client)."""
+API over HTTP (through `core.client`, on the standard library's HTTP), printing what the same commands print
+locally."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
+from core.client import ApiError, Client, Unreachable
 from core.entrypoints.cli.output import (
     NO_DEAD_LETTERS,
     dead_letter_json,
@@ -46,47 +46,23 @@ class Remote:
                 "--api-key takes a reference, env:NAME or file:PATH, so the key stays off the command line "
                 "and out of shell history"
             )
-        self.base = url.rstrip("/")
-        self.key = EnvSecrets().resolve(key_ref)
-        self.timeout_s = timeout_s
+        self.client = Client(url, EnvSecrets().resolve(key_ref), timeout_s=timeout_s)
+        self.base = self.client.base
 
     def call(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.key}",
-                "Accept": "application/json",
-                **({"Content-Type": "application/json"} if data is not None else {}),
-            },
-        )
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as r:
-                return json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            code, message = _error(e)
-            if e.code == 404 and code == "not_found":  # the words and exit status the local command has
-                raise NotFound(message) from None
-            if e.code == 409:
-                raise InputError(message, status=409) from None
-            raise RemoteError(f"{e.code} {code}: {message}" if code else f"{e.code} {message}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-            reason = getattr(e, "reason", e)
-            raise RemoteError(f"cannot reach {self.base}: {reason}; check --url (and that the service is up)") from None
+            return self.client.call(method, path, body, timeout_s=timeout_s)
+        except ApiError as e:
+            if e.status == 404 and e.code == "not_found":  # the words and exit status the local command has
+                raise NotFound(e.message) from None
+            if e.status == 409:
+                raise InputError(e.message, status=409) from None
+            raise RemoteError(str(e)) from None
+        except Unreachable as e:
+            raise RemoteError(f"{e}; check --url") from None
 
     def view(self, job_id: str, query: str = "") -> JobView:
         return JobView.model_validate(self.call("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}{query}"))
-
-
-def _error(e: urllib.error.HTTPError) -> tuple[str, str]:
-    """The API's error code and message, or ("", the HTTP reason) when the body is not the API's."""
-    try:
-        err = json.loads(e.read())["error"]
-        return str(err.get("code", "")), str(err["message"])
-    except (ValueError, KeyError, TypeError):
-        return "", str(e.reason)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,16 +116,22 @@ def _listing(remote: Remote, query: dict[str, str], limit: int, cursor: str | No
 
 def _wait(remote: Remote, job_id: str, timeout_s: float, *, as_json: bool) -> int:
     """Until the job is terminal (long-polls the API), then its view; 3 when the time runs out."""
-    deadline, said = time.monotonic() + timeout_s, None
-    view = remote.view(job_id)
-    while view.status.value not in TERMINAL:
-        said = say_waiting(view, said)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            print(f"alto: job {job_id} still {view.status.value} after {timeout_s:.0f} s", file=sys.stderr)
-            return 3
-        time.sleep(min(0.5, left))
-        view = remote.view(job_id)
+    said: list[Any] = [None]
+
+    def progress(view: JobView) -> None:
+        said[0] = say_waiting(view, said[0])
+
+    try:
+        view = remote.client.wait(job_id, timeout_s=timeout_s, on_view=progress)
+    except TimeoutError as e:
+        print(f"alto: {e}", file=sys.stderr)
+        return 3
+    except ApiError as e:
+        if e.status == 404 and e.code == "not_found":
+            raise NotFound(e.message) from None
+        raise RemoteError(str(e)) from None
+    except Unreachable as e:
+        raise RemoteError(f"{e}; check --url") from None
     from core.entrypoints.cli.run import finish
 
     return finish(view, as_json=as_json)
