@@ -146,8 +146,20 @@ def test_kill_9_mid_job_loses_nothing_and_never_pays_for_a_reply_twice(rig, prov
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     again, _ = rig.start_worker()
+
+    def done() -> bool:
+        return all(s is JobStatus.succeeded for s in statuses(rig, ids))
+
     try:
-        wait_until("every job done", lambda: all(s is JobStatus.succeeded for s in statuses(rig, ids)), 120)
+        if rig.cloud == "gcp":
+            try:
+                wait_until("every job done", done, 60)
+            except AssertionError:
+                # The emulator can hold what a killed stream leased for minutes (Pub/Sub redelivers at the ack
+                # deadline; one CI run saw jobs still held after 120 s). The deployed reconcile schedule re-sends
+                # jobs whose message is lost: its sweep runs once here, as the schedule would.
+                rig.app.service.reconcile(older_than_s=30)
+        wait_until("every job done", done, 120)
     finally:
         again.send_signal(signal.SIGTERM)
         again.wait(timeout=30)
