@@ -91,7 +91,7 @@ def assemble(
 ) -> Assembled:
     """Pick and order context for `model`; raises PromptTooLong when not even the question fits."""
     count = counter(model.tokenizer).count
-    system_tokens = count(ask.system or template.system)
+    system_tokens = count(ask.system_text(template.system))
     earlier = history_tokens(ask, count)
     template_tokens = count("\n\n".join(user_parts("", "", template, reserved_output)))
     question_tokens = count(ask.question)

@@ -50,6 +50,12 @@ class Ask:
     question: str
     history: tuple[Turn, ...] = ()
     system: str | None = None
+    format_note: str = ""  # what the reply's format asks for (structured output), added to the system text
+
+    def system_text(self, template_system: str) -> str:
+        """The system text sent: the job's (or the template's), then what the reply's format asks for."""
+        base = self.system or template_system
+        return f"{base}\n\n{self.format_note}" if self.format_note else base
 
     def texts(self) -> list[str]:
         """Every text the caller wrote, for the input guardrails and size estimates."""

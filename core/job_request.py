@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from core.conversation import MAX_TURNS, Ask, Message, Turn
+from core.structured import ResponseFormat
 from core.validation import checked, json_depth
 
 # tenant and collection names: they become parts of keys and paths (snapshots, blob prefixes), so no
@@ -52,7 +53,14 @@ class JobRequest(BaseModel):
                 },
                 {
                     "required": ["workflow", "inputs"],
-                    "not": {"anyOf": [{"required": ["prompt"]}, {"required": ["messages"]}, {"required": ["system"]}]},
+                    "not": {
+                        "anyOf": [
+                            {"required": ["prompt"]},
+                            {"required": ["messages"]},
+                            {"required": ["system"]},
+                            {"required": ["response_format"]},
+                        ]
+                    },
                 },
             ]
         },
@@ -128,6 +136,19 @@ class JobRequest(BaseModel):
         description="Persist the output as it is generated: read it with "
         "`GET /v1/jobs/{id}/events` (SSE) or `?after=SEQ&wait_s=N`.",
     )
+
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description='A JSON reply: `{"type": "json_schema", "schema": {...}}` (checked against the schema, with one '
+        'corrective call on a mismatch) or `{"type": "json_object"}`. The view\'s `output` holds the parsed object.',
+    )
+
+    @field_validator("response_format")
+    @classmethod
+    def _format_for_one_call(cls, v: ResponseFormat | None, info: ValidationInfo) -> ResponseFormat | None:
+        if v is not None and checked(info) and info.data.get("workflow") is not None:
+            raise ValueError("response_format is for one call; a workflow's steps have their own outputs")
+        return v
 
     @field_validator("system")
     @classmethod
@@ -221,10 +242,11 @@ class JobRequest(BaseModel):
 
     def ask(self) -> Ask:
         """What the job asks of a model: the prompt, or the conversation's last user turn and the turns before it."""
+        note = self.response_format.instruction() if self.response_format is not None else ""
         if not self.messages:
-            return Ask(self.prompt, (), self.system)
+            return Ask(self.prompt, (), self.system, note)
         *earlier, last = self.messages
-        return Ask(last.text(), tuple(Turn(m.role, m.text()) for m in earlier), self.system)
+        return Ask(last.text(), tuple(Turn(m.role, m.text()) for m in earlier), self.system, note)
 
     def fingerprint(self) -> str:
         """Stable hash of the request, for idempotency-key conflicts and logs (never the raw prompt)."""

@@ -115,6 +115,9 @@ class Attempt(_Model):
     provider: str | None = None
     model: str | None = None
     usage: Usage | None = Field(default=None, description="What this attempt was billed (None: not billed).")
+    rejected_reply: str | None = Field(
+        default=None, description="A reply refused for not matching the response format; the next call corrects it."
+    )
 
 
 class JobError(_Model):

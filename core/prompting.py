@@ -66,7 +66,7 @@ def render(
     """Fill the template's slots around the question (a conversation's last user turn; the turns before it go
     before it as they are). With no context and no extra slots the user turn is the question itself."""
     question = ask.question
-    system = ask.system or (template.system if template is not None else SYSTEM)
+    system = ask.system_text(template.system if template is not None else SYSTEM)
     context = "\n".join(document_block(c) for c in chunks) if chunks else None
     parts = user_parts(question, context, template, max_tokens)
     stable = parts[: next(i for i, p in enumerate(parts) if p.startswith("Question: ") or p == question)]

@@ -19,6 +19,7 @@ from core.models import (
     Usage,
     Waiting,
 )
+from core.structured import parsed
 
 
 class _Model(BaseModel):
@@ -95,6 +96,9 @@ class JobView(_Model):
     parent_id: str | None = Field(default=None, description="The workflow job this child job belongs to.")
     position: StepPosition | None = Field(default=None, description="Where this child job sits in its workflow.")
     partial: Partial | None = Field(default=None, description="A streaming job's text so far, while it runs.")
+    output: Any = Field(
+        default=None, description="With a `response_format`: the reply's JSON, parsed (checked against the schema)."
+    )
     waiting: Waiting | None = Field(
         default=None,
         description="A queued job deferred without spending an attempt: "
@@ -131,6 +135,7 @@ class JobView(_Model):
             if job.parent
             else None,
             partial=partial,
+            output=parsed(job.request.response_format, job.result_text) if job.status is JobStatus.succeeded else None,
             waiting=job.waiting if job.status is JobStatus.queued else None,
             lane="batch" if job.batch is not None and job.batch.state != "returned" else "online",
             batch_id=job.batch.id if job.batch is not None else None,

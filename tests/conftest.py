@@ -228,6 +228,23 @@ def fake_anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
         yield fake, srv.url
 
 
+@pytest.fixture
+def provider_fakes(monkeypatch) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    """Fake Anthropic (keeping request bodies), OpenAI and Bedrock servers on loopback, with the test credentials
+    Bedrock's signer needs: (fakes, urls) by provider, for tests/test_routing.py's `config`."""
+    from core.testing.fake_providers import FakeBedrock, FakeOpenAI
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fakes: dict[str, Any] = {"anthropic": FakeAnthropic(), "openai": FakeOpenAI(), "bedrock": FakeBedrock()}
+    fakes["anthropic"].keep_requests = True
+    threads = {k: ServerThread(v).__enter__() for k, v in fakes.items()}
+    yield fakes, {k: t.url for k, t in threads.items()}
+    for t in threads.values():
+        t.__exit__(None, None, None)
+
+
 def anthropic_config(base_url: str, **governance: Any) -> dict[str, Any]:
     return {
         "providers": {

@@ -166,6 +166,7 @@ def test_openapi_documents_the_routes(live):
         "lane",
         "messages",
         "system",
+        "response_format",
     }
     assert "required" not in req
     assert "workflow" in req["properties"]  # prompt, messages, or workflow and inputs

@@ -251,4 +251,5 @@ def test_the_documented_example_runs_as_written(service, tmp_path):
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("succeeded Fake answer about: A replacement, please."), r.stdout
+    assert "\nlow\n" in r.stdout  # the extraction's priority, read from the checked object
     assert "Fake answer about: Which errors are never retried?" in r.stdout

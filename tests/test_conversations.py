@@ -12,8 +12,6 @@ import pytest
 
 from core.entrypoints.local import run_until_done
 from core.models import JobRequest, JobStatus
-from core.testing.fake_anthropic import FakeAnthropic, ServerThread
-from core.testing.fake_providers import FakeBedrock, FakeOpenAI
 from core.tokenizers import counter
 from tests.conftest import SAMPLES, anthropic_config, wait_terminal
 from tests.test_api import ACME
@@ -31,28 +29,11 @@ def chat(**extra: Any) -> JobRequest:
     return JobRequest.model_validate({"messages": CHAT, "system": SYSTEM, **extra})
 
 
-@pytest.fixture(autouse=True)
-def fake_aws_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-@pytest.fixture
-def servers():
-    fakes = {"anthropic": FakeAnthropic(), "openai": FakeOpenAI(), "bedrock": FakeBedrock()}
-    fakes["anthropic"].keep_requests = True
-    threads = {k: ServerThread(v).__enter__() for k, v in fakes.items()}
-    yield fakes, {k: t.url for k, t in threads.items()}
-    for t in threads.values():
-        t.__exit__(None, None, None)
-
-
 # ---------------------------------------------------------------- each provider's translation, on the wire
 
 
-def test_anthropic_gets_the_turns_in_order_with_the_jobs_system_text(make_app, servers):
-    fakes, urls = servers
+def test_anthropic_gets_the_turns_in_order_with_the_jobs_system_text(make_app, provider_fakes):
+    fakes, urls = provider_fakes
     [job] = run(make_app(config(urls, "haiku")), chat())
     assert job.status is JobStatus.succeeded, job.error
     body = fakes["anthropic"].requests[-1]
@@ -65,8 +46,8 @@ def test_anthropic_gets_the_turns_in_order_with_the_jobs_system_text(make_app, s
     assert job.result_text.startswith("Fake answer about: A replacement, please.")  # the last turn is answered
 
 
-def test_openai_compatible_gets_system_then_the_turns(make_app, servers):
-    fakes, urls = servers
+def test_openai_compatible_gets_system_then_the_turns(make_app, provider_fakes):
+    fakes, urls = provider_fakes
     [job] = run(make_app(config(urls, "gpt")), chat())
     assert job.status is JobStatus.succeeded, job.error
     assert fakes["openai"].bodies[-1]["messages"] == [
@@ -78,8 +59,10 @@ def test_openai_compatible_gets_system_then_the_turns(make_app, servers):
     assert job.result_text.startswith("Fake answer about: A replacement, please.")
 
 
-def test_bedrock_converse_gets_alternating_turns_even_when_the_client_sent_two_user_turns_in_a_row(make_app, servers):
-    fakes, urls = servers
+def test_bedrock_converse_gets_alternating_turns_even_when_the_client_sent_two_user_turns_in_a_row(
+    make_app, provider_fakes
+):
+    fakes, urls = provider_fakes
     messages = [CHAT[0], {"role": "user", "content": "It is the blue kettle."}, *CHAT[1:]]
     [job] = run(make_app(config(urls, "nova")), JobRequest.model_validate({"messages": messages, "system": SYSTEM}))
     assert job.status is JobStatus.succeeded, job.error  # the fake refuses what Converse refuses

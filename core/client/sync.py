@@ -51,7 +51,7 @@ class Client:
     ) -> SubmitResponse:
         """Submit a job: a `JobRequest`, its fields as a dict, or as keywords (`prompt=`, `messages=`, ...)."""
         job = request if isinstance(request, JobRequest) else JobRequest.model_validate({**(request or {}), **fields})
-        body = job.model_dump(mode="json", exclude_defaults=True)
+        body = job.model_dump(mode="json", exclude_defaults=True, by_alias=True)
         key = idempotency_key or f"client-{uuid.uuid4().hex}"  # so a retried submit is the same job
         return SubmitResponse.model_validate(self.call("POST", "/v1/jobs", body, headers={"Idempotency-Key": key}))
 

@@ -44,6 +44,8 @@ def cache_key(
         "template": template,
         "context": [[c.id, hashlib.sha256(c.text.encode()).hexdigest()] for c in chunks],
     }
+    if request.response_format is not None:  # another shape of answer: another entry
+        material["response_format"] = request.response_format.model_dump(mode="json", by_alias=True)
     if request.messages is not None or request.system is not None:  # a prompt-only job's key is as it always was
         material["system"] = _norm(request.system)
         material["messages"] = [[m.role, _WS.sub(" ", m.text()).strip()] for m in request.messages or []]

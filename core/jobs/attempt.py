@@ -27,7 +27,7 @@ from core.jobs.bills import Bills
 from core.jobs.heartbeat import Heartbeat
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
-from core.jobs.replies import check_reply, usage_is_sane
+from core.jobs.replies import FormatMismatch, check_reply, format_mismatch, last_rejected, usage_is_sane
 from core.jobs.usage import billed
 from core.jobs.verdict import Verdict, Verdicts
 from core.logs import Timer, log_event
@@ -39,6 +39,7 @@ from core.retry import retry_delay
 from core.routing import RoutePlan
 from core.streaming.log import StreamLog
 from core.streaming.writer import StreamWriter
+from core.structured import REJECTED_CHARS, correction
 
 
 class Replied(NamedTuple):
@@ -140,16 +141,21 @@ def chat_request(
     cache = prompt.stable_chars if model.cache_min_tokens and stable >= model.cache_min_tokens else 0
     # a conversation's next turn starts with this one's system text and earlier turns: worth a breakpoint of its own
     turns = model.cache_min_tokens and prompt.history and r.system_tokens + r.history_tokens >= model.cache_min_tokens
+    history, user = prompt.history, prompt.user
+    if (rejected := last_rejected(job)) is not None and rejected.rejected_reply is not None:  # the corrective call
+        added, user = correction(prompt.user, rejected.rejected_reply, rejected.error or "")
+        history, cache = (*history, *added), 0
     return ChatRequest(
         model_id=decision.model_id,
         system=prompt.system,
-        user=prompt.user,
+        user=user,
         question=job.request.ask().question,
         max_tokens=max_tokens,
         context=assembled.chunks,
         cache_prefix_chars=cache,
-        history=prompt.history,
+        history=history,
         cache_history=bool(turns),
+        response_format=job.request.response_format,
     )
 
 
@@ -219,9 +225,12 @@ class Attempter:
             if isinstance(exc, ProviderError) and exc.partial is not None:
                 attempt.usage = billed(exc.partial, ticket.model)  # a failed stream was generated, so billed
             return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer, writer)
+        mismatch = format_mismatch(job, result)
         if writer is not None:
-            if not isinstance(self.providers.get(decision.provider), Streamer):
-                writer.add(result.text)  # a provider that can't stream: the whole text as one delta
+            provider = self.providers.get(decision.provider)
+            streamed = isinstance(provider, Streamer) and job.request.response_format is None  # as _call chose
+            if not streamed and mismatch is None:  # a provider that can't stream, or a checked structured reply
+                writer.add(result.text)  # the whole text as one delta
             await writer.close()
         sane = usage_is_sane(result, max_tokens=max_tokens, model=ticket.model)
         attempt.usage = billed(result, ticket.model) if sane else None  # a 200 is billed, served or not
@@ -229,6 +238,9 @@ class Attempter:
             check_reply(result, max_tokens=max_tokens, model=ticket.model, route=plan.route)
         except ProviderError as exc:  # empty, impossible usage, or cut where the route refuses cut replies
             return await self._failed(exc, job, attempt, ticket, plan, assembled, deadline, tried, timer, writer)
+        if mismatch is not None:
+            attempt.rejected_reply = result.text[:REJECTED_CHARS]
+            return await self._failed(mismatch, job, attempt, ticket, plan, assembled, deadline, tried, timer, writer)
         return await self._replied(job, attempt, ticket, result, assembled, timer, writer)
 
     async def _claim(self, job: Job, ticket: Ticket, assembled: Assembled, deadline: float) -> Attempt | None:
@@ -307,7 +319,8 @@ class Attempter:
         self, decision: RouteDecision, request: ChatRequest, timeout_s: float, writer: StreamWriter | None
     ) -> Awaitable[ProviderResult]:
         provider = self.providers.get(decision.provider)
-        if writer is not None and isinstance(provider, Streamer):
+        # a structured reply is checked whole before anyone sees it: streamed as one delta once it passes
+        if writer is not None and isinstance(provider, Streamer) and request.response_format is None:
             return provider.stream(request, timeout_s=timeout_s, on_delta=writer.add)
         return provider.generate(request, timeout_s=timeout_s)
 
@@ -330,7 +343,7 @@ class Attempter:
         writer: StreamWriter | None = None,
     ) -> AttemptResult:
         c = classify(exc)
-        await ticket.report(c.error_class)
+        await ticket.report(None if isinstance(exc, FormatMismatch) else c.error_class)  # the provider is healthy
         await ticket.charge(attempt.usage.cost_usd if attempt.usage else 0.0)  # a cut stream was billed
         await self.bills.account(job, ticket.decision.model, ticket.model, attempt.usage)
         _finished(attempt, self.clock(), timer, "error")
@@ -351,6 +364,8 @@ class Attempter:
             body=body[:2000] if c.error_class is ErrorClass.malformed else None,
         )
         error = JobError(error_class=c.error_class, message=attempt.error, status_code=attempt.status_code)
+        if isinstance(exc, FormatMismatch) and exc.final:
+            return Failed(error)
         fallback = typed_fallback(
             exc, c.error_class, plan, tried, lambda name: self.fits(name, assembled.input_tokens, plan.route)
         )

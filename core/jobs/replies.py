@@ -3,14 +3,15 @@
 An empty answer, or usage the model cannot have produced (negative, more output than was allowed,
 more input than its window), is `malformed` (retryable, like a truncated body), never a success at a
 nonsense price. A reply cut at `max_tokens` is served, failed or sent to a fallback as its route's
-`on_max_tokens` says.
+`on_max_tokens` says. A reply that does not match the job's response format gets one corrective call, then fails.
 """
 
 from __future__ import annotations
 
 from core.config.worker import ModelConfig, RouteConfig
 from core.errors import ProviderError
-from core.models import ProviderResult
+from core.models import Attempt, Job, ProviderResult
+from core.structured import problems
 
 WINDOW_SLACK = 1.1  # providers count with their own tokenizer: allow for it before calling usage absurd
 
@@ -43,3 +44,26 @@ def usage_is_sane(result: ProviderResult, *, max_tokens: int, model: ModelConfig
         and result.input_tokens + result.cache_read_tokens + result.cache_write_tokens
         <= model.context_window * WINDOW_SLACK
     )
+
+
+class FormatMismatch(ProviderError):
+    """A reply that is not in the job's response format: `malformed`, retried once as a corrective call, then
+    `final` (the job fails naming the violations, never succeeds)."""
+
+    def __init__(self, found: list[str], *, final: bool) -> None:
+        head = "after a corrective call, the reply still" if final else "the reply"
+        super().__init__(f"{head} does not match the response format: " + "; ".join(found[:3]), malformed=True)
+        self.final = final
+
+
+def format_mismatch(job: Job, result: ProviderResult) -> FormatMismatch | None:
+    """Why this reply can't be the job's result under its `response_format` (None: it can, or there is none)."""
+    fmt = job.request.response_format
+    if fmt is None or not (found := problems(fmt, result.text)):
+        return None
+    return FormatMismatch(found, final=last_rejected(job) is not None)
+
+
+def last_rejected(job: Job) -> Attempt | None:
+    """The latest earlier attempt whose reply was refused for its format: the one a corrective call quotes."""
+    return next((a for a in reversed(job.attempts[:-1]) if a.rejected_reply is not None), None)

@@ -10,9 +10,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from core.conversation import Turn, merged
+from core.conversation import Turn
 from core.models import ProviderResult
 from core.providers.anthropic_direct import DirectMessages, http_error
+from core.providers.anthropic_wire import answered, content_text, messages
 from core.providers.base import ChatRequest, ProviderError
 
 STOP_REASONS = {
@@ -111,6 +112,15 @@ class AnthropicProvider:
             "system": request.system,
             "messages": messages(request.history, request.user, request.cache_prefix_chars, request.cache_history),
         }
+        if (fmt := request.response_format) is not None:  # structured output: a tool the model must call
+            body["tools"] = [
+                {
+                    "name": fmt.name,
+                    "description": "Give the reply as this tool's input.",
+                    "input_schema": fmt.schema_or_object(),
+                }
+            ]
+            body["tool_choice"] = {"type": "tool", "name": fmt.name}
         if request.temperature is not None:
             body["temperature"] = request.temperature
         return body
@@ -273,15 +283,18 @@ def _reply(http: Any) -> ProviderResult:
     fifth of the call's CPU) is skipped, since only text, usage and stop reason are read."""
     try:
         msg = json.loads(http.content)
-        text = "".join(b.get("text") or "" for b in msg["content"] if b.get("type") == "text")
+        text, forced = content_text(msg["content"])
         u = msg["usage"]
-        return _result(
-            text,
-            u["input_tokens"],
-            u["output_tokens"],
-            u.get("cache_read_input_tokens"),
-            msg.get("stop_reason"),
-            u.get("cache_creation_input_tokens"),
+        return answered(
+            _result(
+                text,
+                u["input_tokens"],
+                u["output_tokens"],
+                u.get("cache_read_input_tokens"),
+                msg.get("stop_reason"),
+                u.get("cache_creation_input_tokens"),
+            ),
+            forced,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ProviderError(
@@ -297,17 +310,20 @@ def _batch_item(result: Any) -> ProviderResult | ProviderError:
             f"anthropic: batch request {result.type}" + (f": {detail}" if detail else ""), transport="connection"
         )
     m = result.message
-    text = "".join(getattr(b, "text", "") for b in m.content if getattr(b, "type", None) == "text")
+    text, forced = content_text(m.content)
     u = m.usage
     try:
         return _refused(
-            _result(
-                text,
-                u.input_tokens,
-                u.output_tokens,
-                getattr(u, "cache_read_input_tokens", None),
-                m.stop_reason,
-                getattr(u, "cache_creation_input_tokens", None),
+            answered(
+                _result(
+                    text,
+                    u.input_tokens,
+                    u.output_tokens,
+                    getattr(u, "cache_read_input_tokens", None),
+                    m.stop_reason,
+                    getattr(u, "cache_creation_input_tokens", None),
+                ),
+                forced,
             )
         )
     except ProviderError as e:
@@ -336,30 +352,3 @@ def _body(e: Exception) -> str | None:
         return resp.text[:4000] if resp is not None else None
     except Exception:
         return None
-
-
-EPHEMERAL = {"type": "ephemeral"}
-
-
-def messages(history: tuple[Turn, ...], user: str, prefix_chars: int = 0, mark_history: bool = False) -> list[Any]:
-    """The Messages API's turns: the earlier ones (the last of them marked for the prompt cache, the next turn's
-    prefix), then the user turn (its stable prefix marked, the question after it). Plain strings where nothing is
-    marked, as the SDK's own examples send them."""
-    out: list[dict[str, Any]] = [{"role": t.role, "content": t.text} for t in merged(history)]
-    if mark_history and out:
-        out[-1]["content"] = [{"type": "text", "text": out[-1]["content"], "cache_control": EPHEMERAL}]
-    n = prefix_chars
-    content: Any = (
-        [{"type": "text", "text": user[:n], "cache_control": EPHEMERAL}, {"type": "text", "text": user[n:]}]
-        if n
-        else user
-    )
-    if out and out[-1]["role"] == "user":  # a user turn right before: one turn of both, in order
-        out[-1]["content"] = _blocks(out[-1]["content"]) + _blocks(content)
-    else:
-        out.append({"role": "user", "content": content})
-    return out
-
-
-def _blocks(content: Any) -> list[Any]:
-    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)

@@ -15,6 +15,7 @@ from core.chunks import ContextChunk
 from core.conversation import Turn
 from core.errors import ProviderError
 from core.models import ProviderResult
+from core.structured import ResponseFormat
 
 __all__ = [
     "Batcher",
@@ -40,6 +41,7 @@ class ChatRequest:
     cache_prefix_chars: int = 0  # mark system + user[:this] for the provider's prompt cache (0: don't)
     history: tuple[Turn, ...] = ()  # a conversation's earlier turns, oldest first, sent before `user`
     cache_history: bool = False  # mark the end of `history` for the prompt cache: the next turn's prefix
+    response_format: ResponseFormat | None = None  # a JSON reply, in the provider's native mode where it has one
 
 
 CONTEXT_OVERFLOW_HINTS = (

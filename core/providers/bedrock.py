@@ -7,6 +7,7 @@ is sized to the provider's `max_connections`.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,12 @@ class BedrockProvider:
             "messages": [{"role": t.role, "content": [{"text": t.text}]} for t in turns(request.history, request.user)],
             "inferenceConfig": {"maxTokens": request.max_tokens},
         }
+        if (fmt := request.response_format) is not None:  # structured output: a tool the model must call
+            spec = {"name": fmt.name, "description": "Give the reply as this tool's input."}
+            kwargs["toolConfig"] = {
+                "tools": [{"toolSpec": {**spec, "inputSchema": {"json": fmt.schema_or_object()}}}],
+                "toolChoice": {"tool": {"name": fmt.name}},
+            }
         if request.temperature is not None:
             kwargs["inferenceConfig"]["temperature"] = request.temperature
         return kwargs
@@ -71,7 +78,13 @@ class BedrockProvider:
             raise self._error(e) from None
         try:
             blocks = resp["output"]["message"]["content"]
-            result = _result("".join(b.get("text", "") for b in blocks), resp.get("usage", {}), resp.get("stopReason"))
+            tool = next((b["toolUse"] for b in blocks if "toolUse" in b), None)  # a forced tool: structured output
+            text = (
+                json.dumps(tool["input"], separators=(",", ":")) if tool else "".join(b.get("text", "") for b in blocks)
+            )
+            result = _result(text, resp.get("usage", {}), resp.get("stopReason"))
+            if tool and result.stop_reason == "tool_use":  # the forced tool is how the answer came: the turn ended
+                result.stop_reason = "end_turn"
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ProviderError(f"bedrock: malformed reply: {e!r}", malformed=True, body=repr(resp)[:2000]) from None
         return _refused(result)

@@ -9,8 +9,10 @@ never pretends to be a model.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from typing import Any
 
 from core.models import ProviderResult
 from core.providers.base import ChatRequest
@@ -34,6 +36,9 @@ class OfflineProvider:
 
     async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
         text, stop = self.answer(request), "end_turn"
+        if (fmt := request.response_format) is not None:  # the answer, in the shape the schema asks for
+            value = shaped(fmt.json_schema, text, fmt.json_schema) if fmt.json_schema else {"answer": text}
+            text = json.dumps(value)
         enc = bpe()
         output = enc.count(text)
         if output > request.max_tokens:  # cut where a model would stop, and say so
@@ -99,3 +104,32 @@ class OfflineProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def shaped(schema: Any, answer: str, root: Any) -> Any:
+    """A value of `schema`'s shape carrying the extracted answer: in its strings, the first of every enum, the
+    least of every number. A model fills a schema with meaning; this fills it with the answer, so that a local
+    structured job runs end to end (and a schema it can't satisfy, such as a pattern, fails as a model's would)."""
+    if not isinstance(schema, dict):
+        return answer
+    if "$ref" in schema:
+        _, key, name = schema["$ref"].split("/", 2)
+        return shaped(root[key][name], answer, root)
+    if "const" in schema or "enum" in schema:
+        return schema["const"] if "const" in schema else schema["enum"][0]
+    if options := schema.get("anyOf") or schema.get("oneOf"):
+        return shaped(options[0], answer, root)
+    kind = schema.get("type", "string")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        return {name: shaped(sub, answer, root) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [shaped(schema.get("items", {}), answer, root) for _ in range(schema.get("minItems", 1))]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        return int(low) if kind == "integer" else float(low)
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return answer[: schema["maxLength"]] if "maxLength" in schema else answer

@@ -62,6 +62,12 @@ class OpenAICompatibleProvider:
         }
         if self.api_style != "azure":
             body["model"] = request.model_id
+        if (fmt := request.response_format) is not None:  # structured outputs, checked by us whatever the server does
+            body["response_format"] = (
+                {"type": "json_schema", "json_schema": {"name": fmt.name, "schema": fmt.json_schema, "strict": False}}
+                if fmt.json_schema is not None
+                else {"type": "json_object"}
+            )
         if request.temperature is not None:
             body["temperature"] = request.temperature
         return body

@@ -15,13 +15,13 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.testing.fake_asgi import read_request, reset
 from core.testing.fake_batches import FakeBatches
 from core.testing.fake_cache import PromptCache
+from core.testing.fake_faults import BAD_REPLIES, FAULT_REPLIES, _error
 from core.testing.fake_stream import Replier, padded, stream_reply
 from core.testing.servers import ServerThread, free_port, spawn  # noqa: F401 (what tests and benchmarks import)
 
@@ -68,6 +68,7 @@ class FaultPlan:
     extra_citation: str | None = None  # also cite this id, supplied or not (a hallucinated citation)
     stream_tps: float = 0.0  # a streamed reply sends this many tokens per second (0: as fast as it can)
     stream_tokens: int = 0  # and is padded to at least this many tokens
+    off_schema: int = 0  # the next this many structured replies (a forced tool) leave out what the schema requires
 
     def __post_init__(self) -> None:
         unknown = set(self.rates) - set(FAULTS)
@@ -203,6 +204,8 @@ class FakeAnthropic:
         system_text = system if isinstance(system, str) else "".join(b.get("text", "") for b in system)
         answer["usage"]["input_tokens"] += len(system_text) // 4  # the system prompt is input too, as the API counts
         answer["usage"] = self.prompt_cache.apply(req, answer["usage"])
+        if (req.get("tool_choice") or {}).get("type") == "tool":
+            self._as_tool_call(req, answer)
         if req.get("stream") and outcome in ("ok", "cut", "stream_error"):
             complete = await stream_reply(
                 send,
@@ -221,6 +224,19 @@ class FakeAnthropic:
         if outcome not in BAD_REPLIES:
             self._billed(messages)
         return await reply(200, BAD_REPLIES[outcome](answer) if outcome in BAD_REPLIES else answer)
+
+    def _as_tool_call(self, req: dict[str, Any], answer: dict[str, Any]) -> None:
+        """Structured output's forced tool: the answer as the tool's input, in its schema's shape (or, while the
+        plan's `off_schema` lasts, an input missing what the schema requires)."""
+        from core.providers.offline import shaped
+
+        [tool] = [t for t in req.get("tools", []) if t["name"] == req["tool_choice"]["name"]]
+        schema = tool["input_schema"]
+        with self.lock:
+            off, self.plan.off_schema = self.plan.off_schema > 0, max(0, self.plan.off_schema - 1)
+        value = {"unexpected": True} if off else shaped(schema, answer["content"][0]["text"], schema)
+        answer["content"] = [{"type": "tool_use", "id": "toolu_fake", "name": tool["name"], "input": value}]
+        answer["stop_reason"] = "tool_use"
 
     def _billed(self, messages: list[Any]) -> None:
         key = hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:16]
@@ -297,62 +313,6 @@ class FakeAnthropic:
             "stop_sequence": None,
             "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
         }
-
-
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-Fault = tuple[int, Any, "dict[str, str] | None", "bytes | None"]  # status, body, extra headers, raw body
-
-# a 200 that is not a usable reply: outcome → the answer made wrong
-BAD_REPLIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "empty": lambda a: {**a, "content": []},
-    "max_tokens": lambda a: {
-        **a,
-        "stop_reason": "max_tokens",
-        "content": [{"type": "text", "text": a["content"][0]["text"][:12]}],
-    },
-    "no_usage": lambda a: {k: v for k, v in a.items() if k != "usage"},
-    "absurd_usage": lambda a: {**a, "usage": {"input_tokens": 10**12, "output_tokens": 10**12}},
-    "negative_usage": lambda a: {**a, "usage": {"input_tokens": -500, "output_tokens": -20}},
-}
-
-# outcome → (status, body, extra headers, raw body) for every drawn fault that answers at once
-FAULT_REPLIES: dict[str, Callable[[Any, str], Fault]] = {
-    "429": lambda plan, model: (
-        429,
-        _error("rate_limit_error", "rate limited"),
-        {"retry-after": str(plan.retry_after_s)},
-        None,
-    ),
-    "429_no_retry_after": lambda plan, model: (429, _error("rate_limit_error", "rate limited"), None, None),
-    "529": lambda plan, model: (529, _error("overloaded_error", "overloaded"), None, None),
-    "500": lambda plan, model: (500, _error("api_error", "internal error"), None, None),
-    "400": lambda plan, model: (400, _error("invalid_request_error", "prompt is not acceptable"), None, None),
-    "400_context": lambda plan, model: (
-        400,
-        _error("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"),
-        None,
-        None,
-    ),
-    "refusal": lambda plan, model: (
-        200,
-        {
-            "id": "msg_fake",
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [],
-            "stop_reason": "refusal",
-            "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 0},
-        },
-        None,
-        None,
-    ),
-    "malformed": lambda plan, model: (200, None, None, b'{"id": "msg_x", "type": "message", "content": ['),
-}
 
 
 def main() -> None:

@@ -36,3 +36,11 @@ def reset(receive: Any) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+class Streamed:
+    """A streamed body: each piece sent on its own."""
+
+    def __init__(self, pieces: list[bytes], media_type: str = "text/event-stream") -> None:
+        self.pieces = pieces
+        self.media_type = media_type

@@ -15,7 +15,8 @@ from collections import Counter
 from typing import Any
 
 from core.testing.fake_anthropic import DOC_ID
-from core.testing.fake_asgi import read_request
+from core.testing.fake_asgi import Streamed, read_request
+from core.testing.fake_openai_batches import FakeOpenAIBatches
 
 _BEDROCK_PATH = re.compile(r"^/model/(?P<model>.+)/converse(?P<stream>-stream)?$")
 
@@ -25,14 +26,6 @@ def _answer(text_in: str, last: str | None = None) -> str:
     cites = DOC_ID.findall(text_in)[:2]
     question = (text_in if last is None else last).rsplit("Question:", 1)[-1].strip()[:80]
     return f"Fake answer about: {question}" + "".join(f" [{c}]" for c in cites)
-
-
-class Streamed:
-    """A streamed body: each piece sent on its own."""
-
-    def __init__(self, pieces: list[bytes], media_type: str = "text/event-stream") -> None:
-        self.pieces = pieces
-        self.media_type = media_type
 
 
 def _halves(outcome: str, n: int) -> int | None:
@@ -46,6 +39,7 @@ class _Fake:
         self.models: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.bodies: list[dict[str, Any]] = []  # each request body, as sent
+        self.off_schema = 0  # the next this many structured replies are not what their format asks for
 
     def _next(self) -> str:
         return self.script.pop(0) if self.script else "ok"
@@ -76,6 +70,12 @@ class _Fake:
         raise NotImplementedError
 
 
+def _off_schema(fake: _Fake) -> bool:
+    off = fake.off_schema > 0
+    fake.off_schema = max(0, fake.off_schema - 1)
+    return off
+
+
 class FakeOpenAI(_Fake):
     """`POST /v1/chat/completions` (OpenAI, vLLM, Ollama) and Azure's deployment URL with api-version."""
 
@@ -100,6 +100,18 @@ class FakeOpenAI(_Fake):
                 "total_tokens": prompt_tokens + completion,
             },
         }
+
+    def _formatted(self, req: dict[str, Any], answer: str) -> str:
+        """With `response_format`, the answer as JSON in the schema's shape (while `off_schema` lasts: not JSON)."""
+        from core.providers.offline import shaped
+
+        fmt = req.get("response_format")
+        if not fmt:
+            return answer
+        if _off_schema(self):
+            return "Sure! Here is the JSON you asked for: {answer: " + answer
+        schema = fmt.get("json_schema", {}).get("schema")
+        return json.dumps(shaped(schema, answer, schema) if schema else {"answer": answer})
 
     def handle(self, method, path, query, headers, body):
         if path.startswith(("/v1/files", "/v1/batches")):
@@ -127,7 +139,7 @@ class FakeOpenAI(_Fake):
         users = [m["content"] for m in req["messages"] if m["role"] == "user"]
         text_in = " ".join(users)
         finish = "content_filter" if outcome == "refusal" else "stop"
-        answer = "" if outcome == "refusal" else _answer(text_in, users[-1])
+        answer = "" if outcome == "refusal" else self._formatted(req, _answer(text_in, users[-1]))
         prompt_tokens = max(1, len(text_in) // 4)
         if req.get("stream"):
             return 200, _openai_stream(answer, finish, prompt_tokens, outcome), {}
@@ -172,6 +184,26 @@ def _openai_fault(outcome: str) -> tuple[int, Any, dict[str, str]] | None:
 class FakeBedrock(_Fake):
     """`POST /model/{modelId}/converse`, the Bedrock runtime's Converse API (SigV4 is not checked)."""
 
+    def _tool_reply(self, tool_config: dict[str, Any], answer: str, in_tokens: int) -> tuple[int, Any, dict[str, str]]:
+        from core.providers.offline import shaped
+
+        name = tool_config["toolChoice"]["tool"]["name"]
+        [spec] = [t["toolSpec"] for t in tool_config["tools"] if t["toolSpec"]["name"] == name]
+        schema = spec["inputSchema"]["json"]
+        value = {"unexpected": True} if _off_schema(self) else shaped(schema, answer, schema)
+        use = {"toolUse": {"toolUseId": "tooluse_fake", "name": name, "input": value}}
+        out = max(1, len(json.dumps(value)) // 4)
+        return (
+            200,
+            {
+                "output": {"message": {"role": "assistant", "content": [use]}},
+                "stopReason": "tool_use",
+                "usage": {"inputTokens": max(1, in_tokens), "outputTokens": out, "totalTokens": in_tokens + out},
+                "metrics": {"latencyMs": 1},
+            },
+            {},
+        )
+
     def handle(self, method, path, query, headers, body):
         from urllib.parse import unquote
 
@@ -203,6 +235,8 @@ class FakeBedrock(_Fake):
         text_in = " ".join(b.get("text", "") for msg in req["messages"] for b in msg["content"])
         last = " ".join(b.get("text", "") for b in req["messages"][-1]["content"])
         answer = "" if outcome == "refusal" else _answer(text_in, last)
+        if (tool := req.get("toolConfig")) and outcome != "refusal":  # structured output: the forced tool's input
+            return self._tool_reply(tool, answer, len(text_in) // 4)
         in_tokens, out_tokens = max(1, len(text_in) // 4), max(1, len(answer) // 4)
         if m.group("stream"):
             return 200, _bedrock_stream(answer, in_tokens, outcome), {}
@@ -295,95 +329,3 @@ def _frame(name: str, payload: dict[str, Any], kind: str = "event") -> bytes:
     prelude = struct.pack(">II", total, len(headers))
     head = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + body
     return head + struct.pack(">I", zlib.crc32(head))
-
-
-class FakeOpenAIBatches:
-    """The Batch API: `POST /v1/files` (multipart JSONL, purpose=batch), `POST /v1/batches`,
-    `GET /v1/batches/{id}` (completed at once, or `expired` when `expire` is set: then every request is
-    in the error file), `GET /v1/files/{id}/content`. `errors` names custom_ids answered with a 500."""
-
-    def __init__(self, complete: Any) -> None:
-        self.complete = complete
-        self.files: dict[str, bytes] = {}
-        self.batches: dict[str, dict[str, Any]] = {}
-        self.errors: set[str] = set()
-        self.expire = False
-
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
-        parts = path.strip("/").split("/")  # v1 files|batches [id] [content]
-        if method == "POST" and parts == ["v1", "files"]:
-            fid = f"file-{len(self.files) + 1}"
-            self.files[fid] = _multipart_file(body, headers.get("content-type", ""))
-            return 200, {"id": fid, "object": "file", "purpose": "batch", "bytes": len(self.files[fid])}, {}
-        if method == "POST" and parts == ["v1", "batches"]:
-            return 200, self._run(json.loads(body)), {}
-        if method == "GET" and len(parts) == 3 and parts[1] == "batches" and parts[2] in self.batches:
-            return 200, self.batches[parts[2]], {}
-        if method == "GET" and len(parts) == 4 and parts[1] == "files" and parts[2] in self.files:
-            return 200, Streamed([self.files[parts[2]]], "application/jsonl"), {}
-        return 404, {"error": {"message": "no such object", "type": "invalid_request_error"}}, {}
-
-    def _run(self, req: dict[str, Any]) -> dict[str, Any]:
-        done, failed = [], []
-        for line in filter(None, self.files[req["input_file_id"]].decode().splitlines()):
-            item = json.loads(line)
-            if self.expire:
-                failed.append(
-                    {
-                        "custom_id": item["custom_id"],
-                        "response": None,
-                        "error": {
-                            "code": "batch_expired",
-                            "message": "This request could not be executed before the completion window expired.",
-                        },
-                    }
-                )
-            elif item["custom_id"] in self.errors:
-                failed.append(
-                    {
-                        "custom_id": item["custom_id"],
-                        "response": {
-                            "status_code": 500,
-                            "body": {"error": {"message": "The server had an error", "type": "server_error"}},
-                        },
-                        "error": None,
-                    }
-                )
-            else:
-                done.append(
-                    {
-                        "custom_id": item["custom_id"],
-                        "response": {"status_code": 200, "body": self.complete(item["body"])},
-                        "error": None,
-                    }
-                )
-        out, err = self._file(done), self._file(failed)
-        bid = f"batch_{len(self.batches) + 1}"
-        self.batches[bid] = {
-            "id": bid,
-            "object": "batch",
-            "endpoint": req["endpoint"],
-            "status": "expired" if self.expire else "completed",
-            "input_file_id": req["input_file_id"],
-            "output_file_id": out,
-            "error_file_id": err,
-            "request_counts": {"total": len(done) + len(failed), "completed": len(done), "failed": len(failed)},
-        }
-        return {**self.batches[bid], "status": "validating"}
-
-    def _file(self, lines: list[dict[str, Any]]) -> str | None:
-        if not lines:
-            return None
-        fid = f"file-{len(self.files) + 1}"
-        self.files[fid] = "".join(json.dumps(x) + "\n" for x in lines).encode()
-        return fid
-
-
-def _multipart_file(body: bytes, content_type: str) -> bytes:
-    """The `file` part of a multipart/form-data body."""
-    boundary = content_type.split("boundary=")[-1].strip('"').encode()
-    for part in body.split(b"--" + boundary):
-        head, _, content = part.partition(b"\r\n\r\n")
-        if b'name="file"' in head:
-            return content.removesuffix(b"\r\n")
-    raise ValueError("no file part in the upload")
