@@ -207,3 +207,23 @@ def test_over_http_a_bad_format_is_refused_naming_the_field_and_a_good_one_answe
         view = wait_terminal(c, r.json()["status_url"], ACME)
     assert view["status"] == "succeeded"
     assert violations(view["output"], TICKET) == []
+
+
+def test_a_batch_reply_off_the_schema_is_billed_then_corrected_online(clock, make_app, fake_anthropic):
+    from tests.test_batch_lane import deliver_all, lane_config, tick
+
+    fake, url = fake_anthropic
+    fake.plan.off_schema = 1
+    app = make_app(lane_config(url), clock=clock)
+    job, _ = app.service.submit("acme", extract(lane="batch"))
+    deliver_all(app)
+    clock.advance(0.25)  # past batch.flush_s
+    assert tick(app)["returned"] == 1  # off the schema: not applied, back to the online lane
+    asyncio.run(run_until_done(app, [job.id], timeout_s=30))
+    done = app.store.get(job.id)
+    assert done.status is JobStatus.succeeded, done.error
+    batch, online = done.attempts
+    assert batch.rejected_reply == '{"unexpected":true}' and batch.usage is not None  # the batch call is billed
+    assert online.outcome == "succeeded" and online.rejected_reply is None  # the corrective call, online
+    assert violations(JobView.of(done).output, TICKET) == []
+    assert done.usage.calls == 2

@@ -29,14 +29,16 @@ from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome
 from core.jobs.prepare import Preparer
+from core.jobs.replies import format_mismatch
 from core.jobs.submit import send_job
 from core.jobs.usage import billed
 from core.logs import log_event
-from core.models import BatchRef, ErrorClass, Job, JobError, JobStatus, ProviderResult, RouteDecision
+from core.models import BatchRef, ErrorClass, Job, JobError, JobStatus, ProviderResult, RouteDecision, Usage
 from core.ports import SendQueue, StateStore
 from core.providers.base import Batcher
 from core.providers.registry import ProviderRegistry
 from core.routing import RoutePlan
+from core.structured import REJECTED_CHARS
 
 OPEN = "batches:open"
 TRIES = 20
@@ -213,7 +215,9 @@ class BatchLane:
             if job is None or job.status.terminal or job.reply is not None:
                 continue  # applied already (a second poll of the same results bills nothing)
             r = results.get(job_id)
-            if isinstance(r, ProviderResult):
+            if isinstance(r, ProviderResult) and (mismatch := format_mismatch(job, r)) is not None:
+                returned += await self._rejected(job, r, b["model"], str(mismatch))
+            elif isinstance(r, ProviderResult):
                 applied += await self._apply(job, r, b["model"])
             else:
                 returned += await self._return(job, str(r) if r is not None else "missing from the batch results")
@@ -224,26 +228,45 @@ class BatchLane:
         return applied, returned
 
     async def _apply(self, job: Job, result: ProviderResult, model_name: str) -> int:
-        model = self.settings.models[model_name]
-        full = billed(result, model)
-        usage = full.model_copy(update={"cost_usd": round(full.cost_usd * (1 - model.batch_discount), 10)})
         attempt = job.attempts[-1]
-        attempt.outcome, attempt.finished_at, attempt.usage = "succeeded", self.clock(), usage
+        attempt.outcome, attempt.finished_at, attempt.usage = "succeeded", self.clock(), self._usage(result, model_name)
         if not await self.store_io(self.ledger.save_reply, job, result):
             return 0
+        await self._bill(job, result, model_name)
+        await self.finalizer.finalize(job)
+        return 1
+
+    async def _rejected(self, job: Job, result: ProviderResult, model_name: str, why: str) -> int:
+        """A reply off the job's response format: billed, then back to the online lane, whose next call is the
+        corrective one (it quotes the reply, as for an online attempt)."""
+        attempt = job.attempts[-1]
+        attempt.usage, attempt.rejected_reply = self._usage(result, model_name), result.text[:REJECTED_CHARS]
+        await self._bill(job, result, model_name)
+        return await self._return(job, why, ErrorClass.malformed, release=False)
+
+    def _usage(self, result: ProviderResult, model_name: str) -> Usage:
+        model = self.settings.models[model_name]
+        full = billed(result, model)
+        return full.model_copy(update={"cost_usd": round(full.cost_usd * (1 - model.batch_discount), 10)})
+
+    async def _bill(self, job: Job, result: ProviderResult, model_name: str) -> None:
+        """The batch call's discounted cost against the budgets and in the usage ledger, with what it saved."""
+        attempt, model = job.attempts[-1], self.settings.models[model_name]
+        usage, full = self._usage(result, model_name), billed(result, model)
         await self.state_io(self.budgets.charge, self._scopes(job), f"{job.id}:{attempt.number}", usage.cost_usd)
         await self.bills.account(
             job, model_name, model, usage, lane="batch", saved_batch_usd=round(full.cost_usd - usage.cost_usd, 10)
         )
-        await self.finalizer.finalize(job)
-        return 1
 
-    async def _return(self, job: Job, reason: str) -> int:
-        """Back to the online lane: the attempt is spent (not billed), the job queued again."""
+    async def _return(
+        self, job: Job, reason: str, error_class: ErrorClass = ErrorClass.transient, *, release: bool = True
+    ) -> int:
+        """Back to the online lane: the attempt is spent (billed only when a reply came), the job queued again."""
         attempt = job.attempts[-1]
         attempt.outcome, attempt.finished_at = "error", self.clock()
-        attempt.error_class, attempt.error = ErrorClass.transient, reason[:1000]
-        await self.state_io(self.budgets.release, self._scopes(job), f"{job.id}:{attempt.number}")
+        attempt.error_class, attempt.error = error_class, reason[:1000]
+        if release:
+            await self.state_io(self.budgets.release, self._scopes(job), f"{job.id}:{attempt.number}")
 
         def back(j: Job) -> None:
             if j.batch is not None:
@@ -251,7 +274,7 @@ class BatchLane:
 
         back(job)
         if not await self.store_io(
-            self.ledger.hand_back, job, JobError(error_class=ErrorClass.transient, message=reason[:1000])
+            self.ledger.hand_back, job, JobError(error_class=error_class, message=reason[:1000])
         ):
             return 0
         send_job(self.queue, job)

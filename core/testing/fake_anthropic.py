@@ -89,7 +89,7 @@ class FakeAnthropic:
         self.billed_by_prompt: Counter[str] = Counter()  # clean 200 replies per distinct user turn (sha256[:16])
         self.billed_text: dict[str, str] = {}  # that turn's text, by the same key
         self.prompt_cache = PromptCache()
-        self.batches = FakeBatches(self._answer, self.prompt_cache)
+        self.batches = FakeBatches(self._answer, self.prompt_cache, shape=self._forced)
         self.first_token_at: dict[str, float] = {}  # wall time of each streamed reply's first token, by marker
         self.history_by_marker: dict[str, list[str]] = {}  # every outcome per `marker:X` in the prompt
         self.requests: list[dict[str, Any]] = []
@@ -204,8 +204,7 @@ class FakeAnthropic:
         system_text = system if isinstance(system, str) else "".join(b.get("text", "") for b in system)
         answer["usage"]["input_tokens"] += len(system_text) // 4  # the system prompt is input too, as the API counts
         answer["usage"] = self.prompt_cache.apply(req, answer["usage"])
-        if (req.get("tool_choice") or {}).get("type") == "tool":
-            self._as_tool_call(req, answer)
+        self._forced(req, answer)
         if req.get("stream") and outcome in ("ok", "cut", "stream_error"):
             complete = await stream_reply(
                 send,
@@ -225,11 +224,13 @@ class FakeAnthropic:
             self._billed(messages)
         return await reply(200, BAD_REPLIES[outcome](answer) if outcome in BAD_REPLIES else answer)
 
-    def _as_tool_call(self, req: dict[str, Any], answer: dict[str, Any]) -> None:
+    def _forced(self, req: dict[str, Any], answer: dict[str, Any]) -> None:
         """Structured output's forced tool: the answer as the tool's input, in its schema's shape (or, while the
         plan's `off_schema` lasts, an input missing what the schema requires)."""
         from core.providers.offline import shaped
 
+        if (req.get("tool_choice") or {}).get("type") != "tool":
+            return
         [tool] = [t for t in req.get("tools", []) if t["name"] == req["tool_choice"]["name"]]
         schema = tool["input_schema"]
         with self.lock:

@@ -22,8 +22,16 @@ def _iso(t: float) -> str:
 
 
 class FakeBatches:
-    def __init__(self, answer: Callable[..., dict[str, Any]], cache: Any = None, *, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        answer: Callable[..., dict[str, Any]],
+        cache: Any = None,
+        *,
+        delay_s: float = 0.0,
+        shape: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    ) -> None:
         self.answer = answer  # (model, max_tokens, messages, marker) -> a Messages API reply: the fake's own
+        self.shape = shape  # (params, reply) -> None: the reply made a forced tool call when the params ask for one
         self.cache = cache  # the fake's prompt cache: batch requests read and write it too, as Anthropic's may
         self.delay_s = delay_s
         self.batches: dict[str, dict[str, Any]] = {}
@@ -73,6 +81,8 @@ class FakeBatches:
                 self.params.append(p)
                 msg = self.answer(p["model"], int(p["max_tokens"]), p["messages"], None)
                 msg["usage"]["input_tokens"] += len(str(p.get("system", ""))) // 4  # as the online fake counts
+                if self.shape is not None:
+                    self.shape(p, msg)
                 if self.cache is not None:
                     msg["usage"] = self.cache.apply(p, msg["usage"])
                 results.append({"custom_id": cid, "result": {"type": "succeeded", "message": msg}})
