@@ -131,18 +131,20 @@ class Client:
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> Any:
-        """One API call's JSON answer, retried as the constructor says; ApiError or Unreachable otherwise."""
-        retryable = method != "POST" or bool(headers and "Idempotency-Key" in headers) or path.endswith("/replay")
+        """One API call's JSON answer, retried as the constructor says; ApiError or Unreachable otherwise. A 503 or
+        a short 429 is retried on any route (the API did nothing); a broken connection only where a second try
+        cannot act twice: a read, or a submit with its Idempotency-Key (a cancel or replay may have happened)."""
+        repeatable = method == "GET" or bool(headers and "Idempotency-Key" in headers)
         for tries_left in range(self.retries, -1, -1):
             try:
                 with self._open(method, path, body, headers or {}, timeout_s or self.timeout_s) as r:
                     return json.loads(r.read() or b"null")
             except ApiError as e:
-                if not (retryable and tries_left and _retry_soon(e)):
+                if not (tries_left and _retry_soon(e)):
                     raise
                 time.sleep(e.retry_after_s or 1.0)
             except Unreachable:
-                if not (retryable and tries_left):
+                if not (repeatable and tries_left):
                     raise
                 time.sleep(1.0)
         raise AssertionError("unreachable")  # the loop returns or raises
