@@ -24,6 +24,7 @@ from core.errors import PromptTooLong
 from core.models import ChunkDropped, ChunkUse, PromptAssembly
 from core.prompting import RenderedPrompt, document_block, render, user_parts
 from core.tokenizers import counter
+from core.tooling import as_text
 
 
 @dataclass
@@ -64,9 +65,10 @@ def margin_tokens(model: ModelConfig, reserved_output: int) -> int:
 
 
 def history_tokens(ask: Ask, count: Any) -> int:
-    """A conversation's earlier turns as the model's tokenizer counts them (each turn's text; the few tokens an
-    API spends on each turn's role are inside the margin)."""
-    return sum(count(t.text) for t in ask.history)
+    """A conversation's earlier turns, and the last turn's tool results, as the model's tokenizer counts them (each
+    turn's text, calls and results; the few tokens an API spends on each turn's role are inside the margin)."""
+    results = count(as_text((), ask.results)) if ask.results else 0
+    return sum(count(t.counted()) for t in ask.history) + results
 
 
 def required_tokens(ask: Ask, *, template: Any, model: ModelConfig, reserved_output: int) -> int:

@@ -9,9 +9,11 @@ into its own API (`turns` merges what its API would refuse: two turns in a row b
 # no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.tooling import ToolCall, ToolResult, as_text
 
 MAX_TURNS = 1000
 
@@ -19,8 +21,23 @@ MAX_TURNS = 1000
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
-    type: Literal["text"] = Field(description="A part of a turn's content; `text` is the kind carried today.")
+    type: Literal["text"]
     text: str = Field(min_length=1, max_length=1_000_000)
+
+
+class ToolCallPart(ToolCall):
+    """In an assistant turn: a call the model made (as the job's view gave it)."""
+
+    type: Literal["tool_call"]
+
+
+class ToolResultPart(ToolResult):
+    """In a user turn: what one of the previous turn's calls returned."""
+
+    type: Literal["tool_result"]
+
+
+Part = Annotated[TextPart | ToolCallPart | ToolResultPart, Field(discriminator="type")]
 
 
 class Message(BaseModel):
@@ -29,17 +46,55 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     role: Literal["user", "assistant"]
-    content: str | list[TextPart] = Field(
-        description='The turn\'s text, or its parts in order ({"type": "text", "text": ...}).'
+    content: str | list[Part] = Field(
+        description="The turn's text, or its parts in order: `text`; `tool_call` (an assistant turn's call, with "
+        "`id`, `name` and `arguments`); `tool_result` (a user turn's answer to one, with `tool_call_id`, `content` "
+        "and `is_error`)."
     )
 
+    @model_validator(mode="after")
+    def _parts_fit_the_role(self) -> "Message":
+        if self.role == "user" and self.calls():
+            raise ValueError("a tool_call part belongs in an assistant turn (the model's)")
+        if self.role == "assistant" and self.results():
+            raise ValueError("a tool_result part belongs in a user turn (the one after the call)")
+        return self
+
     def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "\n\n".join(p.text for p in self.content)
+        if isinstance(self.content, str):
+            return self.content
+        return "\n\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        if isinstance(self.content, str):
+            return ()
+        return tuple(
+            ToolCall(id=p.id, name=p.name, arguments=p.arguments) for p in self.content if isinstance(p, ToolCallPart)
+        )
+
+    def results(self) -> tuple[ToolResult, ...]:
+        if isinstance(self.content, str):
+            return ()
+        return tuple(
+            ToolResult(tool_call_id=p.tool_call_id, content=p.content, is_error=p.is_error)
+            for p in self.content
+            if isinstance(p, ToolResultPart)
+        )
+
+    def turn(self) -> "Turn":
+        return Turn(self.role, self.text(), self.calls(), self.results())
 
 
 class Turn(NamedTuple):
     role: str  # user | assistant
     text: str
+    calls: tuple[ToolCall, ...] = ()  # an assistant turn's tool calls
+    results: tuple[ToolResult, ...] = ()  # a user turn's tool results, before its text
+
+    def counted(self) -> str:
+        """The turn as the text it costs in a window: its text, then its calls or results."""
+        extra = as_text(self.calls, self.results)
+        return f"{self.text}\n{extra}" if extra else self.text
 
 
 @dataclass(frozen=True)
@@ -51,6 +106,7 @@ class Ask:
     history: tuple[Turn, ...] = ()
     system: str | None = None
     format_note: str = ""  # what the reply's format asks for (structured output), added to the system text
+    results: tuple[ToolResult, ...] = ()  # the last user turn's tool results, sent before its text
 
     def system_text(self, template_system: str) -> str:
         """The system text sent: the job's (or the template's), then what the reply's format asks for."""
@@ -59,7 +115,12 @@ class Ask:
 
     def texts(self) -> list[str]:
         """Every text the caller wrote, for the input guardrails and size estimates."""
-        return [*([self.system] if self.system else []), *(t.text for t in self.history), self.question]
+        return [
+            *([self.system] if self.system else []),
+            *(t.counted() for t in self.history),
+            self.question,
+            *(r.content for r in self.results),
+        ]
 
 
 def merged(history: tuple[Turn, ...]) -> list[Turn]:
@@ -68,12 +129,30 @@ def merged(history: tuple[Turn, ...]) -> list[Turn]:
     out: list[Turn] = []
     for t in history:
         if out and out[-1].role == t.role:
-            out[-1] = Turn(t.role, f"{out[-1].text}\n\n{t.text}")
+            last = out[-1]
+            text = "\n\n".join(x for x in (last.text, t.text) if x)
+            out[-1] = Turn(t.role, text, last.calls + t.calls, last.results + t.results)
         else:
             out.append(t)
     return out
 
 
-def turns(history: tuple[Turn, ...], user: str) -> list[Turn]:
-    """The turns to send, ending with the rendered user turn (joined to a user turn before it)."""
-    return merged((*history, Turn("user", user)))
+def turns(history: tuple[Turn, ...], user: str, results: tuple[ToolResult, ...] = ()) -> list[Turn]:
+    """The turns to send, ending with the rendered user turn and its tool results (joined to a user turn before
+    it)."""
+    return merged((*history, Turn("user", user, (), results)))
+
+
+def pairing_problem(messages: list[Message]) -> str | None:
+    """What the providers would refuse in a conversation's tool calls and results: a result that answers no call of
+    the turn before it, or a call left unanswered by the turn after it."""
+    for i, m in enumerate(messages):
+        results = {r.tool_call_id for r in m.results()}
+        called = {c.id for c in messages[i - 1].calls()} if i > 0 and messages[i - 1].role == "assistant" else set()
+        if stray := sorted(results - called):
+            return f"messages[{i}]: tool_result {stray[0]!r} answers no tool_call of the assistant turn before it"
+        if m.role == "assistant" and m.calls() and i + 1 < len(messages):
+            answered = {r.tool_call_id for r in messages[i + 1].results()}
+            if missing := sorted({c.id for c in m.calls()} - answered):
+                return f"messages[{i + 1}]: no tool_result for tool_call {missing[0]!r} of the turn before it"
+    return None

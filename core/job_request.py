@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from core.conversation import MAX_TURNS, Ask, Message, Turn
+from core.conversation import MAX_TURNS, Ask, Message, pairing_problem
 from core.structured import ResponseFormat
+from core.tooling import MAX_TOOLS, NamedChoice, Tool, ToolChoice
 from core.validation import checked, json_depth
 
 # tenant and collection names: they become parts of keys and paths (snapshots, blob prefixes), so no
@@ -59,6 +60,7 @@ class JobRequest(BaseModel):
                             {"required": ["messages"]},
                             {"required": ["system"]},
                             {"required": ["response_format"]},
+                            {"required": ["tools"]},
                         ]
                     },
                 },
@@ -143,6 +145,44 @@ class JobRequest(BaseModel):
         'corrective call on a mismatch) or `{"type": "json_object"}`. The view\'s `output` holds the parsed object.',
     )
 
+    tools: list[Tool] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TOOLS,
+        description="Tools the model may call. A reply that calls them ends the job with `stop_reason: tool_use` and "
+        "the calls in the view's `tool_calls`; run them and send their results as the next job's last turn.",
+    )
+    tool_choice: ToolChoice | None = Field(
+        default=None,
+        description='With `tools`: "auto" (the model decides; the default), "any" (it must call one), "none", or '
+        '{"name": TOOL} (it must call that one).',
+    )
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_for_one_call(cls, v: list[Tool] | None, info: ValidationInfo) -> list[Tool] | None:
+        if v is None or not checked(info):
+            return v
+        if info.data.get("workflow") is not None:
+            raise ValueError("tools are for one call; a workflow's steps have their own prompts")
+        if info.data.get("response_format") is not None:
+            raise ValueError("a structured reply uses a tool of its own: give tools or response_format, not both")
+        if len({t.name for t in v}) != len(v):
+            raise ValueError("two tools have the same name")
+        return v
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_of_the_tools(cls, v: ToolChoice | None, info: ValidationInfo) -> ToolChoice | None:
+        if v is None or not checked(info):
+            return v
+        tools = info.data.get("tools")
+        if not tools:
+            raise ValueError("tool_choice needs `tools`")
+        if isinstance(v, NamedChoice) and v.name not in {t.name for t in tools}:
+            raise ValueError(f"tool_choice names {v.name!r}, which is not one of the tools")
+        return v
+
     @field_validator("response_format")
     @classmethod
     def _format_for_one_call(cls, v: ResponseFormat | None, info: ValidationInfo) -> ResponseFormat | None:
@@ -170,9 +210,11 @@ class JobRequest(BaseModel):
                 f"(it {'starts' if v[0].role != 'user' else 'ends'} with an assistant turn)"
             )
         for i, m in enumerate(v):
-            if not m.text().strip():
-                raise ValueError(f"messages[{i}] has no text")
-        size = sum(len(m.text()) for m in v) + len(info.data.get("system") or "")
+            if not m.text().strip() and not m.calls() and not m.results():
+                raise ValueError(f"messages[{i}] has no text (and no tool call or result)")
+        if problem := pairing_problem(v):
+            raise ValueError(problem)
+        size = sum(len(m.turn().counted()) for m in v) + len(info.data.get("system") or "")
         if size > MAX_PROMPT_CHARS:
             raise ValueError(
                 f"the conversation is {size:,} characters; at most {MAX_PROMPT_CHARS:,} are taken: send fewer turns"
@@ -240,13 +282,18 @@ class JobRequest(BaseModel):
             raise ValueError("callback_url must be an http:// or https:// URL")
         return v
 
+    @property
+    def whole(self) -> bool:
+        """Whether the reply is taken whole (structured output or tools), never streamed piece by piece."""
+        return self.response_format is not None or bool(self.tools)
+
     def ask(self) -> Ask:
         """What the job asks of a model: the prompt, or the conversation's last user turn and the turns before it."""
         note = self.response_format.instruction() if self.response_format is not None else ""
         if not self.messages:
             return Ask(self.prompt, (), self.system, note)
         *earlier, last = self.messages
-        return Ask(last.text(), tuple(Turn(m.role, m.text()) for m in earlier), self.system, note)
+        return Ask(last.text(), tuple(m.turn() for m in earlier), self.system, note, last.results())
 
     def fingerprint(self) -> str:
         """Stable hash of the request, for idempotency-key conflicts and logs (never the raw prompt)."""

@@ -24,6 +24,7 @@ from core.job_request import (  # noqa: F401
     JobRequest,
 )
 from core.prompt_record import ChunkDropped, ChunkUse, PromptAssembly  # noqa: F401
+from core.tooling import ToolCall
 
 
 class JobStatus(str, enum.Enum):
@@ -131,6 +132,7 @@ class ProviderResult(_Model):
     """The provider's reply, persisted before any later step so a crash never pays twice."""
 
     text: str
+    tool_calls: list[ToolCall] = Field(default_factory=list, description="Calls of the job's tools the reply made.")
     input_tokens: int = 0  # uncached input; cache reads and writes are counted apart, billed at their own prices
     output_tokens: int = 0
     cache_read_tokens: int = 0

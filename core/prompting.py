@@ -15,6 +15,7 @@ from typing import Any
 from core.chunks import ContextChunk
 from core.conversation import Ask, Turn
 from core.models import Citation
+from core.tooling import ToolResult
 
 TEMPLATE_ID = "answer-with-citations@1"
 
@@ -33,6 +34,7 @@ class RenderedPrompt:
     user: str
     stable_chars: int = 0  # the user turn's stable prefix (instructions, context): what a prompt cache may keep
     history: tuple[Turn, ...] = ()  # a conversation's earlier turns, sent before the user turn
+    results: tuple[ToolResult, ...] = ()  # the user turn's tool results, sent before its text
 
 
 def document_block(chunk: ContextChunk) -> str:
@@ -76,6 +78,7 @@ def render(
         user="\n\n".join(parts),
         stable_chars=len("\n\n".join(stable) + "\n\n") if stable else 0,
         history=ask.history,
+        results=ask.results,
     )
 
 

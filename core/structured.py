@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.conversation import Turn
 from core.json_schema import schema_problems, violations
+from core.tooling import ToolResult
 
 MAX_SCHEMA_BYTES = 65_536
 REJECTED_CHARS = 20_000  # of a refused reply kept on its attempt, and quoted by the corrective call
@@ -87,14 +88,16 @@ def parsed(fmt: ResponseFormat | None, text: str | None) -> Any:
         return None
 
 
-def correction(user: str, rejected: str, why: str) -> tuple[tuple[Turn, ...], str]:
+def correction(
+    user: str, rejected: str, why: str, results: tuple[ToolResult, ...] = ()
+) -> tuple[tuple[Turn, ...], str]:
     """The corrective call's turns: the rendered question and the refused reply before a user turn saying what
     failed. Returns (turns to add to the history, the new user turn)."""
     note = (
         f"Your reply did not match the required format: {why}. Reply again with only the corrected JSON, "
         "and nothing before or after it."
     )
-    return (Turn("user", user), Turn("assistant", rejected[:REJECTED_CHARS])), note
+    return (Turn("user", user, (), results), Turn("assistant", rejected[:REJECTED_CHARS])), note
 
 
 def _unfenced(text: str) -> str:

@@ -20,6 +20,7 @@ from core.models import (
     Waiting,
 )
 from core.structured import parsed
+from core.tooling import ToolCall
 
 
 class _Model(BaseModel):
@@ -96,6 +97,11 @@ class JobView(_Model):
     parent_id: str | None = Field(default=None, description="The workflow job this child job belongs to.")
     position: StepPosition | None = Field(default=None, description="Where this child job sits in its workflow.")
     partial: Partial | None = Field(default=None, description="A streaming job's text so far, while it runs.")
+    tool_calls: list[ToolCall] = Field(
+        default_factory=list,
+        description="With `tools`: the calls the model made (`stop_reason` is tool_use). Run them and send their "
+        "results in the next job's last turn, after this reply as an assistant turn with these calls.",
+    )
     output: Any = Field(
         default=None, description="With a `response_format`: the reply's JSON, parsed (checked against the schema)."
     )
@@ -135,6 +141,7 @@ class JobView(_Model):
             if job.parent
             else None,
             partial=partial,
+            tool_calls=job.reply.tool_calls if job.reply is not None and job.status is JobStatus.succeeded else [],
             output=parsed(job.request.response_format, job.result_text) if job.status is JobStatus.succeeded else None,
             waiting=job.waiting if job.status is JobStatus.queued else None,
             lane="batch" if job.batch is not None and job.batch.state != "returned" else "online",

@@ -232,7 +232,8 @@ def fake_anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
 def provider_fakes(monkeypatch) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
     """Fake Anthropic (keeping request bodies), OpenAI and Bedrock servers on loopback, with the test credentials
     Bedrock's signer needs: (fakes, urls) by provider, for tests/test_routing.py's `config`."""
-    from core.testing.fake_providers import FakeBedrock, FakeOpenAI
+    from core.testing.fake_bedrock import FakeBedrock
+    from core.testing.fake_providers import FakeOpenAI
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

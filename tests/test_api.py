@@ -167,6 +167,8 @@ def test_openapi_documents_the_routes(live):
         "messages",
         "system",
         "response_format",
+        "tools",
+        "tool_choice",
     }
     assert "required" not in req
     assert "workflow" in req["properties"]  # prompt, messages, or workflow and inputs

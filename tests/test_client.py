@@ -252,4 +252,5 @@ def test_the_documented_example_runs_as_written(service, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("succeeded Fake answer about: A replacement, please."), r.stdout
     assert "\nlow\n" in r.stdout  # the extraction's priority, read from the checked object
+    assert "\ntool_use\nFake answer about: 18 C and sunny\n" in r.stdout  # the call, then the answer from its result
     assert "Fake answer about: Which errors are never retried?" in r.stdout

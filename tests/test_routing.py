@@ -17,7 +17,8 @@ from core.entrypoints.local import run_until_done
 from core.models import ErrorClass, JobRequest, JobStatus
 from core.routing import Router
 from core.testing.fake_anthropic import FakeAnthropic, ServerThread
-from core.testing.fake_providers import FakeBedrock, FakeOpenAI
+from core.testing.fake_bedrock import FakeBedrock
+from core.testing.fake_providers import FakeOpenAI
 
 BEDROCK_ID = "anthropic.claude-3-5-haiku-20241022-v1:0"
 

@@ -12,6 +12,8 @@ import json
 import re
 from collections.abc import Sequence
 
+from pydantic import BaseModel
+
 from core.chunks import ContextChunk
 from core.config.api import CacheConfig
 from core.models import CANONICAL_JSON, JobRequest, ProviderResult, RouteDecision
@@ -44,11 +46,15 @@ def cache_key(
         "template": template,
         "context": [[c.id, hashlib.sha256(c.text.encode()).hexdigest()] for c in chunks],
     }
+    if request.tools:
+        material["tools"] = [t.model_dump(mode="json") for t in request.tools]
+        choice = request.tool_choice
+        material["tool_choice"] = choice.model_dump(mode="json") if isinstance(choice, BaseModel) else choice
     if request.response_format is not None:  # another shape of answer: another entry
         material["response_format"] = request.response_format.model_dump(mode="json", by_alias=True)
     if request.messages is not None or request.system is not None:  # a prompt-only job's key is as it always was
         material["system"] = _norm(request.system)
-        material["messages"] = [[m.role, _WS.sub(" ", m.text()).strip()] for m in request.messages or []]
+        material["messages"] = [[m.role, _WS.sub(" ", m.turn().counted()).strip()] for m in request.messages or []]
     digest = hashlib.sha256(CANONICAL_JSON.encode(material).encode()).hexdigest()
     return f"cache:{tenant}:{digest}"
 

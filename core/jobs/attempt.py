@@ -27,7 +27,7 @@ from core.jobs.bills import Bills
 from core.jobs.heartbeat import Heartbeat
 from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
-from core.jobs.replies import FormatMismatch, check_reply, format_mismatch, last_rejected, usage_is_sane
+from core.jobs.replies import FormatMismatch, check_reply, format_mismatch, last_rejected, unwrapped, usage_is_sane
 from core.jobs.usage import billed
 from core.jobs.verdict import Verdict, Verdicts
 from core.logs import Timer, log_event
@@ -143,7 +143,7 @@ def chat_request(
     turns = model.cache_min_tokens and prompt.history and r.system_tokens + r.history_tokens >= model.cache_min_tokens
     history, user = prompt.history, prompt.user
     if (rejected := last_rejected(job)) is not None and rejected.rejected_reply is not None:  # the corrective call
-        added, user = correction(prompt.user, rejected.rejected_reply, rejected.error or "")
+        added, user = correction(prompt.user, rejected.rejected_reply, rejected.error or "", prompt.results)
         history, cache = (*history, *added), 0
     return ChatRequest(
         model_id=decision.model_id,
@@ -156,6 +156,9 @@ def chat_request(
         history=history,
         cache_history=bool(turns),
         response_format=job.request.response_format,
+        results=prompt.results if rejected is None else (),
+        tools=tuple(job.request.tools or ()),
+        tool_choice=job.request.tool_choice,
     )
 
 
@@ -216,7 +219,7 @@ class Attempter:
                 max(0.1, call_deadline - self.clock()),
                 writer,
             )
-            result = await heartbeat.run(call, call_deadline=call_deadline)
+            result = unwrapped(job.request.response_format, await heartbeat.run(call, call_deadline=call_deadline))
         except asyncio.CancelledError:
             raise  # the admission's exit abandons the unsettled gate
         except Exception as exc:  # classified; never lost
@@ -228,7 +231,7 @@ class Attempter:
         mismatch = format_mismatch(job, result)
         if writer is not None:
             provider = self.providers.get(decision.provider)
-            streamed = isinstance(provider, Streamer) and job.request.response_format is None  # as _call chose
+            streamed = isinstance(provider, Streamer) and not job.request.whole  # as _call chose
             if not streamed and mismatch is None:  # a provider that can't stream, or a checked structured reply
                 writer.add(result.text)  # the whole text as one delta
             await writer.close()
@@ -319,8 +322,8 @@ class Attempter:
         self, decision: RouteDecision, request: ChatRequest, timeout_s: float, writer: StreamWriter | None
     ) -> Awaitable[ProviderResult]:
         provider = self.providers.get(decision.provider)
-        # a structured reply is checked whole before anyone sees it: streamed as one delta once it passes
-        if writer is not None and isinstance(provider, Streamer) and request.response_format is None:
+        # a structured reply (or tool calls) is checked whole before anyone sees it: one delta once it passes
+        if writer is not None and isinstance(provider, Streamer) and not request.whole:
             return provider.stream(request, timeout_s=timeout_s, on_delta=writer.add)
         return provider.generate(request, timeout_s=timeout_s)
 

@@ -29,7 +29,7 @@ from core.jobs.ledger import Ledger
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome
 from core.jobs.prepare import Preparer
-from core.jobs.replies import format_mismatch
+from core.jobs.replies import format_mismatch, unwrapped
 from core.jobs.submit import send_job
 from core.jobs.usage import billed
 from core.logs import log_event
@@ -215,6 +215,8 @@ class BatchLane:
             if job is None or job.status.terminal or job.reply is not None:
                 continue  # applied already (a second poll of the same results bills nothing)
             r = results.get(job_id)
+            if isinstance(r, ProviderResult):
+                r = unwrapped(job.request.response_format, r)
             if isinstance(r, ProviderResult) and (mismatch := format_mismatch(job, r)) is not None:
                 returned += await self._rejected(job, r, b["model"], str(mismatch))
             elif isinstance(r, ProviderResult):

@@ -8,17 +8,19 @@ nonsense price. A reply cut at `max_tokens` is served, failed or sent to a fallb
 
 from __future__ import annotations
 
+import json
+
 from core.config.worker import ModelConfig, RouteConfig
 from core.errors import ProviderError
 from core.models import Attempt, Job, ProviderResult
-from core.structured import problems
+from core.structured import ResponseFormat, problems
 
 WINDOW_SLACK = 1.1  # providers count with their own tokenizer: allow for it before calling usage absurd
 
 
 def check_reply(result: ProviderResult, *, max_tokens: int, model: ModelConfig, route: RouteConfig) -> None:
     """Raise ProviderError for a reply that must not be served as it is."""
-    if not result.text.strip():
+    if not result.text.strip() and not result.tool_calls:
         raise ProviderError(f"the reply has no text (stop_reason {result.raw_stop_reason or 'none'})", malformed=True)
     if not usage_is_sane(result, max_tokens=max_tokens, model=model):
         raise ProviderError(
@@ -67,3 +69,14 @@ def format_mismatch(job: Job, result: ProviderResult) -> FormatMismatch | None:
 def last_rejected(job: Job) -> Attempt | None:
     """The latest earlier attempt whose reply was refused for its format: the one a corrective call quotes."""
     return next((a for a in reversed(job.attempts[:-1]) if a.rejected_reply is not None), None)
+
+
+def unwrapped(fmt: ResponseFormat | None, result: ProviderResult) -> ProviderResult:
+    """A reply through structured output's forced tool, as the JSON it carries: the call is how the answer came,
+    so the turn ended (a reply with text of its own, from a JSON mode, is left as it is)."""
+    if fmt is None or result.text.strip() or not result.tool_calls:
+        return result
+    call = next((c for c in result.tool_calls if c.name == fmt.name), result.tool_calls[0])
+    stop = "end_turn" if result.stop_reason == "tool_use" else result.stop_reason
+    text = json.dumps(call.arguments, separators=(",", ":"))
+    return result.model_copy(update={"text": text, "tool_calls": [], "stop_reason": stop})

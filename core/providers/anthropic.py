@@ -13,8 +13,9 @@ from typing import Any
 from core.conversation import Turn
 from core.models import ProviderResult
 from core.providers.anthropic_direct import DirectMessages, http_error
-from core.providers.anthropic_wire import answered, content_text, messages
-from core.providers.base import ChatRequest, ProviderError
+from core.providers.anthropic_wire import messages, reply_content, tools
+from core.providers.base import ChatRequest, ProviderError, offered
+from core.tooling import ToolCall
 
 STOP_REASONS = {
     "end_turn": "end_turn",
@@ -110,17 +111,11 @@ class AnthropicProvider:
             "model": request.model_id,
             "max_tokens": request.max_tokens,
             "system": request.system,
-            "messages": messages(request.history, request.user, request.cache_prefix_chars, request.cache_history),
+            "messages": messages(
+                request.history, request.user, request.cache_prefix_chars, request.cache_history, request.results
+            ),
+            **tools(*offered(request)),
         }
-        if (fmt := request.response_format) is not None:  # structured output: a tool the model must call
-            body["tools"] = [
-                {
-                    "name": fmt.name,
-                    "description": "Give the reply as this tool's input.",
-                    "input_schema": fmt.schema_or_object(),
-                }
-            ]
-            body["tool_choice"] = {"type": "tool", "name": fmt.name}
         if request.temperature is not None:
             body["temperature"] = request.temperature
         return body
@@ -254,11 +249,18 @@ class _StreamState:
 
 
 def _result(
-    text: str, input_tokens: Any, output_tokens: Any, cache_read: Any, raw_stop: str | None, cache_write: Any = 0
+    text: str,
+    input_tokens: Any,
+    output_tokens: Any,
+    cache_read: Any,
+    raw_stop: str | None,
+    cache_write: Any = 0,
+    calls: list[ToolCall] | None = None,
 ) -> ProviderResult:
     """Anthropic's `input_tokens` already excludes cache reads and writes: each is billed at its own price."""
     return ProviderResult(
         text=text,
+        tool_calls=calls or [],
         input_tokens=int(input_tokens),
         output_tokens=int(output_tokens),
         cache_read_tokens=int(cache_read or 0),
@@ -283,18 +285,16 @@ def _reply(http: Any) -> ProviderResult:
     fifth of the call's CPU) is skipped, since only text, usage and stop reason are read."""
     try:
         msg = json.loads(http.content)
-        text, forced = content_text(msg["content"])
+        text, calls = reply_content(msg["content"])
         u = msg["usage"]
-        return answered(
-            _result(
-                text,
-                u["input_tokens"],
-                u["output_tokens"],
-                u.get("cache_read_input_tokens"),
-                msg.get("stop_reason"),
-                u.get("cache_creation_input_tokens"),
-            ),
-            forced,
+        return _result(
+            text,
+            u["input_tokens"],
+            u["output_tokens"],
+            u.get("cache_read_input_tokens"),
+            msg.get("stop_reason"),
+            u.get("cache_creation_input_tokens"),
+            calls,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ProviderError(
@@ -310,20 +310,18 @@ def _batch_item(result: Any) -> ProviderResult | ProviderError:
             f"anthropic: batch request {result.type}" + (f": {detail}" if detail else ""), transport="connection"
         )
     m = result.message
-    text, forced = content_text(m.content)
+    text, calls = reply_content(m.content)
     u = m.usage
     try:
         return _refused(
-            answered(
-                _result(
-                    text,
-                    u.input_tokens,
-                    u.output_tokens,
-                    getattr(u, "cache_read_input_tokens", None),
-                    m.stop_reason,
-                    getattr(u, "cache_creation_input_tokens", None),
-                ),
-                forced,
+            _result(
+                text,
+                u.input_tokens,
+                u.output_tokens,
+                getattr(u, "cache_read_input_tokens", None),
+                m.stop_reason,
+                getattr(u, "cache_creation_input_tokens", None),
+                calls,
             )
         )
     except ProviderError as e:

@@ -16,6 +16,7 @@ from core.conversation import Turn
 from core.errors import ProviderError
 from core.models import ProviderResult
 from core.structured import ResponseFormat
+from core.tooling import NamedChoice, Tool, ToolChoice, ToolResult
 
 __all__ = [
     "Batcher",
@@ -42,6 +43,24 @@ class ChatRequest:
     history: tuple[Turn, ...] = ()  # a conversation's earlier turns, oldest first, sent before `user`
     cache_history: bool = False  # mark the end of `history` for the prompt cache: the next turn's prefix
     response_format: ResponseFormat | None = None  # a JSON reply, in the provider's native mode where it has one
+    results: tuple[ToolResult, ...] = ()  # the user turn's tool results, before `user`
+    tools: tuple[Tool, ...] = ()  # tools the model may call; its calls end the reply (`ProviderResult.tool_calls`)
+    tool_choice: ToolChoice | None = None
+
+    @property
+    def whole(self) -> bool:
+        """Whether the reply must come whole (structured output, tool calls): never streamed piece by piece."""
+        return self.response_format is not None or bool(self.tools)
+
+
+def offered(request: ChatRequest) -> tuple[tuple[Tool, ...], ToolChoice | None]:
+    """The tools a request offers and the choice given: the job's own, or structured output's single tool the model
+    must call, whose parameters are the response schema (the native JSON mode of the APIs without one of their own)."""
+    fmt = request.response_format
+    if fmt is None:
+        return request.tools, request.tool_choice
+    tool = Tool(name=fmt.name, description="Give the reply as this tool's input.", parameters=fmt.schema_or_object())
+    return (tool,), NamedChoice(name=fmt.name)
 
 
 CONTEXT_OVERFLOW_HINTS = (

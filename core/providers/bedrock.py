@@ -7,13 +7,13 @@ is sized to the provider's `max_connections`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
-from core.conversation import turns
+from core.conversation import Turn, turns
 from core.models import ProviderResult
-from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
+from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow, offered
+from core.tooling import NamedChoice, Tool, ToolCall, ToolChoice
 
 STREAM_ERRORS = {
     "throttlingException": 429,
@@ -56,15 +56,13 @@ class BedrockProvider:
         kwargs: dict[str, Any] = {
             "modelId": request.model_id,
             "system": [{"text": request.system}],
-            "messages": [{"role": t.role, "content": [{"text": t.text}]} for t in turns(request.history, request.user)],
+            "messages": [
+                {"role": t.role, "content": _content(t)} for t in turns(request.history, request.user, request.results)
+            ],
             "inferenceConfig": {"maxTokens": request.max_tokens},
         }
-        if (fmt := request.response_format) is not None:  # structured output: a tool the model must call
-            spec = {"name": fmt.name, "description": "Give the reply as this tool's input."}
-            kwargs["toolConfig"] = {
-                "tools": [{"toolSpec": {**spec, "inputSchema": {"json": fmt.schema_or_object()}}}],
-                "toolChoice": {"tool": {"name": fmt.name}},
-            }
+        if config := _tool_config(*offered(request)):
+            kwargs["toolConfig"] = config
         if request.temperature is not None:
             kwargs["inferenceConfig"]["temperature"] = request.temperature
         return kwargs
@@ -78,13 +76,12 @@ class BedrockProvider:
             raise self._error(e) from None
         try:
             blocks = resp["output"]["message"]["content"]
-            tool = next((b["toolUse"] for b in blocks if "toolUse" in b), None)  # a forced tool: structured output
-            text = (
-                json.dumps(tool["input"], separators=(",", ":")) if tool else "".join(b.get("text", "") for b in blocks)
-            )
-            result = _result(text, resp.get("usage", {}), resp.get("stopReason"))
-            if tool and result.stop_reason == "tool_use":  # the forced tool is how the answer came: the turn ended
-                result.stop_reason = "end_turn"
+            calls = [
+                ToolCall(id=u["toolUseId"], name=u["name"], arguments=dict(u.get("input") or {}))
+                for u in (b["toolUse"] for b in blocks if "toolUse" in b)
+            ]
+            result = _result("".join(b.get("text", "") for b in blocks), resp.get("usage", {}), resp.get("stopReason"))
+            result.tool_calls = calls
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ProviderError(f"bedrock: malformed reply: {e!r}", malformed=True, body=repr(resp)[:2000]) from None
         return _refused(result)
@@ -169,6 +166,37 @@ def _result(text: str, usage: dict[str, Any], raw_stop: str | None) -> ProviderR
         stop_reason=STOP_REASONS.get(raw_stop or "", "other"),
         raw_stop_reason=raw_stop,
     )
+
+
+def _content(t: Turn) -> list[dict[str, Any]]:
+    """A turn's Converse content blocks: tool results first, then text (never an empty text block, which Converse
+    refuses), then tool calls."""
+    results = [
+        {
+            "toolResult": {
+                "toolUseId": r.tool_call_id,
+                "content": [{"text": r.content}],
+                "status": "error" if r.is_error else "success",
+            }
+        }
+        for r in t.results
+    ]
+    calls = [{"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}} for c in t.calls]
+    return [*results, *([{"text": t.text}] if t.text else []), *calls]
+
+
+def _tool_config(offered: tuple[Tool, ...], choice: ToolChoice | None) -> dict[str, Any] | None:
+    """Converse's toolConfig. It has no "none": the tools are still described (a conversation with tool blocks
+    must have them), and the model is left to choose."""
+    if not offered:
+        return None
+    specs = [
+        {"toolSpec": {"name": t.name, "description": t.description or t.name, "inputSchema": {"json": t.parameters}}}
+        for t in offered
+    ]
+    if isinstance(choice, NamedChoice):
+        return {"tools": specs, "toolChoice": {"tool": {"name": choice.name}}}
+    return {"tools": specs, "toolChoice": {"any": {}}} if choice == "any" else {"tools": specs}
 
 
 def _refused(result: ProviderResult) -> ProviderResult:

@@ -18,6 +18,7 @@ from core.models import ProviderResult
 from core.providers.base import ChatRequest
 from core.text import content_terms, sentences
 from core.tokenizers import bpe
+from core.tooling import NamedChoice, Tool, ToolCall, as_text
 
 NO_CONTEXT = (
     "No relevant passages were retrieved for this question, and the offline provider answers only "
@@ -39,21 +40,35 @@ class OfflineProvider:
         if (fmt := request.response_format) is not None:  # the answer, in the shape the schema asks for
             value = shaped(fmt.json_schema, text, fmt.json_schema) if fmt.json_schema else {"answer": text}
             text = json.dumps(value)
+        if (tool := _called(request)) is not None:  # made to call one: the answer as its arguments
+            calls = [
+                ToolCall(id="call_offline_1", name=tool.name, arguments=shaped(tool.parameters, text, tool.parameters))
+            ]
+            return self._result(request, "", "tool_use", calls)
+        return self._result(request, text, stop)
+
+    def _result(
+        self, request: ChatRequest, text: str, stop: str, calls: list[ToolCall] | None = None
+    ) -> ProviderResult:
         enc = bpe()
-        output = enc.count(text)
+        output = enc.count(text or as_text(tuple(calls or ()), ()))
         if output > request.max_tokens:  # cut where a model would stop, and say so
             text, stop, output = enc.truncate(text, request.max_tokens), "max_tokens", request.max_tokens
         return ProviderResult(
             text=text,
+            tool_calls=calls or [],
             input_tokens=enc.count(request.system)
-            + sum(enc.count(t.text) for t in request.history)
-            + enc.count(request.user),
+            + sum(enc.count(t.counted()) for t in request.history)
+            + enc.count(request.user)
+            + enc.count(as_text((), request.results)),
             output_tokens=output,
             stop_reason=stop,
             raw_stop_reason=stop,
         )
 
     def answer(self, request: ChatRequest) -> str:
+        if request.results and not request.question.strip():  # a turn of tool results alone: report them
+            return "The tools returned: " + "; ".join(r.content[:500] for r in request.results)
         if not request.context:
             return self.summary(request.question) or NO_CONTEXT
         q_terms = set(content_terms(request.question))
@@ -104,6 +119,16 @@ class OfflineProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _called(request: ChatRequest) -> Tool | None:
+    """The tool the offline provider calls: the one the choice names, or the first when any must be called. With
+    `auto` it answers in text, as a model with nothing to look up would."""
+    choice = request.tool_choice
+    if not request.tools or choice in (None, "auto", "none"):
+        return None
+    wanted = choice.name if isinstance(choice, NamedChoice) else request.tools[0].name
+    return next(t for t in request.tools if t.name == wanted)
 
 
 def shaped(schema: Any, answer: str, root: Any) -> Any:

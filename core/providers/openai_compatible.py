@@ -12,9 +12,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from core.conversation import turns
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow
+from core.providers.openai_wire import chat_messages, reply_message, tools
+from core.tooling import ToolCall
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal", "tool_calls": "tool_use"}
 
@@ -54,11 +55,9 @@ class OpenAICompatibleProvider:
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "messages": [
-                {"role": "system", "content": request.system},
-                *({"role": t.role, "content": t.text} for t in turns(request.history, request.user)),
-            ],
+            "messages": chat_messages(request.system, request.history, request.user, request.results),
             "max_tokens": request.max_tokens,
+            **tools(request.tools, request.tool_choice),
         }
         if self.api_style != "azure":
             body["model"] = request.model_id
@@ -87,9 +86,7 @@ class OpenAICompatibleProvider:
         try:
             data = json.loads(text)
             choice = data["choices"][0]
-            result = _result(
-                choice["message"].get("content") or "", data.get("usage") or {}, choice.get("finish_reason")
-            )
+            result = _result(*reply_message(choice["message"]), data.get("usage") or {}, choice.get("finish_reason"))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             raise ProviderError(
                 f"openai_compatible: malformed reply: {e!r}", malformed=True, body=text[:4000]
@@ -222,13 +219,14 @@ class _Chunks:
 
     def result(self) -> ProviderResult:
         usage = self.usage or {"completion_tokens": len(self.text)}  # no usage chunk yet: each piece >= 1 token
-        return _result("".join(self.text), usage, self.finish)
+        return _result("".join(self.text), [], usage, self.finish)
 
 
-def _result(text: str, usage: dict[str, Any], raw_stop: str | None) -> ProviderResult:
+def _result(text: str, calls: list[ToolCall], usage: dict[str, Any], raw_stop: str | None) -> ProviderResult:
     cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
     return ProviderResult(
         text=text,
+        tool_calls=calls,
         input_tokens=int(usage.get("prompt_tokens", 0)) - cached,  # prompt_tokens includes cache reads
         output_tokens=int(usage.get("completion_tokens", 0)),
         cache_read_tokens=cached,
@@ -246,9 +244,7 @@ def _batch_item(item: dict[str, Any]) -> ProviderResult | ProviderError:
     try:
         choice = resp["body"]["choices"][0]
         return _refused(
-            _result(
-                choice["message"].get("content") or "", resp["body"].get("usage") or {}, choice.get("finish_reason")
-            )
+            _result(*reply_message(choice["message"]), resp["body"].get("usage") or {}, choice.get("finish_reason"))
         )
     except ProviderError as e:
         return e

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from core.testing import fake_tools
 from core.testing.fake_asgi import read_request, reset
 from core.testing.fake_batches import FakeBatches
 from core.testing.fake_cache import PromptCache
@@ -156,6 +157,8 @@ class FakeAnthropic:
             _checked = (req["model"], int(req["max_tokens"]), req["messages"])  # the fields every call needs
         except (ValueError, KeyError, TypeError):
             return await reply(400, _error("invalid_request_error", "model, max_tokens and messages are required"))
+        if (stray := _stray_result(req["messages"])) is not None:  # as the API refuses it
+            return await reply(400, _error("invalid_request_error", f"unexpected tool_use_id in tool_result: {stray}"))
         return await self._messages(req, body, reply, send, receive)
 
     async def _messages(self, req: dict[str, Any], body: bytes, reply: Any, send: Any, receive: Any) -> None:
@@ -225,18 +228,22 @@ class FakeAnthropic:
         return await reply(200, BAD_REPLIES[outcome](answer) if outcome in BAD_REPLIES else answer)
 
     def _forced(self, req: dict[str, Any], answer: dict[str, Any]) -> None:
-        """Structured output's forced tool: the answer as the tool's input, in its schema's shape (or, while the
-        plan's `off_schema` lasts, an input missing what the schema requires)."""
-        from core.providers.offline import shaped
-
-        if (req.get("tool_choice") or {}).get("type") != "tool":
+        """A request offering tools (structured output's forced one included): the call `fake_tools.pick` makes,
+        its input the answer in the tool's schema (or, while the plan's `off_schema` lasts, an input that breaks
+        it)."""
+        choice = req.get("tool_choice") or {}
+        last = req["messages"][-1]["content"]
+        answered = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
+        tools = [(t["name"], t["input_schema"]) for t in req.get("tools", [])]
+        tool = fake_tools.pick(tools, choice.get("type"), choice.get("name"), answered)
+        if tool is None:
             return
-        [tool] = [t for t in req.get("tools", []) if t["name"] == req["tool_choice"]["name"]]
-        schema = tool["input_schema"]
         with self.lock:
             off, self.plan.off_schema = self.plan.off_schema > 0, max(0, self.plan.off_schema - 1)
-        value = {"unexpected": True} if off else shaped(schema, answer["content"][0]["text"], schema)
-        answer["content"] = [{"type": "tool_use", "id": "toolu_fake", "name": tool["name"], "input": value}]
+        value = fake_tools.arguments(tool[1], answer["content"][0]["text"], off)
+        answer["content"] = [
+            {"type": "tool_use", "id": f"toolu_{len(req['messages'])}", "name": tool[0], "input": value}
+        ]
         answer["stop_reason"] = "tool_use"
 
     def _billed(self, messages: list[Any]) -> None:
@@ -289,10 +296,10 @@ class FakeAnthropic:
         return outcome
 
     def _answer(self, model: str, max_tokens: int, messages: list[Any], marker: str | None) -> dict[str, Any]:
-        texts = [
+        texts = [  # each turn's text, a tool result's content counted as text
             m["content"]
             if isinstance(m.get("content"), str)
-            else "".join(b.get("text", "") for b in m.get("content", []))
+            else "".join(b.get("text") or str(b.get("content") or "") for b in m.get("content", []))
             for m in messages
         ]
         text_in = "".join(texts)
@@ -314,6 +321,18 @@ class FakeAnthropic:
             "stop_sequence": None,
             "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
         }
+
+
+def _stray_result(messages: list[Any]) -> str | None:
+    def ids(m: dict[str, Any] | None, kind: str, key: str) -> set[str]:
+        content = (m or {}).get("content")
+        return {b[key] for b in content if b.get("type") == kind} if isinstance(content, list) else set()
+
+    for i, m in enumerate(messages):
+        before = messages[i - 1] if i and messages[i - 1]["role"] == "assistant" else None
+        if stray := fake_tools.unanswered(ids(before, "tool_use", "id"), ids(m, "tool_result", "tool_use_id")):
+            return stray
+    return None
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Fake OpenAI Chat Completions and Bedrock Converse servers (ASGI), for tests over real HTTP.
+"""A fake OpenAI Chat Completions server (ASGI), for tests over real HTTP, and what the fakes of other APIs share
+(`core/testing/fake_bedrock.py` is Bedrock's Converse).
 
 Same answer shape as the fake Anthropic server (cites the first two supplied documents), each with
 a script of outcomes: "ok", "429", "529" (overloaded), "400_context" (input too long), "refusal", and for
@@ -8,17 +9,15 @@ streamed requests "cut" (the stream stops half-way) and "stream_error" (an error
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections import Counter
 from typing import Any
 
+from core.testing import fake_tools
 from core.testing.fake_anthropic import DOC_ID
 from core.testing.fake_asgi import Streamed, read_request
 from core.testing.fake_openai_batches import FakeOpenAIBatches
-
-_BEDROCK_PATH = re.compile(r"^/model/(?P<model>.+)/converse(?P<stream>-stream)?$")
 
 
 def _answer(text_in: str, last: str | None = None) -> str:
@@ -70,6 +69,17 @@ class _Fake:
         raise NotImplementedError
 
 
+def _openai_stray(messages: list[dict[str, Any]]) -> str | None:
+    """A `tool` message whose id no tool call of the assistant message before its run answers."""
+    calls: set[str] = set()
+    for m in messages:
+        if m["role"] == "assistant":
+            calls = {c["id"] for c in m.get("tool_calls") or []}
+        elif m["role"] == "tool" and (stray := fake_tools.unanswered(calls, {m["tool_call_id"]})):
+            return stray
+    return None
+
+
 def _off_schema(fake: _Fake) -> bool:
     off = fake.off_schema > 0
     fake.off_schema = max(0, fake.off_schema - 1)
@@ -99,6 +109,25 @@ class FakeOpenAI(_Fake):
                 "completion_tokens": completion,
                 "total_tokens": prompt_tokens + completion,
             },
+        }
+
+    def _call(self, req: dict[str, Any], answer: str) -> dict[str, Any] | None:
+        """The tool call `fake_tools.pick` makes for a request offering tools, as a Chat Completions tool call."""
+        choice = req.get("tool_choice")
+        named = choice["function"]["name"] if isinstance(choice, dict) else None
+        tools = [(t["function"]["name"], t["function"]["parameters"]) for t in req.get("tools", [])]
+        answered = req["messages"][-1]["role"] == "tool" or (
+            len(req["messages"]) > 1 and req["messages"][-2]["role"] == "tool"
+        )
+        tool = fake_tools.pick(tools, choice if isinstance(choice, str) else None, named, answered)
+        if tool is None:
+            return None
+        args = fake_tools.arguments(tool[1], answer, _off_schema(self))
+        name = tool[0]
+        return {
+            "id": f"call_{len(req['messages'])}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args)},
         }
 
     def _formatted(self, req: dict[str, Any], answer: str) -> str:
@@ -136,27 +165,37 @@ class FakeOpenAI(_Fake):
         self.calls[outcome] += 1
         if (fault := _openai_fault(outcome)) is not None:
             return fault
-        users = [m["content"] for m in req["messages"] if m["role"] == "user"]
+        if (stray := _openai_stray(req["messages"])) is not None:
+            return (
+                400,
+                {"error": {"message": f"tool_call_id {stray} answers no tool call", "type": "invalid_request_error"}},
+                {},
+            )
+        return self._reply(req, model, outcome)
+
+    def _reply(self, req: dict[str, Any], model: str, outcome: str) -> tuple[int, Any, dict[str, str]]:
+        """A 200: the answer (a tool call when `fake_tools.pick` makes one), whole or streamed."""
+        users = [m["content"] for m in req["messages"] if m["role"] in ("user", "tool") and m["content"]]
         text_in = " ".join(users)
         finish = "content_filter" if outcome == "refusal" else "stop"
         answer = "" if outcome == "refusal" else self._formatted(req, _answer(text_in, users[-1]))
         prompt_tokens = max(1, len(text_in) // 4)
-        if req.get("stream"):
+        message: dict[str, Any] = {"role": "assistant", "content": answer}
+        if outcome != "refusal" and (call := self._call(req, answer)) is not None:
+            message, finish = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+            answer = call["function"]["arguments"]  # what the completion's tokens were spent on
+        elif req.get("stream"):
             return 200, _openai_stream(answer, finish, prompt_tokens, outcome), {}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": max(1, len(answer) // 4),
+            "total_tokens": prompt_tokens + len(answer) // 4,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+        choice = {"index": 0, "message": message, "finish_reason": finish}
         return (
             200,
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion",
-                "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": max(1, len(answer) // 4),
-                    "total_tokens": prompt_tokens + len(answer) // 4,
-                    "prompt_tokens_details": {"cached_tokens": 0},
-                },
-            },
+            {"id": "chatcmpl-fake", "object": "chat.completion", "model": model, "choices": [choice], "usage": usage},
             {},
         )
 
@@ -179,77 +218,6 @@ def _openai_fault(outcome: str) -> tuple[int, Any, dict[str, str]] | None:
             {},
         )
     return None
-
-
-class FakeBedrock(_Fake):
-    """`POST /model/{modelId}/converse`, the Bedrock runtime's Converse API (SigV4 is not checked)."""
-
-    def _tool_reply(self, tool_config: dict[str, Any], answer: str, in_tokens: int) -> tuple[int, Any, dict[str, str]]:
-        from core.providers.offline import shaped
-
-        name = tool_config["toolChoice"]["tool"]["name"]
-        [spec] = [t["toolSpec"] for t in tool_config["tools"] if t["toolSpec"]["name"] == name]
-        schema = spec["inputSchema"]["json"]
-        value = {"unexpected": True} if _off_schema(self) else shaped(schema, answer, schema)
-        use = {"toolUse": {"toolUseId": "tooluse_fake", "name": name, "input": value}}
-        out = max(1, len(json.dumps(value)) // 4)
-        return (
-            200,
-            {
-                "output": {"message": {"role": "assistant", "content": [use]}},
-                "stopReason": "tool_use",
-                "usage": {"inputTokens": max(1, in_tokens), "outputTokens": out, "totalTokens": in_tokens + out},
-                "metrics": {"latencyMs": 1},
-            },
-            {},
-        )
-
-    def handle(self, method, path, query, headers, body):
-        from urllib.parse import unquote
-
-        m = _BEDROCK_PATH.match(path)
-        if method != "POST" or not m:
-            return 404, {"message": "UnknownOperationException"}, {"x-amzn-errortype": "UnknownOperationException"}
-        if not headers.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
-            return 403, {"message": "Missing Authentication Token"}, {"x-amzn-errortype": "AccessDeniedException"}
-        self.headers.append(headers)
-        self.models.append(unquote(m.group("model")))
-        req = json.loads(body)
-        self.bodies.append(req)
-        outcome = self._next()
-        self.calls[outcome] += 1
-
-        def err(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str]]:
-            return status, {"message": message}, {"x-amzn-errortype": f"{code}:http://internal.amazon.com/"}
-
-        roles = [msg["role"] for msg in req["messages"]]
-        if roles[0] != "user" or any(a == b for a, b in itertools.pairwise(roles)):  # Converse's rules
-            return err(400, "ValidationException", "A conversation must start with a user message and alternate.")
-
-        if outcome == "429":
-            return err(429, "ThrottlingException", "Too many requests, please wait before trying again.")
-        if outcome == "529":
-            return err(503, "ServiceUnavailableException", "The service is temporarily overloaded.")
-        if outcome == "400_context":
-            return err(400, "ValidationException", "Input is too long for requested model.")
-        text_in = " ".join(b.get("text", "") for msg in req["messages"] for b in msg["content"])
-        last = " ".join(b.get("text", "") for b in req["messages"][-1]["content"])
-        answer = "" if outcome == "refusal" else _answer(text_in, last)
-        if (tool := req.get("toolConfig")) and outcome != "refusal":  # structured output: the forced tool's input
-            return self._tool_reply(tool, answer, len(text_in) // 4)
-        in_tokens, out_tokens = max(1, len(text_in) // 4), max(1, len(answer) // 4)
-        if m.group("stream"):
-            return 200, _bedrock_stream(answer, in_tokens, outcome), {}
-        return (
-            200,
-            {
-                "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
-                "stopReason": "guardrail_intervened" if outcome == "refusal" else "end_turn",
-                "usage": {"inputTokens": in_tokens, "outputTokens": out_tokens, "totalTokens": in_tokens + out_tokens},
-                "metrics": {"latencyMs": 1},
-            },
-            {},
-        )
 
 
 def _openai_stream(answer: str, finish: str, prompt_tokens: int, outcome: str) -> Streamed:
@@ -285,47 +253,3 @@ def _openai_stream(answer: str, finish: str, prompt_tokens: int, outcome: str) -
     )
     pieces.append(b"data: [DONE]\n\n")
     return Streamed(pieces)
-
-
-def _bedrock_stream(answer: str, in_tokens: int, outcome: str) -> Streamed:
-    """ConverseStream's reply in the AWS event-stream encoding botocore parses."""
-    words = [w + " " for w in answer.split(" ")]
-    cut = _halves(outcome, len(words))
-    frames = [_frame("messageStart", {"role": "assistant"})]
-    for i, w in enumerate(words):
-        if i == cut:
-            if outcome == "stream_error":
-                frames.append(
-                    _frame("serviceUnavailableException", {"message": "The service is overloaded."}, kind="exception")
-                )
-            return Streamed(frames, "application/vnd.amazon.eventstream")
-        frames.append(_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}}))
-    frames += [
-        _frame("contentBlockStop", {"contentBlockIndex": 0}),
-        _frame("messageStop", {"stopReason": "end_turn"}),
-        _frame(
-            "metadata",
-            {
-                "usage": {"inputTokens": in_tokens, "outputTokens": len(words), "totalTokens": in_tokens + len(words)},
-                "metrics": {"latencyMs": 1},
-            },
-        ),
-    ]
-    return Streamed(frames, "application/vnd.amazon.eventstream")
-
-
-def _frame(name: str, payload: dict[str, Any], kind: str = "event") -> bytes:
-    """One event-stream message: prelude (lengths + CRC), string headers, JSON payload, message CRC."""
-    import struct
-    import zlib
-
-    type_header = ":exception-type" if kind == "exception" else ":event-type"
-    headers = b"".join(
-        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
-        for k, v in ((type_header, name), (":content-type", "application/json"), (":message-type", kind))
-    )
-    body = json.dumps(payload).encode()
-    total = 12 + len(headers) + len(body) + 4
-    prelude = struct.pack(">II", total, len(headers))
-    head = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + body
-    return head + struct.pack(">I", zlib.crc32(head))
