@@ -72,8 +72,10 @@ def history_tokens(ask: Ask, count: Any) -> int:
 
 
 def required_tokens(ask: Ask, *, template: Any, model: ModelConfig, reserved_output: int) -> int:
-    """Input tokens the prompt needs with no context at all (plus the margin): for window checks."""
+    """Input tokens the prompt needs with no context at all, and no thread turn it could leave out (plus the
+    margin): for window checks."""
     count = counter(model.tokenizer).count
+    ask = ask.fitted(ask.droppable)
     prompt = render(ask, [], template=template, max_tokens=reserved_output)
     return (
         count(prompt.system) + history_tokens(ask, count) + count(prompt.user) + margin_tokens(model, reserved_output)
@@ -91,33 +93,30 @@ def assemble(
     reserved_output: int,
     settings: RetrievalConfig,
 ) -> Assembled:
-    """Pick and order context for `model`; raises PromptTooLong when not even the question fits."""
+    """Pick and order context for `model`; raises PromptTooLong when not even the question fits. A thread's
+    oldest turns are left out first, until the rest fits."""
     count = counter(model.tokenizer).count
     system_tokens = count(ask.system_text(template.system))
-    earlier = history_tokens(ask, count)
     template_tokens = count("\n\n".join(user_parts("", "", template, reserved_output)))
     question_tokens = count(ask.question)
     margin = margin_tokens(model, reserved_output)
-    fixed = system_tokens + earlier + template_tokens + question_tokens
-    budget = model.context_window - fixed - reserved_output - margin
-    if budget < 0:
-        raise _no_room(fixed, reserved_output, margin, model_name, model)
-
+    base = system_tokens + template_tokens + question_tokens
+    ask, dropped_turns = _fit_history(ask, count, room := model.context_window - base - reserved_output - margin)
+    earlier = history_tokens(ask, count)
+    if (budget := room - earlier) < 0:
+        raise _no_room(base + earlier, reserved_output, margin, model_name, model)
     dropped: list[ChunkDropped] = []
     kept = _distinct(candidates, settings, dropped)
     cost = {c.id: count(document_block(c)) + 1 for c in kept}  # +1: the newline that joins blocks
     chosen, used = _within_budget(kept, cost, budget, settings.top_k, dropped)
 
     limit = model.context_window - reserved_output - margin
-    while True:
-        ordered = _lost_in_middle(chosen) if settings.ordering == "lost_in_middle" else chosen
-        prompt = render(ask, ordered, template_id=template_id, template=template, max_tokens=reserved_output)
-        exact = count(prompt.system) + earlier + count(prompt.user)
-        if exact <= limit or not chosen:
-            break
-        weakest = chosen.pop()  # joining cost more than the parts: drop the weakest and count again
-        used -= cost[weakest.id]
-        dropped.append(ChunkDropped(id=weakest.id, reason="over budget after exact count"))
+
+    def rendered(chunks: list[ContextChunk]) -> tuple[RenderedPrompt, int]:
+        prompt = render(ask, chunks, template_id=template_id, template=template, max_tokens=reserved_output)
+        return prompt, count(prompt.system) + earlier + count(prompt.user)
+
+    ordered, prompt, exact, used = _exactly(chosen, used, cost, dropped, rendered, limit, settings.ordering)
     if exact > limit:
         raise PromptTooLong(f"the prompt counts {exact} tokens, over the {limit} available on '{model_name}'")
     record = PromptAssembly(
@@ -130,6 +129,7 @@ def assemble(
         question_tokens=question_tokens,
         history_tokens=earlier,
         history_turns=len(ask.history),
+        history_dropped=dropped_turns,
         reserved_output_tokens=reserved_output,
         margin_tokens=margin,
         context_budget=budget,
@@ -140,6 +140,41 @@ def assemble(
         dropped=dropped,
     )
     return Assembled(prompt, ordered, record)
+
+
+def _exactly(
+    chosen: list[ContextChunk],
+    used: int,
+    cost: dict[str, int],
+    dropped: list[ChunkDropped],
+    rendered: Any,
+    limit: int,
+    ordering: str,
+) -> tuple[list[ContextChunk], RenderedPrompt, int, int]:
+    """The prompt counted exactly as it will be sent; while joining the parts cost more than their sum, the weakest
+    chunk goes and it is counted again. (ordered chunks, prompt, its count, context tokens used)"""
+    while True:
+        ordered = _lost_in_middle(chosen) if ordering == "lost_in_middle" else chosen
+        prompt, exact = rendered(ordered)
+        if exact <= limit or not chosen:
+            return ordered, prompt, exact, used
+        weakest = chosen.pop()
+        used -= cost[weakest.id]
+        dropped.append(ChunkDropped(id=weakest.id, reason="over budget after exact count"))
+
+
+def _fit_history(ask: Ask, count: Any, room: int) -> tuple[Ask, int]:
+    """The ask with as few of its oldest droppable turns left out as makes its history fit `room` tokens (a kept
+    history still opens with a user turn), and how many turns were left out."""
+    if not ask.droppable or history_tokens(ask, count) <= room:
+        return ask, 0
+    costs = [count(t.counted()) for t in ask.history]
+    results = history_tokens(ask, count) - sum(costs)
+    drop = 0
+    while drop < ask.droppable and sum(costs[drop:]) + results > room:
+        drop += 1
+    fitted = ask.fitted(drop)
+    return fitted, len(ask.history) - len(fitted.history)
 
 
 def _no_room(fixed: int, reserved_output: int, margin: int, model_name: str, model: ModelConfig) -> PromptTooLong:

@@ -8,8 +8,8 @@ into its own API (`turns` merges what its API would refuse: two turns in a row b
 
 # no `from __future__ import annotations`: pydantic then needs no string evaluation per field (cold start)
 
-from dataclasses import dataclass
-from typing import Annotated, Literal, NamedTuple
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -85,6 +85,16 @@ class Message(BaseModel):
         return Turn(self.role, self.text(), self.calls(), self.results())
 
 
+def message_of(turn: "Turn") -> Message:
+    """A turn as the API shows it: its text alone, or its parts (results, text, calls) in the order they are sent."""
+    if not (turn.calls or turn.results):
+        return Message(role=turn.role, content=turn.text)  # type: ignore[arg-type]
+    parts: list[Any] = [ToolResultPart(type="tool_result", **r.model_dump()) for r in turn.results]
+    parts += [TextPart(type="text", text=turn.text)] if turn.text else []
+    parts += [ToolCallPart(type="tool_call", **c.model_dump()) for c in turn.calls]
+    return Message(role=turn.role, content=parts)  # type: ignore[arg-type]
+
+
 class Turn(NamedTuple):
     role: str  # user | assistant
     text: str
@@ -107,6 +117,15 @@ class Ask:
     system: str | None = None
     format_note: str = ""  # what the reply's format asks for (structured output), added to the system text
     results: tuple[ToolResult, ...] = ()  # the last user turn's tool results, sent before its text
+    droppable: int = 0  # how many of the oldest history turns (a thread's) may be left out to fit a window
+
+    def fitted(self, drop: int) -> "Ask":
+        """Without the `drop` oldest turns, and any that would then open the history unanswered: a kept history
+        starts with a user turn that brings no tool results."""
+        rest = self.history[drop:]
+        while rest and (rest[0].role != "user" or rest[0].results):
+            rest, drop = rest[1:], drop + 1
+        return replace(self, history=rest, droppable=max(0, self.droppable - drop))
 
     def system_text(self, template_system: str) -> str:
         """The system text sent: the job's (or the template's), then what the reply's format asks for."""

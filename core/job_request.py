@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from core.conversation import MAX_TURNS, Ask, Message, pairing_problem
+from core.conversation import MAX_TURNS, Ask, Message, Turn, pairing_problem
 from core.structured import ResponseFormat
 from core.tooling import MAX_TOOLS, NamedChoice, Tool, ToolChoice
 from core.validation import checked, json_depth
@@ -145,6 +145,12 @@ class JobRequest(BaseModel):
         'corrective call on a mismatch) or `{"type": "json_object"}`. The view\'s `output` holds the parsed object.',
     )
 
+    thread_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,128}$",
+        description="Keep the conversation on the service: the thread's earlier turns go before this job's, which "
+        "are added (with the reply) once it succeeds. Jobs on one thread run in the order they were submitted.",
+    )
     tools: list[Tool] | None = Field(
         default=None,
         min_length=1,
@@ -157,6 +163,16 @@ class JobRequest(BaseModel):
         description='With `tools`: "auto" (the model decides; the default), "any" (it must call one), "none", or '
         '{"name": TOOL} (it must call that one).',
     )
+
+    @field_validator("thread_id")
+    @classmethod
+    def _thread_for_one_call(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and checked(info):
+            if info.data.get("workflow") is not None:
+                raise ValueError("a thread holds conversations; a workflow runs steps of its own")
+            if info.data.get("lane") == "batch":
+                raise ValueError("a thread's turns run online, in order: drop lane batch, or the thread_id")
+        return v
 
     @field_validator("tools")
     @classmethod
@@ -287,13 +303,15 @@ class JobRequest(BaseModel):
         """Whether the reply is taken whole (structured output or tools), never streamed piece by piece."""
         return self.response_format is not None or bool(self.tools)
 
-    def ask(self) -> Ask:
-        """What the job asks of a model: the prompt, or the conversation's last user turn and the turns before it."""
+    def ask(self, thread: tuple[Turn, ...] = ()) -> Ask:
+        """What the job asks of a model: the prompt, or the conversation's last user turn and the turns before it,
+        after its thread's turns (which may be dropped, oldest first, to fit a window)."""
         note = self.response_format.instruction() if self.response_format is not None else ""
         if not self.messages:
-            return Ask(self.prompt, (), self.system, note)
+            return Ask(self.prompt, thread, self.system, note, droppable=len(thread))
         *earlier, last = self.messages
-        return Ask(last.text(), tuple(m.turn() for m in earlier), self.system, note, last.results())
+        history = (*thread, *(m.turn() for m in earlier))
+        return Ask(last.text(), history, self.system, note, last.results(), droppable=len(thread))
 
     def fingerprint(self) -> str:
         """Stable hash of the request, for idempotency-key conflicts and logs (never the raw prompt)."""

@@ -192,6 +192,14 @@ class StepState(_Model):
     usage: Usage = Field(default_factory=Usage)
 
 
+class ThreadRef(_Model):
+    """A job's place in its thread: the thread, the thread's epoch when it was submitted, and its turn number."""
+
+    id: str
+    epoch: str
+    seq: int
+
+
 class BatchRef(_Model):
     """A job on the batch lane: pending (waiting for a flush), submitted (in batch `id`) or returned (the
     batch could not answer it, so it runs online)."""
@@ -242,6 +250,7 @@ class Job(_Model):
     parent: ChildOf | None = None  # a workflow's child
     workflow: WorkflowState | None = None  # a workflow's parent
     batch: BatchRef | None = None  # on the batch lane
+    thread: ThreadRef | None = None  # one turn of a thread: runs after the turns before it
 
 
 class QueueMessage(_Model):

@@ -37,6 +37,7 @@ class PromptAssembly(_Model):
     question_tokens: int
     history_tokens: int = Field(default=0, description="A conversation's earlier turns, as sent.")
     history_turns: int = 0
+    history_dropped: int = Field(default=0, description="A thread's oldest turns left out to fit the window.")
     reserved_output_tokens: int
     margin_tokens: int
     context_budget: int

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.conversation import Message
 from core.models import (
     Attempt,
     CallbackState,
@@ -162,6 +163,20 @@ class JobList(_Model):
         description="Pass as `cursor` for the next page; null on the "
         "last. Stable while jobs are created: a later page never repeats or skips one.",
     )
+
+
+class ThreadView(_Model):
+    """What `GET /v1/threads/{id}` returns: the thread's turns, oldest first, as a job's `messages` takes them."""
+
+    thread_id: str
+    messages: list[Message] = Field(description="Every succeeded turn, with its reply (a thread keeps 400).")
+    jobs: list[str] = Field(description="The succeeded jobs whose turns these are, in order.")
+    pending: list[str] = Field(description="Jobs submitted on the thread and not settled yet, in order.")
+
+
+class ThreadErased(_Model):
+    thread_id: str
+    erased_jobs: list[str] = Field(description="The jobs whose prompts, messages and replies were blanked.")
 
 
 class SubmitResponse(_Model):

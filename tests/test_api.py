@@ -169,6 +169,7 @@ def test_openapi_documents_the_routes(live):
         "response_format",
         "tools",
         "tool_choice",
+        "thread_id",
     }
     assert "required" not in req
     assert "workflow" in req["properties"]  # prompt, messages, or workflow and inputs

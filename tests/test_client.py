@@ -224,6 +224,25 @@ def test_the_async_client_submits_waits_and_streams(service):
     assert kinds[-1] == "done" and "delta" in kinds
 
 
+def test_a_thread_through_the_client(service):
+    _, _, base = service
+    client = Client(base, KEYS["acme"])
+    first = client.wait(client.submit(prompt="My kettle is broken.", thread_id="c-1").job_id, timeout_s=30)
+    second = client.wait(client.submit(prompt="It is the blue one.", thread_id="c-1").job_id, timeout_s=30)
+    assert second.prompt.history_turns == 2
+    thread = client.thread("c-1")
+    assert [m.content for m in thread.messages] == [
+        "My kettle is broken.",
+        first.result,
+        "It is the blue one.",
+        second.result,
+    ]
+    assert client.erase_thread("c-1").erased_jobs == [first.job_id, second.job_id]
+    with pytest.raises(ApiError) as e:
+        client.thread("c-1")
+    assert e.value.status == 404
+
+
 def test_the_client_needs_a_url_and_a_key(monkeypatch):
     monkeypatch.delenv("ALTO_URL", raising=False)
     monkeypatch.delenv("ALTO_API_KEY", raising=False)

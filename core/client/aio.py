@@ -12,7 +12,7 @@ from typing import Any
 from core.client.events import StreamEvent
 from core.client.sync import Client
 from core.job_request import JobRequest
-from core.views import JobView, SubmitResponse
+from core.views import JobView, SubmitResponse, ThreadErased, ThreadView
 
 
 class AsyncClient:
@@ -35,6 +35,12 @@ class AsyncClient:
 
     async def replay(self, job_id: str) -> JobView:
         return await asyncio.to_thread(self.sync.replay, job_id)
+
+    async def thread(self, thread_id: str) -> ThreadView:
+        return await asyncio.to_thread(self.sync.thread, thread_id)
+
+    async def erase_thread(self, thread_id: str) -> ThreadErased:
+        return await asyncio.to_thread(self.sync.erase_thread, thread_id)
 
     async def stream(self, job_id: str, *, timeout_s: float = 300.0) -> AsyncIterator[StreamEvent]:
         """`Client.stream`'s events as they arrive. Leaving the loop early stops the reading thread at its next

@@ -22,7 +22,7 @@ from typing import Any
 from core.client.errors import ApiError, Unreachable
 from core.client.events import StreamEvent, parse_sse
 from core.job_request import JobRequest
-from core.views import JobList, JobView, SubmitResponse
+from core.views import JobList, JobView, SubmitResponse, ThreadErased, ThreadView
 
 TERMINAL = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"})
 POLL_S = 25.0  # one long poll: under the API's stream.max_wait_s cap and any proxy's idle timeout
@@ -109,6 +109,14 @@ class Client:
     def replay(self, job_id: str) -> JobView:
         """Run a failed, dead-lettered or cancelled job again with a fresh attempt budget."""
         return JobView.model_validate(self.call("POST", f"/v1/jobs/{_q(job_id)}/replay"))
+
+    def thread(self, thread_id: str) -> ThreadView:
+        """A thread's turns, oldest first (`thread_id=` on submit keeps a conversation on the service)."""
+        return ThreadView.model_validate(self.call("GET", f"/v1/threads/{_q(thread_id)}"))
+
+    def erase_thread(self, thread_id: str) -> ThreadErased:
+        """Forget a thread and blank its jobs' prompts, messages and replies."""
+        return ThreadErased.model_validate(self.call("DELETE", f"/v1/threads/{_q(thread_id)}"))
 
     def jobs(self, *, status: str | None = None, limit: int = 50, **filters: str) -> Iterator[JobView]:
         """The tenant's jobs, newest first, page after page (`task`, `q`, `since`, `until`, `parent` filter)."""

@@ -238,6 +238,12 @@ class Api:
     def cancel_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
         return ApiResponse(200, JobView.of(self.service.cancel(caller.tenant, job_id)).model_dump(mode="json"))
 
+    def get_thread(self, req: ApiRequest, caller: Caller, thread_id: str) -> ApiResponse:
+        return ApiResponse(200, self.service.thread(caller.tenant, thread_id).model_dump(mode="json"))
+
+    def erase_thread(self, req: ApiRequest, caller: Caller, thread_id: str) -> ApiResponse:
+        return ApiResponse(200, self.service.erase_thread(caller.tenant, thread_id).model_dump(mode="json"))
+
     def replay_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
         return ApiResponse(200, JobView.of(self.service.replay_for(caller.tenant, job_id)).model_dump(mode="json"))
 

@@ -12,7 +12,17 @@ from typing import Any, NamedTuple
 
 from core.jobs.filters import SCAN_CAP
 from core.models import NAME_PATTERN, JobRequest, JobStatus
-from core.views import JobList, JobView, Me, ModelStates, OutcomeReport, SubmitResponse, UsageReport
+from core.views import (
+    JobList,
+    JobView,
+    Me,
+    ModelStates,
+    OutcomeReport,
+    SubmitResponse,
+    ThreadErased,
+    ThreadView,
+    UsageReport,
+)
 
 LIST_LIMIT = 200
 PATH_PARAM = "[A-Za-z0-9_-]{1,128}"  # what a `{name}` in a path template matches (job ids)
@@ -270,6 +280,24 @@ ROUTES: tuple[Route, ...] = (
             503: "The queue is unavailable: nothing was replayed, try again",
         },
         params=(Param("job_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),),
+    ),
+    Route(
+        "GET",
+        "/v1/threads/{thread_id}",
+        "get_thread",
+        "A thread's turns, oldest first (what the model is sent before a new turn, before any fitting)",
+        response=ThreadView,
+        errors={401: "Missing or invalid API key", 404: "No such thread (or another tenant's)"},
+        params=(Param("thread_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),),
+    ),
+    Route(
+        "DELETE",
+        "/v1/threads/{thread_id}",
+        "erase_thread",
+        "Erase a thread: it is forgotten, and its jobs' prompts, messages and replies are blanked",
+        response=ThreadErased,
+        errors={401: "Missing or invalid API key", 404: "No such thread (or another tenant's)"},
+        params=(Param("thread_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),),
     ),
     Route(
         "GET",

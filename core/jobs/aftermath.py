@@ -1,5 +1,6 @@
 """What follows a job's terminal write, in one place: the outcome counted, the metrics reported, the callback
-queued, a workflow child counted into its parent, and for an answered job its audit record.
+queued, a workflow child counted into its parent, a thread's turn settled, and for an answered job its audit
+record.
 
 The ledger's write says whether it ended the job (`Wrote.ended`); the stage that made that write runs
 `after` once, in the same storage call, so with the embedded stores the ending, its count and its
@@ -20,6 +21,7 @@ from core.observability.metrics import Metrics, job_record
 from core.ports import Access, SendQueue
 
 if TYPE_CHECKING:
+    from core.jobs.threads import Threads
     from core.observability.audit import AuditLog
     from core.workflows.steps import WorkflowSteps
 
@@ -34,6 +36,7 @@ class Aftermath:
         *,
         steps: WorkflowSteps | None = None,
         audit: AuditLog | None = None,
+        threads: Threads | None = None,
     ) -> None:
         self.outcomes = outcomes
         self.metrics = metrics
@@ -41,6 +44,7 @@ class Aftermath:
         self.store_access = store_access  # metrics are reported once the ending is durable
         self.steps = steps  # where workflows run: a child's fan-in into its parent
         self.audit_log = audit  # opt-in: what each answered job was sent, and why
+        self.threads = threads  # a thread job's turn settled at once (else by the next job of its thread)
 
     @property
     def audits(self) -> bool:
@@ -59,6 +63,11 @@ class Aftermath:
         queue_callback(self.queue, job)
         if job.parent is not None:
             self.fan_in(job)
+        if job.thread is not None and self.threads is not None:
+            try:
+                self.threads.ended(job)
+            except Exception as e:  # the thread's next job settles it instead
+                log_event("thread.settle_failed", logging.WARNING, job_id=job.id, error=repr(e)[:300])
 
     def fan_in(self, child: Job) -> None:
         """Count a terminal child into its parent; wake the parent if that completed a round, or end the

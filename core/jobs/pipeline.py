@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.config.worker import Settings
+from core.conversation import Ask
 from core.errors import ConfigError, Contended, GuardrailViolation, NoRoute
 from core.governance.ratelimit import Deferral
 from core.guardrails import check_input
@@ -31,6 +32,7 @@ from core.jobs.ledger import Ledger, Wrote
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Preparer, Run
+from core.jobs.threads import Threads, Wait
 from core.jobs.usage import mark_lost
 from core.logs import job_id_var, log_event, trace_id_var
 from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage
@@ -38,6 +40,8 @@ from core.observability.metrics import Metrics, task_of
 from core.ports import Delivery
 from core.retry import jittered
 from core.workflows.engine import Workflows
+
+THREAD_WAIT_S = 2.0  # how soon a job waiting for an earlier turn of its thread looks again
 
 
 class Pipeline:
@@ -57,6 +61,7 @@ class Pipeline:
         *,
         store_io: Offload,
         metrics: Metrics,
+        threads: Threads,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -73,6 +78,7 @@ class Pipeline:
         self.store_io = store_io
         self.metrics = metrics
         self.clock = clock
+        self.threads = threads
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         try:
@@ -107,13 +113,21 @@ class Pipeline:
             return await self.finalizer.finalize(job)
         if lost := mark_lost(job, self.settings.models, self.clock()):  # written by the next transition
             log_event("attempt.lost", logging.WARNING, attempts=lost, provider_calls=job.provider_calls)
+        ask = job.request.ask()
+        if job.thread is not None:  # after every earlier turn of its thread, with their turns
+            earlier = await self.store_io(self.threads.history, job)
+            if isinstance(earlier, Wait):
+                return await self._defer(job, jittered(THREAD_WAIT_S), earlier.reason)
+            if isinstance(earlier, str):
+                return await self._refuse(job, earlier)
+            ask = job.request.ask(earlier)
         try:
-            run = await self._prepare(job, deadline)
+            run = await self._prepare(job, deadline, ask)
         except (GuardrailViolation, NoRoute) as e:
             return await self._refuse(job, str(e))
         except ConfigError as e:  # e.g. the provider's secret is not set, a grant is missing: fix it, then replay
             return await self._refuse(job, f"the service is not configured for this job: {e}")
-        if self.replies is not None and (hit := await self.replies.serve(run)) is not None:
+        if self.replies is not None and job.thread is None and (hit := await self.replies.serve(run)) is not None:
             return hit
         decision = run.prepared.decision
         if self.lane.wanted(job, run.prepared.plan, decision):
@@ -137,13 +151,13 @@ class Pipeline:
             return Outcome("retry", delay_s=wait, status=job.status, detail="leased by another worker")
         return None
 
-    async def _prepare(self, job: Job, deadline: float) -> Run:
+    async def _prepare(self, job: Job, deadline: float, ask: Ask) -> Run:
         candidates = await self.preparer.candidates(job.tenant, job.request)
-        check_input("\n\n".join(job.request.ask().texts()), self.settings.guardrails)
-        prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id)
+        check_input("\n\n".join(job.request.ask().texts()), self.settings.guardrails)  # what this job brings
+        prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id, ask=ask)
         for note in prepared.plan.notes:
             log_event("route.note", note=note)
-        assemblies = self.preparer.assemblies(job.request.ask(), candidates, prepared)
+        assemblies = self.preparer.assemblies(ask, candidates, prepared)
         await assemblies.get(prepared.decision)
         return Run(job, prepared, assemblies, deadline)
 
@@ -187,7 +201,7 @@ class Pipeline:
         job = run.job
         if isinstance(d, attempt.Replied):
             outcome = await self.finalizer.finalize(job, d.chunks, d.verdict)
-            if outcome.status is JobStatus.succeeded and self.replies is not None:
+            if outcome.status is JobStatus.succeeded and self.replies is not None and job.thread is None:
                 await self.replies.keep(run, job)
             if job.route is not None and self.aftermath.audits:  # most deployments don't: no prompt looked up
                 prompt = (await run.assemblies.get(job.route)).prompt

@@ -75,10 +75,17 @@ class Preparer:
         return await asyncio.to_thread(self.refetch, tenant, request, chunk_ids)
 
     def prepare(
-        self, tenant: str, request: JobRequest, candidates: list[ContextChunk], *, job_id: str = ""
+        self,
+        tenant: str,
+        request: JobRequest,
+        candidates: list[ContextChunk],
+        *,
+        job_id: str = "",
+        ask: Ask | None = None,
     ) -> Prepared:
-        """Route, fit the window and assemble the prompt. Raises NoRoute when no allowed model can take it."""
-        count, ask = counter().count, request.ask()
+        """Route, fit the window and assemble the prompt (`ask`: with a thread's turns, else the request's own).
+        Raises NoRoute when no allowed model can take it."""
+        count, ask = counter().count, ask or request.ask()
         best = sorted(candidates, key=lambda c: -c.score)[: self.settings.retrieval.top_k]
         size = sum(map(count, ask.texts())) + sum(count(c.text) for c in best)  # what routing rules on size see
         plan = self.router.plan(tenant, request, input_tokens=size, job_id=job_id)

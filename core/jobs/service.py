@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from core.access import access_of, joint
 from core.config.api import ApiSettings
+from core.conversation import message_of
+from core.errors import InputError, NotFound
 from core.governance.outcomes import OutcomeLedger
 from core.governance.spend import UsageLedger
 from core.jobs.aftermath import Aftermath
@@ -18,12 +20,13 @@ from core.jobs.offload import offload
 from core.jobs.queries import JobPage, Queries
 from core.jobs.replay import Replays
 from core.jobs.submit import Submitter
+from core.jobs.threads import Threads
 from core.models import Job, JobRequest, JobStatus
 from core.observability.metrics import Fanout, Metrics
 from core.ports import BlobStore, JobStore, Retriever, SendQueue, StateStore
 from core.streaming.events import Feed
 from core.streaming.log import StreamLog
-from core.views import JobView
+from core.views import JobView, ThreadErased, ThreadView
 
 
 class ApiService:
@@ -49,7 +52,9 @@ class ApiService:
         self.spend = UsageLedger(state, clock=clock)
         self.outcomes = OutcomeLedger(state, clock=clock)
         # an API-only app has no workflow engine: a worker service's aftermath adds the fan-in
-        self.aftermath = Aftermath(self.outcomes, self.metrics, queue, access_of(store))
+        self.threads = Threads(state, store, clock)
+        self.submitter.threads = self.threads
+        self.aftermath = Aftermath(self.outcomes, self.metrics, queue, access_of(store), threads=self.threads)
         self.replays = Replays(settings, self.ledger, queue)  # a worker service adds the workflow engine
         # where the store and the queue share one access (the embedded ones, one storage group), the job, its
         # idempotency key and its message are written in one transaction, visible together
@@ -145,6 +150,21 @@ class ApiService:
         """Queue a failed, dead-lettered or cancelled job again (`core.jobs.replay`: the same answer everywhere)."""
         return self.replays.replay(job_id, enqueue=enqueue)
 
+    def thread(self, tenant: str | None, thread_id: str) -> ThreadView:
+        """`GET /v1/threads/{id}`: the turns the thread keeps, oldest first."""
+        found = self.threads.view(_tenant_of_thread(tenant), thread_id)
+        if found is None:
+            raise NotFound(f"no thread {thread_id!r} for this tenant")
+        turns = found.pop("turns")
+        return ThreadView(messages=[message_of(t) for t in turns], **found)
+
+    def erase_thread(self, tenant: str | None, thread_id: str) -> ThreadErased:
+        """`DELETE /v1/threads/{id}`: the thread forgotten and its jobs' turns blanked."""
+        erased = self.threads.erase(_tenant_of_thread(tenant), thread_id)
+        if erased is None:
+            raise NotFound(f"no thread {thread_id!r} for this tenant")
+        return ThreadErased(thread_id=thread_id, erased_jobs=erased)
+
     def cancel(self, tenant: str | None, job_id: str) -> Job:
         """`DELETE /v1/jobs/{id}`: the job ends `cancelled`, and its callback (if it has one) is queued; a
         workflow's children not started never start."""
@@ -155,3 +175,9 @@ class ApiService:
         job = self.ledger.cancel(job_id)  # raises unless this write ended it
         self.aftermath.after(job)
         return job
+
+
+def _tenant_of_thread(tenant: str | None) -> str:
+    if tenant is None:
+        raise InputError("threads are a tenant's: use the tenant's API key", field="Authorization")
+    return tenant

@@ -24,6 +24,7 @@ from core.workflows.inputs import stash
 
 if TYPE_CHECKING:
     from core.config.worker import Settings
+    from core.jobs.threads import Threads
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 
@@ -75,6 +76,7 @@ class Submitter:
         self.retriever = retriever
         self.clock = clock
         self.ordered_ids = bool(getattr(ledger.store, "ordered_ids", False))  # declared by the store (JobStore)
+        self.threads: Threads | None = None  # set by the service: a thread job takes its turn number here
 
     def submit(
         self,
@@ -101,6 +103,8 @@ class Submitter:
             )
         job = self._new_job(job_id, tenant, request, fingerprint, idempotency_key, trace_id)
         job.parent_span_id = parent_span_id
+        if request.thread_id is not None and self.threads is not None:
+            job.thread = self.threads.open(tenant, request, job_id)
         if not self.ledger.create(job):
             existing = self.ledger.load(job_id)
             assert existing is not None

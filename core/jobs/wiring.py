@@ -33,6 +33,7 @@ from core.jobs.operator import Operator
 from core.jobs.pipeline import Pipeline
 from core.jobs.prepare import Preparer
 from core.jobs.replay import Replays
+from core.jobs.threads import Threads
 from core.jobs.verdict import Verdicts
 from core.observability.audit import AuditLog
 from core.observability.metrics import Metrics
@@ -111,8 +112,9 @@ def wire(
     calls = MaxCalls(ports.state)
     preparer = Preparer(settings, router, ports.providers, ports.retriever)
     steps = WorkflowSteps(shared.ledger, settings.workflows)
+    threads = Threads(ports.state, ports.store, clock)
     aftermath = Aftermath(
-        shared.outcomes, shared.metrics, ports.queue, access_of(ports.store), steps=steps, audit=audit
+        shared.outcomes, shared.metrics, ports.queue, access_of(ports.store), steps=steps, audit=audit, threads=threads
     )
     answering = _answering(settings, ports, shared, io, router, preparer, aftermath)
     workflows = Workflows(
@@ -136,7 +138,7 @@ def wire(
         Admission(settings, governors, calls, ports.providers, clock=clock),
         answering.attempter, answering.finalizer, aftermath, workflows, lane,
         Callbacks(settings, shared.ledger, ports.queue, ports.secrets, store_io=io.store, clock=clock),
-        store_io=io.store, metrics=shared.metrics, clock=clock,
+        store_io=io.store, metrics=shared.metrics, threads=threads, clock=clock,
     )  # fmt: skip
     operator = Operator(settings, shared.ledger, ports.queue, aftermath=aftermath, clock=clock)
     replays = Replays(settings, shared.ledger, ports.queue, resume_workflow=workflows.replay)
