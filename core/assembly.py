@@ -26,6 +26,8 @@ from core.prompting import RenderedPrompt, document_block, render, user_parts
 from core.tokenizers import counter
 from core.tooling import as_text
 
+FIT_STEP = 10  # a thread's turns are left out ten at a time (five exchanges): see _fit_history
+
 
 @dataclass
 class Assembled:
@@ -164,8 +166,8 @@ def _exactly(
 
 
 def _fit_history(ask: Ask, count: Any, room: int) -> tuple[Ask, int]:
-    """The ask with as few of its oldest droppable turns left out as makes its history fit `room` tokens (a kept
-    history still opens with a user turn), and how many turns were left out."""
+    """The ask with its oldest droppable turns left out, `FIT_STEP` at a time, until its history fits `room` tokens
+    (a kept history still opens with a user turn), and how many turns were left out."""
     if not ask.droppable or history_tokens(ask, count) <= room:
         return ask, 0
     costs = [count(t.counted()) for t in ask.history]
@@ -173,7 +175,8 @@ def _fit_history(ask: Ask, count: Any, room: int) -> tuple[Ask, int]:
     drop = 0
     while drop < ask.droppable and sum(costs[drop:]) + results > room:
         drop += 1
-    fitted = ask.fitted(drop)
+    # in steps: the cut stays put while the next turns come, so the prompt cache keeps the prefix after it
+    fitted = ask.fitted(min(ask.droppable, -(-drop // FIT_STEP) * FIT_STEP))
     return fitted, len(ask.history) - len(fitted.history)
 
 

@@ -256,3 +256,18 @@ def test_pull_worker_benchmark_drains_both_queues_both_ways():
             assert all(v >= 0 for v in r[f"{mode}_cpu_ms_per_job"].values())
         assert r["pull_scaling"]["1"] == 1.0
         assert r["pull_vs_function"]["1"] == pytest.approx(r["pull"]["1"] / r["function"]["1"], abs=0.02)
+
+
+def test_threads_benchmark_fits_the_history_and_caching_saves():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "threads.py"), "--turns", "30"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "fitted_sent_total" in line, out.stderr[-2000:]
+    assert line["fitted_sent_total"] < line["resend_sent_total"]  # the window caps what is sent
+    assert line["fitted_dropped_turns_last"] > 0
+    assert line["cached_cache_read_tokens"] > 0 and line["cached_cost_usd"] < line["fitted_cost_usd"]
