@@ -176,3 +176,76 @@ def test_thread_mistakes_are_refused(live, body, words):
     _, base = live()
     r = httpx.post(f"{base}/v1/jobs", json=body, headers=ACME)
     assert r.status_code == 422 and words in r.text, r.text
+
+
+def test_kill_9_mid_thread_loses_no_turn_adds_none_twice_and_never_interleaves(tmp_path):
+    """Four threads of six turns each, through worker processes killed (-9) twice mid-run with calls in flight and
+    one in twenty calls refused: every thread ends up with exactly its succeeded jobs' turns, in submission order,
+    each once, and every job ran seeing exactly the succeeded turns submitted before it on its thread."""
+    import json
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from core.bootstrap import bootstrap
+    from core.config import load_settings
+    from core.secrets import EnvSecrets
+    from core.testing.fake_anthropic import spawn
+    from tests.test_kill import wait_for_calls, worker
+
+    fake, url = spawn("--latency", "1.0", "--rates", json.dumps({"400": 0.05}), "--seed", "11")
+    cfg = tmp_path / "altostratus.yaml"
+    model = {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1.0, "output_per_mtok": 5.0}
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {"fake": {"type": "anthropic", "api_key": "env:FAKE_KEY", "base_url": url}},
+                "models": {"m": model},
+                "routing": {"default": {"model": "m", "max_tokens": 64}},
+                "governance": {"max_attempts": 4, "lease_s": 2, "in_process_wait_s": 0.2, "reconcile_after_s": 5},
+                "queue": {"visibility_timeout_s": 3, "max_receives": 20, "poll_interval_s": 0.05},
+                "server": {"concurrency": 8},
+                "logging": {"level": "ERROR"},
+            }
+        )
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ALTO_")},
+        "ALTO_CONFIG": str(cfg),
+        "ALTO_DATA_DIR": str(tmp_path / "data"),
+        "FAKE_KEY": "test-key",
+    }
+    threads = [f"thread-{t}" for t in range(4)]
+    try:
+        app = bootstrap(load_settings(cfg, env=env), secrets=EnvSecrets(env))
+        jobs = {t: [submit(app, f"{t} turn {i}", thread=t).id for i in range(6)] for t in threads}
+        for _ in range(2):
+            w = worker(env)
+            wait_for_calls(url, more=4)
+            w.send_signal(signal.SIGKILL)
+            w.wait()
+        w = worker(env)
+        every = [j for ids in jobs.values() for j in ids]
+        deadline = time.monotonic() + 180
+        while any(not app.store.get(j).status.terminal for j in every) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        w.terminate()
+        w.wait(timeout=30)
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    assert all(app.store.get(j).status.terminal for j in every), "jobs left unfinished"
+    for t, ids in jobs.items():
+        done = [app.store.get(j) for j in ids]
+        succeeded = [j for j in done if j.status is JobStatus.succeeded]
+        assert succeeded, t
+        for n, job in enumerate(done):  # each ran after, and with, exactly the successes submitted before it
+            before = [j for j in done[:n] if j.status is JobStatus.succeeded]
+            if job.status is JobStatus.succeeded:
+                assert job.assembly.history_turns == 2 * len(before), (t, n, job.assembly)
+        thread = app.service.thread("acme", t)
+        assert [m.content for m in thread.messages[::2]] == [j.request.prompt for j in succeeded]
+        assert [m.content for m in thread.messages[1::2]] == [j.result_text for j in succeeded]
+        assert thread.jobs == [j.id for j in succeeded] and thread.pending == []
