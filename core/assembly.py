@@ -21,6 +21,7 @@ from core.chunks import ContextChunk
 from core.config.worker import ModelConfig, RetrievalConfig
 from core.conversation import Ask
 from core.errors import PromptTooLong
+from core.images import tokens as image_tokens
 from core.models import ChunkDropped, ChunkUse, PromptAssembly
 from core.prompting import RenderedPrompt, document_block, render, user_parts
 from core.tokenizers import counter
@@ -67,10 +68,11 @@ def margin_tokens(model: ModelConfig, reserved_output: int) -> int:
 
 
 def history_tokens(ask: Ask, count: Any) -> int:
-    """A conversation's earlier turns, and the last turn's tool results, as the model's tokenizer counts them (each
-    turn's text, calls and results; the few tokens an API spends on each turn's role are inside the margin)."""
-    results = count(as_text((), ask.results)) if ask.results else 0
-    return sum(count(t.counted()) for t in ask.history) + results
+    """A conversation's earlier turns, and the last turn's tool results and images, as the model's tokenizer counts
+    them (each turn's text, calls and results, and an estimate per image; the few tokens an API spends on each
+    turn's role are inside the margin)."""
+    last = (count(as_text((), ask.results)) if ask.results else 0) + sum(map(image_tokens, ask.images))
+    return sum(count(t.counted()) + sum(map(image_tokens, t.images)) for t in ask.history) + last
 
 
 def required_tokens(ask: Ask, *, template: Any, model: ModelConfig, reserved_output: int) -> int:
@@ -170,7 +172,7 @@ def _fit_history(ask: Ask, count: Any, room: int) -> tuple[Ask, int]:
     (a kept history still opens with a user turn), and how many turns were left out."""
     if not ask.droppable or history_tokens(ask, count) <= room:
         return ask, 0
-    costs = [count(t.counted()) for t in ask.history]
+    costs = [count(t.counted()) + sum(map(image_tokens, t.images)) for t in ask.history]
     results = history_tokens(ask, count) - sum(costs)
     drop = 0
     while drop < ask.droppable and sum(costs[drop:]) + results > room:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.images import MEDIA_TYPES, Image, decoded, sniff
 from core.tooling import ToolCall, ToolResult, as_text
 
 MAX_TURNS = 1000
@@ -37,7 +38,38 @@ class ToolResultPart(ToolResult):
     type: Literal["tool_result"]
 
 
-Part = Annotated[TextPart | ToolCallPart | ToolResultPart, Field(discriminator="type")]
+class ImagePart(BaseModel):
+    """In a user turn: an image, as base64 (claim-checked into the blob store at submit) or `blob:KEY`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
+
+    type: Literal["image"]
+    data: str = Field(min_length=1, description="The image as base64, or `blob:KEY` for one in the blob store.")
+    media_type: Literal["image/png", "image/jpeg", "image/gif", "image/webp"] | None = Field(
+        default=None, description="Read from the image itself when not given; checked against it when given."
+    )
+
+    @model_validator(mode="after")
+    def _readable(self) -> "ImagePart":
+        if self.data.startswith("blob:"):
+            if self.media_type is None and self.data.rsplit(".", 1)[-1] not in MEDIA_TYPES.values():
+                raise ValueError("an image given as blob:KEY needs its media_type (or a .png/.jpeg/.gif/.webp key)")
+            return self
+        kind = sniff(decoded(self.data))
+        if self.media_type is not None and self.media_type != kind:
+            raise ValueError(f"the image is {kind}, not the {self.media_type} its media_type says")
+        return self
+
+    def image(self) -> Image:
+        """The image by its blob key (base64 has been claim-checked by the time a worker reads it)."""
+        if not self.data.startswith("blob:"):  # not claim-checked yet (at submit): its bytes say what it is
+            return Image(self.media_type or sniff(decoded(self.data)) or "", "")
+        key = self.data.removeprefix("blob:")
+        kind: str = self.media_type or next(t for t, ext in MEDIA_TYPES.items() if key.endswith("." + ext))
+        return Image(kind, key)
+
+
+Part = Annotated[TextPart | ToolCallPart | ToolResultPart | ImagePart, Field(discriminator="type")]
 
 
 class Message(BaseModel):
@@ -58,6 +90,8 @@ class Message(BaseModel):
             raise ValueError("a tool_call part belongs in an assistant turn (the model's)")
         if self.role == "assistant" and self.results():
             raise ValueError("a tool_result part belongs in a user turn (the one after the call)")
+        if self.role == "assistant" and self.images():
+            raise ValueError("an image part belongs in a user turn")
         return self
 
     def text(self) -> str:
@@ -81,8 +115,13 @@ class Message(BaseModel):
             if isinstance(p, ToolResultPart)
         )
 
+    def images(self) -> tuple[Image, ...]:
+        if isinstance(self.content, str):
+            return ()
+        return tuple(p.image() for p in self.content if isinstance(p, ImagePart))
+
     def turn(self) -> "Turn":
-        return Turn(self.role, self.text(), self.calls(), self.results())
+        return Turn(self.role, self.text(), self.calls(), self.results(), self.images())
 
 
 def message_of(turn: "Turn") -> Message:
@@ -100,6 +139,7 @@ class Turn(NamedTuple):
     text: str
     calls: tuple[ToolCall, ...] = ()  # an assistant turn's tool calls
     results: tuple[ToolResult, ...] = ()  # a user turn's tool results, before its text
+    images: tuple[Image, ...] = ()  # a user turn's images, before its text
 
     def counted(self) -> str:
         """The turn as the text it costs in a window: its text, then its calls or results."""
@@ -118,6 +158,7 @@ class Ask:
     format_note: str = ""  # what the reply's format asks for (structured output), added to the system text
     results: tuple[ToolResult, ...] = ()  # the last user turn's tool results, sent before its text
     droppable: int = 0  # how many of the oldest history turns (a thread's) may be left out to fit a window
+    images: tuple[Image, ...] = ()  # the last user turn's images, sent before its text
 
     def fitted(self, drop: int) -> "Ask":
         """Without the `drop` oldest turns, and any that would then open the history unanswered: a kept history
@@ -150,16 +191,18 @@ def merged(history: tuple[Turn, ...]) -> list[Turn]:
         if out and out[-1].role == t.role:
             last = out[-1]
             text = "\n\n".join(x for x in (last.text, t.text) if x)
-            out[-1] = Turn(t.role, text, last.calls + t.calls, last.results + t.results)
+            out[-1] = Turn(t.role, text, last.calls + t.calls, last.results + t.results, last.images + t.images)
         else:
             out.append(t)
     return out
 
 
-def turns(history: tuple[Turn, ...], user: str, results: tuple[ToolResult, ...] = ()) -> list[Turn]:
-    """The turns to send, ending with the rendered user turn and its tool results (joined to a user turn before
-    it)."""
-    return merged((*history, Turn("user", user, (), results)))
+def turns(
+    history: tuple[Turn, ...], user: str, results: tuple[ToolResult, ...] = (), images: tuple[Image, ...] = ()
+) -> list[Turn]:
+    """The turns to send, ending with the rendered user turn, its tool results and images (joined to a user turn
+    before it)."""
+    return merged((*history, Turn("user", user, (), results, images)))
 
 
 def pairing_problem(messages: list[Message]) -> str | None:

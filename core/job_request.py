@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from core.conversation import MAX_TURNS, Ask, Message, Turn, pairing_problem
+from core.images import Image
 from core.structured import ResponseFormat
 from core.tooling import MAX_TOOLS, NamedChoice, Tool, ToolChoice
 from core.validation import checked, json_depth
@@ -226,7 +227,7 @@ class JobRequest(BaseModel):
                 f"(it {'starts' if v[0].role != 'user' else 'ends'} with an assistant turn)"
             )
         for i, m in enumerate(v):
-            if not m.text().strip() and not m.calls() and not m.results():
+            if not m.text().strip() and not m.calls() and not m.results() and not m.images():
                 raise ValueError(f"messages[{i}] has no text (and no tool call or result)")
         if problem := pairing_problem(v):
             raise ValueError(problem)
@@ -303,6 +304,10 @@ class JobRequest(BaseModel):
         """Whether the reply is taken whole (structured output or tools), never streamed piece by piece."""
         return self.response_format is not None or bool(self.tools)
 
+    def images(self) -> list[Image]:
+        """Every image the job sends, its thread's aside."""
+        return [i for m in self.messages or () for i in m.images()]
+
     def ask(self, thread: tuple[Turn, ...] = ()) -> Ask:
         """What the job asks of a model: the prompt, or the conversation's last user turn and the turns before it,
         after its thread's turns (which may be dropped, oldest first, to fit a window)."""
@@ -311,7 +316,7 @@ class JobRequest(BaseModel):
             return Ask(self.prompt, thread, self.system, note, droppable=len(thread))
         *earlier, last = self.messages
         history = (*thread, *(m.turn() for m in earlier))
-        return Ask(last.text(), history, self.system, note, last.results(), droppable=len(thread))
+        return Ask(last.text(), history, self.system, note, last.results(), len(thread), last.images())
 
     def fingerprint(self) -> str:
         """Stable hash of the request, for idempotency-key conflicts and logs (never the raw prompt)."""

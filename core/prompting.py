@@ -14,6 +14,7 @@ from typing import Any
 
 from core.chunks import ContextChunk
 from core.conversation import Ask, Turn
+from core.images import Image
 from core.models import Citation
 from core.tooling import ToolResult
 
@@ -35,6 +36,7 @@ class RenderedPrompt:
     stable_chars: int = 0  # the user turn's stable prefix (instructions, context): what a prompt cache may keep
     history: tuple[Turn, ...] = ()  # a conversation's earlier turns, sent before the user turn
     results: tuple[ToolResult, ...] = ()  # the user turn's tool results, sent before its text
+    images: tuple[Image, ...] = ()  # the user turn's images, sent before its text
 
 
 def document_block(chunk: ContextChunk) -> str:
@@ -79,6 +81,7 @@ def render(
         stable_chars=len("\n\n".join(stable) + "\n\n") if stable else 0,
         history=ask.history,
         results=ask.results,
+        images=ask.images,
     )
 
 

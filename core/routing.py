@@ -68,15 +68,24 @@ class Router:
 
     def plan(self, tenant: str, request: JobRequest, *, input_tokens: int, job_id: str = "") -> RoutePlan:
         notes: list[str] = []
+        seeing = bool(request.messages) and bool(request.images())
+
+        def refused(name: str) -> str | None:  # the tenant's policy, then the request's images
+            if (why := self.denied(tenant, name)) is not None:
+                return why
+            if seeing and not self.settings.models[name].vision:
+                return f"model '{name}' does not read images (set models.{name}.vision: true if it does)"
+            return None
+
         for rule in self.rules():
             why_not = self._mismatch(rule, tenant, request, input_tokens)
             if why_not:
                 if rule.name != "default":
                     notes.append(f"rule '{rule.name}' skipped: {why_not}")
                 continue
-            allowed = [m for m in rule.route.model_names() if not self.denied(tenant, m)]
+            allowed = [m for m in rule.route.model_names() if not refused(m)]
             if not allowed:
-                notes.append(f"rule '{rule.name}' matched but {self.denied(tenant, rule.route.model_names()[0])}")
+                notes.append(f"rule '{rule.name}' matched but {refused(rule.route.model_names()[0])}")
                 continue
             name = self._pick(rule.route, allowed, job_id)
             reason = "default route" if rule.name == "default" else f"rule '{rule.name}'"
@@ -87,7 +96,7 @@ class Router:
             for kind in FALLBACK_KINDS:
                 chain = []
                 for m in getattr(rule.route.fallbacks, kind):
-                    denied = self.denied(tenant, m)
+                    denied = refused(m)
                     if denied:
                         notes.append(f"fallback {kind} '{m}' dropped: {denied}")
                         continue

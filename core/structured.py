@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.conversation import Turn
+from core.images import Image
 from core.json_schema import schema_problems, violations
 from core.tooling import ToolResult
 
@@ -89,7 +90,7 @@ def parsed(fmt: ResponseFormat | None, text: str | None) -> Any:
 
 
 def correction(
-    user: str, rejected: str, why: str, results: tuple[ToolResult, ...] = ()
+    user: str, rejected: str, why: str, results: tuple[ToolResult, ...] = (), images: tuple[Image, ...] = ()
 ) -> tuple[tuple[Turn, ...], str]:
     """The corrective call's turns: the rendered question and the refused reply before a user turn saying what
     failed. Returns (turns to add to the history, the new user turn)."""
@@ -97,7 +98,7 @@ def correction(
         f"Your reply did not match the required format: {why}. Reply again with only the corrected JSON, "
         "and nothing before or after it."
     )
-    return (Turn("user", user, (), results), Turn("assistant", rejected[:REJECTED_CHARS])), note
+    return (Turn("user", user, (), results, images), Turn("assistant", rejected[:REJECTED_CHARS])), note
 
 
 def _unfenced(text: str) -> str:

@@ -119,6 +119,11 @@ class ModelConfig(_Strict):
         "model); unset: never mark it.",
     )
     region: str | None = Field(default=None, description="Where the model is served (for tenant policies).")
+    vision: bool = Field(
+        default=False,
+        description="The model reads images (Claude 3 and later, GPT-4o, Nova Pro, ...): a job with images is routed "
+        "only to models that do, fallbacks included.",
+    )
     limits: LimitsConfig | None = Field(default=None, description="Rate limits and concurrency cap.")
     tokenizer: Literal["cl100k_base", "estimate"] = Field(
         default="cl100k_base", description="How prompts are counted for budgets (a real BPE shipped offline)."

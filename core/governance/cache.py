@@ -54,7 +54,10 @@ def cache_key(
         material["response_format"] = request.response_format.model_dump(mode="json", by_alias=True)
     if request.messages is not None or request.system is not None:  # a prompt-only job's key is as it always was
         material["system"] = _norm(request.system)
-        material["messages"] = [[m.role, _WS.sub(" ", m.turn().counted()).strip()] for m in request.messages or []]
+        material["messages"] = [
+            [m.role, _WS.sub(" ", m.turn().counted()).strip(), [i.key for i in m.images()]]
+            for m in request.messages or []
+        ]
     digest = hashlib.sha256(CANONICAL_JSON.encode(material).encode()).hexdigest()
     return f"cache:{tenant}:{digest}"
 

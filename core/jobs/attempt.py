@@ -143,7 +143,9 @@ def chat_request(
     turns = model.cache_min_tokens and prompt.history and r.system_tokens + r.history_tokens >= model.cache_min_tokens
     history, user = prompt.history, prompt.user
     if (rejected := last_rejected(job)) is not None and rejected.rejected_reply is not None:  # the corrective call
-        added, user = correction(prompt.user, rejected.rejected_reply, rejected.error or "", prompt.results)
+        added, user = correction(
+            prompt.user, rejected.rejected_reply, rejected.error or "", prompt.results, prompt.images
+        )
         history, cache = (*history, *added), 0
     return ChatRequest(
         model_id=decision.model_id,
@@ -157,6 +159,7 @@ def chat_request(
         cache_history=bool(turns),
         response_format=job.request.response_format,
         results=prompt.results if rejected is None else (),
+        images=prompt.images if rejected is None else (),
         tools=tuple(job.request.tools or ()),
         tool_choice=job.request.tool_choice,
     )

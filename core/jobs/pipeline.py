@@ -28,6 +28,7 @@ from core.jobs.batch_lane import BatchLane
 from core.jobs.cached import CachedReplies
 from core.jobs.callback import Callbacks
 from core.jobs.finalize import Finalizer
+from core.jobs.image_inputs import with_image_data
 from core.jobs.ledger import Ledger, Wrote
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
@@ -37,7 +38,7 @@ from core.jobs.usage import mark_lost
 from core.logs import job_id_var, log_event, trace_id_var
 from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage
 from core.observability.metrics import Metrics, task_of
-from core.ports import Delivery
+from core.ports import BlobStore, Delivery
 from core.retry import jittered
 from core.workflows.engine import Workflows
 
@@ -62,6 +63,7 @@ class Pipeline:
         store_io: Offload,
         metrics: Metrics,
         threads: Threads,
+        blobs: BlobStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -79,6 +81,7 @@ class Pipeline:
         self.metrics = metrics
         self.clock = clock
         self.threads = threads
+        self.blobs = blobs  # where a job's images are
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         try:
@@ -152,6 +155,8 @@ class Pipeline:
         return None
 
     async def _prepare(self, job: Job, deadline: float, ask: Ask) -> Run:
+        if ask.images or any(t.images for t in ask.history):
+            ask = await asyncio.to_thread(with_image_data, ask, self.blobs)
         candidates = await self.preparer.candidates(job.tenant, job.request)
         check_input("\n\n".join(job.request.ask().texts()), self.settings.guardrails)  # what this job brings
         prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id, ask=ask)

@@ -16,6 +16,7 @@ from core.config.api import ApiSettings
 from core.errors import BudgetExhausted, IdempotencyConflict, InputError, QueueUnavailable
 from core.ids import new_job_id, new_trace_id
 from core.jobs.checks import check_request, check_workflow
+from core.jobs.image_inputs import stash_images
 from core.jobs.ledger import Ledger
 from core.logs import log_event
 from core.models import Job, JobRequest, JobStatus, QueueMessage
@@ -101,6 +102,7 @@ class Submitter:
             request = request.model_copy(
                 update={"workflow": check_workflow(request, self.settings), "inputs": stash(request.inputs, self.blobs)}
             )
+        request = stash_images(request, self.blobs)  # no stored job holds an image's bytes
         job = self._new_job(job_id, tenant, request, fingerprint, idempotency_key, trace_id)
         job.parent_span_id = parent_span_id
         if request.thread_id is not None and self.threads is not None:

@@ -138,7 +138,7 @@ def wire(
         Admission(settings, governors, calls, ports.providers, clock=clock),
         answering.attempter, answering.finalizer, aftermath, workflows, lane,
         Callbacks(settings, shared.ledger, ports.queue, ports.secrets, store_io=io.store, clock=clock),
-        store_io=io.store, metrics=shared.metrics, threads=threads, clock=clock,
+        store_io=io.store, metrics=shared.metrics, threads=threads, blobs=ports.blobs, clock=clock,
     )  # fmt: skip
     operator = Operator(settings, shared.ledger, ports.queue, aftermath=aftermath, clock=clock)
     replays = Replays(settings, shared.ledger, ports.queue, resume_workflow=workflows.replay)

@@ -112,7 +112,12 @@ class AnthropicProvider:
             "max_tokens": request.max_tokens,
             "system": request.system,
             "messages": messages(
-                request.history, request.user, request.cache_prefix_chars, request.cache_history, request.results
+                request.history,
+                request.user,
+                request.cache_prefix_chars,
+                request.cache_history,
+                request.results,
+                request.images,
             ),
             **tools(*offered(request)),
         }

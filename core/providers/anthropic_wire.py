@@ -3,9 +3,11 @@ tool results) with the prompt cache's breakpoints, the tools offered, and a repl
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from core.conversation import Turn, merged
+from core.images import Image
 from core.tooling import NamedChoice, Tool, ToolCall, ToolChoice, ToolResult
 
 EPHEMERAL = {"type": "ephemeral"}
@@ -17,6 +19,7 @@ def messages(
     prefix_chars: int = 0,
     mark_history: bool = False,
     results: tuple[ToolResult, ...] = (),
+    images: tuple[Image, ...] = (),
 ) -> list[Any]:
     """The Messages API's turns: the earlier ones (the last of them marked for the prompt cache, the next turn's
     prefix), then the user turn: its tool results first, then its text (the stable prefix marked, the question
@@ -32,7 +35,9 @@ def messages(
         if n
         else user
     )
-    content: Any = [*map(_result, results), *(_blocks(text) if user else [])] if results else text
+    content: Any = (
+        [*map(_result, results), *map(_image, images), *(_blocks(text) if user else [])] if results or images else text
+    )
     if out and out[-1]["role"] == "user":  # a user turn right before: one turn of both, in order
         out[-1]["content"] = _blocks(out[-1]["content"]) + _blocks(content)
     else:
@@ -41,16 +46,21 @@ def messages(
 
 
 def _content(t: Turn) -> Any:
-    if not (t.calls or t.results):
+    if not (t.calls or t.results or t.images):
         return t.text
     text = [{"type": "text", "text": t.text}] if t.text else []
-    if t.results:  # tool results come first in their turn
-        return [*map(_result, t.results), *text]
+    if t.results or t.images:  # tool results come first in their turn, then images, then its text
+        return [*map(_result, t.results), *map(_image, t.images), *text]
     return [*text, *({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in t.calls)]
 
 
 def _result(r: ToolResult) -> dict[str, Any]:
     return {"type": "tool_result", "tool_use_id": r.tool_call_id, "content": r.content, "is_error": r.is_error}
+
+
+def _image(i: Image) -> dict[str, Any]:
+    data = base64.b64encode(i.data).decode()
+    return {"type": "image", "source": {"type": "base64", "media_type": i.media_type, "data": data}}
 
 
 def _blocks(content: Any) -> list[Any]:

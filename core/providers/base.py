@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from core.chunks import ContextChunk
 from core.conversation import Turn
 from core.errors import ProviderError
+from core.images import Image
 from core.models import ProviderResult
 from core.structured import ResponseFormat
 from core.tooling import NamedChoice, Tool, ToolChoice, ToolResult
@@ -44,6 +45,7 @@ class ChatRequest:
     cache_history: bool = False  # mark the end of `history` for the prompt cache: the next turn's prefix
     response_format: ResponseFormat | None = None  # a JSON reply, in the provider's native mode where it has one
     results: tuple[ToolResult, ...] = ()  # the user turn's tool results, before `user`
+    images: tuple[Image, ...] = ()  # the user turn's images (loaded), before `user`
     tools: tuple[Tool, ...] = ()  # tools the model may call; its calls end the reply (`ProviderResult.tool_calls`)
     tool_choice: ToolChoice | None = None
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.conversation import Turn, turns
+from core.images import MEDIA_TYPES
 from core.models import ProviderResult
 from core.providers.base import ChatRequest, ProviderError, looks_like_context_overflow, offered
 from core.tooling import NamedChoice, Tool, ToolCall, ToolChoice
@@ -57,7 +58,8 @@ class BedrockProvider:
             "modelId": request.model_id,
             "system": [{"text": request.system}],
             "messages": [
-                {"role": t.role, "content": _content(t)} for t in turns(request.history, request.user, request.results)
+                {"role": t.role, "content": _content(t)}
+                for t in turns(request.history, request.user, request.results, request.images)
             ],
             "inferenceConfig": {"maxTokens": request.max_tokens},
         }
@@ -182,7 +184,8 @@ def _content(t: Turn) -> list[dict[str, Any]]:
         for r in t.results
     ]
     calls = [{"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}} for c in t.calls]
-    return [*results, *([{"text": t.text}] if t.text else []), *calls]
+    images = [{"image": {"format": MEDIA_TYPES[i.media_type], "source": {"bytes": i.data}}} for i in t.images]
+    return [*results, *images, *([{"text": t.text}] if t.text else []), *calls]
 
 
 def _tool_config(offered: tuple[Tool, ...], choice: ToolChoice | None) -> dict[str, Any] | None:

@@ -55,7 +55,7 @@ class OpenAICompatibleProvider:
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "messages": chat_messages(request.system, request.history, request.user, request.results),
+            "messages": chat_messages(request.system, request.history, request.user, request.results, request.images),
             "max_tokens": request.max_tokens,
             **tools(request.tools, request.tool_choice),
         }

@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 from core.conversation import Turn, turns
+from core.images import Image
 from core.tooling import NamedChoice, Tool, ToolCall, ToolChoice, ToolResult
 
 CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
-def chat_messages(system: str, history: tuple[Turn, ...], user: str, results: tuple[ToolResult, ...]) -> list[Any]:
+def chat_messages(
+    system: str, history: tuple[Turn, ...], user: str, results: tuple[ToolResult, ...], images: tuple[Image, ...] = ()
+) -> list[Any]:
     out: list[dict[str, Any]] = [{"role": "system", "content": system}]
-    for t in turns(history, user, results):
+    for t in turns(history, user, results, images):
         out += _messages(t)
     return out
 
@@ -28,6 +32,15 @@ def _messages(t: Turn) -> list[dict[str, Any]]:
         ]
         return [{"role": "assistant", "content": t.text or None, "tool_calls": calls}]
     out = [{"role": "tool", "tool_call_id": r.tool_call_id, "content": r.content} for r in t.results]
+    if t.images:  # images as data URLs, before the turn's text
+        urls = [
+            {
+                "type": "image_url",
+                "image_url": {"url": f"data:{i.media_type};base64,{base64.b64encode(i.data).decode()}"},
+            }
+            for i in t.images
+        ]
+        return [*out, {"role": t.role, "content": [*urls, *([{"type": "text", "text": t.text}] if t.text else [])]}]
     return out + ([{"role": t.role, "content": t.text}] if t.text or not t.results else [])
 
 

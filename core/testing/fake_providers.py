@@ -80,6 +80,11 @@ def _openai_stray(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _text(content: Any) -> str:
+    """A message's text: the string, or its text parts (an image part has none)."""
+    return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+
+
 def _off_schema(fake: _Fake) -> bool:
     off = fake.off_schema > 0
     fake.off_schema = max(0, fake.off_schema - 1)
@@ -175,7 +180,7 @@ class FakeOpenAI(_Fake):
 
     def _reply(self, req: dict[str, Any], model: str, outcome: str) -> tuple[int, Any, dict[str, str]]:
         """A 200: the answer (a tool call when `fake_tools.pick` makes one), whole or streamed."""
-        users = [m["content"] for m in req["messages"] if m["role"] in ("user", "tool") and m["content"]]
+        users = [_text(m["content"]) for m in req["messages"] if m["role"] in ("user", "tool") and m["content"]]
         text_in = " ".join(users)
         finish = "content_filter" if outcome == "refusal" else "stop"
         answer = "" if outcome == "refusal" else self._formatted(req, _answer(text_in, users[-1]))
