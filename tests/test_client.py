@@ -253,7 +253,7 @@ def test_the_client_needs_a_url_and_a_key(monkeypatch):
 
 
 def test_the_documented_example_runs_as_written(service, tmp_path):
-    """docs/concepts/client.md's example, run as a user would: a script with ALTO_URL and ALTO_API_KEY set."""
+    """The README's Python example, run as a user would: a script with ALTO_URL and ALTO_API_KEY set."""
     import os
     import re
     import subprocess
@@ -262,7 +262,7 @@ def test_the_documented_example_runs_as_written(service, tmp_path):
     from tests.conftest import ROOT
 
     _, _, base = service
-    page = (ROOT / "docs" / "concepts" / "client.md").read_text()
+    page = (ROOT / "README.md").read_text()
     [code] = re.findall(r"```python[^\n]*\n(.*?)^```", page, re.S | re.M)
     script = tmp_path / "example.py"
     script.write_text(code)
