@@ -12,6 +12,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bench(script: str, *args: str, timeout: float = 600) -> dict:
+    """Run `benchmarks/SCRIPT` with `args`; the JSON line it ends with (failing with its stderr when it has none)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise AssertionError(f"{script} printed no JSON line:\n{out.stderr[-3000:]}") from None
+
+
 def test_throughput_benchmark_runs_and_every_job_succeeds():
     out = subprocess.run(
         [
@@ -239,15 +254,7 @@ def test_cost_benchmark_prices_the_workload_three_ways_and_caching_and_batching_
 
 
 def test_pull_worker_benchmark_drains_both_queues_both_ways():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pull_workers.py"), "--jobs", "8", "--procs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        cwd=ROOT,
-    )
-    line = json.loads(out.stdout.strip().splitlines()[-1])
+    line = bench("pull_workers.py", "--jobs", "8", "--procs", "1")
     for cloud in ("aws", "gcp"):
         r = line[cloud]
         for mode in ("pull", "function"):
@@ -259,15 +266,7 @@ def test_pull_worker_benchmark_drains_both_queues_both_ways():
 
 
 def test_threads_benchmark_fits_the_history_and_caching_saves():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "threads.py"), "--turns", "30"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    line = json.loads(out.stdout.strip().splitlines()[-1])
-    assert "fitted_sent_total" in line, out.stderr[-2000:]
+    line = bench("threads.py", "--turns", "30")
     assert line["fitted_sent_total"] < line["resend_sent_total"]  # the window caps what is sent
     assert line["fitted_dropped_turns_last"] > 0
     assert line["cached_cache_read_tokens"] > 0 and line["cached_cost_usd"] < line["fitted_cost_usd"]

@@ -144,9 +144,8 @@ def test_the_response_cache_keys_on_the_whole_conversation(make_app, fake_anthro
     app = make_app(anthropic_config(url, cache={"enabled": True}))
 
     def ask(request: JobRequest):
-        job, _ = app.service.submit("acme", request)
-        asyncio.run(run_until_done(app, [job.id], timeout_s=30))
-        return app.store.get(job.id)
+        [job] = run(app, request)
+        return job
 
     first, again = ask(chat()), ask(chat())
     assert again.cached_from == first.id

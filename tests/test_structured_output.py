@@ -185,9 +185,8 @@ def test_the_cache_keys_on_the_format(make_app, fake_anthropic):
     app = make_app(anthropic_config(url, cache={"enabled": True}))
 
     def ask(request: JobRequest):
-        job, _ = app.service.submit("acme", request)
-        asyncio.run(run_until_done(app, [job.id], timeout_s=30))
-        return app.store.get(job.id)
+        [job] = run(app, request)
+        return job
 
     prose = ask(JobRequest(prompt="Order 1182: the kettle arrived damaged, please replace it."))
     structured = ask(extract())

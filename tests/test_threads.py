@@ -18,24 +18,13 @@ from core.ports import Delivery
 from core.tokenizers import counter
 from tests.conftest import anthropic_config, wait_terminal
 from tests.test_api import ACME
+from tests.test_workflows import deliver
 
 QUESTIONS = ["My kettle arrived damaged.", "It is the blue one, order 1182.", "Can I have a replacement?"]
 
 
 def submit(app: Any, prompt: str, thread: str = "support-1182", **extra: Any) -> Job:
     return app.service.submit("acme", JobRequest(prompt=prompt, thread_id=thread, **extra))[0]
-
-
-def deliver(app: Any, job: Job) -> Any:
-    body = QueueMessage.for_job(job).model_dump_json()
-
-    async def once() -> Any:
-        try:
-            return await app.service.process(Delivery(message_id=f"m-{job.id}", body=body))
-        finally:
-            await app.providers.aclose()
-
-    return asyncio.run(once())
 
 
 @pytest.fixture

@@ -63,6 +63,8 @@ TENANT = Param(
     },
 )
 
+THREAD_ID = Param("thread_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"})
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", "health", "Liveness", auth=False),
     Route("GET", "/openapi.json", "openapi", "This document", auth=False),
@@ -288,7 +290,7 @@ ROUTES: tuple[Route, ...] = (
         "A thread's turns, oldest first (what the model is sent before a new turn, before any fitting)",
         response=ThreadView,
         errors={401: "Missing or invalid API key", 404: "No such thread (or another tenant's)"},
-        params=(Param("thread_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),),
+        params=(THREAD_ID,),
     ),
     Route(
         "DELETE",
@@ -297,7 +299,7 @@ ROUTES: tuple[Route, ...] = (
         "Erase a thread: it is forgotten, and its jobs' prompts, messages and replies are blanked",
         response=ThreadErased,
         errors={401: "Missing or invalid API key", 404: "No such thread (or another tenant's)"},
-        params=(Param("thread_id", "path", {"type": "string", "pattern": f"^{PATH_PARAM}$"}),),
+        params=(THREAD_ID,),
     ),
     Route(
         "GET",
