@@ -153,7 +153,7 @@ class Threads:
 
     def view(self, tenant: str, thread_id: str) -> dict[str, Any] | None:
         rec = self.state.get(key(tenant, thread_id))
-        if rec is None:
+        if rec is None or (rec.value.get("erased_at") and not rec.value.get("kept") and not rec.value.get("pending")):
             return None
         turns: list[Turn] = []
         for job_id in rec.value.get("kept", []):
@@ -174,7 +174,15 @@ class Threads:
         if rec is None:
             return None
         ids = [*rec.value.get("kept", []), *(v[0] for v in rec.value.get("pending", {}).values())]
-        self.state.delete(key(tenant, thread_id))
+        if not ids and rec.value.get("erased_at"):
+            return None
+
+        def forget(_: StateRecord | None) -> tuple[dict[str, Any], None]:
+            # a new epoch rather than a delete: an update is what every role that erases may do, and a job of the
+            # old epoch still queued finds it and is refused
+            return {"epoch": uuid.uuid4().hex[:12], "seq": 0, "done": 0, "erased_at": self.clock()}, None
+
+        mutate(self.state, key(tenant, thread_id), forget, ttl_s=THREAD_TTL_S)
         for job_id in ids:
             self._blank(job_id)
         return ids
