@@ -238,3 +238,29 @@ def test_kill_9_mid_thread_loses_no_turn_adds_none_twice_and_never_interleaves(t
         assert [m.content for m in thread.messages[::2]] == [j.request.prompt for j in succeeded]
         assert [m.content for m in thread.messages[1::2]] == [j.result_text for j in succeeded]
         assert thread.jobs == [j.id for j in succeeded] and thread.pending == []
+
+
+def test_with_summaries_the_left_out_turns_are_summarized_once_per_span_by_a_billed_job(make_app, fake_anthropic):
+    fake, url = fake_anthropic
+    fake.keep_requests = True
+    cfg = anthropic_config(url)
+    cfg["models"]["fake-sonnet"].update(context_window=1500, token_margin=0.05)
+    cfg["threads"] = {"fit": "summary", "summary_max_tokens": 64}
+    app = make_app(cfg)
+    long = "the kettle's element, thermostat and switch were all checked again " * 12
+    jobs = [submit(app, f"turn {i}: {long}") for i in range(9)]
+    for job in jobs:  # a turn that needs a summary waits for it; the worker runs both
+        asyncio.run(run_until_done(app, [job.id], timeout_s=60))
+    summaries = [j for j in app.store.list(tenant="acme", limit=100) if j.request.task == "thread-summary"]
+    assert summaries, "no summary job was made"
+    assert all(s.status is JobStatus.succeeded and s.usage.cost_usd > 0 for s in summaries)  # billed like any job
+    summarized = [
+        r for r in fake.requests if str(r["messages"][0]["content"]).startswith("[A summary of this conversation")
+    ]
+    assert len(summarized) > len(summaries)  # a span's summary is made once and reused by the turns after it
+    last = app.store.get(jobs[-1].id)
+    assert last.status is JobStatus.succeeded, last.error
+    sent = next(r for r in reversed(fake.requests) if "turn 8:" in str(r["messages"][-1]["content"]))["messages"]
+    assert sent[0]["content"].startswith("[A summary of this conversation's first") and sent[1]["content"] == "Noted."
+    a = last.assembly
+    assert a.input_tokens + a.margin_tokens + a.reserved_output_tokens <= a.window

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from core.config.api import SECRET_REF, ApiSettings, _Strict
 from core.config.pull import PullConfig
+from core.config.threads import ThreadsConfig
 
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$")
 
@@ -361,6 +362,7 @@ class Settings(ApiSettings):
     templates: dict[str, TemplateConfig] = Field(default_factory=dict, description="Keyed by `id@version`.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     pull: PullConfig = Field(default_factory=PullConfig)
+    threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
 
     @model_validator(mode="after")
     def _merge_builtins_and_check_refs(self) -> "Settings":

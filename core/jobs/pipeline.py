@@ -33,6 +33,7 @@ from core.jobs.ledger import Ledger, Wrote
 from core.jobs.offload import Offload
 from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Preparer, Run
+from core.jobs.thread_summary import Summaries
 from core.jobs.threads import Threads, Wait
 from core.jobs.usage import mark_lost
 from core.logs import job_id_var, log_event, trace_id_var
@@ -82,6 +83,7 @@ class Pipeline:
         self.clock = clock
         self.threads = threads
         self.blobs = blobs  # where a job's images are
+        self.summaries: Summaries | None = None  # set by the worker service: summary jobs are submitted through it
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         try:
@@ -124,12 +126,9 @@ class Pipeline:
             if isinstance(earlier, str):
                 return await self._refuse(job, earlier)
             ask = job.request.ask(earlier)
-        try:
-            run = await self._prepare(job, deadline, ask)
-        except (GuardrailViolation, NoRoute) as e:
-            return await self._refuse(job, str(e))
-        except ConfigError as e:  # e.g. the provider's secret is not set, a grant is missing: fix it, then replay
-            return await self._refuse(job, f"the service is not configured for this job: {e}")
+        run = await self._prepared(job, deadline, ask)
+        if isinstance(run, Outcome):
+            return run
         if self.replies is not None and job.thread is None and (hit := await self.replies.serve(run)) is not None:
             return hit
         decision = run.prepared.decision
@@ -153,6 +152,22 @@ class Pipeline:
             log_event("job.deferred", reason="leased by another worker", delay_s=round(wait, 2))
             return Outcome("retry", delay_s=wait, status=job.status, detail="leased by another worker")
         return None
+
+    async def _prepared(self, job: Job, deadline: float, ask: Ask) -> Run | Outcome:
+        """The job prepared (a thread's left-out turns summarized, where configured), or the outcome refusing it."""
+        try:
+            run = await self._prepare(job, deadline, ask)
+            dropped = run.prepared.assembled.record.history_dropped
+            if self.summaries is None or not Summaries.wanted(self.settings.threads, dropped):
+                return run
+            summarized = await self.summaries.replaced(job, ask, dropped)
+            if isinstance(summarized, Wait):
+                return await self._defer(job, jittered(THREAD_WAIT_S), summarized.reason)
+            return run if summarized is None else await self._prepare(job, deadline, summarized)
+        except (GuardrailViolation, NoRoute) as e:
+            return await self._refuse(job, str(e))
+        except ConfigError as e:  # e.g. the provider's secret is not set, a grant is missing: fix it, then replay
+            return await self._refuse(job, f"the service is not configured for this job: {e}")
 
     async def _prepare(self, job: Job, deadline: float, ask: Ask) -> Run:
         if ask.images or any(t.images for t in ask.history):

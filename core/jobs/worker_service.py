@@ -13,6 +13,7 @@ from core.config.worker import Settings
 from core.jobs.outcome import Outcome
 from core.jobs.prepare import Prepared
 from core.jobs.service import ApiService
+from core.jobs.thread_summary import Summaries
 from core.jobs.wiring import Ports, Shared, wire
 from core.models import Job, JobRequest
 from core.observability.audit import AuditLog
@@ -44,6 +45,7 @@ class WorkerService(ApiService):
         self.breaker, self.limiter = stages.breaker, stages.limiter  # for GET /v1/providers
         self.aftermath, self.workflows, self.lane = stages.aftermath, stages.workflows, stages.lane
         self.pipeline, self.operator, self.replays = stages.pipeline, stages.operator, stages.replays
+        self.pipeline.summaries = Summaries(settings.threads, self.asubmit)  # a thread's summary is a job
 
     def process(self, delivery: Delivery, *, deadline: float | None = None) -> Coroutine[Any, Any, Outcome]:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do.
