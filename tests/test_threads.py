@@ -264,3 +264,6 @@ def test_with_summaries_the_left_out_turns_are_summarized_once_per_span_by_a_bil
     assert sent[0]["content"].startswith("[A summary of this conversation's first") and sent[1]["content"] == "Noted."
     a = last.assembly
     assert a.input_tokens + a.margin_tokens + a.reserved_output_tokens <= a.window
+    erased = app.service.erase_thread("acme", "support-1182").erased_jobs
+    assert {s.id for s in summaries} <= set(erased)  # erasing the thread blanks its summaries' transcripts too
+    assert all(app.store.get(s.id).request.prompt == ERASED for s in summaries)

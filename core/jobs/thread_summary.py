@@ -17,7 +17,8 @@ from typing import Any
 from core.config.threads import ThreadsConfig
 from core.conversation import Ask, Turn
 from core.errors import AltoError
-from core.jobs.threads import Wait
+from core.jobs.offload import Offload
+from core.jobs.threads import Threads, Wait
 from core.logs import log_event
 from core.models import Job, JobRequest, JobStatus
 
@@ -33,9 +34,11 @@ def transcript(turns: tuple[Turn, ...]) -> str:
 
 
 class Summaries:
-    def __init__(self, config: ThreadsConfig, submit: Submit) -> None:
+    def __init__(self, config: ThreadsConfig, submit: Submit, threads: Threads, store_io: Offload) -> None:
         self.config = config
         self.submit = submit  # the service's asubmit: a summary is a job like any other
+        self.threads = threads  # which notes it, so that erasing the thread blanks it too
+        self.store_io = store_io
 
     async def replaced(self, job: Job, ask: Ask, dropped: int) -> Ask | Wait | None:
         """The ask with its first `dropped` turns replaced by their summary; a Wait while the summary is made;
@@ -50,10 +53,12 @@ class Summaries:
         )
         key = f"thread-summary:{ref.id}:{ref.epoch}:{dropped}"
         try:
-            summary, _ = await self.submit(job.tenant, request, idempotency_key=key)
+            summary, created = await self.submit(job.tenant, request, idempotency_key=key)
         except AltoError as e:  # a spent budget, a queue outage: the turns are left out instead, this time
             log_event("thread.summary_refused", logging.WARNING, thread=ref.id, error=str(e)[:300])
             return None
+        if created:
+            await self.store_io(self.threads.summarized, job.tenant, ref, summary.id)
         if not summary.status.terminal:
             return Wait(f"thread {ref.id}: waiting for the summary of its first {dropped} turns (job {summary.id})")
         if summary.status is not JobStatus.succeeded or not summary.result_text:

@@ -151,6 +151,16 @@ class Threads:
         if job.thread is not None and job.status.terminal:
             self.settle(job.tenant, job.thread, upto=job.thread.seq)
 
+    def summarized(self, tenant: str, ref: ThreadRef, job_id: str) -> None:
+        """Note a summary job of the thread, so that erasing the thread blanks its transcript too."""
+
+        def note(rec: StateRecord | None) -> tuple[dict[str, Any] | None, None]:
+            if rec is None or rec.value["epoch"] != ref.epoch or job_id in rec.value.get("summaries", []):
+                return None, None
+            return {**rec.value, "summaries": [*rec.value.get("summaries", []), job_id]}, None
+
+        mutate(self.state, key(tenant, ref.id), note, ttl_s=THREAD_TTL_S)
+
     def view(self, tenant: str, thread_id: str) -> dict[str, Any] | None:
         rec = self.state.get(key(tenant, thread_id))
         if rec is None or (rec.value.get("erased_at") and not rec.value.get("kept") and not rec.value.get("pending")):
@@ -173,7 +183,8 @@ class Threads:
         rec = self.state.get(key(tenant, thread_id))
         if rec is None:
             return None
-        ids = [*rec.value.get("kept", []), *(v[0] for v in rec.value.get("pending", {}).values())]
+        pending = (v[0] for v in rec.value.get("pending", {}).values())
+        ids = [*rec.value.get("kept", []), *pending, *rec.value.get("summaries", [])]
         if not ids and rec.value.get("erased_at"):
             return None
 

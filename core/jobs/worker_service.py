@@ -45,7 +45,8 @@ class WorkerService(ApiService):
         self.breaker, self.limiter = stages.breaker, stages.limiter  # for GET /v1/providers
         self.aftermath, self.workflows, self.lane = stages.aftermath, stages.workflows, stages.lane
         self.pipeline, self.operator, self.replays = stages.pipeline, stages.operator, stages.replays
-        self.pipeline.summaries = Summaries(settings.threads, self.asubmit)  # a thread's summary is a job
+        # a thread's summary is a job, submitted here and noted on its thread
+        self.pipeline.summaries = Summaries(settings.threads, self.asubmit, self.threads, self.pipeline.store_io)
 
     def process(self, delivery: Delivery, *, deadline: float | None = None) -> Coroutine[Any, Any, Outcome]:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do.
