@@ -91,6 +91,16 @@ def test_a_failed_turn_adds_nothing_and_the_next_runs_after_it(app, fake_anthrop
     assert [m.content for m in app.service.thread("acme", "support-1182").messages[::2]] == [QUESTIONS[0], QUESTIONS[2]]
 
 
+def test_a_replayed_turn_is_refused_saying_to_submit_it_again(app, fake_anthropic):
+    fake, _ = fake_anthropic
+    fake.plan.script = ["400"]
+    job = submit(app, QUESTIONS[0])
+    assert deliver(app, job).status is JobStatus.failed
+    app.service.replay_for("acme", job.id)  # its turn is settled (it added nothing): it can't run in its place now
+    assert deliver(app, job).status is JobStatus.failed
+    assert "submit its prompt again as a new turn" in app.store.get(job.id).error.message
+
+
 def test_a_turn_whose_settling_was_cut_off_is_settled_by_the_next(app, monkeypatch):
     """A worker killed after a job's end was written and before its thread was told: the next turn finds the job
     ended and settles it (its turns added once)."""

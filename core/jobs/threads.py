@@ -78,6 +78,11 @@ class Threads:
         rec = self.state.get(key(job.tenant, ref.id))
         if rec is None or rec.value["epoch"] != ref.epoch:
             return f"thread {ref.id!r} was erased after this job was submitted; submit it again to start a new one"
+        if int(rec.value["done"]) >= ref.seq:  # it ended once (a replay): later turns may already follow it
+            return (
+                f"this job's turn of thread {ref.id!r} ended already and later turns may follow it: submit its "
+                "prompt again as a new turn of the thread instead of replaying it"
+            )
         if int(rec.value["done"]) < ref.seq - 1:
             blocked = self.settle(job.tenant, ref, upto=ref.seq - 1)
             if blocked is not None:
