@@ -170,10 +170,11 @@ def _exactly(
 def _fit_history(ask: Ask, count: Any, room: int) -> tuple[Ask, int]:
     """The ask with its oldest droppable turns left out, `FIT_STEP` at a time, until its history fits `room` tokens
     (a kept history still opens with a user turn), and how many turns were left out."""
-    if not ask.droppable or history_tokens(ask, count) <= room:
+    whole = history_tokens(ask, count)
+    if not ask.droppable or whole <= room:
         return ask, 0
     costs = [count(t.counted()) + sum(map(image_tokens, t.images)) for t in ask.history]
-    results = history_tokens(ask, count) - sum(costs)
+    results = whole - sum(costs)
     drop = 0
     while drop < ask.droppable and sum(costs[drop:]) + results > room:
         drop += 1

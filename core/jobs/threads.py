@@ -89,10 +89,14 @@ class Threads:
                 return blocked
             rec = self.state.get(key(job.tenant, ref.id))
             assert rec is not None
+        return self._turns(rec)
+
+    def _turns(self, rec: StateRecord) -> tuple[Turn, ...]:
+        """The turns of the thread's kept jobs, in order (a job past its retention is gone, and with it its turns)."""
         turns: list[Turn] = []
         for job_id in rec.value.get("kept", []):
             kept = self.store.get(job_id)
-            if kept is not None and kept.status is JobStatus.succeeded:  # one past retention is gone from it
+            if kept is not None and kept.status is JobStatus.succeeded:
                 turns += turns_of(kept)
         return tuple(turns)
 
@@ -170,14 +174,9 @@ class Threads:
         rec = self.state.get(key(tenant, thread_id))
         if rec is None or (rec.value.get("erased_at") and not rec.value.get("kept") and not rec.value.get("pending")):
             return None
-        turns: list[Turn] = []
-        for job_id in rec.value.get("kept", []):
-            kept = self.store.get(job_id)
-            if kept is not None and kept.status is JobStatus.succeeded:
-                turns += turns_of(kept)
         return {
             "thread_id": thread_id,
-            "turns": turns,
+            "turns": list(self._turns(rec)),
             "jobs": list(rec.value.get("kept", [])),
             "pending": [v[0] for _, v in sorted(rec.value.get("pending", {}).items(), key=lambda kv: int(kv[0]))],
         }
