@@ -22,9 +22,11 @@ from core.secrets import EnvSecrets
 if TYPE_CHECKING:
     from core.config.worker import Settings
     from core.jobs.worker_service import WorkerService
+    from core.observability.metrics import Metrics
     from core.providers.registry import ProviderRegistry
     from core.retrieval.embedding import Embedder
     from core.retrieval.library import Library
+    from core.safety.layer import Safety
 
 
 class ApiApp:
@@ -121,6 +123,16 @@ def _ports(
     return store, state, queue, blobs, secrets or EnvSecrets()
 
 
+def _safety(settings: ApiSettings, metrics: Metrics, secrets: Secrets, embedded: bool) -> Safety:
+    """The safety layer; its vault key is `safety.vault_key`, or with the embedded stores a key file beside them
+    (a cloud deployment has no shared folder: every instance would make its own key)."""
+    from core.safety.layer import Safety
+
+    return Safety.of(
+        settings, metrics=metrics, secrets=secrets, local=settings.resolved_data_dir() if embedded else None
+    )
+
+
 def _usable_folder(data: Path) -> Path:
     """The data folder, created if need be; ConfigError naming ALTO_DATA_DIR when it can't be one."""
     from core.errors import ConfigError
@@ -160,6 +172,7 @@ def bootstrap(
     from core.retrieval.library import Library
 
     settings = settings or load_settings(config_path)
+    embedded = blobs is None
     store, state, queue, blobs, secrets = _ports(settings, store, state, queue, blobs, secrets)
     built, writer, embedder = build_retrieval(settings, blobs, secrets)
     retriever = retriever or built
@@ -169,11 +182,13 @@ def bootstrap(
         providers = ProviderRegistry(settings, secrets)
     from core.observability.wiring import build_audit, build_metrics
 
+    metrics = build_metrics(settings)
     service = WorkerService(
         settings,
         Ports(store, state, queue, blobs, secrets, providers, retriever),
-        metrics=build_metrics(settings),
+        metrics=metrics,
         audit=build_audit(settings, blobs),
+        safety=_safety(settings, metrics, secrets, embedded),
         clock=clock or time.time,
     )
     keyword = getattr(retriever, "keyword", None)
@@ -205,10 +220,13 @@ def bootstrap_api(
 ) -> ApiApp:
     """An app for the HTTP API alone: submit, status, listings. Without a retriever it does not check at
     submit that a named collection exists; the worker fails such a job, saying so."""
+    embedded = blobs is None
     store, state, queue, blobs, secrets = _ports(settings, store, state, queue, blobs, secrets)
     from core.observability.wiring import build_metrics
 
-    service = ApiService(settings, store=store, state=state, queue=queue, blobs=blobs, metrics=build_metrics(settings))
+    metrics = build_metrics(settings)
+    safety = _safety(settings, metrics, secrets, embedded)
+    service = ApiService(settings, store=store, state=state, queue=queue, blobs=blobs, metrics=metrics, safety=safety)
     return ApiApp(settings, store, state, queue, blobs, secrets, service)
 
 

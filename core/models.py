@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# the request and the prompt record are parts of a job; re-exported, where the rest of the code has found them
 from core.job_request import (  # noqa: F401
     CANONICAL_JSON,
     MAX_INPUT_CHARS,
@@ -24,6 +23,9 @@ from core.job_request import (  # noqa: F401
     JobRequest,
 )
 from core.prompt_record import ChunkDropped, ChunkUse, PromptAssembly  # noqa: F401
+
+# the request and the prompt record are parts of a job; re-exported, where the rest of the code has found them
+from core.safety.record import SafetyRecord
 from core.tooling import ToolCall
 
 
@@ -251,6 +253,7 @@ class Job(_Model):
     workflow: WorkflowState | None = None  # a workflow's parent
     batch: BatchRef | None = None  # on the batch lane
     thread: ThreadRef | None = None  # one turn of a thread: runs after the turns before it
+    safety: SafetyRecord | None = None  # the safety policy's findings and sealed values (core.safety)
 
 
 class QueueMessage(_Model):

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.config.safety import PolicyConfig
 from core.config.worker import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
 from core.errors import NoRoute
 from core.models import JobRequest, RouteDecision
@@ -48,20 +49,31 @@ class Router:
 
     # ------------------------------------------------------------------ policy
 
-    def denied(self, tenant: str, name: str) -> str | None:
-        """Why the tenant may not use model `name`, or None if it may."""
+    def denied(self, tenant: str, name: str, task: str | None = None) -> str | None:
+        """Why the tenant's data may not go to model `name`, or None if it may: its `policy`, then the `reach` of
+        the safety policy its jobs of `task` run under. Every model a plan holds passes this, fallbacks included,
+        so neither the breaker nor the batch lane can send a job anywhere else."""
         t = self.settings.tenants.get(tenant)
-        if t is None:
-            return None
-        pol, model = t.policy, self.settings.models[name]
+        safety = self.settings.safety
+        chosen = safety.choose(t.safety if t is not None else None, task)
+        reach = [("tenant policy", t.policy)] if t is not None else []
+        if chosen is not None:
+            reach.append((f"safety policy '{chosen}'", safety.resolved(chosen).reach))
+        for who, pol in reach:
+            if (why := self._outside(pol, name)) is not None:
+                return f"{who} does not allow {why}"
+        return None
+
+    def _outside(self, pol: PolicyConfig, name: str) -> str | None:
+        model = self.settings.models[name]
         if pol.allowed_providers is not None and model.provider not in pol.allowed_providers:
-            return f"tenant policy does not allow provider '{model.provider}' (allowed: {', '.join(pol.allowed_providers)})"
+            return f"provider '{model.provider}' (allowed: {', '.join(pol.allowed_providers)})"
         if pol.allowed_models is not None and not {name, model.model_id} & set(pol.allowed_models):
-            return f"tenant policy does not allow model '{name}'"
+            return f"model '{name}'"
         if pol.allowed_regions is not None:
             region = model.region or self.settings.providers[model.provider].region
             if region not in pol.allowed_regions:
-                return f"tenant policy does not allow region '{region or 'unspecified'}' (model '{name}')"
+                return f"region '{region or 'unspecified'}' (model '{name}')"
         return None
 
     # ------------------------------------------------------------------ planning
@@ -71,7 +83,7 @@ class Router:
         seeing = bool(request.messages) and bool(request.images())
 
         def refused(name: str) -> str | None:  # the tenant's policy, then the request's images
-            if (why := self.denied(tenant, name)) is not None:
+            if (why := self.denied(tenant, name, request.task)) is not None:
                 return why
             if seeing and not self.settings.models[name].vision:
                 return f"model '{name}' does not read images (set models.{name}.vision: true if it does)"

@@ -20,6 +20,8 @@ from core.models import (
     Usage,
     Waiting,
 )
+from core.safety.placeholders import Reveal, reveal_json
+from core.safety.record import SafetyView
 from core.structured import parsed
 from core.tooling import ToolCall
 
@@ -70,6 +72,11 @@ class Partial(_Model):
     text: str
     seq: int
     attempt: int
+    retracted_at: int | None = Field(
+        default=None,
+        description="The write at which the safety policy took back text already served: text shown from writes "
+        "before it must be replaced by this `text`.",
+    )
 
 
 class JobView(_Model):
@@ -111,6 +118,9 @@ class JobView(_Model):
         description="A queued job deferred without spending an attempt: "
         "what it waits for (a rate limit, an open circuit, a budget) and until when.",
     )
+    safety: SafetyView | None = Field(
+        default=None, description="The safety policy the job ran under and what its checks found (never the text)."
+    )
     lane: str = Field(default="online", description="online, or batch (the provider's batch API).")
     batch_id: str | None = Field(default=None, description="The provider's batch this job was sent in.")
     trace_id: str
@@ -119,13 +129,20 @@ class JobView(_Model):
     finished_at: float | None
 
     @classmethod
-    def of(cls, job: Job, partial: Partial | None = None) -> "JobView":
+    def of(cls, job: Job, partial: Partial | None = None, reveal: Reveal | None = None) -> "JobView":
+        """The view of `job`; `reveal` restores the values a safety policy redacted (`core.safety`)."""
+        result, calls = job.result_text, (job.reply.tool_calls if job.reply is not None else [])
+        if reveal is not None:
+            result = reveal(result) if result is not None else None
+            calls = [c.model_copy(update={"arguments": reveal_json(c.arguments, reveal)}) for c in calls]
+            partial = partial.model_copy(update={"text": reveal(partial.text)}) if partial is not None else None
+        succeeded = job.status is JobStatus.succeeded
         return cls(
             job_id=job.id,
             status=job.status,
             tenant=job.tenant,
             task=job.request.task,
-            result=job.result_text,
+            result=result,
             citations=job.citations,
             invalid_citations=[c.id for c in job.citations if not c.valid],
             usage=job.usage,
@@ -142,8 +159,9 @@ class JobView(_Model):
             if job.parent
             else None,
             partial=partial,
-            tool_calls=job.reply.tool_calls if job.reply is not None and job.status is JobStatus.succeeded else [],
-            output=parsed(job.request.response_format, job.result_text) if job.status is JobStatus.succeeded else None,
+            tool_calls=calls if succeeded else [],
+            output=parsed(job.request.response_format, result) if succeeded else None,
+            safety=SafetyView.of(job.safety),
             waiting=job.waiting if job.status is JobStatus.queued else None,
             lane="batch" if job.batch is not None and job.batch.state != "returned" else "online",
             batch_id=job.batch.id if job.batch is not None else None,

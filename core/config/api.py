@@ -13,30 +13,19 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.config.budgets import BudgetConfig
+from core.config.safety import PolicyConfig, SafetyConfig, TenantSafety
+from core.config.strict import SECRET_REF, _Strict
 from core.config.workflows import WorkflowConfig, builtin_workflows, check_ids
 from core.models import NAME_PATTERN, NAME_RULE
 
-SECRET_REF = re.compile(r"^(env|file|aws-sm|gcp-sm|azure-kv):.+$")
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def hash_api_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
-
-
-class PolicyConfig(_Strict):
-    """What a tenant may use; unset means anything."""
-
-    allowed_providers: list[str] | None = None
-    allowed_models: list[str] | None = None
-    allowed_regions: list[str] | None = None
 
 
 class GuardrailsConfig(_Strict):
@@ -69,6 +58,14 @@ class TenantConfig(_Strict):
         "in the Standard Webhooks form.",
     )
     budgets: BudgetConfig | None = Field(default=None, description="Spend limits, reserved before each call.")
+    safety: TenantSafety | None = Field(
+        default=None, description="The safety policy by name, or `{default: NAME, tasks: {TASK: NAME}}`."
+    )
+
+    @field_validator("safety", mode="before")
+    @classmethod
+    def _safety_name(cls, v: object) -> object:
+        return {"default": v} if isinstance(v, str) else v
 
     @field_validator("webhook_secret")
     @classmethod
@@ -332,6 +329,7 @@ class ApiSettings(_Strict):
     routing: Any = Field(default_factory=dict, description="Routing rules (validated by Settings).")
     templates: Any = Field(default_factory=dict, description="Keyed by `id@version` (validated by Settings).")
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
 
     @field_validator("tenants")
@@ -366,6 +364,15 @@ class ApiSettings(_Strict):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+
+    @model_validator(mode="after")
+    def _tenant_policies(self) -> "ApiSettings":
+        for name, t in self.tenants.items():
+            chosen = t.safety or TenantSafety()
+            for task, policy in [(None, chosen.default), *chosen.tasks.items()]:
+                where = f"tenants.{name}.safety" + (f".tasks.{task}" if task else "")
+                self.safety.known(where, policy)
+        return self
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir is not None:

@@ -31,7 +31,7 @@ from core.errors import (
 from core.governance.spend import DIMENSIONS, day_of
 from core.jobs.service import ApiService
 from core.logs import log_event
-from core.views import JobList, JobView, Me, OutcomeReport, SubmitResponse, UsageReport
+from core.views import JobList, Me, OutcomeReport, SubmitResponse, UsageReport
 
 # exception → (status, code); InputError carries its own status. Most specific first.
 ERRORS: tuple[tuple[type[AltoError], int, str], ...] = (
@@ -171,7 +171,10 @@ class Api:
             else self.service.page(q.tenant, status=q.status, limit=q.limit, cursor=q.cursor, where=q.where)
         )
         return ApiResponse(
-            200, JobList(jobs=[JobView.of(j) for j in page.jobs], next_cursor=page.next_cursor).model_dump(mode="json")
+            200,
+            JobList(jobs=[self.service.queries.view_of(j) for j in page.jobs], next_cursor=page.next_cursor).model_dump(
+                mode="json"
+            ),
         )
 
     def get_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
@@ -236,7 +239,9 @@ class Api:
         )
 
     def cancel_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
-        return ApiResponse(200, JobView.of(self.service.cancel(caller.tenant, job_id)).model_dump(mode="json"))
+        return ApiResponse(
+            200, self.service.queries.view_of(self.service.cancel(caller.tenant, job_id)).model_dump(mode="json")
+        )
 
     def get_thread(self, req: ApiRequest, caller: Caller, thread_id: str) -> ApiResponse:
         return ApiResponse(200, self.service.thread(caller.tenant, thread_id).model_dump(mode="json"))
@@ -245,7 +250,9 @@ class Api:
         return ApiResponse(200, self.service.erase_thread(caller.tenant, thread_id).model_dump(mode="json"))
 
     def replay_job(self, req: ApiRequest, caller: Caller, job_id: str) -> ApiResponse:
-        return ApiResponse(200, JobView.of(self.service.replay_for(caller.tenant, job_id)).model_dump(mode="json"))
+        return ApiResponse(
+            200, self.service.queries.view_of(self.service.replay_for(caller.tenant, job_id)).model_dump(mode="json")
+        )
 
     def providers(self, req: ApiRequest, caller: Caller) -> ApiResponse:
         state = getattr(self.service, "provider_state", None)

@@ -286,7 +286,11 @@ class Attempter:
         # terminal has its cost counted already (and a reply that loses its write is still counted once)
         await ticket.correct_tokens(result)
         await ticket.charge(attempt.usage.cost_usd if attempt.usage else 0.0)
+        if writer is not None and writer.retracted and job.safety is not None:
+            job.safety.retracted = True
         verdict = self.verdicts.of(job, result.text, assembled.chunks)
+        if verdict.text != result.text:  # redacted by the safety policy: no stored copy holds the value
+            result = result.model_copy(update={"text": verdict.text})
         if not await self._bill_and_save(job, ticket, attempt.usage, result, verdict):
             return Lost("could not persist the provider reply")
         written = verdict if job.status.terminal else None  # else only the reply landed (a race): finalize writes
@@ -317,8 +321,9 @@ class Attempter:
     def _writer(self, job: Job, attempt: int) -> StreamWriter | None:
         if not job.request.stream:
             return None
+        guard = self.verdicts.safety.guard(job) if self.verdicts.safety is not None else None
         return StreamWriter(
-            self.streams, job.id, attempt, flush_s=self.settings.stream.flush_ms / 1000, io=self.state_io
+            self.streams, job.id, attempt, flush_s=self.settings.stream.flush_ms / 1000, io=self.state_io, guard=guard
         )
 
     def _call(

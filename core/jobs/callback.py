@@ -21,7 +21,6 @@ from core.jobs.submit import queue_callback
 from core.logs import log_event
 from core.models import CallbackState, Job, QueueMessage
 from core.ports import Secrets, SendQueue
-from core.views import JobView
 from core.webhooks import signing
 from core.webhooks.sender import post
 from core.webhooks.targets import Policy
@@ -70,7 +69,7 @@ class Callbacks:
         view = job.callback_views.get(cb.id)
         if view is None and job.status.value != cb.event:  # moved on since, unrecorded: nothing true to send
             return Outcome("ack", detail="the job moved on from the state this callback reports")
-        body = (view or JobView.of(job).model_dump_json()).encode()
+        body = (view or self.ledger.views(job).model_dump_json()).encode()
         headers = {
             "content-type": "application/json",
             "x-alto-job-id": job.id,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from core.jobs.usage import job_usage
 from core.models import Attempt, Citation, ErrorClass, Job, JobError, JobStatus, ProviderResult, Usage
+from core.safety.record import SafetyRecord
 
 Change = Callable[[Job], None]
 
@@ -30,17 +31,29 @@ def bill_on_cancelled(reply: ProviderResult) -> Change:
     return change
 
 
-def succeeded(text: str, citations: list[Citation], usage: Usage, now: float) -> Change:
+def succeeded(
+    text: str, citations: list[Citation], usage: Usage, now: float, safety: SafetyRecord | None = None
+) -> Change:
     def change(j: Job) -> None:
         j.result_text, j.citations, j.usage = text, citations, usage
         j.finished_at = now
+        if safety is not None:
+            j.safety = safety
 
     return change
 
 
-def failed(error: JobError, citations: list[Citation] | None, usage: Usage | None, now: float) -> Change:
+def failed(
+    error: JobError,
+    citations: list[Citation] | None,
+    usage: Usage | None,
+    now: float,
+    safety: SafetyRecord | None = None,
+) -> Change:
     def change(j: Job) -> None:
         j.error, j.result_text = error, None
+        if safety is not None:
+            j.safety = safety
         if citations is not None:
             j.citations = citations
         j.usage = usage if usage is not None else job_usage(j)

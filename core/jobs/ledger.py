@@ -38,6 +38,7 @@ from core.ports import JobStore
 if TYPE_CHECKING:
     from core.config.worker import ModelConfig
     from core.jobs.verdict import Verdict  # type only: the API's cold start never judges a reply
+    from core.views import JobView
 
 TRIES = 5
 REPLAYABLE = (JobStatus.dead_lettered, JobStatus.failed, JobStatus.cancelled)
@@ -56,6 +57,7 @@ class Ledger:
     def __init__(self, store: JobStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
+        self.views: Callable[[Job], JobView] = _plain_view  # the service's restores what a policy redacted
 
     # ------------------------------------------------------------------ reads and creation
 
@@ -158,8 +160,8 @@ class Ledger:
 
     def _finishing(self, v: Verdict) -> tuple[JobStatus, Change]:
         if v.error is None:
-            return JobStatus.succeeded, succeeded(v.text, v.citations, v.usage, self.clock())
-        return JobStatus.failed, failed(v.error, v.citations, v.usage, self.clock())
+            return JobStatus.succeeded, succeeded(v.text, v.citations, v.usage, self.clock(), v.safety)
+        return JobStatus.failed, failed(v.error, v.citations, v.usage, self.clock(), v.safety)
 
     def serve_cached(
         self,
@@ -267,9 +269,7 @@ class Ledger:
 
             def change(j: Job) -> None:
                 if j.callback is not None and j.callback.state == "pending" and j.callback.id not in j.callback_views:
-                    from core.views import JobView
-
-                    j.callback_views = {**j.callback_views, j.callback.id: JobView.of(j).model_dump_json()}
+                    j.callback_views = {**j.callback_views, j.callback.id: self.views(j).model_dump_json()}
                 j.provider_calls, j.reply, j.finished_at, j.call_in_flight_until = 0, None, None, None
 
             return self.write(job, JobStatus.queued, change)
@@ -356,3 +356,9 @@ def check_replayable(job: Job) -> None:
             f"job {job.id} is {job.status.value}; only dead_lettered, failed or cancelled jobs can be replayed",
             status=409,
         )
+
+
+def _plain_view(job: Job) -> JobView:
+    from core.views import JobView
+
+    return JobView.of(job)

@@ -41,6 +41,7 @@ from core.models import ErrorClass, Job, JobError, JobStatus, QueueMessage
 from core.observability.metrics import Metrics, task_of
 from core.ports import BlobStore, Delivery
 from core.retry import jittered
+from core.safety.layer import Safety
 from core.workflows.engine import Workflows
 
 THREAD_WAIT_S = 2.0  # how soon a job waiting for an earlier turn of its thread looks again
@@ -84,6 +85,7 @@ class Pipeline:
         self.threads = threads
         self.blobs = blobs  # where a job's images are
         self.summaries: Summaries | None = None  # set by the worker service: summary jobs are submitted through it
+        self.safety: Safety | None = None  # set by the worker service: the tenant's policy screens retrieved chunks
 
     async def process(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         try:
@@ -173,6 +175,8 @@ class Pipeline:
         if ask.images or any(t.images for t in ask.history):
             ask = await asyncio.to_thread(with_image_data, ask, self.blobs)
         candidates = await self.preparer.candidates(job.tenant, job.request)
+        if self.safety is not None:  # redacted and fenced before anything counts or sends them
+            candidates = self.safety.context(job, candidates)
         check_input("\n\n".join(job.request.ask().texts()), self.settings.guardrails)  # what this job brings
         prepared = self.preparer.prepare(job.tenant, job.request, candidates, job_id=job.id, ask=ask)
         for note in prepared.plan.notes:

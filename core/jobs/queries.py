@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from core.errors import NotFound
@@ -11,14 +11,22 @@ from core.jobs.filters import EVERY, SCAN_CAP, JobFilter
 from core.models import Job, JobStatus
 from core.paging import Position, offset_cursor, position_cursor, read_offset, read_position
 from core.ports import JobStore
+from core.safety.placeholders import Reveal
 from core.streaming.log import StreamLog, source
 from core.views import JobView, Partial
 
 
 class Queries:
-    def __init__(self, store: JobStore, streams: StreamLog | None = None) -> None:
+    def __init__(
+        self, store: JobStore, streams: StreamLog | None = None, reveal: Callable[[Job], Reveal] | None = None
+    ) -> None:
         self.store = store
         self.streams = streams
+        self.reveal = reveal  # restores what a safety policy redacted, from the job's sealed values
+
+    def view_of(self, job: Job, partial: Partial | None = None) -> JobView:
+        """The job as a client reads it (the one place a view is made from a stored job)."""
+        return JobView.of(job, partial, self.reveal(job) if self.reveal is not None else None)
 
     def get(self, tenant: str | None, job_id: str) -> Job:
         """The job, if it is `tenant`'s (`None`: an operator's read, any tenant's)."""
@@ -29,14 +37,16 @@ class Queries:
 
     def view(self, tenant: str | None, job_id: str) -> JobView:
         job = self.get(tenant, job_id)
-        return JobView.of(job, self.partial(job))
+        return self.view_of(job, self.partial(job))
 
     def partial(self, job: Job) -> Partial | None:
         """A running streaming job's text so far (None once it is terminal: the result is the text)."""
         if not job.request.stream or job.status.terminal or self.streams is None:
             return None
         snap = self.streams.read(source(job))
-        return Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt) if snap is not None else None
+        if snap is None:
+            return None
+        return Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt, retracted_at=snap.retracted or None)
 
     def page(
         self,
@@ -119,8 +129,8 @@ def _child_ids(parent: Job) -> Iterator[str]:
             yield from round_ids(parent.id, k, round_, nodes)
 
 
-def job_json(job: Job) -> str:
-    return json.dumps(JobView.of(job).model_dump(mode="json"), indent=2)
+def job_json(view: JobView) -> str:
+    return json.dumps(view.model_dump(mode="json"), indent=2)
 
 
 def dead_letter_state(job: Job) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from core.jobs.threads import Threads
 from core.models import Job, JobRequest, JobStatus
 from core.observability.metrics import Fanout, Metrics
 from core.ports import BlobStore, JobStore, Retriever, SendQueue, StateStore
+from core.safety.layer import Safety
 from core.streaming.events import Feed
 from core.streaming.log import StreamLog
 from core.views import JobView, ThreadErased, ThreadView
@@ -40,14 +41,18 @@ class ApiService:
         blobs: BlobStore | None = None,
         retriever: Retriever | None = None,
         metrics: Metrics | None = None,
+        safety: Safety | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Fanout([])
+        self.safety = safety or Safety.of(settings, metrics=self.metrics, local=settings.resolved_data_dir())
         self.ledger = Ledger(store, clock=clock)
         self.submitter = Submitter(settings, self.ledger, state, queue, blobs=blobs, retriever=retriever, clock=clock)
+        self.submitter.safety = self.safety
         self.streams = StreamLog(state, blobs, settings.stream)
-        self.queries = Queries(store, self.streams)
+        self.queries = Queries(store, self.streams, self.safety.reveal)
+        self.ledger.views = self.queries.view_of  # a callback's body is the view its receiver reads
         self.feed = Feed(self.queries, self.streams, settings.stream)
         self.spend = UsageLedger(state, clock=clock)
         self.outcomes = OutcomeLedger(state, clock=clock)

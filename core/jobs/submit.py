@@ -26,6 +26,7 @@ from core.workflows.inputs import stash
 if TYPE_CHECKING:
     from core.config.worker import Settings
     from core.jobs.threads import Threads
+    from core.safety.layer import Safety
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 
@@ -78,6 +79,7 @@ class Submitter:
         self.clock = clock
         self.ordered_ids = bool(getattr(ledger.store, "ordered_ids", False))  # declared by the store (JobStore)
         self.threads: Threads | None = None  # set by the service: a thread job takes its turn number here
+        self.safety: Safety | None = None  # set by the service: the tenant's safety policy screens what is stored
 
     def submit(
         self,
@@ -91,7 +93,10 @@ class Submitter:
         """Store and enqueue a job. Returns (job, created); a repeated idempotency key returns the first job."""
         check_request(request, tenant, self.settings, self.retriever)
         self._check_budget(tenant, request)
-        fingerprint = request.fingerprint()
+        safety, fingerprint = self.safety, request.fingerprint()
+        screened = safety.submitted(tenant, request) if safety is not None else None
+        if safety is not None and screened is not None:  # from here on only the redacted request exists
+            fingerprint, request = safety.fingerprint(screened, fingerprint), screened.request
         job_id = new_job_id(ordered=self.ordered_ids)
         if idempotency_key is not None:
             found = self._reserve_key(tenant, idempotency_key, fingerprint, job_id)
@@ -105,6 +110,8 @@ class Submitter:
         request = stash_images(request, self.blobs)  # no stored job holds an image's bytes
         job = self._new_job(job_id, tenant, request, fingerprint, idempotency_key, trace_id)
         job.parent_span_id = parent_span_id
+        if safety is not None and screened is not None:
+            job.safety = safety.sealed(screened, tenant, job_id)
         if request.thread_id is not None and self.threads is not None:
             job.thread = self.threads.open(tenant, request, job_id)
         if not self.ledger.create(job):

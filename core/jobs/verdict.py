@@ -11,9 +11,12 @@ from core.guardrails import check_output
 from core.jobs.usage import job_usage
 from core.models import Citation, ErrorClass, Job, JobError, Usage
 from core.prompting import extract_citations
+from core.safety.layer import explain
+from core.safety.record import SafetyRecord
 
 if TYPE_CHECKING:
     from core.config.worker import Settings
+    from core.safety.layer import Safety
 
 
 class Verdict(NamedTuple):
@@ -24,17 +27,30 @@ class Verdict(NamedTuple):
     usage: Usage
     error: JobError | None = None
     rule: str | None = None
+    safety: SafetyRecord | None = None  # the job's findings with the output's, its values sealed
 
 
 class Verdicts:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, safety: Safety | None = None) -> None:
         self.settings = settings
+        self.safety = safety
 
     def of(self, job: Job, text: str, chunks: list[ContextChunk]) -> Verdict:
+        """The reply judged: its text as kept (redacted where the job's safety policy says), citations, usage, and
+        the output checks' error (a guardrail, or a `block` finding: billed, kept in the record, not served)."""
+        record, blocked = job.safety, None
+        if self.safety is not None:
+            text, record, blocked = self.safety.output(job, text)
         citations = extract_citations(text, chunks)
         usage = job_usage(job, self.settings.models.get(job.route.model) if job.route else None)
+        if blocked is not None and record is not None:
+            error = JobError(
+                error_class=ErrorClass.permanent, message=explain(record.policy, blocked) + " (the answer)"
+            )
+            return Verdict(text, citations, usage, error, blocked.rule, record)
         try:
             check_output(text, citations, self.settings.guardrails)
-        except GuardrailViolation as e:  # paid for and kept in the record; not served
-            return Verdict(text, citations, usage, JobError(error_class=ErrorClass.permanent, message=str(e)), e.rule)
-        return Verdict(text, citations, usage)
+        except GuardrailViolation as e:
+            error = JobError(error_class=ErrorClass.permanent, message=str(e))
+            return Verdict(text, citations, usage, error, e.rule, record)
+        return Verdict(text, citations, usage, safety=record)

@@ -40,6 +40,7 @@ from core.observability.metrics import Metrics
 from core.ports import BlobStore, JobStore, Retriever, Secrets, SendQueue, StateStore
 from core.providers.registry import ProviderRegistry
 from core.routing import Router
+from core.safety.layer import Safety
 from core.streaming.log import StreamLog
 from core.workflows.engine import Workflows
 from core.workflows.max_calls import MaxCalls
@@ -66,6 +67,7 @@ class Shared(NamedTuple):
     spend: UsageLedger
     metrics: Metrics
     streams: StreamLog
+    safety: Safety
 
 
 class Stages(NamedTuple):
@@ -158,7 +160,7 @@ def _answering(
     settings: Settings, ports: Ports, shared: Shared, io: _Io, router: Router, preparer: Preparer, aftermath: Aftermath
 ) -> _Answering:
     """The stages that turn a provider's reply into a job's result: the attempt, the finalizer, the cache."""
-    bills, verdicts = Bills(shared.spend, state_io=io.state), Verdicts(settings)
+    bills, verdicts = Bills(shared.spend, state_io=io.state), Verdicts(settings, shared.safety)
     finalizer = Finalizer(shared.ledger, verdicts, preparer, aftermath, store_io=io.store, clock=io.clock)
     attempter = Attempter(
         settings, shared.ledger, ports.providers, router.fits, verdicts, bills, aftermath,

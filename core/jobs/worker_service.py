@@ -20,6 +20,7 @@ from core.observability.audit import AuditLog
 from core.observability.metrics import Metrics
 from core.ports import Delivery
 from core.routing import Router
+from core.safety.layer import Safety
 
 
 class WorkerService(ApiService):
@@ -31,15 +32,16 @@ class WorkerService(ApiService):
         router: Router | None = None,
         metrics: Metrics | None = None,
         audit: AuditLog | None = None,
+        safety: Safety | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         p = ports
         super().__init__(
             settings, store=p.store, state=p.state, queue=p.queue, blobs=p.blobs, retriever=p.retriever,
-            metrics=metrics, clock=clock,
+            metrics=metrics, safety=safety, clock=clock,
         )  # fmt: skip
         self.settings: Settings = settings
-        shared = Shared(self.ledger, self.outcomes, self.spend, self.metrics, self.streams)
+        shared = Shared(self.ledger, self.outcomes, self.spend, self.metrics, self.streams, self.safety)
         stages = wire(settings, ports, shared, router=router, audit=audit, clock=clock)
         self.router, self.preparer, self.cache = stages.router, stages.preparer, stages.cache
         self.breaker, self.limiter = stages.breaker, stages.limiter  # for GET /v1/providers
@@ -47,6 +49,7 @@ class WorkerService(ApiService):
         self.pipeline, self.operator, self.replays = stages.pipeline, stages.operator, stages.replays
         # a thread's summary is a job, submitted here and noted on its thread
         self.pipeline.summaries = Summaries(settings.threads, self.asubmit, self.threads, self.pipeline.store_io)
+        self.pipeline.safety = self.safety
 
     def process(self, delivery: Delivery, *, deadline: float | None = None) -> Coroutine[Any, Any, Outcome]:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do.

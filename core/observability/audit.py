@@ -3,7 +3,7 @@
 A record holds the prompt exactly as sent (system and user turn), the output, the model and its
 provider model id, the template id@version, the context chunk ids, and the decision trail: the route
 and its reason, every attempt (model, outcome, error class: where a fallback happened) and the
-guardrail verdict. Keys are `{prefix}/retention={days}d/{tenant}/{YYYY-MM-DD}/{job_id}.jsonl`, so
+guardrail verdict, with the safety policy's findings (rule, action, where, offsets; never the text found). Keys are `{prefix}/retention={days}d/{tenant}/{YYYY-MM-DD}/{job_id}.jsonl`, so
 one lifecycle rule per retention prefix expires them. PII (e-mail, phone and card numbers) is masked
 by default. It is written only when `observability.audit.enabled`, and never to the ordinary logs.
 """
@@ -60,6 +60,7 @@ class AuditLog:
                 if job.status.value == "succeeded"
                 else (job.error.message if job.error else None),
                 "cached_from": job.cached_from,
+                "safety": _safety(job),
             },
             "usage": job.usage.model_dump(mode="json"),
         }
@@ -77,3 +78,10 @@ class AuditLog:
         from core.redaction import redact
 
         return redact(text)
+
+
+def _safety(job: Job) -> dict[str, Any] | None:
+    from core.safety.record import SafetyView
+
+    view = SafetyView.of(job.safety)
+    return view.model_dump(mode="json") if view is not None else None

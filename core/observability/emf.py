@@ -99,6 +99,13 @@ class EmfSink:
             {"Tenant": tenant, "Task": task, "Event": "picked"},
         )
 
+    def finding(self, tenant: str, task: str, rule: str, action: str) -> None:
+        self._emit(
+            [["Rule"], ["Tenant", "Rule", "Action"]],
+            {"SafetyFindings": (1, "Count")},
+            {"Tenant": tenant, "Task": task, "Rule": rule, "Action": action, "Event": "finding"},
+        )
+
     def deferred(self, tenant: str, task: str, model: str) -> None:
         self._emit(
             [["Model"], ["Tenant", "Task", "Model"]],

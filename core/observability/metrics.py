@@ -2,7 +2,7 @@
 
 Every runtime feeds the same four points: an attempt finished (`attempt`), a job reached a terminal
 status (`job`), a delivery picked a queued job up (`picked`, its queue age) and a job was deferred
-(`deferred`). Dimensions are tenant, task, model, provider, status, outcome and error class, never a
+(`deferred`); the safety layer reports each finding (`finding`: its rule and action). Dimensions are tenant, task, model, provider, status, outcome and error class, never a
 job id or a prompt, so a series count stays bounded by configuration. Sinks may be called from the
 event loop or from the storage thread, so each must be thread-safe. `flush` runs at the end of a
 serverless invocation, before the platform may freeze the process.
@@ -53,6 +53,8 @@ class Metrics(Protocol):
     def picked(self, tenant: str, task: str, queue_age_s: float) -> None: ...
 
     def deferred(self, tenant: str, task: str, model: str) -> None: ...
+
+    def finding(self, tenant: str, task: str, rule: str, action: str) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -128,6 +130,9 @@ class Fanout:
 
     def deferred(self, tenant: str, task: str, model: str) -> None:
         self._each("deferred", tenant, task, model)
+
+    def finding(self, tenant: str, task: str, rule: str, action: str) -> None:
+        self._each("finding", tenant, task, rule, action)
 
     def flush(self) -> None:
         self._each("flush")

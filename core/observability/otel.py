@@ -263,6 +263,9 @@ class OtelSink:
     def deferred(self, tenant: str, task: str, model: str) -> None:
         return None
 
+    def finding(self, tenant: str, task: str, rule: str, action: str) -> None:
+        return None  # counted by the Prometheus and EMF sinks; OTel carries the job's spans
+
     def flush(self) -> None:
         """Export what is buffered (a Lambda or Cloud Function may be frozen right after the invocation)."""
         if self._spans is not None:

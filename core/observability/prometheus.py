@@ -108,6 +108,7 @@ SERIES = (
     ("alto_fallbacks_total", "counter", "Attempts sent to a fallback model."),
     ("alto_queue_age_seconds", "histogram", "How long a queued job waited before a worker picked it up."),
     ("alto_deferrals_total", "counter", "Deliveries deferred (rate limit, circuit, slot, budget)."),
+    ("alto_safety_findings_total", "counter", "Safety policy findings, by rule and action (block, redact, flag)."),
 )
 
 
@@ -183,6 +184,11 @@ class PrometheusSink:
 
     def deferred(self, tenant: str, task: str, model: str) -> None:
         self.registry.inc("alto_deferrals_total", (("model", model), ("task", task), ("tenant", tenant)))
+
+    def finding(self, tenant: str, task: str, rule: str, action: str) -> None:
+        self.registry.inc(
+            "alto_safety_findings_total", (("action", action), ("rule", rule), ("task", task), ("tenant", tenant))
+        )
 
     def flush(self) -> None:
         return None

@@ -5,7 +5,9 @@ response (`alto serve`, Cloud Functions gen2) sends each batch as it comes and f
 one that buffers responses (API Gateway, Azure without its streaming extension) sends the first batch and
 ends the response, and the client's EventSource reconnects with `Last-Event-ID`, resuming without gaps or
 repeats. Events: `delta` (`id: ATTEMPT:SEQ`, the text written since the previous one), `reset` (a retry
-or fallback started a new attempt: drop the text so far), `status`, and `done` (the final job view).
+or fallback started a new attempt: drop the text so far), `retract` (the safety policy took back text already
+served: drop what was shown; the `delta` after it is the clean text so far), `status`, and `done` (the final job
+view). Placeholders of values a policy redacted are restored in what is sent, never in what is stored.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import NamedTuple
 from core.config.api import StreamConfig
 from core.jobs.queries import Queries
 from core.models import Job
+from core.safety.placeholders import Reveal
 from core.streaming.log import Snapshot, StreamLog, source
-from core.views import JobView, Partial
+from core.views import Partial
 
 Frame = bytes | float
 JOB_READ_S = 0.5  # the job record (status, result) is re-read at most this often; the text at every poll
@@ -69,16 +72,17 @@ class Feed:
         yield b"retry: 1000\n\n"
         deadline, status, read_at = self.clock() + wait_s, None, self.clock()
         while True:
-            out, cursor = self._deltas(self.streams.read(source(job)), cursor)
             if self.clock() - read_at >= JOB_READ_S or job.status.terminal:
                 job, read_at = self.queries.store.get(job.id) or job, self.clock()
+            out, cursor = self._deltas(self.streams.read(source(job)), cursor, self._reveal(job))
             if job.status is not status:
                 status = job.status
                 out.append(_event("status", {"status": status.value}))
             if job.status.terminal:
-                if cursor == Cursor() and job.result_text:  # nothing was streamed (a cache hit): the text at once
-                    out.append(_event("delta", {"text": job.result_text, "attempt": 0, "seq": 1}, "0:1"))
-                out.append(_event("done", JobView.of(job).model_dump(mode="json")))
+                view = self.queries.view_of(job)
+                if cursor == Cursor() and view.result:  # nothing was streamed (a cache hit): the text at once
+                    out.append(_event("delta", {"text": view.result, "attempt": 0, "seq": 1}, "0:1"))
+                out.append(_event("done", view.model_dump(mode="json")))
                 yield b"".join(out)
                 return
             if out:
@@ -89,7 +93,10 @@ class Feed:
                 return
             yield self.config.poll_ms / 1000
 
-    def _deltas(self, snap: Snapshot | None, cursor: Cursor) -> tuple[list[bytes], Cursor]:
+    def _reveal(self, job: Job) -> Reveal:
+        return self.queries.reveal(job) if self.queries.reveal is not None else str
+
+    def _deltas(self, snap: Snapshot | None, cursor: Cursor, reveal: Reveal) -> tuple[list[bytes], Cursor]:
         if snap is None:
             return [], cursor
         out = []
@@ -99,7 +106,11 @@ class Feed:
             cursor = Cursor(snap.attempt, 0)
         start = cursor.seq if cursor.attempt == snap.attempt or cursor.attempt == -1 else 0
         for seq, text in snap.deltas_after(start):
-            out.append(_event("delta", {"text": text, "attempt": snap.attempt, "seq": seq}, f"{snap.attempt}:{seq}"))
+            if seq == snap.retracted and start > 0:  # this client may have shown text that was taken back
+                out.append(_event("retract", {"attempt": snap.attempt, "seq": seq}))
+            if text:  # a retraction empties the deltas before it
+                event = {"text": reveal(text), "attempt": snap.attempt, "seq": seq}
+                out.append(_event("delta", event, f"{snap.attempt}:{seq}"))
         return out, Cursor(snap.attempt, max(start, snap.seq))
 
     def long_poll(self, job: Job, after: str, wait_s: float) -> Iterator[Frame]:
@@ -116,11 +127,12 @@ class Feed:
             )
             if fresh or job.status.terminal or self.clock() >= deadline:
                 partial = (
-                    Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt)
+                    Partial(text=snap.text, seq=snap.seq, attempt=snap.attempt, retracted_at=snap.retracted or None)
                     if (snap is not None and not job.status.terminal)
                     else None
                 )
-                yield json.dumps(JobView.of(job, partial).model_dump(mode="json"), separators=(",", ":")).encode()
+                view = self.queries.view_of(job, partial)
+                yield json.dumps(view.model_dump(mode="json"), separators=(",", ":")).encode()
                 return
             yield self.config.poll_ms / 1000
             job = self.queries.store.get(job.id) or job

@@ -22,6 +22,7 @@ class Snapshot(NamedTuple):
     seq: int
     ends: list[int]
     text: str
+    retracted: int = 0  # the seq at which the safety guard last took back served text (0: never)
 
     def deltas_after(self, seq: int) -> list[tuple[int, str]]:
         """(seq, text) of every delta after `seq`, in order."""
@@ -63,11 +64,15 @@ class StreamLog:
                 text = self.blobs.get(v["blob"]).decode()[: v["ends"][-1] if v["ends"] else 0]
             except KeyError:
                 return None
-        return Snapshot(int(v["attempt"]), int(v["seq"]), list(v["ends"]), text or "")
+        return Snapshot(int(v["attempt"]), int(v["seq"]), list(v["ends"]), text or "", int(v.get("retracted", 0)))
 
-    def write(self, job_id: str, attempt: int, text: str, ends: list[int], version: int | None) -> int | None:
+    def write(
+        self, job_id: str, attempt: int, text: str, ends: list[int], version: int | None, retracted: int = 0
+    ) -> int | None:
         """Write the attempt's text so far; the record's new version, or None if another writer won."""
         value: dict[str, object] = {"attempt": attempt, "seq": len(ends), "ends": ends, "text": text}
+        if retracted:
+            value["retracted"] = retracted
         if len(text) > self.config.inline_chars and self.blobs is not None:
             blob = f"streams/{job_id}/{attempt}.txt"
             self.blobs.put(blob, text.encode())

@@ -22,7 +22,6 @@ from core.jobs.filters import JobFilter
 from core.jobs.queries import dead_letter_state, job_json
 from core.models import JobStatus, QueueMessage
 from core.ports import DeadLetterBrowser
-from core.views import JobView
 
 STATUSES = [s.value for s in JobStatus]
 
@@ -33,7 +32,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         job = app.store.get(args.job_id)
         if job is None:
             raise NotFound(f"job {args.job_id} not found")
-        print(job_json(job))
+        print(job_json(app.service.queries.view_of(job)))
         return 0
     if args.jobs_cmd == "cancel":
         return _cancel(app, args.job_id)
@@ -51,7 +50,13 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         page = app.service.page(
             args.tenant, status=status, limit=args.limit, cursor=args.cursor, where=listing_filter(args)
         )
-    print_page([JobView.of(j) for j in page.jobs], page.next_cursor, as_json=args.json, rows=job_rows, empty="no jobs")
+    print_page(
+        [app.service.queries.view_of(j) for j in page.jobs],
+        page.next_cursor,
+        as_json=args.json,
+        rows=job_rows,
+        empty="no jobs",
+    )
     return 0
 
 
@@ -67,14 +72,14 @@ def _wait(app: App, job_id: str, timeout_s: float, *, as_json: bool) -> int:
 
     deadline, said = time.monotonic() + timeout_s, None
     while (job := app.store.get(job_id)) is not None and not job.status.terminal:
-        said = say_waiting(JobView.of(job), said)
+        said = say_waiting(app.service.queries.view_of(job), said)
         if time.monotonic() > deadline:
             print(f"alto: job {job_id} still {job.status.value} after {timeout_s:.0f} s", file=sys.stderr)
             return 3
         time.sleep(0.25)
     if job is None:
         raise NotFound(f"job {job_id} not found")
-    return finish(JobView.of(job), as_json=as_json)
+    return finish(app.service.queries.view_of(job), as_json=as_json)
 
 
 def _cancel(app: App, job_id: str) -> int:
@@ -116,7 +121,7 @@ def _dlq_list(app: App, args: argparse.Namespace) -> int:
     page = app.service.page(None, status=JobStatus.dead_lettered, limit=args.limit, cursor=args.cursor)
     messages = _dlq_messages(app)
     print_page(
-        [JobView.of(j) for j in page.jobs],
+        [app.service.queries.view_of(j) for j in page.jobs],
         page.next_cursor,
         as_json=args.json,
         rows=dead_letter_rows,

@@ -14,7 +14,6 @@ from typing import Any
 from core import event_loops
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, natural, port, readable_file, seconds, valid_name
 from core.models import JobRequest, JobStatus
-from core.views import JobView
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -79,7 +78,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         return 130
     assert done is not None
     if args.stream and done.status is JobStatus.succeeded and not args.json:
-        print_answer(JobView.of(done), text=False)
+        print_answer(app.service.queries.view_of(done), text=False)
         return 0
     if not done.status.terminal:
         say(
@@ -87,7 +86,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             f"check it with `alto jobs show {job.id}`, or wait longer with --timeout"
         )
         return 3
-    return finish(JobView.of(done), as_json=args.json)
+    return finish(app.service.queries.view_of(done), as_json=args.json)
 
 
 def _request(app: Any, args: argparse.Namespace) -> JobRequest | str:
@@ -146,7 +145,10 @@ async def _streamed(app: Any, job_id: str, running: Any, out: Any) -> Any:
                 if shown:
                     print("\n[the provider call was retried; its text starts over]", file=sys.stderr)
                 attempt, shown = snap.attempt, 0
-            print(snap.text[shown:], end="", flush=True, file=out)
+            if len(snap.text) > shown:  # placeholders of redacted values restored (a stream never splits one)
+                job = app.store.get(job_id)
+                reveal = app.service.safety.reveal(job) if job is not None else str
+                print(reveal(snap.text[shown:]), end="", flush=True, file=out)
             shown = len(snap.text)
         if task.done():
             print(file=out)

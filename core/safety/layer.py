@@ -1,0 +1,195 @@
+"""`Safety`: the policy layer as the service uses it, at submit, before the provider call and after it.
+
+At submit, a job's own texts are screened (`submitted`): a `block` finding refuses the request naming the rule, a
+`redact` one replaces the value by a placeholder, so the stored job, its fingerprint, its queue message and every
+prompt sent hold no redacted value in the clear; the values are sealed in the job's record. On the worker, retrieved
+chunks are screened before the prompt is assembled (`context`), and the answer after it is generated (`output`).
+Views restore the placeholders from the job's sealed table (`reveal`): the values the client sent, or its retrieved
+documents held. A value the model wrote on its own (found in the answer) is masked for good: no store has it, and
+the client reads its placeholder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple
+
+from core.config.safety import SafetyPolicy, Stage
+from core.errors import GuardrailViolation, InputError
+from core.logs import log_event
+from core.safety.injection import fenced
+from core.safety.placeholders import Reveal, revealer
+from core.safety.record import Finding, SafetyRecord
+from core.safety.requests import request_texts, with_texts
+from core.safety.screen import Screen, Screened
+from core.safety.stream_guard import StreamGuard
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from core.chunks import ContextChunk
+    from core.config.api import ApiSettings
+    from core.job_request import JobRequest
+    from core.models import Job
+    from core.observability.metrics import Metrics
+    from core.ports import Secrets
+    from core.safety.vault import Vault
+
+Count = Callable[[str, str | None, list[Finding]], None]  # (tenant, task, findings): the metrics' counter
+
+
+class Submitted(NamedTuple):
+    """A request as it may be stored, what was found in it, and the values its placeholders replaced."""
+
+    request: JobRequest
+    record: SafetyRecord | None
+    table: dict[str, str]
+
+
+class Judged(NamedTuple):
+    """An answer after the output checks: the text to keep (redacted where the policy says) and the record."""
+
+    text: str
+    record: SafetyRecord | None
+    blocked: Finding | None
+
+
+def explain(policy: str, f: Finding) -> str:
+    what = f.rule + (f" ({f.detail})" if f.detail else "")
+    return f"safety policy '{policy}' blocks {what} in {f.where} at characters {f.start}-{f.end}"
+
+
+class Safety:
+    def __init__(self, settings: ApiSettings, vault: Vault, count: Count | None = None) -> None:
+        self.settings = settings
+        self.vault = vault
+        self.count = count or (lambda tenant, task, found: None)
+        self._screens: dict[tuple[str, str], Screen] = {}
+
+    @classmethod
+    def of(
+        cls, settings: ApiSettings, *, metrics: Metrics, secrets: Secrets | None = None, local: Path | None = None
+    ) -> Safety:
+        """The layer for `settings`: its vault's key from `safety.vault_key` through `secrets`, else (the embedded
+        stores) a key file under `local`; findings counted in `metrics`."""
+        from core.safety.vault import Vault, key_source
+        from core.secrets import EnvSecrets
+
+        def count(tenant: str, task: str | None, found: list[Finding]) -> None:
+            for f in found:
+                metrics.finding(tenant, task or "-", f.rule, f.action)
+
+        return cls(settings, Vault(key_source(settings.safety.vault_key, secrets or EnvSecrets(), local)), count)
+
+    def screen(self, tenant: str, task: str | None) -> Screen | None:
+        cfg = self.settings.safety
+        t = self.settings.tenants.get(tenant)
+        name = cfg.choose(t.safety if t is not None else None, task)
+        if name is None:
+            return None
+        if (tenant, name) not in self._screens:
+            key = lambda: self.vault.subkey("placeholder")  # noqa: E731  # asked only when a value is redacted
+            self._screens[tenant, name] = Screen(name, cfg.resolved(name), tenant, key)
+        return self._screens[tenant, name]
+
+    def policy(self, tenant: str, task: str | None) -> SafetyPolicy | None:
+        screen = self.screen(tenant, task)
+        return screen.policy if screen is not None else None
+
+    # ------------------------------------------------------------------ at submit
+
+    def submitted(self, tenant: str, request: JobRequest) -> Submitted:
+        """The request as it may be stored, with its findings; InputError for a `block` (nothing is stored)."""
+        screen = self.screen(tenant, request.task)
+        if screen is None or request.workflow is not None:  # a workflow's inputs: its steps' outputs are screened
+            return Submitted(request, None, {})
+        parts = request_texts(request)
+        screened = screen.texts(parts, "input")
+        self.count(tenant, request.task, screened.findings)
+        if (f := screened.blocked) is not None:
+            log_event("safety.refused", logging.WARNING, tenant=tenant, rule=f.rule, where=f.where, policy=screen.name)
+            raise InputError(explain(screen.name, f) + "; remove it, or submit under a policy that redacts it",
+                             field=f.where)  # fmt: skip
+        record = SafetyRecord(policy=screen.name)
+        record.add(screened.findings)
+        if not screened.table:
+            return Submitted(request, record, {})
+        changed = {w: t for (w, old), t in zip(parts, screened.texts, strict=True) if t != old}
+        return Submitted(with_texts(request, changed), record, screened.table)
+
+    def sealed(self, submitted: Submitted, tenant: str, job_id: str) -> SafetyRecord | None:
+        """The record the new job keeps: its findings, and its values sealed to it."""
+        record = submitted.record
+        if record is not None and submitted.table:
+            record = record.model_copy(update={"sealed": self.vault.seal(submitted.table, bound(tenant, job_id))})
+        return record
+
+    def fingerprint(self, submitted: Submitted, plain: str) -> str:
+        """A redacted request's fingerprint is keyed: a plain hash of personal data could be guessed back."""
+        return self.vault.digest(plain) if submitted.table else plain
+
+    # ------------------------------------------------------------------ on the worker
+
+    def context(self, job: Job, chunks: list[ContextChunk]) -> list[ContextChunk]:
+        """Retrieved chunks as they may go into the prompt (redacted, instructions fenced); notes the findings on the
+        job; GuardrailViolation for a `block`."""
+        screen = self.screen(job.tenant, job.request.task)
+        if screen is None or not chunks:
+            return chunks
+        screened = screen.texts([(f"chunk {c.id}", c.text) for c in chunks], "context")
+        self._note(job, screen, screened)
+        if (f := screened.blocked) is not None:
+            raise GuardrailViolation(explain(screen.name, f) + " (retrieved context)", rule=f.rule)
+        return [
+            replace(c, text=fenced(t) if i in screened.fenced else t)
+            for i, (c, t) in enumerate(zip(chunks, screened.texts, strict=True))
+        ]
+
+    def output(self, job: Job, text: str, stage: Stage = "output") -> Judged:
+        screen = self.screen(job.tenant, job.request.task)
+        if screen is None:
+            return Judged(text, job.safety, None)
+        screened = screen.texts([("output", text)], stage)
+        screened.table.clear()  # a value the model wrote itself is masked for good: never sealed, never restored
+        record = self._noted(job, screen, screened)
+        return Judged(screened.texts[0], record, screened.blocked)
+
+    def guard(self, job: Job) -> StreamGuard | None:
+        """A streaming job's guard: its policy's output checks on the text before it is served."""
+        screen = self.screen(job.tenant, job.request.task)
+        return StreamGuard(screen, screen.policy.stream.holdback_chars) if screen is not None else None
+
+    def _note(self, job: Job, screen: Screen, screened: Screened) -> None:
+        job.safety = self._noted(job, screen, screened)
+
+    def _noted(self, job: Job, screen: Screen, screened: Screened) -> SafetyRecord:
+        record = (job.safety or SafetyRecord(policy=screen.name)).model_copy(deep=True)
+        record.add(screened.findings)
+        self.count(job.tenant, job.request.task, screened.findings)
+        if screened.table:
+            table = self.table(job)
+            table.update(screened.table)
+            record.sealed = self.vault.seal(table, bound(job.tenant, job.id))
+        return record
+
+    # ------------------------------------------------------------------ reading
+
+    def table(self, job: Job) -> dict[str, str]:
+        if job.safety is None or job.safety.sealed is None:
+            return {}
+        return self.vault.open(job.safety.sealed, bound(job.tenant, job.id))
+
+    def reveal(self, job: Job) -> Reveal:
+        """Restores the job's placeholders; if its values can't be opened, the placeholders stay (and it is logged)."""
+        try:
+            return revealer(self.table(job))
+        except ValueError as e:
+            log_event("safety.unsealable", logging.ERROR, job_id=job.id, error=str(e))
+            return revealer({})
+
+
+def bound(tenant: str, job_id: str) -> str:
+    """What a sealed table is bound to: copied onto another job, it does not open."""
+    return f"{tenant}/{job_id}"

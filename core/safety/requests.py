@@ -1,0 +1,45 @@
+"""The texts of a job request a policy screens, by where they are, and the request with some of them replaced.
+
+Screened: `prompt`, `system`, `context_query`, and in `messages` every text and tool result. Not screened: tool-call
+arguments (the model's own output, screened when it was generated), `metadata` (tags for the caller, never sent),
+and images.
+"""
+
+from __future__ import annotations
+
+from core.conversation import Message, TextPart, ToolResultPart
+from core.job_request import JobRequest
+
+
+def request_texts(request: JobRequest) -> list[tuple[str, str]]:
+    out = [(f, t) for f in ("prompt", "system", "context_query") if (t := getattr(request, f))]
+    for i, m in enumerate(request.messages or []):
+        if isinstance(m.content, str):
+            out.append((f"messages[{i}].content", m.content))
+            continue
+        for j, p in enumerate(m.content):
+            if isinstance(p, TextPart):
+                out.append((f"messages[{i}].content[{j}].text", p.text))
+            elif isinstance(p, ToolResultPart) and p.content:
+                out.append((f"messages[{i}].content[{j}].content", p.content))
+    return out
+
+
+def with_texts(request: JobRequest, texts: dict[str, str]) -> JobRequest:
+    """`request` with the texts at these places replaced (places as `request_texts` names them)."""
+    update: dict[str, object] = {f: texts[f] for f in ("prompt", "system", "context_query") if f in texts}
+    if request.messages and any(w.startswith("messages[") for w in texts):
+        update["messages"] = [_message(i, m, texts) for i, m in enumerate(request.messages)]
+    return request.model_copy(update=update)
+
+
+def _message(i: int, m: Message, texts: dict[str, str]) -> Message:
+    if isinstance(m.content, str):
+        return m.model_copy(update={"content": texts.get(f"messages[{i}].content", m.content)})
+    parts = list(m.content)
+    for j, p in enumerate(parts):
+        if isinstance(p, TextPart) and (t := texts.get(f"messages[{i}].content[{j}].text")) is not None:
+            parts[j] = p.model_copy(update={"text": t})
+        elif isinstance(p, ToolResultPart) and (t := texts.get(f"messages[{i}].content[{j}].content")) is not None:
+            parts[j] = p.model_copy(update={"content": t})
+    return m.model_copy(update={"content": parts})
