@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.config.safety import PolicyConfig
-from core.config.worker import FALLBACK_KINDS, ModelConfig, RouteConfig, RuleConfig, Settings
+from core.config.worker import FALLBACK_KINDS, MatchConfig, ModelConfig, RouteConfig, RuleConfig, Settings
 from core.errors import NoRoute
 from core.models import JobRequest, RouteDecision
+from core.safety.moderation import TASK_PREFIX as MODERATION_TASK
+from core.safety.moderation import models, task_of
 
 __all__ = ["NoRoute", "RoutePlan", "Router"]
 
@@ -35,6 +37,7 @@ class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._rules: tuple[object, object, list[RuleConfig]] = (None, None, [])  # (made from these rules, default, ...)
+        self._moderation = moderation_rules(settings)
 
     def rules(self) -> list[RuleConfig]:
         """The configured rules, then the default route as a rule (validated once, not once per job)."""
@@ -43,7 +46,7 @@ class Router:
             self._rules = (
                 routing.rules,
                 routing.default,
-                [*list(routing.rules), RuleConfig(name="default", route=routing.default)],
+                [*self._moderation, *list(routing.rules), RuleConfig(name="default", route=routing.default)],
             )
         return self._rules[2]
 
@@ -89,7 +92,9 @@ class Router:
                 return f"model '{name}' does not read images (set models.{name}.vision: true if it does)"
             return None
 
-        for rule in self.rules():
+        # a classification runs on the model its policy names, or not at all: never on the next rule's
+        rules = self._moderation if request.task and request.task.startswith(MODERATION_TASK) else self.rules()
+        for rule in rules:
             why_not = self._mismatch(rule, tenant, request, input_tokens)
             if why_not:
                 if rule.name != "default":
@@ -189,3 +194,11 @@ class Router:
             if x < 0:
                 return m
         return allowed[-1]
+
+
+def moderation_rules(settings: Settings) -> list[RuleConfig]:
+    """A rule per moderating model: a policy's classification jobs (task `safety-moderation:MODEL`) go to its model."""
+    return [
+        RuleConfig(name=f"safety moderation ({m})", match=MatchConfig(tasks=[task_of(m)]), route=RouteConfig(model=m))
+        for m in models(settings.safety)
+    ]

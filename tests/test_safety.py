@@ -400,3 +400,83 @@ def test_a_tenant_kept_in_one_region_never_reaches_another_through_fallbacks_the
     batched = app.store.get(bulk.id)
     assert batched.batch is not None and batched.batch.model == "eu"
     assert app.store.get(other.id).route.model == "us"
+
+
+# ---------------------------------------------------------------- moderation through the normal routing
+
+
+def moderated_config(url: str, **moderation: Any) -> dict[str, Any]:
+    policy = {"model": "fake-sonnet", "categories": ["violence", "hate"], **moderation}
+    return config(url, moderation=policy)
+
+
+def test_input_moderation_is_a_governed_billed_job_and_a_finding_refuses_the_job(make_app, fake_anthropic):
+    from core.entrypoints.local import run_until_done
+    from core.models import JobRequest
+
+    _, url = fake_anthropic
+    app = make_app(moderated_config(url))
+    job, _ = app.service.submit("acme", JobRequest(prompt="violence in the streets: plan it for me"))
+    clean, _ = app.service.submit("acme", JobRequest(prompt="what time does the library open?"))
+    asyncio.run(run_until_done(app, [job.id, clean.id], timeout_s=30))
+    refused, served = app.store.get(job.id), app.store.get(clean.id)
+    assert refused.status.value == "failed"
+    assert "safety policy 'strict' blocks moderation.violence (job " in refused.error.message
+    assert refused.provider_calls == 0  # refused before its own call
+    [finding] = refused.safety.findings
+    check = app.store.get(finding.detail.removeprefix("job "))  # the classification, a job of its own
+    assert check.request.task == "safety-moderation:fake-sonnet"
+    assert check.route.rule == "safety moderation (fake-sonnet)"
+    assert check.status.value == "succeeded" and check.usage.cost_usd > 0  # billed to the tenant like any call
+    assert served.status.value == "succeeded"
+    assert served.safety.findings == []
+    assert served.waiting is None and served.provider_calls == 1
+
+
+def test_output_moderation_holds_the_result_until_the_answer_is_classified(make_app, fake_anthropic):
+    from core.entrypoints.local import run_until_done
+    from core.models import JobRequest
+
+    _, url = fake_anthropic
+    app = make_app(moderated_config(url, on=["output"], action="flag"))
+    job, _ = app.service.submit("acme", JobRequest(prompt="summarize the hate speech statute"))
+    asyncio.run(run_until_done(app, [job.id], timeout_s=30))
+    done = app.store.get(job.id)
+    assert done.status.value == "succeeded"  # flag: served, with the finding
+    assert [(f.rule, f.stage, f.action) for f in done.safety.findings] == [("moderation.hate", "output", "flag")]
+    assert done.provider_calls == 1  # waiting for the classification spent no attempt
+
+
+def test_a_moderation_that_cannot_run_fails_closed_under_block(make_app, fake_anthropic):
+    from core.entrypoints.local import run_until_done
+    from core.models import JobRequest
+
+    _, url = fake_anthropic
+    cfg = moderated_config(url, model="guard")
+    cfg["models"]["guard"] = {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1,
+                              "output_per_mtok": 5}  # fmt: skip
+    cfg["safety"]["policies"]["strict"]["reach"] = {"allowed_models": ["fake-sonnet"]}  # the guard is out of reach
+    app = make_app(cfg)
+    job, _ = app.service.submit("acme", JobRequest(prompt="hello"))
+    asyncio.run(run_until_done(app, [job.id], timeout_s=30))
+    done = app.store.get(job.id)
+    assert done.status.value == "failed"
+    assert "safety policy 'strict' could not moderate the input: the moderation job" in done.error.message
+
+
+def test_a_thread_keeps_its_values_sealed_once_and_restores_them_in_every_turn(live):
+    fake = FakeAnthropic()
+    fake.keep_requests = True
+    with ServerThread(fake) as srv:
+        _app, base = live(config(srv.url))
+        with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
+            first = c.post("/v1/jobs", json={"prompt": f"my address is {EMAIL}", "thread_id": "t1"}).json()
+            wait(c, first["job_id"])
+            second = c.post("/v1/jobs", json={"prompt": "and what was it again?", "thread_id": "t1"}).json()
+            assert wait(c, second["job_id"])["status"] == "succeeded"
+            thread = c.get("/v1/threads/t1").json()
+            assert c.delete("/v1/threads/t1").status_code == 200
+    assert thread["messages"][0]["content"] == f"my address is {EMAIL}"  # restored from the thread's table
+    assert EMAIL in thread["messages"][1]["content"]  # the reply echoed the placeholder
+    second_call = json.dumps(fake.requests[-1])
+    assert "[EMAIL_" in second_call and EMAIL not in second_call  # the history went out redacted too

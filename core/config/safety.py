@@ -75,15 +75,21 @@ class PatternRule(_Strict):
         return p
 
 
+def _input_only() -> list[Literal["input", "output"]]:
+    return ["input"]
+
+
 class ModerationPolicy(_Strict):
     model: str = Field(description="The model under `models` that classifies (through routing and governance).")
     action: Literal["block", "flag"] = "block"
-    on: list[Stage] = Field(default_factory=lambda: list(STAGES[:1]))
+    on: list[Literal["input", "output"]] = Field(default_factory=lambda: _input_only())
     categories: list[str] = Field(
         default_factory=lambda: ["hate", "harassment", "self-harm", "sexual-minors", "violence", "illicit"],
         min_length=1,
         description="What the classifier is asked to find.",
     )
+    max_chars: int = Field(default=20_000, ge=100, le=1_000_000, description="The text classified, at most.")
+    max_tokens: int = Field(default=256, ge=32, le=4096, description="The classifier's reply, at most.")
 
 
 class StreamGuard(_Strict):
@@ -120,10 +126,6 @@ class SafetyPolicy(_Strict):
         """This policy's own settings over `base`'s."""
         own = {k: getattr(self, k) for k in self.model_fields_set if k != "extends"}
         return base.model_copy(update=own)
-
-    @property
-    def redacts(self) -> bool:
-        return self.pii.action == "redact" or any(p.action == "redact" for p in self.patterns)
 
 
 class TenantSafety(_Strict):
@@ -188,6 +190,7 @@ class SafetyConfig(_Strict):
             return self.tasks[task]
         return self.default
 
-    @property
-    def redacts(self) -> bool:
-        return any(self.resolved(n).redacts for n in self.policies)
+    def model_refs(self) -> list[tuple[str, str]]:
+        """(key path, model name) of every model a policy names."""
+        return [(f"safety.policies.{n}.moderation.model", p.moderation.model) for n, p in self.policies.items()
+                if p.moderation is not None]  # fmt: skip

@@ -378,13 +378,14 @@ class Settings(ApiSettings):
         for name in self.templates:
             if not TEMPLATE_ID.match(name):
                 raise ValueError(f"templates.{name}: template ids look like 'name@version', e.g. 'support-answer@2'")
+        refs = [ref for where, route in self.routing.routes() for ref in route.model_refs(where)]
+        for path, name in refs + self.safety.model_refs():  # routes, fallbacks, and the safety policies' models
+            if name not in self.models:
+                raise ValueError(
+                    f"{path}: '{name}' is not defined under `models` "
+                    f"(known: {', '.join(sorted(self.models))}); add it or pick a known model"
+                )
         for where, route in self.routing.routes():
-            for path, name in route.model_refs(where):
-                if name not in self.models:
-                    raise ValueError(
-                        f"{path}: '{name}' is not defined under `models` "
-                        f"(known: {', '.join(sorted(self.models))}); add it or pick a known model"
-                    )
             if route.template not in self.templates:
                 raise ValueError(
                     f"{where}.template: '{route.template}' is not defined under `templates` "

@@ -288,9 +288,10 @@ class Attempter:
         await ticket.charge(attempt.usage.cost_usd if attempt.usage else 0.0)
         if writer is not None and writer.retracted and job.safety is not None:
             job.safety.retracted = True
-        verdict = self.verdicts.of(job, result.text, assembled.chunks)
-        if verdict.text != result.text:  # redacted by the safety policy: no stored copy holds the value
-            result = result.model_copy(update={"text": verdict.text})
+        judged = self.verdicts.of(job, result.text, assembled.chunks)
+        if judged.text != result.text:  # redacted by the safety policy: no stored copy holds the value
+            result = result.model_copy(update={"text": judged.text})
+        verdict = None if self.verdicts.held(job) else judged  # held: finished once the answer is moderated
         if not await self._bill_and_save(job, ticket, attempt.usage, result, verdict):
             return Lost("could not persist the provider reply")
         written = verdict if job.status.terminal else None  # else only the reply landed (a race): finalize writes
@@ -306,7 +307,7 @@ class Attempter:
         return Replied(result, assembled.chunks, written)
 
     async def _bill_and_save(
-        self, job: Job, ticket: Ticket, usage: Usage | None, result: ProviderResult, verdict: Verdict
+        self, job: Job, ticket: Ticket, usage: Usage | None, result: ProviderResult, verdict: Verdict | None
     ) -> bool:
         """The call's usage, then its reply with the job's result and, if that ends the job, its aftermath: one
         offloaded call (the embedded stores: one group, so they commit together)."""

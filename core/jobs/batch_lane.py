@@ -232,10 +232,13 @@ class BatchLane:
     async def _apply(self, job: Job, result: ProviderResult, model_name: str) -> int:
         attempt = job.attempts[-1]
         attempt.outcome, attempt.finished_at, attempt.usage = "succeeded", self.clock(), self._usage(result, model_name)
+        result = self.finalizer.verdicts.kept(job, result)  # as an online reply: no stored copy holds a masked value
         if not await self.store_io(self.ledger.save_reply, job, result):
             return 0
         await self._bill(job, result, model_name)
-        await self.finalizer.finalize(job)
+        outcome = await self.finalizer.finalize(job)
+        if outcome.action == "defer":  # its answer waits for its moderation: a delivery finishes it
+            await self.store_io(send_job, self.queue, job, outcome.delay_s)
         return 1
 
     async def _rejected(self, job: Job, result: ProviderResult, model_name: str, why: str) -> int:

@@ -16,7 +16,11 @@ from core.jobs.outcome import Outcome, raced
 from core.jobs.prepare import Preparer
 from core.jobs.verdict import Verdict, Verdicts
 from core.logs import log_event
-from core.models import Job
+from core.models import Job, JobStatus
+from core.retry import jittered
+from core.safety.moderation import Pending
+
+MODERATION_WAIT_S = 2.0  # how soon an answer waiting for its moderation looks again
 
 
 class Finalizer:
@@ -45,6 +49,10 @@ class Finalizer:
         assert job.reply is not None
         verdict = written
         if verdict is None:
+            if self.verdicts.safety is not None and self.verdicts.held(job):
+                judged = await self.verdicts.safety.moderated(job, "output", job.reply.text)
+                if isinstance(judged, Pending):
+                    return await self._wait(job, judged.reason)
             if chunks is None:  # a redelivery after the reply was saved: the same chunks, by id
                 chunks = await self.preparer.arefetch(job.tenant, job.request, job.context_chunks)
             verdict = self.verdicts.of(job, job.reply.text, chunks)
@@ -57,6 +65,13 @@ class Finalizer:
             log_event("job.guardrail_failed", logging.WARNING, rule=verdict.rule)
         self._log(job)
         return Outcome("ack", status=job.status)
+
+    async def _wait(self, job: Job, reason: str) -> Outcome:
+        """Back to the queue (the reply kept) until the answer's moderation is done; no attempt is spent."""
+        delay = jittered(MODERATION_WAIT_S)
+        if not await self.store_io(self.ledger.defer, job, until=self.clock() + delay, reason=reason):
+            return raced(delay_s=1.0)
+        return Outcome("defer", delay_s=delay, status=JobStatus.queued, detail=reason)
 
     def _finish(self, job: Job, verdict: Verdict) -> Wrote:
         wrote = self.ledger.finish(job, verdict)

@@ -42,6 +42,7 @@ from core.observability.metrics import Metrics, task_of
 from core.ports import BlobStore, Delivery
 from core.retry import jittered
 from core.safety.layer import Safety
+from core.safety.moderation import Pending
 from core.workflows.engine import Workflows
 
 THREAD_WAIT_S = 2.0  # how soon a job waiting for an earlier turn of its thread looks again
@@ -159,6 +160,12 @@ class Pipeline:
         """The job prepared (a thread's left-out turns summarized, where configured), or the outcome refusing it."""
         try:
             run = await self._prepare(job, deadline, ask)
+            if self.safety is not None and self.safety.moderates(job, "input"):
+                judged = await self.safety.moderated(job, "input", "\n\n".join(job.request.ask().texts()))
+                if isinstance(judged, Pending):
+                    return await self._defer(job, jittered(THREAD_WAIT_S), judged.reason)
+                if judged is not None:
+                    return await self._refuse(job, judged)
             dropped = run.prepared.assembled.record.history_dropped
             if self.summaries is None or not Summaries.wanted(self.settings.threads, dropped):
                 return run

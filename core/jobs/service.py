@@ -25,6 +25,7 @@ from core.models import Job, JobRequest, JobStatus
 from core.observability.metrics import Fanout, Metrics
 from core.ports import BlobStore, JobStore, Retriever, SendQueue, StateStore
 from core.safety.layer import Safety
+from core.safety.placeholders import revealer
 from core.streaming.events import Feed
 from core.streaming.log import StreamLog
 from core.views import JobView, ThreadErased, ThreadView
@@ -59,6 +60,7 @@ class ApiService:
         # an API-only app has no workflow engine: a worker service's aftermath adds the fan-in
         self.threads = Threads(state, store, clock)
         self.submitter.threads = self.threads
+        self.safety.thread_sealed = self.threads.sealed  # a thread job restores every turn's values
         self.aftermath = Aftermath(self.outcomes, self.metrics, queue, access_of(store), threads=self.threads)
         self.replays = Replays(settings, self.ledger, queue)  # a worker service adds the workflow engine
         # where the store and the queue share one access (the embedded ones, one storage group), the job, its
@@ -157,11 +159,12 @@ class ApiService:
 
     def thread(self, tenant: str | None, thread_id: str) -> ThreadView:
         """`GET /v1/threads/{id}`: the turns the thread keeps, oldest first."""
-        found = self.threads.view(_tenant_of_thread(tenant), thread_id)
+        owner = _tenant_of_thread(tenant)
+        found = self.threads.view(owner, thread_id)
         if found is None:
             raise NotFound(f"no thread {thread_id!r} for this tenant")
-        turns = found.pop("turns")
-        return ThreadView(messages=[message_of(t) for t in turns], **found)
+        turns, reveal = found.pop("turns"), revealer(self.safety.thread_table(owner, thread_id))
+        return ThreadView(messages=[message_of(t._replace(text=reveal(t.text))) for t in turns], **found)
 
     def erase_thread(self, tenant: str | None, thread_id: str) -> ThreadErased:
         """`DELETE /v1/threads/{id}`: the thread forgotten and its jobs' turns blanked."""

@@ -113,7 +113,8 @@ class Submitter:
         if safety is not None and screened is not None:
             job.safety = safety.sealed(screened, tenant, job_id)
         if request.thread_id is not None and self.threads is not None:
-            job.thread = self.threads.open(tenant, request, job_id)
+            sealing = safety.thread_sealing(tenant, request.thread_id, screened) if safety and screened else None
+            job.thread = self.threads.open(tenant, request, job_id, sealing=sealing)
         if not self.ledger.create(job):
             existing = self.ledger.load(job_id)
             assert existing is not None

@@ -28,6 +28,9 @@ THREAD_TTL_S = 30 * 86400  # as long as the jobs it points to are kept
 ERASED = "[erased with its thread]"
 
 
+Sealing = Callable[[str | None, str], str]  # (the thread's sealed table or None, its epoch) -> the table sealed anew
+
+
 class Wait(NamedTuple):
     reason: str
 
@@ -51,8 +54,9 @@ class Threads:
         self.store = store
         self.clock = clock
 
-    def open(self, tenant: str, request: JobRequest, job_id: str) -> ThreadRef:
-        """The next turn number of the request's thread, for a job about to be stored (the thread made if new)."""
+    def open(self, tenant: str, request: JobRequest, job_id: str, *, sealing: Sealing | None = None) -> ThreadRef:
+        """The next turn number of the request's thread, for a job about to be stored (the thread made if new).
+        `sealing` adds the job's redacted values to the thread's sealed table (so every turn restores them)."""
         assert request.thread_id is not None
 
         def take(rec: StateRecord | None) -> tuple[dict[str, Any], ThreadRef]:
@@ -66,6 +70,8 @@ class Threads:
                 )
             seq = int(v["seq"]) + 1
             v["seq"], v["pending"] = seq, {**v.get("pending", {}), str(seq): [job_id, self.clock()]}
+            if sealing is not None:
+                v["sealed"] = sealing(v.get("sealed"), str(v["epoch"]))
             return v, ThreadRef(id=request.thread_id or "", epoch=v["epoch"], seq=seq)
 
         return mutate(self.state, key(tenant, request.thread_id), take, ttl_s=THREAD_TTL_S)
@@ -169,6 +175,13 @@ class Threads:
             return {**rec.value, "summaries": [*rec.value.get("summaries", []), job_id]}, None
 
         mutate(self.state, key(tenant, ref.id), note, ttl_s=THREAD_TTL_S)
+
+    def sealed(self, tenant: str, thread_id: str) -> tuple[str, str] | None:
+        """The thread's sealed table of redacted values and the epoch it is bound to, if it has one."""
+        rec = self.state.get(key(tenant, thread_id))
+        if rec is None or not rec.value.get("sealed"):
+            return None
+        return str(rec.value["sealed"]), str(rec.value["epoch"])
 
     def view(self, tenant: str, thread_id: str) -> dict[str, Any] | None:
         rec = self.state.get(key(tenant, thread_id))

@@ -9,7 +9,7 @@ from core.chunks import ContextChunk
 from core.errors import GuardrailViolation
 from core.guardrails import check_output
 from core.jobs.usage import job_usage
-from core.models import Citation, ErrorClass, Job, JobError, Usage
+from core.models import Citation, ErrorClass, Job, JobError, ProviderResult, Usage
 from core.prompting import extract_citations
 from core.safety.layer import explain
 from core.safety.record import SafetyRecord
@@ -41,6 +41,7 @@ class Verdicts:
         record, blocked = job.safety, None
         if self.safety is not None:
             text, record, blocked = self.safety.output(job, text)
+            blocked = blocked or (record.blocked if record is not None else None)  # e.g. by the moderation
         citations = extract_citations(text, chunks)
         usage = job_usage(job, self.settings.models.get(job.route.model) if job.route else None)
         if blocked is not None and record is not None:
@@ -54,3 +55,14 @@ class Verdicts:
             error = JobError(error_class=ErrorClass.permanent, message=str(e))
             return Verdict(text, citations, usage, error, e.rule, record)
         return Verdict(text, citations, usage, safety=record)
+
+    def kept(self, job: Job, reply: ProviderResult) -> ProviderResult:
+        """The reply as it may be stored: its text redacted where the job's policy masks what the model wrote."""
+        if self.safety is None:
+            return reply
+        text = self.safety.masked(job, reply.text)
+        return reply if text == reply.text else reply.model_copy(update={"text": text})
+
+    def held(self, job: Job) -> bool:
+        """A reply whose result waits for its moderation: saved alone, finished by the finalizer."""
+        return self.safety is not None and self.safety.moderates(job, "output")

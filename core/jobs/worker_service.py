@@ -21,6 +21,7 @@ from core.observability.metrics import Metrics
 from core.ports import Delivery
 from core.routing import Router
 from core.safety.layer import Safety
+from core.safety.moderation import Moderation
 
 
 class WorkerService(ApiService):
@@ -50,6 +51,7 @@ class WorkerService(ApiService):
         # a thread's summary is a job, submitted here and noted on its thread
         self.pipeline.summaries = Summaries(settings.threads, self.asubmit, self.threads, self.pipeline.store_io)
         self.pipeline.safety = self.safety
+        self.safety.moderation = Moderation(self.asubmit)  # a classification is a job like any other
 
     def process(self, delivery: Delivery, *, deadline: float | None = None) -> Coroutine[Any, Any, Outcome]:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do.

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from core.config.safety import SafetyPolicy, Stage
 from core.errors import GuardrailViolation, InputError
 from core.logs import log_event
 from core.safety.injection import fenced
+from core.safety.moderation import Moderation, Pending, Unavailable, is_moderation
 from core.safety.placeholders import Reveal, revealer
 from core.safety.record import Finding, SafetyRecord
 from core.safety.requests import request_texts, with_texts
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from core.chunks import ContextChunk
     from core.config.api import ApiSettings
     from core.job_request import JobRequest
+    from core.jobs.threads import Sealing
     from core.models import Job
     from core.observability.metrics import Metrics
     from core.ports import Secrets
@@ -67,6 +69,8 @@ class Safety:
         self.vault = vault
         self.count = count or (lambda tenant, task, found: None)
         self._screens: dict[tuple[str, str], Screen] = {}
+        self.moderation: Moderation | None = None  # set by the worker service: classifications are jobs it submits
+        self.thread_sealed: Callable[[str, str], tuple[str, str] | None] | None = None  # set by the service
 
     @classmethod
     def of(
@@ -126,6 +130,18 @@ class Safety:
             record = record.model_copy(update={"sealed": self.vault.seal(submitted.table, bound(tenant, job_id))})
         return record
 
+    def thread_sealing(self, tenant: str, thread_id: str, submitted: Submitted) -> Sealing | None:
+        """How a thread job's values join its thread's sealed table (None: it has none)."""
+        if not submitted.table:
+            return None
+
+        def seal(sealed: str | None, epoch: str) -> str:
+            where = thread_bound(tenant, thread_id, epoch)
+            table = self.vault.open(sealed, where) if sealed else {}
+            return self.vault.seal({**table, **submitted.table}, where)
+
+        return seal
+
     def fingerprint(self, submitted: Submitted, plain: str) -> str:
         """A redacted request's fingerprint is keyed: a plain hash of personal data could be guessed back."""
         return self.vault.digest(plain) if submitted.table else plain
@@ -156,10 +172,52 @@ class Safety:
         record = self._noted(job, screen, screened)
         return Judged(screened.texts[0], record, screened.blocked)
 
+    def masked(self, job: Job, text: str) -> str:
+        """The answer redacted as `output` would, with no finding noted or counted (those come with its verdict)."""
+        screen = self.screen(job.tenant, job.request.task)
+        if screen is None:
+            return text
+        return screen.redacted(text, screen.hits(text, "output"), {})
+
     def guard(self, job: Job) -> StreamGuard | None:
         """A streaming job's guard: its policy's output checks on the text before it is served."""
         screen = self.screen(job.tenant, job.request.task)
         return StreamGuard(screen, screen.policy.stream.holdback_chars) if screen is not None else None
+
+    def moderates(self, job: Job, stage: str) -> bool:
+        screen = self.screen(job.tenant, job.request.task)
+        policy = screen.policy.moderation if screen is not None else None
+        return (
+            policy is not None
+            and stage in policy.on
+            and self.moderation is not None
+            and not is_moderation(job.request.task)
+        )
+
+    async def moderated(self, job: Job, stage: Literal["input", "output"], text: str) -> Pending | str | None:
+        """Moderate the job's `stage` where its policy says: None to go on (clean, or flagged and noted on the job),
+        Pending while the classification runs, or why the job is refused."""
+        screen = self.screen(job.tenant, job.request.task)
+        if screen is None or screen.policy.moderation is None or self.moderation is None:
+            return None
+        if not self.moderates(job, stage):
+            return None
+        policy = screen.policy.moderation
+        verdict = await self.moderation.classify(job, stage, text, policy)
+        if isinstance(verdict, Pending):
+            return verdict
+        if isinstance(verdict, Unavailable):
+            if policy.action == "block":  # fail closed: unmoderated text does not pass a blocking policy
+                return f"safety policy '{screen.name}' could not moderate the {stage}: {verdict.reason}"
+            found = [_whole("moderation.unavailable", "flag", stage, text, verdict.reason[:200])]
+        else:
+            found = [
+                _whole(f"moderation.{c}", policy.action, stage, text, f"job {verdict.job_id}")
+                for c in verdict.categories
+            ]
+        self._note(job, screen, Screened(findings=found))
+        blocked = next((f for f in found if f.action == "block"), None)
+        return explain(screen.name, blocked) if blocked is not None else None
 
     def _note(self, job: Job, screen: Screen, screened: Screened) -> None:
         job.safety = self._noted(job, screen, screened)
@@ -177,9 +235,15 @@ class Safety:
     # ------------------------------------------------------------------ reading
 
     def table(self, job: Job) -> dict[str, str]:
-        if job.safety is None or job.safety.sealed is None:
-            return {}
-        return self.vault.open(job.safety.sealed, bound(job.tenant, job.id))
+        """The values the job's placeholders stand for: its own, and on a thread every earlier turn's."""
+        own = self.vault.open(job.safety.sealed, bound(job.tenant, job.id)) if job.safety and job.safety.sealed else {}
+        if job.thread is None or job.safety is None:
+            return own
+        return {**self.thread_table(job.tenant, job.thread.id), **own}
+
+    def thread_table(self, tenant: str, thread_id: str) -> dict[str, str]:
+        found = self.thread_sealed(tenant, thread_id) if self.thread_sealed is not None else None
+        return self.vault.open(found[0], thread_bound(tenant, thread_id, found[1])) if found else {}
 
     def reveal(self, job: Job) -> Reveal:
         """Restores the job's placeholders; if its values can't be opened, the placeholders stay (and it is logged)."""
@@ -190,6 +254,18 @@ class Safety:
             return revealer({})
 
 
+def _whole(
+    rule: str, action: Literal["block", "flag"], stage: Literal["input", "output"], text: str, detail: str
+) -> Finding:
+    """A finding about a whole text (a classification has no span)."""
+    return Finding(rule=rule, action=action, stage=stage, where=stage, start=0, end=len(text), detail=detail)
+
+
 def bound(tenant: str, job_id: str) -> str:
     """What a sealed table is bound to: copied onto another job, it does not open."""
     return f"{tenant}/{job_id}"
+
+
+def thread_bound(tenant: str, thread_id: str, epoch: str) -> str:
+    """A thread's table is bound to its epoch: erasing the thread (a new epoch) leaves nothing that opens."""
+    return f"{tenant}/thread:{thread_id}/{epoch}"
