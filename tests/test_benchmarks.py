@@ -265,6 +265,15 @@ def test_pull_worker_benchmark_drains_both_queues_both_ways():
         assert r["pull_vs_function"]["1"] == pytest.approx(r["pull"]["1"] / r["function"]["1"], abs=0.02)
 
 
+def test_safety_benchmark_finds_the_planted_values_and_measures_each_policy():
+    line = bench("safety.py", "--jobs", "20")
+    assert line["pii_recall"] == 1.0 and line["checksum_decoys_reported"] == "0/5"
+    assert line["injection_found"] == "8/8" and line["injection_false_positives"] == "0/6"
+    assert line["clean_corpus"]["samples/docs"]["pii_findings"] == {}
+    assert set(line["latency"]) == {"none", "strict", "strict+moderation"}
+    assert line["screen_p50_us"] > 0
+
+
 def test_threads_benchmark_fits_the_history_and_caching_saves():
     line = bench("threads.py", "--turns", "30")
     assert line["fitted_sent_total"] < line["resend_sent_total"]  # the window caps what is sent

@@ -21,6 +21,7 @@ from core.safety import pii
 from core.safety.injection import suspects
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.conftest import KEYS, ROOT, anthropic_config
+from tests.test_streaming import events as sse
 
 ACME = {"Authorization": f"Bearer {KEYS['acme']}"}
 CORPUS = yaml.safe_load((Path(__file__).parent / "data" / "safety_corpus.yaml").read_text())
@@ -273,21 +274,6 @@ def test_a_chunk_carrying_instructions_is_fenced_and_flagged_and_pii_in_chunks_i
 # ---------------------------------------------------------------- the stream guard
 
 
-def sse(c: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    with c.stream("GET", f"/v1/jobs/{job_id}/events") as r:
-        cur: dict[str, Any] = {}
-        for line in r.iter_lines():
-            if not line:
-                if "event" in cur:
-                    out.append(cur)
-                cur = {}
-                continue
-            name, _, value = line.partition(": ")
-            cur[name] = json.loads(value) if name == "data" else value
-    return out
-
-
 def shown(evs: list[dict[str, Any]]) -> tuple[str, list[str]]:
     """What a client shows at the end, and every text it showed on the way (dropped at a reset or a retract)."""
     text, ever = "", []
@@ -307,13 +293,19 @@ def slow_stream():
         yield fake, srv.url
 
 
-def test_a_violation_inside_the_hold_back_window_is_never_served(live, slow_stream):
-    _, url = slow_stream
-    rule = {"name": "forbidden", "pattern": r"\btok40\b", "action": "block", "on": ["output"]}
-    app, base = live(config(url, patterns=[rule], stream={"holdback_chars": 60}))
+def streamed(live: Any, url: str, rule: dict[str, Any], holdback: int) -> tuple[Any, str, list[dict[str, Any]], Any]:
+    """One streamed job under a policy with `rule` on its output: (app, job id, its SSE events, a long-poll view)."""
+    app, base = live(config(url, patterns=[rule], stream={"holdback_chars": holdback}))
     with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
         job_id = c.post("/v1/jobs", json={"prompt": "count for me", "stream": True}).json()["job_id"]
         evs = sse(c, job_id)
+        long_poll = c.get(f"/v1/jobs/{job_id}", params={"after": "1:1", "wait_s": 1}).json()
+    return app, job_id, evs, long_poll
+
+
+def test_a_violation_inside_the_hold_back_window_is_never_served(live, slow_stream):
+    rule = {"name": "forbidden", "pattern": r"\btok40\b", "action": "block", "on": ["output"]}
+    app, job_id, evs, _ = streamed(live, slow_stream[1], rule, holdback=60)
     final, ever = shown(evs)
     assert any("tok20" in t for t in ever)  # text before the window was served as it came
     assert not any("tok40" in t for t in ever)  # the violation never was
@@ -326,13 +318,8 @@ def test_a_violation_inside_the_hold_back_window_is_never_served(live, slow_stre
 
 
 def test_a_finding_longer_than_the_window_is_retracted_and_the_final_view_is_clean(live, slow_stream):
-    _, url = slow_stream
     rule = {"name": "leak", "pattern": r"count for me.*?tok45", "action": "redact", "on": ["output"]}
-    app, base = live(config(url, patterns=[rule], stream={"holdback_chars": 20}))
-    with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
-        job_id = c.post("/v1/jobs", json={"prompt": "count for me", "stream": True}).json()["job_id"]
-        evs = sse(c, job_id)
-        long_poll = c.get(f"/v1/jobs/{job_id}", params={"after": "1:1", "wait_s": 1}).json()
+    app, job_id, evs, long_poll = streamed(live, slow_stream[1], rule, holdback=20)
     final, ever = shown(evs)
     assert any("count for me" in t for t in ever)  # served before tok45 showed what it belonged to
     assert [e["event"] for e in evs].count("retract") == 1

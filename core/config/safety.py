@@ -90,6 +90,12 @@ class ModerationPolicy(_Strict):
     )
     max_chars: int = Field(default=20_000, ge=100, le=1_000_000, description="The text classified, at most.")
     max_tokens: int = Field(default=256, ge=32, le=4096, description="The classifier's reply, at most.")
+    wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long a job waits in place for its classification before going back to the queue to wait.",
+    )
 
 
 class StreamGuard(_Strict):

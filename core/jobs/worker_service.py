@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from core.chunks import ContextChunk
@@ -51,7 +52,8 @@ class WorkerService(ApiService):
         # a thread's summary is a job, submitted here and noted on its thread
         self.pipeline.summaries = Summaries(settings.threads, self.asubmit, self.threads, self.pipeline.store_io)
         self.pipeline.safety = self.safety
-        self.safety.moderation = Moderation(self.asubmit)  # a classification is a job like any other
+        load = partial(self.pipeline.store_io, self.ledger.load)
+        self.safety.moderation = Moderation(self.asubmit, load)  # a classification is a job like any other
 
     def process(self, delivery: Delivery, *, deadline: float | None = None) -> Coroutine[Any, Any, Outcome]:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do.

@@ -10,7 +10,9 @@ mode. A moderation that cannot run fails closed under `block` (the job is refuse
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -36,6 +38,8 @@ SCHEMA = {
     "required": ["categories"],
 }
 Submit = Callable[..., Awaitable[tuple["Job", bool]]]
+Load = Callable[[str], Awaitable["Job | None"]]
+POLL_S = 0.02
 
 
 class Moderated(NamedTuple):
@@ -82,8 +86,9 @@ def found_in(output: Any, policy: ModerationPolicy) -> list[str]:
 
 
 class Moderation:
-    def __init__(self, submit: Submit) -> None:
+    def __init__(self, submit: Submit, load: Load) -> None:
         self.submit = submit  # the service's asubmit: a classification is a job like any other
+        self.load = load  # a job by id, from the store
 
     async def classify(
         self, job: Job, stage: str, text: str, policy: ModerationPolicy
@@ -102,9 +107,19 @@ class Moderation:
         except AltoError as e:  # a spent budget, a queue outage
             log_event("safety.moderation_refused", logging.WARNING, stage=stage, error=str(e)[:300])
             return Unavailable(f"the moderation job could not be submitted: {e}")
+        child = await self._awaited(child, policy.wait_s)
         if not child.status.terminal:
             return Pending(f"moderation of its {stage} (job {child.id})")
         if child.status.value != "succeeded":
             why = child.error.message if child.error else child.status.value
             return Unavailable(f"the moderation job {child.id} ended {child.status.value}: {why[:300]}")
         return Moderated(found_in(parsed(request.response_format, child.result_text), policy), child.id)
+
+    async def _awaited(self, child: Job, wait_s: float) -> Job:
+        """The classification once it ends, if that is within `wait_s` (a worker nearby usually takes it at once):
+        a short wait here spares the job a trip back through the queue."""
+        deadline = time.monotonic() + wait_s
+        while not child.status.terminal and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+            child = await self.load(child.id) or child
+        return child

@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def key_source(ref: str | None, secrets: Secrets, local: Path | None) -> Callabl
         if local is None:
             raise ConfigError(
                 "a safety policy redacts PII, and `safety.vault_key` is not set: put 32 random bytes, base64 "
-                "(`alto config vault-key`), in the secret store the functions read and reference it there"
+                "(`openssl rand -base64 32`), in the secret store the functions read and reference it there"
             )
         return _local_key(local / "vault.key")
 
@@ -111,6 +112,10 @@ def _local_key(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        for _ in range(50):  # the process that made it may not have written it yet
+            if text := path.read_text().strip():
+                return _decoded(text, str(path))
+            time.sleep(0.01)
         return _decoded(path.read_text(), str(path))
     with os.fdopen(fd, "w") as f:
         f.write(new_key())
