@@ -1,7 +1,8 @@
 """The safety layer: per-tenant policies before the model (PII redaction, blocks), on retrieved context (injection
 fences), on the stream (hold-back, retract) and after it, with the evidence in views, metrics and the audit log, and
 where a tenant's data may go enforced at routing. Run over real HTTP against the fake providers and the embedded
-stores; the redaction test greps every file the stores wrote and every log line for the values it sent."""
+stores; the redaction test greps every file the stores wrote, every log line and every exported span for the values
+it sent."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from core.config.worker import Settings
 from core.safety import pii
 from core.safety.injection import suspects
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
-from tests.conftest import KEYS, ROOT, anthropic_config
+from tests.conftest import KEYS, ROOT, Collector, anthropic_config
 from tests.test_streaming import events as sse
 
 ACME = {"Authorization": f"Bearer {KEYS['acme']}"}
@@ -128,11 +129,14 @@ def test_injection_heuristics_flag_instructions_and_leave_plain_documentation_al
 def test_redacted_values_never_reach_the_provider_the_stores_or_the_logs_and_come_back_in_the_answer(
     live, tmp_path, capfd
 ):
-    fake = FakeAnthropic()
+    fake, collector = FakeAnthropic(), Collector()
     fake.keep_requests = True
-    with ServerThread(fake) as srv:
+    with ServerThread(fake) as srv, ServerThread(collector) as otlp:
         cfg = config(srv.url)
-        cfg["observability"] = {"audit": {"enabled": True, "redact_pii": False}}  # the audit's own masking off
+        cfg["observability"] = {
+            "audit": {"enabled": True, "redact_pii": False},  # the audit's own masking off
+            "otel": {"enabled": True, "endpoint": otlp.url},  # and the traces exported
+        }
         cfg["governance"] = {"cache": {"enabled": True}}
         cfg["guardrails"] = {"redact_pii_in_logs": False}
         app, base = live(cfg)
@@ -144,6 +148,9 @@ def test_redacted_values_never_reach_the_provider_the_stores_or_the_logs_and_com
             again = c.post("/v1/jobs", json={"prompt": prompt})  # the same again: a response-cache hit
             views.append(wait(c, again.json()["job_id"]))
             events = c.get(f"/v1/jobs/{views[0]['job_id']}/events").text
+        from core.observability.wiring import close_otel
+
+        close_otel()  # flushes the spans to the collector
     assert [v["status"] for v in views] == ["succeeded", "succeeded"]
     assert views[1]["usage"]["cached"]
     for v in views:
@@ -156,8 +163,11 @@ def test_redacted_values_never_reach_the_provider_the_stores_or_the_logs_and_com
     leaks = [v for v in (EMAIL, CARD, SSN, "4539") if v in body]
     assert leaks == [], "the provider saw redacted values"
     logs = capfd.readouterr()
+    traces = b"".join(collector.bodies.get("/v1/traces", []))
+    assert traces  # spans were exported
     for value in (EMAIL, CARD, SSN):
         assert value not in logs.out + logs.err
+        assert value.encode() not in traces
         for f in (tmp_path / "data").rglob("*"):
             if f.is_file():
                 assert value.encode() not in f.read_bytes(), f"{value} in {f}"
@@ -434,12 +444,13 @@ def test_output_moderation_holds_the_result_until_the_answer_is_classified(make_
     assert done.provider_calls == 1  # waiting for the classification spent no attempt
 
 
-def test_a_moderation_that_cannot_run_fails_closed_under_block(make_app, fake_anthropic):
+@pytest.mark.parametrize("stage", ["input", "output"])
+def test_a_moderation_that_cannot_run_fails_closed_under_block(make_app, fake_anthropic, stage):
     from core.entrypoints.local import run_until_done
     from core.models import JobRequest
 
     _, url = fake_anthropic
-    cfg = moderated_config(url, model="guard")
+    cfg = moderated_config(url, model="guard", on=[stage])
     cfg["models"]["guard"] = {"provider": "fake", "model_id": "claude-haiku-4-5", "input_per_mtok": 1,
                               "output_per_mtok": 5}  # fmt: skip
     cfg["safety"]["policies"]["strict"]["reach"] = {"allowed_models": ["fake-sonnet"]}  # the guard is out of reach
@@ -447,8 +458,11 @@ def test_a_moderation_that_cannot_run_fails_closed_under_block(make_app, fake_an
     job, _ = app.service.submit("acme", JobRequest(prompt="hello"))
     asyncio.run(run_until_done(app, [job.id], timeout_s=30))
     done = app.store.get(job.id)
-    assert done.status.value == "failed"
-    assert "safety policy 'strict' could not moderate the input: the moderation job" in done.error.message
+    assert done.status.value == "failed" and done.result_text is None
+    [finding] = done.safety.findings
+    assert (finding.rule, finding.action, finding.stage) == ("moderation.unavailable", "block", stage)
+    assert "the moderation job" in finding.detail  # why: its model is out of the tenant's reach
+    assert "safety policy 'strict'" in done.error.message and "moderat" in done.error.message
 
 
 def test_a_thread_keeps_its_values_sealed_once_and_restores_them_in_every_turn(live):

@@ -206,15 +206,15 @@ class Safety:
         verdict = await self.moderation.classify(job, stage, text, policy)
         if isinstance(verdict, Pending):
             return verdict
-        if isinstance(verdict, Unavailable):
-            if policy.action == "block":  # fail closed: unmoderated text does not pass a blocking policy
+        if isinstance(verdict, Unavailable):  # under block, fail closed: unmoderated text does not pass
+            missing = _whole("moderation.unavailable", policy.action, stage, text, verdict.reason[:200])
+            self._note(job, screen, Screened(findings=[missing]))
+            if policy.action == "block":
                 return f"safety policy '{screen.name}' could not moderate the {stage}: {verdict.reason}"
-            found = [_whole("moderation.unavailable", "flag", stage, text, verdict.reason[:200])]
-        else:
-            found = [
-                _whole(f"moderation.{c}", policy.action, stage, text, f"job {verdict.job_id}")
-                for c in verdict.categories
-            ]
+            return None
+        found = [
+            _whole(f"moderation.{c}", policy.action, stage, text, f"job {verdict.job_id}") for c in verdict.categories
+        ]
         self._note(job, screen, Screened(findings=found))
         blocked = next((f for f in found if f.action == "block"), None)
         return explain(screen.name, blocked) if blocked is not None else None
@@ -224,8 +224,7 @@ class Safety:
 
     def _noted(self, job: Job, screen: Screen, screened: Screened) -> SafetyRecord:
         record = (job.safety or SafetyRecord(policy=screen.name)).model_copy(deep=True)
-        record.add(screened.findings)
-        self.count(job.tenant, job.request.task, screened.findings)
+        self.count(job.tenant, job.request.task, record.add(screened.findings))
         if screened.table:
             table = self.table(job)
             table.update(screened.table)

@@ -32,10 +32,13 @@ class SafetyRecord(BaseModel):
     )
     retracted: bool = Field(default=False, description="Streamed text was taken back (a `retract` event).")
 
-    def add(self, found: list[Finding]) -> None:
+    def add(self, found: list[Finding]) -> list[Finding]:
+        """Keep the findings not kept already (a redelivery screens its chunks again); the ones that are new."""
+        new = [f for f in found if f not in self.findings]
         room = max(0, MAX_FINDINGS - len(self.findings))
-        self.findings.extend(found[:room])
-        self.dropped += max(0, len(found) - room)
+        self.findings.extend(new[:room])
+        self.dropped += max(0, len(new) - room)
+        return new
 
     @property
     def blocked(self) -> Finding | None:
