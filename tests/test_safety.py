@@ -481,3 +481,39 @@ def test_a_thread_keeps_its_values_sealed_once_and_restores_them_in_every_turn(l
     assert EMAIL in thread["messages"][1]["content"]  # the reply echoed the placeholder
     second_call = json.dumps(fake.requests[-1])
     assert "[EMAIL_" in second_call and EMAIL not in second_call  # the history went out redacted too
+
+
+# ---------------------------------------------------------------- the guard, step by step
+
+
+def guard_for(holdback: int, **policy: Any) -> Any:
+    from core.config.safety import SafetyPolicy
+    from core.safety.screen import Screen
+    from core.safety.stream_guard import StreamGuard
+
+    return StreamGuard(Screen("p", SafetyPolicy.model_validate(policy), "acme", lambda: b"k" * 32), holdback)
+
+
+def test_the_guard_serves_only_past_the_window_and_never_half_a_finding_or_a_placeholder():
+    guard = guard_for(10, pii="redact")
+    assert guard.release("Hello there, write to ", final=False).text == "Hello there,"
+    cut = guard.release("Hello there, write to ana@exa", final=False).text
+    assert "ana" not in cut  # the address may still be growing: held back whole
+    done = guard.release("Hello there, write to ana@example.org please", final=True)
+    assert done.text.startswith("Hello there, write to [EMAIL_") and not done.retract
+    echo = guard_for(0)  # a placeholder the model echoes is restored by the reader: never served cut in two
+    assert echo.release("Reply to [EMAIL_3f9", final=False).text == "Reply to "
+    assert echo.release("Reply to [EMAIL_3f9c2a] now", final=False).text == "Reply to [EMAIL_3f9c2a] now"
+
+
+def test_the_guard_retracts_a_redaction_that_reaches_into_served_text_and_blocks_for_good():
+    guard = guard_for(5, patterns=[{"name": "span", "pattern": "alpha.*omega", "action": "redact", "on": ["output"]}])
+    first = guard.release("alpha beta gamma delta", final=False)
+    assert first.text.startswith("alpha") and not first.retract
+    later = guard.release("alpha beta gamma delta omega and more", final=False)
+    assert later.retract and later.text.startswith("[SPAN_")
+    blocking = guard_for(0, patterns=[{"name": "stop", "pattern": "secret", "on": ["output"]}])
+    assert blocking.release("all fine so far", final=False).text == "all fine so far"
+    stopped = blocking.release("all fine so far, then the secret", final=False)
+    assert stopped.text == "" and stopped.retract and stopped.blocked is not None
+    assert blocking.release("all fine so far, then the secret and more", final=True).text == ""
