@@ -228,6 +228,21 @@ def test_a_blocked_input_is_refused_naming_the_rule_and_nothing_is_stored(live):
     assert 'alto_safety_findings_total{action="block",rule="pii.national_id",task="-",tenant="acme"} 1' in metrics
 
 
+def test_a_tenants_length_limits_refuse_a_long_input_at_submit_and_a_long_answer_after(make_app):
+    from core.entrypoints.local import run_until_done
+    from core.errors import InputError
+    from core.models import JobRequest
+
+    app = make_app(policies(limits={"input_chars": 40, "output_chars": 20}))
+    with pytest.raises(InputError, match=r"blocks limit.input_chars \(41 > 40\) in prompt at characters 40-41"):
+        app.service.submit("acme", JobRequest(prompt="x" * 41))
+    job, _ = app.service.submit("acme", JobRequest(prompt="short enough"))
+    asyncio.run(run_until_done(app, [job.id]))
+    done = app.store.get(job.id)
+    assert done.status.value == "failed" and "blocks limit.output_chars" in done.error.message
+    assert app.service.queries.view_of(done).result is None
+
+
 def test_flag_sends_as_is_and_reports_the_finding(make_app, fake_anthropic):
     from core.entrypoints.local import run_until_done
     from core.models import JobRequest

@@ -98,6 +98,13 @@ class ModerationPolicy(_Strict):
     )
 
 
+class Limits(_Strict):
+    """Lengths a tenant's texts may have (the global `guardrails` hold for everyone as well)."""
+
+    input_chars: int | None = Field(default=None, gt=0, description="Longest text of a job's own (each part).")
+    output_chars: int | None = Field(default=None, gt=0, description="Longest answer.")
+
+
 class StreamGuard(_Strict):
     holdback_chars: int = Field(
         default=200,
@@ -112,6 +119,7 @@ class SafetyPolicy(_Strict):
     extends: str | None = Field(default=None, description="The policy this one starts from (else `default`).")
     pii: PiiPolicy = Field(default_factory=PiiPolicy)
     patterns: list[PatternRule] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits, description="Over a limit is a `block` finding.")
     moderation: ModerationPolicy | None = None
     injection: Literal["off", "flag", "block"] = Field(
         default="flag",

@@ -1,8 +1,9 @@
 """Screening texts under one policy: each check's findings, and the texts as they may go on (redacted).
 
-A check is a port: it reports spans with a rule; the policy decides the action. PII and configured patterns run
-on input, context and output; injection heuristics on retrieved context. A `block` finding stops the job; `redact`
-replaces the span by a placeholder (the table of values goes to the vault); `flag` only reports.
+A check is a port: it reports spans with a rule; the policy decides the action. Length limits run on input and
+output; PII and configured patterns on input, context and output; injection heuristics on retrieved context. A
+`block` finding stops the job; `redact` replaces the span by a placeholder (the table of values goes to the vault);
+`flag` only reports.
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ class PatternCheck:
         ]
 
 
+class LimitCheck:
+    def __init__(self, policy: SafetyPolicy) -> None:
+        self.limits = {"input": policy.limits.input_chars, "output": policy.limits.output_chars}
+
+    def scan(self, text: str, stage: Stage) -> list[Hit]:
+        limit = self.limits.get(stage)
+        if limit is None or len(text) <= limit:
+            return []
+        return [Hit(f"limit.{stage}_chars", "limit", limit, len(text), "block", f"{len(text)} > {limit}")]
+
+
 class InjectionCheck:
     def __init__(self, policy: SafetyPolicy) -> None:
         self.action = policy.injection
@@ -109,7 +121,7 @@ class Screen:
         self.policy = policy
         self.tenant = tenant
         self.key = key
-        self.checks: list[Check] = [PiiCheck(policy), PatternCheck(policy), InjectionCheck(policy)]
+        self.checks: list[Check] = [LimitCheck(policy), PiiCheck(policy), PatternCheck(policy), InjectionCheck(policy)]
 
     def hits(self, text: str, stage: Stage) -> list[Hit]:
         return [h for check in self.checks for h in check.scan(text, stage)]
