@@ -10,7 +10,6 @@ mode. A moderation that cannot run fails closed under `block` (the job is refuse
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -118,6 +117,8 @@ class Moderation:
     async def _awaited(self, child: Job, wait_s: float) -> Job:
         """The classification once it ends, if that is within `wait_s` (a worker nearby usually takes it at once):
         a short wait here spares the job a trip back through the queue."""
+        import asyncio  # here: an API function's cold start (which builds this layer) never loads asyncio
+
         deadline = time.monotonic() + wait_s
         while not child.status.terminal and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
