@@ -484,7 +484,7 @@ def test_a_thread_keeps_its_values_sealed_once_and_restores_them_in_every_turn(l
     fake = FakeAnthropic()
     fake.keep_requests = True
     with ServerThread(fake) as srv:
-        _app, base = live(config(srv.url))
+        app, base = live(config(srv.url))
         with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
             first = c.post("/v1/jobs", json={"prompt": f"my address is {EMAIL}", "thread_id": "t1"}).json()
             wait(c, first["job_id"])
@@ -492,7 +492,10 @@ def test_a_thread_keeps_its_values_sealed_once_and_restores_them_in_every_turn(l
             assert wait(c, second["job_id"])["status"] == "succeeded"
             thread = c.get("/v1/threads/t1").json()
             assert c.delete("/v1/threads/t1").status_code == 200
+            erased = c.get(f"/v1/jobs/{first['job_id']}").json()
     assert thread["messages"][0]["content"] == f"my address is {EMAIL}"  # restored from the thread's table
+    assert EMAIL not in json.dumps(erased)  # erased with the thread: the turn, and its sealed value
+    assert app.store.get(first["job_id"]).safety.sealed is None
     assert EMAIL in thread["messages"][1]["content"]  # the reply echoed the placeholder
     second_call = json.dumps(fake.requests[-1])
     assert "[EMAIL_" in second_call and EMAIL not in second_call  # the history went out redacted too

@@ -224,5 +224,7 @@ class Threads:
             job.result_text, job.citations = None, []
             if job.reply is not None:
                 job.reply = job.reply.model_copy(update={"text": "", "tool_calls": []})
+            if job.safety is not None:  # the redacted values go with the turns (the findings hold none)
+                job.safety = job.safety.model_copy(update={"sealed": None})
             if self.store.update(job, expected_version=job.version):
                 return

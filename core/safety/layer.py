@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from core.config.safety import SafetyPolicy, Stage
+from core.config.safety import Stage
 from core.errors import GuardrailViolation, InputError
 from core.logs import log_event
 from core.safety.injection import fenced
@@ -98,10 +98,6 @@ class Safety:
             self._screens[tenant, name] = Screen(name, cfg.resolved(name), tenant, key)
         return self._screens[tenant, name]
 
-    def policy(self, tenant: str, task: str | None) -> SafetyPolicy | None:
-        screen = self.screen(tenant, task)
-        return screen.policy if screen is not None else None
-
     # ------------------------------------------------------------------ at submit
 
     def submitted(self, tenant: str, request: JobRequest) -> Submitted:
@@ -114,8 +110,8 @@ class Safety:
         self.count(tenant, request.task, screened.findings)
         if (f := screened.blocked) is not None:
             log_event("safety.refused", logging.WARNING, tenant=tenant, rule=f.rule, where=f.where, policy=screen.name)
-            raise InputError(explain(screen.name, f) + "; remove it, or submit under a policy that redacts it",
-                             field=f.where)  # fmt: skip
+            fix = "shorten it" if f.rule.startswith("limit.") else "remove it, or submit under a policy that redacts it"
+            raise InputError(f"{explain(screen.name, f)}; {fix}", field=f.where)
         record = SafetyRecord(policy=screen.name)
         record.add(screened.findings)
         if not screened.table:
@@ -226,8 +222,7 @@ class Safety:
         record = (job.safety or SafetyRecord(policy=screen.name)).model_copy(deep=True)
         self.count(job.tenant, job.request.task, record.add(screened.findings))
         if screened.table:
-            table = self.table(job)
-            table.update(screened.table)
+            table = {**self._own(job), **screened.table}
             record.sealed = self.vault.seal(table, bound(job.tenant, job.id))
         return record
 
@@ -235,10 +230,15 @@ class Safety:
 
     def table(self, job: Job) -> dict[str, str]:
         """The values the job's placeholders stand for: its own, and on a thread every earlier turn's."""
-        own = self.vault.open(job.safety.sealed, bound(job.tenant, job.id)) if job.safety and job.safety.sealed else {}
+        own = self._own(job)
         if job.thread is None or job.safety is None:
             return own
         return {**self.thread_table(job.tenant, job.thread.id), **own}
+
+    def _own(self, job: Job) -> dict[str, str]:
+        if job.safety is None or job.safety.sealed is None:
+            return {}
+        return self.vault.open(job.safety.sealed, bound(job.tenant, job.id))
 
     def thread_table(self, tenant: str, thread_id: str) -> dict[str, str]:
         found = self.thread_sealed(tenant, thread_id) if self.thread_sealed is not None else None
