@@ -313,7 +313,7 @@ def shown(evs: list[dict[str, Any]]) -> tuple[str, list[str]]:
 
 @pytest.fixture
 def slow_stream():
-    fake = FakeAnthropic(FaultPlan(stream_tokens=60, stream_tps=60))  # a second of tokens
+    fake = FakeAnthropic(FaultPlan(stream_tokens=60, stream_tps=24))  # 2.5 s of tokens: a client is reading by tok20
     with ServerThread(fake) as srv:
         yield fake, srv.url
 

@@ -71,10 +71,12 @@ class Feed:
     def _sse(self, job: Job, cursor: Cursor, follow: bool, wait_s: float) -> Iterator[Frame]:
         yield b"retry: 1000\n\n"
         deadline, status, read_at = self.clock() + wait_s, None, self.clock()
+        reveal = self._reveal(job)  # with the job: its sealed values are read when it is, not at every poll
         while True:
             if self.clock() - read_at >= JOB_READ_S or job.status.terminal:
                 job, read_at = self.queries.store.get(job.id) or job, self.clock()
-            out, cursor = self._deltas(self.streams.read(source(job)), cursor, self._reveal(job))
+                reveal = self._reveal(job)
+            out, cursor = self._deltas(self.streams.read(source(job)), cursor, reveal)
             if job.status is not status:
                 status = job.status
                 out.append(_event("status", {"status": status.value}))
