@@ -277,7 +277,9 @@ class DynamoStateStore:
     def get(self, key: str) -> StateRecord | None:
         r = self._client().get_item(TableName=self.table, Key={"k": {"S": key}}, ConsistentRead=True)
         item = r.get("Item")
-        if not item:
+        # DynamoDB's update_item is atomic; moto's is not: under concurrent calls a CI run read an item that had its
+        # key and no value yet. Such an item is not written yet, so it reads as absent.
+        if not item or "v" not in item:
             return None
         expires = float(item["expires_at"]["N"]) if "expires_at" in item else None
         if expires is not None and expires <= self.clock():
