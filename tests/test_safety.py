@@ -459,6 +459,25 @@ def test_output_moderation_holds_the_result_until_the_answer_is_classified(make_
     assert done.provider_calls == 1  # waiting for the classification spent no attempt
 
 
+def test_an_answer_held_for_its_moderation_keeps_what_its_output_checks_found(make_app, fake_anthropic):
+    from core.entrypoints.local import run_until_done
+    from core.models import JobRequest
+
+    _, url = fake_anthropic
+    cfg = moderated_config(url, on=["output"], action="flag")
+    cfg["safety"]["policies"]["strict"]["patterns"] = [
+        {"name": "statute", "pattern": r"statute \d+", "action": "redact", "on": ["output"]}
+    ]
+    app = make_app(cfg)
+    job, _ = app.service.submit("acme", JobRequest(prompt="quote statute 12 for me"))
+    asyncio.run(run_until_done(app, [job.id], timeout_s=30))
+    done = app.store.get(job.id)
+    assert done.status.value == "succeeded"
+    assert ("pattern.statute", "output", "redact") in [(f.rule, f.stage, f.action) for f in done.safety.findings]
+    assert "statute 12" not in done.result_text and "statute 12" not in done.reply.text  # masked for good
+    assert "[STATUTE_" in app.service.queries.view_of(done).result
+
+
 @pytest.mark.parametrize("stage", ["input", "output"])
 def test_a_moderation_that_cannot_run_fails_closed_under_block(make_app, fake_anthropic, stage):
     from core.entrypoints.local import run_until_done

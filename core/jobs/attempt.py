@@ -288,10 +288,9 @@ class Attempter:
         await ticket.charge(attempt.usage.cost_usd if attempt.usage else 0.0)
         if writer is not None and writer.retracted and job.safety is not None:
             job.safety.retracted = True
-        judged = self.verdicts.of(job, result.text, assembled.chunks)
-        if judged.text != result.text:  # redacted by the safety policy: no stored copy holds the value
-            result = result.model_copy(update={"text": judged.text})
-        verdict = None if self.verdicts.held(job) else judged  # held: finished once the answer is moderated
+        result = self.verdicts.kept(job, result)  # screened: no stored copy holds a masked value
+        # held: finished by the finalizer once the answer is moderated
+        verdict = None if self.verdicts.held(job) else self.verdicts.of(job, result.text, assembled.chunks)
         if not await self._bill_and_save(job, ticket, attempt.usage, result, verdict):
             return Lost("could not persist the provider reply")
         written = verdict if job.status.terminal else None  # else only the reply landed (a race): finalize writes

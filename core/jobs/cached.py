@@ -46,6 +46,7 @@ class CachedReplies:
         if hit is None:
             return None
         reply, source = hit
+        reply = self.finalizer.verdicts.kept(run.job, reply)  # this job's policy checks the answer it is served
         if not await self.store_io(
             self.ledger.serve_cached,
             run.job,

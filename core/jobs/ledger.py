@@ -124,8 +124,12 @@ class Ledger:
         also finishes the job (nothing else has to happen between the two); if that write loses a race,
         only the reply is re-applied and the result is written after it, as without a verdict."""
 
+        safety = job.safety  # with the answer's findings: re-applied with the reply if another write came between
+
         def change(j: Job) -> None:
             j.reply, j.error = reply, None
+            if safety is not None:
+                j.safety = safety
 
         if verdict is not None:
             to, finish = self._finishing(verdict)

@@ -36,12 +36,11 @@ class Verdicts:
         self.safety = safety
 
     def of(self, job: Job, text: str, chunks: list[ContextChunk]) -> Verdict:
-        """The reply judged: its text as kept (redacted where the job's safety policy says), citations, usage, and
-        the output checks' error (a guardrail, or a `block` finding: billed, kept in the record, not served)."""
-        record, blocked = job.safety, None
-        if self.safety is not None:
-            text, record, blocked = self.safety.output(job, text)
-            blocked = blocked or (record.blocked if record is not None else None)  # e.g. by the moderation
+        """The reply judged: citations, usage, and the output checks' error (a guardrail, or a `block` finding of
+        the job's safety policy, on its answer or by its moderation: billed, kept in the record, not served).
+        `text` is the reply as kept (`kept` screened it and noted its findings on the job)."""
+        record = job.safety
+        blocked = record.blocked if record is not None else None
         citations = extract_citations(text, chunks)
         usage = job_usage(job, self.settings.models.get(job.route.model) if job.route else None)
         if blocked is not None and record is not None:
@@ -57,10 +56,12 @@ class Verdicts:
         return Verdict(text, citations, usage, safety=record)
 
     def kept(self, job: Job, reply: ProviderResult) -> ProviderResult:
-        """The reply as it may be stored: its text redacted where the job's policy masks what the model wrote."""
+        """The reply as it may be stored, its text redacted where the job's policy masks what the model wrote, and
+        what the output checks found noted on the job. Every path that stores a reply (an attempt, the batch lane,
+        a cache hit) passes it here once, before `of` judges it."""
         if self.safety is None:
             return reply
-        text = self.safety.masked(job, reply.text)
+        text, job.safety, _ = self.safety.output(job, reply.text)
         return reply if text == reply.text else reply.model_copy(update={"text": text})
 
     def held(self, job: Job) -> bool:

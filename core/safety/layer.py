@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from core.config.safety import Stage
+from core.config.safety import ModerationPolicy
 from core.errors import GuardrailViolation, InputError
 from core.logs import log_event
 from core.safety.injection import fenced
@@ -159,21 +159,15 @@ class Safety:
             for i, (c, t) in enumerate(zip(chunks, screened.texts, strict=True))
         ]
 
-    def output(self, job: Job, text: str, stage: Stage = "output") -> Judged:
+    def output(self, job: Job, text: str) -> Judged:
+        """The answer screened: its text as it may be kept, the job's record with what was found, any block."""
         screen = self.screen(job.tenant, job.request.task)
         if screen is None:
             return Judged(text, job.safety, None)
-        screened = screen.texts([("output", text)], stage)
+        screened = screen.texts([("output", text)], "output")
         screened.table.clear()  # a value the model wrote itself is masked for good: never sealed, never restored
         record = self._noted(job, screen, screened)
         return Judged(screened.texts[0], record, screened.blocked)
-
-    def masked(self, job: Job, text: str) -> str:
-        """The answer redacted as `output` would, with no finding noted or counted (those come with its verdict)."""
-        screen = self.screen(job.tenant, job.request.task)
-        if screen is None:
-            return text
-        return screen.redacted(text, screen.hits(text, "output"), {})
 
     def guard(self, job: Job) -> StreamGuard | None:
         """A streaming job's guard: its policy's output checks on the text before it is served."""
@@ -181,24 +175,23 @@ class Safety:
         return StreamGuard(screen, screen.policy.stream.holdback_chars) if screen is not None else None
 
     def moderates(self, job: Job, stage: str) -> bool:
+        return self._moderation(job, stage) is not None
+
+    def _moderation(self, job: Job, stage: str) -> tuple[Screen, ModerationPolicy] | None:
+        """The job's screen and moderation policy, if its `stage` is moderated (a classification is not itself)."""
         screen = self.screen(job.tenant, job.request.task)
         policy = screen.policy.moderation if screen is not None else None
-        return (
-            policy is not None
-            and stage in policy.on
-            and self.moderation is not None
-            and not is_moderation(job.request.task)
-        )
+        if screen is None or policy is None or stage not in policy.on or is_moderation(job.request.task):
+            return None
+        return (screen, policy) if self.moderation is not None else None
 
     async def moderated(self, job: Job, stage: Literal["input", "output"], text: str) -> Pending | str | None:
         """Moderate the job's `stage` where its policy says: None to go on (clean, or flagged and noted on the job),
         Pending while the classification runs, or why the job is refused."""
-        screen = self.screen(job.tenant, job.request.task)
-        if screen is None or screen.policy.moderation is None or self.moderation is None:
+        chosen = self._moderation(job, stage)
+        if chosen is None or self.moderation is None:
             return None
-        if not self.moderates(job, stage):
-            return None
-        policy = screen.policy.moderation
+        screen, policy = chosen
         verdict = await self.moderation.classify(job, stage, text, policy)
         if isinstance(verdict, Pending):
             return verdict

@@ -28,7 +28,6 @@ class StreamGuard:
         self.shown = ""  # served so far
         self.shown_raw = 0  # how much of the generated text that is
         self.blocked: Hit | None = None
-        self.table: dict[str, str] = {}  # values the served text redacted
 
     def release(self, raw: str, *, final: bool) -> Release:
         if self.blocked is not None:
@@ -40,7 +39,7 @@ class StreamGuard:
             return Release("", retract, block)
         end = self._cut(raw, hits, final)
         inside = [h for h in hits if h.end <= end]
-        text = self.screen.redacted(raw[:end], inside, self.table)
+        text = self.screen.redacted(raw[:end], inside, {})  # masked for good, as the answer's own values are
         changed = [h for h in inside if h.action == "redact" and h.start < self.shown_raw]
         if text.startswith(self.shown):
             self.shown, self.shown_raw = text, end
