@@ -141,8 +141,17 @@ def azurite(tmp_path_factory):
 def aws_packaged(tmp_path_factory) -> dict[str, Any]:
     """`npx osls package` once per run: the CloudFormation template and the bundle, as `osls deploy` would
     upload them, with the first API key given the documented way (`--param apiKeyHashes=...`)."""
+    return osls_package(tmp_path_factory.mktemp("sls"))
+
+
+@pytest.fixture(scope="session")
+def aws_packaged_safety(tmp_path_factory) -> dict[str, Any]:
+    """The same, with the safety bundle (`--param bundle=safety`: the vault's cipher, the api's vault key)."""
+    return osls_package(tmp_path_factory.mktemp("sls-safety"), "bundle=safety")
+
+
+def osls_package(out: Path, *params: str) -> dict[str, Any]:
     import json
-    import os
     import subprocess
     import sys
 
@@ -156,27 +165,13 @@ def aws_packaged(tmp_path_factory) -> dict[str, Any]:
     py312 = python312()
     if py312 is None:
         require_tool("python3.12", "the Lambda runtime's Python, for the bundle's bytecode; set ALTO_LAMBDA_PYTHON")
-    out = tmp_path_factory.mktemp("sls")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake", "ALTO_LAMBDA_PYTHON": py312}
     for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         env.pop(k, None)
+    keys = f"--param=apiKeyHashes=acme={hash_api_key(DEPLOY_KEY)}"
+    command = ["npx", "--no-install", "osls", "package", "--stage", "ci", "--package", str(out), keys]
     r = subprocess.run(
-        [
-            "npx",
-            "--no-install",
-            "osls",
-            "package",
-            "--stage",
-            "ci",
-            "--package",
-            str(out),
-            f"--param=apiKeyHashes=acme={hash_api_key(DEPLOY_KEY)}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        command + [f"--param={p}" for p in params], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     template = json.loads((out / "cloudformation-template-update-stack.json").read_text())

@@ -344,6 +344,64 @@ def test_a_container_worker_under_the_worker_role_pulls_renews_and_drains(stack,
 # ---------------------------------------------------------------- least privilege, both directions
 
 
+# ---------------------------------------------------------------- the safety bundle (--param bundle=safety)
+
+
+@pytest.fixture(scope="module")
+def safety_stack(aws_packaged_safety, fake, tmp_path_factory):
+    """The safety bundle deployed on its own, every job under a policy that redacts PII, the vault's key in
+    Secrets Manager as serverless.yml names it."""
+    from core.safety.vault import new_key
+
+    _f, url = fake
+    d = Deployment(
+        aws_packaged_safety["dir"],
+        tmp_path_factory.mktemp("aws-deploy-safety"),
+        extra_env={
+            "ALTO_PROVIDERS__ANTHROPIC__BASE_URL": url,
+            "ALTO_SAFETY__POLICIES": json.dumps({"private": {"pii": "redact"}}),
+            "ALTO_SAFETY__DEFAULT": "private",
+            "ALTO_SAFETY__VAULT_KEY": f"aws-sm:{VAULT_SECRET}",
+        },
+    )
+    sm = d.client("secretsmanager", d.admin)
+    sm.create_secret(Name=SECRET_NAME, SecretString="deployed-anthropic-key")
+    sm.create_secret(Name=VAULT_SECRET, SecretString=new_key())
+    d.jobs = d.event_source("JobsQueue")
+    yield d
+    d.stop()
+
+
+VAULT_SECRET = "altostratus/vault-key"  # what serverless.yml grants the api with the safety bundle
+
+
+def test_the_safety_bundle_redacts_before_the_provider_and_restores_for_the_client(safety_stack, fake):
+    f, _url = fake
+    f.keep_requests = True
+    email = "maria.garcia@example.com"
+    job_id = submit(safety_stack, prompt=f"Write to {email} about the invoice.")
+    done = until_terminal(safety_stack, job_id)
+    assert done["status"] == "succeeded", done
+    assert email in done["result"]  # the fake echoes the question: restored by the api, which opened the vault
+    assert [x["rule"] for x in done["safety"]["findings"]] == ["pii.email"]
+    sent = json.dumps(f.requests)
+    assert "[EMAIL_" in sent and email not in sent
+    dynamodb = safety_stack.client("dynamodb", safety_stack.admin)
+    items = dynamodb.scan(TableName=safety_stack.resources["JobsTable"])["Items"]
+    assert items and email not in json.dumps(items)  # sealed in the job's record, never in the clear
+
+
+def test_with_the_safety_bundle_the_api_reads_the_vault_key_and_nothing_is_denied(safety_stack):
+    calls = [c for c in safety_stack.calls() if c["function"] is not None]
+    denied = sorted({(c["function"], c["action"], c["resource"]) for c in calls if not c["allowed"]})
+    assert not denied, "calls the deployed roles do not grant:\n" + "\n".join(map(str, denied))
+    reads = {(c["function"], c["resource"].rsplit(":", 1)[-1].rsplit("-", 1)[0]) for c in calls
+             if c["action"] == "secretsmanager:GetSecretValue"}  # fmt: skip
+    assert ("Api", VAULT_SECRET) in reads, reads  # the worker asks for it only to mask a value the model wrote
+    vault = [st for st in _statements(safety_stack, "Api") if st["actions"] == ["secretsmanager:GetSecretValue"]]
+    assert [st["resources"][0].rsplit(":", 1)[-1] for st in vault] == [f"{VAULT_SECRET}-*"]
+
+
 def _statements(stack: Deployment, fn: str) -> list[dict[str, Any]]:
     """The role's inline statements with their resources resolved to ARNs, as IAM evaluates them."""
     iam = stack.client("iam", stack.admin)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -44,18 +45,101 @@ def test_packaging_validates_every_config_section_the_api_does_not(packaged, tmp
     assert load_api_settings(bad, env={}).queue.max_receives == 5  # what the api alone would accept
     with zipfile.ZipFile(packaged["zip"]) as zf:
         zf.extractall(tmp_path / "task")  # the bundle: core and the python3.12 requirements the plugin runs on
+    r = plugin_check(tmp_path / "task", bad)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "is not a valid Altostratus configuration" in r.stdout
+    assert "routing.default.model: 'claude-haiku-4.5' is not defined under `models`" in r.stdout
+
+
+def plugin_check(task: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    """infra/aws/osls-config-check.js run as osls runs it, on the bundle extracted into `task`; exit 3 when it
+    stops the packaging, printing why."""
     script = (
         f"const P = require({json.dumps(str(ROOT / 'infra' / 'aws' / 'osls-config-check.js'))});"
         "const sls = {service: {provider: {environment: {ALTO_CONFIG: process.argv[1]}}, "
         "custom: {bytecode: {python: process.argv[2]}}}, config: {servicePath: process.cwd()}, classes: {Error}};"
         "try { new P(sls).check(); } catch (e) { console.log(e.message); process.exit(3); }"
     )
-    r = subprocess.run(
-        ["node", "-e", script, str(bad), PY312], cwd=tmp_path / "task", capture_output=True, text=True, timeout=120
+    return subprocess.run(
+        ["node", "-e", script, str(config), PY312], cwd=task, capture_output=True, text=True, timeout=120
     )
+
+
+def redacting_config(path: Path) -> Path:
+    """The packaged configuration with a policy that redacts PII, its vault key in Secrets Manager."""
+    cfg = yaml.safe_load((ROOT / "infra" / "aws" / "altostratus.yaml").read_text())
+    cfg["safety"] = {
+        "default": "private",
+        "policies": {"private": {"pii": "redact"}},
+        "vault_key": "aws-sm:altostratus/vault-key",
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_redacting_policy_stops_the_standard_bundle_naming_the_safety_bundle(packaged, tmp_path):
+    """The standard bundle has no cipher for the vault: packaging a configuration that redacts stops, saying how
+    to package the one that has it (rather than a deployed api refusing every redacted job)."""
+    with zipfile.ZipFile(packaged["zip"]) as zf:
+        assert not any(n.startswith("cryptography/") for n in zf.namelist())
+        zf.extractall(tmp_path / "task")
+    r = plugin_check(tmp_path / "task", redacting_config(tmp_path / "altostratus.yaml"))
     assert r.returncode == 3, r.stdout + r.stderr
-    assert "is not a valid Altostratus configuration" in r.stdout
-    assert "routing.default.model: 'claude-haiku-4.5' is not defined under `models`" in r.stdout
+    assert "safety.policies.private redacts" in r.stdout
+    assert "'cryptography', which is not installed" in r.stdout
+    assert '--param="bundle=safety"' in r.stdout
+
+
+def test_the_safety_bundle_seals_with_the_runtime_python_and_grants_the_api_only_the_vault_key(
+    aws_packaged_safety, packaged, tmp_path
+):
+    z = aws_packaged_safety["zip"]
+    with zipfile.ZipFile(z) as zf:
+        unzipped = sum(i.file_size for i in zf.infolist())
+        zf.extractall(tmp_path / "task")
+    extra = z.stat().st_size - packaged["zip"].stat().st_size
+    print(f"\nsafety bundle: {z.stat().st_size / 1e6:.1f} MB zipped (+{extra / 1e6:.1f} MB), {unzipped / 1e6:.1f} MB")
+    assert z.stat().st_size <= 16_000_000
+    assert unzipped < 250_000_000  # Lambda's limit for a function's code, unzipped
+    config = redacting_config(tmp_path / "altostratus.yaml")
+    r = plugin_check(tmp_path / "task", config)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is valid" in r.stdout
+    code = (  # the redact path on the bundle alone: placeholders at submit, values sealed, restored on read
+        "from core.config import load_settings\n"
+        "from core.safety.layer import Safety, bound\n"
+        "from core.secrets import EnvSecrets\n"
+        "class Uncounted:\n"
+        "    def finding(self, *args): pass\n"
+        "s = load_settings('altostratus.yaml', env={'ALTO_SAFETY__VAULT_KEY': 'env:VAULT'})\n"
+        "safety = Safety.of(s, metrics=Uncounted(), secrets=EnvSecrets())\n"
+        "screened = safety.screen('acme', None).texts([('prompt', 'mail maria@example.com now')], 'input')\n"
+        "text, table = screened.texts[0], screened.table\n"
+        "sealed = safety.vault.seal(table, bound('acme', 'j1'))\n"
+        "print(text, safety.vault.open(sealed, bound('acme', 'j1')) == table, 'maria' in sealed)"
+    )
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(tmp_path / "task"), "VAULT": vault_key()}
+    shutil.copy(config, tmp_path / "task" / "altostratus.yaml")
+    r = subprocess.run([PY312, "-S", "-c", code], cwd=tmp_path / "task", env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    placeholder, opened, leaked = r.stdout.split()[1], r.stdout.split()[-2], r.stdout.split()[-1]
+    assert placeholder.startswith("[EMAIL_") and (opened, leaked) == ("True", "False"), r.stdout
+    safety_res, standard_res = aws_packaged_safety["template"], packaged["template"]
+    assert (safety_res["Parameters"]["Bundle"]["Default"], standard_res["Parameters"]["Bundle"]["Default"]) == (
+        "safety",
+        "standard",
+    )
+    policy = safety_res["Resources"]["ApiVaultPolicy"]
+    assert policy["Condition"] == "SafetyBundle" and policy["Properties"]["Roles"] == [{"Ref": "ApiRole"}]
+    [grant] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert grant["Action"] == "secretsmanager:GetSecretValue"
+    assert grant["Resource"]["Fn::Sub"].endswith(":secret:altostratus/vault-key-*")
+
+
+def vault_key() -> str:
+    from core.safety.vault import new_key
+
+    return new_key()
 
 
 def test_cfn_lint_reports_no_errors(packaged):

@@ -208,3 +208,11 @@ class SafetyConfig(_Strict):
         """(key path, model name) of every model a policy names."""
         return [(f"safety.policies.{n}.moderation.model", p.moderation.model) for n, p in self.policies.items()
                 if p.moderation is not None]  # fmt: skip
+
+    def redacting(self) -> list[str]:
+        """The policies that redact (their PII, or a pattern of theirs): each seals values with the vault."""
+        return [n for n, p in self._resolved.items() if _redacts(p)]
+
+
+def _redacts(policy: SafetyPolicy) -> bool:
+    return policy.pii.action == "redact" or any(r.action == "redact" for r in policy.patterns)

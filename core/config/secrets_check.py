@@ -1,7 +1,8 @@
 """What `alto config check` verifies beyond the schema: every secret reference the configuration will
 use resolves on this machine. Only providers that some route can reach are checked (the built-in
 `anthropic` provider is defined everywhere, used by few), and only `env:` and `file:` references
-(cloud secret stores are checked where they live). Build machines skip this with `--skip-secrets`."""
+(cloud secret stores are checked where they live). Build machines skip this with `--skip-secrets`;
+`--bundle` checks the packages a deployment's bundle must hold (the vault's cipher, when a policy redacts)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from core.config.api import SECRET_REF
 from core.config.worker import Settings
 from core.errors import ConfigError
 from core.ports import Secrets
-from core.providers.sdks import missing_sdk
+from core.providers.sdks import install_command, missing_sdk
 
 LOCAL_SCHEMES = ("env", "file")
 
@@ -25,6 +26,8 @@ def secret_refs(settings: Settings) -> list[tuple[str, str]]:
     for tenant, cfg in settings.tenants.items():
         refs += [(f"tenants.{tenant}.api_keys[{i}]", k) for i, k in enumerate(cfg.api_keys) if SECRET_REF.match(k)]
         refs.append((f"tenants.{tenant}.webhook_secret", cfg.webhook_secret))
+    if settings.safety.vault_key is not None:
+        refs.append(("safety.vault_key", settings.safety.vault_key))
     if settings.retrieval.backend == "pgvector" and settings.retrieval.pgvector is not None:
         refs.append(("retrieval.pgvector.dsn", settings.retrieval.pgvector.dsn))
     return [(where, ref) for where, ref in refs if ref]
@@ -36,6 +39,20 @@ def missing_sdks(settings: Settings) -> list[str]:
         f"  providers.{name} (type {settings.providers[name].type}) {missing}"
         for name in routed_providers(settings)
         if (missing := missing_sdk(settings.providers[name].type))
+    ]
+
+
+def missing_cipher(settings: Settings) -> list[str]:
+    """The vault's cipher, when a policy redacts and `cryptography` is not installed here."""
+    from importlib.util import find_spec
+
+    redacting = settings.safety.redacting()
+    if not redacting or find_spec("cryptography") is not None:
+        return []
+    return [
+        f"  safety.policies.{redacting[0]} redacts, and the vault seals the values with the Python package "
+        f"'cryptography', which is not installed: {install_command('safety')} (into the environment the service "
+        "runs in)"
     ]
 
 

@@ -3,8 +3,9 @@
 // does), before anything is packaged or deployed. The api function validates only the sections it
 // reads at its cold start (core.config.ApiSettings), so this is where a broken routing, model or
 // retrieval section is caught: `osls package` / `osls deploy` stop with the config error instead.
-// It runs `alto config check` (as infra/*/deploy.sh do) with the Lambda's Python on the requirements
-// serverless-python-requirements just installed, and the ALTO_* environment the functions get.
+// It runs `alto config check --bundle` (as infra/*/deploy.sh do, and checking the bundle holds what the
+// configuration needs) with the Lambda's Python on the requirements serverless-python-requirements just
+// installed and nothing else (-S: not the host's site-packages), and the ALTO_* environment the functions get.
 const { execFileSync } = require('child_process');
 const path = require('path');
 
@@ -29,7 +30,8 @@ class ConfigCheck {
     const root = this.serverless.config.servicePath;
     try {
       // --skip-secrets: the deploying machine doesn't hold the functions' secrets (Secrets Manager does)
-      execFileSync(python, ['-m', 'core.entrypoints.cli', '--config', config, 'config', 'check', '--skip-secrets'], {
+      const args = ['-S', '-m', 'core.entrypoints.cli', '--config', config, 'config', 'check', '--skip-secrets', '--bundle'];
+      execFileSync(python, args, {
         cwd: root,
         stdio: ['ignore', 'ignore', 'pipe'],
         env: { ...Object.fromEntries([...own, ...functions]),
@@ -38,6 +40,12 @@ class ConfigCheck {
       });
     } catch (e) {
       const detail = e.stderr ? e.stderr.toString().trim() : e.message;
+      if (e.status === CONFIG_ERROR && detail.includes("'cryptography'")) {
+        throw new this.serverless.classes.Error(
+          `${config} has a safety policy that redacts, and this bundle has no vault cipher:\n${detail}\n` +
+          'package the safety bundle: --param="bundle=safety" (adapters/aws/requirements-safety.txt), with the ' +
+          "vault's key in Secrets Manager as altostratus/vault-key");
+      }
       if (e.status === CONFIG_ERROR) {
         throw new this.serverless.classes.Error(`${config} is not a valid Altostratus configuration:\n${detail}`);
       }

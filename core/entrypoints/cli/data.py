@@ -11,7 +11,7 @@ from typing import Any
 from core.config.api import hash_api_key
 from core.config.capacity import replica_cap
 from core.config.load import load_settings
-from core.config.secrets_check import missing_sdks, unresolved_secrets
+from core.config.secrets_check import missing_cipher, missing_sdks, unresolved_secrets
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
 from core.secrets import EnvSecrets
 
@@ -79,9 +79,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.config_cmd == "replicas":
         return cmd_replicas(args)
     settings = load_settings(args.config)
-    if not args.skip_secrets and (missing := missing_sdks(settings)):  # a build machine installs the bundle's own
+    # a build machine installs the bundle's own packages (--skip-secrets); --bundle runs on the bundle's
+    missing = missing_cipher(settings) if args.bundle or not args.skip_secrets else []
+    if not args.skip_secrets:
+        missing = missing_sdks(settings) + missing
+    if missing:
         print(
-            "alto: the configuration is valid, but providers it routes to can't be built here (their jobs would "
+            "alto: the configuration is valid, but packages it needs are not installed here (its jobs would "
             "fail):\n" + "\n".join(missing),
             file=sys.stderr,
         )
@@ -128,6 +132,12 @@ def register(sub: Any) -> None:
         "--skip-secrets",
         action="store_true",
         help="don't resolve env:/file: secret references (a build machine without the service's secrets)",
+    )
+    cc.add_argument(
+        "--bundle",
+        action="store_true",
+        help="this Python runs on a deployment bundle's packages: check it holds the ones the configuration needs "
+        "beyond the cloud's SDK (the vault's `cryptography`, when a safety policy redacts)",
     )
     ch = csub.add_parser("hash-key", help="print the sha256: form of an API key for the config file")
     ch.add_argument("key", help="the API key to hash for tenants.X.api_keys")
