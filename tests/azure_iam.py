@@ -88,6 +88,7 @@ def assignments(bicep: Bicep) -> list[Assignment]:
         "dataContainer": f"container:{bicep.resource('dataContainer')['config']['name']}",
         "hostStorage": "host-storage",
         "secret": f"secret:{bicep.var('secretName')}",
+        "vaultKey": f"secret:{bicep.var('vaultKeyName')}",
     }
     out = []
     for _name, res in bicep.tree["resources"].items():

@@ -2,9 +2,9 @@
 uses for settings and timings evaluated, with the parameters' defaults or given values.
 
 The Bicep CLI can't be installed here, so nothing compiles the file: `Bicep` evaluates parameters,
-variables, arithmetic, `string()`, `padLeft()`, `min()`/`max()` and string interpolation, and returns
-`Unresolved("name.prop")` for what only a deployment knows (a resource's name or id), so a test can tell
-the two apart. Anything else raises.
+variables, arithmetic, conditionals, `string()`, `padLeft()`, `min()`/`max()`, `concat()` of arrays, `empty()`
+and string interpolation, and returns `Unresolved("name.prop")` for what only a deployment knows (a
+resource's name or id), so a test can tell the two apart. Anything else raises.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ FUNCTIONS = {
     "min": min,
     "max": max,
     "padLeft": lambda v, n, c=" ": str(v).rjust(int(n), c),
+    "concat": lambda *lists: [x for v in lists for x in v],
+    "empty": lambda v: len(v) == 0,
 }
 
 
@@ -80,6 +82,9 @@ class Bicep:
             return node
         if "operator" in node:
             op = node["operator"]
+            if op["type"] == "conditional":
+                o = op["operands"]
+                return self.value(o["true_value"] if self.value(o["condition"]) else o["false_value"])
             a, b = op["operands"]["operand_1"], op["operands"].get("operand_2")
             if op["type"] == "property_accessor":
                 base = self.value(a)

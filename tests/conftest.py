@@ -279,6 +279,20 @@ def live(make_app: Callable[..., App]) -> Callable[..., tuple[App, str]]:
         s.__exit__(None, None, None)
 
 
+def safety_env(vault_key: str) -> dict[str, str]:
+    """A deploy proof's safety policies, by task so the other scenarios run as before: `private` redacts the job's
+    PII before the provider (sealed by whoever submits, opened by whoever shows a view), `masked` masks PII in
+    answers only (the fakes echo the question, so the answer holds a value the prompt sent in the clear)."""
+    import json
+
+    policies = {"private": {"pii": "redact"}, "masked": {"pii": {"action": "redact", "on": ["output"]}}}
+    return {
+        "ALTO_SAFETY__POLICIES": json.dumps(policies),
+        "ALTO_SAFETY__TASKS": json.dumps({"private": "private", "masked": "masked"}),
+        "ALTO_SAFETY__VAULT_KEY": vault_key,
+    }
+
+
 def stage_source(dest: Path, cloud: str) -> None:
     """The function source as the cloud's deploy.sh stages it (`infra/stage.sh`), with its deployed config."""
     import subprocess

@@ -30,11 +30,12 @@ from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests import azure_iam
 from tests.bicep import Bicep, Unresolved
 from tests.cloud_calls import Recorder, read
-from tests.conftest import ROOT, SAMPLES, stage_source
+from tests.conftest import ROOT, SAMPLES, safety_env, stage_source
 
 KEY = "azure-deploy-proof-key"
 TENANT = "acme"
 MODEL_KEY = "deployed-anthropic-key"
+VAULT_KEY = "Tm90IGEgcmVhbCBrZXkgYnV0IDMyIGJ5dGVzIGxvbmc="  # as deploy.sh stores it: 32 bytes, base64
 
 
 class AppHost:
@@ -113,7 +114,10 @@ class AzureDeployment:
         from azure.data.tables import TableServiceClient
         from azure.storage.blob import BlobServiceClient
 
-        self.bicep = Bicep(ROOT / "infra" / "azure" / "main.bicep", {"apiKeyHashes": f"{TENANT}={hash_api_key(KEY)}"})
+        self.bicep = Bicep(
+            ROOT / "infra" / "azure" / "main.bicep",
+            {"apiKeyHashes": f"{TENANT}={hash_api_key(KEY)}", "safetyVault": True},
+        )
         self.source = self._stage(workdir / "app")
         self.record = workdir / "calls.jsonl"
         self.conn = azurite
@@ -164,14 +168,17 @@ class AzureDeployment:
         env: dict[str, str] = {}
         for k, v in {**settings, **{s["name"]: s["value"] for s in extra}}.items():
             env[k] = str(self.names.get(k, v))  # a resource name the deployment gives, or the value itself
-        holds_reference = app in self.bicep.var("grants")["secret"]  # main.bicep sets the reference on these apps
-        if holds_reference:
-            Recorder(str(self.record), app).write(
-                transport="keyvault", method="getSecret", secret=self.bicep.var("secretName")
-            )
+        references = {  # setting -> (the grant that lists the apps holding it, its secret's name, the stored value)
+            "ANTHROPIC_API_KEY": ("secret", self.bicep.var("secretName"), MODEL_KEY),
+            "ALTO_VAULT_KEY": ("vaultKey", self.bicep.var("vaultKeyName"), VAULT_KEY),
+        }
+        for setting, (grant, secret, value) in references.items():
+            holds_reference = app in self.bicep.var("grants")[grant]  # main.bicep sets the reference on these apps
+            if holds_reference:
+                Recorder(str(self.record), app).write(transport="keyvault", method="getSecret", secret=secret)
+            env[setting] = value if holds_reference else ""
         env.update(
             {
-                "ANTHROPIC_API_KEY": MODEL_KEY if holds_reference else "",
                 "ALTO_STORAGE_CONNECTION": self.conn,
                 "WEBSITE_HOSTNAME": f"{app}.azurewebsites.net",
                 "WEBSITE_SITE_NAME": app,
@@ -277,6 +284,7 @@ def az(azurite, fake, tmp_path_factory):
             "ALTO_BATCH__FLUSH_S": "0.01",
             "ALTO_OBSERVABILITY__AUDIT__ENABLED": "true",
             "ALTO_CALLBACKS__ALLOW": '["127.0.0.1"]',
+            **safety_env("env:ALTO_VAULT_KEY"),  # the app setting main.bicep gives with safetyVault
         },
     )
     yield d
@@ -450,6 +458,41 @@ def test_a_dead_lettered_job_is_marked_and_its_callback_delivered(az, fake):
     finally:
         receiver.close()
         f.plan.script = []
+
+
+def test_a_redacted_job_is_sealed_by_the_api_and_its_callback_opened_by_the_worker(az, fake):
+    """Under a policy that redacts (safetyVault=true): both apps hold the vault key's reference, the api seals at
+    submit and opens for its views, the worker opens for the callback."""
+    from tests.test_callbacks import Receiver
+
+    f, _ = fake
+    f.keep_requests = True
+    email = "maria.garcia@example.com"
+    receiver = Receiver(204)
+    try:
+        job_id = submit(az, prompt=f"Write to {email}", task="private", callback_url=receiver.url)
+        done = until(az, job_id)
+        assert done["status"] == "succeeded", done
+        assert email in done["result"]  # the fake echoes the question: restored by the api
+        az.pump(lambda: bool(receiver.got))
+        assert email in receiver.got[0][1].decode()
+    finally:
+        receiver.close()
+        f.keep_requests = False
+    sent = json.dumps(f.requests)
+    assert "[EMAIL_" in sent and email not in sent
+
+
+def test_a_batched_answer_is_masked_by_the_reconcile_timer(az):
+    email = "lars.jensen@example.org"
+    job_id = submit(az, prompt=f"Repeat {email}", task="masked", lane="batch")
+    az.pump(lambda: view(az, job_id)["status"] != "queued")
+    time.sleep(0.05)
+    az.timer()
+    done = until(az, job_id)
+    assert done["status"] == "succeeded" and done["lane"] == "batch", done
+    assert email not in done["result"] and "[EMAIL_" in done["result"]  # masked for good
+    assert [(x["rule"], x["stage"]) for x in done["safety"]["findings"]] == [("pii.email", "output")]
 
 
 # ---------------------------------------------------------------- role assignments, from the recordings

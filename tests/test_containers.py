@@ -227,8 +227,15 @@ def test_the_container_app_runs_as_the_functions_worker_identity_and_drains_with
     assert str(app.value(rule["custom"]["identity"])) == "<scalerIdentity.id>"  # KEDA's own, never the worker's
     assert app.value(metadata["messageCount"]) == str(app.var("concurrency"))
     [container] = worker["properties"]["template"]["containers"]
-    env = {e["name"] for e in container["env"]}
+    env = {e["name"] for e in app.value(container["env"])}
     assert REQUIRED_ENV["azure"] | {"ALTO_JOBS_TABLE", "ALTO_STATE_TABLE", "ALTO_CONTAINER", "AZURE_CLIENT_ID"} <= env
+    assert "ALTO_VAULT_KEY" not in env  # unless a safety policy redacts: then main.bicep's vault-key, as a secret
+    vaulted = Bicep(ROOT / "infra" / "azure" / "container-app.bicep", {"vaultKeyUri": "https://v/secrets/vault-key"})
+    worker_v = vaulted.resource("worker")["config"]["properties"]
+    [container_v] = worker_v["template"]["containers"]
+    assert {"name": "ALTO_VAULT_KEY", "secretRef": "vault-key"} in vaulted.value(container_v["env"])
+    secrets = vaulted.value(worker_v["configuration"]["secrets"])
+    assert [s["name"] for s in secrets] == ["anthropic-api-key", "vault-key"]
     # the worker's grants are the Functions worker's: its identity, by name, and no role assigned to it here
     assigned = [r for r in app.tree["resources"].values() if r["type"] == "Microsoft.Authorization/roleAssignments"]
     principals = [str(app.value(a["config"]["properties"]["principalId"])) for a in assigned]

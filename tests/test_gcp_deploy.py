@@ -34,7 +34,7 @@ from core.config.api import hash_api_key
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
 from tests import gcp_iam
 from tests.cloud_calls import read
-from tests.conftest import ROOT, SAMPLES, stage_source
+from tests.conftest import ROOT, SAMPLES, safety_env, stage_source
 from tests.fakes.gcs import FakeGcs
 from tests.fakes.secret_manager import FakeSecretManager
 from tests.hcl import Terraform
@@ -94,7 +94,12 @@ class GcpDeployment:
         self.project = f"alto-proof-{uuid.uuid4().hex[:6]}"
         self.tf = Terraform(
             ROOT / "infra" / "gcp",
-            {"project": self.project, "api_key_hashes": f"{TENANT}={hash_api_key(KEY)}", "pull_workers": True},
+            {
+                "project": self.project,
+                "api_key_hashes": f"{TENANT}={hash_api_key(KEY)}",
+                "pull_workers": True,
+                "safety_vault": True,
+            },
         )
         self.source = self._stage(workdir / "source")
         self.record = workdir / "calls.jsonl"
@@ -114,6 +119,10 @@ class GcpDeployment:
             self.tf.value(self.tf.resources("google_secret_manager_secret")["anthropic"]["secret_id"]),
             b"deployed-anthropic-key",
         )
+        from core.safety.vault import new_key
+
+        self.vault_secret = self.tf.value(self.tf.resources("google_secret_manager_secret")["vault"]["secret_id"])
+        secrets.add_version(self.project, self.vault_secret, new_key().encode())  # as deploy.sh stores it
         functions = self.tf.local("functions")
         self.hosts: dict[str, Host] = {}
         try:
@@ -236,6 +245,7 @@ def gcp(emulators, gcs, fake, tmp_path_factory):
                 "ALTO_BATCH__FLUSH_S": "0.01",
                 "ALTO_OBSERVABILITY__AUDIT__ENABLED": "true",
                 "ALTO_CALLBACKS__ALLOW": '["127.0.0.1"]',
+                **safety_env("gcp-sm:alto-vault-key"),  # infra/gcp/main.tf's secret, with the default name
             },
         )
         d.gcs_host = gcs[1].removeprefix("http://")
@@ -426,6 +436,45 @@ def test_a_dead_lettered_job_is_marked_and_its_callback_delivered(gcp, fake):
         f.plan.script = []
 
 
+def test_a_redacted_job_is_sealed_by_the_api_and_its_callback_opened_by_the_worker(gcp, fake):
+    """Under a policy that redacts (-var safety_vault=true): the api seals the values at submit and opens them for
+    its views, the worker opens them for the callback; both read the vault key under their own bindings."""
+    from tests.test_callbacks import Receiver
+
+    f, _ = fake
+    f.keep_requests = True
+    email = "maria.garcia@example.com"
+    receiver = Receiver(204)
+    try:
+        job_id = submit(gcp, prompt=f"Write to {email}", task="private", callback_url=receiver.url)
+        done = until(gcp, job_id)
+        assert done["status"] == "succeeded", done
+        assert email in done["result"]  # the fake echoes the question: restored by the api
+        deadline = time.monotonic() + 30
+        while not receiver.got and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert receiver.got and email in receiver.got[0][1].decode()
+    finally:
+        receiver.close()
+        f.keep_requests = False
+    sent = json.dumps(f.requests)
+    assert "[EMAIL_" in sent and email not in sent
+
+
+def test_a_batched_answer_is_masked_by_the_reconciler_with_the_vault_key(gcp):
+    email = "lars.jensen@example.org"
+    job_id = submit(gcp, prompt=f"Repeat {email}", task="masked", lane="batch")
+    deadline = time.monotonic() + 60
+    while view(gcp, job_id)["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        r = httpx.post(gcp.hosts["reconcile"].url, json={}, timeout=60)  # what Cloud Scheduler sends
+        assert r.status_code == 200, r.text
+        time.sleep(0.2)
+    done = view(gcp, job_id)
+    assert done["status"] == "succeeded" and done["lane"] == "batch", done
+    assert email not in done["result"] and "[EMAIL_" in done["result"]  # masked for good
+    assert [(x["rule"], x["stage"]) for x in done["safety"]["findings"]] == [("pii.email", "output")]
+
+
 def test_a_container_worker_as_the_worker_identity_pulls_extends_and_drains(gcp, fake):
     """The move of docs/clouds/containers.md: the push subscription points elsewhere and `alto worker --cloud gcp`
     answers from the pull subscription infra/gcp/pull.tf declares, as the worker function's service account (GKE
@@ -510,11 +559,15 @@ def _bindings(gcp: GcpDeployment) -> list[gcp_iam.Binding]:
             out.append(gcp_iam.Binding(fn, tf.value(firestore["role"]), f"projects/{gcp.project}", database_only))
         if g["publish"]:
             out.append(gcp_iam.Binding(fn, "roles/pubsub.publisher", gcp.topics["jobs"]))
-        if g["secret"]:
-            secret = tf.value(tf.resources("google_secret_manager_secret")["anthropic"]["secret_id"])
-            out.append(
-                gcp_iam.Binding(fn, "roles/secretmanager.secretAccessor", f"projects/{gcp.project}/secrets/{secret}")
-            )
+        secrets = [("anthropic", g["secret"]), ("vault", g["vault"] and tf.variables["safety_vault"])]
+        for key, granted in secrets:
+            secret = tf.value(tf.resources("google_secret_manager_secret")[key]["secret_id"])
+            if granted:
+                out.append(
+                    gcp_iam.Binding(
+                        fn, "roles/secretmanager.secretAccessor", f"projects/{gcp.project}/secrets/{secret}"
+                    )
+                )
         for role, prefixes in g["objects"].items():
             base = f"projects/_/buckets/{gcp.env['ALTO_BUCKET']}/objects/"
             expression = " || ".join(

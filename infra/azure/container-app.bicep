@@ -27,6 +27,8 @@ param stateTable string
 param container string
 @description('The Key Vault secret holding the provider key (main.bicep\'s anthropic-api-key), versionless')
 param secretUri string
+@description('With main.bicep\'s safetyVault: its vault-key secret, versionless (empty: no policy redacts)')
+param vaultKeyUri string = ''
 @description('Follows the provider\'s rate limit: replicas x 32 calls in flight within requests_per_minute x seconds per call / 60 (`alto config replicas`)')
 @minValue(1)
 param maxReplicas int = 1
@@ -76,9 +78,11 @@ resource worker 'Microsoft.App/containerApps@2024-03-01' = {
     environmentId: environmentId
     configuration: {
       activeRevisionsMode: 'Single'
-      secrets: [
+      secrets: concat([
         { name: 'anthropic-api-key', keyVaultUrl: secretUri, identity: workerIdentity.id }
-      ]
+      ], empty(vaultKeyUri) ? [] : [
+        { name: 'vault-key', keyVaultUrl: vaultKeyUri, identity: workerIdentity.id }
+      ])
     }
     template: {
       terminationGracePeriodSeconds: graceSeconds
@@ -87,7 +91,7 @@ resource worker 'Microsoft.App/containerApps@2024-03-01' = {
           name: 'worker'
           image: image
           resources: { cpu: json('0.25'), memory: '0.5Gi' }
-          env: [
+          env: concat([
             { name: 'AZURE_CLIENT_ID', value: workerIdentity.properties.clientId } // DefaultAzureCredential's pick
             { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
             { name: 'ALTO_QUEUE_NAME', value: queueName }
@@ -100,7 +104,7 @@ resource worker 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'ALTO_PULL__JOB_DEADLINE_S', value: string(jobDeadlineSeconds) }
             { name: 'ALTO_PULL__DRAIN_MARGIN_S', value: string(drainMarginSeconds) }
             { name: 'ALTO_QUEUE__VISIBILITY_TIMEOUT_S', value: string(lockSeconds) }
-          ]
+          ], empty(vaultKeyUri) ? [] : [{ name: 'ALTO_VAULT_KEY', secretRef: 'vault-key' }])
           probes: [
             { type: 'Startup', httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 2, failureThreshold: 30 }
             { type: 'Liveness', httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 15, failureThreshold: 4 }

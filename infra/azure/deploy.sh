@@ -8,7 +8,8 @@
 # RESOURCE_GROUP  where to deploy (created in LOCATION, default westeurope); NAME (alto) as in main.bicep
 # API_KEY_HASHES  the first API keys as hashes, tenant=sha256:... (`alto config hash-key KEY`)
 # ANTHROPIC_API_KEY  stored in the vault before the code starts, so the worker's Key Vault reference resolves
-# BICEP_ARGS      more `--parameters` for the deployment (e.g. "workerTimeoutMinutes=15")
+# BICEP_ARGS      more `--parameters` for the deployment (e.g. "workerTimeoutMinutes=15"; "safetyVault=true" when a
+#                 safety policy redacts PII: its vault key, stored here as a random value and granted)
 # CONFIG          the altostratus.yaml to ship (default: the one beside this script), validated every section
 #                 with PYTHON (default python3, with the project installed) before anything is built
 set -euo pipefail
@@ -44,6 +45,11 @@ elif ! az keyvault secret show --vault-name "$vault" --name "$secret" --output n
   echo "the model's API key is not stored yet; until it is, jobs fail saying so. Store it, then restart the worker:" >&2
   echo "  az keyvault secret set --vault-name $vault --name $secret --value \"\$ANTHROPIC_API_KEY\"" >&2
   echo "  az functionapp restart --resource-group $RESOURCE_GROUP --name $worker" >&2
+fi
+vault_key=$(out vaultKeyName)  # with safetyVault=true: made once, before the code starts (the references resolve)
+if [ -n "$vault_key" ] && ! az keyvault secret show --vault-name "$vault" --name "$vault_key" --output none 2>/dev/null; then
+  az keyvault secret set --vault-name "$vault" --name "$vault_key" --value "$(openssl rand -base64 32)" --output none
+  echo "stored a random vault key as $vault_key (safety.vault_key: env:ALTO_VAULT_KEY)"
 fi
 for app in "$api" "$worker"; do  # one package; each app runs only its own functions (AzureWebJobs.NAME.Disabled)
   (cd build/app && func azure functionapp publish "$app" --python)

@@ -41,12 +41,16 @@ param apiKeyHashes string = ''
 @description('Object id of who deploys (deploy.sh passes the signed-in user): may write the model key into the vault.')
 param deployerPrincipalId string = ''
 
+@description('A safety policy redacts PII: the api and the worker read the vault\'s key (the secret vault-key, which deploy.sh stores as a random key) through the app setting ALTO_VAULT_KEY; the configuration names it as safety.vault_key: env:ALTO_VAULT_KEY.')
+param safetyVault bool = false
+
 @description('Action group notified by the alerts (empty: none).')
 param actionGroupId string = ''
 
 var queueName = '${name}-jobs'
 var suffix = uniqueString(resourceGroup().id)
 var secretName = 'anthropic-api-key'
+var vaultKeyName = 'vault-key'
 
 // ---- timing, derived from the parameters above (tests/test_azure_infra.py checks the relations)
 var workerTimeoutSeconds = workerTimeoutMinutes * 60
@@ -65,6 +69,7 @@ var grants = {
   tables: ['api', 'worker'] // jobs and state
   blobs: ['api', 'worker'] // Contributor on the data container: inputs, snapshots, streams, the audit log
   secret: ['worker'] // the model's API key, through the app setting's Key Vault reference
+  vaultKey: safetyVault ? ['api', 'worker'] : [] // a redacting policy seals at submit, opens for views and callbacks
 }
 // each app runs its functions and disables the others (one package, two apps)
 var disabledSettings = {
@@ -249,6 +254,11 @@ resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
   name: secretName
 }
 
+resource vaultKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: vaultKeyName
+}
+
 resource workspace 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
   name: '${name}-logs-${suffix}'
   location: location
@@ -363,6 +373,16 @@ resource secretReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [f
   }
 }]
 
+resource vaultKeyReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for app in grants.vaultKey: {
+  name: guid(vault.id, vaultKeyName, identities[indexOf(appNames, app)].id, roles.keyVaultSecretsUser)
+  scope: vaultKey
+  properties: {
+    principalId: identities[indexOf(appNames, app)].properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+  }
+}]
+
 // who deploys may write the secret (Key Vault uses RBAC: without this nobody can store the key)
 resource deployerSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
   name: guid(vault.id, deployerPrincipalId, roles.keyVaultSecretsOfficer)
@@ -445,6 +465,7 @@ resource functionApps 'Microsoft.Web/sites@2023-12-01' = [for (app, i) in appNam
         { name: 'AZURE_CLIENT_ID', value: identities[i].properties.clientId }
         // only the app that reads the model's key holds the reference (resolved by the platform with its identity)
         { name: 'ANTHROPIC_API_KEY', value: contains(grants.secret, app) ? '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${secretName})' : '' }
+        { name: 'ALTO_VAULT_KEY', value: contains(grants.vaultKey, app) ? '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${vaultKeyName})' : '' }
       ], disabledSettings[app])
     }
   }
@@ -456,6 +477,7 @@ resource functionApps 'Microsoft.Web/sites@2023-12-01' = [for (app, i) in appNam
     blobAccess
     hostAccess
     secretReaders
+    vaultKeyReaders
     deploymentContainers
   ]
 }]
@@ -464,6 +486,7 @@ output apiAppName string = functionApps[0].name
 output workerAppName string = functionApps[1].name
 output keyVaultName string = vault.name
 output secretName string = secretName
+output vaultKeyName string = safetyVault ? vaultKeyName : ''
 
 // ---- alerts that fire with the shipped configuration: dead letters and a backlog (Service Bus's own metrics),
 // and the provider's error rate from the `provider.reply` / `provider.error` lines the workers log

@@ -8,7 +8,8 @@
 # PROJECT        the project (required to deploy); REGION (us-central1) and NAME (alto) as in variables.tf
 # API_KEY_HASHES the first API keys as hashes, tenant=sha256:... (`alto config hash-key KEY`)
 # ANTHROPIC_API_KEY  stored as the secret's first version when it has none (never in the Terraform state)
-# TF_ARGS        more arguments for `terraform apply` (e.g. "-var worker_timeout_s=300")
+# TF_ARGS        more arguments for `terraform apply` (e.g. "-var worker_timeout_s=300"; "-var safety_vault=true"
+#                when a safety policy redacts PII: its vault key, made and granted here)
 # CONFIG         the altostratus.yaml to ship (default: the one beside this script), validated every section
 #                with PYTHON (default python3, with the project installed) before anything is built
 set -euo pipefail
@@ -47,6 +48,11 @@ if [ -z "$(gcloud secrets versions list "$secret" --project "$PROJECT" --limit 1
     echo "the model's API key is not stored yet; until it is, jobs fail saying so. Store it with:" >&2
     echo "  printf %s \"\$ANTHROPIC_API_KEY\" | gcloud secrets versions add $secret --data-file=- --project $PROJECT" >&2
   fi
+fi
+vault=$(terraform output -raw vault_secret)  # with -var safety_vault=true: a redacting policy's key
+if [ -n "$vault" ] && [ -z "$(gcloud secrets versions list "$vault" --project "$PROJECT" --limit 1 --format='value(name)')" ]; then
+  openssl rand -base64 32 | tr -d '\n' | gcloud secrets versions add "$vault" --data-file=- --project "$PROJECT" >/dev/null
+  echo "stored a random vault key as $vault's first version (safety.vault_key: gcp-sm:$vault)"
 fi
 [ -n "${API_KEY_HASHES:-}" ] || echo "no API key given: every request answers 401 until API_KEY_HASHES is set and deploy.sh rerun" >&2
 echo "deployed: $(terraform output -raw api_url)"

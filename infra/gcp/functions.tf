@@ -10,6 +10,7 @@ locals {
       firestore = true # jobs, idempotency keys, stream progress, usage
       publish   = true # submit, replay
       secret    = false
+      vault     = true # a redacting policy: values sealed at submit, opened for reads (with var.safety_vault)
       objects = {
         "roles/storage.objectUser"   = ["workflow-inputs/"] # a big input stashed, a given document checked
         "roles/storage.objectViewer" = ["streams/"]         # a spilled stream replayed
@@ -19,6 +20,7 @@ locals {
       firestore = true
       publish   = true # defer, retry copies, workflow fan-out, callbacks
       secret    = true # the model's API key
+      vault     = true # values the model writes masked; a callback's view opened
       objects = {
         "roles/storage.objectViewer" = ["workflow-inputs/", "indexes/"] # documents, index snapshots
         "roles/storage.objectUser"   = ["streams/", "audit/"]           # a long stream spills; the audit log
@@ -28,12 +30,14 @@ locals {
       firestore = true
       publish   = true # a dead-lettered job's callback and its workflow parent's wake-up
       secret    = false
+      vault     = false
       objects   = {}
     }
     reconcile = {
       firestore = true
       publish   = true # lost messages re-sent
       secret    = true # the batch lane calls the provider's batch API
+      vault     = true # values the model writes in a batched answer masked
       objects   = {}
     }
   }
@@ -102,6 +106,13 @@ resource "google_pubsub_topic_iam_member" "publish" {
 resource "google_secret_manager_secret_iam_member" "anthropic" {
   for_each  = { for fn, g in local.grants : fn => g if g.secret }
   secret_id = google_secret_manager_secret.anthropic.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.fn[each.key].email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "vault" {
+  for_each  = { for fn, g in local.grants : fn => g if g.vault && var.safety_vault }
+  secret_id = google_secret_manager_secret.vault[0].id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.fn[each.key].email}"
 }

@@ -250,6 +250,17 @@ resource "google_secret_manager_secret" "anthropic" {
   depends_on = [google_project_service.api]
 }
 
+# The safety vault's key (var.safety_vault): deploy.sh adds a random first version; the functions that seal and
+# open redacted values may read it (functions.tf's grants), and nothing else.
+resource "google_secret_manager_secret" "vault" {
+  count     = var.safety_vault ? 1 : 0
+  secret_id = "${var.name}-vault-key"
+  replication {
+    auto {}
+  }
+  depends_on = [google_project_service.api]
+}
+
 output "api_url" {
   value = google_cloudfunctions2_function.fn["api"].service_config[0].uri
 }
@@ -260,4 +271,8 @@ output "bucket" {
 
 output "secret" {
   value = google_secret_manager_secret.anthropic.secret_id
+}
+
+output "vault_secret" {
+  value = var.safety_vault ? google_secret_manager_secret.vault[0].secret_id : ""
 }

@@ -27,6 +27,12 @@ variable "api_key_hashes" {
   default     = ""
 }
 
+variable "safety_vault" {
+  description = "A safety policy redacts PII: make the vault's key secret (<name>-vault-key; deploy.sh stores a random key as its first version) and let the functions that seal and open values read it. The configuration names it as safety.vault_key: gcp-sm:<name>-vault-key."
+  type        = bool
+  default     = false
+}
+
 # ---- the one set of limits: every timeout, deadline, lease and wait below derives from these (main.tf locals)
 
 variable "worker_timeout_s" {
