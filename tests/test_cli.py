@@ -183,13 +183,13 @@ def no_traceback(p: subprocess.CompletedProcess) -> None:
 
 def test_an_unset_vault_key_fails_config_check_naming_it(tmp_path):
     cfg = tmp_path / "alto.yaml"
-    cfg.write_text(
-        "safety: {default: private, policies: {private: {pii: redact}}, vault_key: env:NO_VAULT_KEY_HERE}\n"
-    )
+    cfg.write_text("safety: {default: private, policies: {private: {pii: redact}}, vault_key: env:NO_VAULT_KEY_HERE}\n")
     p = run(["--config", str(cfg), "config", "check"], tmp_path / "data", check=False)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "safety.vault_key" in p.stderr and "NO_VAULT_KEY_HERE is not set" in p.stderr
-    assert run(["--config", str(cfg), "config", "check", "--bundle", "--skip-secrets"], tmp_path / "data").returncode == 0
+    assert (
+        run(["--config", str(cfg), "config", "check", "--bundle", "--skip-secrets"], tmp_path / "data").returncode == 0
+    )
 
 
 def test_an_unset_provider_secret_fails_config_check_and_explains_the_failed_job(tmp_path):

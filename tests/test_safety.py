@@ -185,6 +185,59 @@ def wait(c: httpx.Client, job_id: str, timeout_s: float = 20.0) -> dict[str, Any
     raise AssertionError(f"job {job_id} still {view['status']}")
 
 
+def test_a_workflow_redacts_its_inputs_at_submit_and_its_documents_in_each_step(live, tmp_path):
+    """An inline input is screened as a prompt is; a document (`blob:`) in the step prompt that carries it. Every
+    value is sealed with the workflow, so its result and each step's view restore what the provider never saw."""
+    fake = FakeAnthropic()
+    fake.keep_requests = True
+    with ServerThread(fake) as srv:
+        cfg = config(srv.url)
+        cfg["workflows"] = {
+            "brief@1": {
+                "steps": [
+                    {"id": "facts", "prompt": "Claims in: {{ input }}"},
+                    {"id": "reply", "prompt": "Given {{ facts }}, answer."},
+                ]
+            }
+        }
+        app, base = live(cfg)
+        app.blobs.put("workflow-inputs/notes.txt", f"Billing card {CARD} on file.".encode())
+        with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
+            done = {}
+            for name, text in (("inline", f"Write to {EMAIL}"), ("document", "blob:workflow-inputs/notes.txt")):
+                r = c.post("/v1/jobs", json={"workflow": "brief", "inputs": {"input": text}})
+                assert r.status_code == 202, r.text
+                job_id = r.json()["job_id"]
+                done[name] = [wait(c, job_id)] + [wait(c, f"{job_id}-s{k}r0n0") for k in (0, 1)]
+    for name, value, where in (("inline", EMAIL, "inputs.input"), ("document", CARD, "prompt")):
+        parent, first, second = done[name]
+        assert parent["status"] == "succeeded", parent
+        for v in (parent, first, second):  # the fake echoes: restored from the sealed values
+            assert value in v["result"], (name, v["job_id"])
+        found = parent["safety"]["findings"] if name == "inline" else first["safety"]["findings"]
+        assert [f["where"] for f in found] == [where]
+    body = sent_texts(fake)
+    assert "[EMAIL_" in body and "[CARD_" in body
+    assert EMAIL not in body and CARD not in body
+    for f in (tmp_path / "data").rglob("*"):
+        if f.is_file() and "workflow-inputs" not in f.parts:  # the client's own upload stays as it gave it
+            data = f.read_bytes()
+            assert EMAIL.encode() not in data and CARD.encode() not in data, f
+
+
+def test_a_blocked_workflow_input_is_refused_at_submit_naming_the_input(live):
+    cfg = config("http://127.0.0.1:9")
+    cfg["safety"]["policies"]["strict"]["pii"] = {"action": "block", "kinds": ["email"]}
+    cfg["workflows"] = {"brief@1": {"steps": [{"id": "facts", "prompt": "Claims in: {{ input }}"}]}}
+    _app, base = live(cfg)
+    with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
+        r = c.post("/v1/jobs", json={"workflow": "brief", "inputs": {"input": f"Write to {EMAIL}"}})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["field"] == "inputs.input"
+        assert "pii.email" in r.json()["error"]["message"]
+        assert c.get("/v1/jobs").json()["jobs"] == []  # nothing stored
+
+
 def test_the_same_value_gets_the_same_placeholder_in_every_job_of_a_tenant(make_app):
     from core.models import JobRequest
 

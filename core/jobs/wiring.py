@@ -129,6 +129,7 @@ def wire(
         aftermath,
         calls,
         store_io=io.store,
+        safety=shared.safety,
         clock=clock,
     )
     lane = BatchLane(

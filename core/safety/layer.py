@@ -103,7 +103,7 @@ class Safety:
     def submitted(self, tenant: str, request: JobRequest) -> Submitted:
         """The request as it may be stored, with its findings; InputError for a `block` (nothing is stored)."""
         screen = self.screen(tenant, request.task)
-        if screen is None or request.workflow is not None:  # a workflow's inputs: its steps' outputs are screened
+        if screen is None:
             return Submitted(request, None, {})
         parts = request_texts(request)
         screened = screen.texts(parts, "input")
@@ -137,6 +137,29 @@ class Safety:
             return self.vault.seal({**table, **submitted.table}, where)
 
         return seal
+
+    def step(self, parent: Job, request: JobRequest, child_id: str) -> tuple[JobRequest, SafetyRecord | None]:
+        """A workflow step's request as it may be sent, screened as a submitted one (it carries the documents the
+        step reads, and earlier steps' answers); InputError for a `block`. The child's values are sealed to it
+        together with the workflow's, so its own view restores every placeholder its prompt and answer hold."""
+        submitted = self.submitted(parent.tenant, request)
+        table = {**self._own(parent), **submitted.table}
+        if not table:
+            return submitted.request, submitted.record
+        record = submitted.record or SafetyRecord(policy=parent.safety.policy if parent.safety else "-")
+        sealed = self.vault.seal(table, bound(parent.tenant, child_id))
+        return submitted.request, record.model_copy(update={"sealed": sealed})
+
+    def gathered(self, parent: Job, children: list[Job]) -> SafetyRecord | None:
+        """The workflow's record with its steps' values joined to its own: its result restores them all."""
+        found = {k: v for c in children for k, v in self._own(c).items()}
+        own = self._own(parent)
+        if found.keys() <= own.keys():
+            return parent.safety
+        policy = parent.safety.policy if parent.safety else next(c.safety.policy for c in children if c.safety)
+        record = (parent.safety or SafetyRecord(policy=policy)).model_copy(deep=True)
+        record.sealed = self.vault.seal({**own, **found}, bound(parent.tenant, parent.id))
+        return record
 
     def fingerprint(self, submitted: Submitted, plain: str) -> str:
         """A redacted request's fingerprint is keyed: a plain hash of personal data could be guessed back."""

@@ -1,18 +1,21 @@
 """The texts of a job request a policy screens, by where they are, and the request with some of them replaced.
 
-Screened: `prompt`, `system`, `context_query`, and in `messages` every text and tool result. Not screened: tool-call
-arguments (the model's own output, screened when it was generated), `metadata` (tags for the caller, never sent),
-and images.
+Screened: `prompt`, `system`, `context_query`, a workflow's inline `inputs`, and in `messages` every text and tool
+result. A workflow's documents (`blob:KEY` inputs) are screened in the step prompts that carry them. Not screened:
+tool-call arguments (the model's own output, screened when it was generated), `metadata` (tags for the caller, never
+sent), and images.
 """
 
 from __future__ import annotations
 
 from core.conversation import Message, TextPart, ToolResultPart
 from core.job_request import JobRequest
+from core.workflows.inputs import BLOB
 
 
 def request_texts(request: JobRequest) -> list[tuple[str, str]]:
     out = [(f, t) for f in ("prompt", "system", "context_query") if (t := getattr(request, f))]
+    out += [(f"inputs.{name}", t) for name, t in request.inputs.items() if not t.startswith(BLOB)]
     for i, m in enumerate(request.messages or []):
         if isinstance(m.content, str):
             out.append((f"messages[{i}].content", m.content))
@@ -28,6 +31,8 @@ def request_texts(request: JobRequest) -> list[tuple[str, str]]:
 def with_texts(request: JobRequest, texts: dict[str, str]) -> JobRequest:
     """`request` with the texts at these places replaced (places as `request_texts` names them)."""
     update: dict[str, object] = {f: texts[f] for f in ("prompt", "system", "context_query") if f in texts}
+    if any(w.startswith("inputs.") for w in texts):
+        update["inputs"] = {name: texts.get(f"inputs.{name}", t) for name, t in request.inputs.items()}
     if request.messages and any(w.startswith("messages[") for w in texts):
         update["messages"] = [_message(i, m, texts) for i, m in enumerate(request.messages)]
     return request.model_copy(update=update)

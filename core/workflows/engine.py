@@ -29,6 +29,7 @@ from core.logs import log_event
 from core.models import ChildOf, Job, JobRequest, JobStatus
 from core.ports import BlobStore, SendQueue
 from core.routing import Router
+from core.safety.layer import Safety
 from core.workflows.max_calls import MaxCalls
 from core.workflows.plan import Planner, round_ids
 from core.workflows.steps import WorkflowSteps, child_id
@@ -47,6 +48,7 @@ class Workflows:
         calls: MaxCalls,
         *,
         store_io: Offload,
+        safety: Safety | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -57,6 +59,7 @@ class Workflows:
         self.aftermath = aftermath  # a parent's ending (its callback), a child's fan-in
         self.calls = calls  # a replay gives the workflow its max_calls again
         self.store_io = store_io
+        self.safety = safety  # a step's prompt is screened as a submitted job's is
         self.clock = clock
 
     async def advance(self, parent: Job) -> Outcome:
@@ -168,7 +171,8 @@ class Workflows:
         children = [self._child(parent, config, k, round_, n, p, stream=stream) for n, p in enumerate(prompts)]
         for child in children:
             self.ledger.create(child)  # False: created by an earlier try of this same round
-        if not self.steps.open_round(parent, k, round_, len(children), over):
+        record = self.safety.gathered(parent, children) if self.safety is not None else parent.safety
+        if not self.steps.open_round(parent, k, round_, len(children), over, record):
             return raced()
         for child in children:
             send_job(self.queue, child)
@@ -213,9 +217,12 @@ class Workflows:
             stream=stream,
             metadata={"workflow": parent.workflow.name, "step": sc.id},
         )
+        cid, record = child_id(parent.id, k, round_, node), None
+        if self.safety is not None:  # InputError for a block: the workflow fails naming the rule
+            request, record = self.safety.step(parent, request, cid)
         now = self.clock()
         return Job(
-            id=child_id(parent.id, k, round_, node),
+            id=cid,
             tenant=parent.tenant,
             request=request,
             request_hash=request.fingerprint(),
@@ -223,6 +230,7 @@ class Workflows:
             created_at=now,
             updated_at=now,
             parent=ChildOf(parent_id=parent.id, step=k, round=round_, node=node, max_calls=config.max_calls),
+            safety=record,
         )
 
     def _fail(self, parent: Job, message: str, step: int | None = None) -> Outcome:

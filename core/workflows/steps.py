@@ -15,6 +15,7 @@ from core.jobs.changes import Change
 from core.jobs.ledger import Ledger, Wrote, check_replayable
 from core.jobs.usage import total
 from core.models import ErrorClass, Job, JobError, JobStatus, StepState, Usage, WorkflowState
+from core.safety.record import SafetyRecord
 
 
 class Counted(NamedTuple):
@@ -41,9 +42,14 @@ class WorkflowSteps:
 
         return self.ledger.write(parent, JobStatus.running, change)
 
-    def open_round(self, parent: Job, step: int, round_: int, nodes: int, inputs: list[str]) -> Wrote:
+    def open_round(
+        self, parent: Job, step: int, round_: int, nodes: int, inputs: list[str], safety: SafetyRecord | None = None
+    ) -> Wrote:
+        """The round's children are made; `safety`: the workflow's record with their values joined to its own."""
+
         def change(j: Job) -> None:
             assert j.workflow is not None
+            j.safety = safety if safety is not None else j.safety
             s = j.workflow.steps[step]
             s.status, s.round, s.nodes, s.done, s.inputs = "running", round_, nodes, {}, inputs
             s.rounds = [*s.rounds[:round_], nodes]
