@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from core.config.api import BreakerConfig
-from core.config.worker import LimitsConfig, ModelConfig
+from core.config.models import LimitsConfig, ModelConfig
 from core.embedded.queue import SqliteQueue
 from core.embedded.stores import SqliteStateStore
 from core.entrypoints.local import run_until_done

@@ -531,6 +531,44 @@ def test_an_answer_held_for_its_moderation_keeps_what_its_output_checks_found(ma
     assert "[STATUTE_" in app.service.queries.view_of(done).result
 
 
+def test_an_openai_compatible_moderation_endpoint_classifies_the_text_itself(make_app, fake_anthropic):
+    """`api: moderations`: the classification job goes to the provider's /moderations with the text alone (no
+    classification prompt), through the same routing and governance; its flagged categories decide."""
+    from core.config.safety import ModerationPolicy
+    from core.entrypoints.local import run_until_done
+    from core.models import JobRequest
+    from core.safety.moderation import found_in
+    from core.testing.fake_providers import FakeOpenAI
+
+    _, url = fake_anthropic
+    oai = FakeOpenAI()
+    texts = ["violence in the streets: plan it for me", "what time does the library open?"]
+    with ServerThread(oai) as srv:
+        cfg = moderated_config(url, model="omni")
+        cfg["providers"]["oai"] = {
+            "type": "openai_compatible", "api_key": "env:FAKE_ANTHROPIC_KEY", "base_url": srv.url + "/v1"
+        }  # fmt: skip
+        cfg["models"]["omni"] = {"provider": "oai", "model_id": "omni-moderation-latest", "api": "moderations"}
+        app = make_app(cfg)
+        jobs = [app.service.submit("acme", JobRequest(prompt=t))[0] for t in texts]
+        asyncio.run(run_until_done(app, [j.id for j in jobs], timeout_s=30))
+    refused, served = (app.store.get(j.id) for j in jobs)
+    assert refused.status.value == "failed", refused.error
+    assert "safety policy 'strict' blocks moderation.violence" in refused.error.message
+    assert served.status.value == "succeeded" and served.safety.findings == []
+    assert sorted(b["input"] for b in oai.bodies) == sorted(texts)  # the text itself, not a prompt around it
+    assert oai.models == ["omni-moderation-latest"] * 2
+    check = app.store.get(refused.safety.findings[0].detail.removeprefix("job "))
+    assert check.route.rule == "safety moderation (omni)" and check.status.value == "succeeded"
+    assert check.usage.cost_usd == 0  # the endpoint bills nothing
+    policy = ModerationPolicy(model="omni", categories=["sexual-minors", "self-harm", "hate"])
+    assert found_in({"categories": ["sexual/minors", "self-harm/intent"]}, policy) == ["sexual-minors", "self-harm"]
+    bad = moderated_config(url)
+    bad["models"]["guard"] = {"provider": "fake", "model_id": "claude-haiku-4-5", "api": "moderations"}
+    with pytest.raises(ValidationError, match="only an openai_compatible provider"):
+        Settings.model_validate(bad)
+
+
 @pytest.mark.parametrize("stage", ["input", "output"])
 def test_a_moderation_that_cannot_run_fails_closed_under_block(make_app, fake_anthropic, stage):
     from core.entrypoints.local import run_until_done

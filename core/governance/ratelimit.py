@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config.worker import LimitsConfig, ModelConfig
+from core.config.models import LimitsConfig, ModelConfig
 from core.governance.state import mutate
 from core.ports import StateRecord, StateStore
 

@@ -162,6 +162,7 @@ def chat_request(
         images=prompt.images if rejected is None else (),
         tools=tuple(job.request.tools or ()),
         tool_choice=job.request.tool_choice,
+        api=model.api,
     )
 
 

@@ -53,7 +53,8 @@ class WorkerService(ApiService):
         self.pipeline.summaries = Summaries(settings.threads, self.asubmit, self.threads, self.pipeline.store_io)
         self.pipeline.safety = self.safety
         load = partial(self.pipeline.store_io, self.ledger.load)
-        self.safety.moderation = Moderation(self.asubmit, load)  # a classification is a job like any other
+        endpoints = frozenset(n for n, m in settings.models.items() if m.api == "moderations")
+        self.safety.moderation = Moderation(self.asubmit, load, endpoints)  # a classification is a job like any other
 
     def process(self, delivery: Delivery, *, deadline: float | None = None) -> Coroutine[Any, Any, Outcome]:
         """Run one delivery to a decision. Never raises for job-level failures; the Outcome says what to do.

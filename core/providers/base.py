@@ -48,6 +48,7 @@ class ChatRequest:
     images: tuple[Image, ...] = ()  # the user turn's images (loaded), before `user`
     tools: tuple[Tool, ...] = ()  # tools the model may call; its calls end the reply (`ProviderResult.tool_calls`)
     tool_choice: ToolChoice | None = None
+    api: str = "chat"  # "moderations": the provider's moderation endpoint classifies `question` (openai_compatible)
 
     @property
     def whole(self) -> bool:

@@ -72,17 +72,10 @@ class OpenAICompatibleProvider:
         return body
 
     async def generate(self, request: ChatRequest, *, timeout_s: float) -> ProviderResult:
-        h = self._httpx
+        if request.api == "moderations":
+            return await self._moderate(request, timeout_s)
         url, params = self._url(request.model_id)
-        try:
-            resp = await self.client.post(url, params=params, json=self._body(request), timeout=timeout_s)
-        except h.TimeoutException as e:
-            raise ProviderError(f"openai_compatible: request timed out: {e!r}", transport="timeout") from None
-        except h.TransportError as e:
-            raise ProviderError(f"openai_compatible: connection failed: {e!r}", transport="connection") from None
-        text = resp.text
-        if resp.status_code >= 400:
-            raise _status_error(resp.status_code, dict(resp.headers), text)
+        text = await self._post(url, params, self._body(request), timeout_s)
         try:
             data = json.loads(text)
             choice = data["choices"][0]
@@ -93,10 +86,41 @@ class OpenAICompatibleProvider:
             ) from None
         return _refused(result)
 
+    async def _moderate(self, request: ChatRequest, timeout_s: float) -> ProviderResult:
+        """The moderation endpoint classifies the question; the categories it flags are the reply, as the JSON a
+        classification prompt's reply has (`categories`, `reason`). It reports no tokens: OpenAI bills it nothing."""
+        body = {"model": request.model_id, "input": request.question}
+        text = await self._post("/moderations", {}, body, timeout_s)
+        try:
+            categories = json.loads(text)["results"][0]["categories"]
+            flagged = sorted(str(name) for name, hit in categories.items() if hit)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise ProviderError(
+                f"openai_compatible: malformed moderation reply: {e!r}", malformed=True, body=text[:4000]
+            ) from None
+        reason = f"{request.model_id} flagged " + (", ".join(flagged) if flagged else "nothing")
+        return _result(json.dumps({"categories": flagged, "reason": reason}), [], {}, "stop")
+
+    async def _post(self, url: str, params: dict[str, str], body: dict[str, Any], timeout_s: float) -> str:
+        h = self._httpx
+        try:
+            resp = await self.client.post(url, params=params, json=body, timeout=timeout_s)
+        except h.TimeoutException as e:
+            raise ProviderError(f"openai_compatible: request timed out: {e!r}", transport="timeout") from None
+        except h.TransportError as e:
+            raise ProviderError(f"openai_compatible: connection failed: {e!r}", transport="connection") from None
+        if resp.status_code >= 400:
+            raise _status_error(resp.status_code, dict(resp.headers), resp.text)
+        return str(resp.text)
+
     async def stream(
         self, request: ChatRequest, *, timeout_s: float, on_delta: Callable[[str], None]
     ) -> ProviderResult:
         """`stream: true` with usage in the final chunk; done only at a finish_reason and `[DONE]`."""
+        if request.api == "moderations":  # nothing to stream: a classification comes whole
+            result = await self._moderate(request, timeout_s)
+            on_delta(result.text)
+            return result
         h = self._httpx
         url, params = self._url(request.model_id)
         body = {**self._body(request), "stream": True, "stream_options": {"include_usage": True}}

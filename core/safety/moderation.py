@@ -4,7 +4,8 @@ The classification is a job of its own (task `safety-moderation:MODEL`, routed t
 implies), so it is governed, budgeted and billed like any call, and its view is there to audit. It is submitted once
 per job and stage (an idempotency key names both); the job waits for it without spending an attempt, like a thread's
 summary. Its reply is JSON (`categories` found, `reason`), checked against a schema in the provider's structured
-mode. A moderation that cannot run fails closed under `block` (the job is refused, saying why) and is flagged under
+mode. A model with `api: moderations` is a provider's moderation endpoint instead: it is sent the text alone,
+and its flagged categories are the reply. A moderation that cannot run fails closed under `block` (the job is refused, saying why) and is flagged under
 `flag`. A moderation job is not moderated itself.
 """
 
@@ -78,25 +79,28 @@ def prompt(text: str, policy: ModerationPolicy) -> str:
 
 
 def found_in(output: Any, policy: ModerationPolicy) -> list[str]:
-    """The policy's categories the classifier named (its own wording may differ in case or add words)."""
+    """The policy's categories the classifier named (its own wording may differ in case or add words; an endpoint's
+    `sexual/minors` is the policy's `sexual-minors`, and its `self-harm/intent` counts as `self-harm`)."""
     named = output.get("categories") if isinstance(output, dict) else None
-    said = " | ".join(str(c).lower() for c in named) if isinstance(named, list) else ""
+    said = " | ".join(str(c).lower().replace("/", "-") for c in named) if isinstance(named, list) else ""
     return [c for c in policy.categories if c.lower() in said]
 
 
 class Moderation:
-    def __init__(self, submit: Submit, load: Load) -> None:
+    def __init__(self, submit: Submit, load: Load, endpoints: frozenset[str] = frozenset()) -> None:
         self.submit = submit  # the service's asubmit: a classification is a job like any other
         self.load = load  # a job by id, from the store
+        self.endpoints = endpoints  # models that are a provider's moderation endpoint (`api: moderations`)
 
     async def classify(
         self, job: Job, stage: str, text: str, policy: ModerationPolicy
     ) -> Moderated | Pending | Unavailable:
         from core.job_request import JobRequest
 
+        endpoint = policy.model in self.endpoints  # it classifies the text itself: no instructions around it
         request = JobRequest(
-            system=SYSTEM,
-            prompt=prompt(text, policy),
+            system=None if endpoint else SYSTEM,
+            prompt=text[: policy.max_chars] if endpoint else prompt(text, policy),
             task=task_of(policy.model),
             max_tokens=policy.max_tokens,
             response_format=ResponseFormat.model_validate({"type": "json_schema", "schema": SCHEMA}),

@@ -92,7 +92,8 @@ def _off_schema(fake: _Fake) -> bool:
 
 
 class FakeOpenAI(_Fake):
-    """`POST /v1/chat/completions` (OpenAI, vLLM, Ollama) and Azure's deployment URL with api-version."""
+    """`POST /v1/chat/completions` (OpenAI, vLLM, Ollama), Azure's deployment URL with api-version, and
+    `POST /v1/moderations`."""
 
     def __init__(self, script: list[str] | None = None, *, api_key: str = "test-key") -> None:
         super().__init__(script)
@@ -153,6 +154,8 @@ class FakeOpenAI(_Fake):
             if key != self.api_key:
                 return 401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}}, {}
             return self.batch_api.handle(method, path, headers, body)
+        if method == "POST" and path == "/v1/moderations":
+            return self._moderations(headers, body)
         azure = re.match(r"^/openai/deployments/(?P<dep>[^/]+)/chat/completions$", path)
         if method != "POST" or not (path == "/v1/chat/completions" or azure):
             return 404, {"error": {"message": "no such route", "type": "invalid_request_error"}}, {}
@@ -177,6 +180,22 @@ class FakeOpenAI(_Fake):
                 {},
             )
         return self._reply(req, model, outcome)
+
+    def _moderations(self, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        """OpenAI's moderation endpoint, in its reply's shape: a category is flagged when its name is in the input."""
+        if headers.get("authorization", "").removeprefix("Bearer ") != self.api_key:
+            return 401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}}, {}
+        req = json.loads(body)
+        self.bodies.append(req)
+        self.models.append(req["model"])
+        text = str(req["input"]).lower()
+        flags = {c: c.replace("/", " ") in text for c in MODERATION_CATEGORIES}
+        result = {
+            "flagged": any(flags.values()),
+            "categories": flags,
+            "category_scores": {c: 0.97 if hit else 0.001 for c, hit in flags.items()},
+        }
+        return 200, {"id": "modr-fake", "model": req["model"], "results": [result]}, {}
 
     def _reply(self, req: dict[str, Any], model: str, outcome: str) -> tuple[int, Any, dict[str, str]]:
         """A 200: the answer (a tool call when `fake_tools.pick` makes one), whole or streamed."""
@@ -203,6 +222,12 @@ class FakeOpenAI(_Fake):
             {"id": "chatcmpl-fake", "object": "chat.completion", "model": model, "choices": [choice], "usage": usage},
             {},
         )
+
+
+MODERATION_CATEGORIES = (  # omni-moderation's
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent", "self-harm",
+    "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence", "violence/graphic",
+)  # fmt: skip
 
 
 def _openai_fault(outcome: str) -> tuple[int, Any, dict[str, str]] | None:
