@@ -238,6 +238,36 @@ def test_a_blocked_workflow_input_is_refused_at_submit_naming_the_input(live):
         assert c.get("/v1/jobs").json()["jobs"] == []  # nothing stored
 
 
+def test_tool_call_arguments_a_client_sends_are_screened_too(make_app, fake_anthropic):
+    """A client may send any assistant tool call: its string arguments (nested, and under keys with dots or
+    slashes) are redacted like text before the provider sees them."""
+    from core.entrypoints.local import run_until_done
+    from core.models import JobRequest
+
+    fake, url = fake_anthropic
+    fake.keep_requests = True
+    app = make_app(config(url))
+    args = {"to": EMAIL, "cc": ["ops", {"card/no": CARD}], "a.b": "plain", "n": 3}
+    tool = {"name": "send_mail", "description": "Send an e-mail.", "parameters": {"type": "object"}}
+    messages = [
+        {"role": "user", "content": "mail the receipt"},
+        {"role": "assistant", "content": [{"type": "tool_call", "id": "c1", "name": "send_mail", "arguments": args}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_call_id": "c1", "content": "sent"}]},
+    ]
+    job, _ = app.service.submit("acme", JobRequest.model_validate({"messages": messages, "tools": [tool]}))
+    stored = job.request.messages[1].content[0].arguments
+    assert stored["to"].startswith("[EMAIL_") and stored["cc"][1]["card/no"].startswith("[CARD_")
+    assert (stored["cc"][0], stored["a.b"], stored["n"]) == ("ops", "plain", 3)
+    assert [f.where for f in job.safety.findings] == [
+        "messages[1].content[0].arguments#/to",
+        "messages[1].content[0].arguments#/cc/1/card~1no",
+    ]
+    asyncio.run(run_until_done(app, [job.id], timeout_s=30))
+    assert app.store.get(job.id).status.value == "succeeded"
+    body = sent_texts(fake)
+    assert "[EMAIL_" in body and EMAIL not in body and CARD not in body
+
+
 def test_the_same_value_gets_the_same_placeholder_in_every_job_of_a_tenant(make_app):
     from core.models import JobRequest
 

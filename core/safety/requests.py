@@ -1,14 +1,16 @@
 """The texts of a job request a policy screens, by where they are, and the request with some of them replaced.
 
-Screened: `prompt`, `system`, `context_query`, a workflow's inline `inputs`, and in `messages` every text and tool
-result. A workflow's documents (`blob:KEY` inputs) are screened in the step prompts that carry them. Not screened:
-tool-call arguments (the model's own output, screened when it was generated), `metadata` (tags for the caller, never
-sent), and images.
+Screened: `prompt`, `system`, `context_query`, a workflow's inline `inputs`, and in `messages` every text, tool
+result and string in a tool call's arguments (a client may send any; places there are JSON Pointers, so a key with
+a dot or a slash can't be taken for another). A workflow's documents (`blob:KEY` inputs) are screened in the step
+prompts that carry them. Not screened: `metadata` (tags for the caller, never sent) and images.
 """
 
 from __future__ import annotations
 
-from core.conversation import Message, TextPart, ToolResultPart
+from typing import Any
+
+from core.conversation import Message, TextPart, ToolCallPart, ToolResultPart
 from core.job_request import JobRequest
 from core.workflows.inputs import BLOB
 
@@ -25,7 +27,31 @@ def request_texts(request: JobRequest) -> list[tuple[str, str]]:
                 out.append((f"messages[{i}].content[{j}].text", p.text))
             elif isinstance(p, ToolResultPart) and p.content:
                 out.append((f"messages[{i}].content[{j}].content", p.content))
+            elif isinstance(p, ToolCallPart):
+                out += _leaves(p.arguments, f"messages[{i}].content[{j}].arguments#")
     return out
+
+
+def _leaves(value: Any, where: str) -> list[tuple[str, str]]:
+    """The strings in a JSON value, each with its place (`where` and its JSON Pointer)."""
+    if isinstance(value, str):
+        return [(where, value)] if value else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [leaf for k, v in items for leaf in _leaves(v, f"{where}/{_escaped(str(k))}")]
+
+
+def _escaped(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _replaced(value: Any, where: str, texts: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return texts.get(where, value)
+    if isinstance(value, dict):
+        return {k: _replaced(v, f"{where}/{_escaped(str(k))}", texts) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replaced(v, f"{where}/{n}", texts) for n, v in enumerate(value)]
+    return value
 
 
 def with_texts(request: JobRequest, texts: dict[str, str]) -> JobRequest:
@@ -47,4 +73,8 @@ def _message(i: int, m: Message, texts: dict[str, str]) -> Message:
             parts[j] = p.model_copy(update={"text": t})
         elif isinstance(p, ToolResultPart) and (t := texts.get(f"messages[{i}].content[{j}].content")) is not None:
             parts[j] = p.model_copy(update={"content": t})
+        elif isinstance(p, ToolCallPart):
+            parts[j] = p.model_copy(
+                update={"arguments": _replaced(p.arguments, f"messages[{i}].content[{j}].arguments#", texts)}
+            )
     return m.model_copy(update={"content": parts})
