@@ -268,6 +268,46 @@ def test_tool_call_arguments_a_client_sends_are_screened_too(make_app, fake_anth
     assert "[EMAIL_" in body and EMAIL not in body and CARD not in body
 
 
+def names_model(folder: Path) -> Path:
+    """A spaCy pipeline whose entity ruler knows two people: a real model can't be downloaded here, and what is
+    tested is the Presidio extra's wiring (model loading, spans, placeholders), not a model's recall."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns(
+        [
+            {"label": "PERSON", "pattern": [{"LOWER": "ada"}, {"LOWER": "lovelace"}]},
+            {"label": "PERSON", "pattern": [{"LOWER": "grace"}, {"LOWER": "hopper"}]},
+        ]
+    )
+    nlp.to_disk(folder)
+    return folder
+
+
+def test_person_names_through_presidio_are_redacted_and_restored(make_app, fake_anthropic, tmp_path, capsys):
+    from core.entrypoints.local import run_until_done
+    from core.models import JobRequest
+
+    fake, url = fake_anthropic
+    fake.keep_requests = True
+    model = names_model(tmp_path / "names-model")
+    app = make_app(config(url, pii={"action": "redact", "kinds": ["name", "email"], "name_model": str(model)}))
+    job, _ = app.service.submit("acme", JobRequest(prompt=f"Ask Ada Lovelace to copy {EMAIL}; not Charles."))
+    assert [(f.rule, f.detail) for f in job.safety.findings] == [("pii.name", "PERSON"), ("pii.email", None)]
+    assert job.request.prompt.startswith("Ask [NAME_") and "Charles" in job.request.prompt  # the model's names only
+    asyncio.run(run_until_done(app, [job.id], timeout_s=30))
+    assert "Ada Lovelace" not in sent_texts(fake)
+    assert "Ada Lovelace" in app.service.queries.view_of(app.store.get(job.id)).result  # the fake echoes: restored
+    from core.entrypoints.cli import main
+
+    missing = config(url, pii={"action": "redact", "kinds": ["name"], "name_model": "xx_no_such_model"})
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(missing))
+    assert main(["--config", str(tmp_path / "missing.yaml"), "config", "check", "--skip-secrets", "--bundle"]) == 2
+    said = capsys.readouterr().err
+    assert "safety.policies.strict: safety pii.name_model: the spaCy model 'xx_no_such_model' is not installed" in said
+
+
 def test_the_same_value_gets_the_same_placeholder_in_every_job_of_a_tenant(make_app):
     from core.models import JobRequest
 

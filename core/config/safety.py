@@ -49,6 +49,11 @@ class PiiPolicy(_Strict):
         default_factory=lambda: list(STAGES),
         description="Where: the job's own text, its retrieved chunks, the answer (and its stream).",
     )
+    name_model: str = Field(
+        default="en_core_web_lg",
+        description="Kind `name`: the spaCy model Presidio finds names with, an installed package or a folder "
+        "holding one (never downloaded at run time).",
+    )
 
     @field_validator("countries")
     @classmethod
@@ -208,6 +213,12 @@ class SafetyConfig(_Strict):
         """(key path, model name) of every model a policy names."""
         return [(f"safety.policies.{n}.moderation.model", p.moderation.model) for n, p in self.policies.items()
                 if p.moderation is not None]  # fmt: skip
+
+    def name_models(self) -> list[tuple[str, str]]:
+        """(policy, spaCy model) of each policy that looks for person names."""
+        return [
+            (n, p.pii.name_model) for n, p in self._resolved.items() if p.pii.action != "off" and "name" in p.pii.kinds
+        ]
 
     def redacting(self) -> list[str]:
         """The policies that redact (their PII, or a pattern of theirs): each seals values with the vault."""

@@ -2,7 +2,8 @@
 use resolves on this machine. Only providers that some route can reach are checked (the built-in
 `anthropic` provider is defined everywhere, used by few), and only `env:` and `file:` references
 (cloud secret stores are checked where they live). Build machines skip this with `--skip-secrets`;
-`--bundle` checks the packages a deployment's bundle must hold (the vault's cipher, when a policy redacts)."""
+`--bundle` checks the packages a deployment's bundle must hold (the vault's cipher when a policy redacts, the
+names model when one looks for names)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,14 @@ def missing_cipher(settings: Settings) -> list[str]:
         f"'cryptography', which is not installed: {install_command('safety')} (into the environment the service "
         "runs in)"
     ]
+
+
+def missing_for_safety(settings: Settings) -> list[str]:
+    """What the safety policies need that is not installed here: the vault's cipher, the names model."""
+    from core.safety.names import missing
+
+    found = [(n, problem) for n, model in settings.safety.name_models() if (problem := missing(model)) is not None]
+    return missing_cipher(settings) + [f"  safety.policies.{n}: {problem}" for n, problem in found]
 
 
 def unresolved_secrets(settings: Settings, secrets: Secrets) -> list[str]:

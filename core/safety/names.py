@@ -1,11 +1,14 @@
-"""Person names, found by Presidio's analyzer where the `presidio` extra (and a spaCy model) is installed.
+"""Person names, found by Presidio's analyzer where the `presidio` extra and a spaCy model are installed.
 
 Names have no format to match, so they need a named-entity model; the rest of the PII detectors need nothing.
+The model is `pii.name_model`: an installed spaCy package (en_core_web_lg) or a folder holding one. It is never
+downloaded here (Presidio would fetch a missing one at run time): a missing model is a ConfigError naming the fix.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
@@ -14,18 +17,37 @@ from core.safety.pii import Span
 MIN_SCORE = 0.6
 
 
-@lru_cache(maxsize=1)
-def _analyzer() -> Any:
-    try:
-        from presidio_analyzer import AnalyzerEngine
-    except ImportError:
-        raise ConfigError(
+def missing(model: str) -> str | None:
+    """What is missing here to find names with `model` (None: nothing)."""
+    from importlib.util import find_spec
+
+    if find_spec("presidio_analyzer") is None:
+        return (
             "safety pii kind 'name' needs Presidio: pip install 'altostratus[presidio]' and a spaCy model "
             "(python -m spacy download en_core_web_lg), or remove 'name' from pii.kinds"
-        ) from None
-    return AnalyzerEngine()
+        )
+    import spacy.util
+
+    if spacy.util.is_package(model) or Path(model).is_dir():
+        return None
+    return (
+        f"safety pii.name_model: the spaCy model '{model}' is not installed here; install it where the service "
+        f"is built (python -m spacy download {model}), or point name_model at a folder holding one"
+    )
 
 
-def person_names(text: str) -> list[Span]:
-    found = _analyzer().analyze(text=text, entities=["PERSON"], language="en")
+@lru_cache(maxsize=4)
+def _analyzer(model: str) -> Any:
+    if (problem := missing(model)) is not None:
+        raise ConfigError(problem)
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    config = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}]}
+    engine = NlpEngineProvider(nlp_configuration=config).create_engine()
+    return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+
+
+def person_names(text: str, model: str) -> list[Span]:
+    found = _analyzer(model).analyze(text=text, entities=["PERSON"], language="en")
     return [Span("name", r.start, r.end, "PERSON") for r in found if r.score >= MIN_SCORE]

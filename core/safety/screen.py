@@ -47,7 +47,7 @@ class PiiCheck:
         if "name" in self.policy.kinds:
             from core.safety.names import person_names  # the optional named-entity model (Presidio)
 
-            found = _disjoint(found, person_names(text))
+            found = _disjoint(found, person_names(text, self.policy.name_model))
         return [Hit(f"pii.{s.kind}", s.kind, s.start, s.end, self.policy.action, s.detail or None) for s in found]
 
 

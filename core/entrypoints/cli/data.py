@@ -11,7 +11,7 @@ from typing import Any
 from core.config.api import hash_api_key
 from core.config.capacity import replica_cap
 from core.config.load import load_settings
-from core.config.secrets_check import missing_cipher, missing_sdks, unresolved_secrets
+from core.config.secrets_check import missing_for_safety, missing_sdks, unresolved_secrets
 from core.entrypoints.cli.common import DEFAULT_TENANT, app_from, valid_name
 from core.secrets import EnvSecrets
 
@@ -80,7 +80,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         return cmd_replicas(args)
     settings = load_settings(args.config)
     # a build machine installs the bundle's own packages (--skip-secrets); --bundle runs on the bundle's
-    missing = missing_cipher(settings) if args.bundle or not args.skip_secrets else []
+    missing = missing_for_safety(settings) if args.bundle or not args.skip_secrets else []
     if not args.skip_secrets:
         missing = missing_sdks(settings) + missing
     if missing:
@@ -137,7 +137,8 @@ def register(sub: Any) -> None:
         "--bundle",
         action="store_true",
         help="this Python runs on a deployment bundle's packages: check it holds the ones the configuration needs "
-        "beyond the cloud's SDK (the vault's `cryptography`, when a safety policy redacts)",
+        "beyond the cloud's SDK (the vault's `cryptography` when a safety policy redacts, Presidio and its spaCy model "
+        "when one looks for names)",
     )
     ch = csub.add_parser("hash-key", help="print the sha256: form of an API key for the config file")
     ch.add_argument("key", help="the API key to hash for tenants.X.api_keys")
