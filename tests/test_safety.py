@@ -308,6 +308,25 @@ def test_person_names_through_presidio_are_redacted_and_restored(make_app, fake_
     assert "safety.policies.strict: safety pii.name_model: the spaCy model 'xx_no_such_model' is not installed" in said
 
 
+def test_a_policy_that_blocks_images_refuses_one_naming_the_part(live):
+    import base64
+
+    from tests.test_images import IMAGE
+
+    cfg = config("http://127.0.0.1:9", images="block")
+    cfg["models"]["fake-sonnet"]["vision"] = True
+    _app, base = live(cfg)
+    picture = {"type": "image", "data": base64.b64encode(IMAGE).decode()}
+    turn = {"role": "user", "content": [{"type": "text", "text": "What is this?"}, picture]}
+    with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
+        r = c.post("/v1/jobs", json={"messages": [turn]})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["field"] == "messages[0].content[1]"
+        assert "safety policy 'strict' refuses images" in r.json()["error"]["message"]
+        assert c.get("/v1/jobs").json()["jobs"] == []  # nothing stored
+        assert c.post("/v1/jobs", json={"prompt": "text alone is screened as usual"}).status_code == 202
+
+
 def test_the_same_value_gets_the_same_placeholder_in_every_job_of_a_tenant(make_app):
     from core.models import JobRequest
 

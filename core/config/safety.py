@@ -130,6 +130,11 @@ class SafetyPolicy(_Strict):
         default="flag",
         description="Retrieved chunks that carry instructions: fenced as data and flagged (flag), or the job refused.",
     )
+    images: Literal["allow", "block"] = Field(
+        default="allow",
+        description="No check reads an image: `block` refuses a job that sends one (the text checks can't screen "
+        "what it shows).",
+    )
     stream: StreamGuard = Field(default_factory=StreamGuard)
     reach: PolicyConfig = Field(
         default_factory=PolicyConfig,

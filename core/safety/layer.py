@@ -23,7 +23,7 @@ from core.safety.injection import fenced
 from core.safety.moderation import Moderation, Pending, Unavailable, is_moderation
 from core.safety.placeholders import Reveal, revealer
 from core.safety.record import Finding, SafetyRecord
-from core.safety.requests import request_texts, with_texts
+from core.safety.requests import first_image, request_texts, with_texts
 from core.safety.screen import Screen, Screened
 from core.safety.stream_guard import StreamGuard
 
@@ -105,6 +105,13 @@ class Safety:
         screen = self.screen(tenant, request.task)
         if screen is None:
             return Submitted(request, None, {})
+        if screen.policy.images == "block" and (where := first_image(request)) is not None:
+            log_event("safety.refused", logging.WARNING, tenant=tenant, rule="images", where=where, policy=screen.name)
+            raise InputError(
+                f"safety policy '{screen.name}' refuses images (no check can read what one shows): send the text "
+                "instead, or submit under a policy with images: allow",
+                field=where,
+            )
         parts = request_texts(request)
         screened = screen.texts(parts, "input")
         self.count(tenant, request.task, screened.findings)

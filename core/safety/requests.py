@@ -3,14 +3,15 @@
 Screened: `prompt`, `system`, `context_query`, a workflow's inline `inputs`, and in `messages` every text, tool
 result and string in a tool call's arguments (a client may send any; places there are JSON Pointers, so a key with
 a dot or a slash can't be taken for another). A workflow's documents (`blob:KEY` inputs) are screened in the step
-prompts that carry them. Not screened: `metadata` (tags for the caller, never sent) and images.
+prompts that carry them. Not screened: `metadata` (tags for the caller, never sent) and images (a policy may refuse
+them: `images: block`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.conversation import Message, TextPart, ToolCallPart, ToolResultPart
+from core.conversation import ImagePart, Message, TextPart, ToolCallPart, ToolResultPart
 from core.job_request import JobRequest
 from core.workflows.inputs import BLOB
 
@@ -30,6 +31,16 @@ def request_texts(request: JobRequest) -> list[tuple[str, str]]:
             elif isinstance(p, ToolCallPart):
                 out += _leaves(p.arguments, f"messages[{i}].content[{j}].arguments#")
     return out
+
+
+def first_image(request: JobRequest) -> str | None:
+    """Where the request's first image part is, or None."""
+    for i, m in enumerate(request.messages or []):
+        if not isinstance(m.content, str):
+            for j, p in enumerate(m.content):
+                if isinstance(p, ImagePart):
+                    return f"messages[{i}].content[{j}]"
+    return None
 
 
 def _leaves(value: Any, where: str) -> list[tuple[str, str]]:
