@@ -1,8 +1,8 @@
 """Images in a conversation: what a part may carry, where its bytes live, and what it costs in a window.
 
 An image part holds base64 or `blob:KEY`. At submit, base64 is decoded, checked and claim-checked into the blob
-store under `workflow-inputs/images/` (named by its content's hash), so no stored job and no queue message ever
-holds an image; a worker loads the bytes when it builds the call. The window's estimate per image is Anthropic's
+store under `workflow-inputs/images/` (named by its content's hash; a thread's under its own prefix, erased with it),
+so no stored job and no queue message ever holds an image; a worker loads the bytes when it builds the call. The window's estimate per image is Anthropic's
 (width x height / 750 tokens, an image resized to at most 1,568 pixels a side); what a call costs is what the
 provider reports.
 """
@@ -55,8 +55,13 @@ def decoded(text: str) -> bytes:
     return data
 
 
-def key_for(data: bytes) -> str:
-    return f"{PREFIX}{hashlib.sha256(data).hexdigest()}.{MEDIA_TYPES[sniff(data) or 'image/png']}"
+def key_for(data: bytes, prefix: str = PREFIX) -> str:
+    return f"{prefix}{hashlib.sha256(data).hexdigest()}.{MEDIA_TYPES[sniff(data) or 'image/png']}"
+
+
+def thread_prefix(tenant: str, thread_id: str) -> str:
+    """Where a thread's inline images are kept: its own, so erasing the thread deletes them and nothing shared."""
+    return f"{PREFIX}threads/{tenant}/{thread_id}/"
 
 
 def size(data: bytes) -> tuple[int, int] | None:

@@ -195,6 +195,9 @@ class ThreadView(_Model):
 class ThreadErased(_Model):
     thread_id: str
     erased_jobs: list[str] = Field(description="The jobs whose prompts, messages and replies were blanked.")
+    erased_objects: int = Field(
+        default=0, description="Objects deleted from the blob store: the images its turns sent, its spilled streams."
+    )
 
 
 class SubmitResponse(_Model):

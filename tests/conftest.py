@@ -293,6 +293,41 @@ def safety_env(vault_key: str) -> dict[str, str]:
     }
 
 
+def erase_a_thread(
+    call: Callable[[str, str], tuple[int, Any]],
+    submit: Callable[..., str],
+    until: Callable[[str], dict[str, Any]],
+    keys: Callable[[str], list[str]],
+    fake: Any,
+    tenant: str,
+) -> None:
+    """The thread scenario each deploy proof runs on its cloud: a turn that sends an image inline and streams an
+    answer long enough to spill, a second turn, the thread read, then erased with its objects. `call(method, path)`
+    is (status, JSON) from the api; `keys(prefix)` lists the bucket."""
+    import base64
+
+    from tests.test_images import IMAGE
+
+    picture = {"type": "image", "data": base64.b64encode(IMAGE).decode()}
+    first = [{"role": "user", "content": [picture, {"type": "text", "text": "What is in this picture?"}]}]
+    fake.plan.stream_tokens = 600  # ~4,000 characters: past the inline 1,000, so the worker spills it
+    try:
+        a = submit(messages=first, thread_id="t-erase", stream=True)
+        assert until(a)["status"] == "succeeded"
+    finally:
+        fake.plan.stream_tokens = 0
+    b = submit(messages=[{"role": "user", "content": "And its colours?"}], thread_id="t-erase")
+    assert until(b)["status"] == "succeeded"
+    status, thread = call("GET", "/v1/threads/t-erase")
+    assert status == 200 and [m["role"] for m in thread["messages"]] == ["user", "assistant"] * 2, thread
+    images = f"workflow-inputs/images/threads/{tenant}/t-erase/"
+    assert len(keys(images)) == 1 and keys(f"streams/{a}/")
+    status, erased = call("DELETE", "/v1/threads/t-erase")
+    assert status == 200 and erased["erased_jobs"] == [a, b] and erased["erased_objects"] == 2, erased
+    assert keys(images) == [] and keys(f"streams/{a}/") == []
+    assert call("GET", "/v1/threads/t-erase")[0] == 404
+
+
 def stage_source(dest: Path, cloud: str) -> None:
     """The function source as the cloud's deploy.sh stages it (`infra/stage.sh`), with its deployed config."""
     import subprocess

@@ -23,7 +23,7 @@ import pytest
 from core.config.api import hash_api_key
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests.aws_stack import ROOT, Deployment, EventSource
-from tests.conftest import DEPLOY_KEY, SAMPLES
+from tests.conftest import DEPLOY_KEY, SAMPLES, erase_a_thread
 
 TENANT = "acme"
 SECRET_NAME = "altostratus/anthropic-api-key"  # what infra/aws/altostratus.yaml references
@@ -229,6 +229,22 @@ def test_a_spilled_stream_is_replayed_over_sse_by_the_api(stack, fake):
     assert "event: done" in body
     replayed = "".join(json.loads(m)["text"] for m in re.findall(r"event: delta\ndata: (.*)", body))
     assert "tok599" in replayed
+
+
+def test_a_thread_is_erased_with_its_image_and_its_spilled_stream(stack, fake):
+    s3, bucket = stack.client("s3", stack.admin), stack.resources["Bucket"]
+
+    def keys(prefix: str) -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+    erase_a_thread(
+        lambda method, path: api(stack, method, path),
+        lambda **body: submit(stack, **body),
+        lambda job_id: until_terminal(stack, job_id),
+        keys,
+        fake[0],
+        TENANT,
+    )
 
 
 def test_rag_without_a_snapshot_fails_the_job_saying_why(stack):

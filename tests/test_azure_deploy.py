@@ -30,7 +30,7 @@ from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread
 from tests import azure_iam
 from tests.bicep import Bicep, Unresolved
 from tests.cloud_calls import Recorder, read
-from tests.conftest import ROOT, SAMPLES, safety_env, stage_source
+from tests.conftest import ROOT, SAMPLES, erase_a_thread, safety_env, stage_source
 
 KEY = "azure-deploy-proof-key"
 TENANT = "acme"
@@ -402,6 +402,20 @@ def test_a_spilled_stream_is_replayed_over_sse_by_the_api(az, fake):
     assert status == 200
     assert "event: done" in body
     assert "tok599" in body
+
+
+def test_a_thread_is_erased_with_its_image_and_its_spilled_stream(az, fake):
+    from azure.storage.blob import BlobServiceClient
+
+    container = BlobServiceClient.from_connection_string(az.conn).get_container_client(az.names["ALTO_CONTAINER"])
+    erase_a_thread(
+        lambda method, path: az.http(method, path),
+        lambda **body: submit(az, **body),
+        lambda job_id: until(az, job_id),
+        lambda prefix: sorted(b.name for b in container.list_blobs(name_starts_with=prefix)),
+        fake[0],
+        TENANT,
+    )
 
 
 def test_rag_without_a_snapshot_fails_the_job_saying_why(az):

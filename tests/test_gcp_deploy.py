@@ -34,7 +34,7 @@ from core.config.api import hash_api_key
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
 from tests import gcp_iam
 from tests.cloud_calls import read
-from tests.conftest import ROOT, SAMPLES, safety_env, stage_source
+from tests.conftest import ROOT, SAMPLES, erase_a_thread, safety_env, stage_source
 from tests.fakes.gcs import FakeGcs
 from tests.fakes.secret_manager import FakeSecretManager
 from tests.hcl import Terraform
@@ -353,6 +353,21 @@ def test_a_spilled_stream_is_replayed_over_sse_by_the_api(gcp, fake, gcs):
     body = gcp.http("GET", f"/v1/jobs/{job_id}/events").text
     assert "event: done" in body
     assert "tok599" in body
+
+
+def test_a_thread_is_erased_with_its_image_and_its_spilled_stream(gcp, fake, gcs):
+    def call(method: str, path: str) -> tuple[int, Any]:
+        r = gcp.http(method, path)
+        return r.status_code, r.json()
+
+    erase_a_thread(
+        call,
+        lambda **body: submit(gcp, **body),
+        lambda job_id: until(gcp, job_id),
+        lambda prefix: sorted(n for _, n in gcs[0].objects if n.startswith(prefix)),
+        fake[0],
+        TENANT,
+    )
 
 
 def test_rag_without_a_snapshot_fails_the_job_saying_why(gcp):

@@ -152,6 +152,43 @@ def test_read_and_erase_over_http(live, fake_anthropic):
     assert app.store.get(job_id).request.prompt == ERASED
 
 
+def test_erasing_a_thread_deletes_its_images_and_its_streamed_answers(live, fake_anthropic):
+    """DELETE /v1/threads/{id} takes what the turns left beyond the job records: the images they sent inline (kept
+    under the thread's own prefix, so an image another job shares is untouched) and their streamed text, inline in
+    the stream log and spilled to the blob store. A replay of the stream then shows nothing."""
+    import base64
+
+    from tests.test_images import IMAGE
+
+    fake, url = fake_anthropic
+    fake.plan.stream_tokens = 600  # ~4,000 characters: over the inline 1,000, so the answer spills
+    cfg = anthropic_config(url)
+    cfg["models"]["fake-sonnet"]["vision"] = True
+    cfg["stream"] = {"inline_chars": 1000}
+    cfg["routing"]["default"]["max_tokens"] = 1024  # room for the 600
+    app, base = live(cfg)
+    picture = {"type": "image", "data": base64.b64encode(IMAGE).decode()}
+    turn = {"role": "user", "content": [picture, {"type": "text", "text": "What is in this picture?"}]}
+    with httpx.Client(base_url=base, headers=ACME, timeout=30) as c:
+        ids = []
+        for body in ({"messages": [turn], "thread_id": "t-img", "stream": True}, {"messages": [turn]}):
+            r = c.post("/v1/jobs", json=body)
+            assert r.status_code == 202, r.text
+            assert wait_terminal(c, r.json()["status_url"], ACME)["status"] == "succeeded"
+            ids.append(r.json()["job_id"])
+        threaded, other = ids
+        kept = app.blobs.list("workflow-inputs/images/threads/acme/t-img/")
+        assert len(kept) == 1 and app.blobs.list(f"streams/{threaded}/")
+        assert "tok599" in c.get(f"/v1/jobs/{threaded}/events").text
+        erased = c.delete("/v1/threads/t-img").json()
+        assert erased["erased_jobs"] == [threaded] and erased["erased_objects"] == 2
+        assert app.blobs.list("workflow-inputs/images/threads/") == [] and app.blobs.list(f"streams/{threaded}/") == []
+        assert "tok599" not in c.get(f"/v1/jobs/{threaded}/events").text
+        assert app.blobs.list("workflow-inputs/images/")  # the other job's copy, outside any thread: untouched
+        assert c.get(f"/v1/jobs/{other}").json()["status"] == "succeeded"
+    fake.plan.stream_tokens = 0
+
+
 def test_a_queued_turn_of_an_erased_thread_is_refused_saying_why(app):
     first, second = submit(app, QUESTIONS[0]), submit(app, QUESTIONS[1])
     assert deliver(app, first).status is JobStatus.succeeded

@@ -7,19 +7,20 @@ from dataclasses import replace
 
 from core.conversation import Ask, ImagePart, Message
 from core.errors import InputError, NoRoute
-from core.images import Image, decoded, key_for, sniff
+from core.images import PREFIX, Image, decoded, key_for, sniff, thread_prefix
 from core.models import JobRequest
 from core.ports import BlobStore
 
 
-def stash_images(request: JobRequest, blobs: BlobStore | None) -> JobRequest:
-    """The request with every base64 image moved to the blob store (named by its content) and every blob:KEY
-    checked; InputError naming the part otherwise."""
+def stash_images(request: JobRequest, blobs: BlobStore | None, tenant: str) -> JobRequest:
+    """The request with every base64 image moved to the blob store (named by its content; a thread's under the
+    thread's prefix) and every blob:KEY checked; InputError naming the part otherwise."""
     if not any(_parts(m) for m in request.messages or ()):
         return request
     if blobs is None:
         raise InputError("this deployment has no blob store to keep images in", field="messages")
-    messages = [_stashed(m, i, blobs) for i, m in enumerate(request.messages or ())]
+    prefix = thread_prefix(tenant, request.thread_id) if request.thread_id else PREFIX
+    messages = [_stashed(m, i, blobs, prefix) for i, m in enumerate(request.messages or ())]
     return request.model_copy(update={"messages": messages})
 
 
@@ -27,19 +28,19 @@ def _parts(m: Message) -> list[ImagePart]:
     return [] if isinstance(m.content, str) else [p for p in m.content if isinstance(p, ImagePart)]
 
 
-def _stashed(m: Message, i: int, blobs: BlobStore) -> Message:
+def _stashed(m: Message, i: int, blobs: BlobStore, prefix: str) -> Message:
     if not _parts(m):
         return m
     assert not isinstance(m.content, str)
     parts = []
     for j, p in enumerate(m.content):
         if isinstance(p, ImagePart):
-            p = _one(p, blobs, f"messages[{i}].content[{j}]")
+            p = _one(p, blobs, f"messages[{i}].content[{j}]", prefix)
         parts.append(p)
     return m.model_copy(update={"content": parts})
 
 
-def _one(p: ImagePart, blobs: BlobStore, field: str) -> ImagePart:
+def _one(p: ImagePart, blobs: BlobStore, field: str, prefix: str) -> ImagePart:
     if p.data.startswith("blob:"):
         try:
             blobs.get(p.data.removeprefix("blob:"))
@@ -47,7 +48,7 @@ def _one(p: ImagePart, blobs: BlobStore, field: str) -> ImagePart:
             raise InputError(f"no blob {p.data.removeprefix('blob:')!r}: upload the image first", field=field) from None
         return p
     data = decoded(p.data)
-    key = key_for(data)
+    key = key_for(data, prefix)
     blobs.put(key, data)  # content-addressed: the same image twice is one object
     return ImagePart(type="image", data=f"blob:{key}", media_type=p.media_type or sniff(data))  # type: ignore[arg-type]
 

@@ -13,6 +13,7 @@ from core.conversation import message_of
 from core.errors import InputError, NotFound
 from core.governance.outcomes import OutcomeLedger
 from core.governance.spend import UsageLedger
+from core.images import thread_prefix
 from core.jobs.aftermath import Aftermath
 from core.jobs.filters import EVERY, JobFilter
 from core.jobs.ledger import Ledger
@@ -52,6 +53,7 @@ class ApiService:
         self.submitter = Submitter(settings, self.ledger, state, queue, blobs=blobs, retriever=retriever, clock=clock)
         self.submitter.safety = self.safety
         self.streams = StreamLog(state, blobs, settings.stream)
+        self.blobs = blobs
         self.queries = Queries(store, self.streams, self.safety.reveal)
         self.ledger.views = self.queries.view_of  # a callback's body is the view its receiver reads
         self.feed = Feed(self.queries, self.streams, settings.stream)
@@ -168,10 +170,15 @@ class ApiService:
 
     def erase_thread(self, tenant: str | None, thread_id: str) -> ThreadErased:
         """`DELETE /v1/threads/{id}`: the thread forgotten and its jobs' turns blanked."""
-        erased = self.threads.erase(_tenant_of_thread(tenant), thread_id)
+        owner = _tenant_of_thread(tenant)
+        erased = self.threads.erase(owner, thread_id)
         if erased is None:
             raise NotFound(f"no thread {thread_id!r} for this tenant")
-        return ThreadErased(thread_id=thread_id, erased_jobs=erased)
+        return ThreadErased(
+            thread_id=thread_id,
+            erased_jobs=erased,
+            erased_objects=_dropped(self.blobs, self.streams, owner, thread_id, erased),
+        )
 
     def cancel(self, tenant: str | None, job_id: str) -> Job:
         """`DELETE /v1/jobs/{id}`: the job ends `cancelled`, and its callback (if it has one) is queued; a
@@ -189,3 +196,16 @@ def _tenant_of_thread(tenant: str | None) -> str:
     if tenant is None:
         raise InputError("threads are a tenant's: use the tenant's API key", field="Authorization")
     return tenant
+
+
+def _dropped(blobs: BlobStore | None, streams: StreamLog, tenant: str, thread_id: str, job_ids: list[str]) -> int:
+    """What an erased thread's jobs left in the blob store and the stream logs, deleted: its inline images (kept
+    under the thread's own prefix) and its streamed answers; how many objects. A `blob:` image the client uploaded
+    is the client's own."""
+    streamed = sum(streams.erase(j) for j in job_ids)
+    if blobs is None:
+        return streamed
+    images = blobs.list(thread_prefix(tenant, thread_id))
+    for k in images:
+        blobs.delete(k)
+    return streamed + len(images)

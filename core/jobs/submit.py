@@ -107,7 +107,7 @@ class Submitter:
             request = request.model_copy(
                 update={"workflow": check_workflow(request, self.settings), "inputs": stash(request.inputs, self.blobs)}
             )
-        request = stash_images(request, self.blobs)  # no stored job holds an image's bytes
+        request = stash_images(request, self.blobs, tenant)  # no stored job holds an image's bytes
         job = self._new_job(job_id, tenant, request, fingerprint, idempotency_key, trace_id)
         job.parent_span_id = parent_span_id
         if safety is not None and screened is not None:

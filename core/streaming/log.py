@@ -87,3 +87,17 @@ class StreamLog:
                 return created.version if created is not None else None
             version = current.version
         return version + 1 if self.state.compare_and_set(k, value, expected_version=version, ttl_s=TTL_S) else None
+
+    def erase(self, job_id: str) -> int:
+        """The job's streamed text gone (its thread was erased): the record blanked (an update, which every role
+        that erases may make) and the spilled attempts deleted; how many objects were."""
+        rec = self.state.get(key(job_id))
+        if rec is not None and (rec.value.get("text") or rec.value.get("blob")):
+            blank = {"attempt": rec.value["attempt"], "seq": 0, "ends": [], "text": ""}
+            self.state.compare_and_set(key(job_id), blank, expected_version=rec.version, ttl_s=TTL_S)
+        if self.blobs is None:
+            return 0
+        spilled = self.blobs.list(f"streams/{job_id}/")
+        for k in spilled:
+            self.blobs.delete(k)
+        return len(spilled)

@@ -12,8 +12,9 @@ locals {
       secret    = false
       vault     = true # a redacting policy: values sealed at submit, opened for reads (with var.safety_vault)
       objects = {
-        "roles/storage.objectUser"   = ["workflow-inputs/"] # a big input stashed, a given document checked
-        "roles/storage.objectViewer" = ["streams/"]         # a spilled stream replayed
+        # a big input or an image stashed, a given document checked; a spilled stream replayed; an erased
+        # thread's images and streams deleted
+        "roles/storage.objectUser" = ["workflow-inputs/", "streams/"]
       }
     }
     worker = {
