@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -291,6 +292,42 @@ def safety_env(vault_key: str) -> dict[str, str]:
         "ALTO_SAFETY__TASKS": json.dumps({"private": "private", "masked": "masked"}),
         "ALTO_SAFETY__VAULT_KEY": vault_key,
     }
+
+
+def a_redacted_job_and_its_callback(
+    submit: Callable[..., str],
+    until: Callable[[str], dict[str, Any]],
+    delivered: Callable[[Callable[[], bool]], None],
+    fake: Any,
+) -> None:
+    """A deploy proof's redaction scenario (under `safety_env`'s `private` task): the api seals the values at
+    submit and opens them for its views, the worker opens them for the callback, and the provider sees only
+    placeholders. `delivered(done)` drives the cloud's queue until `done()`."""
+    from tests.test_callbacks import Receiver
+
+    fake.keep_requests = True
+    email = "maria.garcia@example.com"
+    receiver = Receiver(204)
+    try:
+        done = until(submit(prompt=f"Write to {email}", task="private", callback_url=receiver.url))
+        assert done["status"] == "succeeded", done
+        assert email in done["result"]  # the fake echoes the question: restored by the api
+        delivered(lambda: bool(receiver.got))
+        assert email in receiver.got[0][1].decode()
+    finally:
+        receiver.close()
+        fake.keep_requests = False
+    sent = json.dumps(fake.requests)
+    assert "[EMAIL_" in sent and email not in sent
+
+
+MASKED_EMAIL = "lars.jensen@example.org"  # sent in the clear under `masked`, echoed, masked in the answer
+
+
+def masked_in_the_answer(done: dict[str, Any]) -> None:
+    assert done["status"] == "succeeded" and done["lane"] == "batch", done
+    assert MASKED_EMAIL not in done["result"] and "[EMAIL_" in done["result"]  # masked for good
+    assert [(x["rule"], x["stage"]) for x in done["safety"]["findings"]] == [("pii.email", "output")]
 
 
 def erase_a_thread(

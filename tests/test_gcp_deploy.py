@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,16 @@ from core.config.api import hash_api_key
 from core.testing.fake_anthropic import FakeAnthropic, FaultPlan, ServerThread, free_port
 from tests import gcp_iam
 from tests.cloud_calls import read
-from tests.conftest import ROOT, SAMPLES, erase_a_thread, safety_env, stage_source
+from tests.conftest import (
+    MASKED_EMAIL,
+    ROOT,
+    SAMPLES,
+    a_redacted_job_and_its_callback,
+    erase_a_thread,
+    masked_in_the_answer,
+    safety_env,
+    stage_source,
+)
 from tests.fakes.gcs import FakeGcs
 from tests.fakes.secret_manager import FakeSecretManager
 from tests.hcl import Terraform
@@ -452,42 +462,27 @@ def test_a_dead_lettered_job_is_marked_and_its_callback_delivered(gcp, fake):
 
 
 def test_a_redacted_job_is_sealed_by_the_api_and_its_callback_opened_by_the_worker(gcp, fake):
-    """Under a policy that redacts (-var safety_vault=true): the api seals the values at submit and opens them for
-    its views, the worker opens them for the callback; both read the vault key under their own bindings."""
-    from tests.test_callbacks import Receiver
+    """Under a policy that redacts (-var safety_vault=true): the api and the worker read the vault key under their
+    own bindings."""
 
-    f, _ = fake
-    f.keep_requests = True
-    email = "maria.garcia@example.com"
-    receiver = Receiver(204)
-    try:
-        job_id = submit(gcp, prompt=f"Write to {email}", task="private", callback_url=receiver.url)
-        done = until(gcp, job_id)
-        assert done["status"] == "succeeded", done
-        assert email in done["result"]  # the fake echoes the question: restored by the api
+    def delivered(done: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 30
-        while not receiver.got and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert receiver.got and email in receiver.got[0][1].decode()
-    finally:
-        receiver.close()
-        f.keep_requests = False
-    sent = json.dumps(f.requests)
-    assert "[EMAIL_" in sent and email not in sent
+
+    a_redacted_job_and_its_callback(
+        lambda **body: submit(gcp, **body), lambda job_id: until(gcp, job_id), delivered, fake[0]
+    )
 
 
 def test_a_batched_answer_is_masked_by_the_reconciler_with_the_vault_key(gcp):
-    email = "lars.jensen@example.org"
-    job_id = submit(gcp, prompt=f"Repeat {email}", task="masked", lane="batch")
+    job_id = submit(gcp, prompt=f"Repeat {MASKED_EMAIL}", task="masked", lane="batch")
     deadline = time.monotonic() + 60
     while view(gcp, job_id)["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
         r = httpx.post(gcp.hosts["reconcile"].url, json={}, timeout=60)  # what Cloud Scheduler sends
         assert r.status_code == 200, r.text
         time.sleep(0.2)
-    done = view(gcp, job_id)
-    assert done["status"] == "succeeded" and done["lane"] == "batch", done
-    assert email not in done["result"] and "[EMAIL_" in done["result"]  # masked for good
-    assert [(x["rule"], x["stage"]) for x in done["safety"]["findings"]] == [("pii.email", "output")]
+    masked_in_the_answer(view(gcp, job_id))
 
 
 def test_a_container_worker_as_the_worker_identity_pulls_extends_and_drains(gcp, fake):
