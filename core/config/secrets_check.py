@@ -11,7 +11,7 @@ from core.config.api import SECRET_REF
 from core.config.worker import Settings
 from core.errors import ConfigError
 from core.ports import Secrets
-from core.providers.sdks import install_command, missing_sdk
+from core.providers.sdks import missing_extra, missing_sdk
 
 LOCAL_SCHEMES = ("env", "file")
 
@@ -45,16 +45,10 @@ def missing_sdks(settings: Settings) -> list[str]:
 
 def missing_cipher(settings: Settings) -> list[str]:
     """The vault's cipher, when a policy redacts and `cryptography` is not installed here."""
-    from importlib.util import find_spec
-
     redacting = settings.safety.redacting()
-    if not redacting or find_spec("cryptography") is not None:
+    if not redacting or (problem := missing_extra(("cryptography",), "safety")) is None:
         return []
-    return [
-        f"  safety.policies.{redacting[0]} redacts, and the vault seals the values with the Python package "
-        f"'cryptography', which is not installed: {install_command('safety')} (into the environment the service "
-        "runs in)"
-    ]
+    return [f"  safety.policies.{redacting[0]} redacts, and the vault that seals the values {problem}"]
 
 
 def missing_for_safety(settings: Settings) -> list[str]:

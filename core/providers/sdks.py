@@ -1,4 +1,5 @@
-"""Which Python packages each provider type needs, and the install command that brings a missing one."""
+"""Which Python packages each provider type (or optional feature) needs, and the install command that brings a
+missing one."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ def _importable(package: str) -> bool:
 
 def missing_sdk(provider_type: str) -> str | None:
     """What to install for a provider type whose SDK is missing here, or None when it can be built."""
-    packages, extra = NEEDS.get(provider_type, ((), ""))
+    return missing_extra(*NEEDS.get(provider_type, ((), "")))
+
+
+def missing_extra(packages: tuple[str, ...], extra: str) -> str | None:
+    """What to install when one of `packages` is missing here (the extra that brings them), or None."""
     missing = [p for p in packages if not _importable(p)]
     if not missing:
         return None

@@ -19,12 +19,12 @@ MIN_SCORE = 0.6
 
 def missing(model: str) -> str | None:
     """What is missing here to find names with `model` (None: nothing)."""
-    from importlib.util import find_spec
+    from core.providers.sdks import missing_extra
 
-    if find_spec("presidio_analyzer") is None:
+    if (problem := missing_extra(("presidio_analyzer",), "presidio")) is not None:
         return (
-            "safety pii kind 'name' needs Presidio: pip install 'altostratus[presidio]' and a spaCy model "
-            "(python -m spacy download en_core_web_lg), or remove 'name' from pii.kinds"
+            f"safety pii kind 'name' {problem}, with a spaCy model (python -m spacy download en_core_web_lg); "
+            "or remove 'name' from pii.kinds"
         )
     import spacy.util
 
