@@ -158,11 +158,12 @@ class Safety:
         return submitted.request, record.model_copy(update={"sealed": sealed})
 
     def gathered(self, parent: Job, children: list[Job]) -> SafetyRecord | None:
-        """The workflow's record with its steps' values joined to its own: its result restores them all."""
+        """The workflow's record with its steps' values joined to its own, so its result restores them all; None
+        when they add none (the record stays as it is)."""
         found = {k: v for c in children for k, v in self._own(c).items()}
         own = self._own(parent)
         if found.keys() <= own.keys():
-            return parent.safety
+            return None
         policy = parent.safety.policy if parent.safety else next(c.safety.policy for c in children if c.safety)
         record = (parent.safety or SafetyRecord(policy=policy)).model_copy(deep=True)
         record.sealed = self.vault.seal({**own, **found}, bound(parent.tenant, parent.id))

@@ -171,7 +171,7 @@ class Workflows:
         children = [self._child(parent, config, k, round_, n, p, stream=stream) for n, p in enumerate(prompts)]
         for child in children:
             self.ledger.create(child)  # False: created by an earlier try of this same round
-        record = self.safety.gathered(parent, children) if self.safety is not None else parent.safety
+        record = self.safety.gathered(parent, children) if self.safety is not None else None
         if not self.steps.open_round(parent, k, round_, len(children), over, record):
             return raced()
         for child in children:

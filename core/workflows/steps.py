@@ -45,11 +45,13 @@ class WorkflowSteps:
     def open_round(
         self, parent: Job, step: int, round_: int, nodes: int, inputs: list[str], safety: SafetyRecord | None = None
     ) -> Wrote:
-        """The round's children are made; `safety`: the workflow's record with their values joined to its own."""
+        """The round's children are made; `safety`: the workflow's record with their values joined to its own (None:
+        as it is)."""
 
         def change(j: Job) -> None:
             assert j.workflow is not None
-            j.safety = safety if safety is not None else j.safety
+            if safety is not None:
+                j.safety = safety
             s = j.workflow.steps[step]
             s.status, s.round, s.nodes, s.done, s.inputs = "running", round_, nodes, {}, inputs
             s.rounds = [*s.rounds[:round_], nodes]
